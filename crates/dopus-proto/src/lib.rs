@@ -1,0 +1,5 @@
+#![doc = include_str!("../README.md")]
+
+pub mod bundle;
+pub mod canonical;
+pub mod stun;
