@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the whole DiscordOpus test suite: formatting, lints, Rust tests (unit, integration,
+# multi-process), the web UI's unit tests and the browser end-to-end tests in headless Chromium.
+# Installs what it needs (Debian packages, npm packages) first. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+./scripts/install-deps.sh --test
+
+step "web UI: install and build"
+./scripts/build-web.sh
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+step "rust tests (nextest)"
+cargo nextest run --locked --workspace --no-fail-fast --profile ci
+
+step "web UI unit tests (vitest)"
+(cd web && npm test --silent)
+
+step "browser end-to-end tests (playwright-core + Debian chromium)"
+cargo build --locked -p dopus-node -p dopus-server
+(cd web && npm run --silent e2e)
+
+step "all green"
