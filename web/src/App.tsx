@@ -1,0 +1,33 @@
+import { Main } from "./components/Main";
+import { Onboarding } from "./components/Onboarding";
+import { useStore } from "./state/store";
+
+export function App() {
+  const { state } = useStore();
+  switch (state.node) {
+    case "unknown":
+      return (
+        <div className="splash" role="status" aria-live="polite">
+          <div className="logo" aria-hidden="true">◎</div>
+          <p>Connecting to your node…</p>
+        </div>
+      );
+    case "unauthorized":
+      return (
+        <div className="splash" role="alert">
+          <div className="logo" aria-hidden="true">◎</div>
+          <h1>This page needs its launch link</h1>
+          <p>
+            Open the address that <code>discordopus</code> printed when it started (it ends in <code>?token=…</code>). A new
+            token is made on every launch.
+          </p>
+        </div>
+      );
+    case "no_identity":
+      return <Onboarding mode="create" />;
+    case "locked":
+      return <Onboarding mode="unlock" />;
+    case "ready":
+      return <Main />;
+  }
+}

@@ -1,0 +1,215 @@
+import { memo, useEffect, useRef, useState, type KeyboardEvent } from "react";
+import type { Message } from "../api/types";
+import { deliveryLabel } from "../lib/messages";
+import { useStore } from "../state/store";
+import { Avatar } from "./Avatar";
+import { EmojiPicker } from "./EmojiPicker";
+
+function time(ts: number): string {
+  return new Date(ts).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+}
+function fullTime(ts: number): string {
+  return new Date(ts).toLocaleString();
+}
+
+const STATE_ICON: Record<Message["state"], string> = {
+  pending: "◷",
+  sent: "✓",
+  delivered: "✓✓",
+  read: "✓✓",
+  failed: "!",
+};
+
+interface Props {
+  message: Message;
+  first: boolean;
+  author: string;
+  meId: string;
+  replied: Message | undefined;
+  repliedAuthor(m: Message): string;
+  editing: boolean;
+  highlighted: boolean;
+  onReply(): void;
+  onEdit(): void;
+  onEditDone(): void;
+}
+
+export const MessageItem = memo(function MessageItem(p: Props) {
+  const { actions } = useStore();
+  const m = p.message;
+  const [picker, setPicker] = useState(false);
+  const [confirmDelete, setConfirmDelete] = useState(false);
+  const local = m.id.startsWith("local-");
+  const canAct = !m.deleted && !local;
+
+  return (
+    <li
+      id={`msg-${m.id}`}
+      className={`message ${p.first ? "first" : "cont"} ${p.highlighted ? "highlight" : ""} ${m.outgoing ? "outgoing" : ""}`}
+      tabIndex={-1}
+      aria-label={`${p.author}, ${fullTime(m.sent_at)}`}
+      data-testid="message"
+      data-message-id={m.id}
+      data-state={m.state}
+    >
+      {p.first ? (
+        <Avatar id={m.sender} name={p.author} size={36} />
+      ) : (
+        <time className="gutter-time" dateTime={new Date(m.sent_at).toISOString()} aria-hidden="true">
+          {time(m.sent_at)}
+        </time>
+      )}
+      <div className="message-main">
+        {p.first && (
+          <div className="message-head">
+            <span className="author">{p.author}</span>
+            <time dateTime={new Date(m.sent_at).toISOString()} title={fullTime(m.sent_at)}>
+              {time(m.sent_at)}
+            </time>
+          </div>
+        )}
+        {m.reply_to && (
+          <div className="reply-quote">
+            <span className="sr-only">In reply to </span>
+            {p.replied ? (
+              <>
+                <span className="author">{p.repliedAuthor(p.replied)}</span>{" "}
+                <span className="quote-text">{p.replied.deleted ? "Message deleted" : p.replied.body}</span>
+              </>
+            ) : (
+              <span className="muted">an earlier message</span>
+            )}
+          </div>
+        )}
+        {p.editing ? (
+          <EditBox message={m} onDone={p.onEditDone} />
+        ) : m.deleted ? (
+          <p className="body deleted" data-testid="message-body">
+            This message was deleted.
+          </p>
+        ) : (
+          <p className="body" data-testid="message-body">
+            {m.body}
+            {m.edited_at !== null && (
+              <span className="edited" title={`Edited ${fullTime(m.edited_at)}`}>
+                {" "}
+                (edited)
+              </span>
+            )}
+          </p>
+        )}
+        {m.reactions.length > 0 && !m.deleted && (
+          <div className="reactions" role="group" aria-label="Reactions">
+            {m.reactions.map((r) => (
+              <button
+                key={r.emoji}
+                className={`reaction ${r.mine ? "mine" : ""}`}
+                aria-pressed={r.mine}
+                aria-label={`${r.emoji} ${r.count}${r.mine ? ", including you" : ""}. ${r.mine ? "Remove" : "Add"} reaction`}
+                onClick={() => void actions.toggleReaction(m, r.emoji)}
+                data-testid="reaction"
+              >
+                <span aria-hidden="true">{r.emoji}</span> <span aria-hidden="true">{r.count}</span>
+              </button>
+            ))}
+          </div>
+        )}
+        {m.outgoing && (
+          <span className={`delivery delivery-${m.state}`} title={deliveryLabel(m.state)} data-testid="delivery">
+            <span aria-hidden="true">{STATE_ICON[m.state]}</span>
+            <span className="sr-only">{deliveryLabel(m.state)}</span>
+          </span>
+        )}
+        {confirmDelete && (
+          <div className="confirm" role="alertdialog" aria-label="Delete message">
+            <span>Delete this message for everyone?</span>
+            <button
+              className="danger"
+              autoFocus
+              onClick={() => {
+                setConfirmDelete(false);
+                void actions.remove(m.id);
+              }}
+            >
+              Delete
+            </button>
+            <button onClick={() => setConfirmDelete(false)}>Cancel</button>
+          </div>
+        )}
+      </div>
+      {canAct && !p.editing && (
+        <div className="message-actions" role="toolbar" aria-label="Message actions">
+          <button className="icon" aria-label="Add reaction" title="Add reaction" aria-expanded={picker} onClick={() => setPicker((v) => !v)}>
+            😊
+          </button>
+          <button className="icon" aria-label="Reply" title="Reply" onClick={p.onReply}>
+            ↩
+          </button>
+          {m.outgoing && (
+            <>
+              <button className="icon" aria-label="Edit" title="Edit" onClick={p.onEdit}>
+                ✎
+              </button>
+              <button className="icon danger-text" aria-label="Delete" title="Delete" onClick={() => setConfirmDelete(true)}>
+                🗑
+              </button>
+            </>
+          )}
+          {picker && (
+            <EmojiPicker
+              onPick={(emoji) => {
+                setPicker(false);
+                const mine = m.reactions.some((r) => r.emoji === emoji && r.mine);
+                if (!mine) void actions.toggleReaction(m, emoji);
+              }}
+              onClose={() => setPicker(false)}
+            />
+          )}
+        </div>
+      )}
+    </li>
+  );
+});
+
+function EditBox({ message, onDone }: { message: Message; onDone(): void }) {
+  const { actions } = useStore();
+  const [text, setText] = useState(message.body ?? "");
+  const ref = useRef<HTMLTextAreaElement>(null);
+  useEffect(() => {
+    const el = ref.current;
+    if (el) {
+      el.focus();
+      el.setSelectionRange(el.value.length, el.value.length);
+    }
+  }, []);
+  const save = () => {
+    const body = text.trim();
+    if (body && body !== message.body) void actions.edit(message.id, body);
+    onDone();
+  };
+  const onKey = (e: KeyboardEvent<HTMLTextAreaElement>) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.nativeEvent.isComposing) {
+      e.preventDefault();
+      save();
+    } else if (e.key === "Escape") {
+      e.preventDefault();
+      onDone();
+    }
+  };
+  return (
+    <div className="edit-box">
+      <textarea
+        ref={ref}
+        aria-label="Edit message"
+        value={text}
+        rows={Math.min(8, text.split("\n").length)}
+        onChange={(e) => setText(e.target.value)}
+        onKeyDown={onKey}
+      />
+      <p className="hint muted">
+        Escape to <button className="link" onClick={onDone}>cancel</button> · Enter to{" "}
+        <button className="link" onClick={save}>save</button>
+      </p>
+    </div>
+  );
+}

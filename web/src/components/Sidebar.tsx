@@ -1,0 +1,105 @@
+import type { Presence } from "../api/types";
+import { sortedContacts } from "../lib/state";
+import { useStore } from "../state/store";
+import { Avatar, PresenceDot, presenceLabel } from "./Avatar";
+
+const STATUSES: Presence[] = ["online", "away", "busy", "invisible"];
+
+export function Sidebar({ onSettings, onSearch }: { onSettings(): void; onSearch(): void }) {
+  const { state, actions } = useStore();
+  const { friends, incoming } = sortedContacts(state.contacts);
+  const me = state.me;
+
+  return (
+    <nav className="sidebar" aria-label="Conversations">
+      <div className="sidebar-top">
+        <button className="search-trigger" onClick={onSearch} aria-keyshortcuts="Control+K">
+          <span aria-hidden="true">🔍</span> Search messages
+          <kbd aria-hidden="true">Ctrl K</kbd>
+        </button>
+      </div>
+      <button
+        className={`nav-item ${state.active === null ? "active" : ""}`}
+        aria-current={state.active === null ? "page" : undefined}
+        onClick={() => actions.open(null)}
+      >
+        <span className="nav-icon" aria-hidden="true">👥</span>
+        <span className="nav-label">Friends</span>
+        {incoming.length > 0 && (
+          <span className="badge" aria-label={`${incoming.length} contact request${incoming.length === 1 ? "" : "s"}`}>
+            {incoming.length}
+          </span>
+        )}
+      </button>
+      <h2 className="sidebar-heading" id="dm-heading">
+        Direct messages
+      </h2>
+      <ul className="contact-list" aria-labelledby="dm-heading">
+        {friends.length === 0 && <li className="muted empty">No contacts yet. Add one from Friends.</li>}
+        {friends.map((c) => {
+          const preview = c.last_message
+            ? c.last_message.deleted
+              ? "Message deleted"
+              : `${c.last_message.outgoing ? "You: " : ""}${c.last_message.body ?? ""}`
+            : "";
+          const label = `${c.display_name}, ${presenceLabel(c.presence)}${c.unread ? `, ${c.unread} unread` : ""}`;
+          return (
+            <li key={c.user_id}>
+              <button
+                className={`contact ${state.active === c.user_id ? "active" : ""} ${c.unread ? "has-unread" : ""}`}
+                aria-current={state.active === c.user_id ? "page" : undefined}
+                aria-label={label}
+                data-user-id={c.user_id}
+                onClick={() => actions.open(c.user_id)}
+              >
+                <Avatar id={c.user_id} name={c.display_name} presence={c.presence} />
+                <span className="contact-text">
+                  <span className="contact-name">
+                    {c.display_name}
+                    {c.verified && (
+                      <span className="verified" title="Verified" aria-hidden="true">
+                        ✔
+                      </span>
+                    )}
+                  </span>
+                  <span className="contact-preview">{preview}</span>
+                </span>
+                {c.unread > 0 && (
+                  <span className="badge unread" aria-hidden="true" data-testid="unread">
+                    {c.unread > 99 ? "99+" : c.unread}
+                  </span>
+                )}
+              </button>
+            </li>
+          );
+        })}
+      </ul>
+      {me && (
+        <div className="user-panel">
+          <Avatar id={me.user_id} name={me.display_name} presence={me.status} />
+          <div className="user-panel-text">
+            <span className="contact-name">{me.display_name}</span>
+            <label className="status-select">
+              <span className="sr-only">Your status</span>
+              <PresenceDot presence={me.status} />
+              <select
+                aria-label="Your status"
+                value={me.status === "offline" ? "invisible" : me.status}
+                onChange={(e) => void actions.setStatus(e.target.value as Presence)}
+              >
+                {STATUSES.map((s) => (
+                  <option key={s} value={s}>
+                    {presenceLabel(s)}
+                  </option>
+                ))}
+              </select>
+            </label>
+          </div>
+          <button className="icon" aria-label="Settings" title="Settings" onClick={onSettings}>
+            ⚙
+          </button>
+        </div>
+      )}
+    </nav>
+  );
+}

@@ -1,0 +1,44 @@
+// Small display helpers shared by components, kept pure so they can be unit-tested.
+import type { Connection } from "../api/types";
+
+export const MODE_TEXT: Record<Connection["mode"], string> = {
+  direct: "Direct peer-to-peer",
+  relayed: "Relayed through a TURN server",
+  mailbox: "Mailbox (stored encrypted until they are online)",
+  none: "No connection yet",
+};
+
+export function connectionSummary(c: Connection): string {
+  const rtt = c.rtt_ms !== undefined ? `, ${Math.round(c.rtt_ms)} ms` : "";
+  return `${MODE_TEXT[c.mode]} (${c.state}${rtt})`;
+}
+
+/** Splits the safety number into its 12 groups of 5 digits, whatever separators the node used. */
+export function safetyGroups(s: string): string[] {
+  const digits = s.replace(/\D/g, "");
+  const groups: string[] = [];
+  for (let i = 0; i < digits.length; i += 5) groups.push(digits.slice(i, i + 5));
+  return groups;
+}
+
+/** ICE servers are edited one per line; blank lines and surrounding spaces are dropped. */
+export function parseIceServers(text: string): string[] {
+  return text
+    .split(/[\n,]/)
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+/** Accepts stun:, stuns:, turn: and turns: URLs, the forms WebRTC understands. */
+export function isIceUrl(s: string): boolean {
+  return /^(stuns?|turns?):[^\s]+$/i.test(s);
+}
+
+export function isServerUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return (u.protocol === "ws:" || u.protocol === "wss:") && u.host !== "";
+  } catch {
+    return false;
+  }
+}

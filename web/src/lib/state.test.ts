@@ -1,0 +1,130 @@
+import { describe, expect, it } from "vitest";
+import type { ApiEvent } from "../api/types";
+import { bannerFor, initialState, mergePage, reducer, sortedContacts, type Action, type State } from "./state";
+import { ALICE, BOB, contact, msg, userId } from "./testutil";
+
+function run(state: State, ...actions: Action[]): State {
+  return actions.reduce(reducer, state);
+}
+const ev = (event: ApiEvent, now = 0): Action => ({ type: "event", event, now });
+
+const withBob = run(initialState, { type: "contacts", contacts: [contact({ user_id: BOB })] });
+
+describe("message events", () => {
+  it("counts unread for a conversation that is not open, once per message", () => {
+    const m = msg({ id: "m1", seq: 1 });
+    const s = run(withBob, ev({ type: "message", message: m }), ev({ type: "message", message: m }));
+    expect(s.contacts[BOB]!.unread).toBe(1);
+    expect(s.contacts[BOB]!.last_message?.id).toBe("m1");
+    expect(s.conversations[BOB]!.messages).toHaveLength(1);
+  });
+
+  it("does not count messages in the open, visible conversation, and clears on open", () => {
+    const open = run(withBob, { type: "open", userId: BOB });
+    const s = run(open, ev({ type: "message", message: msg({ id: "m1", seq: 1 }) }));
+    expect(s.contacts[BOB]!.unread).toBe(0);
+    const hidden = run(s, { type: "visible", visible: false }, ev({ type: "message", message: msg({ id: "m2", seq: 2 }) }));
+    expect(hidden.contacts[BOB]!.unread).toBe(1);
+    expect(run(hidden, { type: "visible", visible: true }).contacts[BOB]!.unread).toBe(0);
+  });
+
+  it("does not count own or updated messages", () => {
+    const s = run(
+      withBob,
+      ev({ type: "message", message: msg({ id: "o", seq: 1, outgoing: true, sender: ALICE }) }),
+      ev({ type: "message_updated", message: msg({ id: "u", seq: 2 }) }),
+    );
+    expect(s.contacts[BOB]!.unread).toBe(0);
+  });
+
+  it("applies edits, deletions and reactions in place", () => {
+    const m = msg({ id: "m1", seq: 1 });
+    const s = run(
+      withBob,
+      ev({ type: "message", message: m }),
+      ev({ type: "message_updated", message: { ...m, body: "edited", edited_at: 9 } }),
+      ev({ type: "message_updated", message: { ...m, reactions: [{ emoji: "👍", count: 1, mine: true, users: [ALICE] }] } }),
+    );
+    const got = s.conversations[BOB]!.messages[0]!;
+    expect(got.reactions[0]!.emoji).toBe("👍");
+    const del = run(s, ev({ type: "message_updated", message: { ...m, deleted: true, body: null } }));
+    expect(del.conversations[BOB]!.messages[0]!.deleted).toBe(true);
+  });
+
+  it("replaces an optimistic message with the node's answer, event first or answer first", () => {
+    const local = msg({ id: "local-1", seq: Number.MAX_SAFE_INTEGER, outgoing: true, sender: ALICE, state: "pending" });
+    const real = msg({ id: "r1", seq: 7, outgoing: true, sender: ALICE, state: "pending" });
+    const delivered = { ...real, state: "delivered" as const };
+    const a = run(withBob, { type: "local_send", message: local }, ev({ type: "message_updated", message: delivered }), {
+      type: "sent",
+      localId: "local-1",
+      message: real,
+    });
+    expect(a.conversations[BOB]!.messages.map((m) => [m.id, m.state])).toEqual([["r1", "delivered"]]);
+    const b = run(withBob, { type: "local_send", message: local }, { type: "send_failed", localId: "local-1" });
+    expect(b.conversations[BOB]!.messages[0]!.state).toBe("failed");
+  });
+});
+
+describe("other events", () => {
+  it("expires typing on tick and ends it when the peer's message arrives", () => {
+    const s = run(withBob, ev({ type: "typing", user_id: BOB, active: true }, 1000));
+    expect(BOB in s.typing).toBe(true);
+    expect(run(s, { type: "tick", now: 6999 }).typing).toBe(s.typing);
+    expect(run(s, { type: "tick", now: 7000 }).typing).toEqual({});
+    expect(run(s, ev({ type: "message", message: msg({ id: "m", seq: 1 }) })).typing).toEqual({});
+  });
+
+  it("updates presence of contacts and of me, connection, and contact requests", () => {
+    const me = { user_id: ALICE, display_name: "Alice", device_id: "d", device_keys: { ed25519: "", curve25519: "" }, fingerprint: "", status: "online" as const };
+    const carol = userId(3);
+    const s = run(
+      withBob,
+      { type: "me", me },
+      ev({ type: "presence", user_id: BOB, presence: "away" }),
+      ev({ type: "presence", user_id: ALICE, presence: "busy" }),
+      ev({ type: "connection", user_id: BOB, connection: { mode: "direct", state: "connected", rtt_ms: 3 } }),
+      ev({ type: "contact", contact: contact({ user_id: carol, display_name: "Carol", state: "incoming_request" }) }),
+    );
+    expect(s.contacts[BOB]!.presence).toBe("away");
+    expect(s.me!.status).toBe("busy");
+    expect(s.contacts[BOB]!.connection.rtt_ms).toBe(3);
+    expect(sortedContacts(s.contacts).incoming.map((c) => c.display_name)).toEqual(["Carol"]);
+    expect(sortedContacts(s.contacts).friends.map((c) => c.display_name)).toEqual(["Bob"]);
+  });
+
+  it("tracks signaling state and posts a notice on session reset", () => {
+    const s = run(withBob, ev({ type: "signaling", state: "disconnected", retry_in_ms: 4000 }), ev({ type: "session_reset", user_id: BOB, resent: 2 }));
+    expect(s.signaling).toMatchObject({ state: "disconnected", retryInMs: 4000 });
+    expect(s.notices[0]!.text).toContain("Bob");
+    expect(s.notices[0]!.text).toContain("2 messages");
+  });
+});
+
+describe("mergePage", () => {
+  const empty = { messages: [], hasMore: true, loaded: false, loadingOlder: false };
+  it("extends history with older pages and records has_more", () => {
+    const first = mergePage(empty, { messages: [msg({ id: "c", seq: 3 })], has_more: true }, false);
+    const second = mergePage(first, { messages: [msg({ id: "a", seq: 1 }), msg({ id: "b", seq: 2 })], has_more: false }, true);
+    expect(second.messages.map((m) => m.id)).toEqual(["a", "b", "c"]);
+    expect(second.hasMore).toBe(false);
+  });
+  it("replaces the list when a refreshed latest page leaves a gap", () => {
+    const held = mergePage(empty, { messages: [msg({ id: "a", seq: 1 })], has_more: false }, false);
+    const gap = mergePage(held, { messages: [msg({ id: "x", seq: 100 })], has_more: true }, false);
+    expect(gap.messages.map((m) => m.id)).toEqual(["x"]);
+    expect(gap.hasMore).toBe(true);
+    const touching = mergePage(held, { messages: [msg({ id: "a", seq: 1 }), msg({ id: "b", seq: 2 })], has_more: false }, false);
+    expect(touching.messages.map((m) => m.id)).toEqual(["a", "b"]);
+  });
+});
+
+describe("bannerFor", () => {
+  it("prefers the socket state, then signaling", () => {
+    expect(bannerFor("connecting", { state: "connected", url: "" })?.text).toMatch(/node/);
+    expect(bannerFor("reconnecting", { state: "connected", url: "" })?.tone).toBe("error");
+    expect(bannerFor("open", { state: "connected", url: "" })).toBeNull();
+    expect(bannerFor("open", { state: "authenticating", url: "" })?.text).toMatch(/signaling/);
+    expect(bannerFor("open", { state: "disconnected", url: "", retryInMs: 2500 })?.text).toMatch(/retrying in 3 s/);
+  });
+});

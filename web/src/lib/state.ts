@@ -1,0 +1,329 @@
+// The UI's whole state and the pure reducer that applies REST answers and live events to it.
+// Components dispatch; nothing here does I/O, so every transition is unit-tested.
+import type {
+  ApiEvent,
+  Contact,
+  Me,
+  Message,
+  MessagePage,
+  NodeState,
+  Settings,
+  SignalingState,
+  Status,
+  UserId,
+} from "../api/types";
+import { mergeMessage, mergeMessages } from "./messages";
+import { applyTyping, expireTyping, type TypingMap } from "./typing";
+
+export type SocketState = "connecting" | "open" | "reconnecting";
+
+export interface Conversation {
+  messages: Message[];
+  hasMore: boolean;
+  loaded: boolean;
+  loadingOlder: boolean;
+}
+
+export interface Notice {
+  id: number;
+  text: string;
+  tone: "info" | "error";
+}
+
+export interface State {
+  node: NodeState | "unknown" | "unauthorized";
+  version: string;
+  socket: SocketState;
+  signaling: { state: SignalingState; url: string; retryInMs?: number };
+  me: Me | null;
+  contacts: Record<UserId, Contact>;
+  conversations: Record<UserId, Conversation>;
+  typing: TypingMap;
+  active: UserId | null;
+  /** Whether the reader can see the active conversation (tab visible and focused). */
+  visible: boolean;
+  settings: Settings | null;
+  notices: Notice[];
+  nextNoticeId: number;
+}
+
+export const initialState: State = {
+  node: "unknown",
+  version: "",
+  socket: "connecting",
+  signaling: { state: "connecting", url: "" },
+  me: null,
+  contacts: {},
+  conversations: {},
+  typing: {},
+  active: null,
+  visible: true,
+  settings: null,
+  notices: [],
+  nextNoticeId: 1,
+};
+
+export type Action =
+  | { type: "event"; event: ApiEvent; now: number }
+  | { type: "socket"; state: SocketState }
+  | { type: "status"; status: Status }
+  | { type: "unauthorized" }
+  | { type: "me"; me: Me }
+  | { type: "contacts"; contacts: Contact[] }
+  | { type: "contact"; contact: Contact }
+  | { type: "page"; userId: UserId; page: MessagePage; older: boolean }
+  | { type: "loading_older"; userId: UserId; loading: boolean }
+  | { type: "open"; userId: UserId | null }
+  | { type: "visible"; visible: boolean }
+  | { type: "local_send"; message: Message }
+  | { type: "sent"; localId: string; message: Message }
+  | { type: "send_failed"; localId: string }
+  | { type: "message"; message: Message }
+  | { type: "settings"; settings: Settings }
+  | { type: "tick"; now: number }
+  | { type: "notice"; text: string; tone?: Notice["tone"] }
+  | { type: "dismiss"; id: number };
+
+const emptyConversation: Conversation = { messages: [], hasMore: true, loaded: false, loadingOlder: false };
+
+export function conversationOf(state: State, userId: UserId): Conversation {
+  return state.conversations[userId] ?? emptyConversation;
+}
+
+/**
+ * Merges a page into a conversation. An "older" page extends history upwards. A "latest" page (first
+ * open or refresh after reconnect) is merged, unless it cannot touch what we hold (its oldest message
+ * is newer than our newest and more exist before it): then there may be a gap, so the page replaces
+ * the list and older history is fetched again on scroll.
+ */
+export function mergePage(conv: Conversation, page: MessagePage, older: boolean): Conversation {
+  if (older) {
+    return {
+      ...conv,
+      messages: mergeMessages(conv.messages, page.messages),
+      hasMore: page.has_more,
+      loaded: true,
+      loadingOlder: false,
+    };
+  }
+  const held = conv.messages.filter((m) => !isLocal(m));
+  const newestHeld = held.length ? held[held.length - 1]!.seq : -Infinity;
+  const oldestNew = page.messages.length ? page.messages[0]!.seq : Infinity;
+  if (!conv.loaded || (page.has_more && oldestNew > newestHeld)) {
+    const locals = conv.messages.filter(isLocal);
+    return {
+      messages: mergeMessages(page.messages, locals),
+      hasMore: page.has_more,
+      loaded: true,
+      loadingOlder: false,
+    };
+  }
+  return { ...conv, messages: mergeMessages(conv.messages, page.messages), loaded: true };
+}
+
+/** Optimistic messages shown before the node answers carry a local id. */
+export const LOCAL_PREFIX = "local-";
+export function isLocal(m: Message): boolean {
+  return m.id.startsWith(LOCAL_PREFIX);
+}
+
+function withConversation(state: State, userId: UserId, f: (c: Conversation) => Conversation): State {
+  return { ...state, conversations: { ...state.conversations, [userId]: f(conversationOf(state, userId)) } };
+}
+
+function upsertContact(state: State, contact: Contact): State {
+  const old = state.contacts[contact.user_id];
+  // The node's contact record is authoritative, except that the reader is looking at this conversation.
+  const unread = state.active === contact.user_id && state.visible ? 0 : contact.unread;
+  return { ...state, contacts: { ...state.contacts, [contact.user_id]: { ...old, ...contact, unread } } };
+}
+
+/** Applies one message (new or updated) to its conversation and its contact's preview and unread count. */
+function applyMessage(state: State, message: Message, isNew: boolean): State {
+  const peer = message.conversation;
+  const conv = conversationOf(state, peer);
+  const already = conv.messages.some((m) => m.id === message.id);
+  let next = withConversation(state, peer, (c) => ({ ...c, messages: mergeMessages(c.messages, [message]) }));
+  const contact = next.contacts[peer];
+  if (contact) {
+    const seen = next.active === peer && next.visible;
+    const countIt = isNew && !already && !message.outgoing && !message.deleted && !seen;
+    const last = contact.last_message;
+    const newerPreview = !last || last.id === message.id || message.seq >= last.seq;
+    const updated: Contact = {
+      ...contact,
+      unread: countIt ? contact.unread + 1 : contact.unread,
+      last_message: newerPreview ? (last && last.id === message.id ? mergeMessage(last, message) : message) : last,
+    };
+    next = { ...next, contacts: { ...next.contacts, [peer]: updated } };
+  }
+  // A message from someone ends their typing indicator.
+  if (isNew && !message.outgoing && message.sender in next.typing) {
+    next = { ...next, typing: applyTyping(next.typing, message.sender, false, 0) };
+  }
+  return next;
+}
+
+function applyEvent(state: State, event: ApiEvent, now: number): State {
+  switch (event.type) {
+    case "status":
+      return { ...state, node: event.state };
+    case "signaling":
+      return { ...state, signaling: { ...state.signaling, state: event.state, retryInMs: event.retry_in_ms } };
+    case "message":
+      return applyMessage(state, event.message, true);
+    case "message_updated":
+      return applyMessage(state, event.message, false);
+    case "typing":
+      return { ...state, typing: applyTyping(state.typing, event.user_id, event.active, now) };
+    case "presence": {
+      let next = state;
+      if (state.me && event.user_id === state.me.user_id) next = { ...next, me: { ...state.me, status: event.presence } };
+      const c = next.contacts[event.user_id];
+      if (c) next = { ...next, contacts: { ...next.contacts, [c.user_id]: { ...c, presence: event.presence } } };
+      return next;
+    }
+    case "contact":
+      return upsertContact(state, event.contact);
+    case "connection": {
+      const c = state.contacts[event.user_id];
+      if (!c) return state;
+      return { ...state, contacts: { ...state.contacts, [c.user_id]: { ...c, connection: event.connection } } };
+    }
+    case "session_reset": {
+      const name = state.contacts[event.user_id]?.display_name ?? "a contact";
+      const resent = event.resent > 0 ? ` ${event.resent} message${event.resent === 1 ? " was" : "s were"} sent again.` : "";
+      return addNotice(state, `The secure session with ${name} was renewed.${resent}`, "info");
+    }
+  }
+}
+
+function addNotice(state: State, text: string, tone: Notice["tone"]): State {
+  const notice = { id: state.nextNoticeId, text, tone };
+  // Keep only a few; old ones are dismissed automatically by the view as well.
+  return { ...state, notices: [...state.notices.slice(-3), notice], nextNoticeId: state.nextNoticeId + 1 };
+}
+
+export function reducer(state: State, action: Action): State {
+  switch (action.type) {
+    case "event":
+      return applyEvent(state, action.event, action.now);
+    case "socket":
+      return { ...state, socket: action.state };
+    case "status":
+      return {
+        ...state,
+        node: action.status.state,
+        version: action.status.version,
+        signaling: { state: action.status.signaling.state, url: action.status.signaling.url },
+      };
+    case "unauthorized":
+      return { ...state, node: "unauthorized" };
+    case "me":
+      return { ...state, me: action.me };
+    case "contacts": {
+      const contacts: Record<UserId, Contact> = {};
+      for (const c of action.contacts) {
+        contacts[c.user_id] = state.active === c.user_id && state.visible ? { ...c, unread: 0 } : c;
+      }
+      return { ...state, contacts };
+    }
+    case "contact":
+      return upsertContact(state, action.contact);
+    case "page":
+      return withConversation(state, action.userId, (c) => mergePage(c, action.page, action.older));
+    case "loading_older":
+      return withConversation(state, action.userId, (c) => ({ ...c, loadingOlder: action.loading }));
+    case "open": {
+      const next = { ...state, active: action.userId };
+      return action.userId ? clearUnread(next, action.userId) : next;
+    }
+    case "visible": {
+      const next = { ...state, visible: action.visible };
+      return action.visible && state.active ? clearUnread(next, state.active) : next;
+    }
+    case "local_send":
+      return withConversation(state, action.message.conversation, (c) => ({
+        ...c,
+        messages: [...c.messages, action.message],
+      }));
+    case "sent": {
+      const peer = action.message.conversation;
+      const without = withConversation(state, peer, (c) => ({
+        ...c,
+        messages: c.messages.filter((m) => m.id !== action.localId),
+      }));
+      return applyMessage(without, action.message, true);
+    }
+    case "send_failed": {
+      const next: State = { ...state, conversations: { ...state.conversations } };
+      for (const [peer, conv] of Object.entries(state.conversations)) {
+        if (conv.messages.some((m) => m.id === action.localId)) {
+          next.conversations[peer] = {
+            ...conv,
+            messages: conv.messages.map((m) => (m.id === action.localId ? { ...m, state: "failed" as const } : m)),
+          };
+        }
+      }
+      return next;
+    }
+    case "message":
+      return applyMessage(state, action.message, false);
+    case "settings":
+      return { ...state, settings: action.settings };
+    case "tick": {
+      const typing = expireTyping(state.typing, action.now);
+      return typing === state.typing ? state : { ...state, typing };
+    }
+    case "notice":
+      return addNotice(state, action.text, action.tone ?? "error");
+    case "dismiss":
+      return { ...state, notices: state.notices.filter((n) => n.id !== action.id) };
+  }
+}
+
+function clearUnread(state: State, userId: UserId): State {
+  const c = state.contacts[userId];
+  if (!c || c.unread === 0) return state;
+  return { ...state, contacts: { ...state.contacts, [userId]: { ...c, unread: 0 } } };
+}
+
+/** Accepted contacts first (most recent conversation first, then by name); requests come separately. */
+export function sortedContacts(contacts: Record<UserId, Contact>): {
+  friends: Contact[];
+  incoming: Contact[];
+  outgoing: Contact[];
+} {
+  const all = Object.values(contacts);
+  const byName = (a: Contact, b: Contact) => a.display_name.localeCompare(b.display_name) || a.user_id.localeCompare(b.user_id);
+  const friends = all
+    .filter((c) => c.state === "accepted")
+    .sort((a, b) => (b.last_message?.sent_at ?? 0) - (a.last_message?.sent_at ?? 0) || byName(a, b));
+  return {
+    friends,
+    incoming: all.filter((c) => c.state === "incoming_request").sort(byName),
+    outgoing: all.filter((c) => c.state === "outgoing_request").sort(byName),
+  };
+}
+
+export type Banner = { tone: "warn" | "error"; text: string } | null;
+
+/** What the connection banner says, from the events socket's own state and the node's signaling state. */
+export function bannerFor(socket: SocketState, signaling: State["signaling"]): Banner {
+  if (socket === "connecting") return { tone: "warn", text: "Connecting to your node…" };
+  if (socket === "reconnecting") return { tone: "error", text: "Lost contact with your node. Reconnecting…" };
+  switch (signaling.state) {
+    case "connected":
+      return null;
+    case "connecting":
+    case "authenticating":
+      return { tone: "warn", text: "Connecting to the signaling server…" };
+    case "disconnected": {
+      const secs = signaling.retryInMs !== undefined ? Math.max(1, Math.round(signaling.retryInMs / 1000)) : null;
+      return {
+        tone: "error",
+        text: `Offline: the signaling server is unreachable${secs ? `; retrying in ${secs} s` : ""}. Messages wait in the outbox.`,
+      };
+    }
+  }
+}

@@ -1,0 +1,24 @@
+import { StrictMode } from "react";
+import { createRoot } from "react-dom/client";
+import { App } from "./App";
+import { StoreProvider } from "./state/store";
+import "./styles.css";
+
+// Apply the last theme before the first paint so a light-theme user does not see a dark flash.
+try {
+  const saved = localStorage.getItem("dopus-theme");
+  if (saved === "light" || saved === "dark") document.documentElement.dataset.theme = saved;
+} catch {
+  // Storage disabled: keep the default dark theme.
+}
+
+const root = document.getElementById("root");
+if (root) {
+  createRoot(root).render(
+    <StrictMode>
+      <StoreProvider>
+        <App />
+      </StoreProvider>
+    </StrictMode>,
+  );
+}

@@ -1,0 +1,279 @@
+// The store: one reducer (lib/state.ts) plus the few effects that feed it (REST, events socket,
+// visibility, a clock tick for typing expiry). Components read state and call `actions`.
+import { createContext, useContext, useEffect, useMemo, useReducer, useRef, type ReactNode } from "react";
+import { api, ApiError, eventsUrl } from "../api/client";
+import { EventSocket } from "../api/events";
+import type { Message, Presence, Settings, UserId } from "../api/types";
+import { lastIncoming } from "../lib/messages";
+import { conversationOf, initialState, LOCAL_PREFIX, reducer, type Action, type State } from "../lib/state";
+
+export interface Actions {
+  refresh(): Promise<void>;
+  createIdentity(name: string, passphrase: string): Promise<void>;
+  unlock(passphrase: string): Promise<void>;
+  setStatus(p: Presence): Promise<void>;
+  addContact(userId: UserId): Promise<void>;
+  accept(userId: UserId): Promise<void>;
+  decline(userId: UserId): Promise<void>;
+  open(userId: UserId | null): void;
+  loadOlder(userId: UserId): Promise<void>;
+  send(userId: UserId, body: string, replyTo: string | null): Promise<void>;
+  edit(id: string, body: string): Promise<void>;
+  remove(id: string): Promise<void>;
+  toggleReaction(m: Message, emoji: string): Promise<void>;
+  typing(userId: UserId, active: boolean): void;
+  markRead(userId: UserId): void;
+  saveSettings(s: Partial<Settings>): Promise<void>;
+  setVerified(userId: UserId, verified: boolean): Promise<void>;
+  notify(text: string, tone?: "info" | "error"): void;
+}
+
+interface Store {
+  state: State;
+  dispatch: (a: Action) => void;
+  actions: Actions;
+}
+
+const StoreContext = createContext<Store | null>(null);
+
+export function useStore(): Store {
+  const s = useContext(StoreContext);
+  if (!s) throw new Error("useStore outside StoreProvider");
+  return s;
+}
+
+/** A readable sentence for any failure; the node's message is already safe to show. */
+export function describeError(e: unknown): string {
+  if (e instanceof ApiError) {
+    if (e.code === "network") return "Cannot reach your node. Is discordopus still running?";
+    if (e.code === "offline") return "The signaling server is unreachable; try again when you are back online.";
+    return e.message;
+  }
+  return "Something went wrong.";
+}
+
+export function applyTheme(theme: "dark" | "light"): void {
+  document.documentElement.dataset.theme = theme;
+  try {
+    localStorage.setItem("dopus-theme", theme);
+  } catch {
+    // Storage may be disabled; the theme still applies for this page.
+  }
+}
+
+export function StoreProvider({ children }: { children: ReactNode }) {
+  const [state, dispatch] = useReducer(reducer, initialState);
+  const ref = useRef(state);
+  ref.current = state;
+  const readSent = useRef<Record<UserId, string>>({});
+  const localCounter = useRef(0);
+
+  const actions = useMemo<Actions>(() => {
+    const fail = (e: unknown) => {
+      if (e instanceof ApiError && e.code === "unauthorized") dispatch({ type: "unauthorized" });
+      else dispatch({ type: "notice", text: describeError(e) });
+    };
+
+    const loadLatest = async (userId: UserId) => {
+      const page = await api.messages(userId);
+      dispatch({ type: "page", userId, page, older: false });
+    };
+
+    const loadReady = async () => {
+      const [me, contacts, settings] = await Promise.all([api.me(), api.contacts(), api.settings()]);
+      dispatch({ type: "me", me });
+      dispatch({ type: "contacts", contacts });
+      dispatch({ type: "settings", settings });
+      applyTheme(settings.theme);
+      const active = ref.current.active;
+      if (active) await loadLatest(active);
+    };
+
+    const a: Actions = {
+      async refresh() {
+        try {
+          const status = await api.status();
+          dispatch({ type: "status", status });
+          if (status.state === "ready") await loadReady();
+        } catch (e) {
+          fail(e);
+        }
+      },
+      async createIdentity(name, passphrase) {
+        const me = await api.createIdentity(name, passphrase);
+        dispatch({ type: "me", me });
+        await a.refresh();
+      },
+      async unlock(passphrase) {
+        const me = await api.unlock(passphrase);
+        dispatch({ type: "me", me });
+        await a.refresh();
+      },
+      async setStatus(p) {
+        try {
+          dispatch({ type: "me", me: await api.setStatus(p) });
+        } catch (e) {
+          fail(e);
+        }
+      },
+      async addContact(userId) {
+        // Errors propagate: the add form shows them next to the field (e.g. invalid_user_id).
+        let contact;
+        try {
+          contact = await api.addContact(userId);
+        } catch (e) {
+          if (!(e instanceof ApiError && e.code === "conflict")) throw e;
+        }
+        if (contact) dispatch({ type: "contact", contact });
+        if (!contact || contact.state !== "accepted") {
+          dispatch({ type: "contact", contact: await api.requestContact(userId) });
+        }
+      },
+      async accept(userId) {
+        try {
+          dispatch({ type: "contact", contact: await api.accept(userId) });
+        } catch (e) {
+          fail(e);
+        }
+      },
+      async decline(userId) {
+        try {
+          dispatch({ type: "contact", contact: await api.decline(userId) });
+        } catch (e) {
+          fail(e);
+        }
+      },
+      open(userId) {
+        dispatch({ type: "open", userId });
+        if (userId && !conversationOf(ref.current, userId).loaded) {
+          loadLatest(userId).catch(fail);
+        }
+      },
+      async loadOlder(userId) {
+        const conv = conversationOf(ref.current, userId);
+        if (conv.loadingOlder || !conv.hasMore) return;
+        const oldest = conv.messages.find((m) => !m.id.startsWith(LOCAL_PREFIX));
+        dispatch({ type: "loading_older", userId, loading: true });
+        try {
+          const page = await api.messages(userId, oldest?.seq);
+          dispatch({ type: "page", userId, page, older: true });
+        } catch (e) {
+          dispatch({ type: "loading_older", userId, loading: false });
+          fail(e);
+        }
+      },
+      async send(userId, body, replyTo) {
+        const me = ref.current.me;
+        const localId = `${LOCAL_PREFIX}${Date.now()}-${localCounter.current++}`;
+        const now = Date.now();
+        dispatch({
+          type: "local_send",
+          message: {
+            id: localId,
+            conversation: userId,
+            sender: me?.user_id ?? "",
+            outgoing: true,
+            kind: "text",
+            body,
+            reply_to: replyTo,
+            sent_at: now,
+            received_at: null,
+            edited_at: null,
+            deleted: false,
+            state: "pending",
+            reactions: [],
+            seq: Number.MAX_SAFE_INTEGER,
+          },
+        });
+        try {
+          const message = await api.send(userId, body, replyTo);
+          dispatch({ type: "sent", localId, message });
+        } catch (e) {
+          dispatch({ type: "send_failed", localId });
+          fail(e);
+        }
+      },
+      async edit(id, body) {
+        try {
+          dispatch({ type: "message", message: await api.edit(id, body) });
+        } catch (e) {
+          fail(e);
+        }
+      },
+      async remove(id) {
+        try {
+          dispatch({ type: "message", message: await api.remove(id) });
+        } catch (e) {
+          fail(e);
+        }
+      },
+      async toggleReaction(m, emoji) {
+        const mine = m.reactions.some((r) => r.emoji === emoji && r.mine);
+        try {
+          const message = mine ? await api.unreact(m.id, emoji) : await api.react(m.id, emoji);
+          dispatch({ type: "message", message });
+        } catch (e) {
+          fail(e);
+        }
+      },
+      typing(userId, active) {
+        // Best effort: a lost typing notice is harmless, and an error toast per keystroke is not.
+        api.typing(userId, active).catch(() => undefined);
+      },
+      markRead(userId) {
+        const last = lastIncoming(conversationOf(ref.current, userId).messages);
+        if (!last || readSent.current[userId] === last.id) return;
+        readSent.current[userId] = last.id;
+        api.read(userId, last.id).catch(() => {
+          delete readSent.current[userId];
+        });
+      },
+      async saveSettings(s) {
+        const settings = await api.putSettings(s);
+        dispatch({ type: "settings", settings });
+        applyTheme(settings.theme);
+      },
+      async setVerified(userId, verified) {
+        try {
+          dispatch({ type: "contact", contact: await api.patchContact(userId, { verified }) });
+        } catch (e) {
+          fail(e);
+        }
+      },
+      notify(text, tone = "error") {
+        dispatch({ type: "notice", text, tone });
+      },
+    };
+    return a;
+  }, []);
+
+  // The events socket lives as long as the page; each (re)open refetches state (no replay).
+  useEffect(() => {
+    const socket = new EventSocket(eventsUrl(window.location), {
+      onEvent: (event) => {
+        dispatch({ type: "event", event, now: Date.now() });
+        if (event.type === "status" && event.state === "ready") void actions.refresh();
+      },
+      onOpen: () => void actions.refresh(),
+      onState: (s) => dispatch({ type: "socket", state: s }),
+    });
+    void actions.refresh();
+    socket.start();
+    return () => socket.stop();
+  }, [actions]);
+
+  useEffect(() => {
+    const update = () => dispatch({ type: "visible", visible: document.visibilityState === "visible" });
+    document.addEventListener("visibilitychange", update);
+    return () => document.removeEventListener("visibilitychange", update);
+  }, []);
+
+  // Typing indicators expire on the clock, not only on events.
+  useEffect(() => {
+    const id = setInterval(() => dispatch({ type: "tick", now: Date.now() }), 1000);
+    return () => clearInterval(id);
+  }, []);
+
+  const store = useMemo(() => ({ state, dispatch, actions }), [state, actions]);
+  return <StoreContext.Provider value={store}>{children}</StoreContext.Provider>;
+}

@@ -1,0 +1,25 @@
+import { defineConfig } from "vitest/config";
+import react from "@vitejs/plugin-react";
+
+// The node serves dist/ at `/` and the API under `/api/v1`, so the UI only ever uses relative URLs.
+// `npm run dev` proxies the API to a running node (DOPUS_API, e.g. http://127.0.0.1:41234).
+const api = process.env.DOPUS_API ?? "http://127.0.0.1:8080";
+
+export default defineConfig({
+  base: "/",
+  plugins: [react()],
+  build: {
+    outDir: "dist",
+    assetsDir: "assets",
+    sourcemap: false,
+  },
+  server: {
+    proxy: {
+      "/api": { target: api, ws: true, changeOrigin: true },
+    },
+  },
+  test: {
+    include: ["src/**/*.test.ts"],
+    environment: "node",
+  },
+});
