@@ -165,8 +165,9 @@ async function main() {
       args: [
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        `--user-data-dir=${join(tmp, "chromium-profile")}`,
       ],
+      // Playwright gives every launch a fresh temporary --user-data-dir of its own (and refuses one
+      // passed in args), so no profile state survives between runs.
     }));
     // One context per user: cookies are per host, not per port, so two nodes on 127.0.0.1 would
     // overwrite each other's dopus_token cookie in a shared context.

@@ -10,6 +10,7 @@ export function App() {
         <div className="splash" role="status" aria-live="polite">
           <div className="logo" aria-hidden="true">◎</div>
           <p>Connecting to your node…</p>
+          {state.notices.length > 0 && <p className="form-error">{state.notices[state.notices.length - 1]!.text}</p>}
         </div>
       );
     case "unauthorized":

@@ -40,6 +40,15 @@ export class EventSocket {
     }
   }
 
+  /** Skips the remaining backoff, e.g. right after unlocking, when the node is surely up. */
+  reconnectNow(): void {
+    if (this.closed || this.ws) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.attempt = 0;
+    this.connect();
+  }
+
   private connect(): void {
     if (this.closed) return;
     let ws: WebSocket;

@@ -66,6 +66,7 @@ export function StoreProvider({ children }: { children: ReactNode }) {
   const ref = useRef(state);
   ref.current = state;
   const readSent = useRef<Record<UserId, string>>({});
+  const socketRef = useRef<EventSocket | null>(null);
   const localCounter = useRef(0);
 
   const actions = useMemo<Actions>(() => {
@@ -94,7 +95,10 @@ export function StoreProvider({ children }: { children: ReactNode }) {
         try {
           const status = await api.status();
           dispatch({ type: "status", status });
-          if (status.state === "ready") await loadReady();
+          if (status.state === "ready") {
+            socketRef.current?.reconnectNow();
+            await loadReady();
+          }
         } catch (e) {
           fail(e);
         }
@@ -257,9 +261,13 @@ export function StoreProvider({ children }: { children: ReactNode }) {
       onOpen: () => void actions.refresh(),
       onState: (s) => dispatch({ type: "socket", state: s }),
     });
+    socketRef.current = socket;
     void actions.refresh();
     socket.start();
-    return () => socket.stop();
+    return () => {
+      socketRef.current = null;
+      socket.stop();
+    };
   }, [actions]);
 
   useEffect(() => {
