@@ -21,7 +21,7 @@
 //!   Olm session only with the [`VerifiedBundle`] it gets back.
 
 use crate::canonical::{self, signing_bytes};
-use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Ed25519Key, Signature, Timestamp, UserId};
+use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Signature, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -337,6 +337,7 @@ pub mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
+    use dopus_types::Ed25519Key;
     use ed25519_dalek::{Signer, SigningKey};
 
     struct Device {
@@ -560,10 +561,7 @@ mod tests {
         let d = device(13);
         let mut b = bundle(&d, 2);
         b.one_time_keys[1] = b.one_time_keys[0].clone();
-        assert_eq!(
-            b.verify(&d.cert.user_id),
-            Err(BundleError::DuplicateKeyId)
-        );
+        assert_eq!(b.verify(&d.cert.user_id), Err(BundleError::DuplicateKeyId));
         let b = bundle(&d, MAX_ONE_TIME_KEYS_PER_PUBLISH + 1);
         assert_eq!(b.verify(&d.cert.user_id), Err(BundleError::TooManyKeys));
         let mut b = bundle(&d, 0);

@@ -2,4 +2,5 @@
 
 pub mod bundle;
 pub mod canonical;
+pub mod signaling;
 pub mod stun;

@@ -117,7 +117,7 @@ fn append_attr(msg: &mut Vec<u8>, kind: u16, value: &[u8]) {
     msg.extend_from_slice(&kind.to_be_bytes());
     msg.extend_from_slice(&u16::try_from(value.len()).unwrap_or(u16::MAX).to_be_bytes());
     msg.extend_from_slice(value);
-    while msg.len() % 4 != 0 {
+    while !msg.len().is_multiple_of(4) {
         msg.push(0);
     }
     set_length(msg);

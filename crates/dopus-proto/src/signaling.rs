@@ -1,0 +1,1066 @@
+//! The frames between a client and the signaling server (docs/signaling.md is the full spec).
+//!
+//! Every frame is one WebSocket text message holding one JSON object with a `"type"` field.
+//! The server parses only the envelope; every `payload` and `introduction` is an opaque string
+//! it never looks into.
+//!
+//! Protocol flow:
+//! - the client opens `GET /ws?v=1` (the versions it speaks, comma-separated);
+//! - the server sends [`ServerFrame::Challenge`] naming the chosen version, its server id, 32
+//!   random bytes and an expiry;
+//! - the client answers [`ClientFrame::Auth`], signing [`auth_signing_bytes`] with its identity
+//!   key; the server answers [`ServerFrame::AuthSuccess`] or [`ServerFrame::AuthFailure`] (and
+//!   closes);
+//! - afterwards the client sends requests carrying a client-chosen `id`; each gets exactly one
+//!   answer with the same `id` ([`ServerFrame::Ok`], [`ServerFrame::Error`] or a specific
+//!   result), while the server pushes [`ServerFrame::Deliver`], [`ServerFrame::PresenceUpdate`]
+//!   and [`ServerFrame::OneTimeKeysLow`] at any time;
+//! - mailbox deliveries carry a `mailbox_id` that the client acknowledges with
+//!   [`ClientFrame::Ack`] once it has stored them.
+
+use crate::bundle::{ClaimedBundle, DeviceBundle};
+use crate::canonical::{self, signing_bytes};
+use dopus_types::{DeviceId, Signature, Timestamp, UserId, b64_decode, b64_encode};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Every version this build can speak, oldest first.
+pub const SUPPORTED_VERSIONS: &[u32] = &[1];
+/// The HTTP path of the WebSocket endpoint.
+pub const WS_PATH: &str = "/ws";
+/// The query parameter that lists the versions a client offers (`?v=1,2`).
+pub const VERSION_PARAM: &str = "v";
+/// Length of a login challenge in bytes.
+pub const CHALLENGE_LEN: usize = 32;
+
+/// A client-chosen request id; the answer to the request carries the same value.
+pub type RequestId = u64;
+
+/// The byte string a client signs with its identity key to log in.
+///
+/// Binding the server id stops a login proof made for one server from being used at another;
+/// binding the device id stops a relay from logging in under another device of the same user.
+pub fn auth_signing_bytes(
+    server_id: &str,
+    challenge: &[u8; CHALLENGE_LEN],
+    device: &DeviceId,
+) -> Vec<u8> {
+    signing_bytes(
+        canonical::SIGNALING_AUTH,
+        &[server_id.as_bytes(), challenge, device.as_str().as_bytes()],
+    )
+}
+
+/// Picks the highest version both sides speak from the `v` query value (`"1,2"`).
+///
+/// A missing or empty offer means version 1, so the simplest client needs no query at all.
+pub fn negotiate_version(offer: Option<&str>) -> Option<u32> {
+    let offer = offer.map(str::trim).unwrap_or("");
+    if offer.is_empty() {
+        return SUPPORTED_VERSIONS.contains(&1).then_some(1);
+    }
+    offer
+        .split(',')
+        .filter_map(|v| v.trim().parse::<u32>().ok())
+        .filter(|v| SUPPORTED_VERSIONS.contains(v))
+        .max()
+}
+
+/// The 32 random bytes of a login challenge, as base64 on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Nonce(pub [u8; CHALLENGE_LEN]);
+
+impl fmt::Debug for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Nonce({})", b64_encode(&self.0))
+    }
+}
+
+impl Serialize for Nonce {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&b64_encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Nonce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let bytes = b64_decode(&text).map_err(serde::de::Error::custom)?;
+        let array = <[u8; CHALLENGE_LEN]>::try_from(bytes.as_slice())
+            .map_err(|_| serde::de::Error::custom("a challenge is 32 bytes"))?;
+        Ok(Self(array))
+    }
+}
+
+/// A presence status. Clients may set any of them; others only ever see `online`, `away`,
+/// `busy` or `offline` (an `invisible` user looks `offline`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Connected and available.
+    Online,
+    /// Connected but idle.
+    Away,
+    /// Connected, do not disturb.
+    Busy,
+    /// Connected but shown as offline to everyone.
+    Invisible,
+    /// Not connected, or said goodbye.
+    Offline,
+}
+
+impl Status {
+    /// How present a status is; a user with several devices shows the most present one.
+    pub fn rank(self) -> u8 {
+        match self {
+            Status::Online => 4,
+            Status::Busy => 3,
+            Status::Away => 2,
+            Status::Invisible => 1,
+            Status::Offline => 0,
+        }
+    }
+
+    /// What contacts are shown: `invisible` becomes `offline`.
+    pub fn as_seen_by_others(self) -> Status {
+        match self {
+            Status::Invisible => Status::Offline,
+            other => other,
+        }
+    }
+
+    /// The most present of several device statuses (`offline` when there are none).
+    pub fn most_present(statuses: impl IntoIterator<Item = Status>) -> Status {
+        statuses
+            .into_iter()
+            .max_by_key(|s| s.rank())
+            .unwrap_or(Status::Offline)
+    }
+
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Away => "away",
+            Status::Busy => "busy",
+            Status::Invisible => "invisible",
+            Status::Offline => "offline",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn from_name(name: &str) -> Option<Status> {
+        Some(match name {
+            "online" => Status::Online,
+            "away" => Status::Away,
+            "busy" => Status::Busy,
+            "invisible" => Status::Invisible,
+            "offline" => Status::Offline,
+            _ => return None,
+        })
+    }
+}
+
+/// Who sent a delivered frame, as authenticated by the server at login.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Sender {
+    /// The sender's user ID (its identity key).
+    pub user: UserId,
+    /// The sender's device.
+    pub device: DeviceId,
+}
+
+/// What kind of frame a [`ServerFrame::Deliver`] carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryKind {
+    /// An opaque relay payload.
+    Relay,
+    /// A contact request with its signed introduction.
+    ContactRequest,
+    /// An accepted contact request.
+    ContactAccept,
+    /// A declined contact request.
+    ContactDecline,
+}
+
+impl DeliveryKind {
+    /// The snake_case name used on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryKind::Relay => "relay",
+            DeliveryKind::ContactRequest => "contact_request",
+            DeliveryKind::ContactAccept => "contact_accept",
+            DeliveryKind::ContactDecline => "contact_decline",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn from_name(name: &str) -> Option<DeliveryKind> {
+        Some(match name {
+            "relay" => DeliveryKind::Relay,
+            "contact_request" => DeliveryKind::ContactRequest,
+            "contact_accept" => DeliveryKind::ContactAccept,
+            "contact_decline" => DeliveryKind::ContactDecline,
+            _ => return None,
+        })
+    }
+}
+
+/// Stable error codes. Clients branch on these, never on the message text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, no string `type`, or a known type with missing or mistyped fields.
+    MalformedFrame,
+    /// A `type` this server does not know.
+    UnknownType,
+    /// The frame is longer than `max_frame_bytes`.
+    FrameTooLarge,
+    /// A `payload` or `introduction` is longer than `max_payload_bytes`.
+    PayloadTooLarge,
+    /// A frame other than `auth` before login succeeded.
+    NotAuthenticated,
+    /// A second `auth` on a logged-in connection.
+    AlreadyAuthenticated,
+    /// None of the offered protocol versions is supported.
+    UnsupportedVersion,
+    /// The login signature does not verify under the claimed user ID.
+    BadSignature,
+    /// The login names a challenge this connection was not given, or one already used.
+    BadChallenge,
+    /// The challenge expired before the login arrived.
+    ChallengeExpired,
+    /// Too many frames; the frame was dropped.
+    RateLimited,
+    /// A published bundle failed verification or names another user.
+    InvalidBundle,
+    /// The recipient has no device this server knows of, so nothing could be queued.
+    UnknownRecipient,
+    /// `to_device` names a device the recipient does not have.
+    UnknownDevice,
+    /// No device of the recipient is online and the frame was not storable.
+    RecipientOffline,
+    /// The recipient device's connection is not keeping up; try again later.
+    RecipientBusy,
+    /// The recipient device's mailbox is at its item or byte quota.
+    MailboxFull,
+    /// A contact list longer than `max_contacts`.
+    TooManyContacts,
+    /// An `ack` names more ids than one frame may carry.
+    TooManyIds,
+    /// The user has no published bundle.
+    NoBundle,
+    /// Too many connections (per address or in total).
+    TooManyConnections,
+    /// The same device logged in again elsewhere; this connection is closed.
+    SessionReplaced,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// A storage or cluster failure on the server; the request may be retried.
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedFrame => "malformed_frame",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::NotAuthenticated => "not_authenticated",
+            ErrorCode::AlreadyAuthenticated => "already_authenticated",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::BadChallenge => "bad_challenge",
+            ErrorCode::ChallengeExpired => "challenge_expired",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::InvalidBundle => "invalid_bundle",
+            ErrorCode::UnknownRecipient => "unknown_recipient",
+            ErrorCode::UnknownDevice => "unknown_device",
+            ErrorCode::RecipientOffline => "recipient_offline",
+            ErrorCode::RecipientBusy => "recipient_busy",
+            ErrorCode::MailboxFull => "mailbox_full",
+            ErrorCode::TooManyContacts => "too_many_contacts",
+            ErrorCode::TooManyIds => "too_many_ids",
+            ErrorCode::NoBundle => "no_bundle",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::SessionReplaced => "session_replaced",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::InternalError => "internal_error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One device a relay could not reach, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The recipient device.
+    pub device: DeviceId,
+    /// Why it got nothing: `mailbox_full`, `recipient_busy`, `recipient_offline` or
+    /// `internal_error`.
+    pub code: ErrorCode,
+}
+
+/// One contact's visible status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    /// The contact.
+    pub user: UserId,
+    /// What that contact looks like to the requester.
+    pub status: Status,
+}
+
+/// The limits a server enforces, announced at login so clients can stay inside them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Longest accepted text frame, in bytes.
+    pub max_frame_bytes: u64,
+    /// Longest `payload` or `introduction`, in bytes.
+    pub max_payload_bytes: u64,
+    /// Most entries in one `sync_contacts`.
+    pub max_contacts: u64,
+    /// Most ids in one `ack`.
+    pub max_ack_ids: u64,
+    /// Frames per second a connection may send on average.
+    pub rate_per_sec: u64,
+    /// Frames a connection may send in a burst above the average.
+    pub rate_burst: u64,
+    /// Most items waiting in one device's mailbox.
+    pub mailbox_max_items: u64,
+    /// Most payload bytes waiting in one device's mailbox.
+    pub mailbox_max_bytes: u64,
+    /// How long a mailbox item waits for its ack before the server deletes it, in seconds.
+    pub mailbox_ttl_secs: u64,
+    /// A device is told `one_time_keys_low` when fewer one-time keys than this are left.
+    pub one_time_keys_low_threshold: u64,
+}
+
+/// Frames a client sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// The login proof; the only frame accepted before login.
+    Auth {
+        /// Who logs in: the identity key whose signature follows.
+        user_id: UserId,
+        /// Which of the user's devices this connection is.
+        device_id: DeviceId,
+        /// The challenge from this connection's [`ServerFrame::Challenge`], echoed.
+        challenge: Nonce,
+        /// Identity key signature over [`auth_signing_bytes`].
+        signature: Signature,
+    },
+    /// Stores this device's bundle in the key directory (one-time keys are appended; the
+    /// fallback key and certificate replace the old ones).
+    PublishBundle {
+        /// Request id.
+        id: RequestId,
+        /// The signed bundle; its certificate must name the logged-in user and device.
+        bundle: Box<DeviceBundle>,
+    },
+    /// Asks for one claimed bundle per device of `user`.
+    FetchBundle {
+        /// Request id.
+        id: RequestId,
+        /// Whose bundles.
+        user: UserId,
+    },
+    /// Forwards an opaque payload to the recipient's devices.
+    Relay {
+        /// Request id.
+        id: RequestId,
+        /// The recipient.
+        to: UserId,
+        /// Only this device of the recipient (all devices when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_device: Option<DeviceId>,
+        /// Opaque to the server.
+        payload: String,
+        /// Queue it in the mailbox of each offline device (default `false`: live only).
+        #[serde(default, skip_serializing_if = "is_false")]
+        store: bool,
+    },
+    /// Asks `to` to become a contact; always storable.
+    ContactRequest {
+        /// Request id.
+        id: RequestId,
+        /// The recipient.
+        to: UserId,
+        /// Opaque signed introduction.
+        introduction: String,
+    },
+    /// Accepts a contact request; always storable.
+    ContactAccept {
+        /// Request id.
+        id: RequestId,
+        /// The requester.
+        to: UserId,
+        /// Opaque signed introduction.
+        introduction: String,
+    },
+    /// Declines a contact request; always storable.
+    ContactDecline {
+        /// Request id.
+        id: RequestId,
+        /// The requester.
+        to: UserId,
+        /// Opaque signed introduction.
+        introduction: String,
+    },
+    /// Sets this device's status.
+    SetStatus {
+        /// Request id.
+        id: RequestId,
+        /// The new status.
+        status: Status,
+    },
+    /// Replaces the user's contact list (used for presence only).
+    SyncContacts {
+        /// Request id.
+        id: RequestId,
+        /// Every contact of the user.
+        contacts: Vec<UserId>,
+    },
+    /// Confirms mailbox items are stored by the client; the server deletes them.
+    Ack {
+        /// Request id.
+        id: RequestId,
+        /// `mailbox_id`s of delivered items.
+        ids: Vec<u64>,
+    },
+    /// Application-level keepalive for clients that cannot see WebSocket pings.
+    Ping {
+        /// Request id.
+        id: RequestId,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Frames the server sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The first frame on every connection.
+    Challenge {
+        /// The protocol version chosen from the client's offer.
+        version: u32,
+        /// This server's id (signed into the login proof).
+        server_id: String,
+        /// 32 random bytes, valid once, on this connection only.
+        challenge: Nonce,
+        /// After this time (ms since the epoch, server clock) the challenge is refused.
+        expires_at: Timestamp,
+    },
+    /// Login succeeded.
+    AuthSuccess {
+        /// The logged-in user.
+        user_id: UserId,
+        /// The logged-in device.
+        device_id: DeviceId,
+        /// The server's clock, ms since the epoch.
+        server_time: Timestamp,
+        /// The server sends a WebSocket ping this often, in ms.
+        ping_interval_ms: u64,
+        /// The server closes a connection that has sent nothing for this long after a ping, in ms.
+        ping_timeout_ms: u64,
+        /// The limits in force.
+        limits: Limits,
+        /// Mailbox items waiting for this device; they follow as `deliver` frames.
+        mailbox_pending: u64,
+    },
+    /// Login failed; the server closes the connection after this frame.
+    AuthFailure {
+        /// Why.
+        code: ErrorCode,
+        /// A human-readable explanation (never needed to act).
+        message: String,
+    },
+    /// A request succeeded and has nothing to return.
+    Ok {
+        /// The request's id.
+        id: RequestId,
+    },
+    /// A request or frame failed.
+    Error {
+        /// The request's id, when the frame had a readable one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// Why.
+        code: ErrorCode,
+        /// A human-readable explanation (never needed to act).
+        message: String,
+    },
+    /// Answer to `publish_bundle`.
+    BundlePublished {
+        /// The request's id.
+        id: RequestId,
+        /// One-time keys now stored for this device.
+        one_time_keys: u64,
+    },
+    /// Answer to `fetch_bundle`: one claimed bundle per device of the user.
+    Bundles {
+        /// The request's id.
+        id: RequestId,
+        /// Whose bundles.
+        user: UserId,
+        /// One per device; each one-time key in here was handed to nobody else.
+        bundles: Vec<ClaimedBundle>,
+    },
+    /// Answer to `relay` and the contact frames when at least one device was reached.
+    RelayResult {
+        /// The request's id.
+        id: RequestId,
+        /// Devices that received it live.
+        delivered: Vec<DeviceId>,
+        /// Devices that will get it from their mailbox.
+        queued: Vec<DeviceId>,
+        /// Devices that got nothing, with the reason.
+        #[serde(default)]
+        refused: Vec<Refusal>,
+    },
+    /// Answer to `sync_contacts`: the status of every mutual contact.
+    ContactsSynced {
+        /// The request's id.
+        id: RequestId,
+        /// Contacts that list the user back, with their visible status.
+        presence: Vec<PresenceEntry>,
+    },
+    /// A frame from another user, live or from the mailbox.
+    Deliver {
+        /// What it is.
+        kind: DeliveryKind,
+        /// The authenticated sender.
+        from: Sender,
+        /// The opaque payload or introduction, exactly as sent.
+        payload: String,
+        /// When the server accepted it (ms since the epoch).
+        sent_at: Timestamp,
+        /// Present on mailbox items: acknowledge it with `ack` once stored.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mailbox_id: Option<u64>,
+    },
+    /// A mutual contact's visible status changed.
+    PresenceUpdate {
+        /// The contact.
+        user: UserId,
+        /// What it looks like now.
+        status: Status,
+    },
+    /// This device's one-time keys are running low; publish more.
+    OneTimeKeysLow {
+        /// Keys left.
+        remaining: u64,
+        /// The threshold that triggered this notice.
+        threshold: u64,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// The request's id.
+        id: RequestId,
+    },
+}
+
+/// Why a text frame could not be read as a [`ClientFrame`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct FrameError {
+    /// The stable code to answer with.
+    pub code: ErrorCode,
+    /// The request id, when one could be read.
+    pub id: Option<RequestId>,
+    /// What was wrong (names fields, never echoes content).
+    pub message: String,
+}
+
+const CLIENT_TYPES: &[&str] = &[
+    "auth",
+    "publish_bundle",
+    "fetch_bundle",
+    "relay",
+    "contact_request",
+    "contact_accept",
+    "contact_decline",
+    "set_status",
+    "sync_contacts",
+    "ack",
+    "ping",
+];
+
+impl ClientFrame {
+    /// Parses one text frame, telling malformed frames from unknown types.
+    pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+        match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => Ok(frame),
+            Err(err) => Err(classify(text, &err)),
+        }
+    }
+
+    /// The request id, for frames that have one.
+    pub fn id(&self) -> Option<RequestId> {
+        match self {
+            ClientFrame::Auth { .. } => None,
+            ClientFrame::PublishBundle { id, .. }
+            | ClientFrame::FetchBundle { id, .. }
+            | ClientFrame::Relay { id, .. }
+            | ClientFrame::ContactRequest { id, .. }
+            | ClientFrame::ContactAccept { id, .. }
+            | ClientFrame::ContactDecline { id, .. }
+            | ClientFrame::SetStatus { id, .. }
+            | ClientFrame::SyncContacts { id, .. }
+            | ClientFrame::Ack { id, .. }
+            | ClientFrame::Ping { id } => Some(*id),
+        }
+    }
+
+    /// The frame as one JSON text.
+    pub fn to_json(&self) -> String {
+        to_json(self)
+    }
+}
+
+impl ServerFrame {
+    /// Parses one text frame from the server.
+    pub fn parse(text: &str) -> Result<ServerFrame, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The frame as one JSON text.
+    pub fn to_json(&self) -> String {
+        to_json(self)
+    }
+
+    /// Shorthand for an error answer.
+    pub fn error(id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerFrame::Error {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Our frames hold only strings, integers, lists and maps with string keys, which always
+    // serialize; an empty object is a harmless answer should that ever change.
+    serde_json::to_string(value).unwrap_or_else(|_| String::from("{}"))
+}
+
+fn classify(text: &str, err: &serde_json::Error) -> FrameError {
+    let malformed = |id, message: String| FrameError {
+        code: ErrorCode::MalformedFrame,
+        id,
+        message,
+    };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return malformed(None, "not valid JSON".into());
+    };
+    let Some(obj) = value.as_object() else {
+        return malformed(None, "a frame must be a JSON object".into());
+    };
+    let id = obj.get("id").and_then(serde_json::Value::as_u64);
+    match obj.get("type").and_then(serde_json::Value::as_str) {
+        None => malformed(id, "missing string field `type`".into()),
+        Some(ty) if !CLIENT_TYPES.contains(&ty) => FrameError {
+            code: ErrorCode::UnknownType,
+            id,
+            message: "unknown frame type".into(),
+        },
+        // serde's message names the missing or mistyped field and never echoes string values.
+        Some(_) => malformed(id, strip_position(&err.to_string())),
+    }
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::test_support::{certificate, signed_key};
+    use crate::bundle::{BUNDLE_VERSION, PrekeyKind};
+    use dopus_types::{Curve25519Key, DeviceKeys, Ed25519Key};
+    use ed25519_dalek::{Signer, SigningKey};
+    use proptest::prelude::*;
+
+    fn user(seed: u8) -> UserId {
+        let vk = SigningKey::from_bytes(&[seed; 32]).verifying_key();
+        UserId::from_key(Ed25519Key::from_bytes(vk.as_bytes()).unwrap())
+    }
+
+    fn device(seed: u8) -> DeviceId {
+        DeviceId::from_random([seed; 16])
+    }
+
+    fn bundle() -> DeviceBundle {
+        let identity = SigningKey::from_bytes(&[1; 32]);
+        let dev = SigningKey::from_bytes(&[2; 32]);
+        let keys = DeviceKeys {
+            ed25519: Ed25519Key::from_bytes(dev.verifying_key().as_bytes()).unwrap(),
+            curve25519: Curve25519Key::from_bytes([3; 32]),
+        };
+        let sign_id = |b: &[u8]| Signature::from_bytes(identity.sign(b).to_bytes());
+        let sign_dev = |b: &[u8]| Signature::from_bytes(dev.sign(b).to_bytes());
+        let cert = certificate(
+            user(1),
+            device(1),
+            keys,
+            Timestamp(1_700_000_000_000),
+            &sign_id,
+        );
+        DeviceBundle {
+            version: BUNDLE_VERSION,
+            fallback_key: signed_key(
+                PrekeyKind::Fallback,
+                &cert,
+                "fb",
+                Curve25519Key::from_bytes([4; 32]),
+                &sign_dev,
+            ),
+            one_time_keys: vec![signed_key(
+                PrekeyKind::OneTime,
+                &cert,
+                "otk0",
+                Curve25519Key::from_bytes([5; 32]),
+                &sign_dev,
+            )],
+            certificate: cert,
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_frame_bytes: 65536,
+            max_payload_bytes: 60000,
+            max_contacts: 5000,
+            max_ack_ids: 1000,
+            rate_per_sec: 200,
+            rate_burst: 1000,
+            mailbox_max_items: 1000,
+            mailbox_max_bytes: 16 << 20,
+            mailbox_ttl_secs: 30 * 86400,
+            one_time_keys_low_threshold: 10,
+        }
+    }
+
+    fn sender() -> Sender {
+        Sender {
+            user: user(2),
+            device: device(2),
+        }
+    }
+
+    fn all_client_frames() -> Vec<ClientFrame> {
+        let b = bundle();
+        vec![
+            ClientFrame::Auth {
+                user_id: user(1),
+                device_id: device(1),
+                challenge: Nonce([9; 32]),
+                signature: Signature::from_bytes([8; 64]),
+            },
+            ClientFrame::PublishBundle {
+                id: 1,
+                bundle: Box::new(b),
+            },
+            ClientFrame::FetchBundle {
+                id: 2,
+                user: user(2),
+            },
+            ClientFrame::Relay {
+                id: 3,
+                to: user(2),
+                to_device: None,
+                payload: "opaque".into(),
+                store: false,
+            },
+            ClientFrame::Relay {
+                id: 4,
+                to: user(2),
+                to_device: Some(device(2)),
+                payload: "opaque".into(),
+                store: true,
+            },
+            ClientFrame::ContactRequest {
+                id: 5,
+                to: user(2),
+                introduction: "intro".into(),
+            },
+            ClientFrame::ContactAccept {
+                id: 6,
+                to: user(2),
+                introduction: "intro".into(),
+            },
+            ClientFrame::ContactDecline {
+                id: 7,
+                to: user(2),
+                introduction: "intro".into(),
+            },
+            ClientFrame::SetStatus {
+                id: 8,
+                status: Status::Busy,
+            },
+            ClientFrame::SyncContacts {
+                id: 9,
+                contacts: vec![user(2), user(3)],
+            },
+            ClientFrame::Ack {
+                id: 10,
+                ids: vec![1, 2, 3],
+            },
+            ClientFrame::Ping { id: 11 },
+        ]
+    }
+
+    fn all_server_frames() -> Vec<ServerFrame> {
+        let b = bundle();
+        vec![
+            ServerFrame::Challenge {
+                version: 1,
+                server_id: "srv-1".into(),
+                challenge: Nonce([7; 32]),
+                expires_at: Timestamp(1_700_000_030_000),
+            },
+            ServerFrame::AuthSuccess {
+                user_id: user(1),
+                device_id: device(1),
+                server_time: Timestamp(1_700_000_000_000),
+                ping_interval_ms: 20_000,
+                ping_timeout_ms: 20_000,
+                limits: limits(),
+                mailbox_pending: 2,
+            },
+            ServerFrame::AuthFailure {
+                code: ErrorCode::BadSignature,
+                message: "the signature does not verify".into(),
+            },
+            ServerFrame::Ok { id: 8 },
+            ServerFrame::error(Some(3), ErrorCode::MailboxFull, "mailbox full"),
+            ServerFrame::error(None, ErrorCode::MalformedFrame, "not valid JSON"),
+            ServerFrame::BundlePublished {
+                id: 1,
+                one_time_keys: 1,
+            },
+            ServerFrame::Bundles {
+                id: 2,
+                user: user(1),
+                bundles: vec![ClaimedBundle {
+                    version: BUNDLE_VERSION,
+                    certificate: b.certificate.clone(),
+                    fallback_key: b.fallback_key.clone(),
+                    one_time_key: b.one_time_keys.first().cloned(),
+                }],
+            },
+            ServerFrame::RelayResult {
+                id: 3,
+                delivered: vec![device(2)],
+                queued: vec![device(3)],
+                refused: vec![Refusal {
+                    device: device(4),
+                    code: ErrorCode::MailboxFull,
+                }],
+            },
+            ServerFrame::ContactsSynced {
+                id: 9,
+                presence: vec![PresenceEntry {
+                    user: user(2),
+                    status: Status::Away,
+                }],
+            },
+            ServerFrame::Deliver {
+                kind: DeliveryKind::Relay,
+                from: sender(),
+                payload: "opaque".into(),
+                sent_at: Timestamp(1_700_000_000_001),
+                mailbox_id: None,
+            },
+            ServerFrame::Deliver {
+                kind: DeliveryKind::ContactRequest,
+                from: sender(),
+                payload: "intro".into(),
+                sent_at: Timestamp(1_700_000_000_002),
+                mailbox_id: Some(42),
+            },
+            ServerFrame::PresenceUpdate {
+                user: user(2),
+                status: Status::Online,
+            },
+            ServerFrame::OneTimeKeysLow {
+                remaining: 3,
+                threshold: 10,
+            },
+            ServerFrame::Pong { id: 11 },
+        ]
+    }
+
+    #[test]
+    fn client_frames_snapshot() {
+        let json: Vec<serde_json::Value> = all_client_frames()
+            .iter()
+            .map(|f| serde_json::to_value(f).unwrap())
+            .collect();
+        insta::assert_json_snapshot!(json);
+    }
+
+    #[test]
+    fn server_frames_snapshot() {
+        let json: Vec<serde_json::Value> = all_server_frames()
+            .iter()
+            .map(|f| serde_json::to_value(f).unwrap())
+            .collect();
+        insta::assert_json_snapshot!(json);
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        for f in all_client_frames() {
+            assert_eq!(ClientFrame::parse(&f.to_json()).unwrap(), f);
+        }
+        for f in all_server_frames() {
+            assert_eq!(ServerFrame::parse(&f.to_json()).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn bad_frames_get_stable_codes() {
+        let e = ClientFrame::parse("{not json").unwrap_err();
+        assert_eq!((e.code, e.id), (ErrorCode::MalformedFrame, None));
+        let e = ClientFrame::parse("[1,2]").unwrap_err();
+        assert_eq!(e.code, ErrorCode::MalformedFrame);
+        let e = ClientFrame::parse(r#"{"id":4}"#).unwrap_err();
+        assert_eq!((e.code, e.id), (ErrorCode::MalformedFrame, Some(4)));
+        let e = ClientFrame::parse(r#"{"type":"teleport","id":5}"#).unwrap_err();
+        assert_eq!((e.code, e.id), (ErrorCode::UnknownType, Some(5)));
+        let e = ClientFrame::parse(r#"{"type":"relay","id":6,"payload":"secret"}"#).unwrap_err();
+        assert_eq!((e.code, e.id), (ErrorCode::MalformedFrame, Some(6)));
+        assert!(e.message.contains("to"), "{}", e.message);
+        assert!(!e.message.contains("secret"));
+        let e =
+            ClientFrame::parse(r#"{"type":"set_status","id":7,"status":"napping"}"#).unwrap_err();
+        assert_eq!((e.code, e.id), (ErrorCode::MalformedFrame, Some(7)));
+    }
+
+    #[test]
+    fn relay_store_defaults_to_false() {
+        let text = format!(
+            r#"{{"type":"relay","id":1,"to":"{}","payload":"x"}}"#,
+            user(2)
+        );
+        match ClientFrame::parse(&text).unwrap() {
+            ClientFrame::Relay {
+                store, to_device, ..
+            } => {
+                assert!(!store);
+                assert!(to_device.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn version_negotiation() {
+        assert_eq!(negotiate_version(None), Some(1));
+        assert_eq!(negotiate_version(Some("")), Some(1));
+        assert_eq!(negotiate_version(Some("1,2,7")), Some(1));
+        assert_eq!(negotiate_version(Some("2")), None);
+        assert_eq!(negotiate_version(Some("x")), None);
+    }
+
+    #[test]
+    fn most_present_status_wins_and_invisible_looks_offline() {
+        use Status::*;
+        assert_eq!(Status::most_present([Away, Online, Invisible]), Online);
+        assert_eq!(Status::most_present([Away, Busy]), Busy);
+        assert_eq!(Status::most_present([Invisible]), Invisible);
+        assert_eq!(Status::most_present([]), Offline);
+        assert_eq!(Invisible.as_seen_by_others(), Offline);
+        for s in [Online, Away, Busy, Invisible, Offline] {
+            assert_eq!(Status::from_name(s.as_str()), Some(s));
+        }
+    }
+
+    #[test]
+    fn auth_bytes_bind_server_challenge_and_device() {
+        let a = auth_signing_bytes("s1", &[1; 32], &device(1));
+        assert_ne!(a, auth_signing_bytes("s2", &[1; 32], &device(1)));
+        assert_ne!(a, auth_signing_bytes("s1", &[2; 32], &device(1)));
+        assert_ne!(a, auth_signing_bytes("s1", &[1; 32], &device(2)));
+        assert!(a.starts_with(canonical::SIGNALING_AUTH.as_bytes()));
+    }
+
+    fn arb_status() -> impl Strategy<Value = Status> {
+        prop_oneof![
+            Just(Status::Online),
+            Just(Status::Away),
+            Just(Status::Busy),
+            Just(Status::Invisible),
+            Just(Status::Offline),
+        ]
+    }
+
+    fn arb_kind() -> impl Strategy<Value = DeliveryKind> {
+        prop_oneof![
+            Just(DeliveryKind::Relay),
+            Just(DeliveryKind::ContactRequest),
+            Just(DeliveryKind::ContactAccept),
+            Just(DeliveryKind::ContactDecline),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn relay_round_trips(id in any::<u64>(), seed in 1u8..50, dev in proptest::option::of(any::<[u8; 16]>()),
+                             payload in "\\PC{0,200}", store in any::<bool>()) {
+            let f = ClientFrame::Relay { id, to: user(seed), to_device: dev.map(DeviceId::from_random), payload, store };
+            prop_assert_eq!(ClientFrame::parse(&f.to_json()).unwrap(), f);
+        }
+
+        #[test]
+        fn contacts_and_status_round_trip(id in any::<u64>(), seeds in proptest::collection::vec(1u8..50, 0..20),
+                                          status in arb_status(), ids in proptest::collection::vec(any::<u64>(), 0..20)) {
+            let f = ClientFrame::SyncContacts { id, contacts: seeds.iter().map(|s| user(*s)).collect() };
+            prop_assert_eq!(ClientFrame::parse(&f.to_json()).unwrap(), f);
+            let f = ClientFrame::SetStatus { id, status };
+            prop_assert_eq!(ClientFrame::parse(&f.to_json()).unwrap(), f);
+            let f = ClientFrame::Ack { id, ids };
+            prop_assert_eq!(ClientFrame::parse(&f.to_json()).unwrap(), f);
+        }
+
+        #[test]
+        fn deliver_round_trips(kind in arb_kind(), payload in "\\PC{0,200}", sent in any::<u64>(),
+                               mailbox_id in proptest::option::of(any::<u64>()), seed in 1u8..50) {
+            let f = ServerFrame::Deliver { kind, from: Sender { user: user(seed), device: device(seed) }, payload, sent_at: Timestamp(sent), mailbox_id };
+            prop_assert_eq!(ServerFrame::parse(&f.to_json()).unwrap(), f);
+        }
+
+        #[test]
+        fn auth_round_trips(nonce in any::<[u8; 32]>(), sig in proptest::collection::vec(any::<u8>(), 64), seed in 1u8..50) {
+            let mut s = [0u8; 64];
+            s.copy_from_slice(&sig);
+            let f = ClientFrame::Auth { user_id: user(seed), device_id: device(seed), challenge: Nonce(nonce), signature: Signature::from_bytes(s) };
+            prop_assert_eq!(ClientFrame::parse(&f.to_json()).unwrap(), f);
+        }
+
+        #[test]
+        fn parse_never_panics(text in "\\PC{0,300}") {
+            let _ = ClientFrame::parse(&text);
+            let _ = ServerFrame::parse(&text);
+        }
+    }
+}
