@@ -1,1 +1,285 @@
-//! (module under construction)
+//! The store in domain terms: what a node keeps about its account, peers, conversations and
+//! pending work, and the one trait every backend implements.
+//!
+//! - Writes go through [`Changes`] and [`Store::apply`]: one batch, one transaction, one
+//!   [`Outcome`] per change. The protocol layer returns a `Changes` from every step; the runtime
+//!   applies it before anything it describes is sent (persist-before-send).
+//! - Reads are plain methods on [`Store`].
+//! - The store never reads a clock or draws randomness: every timestamp is a parameter.
+//! - [`MemoryStore`] is the reference implementation used in protocol tests; `dopus-store`
+//!   implements the same trait on SQLCipher. Both pass one conformance suite
+//!   (`store_conformance_tests!`, behind the `conformance` feature).
+
+mod changes;
+#[cfg(any(test, feature = "conformance"))]
+#[doc(hidden)]
+pub mod conformance;
+mod memory;
+mod records;
+
+pub use changes::{Applied, Change, Changes, Outcome};
+pub use memory::MemoryStore;
+pub use records::{
+    AccountRecord, Channel, ChannelId, ChannelKind, Contact, ContactState, Conversation,
+    ConversationId, ConversationSummary, DeliveryState, EnvelopeId, FileTransfer, Group, GroupId,
+    GroupMember, MegolmInboundRecord, MegolmOutboundRecord, MemberRole, Message, MessageId,
+    MessageKind, NewMessage, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, ReactionSummary,
+    SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, Seq, TransferDirection, TransferId,
+    TransferState,
+};
+
+use dopus_types::{Curve25519Key, DeviceId, Timestamp, UserId};
+
+/// Why a store operation failed. Never carries message text, keys or pickles: `Corrupt` and
+/// `NotFound` name only the kind of record or column.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A change refers to a record that must exist and does not (for example the account
+    /// when setting its pickle, or the group when adding a member). The batch was rolled back.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A change is not acceptable as given (for example a negative-looking size that does
+    /// not fit the backend). The batch was rolled back.
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+    /// Data read back from storage is not valid (an unknown enum text, a malformed key or
+    /// id). Names the column, never the value.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(&'static str),
+    /// The storage backend failed (I/O, SQLite). The batch was rolled back.
+    #[error("storage backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// Most words a search query is split into; the rest are ignored so one query cannot make the
+/// index do unbounded work.
+pub const MAX_SEARCH_TERMS: usize = 16;
+
+/// Splits what a user typed into search terms: lowercase runs of letters and digits.
+///
+/// Everything else (quotes, `*`, `-`, `:`, parentheses, `AND`/`NEAR` as operators) is a
+/// separator, which is what makes user input safe to hand to an FTS5 `MATCH` and what both
+/// backends use, so they agree on what matches.
+pub fn search_terms(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .take(MAX_SEARCH_TERMS)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// A node's persistent state. Reads take `&self`; every write goes through [`Store::apply`].
+///
+/// Implementations are synchronous and `Send`: the runtime owns the store on one task (or
+/// behind one mutex) and calls it from a blocking context.
+pub trait Store: Send {
+    /// Applies every change in order, in one transaction: either all take effect or, on
+    /// error, none does.
+    fn apply(&mut self, changes: Changes) -> Result<Applied, StoreError>;
+
+    /// Applies one change; shorthand for a batch of one.
+    fn apply_one(&mut self, change: Change) -> Result<Outcome, StoreError> {
+        let applied = self.apply(Changes::from(change))?;
+        Ok(applied
+            .outcomes
+            .into_iter()
+            .next()
+            .unwrap_or(Outcome::Unchanged))
+    }
+
+    // --- account and peer devices ---
+
+    /// Our account, if one was created.
+    fn account(&self) -> Result<Option<AccountRecord>, StoreError>;
+    /// One device of another user.
+    fn peer_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<PeerDevice>, StoreError>;
+    /// Every known device of a user, by device id.
+    fn peer_devices(&self, user: &UserId) -> Result<Vec<PeerDevice>, StoreError>;
+    /// The device with this Curve25519 identity key: binds an Olm sender to a user.
+    fn peer_device_by_curve25519(
+        &self,
+        key: &Curve25519Key,
+    ) -> Result<Option<PeerDevice>, StoreError>;
+
+    // --- contacts ---
+
+    /// One contact.
+    fn contact(&self, user: &UserId) -> Result<Option<Contact>, StoreError>;
+    /// Every contact, by user id.
+    fn contacts(&self) -> Result<Vec<Contact>, StoreError>;
+
+    // --- conversations and messages ---
+
+    /// One conversation.
+    fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError>;
+    /// Every conversation with its newest message and unread count, most recent activity
+    /// first (conversations without messages last, newest created first).
+    fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError>;
+    /// One message by id.
+    fn message(&self, id: &MessageId) -> Result<Option<Message>, StoreError>;
+    /// Up to `limit` messages of a conversation older than `before` (or the newest if `None`),
+    /// newest first. Page on with the last returned `seq`.
+    fn messages_before(
+        &self,
+        conversation: &ConversationId,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+    /// Full-text search, newest first. Deleted messages never match.
+    fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError>;
+    /// The reactions on a message, one entry per emoji, in the order each emoji first
+    /// appeared.
+    fn reactions(&self, message: &MessageId) -> Result<Vec<ReactionSummary>, StoreError>;
+
+    // --- end-to-end sessions ---
+
+    /// The Olm sessions with one peer device, most recently used first.
+    fn olm_sessions(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Vec<OlmSessionRecord>, StoreError>;
+    /// The Olm sessions with whatever device owns this Curve25519 key, most recently used
+    /// first (an inbound pre-key message names only the key).
+    fn olm_sessions_for_key(
+        &self,
+        key: &Curve25519Key,
+    ) -> Result<Vec<OlmSessionRecord>, StoreError>;
+    /// One inbound Megolm session.
+    fn megolm_inbound(
+        &self,
+        channel: &ChannelId,
+        session_id: &str,
+    ) -> Result<Option<MegolmInboundRecord>, StoreError>;
+    /// Our outbound Megolm session for a channel.
+    fn megolm_outbound(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<Option<MegolmOutboundRecord>, StoreError>;
+
+    // --- outbox and inbound dedupe ---
+
+    /// The oldest queued envelope for `peer` if it is due at `now`. Delivery per peer is
+    /// FIFO: when the oldest is not due, nothing is, so order is kept across retries.
+    fn outbox_next_due(
+        &self,
+        peer: &UserId,
+        now: Timestamp,
+    ) -> Result<Option<OutboxEntry>, StoreError>;
+    /// Up to `limit` queued envelopes for `peer`, oldest first, due or not (to flush a
+    /// freshly opened channel).
+    fn outbox_for_peer(&self, peer: &UserId, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// The peers whose oldest envelope is due at `now`, by user id.
+    fn outbox_due_peers(&self, now: Timestamp) -> Result<Vec<UserId>, StoreError>;
+    /// The earliest `next_attempt_at` over the whole outbox, for the runtime's timer.
+    fn outbox_next_attempt_at(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// Whether an inbound envelope id was already processed.
+    fn is_processed(&self, id: &EnvelopeId) -> Result<bool, StoreError>;
+    /// Forgets processed ids received before `before`; returns how many. Call it with a
+    /// horizon longer than the mailbox retention, or replays become possible.
+    fn prune_processed(&mut self, before: Timestamp) -> Result<u64, StoreError>;
+
+    // --- file transfers ---
+
+    /// One transfer.
+    fn transfer(&self, id: &TransferId) -> Result<Option<FileTransfer>, StoreError>;
+    /// The transfers of a conversation, oldest first.
+    fn transfers(&self, conversation: &ConversationId) -> Result<Vec<FileTransfer>, StoreError>;
+
+    // --- groups ---
+
+    /// One group.
+    fn group(&self, id: &GroupId) -> Result<Option<Group>, StoreError>;
+    /// Every group, by name then id.
+    fn groups(&self) -> Result<Vec<Group>, StoreError>;
+    /// A group's members, by join time then user id.
+    fn group_members(&self, group: &GroupId) -> Result<Vec<GroupMember>, StoreError>;
+    /// One channel.
+    fn channel(&self, id: &ChannelId) -> Result<Option<Channel>, StoreError>;
+    /// A group's channels, by position then id.
+    fn channels(&self, group: &GroupId) -> Result<Vec<Channel>, StoreError>;
+
+    // --- settings ---
+
+    /// A setting's value.
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_terms_strip_fts_syntax() {
+        assert_eq!(
+            search_terms(r#"Hello "world" OR x* -y NEAR(a b) col:z ^"#),
+            [
+                "hello", "world", "or", "x", "y", "near", "a", "b", "col", "z"
+            ]
+        );
+        assert!(search_terms("\" * ( ) : ^ -").is_empty());
+        assert_eq!(search_terms(&"w ".repeat(100)).len(), MAX_SEARCH_TERMS);
+    }
+
+    #[test]
+    fn debug_never_prints_text_or_pickles() {
+        let sender = conformance::user(1);
+        let m = NewMessage {
+            id: MessageId(uuid::Uuid::from_u128(1)),
+            conversation: ConversationId::Direct(sender),
+            sender,
+            kind: MessageKind::Text,
+            body: "meet me at 10".into(),
+            reply_to: None,
+            sent_at: Timestamp::ZERO,
+            received_at: Timestamp::ZERO,
+            delivery: DeliveryState::Pending,
+        };
+        let q = SearchQuery {
+            text: "meet me".into(),
+            conversation: None,
+            before: None,
+            limit: 1,
+        };
+        let p = Pickle::new("SECRETPICKLE");
+        let e = OutboxEntry {
+            id: EnvelopeId(uuid::Uuid::from_u128(1)),
+            peer_user: sender,
+            peer_device: None,
+            bytes: b"meet me".to_vec(),
+            created_at: Timestamp::ZERO,
+            attempts: 0,
+            next_attempt_at: Timestamp::ZERO,
+        };
+        let printed = format!(
+            "{m:?} {q:?} {p:?} {e:?} {:?}",
+            Change::InsertMessage(m.clone())
+        );
+        assert!(!printed.contains("meet"), "{printed}");
+        assert!(!printed.contains("SECRET"), "{printed}");
+        assert!(!printed.contains("109, 101, 101"), "{printed}");
+    }
+
+    #[test]
+    fn delivery_never_moves_backwards() {
+        use DeliveryState::*;
+        assert!(Pending.can_become(Sent));
+        assert!(Sent.can_become(Read));
+        assert!(!Read.can_become(Delivered));
+        assert!(!Delivered.can_become(Sent));
+        assert!(!Sent.can_become(Sent));
+        assert!(Pending.can_become(Failed));
+        assert!(!Sent.can_become(Failed));
+        assert!(Failed.can_become(Pending));
+        assert!(Failed.can_become(Delivered));
+        for s in DeliveryState::ALL {
+            assert_eq!(DeliveryState::parse(s.as_str()), Some(*s));
+        }
+        assert_eq!(DeliveryState::parse("lost"), None);
+    }
+}

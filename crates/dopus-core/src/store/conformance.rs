@@ -1,0 +1,1285 @@
+//! One behaviour for every store: the suite that `MemoryStore` and the SQLCipher store both
+//! run, so protocol tests written against the memory store mean the same on disk.
+//!
+//! Use it with [`store_conformance_tests!`](crate::store_conformance_tests), giving a function
+//! that makes a fresh, empty store and a guard that keeps its backing resources (a temporary
+//! directory) alive:
+//!
+//! ```ignore
+//! dopus_core::store_conformance_tests!(|| (MemoryStore::new(), ()));
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test suite: a failed expectation is a test failure"
+)]
+
+use super::*;
+use dopus_types::{DeviceKeys, Ed25519Key};
+use uuid::Uuid;
+
+/// Generates one `#[test]` per conformance check. `$make` is an expression of a function type
+/// `FnOnce() -> (S, G)`: a fresh store and a guard dropped after the test.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@tests $make;
+            account_and_pickle,
+            batch_is_atomic,
+            messaging_step_in_one_batch,
+            peer_devices,
+            contacts_crud,
+            conversations_get_or_create,
+            insert_is_idempotent,
+            pagination_newest_first,
+            edits_converge,
+            delete_erases_content,
+            delivery_moves_forward_only,
+            conversation_list_and_unread,
+            search_matches_words,
+            search_is_injection_safe,
+            search_follows_edits_and_deletes,
+            reactions_aggregate,
+            olm_sessions_newest_used_first,
+            megolm_sessions,
+            outbox_fifo_per_peer,
+            processed_ids,
+            transfers,
+            groups_members_channels,
+            settings,
+        );
+    };
+    (@tests $make:expr; $($name:ident,)+) => {
+        $(
+            #[test]
+            fn $name() {
+                let (mut store, guard) = ($make)();
+                $crate::store::conformance::$name(&mut store);
+                $crate::store::conformance::finish(store, guard);
+            }
+        )+
+    };
+}
+
+// --- fixtures ---
+
+/// Closes the store before its guard (a temporary directory) goes away.
+pub fn finish<S, G>(store: S, guard: G) {
+    drop(store);
+    drop(guard);
+}
+
+/// A user from a seed (a real Ed25519 key, so the id round-trips through storage).
+pub fn user(seed: u8) -> UserId {
+    let vk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key();
+    UserId::from_key(Ed25519Key::from_bytes(vk.as_bytes()).expect("a dalek key is valid"))
+}
+
+fn device(name: &str) -> DeviceId {
+    name.parse().expect("fixture device ids are valid")
+}
+
+fn keys(seed: u8) -> DeviceKeys {
+    DeviceKeys {
+        ed25519: *user(seed).key(),
+        curve25519: Curve25519Key::from_bytes([seed; 32]),
+    }
+}
+
+fn mid(n: u128) -> MessageId {
+    MessageId(Uuid::from_u128(n))
+}
+
+fn eid(n: u128) -> EnvelopeId {
+    EnvelopeId(Uuid::from_u128(n))
+}
+
+fn t(ms: u64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}
+
+fn direct(seed: u8) -> ConversationId {
+    ConversationId::Direct(user(seed))
+}
+
+fn account() -> AccountRecord {
+    AccountRecord {
+        user_id: user(1),
+        identity_pickle: Pickle::new("identity-pickle"),
+        device_id: device("dev1"),
+        device_keys: keys(1),
+        account_pickle: Pickle::new("account-pickle-1"),
+        certificate_json: r#"{"cert":1}"#.into(),
+        display_name: "Alice".into(),
+        created_at: t(1),
+    }
+}
+
+fn contact(seed: u8, name: &str, state: ContactState) -> Contact {
+    Contact {
+        user_id: user(seed),
+        display_name: Some(name.into()),
+        verified: false,
+        blocked: false,
+        state,
+        request_note: None,
+        created_at: t(10),
+        updated_at: t(10),
+    }
+}
+
+fn new_message(n: u128, conversation: ConversationId, sender: u8, body: &str) -> NewMessage {
+    NewMessage {
+        id: mid(n),
+        conversation,
+        sender: user(sender),
+        kind: MessageKind::Text,
+        body: body.into(),
+        reply_to: None,
+        sent_at: t(1000 + n as u64),
+        received_at: t(2000 + n as u64),
+        delivery: DeliveryState::Delivered,
+    }
+}
+
+fn insert<S: Store>(store: &mut S, m: NewMessage) -> Seq {
+    match store.apply_one(Change::InsertMessage(m)).unwrap() {
+        Outcome::Inserted(seq) => seq,
+        other => panic!("expected an insert, got {other:?}"),
+    }
+}
+
+fn olm(session_id: &str, peer: u8, dev: &str, created: u64, used: u64) -> OlmSessionRecord {
+    OlmSessionRecord {
+        peer_user: user(peer),
+        peer_device: device(dev),
+        peer_curve25519: Curve25519Key::from_bytes([peer; 32]),
+        session_id: session_id.into(),
+        pickle: Pickle::new(format!("pickle-{session_id}")),
+        created_at: t(created),
+        last_used_at: t(used),
+    }
+}
+
+fn outbox(n: u128, peer: u8, due: u64) -> OutboxEntry {
+    OutboxEntry {
+        id: eid(n),
+        peer_user: user(peer),
+        peer_device: Some(device("d")),
+        bytes: vec![n as u8; 3],
+        created_at: t(n as u64),
+        attempts: 0,
+        next_attempt_at: t(due),
+    }
+}
+
+fn search<S: Store>(store: &S, text: &str) -> Vec<MessageId> {
+    store
+        .search(&SearchQuery {
+            text: text.into(),
+            conversation: None,
+            before: None,
+            limit: 100,
+        })
+        .unwrap()
+        .into_iter()
+        .map(|h| h.message.id)
+        .collect()
+}
+
+// --- the checks ---
+
+/// Account save, load and pickle-only update; the pickle update needs an account.
+pub fn account_and_pickle<S: Store>(store: &mut S) {
+    assert_eq!(store.account().unwrap(), None);
+    let err = store
+        .apply_one(Change::SetAccountPickle(Pickle::new("x")))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound("account")), "{err:?}");
+    store.apply_one(Change::SaveAccount(account())).unwrap();
+    assert_eq!(store.account().unwrap(), Some(account()));
+    store
+        .apply_one(Change::SetAccountPickle(Pickle::new("account-pickle-2")))
+        .unwrap();
+    let loaded = store.account().unwrap().unwrap();
+    assert_eq!(loaded.account_pickle, Pickle::new("account-pickle-2"));
+    assert_eq!(loaded.identity_pickle, account().identity_pickle);
+    let mut renamed = account();
+    renamed.display_name = "Alice B".into();
+    store
+        .apply_one(Change::SaveAccount(renamed.clone()))
+        .unwrap();
+    assert_eq!(store.account().unwrap(), Some(renamed));
+}
+
+/// A failing change rolls back every earlier change of the same batch.
+pub fn batch_is_atomic<S: Store>(store: &mut S) {
+    let batch: Changes = [
+        Change::SaveContact(contact(2, "Bob", ContactState::Accepted)),
+        Change::InsertMessage(new_message(1, direct(2), 2, "hello")),
+        Change::OutboxEnqueue(outbox(1, 2, 0)),
+        Change::SetSetting {
+            key: "k".into(),
+            value: Some("v".into()),
+        },
+        Change::SaveMember(GroupMember {
+            group: GroupId(Uuid::from_u128(9)),
+            user: user(2),
+            role: MemberRole::Member,
+            joined_at: t(1),
+        }),
+    ]
+    .into_iter()
+    .collect();
+    let err = store.apply(batch).unwrap_err();
+    assert!(matches!(err, StoreError::NotFound("group")), "{err:?}");
+    assert_eq!(store.contact(&user(2)).unwrap(), None);
+    assert_eq!(store.message(&mid(1)).unwrap(), None);
+    assert_eq!(store.conversation(&direct(2)).unwrap(), None);
+    assert!(store.outbox_for_peer(&user(2), 10).unwrap().is_empty());
+    assert_eq!(store.setting("k").unwrap(), None);
+    // The store is still usable and seq numbering is unaffected by the rollback.
+    let seq = insert(store, new_message(1, direct(2), 2, "hello"));
+    assert!(store.message(&mid(1)).unwrap().is_some());
+    let seq2 = insert(store, new_message(2, direct(2), 2, "again"));
+    assert!(seq2 > seq);
+}
+
+/// What the messaging layer persists after decrypting one message, in one batch.
+pub fn messaging_step_in_one_batch<S: Store>(store: &mut S) {
+    store.apply_one(Change::SaveAccount(account())).unwrap();
+    let mut batch = Changes::new();
+    batch
+        .push(Change::SetAccountPickle(Pickle::new("after-otk-used")))
+        .push(Change::SaveOlmSession(olm("s1", 2, "b", 5, 5)))
+        .push(Change::SaveContact(contact(
+            2,
+            "Bob",
+            ContactState::IncomingRequest,
+        )))
+        .push(Change::InsertMessage(new_message(7, direct(2), 2, "hi")))
+        .push(Change::MarkProcessed {
+            id: eid(7),
+            received_at: t(5),
+        })
+        .push(Change::OutboxEnqueue(outbox(70, 2, 5)))
+        .push(Change::OutboxRemove(eid(70)));
+    let applied = store.apply(batch).unwrap();
+    assert_eq!(applied.outcomes.len(), 7);
+    assert!(matches!(applied.outcomes[3], Outcome::Inserted(_)));
+    assert_eq!(applied.outcomes[6], Outcome::Applied);
+    assert_eq!(
+        store.account().unwrap().unwrap().account_pickle,
+        Pickle::new("after-otk-used")
+    );
+    assert_eq!(store.olm_sessions(&user(2), &device("b")).unwrap().len(), 1);
+    assert_eq!(
+        store.contact(&user(2)).unwrap().unwrap().state,
+        ContactState::IncomingRequest
+    );
+    assert_eq!(store.message(&mid(7)).unwrap().unwrap().body, "hi");
+    assert!(store.is_processed(&eid(7)).unwrap());
+    assert!(store.outbox_for_peer(&user(2), 10).unwrap().is_empty());
+    assert!(Changes::new().is_empty());
+    assert_eq!(store.apply(Changes::new()).unwrap().outcomes, vec![]);
+}
+
+/// Peer devices: upsert, lookup by id and by Curve25519 key, list, remove.
+pub fn peer_devices<S: Store>(store: &mut S) {
+    let dev = |seed: u8, name: &str| PeerDevice {
+        user_id: user(2),
+        device_id: device(name),
+        keys: keys(seed),
+        certificate_json: format!(r#"{{"d":"{name}"}}"#),
+        first_seen: t(1),
+        updated_at: t(1),
+    };
+    store
+        .apply_one(Change::SavePeerDevice(dev(20, "b")))
+        .unwrap();
+    store
+        .apply_one(Change::SavePeerDevice(dev(21, "a")))
+        .unwrap();
+    assert_eq!(
+        store.peer_device(&user(2), &device("b")).unwrap(),
+        Some(dev(20, "b"))
+    );
+    assert_eq!(store.peer_device(&user(3), &device("b")).unwrap(), None);
+    let names: Vec<String> = store
+        .peer_devices(&user(2))
+        .unwrap()
+        .into_iter()
+        .map(|d| d.device_id.to_string())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(
+        store
+            .peer_device_by_curve25519(&Curve25519Key::from_bytes([21; 32]))
+            .unwrap(),
+        Some(dev(21, "a"))
+    );
+    assert_eq!(
+        store
+            .peer_device_by_curve25519(&Curve25519Key::from_bytes([99; 32]))
+            .unwrap(),
+        None
+    );
+    let mut updated = dev(22, "b");
+    updated.updated_at = t(9);
+    store
+        .apply_one(Change::SavePeerDevice(updated.clone()))
+        .unwrap();
+    assert_eq!(
+        store.peer_device(&user(2), &device("b")).unwrap(),
+        Some(updated)
+    );
+    assert_eq!(
+        store
+            .apply_one(Change::RemovePeerDevice {
+                user: user(2),
+                device: device("a")
+            })
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        store
+            .apply_one(Change::RemovePeerDevice {
+                user: user(2),
+                device: device("a")
+            })
+            .unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(store.peer_devices(&user(2)).unwrap().len(), 1);
+}
+
+/// Contacts: create, read, list in user-id order, update every field, remove.
+pub fn contacts_crud<S: Store>(store: &mut S) {
+    assert!(store.contacts().unwrap().is_empty());
+    let mut ids = Vec::new();
+    for seed in [5u8, 3, 4] {
+        store
+            .apply_one(Change::SaveContact(contact(
+                seed,
+                "X",
+                ContactState::OutgoingRequest,
+            )))
+            .unwrap();
+        ids.push(user(seed));
+    }
+    ids.sort();
+    let listed: Vec<UserId> = store
+        .contacts()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.user_id)
+        .collect();
+    assert_eq!(listed, ids);
+    let mut c = contact(3, "Carol", ContactState::Declined);
+    c.verified = true;
+    c.blocked = true;
+    c.display_name = None;
+    c.request_note = Some("met at the conference".into());
+    c.updated_at = t(99);
+    store.apply_one(Change::SaveContact(c.clone())).unwrap();
+    assert_eq!(store.contact(&user(3)).unwrap(), Some(c));
+    for state in ContactState::ALL {
+        let c = contact(4, "D", *state);
+        store.apply_one(Change::SaveContact(c.clone())).unwrap();
+        assert_eq!(store.contact(&user(4)).unwrap(), Some(c));
+    }
+    assert_eq!(
+        store.apply_one(Change::RemoveContact(user(3))).unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        store.apply_one(Change::RemoveContact(user(3))).unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(store.contact(&user(3)).unwrap(), None);
+    assert_eq!(store.contacts().unwrap().len(), 2);
+}
+
+/// Get-or-create keeps the first creation time.
+pub fn conversations_get_or_create<S: Store>(store: &mut S) {
+    assert_eq!(store.conversation(&direct(2)).unwrap(), None);
+    let ensure = |now| Change::EnsureConversation {
+        id: direct(2),
+        now: t(now),
+    };
+    assert_eq!(store.apply_one(ensure(5)).unwrap(), Outcome::Applied);
+    assert_eq!(store.apply_one(ensure(6)).unwrap(), Outcome::Unchanged);
+    assert_eq!(
+        store.conversation(&direct(2)).unwrap(),
+        Some(Conversation {
+            id: direct(2),
+            created_at: t(5),
+            last_read: None
+        })
+    );
+    let channel = ConversationId::Channel(ChannelId(Uuid::from_u128(4)));
+    store
+        .apply_one(Change::EnsureConversation {
+            id: channel,
+            now: t(1),
+        })
+        .unwrap();
+    assert_eq!(store.conversation(&channel).unwrap().unwrap().id, channel);
+    assert_eq!(store.conversations().unwrap().len(), 2);
+}
+
+/// A duplicate id is a no-op that reports the original position; seq always grows.
+pub fn insert_is_idempotent<S: Store>(store: &mut S) {
+    let mut m = new_message(1, direct(2), 2, "first");
+    m.reply_to = Some(mid(77));
+    m.kind = MessageKind::File;
+    m.delivery = DeliveryState::Pending;
+    let seq = insert(store, m.clone());
+    let mut dup = m.clone();
+    dup.body = "replaced?".into();
+    assert_eq!(
+        store.apply_one(Change::InsertMessage(dup)).unwrap(),
+        Outcome::Duplicate(seq)
+    );
+    let stored = store.message(&mid(1)).unwrap().unwrap();
+    assert_eq!(
+        stored,
+        Message {
+            seq,
+            id: m.id,
+            conversation: m.conversation,
+            sender: m.sender,
+            kind: MessageKind::File,
+            body: "first".into(),
+            reply_to: Some(mid(77)),
+            edited_at: None,
+            deleted: false,
+            sent_at: m.sent_at,
+            received_at: m.received_at,
+            delivery: DeliveryState::Pending,
+        }
+    );
+    // The conversation was created by the insert.
+    assert!(store.conversation(&direct(2)).unwrap().is_some());
+    let mut last = seq;
+    for n in 2..20 {
+        let kind = MessageKind::ALL[n as usize % MessageKind::ALL.len()];
+        let mut m = new_message(n, direct(2 + (n % 3) as u8), 2, "x");
+        m.kind = kind;
+        let s = insert(store, m);
+        assert!(s > last);
+        last = s;
+        assert_eq!(store.message(&mid(n)).unwrap().unwrap().kind, kind);
+    }
+    assert_eq!(store.message(&mid(999)).unwrap(), None);
+}
+
+/// Pages are newest first, never mix conversations and continue from the cursor.
+pub fn pagination_newest_first<S: Store>(store: &mut S) {
+    for n in 1..=25u128 {
+        insert(store, new_message(n, direct(2), 2, &format!("a{n}")));
+        insert(store, new_message(100 + n, direct(3), 3, "b"));
+    }
+    let page1 = store.messages_before(&direct(2), None, 10).unwrap();
+    let ids: Vec<u128> = page1.iter().map(|m| m.id.0.as_u128()).collect();
+    assert_eq!(ids, (16..=25).rev().collect::<Vec<_>>());
+    let page2 = store
+        .messages_before(&direct(2), Some(page1[9].seq), 10)
+        .unwrap();
+    let ids: Vec<u128> = page2.iter().map(|m| m.id.0.as_u128()).collect();
+    assert_eq!(ids, (6..=15).rev().collect::<Vec<_>>());
+    let page3 = store
+        .messages_before(&direct(2), Some(page2[9].seq), 10)
+        .unwrap();
+    assert_eq!(page3.len(), 5);
+    let page4 = store
+        .messages_before(&direct(2), Some(page3[4].seq), 10)
+        .unwrap();
+    assert!(page4.is_empty());
+    assert!(
+        store
+            .messages_before(&direct(2), None, 0)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .messages_before(&direct(9), None, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(page1.windows(2).all(|w| w[0].seq > w[1].seq));
+}
+
+/// Edits apply newest-wins and never touch deleted or unknown messages.
+pub fn edits_converge<S: Store>(store: &mut S) {
+    insert(store, new_message(1, direct(2), 2, "orig"));
+    let edit = |body: &str, at| Change::EditMessage {
+        id: mid(1),
+        body: body.into(),
+        edited_at: t(at),
+    };
+    assert_eq!(store.apply_one(edit("v2", 50)).unwrap(), Outcome::Applied);
+    assert_eq!(store.apply_one(edit("v1", 40)).unwrap(), Outcome::Unchanged);
+    assert_eq!(
+        store.apply_one(edit("v2b", 50)).unwrap(),
+        Outcome::Unchanged
+    );
+    let m = store.message(&mid(1)).unwrap().unwrap();
+    assert_eq!((m.body.as_str(), m.edited_at), ("v2", Some(t(50))));
+    assert_eq!(store.apply_one(edit("v3", 60)).unwrap(), Outcome::Applied);
+    assert_eq!(store.message(&mid(1)).unwrap().unwrap().body, "v3");
+    assert_eq!(
+        store
+            .apply_one(Change::EditMessage {
+                id: mid(2),
+                body: "ghost".into(),
+                edited_at: t(1)
+            })
+            .unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(store.message(&mid(2)).unwrap(), None);
+    store.apply_one(Change::DeleteMessage(mid(1))).unwrap();
+    assert_eq!(
+        store.apply_one(edit("back", 70)).unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(store.message(&mid(1)).unwrap().unwrap().body, "");
+}
+
+/// Delete clears the body and reactions, keeps a tombstone, and a late duplicate cannot
+/// bring the text back.
+pub fn delete_erases_content<S: Store>(store: &mut S) {
+    let seq = insert(store, new_message(1, direct(2), 2, "secret words"));
+    store
+        .apply_one(Change::React {
+            message: mid(1),
+            user: user(3),
+            emoji: "👍".into(),
+            add: true,
+            at: t(1),
+        })
+        .unwrap();
+    assert_eq!(
+        store.apply_one(Change::DeleteMessage(mid(1))).unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        store.apply_one(Change::DeleteMessage(mid(1))).unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        store.apply_one(Change::DeleteMessage(mid(5))).unwrap(),
+        Outcome::Unchanged
+    );
+    let m = store.message(&mid(1)).unwrap().unwrap();
+    assert!(m.deleted);
+    assert_eq!(m.body, "");
+    assert_eq!(m.seq, seq);
+    assert!(store.reactions(&mid(1)).unwrap().is_empty());
+    assert_eq!(
+        store
+            .apply_one(Change::InsertMessage(new_message(
+                1,
+                direct(2),
+                2,
+                "secret words"
+            )))
+            .unwrap(),
+        Outcome::Duplicate(seq)
+    );
+    assert_eq!(store.message(&mid(1)).unwrap().unwrap().body, "");
+    assert!(search(store, "secret").is_empty());
+    // The tombstone still shows in history, so the UI can render "message deleted".
+    assert_eq!(
+        store.messages_before(&direct(2), None, 10).unwrap()[0].id,
+        mid(1)
+    );
+}
+
+/// pending < sent < delivered < read; failed only from pending; unknown ids are ignored.
+pub fn delivery_moves_forward_only<S: Store>(store: &mut S) {
+    let mut m = new_message(1, direct(2), 1, "x");
+    m.delivery = DeliveryState::Pending;
+    insert(store, m);
+    let set = |store: &mut S, state| {
+        store
+            .apply_one(Change::SetDelivery { id: mid(1), state })
+            .unwrap()
+    };
+    let state = |store: &S| store.message(&mid(1)).unwrap().unwrap().delivery;
+    assert_eq!(set(store, DeliveryState::Failed), Outcome::Applied);
+    assert_eq!(set(store, DeliveryState::Pending), Outcome::Applied);
+    assert_eq!(set(store, DeliveryState::Delivered), Outcome::Applied);
+    assert_eq!(set(store, DeliveryState::Sent), Outcome::Unchanged);
+    assert_eq!(set(store, DeliveryState::Failed), Outcome::Unchanged);
+    assert_eq!(state(store), DeliveryState::Delivered);
+    assert_eq!(set(store, DeliveryState::Read), Outcome::Applied);
+    assert_eq!(set(store, DeliveryState::Delivered), Outcome::Unchanged);
+    assert_eq!(state(store), DeliveryState::Read);
+    assert_eq!(
+        store
+            .apply_one(Change::SetDelivery {
+                id: mid(9),
+                state: DeliveryState::Read
+            })
+            .unwrap(),
+        Outcome::Unchanged
+    );
+}
+
+/// The list shows the newest message and counts unread messages from others only.
+pub fn conversation_list_and_unread<S: Store>(store: &mut S) {
+    store.apply_one(Change::SaveAccount(account())).unwrap();
+    store
+        .apply_one(Change::EnsureConversation {
+            id: direct(4),
+            now: t(1),
+        })
+        .unwrap();
+    store
+        .apply_one(Change::EnsureConversation {
+            id: direct(5),
+            now: t(2),
+        })
+        .unwrap();
+    let s1 = insert(store, new_message(1, direct(2), 2, "from bob"));
+    insert(store, new_message(2, direct(3), 3, "from carol"));
+    insert(store, new_message(3, direct(2), 1, "mine")); // our own: never unread
+    insert(store, new_message(4, direct(2), 2, "bob again"));
+    insert(store, new_message(5, direct(2), 2, "to delete"));
+    store.apply_one(Change::DeleteMessage(mid(5))).unwrap();
+
+    let list = store.conversations().unwrap();
+    let order: Vec<ConversationId> = list.iter().map(|s| s.conversation.id).collect();
+    assert_eq!(order, [direct(2), direct(3), direct(5), direct(4)]);
+    assert_eq!(list[0].last_message.as_ref().unwrap().id, mid(5));
+    assert_eq!(list[0].unread, 2);
+    assert_eq!(list[1].unread, 1);
+    assert_eq!(list[2].last_message, None);
+    assert_eq!(list[2].unread, 0);
+
+    let read = |up_to| Change::MarkRead {
+        conversation: direct(2),
+        up_to,
+    };
+    assert_eq!(store.apply_one(read(s1)).unwrap(), Outcome::Applied);
+    assert_eq!(store.conversations().unwrap()[0].unread, 1);
+    assert_eq!(
+        store.conversation(&direct(2)).unwrap().unwrap().last_read,
+        Some(s1)
+    );
+    assert_eq!(store.apply_one(read(Seq(0))).unwrap(), Outcome::Unchanged);
+    let newest = store.messages_before(&direct(2), None, 1).unwrap()[0].seq;
+    store.apply_one(read(newest)).unwrap();
+    assert_eq!(store.conversations().unwrap()[0].unread, 0);
+    assert_eq!(
+        store
+            .apply_one(Change::MarkRead {
+                conversation: direct(9),
+                up_to: newest
+            })
+            .unwrap(),
+        Outcome::Unchanged
+    );
+    // A new message moves its conversation to the top.
+    insert(store, new_message(6, direct(4), 4, "hello"));
+    let top = &store.conversations().unwrap()[0];
+    assert_eq!((top.conversation.id, top.unread), (direct(4), 1));
+}
+
+/// Words match case-insensitively and by prefix; all words must match; filters and paging.
+pub fn search_matches_words<S: Store>(store: &mut S) {
+    insert(store, new_message(1, direct(2), 2, "The quick brown fox"));
+    insert(store, new_message(2, direct(2), 2, "a lazy dog sleeps"));
+    insert(store, new_message(3, direct(3), 3, "Quick thinking, dog!"));
+    insert(store, new_message(4, direct(3), 3, "nothing here"));
+    assert_eq!(search(store, "quick"), [mid(3), mid(1)]);
+    assert_eq!(search(store, "QUICK"), [mid(3), mid(1)]);
+    assert_eq!(search(store, "qui"), [mid(3), mid(1)]);
+    assert_eq!(search(store, "quick dog"), [mid(3)]);
+    assert_eq!(search(store, "dog"), [mid(3), mid(2)]);
+    assert!(search(store, "cat").is_empty());
+    assert!(search(store, "").is_empty());
+    assert!(search(store, "   ").is_empty());
+    let in_conv = store
+        .search(&SearchQuery {
+            text: "dog".into(),
+            conversation: Some(direct(2)),
+            before: None,
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(in_conv.len(), 1);
+    assert_eq!(in_conv[0].message.id, mid(2));
+    assert_eq!(in_conv[0].message.body, "a lazy dog sleeps");
+    let first = store
+        .search(&SearchQuery {
+            text: "dog".into(),
+            conversation: None,
+            before: None,
+            limit: 1,
+        })
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].message.id, mid(3));
+    let next = store
+        .search(&SearchQuery {
+            text: "dog".into(),
+            conversation: None,
+            before: Some(first[0].message.seq),
+            limit: 1,
+        })
+        .unwrap();
+    assert_eq!(next[0].message.id, mid(2));
+    let snippet = &first[0].snippet;
+    assert!(
+        snippet.contains(&format!("{SNIPPET_START}dog{SNIPPET_END}")),
+        "{snippet:?}"
+    );
+    assert!(
+        !snippet.contains(&format!("{SNIPPET_START}Quick")),
+        "{snippet:?}"
+    );
+    assert!(
+        store
+            .search(&SearchQuery {
+                text: "dog".into(),
+                conversation: None,
+                before: None,
+                limit: 0
+            })
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Input that is FTS5 syntax is searched as plain words and never errors.
+pub fn search_is_injection_safe<S: Store>(store: &mut S) {
+    insert(store, new_message(1, direct(2), 2, "alpha beta"));
+    insert(store, new_message(2, direct(2), 2, "gamma OR delta"));
+    for hostile in [
+        "\"",
+        "\"alpha",
+        "alpha\"",
+        "*",
+        "alpha*",
+        "NEAR(alpha beta)",
+        "alpha OR gamma",
+        "-alpha",
+        "body:alpha",
+        "^alpha",
+        "alpha AND",
+        "(",
+        ")",
+        "'; DROP TABLE messages; --",
+        "\u{0}",
+        "{alpha}",
+    ] {
+        let hits = store.search(&SearchQuery {
+            text: hostile.into(),
+            conversation: None,
+            before: None,
+            limit: 10,
+        });
+        assert!(hits.is_ok(), "query {hostile:?} failed: {hits:?}");
+    }
+    // "OR" is a word, not an operator: both words must be present.
+    assert!(search(store, "alpha OR gamma").is_empty());
+    assert_eq!(search(store, "gamma OR"), [mid(2)]);
+    assert_eq!(search(store, "\"alpha\""), [mid(1)]);
+    assert_eq!(search(store, "body:alpha"), Vec::<MessageId>::new());
+    assert_eq!(store.message(&mid(1)).unwrap().unwrap().body, "alpha beta");
+}
+
+/// Edits replace the indexed words; deleted messages leave the index.
+pub fn search_follows_edits_and_deletes<S: Store>(store: &mut S) {
+    insert(store, new_message(1, direct(2), 2, "typo teh word"));
+    insert(store, new_message(2, direct(2), 2, "another word"));
+    store
+        .apply_one(Change::EditMessage {
+            id: mid(1),
+            body: "fixed the word".into(),
+            edited_at: t(5),
+        })
+        .unwrap();
+    assert!(search(store, "teh").is_empty());
+    assert_eq!(search(store, "fixed"), [mid(1)]);
+    assert_eq!(search(store, "word"), [mid(2), mid(1)]);
+    store.apply_one(Change::DeleteMessage(mid(1))).unwrap();
+    assert!(search(store, "fixed").is_empty());
+    assert_eq!(search(store, "word"), [mid(2)]);
+}
+
+/// One entry per emoji in first-appearance order, users in reaction order; idempotent.
+pub fn reactions_aggregate<S: Store>(store: &mut S) {
+    let react = |user_seed: u8, emoji: &str, add: bool, at: u64| Change::React {
+        message: mid(1),
+        user: user(user_seed),
+        emoji: emoji.into(),
+        add,
+        at: t(at),
+    };
+    assert!(store.reactions(&mid(1)).unwrap().is_empty());
+    // Reactions may arrive before their message.
+    assert_eq!(
+        store.apply_one(react(2, "👍", true, 1)).unwrap(),
+        Outcome::Applied
+    );
+    insert(store, new_message(1, direct(2), 2, "x"));
+    store.apply_one(react(3, "🎉", true, 2)).unwrap();
+    store.apply_one(react(3, "👍", true, 3)).unwrap();
+    assert_eq!(
+        store.apply_one(react(3, "👍", true, 4)).unwrap(),
+        Outcome::Unchanged
+    );
+    store.apply_one(react(4, "🎉", true, 5)).unwrap();
+    assert_eq!(
+        store.reactions(&mid(1)).unwrap(),
+        vec![
+            ReactionSummary {
+                emoji: "👍".into(),
+                count: 2,
+                users: vec![user(2), user(3)]
+            },
+            ReactionSummary {
+                emoji: "🎉".into(),
+                count: 2,
+                users: vec![user(3), user(4)]
+            },
+        ]
+    );
+    assert_eq!(
+        store.apply_one(react(2, "👍", false, 6)).unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        store.apply_one(react(2, "👍", false, 7)).unwrap(),
+        Outcome::Unchanged
+    );
+    // 👍 now first appears at 3, after 🎉 at 2.
+    let r = store.reactions(&mid(1)).unwrap();
+    assert_eq!(r[0].emoji, "🎉");
+    assert_eq!((r[1].emoji.as_str(), r[1].count), ("👍", 1));
+    assert_eq!(r[1].users, vec![user(3)]);
+    store.apply_one(react(3, "👍", false, 8)).unwrap();
+    let r = store.reactions(&mid(1)).unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].emoji, "🎉");
+    assert!(store.reactions(&mid(2)).unwrap().is_empty());
+}
+
+/// Several sessions per device, most recently used first; lookup by key; replace; remove.
+pub fn olm_sessions_newest_used_first<S: Store>(store: &mut S) {
+    store
+        .apply_one(Change::SaveOlmSession(olm("old", 2, "b", 1, 10)))
+        .unwrap();
+    store
+        .apply_one(Change::SaveOlmSession(olm("new", 2, "b", 5, 20)))
+        .unwrap();
+    store
+        .apply_one(Change::SaveOlmSession(olm("other-dev", 2, "c", 5, 30)))
+        .unwrap();
+    store
+        .apply_one(Change::SaveOlmSession(olm("carol", 3, "b", 5, 40)))
+        .unwrap();
+    let ids =
+        |v: Vec<OlmSessionRecord>| -> Vec<String> { v.into_iter().map(|s| s.session_id).collect() };
+    assert_eq!(
+        ids(store.olm_sessions(&user(2), &device("b")).unwrap()),
+        ["new", "old"]
+    );
+    // Using the old session again moves it to the front.
+    store
+        .apply_one(Change::SaveOlmSession(olm("old", 2, "b", 1, 25)))
+        .unwrap();
+    let sessions = store.olm_sessions(&user(2), &device("b")).unwrap();
+    assert_eq!(sessions[0], olm("old", 2, "b", 1, 25));
+    assert_eq!(ids(sessions), ["old", "new"]);
+    assert_eq!(
+        ids(store
+            .olm_sessions_for_key(&Curve25519Key::from_bytes([2; 32]))
+            .unwrap()),
+        ["other-dev", "old", "new"]
+    );
+    assert!(
+        store
+            .olm_sessions(&user(4), &device("b"))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .apply_one(Change::RemoveOlmSession {
+                session_id: "old".into()
+            })
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        ids(store.olm_sessions(&user(2), &device("b")).unwrap()),
+        ["new"]
+    );
+}
+
+/// Inbound sessions by channel and id; one outbound per channel, replaceable and removable.
+pub fn megolm_sessions<S: Store>(store: &mut S) {
+    let ch = ChannelId(Uuid::from_u128(1));
+    let other = ChannelId(Uuid::from_u128(2));
+    let inbound = MegolmInboundRecord {
+        channel: ch,
+        session_id: "m1".into(),
+        sender_user: user(2),
+        sender_device: device("b"),
+        pickle: Pickle::new("in-pickle"),
+        created_at: t(3),
+    };
+    store
+        .apply_one(Change::SaveMegolmInbound(inbound.clone()))
+        .unwrap();
+    assert_eq!(store.megolm_inbound(&ch, "m1").unwrap(), Some(inbound));
+    assert_eq!(store.megolm_inbound(&other, "m1").unwrap(), None);
+    assert_eq!(store.megolm_inbound(&ch, "m2").unwrap(), None);
+    let outbound = |n: u64| MegolmOutboundRecord {
+        channel: ch,
+        session_id: format!("o{n}"),
+        pickle: Pickle::new(format!("out-{n}")),
+        created_at: t(n),
+        message_count: n * 10,
+    };
+    assert_eq!(store.megolm_outbound(&ch).unwrap(), None);
+    store
+        .apply_one(Change::SaveMegolmOutbound(outbound(1)))
+        .unwrap();
+    store
+        .apply_one(Change::SaveMegolmOutbound(outbound(2)))
+        .unwrap();
+    assert_eq!(store.megolm_outbound(&ch).unwrap(), Some(outbound(2)));
+    assert_eq!(store.megolm_outbound(&other).unwrap(), None);
+    assert_eq!(
+        store.apply_one(Change::RemoveMegolmOutbound(ch)).unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(store.megolm_outbound(&ch).unwrap(), None);
+}
+
+/// FIFO per peer with head-of-line order, reschedule, remove, duplicate enqueue, timers.
+pub fn outbox_fifo_per_peer<S: Store>(store: &mut S) {
+    assert_eq!(store.outbox_next_attempt_at().unwrap(), None);
+    for (n, peer, due) in [(1, 2, 100), (2, 3, 50), (3, 2, 0), (4, 2, 0)] {
+        assert_eq!(
+            store
+                .apply_one(Change::OutboxEnqueue(outbox(n, peer, due)))
+                .unwrap(),
+            Outcome::Applied
+        );
+    }
+    assert_eq!(
+        store
+            .apply_one(Change::OutboxEnqueue(outbox(1, 2, 0)))
+            .unwrap(),
+        Outcome::Unchanged
+    );
+    let ids =
+        |v: Vec<OutboxEntry>| -> Vec<u128> { v.into_iter().map(|e| e.id.0.as_u128()).collect() };
+    assert_eq!(ids(store.outbox_for_peer(&user(2), 10).unwrap()), [1, 3, 4]);
+    assert_eq!(ids(store.outbox_for_peer(&user(2), 2).unwrap()), [1, 3]);
+    // Peer 2's head is due at 100, so nothing for peer 2 is due before that.
+    assert_eq!(store.outbox_next_due(&user(2), t(60)).unwrap(), None);
+    assert_eq!(store.outbox_due_peers(t(60)).unwrap(), vec![user(3)]);
+    assert_eq!(store.outbox_next_attempt_at().unwrap(), Some(t(50)));
+    let head = store.outbox_next_due(&user(2), t(100)).unwrap().unwrap();
+    assert_eq!(head, outbox(1, 2, 100));
+    let mut due = vec![user(2), user(3)];
+    due.sort();
+    assert_eq!(store.outbox_due_peers(t(100)).unwrap(), due);
+    assert_eq!(
+        store
+            .apply_one(Change::OutboxReschedule {
+                id: eid(1),
+                attempts: 1,
+                next_attempt_at: t(200)
+            })
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(store.outbox_next_due(&user(2), t(150)).unwrap(), None);
+    let head = store.outbox_next_due(&user(2), t(200)).unwrap().unwrap();
+    assert_eq!((head.attempts, head.next_attempt_at), (1, t(200)));
+    assert_eq!(
+        store
+            .apply_one(Change::OutboxReschedule {
+                id: eid(9),
+                attempts: 1,
+                next_attempt_at: t(1)
+            })
+            .unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        store.apply_one(Change::OutboxRemove(eid(1))).unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        store.apply_one(Change::OutboxRemove(eid(1))).unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        store.outbox_next_due(&user(2), t(0)).unwrap().unwrap().id,
+        eid(3)
+    );
+    assert_eq!(store.outbox_next_attempt_at().unwrap(), Some(t(0)));
+    let mut no_device = outbox(5, 4, 7);
+    no_device.peer_device = None;
+    store
+        .apply_one(Change::OutboxEnqueue(no_device.clone()))
+        .unwrap();
+    assert_eq!(
+        store.outbox_for_peer(&user(4), 10).unwrap(),
+        vec![no_device]
+    );
+}
+
+/// Processed ids: insert once, check, prune by age.
+pub fn processed_ids<S: Store>(store: &mut S) {
+    assert!(!store.is_processed(&eid(1)).unwrap());
+    let mark = |n, at| Change::MarkProcessed {
+        id: eid(n),
+        received_at: t(at),
+    };
+    assert_eq!(store.apply_one(mark(1, 10)).unwrap(), Outcome::Applied);
+    assert_eq!(store.apply_one(mark(1, 99)).unwrap(), Outcome::Unchanged);
+    store.apply_one(mark(2, 20)).unwrap();
+    store.apply_one(mark(3, 30)).unwrap();
+    assert!(store.is_processed(&eid(1)).unwrap());
+    assert_eq!(store.prune_processed(t(20)).unwrap(), 1);
+    assert!(!store.is_processed(&eid(1)).unwrap());
+    assert!(store.is_processed(&eid(2)).unwrap());
+    assert_eq!(store.prune_processed(t(20)).unwrap(), 0);
+    assert_eq!(store.prune_processed(t(1000)).unwrap(), 2);
+    assert!(!store.is_processed(&eid(3)).unwrap());
+}
+
+/// Transfers: create, update progress and state, list per conversation.
+pub fn transfers<S: Store>(store: &mut S) {
+    let transfer = |n: u128, conv, created: u64| FileTransfer {
+        id: TransferId(Uuid::from_u128(n)),
+        conversation: conv,
+        direction: TransferDirection::Incoming,
+        name: "photo.jpg".into(),
+        size: 5_000_000_000,
+        sha256: [n as u8; 32],
+        mime: "image/jpeg".into(),
+        state: TransferState::Offered,
+        bytes_done: 0,
+        local_path: None,
+        created_at: t(created),
+        updated_at: t(created),
+    };
+    store
+        .apply_one(Change::SaveTransfer(transfer(1, direct(2), 20)))
+        .unwrap();
+    store
+        .apply_one(Change::SaveTransfer(transfer(2, direct(2), 10)))
+        .unwrap();
+    store
+        .apply_one(Change::SaveTransfer(transfer(3, direct(3), 5)))
+        .unwrap();
+    let id1 = TransferId(Uuid::from_u128(1));
+    assert_eq!(
+        store.transfer(&id1).unwrap(),
+        Some(transfer(1, direct(2), 20))
+    );
+    let listed: Vec<u128> = store
+        .transfers(&direct(2))
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id.0.as_u128())
+        .collect();
+    assert_eq!(listed, [2, 1]);
+    for (state, direction) in TransferState::ALL
+        .iter()
+        .zip(TransferDirection::ALL.iter().cycle())
+    {
+        let mut t1 = transfer(1, direct(2), 20);
+        t1.state = *state;
+        t1.direction = *direction;
+        t1.bytes_done = 4_999_999_999;
+        t1.local_path = Some("/home/a/Downloads/photo.jpg".into());
+        t1.updated_at = t(30);
+        store.apply_one(Change::SaveTransfer(t1.clone())).unwrap();
+        assert_eq!(store.transfer(&id1).unwrap(), Some(t1));
+    }
+    assert_eq!(
+        store.transfer(&TransferId(Uuid::from_u128(9))).unwrap(),
+        None
+    );
+}
+
+/// Groups with members and channels; a text channel is a conversation; removal cascades.
+pub fn groups_members_channels<S: Store>(store: &mut S) {
+    let gid = GroupId(Uuid::from_u128(1));
+    let group = |name: &str, id: GroupId| Group {
+        id,
+        name: name.into(),
+        owner: user(1),
+        created_at: t(1),
+    };
+    store
+        .apply_one(Change::SaveGroup(group("Zeta", gid)))
+        .unwrap();
+    store
+        .apply_one(Change::SaveGroup(group(
+            "Alpha",
+            GroupId(Uuid::from_u128(2)),
+        )))
+        .unwrap();
+    let names: Vec<String> = store
+        .groups()
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(names, ["Alpha", "Zeta"]);
+    assert_eq!(store.group(&gid).unwrap(), Some(group("Zeta", gid)));
+    store
+        .apply_one(Change::SaveGroup(group("Zeta 2", gid)))
+        .unwrap();
+    assert_eq!(store.group(&gid).unwrap().unwrap().name, "Zeta 2");
+
+    let member = |seed: u8, role, at| GroupMember {
+        group: gid,
+        user: user(seed),
+        role,
+        joined_at: t(at),
+    };
+    store
+        .apply_one(Change::SaveMember(member(1, MemberRole::Owner, 1)))
+        .unwrap();
+    store
+        .apply_one(Change::SaveMember(member(3, MemberRole::Member, 3)))
+        .unwrap();
+    store
+        .apply_one(Change::SaveMember(member(2, MemberRole::Member, 2)))
+        .unwrap();
+    store
+        .apply_one(Change::SaveMember(member(2, MemberRole::Admin, 2)))
+        .unwrap();
+    assert_eq!(
+        store.group_members(&gid).unwrap(),
+        vec![
+            member(1, MemberRole::Owner, 1),
+            member(2, MemberRole::Admin, 2),
+            member(3, MemberRole::Member, 3)
+        ]
+    );
+    assert_eq!(
+        store
+            .apply_one(Change::RemoveMember {
+                group: gid,
+                user: user(3)
+            })
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(store.group_members(&gid).unwrap().len(), 2);
+    let unknown = GroupId(Uuid::from_u128(99));
+    assert!(matches!(
+        store.apply_one(Change::SaveMember(GroupMember {
+            group: unknown,
+            ..member(4, MemberRole::Member, 4)
+        })),
+        Err(StoreError::NotFound("group"))
+    ));
+
+    let channel = |n: u128, kind, position| Channel {
+        id: ChannelId(Uuid::from_u128(n)),
+        group: gid,
+        name: format!("c{n}"),
+        kind,
+        position,
+        created_at: t(7),
+    };
+    store
+        .apply_one(Change::SaveChannel(channel(10, ChannelKind::Voice, 2)))
+        .unwrap();
+    store
+        .apply_one(Change::SaveChannel(channel(11, ChannelKind::Text, 1)))
+        .unwrap();
+    assert!(matches!(
+        store.apply_one(Change::SaveChannel(Channel {
+            group: unknown,
+            ..channel(12, ChannelKind::Text, 0)
+        })),
+        Err(StoreError::NotFound("group"))
+    ));
+    assert_eq!(
+        store.channels(&gid).unwrap(),
+        vec![
+            channel(11, ChannelKind::Text, 1),
+            channel(10, ChannelKind::Voice, 2)
+        ]
+    );
+    let text_conv = ConversationId::Channel(ChannelId(Uuid::from_u128(11)));
+    assert_eq!(
+        store.conversation(&text_conv).unwrap().unwrap().created_at,
+        t(7)
+    );
+    assert_eq!(
+        store
+            .conversation(&ConversationId::Channel(ChannelId(Uuid::from_u128(10))))
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .channel(&ChannelId(Uuid::from_u128(10)))
+            .unwrap()
+            .unwrap()
+            .kind,
+        ChannelKind::Voice
+    );
+    assert_eq!(
+        store
+            .apply_one(Change::RemoveChannel(ChannelId(Uuid::from_u128(10))))
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(store.channels(&gid).unwrap().len(), 1);
+
+    assert_eq!(
+        store.apply_one(Change::RemoveGroup(gid)).unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(store.group(&gid).unwrap(), None);
+    assert!(store.group_members(&gid).unwrap().is_empty());
+    assert!(store.channels(&gid).unwrap().is_empty());
+    assert_eq!(
+        store.channel(&ChannelId(Uuid::from_u128(11))).unwrap(),
+        None
+    );
+    assert_eq!(
+        store.apply_one(Change::RemoveGroup(gid)).unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(store.groups().unwrap().len(), 1);
+}
+
+/// Settings: set, overwrite, clear.
+pub fn settings<S: Store>(store: &mut S) {
+    assert_eq!(store.setting("theme").unwrap(), None);
+    let set = |v: Option<&str>| Change::SetSetting {
+        key: "theme".into(),
+        value: v.map(Into::into),
+    };
+    store.apply_one(set(Some("dark"))).unwrap();
+    assert_eq!(store.setting("theme").unwrap().as_deref(), Some("dark"));
+    store.apply_one(set(Some("light"))).unwrap();
+    assert_eq!(store.setting("theme").unwrap().as_deref(), Some("light"));
+    assert_eq!(store.apply_one(set(None)).unwrap(), Outcome::Applied);
+    assert_eq!(store.apply_one(set(None)).unwrap(), Outcome::Unchanged);
+    assert_eq!(store.setting("theme").unwrap(), None);
+}

@@ -1,0 +1,727 @@
+//! The reference store: everything in memory, nothing survives the process. Protocol tests and
+//! simulations use it; the conformance suite holds the SQLCipher store to the same behaviour.
+
+use super::records::{
+    AccountRecord, Channel, ChannelId, ChannelKind, Contact, Conversation, ConversationId,
+    ConversationSummary, EnvelopeId, FileTransfer, Group, GroupId, GroupMember,
+    MegolmInboundRecord, MegolmOutboundRecord, Message, MessageId, OlmSessionRecord, OutboxEntry,
+    PeerDevice, ReactionSummary, SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, Seq,
+    TransferId,
+};
+use super::{Applied, Change, Changes, Outcome, Store, StoreError, search_terms};
+use dopus_types::{Curve25519Key, DeviceId, Timestamp, UserId};
+use std::collections::{BTreeMap, HashMap};
+
+/// A [`Store`] held in memory.
+///
+/// `apply` is atomic the simple way: it works on a copy of the state and swaps it in only when
+/// every change succeeded. That costs a copy per batch, which is fine for tests and
+/// simulations and is exactly why this is not the production store.
+#[derive(Default, Clone)]
+pub struct MemoryStore {
+    state: State,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("messages", &self.state.messages.len())
+            .field("contacts", &self.state.contacts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default, Clone)]
+struct State {
+    account: Option<AccountRecord>,
+    peer_devices: BTreeMap<(UserId, DeviceId), PeerDevice>,
+    contacts: BTreeMap<UserId, Contact>,
+    conversations: BTreeMap<ConversationId, Conversation>,
+    messages: BTreeMap<Seq, Message>,
+    message_seq: HashMap<MessageId, Seq>,
+    last_seq: u64,
+    /// Per message: (user, emoji, at), in insertion order.
+    reactions: HashMap<MessageId, Vec<(UserId, String, Timestamp)>>,
+    olm: BTreeMap<String, OlmSessionRecord>,
+    megolm_inbound: BTreeMap<String, MegolmInboundRecord>,
+    megolm_outbound: BTreeMap<ChannelId, MegolmOutboundRecord>,
+    /// Keyed by queue position, so iteration is FIFO.
+    outbox: BTreeMap<u64, OutboxEntry>,
+    last_outbox_pos: u64,
+    processed: HashMap<EnvelopeId, Timestamp>,
+    transfers: BTreeMap<TransferId, FileTransfer>,
+    groups: BTreeMap<GroupId, Group>,
+    members: BTreeMap<(GroupId, UserId), GroupMember>,
+    channels: BTreeMap<ChannelId, Channel>,
+    settings: BTreeMap<String, String>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn changed(yes: bool) -> Outcome {
+    if yes {
+        Outcome::Applied
+    } else {
+        Outcome::Unchanged
+    }
+}
+
+impl State {
+    fn ensure_conversation(&mut self, id: ConversationId, now: Timestamp) -> bool {
+        if self.conversations.contains_key(&id) {
+            return false;
+        }
+        self.conversations.insert(
+            id,
+            Conversation {
+                id,
+                created_at: now,
+                last_read: None,
+            },
+        );
+        true
+    }
+
+    fn message_mut(&mut self, id: &MessageId) -> Option<&mut Message> {
+        let seq = self.message_seq.get(id)?;
+        self.messages.get_mut(seq)
+    }
+
+    fn outbox_pos(&self, id: &EnvelopeId) -> Option<u64> {
+        self.outbox
+            .iter()
+            .find(|(_, e)| e.id == *id)
+            .map(|(pos, _)| *pos)
+    }
+
+    fn outbox_heads(&self) -> BTreeMap<UserId, &OutboxEntry> {
+        let mut heads = BTreeMap::new();
+        for entry in self.outbox.values() {
+            heads.entry(entry.peer_user).or_insert(entry);
+        }
+        heads
+    }
+
+    fn apply_change(&mut self, change: Change) -> Result<Outcome, StoreError> {
+        Ok(match change {
+            Change::SaveAccount(account) => {
+                self.account = Some(account);
+                Outcome::Applied
+            }
+            Change::SetAccountPickle(pickle) => {
+                let account = self
+                    .account
+                    .as_mut()
+                    .ok_or(StoreError::NotFound("account"))?;
+                account.account_pickle = pickle;
+                Outcome::Applied
+            }
+            Change::SavePeerDevice(device) => {
+                self.peer_devices
+                    .insert((device.user_id, device.device_id.clone()), device);
+                Outcome::Applied
+            }
+            Change::RemovePeerDevice { user, device } => {
+                changed(self.peer_devices.remove(&(user, device)).is_some())
+            }
+            Change::SaveContact(contact) => {
+                self.contacts.insert(contact.user_id, contact);
+                Outcome::Applied
+            }
+            Change::RemoveContact(user) => changed(self.contacts.remove(&user).is_some()),
+            Change::SaveOlmSession(session) => {
+                self.olm.insert(session.session_id.clone(), session);
+                Outcome::Applied
+            }
+            Change::RemoveOlmSession { session_id } => {
+                changed(self.olm.remove(&session_id).is_some())
+            }
+            Change::SaveMegolmInbound(session) => {
+                self.megolm_inbound
+                    .insert(session.session_id.clone(), session);
+                Outcome::Applied
+            }
+            Change::SaveMegolmOutbound(session) => {
+                self.megolm_outbound.insert(session.channel, session);
+                Outcome::Applied
+            }
+            Change::RemoveMegolmOutbound(channel) => {
+                changed(self.megolm_outbound.remove(&channel).is_some())
+            }
+            Change::EnsureConversation { id, now } => changed(self.ensure_conversation(id, now)),
+            Change::InsertMessage(new) => {
+                if let Some(seq) = self.message_seq.get(&new.id) {
+                    return Ok(Outcome::Duplicate(*seq));
+                }
+                self.ensure_conversation(new.conversation, new.received_at);
+                self.last_seq += 1;
+                let seq = Seq(self.last_seq);
+                self.message_seq.insert(new.id, seq);
+                self.messages.insert(
+                    seq,
+                    Message {
+                        seq,
+                        id: new.id,
+                        conversation: new.conversation,
+                        sender: new.sender,
+                        kind: new.kind,
+                        body: new.body,
+                        reply_to: new.reply_to,
+                        edited_at: None,
+                        deleted: false,
+                        sent_at: new.sent_at,
+                        received_at: new.received_at,
+                        delivery: new.delivery,
+                    },
+                );
+                Outcome::Inserted(seq)
+            }
+            Change::EditMessage {
+                id,
+                body,
+                edited_at,
+            } => match self.message_mut(&id) {
+                Some(m) if !m.deleted && m.edited_at.is_none_or(|prev| edited_at > prev) => {
+                    m.body = body;
+                    m.edited_at = Some(edited_at);
+                    Outcome::Applied
+                }
+                _ => Outcome::Unchanged,
+            },
+            Change::DeleteMessage(id) => {
+                let done = match self.message_mut(&id) {
+                    Some(m) if !m.deleted => {
+                        m.deleted = true;
+                        m.body.clear();
+                        true
+                    }
+                    _ => false,
+                };
+                if done {
+                    self.reactions.remove(&id);
+                }
+                changed(done)
+            }
+            Change::SetDelivery { id, state } => match self.message_mut(&id) {
+                Some(m) if m.delivery.can_become(state) => {
+                    m.delivery = state;
+                    Outcome::Applied
+                }
+                _ => Outcome::Unchanged,
+            },
+            Change::React {
+                message,
+                user,
+                emoji,
+                add,
+                at,
+            } => {
+                let list = self.reactions.entry(message).or_default();
+                let existing = list.iter().position(|(u, e, _)| *u == user && *e == emoji);
+                let done = match (add, existing) {
+                    (true, None) => {
+                        list.push((user, emoji, at));
+                        true
+                    }
+                    (false, Some(i)) => {
+                        list.remove(i);
+                        true
+                    }
+                    _ => false,
+                };
+                if list.is_empty() {
+                    self.reactions.remove(&message);
+                }
+                changed(done)
+            }
+            Change::MarkRead {
+                conversation,
+                up_to,
+            } => match self.conversations.get_mut(&conversation) {
+                Some(c) if c.last_read.is_none_or(|prev| up_to > prev) => {
+                    c.last_read = Some(up_to);
+                    Outcome::Applied
+                }
+                _ => Outcome::Unchanged,
+            },
+            Change::OutboxEnqueue(entry) => {
+                if self.outbox_pos(&entry.id).is_some() {
+                    Outcome::Unchanged
+                } else {
+                    self.last_outbox_pos += 1;
+                    self.outbox.insert(self.last_outbox_pos, entry);
+                    Outcome::Applied
+                }
+            }
+            Change::OutboxReschedule {
+                id,
+                attempts,
+                next_attempt_at,
+            } => match self.outbox_pos(&id).and_then(|p| self.outbox.get_mut(&p)) {
+                Some(entry) => {
+                    entry.attempts = attempts;
+                    entry.next_attempt_at = next_attempt_at;
+                    Outcome::Applied
+                }
+                None => Outcome::Unchanged,
+            },
+            Change::OutboxRemove(id) => match self.outbox_pos(&id) {
+                Some(pos) => {
+                    self.outbox.remove(&pos);
+                    Outcome::Applied
+                }
+                None => Outcome::Unchanged,
+            },
+            Change::MarkProcessed { id, received_at } => match self.processed.entry(id) {
+                std::collections::hash_map::Entry::Occupied(_) => Outcome::Unchanged,
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(received_at);
+                    Outcome::Applied
+                }
+            },
+            Change::SaveTransfer(transfer) => {
+                self.transfers.insert(transfer.id, transfer);
+                Outcome::Applied
+            }
+            Change::SaveGroup(group) => {
+                self.groups.insert(group.id, group);
+                Outcome::Applied
+            }
+            Change::RemoveGroup(id) => {
+                let existed = self.groups.remove(&id).is_some();
+                self.members.retain(|(g, _), _| *g != id);
+                self.channels.retain(|_, c| c.group != id);
+                changed(existed)
+            }
+            Change::SaveMember(member) => {
+                if !self.groups.contains_key(&member.group) {
+                    return Err(StoreError::NotFound("group"));
+                }
+                self.members.insert((member.group, member.user), member);
+                Outcome::Applied
+            }
+            Change::RemoveMember { group, user } => {
+                changed(self.members.remove(&(group, user)).is_some())
+            }
+            Change::SaveChannel(channel) => {
+                if !self.groups.contains_key(&channel.group) {
+                    return Err(StoreError::NotFound("group"));
+                }
+                if channel.kind == ChannelKind::Text {
+                    self.ensure_conversation(
+                        ConversationId::Channel(channel.id),
+                        channel.created_at,
+                    );
+                }
+                self.channels.insert(channel.id, channel);
+                Outcome::Applied
+            }
+            Change::RemoveChannel(id) => changed(self.channels.remove(&id).is_some()),
+            Change::SetSetting { key, value } => match value {
+                Some(value) => {
+                    self.settings.insert(key, value);
+                    Outcome::Applied
+                }
+                None => changed(self.settings.remove(&key).is_some()),
+            },
+        })
+    }
+}
+
+/// Wraps each whole word of `body` that starts with one of `terms` in snippet markers.
+fn highlight(body: &str, terms: &[String]) -> String {
+    let mut out = String::with_capacity(body.len() + 8);
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.is_empty() {
+            return;
+        }
+        let lower = word.to_lowercase();
+        if terms.iter().any(|t| lower.starts_with(t.as_str())) {
+            out.push(SNIPPET_START);
+            out.push_str(word);
+            out.push(SNIPPET_END);
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in body.chars() {
+        if c.is_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+fn matches_terms(body: &str, terms: &[String]) -> bool {
+    let words: Vec<String> = body
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    terms
+        .iter()
+        .all(|t| words.iter().any(|w| w.starts_with(t.as_str())))
+}
+
+impl Store for MemoryStore {
+    fn apply(&mut self, changes: Changes) -> Result<Applied, StoreError> {
+        let mut next = self.state.clone();
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for change in changes {
+            outcomes.push(next.apply_change(change)?);
+        }
+        self.state = next;
+        Ok(Applied { outcomes })
+    }
+
+    fn account(&self) -> Result<Option<AccountRecord>, StoreError> {
+        Ok(self.state.account.clone())
+    }
+
+    fn peer_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<PeerDevice>, StoreError> {
+        Ok(self
+            .state
+            .peer_devices
+            .get(&(*user, device.clone()))
+            .cloned())
+    }
+
+    fn peer_devices(&self, user: &UserId) -> Result<Vec<PeerDevice>, StoreError> {
+        Ok(self
+            .state
+            .peer_devices
+            .values()
+            .filter(|d| d.user_id == *user)
+            .cloned()
+            .collect())
+    }
+
+    fn peer_device_by_curve25519(
+        &self,
+        key: &Curve25519Key,
+    ) -> Result<Option<PeerDevice>, StoreError> {
+        Ok(self
+            .state
+            .peer_devices
+            .values()
+            .find(|d| d.keys.curve25519 == *key)
+            .cloned())
+    }
+
+    fn contact(&self, user: &UserId) -> Result<Option<Contact>, StoreError> {
+        Ok(self.state.contacts.get(user).cloned())
+    }
+
+    fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        Ok(self.state.contacts.values().cloned().collect())
+    }
+
+    fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError> {
+        Ok(self.state.conversations.get(id).cloned())
+    }
+
+    fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
+        let me = self.state.account.as_ref().map(|a| a.user_id);
+        let mut out: Vec<ConversationSummary> = self
+            .state
+            .conversations
+            .values()
+            .map(|c| {
+                let in_conv = self
+                    .state
+                    .messages
+                    .values()
+                    .filter(|m| m.conversation == c.id);
+                let last_message = in_conv.clone().next_back().cloned();
+                let unread = in_conv
+                    .filter(|m| {
+                        c.last_read.is_none_or(|r| m.seq > r) && !m.deleted && Some(m.sender) != me
+                    })
+                    .count() as u64;
+                ConversationSummary {
+                    conversation: c.clone(),
+                    last_message,
+                    unread,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            let key = |s: &ConversationSummary| {
+                (
+                    s.last_message.as_ref().map(|m| m.seq),
+                    s.conversation.created_at,
+                )
+            };
+            key(b).cmp(&key(a))
+        });
+        Ok(out)
+    }
+
+    fn message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
+        Ok(self
+            .state
+            .message_seq
+            .get(id)
+            .and_then(|seq| self.state.messages.get(seq))
+            .cloned())
+    }
+
+    fn messages_before(
+        &self,
+        conversation: &ConversationId,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let upper = before.unwrap_or(Seq(u64::MAX));
+        Ok(self
+            .state
+            .messages
+            .range(..upper)
+            .rev()
+            .map(|(_, m)| m)
+            .filter(|m| m.conversation == *conversation)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
+        let terms = search_terms(&query.text);
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let upper = query.before.unwrap_or(Seq(u64::MAX));
+        Ok(self
+            .state
+            .messages
+            .range(..upper)
+            .rev()
+            .map(|(_, m)| m)
+            .filter(|m| !m.deleted)
+            .filter(|m| query.conversation.is_none_or(|c| c == m.conversation))
+            .filter(|m| matches_terms(&m.body, &terms))
+            .take(query.limit)
+            .map(|m| SearchHit {
+                message: m.clone(),
+                snippet: highlight(&m.body, &terms),
+            })
+            .collect())
+    }
+
+    fn reactions(&self, message: &MessageId) -> Result<Vec<ReactionSummary>, StoreError> {
+        let Some(list) = self.state.reactions.get(message) else {
+            return Ok(Vec::new());
+        };
+        let mut ordered: Vec<&(UserId, String, Timestamp)> = list.iter().collect();
+        // Stable: equal times keep insertion order.
+        ordered.sort_by_key(|(_, _, at)| *at);
+        let mut out: Vec<ReactionSummary> = Vec::new();
+        for (user, emoji, _) in ordered {
+            match out.iter_mut().find(|r| r.emoji == *emoji) {
+                Some(r) => {
+                    r.count += 1;
+                    r.users.push(*user);
+                }
+                None => out.push(ReactionSummary {
+                    emoji: emoji.clone(),
+                    count: 1,
+                    users: vec![*user],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    fn olm_sessions(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Vec<OlmSessionRecord>, StoreError> {
+        let mut out: Vec<OlmSessionRecord> = self
+            .state
+            .olm
+            .values()
+            .filter(|s| s.peer_user == *user && s.peer_device == *device)
+            .cloned()
+            .collect();
+        sort_sessions(&mut out);
+        Ok(out)
+    }
+
+    fn olm_sessions_for_key(
+        &self,
+        key: &Curve25519Key,
+    ) -> Result<Vec<OlmSessionRecord>, StoreError> {
+        let mut out: Vec<OlmSessionRecord> = self
+            .state
+            .olm
+            .values()
+            .filter(|s| s.peer_curve25519 == *key)
+            .cloned()
+            .collect();
+        sort_sessions(&mut out);
+        Ok(out)
+    }
+
+    fn megolm_inbound(
+        &self,
+        channel: &ChannelId,
+        session_id: &str,
+    ) -> Result<Option<MegolmInboundRecord>, StoreError> {
+        Ok(self
+            .state
+            .megolm_inbound
+            .get(session_id)
+            .filter(|s| s.channel == *channel)
+            .cloned())
+    }
+
+    fn megolm_outbound(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<Option<MegolmOutboundRecord>, StoreError> {
+        Ok(self.state.megolm_outbound.get(channel).cloned())
+    }
+
+    fn outbox_next_due(
+        &self,
+        peer: &UserId,
+        now: Timestamp,
+    ) -> Result<Option<OutboxEntry>, StoreError> {
+        Ok(self
+            .state
+            .outbox
+            .values()
+            .find(|e| e.peer_user == *peer)
+            .filter(|e| e.next_attempt_at <= now)
+            .cloned())
+    }
+
+    fn outbox_for_peer(&self, peer: &UserId, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self
+            .state
+            .outbox
+            .values()
+            .filter(|e| e.peer_user == *peer)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn outbox_due_peers(&self, now: Timestamp) -> Result<Vec<UserId>, StoreError> {
+        Ok(self
+            .state
+            .outbox_heads()
+            .into_iter()
+            .filter(|(_, e)| e.next_attempt_at <= now)
+            .map(|(u, _)| u)
+            .collect())
+    }
+
+    fn outbox_next_attempt_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self
+            .state
+            .outbox_heads()
+            .values()
+            .map(|e| e.next_attempt_at)
+            .min())
+    }
+
+    fn is_processed(&self, id: &EnvelopeId) -> Result<bool, StoreError> {
+        Ok(self.state.processed.contains_key(id))
+    }
+
+    fn prune_processed(&mut self, before: Timestamp) -> Result<u64, StoreError> {
+        let len = self.state.processed.len();
+        self.state.processed.retain(|_, at| *at >= before);
+        Ok((len - self.state.processed.len()) as u64)
+    }
+
+    fn transfer(&self, id: &TransferId) -> Result<Option<FileTransfer>, StoreError> {
+        Ok(self.state.transfers.get(id).cloned())
+    }
+
+    fn transfers(&self, conversation: &ConversationId) -> Result<Vec<FileTransfer>, StoreError> {
+        let mut out: Vec<FileTransfer> = self
+            .state
+            .transfers
+            .values()
+            .filter(|t| t.conversation == *conversation)
+            .cloned()
+            .collect();
+        out.sort_by_key(|t| (t.created_at, t.id));
+        Ok(out)
+    }
+
+    fn group(&self, id: &GroupId) -> Result<Option<Group>, StoreError> {
+        Ok(self.state.groups.get(id).cloned())
+    }
+
+    fn groups(&self) -> Result<Vec<Group>, StoreError> {
+        let mut out: Vec<Group> = self.state.groups.values().cloned().collect();
+        out.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
+        Ok(out)
+    }
+
+    fn group_members(&self, group: &GroupId) -> Result<Vec<GroupMember>, StoreError> {
+        let mut out: Vec<GroupMember> = self
+            .state
+            .members
+            .values()
+            .filter(|m| m.group == *group)
+            .cloned()
+            .collect();
+        out.sort_by_key(|m| (m.joined_at, m.user));
+        Ok(out)
+    }
+
+    fn channel(&self, id: &ChannelId) -> Result<Option<Channel>, StoreError> {
+        Ok(self.state.channels.get(id).cloned())
+    }
+
+    fn channels(&self, group: &GroupId) -> Result<Vec<Channel>, StoreError> {
+        let mut out: Vec<Channel> = self
+            .state
+            .channels
+            .values()
+            .filter(|c| c.group == *group)
+            .cloned()
+            .collect();
+        out.sort_by_key(|c| (c.position, c.id));
+        Ok(out)
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.state.settings.get(key).cloned())
+    }
+}
+
+fn sort_sessions(sessions: &mut [OlmSessionRecord]) {
+    sessions.sort_by(|a, b| {
+        (b.last_used_at, b.created_at, &b.session_id).cmp(&(
+            a.last_used_at,
+            a.created_at,
+            &a.session_id,
+        ))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    crate::store_conformance_tests!(|| (super::MemoryStore::new(), ()));
+}

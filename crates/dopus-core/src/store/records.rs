@@ -1,0 +1,640 @@
+//! The records the store keeps, in domain terms. Identifiers are newtypes so a message id can
+//! never be passed where an envelope id is meant; enums have one stable text form (`as_str`)
+//! that is what the SQLCipher store writes, so an unknown string read back is detected as
+//! corruption instead of being guessed.
+
+use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Timestamp, UserId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                Self(id)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A message, chosen by its sender (UUIDv7, so ids sort roughly by creation time). The same
+    /// id on every device that holds the message is what makes inserts idempotent.
+    MessageId
+);
+uuid_id!(
+    /// One envelope in the outbox or in the inbound dedupe set. A message's envelope may reuse
+    /// the message id (`EnvelopeId(message_id.0)`); receipts and other control envelopes get
+    /// their own.
+    EnvelopeId
+);
+uuid_id!(
+    /// A group (a "server" in Discord terms).
+    GroupId
+);
+uuid_id!(
+    /// A text or voice channel inside a group; a text channel is also a conversation.
+    ChannelId
+);
+uuid_id!(
+    /// A file transfer.
+    TransferId
+);
+
+/// The local display order of messages: assigned by the store on insert, strictly increasing
+/// across the whole store, never reused. It is the pagination cursor, because peers' clocks
+/// (`sent_at`) cannot be trusted to order anything.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+/// Where a message lives.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", content = "id", rename_all = "snake_case")]
+pub enum ConversationId {
+    /// The 1:1 conversation with this user (the same for every device of theirs).
+    Direct(UserId),
+    /// A group's text channel.
+    Channel(ChannelId),
+}
+
+/// Defines a fieldless enum with one stable lowercase text form, used on disk and in logs.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The stable text form.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The variant whose text form this is, if any.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Where a contact relationship stands.
+    ContactState {
+        /// Both sides agreed; messages flow.
+        Accepted = "accepted",
+        /// We asked; they have not answered.
+        OutgoingRequest = "outgoing_request",
+        /// They asked; we have not answered.
+        IncomingRequest = "incoming_request",
+        /// We declined their request.
+        Declined = "declined",
+    }
+);
+
+text_enum!(
+    /// What a message is. Edits, deletes, reactions and receipts are not messages: they change one.
+    MessageKind {
+        /// Text typed by a person.
+        Text = "text",
+        /// A file offer; the body is the file name and the transfer holds the rest.
+        File = "file",
+        /// A line written by the app itself (a call ended, a member joined).
+        System = "system",
+    }
+);
+
+text_enum!(
+    /// How far an outgoing message has got. Moves forward only, see [`DeliveryState::can_become`].
+    DeliveryState {
+        /// In the outbox, not yet handed to the peer or the mailbox.
+        Pending = "pending",
+        /// Handed to the peer's data channel or the server mailbox.
+        Sent = "sent",
+        /// The peer's device acknowledged it.
+        Delivered = "delivered",
+        /// The peer read it (only with read receipts on).
+        Read = "read",
+        /// Gave up sending; the user may retry.
+        Failed = "failed",
+    }
+);
+
+impl DeliveryState {
+    /// Whether a message in state `self` may move to `next`.
+    ///
+    /// Progress is monotonic (`pending < sent < delivered < read`) because acks and receipts
+    /// arrive out of order and a late "sent" must not undo "read". `failed` is reachable only
+    /// from `pending` (a message the peer already has cannot fail), and a failed message may be
+    /// retried (back to `pending`) or be acknowledged late.
+    pub fn can_become(self, next: DeliveryState) -> bool {
+        use DeliveryState::*;
+        match (self, next) {
+            (Failed, Failed) => false,
+            (Failed, _) => true,
+            (Pending, Failed) => true,
+            (_, Failed) => false,
+            (current, next) => next.rank() > current.rank(),
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            DeliveryState::Pending | DeliveryState::Failed => 0,
+            DeliveryState::Sent => 1,
+            DeliveryState::Delivered => 2,
+            DeliveryState::Read => 3,
+        }
+    }
+}
+
+text_enum!(
+    /// Which way a file travels.
+    TransferDirection {
+        /// We receive it.
+        Incoming = "incoming",
+        /// We send it.
+        Outgoing = "outgoing",
+    }
+);
+
+text_enum!(
+    /// Where a file transfer stands.
+    TransferState {
+        /// Offered, not yet accepted.
+        Offered = "offered",
+        /// Bytes are moving.
+        Active = "active",
+        /// Stopped for now; resumable from `bytes_done`.
+        Paused = "paused",
+        /// All bytes arrived and the hash matched.
+        Completed = "completed",
+        /// Stopped for good after an error (for example a hash mismatch).
+        Failed = "failed",
+        /// Stopped for good by either side.
+        Cancelled = "cancelled",
+    }
+);
+
+text_enum!(
+    /// What a group channel carries.
+    ChannelKind {
+        /// Messages; the channel is a conversation.
+        Text = "text",
+        /// A voice room.
+        Voice = "voice",
+    }
+);
+
+text_enum!(
+    /// A member's rights in a group.
+    MemberRole {
+        /// Created the group; can do everything.
+        Owner = "owner",
+        /// Can manage channels and members.
+        Admin = "admin",
+        /// Can read and write.
+        Member = "member",
+    }
+);
+
+/// An encrypted vodozemac pickle (already encrypted with the pickle key before it reaches the
+/// store). Still kept out of `Debug`: it is key material, only its size is printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Pickle(String);
+
+impl Pickle {
+    /// Wraps an encrypted pickle string.
+    pub fn new(encrypted: impl Into<String>) -> Self {
+        Self(encrypted.into())
+    }
+
+    /// The encrypted pickle string, for `from_encrypted`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Pickle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pickle(<{} bytes>)", self.0.len())
+    }
+}
+
+/// This device's own identity and Olm account.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct AccountRecord {
+    /// Our user ID (the identity key).
+    pub user_id: UserId,
+    /// The identity signing key, as an encrypted pickle.
+    pub identity_pickle: Pickle,
+    /// This device's id.
+    pub device_id: DeviceId,
+    /// This device's public keys (also inside the account pickle; here so they can be shown
+    /// without unpickling).
+    pub device_keys: DeviceKeys,
+    /// The vodozemac Olm account, as an encrypted pickle.
+    pub account_pickle: Pickle,
+    /// The device certificate signed by the identity key, as its JSON wire form.
+    pub certificate_json: String,
+    /// The name we show to others.
+    pub display_name: String,
+    /// When the identity was created.
+    pub created_at: Timestamp,
+}
+
+/// A device of another user that we have verified a certificate for. Binding an Olm sender's
+/// Curve25519 key to a device (and so to a user) goes through this table.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PeerDevice {
+    /// The user the device belongs to.
+    pub user_id: UserId,
+    /// The device's id.
+    pub device_id: DeviceId,
+    /// The device's public keys.
+    pub keys: DeviceKeys,
+    /// The certificate that binds the keys to the user, as its JSON wire form.
+    pub certificate_json: String,
+    /// When we first saw the device.
+    pub first_seen: Timestamp,
+    /// When the record last changed.
+    pub updated_at: Timestamp,
+}
+
+/// Someone in our contact list, or someone who asked to be.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Contact {
+    /// Their user ID.
+    pub user_id: UserId,
+    /// The name we show for them (ours, or the one they sent), if any.
+    pub display_name: Option<String>,
+    /// We compared safety numbers or emoji with them.
+    pub verified: bool,
+    /// We refuse everything from them.
+    pub blocked: bool,
+    /// Where the relationship stands.
+    pub state: ContactState,
+    /// The short note that came with a contact request.
+    pub request_note: Option<String>,
+    /// When the record was created.
+    pub created_at: Timestamp,
+    /// When the record last changed.
+    pub updated_at: Timestamp,
+}
+
+/// A conversation as stored: who it is with and how far we have read.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Conversation {
+    /// Which conversation.
+    pub id: ConversationId,
+    /// When it was first created locally.
+    pub created_at: Timestamp,
+    /// The newest message we have read; `None` if none.
+    pub last_read: Option<Seq>,
+}
+
+/// One line of the conversation list.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ConversationSummary {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// Its newest message, if any.
+    pub last_message: Option<Message>,
+    /// Messages from others after `last_read` that are not deleted.
+    pub unread: u64,
+}
+
+/// A message to insert. The store assigns its [`Seq`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The sender's id for it.
+    pub id: MessageId,
+    /// Where it goes.
+    pub conversation: ConversationId,
+    /// Who wrote it.
+    pub sender: UserId,
+    /// What it is.
+    pub kind: MessageKind,
+    /// Its text.
+    pub body: String,
+    /// The message it answers, if any.
+    pub reply_to: Option<MessageId>,
+    /// The sender's clock when sent (informative only; ordering uses `Seq`).
+    pub sent_at: Timestamp,
+    /// Our clock when we stored it.
+    pub received_at: Timestamp,
+    /// The initial delivery state (`Pending` for our own, typically `Delivered` for received).
+    pub delivery: DeliveryState,
+}
+
+impl fmt::Debug for NewMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewMessage")
+            .field("id", &self.id)
+            .field("conversation", &self.conversation)
+            .field("sender", &self.sender)
+            .field("kind", &self.kind)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .field("reply_to", &self.reply_to)
+            .field("sent_at", &self.sent_at)
+            .field("received_at", &self.received_at)
+            .field("delivery", &self.delivery)
+            .finish()
+    }
+}
+
+/// A stored message with edits and deletes applied.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Local display order and pagination cursor.
+    pub seq: Seq,
+    /// The sender's id for it.
+    pub id: MessageId,
+    /// Where it lives.
+    pub conversation: ConversationId,
+    /// Who wrote it.
+    pub sender: UserId,
+    /// What it is.
+    pub kind: MessageKind,
+    /// Its current text; empty once deleted.
+    pub body: String,
+    /// The message it answers, if any.
+    pub reply_to: Option<MessageId>,
+    /// When the newest applied edit was made (sender's clock).
+    pub edited_at: Option<Timestamp>,
+    /// Deleted by its sender: the body is gone, the row stays as a tombstone.
+    pub deleted: bool,
+    /// The sender's clock when sent.
+    pub sent_at: Timestamp,
+    /// Our clock when we stored it.
+    pub received_at: Timestamp,
+    /// How far delivery has got.
+    pub delivery: DeliveryState,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("seq", &self.seq)
+            .field("id", &self.id)
+            .field("conversation", &self.conversation)
+            .field("sender", &self.sender)
+            .field("kind", &self.kind)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .field("reply_to", &self.reply_to)
+            .field("edited_at", &self.edited_at)
+            .field("deleted", &self.deleted)
+            .field("sent_at", &self.sent_at)
+            .field("received_at", &self.received_at)
+            .field("delivery", &self.delivery)
+            .finish()
+    }
+}
+
+/// Marks the start of a matched term inside [`SearchHit::snippet`]. Control characters rather
+/// than markup so a UI can highlight without ever interpreting message text as HTML.
+pub const SNIPPET_START: char = '\u{2}';
+/// Marks the end of a matched term inside [`SearchHit::snippet`].
+pub const SNIPPET_END: char = '\u{3}';
+
+/// A full-text search request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// What the user typed. Split into words; every word must match the start of a word in
+    /// the message. Operators and quotes have no special meaning.
+    pub text: String,
+    /// Only this conversation, if set.
+    pub conversation: Option<ConversationId>,
+    /// Only messages older than this cursor (for paging), if set.
+    pub before: Option<Seq>,
+    /// At most this many hits.
+    pub limit: usize,
+}
+
+impl fmt::Debug for SearchQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SearchQuery")
+            .field("text", &format_args!("<{} bytes>", self.text.len()))
+            .field("conversation", &self.conversation)
+            .field("before", &self.before)
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+/// One search result. Hits come newest first: in a chat the most recent match is almost always
+/// the one wanted, and it keeps search time bounded on a large history.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SearchHit {
+    /// The matching message.
+    pub message: Message,
+    /// An excerpt of the body with matches between [`SNIPPET_START`] and [`SNIPPET_END`].
+    pub snippet: String,
+}
+
+/// The reactions with one emoji on one message.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ReactionSummary {
+    /// The emoji.
+    pub emoji: String,
+    /// How many users reacted with it.
+    pub count: u64,
+    /// Who, in the order they reacted.
+    pub users: Vec<UserId>,
+}
+
+/// One pickled Olm session with a peer device. A device may have several; the most recently
+/// used one is tried first for decryption and used for encryption.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct OlmSessionRecord {
+    /// The peer's user.
+    pub peer_user: UserId,
+    /// The peer's device.
+    pub peer_device: DeviceId,
+    /// The peer device's Curve25519 identity key.
+    pub peer_curve25519: Curve25519Key,
+    /// vodozemac's session id (unique).
+    pub session_id: String,
+    /// The session, as an encrypted pickle.
+    pub pickle: Pickle,
+    /// When the session was created.
+    pub created_at: Timestamp,
+    /// When it last encrypted or decrypted.
+    pub last_used_at: Timestamp,
+}
+
+/// A Megolm session we received from a group member.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct MegolmInboundRecord {
+    /// The channel it encrypts.
+    pub channel: ChannelId,
+    /// vodozemac's session id (unique).
+    pub session_id: String,
+    /// Who sent the session key.
+    pub sender_user: UserId,
+    /// From which device.
+    pub sender_device: DeviceId,
+    /// The session, as an encrypted pickle.
+    pub pickle: Pickle,
+    /// When we received it.
+    pub created_at: Timestamp,
+}
+
+/// Our current outbound Megolm session for a channel.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct MegolmOutboundRecord {
+    /// The channel it encrypts.
+    pub channel: ChannelId,
+    /// vodozemac's session id.
+    pub session_id: String,
+    /// The session, as an encrypted pickle.
+    pub pickle: Pickle,
+    /// When it was created (for rotation by age).
+    pub created_at: Timestamp,
+    /// How many messages it encrypted (for rotation by count).
+    pub message_count: u64,
+}
+
+/// An encrypted envelope waiting to be delivered to a peer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The envelope's id (the receiver deduplicates on it).
+    pub id: EnvelopeId,
+    /// Who it is for.
+    pub peer_user: UserId,
+    /// Which of their devices, if it is device-specific.
+    pub peer_device: Option<DeviceId>,
+    /// The encoded, encrypted envelope.
+    pub bytes: Vec<u8>,
+    /// When it was queued.
+    pub created_at: Timestamp,
+    /// How many sends were tried.
+    pub attempts: u32,
+    /// Not before this time.
+    pub next_attempt_at: Timestamp,
+}
+
+impl fmt::Debug for OutboxEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxEntry")
+            .field("id", &self.id)
+            .field("peer_user", &self.peer_user)
+            .field("peer_device", &self.peer_device)
+            .field("bytes", &format_args!("<{} bytes>", self.bytes.len()))
+            .field("created_at", &self.created_at)
+            .field("attempts", &self.attempts)
+            .field("next_attempt_at", &self.next_attempt_at)
+            .finish()
+    }
+}
+
+/// A file being sent or received.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct FileTransfer {
+    /// Which transfer.
+    pub id: TransferId,
+    /// The conversation it belongs to.
+    pub conversation: ConversationId,
+    /// Which way.
+    pub direction: TransferDirection,
+    /// The file name as offered (never trusted as a path).
+    pub name: String,
+    /// Total size in bytes.
+    pub size: u64,
+    /// SHA-256 of the whole file.
+    pub sha256: [u8; 32],
+    /// The MIME type as offered.
+    pub mime: String,
+    /// Where it stands.
+    pub state: TransferState,
+    /// Bytes done so far (resume point).
+    pub bytes_done: u64,
+    /// Where the file is on this machine, once known.
+    pub local_path: Option<String>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+/// A group.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Group {
+    /// Which group.
+    pub id: GroupId,
+    /// Its name.
+    pub name: String,
+    /// Who created it.
+    pub owner: UserId,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A member of a group.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// The group.
+    pub group: GroupId,
+    /// The member.
+    pub user: UserId,
+    /// Their rights.
+    pub role: MemberRole,
+    /// When they joined.
+    pub joined_at: Timestamp,
+}
+
+/// A channel of a group.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Channel {
+    /// Which channel.
+    pub id: ChannelId,
+    /// Its group.
+    pub group: GroupId,
+    /// Its name.
+    pub name: String,
+    /// Text or voice.
+    pub kind: ChannelKind,
+    /// Sort position in the channel list.
+    pub position: u32,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
