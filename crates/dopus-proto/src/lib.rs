@@ -2,5 +2,6 @@
 
 pub mod bundle;
 pub mod canonical;
+pub mod peer;
 pub mod signaling;
 pub mod stun;
