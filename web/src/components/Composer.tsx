@@ -2,6 +2,7 @@ import { useEffect, useRef, useState, type KeyboardEvent } from "react";
 import type { Contact, Message } from "../api/types";
 import { TypingThrottle } from "../lib/typing";
 import { useStore } from "../state/store";
+import { Icon } from "./Icon";
 
 /** The node refuses bodies over 16 KiB of UTF-8 (413 too_large); say so before sending. */
 export const MAX_BODY_BYTES = 16 * 1024;
@@ -106,7 +107,7 @@ export function Composer({
           onKeyDown={onKey}
         />
         <button className="send" aria-label="Send message" onClick={send} disabled={!text.trim() || tooLong}>
-          ➤
+          <Icon name="send" />
         </button>
       </div>
       <p id="composer-hint" className={`hint ${tooLong ? "form-error" : "muted"}`}>

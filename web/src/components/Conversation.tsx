@@ -7,6 +7,7 @@ import { isTyping, typingText } from "../lib/typing";
 import { useStore } from "../state/store";
 import { Avatar, presenceLabel } from "./Avatar";
 import { Composer } from "./Composer";
+import { Icon } from "./Icon";
 import type { Panel } from "./Main";
 import { MessageItem } from "./MessageItem";
 
@@ -137,7 +138,7 @@ export function Conversation({
           aria-pressed={panel?.kind === "search"}
           onClick={() => setPanel(panel?.kind === "search" ? null : { kind: "search", query: "" })}
         >
-          🔍
+          <Icon name="search" />
         </button>
         <button
           className="icon"
@@ -147,7 +148,7 @@ export function Conversation({
           aria-expanded={panel?.kind === "details"}
           onClick={() => setPanel(panel?.kind === "details" ? null : { kind: "details" })}
         >
-          ⓘ
+          <Icon name="info" />
         </button>
       </header>
       <div className="messages" ref={scroller} onScroll={onScroll} data-testid="messages">

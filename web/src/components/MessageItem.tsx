@@ -4,6 +4,7 @@ import { deliveryLabel } from "../lib/messages";
 import { useStore } from "../state/store";
 import { Avatar } from "./Avatar";
 import { EmojiPicker } from "./EmojiPicker";
+import { Icon } from "./Icon";
 
 function time(ts: number): string {
   return new Date(ts).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
@@ -140,18 +141,18 @@ export const MessageItem = memo(function MessageItem(p: Props) {
       {canAct && !p.editing && (
         <div className="message-actions" role="toolbar" aria-label="Message actions">
           <button className="icon" aria-label="Add reaction" title="Add reaction" aria-expanded={picker} onClick={() => setPicker((v) => !v)}>
-            😊
+            <Icon name="smile" size={18} />
           </button>
           <button className="icon" aria-label="Reply" title="Reply" onClick={p.onReply}>
-            ↩
+            <Icon name="reply" size={18} />
           </button>
           {m.outgoing && (
             <>
               <button className="icon" aria-label="Edit" title="Edit" onClick={p.onEdit}>
-                ✎
+                <Icon name="edit" size={18} />
               </button>
               <button className="icon danger-text" aria-label="Delete" title="Delete" onClick={() => setConfirmDelete(true)}>
-                🗑
+                <Icon name="trash" size={18} />
               </button>
             </>
           )}

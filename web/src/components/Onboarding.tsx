@@ -48,7 +48,7 @@ export function Onboarding({ mode }: { mode: "create" | "unlock" }) {
         <p className="muted">
           {mode === "create"
             ? "Your identity is a key pair made on this device. Your passphrase encrypts everything stored here; it cannot be recovered."
-            : `Unlock ${state.me?.display_name ?? "your identity"} with your passphrase.`}
+            : `Unlock ${state.displayName || "your identity"} with your passphrase.`}
         </p>
         {mode === "create" && (
           <label htmlFor={ids.name}>

@@ -2,6 +2,7 @@ import type { Presence } from "../api/types";
 import { sortedContacts } from "../lib/state";
 import { useStore } from "../state/store";
 import { Avatar, PresenceDot, presenceLabel } from "./Avatar";
+import { Icon } from "./Icon";
 
 const STATUSES: Presence[] = ["online", "away", "busy", "invisible"];
 
@@ -14,7 +15,7 @@ export function Sidebar({ onSettings, onSearch }: { onSettings(): void; onSearch
     <nav className="sidebar" aria-label="Conversations">
       <div className="sidebar-top">
         <button className="search-trigger" onClick={onSearch} aria-keyshortcuts="Control+K">
-          <span aria-hidden="true">🔍</span> Search messages
+          <Icon name="search" size={16} /> Search messages
           <kbd aria-hidden="true">Ctrl K</kbd>
         </button>
       </div>
@@ -23,7 +24,7 @@ export function Sidebar({ onSettings, onSearch }: { onSettings(): void; onSearch
         aria-current={state.active === null ? "page" : undefined}
         onClick={() => actions.open(null)}
       >
-        <span className="nav-icon" aria-hidden="true">👥</span>
+        <span className="nav-icon"><Icon name="friends" size={22} /></span>
         <span className="nav-label">Friends</span>
         {incoming.length > 0 && (
           <span className="badge" aria-label={`${incoming.length} contact request${incoming.length === 1 ? "" : "s"}`}>
@@ -96,7 +97,7 @@ export function Sidebar({ onSettings, onSearch }: { onSettings(): void; onSearch
             </label>
           </div>
           <button className="icon" aria-label="Settings" title="Settings" onClick={onSettings}>
-            ⚙
+            <Icon name="settings" />
           </button>
         </div>
       )}

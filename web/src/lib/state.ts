@@ -33,6 +33,8 @@ export interface Notice {
 export interface State {
   node: NodeState | "unknown" | "unauthorized";
   version: string;
+  /** The display name /status reports, known before unlocking. */
+  displayName: string;
   socket: SocketState;
   signaling: { state: SignalingState; url: string; retryInMs?: number };
   me: Me | null;
@@ -50,6 +52,7 @@ export interface State {
 export const initialState: State = {
   node: "unknown",
   version: "",
+  displayName: "",
   socket: "connecting",
   signaling: { state: "connecting", url: "" },
   me: null,
@@ -215,6 +218,7 @@ export function reducer(state: State, action: Action): State {
         ...state,
         node: action.status.state,
         version: action.status.version,
+        displayName: action.status.display_name ?? state.displayName,
         signaling: { state: action.status.signaling.state, url: action.status.signaling.url },
       };
     case "unauthorized":
