@@ -1,4 +1,4 @@
-import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
+import { useEffect, useLayoutEffect, useMemo, useRef, useState, type KeyboardEvent } from "react";
 import type { Contact, Message } from "../api/types";
 import { connectionSummary } from "../lib/format";
 import { buildItems } from "../lib/messages";
@@ -99,6 +99,29 @@ export function Conversation({
     return undefined;
   }, [jumpTo, byId, conv.loaded, conv.hasMore, conv.loadingOlder, contact.user_id, actions, onJumped]);
 
+  const lastId = conv.messages.length ? conv.messages[conv.messages.length - 1]!.id : null;
+
+  // Arrow keys move between messages (the list is one Tab stop); Home/End jump to the ends.
+  const onListKey = (e: KeyboardEvent<HTMLOListElement>) => {
+    const target = e.target as HTMLElement;
+    if (!target.matches('[data-testid="message"]')) return;
+    const all = [...e.currentTarget.querySelectorAll<HTMLElement>('[data-testid="message"]')];
+    const i = all.indexOf(target);
+    let next: HTMLElement | undefined;
+    if (e.key === "ArrowUp") next = all[i - 1];
+    else if (e.key === "ArrowDown") next = all[i + 1];
+    else if (e.key === "Home") next = all[0];
+    else if (e.key === "End") next = all[all.length - 1];
+    else return;
+    e.preventDefault();
+    if (next) {
+      next.focus();
+      next.scrollIntoView({ block: "nearest" });
+    } else if (e.key === "ArrowUp") {
+      loadOlder();
+    }
+  };
+
   const onScroll = () => {
     const el = scroller.current;
     if (!el) return;
@@ -165,7 +188,7 @@ export function Conversation({
               Loading older messages…
             </p>
           )}
-          <ol className="message-list">
+          <ol className="message-list" onKeyDown={onListKey}>
             {items.map((item) =>
               item.kind === "day" ? (
                 <li key={item.key} className="day-separator" role="separator" aria-label={item.label}>
@@ -181,6 +204,7 @@ export function Conversation({
                   replied={item.message.reply_to ? byId.get(item.message.reply_to) : undefined}
                   repliedAuthor={(m) => (m.outgoing ? (state.me?.display_name ?? "You") : contact.display_name)}
                   editing={editing === item.message.id}
+                  tabStop={item.message.id === lastId}
                   highlighted={highlight === item.message.id}
                   onReply={() => {
                     setReplyTo(item.message);

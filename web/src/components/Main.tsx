@@ -1,4 +1,5 @@
 import { useEffect, useState } from "react";
+import { pageTitle } from "../lib/format";
 import { bannerFor } from "../lib/state";
 import { useStore } from "../state/store";
 import { Conversation } from "./Conversation";
@@ -25,6 +26,11 @@ export function Main() {
     );
     return () => timers.forEach(clearTimeout);
   }, [state.notices, dispatch]);
+
+  const unreadTotal = Object.values(state.contacts).reduce((n, c) => n + (c.state === "accepted" ? c.unread : 0), 0);
+  useEffect(() => {
+    document.title = pageTitle(unreadTotal);
+  }, [unreadTotal]);
 
   // Ctrl/Cmd+K opens search from anywhere, as in most chat apps.
   useEffect(() => {

@@ -30,6 +30,8 @@ interface Props {
   repliedAuthor(m: Message): string;
   editing: boolean;
   highlighted: boolean;
+  /** The one message in the list reachable with Tab (roving tabindex; arrows move between messages). */
+  tabStop: boolean;
   onReply(): void;
   onEdit(): void;
   onEditDone(): void;
@@ -47,8 +49,24 @@ export const MessageItem = memo(function MessageItem(p: Props) {
     <li
       id={`msg-${m.id}`}
       className={`message ${p.first ? "first" : "cont"} ${p.highlighted ? "highlight" : ""} ${m.outgoing ? "outgoing" : ""}`}
-      tabIndex={-1}
+      tabIndex={p.tabStop ? 0 : -1}
       aria-label={`${p.author}, ${fullTime(m.sent_at)}`}
+      aria-keyshortcuts={canAct ? (m.outgoing ? "R E Delete" : "R") : undefined}
+      onKeyDown={(e) => {
+        // Shortcuts apply only when the message itself has focus, not its buttons or edit box.
+        if (e.target !== e.currentTarget || !canAct || p.editing) return;
+        const k = e.key.toLowerCase();
+        if (k === "r") {
+          e.preventDefault();
+          p.onReply();
+        } else if (k === "e" && m.outgoing) {
+          e.preventDefault();
+          p.onEdit();
+        } else if ((e.key === "Delete" || e.key === "Backspace") && m.outgoing) {
+          e.preventDefault();
+          setConfirmDelete(true);
+        }
+      }}
       data-testid="message"
       data-message-id={m.id}
       data-state={m.state}

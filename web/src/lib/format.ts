@@ -42,3 +42,13 @@ export function isServerUrl(s: string): boolean {
     return false;
   }
 }
+
+/** A contact's name for display; requests may arrive before a name is known. */
+export function displayName(c: { display_name: string; user_id: string }): string {
+  return c.display_name.trim() || `${c.user_id.slice(0, 10)}…${c.user_id.slice(-4)}`;
+}
+
+/** The tab title carries the unread total, as chat apps do, so a background tab shows activity. */
+export function pageTitle(unread: number): string {
+  return unread > 0 ? `(${unread > 99 ? "99+" : unread}) DiscordOpus` : "DiscordOpus";
+}

@@ -128,3 +128,11 @@ describe("bannerFor", () => {
     expect(bannerFor("open", { state: "disconnected", url: "", retryInMs: 2500 })?.text).toMatch(/retrying in 3 s/);
   });
 });
+
+describe("contact names", () => {
+  it("names a contact without a display name by its short ID", () => {
+    const carol = userId(9);
+    const s = run(initialState, ev({ type: "contact", contact: contact({ user_id: carol, display_name: "", state: "incoming_request" }) }));
+    expect(s.contacts[carol]!.display_name).toBe(`${carol.slice(0, 10)}…${carol.slice(-4)}`);
+  });
+});

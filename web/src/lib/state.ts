@@ -12,6 +12,7 @@ import type {
   Status,
   UserId,
 } from "../api/types";
+import { displayName } from "./format";
 import { mergeMessage, mergeMessages } from "./messages";
 import { applyTyping, expireTyping, type TypingMap } from "./typing";
 
@@ -134,7 +135,13 @@ function withConversation(state: State, userId: UserId, f: (c: Conversation) => 
   return { ...state, conversations: { ...state.conversations, [userId]: f(conversationOf(state, userId)) } };
 }
 
-function upsertContact(state: State, contact: Contact): State {
+/** Contacts without a name yet (a fresh request) are shown by their short ID everywhere. */
+function named(c: Contact): Contact {
+  return c.display_name.trim() ? c : { ...c, display_name: displayName(c) };
+}
+
+function upsertContact(state: State, incoming: Contact): State {
+  const contact = named(incoming);
   const old = state.contacts[contact.user_id];
   // The node's contact record is authoritative, except that the reader is looking at this conversation.
   const unread = state.active === contact.user_id && state.visible ? 0 : contact.unread;
@@ -227,7 +234,8 @@ export function reducer(state: State, action: Action): State {
       return { ...state, me: action.me };
     case "contacts": {
       const contacts: Record<UserId, Contact> = {};
-      for (const c of action.contacts) {
+      for (const raw of action.contacts) {
+        const c = named(raw);
         contacts[c.user_id] = state.active === c.user_id && state.visible ? { ...c, unread: 0 } : c;
       }
       return { ...state, contacts };
