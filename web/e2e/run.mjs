@@ -265,7 +265,7 @@ async function main() {
     const doomed = msgWith(pa, "A second message to delete later");
     await doomed.hover();
     await doomed.getByRole("button", { name: "Delete" }).click();
-    await doomed.getByRole("button", { name: "Delete", exact: true }).last().click();
+    await doomed.getByRole("alertdialog", { name: "Delete message" }).getByRole("button", { name: "Delete" }).click();
     await waitFor("bob sees the deletion", async () => (await msgs(pb).filter({ hasText: "A second message to delete later" }).count()) === 0, SLOW);
     await expectVisible(pb.getByText("This message was deleted."), "bob sees the deleted placeholder", SLOW);
     await shot(pb, "05-conversation");

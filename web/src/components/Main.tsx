@@ -59,6 +59,7 @@ export function Main() {
         <main className="main" aria-label={active ? `Conversation with ${active.display_name}` : "Home"}>
           {active ? (
             <Conversation
+              key={active.user_id}
               contact={active}
               panel={panel}
               setPanel={setPanel}

@@ -122,14 +122,13 @@ export function StoreProvider({ children }: { children: ReactNode }) {
       },
       async addContact(userId) {
         // Errors propagate: the add form shows them next to the field (e.g. invalid_user_id).
-        let contact;
+        // `/request` is what asks them (the CLI's `contacts request` uses it alone); a node that
+        // wants the contact to exist locally first answers 404, so add it and ask again.
         try {
-          contact = await api.addContact(userId);
+          dispatch({ type: "contact", contact: await api.requestContact(userId) });
         } catch (e) {
-          if (!(e instanceof ApiError && e.code === "conflict")) throw e;
-        }
-        if (contact) dispatch({ type: "contact", contact });
-        if (!contact || contact.state !== "accepted") {
+          if (!(e instanceof ApiError && e.code === "not_found")) throw e;
+          dispatch({ type: "contact", contact: await api.addContact(userId) });
           dispatch({ type: "contact", contact: await api.requestContact(userId) });
         }
       },
