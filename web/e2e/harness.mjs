@@ -69,6 +69,14 @@ export function portOpen(port) {
   });
 }
 
+/** The children's environment: no passphrase or server from the caller's shell, so the UI does it all. */
+function childEnv() {
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info", NO_COLOR: "1" };
+  delete env.DISCORDOPUS_PASSPHRASE;
+  delete env.DISCORDOPUS_SERVER;
+  return env;
+}
+
 /** Every child we start, so an exit handler can stop all of them. */
 const children = new Set();
 
@@ -78,7 +86,7 @@ export function startProcess(name, bin, args, logDir) {
   log.write(`\n=== ${new Date().toISOString()} ${bin} ${args.join(" ")}\n`);
   const child = spawn(bin, args, {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info", NO_COLOR: "1" },
+    env: childEnv(),
   });
   const proc = { name, child, log, output: "", exited: null };
   const onData = (d) => {
