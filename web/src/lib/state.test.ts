@@ -136,3 +136,10 @@ describe("contact names", () => {
     expect(s.contacts[carol]!.display_name).toBe(`${carol.slice(0, 10)}…${carol.slice(-4)}`);
   });
 });
+
+describe("robustness", () => {
+  it("ignores event types it does not know", () => {
+    const unknown = { type: "lagged", missed: 3 } as unknown as ApiEvent;
+    expect(run(withBob, ev(unknown))).toBe(withBob);
+  });
+});

@@ -205,6 +205,9 @@ function applyEvent(state: State, event: ApiEvent, now: number): State {
       const resent = event.resent > 0 ? ` ${event.resent} message${event.resent === 1 ? " was" : "s were"} sent again.` : "";
       return addNotice(state, `The secure session with ${name} was renewed.${resent}`, "info");
     }
+    default:
+      // Newer nodes may send event types this UI does not know (e.g. "lagged" before a disconnect).
+      return state;
   }
 }
 
