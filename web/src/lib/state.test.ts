@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { ApiEvent } from "../api/types";
+import type { ApiEvent, Contact, Message } from "../api/types";
 import { bannerFor, initialState, mergePage, reducer, sortedContacts, type Action, type State } from "./state";
 import { ALICE, BOB, contact, msg, userId } from "./testutil";
 
@@ -141,5 +141,19 @@ describe("robustness", () => {
   it("ignores event types it does not know", () => {
     const unknown = { type: "lagged", missed: 3 } as unknown as ApiEvent;
     expect(run(withBob, ev(unknown))).toBe(withBob);
+  });
+});
+
+describe("normalisation", () => {
+  it("survives a node that omits empty fields", () => {
+    const bare = { id: "m1", conversation: BOB, sender: BOB, kind: "text", body: "hi", sent_at: 1, seq: 1 } as unknown as Message;
+    const s = run(withBob, ev({ type: "message", message: bare }));
+    const m = s.conversations[BOB]!.messages[0]!;
+    expect(m.reactions).toEqual([]);
+    expect(m.reply_to).toBeNull();
+    expect(m.deleted).toBe(false);
+    const c = run(initialState, { type: "contacts", contacts: [{ user_id: BOB, display_name: "Bob", state: "accepted" } as unknown as Contact] });
+    expect(c.contacts[BOB]!.connection).toEqual({ mode: "none", state: "new" });
+    expect(c.contacts[BOB]!.unread).toBe(0);
   });
 });

@@ -14,6 +14,7 @@ import type {
 } from "../api/types";
 import { displayName } from "./format";
 import { mergeMessage, mergeMessages } from "./messages";
+import { normalizeContact, normalizeMessage } from "./normalize";
 import { applyTyping, expireTyping, type TypingMap } from "./typing";
 
 export type SocketState = "connecting" | "open" | "reconnecting";
@@ -137,7 +138,8 @@ function withConversation(state: State, userId: UserId, f: (c: Conversation) => 
 
 /** Contacts without a name yet (a fresh request) are shown by their short ID everywhere. */
 function named(c: Contact): Contact {
-  return c.display_name.trim() ? c : { ...c, display_name: displayName(c) };
+  const n = normalizeContact(c);
+  return n.display_name.trim() ? n : { ...n, display_name: displayName(n) };
 }
 
 function upsertContact(state: State, incoming: Contact): State {
@@ -149,7 +151,8 @@ function upsertContact(state: State, incoming: Contact): State {
 }
 
 /** Applies one message (new or updated) to its conversation and its contact's preview and unread count. */
-function applyMessage(state: State, message: Message, isNew: boolean): State {
+function applyMessage(state: State, raw: Message, isNew: boolean): State {
+  const message = normalizeMessage(raw);
   const peer = message.conversation;
   const conv = conversationOf(state, peer);
   const already = conv.messages.some((m) => m.id === message.id);
@@ -246,7 +249,9 @@ export function reducer(state: State, action: Action): State {
     case "contact":
       return upsertContact(state, action.contact);
     case "page":
-      return withConversation(state, action.userId, (c) => mergePage(c, action.page, action.older));
+      return withConversation(state, action.userId, (c) =>
+        mergePage(c, { messages: (action.page.messages ?? []).map(normalizeMessage), has_more: !!action.page.has_more }, action.older),
+      );
     case "loading_older":
       return withConversation(state, action.userId, (c) => ({ ...c, loadingOlder: action.loading }));
     case "open": {
