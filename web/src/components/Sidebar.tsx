@@ -81,7 +81,6 @@ export function Sidebar({ onSettings, onSearch }: { onSettings(): void; onSearch
           <div className="user-panel-text">
             <span className="contact-name">{me.display_name}</span>
             <label className="status-select">
-              <span className="sr-only">Your status</span>
               <PresenceDot presence={me.status} />
               <select
                 aria-label="Your status"
