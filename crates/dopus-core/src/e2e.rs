@@ -1,1 +1,712 @@
-//! (module under construction)
+//! Olm sessions with other devices: start, seal, open, and recover (vodozemac, sans-IO).
+//!
+//! [`OlmMachine`] holds this device's Olm account in memory (it is expensive to unpickle) and
+//! nothing else: sessions come in as [`SessionRecord`]s loaded by the node and go back out as
+//! updated records that the node must persist. Nothing here reads a clock or a store.
+//!
+//! Protocol flow (docs/e2e.md):
+//! - **start**: the node claims a `ClaimedBundle` for a peer device from the key directory and
+//!   calls [`OlmMachine::start_session`], which verifies every signature against the peer's user
+//!   ID *before* creating the outbound session, and returns its record;
+//! - **seal**: [`OlmMachine::seal`] builds the inner payload (binding sender and recipient, plus
+//!   our device certificate while the session is still in its pre-key phase), encrypts it with
+//!   the most recently used session for that device and wraps it in a `PeerEnvelope`. The node
+//!   persists [`Sealed::session`] in the same transaction as the outbox entry, *before* sending:
+//!   a crash after sending but before persisting would reuse a message key;
+//! - **open**: [`OlmMachine::open`] checks the envelope is for us, decrypts with the device's
+//!   sessions (newest first) or creates an inbound session from a pre-key message, decodes the
+//!   payload and checks every binding. The node persists [`Opened::session`] (and
+//!   [`Opened::account_pickle`] when present) together with the message;
+//! - **recover**: a failure's [`OpenError::recovery`] tells the node whether to ignore it, drop
+//!   it, or start a fresh session and send `Content::SessionReset` listing the envelope ids that
+//!   failed; the peer then re-sends them on the new session.
+//!
+//! Ordering: vodozemac keeps at most 40 skipped message keys per receiving chain, so a message
+//! that arrives more than 40 messages late on its chain is lost for good. The node must deliver
+//! envelopes from each peer device to [`OlmMachine::open`] in the order they were sealed.
+
+use crate::identity::pickle::{self, PickleError, PickleKey, SecureRandom};
+use crate::identity::{Device, DeviceError, curve_from_vz, curve_to_vz};
+use dopus_proto::bundle::{
+    BundleError, ClaimedBundle, DeviceBundle, DeviceCertificate, VerifiedBundle,
+};
+use dopus_proto::peer::{
+    Base64Bytes, Content, Conversation, ENVELOPE_VERSION, MessageId, OlmMessageType,
+    PAYLOAD_VERSION, PeerAddress, PeerEnvelope, PeerError, PeerPayload, RecipientBinding,
+    SenderBinding,
+};
+use dopus_types::{DeviceId, DeviceKeys, Timestamp, UserId};
+use std::fmt;
+use vodozemac::olm::{
+    DecryptionError, OlmMessage, Session, SessionConfig, SessionCreationError, SessionPickle,
+};
+use zeroize::Zeroizing;
+
+/// One Olm session with one peer device, as the node stores it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The peer's user.
+    pub peer_user: UserId,
+    /// The peer's device.
+    pub peer_device: DeviceId,
+    /// The peer device's certified keys (the Curve25519 one is the Olm identity key).
+    pub peer_keys: DeviceKeys,
+    /// vodozemac's session id (unique; pre-key messages name it).
+    pub session_id: String,
+    /// The session, as a vodozemac pickle encrypted with a subkey of the pickle key.
+    pub pickle: String,
+    /// When the session was created.
+    pub created_at: Timestamp,
+    /// When it last encrypted or decrypted a message.
+    pub last_used_at: Timestamp,
+}
+
+impl fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("peer_user", &self.peer_user)
+            .field("peer_device", &self.peer_device)
+            .field("session_id", &self.session_id)
+            .field("created_at", &self.created_at)
+            .field("last_used_at", &self.last_used_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session just created from a verified bundle.
+#[derive(Debug, Clone)]
+pub struct StartedSession {
+    /// The new session; persist it before sealing with it.
+    pub session: SessionRecord,
+    /// The peer device's verified certificate, for the node's device list.
+    pub certificate: DeviceCertificate,
+}
+
+/// Keys to upload to the key directory.
+#[derive(Debug, Clone)]
+pub struct KeyUpload {
+    /// The signed bundle to upload.
+    pub bundle: DeviceBundle,
+    /// The device pickle with the new keys: persist it *before* uploading.
+    pub account_pickle: String,
+}
+
+/// A sealed message: send `envelope` after persisting `session`.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// The envelope to send (data channel or mailbox).
+    pub envelope: PeerEnvelope,
+    /// The advanced session: persist it in the same transaction as the outbox entry, before
+    /// sending.
+    pub session: SessionRecord,
+}
+
+/// An opened message and what to persist with it.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The verified payload.
+    pub payload: PeerPayload,
+    /// The session that decrypted it (new or advanced): persist with the message.
+    pub session: SessionRecord,
+    /// Whether `session` was created by this message.
+    pub new_session: bool,
+    /// The device pickle, when the account changed (a one-time key was used up, or the
+    /// fallback key rotated): persist it in the same transaction as `session`.
+    pub account_pickle: Option<String>,
+    /// The sender's verified device certificate, on pre-key messages: add or update the device
+    /// in the node's device list (a changed key under the same device id means the user
+    /// re-certified the device).
+    pub sender_certificate: Option<DeviceCertificate>,
+}
+
+/// Why a session could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartSessionError {
+    /// The bundle does not verify against the peer's user ID: a substituted, unsigned or
+    /// mis-signed key. No session was created.
+    #[error("the key bundle was refused: {0}")]
+    Bundle(#[from] BundleError),
+    /// The bundle is valid but for another device than the one asked for.
+    #[error("the key bundle is for another device")]
+    WrongDevice,
+    /// The bundle is this device's own.
+    #[error("refusing to start a session with this device itself")]
+    OwnDevice,
+    /// vodozemac refused the keys (a non-contributory Diffie-Hellman).
+    #[error("the bundle's keys cannot form a secure session")]
+    InsecureKeys,
+}
+
+/// Why a message could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// No session with that device: claim a bundle and [`OlmMachine::start_session`] first.
+    #[error("no Olm session with that device")]
+    NoSession,
+    /// This device has no certificate yet.
+    #[error("this device has no certificate yet")]
+    Uncertified,
+    /// The payload breaks a format limit.
+    #[error(transparent)]
+    Payload(#[from] PeerError),
+    /// A stored session pickle could not be opened.
+    #[error("a stored session could not be restored: {0}")]
+    LocalState(#[from] PickleError),
+    /// vodozemac refused to encrypt (a non-contributory ratchet key).
+    #[error("the session cannot encrypt securely")]
+    Encrypt,
+}
+
+/// The class of an [`OpenError`], for the node's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The message key was already used: a replayed envelope, or a peer that restored an old
+    /// copy of its session and is reusing keys.
+    Duplicate,
+    /// No session can decrypt it: no session with that device, an unknown (used or never
+    /// published) one-time key, or a message too far ahead of its chain.
+    NoSession,
+    /// Authentication failed on every session: tampered in transit, or the sessions are out of
+    /// sync (one side restored from an old copy).
+    Tampered,
+    /// Not a well-formed Olm message or payload.
+    Malformed,
+    /// Decrypted (or addressed) correctly but the sender or recipient binding does not hold:
+    /// misaddressed, wrong sender, forged certificate, spliced id. An attack or a bug.
+    Forged,
+    /// Our own stored state could not be read.
+    LocalState,
+}
+
+/// What the node should do about a failed envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Recovery {
+    /// Nothing (re-acknowledge it if it was a replay of a message we have).
+    Ignore,
+    /// Start a fresh session with the sender's device and send `Content::SessionReset` naming
+    /// this envelope id, so the sender re-sends it; rate-limit this per device.
+    StartNewSession,
+    /// Discard it (and log the kind at warn level, without contents).
+    Drop,
+}
+
+/// Why an envelope was refused. Nothing in it echoes keys or contents.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The envelope's recipient is another user or another device.
+    #[error("the envelope is addressed to another user or device")]
+    Misaddressed,
+    /// The ciphertext is not an Olm message of the stated type.
+    #[error("the envelope does not hold a valid Olm message")]
+    MalformedOlm,
+    /// The decrypted payload is malformed or breaks a limit.
+    #[error("the payload is invalid: {0}")]
+    MalformedPayload(#[from] PeerError),
+    /// The message key was already used (replay or a rolled-back peer).
+    #[error("the message was already decrypted once (its key is used up)")]
+    Duplicate,
+    /// No session with the sender's device.
+    #[error("no session with the sender's device")]
+    NoSession,
+    /// The pre-key message names a one-time key we do not have (used up, or never ours).
+    #[error("the pre-key message uses an unknown one-time key")]
+    UnknownOneTimeKey,
+    /// The message is too far ahead of its chain to decrypt.
+    #[error("the message is too far ahead of its session")]
+    TooFarAhead,
+    /// Authentication failed on every session.
+    #[error("the message failed authentication on every session")]
+    Tampered,
+    /// The payload's id is not the envelope's id.
+    #[error("the payload id does not match the envelope id")]
+    SplicedId,
+    /// The payload names another sender than the envelope.
+    #[error("the payload names another sender than the envelope")]
+    WrongSender,
+    /// The payload was encrypted for another user or device than us.
+    #[error("the payload was encrypted for another recipient")]
+    NotForThisDevice,
+    /// A pre-key message without the sender's device certificate.
+    #[error("a pre-key message must carry the sender's device certificate")]
+    MissingCertificate,
+    /// The sender's certificate does not verify against the sender's user ID.
+    #[error("the sender's device certificate is forged: {0}")]
+    ForgedCertificate(BundleError),
+    /// The certificate is valid but for another device or other keys than the sender claims.
+    #[error("the sender's certificate does not match the sending device")]
+    CertificateMismatch,
+    /// The Olm sender key is not the sending device's certified Curve25519 key.
+    #[error("the Olm sender key is not the sender's certified key")]
+    SenderKeyMismatch,
+    /// A stored session pickle could not be opened.
+    #[error("a stored session could not be restored: {0}")]
+    LocalState(#[from] PickleError),
+}
+
+impl OpenError {
+    /// The failure's class.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            OpenError::Duplicate => FailureKind::Duplicate,
+            OpenError::NoSession | OpenError::UnknownOneTimeKey | OpenError::TooFarAhead => {
+                FailureKind::NoSession
+            }
+            OpenError::Tampered => FailureKind::Tampered,
+            OpenError::MalformedOlm | OpenError::MalformedPayload(_) => FailureKind::Malformed,
+            OpenError::Misaddressed
+            | OpenError::SplicedId
+            | OpenError::WrongSender
+            | OpenError::NotForThisDevice
+            | OpenError::MissingCertificate
+            | OpenError::ForgedCertificate(_)
+            | OpenError::CertificateMismatch
+            | OpenError::SenderKeyMismatch => FailureKind::Forged,
+            OpenError::LocalState(_) => FailureKind::LocalState,
+        }
+    }
+
+    /// What to do about it. `already_received` tells whether the node already stored an
+    /// envelope with this id: a duplicate of one we have is a harmless replay, a "duplicate" of
+    /// one we never had means the peer reused message keys (restored an old copy), so the
+    /// session must be replaced.
+    pub fn recovery(&self, already_received: bool) -> Recovery {
+        match self.kind() {
+            FailureKind::Duplicate if already_received => Recovery::Ignore,
+            FailureKind::Duplicate | FailureKind::NoSession | FailureKind::Tampered => {
+                Recovery::StartNewSession
+            }
+            FailureKind::Malformed | FailureKind::Forged | FailureKind::LocalState => {
+                Recovery::Drop
+            }
+        }
+    }
+}
+
+fn classify(e: &DecryptionError) -> OpenError {
+    match e {
+        DecryptionError::MissingMessageKey(_) => OpenError::Duplicate,
+        DecryptionError::TooBigMessageGap(..) => OpenError::TooFarAhead,
+        DecryptionError::NonContributoryKey => OpenError::MalformedOlm,
+        DecryptionError::InvalidMAC(_)
+        | DecryptionError::InvalidMACLength(..)
+        | DecryptionError::InvalidPadding(_) => OpenError::Tampered,
+    }
+}
+
+/// This device's Olm account, in memory, and the operations on sessions.
+pub struct OlmMachine {
+    device: Device,
+    pickle_key: PickleKey,
+    rng: Box<dyn SecureRandom + Send>,
+}
+
+impl fmt::Debug for OlmMachine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OlmMachine")
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OlmMachine {
+    /// Wraps a device. `rng` supplies the nonces of our own pickles.
+    pub fn new(device: Device, pickle_key: PickleKey, rng: Box<dyn SecureRandom + Send>) -> Self {
+        Self {
+            device,
+            pickle_key,
+            rng,
+        }
+    }
+
+    /// Restores the machine from a device pickle ([`OlmMachine::account_pickle`]).
+    pub fn from_pickle(
+        account_pickle: &str,
+        pickle_key: PickleKey,
+        rng: Box<dyn SecureRandom + Send>,
+    ) -> Result<Self, DeviceError> {
+        let device = Device::from_pickle(account_pickle, &pickle_key)?;
+        Ok(Self::new(device, pickle_key, rng))
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The device, for linking (installing a certificate).
+    pub fn device_mut(&mut self) -> &mut Device {
+        &mut self.device
+    }
+
+    /// Our address.
+    pub fn address(&self) -> PeerAddress {
+        PeerAddress {
+            user: self.device.user_id(),
+            device: self.device.device_id().clone(),
+        }
+    }
+
+    /// The device pickle (account, certificate, key bookkeeping), encrypted.
+    pub fn account_pickle(&mut self) -> String {
+        self.device.pickle(&self.pickle_key, &mut self.rng)
+    }
+
+    /// Keys to upload when the server holds `server_one_time_keys` of ours, or `None`.
+    pub fn prepare_upload(
+        &mut self,
+        server_one_time_keys: usize,
+    ) -> Result<Option<KeyUpload>, DeviceError> {
+        let Some(bundle) = self.device.prepare_upload(server_one_time_keys)? else {
+            return Ok(None);
+        };
+        Ok(Some(KeyUpload {
+            bundle,
+            account_pickle: self.account_pickle(),
+        }))
+    }
+
+    /// Records the server's acknowledgement of an upload; returns the device pickle to persist.
+    pub fn mark_published(
+        &mut self,
+        now: Timestamp,
+        bundle: &DeviceBundle,
+    ) -> Result<String, DeviceError> {
+        self.device.mark_published(now, bundle)?;
+        Ok(self.account_pickle())
+    }
+
+    /// When [`OlmMachine::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.device.poll_timeout()
+    }
+
+    /// Does timed key maintenance; returns the device pickle to persist if anything changed.
+    pub fn handle_timeout(&mut self, now: Timestamp) -> Option<String> {
+        self.device
+            .handle_timeout(now)
+            .then(|| self.account_pickle())
+    }
+
+    /// Verifies a claimed bundle against the peer's user ID (never against anything the server
+    /// says) and the device we asked for, then starts an outbound session. Nothing is created
+    /// when any check fails.
+    pub fn start_session(
+        &mut self,
+        now: Timestamp,
+        peer: &UserId,
+        peer_device: &DeviceId,
+        claimed: &ClaimedBundle,
+    ) -> Result<StartedSession, StartSessionError> {
+        let verified = claimed.verify(peer)?;
+        if &verified.device_id != peer_device {
+            return Err(StartSessionError::WrongDevice);
+        }
+        let session = self.start_session_verified(now, &verified)?;
+        Ok(StartedSession {
+            session,
+            certificate: claimed.certificate.clone(),
+        })
+    }
+
+    /// Starts an outbound session from an already verified bundle.
+    pub fn start_session_verified(
+        &mut self,
+        now: Timestamp,
+        bundle: &VerifiedBundle,
+    ) -> Result<SessionRecord, StartSessionError> {
+        if bundle.device_keys == self.device.keys() {
+            return Err(StartSessionError::OwnDevice);
+        }
+        let session = self
+            .device
+            .account()
+            .create_outbound_session(
+                SessionConfig::version_1(),
+                curve_to_vz(&bundle.device_keys.curve25519),
+                curve_to_vz(&bundle.prekey),
+            )
+            .map_err(|_| StartSessionError::InsecureKeys)?;
+        Ok(SessionRecord {
+            peer_user: bundle.user_id,
+            peer_device: bundle.device_id.clone(),
+            peer_keys: bundle.device_keys,
+            session_id: session.session_id(),
+            pickle: self.pickle_session(&session),
+            created_at: now,
+            last_used_at: now,
+        })
+    }
+
+    fn pickle_session(&self, session: &Session) -> String {
+        session
+            .pickle()
+            .encrypt(&self.pickle_key.subkey(pickle::OLM_SESSION))
+    }
+
+    fn load_session(&self, record: &SessionRecord) -> Result<Session, PickleError> {
+        let pickle = SessionPickle::from_encrypted(
+            &record.pickle,
+            &self.pickle_key.subkey(pickle::OLM_SESSION),
+        )
+        .map_err(|_| PickleError::Olm)?;
+        Ok(Session::from_pickle(pickle))
+    }
+
+    /// Encrypts `content` for one peer device with its most recently used session.
+    ///
+    /// `id` is the message id (UUIDv7) the node already gave the message in its outbox.
+    pub fn seal(
+        &mut self,
+        now: Timestamp,
+        to: &PeerAddress,
+        sessions: &[SessionRecord],
+        id: MessageId,
+        conversation: Conversation,
+        content: Content,
+    ) -> Result<Sealed, SealError> {
+        let certificate = self
+            .device
+            .certificate()
+            .cloned()
+            .ok_or(SealError::Uncertified)?;
+        let record = newest_first(sessions, to)
+            .into_iter()
+            .next()
+            .ok_or(SealError::NoSession)?;
+        let mut session = self.load_session(record)?;
+        let pre_key = !session.has_received_message();
+        let payload = PeerPayload {
+            version: PAYLOAD_VERSION,
+            id,
+            sender: SenderBinding {
+                user: self.device.user_id(),
+                device: self.device.device_id().clone(),
+                keys: self.device.keys(),
+            },
+            recipient: RecipientBinding {
+                user: to.user,
+                device: to.device.clone(),
+                ed25519: record.peer_keys.ed25519,
+            },
+            certificate: pre_key.then_some(certificate),
+            conversation,
+            sent_at: now,
+            content,
+        };
+        let plaintext = Zeroizing::new(payload.to_json()?);
+        let message = session
+            .encrypt(plaintext.as_slice())
+            .map_err(|_| SealError::Encrypt)?;
+        let (number, bytes) = message.to_parts();
+        let olm_type = OlmMessageType::from_number(number).ok_or(SealError::Encrypt)?;
+        let envelope = PeerEnvelope {
+            version: ENVELOPE_VERSION,
+            id,
+            from: self.address(),
+            to: to.clone(),
+            olm_type,
+            ciphertext: Base64Bytes(bytes),
+        };
+        envelope.validate()?;
+        Ok(Sealed {
+            envelope,
+            session: SessionRecord {
+                pickle: self.pickle_session(&session),
+                last_used_at: now,
+                ..record.clone()
+            },
+        })
+    }
+
+    /// Decrypts and verifies an envelope. `sessions` are the node's sessions with the sending
+    /// device (others are ignored). On error nothing changed: persist nothing.
+    pub fn open(
+        &mut self,
+        now: Timestamp,
+        envelope: &PeerEnvelope,
+        sessions: &[SessionRecord],
+    ) -> Result<Opened, OpenError> {
+        if envelope.to != self.address() {
+            return Err(OpenError::Misaddressed);
+        }
+        let message = OlmMessage::from_parts(envelope.olm_type.as_number(), &envelope.ciphertext.0)
+            .map_err(|_| OpenError::MalformedOlm)?;
+        let candidates = newest_first(sessions, &envelope.from);
+        match &message {
+            OlmMessage::PreKey(pre_key) => {
+                let olm_sender = curve_from_vz(pre_key.identity_key());
+                let session_id = pre_key.session_id();
+                if let Some(record) = candidates.iter().find(|r| r.session_id == session_id) {
+                    let mut session = self.load_session(record)?;
+                    let plaintext =
+                        Zeroizing::new(session.decrypt(&message).map_err(|e| classify(&e))?);
+                    let payload = PeerPayload::from_json(&plaintext)?;
+                    let cert = self.check_binding(envelope, &payload, &olm_sender, true)?;
+                    if cert.as_ref().is_some_and(|c| c.keys != record.peer_keys) {
+                        return Err(OpenError::CertificateMismatch);
+                    }
+                    return Ok(Opened {
+                        payload,
+                        session: SessionRecord {
+                            pickle: self.pickle_session(&session),
+                            last_used_at: now,
+                            ..(*record).clone()
+                        },
+                        new_session: false,
+                        account_pickle: None,
+                        sender_certificate: cert,
+                    });
+                }
+                // A new inbound session, made on a copy of the account so that a message that
+                // fails any check below leaves our one-time keys untouched.
+                let mut account = self.device.account_copy();
+                let created = account
+                    .create_inbound_session(
+                        SessionConfig::version_1(),
+                        pre_key.identity_key(),
+                        pre_key,
+                    )
+                    .map_err(|e| match e {
+                        SessionCreationError::MissingOneTimeKey(_) => OpenError::UnknownOneTimeKey,
+                        SessionCreationError::Decryption(d) => classify(&d),
+                        SessionCreationError::MismatchedIdentityKey(..)
+                        | SessionCreationError::MismatchedSessionConfig { .. }
+                        | SessionCreationError::NonContributoryKey => OpenError::MalformedOlm,
+                    })?;
+                let plaintext = Zeroizing::new(created.plaintext);
+                let payload = PeerPayload::from_json(&plaintext)?;
+                let cert = self
+                    .check_binding(envelope, &payload, &olm_sender, true)?
+                    .ok_or(OpenError::MissingCertificate)?;
+                self.device.replace_account(account);
+                self.device
+                    .note_prekey_used(now, &curve_from_vz(pre_key.one_time_key()));
+                let record = SessionRecord {
+                    peer_user: envelope.from.user,
+                    peer_device: envelope.from.device.clone(),
+                    peer_keys: cert.keys,
+                    session_id: created.session.session_id(),
+                    pickle: self.pickle_session(&created.session),
+                    created_at: now,
+                    last_used_at: now,
+                };
+                Ok(Opened {
+                    payload,
+                    session: record,
+                    new_session: true,
+                    account_pickle: Some(self.account_pickle()),
+                    sender_certificate: Some(cert),
+                })
+            }
+            OlmMessage::Normal(_) => {
+                if candidates.is_empty() {
+                    return Err(OpenError::NoSession);
+                }
+                let mut failures = Vec::with_capacity(candidates.len());
+                for record in candidates {
+                    let mut session = self.load_session(record)?;
+                    match session.decrypt(&message) {
+                        Ok(plaintext) => {
+                            let plaintext = Zeroizing::new(plaintext);
+                            let payload = PeerPayload::from_json(&plaintext)?;
+                            self.check_binding(
+                                envelope,
+                                &payload,
+                                &record.peer_keys.curve25519,
+                                false,
+                            )?;
+                            if payload.sender.keys != record.peer_keys {
+                                return Err(OpenError::SenderKeyMismatch);
+                            }
+                            return Ok(Opened {
+                                payload,
+                                session: SessionRecord {
+                                    pickle: self.pickle_session(&session),
+                                    last_used_at: now,
+                                    ..record.clone()
+                                },
+                                new_session: false,
+                                account_pickle: None,
+                                sender_certificate: None,
+                            });
+                        }
+                        Err(e) => failures.push(classify(&e)),
+                    }
+                }
+                // The right session knows the chain: a used-up key there is a duplicate. A
+                // wrong session only ever fails authentication or sees a huge gap.
+                if failures.contains(&OpenError::Duplicate) {
+                    Err(OpenError::Duplicate)
+                } else if failures.iter().all(|f| *f == OpenError::TooFarAhead) {
+                    Err(OpenError::TooFarAhead)
+                } else if failures.contains(&OpenError::MalformedOlm) {
+                    Err(OpenError::MalformedOlm)
+                } else {
+                    Err(OpenError::Tampered)
+                }
+            }
+        }
+    }
+
+    /// Checks everything the payload asserts against the envelope, us and the Olm sender key.
+    /// Returns the verified certificate when `pre_key` (where it is mandatory).
+    fn check_binding(
+        &self,
+        envelope: &PeerEnvelope,
+        payload: &PeerPayload,
+        olm_sender: &dopus_types::Curve25519Key,
+        pre_key: bool,
+    ) -> Result<Option<DeviceCertificate>, OpenError> {
+        if payload.id != envelope.id {
+            return Err(OpenError::SplicedId);
+        }
+        if payload.sender.user != envelope.from.user
+            || payload.sender.device != envelope.from.device
+        {
+            return Err(OpenError::WrongSender);
+        }
+        let me = &payload.recipient;
+        if me.user != self.device.user_id()
+            || &me.device != self.device.device_id()
+            || me.ed25519 != self.device.keys().ed25519
+        {
+            return Err(OpenError::NotForThisDevice);
+        }
+        if payload.sender.keys.curve25519 != *olm_sender {
+            return Err(OpenError::SenderKeyMismatch);
+        }
+        if !pre_key {
+            return Ok(None);
+        }
+        let cert = payload
+            .certificate
+            .as_ref()
+            .ok_or(OpenError::MissingCertificate)?;
+        cert.verify(&envelope.from.user)
+            .map_err(OpenError::ForgedCertificate)?;
+        if cert.device_id != envelope.from.device || cert.keys != payload.sender.keys {
+            return Err(OpenError::CertificateMismatch);
+        }
+        Ok(Some(cert.clone()))
+    }
+}
+
+/// The sessions with `peer`, most recently used first (ties: newest created, then session id,
+/// so both the order and the choice for sending are deterministic).
+fn newest_first<'a>(sessions: &'a [SessionRecord], peer: &PeerAddress) -> Vec<&'a SessionRecord> {
+    let mut out: Vec<&SessionRecord> = sessions
+        .iter()
+        .filter(|r| r.peer_user == peer.user && r.peer_device == peer.device)
+        .collect();
+    out.sort_by(|a, b| {
+        (b.last_used_at, b.created_at, &b.session_id).cmp(&(
+            a.last_used_at,
+            a.created_at,
+            &a.session_id,
+        ))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests;
