@@ -1,0 +1,306 @@
+//! Conversions between domain values and SQLite columns. Everything read back is checked:
+//! a value this build does not understand becomes `StoreError::Corrupt(column)`, never a panic
+//! and never a guess.
+
+use dopus_core::store::{
+    Channel, ChannelId, ChannelKind, Contact, ContactState, ConversationId, DeliveryState,
+    FileTransfer, GroupMember, MemberRole, Message, MessageId, MessageKind, OlmSessionRecord,
+    OutboxEntry, PeerDevice, Pickle, Seq, StoreError, TransferDirection, TransferId, TransferState,
+};
+use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Ed25519Key, Timestamp, UserId};
+use rusqlite::Row;
+use uuid::Uuid;
+
+/// Errors inside the SQLite store: SQLite's own, or a domain error. Converted to
+/// [`StoreError`] at the trait boundary, keeping SQLite's error as the source.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DbError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a column holds a value of the wrong type")]
+    ColumnType(#[from] rusqlite::types::FromSqlError),
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sqlite(e) => StoreError::Backend(Box::new(e)),
+            DbError::Store(e) => e,
+            DbError::ColumnType(_) => StoreError::Corrupt("column type"),
+        }
+    }
+}
+
+pub(crate) type DbResult<T> = Result<T, DbError>;
+
+fn corrupt(column: &'static str) -> DbError {
+    DbError::Store(StoreError::Corrupt(column))
+}
+
+// --- writing ---
+
+pub(crate) fn ts(t: Timestamp) -> DbResult<i64> {
+    i64::try_from(t.as_millis()).map_err(|_| StoreError::Invalid("timestamp").into())
+}
+
+pub(crate) fn int_u64(v: u64, what: &'static str) -> DbResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid(what).into())
+}
+
+pub(crate) fn seq_int(s: Seq) -> i64 {
+    // Cursors beyond i64::MAX cannot exist in the table; saturating keeps "before" meaning.
+    i64::try_from(s.0).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn user(u: &UserId) -> &[u8] {
+    u.key().as_bytes()
+}
+
+pub(crate) fn uuid(u: &Uuid) -> &[u8] {
+    u.as_bytes()
+}
+
+/// The `(kind, ref)` pair that identifies a conversation row.
+pub(crate) fn conversation_key(id: &ConversationId) -> (&'static str, Vec<u8>) {
+    match id {
+        ConversationId::Direct(u) => ("direct", user(u).to_vec()),
+        ConversationId::Channel(c) => ("channel", uuid(&c.0).to_vec()),
+    }
+}
+
+// --- reading ---
+
+pub(crate) fn read_ts(v: i64, column: &'static str) -> DbResult<Timestamp> {
+    u64::try_from(v)
+        .map(Timestamp::from_millis)
+        .map_err(|_| corrupt(column))
+}
+
+pub(crate) fn read_u64(v: i64, column: &'static str) -> DbResult<u64> {
+    u64::try_from(v).map_err(|_| corrupt(column))
+}
+
+pub(crate) fn read_seq(v: i64, column: &'static str) -> DbResult<Seq> {
+    read_u64(v, column).map(Seq)
+}
+
+pub(crate) fn read_user(b: &[u8], column: &'static str) -> DbResult<UserId> {
+    let bytes: [u8; 32] = b.try_into().map_err(|_| corrupt(column))?;
+    Ed25519Key::from_bytes(&bytes)
+        .map(UserId::from_key)
+        .map_err(|_| corrupt(column))
+}
+
+pub(crate) fn read_ed25519(b: &[u8], column: &'static str) -> DbResult<Ed25519Key> {
+    let bytes: [u8; 32] = b.try_into().map_err(|_| corrupt(column))?;
+    Ed25519Key::from_bytes(&bytes).map_err(|_| corrupt(column))
+}
+
+pub(crate) fn read_curve(b: &[u8], column: &'static str) -> DbResult<Curve25519Key> {
+    let bytes: [u8; 32] = b.try_into().map_err(|_| corrupt(column))?;
+    Ok(Curve25519Key::from_bytes(bytes))
+}
+
+pub(crate) fn read_uuid(b: &[u8], column: &'static str) -> DbResult<Uuid> {
+    Uuid::from_slice(b).map_err(|_| corrupt(column))
+}
+
+pub(crate) fn read_device(s: &str, column: &'static str) -> DbResult<DeviceId> {
+    s.parse().map_err(|_| corrupt(column))
+}
+
+pub(crate) fn read_enum<E>(
+    s: &str,
+    parse: fn(&str) -> Option<E>,
+    column: &'static str,
+) -> DbResult<E> {
+    parse(s).ok_or_else(|| corrupt(column))
+}
+
+pub(crate) fn read_conversation(kind: &str, r: &[u8]) -> DbResult<ConversationId> {
+    match kind {
+        "direct" => Ok(ConversationId::Direct(read_user(r, "conversations.ref")?)),
+        "channel" => Ok(ConversationId::Channel(ChannelId(read_uuid(
+            r,
+            "conversations.ref",
+        )?))),
+        _ => Err(corrupt("conversations.kind")),
+    }
+}
+
+fn blob<'r>(row: &'r Row<'_>, i: usize) -> DbResult<&'r [u8]> {
+    Ok(row.get_ref(i)?.as_blob()?)
+}
+
+fn text<'r>(row: &'r Row<'_>, i: usize) -> DbResult<&'r str> {
+    Ok(row.get_ref(i)?.as_str()?)
+}
+
+fn opt_blob<'r>(row: &'r Row<'_>, i: usize) -> DbResult<Option<&'r [u8]>> {
+    Ok(row.get_ref(i)?.as_blob_or_null()?)
+}
+
+/// Columns for [`message`], from `messages m JOIN conversations c`.
+pub(crate) const MESSAGE_COLUMNS: &str = "m.seq, m.id, c.kind, c.ref, m.sender, m.kind, m.body, \
+     m.reply_to, m.edited_at, m.deleted, m.sent_at, m.received_at, m.delivery";
+
+pub(crate) fn message(row: &Row<'_>) -> DbResult<Message> {
+    Ok(Message {
+        seq: read_seq(row.get(0)?, "messages.seq")?,
+        id: MessageId(read_uuid(blob(row, 1)?, "messages.id")?),
+        conversation: read_conversation(text(row, 2)?, blob(row, 3)?)?,
+        sender: read_user(blob(row, 4)?, "messages.sender")?,
+        kind: read_enum(text(row, 5)?, MessageKind::parse, "messages.kind")?,
+        body: text(row, 6)?.to_owned(),
+        reply_to: opt_blob(row, 7)?
+            .map(|b| read_uuid(b, "messages.reply_to").map(MessageId))
+            .transpose()?,
+        edited_at: row
+            .get::<_, Option<i64>>(8)?
+            .map(|v| read_ts(v, "messages.edited_at"))
+            .transpose()?,
+        deleted: row.get(9)?,
+        sent_at: read_ts(row.get(10)?, "messages.sent_at")?,
+        received_at: read_ts(row.get(11)?, "messages.received_at")?,
+        delivery: read_enum(text(row, 12)?, DeliveryState::parse, "messages.delivery")?,
+    })
+}
+
+pub(crate) const CONTACT_COLUMNS: &str = "user_id, display_name, verified, blocked, state, \
+     request_note, created_at, updated_at";
+
+pub(crate) fn contact(row: &Row<'_>) -> DbResult<Contact> {
+    Ok(Contact {
+        user_id: read_user(blob(row, 0)?, "contacts.user_id")?,
+        display_name: row.get(1)?,
+        verified: row.get(2)?,
+        blocked: row.get(3)?,
+        state: read_enum(text(row, 4)?, ContactState::parse, "contacts.state")?,
+        request_note: row.get(5)?,
+        created_at: read_ts(row.get(6)?, "contacts.created_at")?,
+        updated_at: read_ts(row.get(7)?, "contacts.updated_at")?,
+    })
+}
+
+pub(crate) const PEER_DEVICE_COLUMNS: &str =
+    "user_id, device_id, ed25519, curve25519, certificate_json, first_seen, updated_at";
+
+pub(crate) fn peer_device(row: &Row<'_>) -> DbResult<PeerDevice> {
+    Ok(PeerDevice {
+        user_id: read_user(blob(row, 0)?, "peer_devices.user_id")?,
+        device_id: read_device(text(row, 1)?, "peer_devices.device_id")?,
+        keys: DeviceKeys {
+            ed25519: read_ed25519(blob(row, 2)?, "peer_devices.ed25519")?,
+            curve25519: read_curve(blob(row, 3)?, "peer_devices.curve25519")?,
+        },
+        certificate_json: row.get(4)?,
+        first_seen: read_ts(row.get(5)?, "peer_devices.first_seen")?,
+        updated_at: read_ts(row.get(6)?, "peer_devices.updated_at")?,
+    })
+}
+
+pub(crate) const OLM_COLUMNS: &str =
+    "peer_user, peer_device, peer_curve25519, session_id, pickle, created_at, last_used_at";
+
+pub(crate) fn olm_session(row: &Row<'_>) -> DbResult<OlmSessionRecord> {
+    Ok(OlmSessionRecord {
+        peer_user: read_user(blob(row, 0)?, "olm_sessions.peer_user")?,
+        peer_device: read_device(text(row, 1)?, "olm_sessions.peer_device")?,
+        peer_curve25519: read_curve(blob(row, 2)?, "olm_sessions.peer_curve25519")?,
+        session_id: row.get(3)?,
+        pickle: Pickle::new(text(row, 4)?),
+        created_at: read_ts(row.get(5)?, "olm_sessions.created_at")?,
+        last_used_at: read_ts(row.get(6)?, "olm_sessions.last_used_at")?,
+    })
+}
+
+pub(crate) const OUTBOX_COLUMNS: &str =
+    "envelope_id, peer_user, peer_device, bytes, created_at, attempts, next_attempt_at";
+
+pub(crate) fn outbox_entry(row: &Row<'_>) -> DbResult<OutboxEntry> {
+    Ok(OutboxEntry {
+        id: read_uuid(blob(row, 0)?, "outbox.envelope_id")?.into(),
+        peer_user: read_user(blob(row, 1)?, "outbox.peer_user")?,
+        peer_device: row
+            .get_ref(2)?
+            .as_str_or_null()?
+            .map(|s| read_device(s, "outbox.peer_device"))
+            .transpose()?,
+        bytes: blob(row, 3)?.to_vec(),
+        created_at: read_ts(row.get(4)?, "outbox.created_at")?,
+        attempts: u32::try_from(row.get::<_, i64>(5)?).map_err(|_| corrupt("outbox.attempts"))?,
+        next_attempt_at: read_ts(row.get(6)?, "outbox.next_attempt_at")?,
+    })
+}
+
+pub(crate) const TRANSFER_COLUMNS: &str = "t.id, c.kind, c.ref, t.direction, t.name, t.size, \
+     t.sha256, t.mime, t.state, t.bytes_done, t.local_path, t.created_at, t.updated_at";
+
+pub(crate) fn transfer(row: &Row<'_>) -> DbResult<FileTransfer> {
+    Ok(FileTransfer {
+        id: TransferId(read_uuid(blob(row, 0)?, "transfers.id")?),
+        conversation: read_conversation(text(row, 1)?, blob(row, 2)?)?,
+        direction: read_enum(
+            text(row, 3)?,
+            TransferDirection::parse,
+            "transfers.direction",
+        )?,
+        name: row.get(4)?,
+        size: read_u64(row.get(5)?, "transfers.size")?,
+        sha256: blob(row, 6)?
+            .try_into()
+            .map_err(|_| corrupt("transfers.sha256"))?,
+        mime: row.get(7)?,
+        state: read_enum(text(row, 8)?, TransferState::parse, "transfers.state")?,
+        bytes_done: read_u64(row.get(9)?, "transfers.bytes_done")?,
+        local_path: row.get(10)?,
+        created_at: read_ts(row.get(11)?, "transfers.created_at")?,
+        updated_at: read_ts(row.get(12)?, "transfers.updated_at")?,
+    })
+}
+
+pub(crate) const MEMBER_COLUMNS: &str = "group_id, user_id, role, joined_at";
+
+pub(crate) fn member(row: &Row<'_>) -> DbResult<GroupMember> {
+    Ok(GroupMember {
+        group: read_uuid(blob(row, 0)?, "group_members.group_id")?.into(),
+        user: read_user(blob(row, 1)?, "group_members.user_id")?,
+        role: read_enum(text(row, 2)?, MemberRole::parse, "group_members.role")?,
+        joined_at: read_ts(row.get(3)?, "group_members.joined_at")?,
+    })
+}
+
+pub(crate) const CHANNEL_COLUMNS: &str = "id, group_id, name, kind, position, created_at";
+
+pub(crate) fn channel(row: &Row<'_>) -> DbResult<Channel> {
+    Ok(Channel {
+        id: ChannelId(read_uuid(blob(row, 0)?, "channels.id")?),
+        group: read_uuid(blob(row, 1)?, "channels.group_id")?.into(),
+        name: row.get(2)?,
+        kind: read_enum(text(row, 3)?, ChannelKind::parse, "channels.kind")?,
+        position: u32::try_from(row.get::<_, i64>(4)?).map_err(|_| corrupt("channels.position"))?,
+        created_at: read_ts(row.get(5)?, "channels.created_at")?,
+    })
+}
+
+/// Reads every row of a prepared query with `decode`.
+pub(crate) fn collect<T>(
+    mut rows: rusqlite::Rows<'_>,
+    decode: fn(&Row<'_>) -> DbResult<T>,
+) -> DbResult<Vec<T>> {
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// Reads the first row of a prepared query with `decode`, if any.
+pub(crate) fn first<T>(
+    mut rows: rusqlite::Rows<'_>,
+    decode: fn(&Row<'_>) -> DbResult<T>,
+) -> DbResult<Option<T>> {
+    rows.next()?.map(decode).transpose()
+}

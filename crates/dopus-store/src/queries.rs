@@ -1,0 +1,480 @@
+//! Reads. Every query is served by an index named in migrations/001_initial.sql; the hot ones
+//! (a page of history, search) are measured by bench/store.
+
+use crate::codec::{
+    self, CHANNEL_COLUMNS, CONTACT_COLUMNS, DbResult, MEMBER_COLUMNS, MESSAGE_COLUMNS, OLM_COLUMNS,
+    OUTBOX_COLUMNS, PEER_DEVICE_COLUMNS, TRANSFER_COLUMNS, collect, conversation_key, first,
+    read_seq, read_ts, read_user, read_uuid, seq_int, ts, user, uuid,
+};
+use dopus_core::store::{
+    AccountRecord, Channel, ChannelId, Contact, Conversation, ConversationId, ConversationSummary,
+    EnvelopeId, FileTransfer, Group, GroupId, GroupMember, MegolmInboundRecord,
+    MegolmOutboundRecord, Message, MessageId, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle,
+    ReactionSummary, SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, Seq, TransferId,
+    search_terms,
+};
+use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Timestamp, UserId};
+use rusqlite::{Connection, OptionalExtension, params};
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn account(conn: &Connection) -> DbResult<Option<AccountRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id, identity_pickle, device_id, device_ed25519, device_curve25519, \
+         account_pickle, certificate_json, display_name, created_at FROM account WHERE id = 1",
+    )?;
+    first(stmt.query([])?, |row| {
+        Ok(AccountRecord {
+            user_id: read_user(&row.get::<_, Vec<u8>>(0)?, "account.user_id")?,
+            identity_pickle: Pickle::new(row.get::<_, String>(1)?),
+            device_id: codec::read_device(&row.get::<_, String>(2)?, "account.device_id")?,
+            device_keys: DeviceKeys {
+                ed25519: codec::read_ed25519(&row.get::<_, Vec<u8>>(3)?, "account.device_ed25519")?,
+                curve25519: codec::read_curve(
+                    &row.get::<_, Vec<u8>>(4)?,
+                    "account.device_curve25519",
+                )?,
+            },
+            account_pickle: Pickle::new(row.get::<_, String>(5)?),
+            certificate_json: row.get(6)?,
+            display_name: row.get(7)?,
+            created_at: read_ts(row.get(8)?, "account.created_at")?,
+        })
+    })
+}
+
+pub(crate) fn peer_device(
+    conn: &Connection,
+    u: &UserId,
+    device: &DeviceId,
+) -> DbResult<Option<PeerDevice>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {PEER_DEVICE_COLUMNS} FROM peer_devices WHERE user_id = ?1 AND device_id = ?2"
+    ))?;
+    first(
+        stmt.query(params![user(u), device.as_str()])?,
+        codec::peer_device,
+    )
+}
+
+pub(crate) fn peer_devices(conn: &Connection, u: &UserId) -> DbResult<Vec<PeerDevice>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {PEER_DEVICE_COLUMNS} FROM peer_devices WHERE user_id = ?1 ORDER BY device_id"
+    ))?;
+    collect(stmt.query([user(u)])?, codec::peer_device)
+}
+
+pub(crate) fn peer_device_by_curve25519(
+    conn: &Connection,
+    key: &Curve25519Key,
+) -> DbResult<Option<PeerDevice>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {PEER_DEVICE_COLUMNS} FROM peer_devices WHERE curve25519 = ?1 \
+         ORDER BY updated_at DESC LIMIT 1"
+    ))?;
+    first(stmt.query([key.as_bytes()])?, codec::peer_device)
+}
+
+pub(crate) fn contact(conn: &Connection, u: &UserId) -> DbResult<Option<Contact>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CONTACT_COLUMNS} FROM contacts WHERE user_id = ?1"
+    ))?;
+    first(stmt.query([user(u)])?, codec::contact)
+}
+
+pub(crate) fn contacts(conn: &Connection) -> DbResult<Vec<Contact>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY user_id"
+    ))?;
+    collect(stmt.query([])?, codec::contact)
+}
+
+/// The row id of a conversation, if it exists.
+fn conversation_row(conn: &Connection, id: &ConversationId) -> DbResult<Option<i64>> {
+    let (kind, key) = conversation_key(id);
+    Ok(conn
+        .prepare_cached("SELECT id FROM conversations WHERE kind = ?1 AND ref = ?2")?
+        .query_row(params![kind, key], |r| r.get(0))
+        .optional()?)
+}
+
+pub(crate) fn conversation(
+    conn: &Connection,
+    id: &ConversationId,
+) -> DbResult<Option<Conversation>> {
+    let (kind, key) = conversation_key(id);
+    let mut stmt = conn.prepare_cached(
+        "SELECT created_at, last_read_seq FROM conversations WHERE kind = ?1 AND ref = ?2",
+    )?;
+    let mut rows = stmt.query(params![kind, key])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    Ok(Some(Conversation {
+        id: *id,
+        created_at: read_ts(row.get(0)?, "conversations.created_at")?,
+        last_read: row
+            .get::<_, Option<i64>>(1)?
+            .map(|s| read_seq(s, "conversations.last_read_seq"))
+            .transpose()?,
+    }))
+}
+
+pub(crate) fn conversations(conn: &Connection) -> DbResult<Vec<ConversationSummary>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.kind, c.ref, c.created_at, c.last_read_seq, \
+           (SELECT max(m.seq) FROM messages m WHERE m.conversation_id = c.id) AS last_seq, \
+           (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id \
+              AND m.seq > coalesce(c.last_read_seq, 0) AND m.deleted = 0 \
+              AND m.sender IS NOT (SELECT user_id FROM account WHERE id = 1)) AS unread \
+         FROM conversations c \
+         ORDER BY last_seq IS NULL, last_seq DESC, c.created_at DESC, c.id DESC",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let kind: String = row.get(0)?;
+        let key: Vec<u8> = row.get(1)?;
+        let last_seq: Option<i64> = row.get(4)?;
+        let last_message = match last_seq {
+            Some(seq) => message_by_seq(conn, seq)?,
+            None => None,
+        };
+        out.push(ConversationSummary {
+            conversation: Conversation {
+                id: codec::read_conversation(&kind, &key)?,
+                created_at: read_ts(row.get(2)?, "conversations.created_at")?,
+                last_read: row
+                    .get::<_, Option<i64>>(3)?
+                    .map(|s| read_seq(s, "conversations.last_read_seq"))
+                    .transpose()?,
+            },
+            last_message,
+            unread: codec::read_u64(row.get(5)?, "unread count")?,
+        });
+    }
+    Ok(out)
+}
+
+fn message_by_seq(conn: &Connection, seq: i64) -> DbResult<Option<Message>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c \
+         ON c.id = m.conversation_id WHERE m.seq = ?1"
+    ))?;
+    first(stmt.query([seq])?, codec::message)
+}
+
+pub(crate) fn message(conn: &Connection, id: &MessageId) -> DbResult<Option<Message>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c \
+         ON c.id = m.conversation_id WHERE m.id = ?1"
+    ))?;
+    first(stmt.query([uuid(&id.0)])?, codec::message)
+}
+
+pub(crate) fn messages_before(
+    conn: &Connection,
+    conversation: &ConversationId,
+    before: Option<Seq>,
+    n: usize,
+) -> DbResult<Vec<Message>> {
+    let Some(row_id) = conversation_row(conn, conversation)? else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c \
+         ON c.id = m.conversation_id WHERE m.conversation_id = ?1 AND m.seq < ?2 \
+         ORDER BY m.seq DESC LIMIT ?3"
+    ))?;
+    let before = before.map_or(i64::MAX, seq_int);
+    collect(
+        stmt.query(params![row_id, before, limit(n)])?,
+        codec::message,
+    )
+}
+
+/// Builds the FTS5 expression: each term quoted (a string, never an operator or a column
+/// filter) and made a prefix match; terms are ANDed. Quotes inside a term are doubled, which
+/// is FTS5's own escape, although `search_terms` never lets one through.
+pub(crate) fn fts_expression(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("\"{}\"*", t.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub(crate) fn search(conn: &Connection, query: &SearchQuery) -> DbResult<Vec<SearchHit>> {
+    let terms = search_terms(&query.text);
+    if terms.is_empty() || query.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let conversation_row = match &query.conversation {
+        Some(c) => match conversation_row(conn, c)? {
+            Some(row) => Some(row),
+            None => return Ok(Vec::new()),
+        },
+        None => None,
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS}, \
+           snippet(messages_fts, 0, char({start}), char({end}), '…', 16) \
+         FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid \
+         JOIN conversations c ON c.id = m.conversation_id \
+         WHERE messages_fts MATCH ?1 AND messages_fts.rowid < ?2 \
+           AND (?3 IS NULL OR m.conversation_id = ?3) AND m.deleted = 0 \
+         ORDER BY messages_fts.rowid DESC LIMIT ?4",
+        start = u32::from(SNIPPET_START),
+        end = u32::from(SNIPPET_END),
+    ))?;
+    let before = query.before.map_or(i64::MAX, seq_int);
+    let mut rows = stmt.query(params![
+        fts_expression(&terms),
+        before,
+        conversation_row,
+        limit(query.limit)
+    ])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(SearchHit {
+            message: codec::message(row)?,
+            snippet: row.get(13)?,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn reactions(conn: &Connection, id: &MessageId) -> DbResult<Vec<ReactionSummary>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id, emoji FROM reactions WHERE message_id = ?1 \
+         ORDER BY created_at, rowid",
+    )?;
+    let mut rows = stmt.query([uuid(&id.0)])?;
+    let mut out: Vec<ReactionSummary> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let u = read_user(&row.get::<_, Vec<u8>>(0)?, "reactions.user_id")?;
+        let emoji: String = row.get(1)?;
+        match out.iter_mut().find(|r| r.emoji == emoji) {
+            Some(r) => {
+                r.count += 1;
+                r.users.push(u);
+            }
+            None => out.push(ReactionSummary {
+                emoji,
+                count: 1,
+                users: vec![u],
+            }),
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn olm_sessions(
+    conn: &Connection,
+    u: &UserId,
+    device: &DeviceId,
+) -> DbResult<Vec<OlmSessionRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {OLM_COLUMNS} FROM olm_sessions WHERE peer_user = ?1 AND peer_device = ?2 \
+         ORDER BY last_used_at DESC, created_at DESC, session_id DESC"
+    ))?;
+    collect(
+        stmt.query(params![user(u), device.as_str()])?,
+        codec::olm_session,
+    )
+}
+
+pub(crate) fn olm_sessions_for_key(
+    conn: &Connection,
+    key: &Curve25519Key,
+) -> DbResult<Vec<OlmSessionRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {OLM_COLUMNS} FROM olm_sessions WHERE peer_curve25519 = ?1 \
+         ORDER BY last_used_at DESC, created_at DESC, session_id DESC"
+    ))?;
+    collect(stmt.query([key.as_bytes()])?, codec::olm_session)
+}
+
+pub(crate) fn megolm_inbound(
+    conn: &Connection,
+    channel: &ChannelId,
+    session_id: &str,
+) -> DbResult<Option<MegolmInboundRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT sender_user, sender_device, pickle, created_at FROM megolm_inbound \
+         WHERE session_id = ?1 AND channel_id = ?2",
+    )?;
+    let mut rows = stmt.query(params![session_id, uuid(&channel.0)])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    Ok(Some(MegolmInboundRecord {
+        channel: *channel,
+        session_id: session_id.to_owned(),
+        sender_user: read_user(&row.get::<_, Vec<u8>>(0)?, "megolm_inbound.sender_user")?,
+        sender_device: codec::read_device(
+            &row.get::<_, String>(1)?,
+            "megolm_inbound.sender_device",
+        )?,
+        pickle: Pickle::new(row.get::<_, String>(2)?),
+        created_at: read_ts(row.get(3)?, "megolm_inbound.created_at")?,
+    }))
+}
+
+pub(crate) fn megolm_outbound(
+    conn: &Connection,
+    channel: &ChannelId,
+) -> DbResult<Option<MegolmOutboundRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT session_id, pickle, created_at, message_count FROM megolm_outbound \
+         WHERE channel_id = ?1",
+    )?;
+    let mut rows = stmt.query([uuid(&channel.0)])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    Ok(Some(MegolmOutboundRecord {
+        channel: *channel,
+        session_id: row.get(0)?,
+        pickle: Pickle::new(row.get::<_, String>(1)?),
+        created_at: read_ts(row.get(2)?, "megolm_outbound.created_at")?,
+        message_count: codec::read_u64(row.get(3)?, "megolm_outbound.message_count")?,
+    }))
+}
+
+const OUTBOX_HEADS: &str = "pos IN (SELECT min(pos) FROM outbox GROUP BY peer_user)";
+
+pub(crate) fn outbox_next_due(
+    conn: &Connection,
+    peer: &UserId,
+    now: Timestamp,
+) -> DbResult<Option<OutboxEntry>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE peer_user = ?1 ORDER BY pos LIMIT 1"
+    ))?;
+    let head = first(stmt.query([user(peer)])?, codec::outbox_entry)?;
+    Ok(head.filter(|e| e.next_attempt_at <= now))
+}
+
+pub(crate) fn outbox_for_peer(
+    conn: &Connection,
+    peer: &UserId,
+    n: usize,
+) -> DbResult<Vec<OutboxEntry>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE peer_user = ?1 ORDER BY pos LIMIT ?2"
+    ))?;
+    collect(
+        stmt.query(params![user(peer), limit(n)])?,
+        codec::outbox_entry,
+    )
+}
+
+pub(crate) fn outbox_due_peers(conn: &Connection, now: Timestamp) -> DbResult<Vec<UserId>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT peer_user FROM outbox WHERE {OUTBOX_HEADS} AND next_attempt_at <= ?1 \
+         ORDER BY peer_user"
+    ))?;
+    let mut rows = stmt.query([ts(now)?])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(read_user(&row.get::<_, Vec<u8>>(0)?, "outbox.peer_user")?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn outbox_next_attempt_at(conn: &Connection) -> DbResult<Option<Timestamp>> {
+    let v: Option<i64> = conn
+        .prepare_cached(&format!(
+            "SELECT min(next_attempt_at) FROM outbox WHERE {OUTBOX_HEADS}"
+        ))?
+        .query_row([], |r| r.get(0))?;
+    v.map(|v| read_ts(v, "outbox.next_attempt_at")).transpose()
+}
+
+pub(crate) fn is_processed(conn: &Connection, id: &EnvelopeId) -> DbResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM processed_envelopes WHERE envelope_id = ?1")?
+        .exists([uuid(&id.0)])?)
+}
+
+pub(crate) fn prune_processed(conn: &Connection, before: Timestamp) -> DbResult<u64> {
+    let rows = conn
+        .prepare_cached("DELETE FROM processed_envelopes WHERE received_at < ?1")?
+        .execute([ts(before)?])?;
+    Ok(rows as u64)
+}
+
+pub(crate) fn transfer(conn: &Connection, id: &TransferId) -> DbResult<Option<FileTransfer>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TRANSFER_COLUMNS} FROM transfers t JOIN conversations c \
+         ON c.id = t.conversation_id WHERE t.id = ?1"
+    ))?;
+    first(stmt.query([uuid(&id.0)])?, codec::transfer)
+}
+
+pub(crate) fn transfers(
+    conn: &Connection,
+    conversation: &ConversationId,
+) -> DbResult<Vec<FileTransfer>> {
+    let Some(row_id) = conversation_row(conn, conversation)? else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TRANSFER_COLUMNS} FROM transfers t JOIN conversations c \
+         ON c.id = t.conversation_id WHERE t.conversation_id = ?1 ORDER BY t.created_at, t.id"
+    ))?;
+    collect(stmt.query([row_id])?, codec::transfer)
+}
+
+fn group_row(row: &rusqlite::Row<'_>) -> DbResult<Group> {
+    Ok(Group {
+        id: GroupId(read_uuid(&row.get::<_, Vec<u8>>(0)?, "chat_groups.id")?),
+        name: row.get(1)?,
+        owner: read_user(&row.get::<_, Vec<u8>>(2)?, "chat_groups.owner")?,
+        created_at: read_ts(row.get(3)?, "chat_groups.created_at")?,
+    })
+}
+
+pub(crate) fn group(conn: &Connection, id: &GroupId) -> DbResult<Option<Group>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, name, owner, created_at FROM chat_groups WHERE id = ?1")?;
+    first(stmt.query([uuid(&id.0)])?, group_row)
+}
+
+pub(crate) fn groups(conn: &Connection) -> DbResult<Vec<Group>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id, name, owner, created_at FROM chat_groups ORDER BY name, id")?;
+    collect(stmt.query([])?, group_row)
+}
+
+pub(crate) fn group_members(conn: &Connection, id: &GroupId) -> DbResult<Vec<GroupMember>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MEMBER_COLUMNS} FROM group_members WHERE group_id = ?1 \
+         ORDER BY joined_at, user_id"
+    ))?;
+    collect(stmt.query([uuid(&id.0)])?, codec::member)
+}
+
+pub(crate) fn channel(conn: &Connection, id: &ChannelId) -> DbResult<Option<Channel>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = ?1"
+    ))?;
+    first(stmt.query([uuid(&id.0)])?, codec::channel)
+}
+
+pub(crate) fn channels(conn: &Connection, id: &GroupId) -> DbResult<Vec<Channel>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CHANNEL_COLUMNS} FROM channels WHERE group_id = ?1 ORDER BY position, id"
+    ))?;
+    collect(stmt.query([uuid(&id.0)])?, codec::channel)
+}
+
+pub(crate) fn setting(conn: &Connection, key: &str) -> DbResult<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}

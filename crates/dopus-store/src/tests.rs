@@ -1,0 +1,333 @@
+//! Tests that need the SQLCipher store's insides: raw SQL to plant bad rows, schema versions,
+//! the FTS index's own integrity check.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed expectation is a test failure"
+)]
+
+use crate::migrations::{MIGRATIONS, Migration, SCHEMA_VERSION, migrate};
+use crate::{KdfParams, OpenError, SqliteStore};
+use dopus_core::store::{
+    Change, ConversationId, DeliveryState, MessageId, MessageKind, NewMessage, Outcome,
+    SearchQuery, Seq, Store, StoreError, conformance::user,
+};
+use dopus_types::Timestamp;
+use rusqlite::Connection;
+use uuid::Uuid;
+
+const PASS: &str = "unit test passphrase";
+
+fn temp_store() -> (SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        SqliteStore::create(&dir.path().join("s"), PASS, KdfParams::INSECURE_FOR_TESTS).unwrap();
+    (store, dir)
+}
+
+fn message(n: u128, body: &str) -> NewMessage {
+    NewMessage {
+        id: MessageId(Uuid::from_u128(n)),
+        conversation: ConversationId::Direct(user(2)),
+        sender: user(2),
+        kind: MessageKind::Text,
+        body: body.into(),
+        reply_to: None,
+        sent_at: Timestamp(n as u64),
+        received_at: Timestamp(n as u64),
+        delivery: DeliveryState::Delivered,
+    }
+}
+
+fn user_version(conn: &Connection) -> i64 {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn fresh_store_is_at_the_current_schema() {
+    let (store, _g) = temp_store();
+    assert_eq!(user_version(&store.conn), i64::from(SCHEMA_VERSION));
+    let mode: String = store
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i64 = store
+        .conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous = FULL");
+    let fk: i64 = store
+        .conn
+        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(fk, 1);
+    let cipher: String = store
+        .conn
+        .query_row("PRAGMA cipher_version", [], |r| r.get(0))
+        .unwrap();
+    assert!(!cipher.is_empty(), "SQLCipher is linked");
+}
+
+#[test]
+fn a_newer_database_is_refused_and_left_alone() {
+    let (store, _g) = temp_store();
+    let dir = store.dir().to_owned();
+    store
+        .conn
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    store.close().unwrap();
+    let err = SqliteStore::open(&dir, PASS).unwrap_err();
+    assert!(
+        matches!(err, OpenError::TooNew { found, supported }
+            if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("newer version of DiscordOpus"),
+        "{err}"
+    );
+    // Still refused the second time: opening did not "fix" the version.
+    assert!(matches!(
+        SqliteStore::open(&dir, PASS),
+        Err(OpenError::TooNew { .. })
+    ));
+}
+
+#[test]
+fn migrations_run_once_in_one_transaction() {
+    let mut conn = Connection::open_in_memory().unwrap();
+    let good = Migration {
+        version: 1,
+        name: "a",
+        sql: "CREATE TABLE a (x INTEGER);",
+    };
+    let bad = Migration {
+        version: 2,
+        name: "b",
+        sql: "CREATE TABLE b (x INTEGER); THIS IS NOT SQL;",
+    };
+    let err = migrate(&mut conn, &[good, bad]).unwrap_err();
+    assert!(
+        matches!(err, OpenError::Migration { version: 2, .. }),
+        "{err:?}"
+    );
+    // Nothing of migration 1 or 2 stayed: they were in the same transaction.
+    assert_eq!(user_version(&conn), 0);
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('a', 'b')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0);
+
+    migrate(&mut conn, &[good]).unwrap();
+    assert_eq!(user_version(&conn), 1);
+    // Already at version 1: re-running is a no-op (CREATE TABLE a would fail otherwise).
+    migrate(&mut conn, &[good]).unwrap();
+    let fixed = Migration {
+        version: 2,
+        name: "b",
+        sql: "CREATE TABLE b (x INTEGER);",
+    };
+    migrate(&mut conn, &[good, fixed]).unwrap();
+    assert_eq!(user_version(&conn), 2);
+    assert!(matches!(
+        migrate(&mut conn, &[good]),
+        Err(OpenError::TooNew {
+            found: 2,
+            supported: 1
+        })
+    ));
+}
+
+#[test]
+fn the_real_migrations_apply_to_an_empty_database() {
+    let mut conn = Connection::open_in_memory().unwrap();
+    migrate(&mut conn, MIGRATIONS).unwrap();
+    assert_eq!(user_version(&conn), i64::from(SCHEMA_VERSION));
+}
+
+#[test]
+fn bad_rows_on_disk_are_errors_not_panics() {
+    let (mut store, _g) = temp_store();
+    store
+        .apply_one(Change::InsertMessage(message(1, "hi")))
+        .unwrap();
+    let id = MessageId(Uuid::from_u128(1));
+
+    store
+        .conn
+        .execute("UPDATE messages SET delivery = 'teleported'", [])
+        .unwrap();
+    let err = store.message(&id).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt("messages.delivery")),
+        "{err:?}"
+    );
+    assert!(
+        store
+            .messages_before(&ConversationId::Direct(user(2)), None, 10)
+            .is_err()
+    );
+    // A write that has to read the bad value fails and rolls back, too.
+    assert!(
+        store
+            .apply_one(Change::SetDelivery {
+                id,
+                state: DeliveryState::Read
+            })
+            .is_err()
+    );
+
+    store
+        .conn
+        .execute(
+            "UPDATE messages SET delivery = 'read', kind = 'hologram'",
+            [],
+        )
+        .unwrap();
+    assert!(matches!(
+        store.message(&id),
+        Err(StoreError::Corrupt("messages.kind"))
+    ));
+    store
+        .conn
+        .execute("UPDATE messages SET kind = 'text', sender = x'0102'", [])
+        .unwrap();
+    assert!(matches!(
+        store.message(&id),
+        Err(StoreError::Corrupt("messages.sender"))
+    ));
+    store
+        .conn
+        .execute("UPDATE messages SET sender = 42", [])
+        .unwrap();
+    assert!(matches!(
+        store.message(&id),
+        Err(StoreError::Corrupt("column type"))
+    ));
+    store
+        .conn
+        .execute(
+            "UPDATE messages SET sender = ?1, sent_at = -5",
+            [user(2).key().as_bytes()],
+        )
+        .unwrap();
+    assert!(matches!(
+        store.message(&id),
+        Err(StoreError::Corrupt("messages.sent_at"))
+    ));
+    store
+        .conn
+        .execute("UPDATE conversations SET kind = 'séance'", [])
+        .unwrap();
+    assert!(matches!(
+        store.conversations(),
+        Err(StoreError::Corrupt("conversations.kind"))
+    ));
+}
+
+#[test]
+fn out_of_range_values_are_refused_and_roll_back() {
+    let (mut store, _g) = temp_store();
+    let mut m = message(1, "x");
+    m.sent_at = Timestamp(u64::MAX);
+    let batch = [
+        Change::InsertMessage(message(2, "kept?")),
+        Change::InsertMessage(m),
+    ]
+    .into_iter()
+    .collect();
+    assert!(matches!(
+        store.apply(batch),
+        Err(StoreError::Invalid("timestamp"))
+    ));
+    assert_eq!(store.message(&MessageId(Uuid::from_u128(2))).unwrap(), None);
+}
+
+#[test]
+fn fts_index_stays_consistent_with_messages() {
+    let (mut store, _g) = temp_store();
+    for n in 1..=50u128 {
+        store
+            .apply_one(Change::InsertMessage(message(
+                n,
+                &format!("word{n} common"),
+            )))
+            .unwrap();
+    }
+    let check = |store: &SqliteStore, what: &str| {
+        store
+            .conn
+            .execute(
+                "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)",
+                [],
+            )
+            .unwrap_or_else(|e| panic!("after {what}: {e}"));
+    };
+    check(&store, "inserts");
+    for n in (1..=50u128).step_by(3) {
+        store
+            .apply_one(Change::EditMessage {
+                id: MessageId(Uuid::from_u128(n)),
+                body: format!("edited{n} common"),
+                edited_at: Timestamp(1000),
+            })
+            .unwrap();
+    }
+    check(&store, "edits");
+    for n in (1..=50u128).step_by(5) {
+        store
+            .apply_one(Change::DeleteMessage(MessageId(Uuid::from_u128(n))))
+            .unwrap();
+    }
+    store
+        .conn
+        .execute(
+            "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)",
+            [],
+        )
+        .unwrap();
+    let hits = store
+        .search(&SearchQuery {
+            text: "common".into(),
+            conversation: None,
+            before: None,
+            limit: 100,
+        })
+        .unwrap();
+    assert_eq!(hits.len(), 50 - 10);
+    assert!(hits.windows(2).all(|w| w[0].message.seq > w[1].message.seq));
+}
+
+#[test]
+fn search_expression_quotes_every_term() {
+    use crate::queries::fts_expression;
+    assert_eq!(
+        fts_expression(&["a".into(), "b\"c".into()]),
+        "\"a\"* \"b\"\"c\"*"
+    );
+}
+
+#[test]
+fn duplicate_insert_reports_the_first_seq() {
+    let (mut store, _g) = temp_store();
+    let first = store
+        .apply_one(Change::InsertMessage(message(1, "a")))
+        .unwrap();
+    let Outcome::Inserted(seq) = first else {
+        panic!("{first:?}")
+    };
+    assert!(seq > Seq(0));
+    assert_eq!(
+        store
+            .apply_one(Change::InsertMessage(message(1, "b")))
+            .unwrap(),
+        Outcome::Duplicate(seq)
+    );
+}
