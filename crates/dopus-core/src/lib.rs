@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod chat;
 pub mod e2e;
 pub mod identity;
 pub mod store;

@@ -1,0 +1,1008 @@
+//! 1:1 conversations: what a user action or a decrypted payload means for the store, the UI and
+//! the peer. Sans-IO: every call takes the store (read-only), `now` and fresh ids, and returns
+//! the [`Changes`] to apply atomically, the events to show and the contents to send.
+//!
+//! Protocol flow:
+//! - a user action (`send_text`, `edit`, `delete`, `react`) becomes a [`Changes`] (the local
+//!   effect, applied at once) and an [`Outgoing`] content that the runtime queues in the outbox,
+//!   encrypts for each of the peer's devices and delivers (data channel, else mailbox);
+//! - the peer stores what it receives and answers with a `delivered` receipt naming the envelope
+//!   id; the receipt moves our message to `delivered` and removes the envelope from the outbox,
+//!   so the runtime retries (with [`retry_delay`]) until that happens;
+//! - receivers deduplicate by envelope id ([`Change::MarkProcessed`]), so a retry after a lost
+//!   receipt is acknowledged again but never shown twice;
+//! - typing indicators and WebRTC signals are ephemeral: never stored, never retried.
+
+use crate::store::{
+    Change, Changes, Contact, ContactState, ConversationId, DeliveryState, EnvelopeId, Message,
+    MessageId, MessageKind, NewMessage, Seq, Store, StoreError,
+};
+use dopus_proto::peer::{
+    self, Content, Conversation, MAX_BODY_BYTES, MAX_EMOJI_BYTES, MAX_IDS_PER_MESSAGE, PeerPayload,
+    ReactionAction, ReceiptKind,
+};
+use dopus_types::{Timestamp, UserId};
+use std::collections::HashMap;
+
+/// Typing indicators are sent at most this often while a user keeps typing.
+pub const TYPING_INTERVAL_MS: u64 = 3_000;
+/// A typing indicator shows for this long without a refresh.
+pub const TYPING_EXPIRY_MS: u64 = 6_000;
+/// First retry delay of an unacknowledged envelope.
+pub const RETRY_BASE_MS: u64 = 1_000;
+/// Longest delay between retries.
+pub const RETRY_MAX_MS: u64 = 60_000;
+
+/// Why an action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// Not a contact, or a contact we have not both accepted.
+    #[error("not an accepted contact")]
+    NotAContact,
+    /// The contact is blocked.
+    #[error("this contact is blocked")]
+    Blocked,
+    /// Empty or too long text.
+    #[error("message text must be 1 to {MAX_BODY_BYTES} bytes")]
+    BadBody,
+    /// Not a usable emoji.
+    #[error("a reaction must be 1 to {MAX_EMOJI_BYTES} bytes")]
+    BadEmoji,
+    /// No such message.
+    #[error("no such message")]
+    UnknownMessage,
+    /// Only the sender may edit or delete a message.
+    #[error("only the sender can change a message")]
+    NotYours,
+    /// The message was deleted.
+    #[error("the message was deleted")]
+    Deleted,
+    /// Reading the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A content to deliver to one peer (every device of theirs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The recipient.
+    pub peer: UserId,
+    /// The envelope id (for a text message, the message id).
+    pub id: EnvelopeId,
+    /// Its conversation.
+    pub conversation: Conversation,
+    /// When it was made.
+    pub sent_at: Timestamp,
+    /// What it says.
+    pub content: Content,
+    /// Whether it waits in the outbox until the peer acknowledges it (and goes through the
+    /// mailbox when the peer is away). Ephemeral contents (typing, receipts) do not.
+    pub reliable: bool,
+}
+
+/// Something the UI should learn about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatEvent {
+    /// A new message was stored (ours or theirs).
+    MessageAdded(MessageId),
+    /// A message changed: edit, delete, reaction, delivery state.
+    MessageUpdated(MessageId),
+    /// A contact typed or stopped.
+    Typing {
+        /// Who.
+        user: UserId,
+        /// Typing or not.
+        active: bool,
+    },
+    /// A contact's record changed (request received, accepted, declined).
+    ContactChanged(UserId),
+}
+
+/// What handling one decrypted payload produced.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Apply these in one transaction (with the session pickles of the decryption).
+    pub changes: Changes,
+    /// Show these after the changes are applied.
+    pub events: Vec<ChatEvent>,
+    /// Send these (acknowledgements).
+    pub replies: Vec<Outgoing>,
+    /// Not a chat content: the runtime handles it (WebRTC signals, session resets, verification).
+    pub control: Option<Content>,
+}
+
+/// The conversation logic of one user.
+#[derive(Debug)]
+pub struct Chat {
+    me: UserId,
+    /// Send read receipts (off by default: opt-in).
+    pub read_receipts: bool,
+    typing_sent: HashMap<UserId, Timestamp>,
+}
+
+/// The wire form of a stored message id. Every stored id is a UUIDv7 (ours, or a peer's that the
+/// envelope decoder checked), so a failure means the row is corrupt.
+pub fn wire_id(id: MessageId) -> Result<peer::MessageId, ChatError> {
+    peer::MessageId::from_uuid(id.0).map_err(|_| ChatError::UnknownMessage)
+}
+
+/// The store's id for a wire message id.
+pub fn store_id(id: &peer::MessageId) -> MessageId {
+    MessageId(*id.as_uuid())
+}
+
+/// When to try an envelope again after `attempts` failed attempts (exponential, capped).
+pub fn retry_delay(attempts: u32) -> u64 {
+    RETRY_BASE_MS
+        .saturating_mul(1u64 << attempts.min(16))
+        .min(RETRY_MAX_MS)
+}
+
+fn check_body(body: &str) -> Result<(), ChatError> {
+    if body.trim().is_empty() || body.len() > MAX_BODY_BYTES {
+        Err(ChatError::BadBody)
+    } else {
+        Ok(())
+    }
+}
+
+impl Chat {
+    /// The chat of user `me`.
+    pub fn new(me: UserId) -> Self {
+        Self {
+            me,
+            read_receipts: false,
+            typing_sent: HashMap::new(),
+        }
+    }
+
+    /// Who we are.
+    pub fn me(&self) -> UserId {
+        self.me
+    }
+
+    fn messageable(store: &dyn Store, peer: &UserId) -> Result<Contact, ChatError> {
+        let contact = store.contact(peer)?.ok_or(ChatError::NotAContact)?;
+        if contact.blocked {
+            return Err(ChatError::Blocked);
+        }
+        if contact.state != ContactState::Accepted {
+            return Err(ChatError::NotAContact);
+        }
+        Ok(contact)
+    }
+
+    /// A new text message to `peer` with id `id`.
+    pub fn send_text(
+        &mut self,
+        store: &dyn Store,
+        now: Timestamp,
+        id: MessageId,
+        peer: UserId,
+        body: String,
+        reply_to: Option<MessageId>,
+    ) -> Result<(Changes, Outgoing), ChatError> {
+        Self::messageable(store, &peer)?;
+        check_body(&body)?;
+        self.typing_sent.remove(&peer);
+        let changes = Changes::from(Change::InsertMessage(NewMessage {
+            id,
+            conversation: ConversationId::Direct(peer),
+            sender: self.me,
+            kind: MessageKind::Text,
+            body: body.clone(),
+            reply_to,
+            sent_at: now,
+            received_at: now,
+            delivery: DeliveryState::Pending,
+        }));
+        let out = Outgoing {
+            peer,
+            id: EnvelopeId(id.0),
+            conversation: Conversation::Direct,
+            sent_at: now,
+            content: Content::Text {
+                body,
+                reply_to: reply_to.map(wire_id).transpose()?,
+            },
+            reliable: true,
+        };
+        Ok((changes, out))
+    }
+
+    fn own_message(
+        &self,
+        store: &dyn Store,
+        id: &MessageId,
+    ) -> Result<(Message, UserId), ChatError> {
+        let msg = store.message(id)?.ok_or(ChatError::UnknownMessage)?;
+        if msg.sender != self.me {
+            return Err(ChatError::NotYours);
+        }
+        if msg.deleted {
+            return Err(ChatError::Deleted);
+        }
+        let ConversationId::Direct(peer) = msg.conversation else {
+            return Err(ChatError::UnknownMessage);
+        };
+        Ok((msg, peer))
+    }
+
+    /// Edits one of our messages; `envelope` is a fresh id for the edit's envelope.
+    pub fn edit(
+        &mut self,
+        store: &dyn Store,
+        now: Timestamp,
+        envelope: EnvelopeId,
+        id: MessageId,
+        body: String,
+    ) -> Result<(Changes, Outgoing), ChatError> {
+        check_body(&body)?;
+        let (_, peer) = self.own_message(store, &id)?;
+        Self::messageable(store, &peer)?;
+        let changes = Changes::from(Change::EditMessage {
+            id,
+            body: body.clone(),
+            edited_at: now,
+        });
+        let out = Outgoing {
+            peer,
+            id: envelope,
+            conversation: Conversation::Direct,
+            sent_at: now,
+            content: Content::Edit {
+                target: wire_id(id)?,
+                body,
+            },
+            reliable: true,
+        };
+        Ok((changes, out))
+    }
+
+    /// Deletes one of our messages for everyone.
+    pub fn delete(
+        &mut self,
+        store: &dyn Store,
+        now: Timestamp,
+        envelope: EnvelopeId,
+        id: MessageId,
+    ) -> Result<(Changes, Outgoing), ChatError> {
+        let (_, peer) = self.own_message(store, &id)?;
+        Self::messageable(store, &peer)?;
+        let out = Outgoing {
+            peer,
+            id: envelope,
+            conversation: Conversation::Direct,
+            sent_at: now,
+            content: Content::Delete {
+                target: wire_id(id)?,
+            },
+            reliable: true,
+        };
+        Ok((Changes::from(Change::DeleteMessage(id)), out))
+    }
+
+    /// Adds or removes our reaction on any message of a 1:1 conversation.
+    pub fn react(
+        &mut self,
+        store: &dyn Store,
+        now: Timestamp,
+        envelope: EnvelopeId,
+        id: MessageId,
+        emoji: String,
+        add: bool,
+    ) -> Result<(Changes, Outgoing), ChatError> {
+        if emoji.trim().is_empty() || emoji.len() > MAX_EMOJI_BYTES {
+            return Err(ChatError::BadEmoji);
+        }
+        let msg = store.message(&id)?.ok_or(ChatError::UnknownMessage)?;
+        if msg.deleted {
+            return Err(ChatError::Deleted);
+        }
+        let ConversationId::Direct(peer) = msg.conversation else {
+            return Err(ChatError::UnknownMessage);
+        };
+        Self::messageable(store, &peer)?;
+        let changes = Changes::from(Change::React {
+            message: id,
+            user: self.me,
+            emoji: emoji.clone(),
+            add,
+            at: now,
+        });
+        let out = Outgoing {
+            peer,
+            id: envelope,
+            conversation: Conversation::Direct,
+            sent_at: now,
+            content: Content::Reaction {
+                target: wire_id(id)?,
+                emoji,
+                action: if add {
+                    ReactionAction::Add
+                } else {
+                    ReactionAction::Remove
+                },
+            },
+            reliable: true,
+        };
+        Ok((changes, out))
+    }
+
+    /// A typing indicator for `peer`, throttled: "typing" at most once per
+    /// [`TYPING_INTERVAL_MS`], "stopped" only after a "typing" was sent.
+    pub fn typing(
+        &mut self,
+        now: Timestamp,
+        envelope: EnvelopeId,
+        peer: UserId,
+        active: bool,
+    ) -> Option<Outgoing> {
+        if active {
+            if let Some(last) = self.typing_sent.get(&peer)
+                && now.millis_since(*last) < TYPING_INTERVAL_MS
+            {
+                return None;
+            }
+            self.typing_sent.insert(peer, now);
+        } else if self.typing_sent.remove(&peer).is_none() {
+            return None;
+        }
+        Some(Outgoing {
+            peer,
+            id: envelope,
+            conversation: Conversation::Direct,
+            sent_at: now,
+            content: Content::Typing { active },
+            reliable: false,
+        })
+    }
+
+    /// Marks the conversation with `peer` read up to `up_to`; with read receipts on, also the
+    /// receipt to send for the messages this newly covers.
+    pub fn mark_read(
+        &mut self,
+        store: &dyn Store,
+        now: Timestamp,
+        envelope: EnvelopeId,
+        peer: UserId,
+        up_to: MessageId,
+    ) -> Result<(Changes, Option<Outgoing>), ChatError> {
+        let msg = store.message(&up_to)?.ok_or(ChatError::UnknownMessage)?;
+        let conversation = ConversationId::Direct(peer);
+        if msg.conversation != conversation {
+            return Err(ChatError::UnknownMessage);
+        }
+        let last_read = store
+            .conversation(&conversation)?
+            .and_then(|c| c.last_read)
+            .unwrap_or(Seq(0));
+        let changes = Changes::from(Change::MarkRead {
+            conversation,
+            up_to: msg.seq,
+        });
+        if !self.read_receipts || msg.seq <= last_read {
+            return Ok((changes, None));
+        }
+        // The newly read messages from the peer, newest first, bounded to one receipt.
+        let mut ids = Vec::new();
+        let mut before = Some(Seq(msg.seq.0 + 1));
+        'pages: while ids.len() < MAX_IDS_PER_MESSAGE {
+            let page = store.messages_before(&conversation, before, 100)?;
+            if page.is_empty() {
+                break;
+            }
+            for m in &page {
+                if m.seq <= last_read || ids.len() >= MAX_IDS_PER_MESSAGE {
+                    break 'pages;
+                }
+                if m.sender == peer
+                    && !m.deleted
+                    && let Ok(wid) = wire_id(m.id)
+                {
+                    ids.push(wid);
+                }
+            }
+            before = page.last().map(|m| m.seq);
+        }
+        if ids.is_empty() {
+            return Ok((changes, None));
+        }
+        let out = Outgoing {
+            peer,
+            id: envelope,
+            conversation: Conversation::Direct,
+            sent_at: now,
+            content: Content::Receipt {
+                receipt: ReceiptKind::Read,
+                ids,
+            },
+            reliable: false,
+        };
+        Ok((changes, Some(out)))
+    }
+
+    /// Handles a payload that was decrypted and whose sender binding was checked.
+    /// `ack_envelope` is a fresh id for the acknowledgement, if one is due.
+    pub fn receive(
+        &mut self,
+        store: &dyn Store,
+        now: Timestamp,
+        sender: UserId,
+        payload: &PeerPayload,
+        ack_envelope: EnvelopeId,
+    ) -> Result<Received, ChatError> {
+        let mut r = Received::default();
+        let envelope = EnvelopeId(*payload.id.as_uuid());
+        let conversation = match &payload.conversation {
+            Conversation::Direct => ConversationId::Direct(sender),
+            // Group channels arrive with Megolm, not here.
+            Conversation::Group { .. } => return Ok(r),
+        };
+        let contact = store.contact(&sender)?;
+        let blocked = contact.as_ref().is_some_and(|c| c.blocked);
+        let accepted = contact
+            .as_ref()
+            .is_some_and(|c| c.state == ContactState::Accepted && !c.blocked);
+        // Receipts are best effort: a lost one is answered again when the sender retries.
+        let ack = || Outgoing {
+            peer: sender,
+            id: ack_envelope,
+            conversation: Conversation::Direct,
+            sent_at: now,
+            content: Content::Receipt {
+                receipt: ReceiptKind::Delivered,
+                ids: vec![payload.id],
+            },
+            reliable: false,
+        };
+        match &payload.content {
+            Content::Text { body, reply_to } => {
+                if !accepted {
+                    return Ok(r);
+                }
+                let id = store_id(&payload.id);
+                r.changes.push(Change::InsertMessage(NewMessage {
+                    id,
+                    conversation,
+                    sender,
+                    kind: MessageKind::Text,
+                    body: body.clone(),
+                    reply_to: reply_to.as_ref().map(store_id),
+                    sent_at: payload.sent_at,
+                    received_at: now,
+                    delivery: DeliveryState::Delivered,
+                }));
+                r.events.push(ChatEvent::MessageAdded(id));
+                r.events.push(ChatEvent::Typing {
+                    user: sender,
+                    active: false,
+                });
+                r.replies.push(ack());
+            }
+            Content::Edit { target, body } => {
+                if !accepted {
+                    return Ok(r);
+                }
+                let id = store_id(target);
+                if let Some(m) = store.message(&id)?
+                    && m.sender == sender
+                    && m.conversation == conversation
+                {
+                    r.changes.push(Change::EditMessage {
+                        id,
+                        body: body.clone(),
+                        edited_at: payload.sent_at,
+                    });
+                    r.events.push(ChatEvent::MessageUpdated(id));
+                }
+                r.replies.push(ack());
+            }
+            Content::Delete { target } => {
+                if !accepted {
+                    return Ok(r);
+                }
+                let id = store_id(target);
+                if let Some(m) = store.message(&id)?
+                    && m.sender == sender
+                    && m.conversation == conversation
+                {
+                    r.changes.push(Change::DeleteMessage(id));
+                    r.events.push(ChatEvent::MessageUpdated(id));
+                }
+                r.replies.push(ack());
+            }
+            Content::Reaction {
+                target,
+                emoji,
+                action,
+            } => {
+                if !accepted {
+                    return Ok(r);
+                }
+                let id = store_id(target);
+                if let Some(m) = store.message(&id)?
+                    && m.conversation == conversation
+                {
+                    r.changes.push(Change::React {
+                        message: id,
+                        user: sender,
+                        emoji: emoji.clone(),
+                        add: *action == ReactionAction::Add,
+                        at: now,
+                    });
+                    r.events.push(ChatEvent::MessageUpdated(id));
+                }
+                r.replies.push(ack());
+            }
+            Content::Typing { active } => {
+                if accepted {
+                    r.events.push(ChatEvent::Typing {
+                        user: sender,
+                        active: *active,
+                    });
+                }
+                return Ok(r); // ephemeral: not marked processed
+            }
+            Content::Receipt { receipt, ids } => {
+                let state = match receipt {
+                    ReceiptKind::Delivered => DeliveryState::Delivered,
+                    ReceiptKind::Read => DeliveryState::Read,
+                };
+                for wid in ids {
+                    let id = store_id(wid);
+                    if *receipt == ReceiptKind::Delivered {
+                        r.changes.push(Change::OutboxRemove(EnvelopeId(id.0)));
+                    }
+                    if let Some(m) = store.message(&id)?
+                        && m.sender == self.me
+                        && m.conversation == conversation
+                        && m.delivery.can_become(state)
+                    {
+                        r.changes.push(Change::SetDelivery { id, state });
+                        r.events.push(ChatEvent::MessageUpdated(id));
+                    }
+                }
+            }
+            Content::ContactRequest { name, note } => {
+                if blocked {
+                    return Ok(r);
+                }
+                let (state, display) = match &contact {
+                    // They asked too, or we already have them: both sides now agree.
+                    Some(c)
+                        if matches!(
+                            c.state,
+                            ContactState::OutgoingRequest | ContactState::Accepted
+                        ) =>
+                    {
+                        (ContactState::Accepted, c.display_name.clone())
+                    }
+                    Some(c) => (ContactState::IncomingRequest, c.display_name.clone()),
+                    None => (ContactState::IncomingRequest, None),
+                };
+                r.changes.push(Change::SaveContact(Contact {
+                    user_id: sender,
+                    display_name: display.or_else(|| name.clone()),
+                    verified: contact.as_ref().is_some_and(|c| c.verified),
+                    blocked: false,
+                    state,
+                    request_note: note.clone(),
+                    created_at: contact.as_ref().map_or(now, |c| c.created_at),
+                    updated_at: now,
+                }));
+                r.events.push(ChatEvent::ContactChanged(sender));
+                r.replies.push(ack());
+            }
+            Content::ContactAccept { name } => {
+                if let Some(c) = &contact
+                    && matches!(
+                        c.state,
+                        ContactState::OutgoingRequest | ContactState::Accepted
+                    )
+                    && !c.blocked
+                {
+                    let mut c = c.clone();
+                    c.state = ContactState::Accepted;
+                    if c.display_name.is_none() {
+                        c.display_name = name.clone();
+                    }
+                    c.updated_at = now;
+                    r.changes.push(Change::SaveContact(c));
+                    r.events.push(ChatEvent::ContactChanged(sender));
+                }
+                r.replies.push(ack());
+            }
+            Content::ContactDecline => {
+                if let Some(c) = &contact
+                    && c.state == ContactState::OutgoingRequest
+                {
+                    let mut c = c.clone();
+                    c.state = ContactState::Declined;
+                    c.updated_at = now;
+                    r.changes.push(Change::SaveContact(c));
+                    r.events.push(ChatEvent::ContactChanged(sender));
+                }
+                r.replies.push(ack());
+            }
+            Content::SessionReset { .. } | Content::Rtc { .. } | Content::Verification { .. } => {
+                r.control = Some(payload.content.clone());
+                if !matches!(payload.content, Content::SessionReset { .. }) {
+                    return Ok(r); // ephemeral
+                }
+            }
+        }
+        r.changes.push(Change::MarkProcessed {
+            id: envelope,
+            received_at: now,
+        });
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use dopus_proto::peer::{PAYLOAD_VERSION, RecipientBinding, SenderBinding};
+    use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Ed25519Key};
+    use uuid::Uuid;
+
+    fn user(seed: u8) -> UserId {
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        UserId::from_key(Ed25519Key::from_bytes(sk.verifying_key().as_bytes()).unwrap())
+    }
+
+    fn id(n: u64) -> MessageId {
+        MessageId(uuid::Builder::from_unix_timestamp_millis(n, &[n as u8; 10]).into_uuid())
+    }
+
+    fn env(n: u64) -> EnvelopeId {
+        EnvelopeId(Uuid::from_u128(u128::from(n) | (1 << 100)))
+    }
+
+    fn contact(u: UserId, state: ContactState) -> Change {
+        Change::SaveContact(Contact {
+            user_id: u,
+            display_name: None,
+            verified: false,
+            blocked: false,
+            state,
+            request_note: None,
+            created_at: Timestamp(1),
+            updated_at: Timestamp(1),
+        })
+    }
+
+    fn payload(from: UserId, to: UserId, pid: MessageId, content: Content) -> PeerPayload {
+        let keys = DeviceKeys {
+            ed25519: *from.key(),
+            curve25519: Curve25519Key::from_bytes([1; 32]),
+        };
+        PeerPayload {
+            version: PAYLOAD_VERSION,
+            id: wire_id(pid).unwrap(),
+            sender: SenderBinding {
+                user: from,
+                device: DeviceId::from_random([1; 16]),
+                keys,
+            },
+            recipient: RecipientBinding {
+                user: to,
+                device: DeviceId::from_random([2; 16]),
+                ed25519: *to.key(),
+            },
+            certificate: None,
+            conversation: Conversation::Direct,
+            sent_at: Timestamp(5),
+            content,
+        }
+    }
+
+    #[test]
+    fn send_requires_an_accepted_unblocked_contact_and_a_body() {
+        let (alice, bob) = (user(1), user(2));
+        let mut store = MemoryStore::new();
+        let mut chat = Chat::new(alice);
+        let r = chat.send_text(&store, Timestamp(1), id(1), bob, "hi".into(), None);
+        assert!(matches!(r, Err(ChatError::NotAContact)));
+        store
+            .apply_one(contact(bob, ContactState::OutgoingRequest))
+            .unwrap();
+        let r = chat.send_text(&store, Timestamp(1), id(1), bob, "hi".into(), None);
+        assert!(matches!(r, Err(ChatError::NotAContact)));
+        store
+            .apply_one(contact(bob, ContactState::Accepted))
+            .unwrap();
+        let r = chat.send_text(&store, Timestamp(1), id(1), bob, "  ".into(), None);
+        assert!(matches!(r, Err(ChatError::BadBody)));
+        let (changes, out) = chat
+            .send_text(&store, Timestamp(1), id(1), bob, "hi".into(), None)
+            .unwrap();
+        store.apply(changes).unwrap();
+        assert_eq!(out.peer, bob);
+        assert!(out.reliable);
+        let m = store.message(&id(1)).unwrap().unwrap();
+        assert_eq!(m.delivery, DeliveryState::Pending);
+    }
+
+    #[test]
+    fn a_message_is_stored_once_acknowledged_and_the_receipt_completes_delivery() {
+        let (alice, bob) = (user(1), user(2));
+        let mut a_store = MemoryStore::new();
+        let mut b_store = MemoryStore::new();
+        a_store
+            .apply_one(contact(bob, ContactState::Accepted))
+            .unwrap();
+        b_store
+            .apply_one(contact(alice, ContactState::Accepted))
+            .unwrap();
+        let mut a = Chat::new(alice);
+        let mut b = Chat::new(bob);
+        let (changes, out) = a
+            .send_text(&a_store, Timestamp(1), id(7), bob, "hello".into(), None)
+            .unwrap();
+        a_store.apply(changes).unwrap();
+        let p = payload(alice, bob, id(7), out.content.clone());
+        let r = b
+            .receive(&b_store, Timestamp(2), alice, &p, env(1))
+            .unwrap();
+        assert_eq!(r.events[0], ChatEvent::MessageAdded(id(7)));
+        b_store.apply(r.changes).unwrap();
+        // A retry of the same envelope is a duplicate: acknowledged, not shown again.
+        assert!(b_store.is_processed(&EnvelopeId(id(7).0)).unwrap());
+        let again = b
+            .receive(&b_store, Timestamp(3), alice, &p, env(2))
+            .unwrap();
+        let applied = b_store.apply(again.changes).unwrap();
+        assert!(
+            applied
+                .outcomes
+                .iter()
+                .any(|o| matches!(o, crate::store::Outcome::Duplicate(_)))
+        );
+        // Bob's receipt reaches Alice.
+        let ack = &r.replies[0];
+        let rp = payload(bob, alice, id(100), ack.content.clone());
+        let ra = a.receive(&a_store, Timestamp(4), bob, &rp, env(3)).unwrap();
+        a_store.apply(ra.changes).unwrap();
+        let m = a_store.message(&id(7)).unwrap().unwrap();
+        assert_eq!(m.delivery, DeliveryState::Delivered);
+    }
+
+    #[test]
+    fn only_the_sender_may_edit_or_delete() {
+        let (alice, bob, eve) = (user(1), user(2), user(3));
+        let mut store = MemoryStore::new();
+        store
+            .apply_one(contact(alice, ContactState::Accepted))
+            .unwrap();
+        store
+            .apply_one(contact(eve, ContactState::Accepted))
+            .unwrap();
+        let mut b = Chat::new(bob);
+        let text = payload(
+            alice,
+            bob,
+            id(1),
+            Content::Text {
+                body: "one".into(),
+                reply_to: None,
+            },
+        );
+        let r = b
+            .receive(&store, Timestamp(2), alice, &text, env(1))
+            .unwrap();
+        store.apply(r.changes).unwrap();
+        // Eve cannot edit Alice's message (it is in another conversation anyway).
+        let forged = payload(
+            eve,
+            bob,
+            id(2),
+            Content::Edit {
+                target: wire_id(id(1)).unwrap(),
+                body: "x".into(),
+            },
+        );
+        let r = b
+            .receive(&store, Timestamp(3), eve, &forged, env(2))
+            .unwrap();
+        store.apply(r.changes).unwrap();
+        assert_eq!(store.message(&id(1)).unwrap().unwrap().body, "one");
+        // Bob cannot edit Alice's message locally.
+        assert!(matches!(
+            b.edit(&store, Timestamp(4), env(3), id(1), "mine".into()),
+            Err(ChatError::NotYours)
+        ));
+        // Alice can.
+        let edit = payload(
+            alice,
+            bob,
+            id(3),
+            Content::Edit {
+                target: wire_id(id(1)).unwrap(),
+                body: "uno".into(),
+            },
+        );
+        let r = b
+            .receive(&store, Timestamp(5), alice, &edit, env(4))
+            .unwrap();
+        store.apply(r.changes).unwrap();
+        assert_eq!(store.message(&id(1)).unwrap().unwrap().body, "uno");
+        let del = payload(
+            alice,
+            bob,
+            id(4),
+            Content::Delete {
+                target: wire_id(id(1)).unwrap(),
+            },
+        );
+        let r = b
+            .receive(&store, Timestamp(6), alice, &del, env(5))
+            .unwrap();
+        store.apply(r.changes).unwrap();
+        assert!(store.message(&id(1)).unwrap().unwrap().deleted);
+    }
+
+    #[test]
+    fn strangers_and_blocked_contacts_cannot_post() {
+        let (alice, bob) = (user(1), user(2));
+        let mut store = MemoryStore::new();
+        let mut b = Chat::new(bob);
+        let text = payload(
+            alice,
+            bob,
+            id(1),
+            Content::Text {
+                body: "spam".into(),
+                reply_to: None,
+            },
+        );
+        let r = b
+            .receive(&store, Timestamp(2), alice, &text, env(1))
+            .unwrap();
+        assert!(r.changes.is_empty() && r.events.is_empty());
+        let mut blocked = Contact {
+            user_id: alice,
+            display_name: None,
+            verified: false,
+            blocked: true,
+            state: ContactState::Accepted,
+            request_note: None,
+            created_at: Timestamp(1),
+            updated_at: Timestamp(1),
+        };
+        store
+            .apply_one(Change::SaveContact(blocked.clone()))
+            .unwrap();
+        let r = b
+            .receive(&store, Timestamp(2), alice, &text, env(1))
+            .unwrap();
+        assert!(r.changes.is_empty());
+        blocked.blocked = false;
+        store.apply_one(Change::SaveContact(blocked)).unwrap();
+        let r = b
+            .receive(&store, Timestamp(2), alice, &text, env(1))
+            .unwrap();
+        assert!(!r.changes.is_empty());
+    }
+
+    #[test]
+    fn contact_requests_cross_and_accept() {
+        let (alice, bob) = (user(1), user(2));
+        let mut store = MemoryStore::new();
+        let mut b = Chat::new(bob);
+        let req = payload(
+            alice,
+            bob,
+            id(1),
+            Content::ContactRequest {
+                name: Some("Alice".into()),
+                note: None,
+            },
+        );
+        let r = b
+            .receive(&store, Timestamp(2), alice, &req, env(1))
+            .unwrap();
+        store.apply(r.changes).unwrap();
+        let c = store.contact(&alice).unwrap().unwrap();
+        assert_eq!(c.state, ContactState::IncomingRequest);
+        assert_eq!(c.display_name.as_deref(), Some("Alice"));
+        // Bob had asked Carol; Carol's request crossing his makes them contacts.
+        let carol = user(3);
+        store
+            .apply_one(contact(carol, ContactState::OutgoingRequest))
+            .unwrap();
+        let req = payload(
+            carol,
+            bob,
+            id(2),
+            Content::ContactRequest {
+                name: None,
+                note: None,
+            },
+        );
+        let r = b
+            .receive(&store, Timestamp(3), carol, &req, env(2))
+            .unwrap();
+        store.apply(r.changes).unwrap();
+        assert_eq!(
+            store.contact(&carol).unwrap().unwrap().state,
+            ContactState::Accepted
+        );
+    }
+
+    #[test]
+    fn typing_is_throttled() {
+        let (alice, bob) = (user(1), user(2));
+        let mut a = Chat::new(alice);
+        assert!(a.typing(Timestamp(0), env(1), bob, false).is_none());
+        assert!(a.typing(Timestamp(0), env(1), bob, true).is_some());
+        assert!(a.typing(Timestamp(1_000), env(2), bob, true).is_none());
+        assert!(a.typing(Timestamp(2_999), env(3), bob, true).is_none());
+        assert!(a.typing(Timestamp(3_000), env(4), bob, true).is_some());
+        assert!(a.typing(Timestamp(3_100), env(5), bob, false).is_some());
+        assert!(a.typing(Timestamp(3_200), env(6), bob, false).is_none());
+    }
+
+    #[test]
+    fn read_receipts_are_opt_in() {
+        let (alice, bob) = (user(1), user(2));
+        let mut store = MemoryStore::new();
+        store
+            .apply_one(contact(alice, ContactState::Accepted))
+            .unwrap();
+        let mut b = Chat::new(bob);
+        for n in 1..=3 {
+            let p = payload(
+                alice,
+                bob,
+                id(n),
+                Content::Text {
+                    body: format!("m{n}"),
+                    reply_to: None,
+                },
+            );
+            let r = b.receive(&store, Timestamp(n), alice, &p, env(n)).unwrap();
+            store.apply(r.changes).unwrap();
+        }
+        let (changes, receipt) = b
+            .mark_read(&store, Timestamp(9), env(10), alice, id(3))
+            .unwrap();
+        assert!(receipt.is_none());
+        store.apply(changes).unwrap();
+        let p = payload(
+            alice,
+            bob,
+            id(4),
+            Content::Text {
+                body: "m4".into(),
+                reply_to: None,
+            },
+        );
+        let r = b
+            .receive(&store, Timestamp(10), alice, &p, env(11))
+            .unwrap();
+        store.apply(r.changes).unwrap();
+        b.read_receipts = true;
+        let (_, receipt) = b
+            .mark_read(&store, Timestamp(11), env(12), alice, id(4))
+            .unwrap();
+        match receipt.unwrap().content {
+            Content::Receipt { receipt, ids } => {
+                assert_eq!(receipt, ReceiptKind::Read);
+                assert_eq!(ids, vec![wire_id(id(4)).unwrap()]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn retry_delay_grows_and_caps() {
+        assert_eq!(retry_delay(0), 1_000);
+        assert_eq!(retry_delay(1), 2_000);
+        assert_eq!(retry_delay(5), 32_000);
+        assert_eq!(retry_delay(6), RETRY_MAX_MS);
+        assert_eq!(retry_delay(u32::MAX), RETRY_MAX_MS);
+    }
+}
