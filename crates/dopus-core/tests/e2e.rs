@@ -697,3 +697,70 @@ fn every_content_kind_survives_seal_and_open() {
         assert_eq!(bob.receive(t(20), &e).unwrap().content, c);
     }
 }
+
+#[test]
+fn sas_verification_runs_over_the_encrypted_channel_and_safety_numbers_agree() {
+    use dopus_core::verification::{SafetyNumber, SasParty, SasState, SasVerification};
+    use dopus_proto::peer::VerificationStep;
+
+    let (mut dir, mut alice, mut bob) = pair();
+    alice.connect(&mut dir, &bob.addr, t(1));
+    let hello = alice.text(t(2), &bob.addr, "hi");
+    bob.receive(t(3), &hello).unwrap();
+
+    // Each side describes itself from its own device and the peer from the certified keys of
+    // its session.
+    let me = |n: &mut Node| {
+        let m = n.machine();
+        SasParty {
+            user: n.addr.user,
+            device: n.addr.device.clone(),
+            keys: m.device().keys(),
+        }
+    };
+    let them = |n: &Node, peer: &Node| SasParty {
+        user: peer.addr.user,
+        device: peer.addr.device.clone(),
+        keys: n.sessions[0].peer_keys,
+    };
+    let (a_me, a_them) = (me(&mut alice), them(&alice, &bob));
+    let (b_me, b_them) = (me(&mut bob), them(&bob, &alice));
+
+    let carry = |from: &mut Node, to: &mut Node, step: VerificationStep, at: u64| {
+        let env = from.send(t(at), &to.addr, Content::Verification { step });
+        match to.receive(t(at), &env).unwrap().content {
+            Content::Verification { step } => step,
+            other => panic!("unexpected {}", other.kind_name()),
+        }
+    };
+
+    let (mut a_sas, start) = SasVerification::start(t(10), a_me, a_them, "t1".into()).unwrap();
+    let start = carry(&mut alice, &mut bob, start, 11);
+    let (mut b_sas, accept) = SasVerification::accept(t(11), b_me, b_them, &start).unwrap();
+    let accept = carry(&mut bob, &mut alice, accept, 12);
+    let a_key = a_sas.handle(t(12), &accept).unwrap().remove(0);
+    let a_key = carry(&mut alice, &mut bob, a_key, 13);
+    let b_key = b_sas.handle(t(13), &a_key).unwrap().remove(0);
+    let b_key = carry(&mut bob, &mut alice, b_key, 14);
+    assert!(a_sas.handle(t(14), &b_key).unwrap().is_empty());
+    assert_eq!(a_sas.emoji().unwrap(), b_sas.emoji().unwrap());
+
+    let a_mac = a_sas.confirm(t(15)).unwrap().remove(0);
+    let b_out = b_sas.confirm(t(15)).unwrap();
+    let a_mac = carry(&mut alice, &mut bob, a_mac, 16);
+    let b_done = b_sas.handle(t(16), &a_mac).unwrap().remove(0);
+    let b_mac = carry(&mut bob, &mut alice, b_out[0].clone(), 17);
+    let a_done = a_sas.handle(t(17), &b_mac).unwrap().remove(0);
+    let b_done = carry(&mut bob, &mut alice, b_done, 18);
+    let a_done = carry(&mut alice, &mut bob, a_done, 18);
+    assert!(a_sas.handle(t(19), &b_done).unwrap().is_empty());
+    assert!(b_sas.handle(t(19), &a_done).unwrap().is_empty());
+    assert_eq!(a_sas.state(), SasState::Verified);
+    assert_eq!(b_sas.state(), SasState::Verified);
+    assert_eq!(a_sas.verified().unwrap().user, bob.addr.user);
+
+    assert_eq!(
+        SafetyNumber::new(&alice.addr.user, &bob.addr.user),
+        SafetyNumber::new(&bob.addr.user, &alice.addr.user)
+    );
+}
