@@ -74,6 +74,7 @@ function childEnv() {
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info", NO_COLOR: "1" };
   delete env.DISCORDOPUS_PASSPHRASE;
   delete env.DISCORDOPUS_SERVER;
+  for (const k of Object.keys(env)) if (k.startsWith("DOPUS_SERVER_")) delete env[k];
   return env;
 }
 

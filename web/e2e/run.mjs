@@ -13,9 +13,7 @@ import { chromium } from "playwright-core";
 import {
   E2eError,
   fail,
-  freePort,
   killAll,
-  portOpen,
   readApiFile,
   removeIfExists,
   startProcess,
@@ -143,13 +141,18 @@ async function main() {
   let browser;
   try {
     section("signaling server");
-    const port = await freePort();
-    const server = startProcess("server", SERVER_BIN, ["--listen", `127.0.0.1:${port}`, "--data-dir", join(tmp, "server")], LOGS);
-    await waitFor(`signaling server on 127.0.0.1:${port}`, async () => {
+    // Port 0 everywhere (STUN included, on loopback only); the server prints one line with its URL.
+    const server = startProcess(
+      "server",
+      SERVER_BIN,
+      ["--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--data-dir", join(tmp, "server")],
+      LOGS,
+    );
+    const serverUrl = await waitFor("the server's 'listening on ws://…' line", () => {
       if (server.exited) fail(`signaling server exited: ${JSON.stringify(server.exited)}\n${server.output.slice(-3000)}`);
-      return portOpen(port);
+      return /listening on (wss?:\/\/127\.0\.0\.1:\d+\S*)/.exec(server.output)?.[1];
     }, 20_000);
-    const serverUrl = `ws://127.0.0.1:${port}`;
+    log(`signaling server at ${serverUrl}`);
 
     section("nodes");
     const dirs = { alice: join(tmp, "alice"), bob: join(tmp, "bob") };
