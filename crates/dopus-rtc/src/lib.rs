@@ -1,1 +1,22 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod cert;
+mod config;
+mod diagnostics;
+mod engine;
+mod error;
+mod gather;
+mod interfaces;
+mod peer;
+
+pub use cert::{CertError, DtlsIdentity};
+pub use config::{
+    BindPolicy, ConfigError, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER, IceServer,
+    MAX_MESSAGE_SIZE_LIMIT, RtcConfig,
+};
+pub use diagnostics::{
+    CandidateType, CloseReason, ConnectionState, Diagnostics, FailureReason, NatBehavior,
+    SelectedPair,
+};
+pub use error::PeerError;
+pub use peer::{PeerConnection, PeerEvent, PeerEvents, PeerHandle};

@@ -1,0 +1,842 @@
+//! The sans-IO heart of one peer connection: str0m's `Rtc`, our STUN gatherer, candidate
+//! bookkeeping, timers and the state machine. No sockets and no clock: every input carries
+//! `now`, every output is pulled with [`Engine::poll_output`], and the caller waits until
+//! [`Engine::poll_timeout`]. The tokio task in `peer.rs` is the only thing that does I/O.
+//!
+//! Protocol flow (offerer; the answerer mirrors it):
+//! - bind sockets, add one host candidate per socket, create the offer with the data channel;
+//! - STUN from the same sockets; each new mapping becomes a srflx candidate (trickled);
+//! - remote candidates arriving before the answer (or carrying an ICE ufrag we do not know yet)
+//!   are queued, and applied once the matching description is in;
+//! - str0m runs ICE, DTLS (checking the peer certificate against the SDP fingerprint) and SCTP;
+//!   the channel opens;
+//! - timers: connect timeout before the channel opens, idle timeout after, and a limit on how
+//!   long an established connection may stay disconnected.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use dopus_types::Redacted;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
+
+use crate::config::RtcConfig;
+use crate::diagnostics::{
+    CandidateType, CloseReason, ConnectionState, Diagnostics, FailureReason, SelectedPair,
+};
+use crate::error::PeerError;
+use crate::gather::{GatherOutput, Mapping, StunGatherer};
+use crate::peer::PeerEvent;
+
+/// Label of the one message channel.
+pub(crate) const CHANNEL_LABEL: &str = "dopus";
+/// Sub-protocol named in DCEP, so a future incompatible framing can be told apart.
+pub(crate) const CHANNEL_PROTOCOL: &str = "dopus/1";
+/// How often str0m reports the selected pair and RTT.
+const STATS_INTERVAL: Duration = Duration::from_millis(500);
+/// Remote candidates kept while waiting for their description; a peer cannot make us hoard more.
+const MAX_QUEUED_REMOTE: usize = 64;
+/// Remote candidates accepted per connection.
+const MAX_REMOTE_CANDIDATES: usize = 256;
+/// Guard for the drain loop; str0m ends a drain by itself well before this.
+const MAX_DRAIN_STEPS: usize = 100_000;
+
+/// Which side of the negotiation this connection started as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Offerer,
+    Answerer,
+}
+
+/// What the engine wants done.
+#[derive(Debug)]
+pub(crate) enum EngineOutput {
+    /// Send a datagram from our socket `source`.
+    Transmit {
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    /// Tell the application.
+    Event(PeerEvent),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LocalCandidate {
+    kind: CandidateType,
+    addr: SocketAddr,
+}
+
+pub(crate) struct Engine {
+    rtc: Rtc,
+    role: Role,
+    share_host: bool,
+    max_message_size: usize,
+    low_threshold: usize,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    disconnected_timeout: Duration,
+    stun_configured: bool,
+    turn_configured: bool,
+
+    bases: Vec<SocketAddr>,
+    /// Sockets to use once the pending ICE restart is answered.
+    pending_bases: Option<Vec<SocketAddr>>,
+    stun_servers: Vec<SocketAddr>,
+    gatherer: StunGatherer,
+    gathering_reported: bool,
+    local: Vec<LocalCandidate>,
+    signalled_srflx: Vec<SocketAddr>,
+    remote: Vec<(SocketAddr, CandidateType)>,
+    remote_ufrag: Option<String>,
+    queued_remote: Vec<Candidate>,
+    had_remote_description: bool,
+    pending_offer: Option<SdpPendingOffer>,
+
+    channel: Option<ChannelId>,
+    channel_open: bool,
+    state: ConnectionState,
+    ever_ice_connected: bool,
+    dtls_connected: bool,
+    created_at: Instant,
+    opened_at: Option<Instant>,
+    last_activity: Instant,
+    disconnected_since: Option<Instant>,
+    rtc_timeout: Instant,
+
+    rtt: Option<Duration>,
+    selected: Option<(SocketAddr, SocketAddr)>,
+    bytes_sent: u64,
+    bytes_received: u64,
+    messages_sent: u64,
+    messages_received: u64,
+    send_waits: u64,
+    write_blocked: bool,
+    failure: Option<FailureReason>,
+    closed: Option<CloseReason>,
+    out: VecDeque<EngineOutput>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("channel_open", &self.channel_open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// A new connection on these already-bound sockets. Host candidates are added (and
+    /// announced) at once.
+    pub(crate) fn new(
+        now: Instant,
+        config: &RtcConfig,
+        role: Role,
+        bases: Vec<SocketAddr>,
+    ) -> Result<Self, PeerError> {
+        config.validate()?;
+        let send_buffer = config.effective_send_buffer();
+        let max_msg = u32::try_from(config.max_message_size)
+            .map_err(|_| crate::config::ConfigError::MaxMessageSize(config.max_message_size))?;
+        let mut builder = Rtc::builder()
+            .set_sctp_max_buffered_amount(send_buffer)
+            .set_sctp_max_message_size(max_msg)
+            .set_stats_interval(Some(STATS_INTERVAL));
+        if let Some(id) = &config.dtls_identity {
+            builder = builder.set_dtls_cert(id.cert());
+        }
+        let rtc = builder.build(now);
+        let mut engine = Self {
+            rtc,
+            role,
+            share_host: config.share_host_candidates,
+            max_message_size: config.max_message_size,
+            low_threshold: send_buffer / 4,
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.idle_timeout,
+            disconnected_timeout: config.disconnected_timeout,
+            stun_configured: config.stun_servers().next().is_some(),
+            turn_configured: config.has_turn(),
+            bases: Vec::new(),
+            pending_bases: None,
+            stun_servers: Vec::new(),
+            gatherer: StunGatherer::new(config.stun_initial_rto, config.stun_attempts),
+            gathering_reported: false,
+            local: Vec::new(),
+            signalled_srflx: Vec::new(),
+            remote: Vec::new(),
+            remote_ufrag: None,
+            queued_remote: Vec::new(),
+            had_remote_description: false,
+            pending_offer: None,
+            channel: None,
+            channel_open: false,
+            state: ConnectionState::New,
+            ever_ice_connected: false,
+            dtls_connected: false,
+            created_at: now,
+            opened_at: None,
+            last_activity: now,
+            disconnected_since: None,
+            rtc_timeout: now,
+            rtt: None,
+            selected: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+            messages_sent: 0,
+            messages_received: 0,
+            send_waits: 0,
+            write_blocked: false,
+            failure: None,
+            closed: None,
+            out: VecDeque::new(),
+        };
+        engine.use_bases(bases);
+        engine.drain(now);
+        Ok(engine)
+    }
+
+    fn use_bases(&mut self, bases: Vec<SocketAddr>) {
+        self.local.clear();
+        self.signalled_srflx.clear();
+        for &base in &bases {
+            let Ok(c) = Candidate::host(base, "udp") else {
+                tracing::debug!(addr = ?Redacted::new(base), "address refused as host candidate");
+                continue;
+            };
+            let Some(added) = self.rtc.add_local_candidate(c) else {
+                continue;
+            };
+            let line = added.to_sdp_string();
+            self.local.push(LocalCandidate {
+                kind: CandidateType::Host,
+                addr: base,
+            });
+            if self.share_host {
+                self.out
+                    .push_back(EngineOutput::Event(PeerEvent::LocalCandidate(line)));
+            }
+        }
+        self.bases = bases;
+    }
+
+    /// Creates the initial offer (offerer only), with the message channel in it.
+    pub(crate) fn create_offer(&mut self, now: Instant) -> Result<String, PeerError> {
+        let mut api = self.rtc.sdp_api();
+        let id = api.add_channel_with_config(ChannelConfig {
+            label: CHANNEL_LABEL.to_owned(),
+            ordered: true,
+            reliability: Reliability::Reliable,
+            negotiated: None,
+            protocol: CHANNEL_PROTOCOL.to_owned(),
+        });
+        let (offer, pending) = api
+            .apply()
+            .ok_or(PeerError::Negotiation("nothing to offer"))?;
+        self.channel = Some(id);
+        self.pending_offer = Some(pending);
+        self.drain(now);
+        Ok(self.outgoing_sdp(offer.to_sdp_string()))
+    }
+
+    /// Applies a remote offer (the first one, or a later ICE restart) and returns our answer.
+    pub(crate) fn accept_offer(&mut self, now: Instant, sdp: &str) -> Result<String, PeerError> {
+        self.ensure_open()?;
+        let offer =
+            SdpOffer::from_sdp_string(sdp).map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
+        if self.pending_offer.is_some() {
+            // Our own offer is outstanding: str0m would refuse the crossing one later anyway.
+            return Err(PeerError::Negotiation("an offer of ours is pending"));
+        }
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
+        self.remote_description_applied(now, sdp);
+        Ok(self.outgoing_sdp(answer.to_sdp_string()))
+    }
+
+    /// Applies the answer to our pending offer (initial or ICE restart).
+    pub(crate) fn accept_answer(&mut self, now: Instant, sdp: &str) -> Result<(), PeerError> {
+        self.ensure_open()?;
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
+        let pending = self
+            .pending_offer
+            .take()
+            .ok_or(PeerError::Negotiation("no offer is pending"))?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
+        if let Some(bases) = self.pending_bases.take() {
+            // The restart cleared str0m's local candidates; announce the new sockets' ones.
+            self.use_bases(bases);
+            self.restart_gathering(now);
+        }
+        self.remote_description_applied(now, sdp);
+        Ok(())
+    }
+
+    fn remote_description_applied(&mut self, now: Instant, sdp: &str) {
+        self.had_remote_description = true;
+        self.remote_ufrag = sdp
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+            .map(|u| u.trim().to_owned());
+        for line in sdp.lines() {
+            if let Some(c) = line
+                .trim()
+                .strip_prefix("a=")
+                .filter(|l| l.starts_with("candidate:"))
+                .and_then(|l| Candidate::from_sdp_string(l).ok())
+            {
+                self.note_remote(&c);
+            }
+        }
+        let queued = std::mem::take(&mut self.queued_remote);
+        for c in queued {
+            self.apply_remote_candidate(c);
+        }
+        self.drain(now);
+    }
+
+    /// Adds a trickled remote candidate; queued until its description is known.
+    pub(crate) fn add_remote_candidate(
+        &mut self,
+        now: Instant,
+        line: &str,
+    ) -> Result<(), PeerError> {
+        self.ensure_open()?;
+        let line = line.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        if line.is_empty() || line == "end-of-candidates" {
+            return Ok(());
+        }
+        let c = Candidate::from_sdp_string(line).map_err(|_| PeerError::InvalidCandidate)?;
+        let ufrag_unknown = match (c.ufrag(), &self.remote_ufrag) {
+            (Some(theirs), Some(known)) => theirs != known,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !self.had_remote_description || ufrag_unknown || self.pending_offer.is_some() {
+            if self.queued_remote.len() < MAX_QUEUED_REMOTE {
+                self.queued_remote.push(c);
+            } else {
+                tracing::debug!("remote candidate queue full; candidate dropped");
+            }
+            return Ok(());
+        }
+        self.apply_remote_candidate(c);
+        self.drain(now);
+        Ok(())
+    }
+
+    fn apply_remote_candidate(&mut self, c: Candidate) {
+        if self.remote.len() >= MAX_REMOTE_CANDIDATES {
+            return;
+        }
+        self.note_remote(&c);
+        self.rtc.add_remote_candidate(c);
+    }
+
+    fn note_remote(&mut self, c: &Candidate) {
+        let entry = (c.addr(), CandidateType::from_kind(c.kind()));
+        if !self.remote.contains(&entry) && self.remote.len() < MAX_REMOTE_CANDIDATES {
+            self.remote.push(entry);
+        }
+    }
+
+    /// Starts server-reflexive discovery against these (resolved) STUN servers.
+    pub(crate) fn start_gathering(&mut self, now: Instant, servers: Vec<SocketAddr>) {
+        self.stun_servers = servers;
+        self.restart_gathering(now);
+    }
+
+    fn restart_gathering(&mut self, now: Instant) {
+        self.gathering_reported = false;
+        let bases = self.bases.clone();
+        self.gatherer.start(now, &bases, &self.stun_servers);
+        self.pump_gatherer();
+    }
+
+    fn pump_gatherer(&mut self) {
+        let mut steps = 0;
+        while let Some(o) = self.gatherer.poll_output() {
+            steps += 1;
+            if steps > MAX_DRAIN_STEPS {
+                break;
+            }
+            match o {
+                GatherOutput::Transmit { from, to, data } => {
+                    self.bytes_sent += data.len() as u64;
+                    self.out.push_back(EngineOutput::Transmit {
+                        source: from,
+                        destination: to,
+                        contents: data,
+                    });
+                }
+                GatherOutput::Mapped(m) => self.add_srflx(m),
+            }
+        }
+        if self.gatherer.is_done() && !self.gathering_reported {
+            self.gathering_reported = true;
+            self.out
+                .push_back(EngineOutput::Event(PeerEvent::GatheringComplete));
+        }
+    }
+
+    fn add_srflx(&mut self, m: Mapping) {
+        if self.signalled_srflx.contains(&m.mapped) {
+            return;
+        }
+        if m.mapped == m.base && self.share_host {
+            return; // no NAT: the host candidate already says it all
+        }
+        let Ok(c) = Candidate::server_reflexive(m.mapped, m.base, "udp") else {
+            tracing::debug!("STUN mapping refused as srflx candidate");
+            return;
+        };
+        let fallback = c.to_sdp_string();
+        // str0m refuses a srflx equal to its host base as redundant; with host candidates
+        // hidden it must still be signalled, since it is the only way the peer learns it.
+        let line = match self.rtc.add_local_candidate(c) {
+            Some(added) => added.to_sdp_string(),
+            None => fallback,
+        };
+        self.signalled_srflx.push(m.mapped);
+        self.local.push(LocalCandidate {
+            kind: CandidateType::Srflx,
+            addr: m.mapped,
+        });
+        self.out
+            .push_back(EngineOutput::Event(PeerEvent::LocalCandidate(line)));
+    }
+
+    /// Starts an ICE restart and returns the offer for it. With `new_bases`, the connection
+    /// moves to those sockets (the old ones are gone): candidates are regathered once the peer
+    /// answers.
+    pub(crate) fn restart_ice(
+        &mut self,
+        now: Instant,
+        new_bases: Option<Vec<SocketAddr>>,
+    ) -> Result<String, PeerError> {
+        self.ensure_open()?;
+        if self.pending_offer.is_some() {
+            return Err(PeerError::Negotiation("an offer of ours is pending"));
+        }
+        let keep = new_bases.is_none();
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(keep);
+        let (offer, pending) = api
+            .apply()
+            .ok_or(PeerError::Negotiation("nothing to offer"))?;
+        self.pending_offer = Some(pending);
+        self.pending_bases = new_bases;
+        if let Some(since) = self.disconnected_since.as_mut() {
+            *since = now; // a fresh window for the restart to succeed
+        }
+        self.drain(now);
+        Ok(self.outgoing_sdp(offer.to_sdp_string()))
+    }
+
+    /// str0m writes every local candidate into the SDP; with host candidates private, those
+    /// lines must not leave either.
+    fn outgoing_sdp(&self, sdp: String) -> String {
+        if self.share_host {
+            return sdp;
+        }
+        let kept: Vec<&str> = sdp
+            .split_inclusive('\n')
+            .filter(|l| {
+                !(l.starts_with("a=candidate:")
+                    && CandidateType::of_candidate(l) == Some(CandidateType::Host))
+            })
+            .collect();
+        kept.concat()
+    }
+
+    /// Processes a datagram received on our socket `destination`.
+    pub(crate) fn handle_receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        if self.closed.is_some() {
+            return;
+        }
+        self.bytes_received += data.len() as u64;
+        if self.gatherer.handle_datagram(source, destination, data) {
+            self.pump_gatherer();
+            return;
+        }
+        match Receive::new(Protocol::Udp, source, destination, data) {
+            Ok(r) => {
+                if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
+                    self.on_rtc_error(now, e);
+                }
+            }
+            Err(_) => tracing::trace!("unparseable datagram dropped"),
+        }
+        self.drain(now);
+    }
+
+    /// Advances timers to `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.closed.is_some() {
+            return;
+        }
+        self.gatherer.handle_timeout(now);
+        self.pump_gatherer();
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            self.on_rtc_error(now, e);
+        }
+        self.drain(now);
+        self.check_timers(now);
+    }
+
+    fn check_timers(&mut self, now: Instant) {
+        if self.closed.is_some() {
+            return;
+        }
+        if self.opened_at.is_none() && now >= self.created_at + self.connect_timeout {
+            let reason = self.connect_failure_reason();
+            self.fail(now, reason);
+            return;
+        }
+        if let (true, Some(idle)) = (self.channel_open, self.idle_timeout)
+            && now >= self.last_activity + idle
+        {
+            self.finish(now, CloseReason::IdleTimeout);
+            return;
+        }
+        if let (ConnectionState::Disconnected, Some(since)) = (&self.state, self.disconnected_since)
+            && now >= since + self.disconnected_timeout
+        {
+            self.fail(now, FailureReason::ConnectionLost { after: now - since });
+        }
+    }
+
+    fn connect_failure_reason(&self) -> FailureReason {
+        if !self.had_remote_description {
+            FailureReason::NoAnswer
+        } else if self.remote.is_empty() {
+            FailureReason::NoRemoteCandidates
+        } else if !self.ever_ice_connected {
+            FailureReason::NoDirectPath {
+                local_nat: self.gatherer.nat_behavior(),
+                remote_looks_symmetric: self.remote_looks_symmetric(),
+                stun_configured: self.stun_configured,
+                turn_configured: self.turn_configured,
+                local_candidates: self.local.len(),
+                remote_candidates: self.remote.len(),
+            }
+        } else if !self.dtls_connected {
+            FailureReason::DtlsHandshake
+        } else {
+            FailureReason::ChannelNotOpened
+        }
+    }
+
+    /// A symmetric NAT hands out a new port per destination, so a peer behind one that asked
+    /// two STUN servers signals two srflx candidates on one IP with different ports.
+    fn remote_looks_symmetric(&self) -> bool {
+        let srflx: Vec<SocketAddr> = self
+            .remote
+            .iter()
+            .filter(|(_, t)| *t == CandidateType::Srflx)
+            .map(|(a, _)| *a)
+            .collect();
+        srflx.iter().any(|a| {
+            srflx
+                .iter()
+                .any(|b| a.ip() == b.ip() && a.port() != b.port())
+        })
+    }
+
+    /// Writes one message. `Ok(false)` means the send buffer is full: try again after
+    /// [`PeerEvent`]-free progress (any input) or when the buffered amount drops.
+    pub(crate) fn write(&mut self, now: Instant, data: &[u8]) -> Result<bool, PeerError> {
+        self.ensure_open()?;
+        if data.is_empty() {
+            return Err(PeerError::EmptyMessage);
+        }
+        if data.len() > self.max_message_size {
+            return Err(PeerError::MessageTooLarge {
+                len: data.len(),
+                max: self.max_message_size,
+            });
+        }
+        let (Some(id), true) = (self.channel, self.channel_open) else {
+            return Ok(false);
+        };
+        let Some(mut ch) = self.rtc.channel(id) else {
+            return Err(PeerError::Closed);
+        };
+        match ch.write(true, data) {
+            Ok(true) => {
+                self.write_blocked = false;
+                self.messages_sent += 1;
+                self.last_activity = now;
+                self.drain(now);
+                Ok(true)
+            }
+            Ok(false) => {
+                if !self.write_blocked {
+                    self.write_blocked = true;
+                    self.send_waits += 1;
+                }
+                Ok(false)
+            }
+            Err(e) => Err(PeerError::Engine(e.to_string())),
+        }
+    }
+
+    /// True when the channel is open (writes may succeed).
+    pub(crate) fn channel_open(&self) -> bool {
+        self.channel_open && self.closed.is_none()
+    }
+
+    /// Closes gracefully (DTLS close_notify goes out with the next transmits).
+    pub(crate) fn close(&mut self, now: Instant, reason: CloseReason) {
+        self.finish(now, reason);
+    }
+
+    fn ensure_open(&self) -> Result<(), PeerError> {
+        if self.closed.is_some() {
+            Err(PeerError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn on_rtc_error(&mut self, now: Instant, e: RtcError) {
+        let reason = match &e {
+            RtcError::RemoteSdp(m) if m.contains("fingerprint") => {
+                FailureReason::DtlsFingerprintMismatch
+            }
+            other => FailureReason::Engine(other.to_string()),
+        };
+        tracing::debug!(error = %e, "str0m error");
+        self.fail(now, reason);
+    }
+
+    fn fail(&mut self, now: Instant, reason: FailureReason) {
+        if self.closed.is_some() {
+            return;
+        }
+        tracing::info!(%reason, "peer connection failed");
+        self.failure = Some(reason.clone());
+        self.set_state(ConnectionState::Failed(reason.clone()));
+        self.finish(now, CloseReason::Failed(reason));
+    }
+
+    fn finish(&mut self, now: Instant, reason: CloseReason) {
+        if self.closed.is_some() {
+            return;
+        }
+        self.closed = Some(reason.clone());
+        self.channel_open = false;
+        if self.rtc.is_alive() {
+            if let Err(e) = self.rtc.close() {
+                tracing::debug!(error = %e, "str0m close");
+            }
+            self.drain(now);
+        }
+        if !matches!(self.state, ConnectionState::Failed(_)) {
+            self.set_state(ConnectionState::Closed);
+        }
+        self.out
+            .push_back(EngineOutput::Event(PeerEvent::Closed { reason }));
+    }
+
+    /// True once closed and every output was taken.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.closed.is_some() && self.out.is_empty()
+    }
+
+    fn set_state(&mut self, state: ConnectionState) {
+        if self.state != state {
+            tracing::debug!(?state, "peer connection state");
+            self.state = state.clone();
+            self.out
+                .push_back(EngineOutput::Event(PeerEvent::State(state)));
+        }
+    }
+
+    /// str0m's rule: after every mutation, poll until it returns a timeout.
+    fn drain(&mut self, now: Instant) {
+        for _ in 0..MAX_DRAIN_STEPS {
+            if !self.rtc.is_alive() {
+                return;
+            }
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.rtc_timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    let contents: Vec<u8> = t.contents.into();
+                    self.bytes_sent += contents.len() as u64;
+                    self.out.push_back(EngineOutput::Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        contents,
+                    });
+                }
+                Ok(Output::Event(e)) => self.on_event(now, e),
+                Err(e) => {
+                    self.on_rtc_error(now, e);
+                    return;
+                }
+            }
+        }
+        // Not reached in practice; come back at once rather than spin here.
+        self.rtc_timeout = now;
+    }
+
+    fn on_event(&mut self, now: Instant, e: Event) {
+        match e {
+            Event::IceConnectionStateChange(s) => self.on_ice_state(now, s),
+            Event::Connected => {
+                self.dtls_connected = true;
+                self.set_state(ConnectionState::Connected);
+            }
+            Event::ChannelOpen(id, _label) => {
+                if self.channel.is_none() && self.role == Role::Answerer {
+                    self.channel = Some(id);
+                }
+                if self.channel != Some(id) {
+                    tracing::debug!("extra data channel from the peer ignored");
+                    return;
+                }
+                if let Some(mut ch) = self.rtc.channel(id) {
+                    ch.set_buffered_amount_low_threshold(self.low_threshold);
+                }
+                self.channel_open = true;
+                self.last_activity = now;
+                self.opened_at.get_or_insert(now);
+                self.out
+                    .push_back(EngineOutput::Event(PeerEvent::ChannelOpen));
+            }
+            Event::ChannelData(d) if self.channel == Some(d.id) && self.channel_open => {
+                self.messages_received += 1;
+                self.last_activity = now;
+                self.out
+                    .push_back(EngineOutput::Event(PeerEvent::Data(d.data)));
+            }
+            // Room in the send buffer: the task retries a blocked write after every input,
+            // this one included.
+            Event::ChannelBufferedAmountLow(_) => {}
+            Event::ChannelClose(id) if self.channel == Some(id) => {
+                self.finish(now, CloseReason::Remote);
+            }
+            Event::Closed => self.finish(now, CloseReason::Remote),
+            Event::PeerStats(s) => {
+                if let Some(p) = s.selected_candidate_pair {
+                    self.selected = Some((p.local.addr, p.remote.addr));
+                    self.rtt = p.current_round_trip_time.or(self.rtt);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_ice_state(&mut self, now: Instant, s: IceConnectionState) {
+        match s {
+            IceConnectionState::New => {}
+            IceConnectionState::Checking => {
+                if self.state == ConnectionState::New {
+                    self.set_state(ConnectionState::Checking);
+                }
+            }
+            IceConnectionState::Connected | IceConnectionState::Completed => {
+                self.ever_ice_connected = true;
+                self.disconnected_since = None;
+                if self.state == ConnectionState::Disconnected && self.dtls_connected {
+                    self.set_state(ConnectionState::Connected);
+                }
+            }
+            IceConnectionState::Disconnected => {
+                if self.state == ConnectionState::Connected {
+                    self.disconnected_since = Some(now);
+                    self.set_state(ConnectionState::Disconnected);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn poll_output(&mut self) -> Option<EngineOutput> {
+        self.out.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] must be called next.
+    pub(crate) fn poll_timeout(&self) -> Instant {
+        let mut t = self.rtc_timeout;
+        let mut at = |d: Instant| t = t.min(d);
+        if let Some(g) = self.gatherer.poll_timeout() {
+            at(g);
+        }
+        if self.closed.is_none() {
+            if self.opened_at.is_none() {
+                at(self.created_at + self.connect_timeout);
+            }
+            if let (true, Some(idle)) = (self.channel_open, self.idle_timeout) {
+                at(self.last_activity + idle);
+            }
+            if let Some(since) = self.disconnected_since {
+                at(since + self.disconnected_timeout);
+            }
+        }
+        t
+    }
+
+    pub(crate) fn diagnostics(&self) -> Diagnostics {
+        let selected_pair = self.selected.map(|(l, r)| {
+            let local = self
+                .local
+                .iter()
+                .filter(|c| c.addr == l)
+                .map(|c| c.kind)
+                .min_by_key(|k| k.rank())
+                .unwrap_or(CandidateType::Host);
+            let remote = self
+                .remote
+                .iter()
+                .filter(|(a, _)| *a == r)
+                .map(|(_, k)| *k)
+                .min_by_key(|k| k.rank())
+                .unwrap_or(CandidateType::Prflx);
+            SelectedPair {
+                local,
+                remote,
+                local_addr: Redacted::new(l),
+                remote_addr: Redacted::new(r),
+            }
+        });
+        Diagnostics {
+            state: self.state.clone(),
+            selected_pair,
+            rtt: self.rtt,
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+            messages_sent: self.messages_sent,
+            messages_received: self.messages_received,
+            send_waits: self.send_waits,
+            local_candidates: self.local.iter().map(|c| c.kind).collect(),
+            remote_candidates: self.remote.iter().map(|(_, k)| *k).collect(),
+            nat: self.gatherer.nat_behavior(),
+            turn_unused: self.turn_configured,
+            setup_time: self.opened_at.map(|t| t - self.created_at),
+            failure: self.failure.clone(),
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! The tokio side: one task per peer connection, owning the engine, its UDP sockets and timers.
+//!
+//! Task topology:
+//!
+//! ```text
+//!  PeerHandle (clone) --commands (bounded)--->+-----------------------------+---> UDP sockets
+//!  PeerHandle::send  --messages (bounded)--->| peer task                    |<--- (one per local
+//!                                            |  select! over commands,      |      address)
+//!  PeerEvents <------events (bounded)--------|  messages (only while the    |
+//!                                            |  SCTP buffer has room),      |
+//!                                            |  sockets, timer, event room  |
+//!                                            |  Engine (sans-IO, str0m Rtc) |
+//!                                            +-----------------------------+
+//! ```
+//!
+//! Backpressure both ways: `send` resolves only when str0m accepted the message into its SCTP
+//! send buffer; when the application does not read events, the task stops reading its sockets
+//! (the peer's SCTP then slows down) instead of buffering without bound. Commands are always
+//! served, so a caller waiting in `send` cannot deadlock the event stream.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::RtcConfig;
+use crate::diagnostics::{CloseReason, ConnectionState, Diagnostics};
+use crate::engine::{Engine, EngineOutput, Role};
+use crate::error::PeerError;
+use crate::interfaces;
+
+/// What a connection tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A local ICE candidate (`candidate:…` attribute value) to send to the peer, encrypted.
+    /// Host candidates come first, server-reflexive ones as STUN answers arrive.
+    LocalCandidate(String),
+    /// STUN discovery finished (answered or timed out); no more candidates until a restart.
+    GatheringComplete,
+    /// The connection state changed.
+    State(ConnectionState),
+    /// The message channel is open; `send` goes through from now on.
+    ChannelOpen,
+    /// A message from the peer, in order, exactly as sent.
+    Data(Vec<u8>),
+    /// The connection ended; the last event.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// The events of one connection, in order. Ends after [`PeerEvent::Closed`].
+pub type PeerEvents = mpsc::Receiver<PeerEvent>;
+
+/// Constructors for peer connections; see the crate documentation for the flow.
+#[derive(Debug)]
+pub struct PeerConnection;
+
+impl PeerConnection {
+    /// Starts a connection as the offerer. Returns the handle, the event stream and the SDP
+    /// offer to send to the peer (encrypted).
+    pub async fn offer(config: RtcConfig) -> Result<(PeerHandle, PeerEvents, String), PeerError> {
+        config.validate()?;
+        let sockets = bind_sockets(&config)?;
+        let now = Instant::now();
+        let bases = sockets.iter().map(|(a, _)| *a).collect();
+        let mut engine = Engine::new(now, &config, Role::Offerer, bases)?;
+        let offer = engine.create_offer(now)?;
+        let (handle, events) = spawn(engine, sockets, config);
+        Ok((handle, events, offer))
+    }
+
+    /// Starts a connection as the answerer of `offer`. Returns the handle, the event stream and
+    /// the SDP answer to send back (encrypted).
+    pub async fn answer(
+        config: RtcConfig,
+        offer: &str,
+    ) -> Result<(PeerHandle, PeerEvents, String), PeerError> {
+        config.validate()?;
+        let sockets = bind_sockets(&config)?;
+        let now = Instant::now();
+        let bases = sockets.iter().map(|(a, _)| *a).collect();
+        let mut engine = Engine::new(now, &config, Role::Answerer, bases)?;
+        let answer = engine.accept_offer(now, offer)?;
+        let (handle, events) = spawn(engine, sockets, config);
+        Ok((handle, events, answer))
+    }
+}
+
+/// Controls one connection. Cheap to clone; when every clone is dropped the connection closes.
+#[derive(Debug, Clone)]
+pub struct PeerHandle {
+    commands: mpsc::Sender<Command>,
+    messages: mpsc::Sender<Outgoing>,
+    max_message_size: usize,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, PeerError>>;
+
+#[derive(Debug)]
+enum Command {
+    AcceptAnswer(String, Reply<()>),
+    AcceptOffer(String, Reply<String>),
+    AddCandidate(String, Reply<()>),
+    RestartIce { rebind: bool, reply: Reply<String> },
+    Diagnostics(oneshot::Sender<Diagnostics>),
+    Close(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    data: Vec<u8>,
+    reply: Reply<()>,
+}
+
+impl PeerHandle {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, PeerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| PeerError::Closed)?;
+        rx.await.map_err(|_| PeerError::Closed)?
+    }
+
+    /// Applies the peer's answer to our offer (initial or ICE restart).
+    pub async fn accept_answer(&self, sdp: &str) -> Result<(), PeerError> {
+        let sdp = sdp.to_owned();
+        self.call(|r| Command::AcceptAnswer(sdp, r)).await
+    }
+
+    /// Applies an offer the peer made on this connection (its ICE restart) and returns our
+    /// answer.
+    pub async fn accept_offer(&self, sdp: &str) -> Result<String, PeerError> {
+        let sdp = sdp.to_owned();
+        self.call(|r| Command::AcceptOffer(sdp, r)).await
+    }
+
+    /// Adds a candidate the peer trickled (`candidate:…`, with or without `a=`). May be called
+    /// before the answer arrives: it is queued until then.
+    pub async fn add_remote_candidate(&self, candidate: &str) -> Result<(), PeerError> {
+        let c = candidate.to_owned();
+        self.call(|r| Command::AddCandidate(c, r)).await
+    }
+
+    /// Sends one message (1 byte up to `max_message_size`) on the reliable, ordered channel. Waits until the channel is open and
+    /// the SCTP send buffer has room, then returns once str0m accepted the message (not when
+    /// the peer received it).
+    pub async fn send(&self, message: Vec<u8>) -> Result<(), PeerError> {
+        if message.is_empty() {
+            return Err(PeerError::EmptyMessage);
+        }
+        if message.len() > self.max_message_size {
+            return Err(PeerError::MessageTooLarge {
+                len: message.len(),
+                max: self.max_message_size,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.messages
+            .send(Outgoing {
+                data: message,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| PeerError::Closed)?;
+        rx.await.map_err(|_| PeerError::Closed)?
+    }
+
+    /// Starts an ICE restart on the same sockets and returns the offer for the peer, who
+    /// answers with [`PeerHandle::accept_offer`]; apply that answer with `accept_answer`.
+    pub async fn restart_ice(&self) -> Result<String, PeerError> {
+        self.call(|reply| Command::RestartIce {
+            rebind: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Like [`PeerHandle::restart_ice`], after closing the current sockets and binding new ones
+    /// (the network changed). New candidates are announced once the answer is applied.
+    pub async fn restart_ice_rebind(&self) -> Result<String, PeerError> {
+        self.call(|reply| Command::RestartIce {
+            rebind: true,
+            reply,
+        })
+        .await
+    }
+
+    /// A snapshot of the connection.
+    pub async fn diagnostics(&self) -> Result<Diagnostics, PeerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Diagnostics(tx))
+            .await
+            .map_err(|_| PeerError::Closed)?;
+        rx.await.map_err(|_| PeerError::Closed)
+    }
+
+    /// Closes the connection gracefully (the peer sees [`CloseReason::Remote`]). Returns when
+    /// the close went out; closing a closed connection is a no-op.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn bind_sockets(config: &RtcConfig) -> Result<Vec<(SocketAddr, UdpSocket)>, PeerError> {
+    let addrs = interfaces::bind_addrs(&config.bind, config.include_loopback)
+        .map_err(|e| PeerError::Bind(e.kind()))?;
+    let mut sockets = Vec::new();
+    let mut last_err = None;
+    for addr in addrs {
+        match bind_one(addr) {
+            Ok(s) => sockets.push(s),
+            Err(e) => {
+                tracing::debug!(addr = ?dopus_types::Redacted::new(addr), error = %e, "bind failed");
+                last_err = Some(e.kind());
+            }
+        }
+    }
+    if sockets.is_empty() {
+        return Err(match last_err {
+            Some(kind) => PeerError::Bind(kind),
+            None => PeerError::NoLocalAddress,
+        });
+    }
+    Ok(sockets)
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<(SocketAddr, UdpSocket)> {
+    let std_socket = std::net::UdpSocket::bind(addr)?;
+    std_socket.set_nonblocking(true)?;
+    let socket = UdpSocket::from_std(std_socket)?;
+    Ok((socket.local_addr()?, socket))
+}
+
+fn spawn(
+    engine: Engine,
+    sockets: Vec<(SocketAddr, UdpSocket)>,
+    config: RtcConfig,
+) -> (PeerHandle, PeerEvents) {
+    let (cmd_tx, cmd_rx) = mpsc::channel(32);
+    let (msg_tx, msg_rx) = mpsc::channel(16);
+    let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity);
+    let handle = PeerHandle {
+        commands: cmd_tx,
+        messages: msg_tx,
+        max_message_size: config.max_message_size,
+    };
+    let task = PeerTask {
+        engine,
+        sockets,
+        config,
+        commands: cmd_rx,
+        messages: msg_rx,
+        events: ev_tx,
+        queued_events: VecDeque::new(),
+        blocked: None,
+        close_waiters: Vec::new(),
+        resolving: None,
+        buf: vec![0; 65_536],
+        next_socket: 0,
+    };
+    tokio::spawn(task.run());
+    (handle, ev_rx)
+}
+
+/// Datagrams read in one go before the engine's outputs are flushed.
+const RECV_BATCH: usize = 64;
+/// Time allowed for resolving STUN server names.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What woke the task up; handled after `select!` has released its borrows.
+enum Wake {
+    Nothing,
+    Command(Option<Command>),
+    Resolved(Vec<SocketAddr>),
+    Message(Option<Outgoing>),
+    Datagram(Option<(usize, usize, SocketAddr)>),
+    Timer,
+}
+
+struct PeerTask {
+    engine: Engine,
+    sockets: Vec<(SocketAddr, UdpSocket)>,
+    config: RtcConfig,
+    commands: mpsc::Receiver<Command>,
+    messages: mpsc::Receiver<Outgoing>,
+    events: mpsc::Sender<PeerEvent>,
+    /// Events the application has not had room for yet.
+    queued_events: VecDeque<PeerEvent>,
+    /// A message str0m had no room for; retried after every input.
+    blocked: Option<Outgoing>,
+    close_waiters: Vec<oneshot::Sender<()>>,
+    resolving: Option<oneshot::Receiver<Vec<SocketAddr>>>,
+    buf: Vec<u8>,
+    next_socket: usize,
+}
+
+impl PeerTask {
+    async fn run(mut self) {
+        self.resolve_stun_servers();
+        let mut commands_open = true;
+        loop {
+            self.retry_blocked();
+            self.flush().await;
+            if self.engine.is_finished() {
+                break;
+            }
+            let deadline = tokio::time::Instant::from_std(self.engine.poll_timeout());
+            let can_read = self.queued_events.len() < self.config.event_capacity;
+            let can_send = self.blocked.is_none() && self.engine.channel_open();
+            let has_events = !self.queued_events.is_empty();
+            let wake = tokio::select! {
+                biased;
+                cmd = self.commands.recv(), if commands_open => Wake::Command(cmd),
+                permit = self.events.reserve(), if has_events => {
+                    match permit {
+                        Ok(permit) => {
+                            if let Some(ev) = self.queued_events.pop_front() {
+                                permit.send(ev);
+                            }
+                        }
+                        Err(_) => self.queued_events.clear(), // nobody listens
+                    }
+                    Wake::Nothing
+                }
+                servers = wait_resolved(&mut self.resolving) => Wake::Resolved(servers),
+                msg = self.messages.recv(), if can_send => Wake::Message(msg),
+                got = recv_any(&self.sockets, &mut self.buf, &mut self.next_socket), if can_read => {
+                    Wake::Datagram(got)
+                }
+                () = tokio::time::sleep_until(deadline) => Wake::Timer,
+            };
+            match wake {
+                Wake::Nothing => {}
+                Wake::Command(Some(cmd)) => self.on_command(cmd),
+                Wake::Command(None) => {
+                    // Every handle is gone: nobody can use the connection any more.
+                    commands_open = false;
+                    self.engine.close(Instant::now(), CloseReason::Local);
+                }
+                Wake::Resolved(servers) => {
+                    self.resolving = None;
+                    self.engine.start_gathering(Instant::now(), servers);
+                }
+                Wake::Message(Some(msg)) => self.write(msg),
+                Wake::Message(None) => {}
+                Wake::Datagram(Some((idx, len, from))) => self.on_datagram(idx, len, from),
+                Wake::Datagram(None) => {}
+                Wake::Timer => self.engine.handle_timeout(Instant::now()),
+            }
+        }
+        if let Some(b) = self.blocked.take() {
+            let _ = b.reply.send(Err(PeerError::Closed));
+        }
+        for w in self.close_waiters.drain(..) {
+            let _ = w.send(());
+        }
+        // Events still queued go out as long as the application reads them, bounded by time.
+        let drain = async {
+            while let Some(ev) = self.queued_events.pop_front() {
+                if self.events.send(ev).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    }
+
+    fn resolve_stun_servers(&mut self) {
+        let servers: Vec<(String, u16)> = self
+            .config
+            .stun_servers()
+            .map(|(h, p)| (h.to_owned(), p))
+            .collect();
+        let literal: Option<Vec<SocketAddr>> = servers
+            .iter()
+            .map(|(h, p)| h.parse().ok().map(|ip| SocketAddr::new(ip, *p)))
+            .collect();
+        match literal {
+            Some(addrs) => self.engine.start_gathering(Instant::now(), addrs),
+            None => {
+                let (tx, rx) = oneshot::channel();
+                self.resolving = Some(rx);
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    for (host, port) in servers {
+                        let lookup = tokio::net::lookup_host((host.as_str(), port));
+                        match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+                            Ok(Ok(addrs)) => out.extend(addrs),
+                            _ => tracing::info!("a STUN server name did not resolve"),
+                        }
+                    }
+                    let _ = tx.send(out);
+                });
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::AcceptAnswer(sdp, reply) => {
+                let _ = reply.send(self.engine.accept_answer(now, &sdp));
+            }
+            Command::AcceptOffer(sdp, reply) => {
+                let _ = reply.send(self.engine.accept_offer(now, &sdp));
+            }
+            Command::AddCandidate(c, reply) => {
+                let _ = reply.send(self.engine.add_remote_candidate(now, &c));
+            }
+            Command::RestartIce { rebind, reply } => {
+                let _ = reply.send(self.restart(now, rebind));
+            }
+            Command::Diagnostics(reply) => {
+                let _ = reply.send(self.engine.diagnostics());
+            }
+            Command::Close(reply) => {
+                self.engine.close(now, CloseReason::Local);
+                self.close_waiters.push(reply);
+            }
+        }
+    }
+
+    fn restart(&mut self, now: Instant, rebind: bool) -> Result<String, PeerError> {
+        if !rebind {
+            return self.engine.restart_ice(now, None);
+        }
+        // The old sockets go first: with a fixed-port bind policy the new ones need their ports.
+        let old = std::mem::take(&mut self.sockets);
+        drop(old);
+        match bind_sockets(&self.config) {
+            Ok(sockets) => {
+                let bases = sockets.iter().map(|(a, _)| *a).collect();
+                self.sockets = sockets;
+                self.engine.restart_ice(now, Some(bases))
+            }
+            Err(e) => {
+                self.engine.close(
+                    now,
+                    CloseReason::Failed(crate::FailureReason::Network(e.to_string())),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn write(&mut self, msg: Outgoing) {
+        match self.engine.write(Instant::now(), &msg.data) {
+            Ok(true) => {
+                let _ = msg.reply.send(Ok(()));
+            }
+            Ok(false) => self.blocked = Some(msg),
+            Err(e) => {
+                let _ = msg.reply.send(Err(e));
+            }
+        }
+    }
+
+    /// str0m signals room with `ChannelBufferedAmountLow`, but only when crossing the
+    /// threshold; retrying after every input (SACKs arrive as input) never misses room.
+    fn retry_blocked(&mut self) {
+        if !self.engine.channel_open() {
+            return;
+        }
+        if let Some(msg) = self.blocked.take() {
+            self.write(msg);
+        }
+    }
+
+    fn on_datagram(&mut self, idx: usize, len: usize, from: SocketAddr) {
+        let Some(&(local, _)) = self.sockets.get(idx) else {
+            return;
+        };
+        let now = Instant::now();
+        self.engine
+            .handle_receive(now, from, local, self.buf.get(..len).unwrap_or_default());
+        // Take what else is already queued on that socket before flushing.
+        for _ in 1..RECV_BATCH {
+            let Some((_, socket)) = self.sockets.get(idx) else {
+                return;
+            };
+            match socket.try_recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    self.engine.handle_receive(
+                        Instant::now(),
+                        from,
+                        local,
+                        self.buf.get(..n).unwrap_or_default(),
+                    );
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Sends every transmit and queues every event the engine produced.
+    async fn flush(&mut self) {
+        while let Some(o) = self.engine.poll_output() {
+            match o {
+                EngineOutput::Transmit {
+                    source,
+                    destination,
+                    contents,
+                } => {
+                    let Some((_, socket)) = self.sockets.iter().find(|(a, _)| *a == source) else {
+                        continue; // from a socket given up in a rebind
+                    };
+                    if let Err(e) = socket.send_to(&contents, destination).await {
+                        tracing::debug!(error = %e, "UDP send failed");
+                    }
+                }
+                EngineOutput::Event(ev) => {
+                    if let Err(mpsc::error::TrySendError::Full(ev)) = self.try_deliver(ev) {
+                        self.queued_events.push_back(ev);
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_deliver(&mut self, ev: PeerEvent) -> Result<(), mpsc::error::TrySendError<PeerEvent>> {
+        if !self.queued_events.is_empty() {
+            // Keep order: behind the already queued ones.
+            return Err(mpsc::error::TrySendError::Full(ev));
+        }
+        match self.events.try_send(ev) {
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()), // nobody listens
+            other => other,
+        }
+    }
+}
+
+async fn wait_resolved(rx: &mut Option<oneshot::Receiver<Vec<SocketAddr>>>) -> Vec<SocketAddr> {
+    match rx {
+        Some(rx) => rx.await.unwrap_or_default(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for a datagram on any socket, starting the scan at a rotating index for fairness.
+async fn recv_any(
+    sockets: &[(SocketAddr, UdpSocket)],
+    buf: &mut [u8],
+    next: &mut usize,
+) -> Option<(usize, usize, SocketAddr)> {
+    if sockets.is_empty() {
+        return std::future::pending().await;
+    }
+    poll_fn(|cx| {
+        let n = sockets.len();
+        for k in 0..n {
+            let idx = (*next + k) % n;
+            let mut rb = ReadBuf::new(buf);
+            match sockets[idx].1.poll_recv_from(cx, &mut rb) {
+                Poll::Ready(Ok(from)) => {
+                    *next = (idx + 1) % n;
+                    return Poll::Ready(Some((idx, rb.filled().len(), from)));
+                }
+                // ICMP errors (port unreachable) surface here; they are not fatal for ICE.
+                Poll::Ready(Err(_)) => return Poll::Ready(None),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,9 @@
+//! Integration tests: real str0m connections over real UDP sockets on 127.0.0.1, with the
+//! signaling replaced by an in-memory relay.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod common;
+mod connect;
+mod lifecycle;
+mod security;
+mod stun;
