@@ -840,3 +840,257 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Two engines wired back to back in virtual time: no sockets, no sleeping, deterministic.
+
+    use super::*;
+    use crate::cert::DtlsIdentity;
+
+    const A: &str = "127.0.0.1:10000";
+    const B: &str = "127.0.0.1:20000";
+
+    struct Net {
+        a: Engine,
+        b: Engine,
+        now: Instant,
+        /// Drop every datagram while true (the path is cut).
+        cut: bool,
+        a_events: Vec<PeerEvent>,
+        b_events: Vec<PeerEvent>,
+    }
+
+    fn cfg(idle: Option<Duration>) -> RtcConfig {
+        RtcConfig {
+            dtls_identity: Some(DtlsIdentity::generate().unwrap()),
+            idle_timeout: idle,
+            disconnected_timeout: Duration::from_secs(20),
+            ..RtcConfig::loopback()
+        }
+    }
+
+    impl Net {
+        fn new(idle: Option<Duration>) -> Self {
+            let now = Instant::now();
+            let mut a =
+                Engine::new(now, &cfg(idle), Role::Offerer, vec![A.parse().unwrap()]).unwrap();
+            let offer = a.create_offer(now).unwrap();
+            let mut b =
+                Engine::new(now, &cfg(idle), Role::Answerer, vec![B.parse().unwrap()]).unwrap();
+            let answer = b.accept_offer(now, &offer).unwrap();
+            a.accept_answer(now, &answer).unwrap();
+            Self {
+                a,
+                b,
+                now,
+                cut: false,
+                a_events: Vec::new(),
+                b_events: Vec::new(),
+            }
+        }
+
+        /// Moves datagrams and events until both sides are quiet.
+        fn exchange(&mut self) {
+            for _ in 0..10_000 {
+                let mut moved = false;
+                while let Some(o) = self.a.poll_output() {
+                    moved = true;
+                    match o {
+                        EngineOutput::Transmit {
+                            source,
+                            destination,
+                            contents,
+                        } if !self.cut => {
+                            self.b
+                                .handle_receive(self.now, source, destination, &contents)
+                        }
+                        EngineOutput::Transmit { .. } => {}
+                        EngineOutput::Event(e) => self.a_events.push(e),
+                    }
+                }
+                while let Some(o) = self.b.poll_output() {
+                    moved = true;
+                    match o {
+                        EngineOutput::Transmit {
+                            source,
+                            destination,
+                            contents,
+                        } if !self.cut => {
+                            self.a
+                                .handle_receive(self.now, source, destination, &contents)
+                        }
+                        EngineOutput::Transmit { .. } => {}
+                        EngineOutput::Event(e) => self.b_events.push(e),
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+            panic!("the engines never went quiet");
+        }
+
+        /// Runs in virtual time until `until` or `done`, jumping from timeout to timeout.
+        fn run(&mut self, limit: Duration, done: impl Fn(&Self) -> bool) -> bool {
+            let end = self.now + limit;
+            for _ in 0..100_000 {
+                self.exchange();
+                if done(self) {
+                    return true;
+                }
+                let next = self.a.poll_timeout().min(self.b.poll_timeout());
+                self.now = next.max(self.now + Duration::from_millis(1)).min(end);
+                if self.now >= end {
+                    return done(self);
+                }
+                self.a.handle_timeout(self.now);
+                self.b.handle_timeout(self.now);
+            }
+            false
+        }
+    }
+
+    fn has(events: &[PeerEvent], want: &PeerEvent) -> bool {
+        events.contains(want)
+    }
+
+    #[test]
+    fn connects_in_virtual_time_and_carries_messages() {
+        let mut net = Net::new(None);
+        assert!(net.run(Duration::from_secs(5), |n| {
+            has(&n.a_events, &PeerEvent::ChannelOpen) && has(&n.b_events, &PeerEvent::ChannelOpen)
+        }));
+        assert!(net.a.write(net.now, b"ping").unwrap());
+        net.exchange();
+        assert!(has(&net.b_events, &PeerEvent::Data(b"ping".to_vec())));
+        let d = net.b.diagnostics();
+        assert_eq!(d.messages_received, 1);
+        assert!(d.setup_time.unwrap() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn cut_path_is_reported_disconnected_then_lost() {
+        let mut net = Net::new(None);
+        assert!(net.run(Duration::from_secs(5), |n| has(
+            &n.a_events,
+            &PeerEvent::ChannelOpen
+        )));
+        net.cut = true;
+        let disconnected = PeerEvent::State(ConnectionState::Disconnected);
+        assert!(
+            net.run(Duration::from_secs(120), |n| has(
+                &n.a_events,
+                &disconnected
+            )),
+            "ICE consent loss never noticed: {:?}",
+            net.a_events
+        );
+        assert!(net.run(Duration::from_secs(60), |n| n.a.is_finished()));
+        let failed = net.a.diagnostics().failure.unwrap();
+        assert!(
+            matches!(failed, FailureReason::ConnectionLost { .. }),
+            "{failed:?}"
+        );
+        assert!(failed.to_string().starts_with("connection lost"));
+    }
+
+    #[test]
+    fn ice_restart_brings_a_disconnected_connection_back() {
+        let mut net = Net::new(None);
+        assert!(net.run(Duration::from_secs(5), |n| has(
+            &n.b_events,
+            &PeerEvent::ChannelOpen
+        )));
+        net.cut = true;
+        let disconnected = PeerEvent::State(ConnectionState::Disconnected);
+        assert!(net.run(Duration::from_secs(120), |n| has(
+            &n.a_events,
+            &disconnected
+        )));
+        net.cut = false;
+        net.a_events.clear();
+        let offer = net.a.restart_ice(net.now, None).unwrap();
+        let answer = net.b.accept_offer(net.now, &offer).unwrap();
+        net.a.accept_answer(net.now, &answer).unwrap();
+        let connected = PeerEvent::State(ConnectionState::Connected);
+        assert!(
+            net.run(Duration::from_secs(30), |n| has(&n.a_events, &connected)),
+            "{:?}",
+            net.a_events
+        );
+        assert!(net.a.write(net.now, b"back").unwrap());
+        net.exchange();
+        assert!(has(&net.b_events, &PeerEvent::Data(b"back".to_vec())));
+        assert!(net.a.diagnostics().failure.is_none());
+    }
+
+    #[test]
+    fn idle_timeout_counts_from_the_last_message() {
+        let idle = Duration::from_secs(30);
+        let mut net = Net::new(Some(idle));
+        assert!(net.run(Duration::from_secs(5), |n| has(
+            &n.a_events,
+            &PeerEvent::ChannelOpen
+        )));
+        // Traffic at 20 s keeps it open past 30 s after opening.
+        assert!(!net.run(Duration::from_secs(20), |n| n.a.is_finished()));
+        assert!(net.a.write(net.now, b"keepalive").unwrap());
+        let sent_at = net.now;
+        assert!(!net.run(Duration::from_secs(20), |n| n.a.is_finished()));
+        assert!(net.run(Duration::from_secs(30), |n| n.a.is_finished()
+            && n.b.is_finished()));
+        assert!(net.now >= sent_at + idle);
+        let closed = PeerEvent::Closed {
+            reason: CloseReason::IdleTimeout,
+        };
+        assert!(has(&net.a_events, &closed) || has(&net.b_events, &closed));
+    }
+
+    #[test]
+    fn host_candidates_stay_out_of_the_sdp_when_private() {
+        let now = Instant::now();
+        let config = RtcConfig {
+            share_host_candidates: false,
+            ..cfg(None)
+        };
+        let mut a = Engine::new(now, &config, Role::Offerer, vec![A.parse().unwrap()]).unwrap();
+        let offer = a.create_offer(now).unwrap();
+        assert!(!offer.contains("a=candidate:"), "{offer}");
+        assert!(!offer.contains("127.0.0.1 10000"), "{offer}");
+        let mut shared =
+            Engine::new(now, &cfg(None), Role::Offerer, vec![A.parse().unwrap()]).unwrap();
+        assert!(shared.create_offer(now).unwrap().contains("typ host"));
+    }
+
+    #[test]
+    fn early_and_foreign_candidates_are_queued_then_applied() {
+        let now = Instant::now();
+        let mut a = Engine::new(now, &cfg(None), Role::Offerer, vec![A.parse().unwrap()]).unwrap();
+        let offer = a.create_offer(now).unwrap();
+        let mut b = Engine::new(now, &cfg(None), Role::Answerer, vec![B.parse().unwrap()]).unwrap();
+        let answer = b.accept_offer(now, &offer).unwrap();
+        let ufrag = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let line = format!("candidate:1 1 udp 2130706431 127.0.0.1 30000 typ host ufrag {ufrag}");
+        a.add_remote_candidate(now, &line).unwrap();
+        assert_eq!(
+            a.diagnostics().remote_candidates.len(),
+            0,
+            "queued, not applied"
+        );
+        for _ in 0..100 {
+            a.add_remote_candidate(now, &line).unwrap(); // bounded queue, no error
+        }
+        a.accept_answer(now, &answer).unwrap();
+        let remote = a.diagnostics().remote_candidates;
+        assert!(
+            remote.len() >= 2,
+            "SDP candidate and the queued one: {remote:?}"
+        );
+    }
+}

@@ -5,5 +5,6 @@
 mod common;
 mod connect;
 mod lifecycle;
+mod privacy;
 mod security;
 mod stun;
