@@ -2,7 +2,8 @@ import { defineConfig } from "vitest/config";
 import react from "@vitejs/plugin-react";
 
 // The node serves dist/ at `/` and the API under `/api/v1`, so the UI only ever uses relative URLs.
-// `npm run dev` proxies the API to a running node (DOPUS_API, e.g. http://127.0.0.1:41234).
+// `npm run dev` proxies the API to a running node (DOPUS_API, e.g. http://127.0.0.1:41234). The node
+// refuses foreign Host and Origin headers, so the proxy presents the node's own origin.
 const api = process.env.DOPUS_API ?? "http://127.0.0.1:8080";
 
 export default defineConfig({
@@ -14,8 +15,17 @@ export default defineConfig({
     sourcemap: false,
   },
   server: {
+    host: "127.0.0.1",
     proxy: {
-      "/api": { target: api, ws: true, changeOrigin: true },
+      "/api": {
+        target: api,
+        ws: true,
+        changeOrigin: true,
+        configure: (proxy) => {
+          proxy.on("proxyReq", (req) => req.setHeader("origin", api));
+          proxy.on("proxyReqWs", (req) => req.setHeader("origin", api));
+        },
+      },
     },
   },
   test: {
