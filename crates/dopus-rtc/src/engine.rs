@@ -240,7 +240,7 @@ impl Engine {
             .ok_or(PeerError::Negotiation("nothing to offer"))?;
         self.channel = Some(id);
         self.pending_offer = Some(pending);
-        self.drain(now);
+        self.kick(now);
         Ok(self.outgoing_sdp(offer.to_sdp_string()))
     }
 
@@ -304,7 +304,7 @@ impl Engine {
         for c in queued {
             self.apply_remote_candidate(c);
         }
-        self.drain(now);
+        self.kick(now);
     }
 
     /// Adds a trickled remote candidate; queued until its description is known.
@@ -334,7 +334,7 @@ impl Engine {
             return Ok(());
         }
         self.apply_remote_candidate(c);
-        self.drain(now);
+        self.kick(now);
         Ok(())
     }
 
@@ -364,6 +364,7 @@ impl Engine {
         let bases = self.bases.clone();
         self.gatherer.start(now, &bases, &self.stun_servers);
         self.pump_gatherer();
+        self.kick(now);
     }
 
     fn pump_gatherer(&mut self) {
@@ -442,7 +443,7 @@ impl Engine {
         if let Some(since) = self.disconnected_since.as_mut() {
             *since = now; // a fresh window for the restart to succeed
         }
-        self.drain(now);
+        self.kick(now);
         Ok(self.outgoing_sdp(offer.to_sdp_string()))
     }
 
@@ -476,6 +477,7 @@ impl Engine {
         self.bytes_received += data.len() as u64;
         if self.gatherer.handle_datagram(source, destination, data) {
             self.pump_gatherer();
+            self.kick(now); // a new srflx candidate may form new pairs
             return;
         }
         match Receive::new(Protocol::Udp, source, destination, data) {
@@ -672,6 +674,17 @@ impl Engine {
         }
     }
 
+    /// After a change made through the SDP API or new candidates: str0m's ICE agent only starts
+    /// (or re-plans) checks on a timeout input, and the timeout it reported before the change
+    /// may lie far in the future. Without this, a side whose peer's packets cannot reach it yet
+    /// (behind a NAT) would sit idle until some unrelated timer fired.
+    fn kick(&mut self, now: Instant) {
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            self.on_rtc_error(now, e);
+        }
+        self.drain(now);
+    }
+
     /// str0m's rule: after every mutation, poll until it returns a timeout.
     fn drain(&mut self, now: Instant) {
         for _ in 0..MAX_DRAIN_STEPS {
@@ -857,6 +870,10 @@ mod tests {
         now: Instant,
         /// Drop every datagram while true (the path is cut).
         cut: bool,
+        /// Drop only what A sends (B is behind a NAT that has no hole for A yet).
+        cut_a_to_b: bool,
+        /// Datagrams B sent.
+        b_sent: usize,
         a_events: Vec<PeerEvent>,
         b_events: Vec<PeerEvent>,
     }
@@ -885,6 +902,8 @@ mod tests {
                 b,
                 now,
                 cut: false,
+                cut_a_to_b: false,
+                b_sent: 0,
                 a_events: Vec::new(),
                 b_events: Vec::new(),
             }
@@ -911,6 +930,9 @@ mod tests {
                 }
                 while let Some(o) = self.b.poll_output() {
                     moved = true;
+                    if matches!(o, EngineOutput::Transmit { .. }) {
+                        self.b_sent += 1;
+                    }
                     match o {
                         EngineOutput::Transmit {
                             source,
@@ -939,13 +961,18 @@ mod tests {
                 if done(self) {
                     return true;
                 }
-                let next = self.a.poll_timeout().min(self.b.poll_timeout());
-                self.now = next.max(self.now + Duration::from_millis(1)).min(end);
+                // Like the real task: an engine is woken by its own timer, nothing else.
+                let (ta, tb) = (self.a.poll_timeout(), self.b.poll_timeout());
+                self.now = ta.min(tb).max(self.now + Duration::from_millis(1)).min(end);
                 if self.now >= end {
                     return done(self);
                 }
-                self.a.handle_timeout(self.now);
-                self.b.handle_timeout(self.now);
+                if self.now >= ta {
+                    self.a.handle_timeout(self.now);
+                }
+                if self.now >= tb {
+                    self.b.handle_timeout(self.now);
+                }
             }
             false
         }
@@ -967,6 +994,28 @@ mod tests {
         let d = net.b.diagnostics();
         assert_eq!(d.messages_received, 1);
         assert!(d.setup_time.unwrap() < Duration::from_secs(5));
+    }
+
+    /// Regression: str0m's agent starts checking only on a timeout input, and the timeout it
+    /// reports after `accept_offer` lay ten years ahead, so the answerer waited for the
+    /// connect timeout. Found by the namespace NAT test, where the offerer's checks cannot wake
+    /// the answerer up as they do on loopback.
+    #[test]
+    fn answerer_has_a_timer_running_right_after_the_offer() {
+        let mut net = Net::new(None);
+        let due_in = net.b.poll_timeout() - net.now;
+        assert!(due_in < Duration::from_secs(1), "B would sleep {due_in:?}");
+        net.cut_a_to_b = true;
+        assert!(
+            net.run(Duration::from_secs(3), |n| n.b_sent >= 3),
+            "B sent {} datagrams",
+            net.b_sent
+        );
+        net.cut_a_to_b = false;
+        assert!(net.run(Duration::from_secs(10), |n| has(
+            &n.b_events,
+            &PeerEvent::ChannelOpen
+        )));
     }
 
     #[test]

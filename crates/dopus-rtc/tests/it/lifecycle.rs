@@ -166,24 +166,38 @@ async fn offer_never_answered_times_out_with_a_clear_reason() {
     );
 }
 
+/// Neither description carries a candidate and none is trickled (a signaling path that loses
+/// them): each side names that as the reason. (With candidates on one side only, ICE would
+/// still connect through a peer-reflexive candidate.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answer_without_candidates_times_out_with_a_clear_reason() {
+async fn no_candidates_either_way_times_out_with_a_clear_reason() {
     let cfg = || RtcConfig {
         connect_timeout: Duration::from_millis(1500),
         ..config()
     };
-    let strip = |sdp: String| {
+    let strip = |sdp: &str| {
         sdp.split("\r\n")
             .filter(|l| !l.starts_with("a=candidate:"))
             .collect::<Vec<_>>()
             .join("\r\n")
     };
+    let (ha, ea, offer) = PeerConnection::offer(cfg()).await.unwrap();
+    let (hb, eb, answer) = PeerConnection::answer(cfg(), &strip(&offer)).await.unwrap();
+    ha.accept_answer(&strip(&answer)).await.unwrap();
     let never = || -> Filter { std::sync::Arc::new(|_| false) };
-    let (mut a, _b) = pair_with(cfg(), cfg(), pass_all(), never(), strip).await;
-    assert_eq!(
-        wait_closed(&mut a).await,
-        CloseReason::Failed(FailureReason::NoRemoteCandidates)
-    );
+    let (ea, _) = relay(ea, hb.clone(), never());
+    let (eb, _) = relay(eb, ha.clone(), never());
+    for events in [ea, eb] {
+        let mut side = Side {
+            handle: ha.clone(),
+            events,
+            announced: Default::default(),
+        };
+        assert_eq!(
+            wait_closed(&mut side).await,
+            CloseReason::Failed(FailureReason::NoRemoteCandidates)
+        );
+    }
 }
 
 /// B's sockets go away (network change): B rebinds, restarts ICE, and the same channel keeps
