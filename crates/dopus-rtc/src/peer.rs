@@ -236,8 +236,25 @@ fn bind_sockets(config: &RtcConfig) -> Result<Vec<(SocketAddr, UdpSocket)>, Peer
     Ok(sockets)
 }
 
+/// Socket buffers asked for. The default (208 KiB receive on Linux) overflows when the SCTP
+/// sender's window (1 MiB) arrives in one burst, and every drop costs a retransmission; the
+/// kernel caps the request at `net.core.rmem_max`/`wmem_max`.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
 fn bind_one(addr: SocketAddr) -> std::io::Result<(SocketAddr, UdpSocket)> {
-    let std_socket = std::net::UdpSocket::bind(addr)?;
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!(error = %e, "could not raise the UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!(error = %e, "could not raise the UDP send buffer");
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    let std_socket: std::net::UdpSocket = socket.into();
     std_socket.set_nonblocking(true)?;
     let socket = UdpSocket::from_std(std_socket)?;
     Ok((socket.local_addr()?, socket))
