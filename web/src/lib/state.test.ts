@@ -157,3 +157,12 @@ describe("normalisation", () => {
     expect(c.contacts[BOB]!.unread).toBe(0);
   });
 });
+
+describe("contact events", () => {
+  it("keep live fields the event leaves out", () => {
+    const s0 = run(initialState, { type: "contacts", contacts: [contact({ user_id: BOB, presence: "away", unread: 2 })] });
+    const partial = { user_id: BOB, display_name: "Bobby", state: "accepted", verified: true, blocked: false } as unknown as Contact;
+    const s = run(s0, ev({ type: "contact", contact: partial }));
+    expect(s.contacts[BOB]).toMatchObject({ display_name: "Bobby", verified: true, presence: "away", unread: 2 });
+  });
+});

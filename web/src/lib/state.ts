@@ -143,11 +143,13 @@ function named(c: Contact): Contact {
 }
 
 function upsertContact(state: State, incoming: Contact): State {
-  const contact = named(incoming);
-  const old = state.contacts[contact.user_id];
+  const old = state.contacts[incoming.user_id];
+  // Fields the event leaves out (live ones such as presence) keep what we knew.
+  const defined = Object.fromEntries(Object.entries(incoming).filter(([, v]) => v !== undefined)) as Partial<Contact>;
+  const contact = named({ ...old, ...defined } as Contact);
   // The node's contact record is authoritative, except that the reader is looking at this conversation.
   const unread = state.active === contact.user_id && state.visible ? 0 : contact.unread;
-  return { ...state, contacts: { ...state.contacts, [contact.user_id]: { ...old, ...contact, unread } } };
+  return { ...state, contacts: { ...state.contacts, [contact.user_id]: { ...contact, unread } } };
 }
 
 /** Applies one message (new or updated) to its conversation and its contact's preview and unread count. */
