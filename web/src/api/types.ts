@@ -13,10 +13,11 @@ export type CandidateType = "host" | "srflx" | "prflx" | "relay";
 export interface Connection {
   mode: "direct" | "relayed" | "mailbox" | "none";
   state: "new" | "connecting" | "connected" | "disconnected" | "failed" | "closed";
-  local_candidate?: CandidateType;
-  remote_candidate?: CandidateType;
-  rtt_ms?: number;
-  reason?: string;
+  // The node sends null for "not known" as well as leaving fields out.
+  local_candidate?: CandidateType | null;
+  remote_candidate?: CandidateType | null;
+  rtt_ms?: number | null;
+  reason?: string | null;
 }
 
 export interface Reaction {

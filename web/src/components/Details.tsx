@@ -63,15 +63,15 @@ export function Details({ contact, onClose }: { contact: Contact; onClose(): voi
           <h3 id="conn-heading">Connection</h3>
           <dl className="kv">
             <dt>Path</dt>
-            <dd data-testid="connection-mode">{MODE_TEXT[connection.mode]}</dd>
+            <dd data-testid="connection-mode">{MODE_TEXT[connection.mode] ?? connection.mode}</dd>
             <dt>State</dt>
-            <dd>{connection.state}</dd>
+            <dd>{connection.state ?? "–"}</dd>
             <dt>Local candidate</dt>
-            <dd>{connection.local_candidate ? CANDIDATE_TEXT[connection.local_candidate] : "–"}</dd>
+            <dd>{connection.local_candidate ? (CANDIDATE_TEXT[connection.local_candidate] ?? connection.local_candidate) : "–"}</dd>
             <dt>Remote candidate</dt>
-            <dd>{connection.remote_candidate ? CANDIDATE_TEXT[connection.remote_candidate] : "–"}</dd>
+            <dd>{connection.remote_candidate ? (CANDIDATE_TEXT[connection.remote_candidate] ?? connection.remote_candidate) : "–"}</dd>
             <dt>Round trip</dt>
-            <dd>{connection.rtt_ms !== undefined ? `${Math.round(connection.rtt_ms)} ms` : "–"}</dd>
+            <dd>{connection.rtt_ms != null ? `${Math.round(connection.rtt_ms)} ms` : "–"}</dd>
             {connection.reason && (
               <>
                 <dt>Why</dt>

@@ -46,3 +46,11 @@ describe("names and title", () => {
     expect(pageTitle(120)).toBe("(99+) DiscordOpus");
   });
 });
+
+describe("connection with nulls", () => {
+  it("treats a null RTT as unknown, not 0 ms", () => {
+    expect(connectionSummary({ mode: "mailbox", state: "new", rtt_ms: null })).toBe(
+      "Mailbox (stored encrypted until they are online) (new)",
+    );
+  });
+});

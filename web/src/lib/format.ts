@@ -9,8 +9,8 @@ export const MODE_TEXT: Record<Connection["mode"], string> = {
 };
 
 export function connectionSummary(c: Connection): string {
-  const rtt = c.rtt_ms !== undefined ? `, ${Math.round(c.rtt_ms)} ms` : "";
-  return `${MODE_TEXT[c.mode]} (${c.state}${rtt})`;
+  const rtt = c.rtt_ms != null ? `, ${Math.round(c.rtt_ms)} ms` : "";
+  return `${MODE_TEXT[c.mode] ?? c.mode} (${c.state}${rtt})`;
 }
 
 /** Splits the safety number into its 12 groups of 5 digits, whatever separators the node used. */
