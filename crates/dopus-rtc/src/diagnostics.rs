@@ -300,6 +300,20 @@ mod tests {
     }
 
     #[test]
+    fn candidate_lines_are_typed() {
+        let host = "candidate:1 1 udp 2130706431 192.0.2.1 5000 typ host";
+        let srflx =
+            "a=candidate:2 1 udp 1686052607 198.51.100.2 6000 typ srflx raddr 0.0.0.0 rport 0";
+        assert_eq!(CandidateType::of_candidate(host), Some(CandidateType::Host));
+        assert_eq!(
+            CandidateType::of_candidate(srflx),
+            Some(CandidateType::Srflx)
+        );
+        assert_eq!(CandidateType::of_candidate("candidate:junk"), None);
+        assert_eq!(CandidateType::Prflx.to_string(), "prflx");
+    }
+
+    #[test]
     fn pair_display_hides_addresses() {
         let p = SelectedPair {
             local: CandidateType::Host,

@@ -67,6 +67,7 @@ impl PeerConnection {
     /// offer to send to the peer (encrypted).
     pub async fn offer(config: RtcConfig) -> Result<(PeerHandle, PeerEvents, String), PeerError> {
         config.validate()?;
+        let config = with_identity(config).await?;
         let sockets = bind_sockets(&config)?;
         let now = Instant::now();
         let bases = sockets.iter().map(|(a, _)| *a).collect();
@@ -83,6 +84,7 @@ impl PeerConnection {
         offer: &str,
     ) -> Result<(PeerHandle, PeerEvents, String), PeerError> {
         config.validate()?;
+        let config = with_identity(config).await?;
         let sockets = bind_sockets(&config)?;
         let now = Instant::now();
         let bases = sockets.iter().map(|(a, _)| *a).collect();
@@ -211,6 +213,18 @@ impl PeerHandle {
             let _ = rx.await;
         }
     }
+}
+
+/// Certificate generation is tens of milliseconds of CPU: never on the async executor. The
+/// node should generate one [`crate::DtlsIdentity`] at start-up; this is the fallback.
+async fn with_identity(mut config: RtcConfig) -> Result<RtcConfig, PeerError> {
+    if config.dtls_identity.is_none() {
+        let identity = tokio::task::spawn_blocking(crate::DtlsIdentity::generate)
+            .await
+            .map_err(|_| crate::CertError::Generate)??;
+        config.dtls_identity = Some(identity);
+    }
+    Ok(config)
 }
 
 fn bind_sockets(config: &RtcConfig) -> Result<Vec<(SocketAddr, UdpSocket)>, PeerError> {

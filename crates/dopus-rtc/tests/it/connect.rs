@@ -49,7 +49,8 @@ async fn connects_and_exchanges_messages_both_ways() {
             .iter()
             .all(|t| *t == CandidateType::Host)
     );
-    let d = wait_diag(&a, |d| d.selected_pair.is_some()).await;
+    let d = wait_diag(&a, |d| d.selected_pair.is_some() && d.rtt.is_some()).await;
+    assert!(d.rtt.unwrap() < std::time::Duration::from_secs(1), "{d:?}");
     let pair = d.selected_pair.unwrap();
     assert_eq!(
         (pair.local, pair.remote),
