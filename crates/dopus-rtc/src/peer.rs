@@ -35,7 +35,10 @@ use crate::error::PeerError;
 use crate::interfaces;
 
 /// What a connection tells the application.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` leaves out candidate lines (they hold addresses) and message bytes, so events can be
+/// logged as they are.
+#[derive(Clone, PartialEq, Eq)]
 pub enum PeerEvent {
     /// A local ICE candidate (`candidate:…` attribute value) to send to the peer, encrypted.
     /// Host candidates come first, server-reflexive ones as STUN answers arrive.
@@ -53,6 +56,22 @@ pub enum PeerEvent {
         /// Why.
         reason: CloseReason,
     },
+}
+
+impl std::fmt::Debug for PeerEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::LocalCandidate(c) => {
+                let kind = crate::CandidateType::of_candidate(c);
+                write!(f, "LocalCandidate({kind:?}, <redacted>)")
+            }
+            Self::GatheringComplete => f.write_str("GatheringComplete"),
+            Self::State(s) => f.debug_tuple("State").field(s).finish(),
+            Self::ChannelOpen => f.write_str("ChannelOpen"),
+            Self::Data(d) => write!(f, "Data({} bytes)", d.len()),
+            Self::Closed { reason } => f.debug_struct("Closed").field("reason", reason).finish(),
+        }
+    }
 }
 
 /// The events of one connection, in order. Ends after [`PeerEvent::Closed`].
@@ -606,4 +625,20 @@ async fn recv_any(
         Poll::Pending
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_debug_hides_addresses_and_content() {
+        let c = PeerEvent::LocalCandidate(
+            "candidate:1 1 udp 2130706431 192.0.2.1 5000 typ host".into(),
+        );
+        let shown = format!("{c:?}");
+        assert_eq!(shown, "LocalCandidate(Some(Host), <redacted>)");
+        let d = format!("{:?}", PeerEvent::Data(b"secret text".to_vec()));
+        assert_eq!(d, "Data(11 bytes)");
+    }
 }
