@@ -1,0 +1,420 @@
+//! Configuration from flags, the environment and a TOML file.
+//!
+//! Precedence, highest first: command-line flags, environment variables (`DOPUS_SERVER_*`),
+//! the TOML file (`--config PATH`), built-in defaults. Every key has all three spellings: flag
+//! `--mailbox-ttl-secs`, variable `DOPUS_SERVER_MAILBOX_TTL_SECS`, TOML key `mailbox_ttl_secs`.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything a server needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the HTTP/WebSocket listener binds.
+    pub listen: SocketAddr,
+    /// Where the SQLite database and the server id live.
+    pub data_dir: PathBuf,
+    /// The id signed into logins; default: random, persisted in `data_dir/server_id`.
+    pub server_id: Option<String>,
+    /// Share presence, routing, mailbox and key directory through this Redis server.
+    pub redis: Option<String>,
+    /// TLS certificate chain and private key (PEM files); plain `ws` when absent.
+    pub tls: Option<TlsFiles>,
+    /// UDP address for STUN; `None` disables STUN.
+    pub stun_listen: Option<SocketAddr>,
+    /// Limits and timers.
+    pub limits: LimitsConfig,
+    /// How long shutdown waits for connections to close.
+    pub shutdown_grace: Duration,
+}
+
+/// PEM files for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PKCS#8, PKCS#1 or SEC1 private key.
+    pub key: PathBuf,
+}
+
+/// Limits and timers; docs/signaling.md lists the defaults.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Longest accepted text frame.
+    pub max_frame_bytes: usize,
+    /// Longest `payload` / `introduction`.
+    pub max_payload_bytes: usize,
+    /// Most contacts in one `sync_contacts`.
+    pub max_contacts: usize,
+    /// Most ids in one `ack`.
+    pub max_ack_ids: usize,
+    /// Average frames per second per connection.
+    pub rate_per_sec: u32,
+    /// Burst of frames per connection.
+    pub rate_burst: u32,
+    /// Most open connections in total.
+    pub max_connections: usize,
+    /// Most open connections from one IP address (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Time a connection has to log in.
+    pub auth_timeout: Duration,
+    /// Lifetime of a challenge.
+    pub challenge_ttl: Duration,
+    /// Interval between WebSocket pings.
+    pub ping_interval: Duration,
+    /// Silence after a ping that closes the connection.
+    pub ping_timeout: Duration,
+    /// Lifetime of an unacknowledged mailbox item.
+    pub mailbox_ttl: Duration,
+    /// Most items per device mailbox.
+    pub mailbox_max_items: u64,
+    /// Most payload bytes per device mailbox.
+    pub mailbox_max_bytes: u64,
+    /// Fewer one-time keys than this triggers `one_time_keys_low`.
+    pub otk_low_threshold: u64,
+    /// Frames waiting for one connection before further frames to it are refused.
+    pub outbox_capacity: usize,
+    /// Bad frames (malformed, unknown, oversized) before the connection is closed.
+    pub max_bad_frames: u32,
+    /// Rate-limited frames in a row before the connection is closed.
+    pub max_rate_violations: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            max_payload_bytes: 60_000,
+            max_contacts: 5_000,
+            max_ack_ids: 1_000,
+            rate_per_sec: 200,
+            rate_burst: 1_000,
+            max_connections: 200_000,
+            max_connections_per_ip: 256,
+            auth_timeout: Duration::from_secs(30),
+            challenge_ttl: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(20),
+            mailbox_ttl: Duration::from_secs(30 * 24 * 3600),
+            mailbox_max_items: 1_000,
+            mailbox_max_bytes: 16 * 1024 * 1024,
+            otk_low_threshold: 10,
+            outbox_capacity: 256,
+            max_bad_frames: 50,
+            max_rate_violations: 100,
+        }
+    }
+}
+
+impl Config {
+    /// Loopback defaults for tests and local use: ephemeral ports, no STUN, no TLS.
+    pub fn loopback(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            server_id: None,
+            redis: None,
+            tls: None,
+            stun_listen: None,
+            limits: LimitsConfig::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the configuration could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or two values conflict.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Command-line flags (each also read from its environment variable).
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(
+    name = "discordopus-server",
+    version,
+    about = "The DiscordOpus signaling server"
+)]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "DOPUS_SERVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address for HTTP/WebSocket (default 0.0.0.0:8080).
+    #[arg(long, env = "DOPUS_SERVER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the database and server id (default ./discordopus-server-data).
+    #[arg(long, env = "DOPUS_SERVER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Server id signed into logins (default: random, persisted in the data directory).
+    #[arg(long, env = "DOPUS_SERVER_SERVER_ID")]
+    pub server_id: Option<String>,
+    /// Redis URL for scale-out (redis://host:port/db).
+    #[arg(long, env = "DOPUS_SERVER_REDIS")]
+    pub redis: Option<String>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "DOPUS_SERVER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "DOPUS_SERVER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// UDP address for STUN (default 0.0.0.0:3478), or "off".
+    #[arg(long, env = "DOPUS_SERVER_STUN_LISTEN")]
+    pub stun_listen: Option<String>,
+    /// Log filter (tracing EnvFilter syntax, default "info").
+    #[arg(long, env = "DOPUS_SERVER_LOG")]
+    pub log: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long, env = "DOPUS_SERVER_LOG_JSON")]
+    pub log_json: Option<bool>,
+    /// Longest accepted text frame in bytes (default 65536).
+    #[arg(long, env = "DOPUS_SERVER_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Longest payload or introduction in bytes (default 60000).
+    #[arg(long, env = "DOPUS_SERVER_MAX_PAYLOAD_BYTES")]
+    pub max_payload_bytes: Option<usize>,
+    /// Most contacts in one sync_contacts (default 5000).
+    #[arg(long, env = "DOPUS_SERVER_MAX_CONTACTS")]
+    pub max_contacts: Option<usize>,
+    /// Average frames per second per connection (default 200).
+    #[arg(long, env = "DOPUS_SERVER_RATE_PER_SEC")]
+    pub rate_per_sec: Option<u32>,
+    /// Burst of frames per connection (default 1000).
+    #[arg(long, env = "DOPUS_SERVER_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+    /// Most open connections in total (default 200000).
+    #[arg(long, env = "DOPUS_SERVER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most open connections per IP address, 0 for no limit (default 256).
+    #[arg(long, env = "DOPUS_SERVER_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds a connection has to log in (default 30).
+    #[arg(long, env = "DOPUS_SERVER_AUTH_TIMEOUT_SECS")]
+    pub auth_timeout_secs: Option<u64>,
+    /// Milliseconds between WebSocket pings (default 20000).
+    #[arg(long, env = "DOPUS_SERVER_PING_INTERVAL_MS")]
+    pub ping_interval_ms: Option<u64>,
+    /// Milliseconds of silence after a ping that close a connection (default 20000).
+    #[arg(long, env = "DOPUS_SERVER_PING_TIMEOUT_MS")]
+    pub ping_timeout_ms: Option<u64>,
+    /// Seconds an unacknowledged mailbox item is kept (default 2592000, 30 days).
+    #[arg(long, env = "DOPUS_SERVER_MAILBOX_TTL_SECS")]
+    pub mailbox_ttl_secs: Option<u64>,
+    /// Most items per device mailbox (default 1000).
+    #[arg(long, env = "DOPUS_SERVER_MAILBOX_MAX_ITEMS")]
+    pub mailbox_max_items: Option<u64>,
+    /// Most payload bytes per device mailbox (default 16777216).
+    #[arg(long, env = "DOPUS_SERVER_MAILBOX_MAX_BYTES")]
+    pub mailbox_max_bytes: Option<u64>,
+    /// Warn a device when fewer one-time keys than this are left (default 10).
+    #[arg(long, env = "DOPUS_SERVER_OTK_LOW_THRESHOLD")]
+    pub otk_low_threshold: Option<u64>,
+    /// Seconds shutdown waits for connections to drain (default 10).
+    #[arg(long, env = "DOPUS_SERVER_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// The TOML file: the same keys as the flags, in snake_case.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    server_id: Option<String>,
+    redis: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    stun_listen: Option<String>,
+    log: Option<String>,
+    log_json: Option<bool>,
+    max_frame_bytes: Option<usize>,
+    max_payload_bytes: Option<usize>,
+    max_contacts: Option<usize>,
+    rate_per_sec: Option<u32>,
+    rate_burst: Option<u32>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    auth_timeout_secs: Option<u64>,
+    ping_interval_ms: Option<u64>,
+    ping_timeout_ms: Option<u64>,
+    mailbox_ttl_secs: Option<u64>,
+    mailbox_max_items: Option<u64>,
+    mailbox_max_bytes: Option<u64>,
+    otk_low_threshold: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            source: Box::new(e),
+        })
+    }
+}
+
+/// Logging settings, which the binary applies before anything else.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// EnvFilter directives.
+    pub filter: String,
+    /// JSON lines instead of text.
+    pub json: bool,
+}
+
+macro_rules! pick {
+    ($args:ident, $file:ident, $field:ident) => {
+        $args.$field.clone().or_else(|| $file.$field.clone())
+    };
+}
+
+/// Merges flags/environment (already combined by clap) over the file over the defaults.
+pub fn resolve(args: &Args, file: &FileConfig) -> Result<(Config, LogConfig), ConfigError> {
+    let d = LimitsConfig::default();
+    let secs = Duration::from_secs;
+    let ms = Duration::from_millis;
+    let limits = LimitsConfig {
+        max_frame_bytes: pick!(args, file, max_frame_bytes).unwrap_or(d.max_frame_bytes),
+        max_payload_bytes: pick!(args, file, max_payload_bytes).unwrap_or(d.max_payload_bytes),
+        max_contacts: pick!(args, file, max_contacts).unwrap_or(d.max_contacts),
+        rate_per_sec: pick!(args, file, rate_per_sec).unwrap_or(d.rate_per_sec),
+        rate_burst: pick!(args, file, rate_burst).unwrap_or(d.rate_burst),
+        max_connections: pick!(args, file, max_connections).unwrap_or(d.max_connections),
+        max_connections_per_ip: pick!(args, file, max_connections_per_ip)
+            .unwrap_or(d.max_connections_per_ip),
+        auth_timeout: pick!(args, file, auth_timeout_secs)
+            .map(secs)
+            .unwrap_or(d.auth_timeout),
+        ping_interval: pick!(args, file, ping_interval_ms)
+            .map(ms)
+            .unwrap_or(d.ping_interval),
+        ping_timeout: pick!(args, file, ping_timeout_ms)
+            .map(ms)
+            .unwrap_or(d.ping_timeout),
+        mailbox_ttl: pick!(args, file, mailbox_ttl_secs)
+            .map(secs)
+            .unwrap_or(d.mailbox_ttl),
+        mailbox_max_items: pick!(args, file, mailbox_max_items).unwrap_or(d.mailbox_max_items),
+        mailbox_max_bytes: pick!(args, file, mailbox_max_bytes).unwrap_or(d.mailbox_max_bytes),
+        otk_low_threshold: pick!(args, file, otk_low_threshold).unwrap_or(d.otk_low_threshold),
+        ..d
+    };
+    if limits.max_payload_bytes >= limits.max_frame_bytes {
+        return Err(ConfigError::Invalid(
+            "max_payload_bytes must be below max_frame_bytes".into(),
+        ));
+    }
+    if limits.ping_interval.is_zero() || limits.ping_timeout.is_zero() {
+        return Err(ConfigError::Invalid(
+            "ping interval and timeout must be positive".into(),
+        ));
+    }
+    let tls = match (pick!(args, file, tls_cert), pick!(args, file, tls_key)) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Invalid(
+                "tls_cert and tls_key must be given together".into(),
+            ));
+        }
+    };
+    let stun_listen = match pick!(args, file, stun_listen).as_deref() {
+        None => Some(SocketAddr::from(([0, 0, 0, 0], 3478))),
+        Some("off") | Some("") => None,
+        Some(addr) => Some(
+            addr.parse()
+                .map_err(|_| ConfigError::Invalid("stun_listen is not ADDR:PORT or off".into()))?,
+        ),
+    };
+    let config = Config {
+        listen: pick!(args, file, listen).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))),
+        data_dir: pick!(args, file, data_dir)
+            .unwrap_or_else(|| PathBuf::from("discordopus-server-data")),
+        server_id: pick!(args, file, server_id),
+        redis: pick!(args, file, redis),
+        tls,
+        stun_listen,
+        limits,
+        shutdown_grace: pick!(args, file, shutdown_grace_secs)
+            .map(secs)
+            .unwrap_or(Duration::from_secs(10)),
+    };
+    let log = LogConfig {
+        filter: pick!(args, file, log).unwrap_or_else(|| "info".into()),
+        json: pick!(args, file, log_json).unwrap_or(false),
+    };
+    Ok((config, log))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let file = FileConfig::parse(
+            "listen = \"127.0.0.1:9000\"\nrate_per_sec = 7\nmailbox_ttl_secs = 60\nstun_listen = \"off\"\n",
+        )
+        .unwrap();
+        let args = Args::parse_from(["discordopus-server", "--rate-per-sec", "9"]);
+        let (c, log) = resolve(&args, &file).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.limits.rate_per_sec, 9);
+        assert_eq!(c.limits.mailbox_ttl, Duration::from_secs(60));
+        assert_eq!(c.limits.rate_burst, LimitsConfig::default().rate_burst);
+        assert!(c.stun_listen.is_none());
+        assert_eq!(log.filter, "info");
+    }
+
+    #[test]
+    fn unknown_keys_and_half_tls_are_refused() {
+        assert!(FileConfig::parse("lisen = \"x\"").is_err());
+        let file = FileConfig::parse("tls_cert = \"/c.pem\"").unwrap();
+        assert!(resolve(&Args::default(), &file).is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let (c, _) = resolve(&Args::default(), &FileConfig::default()).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.stun_listen, Some("0.0.0.0:3478".parse().unwrap()));
+        assert_eq!(c.limits.ping_interval, Duration::from_secs(20));
+        assert_eq!(c.limits.mailbox_ttl, Duration::from_secs(30 * 86400));
+    }
+}

@@ -1,0 +1,761 @@
+//! One WebSocket connection, from challenge to close, driven by a single task.
+//!
+//! Task topology (one task per connection, nothing else per connection):
+//!
+//! ```text
+//!             ┌────────────── select! ──────────────┐
+//! socket ───► │ read frame → rate limit → parse →   │ ──► socket (answers)
+//!             │ handle (awaits the backends)        │
+//! Outbox ───► │ frames from other connections,      │ ──► socket (deliveries, presence)
+//!  (push)     │ pokes, close orders                 │
+//! mailbox ──► │ next page of queued items           │ ──► socket (deliver + mailbox_id)
+//! timer ────► │ ping / ping timeout                 │
+//! shutdown ─► │ close "going away"                  │
+//!             └─────────────────────────────────────┘
+//! ```
+//!
+//! The handler is generic over `Stream + Sink` of WebSocket messages so it does not care
+//! whether the socket is TLS or plain.
+
+use crate::backend::{BoxFut, StoreError, StoredItem};
+use crate::hub::{Hub, RelayReport};
+use crate::metrics::Metrics;
+use crate::outbox::{Out, Outbox};
+use crate::ratelimit::TokenBucket;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use dopus_proto::signaling::{
+    ClientFrame, DeliveryKind, ErrorCode, Nonce, RequestId, Sender, ServerFrame, auth_signing_bytes,
+};
+use dopus_types::{DeviceId, UserId};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// WebSocket close codes we use.
+pub(crate) mod close_code {
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Auth failure, abuse, replaced session.
+    pub const POLICY: u16 = 1008;
+    /// No supported protocol version.
+    pub const PROTOCOL: u16 = 1002;
+}
+
+const MAILBOX_PAGE: usize = 64;
+
+/// Sends one server frame.
+async fn send_frame<S>(ws: &mut S, frame: &ServerFrame) -> bool
+where
+    S: Sink<Message> + Unpin,
+{
+    ws.send(Message::Text(frame.to_json().into())).await.is_ok()
+}
+
+async fn close<S>(ws: &mut S, code: u16, reason: &'static str)
+where
+    S: Sink<Message> + Unpin,
+{
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ =
+        tokio::time::timeout(Duration::from_secs(2), ws.send(Message::Close(Some(frame)))).await;
+}
+
+/// Tells a client none of its versions is spoken here, then closes.
+pub(crate) async fn refuse_version<S>(mut ws: S)
+where
+    S: Sink<Message> + Unpin,
+{
+    let frame = ServerFrame::error(
+        None,
+        ErrorCode::UnsupportedVersion,
+        "supported protocol versions: 1",
+    );
+    let _ = send_frame(&mut ws, &frame).await;
+    close(&mut ws, close_code::PROTOCOL, "unsupported_version").await;
+}
+
+/// Serves one WebSocket connection until it closes.
+pub(crate) async fn run<S, E>(mut ws: S, hub: Arc<Hub>, version: u32, shutdown: CancellationToken)
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
+{
+    let Some((user, device)) = Box::pin(authenticate(&mut ws, &hub, version, &shutdown)).await
+    else {
+        return;
+    };
+    let outbox = Arc::new(Outbox::new(hub.limits.outbox_capacity));
+    let conn = match hub.attach(user, device.clone(), outbox.clone()).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(error = %e, "attach failed");
+            let _ = send_frame(
+                &mut ws,
+                &ServerFrame::error(None, ErrorCode::InternalError, "try again later"),
+            )
+            .await;
+            close(&mut ws, close_code::GOING_AWAY, "internal_error").await;
+            return;
+        }
+    };
+    Metrics::inc(&hub.metrics.auth_success_total);
+    hub.metrics
+        .authenticated
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut session = Session {
+        sender: Sender {
+            user,
+            device: device.clone(),
+        },
+        conn,
+        outbox,
+        bucket: TokenBucket::new(
+            hub.limits.rate_per_sec,
+            hub.limits.rate_burst,
+            std::time::Instant::now(),
+        ),
+        bad_frames: 0,
+        rate_violations: 0,
+        cursor: 0,
+        draining: true,
+    };
+    if welcome(&mut ws, &hub, &session).await {
+        Box::pin(session_loop(&mut ws, &hub, &mut session, &shutdown)).await;
+    }
+    hub.metrics
+        .authenticated
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    hub.detach(user, device, conn).await;
+}
+
+/// Sends the challenge and waits for a valid login; answers `auth_failure` and closes otherwise.
+async fn authenticate<S, E>(
+    ws: &mut S,
+    hub: &Hub,
+    version: u32,
+    shutdown: &CancellationToken,
+) -> Option<(UserId, DeviceId)>
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+{
+    let mut nonce = [0u8; 32];
+    if getrandom::fill(&mut nonce).is_err() {
+        close(ws, close_code::GOING_AWAY, "internal_error").await;
+        return None;
+    }
+    let challenge_ttl = u64::try_from(hub.limits.challenge_ttl.as_millis()).unwrap_or(u64::MAX);
+    let expires_at = hub.now().plus_millis(challenge_ttl);
+    let challenge = ServerFrame::Challenge {
+        version,
+        server_id: hub.server_id.clone(),
+        challenge: Nonce(nonce),
+        expires_at,
+    };
+    if !send_frame(ws, &challenge).await {
+        return None;
+    }
+    let deadline = Instant::now() + hub.limits.auth_timeout;
+    let mut bad = 0u32;
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => {
+                close(ws, close_code::GOING_AWAY, "shutting_down").await;
+                return None;
+            }
+            r = tokio::time::timeout_at(deadline, ws.next()) => r,
+        };
+        let text = match next {
+            Err(_) => {
+                let _ = send_frame(
+                    ws,
+                    &ServerFrame::AuthFailure {
+                        code: ErrorCode::ChallengeExpired,
+                        message: "no login within the auth timeout".into(),
+                    },
+                )
+                .await;
+                Metrics::inc(&hub.metrics.auth_failure_total);
+                close(ws, close_code::POLICY, "challenge_expired").await;
+                return None;
+            }
+            Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            Ok(Some(Ok(Message::Close(_)))) => return None,
+            Ok(Some(Ok(Message::Binary(_)))) => {
+                bad += 1;
+                let _ = send_frame(
+                    ws,
+                    &ServerFrame::error(
+                        None,
+                        ErrorCode::MalformedFrame,
+                        "binary frames are not used",
+                    ),
+                )
+                .await;
+                if bad > hub.limits.max_bad_frames {
+                    close(ws, close_code::POLICY, "too many bad frames").await;
+                    return None;
+                }
+                continue;
+            }
+            Ok(Some(Ok(_))) => continue,
+        };
+        Metrics::inc(&hub.metrics.frames_received_total);
+        let parsed = if text.len() > hub.limits.max_frame_bytes {
+            Err((None, ErrorCode::FrameTooLarge, "frame too large".to_owned()))
+        } else {
+            ClientFrame::parse(text.as_str()).map_err(|e| (e.id, e.code, e.message))
+        };
+        match parsed {
+            Ok(ClientFrame::Auth {
+                user_id,
+                device_id,
+                challenge,
+                signature,
+            }) => {
+                let result = if challenge.0 != nonce {
+                    Err(ErrorCode::BadChallenge)
+                } else if hub.now() > expires_at {
+                    Err(ErrorCode::ChallengeExpired)
+                } else {
+                    let bytes = auth_signing_bytes(&hub.server_id, &nonce, &device_id);
+                    user_id
+                        .key()
+                        .verify(&bytes, &signature)
+                        .map_err(|_| ErrorCode::BadSignature)
+                };
+                return match result {
+                    Ok(()) => {
+                        tracing::debug!(user = %user_id.short(), "login");
+                        Some((user_id, device_id))
+                    }
+                    Err(code) => {
+                        Metrics::inc(&hub.metrics.auth_failure_total);
+                        tracing::info!(code = %code, "login refused");
+                        let _ = send_frame(
+                            ws,
+                            &ServerFrame::AuthFailure {
+                                code,
+                                message: match code {
+                                    ErrorCode::BadChallenge => {
+                                        "the challenge is not this connection's current one"
+                                    }
+                                    ErrorCode::ChallengeExpired => "the challenge expired",
+                                    _ => "the signature does not verify",
+                                }
+                                .into(),
+                            },
+                        )
+                        .await;
+                        close(ws, close_code::POLICY, "auth_failure").await;
+                        None
+                    }
+                };
+            }
+            Ok(other) => {
+                bad += 1;
+                let _ = send_frame(
+                    ws,
+                    &ServerFrame::error(other.id(), ErrorCode::NotAuthenticated, "log in first"),
+                )
+                .await;
+            }
+            Err((id, code, message)) => {
+                bad += 1;
+                Metrics::inc(&hub.metrics.frame_errors_total);
+                let _ = send_frame(ws, &ServerFrame::error(id, code, message)).await;
+            }
+        }
+        if bad > hub.limits.max_bad_frames {
+            close(ws, close_code::POLICY, "too many bad frames").await;
+            return None;
+        }
+    }
+}
+
+struct Session {
+    sender: Sender,
+    conn: u64,
+    outbox: Arc<Outbox>,
+    bucket: TokenBucket,
+    bad_frames: u32,
+    rate_violations: u32,
+    /// Highest mailbox id already sent on this connection.
+    cursor: u64,
+    /// Whether the mailbox may hold items not yet sent.
+    draining: bool,
+}
+
+async fn welcome<S>(ws: &mut S, hub: &Hub, session: &Session) -> bool
+where
+    S: Sink<Message> + Unpin,
+{
+    let user = session.sender.user;
+    let device = session.sender.device.clone();
+    let now = hub.now();
+    if let Err(e) = hub
+        .backends
+        .mailbox
+        .register_device(user, device.clone(), now)
+        .await
+    {
+        tracing::warn!(error = %e, "device registration failed");
+    }
+    let pending = hub
+        .backends
+        .mailbox
+        .count(user, device.clone(), now)
+        .await
+        .unwrap_or(0);
+    let success = ServerFrame::AuthSuccess {
+        user_id: user,
+        device_id: device.clone(),
+        server_time: now,
+        ping_interval_ms: u64::try_from(hub.limits.ping_interval.as_millis()).unwrap_or(u64::MAX),
+        ping_timeout_ms: u64::try_from(hub.limits.ping_timeout.as_millis()).unwrap_or(u64::MAX),
+        limits: hub.announced_limits(),
+        mailbox_pending: pending,
+    };
+    if !send_frame(ws, &success).await {
+        return false;
+    }
+    if let Ok(Some(remaining)) = hub
+        .backends
+        .directory
+        .one_time_key_count(user, device)
+        .await
+        && remaining < hub.limits.otk_low_threshold
+    {
+        let notice = ServerFrame::OneTimeKeysLow {
+            remaining,
+            threshold: hub.limits.otk_low_threshold,
+        };
+        return send_frame(ws, &notice).await;
+    }
+    true
+}
+
+enum Ping {
+    Idle,
+    Waiting,
+}
+
+async fn session_loop<S, E>(
+    ws: &mut S,
+    hub: &Hub,
+    session: &mut Session,
+    shutdown: &CancellationToken,
+) where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
+{
+    let mut ping = Ping::Idle;
+    let ping_timer = tokio::time::sleep(hub.limits.ping_interval);
+    tokio::pin!(ping_timer);
+    let mut fetch: Option<BoxFut<'_, Result<Vec<StoredItem>, StoreError>>> = None;
+    loop {
+        if session.draining && fetch.is_none() {
+            session.draining = false;
+            fetch = Some(hub.backends.mailbox.fetch(
+                session.sender.user,
+                session.sender.device.clone(),
+                session.cursor,
+                MAILBOX_PAGE,
+                hub.now(),
+            ));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = send_frame(ws, &ServerFrame::error(None, ErrorCode::ShuttingDown, "server shutting down")).await;
+                close(ws, close_code::GOING_AWAY, "shutting_down").await;
+                return;
+            }
+            _ = session.outbox.notified() => {
+                for out in session.outbox.take() {
+                    match out {
+                        Out::Frame(text) => {
+                            if ws.feed(Message::Text(text)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Out::Poke => session.draining = true,
+                        Out::Close(code) => {
+                            let _ = ws.feed(Message::Text(ServerFrame::error(None, code, "closing").to_json().into())).await;
+                            close(ws, close_code::POLICY, "session_replaced").await;
+                            return;
+                        }
+                    }
+                }
+                if ws.flush().await.is_err() {
+                    return;
+                }
+            }
+            items = async { match fetch.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                fetch = None;
+                match items {
+                    Ok(items) => {
+                        if items.len() == MAILBOX_PAGE {
+                            session.draining = true;
+                        }
+                        for stored in items {
+                            session.cursor = session.cursor.max(stored.id);
+                            let frame = ServerFrame::Deliver {
+                                kind: stored.item.kind,
+                                from: stored.item.from,
+                                payload: stored.item.payload,
+                                sent_at: stored.item.sent_at,
+                                mailbox_id: Some(stored.id),
+                            };
+                            if ws.feed(Message::Text(frame.to_json().into())).await.is_err() {
+                                return;
+                            }
+                        }
+                        if ws.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "mailbox fetch failed"),
+                }
+            }
+            msg = ws.next() => {
+                if matches!(ping, Ping::Waiting) {
+                    ping = Ping::Idle;
+                    ping_timer.as_mut().reset(Instant::now() + hub.limits.ping_interval);
+                }
+                match msg {
+                    None | Some(Err(_)) => return,
+                    Some(Ok(Message::Text(text))) => {
+                        if !handle_text(ws, hub, session, text).await {
+                            return;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        session.bad_frames += 1;
+                        if !reply(ws, ServerFrame::error(None, ErrorCode::MalformedFrame, "binary frames are not used")).await {
+                            return;
+                        }
+                        if session.bad_frames > hub.limits.max_bad_frames {
+                            close(ws, close_code::POLICY, "too many bad frames").await;
+                            return;
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+            _ = &mut ping_timer => {
+                match ping {
+                    Ping::Idle => {
+                        if ws.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                            return;
+                        }
+                        ping = Ping::Waiting;
+                        ping_timer.as_mut().reset(Instant::now() + hub.limits.ping_timeout);
+                    }
+                    Ping::Waiting => {
+                        tracing::debug!("ping timeout");
+                        close(ws, close_code::GOING_AWAY, "ping timeout").await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn reply<S>(ws: &mut S, frame: ServerFrame) -> bool
+where
+    S: Sink<Message> + Unpin,
+{
+    send_frame(ws, &frame).await
+}
+
+/// Handles one text frame; `false` ends the connection.
+async fn handle_text<S, E>(ws: &mut S, hub: &Hub, session: &mut Session, text: Utf8Bytes) -> bool
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
+{
+    Metrics::inc(&hub.metrics.frames_received_total);
+    if !session.bucket.try_take(std::time::Instant::now()) {
+        Metrics::inc(&hub.metrics.rate_limited_total);
+        session.rate_violations += 1;
+        if session.rate_violations > hub.limits.max_rate_violations {
+            let _ = reply(
+                ws,
+                ServerFrame::error(None, ErrorCode::RateLimited, "rate limit exceeded; closing"),
+            )
+            .await;
+            close(ws, close_code::POLICY, "rate_limited").await;
+            return false;
+        }
+        return reply(
+            ws,
+            ServerFrame::error(
+                None,
+                ErrorCode::RateLimited,
+                "too many frames; this one was dropped",
+            ),
+        )
+        .await;
+    }
+    session.rate_violations = 0;
+    let parsed = if text.len() > hub.limits.max_frame_bytes {
+        Err((
+            None,
+            ErrorCode::FrameTooLarge,
+            format!("frames are limited to {} bytes", hub.limits.max_frame_bytes),
+        ))
+    } else {
+        ClientFrame::parse(text.as_str()).map_err(|e| (e.id, e.code, e.message))
+    };
+    let frame = match parsed {
+        Ok(frame) => frame,
+        Err((id, code, message)) => {
+            Metrics::inc(&hub.metrics.frame_errors_total);
+            session.bad_frames += 1;
+            if !reply(ws, ServerFrame::error(id, code, message)).await {
+                return false;
+            }
+            if session.bad_frames > hub.limits.max_bad_frames {
+                close(ws, close_code::POLICY, "too many bad frames").await;
+                return false;
+            }
+            return true;
+        }
+    };
+    let answer = handle_frame(hub, session, frame).await;
+    if matches!(answer, ServerFrame::Error { .. }) {
+        Metrics::inc(&hub.metrics.frame_errors_total);
+    }
+    reply(ws, answer).await
+}
+
+fn relay_answer(id: RequestId, result: Result<RelayReport, ErrorCode>) -> ServerFrame {
+    match result {
+        Ok(r) => ServerFrame::RelayResult {
+            id,
+            delivered: r.delivered,
+            queued: r.queued,
+            refused: r.refused,
+        },
+        Err(code) => ServerFrame::error(
+            Some(id),
+            code,
+            match code {
+                ErrorCode::RecipientOffline => "no device of the recipient is online",
+                ErrorCode::UnknownRecipient => "the recipient has no known device",
+                ErrorCode::UnknownDevice => "the recipient has no such device",
+                ErrorCode::MailboxFull => "the recipient's mailbox is full",
+                ErrorCode::RecipientBusy => "the recipient is not keeping up",
+                _ => "relay failed",
+            },
+        ),
+    }
+}
+
+fn internal(id: RequestId, e: &StoreError) -> ServerFrame {
+    tracing::warn!(error = %e, "storage failure");
+    ServerFrame::error(
+        Some(id),
+        ErrorCode::InternalError,
+        "storage failure; retry later",
+    )
+}
+
+/// Contact frames always go to every device of the recipient and are always storable.
+async fn contact(
+    hub: &Hub,
+    session: &Session,
+    id: RequestId,
+    to: UserId,
+    introduction: String,
+    kind: DeliveryKind,
+) -> ServerFrame {
+    if introduction.len() > hub.limits.max_payload_bytes {
+        return ServerFrame::error(
+            Some(id),
+            ErrorCode::PayloadTooLarge,
+            "introduction too large",
+        );
+    }
+    relay_answer(
+        id,
+        hub.route(&session.sender, to, None, kind, introduction, true)
+            .await,
+    )
+}
+
+async fn handle_frame(hub: &Hub, session: &mut Session, frame: ClientFrame) -> ServerFrame {
+    let user = session.sender.user;
+    match frame {
+        ClientFrame::Auth { .. } => {
+            ServerFrame::error(None, ErrorCode::AlreadyAuthenticated, "already logged in")
+        }
+        ClientFrame::Ping { id } => ServerFrame::Pong { id },
+        ClientFrame::PublishBundle { id, bundle } => {
+            if bundle.certificate.device_id != session.sender.device {
+                return ServerFrame::error(
+                    Some(id),
+                    ErrorCode::InvalidBundle,
+                    "the bundle is for another device",
+                );
+            }
+            if let Err(e) = bundle.verify(&user) {
+                return ServerFrame::error(Some(id), ErrorCode::InvalidBundle, e.to_string());
+            }
+            match hub.backends.directory.publish(*bundle, hub.now()).await {
+                Ok(count) => {
+                    Metrics::inc(&hub.metrics.bundles_published_total);
+                    ServerFrame::BundlePublished {
+                        id,
+                        one_time_keys: count,
+                    }
+                }
+                Err(e) => internal(id, &e),
+            }
+        }
+        ClientFrame::FetchBundle { id, user: target } => {
+            match hub.backends.directory.claim(target).await {
+                Ok(claimed) if claimed.is_empty() => ServerFrame::error(
+                    Some(id),
+                    ErrorCode::NoBundle,
+                    "the user has published no bundle",
+                ),
+                Ok(claimed) => {
+                    Metrics::inc(&hub.metrics.bundles_fetched_total);
+                    let mut bundles = Vec::with_capacity(claimed.len());
+                    for c in claimed {
+                        hub.notify_low_keys(target, &c.bundle.certificate.device_id, c.remaining)
+                            .await;
+                        bundles.push(c.bundle);
+                    }
+                    ServerFrame::Bundles {
+                        id,
+                        user: target,
+                        bundles,
+                    }
+                }
+                Err(e) => internal(id, &e),
+            }
+        }
+        ClientFrame::Relay {
+            id,
+            to,
+            to_device,
+            payload,
+            store,
+        } => {
+            if payload.len() > hub.limits.max_payload_bytes {
+                return ServerFrame::error(
+                    Some(id),
+                    ErrorCode::PayloadTooLarge,
+                    "payload too large",
+                );
+            }
+            let result = hub
+                .route(
+                    &session.sender,
+                    to,
+                    to_device,
+                    DeliveryKind::Relay,
+                    payload,
+                    store,
+                )
+                .await;
+            relay_answer(id, result)
+        }
+        ClientFrame::ContactRequest {
+            id,
+            to,
+            introduction,
+        } => {
+            contact(
+                hub,
+                session,
+                id,
+                to,
+                introduction,
+                DeliveryKind::ContactRequest,
+            )
+            .await
+        }
+        ClientFrame::ContactAccept {
+            id,
+            to,
+            introduction,
+        } => {
+            contact(
+                hub,
+                session,
+                id,
+                to,
+                introduction,
+                DeliveryKind::ContactAccept,
+            )
+            .await
+        }
+        ClientFrame::ContactDecline {
+            id,
+            to,
+            introduction,
+        } => {
+            contact(
+                hub,
+                session,
+                id,
+                to,
+                introduction,
+                DeliveryKind::ContactDecline,
+            )
+            .await
+        }
+        ClientFrame::SetStatus { id, status } => {
+            match hub
+                .set_status(user, session.sender.device.clone(), session.conn, status)
+                .await
+            {
+                Ok(()) => ServerFrame::Ok { id },
+                Err(e) => internal(id, &e),
+            }
+        }
+        ClientFrame::SyncContacts { id, contacts } => {
+            if contacts.len() > hub.limits.max_contacts {
+                return ServerFrame::error(
+                    Some(id),
+                    ErrorCode::TooManyContacts,
+                    "too many contacts",
+                );
+            }
+            match hub.sync_contacts(user, contacts).await {
+                Ok(presence) => ServerFrame::ContactsSynced { id, presence },
+                Err(e) => internal(id, &e),
+            }
+        }
+        ClientFrame::Ack { id, ids } => {
+            if ids.len() > hub.limits.max_ack_ids {
+                return ServerFrame::error(
+                    Some(id),
+                    ErrorCode::TooManyIds,
+                    "too many ids in one ack",
+                );
+            }
+            match hub
+                .backends
+                .mailbox
+                .ack(user, session.sender.device.clone(), ids)
+                .await
+            {
+                Ok(n) => {
+                    hub.metrics
+                        .mailbox_acked_total
+                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    ServerFrame::Ok { id }
+                }
+                Err(e) => internal(id, &e),
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+use crate::common::*;
+use dopus_proto::signaling::ErrorCode;
+use dopus_signaling::{ClientError, DeliveryKind, Event, RelayStatus};
+
+#[tokio::test]
+async fn relay_reaches_every_device_and_names_the_sender() {
+    let s = start(|_| {}).await;
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let a = connect(&s.url(), &alice, 1).await;
+    let mut b1 = connect(&s.url(), &bob, 1).await;
+    let mut b2 = connect(&s.url(), &bob, 2).await;
+    let r = a
+        .client
+        .relay(bob.id, None, "opaque ciphertext".into(), false)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), RelayStatus::Delivered);
+    assert_eq!(r.delivered.len(), 2);
+    for b in [&mut b1, &mut b2] {
+        let i = expect(&mut b.events, "relay", |e| match e {
+            Event::Incoming(i) => Some(i),
+            _ => None,
+        })
+        .await;
+        assert_eq!(i.kind, DeliveryKind::Relay);
+        assert_eq!(i.payload, "opaque ciphertext");
+        assert_eq!(i.from.user, alice.id);
+        assert_eq!(i.from.device, a.device);
+        assert!(i.ack.is_none());
+    }
+    // One device only.
+    let r = a
+        .client
+        .relay(bob.id, Some(b2.device.clone()), "only b2".into(), false)
+        .await
+        .unwrap();
+    assert_eq!(r.delivered, vec![b2.device.clone()]);
+    let got = expect(&mut b2.events, "relay", |e| match e {
+        Event::Incoming(i) => Some(i.payload),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, "only b2");
+    // b1 got nothing: its next event is the following relay.
+    a.client
+        .relay(bob.id, Some(b1.device.clone()), "marker".into(), false)
+        .await
+        .unwrap();
+    match next_app_event(&mut b1.events).await {
+        Event::Incoming(i) => assert_eq!(i.payload, "marker"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn relay_to_an_offline_user_without_store_is_refused() {
+    let s = start(|_| {}).await;
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let a = connect(&s.url(), &alice, 1).await;
+    let err = a
+        .client
+        .relay(bob.id, None, "x".into(), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Server {
+                code: ErrorCode::RecipientOffline,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = a
+        .client
+        .relay(bob.id, None, "x".into(), true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Server {
+                code: ErrorCode::UnknownRecipient,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_reaches_its_other_devices_but_not_the_sending_one() {
+    let s = start(|_| {}).await;
+    let alice = TestUser::new();
+    let a1 = connect(&s.url(), &alice, 1).await;
+    let mut a2 = connect(&s.url(), &alice, 2).await;
+    let r = a1
+        .client
+        .relay(alice.id, None, "sync".into(), false)
+        .await
+        .unwrap();
+    assert_eq!(r.delivered, vec![a2.device.clone()]);
+    let got = expect(&mut a2.events, "self relay", |e| match e {
+        Event::Incoming(i) => Some(i.from.device),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, a1.device);
+}
+
+#[tokio::test]
+async fn contact_requests_are_delivered_live_and_queued_when_offline() {
+    let s = start(|_| {}).await;
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let a = connect(&s.url(), &alice, 1).await;
+    let mut b = connect(&s.url(), &bob, 1).await;
+    a.client
+        .contact_request(bob.id, "hello, signed".into())
+        .await
+        .unwrap();
+    let (kind, intro) = expect(&mut b.events, "contact request", |e| match e {
+        Event::Incoming(i) => Some((i.kind, i.payload)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (kind, intro.as_str()),
+        (DeliveryKind::ContactRequest, "hello, signed")
+    );
+    // Bob goes away; Alice's decline... rather Bob's accept reaches Alice later.
+    a.client.shutdown().await;
+    let r = b
+        .client
+        .contact_accept(alice.id, "welcome".into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), RelayStatus::Stored);
+    let mut a = connect(&s.url(), &alice, 1).await;
+    let i = expect(&mut a.events, "queued accept", |e| match e {
+        Event::Incoming(i) => Some(i),
+        _ => None,
+    })
+    .await;
+    assert_eq!(i.kind, DeliveryKind::ContactAccept);
+    assert_eq!(i.payload, "welcome");
+    i.ack
+        .expect("mailbox items carry an ack handle")
+        .ack()
+        .await
+        .unwrap();
+    b.client
+        .contact_decline(alice.id, "no".into())
+        .await
+        .unwrap();
+    let kind = expect(&mut a.events, "decline", |e| match e {
+        Event::Incoming(i) => Some(i.kind),
+        _ => None,
+    })
+    .await;
+    assert_eq!(kind, DeliveryKind::ContactDecline);
+}

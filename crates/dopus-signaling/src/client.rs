@@ -1,0 +1,925 @@
+//! The client: a handle ([`SignalingClient`]) and one task that owns the socket.
+//!
+//! Task topology:
+//!
+//! ```text
+//! SignalingClient ──commands (mpsc)──► client task ──WebSocket──► server
+//!        ▲                                  │
+//!        └── oneshot answers ◄──────────────┤
+//! event stream (mpsc) ◄── state changes, deliveries, presence, notices
+//! ```
+//!
+//! States: `Disconnected → Connecting → Authenticating → Connected`, and back to
+//! `Disconnected` on any failure, followed by a backoff delay and a new attempt. Requests made
+//! while not connected fail at once with [`ClientError::NotConnected`]; requests in flight when
+//! the connection drops fail with [`ClientError::ConnectionLost`]. The node keeps its own outbox
+//! and retries; this client never replays a request by itself, only the contact list and
+//! status, which are state rather than actions.
+
+use crate::backoff::Backoff;
+use dopus_proto::bundle::{ClaimedBundle, DeviceBundle};
+use dopus_proto::signaling::{
+    ClientFrame, DeliveryKind, ErrorCode, Limits, PROTOCOL_VERSION, PresenceEntry, Refusal,
+    RequestId, Sender, ServerFrame, Status, VERSION_PARAM, auth_signing_bytes,
+};
+use dopus_types::{DeviceId, Signature, Timestamp, UserId};
+use futures_util::{SinkExt, StreamExt};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Signs login challenges with the user's identity key; the node implements it over its own
+/// key storage so the key never enters this crate.
+pub trait AuthSigner: Send + Sync {
+    /// The user this signer speaks for (its identity key).
+    fn user_id(&self) -> UserId;
+    /// Signs `message` with the identity key.
+    fn sign(&self, message: &[u8]) -> Signature;
+}
+
+/// How to reach and talk to a server.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// `ws://host:port/ws` or `wss://…/ws`; the version query is added by the client.
+    pub url: String,
+    /// This device.
+    pub device_id: DeviceId,
+    /// Reconnect delays.
+    pub backoff: Backoff,
+    /// How long a request may wait for its answer.
+    pub request_timeout: Duration,
+    /// How long connecting plus logging in may take.
+    pub connect_timeout: Duration,
+    /// TLS settings for `wss://`; `None` trusts the bundled web PKI roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("device_id", &self.device_id)
+            .field("backoff", &self.backoff)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// Defaults: 250 ms to 30 s backoff, 10 s request and connect timeouts.
+    pub fn new(url: impl Into<String>, device_id: DeviceId) -> Self {
+        Self {
+            url: url.into(),
+            device_id,
+            backoff: Backoff::default(),
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            tls: None,
+        }
+    }
+}
+
+/// Where the connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// No connection; waiting to retry (or shut down).
+    Disconnected,
+    /// Opening the WebSocket.
+    Connecting,
+    /// Answering the challenge.
+    Authenticating,
+    /// Logged in; requests can be made.
+    Connected,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The client is not connected right now.
+    #[error("not connected to the signaling server")]
+    NotConnected,
+    /// The connection dropped before the answer came.
+    #[error("the connection was lost before the server answered")]
+    ConnectionLost,
+    /// No answer within the request timeout.
+    #[error("the server did not answer in time")]
+    Timeout,
+    /// The server answered with an error.
+    #[error("the server refused: {code}")]
+    Server {
+        /// The stable code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The server answered with a frame of the wrong kind.
+    #[error("unexpected answer from the server")]
+    UnexpectedAnswer,
+    /// The client was shut down.
+    #[error("the client was shut down")]
+    Closed,
+}
+
+/// A frame from another user.
+#[derive(Debug)]
+pub struct Incoming {
+    /// What it is.
+    pub kind: DeliveryKind,
+    /// Who sent it, as authenticated by the server.
+    pub from: Sender,
+    /// The opaque payload or introduction.
+    pub payload: String,
+    /// When the server accepted it.
+    pub sent_at: Timestamp,
+    /// Present for mailbox items: acknowledge once the item is stored.
+    pub ack: Option<AckHandle>,
+}
+
+/// Acknowledges one mailbox item; until then the server keeps it and re-delivers it on the
+/// next login.
+#[derive(Debug, Clone)]
+pub struct AckHandle {
+    mailbox_id: u64,
+    client: SignalingClient,
+}
+
+impl AckHandle {
+    /// The server's id for the item.
+    pub fn mailbox_id(&self) -> u64 {
+        self.mailbox_id
+    }
+
+    /// Tells the server to delete the item.
+    pub async fn ack(self) -> Result<(), ClientError> {
+        self.client.ack(vec![self.mailbox_id]).await
+    }
+}
+
+/// What the client reports.
+#[derive(Debug)]
+pub enum Event {
+    /// The connection state changed.
+    State(ConnectionState),
+    /// Login succeeded (after every connect).
+    Authenticated {
+        /// The server's id.
+        server_id: String,
+        /// The limits the server enforces.
+        limits: Limits,
+        /// Mailbox items about to be delivered.
+        mailbox_pending: u64,
+    },
+    /// Login was refused; the client keeps retrying with backoff.
+    AuthFailed {
+        /// Why.
+        code: ErrorCode,
+    },
+    /// A relayed payload or contact frame.
+    Incoming(Incoming),
+    /// A mutual contact's presence.
+    Presence {
+        /// The contact.
+        user: UserId,
+        /// Its visible status.
+        status: Status,
+    },
+    /// This device should publish more one-time keys.
+    OneTimeKeysLow {
+        /// Keys left.
+        remaining: u64,
+        /// The server's threshold.
+        threshold: u64,
+    },
+    /// An error the server sent without a request id (rate limit, malformed frame, closing).
+    ServerNotice {
+        /// The stable code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+}
+
+/// How a relay went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayOutcome {
+    /// Devices that got it live.
+    pub delivered: Vec<DeviceId>,
+    /// Devices that will get it from their mailbox.
+    pub queued: Vec<DeviceId>,
+    /// Devices that got nothing.
+    pub refused: Vec<Refusal>,
+}
+
+/// A one-word summary of a [`RelayOutcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayStatus {
+    /// Every target device got it live.
+    Delivered,
+    /// Every target device got it, some or all through the mailbox.
+    Stored,
+    /// Some devices got nothing (see `refused`).
+    Partial,
+}
+
+impl RelayOutcome {
+    /// The summary.
+    pub fn status(&self) -> RelayStatus {
+        if !self.refused.is_empty() {
+            RelayStatus::Partial
+        } else if self.queued.is_empty() {
+            RelayStatus::Delivered
+        } else {
+            RelayStatus::Stored
+        }
+    }
+}
+
+enum Command {
+    Request {
+        frame: Box<ClientFrame>,
+        reply: oneshot::Sender<Result<ServerFrame, ClientError>>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+#[derive(Debug, Default)]
+struct Desired {
+    status: Option<Status>,
+    contacts: Option<Vec<UserId>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cmd: mpsc::UnboundedSender<Command>,
+    state: watch::Receiver<ConnectionState>,
+    next_id: AtomicU64,
+    desired: Arc<Mutex<Desired>>,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+/// A handle to the client task; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SignalingClient {
+    inner: Arc<Inner>,
+}
+
+impl SignalingClient {
+    /// Starts the client task; it connects at once and keeps reconnecting until
+    /// [`SignalingClient::shutdown`]. Events arrive on the returned receiver (unbounded, so a
+    /// consumer that awaits a request while events pile up can never deadlock the client).
+    pub fn start(
+        config: ClientConfig,
+        signer: Arc<dyn AuthSigner>,
+    ) -> (SignalingClient, mpsc::UnboundedReceiver<Event>) {
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let (state_tx, state_rx) = watch::channel(ConnectionState::Disconnected);
+        let desired = Arc::new(Mutex::new(Desired::default()));
+        let client = SignalingClient {
+            inner: Arc::new(Inner {
+                cmd: cmd_tx,
+                state: state_rx,
+                next_id: AtomicU64::new(1),
+                desired: desired.clone(),
+                request_timeout: config.request_timeout,
+            }),
+        };
+        let task = Task {
+            config,
+            signer,
+            cmd_rx,
+            events: event_tx,
+            state: state_tx,
+            desired,
+            handle: client.downgrade(),
+            next_internal: 1 << 62,
+        };
+        tokio::spawn(task.run());
+        (client, event_rx)
+    }
+
+    fn downgrade(&self) -> WeakClient {
+        WeakClient(Arc::downgrade(&self.inner))
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConnectionState {
+        *self.inner.state.borrow()
+    }
+
+    /// A receiver that sees every state change.
+    pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.state.clone()
+    }
+
+    /// Waits until the client is connected and logged in.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
+        let mut rx = self.inner.state.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|s| *s == ConnectionState::Connected))
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|_| ClientError::Closed)?;
+        Ok(())
+    }
+
+    fn next_id(&self) -> RequestId {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn request(&self, frame: ClientFrame) -> Result<ServerFrame, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(Command::Request {
+                frame: Box::new(frame),
+                reply: tx,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        let answer = tokio::time::timeout(self.inner.request_timeout, rx)
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|_| ClientError::Closed)??;
+        match answer {
+            ServerFrame::Error { code, message, .. } => Err(ClientError::Server { code, message }),
+            other => Ok(other),
+        }
+    }
+
+    /// Publishes this device's bundle; returns the one-time keys now stored.
+    pub async fn publish_bundle(&self, bundle: DeviceBundle) -> Result<u64, ClientError> {
+        let id = self.next_id();
+        match self
+            .request(ClientFrame::PublishBundle {
+                id,
+                bundle: Box::new(bundle),
+            })
+            .await?
+        {
+            ServerFrame::BundlePublished { one_time_keys, .. } => Ok(one_time_keys),
+            _ => Err(ClientError::UnexpectedAnswer),
+        }
+    }
+
+    /// Claims one bundle per device of `user` (verify each with `ClaimedBundle::verify`).
+    pub async fn fetch_bundle(&self, user: UserId) -> Result<Vec<ClaimedBundle>, ClientError> {
+        let id = self.next_id();
+        match self.request(ClientFrame::FetchBundle { id, user }).await? {
+            ServerFrame::Bundles { bundles, .. } => Ok(bundles),
+            _ => Err(ClientError::UnexpectedAnswer),
+        }
+    }
+
+    /// Relays an opaque payload to `to` (one device or all); `store` queues it for offline
+    /// devices.
+    pub async fn relay(
+        &self,
+        to: UserId,
+        to_device: Option<DeviceId>,
+        payload: String,
+        store: bool,
+    ) -> Result<RelayOutcome, ClientError> {
+        let id = self.next_id();
+        let frame = ClientFrame::Relay {
+            id,
+            to,
+            to_device,
+            payload,
+            store,
+        };
+        relay_outcome(self.request(frame).await?)
+    }
+
+    /// Sends a contact request with its signed introduction.
+    pub async fn contact_request(
+        &self,
+        to: UserId,
+        introduction: String,
+    ) -> Result<RelayOutcome, ClientError> {
+        let id = self.next_id();
+        relay_outcome(
+            self.request(ClientFrame::ContactRequest {
+                id,
+                to,
+                introduction,
+            })
+            .await?,
+        )
+    }
+
+    /// Accepts a contact request.
+    pub async fn contact_accept(
+        &self,
+        to: UserId,
+        introduction: String,
+    ) -> Result<RelayOutcome, ClientError> {
+        let id = self.next_id();
+        relay_outcome(
+            self.request(ClientFrame::ContactAccept {
+                id,
+                to,
+                introduction,
+            })
+            .await?,
+        )
+    }
+
+    /// Declines a contact request.
+    pub async fn contact_decline(
+        &self,
+        to: UserId,
+        introduction: String,
+    ) -> Result<RelayOutcome, ClientError> {
+        let id = self.next_id();
+        relay_outcome(
+            self.request(ClientFrame::ContactDecline {
+                id,
+                to,
+                introduction,
+            })
+            .await?,
+        )
+    }
+
+    /// Sets this device's status; it is re-sent after every reconnect.
+    pub async fn set_status(&self, status: Status) -> Result<(), ClientError> {
+        if let Ok(mut d) = self.inner.desired.lock() {
+            d.status = Some(status);
+        }
+        let id = self.next_id();
+        match self.request(ClientFrame::SetStatus { id, status }).await? {
+            ServerFrame::Ok { .. } => Ok(()),
+            _ => Err(ClientError::UnexpectedAnswer),
+        }
+    }
+
+    /// Replaces the contact list; returns the presence of mutual contacts. The list is
+    /// re-sent after every reconnect.
+    pub async fn sync_contacts(
+        &self,
+        contacts: Vec<UserId>,
+    ) -> Result<Vec<PresenceEntry>, ClientError> {
+        if let Ok(mut d) = self.inner.desired.lock() {
+            d.contacts = Some(contacts.clone());
+        }
+        let id = self.next_id();
+        match self
+            .request(ClientFrame::SyncContacts { id, contacts })
+            .await?
+        {
+            ServerFrame::ContactsSynced { presence, .. } => Ok(presence),
+            _ => Err(ClientError::UnexpectedAnswer),
+        }
+    }
+
+    /// Acknowledges mailbox items.
+    pub async fn ack(&self, ids: Vec<u64>) -> Result<(), ClientError> {
+        let id = self.next_id();
+        match self.request(ClientFrame::Ack { id, ids }).await? {
+            ServerFrame::Ok { .. } => Ok(()),
+            _ => Err(ClientError::UnexpectedAnswer),
+        }
+    }
+
+    /// Round trip to the server.
+    pub async fn ping(&self) -> Result<Duration, ClientError> {
+        let start = Instant::now();
+        let id = self.next_id();
+        match self.request(ClientFrame::Ping { id }).await? {
+            ServerFrame::Pong { .. } => Ok(start.elapsed()),
+            _ => Err(ClientError::UnexpectedAnswer),
+        }
+    }
+
+    /// Says `offline`, closes the connection and stops reconnecting.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.cmd.send(Command::Shutdown(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+    }
+}
+
+fn relay_outcome(frame: ServerFrame) -> Result<RelayOutcome, ClientError> {
+    match frame {
+        ServerFrame::RelayResult {
+            delivered,
+            queued,
+            refused,
+            ..
+        } => Ok(RelayOutcome {
+            delivered,
+            queued,
+            refused,
+        }),
+        _ => Err(ClientError::UnexpectedAnswer),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct WeakClient(std::sync::Weak<Inner>);
+
+impl WeakClient {
+    fn upgrade(&self) -> Option<SignalingClient> {
+        self.0.upgrade().map(|inner| SignalingClient { inner })
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Task {
+    config: ClientConfig,
+    signer: Arc<dyn AuthSigner>,
+    cmd_rx: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+    state: watch::Sender<ConnectionState>,
+    desired: Arc<Mutex<Desired>>,
+    handle: WeakClient,
+    next_internal: RequestId,
+}
+
+/// Why a session ended.
+enum End {
+    /// Reconnect after a delay.
+    Retry,
+    /// Stop for good.
+    Shutdown,
+}
+
+struct AuthInfo {
+    ping_interval: Duration,
+    ping_timeout: Duration,
+}
+
+impl Task {
+    fn set_state(&self, s: ConnectionState) {
+        if *self.state.borrow() != s {
+            self.state.send_replace(s);
+            let _ = self.events.send(Event::State(s));
+        }
+    }
+
+    async fn run(mut self) {
+        let mut attempt: u32 = 0;
+        loop {
+            self.set_state(ConnectionState::Connecting);
+            let end = match tokio::time::timeout(self.config.connect_timeout, self.connect()).await
+            {
+                Ok(Ok((ws, info))) => {
+                    attempt = 0;
+                    self.set_state(ConnectionState::Connected);
+                    self.session(ws, info).await
+                }
+                Ok(Err(Some(code))) => {
+                    let _ = self.events.send(Event::AuthFailed { code });
+                    End::Retry
+                }
+                Ok(Err(None)) | Err(_) => End::Retry,
+            };
+            self.set_state(ConnectionState::Disconnected);
+            if matches!(end, End::Shutdown) {
+                return;
+            }
+            let delay = self.config.backoff.next_delay(attempt);
+            attempt = attempt.saturating_add(1);
+            if self.idle(delay).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits out a backoff delay, refusing requests; `true` if shut down meanwhile.
+    async fn idle(&mut self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return false,
+                cmd = self.cmd_rx.recv() => match cmd {
+                    None => return true,
+                    Some(Command::Shutdown(done)) => {
+                        let _ = done.send(());
+                        return true;
+                    }
+                    Some(Command::Request { reply, .. }) => {
+                        let _ = reply.send(Err(ClientError::NotConnected));
+                    }
+                },
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.config.url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!("{}{sep}{VERSION_PARAM}={PROTOCOL_VERSION}", self.config.url)
+    }
+
+    /// Connects and logs in. `Err(Some(code))` is a refused login, `Err(None)` any other failure.
+    async fn connect(&mut self) -> Result<(Ws, AuthInfo), Option<ErrorCode>> {
+        let connector = self
+            .config
+            .tls
+            .clone()
+            .map(tokio_tungstenite::Connector::Rustls);
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(1 << 20))
+            .max_frame_size(Some(1 << 20));
+        let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+            self.url(),
+            Some(ws_config),
+            true,
+            connector,
+        )
+        .await
+        .map_err(|e| {
+            tracing::debug!(error = %e, "connect failed");
+            None
+        })?;
+        self.set_state(ConnectionState::Authenticating);
+        let (server_id, challenge) = match next_frame(&mut ws).await? {
+            ServerFrame::Challenge {
+                version,
+                server_id,
+                challenge,
+                ..
+            } if version == PROTOCOL_VERSION => (server_id, challenge),
+            ServerFrame::Error { code, .. } => return Err(Some(code)),
+            _ => return Err(None),
+        };
+        let device_id = self.config.device_id.clone();
+        let signature = self
+            .signer
+            .sign(&auth_signing_bytes(&server_id, &challenge.0, &device_id));
+        let auth = ClientFrame::Auth {
+            user_id: self.signer.user_id(),
+            device_id,
+            challenge,
+            signature,
+        };
+        ws.send(Message::text(auth.to_json()))
+            .await
+            .map_err(|_| None)?;
+        let mut notices = Vec::new();
+        let info = loop {
+            match next_frame(&mut ws).await? {
+                ServerFrame::AuthSuccess {
+                    limits,
+                    mailbox_pending,
+                    ping_interval_ms,
+                    ping_timeout_ms,
+                    ..
+                } => {
+                    let _ = self.events.send(Event::Authenticated {
+                        server_id,
+                        limits,
+                        mailbox_pending,
+                    });
+                    break AuthInfo {
+                        ping_interval: Duration::from_millis(ping_interval_ms),
+                        ping_timeout: Duration::from_millis(ping_timeout_ms),
+                    };
+                }
+                ServerFrame::AuthFailure { code, .. } => return Err(Some(code)),
+                other => notices.push(other),
+            }
+        };
+        for frame in notices {
+            self.dispatch_push(frame);
+        }
+        Ok((ws, info))
+    }
+
+    fn internal_id(&mut self) -> RequestId {
+        self.next_internal += 1;
+        self.next_internal
+    }
+
+    /// Runs a logged-in connection until it drops or the client shuts down.
+    async fn session(&mut self, mut ws: Ws, info: AuthInfo) -> End {
+        let mut pending: HashMap<
+            RequestId,
+            (Instant, oneshot::Sender<Result<ServerFrame, ClientError>>),
+        > = HashMap::new();
+        let mut internal: HashMap<RequestId, ()> = HashMap::new();
+        // Re-sync state the user set before this connection.
+        let (status, contacts) = match self.desired.lock() {
+            Ok(d) => (d.status, d.contacts.clone()),
+            Err(_) => (None, None),
+        };
+        if let Some(contacts) = contacts {
+            let id = self.internal_id();
+            internal.insert(id, ());
+            if ws
+                .send(Message::text(
+                    ClientFrame::SyncContacts { id, contacts }.to_json(),
+                ))
+                .await
+                .is_err()
+            {
+                return End::Retry;
+            }
+        }
+        if let Some(status) = status.filter(|s| *s != Status::Online) {
+            let id = self.internal_id();
+            internal.insert(id, ());
+            if ws
+                .send(Message::text(
+                    ClientFrame::SetStatus { id, status }.to_json(),
+                ))
+                .await
+                .is_err()
+            {
+                return End::Retry;
+            }
+        }
+        // The server pings every `ping_interval`; silence for longer than interval + timeout
+        // means the path is dead even if TCP has not noticed.
+        let silence_limit = info.ping_interval + info.ping_timeout + Duration::from_secs(1);
+        let mut last_rx = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let end = loop {
+            tokio::select! {
+                cmd = self.cmd_rx.recv() => match cmd {
+                    None => break End::Shutdown,
+                    Some(Command::Shutdown(done)) => {
+                        self.say_goodbye(&mut ws).await;
+                        let _ = done.send(());
+                        break End::Shutdown;
+                    }
+                    Some(Command::Request { frame, reply }) => {
+                        let Some(id) = frame.id() else {
+                            let _ = reply.send(Err(ClientError::UnexpectedAnswer));
+                            continue;
+                        };
+                        if ws.send(Message::text(frame.to_json())).await.is_err() {
+                            let _ = reply.send(Err(ClientError::ConnectionLost));
+                            break End::Retry;
+                        }
+                        pending.insert(id, (Instant::now() + self.config.request_timeout, reply));
+                    }
+                },
+                msg = ws.next() => {
+                    last_rx = Instant::now();
+                    let text = match msg {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break End::Retry,
+                        Some(Ok(_)) => continue,
+                    };
+                    let Ok(frame) = ServerFrame::parse(text.as_str()) else {
+                        tracing::debug!("unparseable server frame");
+                        continue;
+                    };
+                    if let Some(id) = answer_id(&frame) {
+                        if internal.remove(&id).is_some() {
+                            if let ServerFrame::ContactsSynced { presence, .. } = frame {
+                                for p in presence {
+                                    let _ = self.events.send(Event::Presence { user: p.user, status: p.status });
+                                }
+                            }
+                        } else if let Some((_, reply)) = pending.remove(&id) {
+                            let _ = reply.send(Ok(frame));
+                        }
+                        continue;
+                    }
+                    self.dispatch_push(frame);
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    pending.retain(|_, (deadline, _)| *deadline > now);
+                    if now.duration_since(last_rx) > silence_limit {
+                        tracing::debug!("server silent; reconnecting");
+                        break End::Retry;
+                    }
+                }
+            }
+        };
+        for (_, (_, reply)) in pending.drain() {
+            let _ = reply.send(Err(ClientError::ConnectionLost));
+        }
+        end
+    }
+
+    /// Says `offline` (so contacts see it at once, not after a timeout) and closes.
+    async fn say_goodbye(&mut self, ws: &mut Ws) {
+        let id = self.internal_id();
+        let bye = ClientFrame::SetStatus {
+            id,
+            status: Status::Offline,
+        };
+        if ws.send(Message::text(bye.to_json())).await.is_ok() {
+            let wait = async {
+                while let Some(Ok(msg)) = ws.next().await {
+                    if let Message::Text(t) = msg
+                        && let Ok(f) = ServerFrame::parse(t.as_str())
+                        && answer_id(&f) == Some(id)
+                    {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+    }
+
+    /// Turns a server push into an event.
+    fn dispatch_push(&self, frame: ServerFrame) {
+        let event = match frame {
+            ServerFrame::Deliver {
+                kind,
+                from,
+                payload,
+                sent_at,
+                mailbox_id,
+            } => {
+                let ack = match (mailbox_id, self.handle.upgrade()) {
+                    (Some(mailbox_id), Some(client)) => Some(AckHandle { mailbox_id, client }),
+                    _ => None,
+                };
+                Event::Incoming(Incoming {
+                    kind,
+                    from,
+                    payload,
+                    sent_at,
+                    ack,
+                })
+            }
+            ServerFrame::PresenceUpdate { user, status } => Event::Presence { user, status },
+            ServerFrame::OneTimeKeysLow {
+                remaining,
+                threshold,
+            } => Event::OneTimeKeysLow {
+                remaining,
+                threshold,
+            },
+            ServerFrame::Error {
+                id: None,
+                code,
+                message,
+            } => Event::ServerNotice { code, message },
+            _ => return,
+        };
+        let _ = self.events.send(event);
+    }
+}
+
+fn answer_id(frame: &ServerFrame) -> Option<RequestId> {
+    match frame {
+        ServerFrame::Ok { id }
+        | ServerFrame::Pong { id }
+        | ServerFrame::BundlePublished { id, .. }
+        | ServerFrame::Bundles { id, .. }
+        | ServerFrame::RelayResult { id, .. }
+        | ServerFrame::ContactsSynced { id, .. } => Some(*id),
+        ServerFrame::Error { id, .. } => *id,
+        _ => None,
+    }
+}
+
+async fn next_frame(ws: &mut Ws) -> Result<ServerFrame, Option<ErrorCode>> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                return ServerFrame::parse(t.as_str()).map_err(|_| None);
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(None),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_status_summarises() {
+        let d = DeviceId::from_random([1; 16]);
+        let mut o = RelayOutcome {
+            delivered: vec![d.clone()],
+            queued: vec![],
+            refused: vec![],
+        };
+        assert_eq!(o.status(), RelayStatus::Delivered);
+        o.queued.push(d.clone());
+        assert_eq!(o.status(), RelayStatus::Stored);
+        o.refused.push(Refusal {
+            device: d,
+            code: ErrorCode::MailboxFull,
+        });
+        assert_eq!(o.status(), RelayStatus::Partial);
+    }
+}
