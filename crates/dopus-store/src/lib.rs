@@ -229,7 +229,8 @@ fn configure(conn: &Connection) -> Result<(), OpenError> {
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
          PRAGMA secure_delete = ON;
-         PRAGMA busy_timeout = 5000;",
+         PRAGMA busy_timeout = 5000;
+         PRAGMA cache_size = -32768;",
     )?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())

@@ -10,8 +10,8 @@ use dopus_core::store::{
     AccountRecord, Channel, ChannelId, Contact, Conversation, ConversationId, ConversationSummary,
     EnvelopeId, FileTransfer, Group, GroupId, GroupMember, MegolmInboundRecord,
     MegolmOutboundRecord, Message, MessageId, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle,
-    ReactionSummary, SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, Seq, TransferId,
-    search_terms,
+    ReactionSummary, SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, SearchTerm, Seq,
+    TransferId, search_terms,
 };
 use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Timestamp, UserId};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -196,12 +196,15 @@ pub(crate) fn messages_before(
 }
 
 /// Builds the FTS5 expression: each term quoted (a string, never an operator or a column
-/// filter) and made a prefix match; terms are ANDed. Quotes inside a term are doubled, which
-/// is FTS5's own escape, although `search_terms` never lets one through.
-pub(crate) fn fts_expression(terms: &[String]) -> String {
+/// filter), with a prefix star only where the term is a prefix; terms are ANDed. Quotes inside
+/// a term are doubled, FTS5's own escape, although `search_terms` never lets one through.
+pub(crate) fn fts_expression(terms: &[SearchTerm]) -> String {
     terms
         .iter()
-        .map(|t| format!("\"{}\"*", t.replace('"', "\"\"")))
+        .map(|t| {
+            let quoted = format!("\"{}\"", t.word.replace('"', "\"\""));
+            if t.prefix { quoted + "*" } else { quoted }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

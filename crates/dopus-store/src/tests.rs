@@ -45,6 +45,17 @@ fn user_version(conn: &Connection) -> i64 {
 }
 
 #[test]
+fn the_store_can_move_to_a_blocking_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<SqliteStore>();
+    let (store, _g) = temp_store();
+    let joined = std::thread::spawn(move || store.contacts().map(|c| c.len()))
+        .join()
+        .unwrap();
+    assert_eq!(joined.unwrap(), 0);
+}
+
+#[test]
 fn fresh_store_is_at_the_current_schema() {
     let (store, _g) = temp_store();
     assert_eq!(user_version(&store.conn), i64::from(SCHEMA_VERSION));
@@ -308,9 +319,14 @@ fn fts_index_stays_consistent_with_messages() {
 #[test]
 fn search_expression_quotes_every_term() {
     use crate::queries::fts_expression;
+    use dopus_core::store::SearchTerm;
+    let term = |word: &str, prefix| SearchTerm {
+        word: word.into(),
+        prefix,
+    };
     assert_eq!(
-        fts_expression(&["a".into(), "b\"c".into()]),
-        "\"a\"* \"b\"\"c\"*"
+        fts_expression(&[term("a", false), term("b\"c", true)]),
+        "\"a\" \"b\"\"c\"*"
     );
 }
 
@@ -330,4 +346,34 @@ fn duplicate_insert_reports_the_first_seq() {
             .unwrap(),
         Outcome::Duplicate(seq)
     );
+}
+
+#[test]
+fn search_folds_accents_both_ways() {
+    let (mut store, _g) = temp_store();
+    store
+        .apply_one(Change::InsertMessage(message(
+            1,
+            "Un café crème, s'il vous plaît",
+        )))
+        .unwrap();
+    store
+        .apply_one(Change::InsertMessage(message(2, "plain cafe")))
+        .unwrap();
+    let ids = |text: &str| -> Vec<u128> {
+        store
+            .search(&SearchQuery {
+                text: text.into(),
+                conversation: None,
+                before: None,
+                limit: 10,
+            })
+            .unwrap()
+            .into_iter()
+            .map(|h| h.message.id.0.as_u128())
+            .collect()
+    };
+    assert_eq!(ids("cafe"), [2, 1]);
+    assert_eq!(ids("CAFÉ"), [2, 1]);
+    assert_eq!(ids("creme plait"), [1]);
 }

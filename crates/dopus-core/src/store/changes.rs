@@ -119,7 +119,7 @@ pub enum Change {
         /// When it arrived (pruning uses it).
         received_at: Timestamp,
     },
-    /// Creates or replaces a file transfer.
+    /// Creates or replaces a file transfer (creating its conversation if needed).
     SaveTransfer(FileTransfer),
     /// Creates or replaces a group.
     SaveGroup(Group),

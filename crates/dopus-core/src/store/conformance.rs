@@ -691,7 +691,8 @@ pub fn conversation_list_and_unread<S: Store>(store: &mut S) {
     assert_eq!((top.conversation.id, top.unread), (direct(4), 1));
 }
 
-/// Words match case-insensitively and by prefix; all words must match; filters and paging.
+/// Words match case-insensitively; all must match; the last (3+ letters) also as a prefix;
+/// filters and paging.
 pub fn search_matches_words<S: Store>(store: &mut S) {
     insert(store, new_message(1, direct(2), 2, "The quick brown fox"));
     insert(store, new_message(2, direct(2), 2, "a lazy dog sleeps"));
@@ -700,7 +701,15 @@ pub fn search_matches_words<S: Store>(store: &mut S) {
     assert_eq!(search(store, "quick"), [mid(3), mid(1)]);
     assert_eq!(search(store, "QUICK"), [mid(3), mid(1)]);
     assert_eq!(search(store, "qui"), [mid(3), mid(1)]);
+    // Two letters are too short to be a prefix: whole words only.
+    assert!(search(store, "qu").is_empty());
+    assert_eq!(search(store, "a"), [mid(2)]);
     assert_eq!(search(store, "quick dog"), [mid(3)]);
+    // Only the last word is a prefix; earlier words must be whole words.
+    assert!(search(store, "qui dog").is_empty());
+    assert_eq!(search(store, "dog qui"), [mid(3)]);
+    assert_eq!(search(store, "lazy sle"), [mid(2)]);
+    assert!(search(store, "lazy do").is_empty());
     assert_eq!(search(store, "dog"), [mid(3), mid(2)]);
     assert!(search(store, "cat").is_empty());
     assert!(search(store, "").is_empty());
@@ -1088,6 +1097,11 @@ pub fn transfers<S: Store>(store: &mut S) {
     store
         .apply_one(Change::SaveTransfer(transfer(3, direct(3), 5)))
         .unwrap();
+    // A transfer's conversation exists from then on, like a message's.
+    assert_eq!(
+        store.conversation(&direct(3)).unwrap().unwrap().created_at,
+        t(5)
+    );
     let id1 = TransferId(Uuid::from_u128(1));
     assert_eq!(
         store.transfer(&id1).unwrap(),

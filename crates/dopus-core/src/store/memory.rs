@@ -8,7 +8,7 @@ use super::records::{
     PeerDevice, ReactionSummary, SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, Seq,
     TransferId,
 };
-use super::{Applied, Change, Changes, Outcome, Store, StoreError, search_terms};
+use super::{Applied, Change, Changes, Outcome, SearchTerm, Store, StoreError, search_terms};
 use dopus_types::{Curve25519Key, DeviceId, Timestamp, UserId};
 use std::collections::{BTreeMap, HashMap};
 
@@ -285,6 +285,7 @@ impl State {
                 }
             },
             Change::SaveTransfer(transfer) => {
+                self.ensure_conversation(transfer.conversation, transfer.created_at);
                 self.transfers.insert(transfer.id, transfer);
                 Outcome::Applied
             }
@@ -333,8 +334,16 @@ impl State {
     }
 }
 
-/// Wraps each whole word of `body` that starts with one of `terms` in snippet markers.
-fn highlight(body: &str, terms: &[String]) -> String {
+fn term_matches(term: &SearchTerm, word: &str) -> bool {
+    if term.prefix {
+        word.starts_with(term.word.as_str())
+    } else {
+        word == term.word
+    }
+}
+
+/// Wraps each word of `body` that matches one of `terms` in snippet markers.
+fn highlight(body: &str, terms: &[SearchTerm]) -> String {
     let mut out = String::with_capacity(body.len() + 8);
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut String| {
@@ -342,7 +351,7 @@ fn highlight(body: &str, terms: &[String]) -> String {
             return;
         }
         let lower = word.to_lowercase();
-        if terms.iter().any(|t| lower.starts_with(t.as_str())) {
+        if terms.iter().any(|t| term_matches(t, &lower)) {
             out.push(SNIPPET_START);
             out.push_str(word);
             out.push(SNIPPET_END);
@@ -363,7 +372,7 @@ fn highlight(body: &str, terms: &[String]) -> String {
     out
 }
 
-fn matches_terms(body: &str, terms: &[String]) -> bool {
+fn matches_terms(body: &str, terms: &[SearchTerm]) -> bool {
     let words: Vec<String> = body
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
@@ -371,7 +380,7 @@ fn matches_terms(body: &str, terms: &[String]) -> bool {
         .collect();
     terms
         .iter()
-        .all(|t| words.iter().any(|w| w.starts_with(t.as_str())))
+        .all(|t| words.iter().any(|w| term_matches(t, w)))
 }
 
 impl Store for MemoryStore {

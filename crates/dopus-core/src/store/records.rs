@@ -439,8 +439,9 @@ pub const SNIPPET_END: char = '\u{3}';
 /// A full-text search request.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SearchQuery {
-    /// What the user typed. Split into words; every word must match the start of a word in
-    /// the message. Operators and quotes have no special meaning.
+    /// What the user typed. Split into words (see `search_terms`); every word must match a
+    /// whole word of the message, the last one also as a prefix if it has 3 or more letters.
+    /// Operators and quotes have no special meaning.
     pub text: String,
     /// Only this conversation, if set.
     pub conversation: Option<ConversationId>,
