@@ -1096,6 +1096,70 @@ mod tests {
         assert!(has(&net.a_events, &closed) || has(&net.b_events, &closed));
     }
 
+    mod never_panics {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn junk() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..1500),
+                // STUN-shaped: first bits zero and the magic cookie.
+                proptest::collection::vec(any::<u8>(), 20..300).prop_map(|mut v| {
+                    v[0] &= 0x01;
+                    v[4..8].copy_from_slice(&dopus_proto::stun::MAGIC_COOKIE.to_be_bytes());
+                    v
+                }),
+                // DTLS-shaped: content type 20..=63.
+                proptest::collection::vec(any::<u8>(), 13..1300).prop_map(|mut v| {
+                    v[0] = 20 + v[0] % 44;
+                    v
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            /// Garbage from the peer's own address, before and after the connection is up.
+            #[test]
+            fn random_datagrams_from_the_peer(packets in proptest::collection::vec(junk(), 1..8)) {
+                let mut net = Net::new(None);
+                let (a, b): (SocketAddr, SocketAddr) = (A.parse().unwrap(), B.parse().unwrap());
+                for p in &packets {
+                    net.b.handle_receive(net.now, a, b, p);
+                }
+                let opened = net.run(Duration::from_secs(5), |n| {
+                    has(&n.b_events, &PeerEvent::ChannelOpen)
+                });
+                for p in &packets {
+                    net.b.handle_receive(net.now, a, b, p);
+                    net.b.handle_timeout(net.now);
+                }
+                net.exchange();
+                // Garbage may not break an established connection either.
+                if opened && !net.b.is_finished() {
+                    prop_assert!(net.a.write(net.now, b"still fine").is_ok());
+                }
+            }
+
+            #[test]
+            fn random_remote_descriptions_and_candidates(sdp in ".{0,400}", cand in ".{0,200}") {
+                let now = Instant::now();
+                let mut e = Engine::new(now, &cfg(None), Role::Answerer, vec![B.parse().unwrap()]).unwrap();
+                let _ = e.accept_offer(now, &sdp);
+                let _ = e.accept_answer(now, &sdp);
+                let _ = e.add_remote_candidate(now, &cand);
+                let _ = e.add_remote_candidate(now, &format!("candidate:{cand}"));
+                e.handle_timeout(now + Duration::from_secs(1));
+            }
+
+            #[test]
+            fn ice_server_urls(url in ".{0,80}") {
+                let _ = crate::IceServer::parse(&url);
+            }
+        }
+    }
+
     #[test]
     fn host_candidates_stay_out_of_the_sdp_when_private() {
         let now = Instant::now();
