@@ -414,6 +414,13 @@ mod tests {
     }
 
     #[test]
+    fn huge_timeouts_mean_never_not_a_panic() {
+        let now = std::time::Instant::now();
+        let far = crate::engine::later(now, Duration::MAX);
+        assert!(far > now + Duration::from_secs(3600));
+    }
+
+    #[test]
     fn validate_catches_unusable_values() {
         assert!(RtcConfig::default().validate().is_ok());
         assert!(RtcConfig::loopback().validate().is_ok());

@@ -44,6 +44,14 @@ const MAX_REMOTE_CANDIDATES: usize = 256;
 /// Guard for the drain loop; str0m ends a drain by itself well before this.
 const MAX_DRAIN_STEPS: usize = 100_000;
 
+/// `base + d` without the panic `Instant + Duration` has on overflow: a configured timeout of
+/// `Duration::MAX` means "never", not a crash.
+pub(crate) fn later(base: Instant, d: Duration) -> Instant {
+    base.checked_add(d)
+        .or_else(|| base.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(base)
+}
+
 /// Which side of the negotiation this connection started as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -509,19 +517,19 @@ impl Engine {
         if self.closed.is_some() {
             return;
         }
-        if self.opened_at.is_none() && now >= self.created_at + self.connect_timeout {
+        if self.opened_at.is_none() && now >= later(self.created_at, self.connect_timeout) {
             let reason = self.connect_failure_reason();
             self.fail(now, reason);
             return;
         }
         if let (true, Some(idle)) = (self.channel_open, self.idle_timeout)
-            && now >= self.last_activity + idle
+            && now >= later(self.last_activity, idle)
         {
             self.finish(now, CloseReason::IdleTimeout);
             return;
         }
         if let (ConnectionState::Disconnected, Some(since)) = (&self.state, self.disconnected_since)
-            && now >= since + self.disconnected_timeout
+            && now >= later(since, self.disconnected_timeout)
         {
             self.fail(now, FailureReason::ConnectionLost { after: now - since });
         }
@@ -800,13 +808,13 @@ impl Engine {
         }
         if self.closed.is_none() {
             if self.opened_at.is_none() {
-                at(self.created_at + self.connect_timeout);
+                at(later(self.created_at, self.connect_timeout));
             }
             if let (true, Some(idle)) = (self.channel_open, self.idle_timeout) {
-                at(self.last_activity + idle);
+                at(later(self.last_activity, idle));
             }
             if let Some(since) = self.disconnected_since {
-                at(since + self.disconnected_timeout);
+                at(later(since, self.disconnected_timeout));
             }
         }
         t
