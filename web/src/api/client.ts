@@ -79,8 +79,8 @@ export const api = {
   contacts: () => request<Contact[]>("GET", "/contacts"),
   addContact: (user_id: UserId, display_name?: string) =>
     request<Contact>("POST", "/contacts", display_name ? { user_id, display_name } : { user_id }),
-  requestContact: (user_id: UserId, note?: string) =>
-    request<Contact>("POST", `/contacts/${enc(user_id)}/request`, note ? { note } : {}),
+  requestContact: (user_id: UserId, display_name?: string) =>
+    request<Contact>("POST", `/contacts/${enc(user_id)}/request`, display_name ? { display_name } : {}),
   accept: (user_id: UserId) => request<Contact>("POST", `/contacts/${enc(user_id)}/accept`),
   decline: (user_id: UserId) => request<Contact>("POST", `/contacts/${enc(user_id)}/decline`),
   patchContact: (user_id: UserId, patch: { display_name?: string; verified?: boolean; blocked?: boolean }) =>

@@ -76,10 +76,12 @@ function MyId() {
 function AddContact() {
   const { actions } = useStore();
   const [value, setValue] = useState("");
+  const [name, setName] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [done, setDone] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const inputId = useId();
+  const nameId = useId();
   const errId = useId();
 
   const submit = async (e: FormEvent) => {
@@ -93,9 +95,10 @@ function AddContact() {
     setError(null);
     setBusy(true);
     try {
-      await actions.addContact(check.id);
-      setDone(`Request sent to ${shortId(check.id)}.`);
+      await actions.addContact(check.id, name.trim() || undefined);
+      setDone(`Request sent to ${name.trim() || shortId(check.id)}.`);
       setValue("");
+      setName("");
     } catch (err) {
       setError(
         err instanceof ApiError && err.code === "invalid_user_id"
@@ -127,6 +130,19 @@ function AddContact() {
             setValue(e.target.value);
             setError(null);
           }}
+        />
+        <label htmlFor={nameId} className="sr-only">
+          Name for them (optional)
+        </label>
+        <input
+          id={nameId}
+          name="display_name"
+          className="name-input"
+          placeholder="Name (optional)"
+          value={name}
+          maxLength={64}
+          autoComplete="off"
+          onChange={(e) => setName(e.target.value)}
         />
         <button className="primary" type="submit" disabled={busy}>
           Send request

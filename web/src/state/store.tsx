@@ -12,7 +12,7 @@ export interface Actions {
   createIdentity(name: string, passphrase: string): Promise<void>;
   unlock(passphrase: string): Promise<void>;
   setStatus(p: Presence): Promise<void>;
-  addContact(userId: UserId): Promise<void>;
+  addContact(userId: UserId, name?: string): Promise<void>;
   accept(userId: UserId): Promise<void>;
   decline(userId: UserId): Promise<void>;
   open(userId: UserId | null): void;
@@ -120,16 +120,16 @@ export function StoreProvider({ children }: { children: ReactNode }) {
           fail(e);
         }
       },
-      async addContact(userId) {
+      async addContact(userId, name) {
         // Errors propagate: the add form shows them next to the field (e.g. invalid_user_id).
         // `/request` is what asks them (the CLI's `contacts request` uses it alone); a node that
         // wants the contact to exist locally first answers 404, so add it and ask again.
         try {
-          dispatch({ type: "contact", contact: await api.requestContact(userId) });
+          dispatch({ type: "contact", contact: await api.requestContact(userId, name) });
         } catch (e) {
           if (!(e instanceof ApiError && e.code === "not_found")) throw e;
-          dispatch({ type: "contact", contact: await api.addContact(userId) });
-          dispatch({ type: "contact", contact: await api.requestContact(userId) });
+          dispatch({ type: "contact", contact: await api.addContact(userId, name) });
+          dispatch({ type: "contact", contact: await api.requestContact(userId, name) });
         }
       },
       async accept(userId) {
