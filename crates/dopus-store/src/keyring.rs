@@ -35,10 +35,10 @@ pub struct KdfParams {
 impl KdfParams {
     /// The cost for real stores: 64 MiB, 3 passes, 1 lane.
     ///
-    /// Chosen by measurement on the project's reference machine (2 cores, see
-    /// docs/benchmarks.md): about 0.2 s to unlock with the optimised build, well inside the
-    /// 1 s budget even for debug builds of dependencies. 64 MiB of memory per guess is what
-    /// makes GPU guessing expensive; the OWASP minimum for Argon2id is 19 MiB with t = 2.
+    /// Chosen by measurement on the project's reference machine (2 shared cores, see
+    /// docs/benchmarks.md): 0.26 to 0.54 s to unlock with the optimised build, inside the 1 s
+    /// budget. 64 MiB of memory per guess is what makes GPU guessing expensive; the OWASP
+    /// minimum for Argon2id is 19 MiB with t = 2.
     pub const DEFAULT: KdfParams = KdfParams {
         m_cost_kib: 64 * 1024,
         t_cost: 3,
