@@ -1,1 +1,13 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub mod account;
+pub mod api;
+pub mod apifile;
+pub mod cli;
+pub mod client;
+pub mod local;
+pub mod output;
+pub mod passphrase;
+pub mod paths;
+pub mod remote;
+pub mod runtime;

@@ -1,0 +1,74 @@
+//! The node's local API (docs/api.md): REST under `/api/v1`, one WebSocket for events, and the
+//! embedded web UI at `/`. Served on 127.0.0.1 only, behind the per-launch token.
+
+pub mod auth;
+pub mod error;
+pub mod events;
+mod routes;
+pub mod ui;
+
+use crate::runtime::Node;
+use auth::AuthConfig;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use std::sync::Arc;
+
+/// Largest request body the API accepts (message text is limited further, to 16 KiB).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The whole local API as one router.
+pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
+    let events = events::EventsState {
+        events: node.events().clone(),
+    };
+    let api = Router::new()
+        .route("/status", get(routes::status))
+        .route("/identity", post(routes::create_identity))
+        .route("/unlock", post(routes::unlock))
+        .route("/me", get(routes::me))
+        .route("/me/status", put(routes::set_status))
+        .route("/contacts", get(routes::contacts).post(routes::add_contact))
+        .route(
+            "/contacts/{user_id}",
+            axum::routing::patch(routes::patch_contact),
+        )
+        .route("/contacts/{user_id}/request", post(routes::contact_request))
+        .route("/contacts/{user_id}/accept", post(routes::contact_accept))
+        .route("/contacts/{user_id}/decline", post(routes::contact_decline))
+        .route("/contacts/{user_id}/safety", get(routes::safety))
+        .route("/contacts/{user_id}/connection", get(routes::connection))
+        .route(
+            "/conversations/{user_id}/messages",
+            get(routes::messages).post(routes::send_message),
+        )
+        .route("/conversations/{user_id}/typing", post(routes::typing))
+        .route("/conversations/{user_id}/read", post(routes::mark_read))
+        .route(
+            "/messages/{id}",
+            put(routes::edit_message).delete(routes::delete_message),
+        )
+        .route("/messages/{id}/reactions", post(routes::add_reaction))
+        .route(
+            "/messages/{id}/reactions/{emoji}",
+            axum::routing::delete(routes::remove_reaction),
+        )
+        .route("/search", get(routes::search))
+        .route("/settings", get(routes::settings).put(routes::put_settings))
+        .with_state(node)
+        .merge(
+            Router::new()
+                .route("/events", get(events::events))
+                .with_state(events),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/", get(ui::index))
+        .fallback(ui::fallback)
+        .with_state(auth)
+}

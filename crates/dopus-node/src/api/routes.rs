@@ -1,0 +1,264 @@
+//! REST handlers: parse and validate the request, call the node, shape the answer.
+
+use super::error::ApiError;
+use crate::runtime::{ContactPatch, Node, SettingsPatch};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dopus_types::UserId;
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+type N = State<Arc<Node>>;
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    payload.map(|Json(v)| v).map_err(ApiError::from)
+}
+
+fn user(id: &str) -> Result<UserId, ApiError> {
+    Ok(UserId::parse(id)?)
+}
+
+fn message_id(id: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(id).map_err(|_| ApiError::bad_request("invalid message id"))
+}
+
+pub async fn status(State(node): N) -> Json<Value> {
+    Json(node.status().await)
+}
+
+#[derive(Deserialize)]
+pub struct CreateIdentity {
+    display_name: String,
+    passphrase: String,
+}
+
+pub async fn create_identity(
+    State(node): N,
+    payload: Result<Json<CreateIdentity>, JsonRejection>,
+) -> ApiResult {
+    let req = body(payload)?;
+    Ok(Json(
+        node.create_identity(req.display_name, req.passphrase)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct Unlock {
+    passphrase: String,
+}
+
+pub async fn unlock(State(node): N, payload: Result<Json<Unlock>, JsonRejection>) -> ApiResult {
+    let req = body(payload)?;
+    Ok(Json(node.unlock(req.passphrase).await?))
+}
+
+pub async fn me(State(node): N) -> ApiResult {
+    Ok(Json(node.me().await?))
+}
+
+#[derive(Deserialize)]
+pub struct SetStatus {
+    status: String,
+}
+
+pub async fn set_status(
+    State(node): N,
+    payload: Result<Json<SetStatus>, JsonRejection>,
+) -> ApiResult {
+    let req = body(payload)?;
+    Ok(Json(node.set_status(&req.status).await?))
+}
+
+pub async fn contacts(State(node): N) -> ApiResult {
+    Ok(Json(node.contacts().await?))
+}
+
+#[derive(Deserialize)]
+pub struct AddContact {
+    user_id: String,
+    display_name: Option<String>,
+}
+
+pub async fn add_contact(
+    State(node): N,
+    payload: Result<Json<AddContact>, JsonRejection>,
+) -> ApiResult {
+    let req = body(payload)?;
+    Ok(Json(
+        node.add_contact(user(&req.user_id)?, req.display_name)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize, Default)]
+pub struct ContactRequest {
+    display_name: Option<String>,
+    note: Option<String>,
+}
+
+pub async fn contact_request(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Option<Json<ContactRequest>>,
+) -> ApiResult {
+    let req = payload.map(|Json(r)| r).unwrap_or_default();
+    Ok(Json(
+        node.contact_request(user(&id)?, req.display_name, req.note)
+            .await?,
+    ))
+}
+
+pub async fn contact_accept(State(node): N, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(node.contact_answer(user(&id)?, true).await?))
+}
+
+pub async fn contact_decline(State(node): N, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(node.contact_answer(user(&id)?, false).await?))
+}
+
+pub async fn patch_contact(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<ContactPatch>, JsonRejection>,
+) -> ApiResult {
+    let patch = body(payload)?;
+    Ok(Json(node.patch_contact(user(&id)?, patch).await?))
+}
+
+pub async fn safety(State(node): N, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(node.safety(user(&id)?).await?))
+}
+
+pub async fn connection(State(node): N, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(node.connection(user(&id)?).await?))
+}
+
+#[derive(Deserialize)]
+pub struct Page {
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub async fn messages(
+    State(node): N,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> ApiResult {
+    let limit = page.limit.unwrap_or(50).clamp(1, 200);
+    Ok(Json(node.messages(user(&id)?, page.before, limit).await?))
+}
+
+#[derive(Deserialize)]
+pub struct SendMessage {
+    body: String,
+    reply_to: Option<String>,
+}
+
+pub async fn send_message(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<SendMessage>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    let reply_to = req.reply_to.as_deref().map(message_id).transpose()?;
+    let message = node.send_text(user(&id)?, req.body, reply_to).await?;
+    Ok((StatusCode::CREATED, Json(message)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct Typing {
+    active: bool,
+}
+
+pub async fn typing(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<Typing>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let req = body(payload)?;
+    node.typing(user(&id)?, req.active).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct MarkRead {
+    up_to: String,
+}
+
+pub async fn mark_read(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<MarkRead>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let req = body(payload)?;
+    node.mark_read(user(&id)?, message_id(&req.up_to)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct Edit {
+    body: String,
+}
+
+pub async fn edit_message(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<Edit>, JsonRejection>,
+) -> ApiResult {
+    let req = body(payload)?;
+    Ok(Json(node.edit(message_id(&id)?, req.body).await?))
+}
+
+pub async fn delete_message(State(node): N, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(node.delete(message_id(&id)?).await?))
+}
+
+#[derive(Deserialize)]
+pub struct React {
+    emoji: String,
+}
+
+pub async fn add_reaction(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<React>, JsonRejection>,
+) -> ApiResult {
+    let req = body(payload)?;
+    Ok(Json(node.react(message_id(&id)?, req.emoji, true).await?))
+}
+
+pub async fn remove_reaction(
+    State(node): N,
+    Path((id, emoji)): Path<(String, String)>,
+) -> ApiResult {
+    Ok(Json(node.react(message_id(&id)?, emoji, false).await?))
+}
+
+#[derive(Deserialize)]
+pub struct Search {
+    q: String,
+    limit: Option<usize>,
+}
+
+pub async fn search(State(node): N, Query(q): Query<Search>) -> ApiResult {
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    Ok(Json(node.search(&q.q, limit).await?))
+}
+
+pub async fn settings(State(node): N) -> ApiResult {
+    Ok(Json(node.settings().await?))
+}
+
+pub async fn put_settings(
+    State(node): N,
+    payload: Result<Json<SettingsPatch>, JsonRejection>,
+) -> ApiResult {
+    let patch = body(payload)?;
+    Ok(Json(node.put_settings(patch).await?))
+}

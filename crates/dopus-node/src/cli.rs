@@ -1,0 +1,212 @@
+//! The command line: one binary, `discordopus`, with global `--data-dir` and `--json`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// DiscordOpus: private, peer-to-peer, end-to-end encrypted chat.
+#[derive(Debug, Parser)]
+#[command(name = "discordopus", version, about, long_about = None)]
+pub struct Cli {
+    /// Where this identity's encrypted store, keys and settings live
+    /// [default: $XDG_DATA_HOME/discordopus, usually ~/.local/share/discordopus].
+    #[arg(long, global = true, env = "DISCORDOPUS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log filter (tracing syntax), e.g. `info` or `dopus_node=debug`.
+    #[arg(long, global = true, env = "DISCORDOPUS_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Your identity: create it, show it.
+    #[command(subcommand)]
+    Id(IdCommand),
+    /// Your contacts.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+    /// Set your presence (needs a running node).
+    Status {
+        /// online, away, busy or invisible.
+        status: StatusArg,
+    },
+    /// Send a message to a contact (needs a running node).
+    Send {
+        /// The contact's user ID (dopus1…).
+        user_id: String,
+        /// The message text.
+        text: String,
+        /// Reply to this message ID.
+        #[arg(long, value_name = "MSG")]
+        reply_to: Option<String>,
+    },
+    /// Edit one of your messages (needs a running node).
+    Edit {
+        /// The message ID.
+        message_id: String,
+        /// The new text.
+        text: String,
+    },
+    /// Delete one of your messages (needs a running node).
+    Delete {
+        /// The message ID.
+        message_id: String,
+    },
+    /// Add (or with --remove, take back) a reaction (needs a running node).
+    React {
+        /// The message ID.
+        message_id: String,
+        /// The emoji.
+        emoji: String,
+        /// Remove the reaction instead of adding it.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Show the conversation with a contact, oldest first (needs a running node).
+    History {
+        /// The contact's user ID.
+        user_id: String,
+        /// How many of the newest messages to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Search your message history (needs a running node).
+    Search {
+        /// Words to look for.
+        text: String,
+        /// Most results to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Print live events as JSON lines until interrupted (needs a running node).
+    Events,
+    /// Run the node in the foreground: unlock, connect to the signaling server, serve the local API.
+    Run(RunArgs),
+    /// Start the node and open the web UI (the default when no command is given).
+    Up(UpArgs),
+    /// One-machine demo: an embedded signaling server and two identities (alice, bob) as contacts.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdCommand {
+    /// Create a new identity (the passphrase comes from DISCORDOPUS_PASSPHRASE or a prompt).
+    Create {
+        /// Your display name, shown to contacts.
+        #[arg(long)]
+        name: String,
+    },
+    /// Show your user ID, device keys and fingerprint.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContactsCommand {
+    /// Add a contact to your list by ID, without asking them.
+    Add {
+        /// Their user ID (dopus1…).
+        user_id: String,
+        /// A name for them.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List your contacts.
+    List,
+    /// Ask someone to become your contact (needs a running node).
+    Request {
+        /// Their user ID.
+        user_id: String,
+        /// A name for them.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Accept a contact request (needs a running node).
+    Accept {
+        /// Their user ID.
+        user_id: String,
+    },
+    /// Decline a contact request (needs a running node).
+    Decline {
+        /// Their user ID.
+        user_id: String,
+    },
+}
+
+/// A presence you can choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    Online,
+    Away,
+    Busy,
+    Invisible,
+}
+
+impl StatusArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusArg::Online => "online",
+            StatusArg::Away => "away",
+            StatusArg::Busy => "busy",
+            StatusArg::Invisible => "invisible",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The signaling server, e.g. wss://signal.example.org or ws://127.0.0.1:7400 (saved in settings).
+    #[arg(long, env = "DISCORDOPUS_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Where to serve the local API and UI (always a loopback address unless --allow-remote-api).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub api: SocketAddr,
+    /// Allow --api on a non-loopback address (the token still protects it).
+    #[arg(long)]
+    pub allow_remote_api: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Do not try to open a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where the demo keeps its server and two identities [default: a fresh temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Do not try to open a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn globals_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["discordopus", "id", "show", "--json", "--data-dir", "/x"])
+            .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.data_dir, Some(PathBuf::from("/x")));
+    }
+}

@@ -1,0 +1,116 @@
+//! `discordopus`: the DiscordOpus node and its command line.
+
+use clap::Parser;
+use dopus_node::cli::{Cli, Command, ContactsCommand, IdCommand, UpArgs};
+use dopus_node::client::ApiClient;
+use dopus_node::output::Output;
+use dopus_node::{local, paths, remote, runtime};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            #[allow(clippy::print_stderr, reason = "the CLI reports its error on stderr")]
+            {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Output { json: cli.json };
+    let dir = paths::data_dir(cli.data_dir.as_deref())?;
+    let command = cli.command.unwrap_or(Command::Up(UpArgs {
+        run: dopus_node::cli::RunArgs {
+            server: std::env::var("DISCORDOPUS_SERVER").ok(),
+            api: ([127, 0, 0, 1], 0).into(),
+            allow_remote_api: false,
+        },
+        no_browser: false,
+    }));
+    match command {
+        Command::Id(IdCommand::Create { name }) => local::id_create(&dir, out, &name),
+        Command::Id(IdCommand::Show) => match ApiClient::find(&dir) {
+            Some(api) => local::id_show_remote(&api, out),
+            None => local::id_show(&dir, out),
+        },
+        Command::Contacts(ContactsCommand::Add { user_id, name }) => match ApiClient::find(&dir) {
+            Some(api) => local::contacts_add_remote(&api, out, &user_id, name.as_deref()),
+            None => local::contacts_add(&dir, out, &user_id, name.as_deref()),
+        },
+        Command::Contacts(ContactsCommand::List) => match ApiClient::find(&dir) {
+            Some(api) => remote::contacts_list(&api, out),
+            None => local::contacts_list(&dir, out),
+        },
+        Command::Contacts(ContactsCommand::Request { user_id, name }) => remote::contact_action(
+            &ApiClient::require(&dir)?,
+            out,
+            "request",
+            &user_id,
+            name.as_deref(),
+        ),
+        Command::Contacts(ContactsCommand::Accept { user_id }) => {
+            remote::contact_action(&ApiClient::require(&dir)?, out, "accept", &user_id, None)
+        }
+        Command::Contacts(ContactsCommand::Decline { user_id }) => {
+            remote::contact_action(&ApiClient::require(&dir)?, out, "decline", &user_id, None)
+        }
+        Command::Status { status } => {
+            remote::set_status(&ApiClient::require(&dir)?, out, status.as_str())
+        }
+        Command::Send {
+            user_id,
+            text,
+            reply_to,
+        } => remote::send(
+            &ApiClient::require(&dir)?,
+            out,
+            &user_id,
+            &text,
+            reply_to.as_deref(),
+        ),
+        Command::Edit { message_id, text } => {
+            remote::edit(&ApiClient::require(&dir)?, out, &message_id, &text)
+        }
+        Command::Delete { message_id } => {
+            remote::delete(&ApiClient::require(&dir)?, out, &message_id)
+        }
+        Command::React {
+            message_id,
+            emoji,
+            remove,
+        } => remote::react(&ApiClient::require(&dir)?, out, &message_id, &emoji, remove),
+        Command::History { user_id, limit } => {
+            remote::history(&ApiClient::require(&dir)?, out, &user_id, limit)
+        }
+        Command::Search { text, limit } => {
+            remote::search(&ApiClient::require(&dir)?, out, &text, limit)
+        }
+        Command::Events => remote::events(&ApiClient::require(&dir)?, out),
+        Command::Run(args) => runtime::run(dir, out, args, runtime::Launch::Headless),
+        Command::Up(args) => runtime::run(
+            dir,
+            out,
+            args.run,
+            runtime::Launch::Ui {
+                open_browser: !args.no_browser,
+            },
+        ),
+        Command::Demo(args) => runtime::demo(out, args),
+    }
+}

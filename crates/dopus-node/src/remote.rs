@@ -1,0 +1,242 @@
+//! CLI commands that talk to a running node through its local API.
+
+use crate::client::ApiClient;
+use crate::output::{Output, message_line, short_id};
+use anyhow::Context;
+use dopus_types::UserId;
+use serde_json::{Value, json};
+
+fn user(id: &str) -> anyhow::Result<UserId> {
+    UserId::parse(id).with_context(|| format!("{id:?} is not a valid user ID"))
+}
+
+fn message_id(id: &str) -> anyhow::Result<String> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .with_context(|| format!("{id:?} is not a message ID"))
+}
+
+/// `status online|away|busy|invisible`.
+pub fn set_status(api: &ApiClient, out: Output, status: &str) -> anyhow::Result<()> {
+    let me = api.send("PUT", "/api/v1/me/status", &json!({ "status": status }))?;
+    out.print(&me, |m| {
+        format!("status: {}", m["status"].as_str().unwrap_or("?"))
+    });
+    Ok(())
+}
+
+/// `contacts request|accept|decline ID`.
+pub fn contact_action(
+    api: &ApiClient,
+    out: Output,
+    action: &str,
+    id: &str,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
+    let id = user(id)?;
+    let body = match name {
+        Some(n) => json!({ "display_name": n }),
+        None => json!({}),
+    };
+    let c = api.send("POST", &format!("/api/v1/contacts/{id}/{action}"), &body)?;
+    out.print(&c, contact_line);
+    Ok(())
+}
+
+/// `contacts list` through the node (adds presence and unread counts).
+pub fn contacts_list(api: &ApiClient, out: Output) -> anyhow::Result<()> {
+    let list = api.get("/api/v1/contacts")?;
+    out.print(&list, |l| {
+        let lines: Vec<String> = l
+            .as_array()
+            .map(|a| a.iter().map(contact_line).collect())
+            .unwrap_or_default();
+        if lines.is_empty() {
+            "no contacts yet".into()
+        } else {
+            lines.join("\n")
+        }
+    });
+    Ok(())
+}
+
+pub fn contact_line(c: &Value) -> String {
+    let mut flags = vec![c["state"].as_str().unwrap_or("?").replace('_', " ")];
+    if let Some(p) = c["presence"].as_str() {
+        flags.push(p.to_owned());
+    }
+    if c["verified"].as_bool() == Some(true) {
+        flags.push("verified".into());
+    }
+    if c["blocked"].as_bool() == Some(true) {
+        flags.push("blocked".into());
+    }
+    if let Some(n) = c["unread"].as_u64().filter(|n| *n > 0) {
+        flags.push(format!("{n} unread"));
+    }
+    format!(
+        "{}  {}  ({})",
+        c["user_id"].as_str().unwrap_or("?"),
+        c["display_name"].as_str().unwrap_or("-"),
+        flags.join(", ")
+    )
+}
+
+/// `send ID TEXT [--reply-to MSG]`.
+pub fn send(
+    api: &ApiClient,
+    out: Output,
+    id: &str,
+    text: &str,
+    reply_to: Option<&str>,
+) -> anyhow::Result<()> {
+    let id = user(id)?;
+    let reply_to = reply_to.map(message_id).transpose()?;
+    let m = api.send(
+        "POST",
+        &format!("/api/v1/conversations/{id}/messages"),
+        &json!({ "body": text, "reply_to": reply_to }),
+    )?;
+    out.print(&m, message_line);
+    Ok(())
+}
+
+/// `edit MSG TEXT`.
+pub fn edit(api: &ApiClient, out: Output, msg: &str, text: &str) -> anyhow::Result<()> {
+    let msg = message_id(msg)?;
+    let m = api.send(
+        "PUT",
+        &format!("/api/v1/messages/{msg}"),
+        &json!({ "body": text }),
+    )?;
+    out.print(&m, message_line);
+    Ok(())
+}
+
+/// `delete MSG`.
+pub fn delete(api: &ApiClient, out: Output, msg: &str) -> anyhow::Result<()> {
+    let msg = message_id(msg)?;
+    let m = api.send("DELETE", &format!("/api/v1/messages/{msg}"), &json!({}))?;
+    out.print(&m, message_line);
+    Ok(())
+}
+
+/// `react MSG EMOJI [--remove]`.
+pub fn react(
+    api: &ApiClient,
+    out: Output,
+    msg: &str,
+    emoji: &str,
+    remove: bool,
+) -> anyhow::Result<()> {
+    let msg = message_id(msg)?;
+    let m = if remove {
+        let enc: String = emoji.bytes().map(|b| format!("%{b:02X}")).collect();
+        api.send(
+            "DELETE",
+            &format!("/api/v1/messages/{msg}/reactions/{enc}"),
+            &json!({}),
+        )?
+    } else {
+        api.send(
+            "POST",
+            &format!("/api/v1/messages/{msg}/reactions"),
+            &json!({ "emoji": emoji }),
+        )?
+    };
+    out.print(&m, message_line);
+    Ok(())
+}
+
+/// `history ID [--limit N]`.
+pub fn history(api: &ApiClient, out: Output, id: &str, limit: u32) -> anyhow::Result<()> {
+    let id = user(id)?;
+    let page = api.get(&format!(
+        "/api/v1/conversations/{id}/messages?limit={}",
+        limit.clamp(1, 200)
+    ))?;
+    out.print(&page, |p| {
+        let lines: Vec<String> = p["messages"]
+            .as_array()
+            .map(|a| a.iter().map(message_line).collect())
+            .unwrap_or_default();
+        if lines.is_empty() {
+            format!("no messages with {}", short_id(&id.to_string()))
+        } else {
+            lines.join("\n")
+        }
+    });
+    Ok(())
+}
+
+/// `search TEXT`.
+pub fn search(api: &ApiClient, out: Output, text: &str, limit: u32) -> anyhow::Result<()> {
+    let q: String = text
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let res = api.get(&format!(
+        "/api/v1/search?q={q}&limit={}",
+        limit.clamp(1, 100)
+    ))?;
+    out.print(&res, |r| {
+        let lines: Vec<String> = r["results"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|hit| {
+                        format!(
+                            "{}  {}",
+                            short_id(hit["message"]["conversation"].as_str().unwrap_or("?")),
+                            message_line(&hit["message"])
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if lines.is_empty() {
+            "no matches".into()
+        } else {
+            lines.join("\n")
+        }
+    });
+    Ok(())
+}
+
+/// `events`: JSON lines until interrupted.
+pub fn events(api: &ApiClient, out: Output) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let url = format!(
+        "{}/api/v1/events?token={}",
+        api.base_url().replacen("http", "ws", 1),
+        api.token()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .context("connecting to the node's event stream")?;
+        loop {
+            tokio::select! {
+                msg = ws.next() => match msg {
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                        let v: Value = serde_json::from_str(&t).unwrap_or(Value::String(t.to_string()));
+                        out.line(&v);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(anyhow::Error::new(e).context("event stream failed")),
+                    None => return Ok(()),
+                },
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+        }
+    })
+}

@@ -1,0 +1,637 @@
+//! Getting envelopes to peers, and taking them in.
+//!
+//! Outbound (the pump): every reliable content sits in the outbox (FIFO per peer) from the moment
+//! the user acted. The pump makes sure an Olm session exists with each of the peer's devices
+//! (fetching and verifying their bundle), seals a window of due entries, persists the advanced
+//! sessions together with each entry's next retry time, and only then sends: over the data
+//! channel when one is open, otherwise through the signaling server (live relay, or the mailbox
+//! when the peer is away). An entry leaves the outbox only when the peer's `delivered` receipt
+//! names it; until then it is retried with exponential backoff (much later once the mailbox holds
+//! it, since the mailbox is durable).
+//!
+//! Inbound: envelopes from the data channel, live relays and the mailbox all go through
+//! [`receive`]: dedupe by envelope id, decrypt, check the sender binding, apply the chat logic,
+//! and persist session + account + message + processed id in one transaction before anything is
+//! acknowledged.
+
+use super::Node;
+use super::net;
+use super::ready::{Ready, new_id};
+use crate::account;
+use dopus_core::chat::{Outgoing, retry_delay};
+use dopus_core::e2e::{OpenError, Recovery, SessionRecord};
+use dopus_core::store::{
+    Change, Changes, DeliveryState, EnvelopeId, MessageId, OlmSessionRecord, OutboxEntry,
+    PeerDevice, Pickle, Store,
+};
+use dopus_proto::bundle::ClaimedBundle;
+use dopus_proto::peer::{Content, Conversation, PeerAddress, PeerEnvelope, ReceiptKind};
+use dopus_types::{DeviceId, Timestamp, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What an outbox entry holds until it is sealed (per device, at send time).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Queued {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// When the user acted.
+    pub sent_at: Timestamp,
+    /// What to say.
+    pub content: Content,
+}
+
+/// One sealed envelope and the device it is for.
+type SealedFor = (DeviceId, Vec<u8>);
+
+/// Most entries sealed and sent for one peer per pump round.
+const WINDOW: usize = 64;
+/// Once the server's mailbox holds an envelope, check again this much later.
+const MAILBOX_RECHECK_MS: u64 = 60 * 60 * 1000;
+/// Longest the pump sleeps without being woken.
+const PUMP_IDLE: Duration = Duration::from_secs(5);
+/// How long to wait for a direct channel to an online peer before using the server instead.
+pub const DIRECT_GRACE_MS: u64 = 3_000;
+
+/// How an envelope travels.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// Over the open data channel.
+    Direct(dopus_rtc::PeerHandle),
+    /// Through the signaling server (relayed live, or kept in the mailbox).
+    Server(net::Client),
+}
+
+/// Starts the outbox pump for the current unlocked session.
+pub fn start_pump(node: Arc<Node>) {
+    tokio::spawn(async move {
+        loop {
+            let wait = match pump_once(&node).await {
+                Some(next) => {
+                    let now = account::now();
+                    Duration::from_millis(next.millis_since(now)).min(PUMP_IDLE)
+                }
+                None => PUMP_IDLE,
+            };
+            tokio::select! {
+                _ = node.pump.notified() => {}
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+            }
+            if node.ready().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// One round: every peer with due entries. Returns when the next entry falls due.
+async fn pump_once(node: &Arc<Node>) -> Option<Timestamp> {
+    let now = account::now();
+    let peers = {
+        let r = node.ready().await.ok()?;
+        r.get().store.outbox_due_peers(now).unwrap_or_default()
+    };
+    for peer in peers {
+        if let Err(e) = deliver_peer(node, peer).await {
+            tracing::debug!(peer = %peer.short(), error = %e, "delivery round failed");
+        }
+    }
+    let r = node.ready().await.ok()?;
+    r.get().store.outbox_next_attempt_at().ok().flatten()
+}
+
+/// Why a delivery round for one peer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    /// No server connection and no direct channel.
+    #[error("no route to the peer")]
+    NoRoute,
+    /// The peer published no usable device.
+    #[error("no verified device for the peer")]
+    NoDevice,
+    /// Local failure.
+    #[error("{0}")]
+    Local(String),
+}
+
+fn local(e: impl std::fmt::Display) -> DeliverError {
+    DeliverError::Local(e.to_string())
+}
+
+/// The e2e session record for a stored one (the device's Ed25519 key comes from its record).
+pub fn to_e2e(s: &OlmSessionRecord, device: &PeerDevice) -> SessionRecord {
+    SessionRecord {
+        peer_user: s.peer_user,
+        peer_device: s.peer_device.clone(),
+        peer_keys: device.keys,
+        session_id: s.session_id.clone(),
+        pickle: s.pickle.as_str().to_owned(),
+        created_at: s.created_at,
+        last_used_at: s.last_used_at,
+    }
+}
+
+/// The stored record for an e2e session.
+pub fn to_store(s: &SessionRecord) -> OlmSessionRecord {
+    OlmSessionRecord {
+        peer_user: s.peer_user,
+        peer_device: s.peer_device.clone(),
+        peer_curve25519: s.peer_keys.curve25519,
+        session_id: s.session_id.clone(),
+        pickle: Pickle::new(s.pickle.clone()),
+        created_at: s.created_at,
+        last_used_at: s.last_used_at,
+    }
+}
+
+/// The peer's devices that we hold at least one session with.
+fn sessions_by_device(r: &Ready, peer: &UserId) -> Vec<(PeerDevice, Vec<SessionRecord>)> {
+    let devices = r.store.peer_devices(peer).unwrap_or_default();
+    devices
+        .into_iter()
+        .filter_map(|d| {
+            let sessions: Vec<SessionRecord> = r
+                .store
+                .olm_sessions(peer, &d.device_id)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| to_e2e(s, &d))
+                .collect();
+            (!sessions.is_empty()).then_some((d, sessions))
+        })
+        .collect()
+}
+
+/// Fetches the peer's bundles and starts a session with every device we have none with (or with
+/// every device, when `fresh`: recovering a broken session).
+pub async fn establish_sessions(
+    node: &Node,
+    peer: UserId,
+    fresh: bool,
+) -> Result<(), DeliverError> {
+    let client = {
+        let r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
+        r.get().signaling.clone().ok_or(DeliverError::NoRoute)?
+    };
+    let bundles: Vec<ClaimedBundle> = client.fetch_bundle(peer).await.map_err(local)?;
+    let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
+    let r = r.get_mut();
+    let now = account::now();
+    let mut changes = Changes::new();
+    let mut started = 0;
+    for bundle in &bundles {
+        let device = bundle.certificate.device_id.clone();
+        if !fresh
+            && !r
+                .store
+                .olm_sessions(&peer, &device)
+                .unwrap_or_default()
+                .is_empty()
+        {
+            continue;
+        }
+        match r.olm.start_session(now, &peer, &device, bundle) {
+            Ok(s) => {
+                changes.push(Change::SavePeerDevice(PeerDevice {
+                    user_id: peer,
+                    device_id: device.clone(),
+                    keys: s.certificate.keys,
+                    certificate_json: serde_json::to_string(&s.certificate).map_err(local)?,
+                    first_seen: now,
+                    updated_at: now,
+                }));
+                changes.push(Change::SaveOlmSession(to_store(&s.session)));
+                started += 1;
+            }
+            // A hostile or broken server: refuse that device, keep the others.
+            Err(e) => tracing::warn!(peer = %peer.short(), error = %e, "refused a key bundle"),
+        }
+    }
+    if !changes.is_empty() {
+        r.store.apply(changes).map_err(local)?;
+    }
+    if started == 0 && sessions_by_device(r, &peer).is_empty() {
+        return Err(DeliverError::NoDevice);
+    }
+    Ok(())
+}
+
+/// Decides how to reach `peer` now; may start a direct connection.
+async fn route(node: &Node, peer: &UserId) -> Option<Route> {
+    let (direct, client, want_direct) = {
+        let mut r = node.ready().await.ok()?;
+        let r = r.get_mut();
+        let direct = r.peers.get(peer).and_then(|p| p.open_handle());
+        let online = r
+            .presence
+            .get(peer)
+            .is_some_and(|s| s.as_seen_by_others() != dopus_proto::signaling::Status::Offline);
+        let waiting = r
+            .peers
+            .get(peer)
+            .is_some_and(|p| p.connecting_since(account::now(), DIRECT_GRACE_MS));
+        (direct, r.signaling.clone(), online && !waiting)
+    };
+    if let Some(h) = direct {
+        return Some(Route::Direct(h));
+    }
+    if want_direct {
+        super::peers::connect(node, *peer).await;
+    }
+    client.map(Route::Server)
+}
+
+/// Seals and sends one window of due entries for `peer`.
+async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
+    let route = route(node, &peer).await.ok_or(DeliverError::NoRoute)?;
+    {
+        let r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
+        if sessions_by_device(r.get(), &peer).is_empty() {
+            drop(r);
+            establish_sessions(node, peer, false).await?;
+        }
+    }
+    let now = account::now();
+    // Seal under the lock and persist before anything leaves this machine.
+    let batch: Vec<(OutboxEntry, Vec<SealedFor>)> = {
+        let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
+        let r = r.get_mut();
+        let entries = r.store.outbox_for_peer(&peer, WINDOW).map_err(local)?;
+        let devices = sessions_by_device(r, &peer);
+        let mut changes = Changes::new();
+        let mut batch = Vec::new();
+        for entry in entries.into_iter().filter(|e| e.next_attempt_at <= now) {
+            let Ok(queued) = serde_json::from_slice::<Queued>(&entry.bytes) else {
+                changes.push(Change::OutboxRemove(entry.id));
+                continue;
+            };
+            let mut sealed = Vec::new();
+            for (device, sessions) in &devices {
+                if entry
+                    .peer_device
+                    .as_ref()
+                    .is_some_and(|d| d != &device.device_id)
+                {
+                    continue;
+                }
+                let to = PeerAddress {
+                    user: peer,
+                    device: device.device_id.clone(),
+                };
+                let Ok(wire) = dopus_proto::peer::MessageId::from_uuid(entry.id.0) else {
+                    continue;
+                };
+                // Each seal advances the session; later entries must see the advanced state.
+                let current: Vec<SessionRecord> = r
+                    .store
+                    .olm_sessions(&peer, &device.device_id)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| to_e2e(s, device))
+                    .collect();
+                let sessions = if current.is_empty() {
+                    sessions.clone()
+                } else {
+                    current
+                };
+                match r.olm.seal(
+                    now,
+                    &to,
+                    &sessions,
+                    wire,
+                    queued.conversation.clone(),
+                    queued.content.clone(),
+                ) {
+                    Ok(s) => {
+                        let bytes = s.envelope.to_json().map_err(local)?;
+                        // Persist the advanced session right away, so the next seal in this
+                        // window reads it back.
+                        r.store
+                            .apply(Changes::from(Change::SaveOlmSession(to_store(&s.session))))
+                            .map_err(local)?;
+                        sealed.push((device.device_id.clone(), bytes));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not seal an envelope"),
+                }
+            }
+            if sealed.is_empty() {
+                continue;
+            }
+            changes.push(Change::OutboxReschedule {
+                id: entry.id,
+                attempts: entry.attempts.saturating_add(1),
+                next_attempt_at: now.plus_millis(retry_delay(entry.attempts)),
+            });
+            batch.push((entry, sealed));
+        }
+        r.store.apply(changes).map_err(local)?;
+        batch
+    };
+    // Send, in order, without the lock.
+    for (entry, sealed) in batch {
+        let mut sent = false;
+        let mut stored = false;
+        for (device, bytes) in sealed {
+            match &route {
+                Route::Direct(h) => {
+                    if h.send(bytes).await.is_ok() {
+                        sent = true;
+                    }
+                }
+                Route::Server(c) => {
+                    let payload = String::from_utf8(bytes).map_err(local)?;
+                    match c.relay(peer, Some(device), payload, true).await {
+                        Ok(outcome) => {
+                            sent |= !outcome.delivered.is_empty() || !outcome.queued.is_empty();
+                            stored |= outcome.delivered.is_empty() && !outcome.queued.is_empty();
+                        }
+                        Err(e) => tracing::debug!(error = %e, "relay failed"),
+                    }
+                }
+            }
+        }
+        if sent {
+            mark_sent(node, &entry, stored).await;
+        }
+    }
+    Ok(())
+}
+
+async fn mark_sent(node: &Node, entry: &OutboxEntry, stored_in_mailbox: bool) {
+    let event = {
+        let Ok(mut r) = node.ready().await else {
+            return;
+        };
+        let r = r.get_mut();
+        let mut changes = Changes::new();
+        let id = MessageId(entry.id.0);
+        let promote = r
+            .store
+            .message(&id)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.delivery.can_become(DeliveryState::Sent));
+        if promote {
+            changes.push(Change::SetDelivery {
+                id,
+                state: DeliveryState::Sent,
+            });
+        }
+        if stored_in_mailbox {
+            changes.push(Change::OutboxReschedule {
+                id: entry.id,
+                attempts: entry.attempts.saturating_add(1),
+                next_attempt_at: account::now().plus_millis(MAILBOX_RECHECK_MS),
+            });
+        }
+        if changes.is_empty() || r.store.apply(changes).is_err() {
+            return;
+        }
+        promote.then(|| r.message_event_value(&id)).flatten()
+    };
+    if let Some(m) = event {
+        node.emit(json!({ "type": "message_updated", "message": m }));
+    }
+}
+
+/// Sends ephemeral contents (typing, receipts) right away: data channel if open, else the server
+/// (stored in the mailbox only for delivery receipts, which retries depend on).
+pub async fn send_ephemeral(node: &Node, outs: Vec<Outgoing>) {
+    send_now(node, outs, true).await;
+}
+
+/// Sends contents through the server only, never stored (WebRTC signaling).
+pub async fn send_via_server(node: &Node, outs: Vec<Outgoing>) {
+    send_now(node, outs, false).await;
+}
+
+async fn send_now(node: &Node, outs: Vec<Outgoing>, allow_direct: bool) {
+    for out in outs {
+        let store = allow_direct
+            && matches!(
+                out.content,
+                Content::Receipt {
+                    receipt: ReceiptKind::Delivered,
+                    ..
+                }
+            );
+        let (sealed, direct, client) = {
+            let Ok(mut r) = node.ready().await else {
+                return;
+            };
+            let r = r.get_mut();
+            let direct = if allow_direct {
+                r.peers.get(&out.peer).and_then(|p| p.open_handle())
+            } else {
+                None
+            };
+            (seal_now(r, &out), direct, r.signaling.clone())
+        };
+        for (device, bytes) in sealed {
+            if let Some(h) = &direct
+                && h.send(bytes.clone()).await.is_ok()
+            {
+                continue;
+            }
+            if let Some(c) = &client
+                && let Ok(payload) = String::from_utf8(bytes)
+                && let Err(e) = c.relay(out.peer, Some(device), payload, store).await
+            {
+                tracing::debug!(error = %e, "could not send an ephemeral envelope");
+            }
+        }
+    }
+}
+
+/// Makes sure we hold a session with at least one of the peer's devices.
+pub async fn establish_sessions_if_needed(node: &Node, peer: UserId) -> Result<(), DeliverError> {
+    {
+        let r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
+        if !sessions_by_device(r.get(), &peer).is_empty() {
+            return Ok(());
+        }
+    }
+    establish_sessions(node, peer, false).await
+}
+
+/// Seals `out` for every device we have a session with, persisting the sessions.
+fn seal_now(r: &mut Ready, out: &Outgoing) -> Vec<(DeviceId, Vec<u8>)> {
+    let now = account::now();
+    let Ok(wire) = dopus_proto::peer::MessageId::from_uuid(out.id.0) else {
+        return Vec::new();
+    };
+    let mut sealed = Vec::new();
+    let mut changes = Changes::new();
+    for (device, sessions) in sessions_by_device(r, &out.peer) {
+        let to = PeerAddress {
+            user: out.peer,
+            device: device.device_id.clone(),
+        };
+        match r.olm.seal(
+            now,
+            &to,
+            &sessions,
+            wire,
+            out.conversation.clone(),
+            out.content.clone(),
+        ) {
+            Ok(s) => {
+                if let Ok(bytes) = s.envelope.to_json() {
+                    changes.push(Change::SaveOlmSession(to_store(&s.session)));
+                    sealed.push((device.device_id.clone(), bytes));
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not seal"),
+        }
+    }
+    // Persist before sending; if that fails, send nothing.
+    if r.store.apply(changes).is_err() {
+        return Vec::new();
+    }
+    sealed
+}
+
+/// Where an inbound envelope came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The data channel.
+    Direct,
+    /// Live relay through the server.
+    Relay,
+    /// The server's mailbox.
+    Mailbox,
+}
+
+/// Takes in one envelope from a data channel.
+pub async fn receive(node: &Node, bytes: &[u8], via: Via) -> Result<(), DeliverError> {
+    receive_from(node, bytes, via, None).await
+}
+
+/// Takes in one envelope. `server_sender` is who the signaling server says sent it; an envelope
+/// claiming another sender is dropped (the Olm binding would refuse it anyway). `Ok` means it is
+/// durably handled (stored, a known duplicate, or refused for good) and may be acknowledged.
+pub async fn receive_from(
+    node: &Node,
+    bytes: &[u8],
+    via: Via,
+    server_sender: Option<(&UserId, &DeviceId)>,
+) -> Result<(), DeliverError> {
+    let envelope = match PeerEnvelope::from_json(bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::debug!(error = %e, ?via, "dropped a malformed envelope");
+            return Ok(());
+        }
+    };
+    if let Some((user, device)) = server_sender
+        && (&envelope.from.user != user || &envelope.from.device != device)
+    {
+        tracing::debug!(
+            ?via,
+            "dropped an envelope whose sender differs from the server's"
+        );
+        return Ok(());
+    }
+    let now = account::now();
+    let sender = envelope.from.user;
+    let envelope_id = EnvelopeId(*envelope.id.as_uuid());
+    let mut outs = Vec::new();
+    let mut events = Vec::new();
+    let mut control = None;
+    let mut reset_needed = false;
+    {
+        let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
+        let r = r.get_mut();
+        if r.store.is_processed(&envelope_id).map_err(local)? {
+            // A retry whose receipt got lost: acknowledge again, show nothing.
+            outs.push(delivered_receipt(sender, &envelope, now));
+        } else {
+            let device = r
+                .store
+                .peer_device(&sender, &envelope.from.device)
+                .map_err(local)?;
+            let sessions: Vec<SessionRecord> = match &device {
+                Some(d) => r
+                    .store
+                    .olm_sessions(&sender, &d.device_id)
+                    .map_err(local)?
+                    .iter()
+                    .map(|s| to_e2e(s, d))
+                    .collect(),
+                None => Vec::new(),
+            };
+            match r.olm.open(now, &envelope, &sessions) {
+                Ok(opened) => {
+                    let received = r
+                        .chat
+                        .receive(
+                            &r.store,
+                            now,
+                            sender,
+                            &opened.payload,
+                            EnvelopeId(new_id(now).0),
+                        )
+                        .map_err(local)?;
+                    let mut changes = Changes::new();
+                    if let Some(cert) = &opened.sender_certificate {
+                        changes.push(Change::SavePeerDevice(PeerDevice {
+                            user_id: cert.user_id,
+                            device_id: cert.device_id.clone(),
+                            keys: cert.keys,
+                            certificate_json: serde_json::to_string(cert).map_err(local)?,
+                            first_seen: device.as_ref().map_or(now, |d| d.first_seen),
+                            updated_at: now,
+                        }));
+                    }
+                    changes.push(Change::SaveOlmSession(to_store(&opened.session)));
+                    if let Some(p) = &opened.account_pickle {
+                        changes.push(Change::SetAccountPickle(Pickle::new(p.clone())));
+                    }
+                    changes.extend(received.changes);
+                    r.store.apply(changes).map_err(local)?;
+                    events = received.events;
+                    outs.extend(received.replies);
+                    control = received.control;
+                }
+                Err(e) => {
+                    let already = false;
+                    match e.recovery(already) {
+                        Recovery::Ignore | Recovery::Drop => {
+                            tracing::debug!(error = %e, ?via, "dropped an envelope");
+                        }
+                        Recovery::StartNewSession => {
+                            tracing::info!(peer = %sender.short(), kind = ?e.kind(), "cannot decrypt from a peer; starting a new session");
+                            reset_needed = !matches!(e, OpenError::Duplicate);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    super::net::emit_chat_events(node, events).await;
+    if reset_needed {
+        super::recovery::request_reset(node, sender, envelope.id).await;
+    }
+    if let Some(content) = control {
+        super::net::handle_control(node, sender, envelope.from.device.clone(), content).await;
+    }
+    send_ephemeral(node, outs).await;
+    node.pump.notify_one();
+    Ok(())
+}
+
+fn delivered_receipt(peer: UserId, envelope: &PeerEnvelope, now: Timestamp) -> Outgoing {
+    Outgoing {
+        peer,
+        id: EnvelopeId(new_id(now).0),
+        conversation: Conversation::Direct,
+        sent_at: now,
+        content: Content::Receipt {
+            receipt: ReceiptKind::Delivered,
+            ids: vec![envelope.id],
+        },
+        reliable: false,
+    }
+}

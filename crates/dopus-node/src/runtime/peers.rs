@@ -1,0 +1,382 @@
+//! Direct connections to contacts (WebRTC data channels over str0m, through `dopus-rtc`).
+//!
+//! Protocol flow (docs/peer-protocol.md):
+//! - made on demand, when the outbox has something for an online contact;
+//! - the offer, the answer and every trickled ICE candidate travel as `Content::Rtc` inside Olm
+//!   envelopes through the signaling server, so the server can neither read nor swap the SDP and
+//!   its DTLS fingerprint (a swapped fingerprint fails the DTLS handshake);
+//! - `conn` names one attempt; signals for another attempt are ignored;
+//! - glare (both sides offer at once): the offer from the smaller user ID wins, the other side
+//!   drops its own attempt and answers;
+//! - every data-channel message is a sealed envelope, handled exactly like one from the mailbox.
+
+use super::Node;
+use super::deliver::{self, Via};
+use super::ready::new_id;
+use crate::account;
+use dopus_core::chat::Outgoing;
+use dopus_core::store::EnvelopeId;
+use dopus_proto::peer::{Content, Conversation, RtcSignal};
+use dopus_rtc::{
+    CloseReason, ConnectionState, Diagnostics, IceServer, PeerConnection, PeerEvent, PeerEvents,
+    PeerHandle, RtcConfig,
+};
+use dopus_types::{Timestamp, UserId};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// One contact's direct connection.
+#[derive(Debug)]
+pub struct Peer {
+    /// Which attempt.
+    pub conn: String,
+    /// Controls the connection (None while the answerer is being created).
+    pub handle: Option<PeerHandle>,
+    /// Latest state.
+    pub state: ConnectionState,
+    /// The data channel is open.
+    pub open: bool,
+    /// When this attempt started.
+    pub started: Timestamp,
+    /// We made the offer.
+    pub offerer: bool,
+    /// Why the last attempt ended, for the connection panel.
+    pub last_error: Option<String>,
+}
+
+impl Peer {
+    /// The handle if the channel is open.
+    pub fn open_handle(&self) -> Option<PeerHandle> {
+        self.open.then(|| self.handle.clone()).flatten()
+    }
+
+    /// Whether an attempt is under way and younger than `grace_ms`.
+    pub fn connecting_since(&self, now: Timestamp, grace_ms: u64) -> bool {
+        !self.open
+            && !matches!(
+                self.state,
+                ConnectionState::Failed(_) | ConnectionState::Closed
+            )
+            && now.millis_since(self.started) < grace_ms
+    }
+
+    /// Closes the connection.
+    pub fn close(self) {
+        if let Some(h) = self.handle {
+            tokio::spawn(async move { h.close().await });
+        }
+    }
+
+    /// `Connection` for the API.
+    pub fn to_json(&self, diag: Option<&Diagnostics>, online: bool, server: bool) -> Value {
+        let state = match &self.state {
+            ConnectionState::New => "new",
+            ConnectionState::Checking => "connecting",
+            ConnectionState::Connected => "connected",
+            ConnectionState::Disconnected => "disconnected",
+            ConnectionState::Failed(_) => "failed",
+            ConnectionState::Closed => "closed",
+        };
+        let mode = if self.open {
+            "direct"
+        } else if server {
+            "mailbox"
+        } else {
+            "none"
+        };
+        let mode = if !self.open && server && online {
+            "relayed"
+        } else {
+            mode
+        };
+        let pair = diag.and_then(|d| d.selected_pair.as_ref());
+        let reason = match &self.state {
+            ConnectionState::Failed(r) => Some(r.to_string()),
+            _ => diag
+                .and_then(|d| d.failure.as_ref())
+                .map(ToString::to_string)
+                .or_else(|| self.last_error.clone()),
+        };
+        json!({
+            "mode": mode,
+            "state": state,
+            "local_candidate": pair.map(|p| p.local.to_string()),
+            "remote_candidate": pair.map(|p| p.remote.to_string()),
+            "rtt_ms": diag.and_then(|d| d.rtt).map(|r| r.as_secs_f64() * 1000.0),
+            "reason": reason,
+        })
+    }
+}
+
+/// The connection configuration from the settings.
+fn config(node: &Node, ice: &[String]) -> RtcConfig {
+    let mut cfg = RtcConfig {
+        include_loopback: true,
+        ..RtcConfig::default()
+    };
+    cfg.ice_servers = ice
+        .iter()
+        .filter_map(|u| IceServer::parse(u).ok())
+        .collect();
+    cfg.dtls_identity = node.dtls.get().cloned();
+    cfg
+}
+
+fn conn_id() -> String {
+    let bytes = account::random_bytes::<12>();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Starts a connection to `peer` as the offerer, unless one is open or under way.
+pub async fn connect(node: &Node, peer: UserId) {
+    let ice = {
+        let Ok(mut r) = node.ready().await else {
+            return;
+        };
+        let r = r.get_mut();
+        if let Some(p) = r.peers.get(&peer)
+            && (p.open || p.connecting_since(account::now(), 15_000))
+        {
+            return;
+        }
+        let conn = conn_id();
+        r.peers.insert(
+            peer,
+            Peer {
+                conn,
+                handle: None,
+                state: ConnectionState::New,
+                open: false,
+                started: account::now(),
+                offerer: true,
+                last_error: None,
+            },
+        );
+        r.settings.ice_servers.clone()
+    };
+    if deliver::establish_sessions_if_needed(node, peer)
+        .await
+        .is_err()
+    {
+        forget(node, peer, None).await;
+        return;
+    }
+    let (handle, events, sdp) = match PeerConnection::offer(config(node, &ice)).await {
+        Ok(x) => x,
+        Err(e) => {
+            forget(node, peer, Some(e.to_string())).await;
+            return;
+        }
+    };
+    let conn = {
+        let Ok(mut r) = node.ready().await else {
+            return;
+        };
+        let r = r.get_mut();
+        let Some(p) = r.peers.get_mut(&peer) else {
+            return;
+        };
+        p.handle = Some(handle);
+        p.conn.clone()
+    };
+    signal(node, peer, &conn, RtcSignal::Offer { sdp }).await;
+    if let Some(node) = node.arc() {
+        tokio::spawn(drive(node, peer, conn, events));
+    }
+}
+
+async fn forget(node: &Node, peer: UserId, error: Option<String>) {
+    if let Ok(mut r) = node.ready().await
+        && let Some(p) = r.get_mut().peers.get_mut(&peer)
+    {
+        p.state = ConnectionState::Closed;
+        p.last_error = error;
+    }
+}
+
+/// Sends one WebRTC signal, sealed, through the server (never stored: stale signals are useless).
+async fn signal(node: &Node, peer: UserId, conn: &str, signal: RtcSignal) {
+    let now = account::now();
+    let out = Outgoing {
+        peer,
+        id: EnvelopeId(new_id(now).0),
+        conversation: Conversation::Direct,
+        sent_at: now,
+        content: Content::Rtc {
+            conn: conn.to_owned(),
+            signal,
+        },
+        reliable: false,
+    };
+    deliver::send_via_server(node, vec![out]).await;
+}
+
+/// Handles a WebRTC signal from `peer`.
+pub async fn on_signal(node: &Node, peer: UserId, conn: String, signal: RtcSignal) {
+    match signal {
+        RtcSignal::Offer { sdp } => on_offer(node, peer, conn, sdp).await,
+        RtcSignal::Answer { sdp } => {
+            if let Some(h) = handle_for(node, &peer, &conn).await
+                && let Err(e) = h.accept_answer(&sdp).await
+            {
+                tracing::info!(peer = %peer.short(), error = %e, "the peer's answer was refused");
+                forget(node, peer, Some(e.to_string())).await;
+            }
+        }
+        RtcSignal::Candidate { candidate, .. } => {
+            if let Some(h) = handle_for(node, &peer, &conn).await {
+                let _ = h.add_remote_candidate(&candidate).await;
+            }
+        }
+        RtcSignal::EndOfCandidates => {}
+    }
+}
+
+async fn handle_for(node: &Node, peer: &UserId, conn: &str) -> Option<PeerHandle> {
+    let r = node.ready().await.ok()?;
+    let p = r.get().peers.get(peer)?;
+    (p.conn == conn).then(|| p.handle.clone()).flatten()
+}
+
+async fn on_offer(node: &Node, peer: UserId, conn: String, sdp: String) {
+    let ice = {
+        let Ok(mut r) = node.ready().await else {
+            return;
+        };
+        let r = r.get_mut();
+        let me = r.me();
+        if let Some(p) = r.peers.get(&peer) {
+            let live = p.open || p.connecting_since(account::now(), 15_000);
+            // Glare: both offered; the smaller user ID's offer wins.
+            if live && p.offerer && !p.open && me < peer {
+                return;
+            }
+            if p.open && p.conn != conn {
+                // The peer restarted (e.g. after losing its side): take the new attempt.
+            }
+        }
+        if let Some(old) = r.peers.remove(&peer) {
+            old.close();
+        }
+        r.peers.insert(
+            peer,
+            Peer {
+                conn: conn.clone(),
+                handle: None,
+                state: ConnectionState::New,
+                open: false,
+                started: account::now(),
+                offerer: false,
+                last_error: None,
+            },
+        );
+        r.settings.ice_servers.clone()
+    };
+    let (handle, events, answer) = match PeerConnection::answer(config(node, &ice), &sdp).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::info!(peer = %peer.short(), error = %e, "could not answer the peer's offer");
+            forget(node, peer, Some(e.to_string())).await;
+            return;
+        }
+    };
+    {
+        let Ok(mut r) = node.ready().await else {
+            return;
+        };
+        let Some(p) = r.get_mut().peers.get_mut(&peer) else {
+            return;
+        };
+        if p.conn != conn {
+            return;
+        }
+        p.handle = Some(handle);
+    }
+    signal(node, peer, &conn, RtcSignal::Answer { sdp: answer }).await;
+    if let Some(node) = node.arc() {
+        tokio::spawn(drive(node, peer, conn, events));
+    }
+}
+
+/// Follows one connection's events until it closes. Boxed with an explicit `Send` type: the task
+/// receives envelopes, which may carry a new offer, which spawns this task again, and the
+/// compiler cannot prove `Send` through that cycle of anonymous futures on its own.
+fn drive(
+    node: Arc<Node>,
+    peer: UserId,
+    conn: String,
+    events: PeerEvents,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(drive_inner(node, peer, conn, events))
+}
+
+async fn drive_inner(node: Arc<Node>, peer: UserId, conn: String, mut events: PeerEvents) {
+    while let Some(event) = events.recv().await {
+        match event {
+            PeerEvent::LocalCandidate(candidate) => {
+                signal(
+                    &node,
+                    peer,
+                    &conn,
+                    RtcSignal::Candidate {
+                        candidate,
+                        sdp_mid: None,
+                        sdp_m_line_index: None,
+                    },
+                )
+                .await;
+            }
+            PeerEvent::GatheringComplete => {}
+            PeerEvent::State(state) => {
+                update(&node, peer, &conn, |p| p.state = state).await;
+            }
+            PeerEvent::ChannelOpen => {
+                update(&node, peer, &conn, |p| {
+                    p.open = true;
+                    p.state = ConnectionState::Connected;
+                })
+                .await;
+                node.pump.notify_one();
+            }
+            PeerEvent::Data(bytes) => {
+                if let Err(e) = deliver::receive(&node, &bytes, Via::Direct).await {
+                    tracing::debug!(error = %e, "could not handle a direct envelope");
+                }
+            }
+            PeerEvent::Closed { reason } => {
+                let reason_text = match &reason {
+                    CloseReason::Local => None,
+                    other => Some(other.to_string()),
+                };
+                update(&node, peer, &conn, |p| {
+                    p.open = false;
+                    p.state = ConnectionState::Closed;
+                    p.last_error = reason_text;
+                })
+                .await;
+                node.pump.notify_one();
+                break;
+            }
+        }
+    }
+}
+
+async fn update(node: &Node, peer: UserId, conn: &str, f: impl FnOnce(&mut Peer)) {
+    let value = {
+        let Ok(mut r) = node.ready().await else {
+            return;
+        };
+        let r = r.get_mut();
+        let server = r.signaling.is_some();
+        let online = r.presence.contains_key(&peer);
+        let Some(p) = r.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.conn != conn {
+            return;
+        }
+        f(p);
+        p.to_json(None, online, server)
+    };
+    node.emit(json!({ "type": "connection", "user_id": peer.to_string(), "connection": value }));
+}

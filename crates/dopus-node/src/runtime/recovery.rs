@@ -1,0 +1,97 @@
+//! Recovering a broken Olm session (for example one side restored from an old copy).
+//!
+//! Protocol flow (docs/e2e.md, "Recovery"):
+//! - the receiver cannot decrypt an envelope (no session, unknown one-time key, a message key
+//!   that is gone, or a MAC failure on every session);
+//! - it fetches the sender's bundle, starts a *fresh* outbound session, and queues a
+//!   `SessionReset { failed: [ids] }` content, which goes out as a pre-key message on that new
+//!   session; the user is told (`session_reset` event);
+//! - the sender decrypts it (creating the matching inbound session, now its most recently used
+//!   one), and makes every envelope still in its outbox for that peer due at once, so they are
+//!   re-sealed on the new session and re-sent. Receivers deduplicate by envelope id, so nothing
+//!   shows twice.
+
+use super::Node;
+use super::deliver;
+use super::ready::new_id;
+use crate::account;
+use dopus_core::chat::Outgoing;
+use dopus_core::store::{Change, Changes, EnvelopeId, Store};
+use dopus_proto::peer::{Content, Conversation, MessageId};
+use dopus_types::UserId;
+use serde_json::json;
+
+/// At most one reset request per peer in this window.
+const RESET_THROTTLE_MS: u64 = 30_000;
+
+/// Starts a fresh session with `peer` and asks them to re-send `failed`.
+pub async fn request_reset(node: &Node, peer: UserId, failed: MessageId) {
+    let now = account::now();
+    {
+        let Ok(mut r) = node.ready().await else {
+            return;
+        };
+        let r = r.get_mut();
+        if r.last_reset
+            .get(&peer)
+            .is_some_and(|t| now.millis_since(*t) < RESET_THROTTLE_MS)
+        {
+            return;
+        }
+        r.last_reset.insert(peer, now);
+    }
+    if let Err(e) = deliver::establish_sessions(node, peer, true).await {
+        tracing::info!(peer = %peer.short(), error = %e, "could not start a fresh session");
+        return;
+    }
+    {
+        let Ok(mut r) = node.ready().await else {
+            return;
+        };
+        let r = r.get_mut();
+        let out = Outgoing {
+            peer,
+            id: EnvelopeId(new_id(now).0),
+            conversation: Conversation::Direct,
+            sent_at: now,
+            content: Content::SessionReset {
+                failed: vec![failed],
+            },
+            reliable: true,
+        };
+        let mut changes = Changes::new();
+        r.queue(&mut changes, &out, now);
+        if r.store.apply(changes).is_err() {
+            return;
+        }
+    }
+    node.emit(json!({ "type": "session_reset", "user_id": peer.to_string(), "resent": 0 }));
+    node.pump.notify_one();
+}
+
+/// The peer started a fresh session with us: re-send everything still unacknowledged.
+pub async fn on_reset(node: &Node, peer: UserId) {
+    let count = {
+        let Ok(mut r) = node.ready().await else {
+            return;
+        };
+        let r = r.get_mut();
+        let now = account::now();
+        let entries = r.store.outbox_for_peer(&peer, 10_000).unwrap_or_default();
+        let changes: Changes = entries
+            .iter()
+            .map(|e| Change::OutboxReschedule {
+                id: e.id,
+                attempts: e.attempts,
+                next_attempt_at: now,
+            })
+            .collect();
+        if r.store.apply(changes).is_err() {
+            return;
+        }
+        entries.len()
+    };
+    tracing::info!(peer = %peer.short(), resent = count, "peer replaced a broken session; re-sending");
+    node.emit(json!({ "type": "session_reset", "user_id": peer.to_string(), "resent": count }));
+    node.pump.notify_one();
+}
