@@ -7,6 +7,8 @@
 
 mod at_rest;
 mod conformance;
+mod crash;
+mod differential;
 mod lifecycle;
 
 use dopus_store::{KdfParams, SqliteStore};
