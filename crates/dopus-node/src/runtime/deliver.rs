@@ -52,7 +52,8 @@ const WINDOW: usize = 64;
 const MAILBOX_RECHECK_MS: u64 = 60 * 60 * 1000;
 /// Longest the pump sleeps without being woken.
 const PUMP_IDLE: Duration = Duration::from_secs(5);
-/// How long to wait for a direct channel to an online peer before using the server instead.
+/// A direct connection attempt younger than this is left to finish rather than started again
+/// (meanwhile envelopes go through the server).
 pub const DIRECT_GRACE_MS: u64 = 3_000;
 
 /// How an envelope travels.
