@@ -101,7 +101,10 @@ mod tests {
     #[test]
     fn refuses_bad_ids() {
         assert_eq!("".parse::<DeviceId>(), Err(DeviceIdError::Length));
-        assert_eq!("a".repeat(65).parse::<DeviceId>(), Err(DeviceIdError::Length));
+        assert_eq!(
+            "a".repeat(65).parse::<DeviceId>(),
+            Err(DeviceIdError::Length)
+        );
         assert_eq!("a b".parse::<DeviceId>(), Err(DeviceIdError::Character));
         assert_eq!("é".parse::<DeviceId>(), Err(DeviceIdError::Character));
         assert!(serde_json::from_str::<DeviceId>("\"../etc\"").is_err());

@@ -51,9 +51,15 @@ impl UserId {
     /// The printed form, `dopus1…`, lowercase.
     pub fn to_bech32(&self) -> String {
         // The HRP is a valid constant and 32 bytes are far below bech32m's length limit.
-        #[allow(clippy::expect_used, reason = "constant HRP and a fixed 32-byte payload")]
+        #[allow(
+            clippy::expect_used,
+            reason = "constant HRP and a fixed 32-byte payload"
+        )]
         let hrp = Hrp::parse(USER_ID_HRP).expect("constant HRP is valid");
-        #[allow(clippy::expect_used, reason = "a 32-byte payload is within bech32m limits")]
+        #[allow(
+            clippy::expect_used,
+            reason = "a 32-byte payload is within bech32m limits"
+        )]
         bech32::encode_lower::<Bech32m>(hrp, self.0.as_bytes()).expect("32 bytes fit in bech32m")
     }
 
@@ -159,7 +165,13 @@ mod tests {
         let mixed: String = text
             .chars()
             .enumerate()
-            .map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c })
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
             .collect();
         assert_eq!(UserId::parse(&mixed), Ok(u));
     }
@@ -199,7 +211,10 @@ mod tests {
     fn refuses_other_prefixes_and_garbage() {
         let hrp = Hrp::parse("npub").unwrap();
         let other = bech32::encode_lower::<Bech32m>(hrp, user(5).key().as_bytes()).unwrap();
-        assert_eq!(UserId::parse(&other), Err(UserIdError::Prefix("npub".into())));
+        assert_eq!(
+            UserId::parse(&other),
+            Err(UserIdError::Prefix("npub".into()))
+        );
         assert_eq!(UserId::parse("hello"), Err(UserIdError::Format));
         assert_eq!(UserId::parse(""), Err(UserIdError::Format));
         // Bech32 (not bech32m) checksum over the same data is a different code: refused.
