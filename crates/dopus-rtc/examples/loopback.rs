@@ -1,7 +1,7 @@
 //! Measures connection set-up time and data-channel throughput between two peers on 127.0.0.1.
 //! Numbers go to docs/rtc.md; they are observations, never test assertions.
 //!
-//! `cargo run -p dopus-rtc --example loopback [--release] -- [ROUNDS] [MIB]`
+//! `cargo run -p dopus-rtc --example loopback [--release] -- [ROUNDS] [MIB] [SEND_BUFFER_KIB]`
 #![allow(clippy::print_stdout, reason = "a measuring tool prints its results")]
 
 use std::time::{Duration, Instant};
@@ -28,12 +28,14 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
     let mib: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(64);
+    let send_kib: Option<usize> = args.next().map(|a| a.parse()).transpose()?;
 
     let t = Instant::now();
     let identity = DtlsIdentity::generate()?;
     println!("dtls certificate generation: {:.1} ms", ms(t.elapsed()));
     let config = RtcConfig {
         dtls_identity: Some(identity),
+        send_buffer: send_kib.map_or(dopus_rtc::DEFAULT_SEND_BUFFER, |k| k * 1024),
         ..RtcConfig::loopback()
     };
 
