@@ -106,3 +106,19 @@ async fn events_before_open_are_state_changes_in_order() {
         vec![ConnectionState::Checking, ConnectionState::Connected]
     );
 }
+
+/// IPv6 works the same way (loopback `::1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_over_ipv6_loopback() {
+    let v6 = || dopus_rtc::RtcConfig {
+        bind: dopus_rtc::BindPolicy::Addrs(vec!["[::1]:0".parse().unwrap()]),
+        ..config()
+    };
+    let (mut a, mut b) = pair_with(v6(), v6(), pass_all(), pass_all(), |s| s).await;
+    wait_open(&mut a).await;
+    wait_open(&mut b).await;
+    a.handle.send(b"over v6".to_vec()).await.unwrap();
+    assert_eq!(next_data(&mut b).await, b"over v6");
+    let d = wait_diag(&b, |d| d.selected_pair.is_some()).await;
+    assert!(d.selected_pair.unwrap().remote_addr.expose().is_ipv6());
+}
