@@ -42,8 +42,8 @@ pub struct RtcConfig {
     /// Close the connection when no application data moved in either direction for this long.
     /// `None` keeps idle connections open.
     pub idle_timeout: Option<Duration>,
-    /// Give up when the data channel is not open this long after the connection was created (or
-    /// after an ICE restart was started).
+    /// Give up when the data channel is not open this long after the connection was created.
+    /// (An ICE restart on an open connection is bounded by `disconnected_timeout` instead.)
     pub connect_timeout: Duration,
     /// Give up when an established connection stays disconnected (no ICE consent) this long.
     pub disconnected_timeout: Duration,
