@@ -196,6 +196,10 @@ async function main() {
     const aliceId = await createIdentity(pa, "Alice", PASS.alice);
     const bobId = await createIdentity(pb, "Bob", PASS.bob);
     log(`alice ${aliceId.slice(0, 12)}…, bob ${bobId.slice(0, 12)}…`);
+    // Both nodes reach the signaling server: the banner must go away by itself.
+    for (const [who, page] of [["alice", pa], ["bob", pb]]) {
+      await waitFor(`${who}: connection banner gone`, async () => (await page.getByTestId("connection-banner").count()) === 0, SLOW);
+    }
     await expectVisible(pa.getByRole("img", { name: "QR code of your user ID" }), "QR code");
 
     section("add contact");

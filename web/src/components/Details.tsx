@@ -17,6 +17,8 @@ export function Details({ contact, onClose }: { contact: Contact; onClose(): voi
   const [safety, setSafety] = useState<Safety | null>(null);
   const [safetyError, setSafetyError] = useState<string | null>(null);
   const [connection, setConnection] = useState<Connection>(contact.connection);
+  // The switch flips at once; the node's answer (or a failure) then settles it.
+  const [verifiedPending, setVerifiedPending] = useState<boolean | null>(null);
   const id = contact.user_id;
 
   useEffect(() => {
@@ -98,8 +100,12 @@ export function Details({ contact, onClose }: { contact: Contact; onClose(): voi
           <label className="toggle">
             <input
               type="checkbox"
-              checked={contact.verified}
-              onChange={(e) => void actions.setVerified(id, e.target.checked)}
+              checked={verifiedPending ?? contact.verified}
+              onChange={(e) => {
+                const v = e.target.checked;
+                setVerifiedPending(v);
+                void actions.setVerified(id, v).finally(() => setVerifiedPending(null));
+              }}
             />
             Mark {contact.display_name} as verified
           </label>

@@ -117,6 +117,12 @@ export const MessageItem = memo(function MessageItem(p: Props) {
             )}
           </p>
         )}
+        {m.outgoing && (
+          <span className={`delivery delivery-${m.state}`} title={deliveryLabel(m.state)} data-testid="delivery">
+            <span aria-hidden="true">{STATE_ICON[m.state]}</span>
+            <span className="sr-only">{deliveryLabel(m.state)}</span>
+          </span>
+        )}
         {m.reactions.length > 0 && !m.deleted && (
           <div className="reactions" role="group" aria-label="Reactions">
             {m.reactions.map((r) => (
@@ -132,12 +138,6 @@ export const MessageItem = memo(function MessageItem(p: Props) {
               </button>
             ))}
           </div>
-        )}
-        {m.outgoing && (
-          <span className={`delivery delivery-${m.state}`} title={deliveryLabel(m.state)} data-testid="delivery">
-            <span aria-hidden="true">{STATE_ICON[m.state]}</span>
-            <span className="sr-only">{deliveryLabel(m.state)}</span>
-          </span>
         )}
         {confirmDelete && (
           <div className="confirm" role="alertdialog" aria-label="Delete message">

@@ -1,3 +1,4 @@
+import { useState } from "react";
 import type { Presence } from "../api/types";
 import { sortedContacts } from "../lib/state";
 import { useStore } from "../state/store";
@@ -10,6 +11,9 @@ export function Sidebar({ onSettings, onSearch }: { onSettings(): void; onSearch
   const { state, actions } = useStore();
   const { friends, incoming } = sortedContacts(state.contacts);
   const me = state.me;
+  // The selector shows the choice at once; the node's answer then settles it.
+  const [pendingStatus, setPendingStatus] = useState<Presence | null>(null);
+  const shownStatus = pendingStatus ?? me?.status ?? "online";
 
   return (
     <nav className="sidebar" aria-label="Conversations">
@@ -77,15 +81,19 @@ export function Sidebar({ onSettings, onSearch }: { onSettings(): void; onSearch
       </ul>
       {me && (
         <div className="user-panel">
-          <Avatar id={me.user_id} name={me.display_name} presence={me.status} />
+          <Avatar id={me.user_id} name={me.display_name} presence={shownStatus} />
           <div className="user-panel-text">
             <span className="contact-name">{me.display_name}</span>
             <label className="status-select">
-              <PresenceDot presence={me.status} />
+              <PresenceDot presence={shownStatus} />
               <select
                 aria-label="Your status"
-                value={me.status === "offline" ? "invisible" : me.status}
-                onChange={(e) => void actions.setStatus(e.target.value as Presence)}
+                value={shownStatus === "offline" ? "invisible" : shownStatus}
+                onChange={(e) => {
+                  const p = e.target.value as Presence;
+                  setPendingStatus(p);
+                  void actions.setStatus(p).finally(() => setPendingStatus(null));
+                }}
               >
                 {STATUSES.map((s) => (
                   <option key={s} value={s}>

@@ -166,3 +166,21 @@ describe("contact events", () => {
     expect(s.contacts[BOB]).toMatchObject({ display_name: "Bobby", verified: true, presence: "away", unread: 2 });
   });
 });
+
+describe("status vs signaling events", () => {
+  const status = (state: "connecting" | "connected") => ({
+    state: "ready" as const,
+    signaling: { url: "ws://x", state },
+    version: "1",
+  });
+  it("a /status answer older than a signaling event does not overwrite it", () => {
+    const asked = initialState.signalingEpoch;
+    const s = run(initialState, ev({ type: "signaling", state: "connected" }), { type: "status", status: status("connecting"), epoch: asked });
+    expect(s.signaling.state).toBe("connected");
+  });
+  it("a /status answer asked after the last event applies", () => {
+    const s1 = run(initialState, ev({ type: "signaling", state: "connecting" }));
+    const s = run(s1, { type: "status", status: status("connected"), epoch: s1.signalingEpoch });
+    expect(s.signaling.state).toBe("connected");
+  });
+});

@@ -39,6 +39,11 @@ export interface State {
   displayName: string;
   socket: SocketState;
   signaling: { state: SignalingState; url: string; retryInMs?: number };
+  /**
+   * Counts `signaling` events. A /status answer that was requested before the latest event is
+   * older than it, so it must not overwrite the event's state (see the "status" action).
+   */
+  signalingEpoch: number;
   me: Me | null;
   contacts: Record<UserId, Contact>;
   conversations: Record<UserId, Conversation>;
@@ -57,6 +62,7 @@ export const initialState: State = {
   displayName: "",
   socket: "connecting",
   signaling: { state: "connecting", url: "" },
+  signalingEpoch: 0,
   me: null,
   contacts: {},
   conversations: {},
@@ -71,7 +77,8 @@ export const initialState: State = {
 export type Action =
   | { type: "event"; event: ApiEvent; now: number }
   | { type: "socket"; state: SocketState }
-  | { type: "status"; status: Status }
+  /** `epoch`: the signalingEpoch when the request was sent. */
+  | { type: "status"; status: Status; epoch?: number }
   | { type: "unauthorized" }
   | { type: "me"; me: Me }
   | { type: "contacts"; contacts: Contact[] }
@@ -184,7 +191,11 @@ function applyEvent(state: State, event: ApiEvent, now: number): State {
     case "status":
       return { ...state, node: event.state };
     case "signaling":
-      return { ...state, signaling: { ...state.signaling, state: event.state, retryInMs: event.retry_in_ms } };
+      return {
+        ...state,
+        signaling: { ...state.signaling, state: event.state, retryInMs: event.retry_in_ms },
+        signalingEpoch: state.signalingEpoch + 1,
+      };
     case "message":
       return applyMessage(state, event.message, true);
     case "message_updated":
@@ -234,7 +245,10 @@ export function reducer(state: State, action: Action): State {
         node: action.status.state,
         version: action.status.version,
         displayName: action.status.display_name ?? state.displayName,
-        signaling: { state: action.status.signaling.state, url: action.status.signaling.url },
+        signaling:
+          action.epoch !== undefined && action.epoch !== state.signalingEpoch
+            ? { ...state.signaling, url: action.status.signaling?.url ?? state.signaling.url }
+            : { state: action.status.signaling?.state ?? "disconnected", url: action.status.signaling?.url ?? "" },
       };
     case "unauthorized":
       return { ...state, node: "unauthorized" };

@@ -93,8 +93,9 @@ export function StoreProvider({ children }: { children: ReactNode }) {
     const a: Actions = {
       async refresh() {
         try {
+          const epoch = ref.current.signalingEpoch;
           const status = await api.status();
-          dispatch({ type: "status", status });
+          dispatch({ type: "status", status, epoch });
           if (status.state === "ready") {
             socketRef.current?.reconnectNow();
             await loadReady();
