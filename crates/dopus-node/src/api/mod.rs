@@ -39,6 +39,18 @@ pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
         .route("/contacts/{user_id}/safety", get(routes::safety))
         .route("/contacts/{user_id}/connection", get(routes::connection))
         .route(
+            "/contacts/{user_id}/verification",
+            get(routes::verification).post(routes::verification_start),
+        )
+        .route(
+            "/contacts/{user_id}/verification/confirm",
+            post(routes::verification_confirm),
+        )
+        .route(
+            "/contacts/{user_id}/verification/cancel",
+            post(routes::verification_cancel),
+        )
+        .route(
             "/conversations/{user_id}/messages",
             get(routes::messages).post(routes::send_message),
         )

@@ -135,6 +135,22 @@ pub async fn safety(State(node): N, Path(id): Path<String>) -> ApiResult {
     Ok(Json(node.safety(user(&id)?).await?))
 }
 
+pub async fn verification(State(node): N, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(node.verification(user(&id)?).await?))
+}
+
+pub async fn verification_start(State(node): N, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(node.verification_action(user(&id)?, "start").await?))
+}
+
+pub async fn verification_confirm(State(node): N, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(node.verification_action(user(&id)?, "confirm").await?))
+}
+
+pub async fn verification_cancel(State(node): N, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(node.verification_action(user(&id)?, "cancel").await?))
+}
+
 pub async fn connection(State(node): N, Path(id): Path<String>) -> ApiResult {
     Ok(Json(node.connection(user(&id)?).await?))
 }

@@ -21,6 +21,7 @@ mod net;
 mod peers;
 mod ready;
 mod recovery;
+mod verify;
 
 use crate::api;
 use crate::api::error::ApiError;
@@ -370,6 +371,20 @@ impl Node {
     pub async fn safety(&self, user: UserId) -> Result<Value, ApiError> {
         let r = self.ready().await?;
         r.get().safety(user)
+    }
+
+    /// `GET /contacts/{id}/verification`.
+    pub async fn verification(&self, user: UserId) -> Result<Value, ApiError> {
+        verify::get(self, user).await
+    }
+
+    /// `POST /contacts/{id}/verification[/confirm|/cancel]`.
+    pub async fn verification_action(&self, user: UserId, action: &str) -> Result<Value, ApiError> {
+        match action {
+            "start" => verify::start(self, user).await,
+            "confirm" => verify::confirm(self, user).await,
+            _ => verify::cancel(self, user).await,
+        }
     }
 
     /// `GET /contacts/{id}/connection`.

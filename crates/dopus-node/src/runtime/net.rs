@@ -314,8 +314,8 @@ pub async fn handle_control(node: &Node, user: UserId, _device: DeviceId, conten
             peers::on_signal(node, user, conn, signal).await
         }
         Content::SessionReset { .. } => recovery::on_reset(node, user).await,
-        Content::Verification { .. } => {
-            tracing::debug!("SAS verification over the network is not wired into the node yet");
+        Content::Verification { step } if accepted => {
+            super::verify::on_step(node, user, step).await;
         }
         _ => {}
     }

@@ -94,6 +94,8 @@ pub struct Ready {
     pub net_generation: u64,
     /// When we last asked each peer to replace a broken session.
     pub last_reset: HashMap<UserId, Timestamp>,
+    /// SAS verifications in progress or finished, one per contact.
+    pub verifications: HashMap<UserId, dopus_core::verification::SasVerification>,
 }
 
 impl Ready {
@@ -141,6 +143,7 @@ impl Ready {
             peers: HashMap::new(),
             net_generation: 0,
             last_reset: HashMap::new(),
+            verifications: HashMap::new(),
         })
     }
 
