@@ -88,11 +88,32 @@ pub fn start_pump(node: Arc<Node>) {
 }
 
 /// One round: every peer with due entries. Returns when the next entry falls due.
+///
+/// Looks at every entry in each peer's window, not only the oldest: an envelope waiting in the
+/// server's mailbox (next check in an hour) must not hold back the ones queued after it.
 async fn pump_once(node: &Arc<Node>) -> Option<Timestamp> {
     let now = account::now();
-    let peers = {
+    let (peers, mut next) = {
         let r = node.ready().await.ok()?;
-        r.get().store.outbox_due_peers(now).unwrap_or_default()
+        let r = r.get();
+        let mut peers = r.store.outbox_due_peers(now).unwrap_or_default();
+        let mut next: Option<Timestamp> = None;
+        for contact in r.store.contacts().unwrap_or_default() {
+            let entries = r
+                .store
+                .outbox_for_peer(&contact.user_id, WINDOW)
+                .unwrap_or_default();
+            for e in &entries {
+                if e.next_attempt_at > now {
+                    next = Some(next.map_or(e.next_attempt_at, |n| n.min(e.next_attempt_at)));
+                }
+            }
+            if entries.iter().any(|e| e.next_attempt_at <= now) && !peers.contains(&contact.user_id)
+            {
+                peers.push(contact.user_id);
+            }
+        }
+        (peers, next)
     };
     for peer in peers {
         if let Err(e) = deliver_peer(node, peer).await {
@@ -100,7 +121,10 @@ async fn pump_once(node: &Arc<Node>) -> Option<Timestamp> {
         }
     }
     let r = node.ready().await.ok()?;
-    r.get().store.outbox_next_attempt_at().ok().flatten()
+    if let Ok(Some(t)) = r.get().store.outbox_next_attempt_at() {
+        next = Some(next.map_or(t, |n| n.min(t)));
+    }
+    next
 }
 
 /// Why a delivery round for one peer stopped.
