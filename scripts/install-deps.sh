@@ -6,7 +6,7 @@ set -euo pipefail
 
 want=(pkg-config libssl-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  want+=(chromium redis-server iproute2 iptables)
+  want+=(chromium fonts-noto-color-emoji redis-server iproute2 iptables)
 fi
 
 missing=()

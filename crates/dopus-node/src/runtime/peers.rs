@@ -337,6 +337,10 @@ async fn drive_inner(node: Arc<Node>, peer: UserId, conn: String, mut events: Pe
                 })
                 .await;
                 node.pump.notify_one();
+                // The pair and RTT are known once the channel is open: show them.
+                if let Ok(value) = node.connection(peer).await {
+                    node.emit(json!({ "type": "connection", "user_id": peer.to_string(), "connection": value }));
+                }
             }
             PeerEvent::Data(bytes) => {
                 if let Err(e) = deliver::receive(&node, &bytes, Via::Direct).await {
