@@ -311,13 +311,21 @@ async function main() {
     await pa.getByRole("button", { name: "Settings" }).click();
     await expectVisible(pa.getByRole("heading", { name: "Settings" }), "settings dialog");
     await shot(pa, "09-settings");
-    await pa.getByLabel("Theme").selectOption("light");
-    await pa.getByRole("button", { name: "Save" }).click();
-    await waitFor("light theme applied", async () => (await pa.evaluate(() => document.documentElement.dataset.theme)) === "light");
+    const settingsDialog = pa.getByRole("dialog", { name: "Settings" });
+    const saveTheme = async (theme) => {
+      await pa.getByLabel("Theme").selectOption(theme);
+      await pa.getByRole("button", { name: "Save" }).click();
+      await settingsDialog.waitFor({ state: "hidden", timeout: T });
+      // Saved on the node, not only previewed in the page.
+      const res = await within("GET /settings", 10_000, fetch(`${alice.api.url}/api/v1/settings`, { headers: { Authorization: `Bearer ${alice.api.token}` } }));
+      const saved = await res.json();
+      if (saved.theme !== theme) fail(`settings theme on the node is ${saved.theme}, expected ${theme}`);
+      if ((await pa.evaluate(() => document.documentElement.dataset.theme)) !== theme) fail(`page theme is not ${theme}`);
+    };
+    await saveTheme("light");
     await shot(pa, "10-light-theme");
     await pa.getByRole("button", { name: "Settings" }).click();
-    await pa.getByLabel("Theme").selectOption("dark");
-    await pa.getByRole("button", { name: "Save" }).click();
+    await saveTheme("dark");
 
     section("history paging");
     // 70 more messages through alice's real API (Bearer token, as the CLI does), then bob reloads:
