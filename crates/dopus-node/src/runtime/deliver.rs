@@ -92,6 +92,7 @@ pub fn start_pump(node: Arc<Node>) {
 /// Looks at every entry in each peer's window, not only the oldest: an envelope waiting in the
 /// server's mailbox (next check in an hour) must not hold back the ones queued after it.
 async fn pump_once(node: &Arc<Node>) -> Option<Timestamp> {
+    net::maintain_keys(node).await;
     let now = account::now();
     let (peers, mut next) = {
         let r = node.ready().await.ok()?;

@@ -169,7 +169,7 @@ async fn set_presence(node: &Node, user: UserId, status: Status) {
 
 /// Publishes keys when the device has unpublished ones, or tops up one-time keys when the
 /// server reports `remaining`.
-async fn publish_keys(node: &Node, client: &Client, remaining: Option<u64>) {
+pub async fn publish_keys(node: &Node, client: &Client, remaining: Option<u64>) {
     let upload = {
         let Ok(mut r) = node.ready().await else {
             return;
@@ -209,6 +209,33 @@ async fn publish_keys(node: &Node, client: &Client, remaining: Option<u64>) {
             tracing::debug!(one_time_keys = count, "published keys");
         }
         Err(e) => tracing::info!(error = %e, "publishing keys failed; will retry on next login"),
+    }
+}
+
+/// Timed key maintenance (rotating out an old fallback key), then publication if needed.
+pub async fn maintain_keys(node: &Node) {
+    let client = {
+        let Ok(mut r) = node.ready().await else {
+            return;
+        };
+        let r = r.get_mut();
+        let now = account::now();
+        if r.olm.poll_timeout().is_some_and(|t| t <= now)
+            && let Some(pickle) = r.olm.handle_timeout(now)
+        {
+            let _ = r
+                .store
+                .apply_one(Change::SetAccountPickle(Pickle::new(pickle)));
+        }
+        if !r.olm.device().needs_upload() {
+            return;
+        }
+        r.signaling.clone()
+    };
+    if let Some(client) = client
+        && client.state() == ConnectionState::Connected
+    {
+        publish_keys(node, &client, None).await;
     }
 }
 

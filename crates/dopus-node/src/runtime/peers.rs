@@ -152,7 +152,7 @@ pub async fn connect(node: &Node, peer: UserId) {
                 last_error: None,
             },
         );
-        r.settings.ice_servers.clone()
+        r.ice_servers()
     };
     if deliver::establish_sessions_if_needed(node, peer)
         .await
@@ -270,7 +270,7 @@ async fn on_offer(node: &Node, peer: UserId, conn: String, sdp: String) {
                 last_error: None,
             },
         );
-        r.settings.ice_servers.clone()
+        r.ice_servers()
     };
     let (handle, events, answer) = match PeerConnection::answer(config(node, &ice), &sdp).await {
         Ok(x) => x,

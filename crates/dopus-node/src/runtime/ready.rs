@@ -151,6 +151,20 @@ impl Ready {
         self.account.user_id
     }
 
+    /// The ICE servers to use: the configured ones, or else the signaling server's own STUN
+    /// responder on the standard port, so a deployment needs no third-party STUN server.
+    pub fn ice_servers(&self) -> Vec<String> {
+        if !self.settings.ice_servers.is_empty() {
+            return self.settings.ice_servers.clone();
+        }
+        self.settings
+            .server_url
+            .as_deref()
+            .and_then(stun_from_server_url)
+            .into_iter()
+            .collect()
+    }
+
     pub fn me_json(&self) -> Value {
         json!({
             "user_id": self.account.user_id.to_string(),
@@ -614,6 +628,20 @@ impl Ready {
     }
 }
 
+/// `stun:<host>:3478` for a `ws://host:port/…` or `wss://…` server URL.
+fn stun_from_server_url(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("wss://")
+        .or_else(|| url.strip_prefix("ws://"))?;
+    let authority = rest.split('/').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        format!("[{}]", v6.split(']').next()?)
+    } else {
+        authority.split(':').next()?.to_owned()
+    };
+    (!host.is_empty()).then(|| format!("stun:{host}:3478"))
+}
+
 /// A fresh UUIDv7.
 pub fn new_id(now: Timestamp) -> MessageId {
     MessageId(
@@ -643,5 +671,27 @@ fn chat_error(e: ChatError) -> ApiError {
         ChatError::NotYours => ApiError::not_allowed("only the sender can change a message"),
         ChatError::Deleted => ApiError::not_allowed("the message was deleted"),
         ChatError::Store(e) => ApiError::internal(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stun_from_server_url;
+
+    #[test]
+    fn stun_defaults_to_the_signaling_host() {
+        assert_eq!(
+            stun_from_server_url("wss://signal.example.org/ws").as_deref(),
+            Some("stun:signal.example.org:3478")
+        );
+        assert_eq!(
+            stun_from_server_url("ws://127.0.0.1:7400").as_deref(),
+            Some("stun:127.0.0.1:3478")
+        );
+        assert_eq!(
+            stun_from_server_url("ws://[::1]:7400/ws").as_deref(),
+            Some("stun:[::1]:3478")
+        );
+        assert_eq!(stun_from_server_url("http://x"), None);
     }
 }
