@@ -291,12 +291,20 @@ async function main() {
     await expectText(pa.getByTestId("peer-presence"), /Online/, "alice sees Bob online again", SLOW);
 
     section("details and safety number");
+    {
+      // Recorded, not asserted: what the node reports about the path (candidate types, RTT).
+      const res = await within("GET connection", 10_000, fetch(`${alice.api.url}/api/v1/contacts/${bobId}/connection`, { headers: { Authorization: `Bearer ${alice.api.token}` } }));
+      log(`alice → bob connection: ${res.status} ${await res.text()}`);
+      const list = await (await within("GET contacts", 10_000, fetch(`${alice.api.url}/api/v1/contacts`, { headers: { Authorization: `Bearer ${alice.api.token}` } }))).json();
+      log(`alice's contact list says: ${JSON.stringify(list.find((c) => c.user_id === bobId)?.connection)}`);
+    }
     await pa.getByRole("button", { name: "Contact details" }).click();
     await expectVisible(pa.getByTestId("safety-number"), "safety number", T);
     const groups = await pa.getByTestId("safety-number").locator("span").allTextContents();
     if (groups.length !== 12 || !groups.every((g) => /^\d{5}$/.test(g))) fail(`safety number is not 12×5 digits: ${groups.join(" ")}`);
     await pa.getByLabel(/^Mark .* as verified$/).check();
     await expectVisible(pa.getByText("Verified", { exact: true }), "verified pill");
+    await expectText(pa.getByTestId("connection-mode"), /Direct|Relayed|Mailbox/, "connection panel shows the path");
     await shot(pa, "07-contact-details");
     await pa.getByRole("button", { name: "Close details" }).click();
 

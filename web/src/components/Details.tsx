@@ -1,7 +1,7 @@
 import { useEffect, useState } from "react";
 import { api } from "../api/client";
 import type { Connection, Contact, Safety } from "../api/types";
-import { MODE_TEXT, safetyGroups } from "../lib/format";
+import { formatRtt, MODE_TEXT, safetyGroups } from "../lib/format";
 import { describeError, useStore } from "../state/store";
 import { Avatar, presenceLabel } from "./Avatar";
 
@@ -29,6 +29,16 @@ export function Details({ contact, onClose }: { contact: Contact; onClose(): voi
       (s) => live && setSafety(s),
       (e) => live && setSafetyError(describeError(e)),
     );
+    return () => {
+      live = false;
+    };
+  }, [id]);
+
+  // The contact record's connection may be a summary (a contact update carries no candidate or RTT
+  // details), so every change is followed by a fetch of the full diagnostics.
+  useEffect(() => {
+    let live = true;
+    setConnection((old) => ({ ...old, ...contact.connection }));
     api.connection(id).then(
       (c) => live && setConnection(c),
       () => undefined,
@@ -36,10 +46,7 @@ export function Details({ contact, onClose }: { contact: Contact; onClose(): voi
     return () => {
       live = false;
     };
-  }, [id]);
-
-  // Live updates arrive as `connection` events on the contact.
-  useEffect(() => setConnection(contact.connection), [contact.connection]);
+  }, [id, contact.connection]);
 
   const groups = safety ? safetyGroups(safety.safety_number) : [];
 
@@ -73,7 +80,7 @@ export function Details({ contact, onClose }: { contact: Contact; onClose(): voi
             <dt>Remote candidate</dt>
             <dd>{connection.remote_candidate ? (CANDIDATE_TEXT[connection.remote_candidate] ?? connection.remote_candidate) : "–"}</dd>
             <dt>Round trip</dt>
-            <dd>{connection.rtt_ms != null ? `${Math.round(connection.rtt_ms)} ms` : "–"}</dd>
+            <dd>{connection.rtt_ms != null ? formatRtt(connection.rtt_ms) : "–"}</dd>
             {connection.reason && (
               <>
                 <dt>Why</dt>

@@ -54,3 +54,12 @@ describe("connection with nulls", () => {
     );
   });
 });
+
+import { formatRtt } from "./format";
+
+describe("formatRtt", () => {
+  it("shows sub-millisecond paths as < 1 ms", () => {
+    expect(formatRtt(0.08)).toBe("< 1 ms");
+    expect(formatRtt(12.6)).toBe("13 ms");
+  });
+});

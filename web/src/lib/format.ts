@@ -8,8 +8,13 @@ export const MODE_TEXT: Record<Connection["mode"], string> = {
   none: "No connection yet",
 };
 
+/** Loopback and LAN paths measure well under a millisecond; "0 ms" would read as "no answer". */
+export function formatRtt(ms: number): string {
+  return ms < 1 ? "< 1 ms" : `${Math.round(ms)} ms`;
+}
+
 export function connectionSummary(c: Connection): string {
-  const rtt = c.rtt_ms != null ? `, ${Math.round(c.rtt_ms)} ms` : "";
+  const rtt = c.rtt_ms != null ? `, ${formatRtt(c.rtt_ms)}` : "";
   return `${MODE_TEXT[c.mode] ?? c.mode} (${c.state}${rtt})`;
 }
 
