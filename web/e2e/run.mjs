@@ -24,7 +24,10 @@ import {
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, "../..");
-const binDir = process.env.DOPUS_BIN_DIR ? resolve(process.env.DOPUS_BIN_DIR) : join(repo, "target/debug");
+// Where cargo put the binaries: DOPUS_BIN_DIR, else $CARGO_TARGET_DIR/debug, else <repo>/target/debug.
+const binDir = process.env.DOPUS_BIN_DIR
+  ? resolve(process.env.DOPUS_BIN_DIR)
+  : join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, "target"), "debug");
 const NODE_BIN = join(binDir, "discordopus");
 const SERVER_BIN = join(binDir, "discordopus-server");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
