@@ -268,6 +268,17 @@ async function main() {
     await send(pa, "Replying to you");
     await expectText(msgWith(pb, "Replying to you"), /In reply to/, "bob sees the reply quote", SLOW);
 
+    section("keyboard");
+    // Shift+Tab from the message box reaches the newest message; arrows move; R replies; Escape cancels.
+    await composer(pb).focus();
+    await pb.keyboard.press("Shift+Tab");
+    await waitFor("a message has keyboard focus", () => pb.evaluate(() => document.activeElement?.getAttribute("data-testid") === "message"), T);
+    await pb.keyboard.press("ArrowUp");
+    await pb.keyboard.press("r");
+    await expectVisible(pb.locator(".reply-bar"), "reply bar opened from the keyboard");
+    await composer(pb).press("Escape");
+    await waitFor("reply cancelled with Escape", async () => (await pb.locator(".reply-bar").count()) === 0, T);
+
     section("edit");
     await firstOwn.hover();
     await firstOwn.getByRole("button", { name: "Edit" }).click();
