@@ -253,6 +253,8 @@ async function main() {
     section("delivery state");
     const firstOwn = msgWith(pa, "Hello Bob, this is Alice");
     await waitFor("alice's first message delivered or read", async () => /^(delivered|read)$/.test((await firstOwn.getAttribute("data-state")) ?? ""), SLOW);
+    // Read receipts are off by default (docs/api.md), so bob having read it must not show.
+    if ((await firstOwn.getAttribute("data-state")) === "read") fail("a read receipt arrived although read receipts are off by default");
 
     section("reaction");
     const bobsMsg = msgWith(pa, "Hi Alice");
@@ -348,6 +350,18 @@ async function main() {
     await shot(pa, "10-light-theme");
     await pa.getByRole("button", { name: "Settings" }).click();
     await saveTheme("dark");
+
+    section("read receipts");
+    // Off by default; bob turns them on, then alice's next message must reach "read" while bob looks.
+    await pb.getByRole("button", { name: "Settings" }).click();
+    const bobReceipts = pb.getByLabel("Send read receipts");
+    if (await bobReceipts.isChecked()) fail("read receipts are on by default");
+    await bobReceipts.check();
+    await pb.getByRole("button", { name: "Save" }).click();
+    await pb.getByRole("dialog", { name: "Settings" }).waitFor({ state: "hidden", timeout: T });
+    await send(pa, "Tell me when you have read this");
+    await expectVisible(msgWith(pb, "Tell me when you have read this"), "bob receives the receipt test message", SLOW);
+    await waitFor("alice's message marked read", async () => (await msgWith(pa, "Tell me when you have read this").getAttribute("data-state")) === "read", SLOW);
 
     section("history paging");
     // 70 more messages through alice's real API (Bearer token, as the CLI does), then bob reloads:
