@@ -22,6 +22,10 @@ export function App() {
             Open the address that <code>discordopus</code> printed when it started (it ends in <code>?token=…</code>). A new
             token is made on every launch.
           </p>
+          <p>
+            If this tab worked a moment ago: the node restarted, or another node's link was opened in this browser
+            (browsers share one sign-in cookie across ports, so use a separate profile or window per identity).
+          </p>
         </div>
       );
     case "no_identity":
