@@ -24,7 +24,7 @@ export function App() {
           </p>
           <p>
             If this tab worked a moment ago: the node restarted, or another node's link was opened in this browser
-            (browsers share one sign-in cookie across ports, so use a separate profile or window per identity).
+            (browsers share one sign-in cookie across ports, so give each identity its own browser profile or private window).
           </p>
         </div>
       );
