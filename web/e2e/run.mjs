@@ -329,6 +329,8 @@ async function main() {
     await pa.getByRole("searchbox", { name: "Search all messages" }).fill("Replying");
     await expectVisible(pa.locator(".search-result").filter({ hasText: "Replying" }), "search result");
     await shot(pa, "08-search");
+    await pa.locator(".search-result").filter({ hasText: "Replying" }).first().click();
+    await expectVisible(pa.locator('[data-testid="message"].highlight').filter({ hasText: "Replying to you" }), "search hit highlighted in the conversation");
     await pa.getByRole("button", { name: "Close search" }).click();
 
     section("settings");
@@ -396,6 +398,20 @@ async function main() {
       return (await msgs(pb).filter({ hasText: "Hello Bob, this is Alice" }).count()) > 0;
     }, SLOW, 300);
     await shot(pb, "11-history-paged");
+    // A search hit older than the loaded page: the conversation pages back until it is there.
+    await pa.reload();
+    await openContact(pa, bobId, "bob");
+    await pa.keyboard.press("Control+k");
+    await pa.getByRole("searchbox", { name: "Search all messages" }).fill("bulk message 2");
+    const oldHit = pa.locator(".search-result").filter({ has: pa.locator(".snippet", { hasText: /^bulk message 2$/ }) });
+    await expectVisible(oldHit, "search result for an old message");
+    await oldHit.first().click();
+    await expectVisible(
+      pa.locator('[data-testid="message"].highlight').filter({ has: pa.locator('[data-testid="message-body"]', { hasText: /^bulk message 2$/ }) }),
+      "old search hit paged in and highlighted",
+      SLOW,
+    );
+    await pa.getByRole("button", { name: "Close search" }).click();
 
     section("offline peer");
     await stopProcess(bob.proc);

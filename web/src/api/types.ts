@@ -89,6 +89,8 @@ export interface MessagePage {
 export interface SearchResult {
   message: Message;
   snippet: string;
+  /** Not in docs/api.md yet: the snippet with matches wrapped in U+0002 … U+0003. */
+  highlighted?: string;
 }
 
 export interface Safety {

@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from "react";
 import { api } from "../api/client";
 import type { SearchResult } from "../api/types";
+import { snippetParts } from "../lib/format";
 import { describeError, useStore } from "../state/store";
 
 /** Debounce so a search is not sent per keystroke. */
@@ -80,7 +81,11 @@ export function SearchPanel({ initial, onClose, onPick }: { initial: string; onC
                   {!r.message.outgoing ? "" : ` → ${state.contacts[r.message.conversation]?.display_name ?? ""}`}
                   <time className="muted">{new Date(r.message.sent_at).toLocaleString()}</time>
                 </span>
-                <span className="snippet">{r.snippet}</span>
+                <span className="snippet">
+                  {r.highlighted
+                    ? snippetParts(r.highlighted).map((p, i) => (p.match ? <mark key={i}>{p.text}</mark> : <span key={i}>{p.text}</span>))
+                    : r.snippet}
+                </span>
               </button>
             </li>
           ))}

@@ -63,3 +63,18 @@ describe("formatRtt", () => {
     expect(formatRtt(12.6)).toBe("13 ms");
   });
 });
+
+import { snippetParts } from "./format";
+
+describe("snippetParts", () => {
+  it("splits marked matches and leaves text as text", () => {
+    expect(snippetParts("the \u0002dog\u0003 and <b>\u0002cat\u0003</b>")).toEqual([
+      { text: "the ", match: false },
+      { text: "dog", match: true },
+      { text: " and <b>", match: false },
+      { text: "cat", match: true },
+      { text: "</b>", match: false },
+    ]);
+    expect(snippetParts("plain")).toEqual([{ text: "plain", match: false }]);
+  });
+});

@@ -57,3 +57,25 @@ export function displayName(c: { display_name: string; user_id: string }): strin
 export function pageTitle(unread: number): string {
   return unread > 0 ? `(${unread > 99 ? "99+" : unread}) DiscordOpus` : "DiscordOpus";
 }
+
+/** Match markers in the node's optional `highlighted` snippet (control characters, never markup). */
+const MARK_START = "\u0002";
+const MARK_END = "\u0003";
+
+/** Splits a marked snippet into plain and matched runs, so matches render as <mark> with no HTML parsing. */
+export function snippetParts(marked: string): { text: string; match: boolean }[] {
+  const parts: { text: string; match: boolean }[] = [];
+  let match = false;
+  let buf = "";
+  for (const ch of marked) {
+    if (ch === MARK_START || ch === MARK_END) {
+      if (buf) parts.push({ text: buf, match });
+      buf = "";
+      match = ch === MARK_START;
+    } else {
+      buf += ch;
+    }
+  }
+  if (buf) parts.push({ text: buf, match });
+  return parts;
+}
