@@ -1,1 +1,586 @@
-fn main() {}
+//! Signaling server benchmark (results in docs/benchmarks.md).
+//!
+//! Runs the real server in a child process (this same binary, `serve` subcommand) so its memory
+//! can be read from `/proc/<pid>/status`, then, from this process:
+//! 1. opens `--connections` authenticated WebSocket connections and keeps them idle (answering
+//!    pings), spread over `--sources` loopback source addresses (127.0.0.2, …) because one
+//!    source address runs out of ephemeral ports near 28,000; reports the connect rate and the
+//!    server's resident memory per connection;
+//! 2. runs `--pairs` sender→receiver pairs relaying through the server, first closed-loop (each
+//!    sender keeps `--window` relays in flight) for the maximum rate, then open-loop at
+//!    `--rate` messages/s; reports delivered messages/s and p50/p99/max latency from send to
+//!    delivery (both ends in this process, one monotonic clock).
+//!
+//! `cargo run --release -p dopus-bench-signaling -- --connections 50000`
+#![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use dopus_proto::signaling::{ClientFrame, Nonce, ServerFrame, auth_signing_bytes};
+use dopus_types::{DeviceId, Ed25519Key, Signature, UserId};
+use ed25519_dalek::{Signer, SigningKey};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use std::io::BufRead as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Internal: run the server (used for the child process).
+    #[arg(long, hide = true)]
+    serve: Option<SocketAddr>,
+    /// Idle authenticated connections to open.
+    #[arg(long, default_value_t = 50_000)]
+    connections: usize,
+    /// Loopback source addresses to spread connections over.
+    #[arg(long, default_value_t = 4)]
+    sources: u8,
+    /// Connection attempts in flight.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Sender→receiver pairs for the relay test.
+    #[arg(long, default_value_t = 50)]
+    pairs: usize,
+    /// Relays in flight per sender in the closed-loop run.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Offered load of the open-loop run, messages per second (all pairs together).
+    #[arg(long, default_value_t = 50_000)]
+    rate: u64,
+    /// Seconds each relay run measures (after a 2 s warm-up).
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Payload bytes per relay (at least 24).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(addr) = args.serve {
+        return serve(addr);
+    }
+    let mut args = args;
+    let fits = ensure_nofile(args.connections as u64 + 1_000)?;
+    if (fits as usize) < args.connections {
+        println!("capping --connections from {} to {fits}", args.connections);
+        args.connections = fits as usize;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(bench(args))
+}
+
+fn nofile_limits() -> (u64, u64) {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let line = limits.lines().find(|l| l.starts_with("Max open files"));
+    let field = |n| {
+        line.and_then(|l| l.split_whitespace().nth(n))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1024)
+    };
+    (field(3), field(4))
+}
+
+/// Makes room for `needed` open files: re-runs this program under `prlimit` when the limit is
+/// too low (root with CAP_SYS_RESOURCE can raise the hard limit; no unsafe code needed here).
+/// Returns how many connections fit, which is fewer than asked when the hard limit cannot be
+/// raised (the server child inherits the same limit).
+fn ensure_nofile(needed: u64) -> anyhow::Result<u64> {
+    let (soft, hard) = nofile_limits();
+    if soft >= needed {
+        return Ok(needed);
+    }
+    let n = needed.max(65_536);
+    if std::env::var_os("DOPUS_BENCH_REEXEC").is_none() && nofile_raisable(n) {
+        let status = Command::new("prlimit")
+            .arg(format!("--nofile={n}:{n}"))
+            .arg("--")
+            .arg(std::env::current_exe()?)
+            .args(std::env::args_os().skip(1))
+            .env("DOPUS_BENCH_REEXEC", "1")
+            .status()?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    println!(
+        "note: the open-file limit is {soft} (hard {hard}) and cannot be raised here; \
+         connections are capped to fit it"
+    );
+    Ok(hard.min(soft).saturating_sub(1_000))
+}
+
+/// Whether prlimit may raise the limit to `n` at all (a dry run).
+fn nofile_raisable(n: u64) -> bool {
+    Command::new("prlimit")
+        .arg(format!("--nofile={n}:{n}"))
+        .args(["--", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn serve(addr: SocketAddr) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let dir = tempfile::tempdir()?;
+        let mut config = dopus_server::Config::loopback(dir.path());
+        config.listen = addr;
+        config.limits.rate_per_sec = 10_000_000;
+        config.limits.rate_burst = 10_000_000;
+        config.limits.max_connections = 10_000_000;
+        config.limits.max_connections_per_ip = 0;
+        config.limits.outbox_capacity = 4096;
+        let server = dopus_server::start(config).await?;
+        println!("listening {}", server.addr);
+        // Runs until the parent kills it.
+        std::future::pending::<()>().await;
+        drop(server);
+        Ok(())
+    })
+}
+
+struct ServerChild {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerChild {
+    fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .context("no VmRSS")
+    }
+}
+
+fn spawn_server() -> anyhow::Result<ServerChild> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--serve", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .context("unexpected server output")?
+        .parse()?;
+    Ok(ServerChild { child, addr })
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+struct Identity {
+    key: SigningKey,
+    user: UserId,
+    device: DeviceId,
+}
+
+fn identity(n: u64) -> Identity {
+    let mut seed = [0x5au8; 32];
+    seed[..8].copy_from_slice(&n.to_le_bytes());
+    let key = SigningKey::from_bytes(&seed);
+    let user = UserId::from_key(
+        Ed25519Key::from_bytes(key.verifying_key().as_bytes())
+            .unwrap_or_else(|_| unreachable_key()),
+    );
+    let mut d = [0u8; 16];
+    d[..8].copy_from_slice(&n.to_le_bytes());
+    Identity {
+        key,
+        user,
+        device: DeviceId::from_random(d),
+    }
+}
+
+fn unreachable_key() -> Ed25519Key {
+    // A verifying key derived from a signing key is always a valid point; this fallback exists
+    // only to avoid a panic path and is never taken.
+    #[allow(clippy::expect_used, reason = "the base point is a valid key")]
+    Ed25519Key::from_bytes(SigningKey::from_bytes(&[1; 32]).verifying_key().as_bytes())
+        .expect("valid key")
+}
+
+async fn open(addr: SocketAddr, source: IpAddr, id: &Identity) -> anyhow::Result<Ws> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let url = format!("ws://{addr}/ws?v=1");
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
+    let (server_id, challenge): (String, Nonce) = match next(&mut ws).await? {
+        ServerFrame::Challenge {
+            server_id,
+            challenge,
+            ..
+        } => (server_id, challenge),
+        other => bail!("expected a challenge, got {other:?}"),
+    };
+    let sig = Signature::from_bytes(
+        id.key
+            .sign(&auth_signing_bytes(&server_id, &challenge.0, &id.device))
+            .to_bytes(),
+    );
+    let auth = ClientFrame::Auth {
+        user_id: id.user,
+        device_id: id.device.clone(),
+        challenge,
+        signature: sig,
+    };
+    ws.send(Message::text(auth.to_json())).await?;
+    match next(&mut ws).await? {
+        ServerFrame::AuthSuccess { .. } => Ok(ws),
+        other => bail!("login failed: {other:?}"),
+    }
+}
+
+async fn next(ws: &mut Ws) -> anyhow::Result<ServerFrame> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await? {
+            Some(Ok(Message::Text(t))) => return Ok(ServerFrame::parse(t.as_str())?),
+            Some(Ok(Message::Close(_))) | None => bail!("closed"),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+fn source(i: usize, sources: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        0,
+        2 + (i % usize::from(sources.max(1))) as u8,
+    ))
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
+    let _ = epoch();
+    let server = spawn_server()?;
+    println!("server pid {} on {}", server.child.id(), server.addr);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Warm-up: let the server's allocator and runtime reach their working shape.
+    {
+        let mut warm = Vec::new();
+        for i in 0..200u64 {
+            let id = identity(1_000_000_000 + i);
+            warm.push(open(server.addr, source(i as usize, args.sources), &id).await?);
+        }
+        drop(warm);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let base = server.rss_kib()?;
+
+    // 1. Idle connections.
+    let n = args.connections;
+    let ids: Vec<Arc<Identity>> = (0..n as u64).map(|i| Arc::new(identity(i))).collect();
+    let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
+    let failures = Arc::new(AtomicU64::new(0));
+    let holders = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let start = Instant::now();
+    let mut joins = Vec::with_capacity(n);
+    for (i, id) in ids.iter().enumerate() {
+        let permit = sem.clone().acquire_owned().await?;
+        let id = id.clone();
+        let addr = server.addr;
+        let src = source(i, args.sources);
+        let failures = failures.clone();
+        let holders = holders.clone();
+        joins.push(tokio::spawn(async move {
+            let r = open(addr, src, &id).await;
+            drop(permit);
+            match r {
+                Ok(mut ws) => {
+                    // Keep reading so pings are answered; the task ends with the connection.
+                    let h = tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+                    if let Ok(mut v) = holders.lock() {
+                        v.push(h);
+                    }
+                }
+                Err(_) => {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for j in joins {
+        let _ = j.await;
+    }
+    let elapsed = start.elapsed();
+    let failed = failures.load(Ordering::Relaxed);
+    let opened = n as u64 - failed;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = server.rss_kib()?;
+    let per_conn = (loaded.saturating_sub(base)) as f64 * 1024.0 / opened.max(1) as f64;
+    println!("## idle connections");
+    println!(
+        "opened {opened} authenticated connections ({failed} failed) in {:.2} s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "connect rate: {:.0} logins/s (concurrency {})",
+        opened as f64 / elapsed.as_secs_f64(),
+        args.concurrency
+    );
+    println!("server RSS: {base} KiB before, {loaded} KiB with {opened} connections");
+    println!(
+        "server memory per connection: {per_conn:.0} bytes ({:.2} KiB)",
+        per_conn / 1024.0
+    );
+    let holders: Vec<_> =
+        std::mem::take(&mut *holders.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    for h in &holders {
+        h.abort();
+    }
+    drop(holders);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // 2. Relay throughput and latency.
+    let pairs = args.pairs;
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for p in 0..pairs as u64 {
+        let s = identity(2_000_000_000 + p);
+        let r = identity(3_000_000_000 + p);
+        let sw = open(server.addr, source(p as usize, args.sources), &s).await?;
+        let rw = open(server.addr, source(p as usize + 1, args.sources), &r).await?;
+        senders.push((sw, r.user));
+        receivers.push(rw);
+    }
+    println!("## relay ({pairs} pairs, {} B payload)", args.payload);
+    let (senders, receivers) =
+        relay_run(senders, receivers, &args, Load::Closed(args.window)).await?;
+    let _ = relay_run(senders, receivers, &args, Load::Open(args.rate)).await?;
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Load {
+    /// Each sender keeps this many relays in flight.
+    Closed(usize),
+    /// All senders together offer this many messages per second.
+    Open(u64),
+}
+
+struct Shared {
+    measuring: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    delivered: AtomicU64,
+    sent: AtomicU64,
+    refused: AtomicU64,
+    hist: Mutex<Histogram<u64>>,
+}
+
+type Pairs = (Vec<(Ws, UserId)>, Vec<Ws>);
+
+async fn relay_run(
+    senders: Vec<(Ws, UserId)>,
+    receivers: Vec<Ws>,
+    args: &Args,
+    load: Load,
+) -> anyhow::Result<Pairs> {
+    let shared = Arc::new(Shared {
+        measuring: false.into(),
+        stop: false.into(),
+        delivered: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        hist: Mutex::new(Histogram::new_with_bounds(1_000, 60_000_000_000, 3)?),
+    });
+    let pairs = senders.len();
+    let mut recv_tasks = Vec::new();
+    for mut ws in receivers {
+        let shared = shared.clone();
+        recv_tasks.push(tokio::spawn(async move {
+            let mut local = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).ok();
+            while !shared.stop.load(Ordering::Relaxed) {
+                let msg = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+                    Ok(Some(Ok(m))) => m,
+                    Ok(_) => break,
+                    Err(_) => continue,
+                };
+                let Message::Text(t) = msg else { continue };
+                let Some(ts) = payload_ts(t.as_str()) else {
+                    continue;
+                };
+                if shared.measuring.load(Ordering::Relaxed) {
+                    shared.delivered.fetch_add(1, Ordering::Relaxed);
+                    if let Some(h) = local.as_mut() {
+                        let _ = h.record(now_ns().saturating_sub(ts).max(1_000));
+                    }
+                }
+            }
+            if let (Some(h), Ok(mut all)) = (local, shared.hist.lock()) {
+                let _ = all.add(h);
+            }
+            ws
+        }));
+    }
+    let payload_pad = "p".repeat(args.payload.saturating_sub(24));
+    let mut send_tasks = Vec::new();
+    for (ws, to) in senders {
+        let shared = shared.clone();
+        let pad = payload_pad.clone();
+        let per_sender = match load {
+            Load::Open(rate) => rate as f64 / pairs as f64,
+            Load::Closed(_) => 0.0,
+        };
+        send_tasks.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = ws.split();
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(match load {
+                Load::Closed(w) => w,
+                Load::Open(_) => 1 << 20,
+            }));
+            let reader_sem = in_flight.clone();
+            let reader_shared = shared.clone();
+            let reader = tokio::spawn(async move {
+                loop {
+                    let msg = match tokio::time::timeout(Duration::from_millis(200), stream.next())
+                        .await
+                    {
+                        Ok(Some(Ok(m))) => m,
+                        Ok(_) => break,
+                        Err(_) => {
+                            if reader_shared.stop.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
+                    if let Message::Text(t) = msg {
+                        if !t.as_str().contains("\"relay_result\"") {
+                            reader_shared.refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        reader_sem.add_permits(1);
+                    }
+                }
+                stream
+            });
+            let start = Instant::now();
+            let mut sent: u64 = 0;
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut id: u64 = 0;
+            while !shared.stop.load(Ordering::Relaxed) {
+                let batch = match load {
+                    Load::Closed(_) => {
+                        let Ok(p) = in_flight.acquire().await else {
+                            break;
+                        };
+                        p.forget();
+                        1
+                    }
+                    Load::Open(_) => {
+                        tick.tick().await;
+                        let due = (start.elapsed().as_secs_f64() * per_sender) as u64;
+                        due.saturating_sub(sent).min(1_000)
+                    }
+                };
+                for _ in 0..batch {
+                    id += 1;
+                    let frame = format!(
+                        r#"{{"type":"relay","id":{id},"to":"{to}","payload":"{:020}{pad}"}}"#,
+                        now_ns()
+                    );
+                    if sink.feed(Message::text(frame)).await.is_err() {
+                        return None;
+                    }
+                    sent += 1;
+                }
+                if sink.flush().await.is_err() {
+                    return None;
+                }
+                if shared.measuring.load(Ordering::Relaxed) {
+                    shared.sent.fetch_add(batch, Ordering::Relaxed);
+                }
+            }
+            let stream = reader.await.ok()?;
+            sink.reunite(stream).ok()
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    shared.measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.duration_secs)).await;
+    shared.measuring.store(false, Ordering::Relaxed);
+    let secs = start.elapsed().as_secs_f64();
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut senders = Vec::new();
+    for t in send_tasks {
+        if let Ok(Some(ws)) = t.await {
+            senders.push(ws);
+        }
+    }
+    let mut receivers = Vec::new();
+    for t in recv_tasks {
+        if let Ok(ws) = t.await {
+            receivers.push(ws);
+        }
+    }
+    let delivered = shared.delivered.load(Ordering::Relaxed);
+    let hist = shared
+        .hist
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let ms = |v: u64| v as f64 / 1e6;
+    println!(
+        "{load:?}: delivered {:.0} msgs/s (sent {:.0}/s), refused {}, latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        delivered as f64 / secs,
+        shared.sent.load(Ordering::Relaxed) as f64 / secs,
+        shared.refused.load(Ordering::Relaxed),
+        ms(hist.value_at_quantile(0.5)),
+        ms(hist.value_at_quantile(0.99)),
+        ms(hist.value_at_quantile(0.999)),
+        ms(hist.max()),
+    );
+    // The next run needs the recipients' user ids again; rebuild them from the pairs order.
+    let recipients: Vec<UserId> = (0..pairs as u64)
+        .map(|p| identity(3_000_000_000 + p).user)
+        .collect();
+    Ok((senders.into_iter().zip(recipients).collect(), receivers))
+}
+
+/// The send timestamp at the start of a delivered relay's payload.
+fn payload_ts(text: &str) -> Option<u64> {
+    if !text.contains("\"deliver\"") {
+        return None;
+    }
+    let at = text.find("\"payload\":\"")? + "\"payload\":\"".len();
+    text.get(at..at + 20)?.parse().ok()
+}

@@ -27,7 +27,7 @@ use dopus_proto::signaling::{
     ClientFrame, DeliveryKind, ErrorCode, Nonce, RequestId, Sender, ServerFrame, auth_signing_bytes,
 };
 use dopus_types::{DeviceId, UserId};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -89,7 +89,7 @@ where
         return;
     };
     let outbox = Arc::new(Outbox::new(hub.limits.outbox_capacity));
-    let conn = match hub.attach(user, device.clone(), outbox.clone()).await {
+    let conn = match Box::pin(hub.attach(user, device.clone(), outbox.clone())).await {
         Ok(conn) => conn,
         Err(e) => {
             tracing::warn!(error = %e, "attach failed");
@@ -123,13 +123,13 @@ where
         cursor: 0,
         draining: true,
     };
-    if welcome(&mut ws, &hub, &session).await {
+    if Box::pin(welcome(&mut ws, &hub, &session)).await {
         Box::pin(session_loop(&mut ws, &hub, &mut session, &shutdown)).await;
     }
     hub.metrics
         .authenticated
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    hub.detach(user, device, conn).await;
+    Box::pin(hub.detach(user, device, conn)).await;
 }
 
 /// Sends the challenge and waits for a valid login; answers `auth_failure` and closes otherwise.
@@ -425,25 +425,19 @@ async fn session_loop<S, E>(
                     ping = Ping::Idle;
                     ping_timer.as_mut().reset(Instant::now() + hub.limits.ping_interval);
                 }
-                match msg {
-                    None | Some(Err(_)) => return,
-                    Some(Ok(Message::Text(text))) => {
-                        if !handle_text(ws, hub, session, text).await {
-                            return;
-                        }
+                let mut keep = on_message(ws, hub, session, msg).await;
+                // A pipelining client has more frames buffered already: answer them all before
+                // one flush, so a burst costs one write instead of one per answer.
+                let mut more = 0;
+                while keep && more < 64 {
+                    match ws.next().now_or_never() {
+                        Some(msg) => keep = on_message(ws, hub, session, msg).await,
+                        None => break,
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        session.bad_frames += 1;
-                        if !reply(ws, ServerFrame::error(None, ErrorCode::MalformedFrame, "binary frames are not used")).await {
-                            return;
-                        }
-                        if session.bad_frames > hub.limits.max_bad_frames {
-                            close(ws, close_code::POLICY, "too many bad frames").await;
-                            return;
-                        }
-                    }
-                    Some(Ok(Message::Close(_))) => return,
-                    Some(Ok(_)) => {}
+                    more += 1;
+                }
+                if !keep || ws.flush().await.is_err() {
+                    return;
                 }
             }
             _ = &mut ping_timer => {
@@ -466,11 +460,53 @@ async fn session_loop<S, E>(
     }
 }
 
+/// Handles one incoming message; answers are queued with `feed` and flushed by the caller.
+/// `false` ends the connection.
+async fn on_message<S, E>(
+    ws: &mut S,
+    hub: &Hub,
+    session: &mut Session,
+    msg: Option<Result<Message, E>>,
+) -> bool
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
+{
+    match msg {
+        None | Some(Err(_)) => false,
+        // Boxed: the request handlers' state is large and only lives while a frame is handled,
+        // so it must not sit in every idle connection's task.
+        Some(Ok(Message::Text(text))) => Box::pin(handle_text(ws, hub, session, text)).await,
+        Some(Ok(Message::Binary(_))) => {
+            session.bad_frames += 1;
+            if !reply(
+                ws,
+                ServerFrame::error(
+                    None,
+                    ErrorCode::MalformedFrame,
+                    "binary frames are not used",
+                ),
+            )
+            .await
+            {
+                return false;
+            }
+            if session.bad_frames > hub.limits.max_bad_frames {
+                close(ws, close_code::POLICY, "too many bad frames").await;
+                return false;
+            }
+            true
+        }
+        Some(Ok(Message::Close(_))) => false,
+        Some(Ok(_)) => true,
+    }
+}
+
+/// Queues an answer; the session loop flushes.
 async fn reply<S>(ws: &mut S, frame: ServerFrame) -> bool
 where
     S: Sink<Message> + Unpin,
 {
-    send_frame(ws, &frame).await
+    ws.feed(Message::Text(frame.to_json().into())).await.is_ok()
 }
 
 /// Handles one text frame; `false` ends the connection.

@@ -264,15 +264,22 @@ impl Mailbox for SqliteStore {
         now: Timestamp,
     ) -> BoxFut<'_, Result<(), StoreError>> {
         self.run(move |conn| {
-            conn.execute(
+            // The registry only needs to survive a process crash, not a power cut (a device
+            // re-registers at its next login), so this write skips the fsync that mailbox and
+            // key-directory writes pay: logins are not throttled by the disk.
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let result = conn.execute(
                 "INSERT INTO devices (user, device, last_seen) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (user, device) DO UPDATE SET last_seen = ?3",
+                 ON CONFLICT (user, device) DO UPDATE SET last_seen = ?3
+                 WHERE last_seen < ?3 - 3600000",
                 params![
                     user.to_string(),
                     device.to_string(),
                     as_i64(now.as_millis())
                 ],
-            )?;
+            );
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            result?;
             Ok(())
         })
     }
