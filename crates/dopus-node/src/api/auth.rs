@@ -13,8 +13,10 @@ use axum::response::Response;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// Name of the cookie that carries the token in the browser.
-pub const COOKIE: &str = "dopus_token";
+/// Prefix of the cookie that carries the token in the browser. The full name ends with the API's
+/// port (`dopus_token_41234`): browsers scope cookies by host, not port, so two nodes on one
+/// machine (the demo's alice and bob) would otherwise overwrite each other's token.
+pub const COOKIE_PREFIX: &str = "dopus_token_";
 
 /// What the auth layer checks against.
 #[derive(Clone)]
@@ -45,6 +47,11 @@ impl AuthConfig {
         ["127.0.0.1", "localhost", "[::1]"]
             .iter()
             .any(|h| host == format!("{h}:{port}"))
+    }
+
+    /// This node's cookie name.
+    pub fn cookie_name(&self) -> String {
+        format!("{COOKIE_PREFIX}{}", self.port)
     }
 
     /// Whether `candidate` is the token (constant time).

@@ -1,6 +1,6 @@
 //! The embedded web UI (web/dist, compiled into the binary) and the token-to-cookie hand-off.
 
-use super::auth::{AuthConfig, COOKIE};
+use super::auth::AuthConfig;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -21,7 +21,10 @@ pub async fn index(
         if !auth.token_ok(token) {
             return (StatusCode::UNAUTHORIZED, "wrong token").into_response();
         }
-        let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+        let cookie = format!(
+            "{}={token}; HttpOnly; SameSite=Strict; Path=/",
+            auth.cookie_name()
+        );
         let mut resp = Redirect::to("/").into_response();
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             resp.headers_mut().insert(header::SET_COOKIE, v);

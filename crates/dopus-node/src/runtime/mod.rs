@@ -397,8 +397,12 @@ impl Node {
             Some(h) => h.diagnostics().await.ok(),
             None => None,
         };
-        let r = self.ready().await?;
-        Ok(r.get().connection_json(&user, diagnostics.as_ref()))
+        let mut r = self.ready().await?;
+        let r = r.get_mut();
+        if let (Some(d), Some(p)) = (&diagnostics, r.peers.get_mut(&user)) {
+            p.last_diag = Some(d.clone());
+        }
+        Ok(r.connection_json(&user, diagnostics.as_ref()))
     }
 
     /// `GET /conversations/{id}/messages`.

@@ -42,6 +42,9 @@ pub struct Peer {
     pub offerer: bool,
     /// Why the last attempt ended, for the connection panel.
     pub last_error: Option<String>,
+    /// The latest diagnostics fetched for this connection (pair, RTT), so lists that cannot
+    /// await the connection task still show them.
+    pub last_diag: Option<Diagnostics>,
 }
 
 impl Peer {
@@ -89,6 +92,7 @@ impl Peer {
         } else {
             mode
         };
+        let diag = diag.or(self.last_diag.as_ref());
         let pair = diag.and_then(|d| d.selected_pair.as_ref());
         let reason = match &self.state {
             ConnectionState::Failed(r) => Some(r.to_string()),
@@ -150,6 +154,7 @@ pub async fn connect(node: &Node, peer: UserId) {
                 started: account::now(),
                 offerer: true,
                 last_error: None,
+                last_diag: None,
             },
         );
         r.ice_servers()
@@ -268,6 +273,7 @@ async fn on_offer(node: &Node, peer: UserId, conn: String, sdp: String) {
                 started: account::now(),
                 offerer: false,
                 last_error: None,
+                last_diag: None,
             },
         );
         r.ice_servers()
