@@ -123,6 +123,13 @@ export const MessageItem = memo(function MessageItem(p: Props) {
             <span className="sr-only">{deliveryLabel(m.state)}</span>
           </span>
         )}
+        {local && m.state === "failed" && (
+          <div className="confirm" role="group" aria-label="Message not sent">
+            <span className="form-error">Not sent.</span>
+            <button onClick={() => void actions.retry(m)}>Retry</button>
+            <button onClick={() => actions.discard(m.id)}>Discard</button>
+          </div>
+        )}
         {m.reactions.length > 0 && !m.deleted && (
           <div className="reactions" role="group" aria-label="Reactions">
             {m.reactions.map((r) => (

@@ -184,3 +184,12 @@ describe("status vs signaling events", () => {
     expect(s.signaling.state).toBe("connected");
   });
 });
+
+describe("failed sends", () => {
+  it("can be discarded", () => {
+    const local = msg({ id: "local-9", seq: Number.MAX_SAFE_INTEGER, outgoing: true, sender: ALICE, state: "pending" });
+    const failed = run(withBob, { type: "local_send", message: local }, { type: "send_failed", localId: "local-9" });
+    expect(failed.conversations[BOB]!.messages).toHaveLength(1);
+    expect(run(failed, { type: "discard_local", localId: "local-9" }).conversations[BOB]!.messages).toHaveLength(0);
+  });
+});

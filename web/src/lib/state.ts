@@ -90,6 +90,7 @@ export type Action =
   | { type: "local_send"; message: Message }
   | { type: "sent"; localId: string; message: Message }
   | { type: "send_failed"; localId: string }
+  | { type: "discard_local"; localId: string }
   | { type: "message"; message: Message }
   | { type: "settings"; settings: Settings }
   | { type: "tick"; now: number }
@@ -299,6 +300,15 @@ export function reducer(state: State, action: Action): State {
             ...conv,
             messages: conv.messages.map((m) => (m.id === action.localId ? { ...m, state: "failed" as const } : m)),
           };
+        }
+      }
+      return next;
+    }
+    case "discard_local": {
+      const next: State = { ...state, conversations: { ...state.conversations } };
+      for (const [peer, conv] of Object.entries(state.conversations)) {
+        if (conv.messages.some((m) => m.id === action.localId)) {
+          next.conversations[peer] = { ...conv, messages: conv.messages.filter((m) => m.id !== action.localId) };
         }
       }
       return next;

@@ -18,6 +18,9 @@ export interface Actions {
   open(userId: UserId | null): void;
   loadOlder(userId: UserId): Promise<void>;
   send(userId: UserId, body: string, replyTo: string | null): Promise<void>;
+  /** Sends a failed optimistic message again (it is replaced by a fresh attempt). */
+  retry(m: Message): Promise<void>;
+  discard(localId: string): void;
   edit(id: string, body: string): Promise<void>;
   remove(id: string): Promise<void>;
   toggleReaction(m: Message, emoji: string): Promise<void>;
@@ -196,6 +199,13 @@ export function StoreProvider({ children }: { children: ReactNode }) {
           dispatch({ type: "send_failed", localId });
           fail(e);
         }
+      },
+      async retry(m) {
+        dispatch({ type: "discard_local", localId: m.id });
+        await a.send(m.conversation, m.body ?? "", m.reply_to);
+      },
+      discard(localId) {
+        dispatch({ type: "discard_local", localId });
       },
       async edit(id, body) {
         try {
