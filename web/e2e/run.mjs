@@ -141,6 +141,8 @@ async function send(page, text) {
 
 async function main() {
   preflight();
+  // Screenshots describe this run only.
+  rmSync(SHOTS, { recursive: true, force: true });
   mkdirSync(SHOTS, { recursive: true });
   mkdirSync(LOGS, { recursive: true });
   const tmp = mkdtempSync(join(tmpdir(), "dopus-e2e-"));
