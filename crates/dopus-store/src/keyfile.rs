@@ -351,6 +351,19 @@ mod tests {
         }
     }
 
+    /// The on-disk format: a diff here means a new key file version.
+    #[test]
+    fn key_file_format_snapshot() {
+        let file = KeyFile {
+            params: KdfParams::DEFAULT,
+            salt: [1; 16],
+            nonce: [2; 24],
+            ciphertext: vec![3; 48],
+        };
+        insta::assert_snapshot!(file.to_json());
+        assert_eq!(KeyFile::from_json(&file.to_json()).unwrap(), file);
+    }
+
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();

@@ -163,6 +163,33 @@ fn the_real_migrations_apply_to_an_empty_database() {
     assert_eq!(user_version(&conn), i64::from(SCHEMA_VERSION));
 }
 
+/// The schema after all migrations. A diff here must come with a new migration file: the
+/// snapshot is the reviewable record of what the database looks like.
+#[test]
+fn schema_snapshot() {
+    let mut conn = Connection::open_in_memory().unwrap();
+    migrate(&mut conn, MIGRATIONS).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT type, name, sql FROM sqlite_master \
+             WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY type, name",
+        )
+        .unwrap();
+    let rows: Vec<String> = stmt
+        .query_map([], |r| {
+            Ok(format!(
+                "-- {} {}\n{};",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    insta::assert_snapshot!(rows.join("\n\n"));
+}
+
 #[test]
 fn bad_rows_on_disk_are_errors_not_panics() {
     let (mut store, _g) = temp_store();
