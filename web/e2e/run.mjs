@@ -324,13 +324,31 @@ async function main() {
     await expectVisible(pa.getByText("Verified", { exact: true }), "verified pill");
     await expectText(pa.getByTestId("connection-mode"), /Direct|Relayed|Mailbox/, "connection panel shows the path");
     await shot(pa, "07-contact-details");
+
+    section("emoji verification");
+    // Alice starts; Bob sees the same seven emoji; both confirm; both end "verified".
+    await pa.getByRole("button", { name: "Verify with emoji" }).click();
+    await pb.getByRole("button", { name: "Contact details" }).click();
+    const sasA = pa.getByTestId("sas");
+    const sasB = pb.getByTestId("sas");
+    await expectVisible(sasB.getByRole("button", { name: "They match" }), "bob: emoji to compare", SLOW);
+    await expectVisible(sasA.getByRole("button", { name: "They match" }), "alice: emoji to compare", SLOW);
+    const emojiA = await sasA.locator(".sas-name").allTextContents();
+    const emojiB = await sasB.locator(".sas-name").allTextContents();
+    if (emojiA.length !== 7 || emojiA.join() !== emojiB.join()) fail(`SAS emoji differ or are not 7: ${emojiA} vs ${emojiB}`);
+    await shot(pb, "08-emoji-verification");
+    await sasA.getByRole("button", { name: "They match" }).click();
+    await sasB.getByRole("button", { name: "They match" }).click();
+    await expectText(sasA, /Verified/, "alice: verification complete", SLOW);
+    await expectText(sasB, /Verified/, "bob: verification complete", SLOW);
+    await pb.getByRole("button", { name: "Close details" }).click();
     await pa.getByRole("button", { name: "Close details" }).click();
 
     section("search");
     await pa.keyboard.press("Control+k");
     await pa.getByRole("searchbox", { name: "Search all messages" }).fill("Replying");
     await expectVisible(pa.locator(".search-result").filter({ hasText: "Replying" }), "search result");
-    await shot(pa, "08-search");
+    await shot(pa, "09-search");
     await pa.locator(".search-result").filter({ hasText: "Replying" }).first().click();
     await expectVisible(pa.locator('[data-testid="message"].highlight').filter({ hasText: "Replying to you" }), "search hit highlighted in the conversation");
     await pa.getByRole("button", { name: "Close search" }).click();
@@ -338,7 +356,7 @@ async function main() {
     section("settings");
     await pa.getByRole("button", { name: "Settings" }).click();
     await expectVisible(pa.getByRole("heading", { name: "Settings" }), "settings dialog");
-    await shot(pa, "09-settings");
+    await shot(pa, "10-settings");
     const settingsDialog = pa.getByRole("dialog", { name: "Settings" });
     const saveTheme = async (theme) => {
       await pa.getByLabel("Theme").selectOption(theme);
@@ -351,7 +369,7 @@ async function main() {
       if ((await pa.evaluate(() => document.documentElement.dataset.theme)) !== theme) fail(`page theme is not ${theme}`);
     };
     await saveTheme("light");
-    await shot(pa, "10-light-theme");
+    await shot(pa, "11-light-theme");
     await pa.getByRole("button", { name: "Settings" }).click();
     await saveTheme("dark");
 
@@ -399,7 +417,7 @@ async function main() {
       await pb.getByTestId("messages").evaluate((el) => { el.scrollTop = 0; });
       return (await msgs(pb).filter({ hasText: "Hello Bob, this is Alice" }).count()) > 0;
     }, SLOW, 300);
-    await shot(pb, "11-history-paged");
+    await shot(pb, "12-history-paged");
     // A search hit older than the loaded page: the conversation pages back until it is there.
     await pa.reload();
     await openContact(pa, bobId, "bob");
@@ -419,7 +437,7 @@ async function main() {
     await stopProcess(bob.proc);
     log("bob's node stopped");
     await expectVisible(pb.getByTestId("connection-banner"), "bob's page shows the lost-node banner", T);
-    await shot(pb, "12-node-gone-banner");
+    await shot(pb, "13-node-gone-banner");
     await send(pa, "Are you there? (sent while you were offline)");
     bob = await startNode("bob", dirs.bob, serverUrl);
     await pb.goto(`${bob.api.url}/?token=${bob.api.token}`);
@@ -427,12 +445,12 @@ async function main() {
     await pb.getByLabel("Passphrase", { exact: true }).fill("not the passphrase");
     await pb.getByRole("button", { name: "Unlock" }).click();
     await expectVisible(pb.getByText("Wrong passphrase. Try again."), "bob: wrong passphrase error");
-    await shot(pb, "13-unlock-wrong-passphrase");
+    await shot(pb, "14-unlock-wrong-passphrase");
     await pb.getByLabel("Passphrase", { exact: true }).fill(PASS.bob);
     await pb.getByRole("button", { name: "Unlock" }).click();
     await openContact(pb, aliceId, "alice");
     await expectVisible(msgWith(pb, "Are you there? (sent while you were offline)"), "bob receives the message sent while offline", 60_000);
-    await shot(pb, "14-offline-message-arrived");
+    await shot(pb, "15-offline-message-arrived");
 
     section("console");
     // Failed loads the test provoked on purpose (wrong passphrase, stopped node) are expected noise.

@@ -4,6 +4,7 @@ import type { Connection, Contact, Safety } from "../api/types";
 import { formatRtt, MODE_TEXT, safetyGroups } from "../lib/format";
 import { describeError, useStore } from "../state/store";
 import { Avatar, presenceLabel } from "./Avatar";
+import { SasVerification } from "./SasVerification";
 
 const CANDIDATE_TEXT: Record<string, string> = {
   host: "host (local network)",
@@ -116,7 +117,7 @@ export function Details({ contact, onClose }: { contact: Contact; onClose(): voi
             />
             Mark {contact.display_name} as verified
           </label>
-          <p className="muted small">Emoji (SAS) verification over a live connection is coming later.</p>
+          <SasVerification key={id} userId={id} name={contact.display_name} />
         </section>
       </div>
     </aside>
