@@ -89,7 +89,7 @@ export interface MessagePage {
 export interface SearchResult {
   message: Message;
   snippet: string;
-  /** Not in docs/api.md yet: the snippet with matches wrapped in U+0002 … U+0003. */
+  /** The snippet with matches wrapped in U+0002 … U+0003 (optional here: older nodes lack it). */
   highlighted?: string;
 }
 
@@ -107,7 +107,10 @@ export type ApiEvent =
   | { type: "presence"; user_id: UserId; presence: Presence }
   | { type: "contact"; contact: Contact }
   | { type: "connection"; user_id: UserId; connection: Connection }
-  | { type: "session_reset"; user_id: UserId; resent: number };
+  | { type: "session_reset"; user_id: UserId; resent: number }
+  // Handled by the SAS panel's own polling and by refetch-on-reconnect; the reducer ignores them.
+  | { type: "verification"; user_id: UserId; verification: unknown }
+  | { type: "lagged"; missed: number };
 
 export type ErrorCode =
   | "bad_request"
@@ -121,4 +124,5 @@ export type ErrorCode =
   | "too_large"
   | "not_allowed"
   | "offline"
+  | "store"
   | "internal";
