@@ -31,7 +31,11 @@ fn reopen_keeps_data_and_pickle_key() {
     let dir = store.dir().to_owned();
     store.apply_one(contact("Bob")).unwrap();
     let pickle_key = *store.pickle_key().as_bytes();
+    assert!(dir.join("store.db-wal").exists());
     store.close().unwrap();
+    // Close checkpoints the WAL into the database and removes the side files.
+    let files: Vec<String> = snapshot(&dir).into_keys().collect();
+    assert_eq!(files, ["store.db", "store.key"]);
     let store = SqliteStore::open(&dir, PASSPHRASE).unwrap();
     assert_eq!(name(&store).as_deref(), Some("Bob"));
     assert_eq!(store.pickle_key().as_bytes(), &pickle_key);
