@@ -172,6 +172,18 @@ impl Drop for ServerChild {
 }
 
 impl ServerChild {
+    /// CPU seconds (user + system) the server has used so far.
+    fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which is in parentheses and may contain spaces).
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15 of /proc/pid/stat, i.e. 11 and 12 after ')'.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     fn rss_kib(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         status
@@ -384,9 +396,15 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         receivers.push(rw);
     }
     println!("## relay ({pairs} pairs, {} B payload)", args.payload);
-    let (senders, receivers) =
-        relay_run(senders, receivers, &args, Load::Closed(args.window)).await?;
-    let _ = relay_run(senders, receivers, &args, Load::Open(args.rate)).await?;
+    let (senders, receivers) = relay_run(
+        senders,
+        receivers,
+        &args,
+        Load::Closed(args.window),
+        &server,
+    )
+    .await?;
+    let _ = relay_run(senders, receivers, &args, Load::Open(args.rate), &server).await?;
     Ok(())
 }
 
@@ -414,6 +432,7 @@ async fn relay_run(
     receivers: Vec<Ws>,
     args: &Args,
     load: Load,
+    server: &ServerChild,
 ) -> anyhow::Result<Pairs> {
     let shared = Arc::new(Shared {
         measuring: false.into(),
@@ -537,9 +556,11 @@ async fn relay_run(
     tokio::time::sleep(Duration::from_secs(2)).await;
     shared.measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
+    let cpu_start = server.cpu_secs();
     tokio::time::sleep(Duration::from_secs(args.duration_secs)).await;
     shared.measuring.store(false, Ordering::Relaxed);
     let secs = start.elapsed().as_secs_f64();
+    let server_cpu = server.cpu_secs() - cpu_start;
     shared.stop.store(true, Ordering::Relaxed);
     let mut senders = Vec::new();
     for t in send_tasks {
@@ -568,6 +589,11 @@ async fn relay_run(
         ms(hist.value_at_quantile(0.99)),
         ms(hist.value_at_quantile(0.999)),
         ms(hist.max()),
+    );
+    println!(
+        "  server CPU: {:.2} cores busy, {:.1} µs of server CPU per delivered message",
+        server_cpu / secs,
+        server_cpu * 1e6 / delivered.max(1) as f64
     );
     // The next run needs the recipients' user ids again; rebuild them from the pairs order.
     let recipients: Vec<UserId> = (0..pairs as u64)

@@ -112,7 +112,7 @@ async fn ws_handler(
     // `frame_too_large` answer and the connection goes on.
     let hard_limit = (limits.max_frame_bytes * 4).max(256 * 1024);
     upgrade
-        .read_buffer_size(2 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(hard_limit * 4)
         .max_message_size(hard_limit)

@@ -123,6 +123,98 @@ async fn shutdown_closes_connections_and_says_offline() {
     a.client.shutdown().await;
 }
 
+#[tokio::test]
+async fn the_client_reconnects_by_itself_after_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dopus_server::start(Config::loopback(dir.path()))
+        .await
+        .unwrap();
+    let addr = server.addr;
+    let alice = TestUser::new();
+    let mut a = connect(&server.ws_url(), &alice, 1).await;
+    server.shutdown().await;
+    expect(&mut a.events, "disconnected", |e| match e {
+        dopus_signaling::Event::State(dopus_signaling::ConnectionState::Disconnected) => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(
+        a.client.ping().await,
+        Err(dopus_signaling::ClientError::NotConnected)
+    ));
+    let mut config = Config::loopback(dir.path());
+    config.listen = addr;
+    let _server = dopus_server::start(config).await.unwrap();
+    a.client.wait_connected(WAIT).await.unwrap();
+    a.client.ping().await.unwrap();
+}
+
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn info_logs_carry_no_payloads_or_user_ids() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    // Global, because the server logs from tokio's worker threads; other tests' logs land here
+    // too, which only widens what this test checks.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    let s = start(|_| {}).await;
+    let (alice, bob, mallory) = (TestUser::new(), TestUser::new(), TestUser::new());
+    let a = connect(&s.url(), &alice, 1).await;
+    let b = connect(&s.url(), &bob, 1).await;
+    a.client
+        .relay(bob.id, None, "secret-payload-7f3a".into(), true)
+        .await
+        .unwrap();
+    b.client.shutdown().await;
+    a.client
+        .relay(bob.id, None, "secret-payload-7f3a".into(), true)
+        .await
+        .unwrap();
+    let signer = Arc::new(KeySigner {
+        user: mallory.id,
+        key: alice.key.clone(),
+    });
+    let (bad, mut events) =
+        dopus_signaling::SignalingClient::start(client_config(&s.url(), mallory.device(1)), signer);
+    expect(&mut events, "auth failure", |e| match e {
+        dopus_signaling::Event::AuthFailed { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    bad.shutdown().await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("login refused"),
+        "the failed login should be logged:\n{text}"
+    );
+    assert!(
+        !text.contains("secret-payload"),
+        "a payload leaked:\n{text}"
+    );
+    for u in [&alice, &bob, &mallory] {
+        assert!(
+            !text.contains(&u.id.to_string()),
+            "a user id leaked:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn the_server_never_depends_on_core_store_or_vodozemac() {
     let out = std::process::Command::new(env!("CARGO"))
