@@ -111,7 +111,8 @@ async fn too_many_bad_frames_close_the_connection() {
 #[tokio::test]
 async fn the_rate_limit_drops_frames_and_then_closes() {
     let s = start(|c| {
-        c.limits.rate_per_sec = 1;
+        // No refill at all, so the count below does not depend on how fast this machine is.
+        c.limits.rate_per_sec = 0;
         c.limits.rate_burst = 5;
         c.limits.max_rate_violations = 20;
     })
@@ -133,9 +134,8 @@ async fn the_rate_limit_drops_frames_and_then_closes() {
             other => panic!("{other:?}"),
         }
     }
-    // The burst passes (plus at most one token refilled meanwhile); the rest is dropped.
-    assert!((5..=6).contains(&pongs), "pongs={pongs}");
-    assert_eq!(pongs + limited, 10);
+    // The burst passes; the rest is dropped.
+    assert_eq!((pongs, limited), (5, 5));
     for id in 0..40 {
         if m.send(Message::text(format!(r#"{{"type":"ping","id":{id}}}"#)))
             .await
@@ -163,7 +163,7 @@ async fn connections_per_address_are_limited() {
     // A slot frees up when a connection closes.
     a.client.shutdown().await;
     let mut ok = false;
-    for _ in 0..100 {
+    for _ in 0..500 {
         if tokio_tungstenite::connect_async(s.url()).await.is_ok() {
             ok = true;
             break;
