@@ -258,6 +258,13 @@ async fn route(node: &Node, peer: &UserId) -> Option<Route> {
             .peers
             .get(peer)
             .is_some_and(|p| p.connecting_since(account::now(), DIRECT_GRACE_MS));
+        // The server saw the peer go away (for example killed): its side of the channel is
+        // gone even if ours has not timed out yet, so sending there would only lose time.
+        let gone = r
+            .presence
+            .get(peer)
+            .is_some_and(|s| s.as_seen_by_others() == dopus_proto::signaling::Status::Offline);
+        let direct = direct.filter(|_| !gone);
         (direct, r.signaling.clone(), online && !waiting)
     };
     if let Some(h) = direct {
