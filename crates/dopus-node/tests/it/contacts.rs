@@ -1,0 +1,79 @@
+//! First contact: a request and its acceptance through the API, then messages both ways.
+
+use crate::harness::{SERIAL, TestNode, TestServer, blocking};
+use serde_json::json;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_accept_then_messages_both_ways() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let mut a = blocking(|| TestNode::create("alice"));
+    let mut b = blocking(|| TestNode::create("bob"));
+    a.start(&server.url).await;
+    b.start(&server.url).await;
+    let mut ea = a.events().await;
+    let mut eb = b.events().await;
+
+    let (status, _) = a.api().call(
+        "POST",
+        &format!("/conversations/{}/messages", b.user_id),
+        Some(json!({ "body": "too early" })),
+    );
+    assert_eq!(status, 422, "messaging a stranger is refused");
+
+    let c = a.api().ok(
+        "POST",
+        &format!("/contacts/{}/request", b.user_id),
+        Some(json!({ "display_name": "bob", "note": "hi, it's alice" })),
+    );
+    assert_eq!(c["state"], "outgoing_request");
+    let a_id = a.user_id.clone();
+    eb.wait_for(WAIT, "incoming contact request", |e| {
+        e["type"] == "contact"
+            && e["contact"]["user_id"] == a_id.as_str()
+            && e["contact"]["state"] == "incoming_request"
+    })
+    .await;
+    let c = b
+        .api()
+        .ok("POST", &format!("/contacts/{}/accept", a.user_id), None);
+    assert_eq!(c["state"], "accepted");
+    let b_id = b.user_id.clone();
+    ea.wait_for(WAIT, "the request accepted", |e| {
+        e["type"] == "contact"
+            && e["contact"]["user_id"] == b_id.as_str()
+            && e["contact"]["state"] == "accepted"
+    })
+    .await;
+
+    let id1 = a.api().send(&b.user_id, "hello bob");
+    let m = eb
+        .wait_for(WAIT, "alice's message at bob", |e| {
+            e["type"] == "message" && e["message"]["body"] == "hello bob"
+        })
+        .await;
+    assert_eq!(m["message"]["outgoing"], false);
+    assert_eq!(m["message"]["sender"], a.user_id.as_str());
+    assert_eq!(
+        m["message"]["id"],
+        id1.as_str(),
+        "the receiver shows the sender's message id"
+    );
+    let id2 = b.api().send(&a.user_id, "hi alice");
+    ea.wait_for(WAIT, "bob's message at alice", |e| {
+        e["type"] == "message"
+            && e["message"]["body"] == "hi alice"
+            && e["message"]["id"] == id2.as_str()
+    })
+    .await;
+
+    for (node, peer) in [(&a, &b), (&b, &a)] {
+        let h = node.api().history(&peer.user_id);
+        let bodies: Vec<&str> = h.iter().filter_map(|m| m["body"].as_str()).collect();
+        assert_eq!(bodies, ["hello bob", "hi alice"], "{}'s history", node.name);
+    }
+    server.stop().await;
+}

@@ -1,0 +1,216 @@
+//! A malicious signaling server (a rewriting proxy in front of bob) is caught: swapped one-time
+//! keys, flipped ciphertext (where the SDP travels), replayed and misaddressed envelopes.
+//! Every test ends by switching the attack off and checking that delivery then works, so each
+//! "nothing happened" assertion is backed by proof that something would have.
+
+use crate::harness::{Events, SERIAL, TestNode, TestServer, blocking, eventually};
+use crate::proxy::{Dir, Mode, Proxy};
+use std::time::Duration;
+
+const ATTACK: Duration = Duration::from_secs(8);
+const RECOVER: Duration = Duration::from_secs(90);
+
+/// Alice talks to the real server; bob goes through the proxy.
+async fn setup(server: &TestServer) -> (Proxy, TestNode, TestNode) {
+    let proxy = Proxy::start(&server.url).await;
+    let mut a = blocking(|| TestNode::create("alice"));
+    let mut b = blocking(|| TestNode::create("bob"));
+    a.add_contact_offline(&b);
+    b.add_contact_offline(&a);
+    a.start(&server.url).await;
+    b.start(&proxy.url).await;
+    (proxy, a, b)
+}
+
+fn incoming_messages(events: &Events) -> Vec<String> {
+    events
+        .seen
+        .iter()
+        .filter(|e| e["type"] == "message" && e["message"]["outgoing"] == false)
+        .map(|e| e["message"]["body"].to_string())
+        .collect()
+}
+
+fn bodies(node: &TestNode, peer: &TestNode) -> Vec<String> {
+    node.api()
+        .history(&peer.user_id)
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or("<deleted>").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swapped_one_time_key_is_refused() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (proxy, a, b) = setup(&server).await;
+    let mut ea = a.events().await;
+    proxy.set_mode(Mode::SwapOneTimeKey);
+    let id = b.api().send(&a.user_id, "for the real alice");
+    ea.collect_for(ATTACK).await;
+    assert!(
+        proxy.tampered() >= 1,
+        "bob fetched alice's bundle through the attacker"
+    );
+    let sealed_up = proxy
+        .log()
+        .iter()
+        .filter(|(d, v)| *d == Dir::Up && v["type"] == "relay")
+        .count();
+    assert_eq!(
+        sealed_up, 0,
+        "bob sealed nothing to a key the attacker swapped in"
+    );
+    assert!(incoming_messages(&ea).is_empty(), "alice got nothing");
+    assert!(bodies(&a, &b).is_empty(), "alice's history is empty");
+    assert_eq!(
+        b.api().message(&a.user_id, &id).unwrap()["state"],
+        "pending",
+        "bob's message waits for a bundle he can trust"
+    );
+
+    proxy.set_mode(Mode::Pass);
+    ea.wait_for(RECOVER, "the message once the attack stops", |e| {
+        e["type"] == "message" && e["message"]["body"] == "for the real alice"
+    })
+    .await;
+    let api = b.api().clone();
+    let aid = a.user_id.clone();
+    eventually(RECOVER, "delivered at bob", || {
+        (api.message(&aid, &id)?["state"] == "delivered").then_some(())
+    })
+    .await;
+    assert_eq!(bodies(&a, &b), ["for the real alice"]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flipped_ciphertext_and_sdp_are_rejected() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (proxy, a, b) = setup(&server).await;
+    let mut eb = b.events().await;
+    proxy.set_mode(Mode::FlipCiphertext);
+    a.api().send(&b.user_id, "secret one");
+    eb.collect_for(ATTACK).await;
+    assert!(proxy.tampered() >= 1, "the attacker rewrote envelopes");
+    assert!(
+        incoming_messages(&eb).is_empty(),
+        "no garbage shown: {:?}",
+        incoming_messages(&eb)
+    );
+    assert!(bodies(&b, &a).is_empty(), "bob's history is empty");
+    // The offer/answer (with the DTLS fingerprint) only travel inside these envelopes.
+    let conn = b.api().connection(&a.user_id);
+    assert_ne!(
+        conn["state"], "connected",
+        "no channel from tampered signaling: {conn}"
+    );
+    let connected = eb
+        .seen
+        .iter()
+        .any(|e| e["type"] == "connection" && e["connection"]["state"] == "connected");
+    assert!(!connected, "no connection came up during the attack");
+
+    proxy.set_mode(Mode::Pass);
+    eb.wait_for(RECOVER, "the message once the attack stops", |e| {
+        e["type"] == "message" && e["message"]["body"] == "secret one"
+    })
+    .await;
+    eb.collect_for(Duration::from_secs(3)).await;
+    assert_eq!(bodies(&b, &a), ["secret one"], "shown exactly once");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replayed_envelopes_show_nothing_twice() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (proxy, a, b) = setup(&server).await;
+    let mut eb = b.events().await;
+    for text in ["r1", "r2", "r3"] {
+        a.api().send(&b.user_id, text);
+    }
+    let (api, aid) = (b.api().clone(), a.user_id.clone());
+    eventually(RECOVER, "three messages at bob", || {
+        (api.history(&aid).len() == 3).then_some(())
+    })
+    .await;
+    let recorded: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|(d, v)| *d == Dir::Down && v["type"] == "deliver" && v["kind"] == "relay")
+        .map(|(_, v)| v)
+        .collect();
+    assert!(
+        !recorded.is_empty(),
+        "some envelopes went through the server"
+    );
+    eb.collect_for(Duration::from_secs(1)).await;
+    let shown_before = incoming_messages(&eb).len();
+    for frame in &recorded {
+        for _ in 0..2 {
+            assert!(proxy.inject(frame), "the proxy holds bob's connection");
+        }
+    }
+    eb.collect_for(Duration::from_secs(5)).await;
+    assert_eq!(
+        incoming_messages(&eb).len(),
+        shown_before,
+        "replays of {} envelopes showed nothing new",
+        recorded.len()
+    );
+    assert_eq!(bodies(&b, &a), ["r1", "r2", "r3"]);
+    // The replays did not break the session.
+    a.api().send(&b.user_id, "r4");
+    eb.wait_for(RECOVER, "a fresh message after the replays", |e| {
+        e["type"] == "message" && e["message"]["body"] == "r4"
+    })
+    .await;
+    assert_eq!(bodies(&b, &a), ["r1", "r2", "r3", "r4"]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn misaddressed_envelopes_are_rejected() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (proxy, a, b) = setup(&server).await;
+    let carol = blocking(|| TestNode::create("carol"));
+    proxy.set_other_user(&carol.user_id);
+    let mut eb = b.events().await;
+
+    proxy.set_mode(Mode::ChangeToDevice);
+    a.api().send(&b.user_id, "m1");
+    eb.collect_for(ATTACK).await;
+    let after_device = proxy.tampered();
+    assert!(
+        after_device >= 1,
+        "envelopes were readdressed to another device"
+    );
+    assert!(
+        bodies(&b, &a).is_empty(),
+        "nothing shown for another device's envelopes"
+    );
+
+    proxy.set_mode(Mode::ChangeToUser);
+    eb.collect_for(ATTACK).await;
+    assert!(
+        proxy.tampered() > after_device,
+        "envelopes were readdressed to another user"
+    );
+    assert!(
+        bodies(&b, &a).is_empty(),
+        "nothing shown for another user's envelopes"
+    );
+    assert!(incoming_messages(&eb).is_empty());
+
+    proxy.set_mode(Mode::Pass);
+    eb.wait_for(RECOVER, "the message once the attack stops", |e| {
+        e["type"] == "message" && e["message"]["body"] == "m1"
+    })
+    .await;
+    eb.collect_for(Duration::from_secs(3)).await;
+    assert_eq!(bodies(&b, &a), ["m1"], "shown exactly once");
+    server.stop().await;
+}

@@ -1,0 +1,243 @@
+//! A message round trip over the data channel; edits, deletes, reactions, delivery states and
+//! read receipts (only when enabled).
+
+use crate::harness::{SERIAL, TestServer, blocking, contact_pair, eventually, wait_direct};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The server's count of relayed frames, from its Prometheus endpoint.
+fn relayed_frames(server: &TestServer) -> u64 {
+    let url = format!("http://{}/metrics", server.addr());
+    let text = blocking(|| {
+        ureq::get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    });
+    text.lines()
+        .find_map(|l| l.strip_prefix("dopus_relayed_frames_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .expect("dopus_relayed_frames_total in /metrics")
+}
+
+fn state_rank(s: &str) -> u8 {
+    match s {
+        "pending" => 0,
+        "sent" => 1,
+        "delivered" => 2,
+        "read" => 3,
+        other => panic!("unexpected delivery state {other}"),
+    }
+}
+
+/// The delivery states `id` went through, as seen in the sender's events, in order.
+fn states_of(seen: &[Value], id: &str) -> Vec<String> {
+    seen.iter()
+        .filter(|e| {
+            (e["type"] == "message" || e["type"] == "message_updated") && e["message"]["id"] == id
+        })
+        .filter_map(|e| e["message"]["state"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn round_trip_over_the_data_channel_with_edits_deletes_reactions_and_receipts() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (a, b) = contact_pair(&server).await;
+    let mut ea = a.events().await;
+    let mut eb = b.events().await;
+
+    // The first message starts the session and the peer connection.
+    a.api().send(&b.user_id, "warm-up");
+    eb.wait_for(WAIT, "warm-up at bob", |e| {
+        e["type"] == "message" && e["message"]["body"] == "warm-up"
+    })
+    .await;
+    wait_direct(&a, &b, WAIT).await;
+    wait_direct(&b, &a, WAIT).await;
+    // Let late trickled candidates and receipts settle before counting relayed frames.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ea.drain();
+
+    let relayed_before = relayed_frames(&server);
+    let sent = a.api().ok(
+        "POST",
+        &format!("/conversations/{}/messages", b.user_id),
+        Some(json!({ "body": "over the channel" })),
+    );
+    assert_eq!(sent["state"], "pending", "a new message starts pending");
+    let id = sent["id"].as_str().unwrap().to_owned();
+    let got = eb
+        .wait_for(WAIT, "the message at bob", |e| {
+            e["type"] == "message" && e["message"]["id"] == id.as_str()
+        })
+        .await;
+    assert_eq!(got["message"]["body"], "over the channel");
+    assert_eq!(got["message"]["outgoing"], false);
+    let idc = id.clone();
+    ea.wait_for(WAIT, "delivered at alice", |e| {
+        e["type"] == "message_updated"
+            && e["message"]["id"] == idc.as_str()
+            && e["message"]["state"] == "delivered"
+    })
+    .await;
+    let states = states_of(&ea.seen, &id);
+    assert!(
+        states.iter().any(|s| s == "sent"),
+        "the message was marked sent: {states:?}"
+    );
+    let ranks: Vec<u8> = states.iter().map(|s| state_rank(s)).collect();
+    assert!(
+        ranks.windows(2).all(|w| w[0] <= w[1]),
+        "states never go back: {states:?}"
+    );
+    assert_eq!(
+        relayed_frames(&server),
+        relayed_before,
+        "message and receipt travelled over the data channel, not through the server"
+    );
+
+    // Edit: the receiver shows the new text.
+    a.api().ok(
+        "PUT",
+        &format!("/messages/{id}"),
+        Some(json!({ "body": "edited text" })),
+    );
+    let idc = id.clone();
+    let e = eb
+        .wait_for(WAIT, "the edit at bob", |e| {
+            e["type"] == "message_updated"
+                && e["message"]["id"] == idc.as_str()
+                && e["message"]["body"] == "edited text"
+        })
+        .await;
+    assert!(e["message"]["edited_at"].is_number(), "edited_at set: {e}");
+    let (status, _) = b.api().call(
+        "PUT",
+        &format!("/messages/{id}"),
+        Some(json!({ "body": "not mine" })),
+    );
+    assert_eq!(status, 422, "bob cannot edit alice's message");
+
+    // Reactions: bob adds one, alice sees it aggregated; bob removes it, alice sees it gone.
+    b.api().ok(
+        "POST",
+        &format!("/messages/{id}/reactions"),
+        Some(json!({ "emoji": "👍" })),
+    );
+    let (idc, bid) = (id.clone(), b.user_id.clone());
+    let e = ea
+        .wait_for(WAIT, "bob's reaction at alice", |e| {
+            e["type"] == "message_updated"
+                && e["message"]["id"] == idc.as_str()
+                && e["message"]["reactions"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["emoji"] == "👍"))
+        })
+        .await;
+    let r = &e["message"]["reactions"][0];
+    assert_eq!(r["count"], 1);
+    assert_eq!(r["mine"], false);
+    assert_eq!(r["users"], json!([bid]));
+    b.api().ok(
+        "DELETE",
+        &format!("/messages/{id}/reactions/%F0%9F%91%8D"),
+        None,
+    );
+    let idc = id.clone();
+    ea.wait_for(WAIT, "the reaction removed at alice", |e| {
+        e["type"] == "message_updated"
+            && e["message"]["id"] == idc.as_str()
+            && e["message"]["reactions"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+    })
+    .await;
+
+    // Read receipts are off by default: marking read sends nothing.
+    let id2 = a.api().send(&b.user_id, "read me later");
+    let idc = id2.clone();
+    eb.wait_for(WAIT, "second message at bob", |e| {
+        e["type"] == "message" && e["message"]["id"] == idc.as_str()
+    })
+    .await;
+    b.api().ok(
+        "POST",
+        &format!("/conversations/{}/read", a.user_id),
+        Some(json!({ "up_to": id2 })),
+    );
+    ea.collect_for(Duration::from_secs(3)).await;
+    let states = states_of(&ea.seen, &id2);
+    assert!(
+        !states.iter().any(|s| s == "read"),
+        "no read receipt while disabled: {states:?}"
+    );
+    assert_eq!(
+        a.api().message(&b.user_id, &id2).unwrap()["state"],
+        "delivered"
+    );
+
+    // Enabled: the next read marks alice's message read.
+    let s = b
+        .api()
+        .ok("PUT", "/settings", Some(json!({ "read_receipts": true })));
+    assert_eq!(s["read_receipts"], true);
+    let id3 = a.api().send(&b.user_id, "read me now");
+    let idc = id3.clone();
+    eb.wait_for(WAIT, "third message at bob", |e| {
+        e["type"] == "message" && e["message"]["id"] == idc.as_str()
+    })
+    .await;
+    b.api().ok(
+        "POST",
+        &format!("/conversations/{}/read", a.user_id),
+        Some(json!({ "up_to": id3 })),
+    );
+    let idc = id3.clone();
+    ea.wait_for(WAIT, "read receipt at alice", |e| {
+        e["type"] == "message_updated"
+            && e["message"]["id"] == idc.as_str()
+            && e["message"]["state"] == "read"
+    })
+    .await;
+
+    // Delete: the receiver keeps a tombstone without the text.
+    a.api().ok("DELETE", &format!("/messages/{id}"), None);
+    let idc = id.clone();
+    let e = eb
+        .wait_for(WAIT, "the delete at bob", |e| {
+            e["type"] == "message_updated"
+                && e["message"]["id"] == idc.as_str()
+                && e["message"]["deleted"] == true
+        })
+        .await;
+    assert!(
+        e["message"]["body"].is_null(),
+        "a deleted message has no body: {e}"
+    );
+    let api = b.api().clone();
+    let aid = a.user_id.clone();
+    eventually(WAIT, "the delete in bob's history", || {
+        let m = api.message(&aid, &id)?;
+        (m["deleted"] == true && m["body"].is_null()).then_some(())
+    })
+    .await;
+    let found = b.api().ok("GET", "/search?q=edited&limit=10", None);
+    assert!(
+        found["results"].as_array().unwrap().is_empty(),
+        "a deleted message is not found by search: {found}"
+    );
+    let found = b.api().ok("GET", "/search?q=later&limit=10", None);
+    assert_eq!(
+        found["results"].as_array().unwrap().len(),
+        1,
+        "search finds live messages: {found}"
+    );
+    server.stop().await;
+}

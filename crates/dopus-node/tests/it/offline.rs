@@ -1,0 +1,80 @@
+//! The peer is offline (its process killed): the message waits in the server's mailbox and
+//! arrives exactly once when the peer comes back.
+
+use crate::harness::{SERIAL, TestServer, contact_pair, eventually};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offline_peer_gets_the_message_from_the_mailbox_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (a, mut b) = contact_pair(&server).await;
+    let mut ea = a.events().await;
+    let bid = b.user_id.clone();
+
+    // A first exchange, so a session (and maybe a peer connection) exists before the peer dies.
+    let first = a.api().send(&b.user_id, "before");
+    let api = a.api().clone();
+    eventually(WAIT, "first message delivered", || {
+        (api.message(&bid, &first)?["state"] == "delivered").then_some(())
+    })
+    .await;
+
+    b.kill9();
+    ea.wait_for(WAIT, "bob offline at alice", |e| {
+        e["type"] == "presence" && e["user_id"] == bid.as_str() && e["presence"] == "offline"
+    })
+    .await;
+
+    let id = a.api().send(&b.user_id, "while you were away");
+    let idc = id.clone();
+    ea.wait_for(WAIT, "the message handed to the server", |e| {
+        e["type"] == "message_updated"
+            && e["message"]["id"] == idc.as_str()
+            && e["message"]["state"] == "sent"
+    })
+    .await;
+    assert_eq!(
+        a.api().message(&bid, &id).unwrap()["state"],
+        "sent",
+        "not delivered while bob is down"
+    );
+
+    b.start(&server.url).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !b
+        .api()
+        .history(&a.user_id)
+        .iter()
+        .any(|m| m["id"] == id.as_str())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the message did not reach bob within {WAIT:?}; alice's state: {}\n--- alice ---\n{}\n--- bob ---\n{}",
+            a.api().message(&bid, &id).unwrap()["state"],
+            a.log_tail(),
+            b.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let idc = id.clone();
+    ea.wait_for(WAIT, "delivered at alice", |e| {
+        e["type"] == "message_updated"
+            && e["message"]["id"] == idc.as_str()
+            && e["message"]["state"] == "delivered"
+    })
+    .await;
+    // Retries and mailbox re-delivery must not show it twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let h = b.api().history(&a.user_id);
+    let bodies: Vec<&str> = h.iter().filter_map(|m| m["body"].as_str()).collect();
+    assert_eq!(bodies, ["before", "while you were away"], "bob's history");
+    assert_eq!(
+        a.api().history(&b.user_id).len(),
+        2,
+        "alice's history holds her two messages once each"
+    );
+    server.stop().await;
+}
