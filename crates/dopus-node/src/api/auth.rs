@@ -1,6 +1,6 @@
 //! Who may call the local API: requests to a loopback Host carrying the per-launch token.
 //!
-//! The token arrives as `Authorization: Bearer …` (CLI) or as the `dopus_token` cookie (browser,
+//! The token arrives as `Authorization: Bearer …` (CLI) or as the `dopus_token_<port>` cookie (browser,
 //! set by `GET /?token=…`). The Host check defeats DNS rebinding: a web page on another origin
 //! that resolves its own name to 127.0.0.1 still sends its own name as Host. Cross-origin browser
 //! requests (an `Origin` that is not ours) are refused too.
@@ -73,13 +73,16 @@ impl AuthConfig {
         {
             return Some(t.trim());
         }
+        let name = self.cookie_name();
         for cookies in headers.get_all(header::COOKIE) {
             let Ok(cookies) = cookies.to_str() else {
                 continue;
             };
             for pair in cookies.split(';') {
-                if let Some(t) = pair.trim().strip_prefix("dopus_token=") {
-                    return Some(t);
+                if let Some((k, v)) = pair.trim().split_once('=')
+                    && k == name
+                {
+                    return Some(v);
                 }
             }
         }
@@ -164,9 +167,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
-            HeaderValue::from_static("a=b; dopus_token=tok"),
+            HeaderValue::from_static("a=b; dopus_token_4000=tok"),
         );
         assert_eq!(c.request_token(&h, None), Some("tok"));
+        // Another node's cookie on the same host (another port) is not ours.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("dopus_token_4001=tok; dopus_token=tok"),
+        );
+        assert_eq!(c.request_token(&h, None), None);
         assert_eq!(
             c.request_token(&HeaderMap::new(), Some("x=1&token=tok")),
             Some("tok")
