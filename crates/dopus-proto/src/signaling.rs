@@ -167,6 +167,7 @@ impl Status {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Sender {
     /// The sender's user ID (its identity key).
+    #[serde(serialize_with = "user_cache::serialize")]
     pub user: UserId,
     /// The sender's device.
     pub device: DeviceId,
@@ -373,6 +374,7 @@ pub enum ClientFrame {
         /// Request id.
         id: RequestId,
         /// Whose bundles.
+        #[serde(deserialize_with = "user_cache::deserialize")]
         user: UserId,
     },
     /// Forwards an opaque payload to the recipient's devices.
@@ -380,6 +382,7 @@ pub enum ClientFrame {
         /// Request id.
         id: RequestId,
         /// The recipient.
+        #[serde(deserialize_with = "user_cache::deserialize")]
         to: UserId,
         /// Only this device of the recipient (all devices when absent).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -395,6 +398,7 @@ pub enum ClientFrame {
         /// Request id.
         id: RequestId,
         /// The recipient.
+        #[serde(deserialize_with = "user_cache::deserialize")]
         to: UserId,
         /// Opaque signed introduction.
         introduction: String,
@@ -404,6 +408,7 @@ pub enum ClientFrame {
         /// Request id.
         id: RequestId,
         /// The requester.
+        #[serde(deserialize_with = "user_cache::deserialize")]
         to: UserId,
         /// Opaque signed introduction.
         introduction: String,
@@ -413,6 +418,7 @@ pub enum ClientFrame {
         /// Request id.
         id: RequestId,
         /// The requester.
+        #[serde(deserialize_with = "user_cache::deserialize")]
         to: UserId,
         /// Opaque signed introduction.
         introduction: String,
@@ -429,6 +435,7 @@ pub enum ClientFrame {
         /// Request id.
         id: RequestId,
         /// Every contact of the user.
+        #[serde(deserialize_with = "user_cache::deserialize_vec")]
         contacts: Vec<UserId>,
     },
     /// Confirms mailbox items are stored by the client; the server deletes them.
@@ -443,6 +450,77 @@ pub enum ClientFrame {
         /// Request id.
         id: RequestId,
     },
+}
+
+/// Memoized user-id conversions for the per-frame hot path.
+///
+/// Parsing a user id validates its key, which decompresses an Edwards point (a field
+/// exponentiation, about 10 µs); printing one runs bech32 (about 1 µs). A relay names its
+/// recipient and every delivery names its sender, so a busy server would spend a quarter of its
+/// time on the same few thousand ids. A small per-thread cache keeps the exact same checks for
+/// every id it has not seen and skips them for ids it has: results are identical.
+mod user_cache {
+    use dopus_types::UserId;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    const CAPACITY: usize = 4096;
+
+    thread_local! {
+        static PARSED: RefCell<HashMap<String, UserId>> = RefCell::new(HashMap::new());
+        static PRINTED: RefCell<HashMap<[u8; 32], String>> = RefCell::new(HashMap::new());
+    }
+
+    pub(super) fn parse(text: &str) -> Result<UserId, dopus_types::UserIdError> {
+        if let Some(hit) = PARSED.with(|c| c.borrow().get(text).copied()) {
+            return Ok(hit);
+        }
+        let user = UserId::parse(text)?;
+        PARSED.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= CAPACITY {
+                c.clear();
+            }
+            c.insert(text.to_owned(), user);
+        });
+        Ok(user)
+    }
+
+    pub(super) fn print(user: &UserId) -> String {
+        let key = user.key().to_bytes();
+        if let Some(hit) = PRINTED.with(|c| c.borrow().get(&key).cloned()) {
+            return hit;
+        }
+        let text = user.to_bech32();
+        PRINTED.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= CAPACITY {
+                c.clear();
+            }
+            c.insert(key, text.clone());
+        });
+        text
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UserId, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub(super) fn deserialize_vec<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<UserId>, D::Error> {
+        let texts = <Vec<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+        texts
+            .iter()
+            .map(|t| parse(t).map_err(serde::de::Error::custom))
+            .collect()
+    }
+
+    pub(super) fn serialize<S: Serializer>(user: &UserId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&print(user))
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -555,6 +633,7 @@ pub enum ServerFrame {
     /// A mutual contact's visible status changed.
     PresenceUpdate {
         /// The contact.
+        #[serde(serialize_with = "user_cache::serialize")]
         user: UserId,
         /// What it looks like now.
         status: Status,
@@ -971,6 +1050,31 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn cached_user_ids_behave_like_uncached_ones() {
+        let u = user(3);
+        let text = u.to_string();
+        for _ in 0..3 {
+            assert_eq!(user_cache::parse(&text).unwrap(), u);
+            assert_eq!(user_cache::print(&u), text);
+        }
+        // A typo is refused whether or not the genuine id is cached.
+        let mut typo = text.clone().into_bytes();
+        let last = typo.len() - 1;
+        typo[last] = if typo[last] == b'q' { b'p' } else { b'q' };
+        let typo = String::from_utf8(typo).unwrap();
+        assert_eq!(
+            user_cache::parse(&typo).is_err(),
+            UserId::parse(&typo).is_err()
+        );
+        assert!(user_cache::parse(&typo).is_err());
+        let frame = format!(r#"{{"type":"fetch_bundle","id":1,"user":"{typo}"}}"#);
+        assert_eq!(
+            ClientFrame::parse(&frame).unwrap_err().code,
+            ErrorCode::MalformedFrame
+        );
     }
 
     #[test]
