@@ -443,16 +443,22 @@ async fn relay_run(
         hist: Mutex::new(Histogram::new_with_bounds(1_000, 60_000_000_000, 3)?),
     });
     let pairs = senders.len();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut recv_tasks = Vec::new();
     for mut ws in receivers {
         let shared = shared.clone();
+        let stop_rx = stop_rx.clone();
         recv_tasks.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).ok();
-            while !shared.stop.load(Ordering::Relaxed) {
-                let msg = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
-                    Ok(Some(Ok(m))) => m,
-                    Ok(_) => break,
-                    Err(_) => continue,
+            let mut stop = stop_rx.clone();
+            loop {
+                // No timer per message: the stop signal is a watch channel.
+                let msg = tokio::select! {
+                    m = ws.next() => match m {
+                        Some(Ok(m)) => m,
+                        _ => break,
+                    },
+                    _ = stop.changed() => break,
                 };
                 let Message::Text(t) = msg else { continue };
                 let Some(ts) = payload_ts(t.as_str()) else {
@@ -480,6 +486,7 @@ async fn relay_run(
             Load::Open(rate) => rate as f64 / pairs as f64,
             Load::Closed(_) => 0.0,
         };
+        let stop_rx = stop_rx.clone();
         send_tasks.push(tokio::spawn(async move {
             let (mut sink, mut stream) = ws.split();
             let in_flight = Arc::new(tokio::sync::Semaphore::new(match load {
@@ -488,19 +495,16 @@ async fn relay_run(
             }));
             let reader_sem = in_flight.clone();
             let reader_shared = shared.clone();
+            let reader_stop = stop_rx.clone();
             let reader = tokio::spawn(async move {
+                let mut stop = reader_stop;
                 loop {
-                    let msg = match tokio::time::timeout(Duration::from_millis(200), stream.next())
-                        .await
-                    {
-                        Ok(Some(Ok(m))) => m,
-                        Ok(_) => break,
-                        Err(_) => {
-                            if reader_shared.stop.load(Ordering::Relaxed) {
-                                break;
-                            }
-                            continue;
-                        }
+                    let msg = tokio::select! {
+                        m = stream.next() => match m {
+                            Some(Ok(m)) => m,
+                            _ => break,
+                        },
+                        _ = stop.changed() => break,
                     };
                     if let Message::Text(t) = msg {
                         if !t.as_str().contains("\"relay_result\"") {
@@ -516,10 +520,15 @@ async fn relay_run(
             let mut tick = tokio::time::interval(Duration::from_millis(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut id: u64 = 0;
+            let mut stop = stop_rx;
             while !shared.stop.load(Ordering::Relaxed) {
                 let batch = match load {
                     Load::Closed(_) => {
-                        let Ok(p) = in_flight.acquire().await else {
+                        let p = tokio::select! {
+                            p = in_flight.acquire() => p,
+                            _ = stop.changed() => break,
+                        };
+                        let Ok(p) = p else {
                             break;
                         };
                         p.forget();
@@ -562,6 +571,7 @@ async fn relay_run(
     let secs = start.elapsed().as_secs_f64();
     let server_cpu = server.cpu_secs() - cpu_start;
     shared.stop.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
     let mut senders = Vec::new();
     for t in send_tasks {
         if let Ok(Some(ws)) = t.await {
