@@ -1,1 +1,355 @@
-fn main() {}
+//! Messaging benchmark between two real `discordopus` processes and an in-process signaling
+//! server, all on loopback.
+//!
+//! Measures, over an established peer-to-peer data channel:
+//! - latency: from the sender's `POST /conversations/{id}/messages` to the receiver's `message`
+//!   event (API, encryption, durable storage on both ends, the channel), one message at a time;
+//! - throughput: messages per second from the first send to the last receiver event, with
+//!   several API clients posting at once;
+//! - setup: from the first send to a fresh contact until the sender reports an open channel.
+//!
+//! Run: `cargo build --release -p dopus-node -p dopus-bench-messaging &&
+//! target/release/dopus-bench-messaging` (the node binary is looked up next to this one).
+
+#![allow(clippy::print_stdout, reason = "a benchmark prints its results")]
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The `discordopus` binary [default: next to this benchmark].
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+    /// Messages sent one at a time for the latency figures.
+    #[arg(long, default_value_t = 1_000)]
+    latency_messages: usize,
+    /// Messages for the throughput figure.
+    #[arg(long, default_value_t = 5_000)]
+    throughput_messages: usize,
+    /// Concurrent API clients posting during the throughput run.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Fresh node pairs for the setup figure.
+    #[arg(long, default_value_t = 3)]
+    setups: usize,
+}
+
+struct Node {
+    child: Child,
+    user_id: String,
+    url: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cmd(bin: &Path, dir: &Path) -> Command {
+    let mut c = Command::new(bin);
+    c.env("DISCORDOPUS_INSECURE_FAST_KDF", "1")
+        .env("DISCORDOPUS_PASSPHRASE", "pw")
+        .env("DISCORDOPUS_LOG", "warn")
+        .arg("--data-dir")
+        .arg(dir);
+    c
+}
+
+fn create(bin: &Path, dir: &Path, name: &str) -> anyhow::Result<String> {
+    let out = cmd(bin, dir)
+        .args(["--json", "id", "create", "--name", name])
+        .output()?;
+    if !out.status.success() {
+        bail!("id create: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v["user_id"].as_str().context("user id")?.to_owned())
+}
+
+fn add(bin: &Path, dir: &Path, id: &str) -> anyhow::Result<()> {
+    let out = cmd(bin, dir).args(["contacts", "add", id]).output()?;
+    if !out.status.success() {
+        bail!("contacts add: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn start(bin: &Path, dir: &Path, user_id: String, server: &str) -> anyhow::Result<Node> {
+    let _ = std::fs::remove_file(dir.join("api.json"));
+    let child = cmd(bin, dir)
+        .args(["--json", "run", "--server", server, "--api", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let file: Value = loop {
+        if let Ok(t) = std::fs::read_to_string(dir.join("api.json"))
+            && let Ok(v) = serde_json::from_str::<Value>(&t)
+            && v["pid"].as_u64() == Some(u64::from(child.id()))
+        {
+            break v;
+        }
+        if Instant::now() > deadline {
+            bail!("the node did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent();
+    let node = Node {
+        child,
+        user_id,
+        url: file["url"].as_str().context("url")?.to_owned(),
+        token: file["token"].as_str().context("token")?.to_owned(),
+        agent,
+    };
+    loop {
+        let s = node.get("/status")?;
+        if s["state"] == "ready" && s["signaling"]["state"] == "connected" {
+            return Ok(node);
+        }
+        if Instant::now() > deadline {
+            bail!("the node did not connect to the server");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Node {
+    fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .agent
+            .get(format!("{}/api/v1{path}", self.url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()?
+            .body_mut()
+            .read_json()?)
+    }
+
+    fn send(&self, to: &str, body: &str) -> anyhow::Result<String> {
+        let v: Value = self
+            .agent
+            .post(format!("{}/api/v1/conversations/{to}/messages", self.url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send_json(json!({ "body": body }))?
+            .body_mut()
+            .read_json()?;
+        Ok(v["id"].as_str().context("message id")?.to_owned())
+    }
+
+    async fn events(&self) -> anyhow::Result<mpsc::UnboundedReceiver<(Instant, Value)>> {
+        let url = format!(
+            "{}/api/v1/events?token={}",
+            self.url.replacen("http://", "ws://", 1),
+            self.token
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (_, mut read) = ws.split();
+            while let Some(Ok(m)) = read.next().await {
+                let at = Instant::now();
+                if let tokio_tungstenite::tungstenite::Message::Text(t) = m
+                    && let Ok(v) = serde_json::from_str::<Value>(t.as_str())
+                    && tx.send((at, v)).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// A fresh pair of contacts, both running.
+struct Pair {
+    a: Arc<Node>,
+    b: Arc<Node>,
+    _dir: tempfile::TempDir,
+}
+
+fn pair(bin: &Path, server: &str) -> anyhow::Result<Pair> {
+    let dir = tempfile::tempdir()?;
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    let ia = create(bin, &da, "alice")?;
+    let ib = create(bin, &db, "bob")?;
+    add(bin, &da, &ib)?;
+    add(bin, &db, &ia)?;
+    let a = start(bin, &da, ia, server)?;
+    let b = start(bin, &db, ib, server)?;
+    Ok(Pair {
+        a: Arc::new(a),
+        b: Arc::new(b),
+        _dir: dir,
+    })
+}
+
+async fn next_matching(
+    rx: &mut mpsc::UnboundedReceiver<(Instant, Value)>,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Instant> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((at, v))) if pred(&v) => return Ok(at),
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("event stream closed"),
+            Err(_) => bail!("timed out waiting for an event"),
+        }
+    }
+}
+
+fn is_connected(v: &Value) -> bool {
+    v["type"] == "connection" && v["connection"]["state"] == "connected"
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin = match args.node_bin {
+        Some(b) => b,
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("discordopus"),
+    };
+    anyhow::ensure!(bin.exists(), "no node binary at {}", bin.display());
+    let srv_dir = tempfile::tempdir()?;
+    let server = dopus_server::start(dopus_server::Config::loopback(srv_dir.path())).await?;
+    let url = format!("ws://{}", server.addr);
+
+    // Setup: fresh pairs, first send to open channel (sender's view).
+    let mut setups = Vec::new();
+    for _ in 0..args.setups {
+        let (bin, url) = (bin.clone(), url.clone());
+        let p = tokio::task::spawn_blocking(move || pair(&bin, &url)).await??;
+        let mut ev = p.a.events().await?;
+        let t0 = Instant::now();
+        let (a, to) = (p.a.clone(), p.b.user_id.clone());
+        tokio::task::spawn_blocking(move || a.send(&to, "hello")).await??;
+        let t1 = next_matching(&mut ev, Duration::from_secs(60), is_connected).await?;
+        setups.push(t1 - t0);
+    }
+    setups.sort();
+    println!(
+        "setup (first send -> channel open), {} fresh pairs: min {:.1} ms, median {:.1} ms, max {:.1} ms",
+        setups.len(),
+        ms(setups[0]),
+        ms(percentile(&setups, 0.5)),
+        ms(setups[setups.len() - 1])
+    );
+
+    // Latency over an established channel.
+    let (bin2, url2) = (bin.clone(), url.clone());
+    let p = tokio::task::spawn_blocking(move || pair(&bin2, &url2)).await??;
+    let mut ea = p.a.events().await?;
+    let mut eb = p.b.events().await?;
+    {
+        let (a, to) = (p.a.clone(), p.b.user_id.clone());
+        tokio::task::spawn_blocking(move || a.send(&to, "warm-up")).await??;
+        next_matching(&mut ea, Duration::from_secs(60), is_connected).await?;
+        // A few messages over the open channel before measuring.
+        for i in 0..50 {
+            let (a, to) = (p.a.clone(), p.b.user_id.clone());
+            let id = tokio::task::spawn_blocking(move || a.send(&to, &format!("w{i}"))).await??;
+            next_matching(&mut eb, Duration::from_secs(30), |v| {
+                v["type"] == "message" && v["message"]["id"] == id.as_str()
+            })
+            .await?;
+        }
+    }
+    let mut lat = Vec::with_capacity(args.latency_messages);
+    for i in 0..args.latency_messages {
+        let (a, to) = (p.a.clone(), p.b.user_id.clone());
+        let body = format!("latency {i}");
+        let t0 = Instant::now();
+        let id = tokio::task::spawn_blocking(move || a.send(&to, &body)).await??;
+        let t1 = next_matching(&mut eb, Duration::from_secs(30), |v| {
+            v["type"] == "message" && v["message"]["id"] == id.as_str()
+        })
+        .await?;
+        lat.push(t1 - t0);
+    }
+    lat.sort();
+    println!(
+        "latency (send call -> receiver's message event), {} messages one at a time: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        lat.len(),
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.9)),
+        ms(percentile(&lat, 0.99)),
+        ms(lat[lat.len() - 1])
+    );
+    let conn = p.a.get(&format!("/contacts/{}/connection", p.b.user_id))?;
+    println!(
+        "connection during the run: mode {}, state {}",
+        conn["mode"], conn["state"]
+    );
+
+    // Throughput: several clients post at once; count the receiver's message events.
+    let n = args.throughput_messages;
+    let per = n.div_ceil(args.clients);
+    let t0 = Instant::now();
+    let mut posters = Vec::new();
+    for c in 0..args.clients {
+        let (a, to) = (p.a.clone(), p.b.user_id.clone());
+        posters.push(tokio::task::spawn_blocking(
+            move || -> anyhow::Result<()> {
+                for i in 0..per {
+                    a.send(&to, &format!("tp {c} {i}"))?;
+                }
+                Ok(())
+            },
+        ));
+    }
+    let total = per * args.clients;
+    let mut received = 0;
+    let mut last = t0;
+    while received < total {
+        last = next_matching(&mut eb, Duration::from_secs(120), |v| {
+            v["type"] == "message"
+                && v["message"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with("tp "))
+        })
+        .await?;
+        received += 1;
+    }
+    for p in posters {
+        p.await??;
+    }
+    let secs = (last - t0).as_secs_f64();
+    println!(
+        "throughput: {total} messages from {} API clients in {:.2} s = {:.0} messages/s (send call of the first to the receiver's event of the last)",
+        args.clients,
+        secs,
+        total as f64 / secs
+    );
+    drop(p);
+    server.shutdown().await;
+    Ok(())
+}
