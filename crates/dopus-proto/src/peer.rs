@@ -1125,6 +1125,11 @@ mod tests {
         proptest::string::string_regex("(?s).{0,64}").unwrap()
     }
 
+    /// At most 32 characters, so at most 128 UTF-8 bytes: within `MAX_NAME_BYTES`.
+    fn arb_name() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("(?s).{0,32}").unwrap()
+    }
+
     fn arb_id() -> impl Strategy<Value = MessageId> {
         (0u64..(1 << 47), any::<[u8; 10]>()).prop_map(|(t, r)| MessageId::new_v7(Timestamp(t), r))
     }
@@ -1162,7 +1167,7 @@ mod tests {
                 }
             }),
             (
-                proptest::option::of(arb_text()),
+                proptest::option::of(arb_name()),
                 proptest::option::of(arb_text())
             )
                 .prop_map(|(name, note)| Content::ContactRequest { name, note }),
