@@ -157,7 +157,33 @@ async fn handle_event(node: &Arc<Node>, client: &Client, event: Event) {
 
 async fn set_presence(node: &Node, user: UserId, status: Status) {
     if let Ok(mut r) = node.ready().await {
-        r.get_mut().presence.insert(user, status);
+        let r = r.get_mut();
+        let was_online = r
+            .presence
+            .insert(user, status)
+            .is_some_and(|s| s.as_seen_by_others() != Status::Offline);
+        // A peer that comes back gets everything still unacknowledged right away, including
+        // envelopes parked in its mailbox: if one of those could not be decrypted (a session that
+        // broke meanwhile) it would otherwise wait for the hourly mailbox re-check. Receivers
+        // deduplicate, so a second copy costs nothing but bandwidth.
+        if !was_online && status.as_seen_by_others() != Status::Offline {
+            let now = account::now();
+            let entries = r.store.outbox_for_peer(&user, 10_000).unwrap_or_default();
+            let changes: dopus_core::store::Changes = entries
+                .iter()
+                .filter(|e| e.next_attempt_at > now)
+                .map(|e| Change::OutboxReschedule {
+                    id: e.id,
+                    attempts: e.attempts,
+                    next_attempt_at: now,
+                })
+                .collect();
+            if !changes.is_empty()
+                && let Err(e) = r.store.apply(changes)
+            {
+                tracing::warn!(error = %e, "could not reschedule the outbox");
+            }
+        }
     }
     node.emit(json!({
         "type": "presence",
