@@ -24,6 +24,13 @@ if ((${#missing[@]})); then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if ((node_major < 20)); then
+  echo "error: Node.js 20 or newer is required to build the web UI (found: $(node --version 2>/dev/null || echo none))." >&2
+  echo "       Debian 12's own nodejs package is 18; install Node 20+ (e.g. from nodejs.org or nvm)." >&2
+  exit 1
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo (Rust 1.89 or newer) is required: https://rustup.rs" >&2
   exit 1
