@@ -27,7 +27,9 @@ step "web UI unit tests (vitest)"
 (cd web && npm test --silent)
 
 step "browser end-to-end tests (playwright-core + Debian chromium)"
-cargo build --locked -p dopus-node -p dopus-server
+# The integration tests above already built target/debug/discordopus and discordopus-server (with
+# the workspace's test feature set); building them again with `cargo build -p …` would resolve
+# features differently and recompile half the dependency graph.
 (cd web && npm run --silent e2e)
 
 step "all green"
