@@ -19,7 +19,7 @@ use super::net;
 use super::ready::{Ready, new_id};
 use crate::account;
 use dopus_core::chat::{Outgoing, retry_delay};
-use dopus_core::e2e::{OpenError, Recovery, SessionRecord};
+use dopus_core::e2e::{Recovery, SessionRecord};
 use dopus_core::store::{
     Change, Changes, DeliveryState, EnvelopeId, MessageId, OlmSessionRecord, OutboxEntry,
     PeerDevice, Pickle, Store,
@@ -629,14 +629,16 @@ pub async fn receive_from(
                     control = received.control;
                 }
                 Err(e) => {
-                    let already = false;
-                    match e.recovery(already) {
+                    // `already_received` is false: a processed id was answered above.
+                    match e.recovery(false) {
                         Recovery::Ignore | Recovery::Drop => {
                             tracing::debug!(error = %e, ?via, "dropped an envelope");
                         }
                         Recovery::StartNewSession => {
                             tracing::info!(peer = %sender.short(), kind = ?e.kind(), "cannot decrypt from a peer; starting a new session");
-                            reset_needed = !matches!(e, OpenError::Duplicate);
+                            // Also for `Duplicate`: a used-up key under an id we never stored
+                            // means the sender's session was rolled back (docs/e2e.md).
+                            reset_needed = true;
                         }
                     }
                 }

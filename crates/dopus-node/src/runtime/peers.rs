@@ -256,9 +256,6 @@ async fn on_offer(node: &Node, peer: UserId, conn: String, sdp: String) {
             if live && p.offerer && !p.open && me < peer {
                 return;
             }
-            if p.open && p.conn != conn {
-                // The peer restarted (e.g. after losing its side): take the new attempt.
-            }
         }
         if let Some(old) = r.peers.remove(&peer) {
             old.close();
