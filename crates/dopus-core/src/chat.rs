@@ -32,6 +32,12 @@ pub const TYPING_EXPIRY_MS: u64 = 6_000;
 pub const RETRY_BASE_MS: u64 = 1_000;
 /// Longest delay between retries.
 pub const RETRY_MAX_MS: u64 = 60_000;
+/// A peer's `sent_at` further ahead of our clock than this is taken as this far ahead: a wrong
+/// or hostile clock cannot pin its messages below everything said later.
+pub const MAX_CLOCK_AHEAD_MS: u64 = 5 * 60 * 1000;
+/// How many of the newest messages `mark_read` looks through for the ones a read receipt
+/// should name.
+const READ_RECEIPT_SCAN: usize = 500;
 
 /// Why an action was refused.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +144,28 @@ pub fn retry_delay(attempts: u32) -> u64 {
         .min(RETRY_MAX_MS)
 }
 
+/// The `sent_at` of a new message of ours in `conversation`: `now`, but strictly after every
+/// message already there (ours and the peer's). Conversations are shown in `sent_at` order, so
+/// this keeps each sender's messages in the order they were written, for both sides and across
+/// re-sends, and puts a reply after what it answers even when the two clocks disagree (a hybrid
+/// logical clock).
+pub fn next_sent_at(
+    store: &dyn Store,
+    conversation: &ConversationId,
+    now: Timestamp,
+) -> Result<Timestamp, StoreError> {
+    let newest = store.messages_before(conversation, None, 1)?;
+    Ok(newest
+        .first()
+        .map_or(now, |m| now.max(m.sent_at.plus_millis(1))))
+}
+
+/// The `sent_at` we store for a peer's message: theirs, but never more than
+/// [`MAX_CLOCK_AHEAD_MS`] ahead of `now`.
+pub fn clamp_sent_at(sent_at: Timestamp, now: Timestamp) -> Timestamp {
+    sent_at.min(now.plus_millis(MAX_CLOCK_AHEAD_MS))
+}
+
 fn check_body(body: &str) -> Result<(), ChatError> {
     if body.trim().is_empty() || body.len() > MAX_BODY_BYTES {
         Err(ChatError::BadBody)
@@ -185,14 +213,16 @@ impl Chat {
         Self::messageable(store, &peer)?;
         check_body(&body)?;
         self.typing_sent.remove(&peer);
+        let conversation = ConversationId::Direct(peer);
+        let sent_at = next_sent_at(store, &conversation, now)?;
         let changes = Changes::from(Change::InsertMessage(NewMessage {
             id,
-            conversation: ConversationId::Direct(peer),
+            conversation,
             sender: self.me,
             kind: MessageKind::Text,
             body: body.clone(),
             reply_to,
-            sent_at: now,
+            sent_at,
             received_at: now,
             delivery: DeliveryState::Pending,
         }));
@@ -200,7 +230,7 @@ impl Chat {
             peer,
             id: EnvelopeId(id.0),
             conversation: Conversation::Direct,
-            sent_at: now,
+            sent_at,
             content: Content::Text {
                 body,
                 reply_to: reply_to.map(wire_id).transpose()?,
@@ -384,20 +414,24 @@ impl Chat {
         if !self.read_receipts || msg.seq <= last_read {
             return Ok((changes, None));
         }
-        // The newly read messages from the peer, newest first, bounded to one receipt.
+        // The newly read messages from the peer (arrived after the last read one, up to this
+        // one), bounded to one receipt. Arrival order is not display order, so look through
+        // the newest messages rather than stop at the first one read before.
         let mut ids = Vec::new();
-        let mut before = Some(Seq(msg.seq.0 + 1));
-        'pages: while ids.len() < MAX_IDS_PER_MESSAGE {
+        let mut before = None;
+        let mut scanned = 0;
+        while ids.len() < MAX_IDS_PER_MESSAGE && scanned < READ_RECEIPT_SCAN {
             let page = store.messages_before(&conversation, before, 100)?;
             if page.is_empty() {
                 break;
             }
+            scanned += page.len();
             for m in &page {
-                if m.seq <= last_read || ids.len() >= MAX_IDS_PER_MESSAGE {
-                    break 'pages;
-                }
-                if m.sender == peer
+                if m.seq > last_read
+                    && m.seq <= msg.seq
+                    && m.sender == peer
                     && !m.deleted
+                    && ids.len() < MAX_IDS_PER_MESSAGE
                     && let Ok(wid) = wire_id(m.id)
                 {
                     ids.push(wid);
@@ -469,7 +503,7 @@ impl Chat {
                     kind: MessageKind::Text,
                     body: body.clone(),
                     reply_to: reply_to.as_ref().map(store_id),
-                    sent_at: payload.sent_at,
+                    sent_at: clamp_sent_at(payload.sent_at, now),
                     received_at: now,
                     delivery: DeliveryState::Delivered,
                 }));
@@ -492,7 +526,7 @@ impl Chat {
                     r.changes.push(Change::EditMessage {
                         id,
                         body: body.clone(),
-                        edited_at: payload.sent_at,
+                        edited_at: clamp_sent_at(payload.sent_at, now),
                     });
                     r.events.push(ChatEvent::MessageUpdated(id));
                 }

@@ -91,6 +91,21 @@ pub struct KeyUpload {
     pub account_pickle: String,
 }
 
+/// What to seal: the payload fields the sender chooses.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The message id (UUIDv7) the node gave the content when the user acted; a re-send keeps
+    /// it, which is what lets the receiver deduplicate.
+    pub id: MessageId,
+    /// The conversation.
+    pub conversation: Conversation,
+    /// When the user acted (not when this copy is sealed): a re-sent message keeps its time and
+    /// so its place in the conversation.
+    pub sent_at: Timestamp,
+    /// What it says.
+    pub content: Content,
+}
+
 /// A sealed message: send `envelope` after persisting `session`.
 #[derive(Debug, Clone)]
 pub struct Sealed {
@@ -452,18 +467,21 @@ impl OlmMachine {
         Ok(Session::from_pickle(pickle))
     }
 
-    /// Encrypts `content` for one peer device with its most recently used session.
-    ///
-    /// `id` is the message id (UUIDv7) the node already gave the message in its outbox.
+    /// Encrypts `draft` for one peer device with its most recently used session. `now` is when
+    /// the session was used (it decides which session seals next time).
     pub fn seal(
         &mut self,
         now: Timestamp,
         to: &PeerAddress,
         sessions: &[SessionRecord],
-        id: MessageId,
-        conversation: Conversation,
-        content: Content,
+        draft: Draft,
     ) -> Result<Sealed, SealError> {
+        let Draft {
+            id,
+            conversation,
+            sent_at,
+            content,
+        } = draft;
         let certificate = self
             .device
             .certificate()
@@ -490,7 +508,7 @@ impl OlmMachine {
             },
             certificate: pre_key.then_some(certificate),
             conversation,
-            sent_at: now,
+            sent_at,
             content,
         };
         let plaintext = Zeroizing::new(payload.to_json()?);

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use dopus_core::e2e::{
-    FailureKind, OlmMachine, OpenError, Opened, Recovery, SessionRecord, StartSessionError,
+    Draft, FailureKind, OlmMachine, OpenError, Opened, Recovery, SessionRecord, StartSessionError,
 };
 use dopus_core::identity::test_support::SeededRandom;
 use dopus_core::identity::{Device, FALLBACK_GRACE_MS, Identity, PickleKey};
@@ -167,7 +167,17 @@ impl Node {
     ) -> PeerEnvelope {
         let mut m = self.machine();
         let sealed = m
-            .seal(now, to, &self.sessions, id, Conversation::Direct, content)
+            .seal(
+                now,
+                to,
+                &self.sessions,
+                Draft {
+                    id,
+                    conversation: Conversation::Direct,
+                    sent_at: now,
+                    content,
+                },
+            )
             .unwrap();
         // Persisted before the envelope leaves.
         self.save(sealed.session);

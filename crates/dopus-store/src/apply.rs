@@ -7,15 +7,29 @@ use dopus_core::store::{
     Outcome, StoreError,
 };
 use dopus_types::Timestamp;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 pub(crate) fn apply(conn: &mut Connection, changes: Changes) -> DbResult<Applied> {
     let tx = conn.transaction()?;
+    let applied = apply_all(&tx, changes)?;
+    tx.commit()?;
+    Ok(applied)
+}
+
+/// Applies `changes` inside the batch transaction that is already open on `conn`, under a
+/// savepoint: on error none of them takes effect, and the batch stays open.
+pub(crate) fn apply_in_batch(conn: &mut Connection, changes: Changes) -> DbResult<Applied> {
+    let sp = conn.savepoint()?;
+    let applied = apply_all(&sp, changes)?;
+    sp.commit()?;
+    Ok(applied)
+}
+
+fn apply_all(tx: &Connection, changes: Changes) -> DbResult<Applied> {
     let mut outcomes = Vec::with_capacity(changes.len());
     for change in changes {
-        outcomes.push(apply_change(&tx, change)?);
+        outcomes.push(apply_change(tx, change)?);
     }
-    tx.commit()?;
     Ok(Applied { outcomes })
 }
 
@@ -29,7 +43,7 @@ fn changed(rows: usize) -> Outcome {
 
 /// The row id of a conversation, creating it if needed; `true` when it was created.
 pub(crate) fn ensure_conversation(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &ConversationId,
     now: Timestamp,
 ) -> DbResult<(i64, bool)> {
@@ -46,7 +60,7 @@ pub(crate) fn ensure_conversation(
     Ok((tx.last_insert_rowid(), true))
 }
 
-fn insert_message(tx: &Transaction<'_>, m: NewMessage) -> DbResult<Outcome> {
+fn insert_message(tx: &Connection, m: NewMessage) -> DbResult<Outcome> {
     let existing: Option<i64> = tx
         .prepare_cached("SELECT seq FROM messages WHERE id = ?1")?
         .query_row([uuid(&m.id.0)], |r| r.get(0))
@@ -77,7 +91,7 @@ fn insert_message(tx: &Transaction<'_>, m: NewMessage) -> DbResult<Outcome> {
 }
 
 fn edit_message(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: MessageId,
     body: String,
     edited_at: Timestamp,
@@ -99,7 +113,7 @@ fn edit_message(
     Ok(changed(rows))
 }
 
-fn delete_message(tx: &Transaction<'_>, id: MessageId) -> DbResult<Outcome> {
+fn delete_message(tx: &Connection, id: MessageId) -> DbResult<Outcome> {
     let rows = tx
         .prepare_cached("UPDATE messages SET deleted = 1, body = '' WHERE id = ?1 AND deleted = 0")?
         .execute([uuid(&id.0)])?;
@@ -110,7 +124,7 @@ fn delete_message(tx: &Transaction<'_>, id: MessageId) -> DbResult<Outcome> {
     Ok(changed(rows))
 }
 
-fn set_delivery(tx: &Transaction<'_>, id: MessageId, state: DeliveryState) -> DbResult<Outcome> {
+fn set_delivery(tx: &Connection, id: MessageId, state: DeliveryState) -> DbResult<Outcome> {
     let current: Option<String> = tx
         .prepare_cached("SELECT delivery FROM messages WHERE id = ?1")?
         .query_row([uuid(&id.0)], |r| r.get(0))
@@ -128,13 +142,13 @@ fn set_delivery(tx: &Transaction<'_>, id: MessageId, state: DeliveryState) -> Db
     Ok(changed(rows))
 }
 
-fn group_exists(tx: &Transaction<'_>, id: &uuid::Uuid) -> DbResult<bool> {
+fn group_exists(tx: &Connection, id: &uuid::Uuid) -> DbResult<bool> {
     Ok(tx
         .prepare_cached("SELECT 1 FROM chat_groups WHERE id = ?1")?
         .exists([uuid(id)])?)
 }
 
-fn apply_change(tx: &Transaction<'_>, change: Change) -> DbResult<Outcome> {
+fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
     Ok(match change {
         Change::SaveAccount(a) => {
             tx.prepare_cached(

@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod apply;
+#[cfg(test)]
+mod batch_tests;
 mod codec;
 mod keyfile;
 mod keyring;
@@ -105,6 +107,8 @@ pub struct SqliteStore {
     conn: Connection,
     pickle_key: PickleKey,
     dir: PathBuf,
+    /// A [`SqliteStore::batch`] is open: `apply` uses savepoints inside its transaction.
+    in_batch: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -179,6 +183,40 @@ impl SqliteStore {
         &self.dir
     }
 
+    /// Runs `f` with every [`Store::apply`] inside one transaction (group commit): each `apply`
+    /// is still all-or-nothing (a savepoint), reads inside `f` see the earlier applies, and
+    /// everything becomes durable at once when `f` returns. Nothing applied inside `f` is
+    /// durable before this returns `Ok`, so send nothing that depends on it from inside `f`.
+    ///
+    /// If the final commit fails, every apply of the batch is rolled back and the error is
+    /// returned. If `f` panics, the batch is rolled back and the panic resumed. A nested call
+    /// joins the outer batch.
+    pub fn batch<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> Result<R, StoreError> {
+        if self.in_batch {
+            return Ok(f(self));
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| StoreError::from(codec::DbError::from(e)))?;
+        self.in_batch = true;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *self)));
+        self.in_batch = false;
+        match result {
+            Ok(r) => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(r),
+                Err(e) => {
+                    // SQLite may have rolled back already; make sure no transaction is left.
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    Err(StoreError::from(codec::DbError::from(e)))
+                }
+            },
+            Err(panic) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
     /// Closes the database, checkpointing the WAL into the main file. Dropping the store does
     /// the same but cannot report an error.
     pub fn close(self) -> Result<(), OpenError> {
@@ -214,6 +252,7 @@ impl SqliteStore {
             conn,
             pickle_key: PickleKey::derive(master),
             dir: dir.to_owned(),
+            in_batch: false,
         })
     }
 }
@@ -256,7 +295,11 @@ fn out<T>(r: DbResult<T>) -> Result<T, StoreError> {
 
 impl Store for SqliteStore {
     fn apply(&mut self, changes: Changes) -> Result<Applied, StoreError> {
-        out(apply::apply(&mut self.conn, changes))
+        if self.in_batch {
+            out(apply::apply_in_batch(&mut self.conn, changes))
+        } else {
+            out(apply::apply(&mut self.conn, changes))
+        }
     }
 
     fn account(&self) -> Result<Option<AccountRecord>, StoreError> {

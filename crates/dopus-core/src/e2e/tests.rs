@@ -34,6 +34,15 @@ fn msg_id(n: u8) -> MessageId {
     MessageId::new_v7(T0.plus_millis(u64::from(n)), [n; 10])
 }
 
+fn draft(n: u8, content: Content) -> Draft {
+    Draft {
+        id: msg_id(n),
+        conversation: Conversation::Direct,
+        sent_at: T0.plus_millis(u64::from(n)),
+        content,
+    }
+}
+
 impl Peer {
     fn addr(&self) -> PeerAddress {
         self.machine.address()
@@ -57,12 +66,13 @@ impl Peer {
                 T0.plus_millis(u64::from(n)),
                 to,
                 &self.sessions,
-                msg_id(n),
-                Conversation::Direct,
-                Content::Text {
-                    body: body.into(),
-                    reply_to: None,
-                },
+                draft(
+                    n,
+                    Content::Text {
+                        body: body.into(),
+                        reply_to: None,
+                    },
+                ),
             )
             .unwrap();
         self.save(sealed.session);
@@ -324,9 +334,7 @@ fn sealing_needs_a_session_and_a_certificate() {
             T0,
             &bob.addr(),
             &[],
-            msg_id(1),
-            Conversation::Direct,
-            Content::Typing { active: true },
+            draft(1, Content::Typing { active: true }),
         )
         .unwrap_err();
     assert_eq!(err, SealError::NoSession);
@@ -342,9 +350,7 @@ fn sealing_needs_a_session_and_a_certificate() {
             T0,
             &bob.addr(),
             &[],
-            msg_id(1),
-            Conversation::Direct,
-            Content::Typing { active: true },
+            draft(1, Content::Typing { active: true }),
         )
         .unwrap_err();
     assert_eq!(err, SealError::Uncertified);

@@ -18,17 +18,20 @@ use super::Node;
 use super::net;
 use super::ready::{Ready, new_id};
 use crate::account;
-use dopus_core::chat::{Outgoing, retry_delay};
-use dopus_core::e2e::{Recovery, SessionRecord};
+use dopus_core::chat::{ChatEvent, Outgoing, retry_delay};
+use dopus_core::e2e::{Draft, Recovery, SessionRecord};
 use dopus_core::store::{
     Change, Changes, DeliveryState, EnvelopeId, MessageId, OlmSessionRecord, OutboxEntry,
     PeerDevice, Pickle, Store,
 };
 use dopus_proto::bundle::ClaimedBundle;
-use dopus_proto::peer::{Content, Conversation, PeerAddress, PeerEnvelope, ReceiptKind};
+use dopus_proto::peer::{
+    Content, Conversation, MAX_IDS_PER_MESSAGE, PeerAddress, PeerEnvelope, ReceiptKind,
+};
 use dopus_types::{DeviceId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -287,12 +290,16 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
         }
     }
     let now = account::now();
-    // Seal under the lock and persist before anything leaves this machine.
+    // Seal under the lock and persist before anything leaves this machine: the advanced
+    // sessions and every entry's next retry time in one transaction.
     let batch: Vec<(OutboxEntry, Vec<SealedFor>)> = {
         let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
         let r = r.get_mut();
         let entries = r.store.outbox_for_peer(&peer, WINDOW).map_err(local)?;
-        let devices = sessions_by_device(r, &peer);
+        // Each seal advances a session; later entries must see the advanced state, so the
+        // window works on this copy and saves each session's last state once.
+        let mut devices = sessions_by_device(r, &peer);
+        let mut advanced: HashMap<String, SessionRecord> = HashMap::new();
         let mut changes = Changes::new();
         let mut batch = Vec::new();
         for entry in entries.into_iter().filter(|e| e.next_attempt_at <= now) {
@@ -300,8 +307,12 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
                 changes.push(Change::OutboxRemove(entry.id));
                 continue;
             };
+            let Ok(wire) = dopus_proto::peer::MessageId::from_uuid(entry.id.0) else {
+                changes.push(Change::OutboxRemove(entry.id));
+                continue;
+            };
             let mut sealed = Vec::new();
-            for (device, sessions) in &devices {
+            for (device, sessions) in &mut devices {
                 if entry
                     .peer_device
                     .as_ref()
@@ -313,38 +324,25 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
                     user: peer,
                     device: device.device_id.clone(),
                 };
-                let Ok(wire) = dopus_proto::peer::MessageId::from_uuid(entry.id.0) else {
-                    continue;
+                let draft = Draft {
+                    id: wire,
+                    conversation: queued.conversation.clone(),
+                    sent_at: queued.sent_at,
+                    content: queued.content.clone(),
                 };
-                // Each seal advances the session; later entries must see the advanced state.
-                let current: Vec<SessionRecord> = r
-                    .store
-                    .olm_sessions(&peer, &device.device_id)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|s| to_e2e(s, device))
-                    .collect();
-                let sessions = if current.is_empty() {
-                    sessions.clone()
-                } else {
-                    current
-                };
-                match r.olm.seal(
-                    now,
-                    &to,
-                    &sessions,
-                    wire,
-                    queued.conversation.clone(),
-                    queued.content.clone(),
-                ) {
+                match r.olm.seal(now, &to, sessions, draft) {
                     Ok(s) => {
-                        let bytes = s.envelope.to_json().map_err(local)?;
-                        // Persist the advanced session right away, so the next seal in this
-                        // window reads it back.
-                        r.store
-                            .apply(Changes::from(Change::SaveOlmSession(to_store(&s.session))))
-                            .map_err(local)?;
-                        sealed.push((device.device_id.clone(), bytes));
+                        sealed.push((
+                            device.device_id.clone(),
+                            s.envelope.to_json().map_err(local)?,
+                        ));
+                        if let Some(slot) = sessions
+                            .iter_mut()
+                            .find(|x| x.session_id == s.session.session_id)
+                        {
+                            *slot = s.session.clone();
+                        }
+                        advanced.insert(s.session.session_id.clone(), s.session);
                     }
                     Err(e) => tracing::warn!(error = %e, "could not seal an envelope"),
                 }
@@ -359,10 +357,16 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
             });
             batch.push((entry, sealed));
         }
-        r.store.apply(changes).map_err(local)?;
+        for session in advanced.values() {
+            changes.push(Change::SaveOlmSession(to_store(session)));
+        }
+        if !changes.is_empty() {
+            r.store.apply(changes).map_err(local)?;
+        }
         batch
     };
     // Send, in order, without the lock.
+    let mut done = Vec::with_capacity(batch.len());
     for (entry, sealed) in batch {
         let mut sent = false;
         let mut stored = false;
@@ -386,45 +390,58 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
             }
         }
         if sent {
-            mark_sent(node, &entry, stored).await;
+            done.push((entry, stored));
         }
     }
+    mark_sent(node, &done).await;
     Ok(())
 }
 
-async fn mark_sent(node: &Node, entry: &OutboxEntry, stored_in_mailbox: bool) {
-    let event = {
+/// Records that these entries left this machine (and which of them the server's mailbox holds).
+async fn mark_sent(node: &Node, done: &[(OutboxEntry, bool)]) {
+    if done.is_empty() {
+        return;
+    }
+    let events = {
         let Ok(mut r) = node.ready().await else {
             return;
         };
         let r = r.get_mut();
         let mut changes = Changes::new();
-        let id = MessageId(entry.id.0);
-        let promote = r
-            .store
-            .message(&id)
-            .ok()
-            .flatten()
-            .is_some_and(|m| m.delivery.can_become(DeliveryState::Sent));
-        if promote {
-            changes.push(Change::SetDelivery {
-                id,
-                state: DeliveryState::Sent,
-            });
-        }
-        if stored_in_mailbox {
-            changes.push(Change::OutboxReschedule {
-                id: entry.id,
-                attempts: entry.attempts.saturating_add(1),
-                next_attempt_at: account::now().plus_millis(MAILBOX_RECHECK_MS),
-            });
+        let mut promoted = Vec::new();
+        let now = account::now();
+        for (entry, stored_in_mailbox) in done {
+            let id = MessageId(entry.id.0);
+            let promote = r
+                .store
+                .message(&id)
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.delivery.can_become(DeliveryState::Sent));
+            if promote {
+                changes.push(Change::SetDelivery {
+                    id,
+                    state: DeliveryState::Sent,
+                });
+                promoted.push(id);
+            }
+            if *stored_in_mailbox {
+                changes.push(Change::OutboxReschedule {
+                    id: entry.id,
+                    attempts: entry.attempts.saturating_add(1),
+                    next_attempt_at: now.plus_millis(MAILBOX_RECHECK_MS),
+                });
+            }
         }
         if changes.is_empty() || r.store.apply(changes).is_err() {
             return;
         }
-        promote.then(|| r.message_event_value(&id)).flatten()
+        promoted
+            .iter()
+            .filter_map(|id| r.message_event_value(id))
+            .collect::<Vec<_>>()
     };
-    if let Some(m) = event {
+    for m in events {
         node.emit(json!({ "type": "message_updated", "message": m }));
     }
 }
@@ -441,28 +458,46 @@ pub async fn send_via_server(node: &Node, outs: Vec<Outgoing>) {
 }
 
 async fn send_now(node: &Node, outs: Vec<Outgoing>, allow_direct: bool) {
-    for out in outs {
-        let store = allow_direct
-            && matches!(
-                out.content,
-                Content::Receipt {
-                    receipt: ReceiptKind::Delivered,
-                    ..
-                }
-            );
-        let (sealed, direct, client) = {
-            let Ok(mut r) = node.ready().await else {
-                return;
-            };
-            let r = r.get_mut();
+    if outs.is_empty() {
+        return;
+    }
+    // Seal everything under one lock and persist the sessions in one transaction.
+    let (sealed, client) = {
+        let Ok(mut r) = node.ready().await else {
+            return;
+        };
+        let r = r.get_mut();
+        let mut sealed = Vec::with_capacity(outs.len());
+        let mut changes = Changes::new();
+        let mut advanced: HashMap<String, SessionRecord> = HashMap::new();
+        for out in &outs {
+            let store = allow_direct
+                && matches!(
+                    out.content,
+                    Content::Receipt {
+                        receipt: ReceiptKind::Delivered,
+                        ..
+                    }
+                );
             let direct = if allow_direct {
                 r.peers.get(&out.peer).and_then(|p| p.open_handle())
             } else {
                 None
             };
-            (seal_now(r, &out), direct, r.signaling.clone())
-        };
-        for (device, bytes) in sealed {
+            let envelopes = seal_now(r, out, &mut advanced);
+            sealed.push((out.peer, store, direct, envelopes));
+        }
+        for session in advanced.values() {
+            changes.push(Change::SaveOlmSession(to_store(session)));
+        }
+        // Persist before sending; if that fails, send nothing.
+        if !changes.is_empty() && r.store.apply(changes).is_err() {
+            return;
+        }
+        (sealed, r.signaling.clone())
+    };
+    for (peer, store, direct, envelopes) in sealed {
+        for (device, bytes) in envelopes {
             if let Some(h) = &direct
                 && h.send(bytes.clone()).await.is_ok()
             {
@@ -470,7 +505,7 @@ async fn send_now(node: &Node, outs: Vec<Outgoing>, allow_direct: bool) {
             }
             if let Some(c) = &client
                 && let Ok(payload) = String::from_utf8(bytes)
-                && let Err(e) = c.relay(out.peer, Some(device), payload, store).await
+                && let Err(e) = c.relay(peer, Some(device), payload, store).await
             {
                 tracing::debug!(error = %e, "could not send an ephemeral envelope");
             }
@@ -489,39 +524,43 @@ pub async fn establish_sessions_if_needed(node: &Node, peer: UserId) -> Result<(
     establish_sessions(node, peer, false).await
 }
 
-/// Seals `out` for every device we have a session with, persisting the sessions.
-fn seal_now(r: &mut Ready, out: &Outgoing) -> Vec<(DeviceId, Vec<u8>)> {
+/// Seals `out` for every device we have a session with. The advanced sessions go into
+/// `advanced` (by session id), which later seals read first; the caller persists them.
+fn seal_now(
+    r: &mut Ready,
+    out: &Outgoing,
+    advanced: &mut HashMap<String, SessionRecord>,
+) -> Vec<(DeviceId, Vec<u8>)> {
     let now = account::now();
     let Ok(wire) = dopus_proto::peer::MessageId::from_uuid(out.id.0) else {
         return Vec::new();
     };
     let mut sealed = Vec::new();
-    let mut changes = Changes::new();
-    for (device, sessions) in sessions_by_device(r, &out.peer) {
+    for (device, mut sessions) in sessions_by_device(r, &out.peer) {
+        for s in &mut sessions {
+            if let Some(newer) = advanced.get(&s.session_id) {
+                *s = newer.clone();
+            }
+        }
         let to = PeerAddress {
             user: out.peer,
             device: device.device_id.clone(),
         };
-        match r.olm.seal(
-            now,
-            &to,
-            &sessions,
-            wire,
-            out.conversation.clone(),
-            out.content.clone(),
-        ) {
+        let draft = Draft {
+            id: wire,
+            conversation: out.conversation.clone(),
+            sent_at: out.sent_at,
+            content: out.content.clone(),
+        };
+        match r.olm.seal(now, &to, &sessions, draft) {
             Ok(s) => {
                 if let Ok(bytes) = s.envelope.to_json() {
-                    changes.push(Change::SaveOlmSession(to_store(&s.session)));
+                    advanced.insert(s.session.session_id.clone(), s.session);
                     sealed.push((device.device_id.clone(), bytes));
                 }
             }
             Err(e) => tracing::debug!(error = %e, "could not seal"),
         }
-    }
-    // Persist before sending; if that fails, send nothing.
-    if r.store.apply(changes).is_err() {
-        return Vec::new();
     }
     sealed
 }
@@ -537,9 +576,16 @@ pub enum Via {
     Mailbox,
 }
 
-/// Takes in one envelope from a data channel.
-pub async fn receive(node: &Node, bytes: &[u8], via: Via) -> Result<(), DeliverError> {
-    receive_from(node, bytes, via, None).await
+/// One envelope to take in, and who the signaling server says sent it (none on a data channel).
+type Inbound<'a> = (&'a [u8], Option<(&'a UserId, &'a DeviceId)>);
+
+/// Most envelopes taken in under one transaction.
+pub const RECEIVE_BATCH: usize = 256;
+
+/// Takes in envelopes that arrived together on a data channel, in order.
+pub async fn receive_batch(node: &Node, items: &[Vec<u8>], via: Via) -> Result<(), DeliverError> {
+    let items: Vec<Inbound<'_>> = items.iter().map(|b| (b.as_slice(), None)).collect();
+    receive_all(node, &items, via).await
 }
 
 /// Takes in one envelope. `server_sender` is who the signaling server says sent it; an envelope
@@ -550,6 +596,59 @@ pub async fn receive_from(
     bytes: &[u8],
     via: Via,
     server_sender: Option<(&UserId, &DeviceId)>,
+) -> Result<(), DeliverError> {
+    receive_all(node, &[(bytes, server_sender)], via).await
+}
+
+/// What taking in envelopes asks the runtime to do once they are durable.
+#[derive(Default)]
+struct Taken {
+    events: Vec<ChatEvent>,
+    outs: Vec<Outgoing>,
+    controls: Vec<(UserId, DeviceId, Content)>,
+    resets: Vec<(UserId, dopus_proto::peer::MessageId)>,
+}
+
+/// Takes in envelopes in order, all in one transaction (group commit): dedupe, decrypt, check
+/// the sender binding, apply the chat logic. Events, acknowledgements and control contents go
+/// out only after the commit.
+async fn receive_all(node: &Node, items: &[Inbound<'_>], via: Via) -> Result<(), DeliverError> {
+    let taken = {
+        let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
+        let Ready {
+            store, olm, chat, ..
+        } = r.get_mut();
+        store
+            .batch(|store| {
+                let mut taken = Taken::default();
+                for (bytes, server_sender) in items {
+                    take_one(store, olm, chat, bytes, via, *server_sender, &mut taken)?;
+                }
+                Ok::<_, DeliverError>(taken)
+            })
+            .map_err(local)??
+    };
+    super::net::emit_chat_events(node, taken.events).await;
+    for (sender, id) in taken.resets {
+        super::recovery::request_reset(node, sender, id).await;
+    }
+    for (sender, device, content) in taken.controls {
+        super::net::handle_control(node, sender, device, content).await;
+    }
+    send_ephemeral(node, coalesce_receipts(taken.outs)).await;
+    node.pump.notify_one();
+    Ok(())
+}
+
+/// Takes in one envelope inside the receive batch.
+fn take_one(
+    store: &mut dopus_store::SqliteStore,
+    olm: &mut dopus_core::e2e::OlmMachine,
+    chat: &mut dopus_core::chat::Chat,
+    bytes: &[u8],
+    via: Via,
+    server_sender: Option<(&UserId, &DeviceId)>,
+    taken: &mut Taken,
 ) -> Result<(), DeliverError> {
     let envelope = match PeerEnvelope::from_json(bytes) {
         Ok(e) => e,
@@ -570,91 +669,104 @@ pub async fn receive_from(
     let now = account::now();
     let sender = envelope.from.user;
     let envelope_id = EnvelopeId(*envelope.id.as_uuid());
-    let mut outs = Vec::new();
-    let mut events = Vec::new();
-    let mut control = None;
-    let mut reset_needed = false;
-    {
-        let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
-        let r = r.get_mut();
-        if r.store.is_processed(&envelope_id).map_err(local)? {
-            // A retry whose receipt got lost: acknowledge again, show nothing.
-            outs.push(delivered_receipt(sender, &envelope, now));
-        } else {
-            let device = r
-                .store
-                .peer_device(&sender, &envelope.from.device)
-                .map_err(local)?;
-            let sessions: Vec<SessionRecord> = match &device {
-                Some(d) => r
-                    .store
-                    .olm_sessions(&sender, &d.device_id)
-                    .map_err(local)?
-                    .iter()
-                    .map(|s| to_e2e(s, d))
-                    .collect(),
-                None => Vec::new(),
-            };
-            match r.olm.open(now, &envelope, &sessions) {
-                Ok(opened) => {
-                    let received = r
-                        .chat
-                        .receive(
-                            &r.store,
-                            now,
-                            sender,
-                            &opened.payload,
-                            EnvelopeId(new_id(now).0),
-                        )
-                        .map_err(local)?;
-                    let mut changes = Changes::new();
-                    if let Some(cert) = &opened.sender_certificate {
-                        changes.push(Change::SavePeerDevice(PeerDevice {
-                            user_id: cert.user_id,
-                            device_id: cert.device_id.clone(),
-                            keys: cert.keys,
-                            certificate_json: serde_json::to_string(cert).map_err(local)?,
-                            first_seen: device.as_ref().map_or(now, |d| d.first_seen),
-                            updated_at: now,
-                        }));
-                    }
-                    changes.push(Change::SaveOlmSession(to_store(&opened.session)));
-                    if let Some(p) = &opened.account_pickle {
-                        changes.push(Change::SetAccountPickle(Pickle::new(p.clone())));
-                    }
-                    changes.extend(received.changes);
-                    r.store.apply(changes).map_err(local)?;
-                    events = received.events;
-                    outs.extend(received.replies);
-                    control = received.control;
+    if store.is_processed(&envelope_id).map_err(local)? {
+        // A retry whose receipt got lost: acknowledge again, show nothing.
+        taken.outs.push(delivered_receipt(sender, &envelope, now));
+        return Ok(());
+    }
+    let device = store
+        .peer_device(&sender, &envelope.from.device)
+        .map_err(local)?;
+    let sessions: Vec<SessionRecord> = match &device {
+        Some(d) => store
+            .olm_sessions(&sender, &d.device_id)
+            .map_err(local)?
+            .iter()
+            .map(|s| to_e2e(s, d))
+            .collect(),
+        None => Vec::new(),
+    };
+    let opened = match olm.open(now, &envelope, &sessions) {
+        Ok(opened) => opened,
+        Err(e) => {
+            // `already_received` is false: a processed id was answered above.
+            match e.recovery(false) {
+                Recovery::Ignore | Recovery::Drop => {
+                    tracing::debug!(error = %e, ?via, "dropped an envelope");
                 }
-                Err(e) => {
-                    // `already_received` is false: a processed id was answered above.
-                    match e.recovery(false) {
-                        Recovery::Ignore | Recovery::Drop => {
-                            tracing::debug!(error = %e, ?via, "dropped an envelope");
-                        }
-                        Recovery::StartNewSession => {
-                            tracing::info!(peer = %sender.short(), kind = ?e.kind(), "cannot decrypt from a peer; starting a new session");
-                            // Also for `Duplicate`: a used-up key under an id we never stored
-                            // means the sender's session was rolled back (docs/e2e.md).
-                            reset_needed = true;
-                        }
-                    }
+                Recovery::StartNewSession => {
+                    tracing::info!(peer = %sender.short(), kind = ?e.kind(), ?via, "cannot decrypt from a peer; starting a new session");
+                    // Also for `Duplicate`: a used-up key under an id we never stored means the
+                    // sender's session was rolled back (docs/e2e.md).
+                    taken.resets.push((sender, envelope.id));
                 }
             }
+            return Ok(());
         }
+    };
+    let received = chat
+        .receive(
+            &*store,
+            now,
+            sender,
+            &opened.payload,
+            EnvelopeId(new_id(now).0),
+        )
+        .map_err(local)?;
+    let mut changes = Changes::new();
+    if let Some(cert) = &opened.sender_certificate {
+        changes.push(Change::SavePeerDevice(PeerDevice {
+            user_id: cert.user_id,
+            device_id: cert.device_id.clone(),
+            keys: cert.keys,
+            certificate_json: serde_json::to_string(cert).map_err(local)?,
+            first_seen: device.as_ref().map_or(now, |d| d.first_seen),
+            updated_at: now,
+        }));
     }
-    super::net::emit_chat_events(node, events).await;
-    if reset_needed {
-        super::recovery::request_reset(node, sender, envelope.id).await;
+    changes.push(Change::SaveOlmSession(to_store(&opened.session)));
+    if let Some(p) = &opened.account_pickle {
+        changes.push(Change::SetAccountPickle(Pickle::new(p.clone())));
     }
-    if let Some(content) = control {
-        super::net::handle_control(node, sender, envelope.from.device.clone(), content).await;
+    changes.extend(received.changes);
+    store.apply(changes).map_err(local)?;
+    taken.events.extend(received.events);
+    taken.outs.extend(received.replies);
+    if let Some(content) = received.control {
+        taken
+            .controls
+            .push((sender, envelope.from.device.clone(), content));
     }
-    send_ephemeral(node, outs).await;
-    node.pump.notify_one();
     Ok(())
+}
+
+/// Merges the delivered receipts for one peer into as few envelopes as the id limit allows.
+fn coalesce_receipts(outs: Vec<Outgoing>) -> Vec<Outgoing> {
+    let mut merged: Vec<Outgoing> = Vec::with_capacity(outs.len());
+    for out in outs {
+        if let Content::Receipt {
+            receipt: ReceiptKind::Delivered,
+            ids,
+        } = &out.content
+            && let Some(Outgoing {
+                content:
+                    Content::Receipt {
+                        receipt: ReceiptKind::Delivered,
+                        ids: into,
+                    },
+                ..
+            }) = merged.iter_mut().rev().find(|m| {
+                m.peer == out.peer
+                    && matches!(&m.content, Content::Receipt { receipt: ReceiptKind::Delivered, ids } if ids.len() < MAX_IDS_PER_MESSAGE)
+            })
+            && into.len() + ids.len() <= MAX_IDS_PER_MESSAGE
+        {
+            into.extend(ids.iter().copied());
+            continue;
+        }
+        merged.push(out);
+    }
+    merged
 }
 
 fn delivered_receipt(peer: UserId, envelope: &PeerEnvelope, now: Timestamp) -> Outgoing {

@@ -309,12 +309,16 @@ pub async fn restart(node: Arc<Node>) {
 
 /// Turns chat events into API events (and re-syncs contacts when one changed).
 pub async fn emit_chat_events(node: &Node, events: Vec<ChatEvent>) {
+    if events.is_empty() {
+        return;
+    }
     let mut contacts_changed = false;
-    for event in events {
-        let value = {
-            let Ok(r) = node.ready().await else { return };
-            let r = r.get();
-            match event {
+    let values: Vec<serde_json::Value> = {
+        let Ok(r) = node.ready().await else { return };
+        let r = r.get();
+        events
+            .into_iter()
+            .filter_map(|event| match event {
                 ChatEvent::MessageAdded(id) => r
                     .message_event_value(&id)
                     .map(|m| json!({ "type": "message", "message": m })),
@@ -333,11 +337,11 @@ pub async fn emit_chat_events(node: &Node, events: Vec<ChatEvent>) {
                         .and_then(|c| r.contact_json(&c).ok())
                         .map(|c| json!({ "type": "contact", "contact": c }))
                 }
-            }
-        };
-        if let Some(v) = value {
-            node.emit(v);
-        }
+            })
+            .collect()
+    };
+    for v in values {
+        node.emit(v);
     }
     if contacts_changed {
         let (client, contacts) = match node.ready().await {

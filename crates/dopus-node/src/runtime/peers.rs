@@ -314,7 +314,16 @@ fn drive(
 }
 
 async fn drive_inner(node: Arc<Node>, peer: UserId, conn: String, mut events: PeerEvents) {
-    while let Some(event) = events.recv().await {
+    // An event taken off the queue while collecting a batch of data, handled next.
+    let mut next: Option<PeerEvent> = None;
+    loop {
+        let event = match next.take() {
+            Some(e) => e,
+            None => match events.recv().await {
+                Some(e) => e,
+                None => break,
+            },
+        };
         match event {
             PeerEvent::LocalCandidate(candidate) => {
                 signal(
@@ -346,8 +355,20 @@ async fn drive_inner(node: Arc<Node>, peer: UserId, conn: String, mut events: Pe
                 }
             }
             PeerEvent::Data(bytes) => {
-                if let Err(e) = deliver::receive(&node, &bytes, Via::Direct).await {
-                    tracing::debug!(error = %e, "could not handle a direct envelope");
+                // Whatever else already arrived is taken in under the same transaction.
+                let mut batch = vec![bytes];
+                while batch.len() < deliver::RECEIVE_BATCH {
+                    match events.try_recv() {
+                        Ok(PeerEvent::Data(more)) => batch.push(more),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = deliver::receive_batch(&node, &batch, Via::Direct).await {
+                    tracing::debug!(error = %e, "could not handle direct envelopes");
                 }
             }
             PeerEvent::Closed { reason } => {
