@@ -59,16 +59,45 @@ fn decode_array<const N: usize>(text: &str) -> Result<[u8; N], KeyError> {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ed25519Key(VerifyingKey);
 
+/// How many accepted Ed25519 keys each thread remembers (see [`Ed25519Key::from_bytes`]).
+const ACCEPTED_SLOTS: usize = 256;
+
 impl Ed25519Key {
     /// Length of the key in bytes.
     pub const LEN: usize = 32;
 
     /// From the 32-byte compressed Edwards point.
+    ///
+    /// Checking a point means decompressing it (a field square root, tens of microseconds),
+    /// and the same few keys (ours, our contacts') are read from every stored row and every
+    /// envelope, so each thread remembers the last keys it accepted (a small direct-mapped
+    /// cache compared on all 32 bytes; only valid keys are ever in it).
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
+        thread_local! {
+            static ACCEPTED: std::cell::RefCell<Vec<Option<VerifyingKey>>> =
+                std::cell::RefCell::new(vec![None; ACCEPTED_SLOTS]);
+        }
+        let slot = usize::from(bytes[0]) % ACCEPTED_SLOTS;
+        let hit = ACCEPTED.with(|cache| {
+            cache
+                .borrow()
+                .get(slot)
+                .and_then(Option::as_ref)
+                .filter(|k| k.as_bytes() == bytes)
+                .copied()
+        });
+        if let Some(key) = hit {
+            return Ok(Self(key));
+        }
         let key = VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidEd25519)?;
         if key.is_weak() {
             return Err(KeyError::InvalidEd25519);
         }
+        ACCEPTED.with(|cache| {
+            if let Some(entry) = cache.borrow_mut().get_mut(slot) {
+                *entry = Some(key);
+            }
+        });
         Ok(Self(key))
     }
 
@@ -269,6 +298,44 @@ mod tests {
         assert_eq!(Curve25519Key::from_base64("!!"), Err(KeyError::Base64));
         let json = serde_json::to_string(&key).unwrap();
         assert_eq!(serde_json::from_str::<Curve25519Key>(&json).unwrap(), key);
+    }
+
+    #[test]
+    fn the_accepted_key_cache_never_changes_an_answer() {
+        // Keys that share a cache slot (same first byte), asked for in turns, and an invalid
+        // encoding in the same slot after a valid key was cached there.
+        let keys: Vec<[u8; 32]> = (0..=255u8)
+            .map(|seed| *signing_key(seed).verifying_key().as_bytes())
+            .collect();
+        let slot = keys[0][0];
+        let same_slot: Vec<&[u8; 32]> = keys.iter().filter(|k| k[0] == slot).collect();
+        for _ in 0..3 {
+            for k in &same_slot {
+                assert_eq!(Ed25519Key::from_bytes(k).unwrap().as_bytes(), *k);
+            }
+        }
+        for k in &keys {
+            assert_eq!(Ed25519Key::from_bytes(k).unwrap().as_bytes(), k);
+        }
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let cached = keys.iter().find(|k| k[0] == 1).copied();
+        if let Some(k) = cached {
+            Ed25519Key::from_bytes(&k).unwrap();
+        }
+        assert_eq!(Ed25519Key::from_bytes(&weak), Err(KeyError::InvalidEd25519));
+        // An encoding that is not a point on the curve is refused every time.
+        let bad = (2..=255u8)
+            .map(|b| {
+                let mut k = [0u8; 32];
+                k[0] = b;
+                k
+            })
+            .find(|k| VerifyingKey::from_bytes(k).is_err())
+            .unwrap();
+        for _ in 0..2 {
+            assert_eq!(Ed25519Key::from_bytes(&bad), Err(KeyError::InvalidEd25519));
+        }
     }
 
     #[test]

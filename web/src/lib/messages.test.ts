@@ -17,6 +17,14 @@ describe("mergeMessages", () => {
     expect(mergeMessages(held, older).map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
   });
 
+  it("puts a late, re-sent message in its sender's order, not at the end", () => {
+    const held = [msg({ id: "a", seq: 1, sent_at: 10 }), msg({ id: "c", seq: 2, sent_at: 30 })];
+    const late = msg({ id: "b", seq: 3, sent_at: 20 });
+    expect(mergeMessages(held, [late]).map((m) => m.id)).toEqual(["a", "b", "c"]);
+    const tie = msg({ id: "d", seq: 4, sent_at: 30 });
+    expect(mergeMessages(held, [tie]).map((m) => m.id)).toEqual(["a", "c", "d"]);
+  });
+
   it("never moves delivery state backwards", () => {
     const read = msg({ id: "x", seq: 1, outgoing: true, sender: ALICE, state: "read" });
     const stale = { ...read, state: "sent" as const };

@@ -23,7 +23,16 @@ export function mergeMessage(old: Message, incoming: Message): Message {
   return merged;
 }
 
-/** Merges messages into a list ordered by seq, deduplicated by id; stable for equal seq. */
+/**
+ * Display order: by `sent_at`, then `seq`. The node gives every message a `sent_at` after
+ * everything already in the conversation, so each sender's messages keep the order they were
+ * written even when a re-sent one arrives late (docs/peer-protocol.md, "Order").
+ */
+export function compareMessages(a: Message, b: Message): number {
+  return a.sent_at - b.sent_at || a.seq - b.seq;
+}
+
+/** Merges messages into a list in display order, deduplicated by id. */
 export function mergeMessages(existing: readonly Message[], incoming: readonly Message[]): Message[] {
   if (incoming.length === 0) return existing as Message[];
   const byId = new Map<string, Message>();
@@ -32,7 +41,7 @@ export function mergeMessages(existing: readonly Message[], incoming: readonly M
     const old = byId.get(m.id);
     byId.set(m.id, old ? mergeMessage(old, m) : m);
   }
-  return [...byId.values()].sort((a, b) => a.seq - b.seq || a.sent_at - b.sent_at);
+  return [...byId.values()].sort(compareMessages);
 }
 
 /** The key of a local calendar day, so separators follow the reader's time zone. */

@@ -13,7 +13,7 @@ import type {
   UserId,
 } from "../api/types";
 import { displayName } from "./format";
-import { mergeMessage, mergeMessages } from "./messages";
+import { compareMessages, mergeMessage, mergeMessages } from "./messages";
 import { normalizeContact, normalizeMessage } from "./normalize";
 import { applyTyping, expireTyping, type TypingMap } from "./typing";
 
@@ -120,9 +120,10 @@ export function mergePage(conv: Conversation, page: MessagePage, older: boolean)
     };
   }
   const held = conv.messages.filter((m) => !isLocal(m));
-  const newestHeld = held.length ? held[held.length - 1]!.seq : -Infinity;
-  const oldestNew = page.messages.length ? page.messages[0]!.seq : Infinity;
-  if (!conv.loaded || (page.has_more && oldestNew > newestHeld)) {
+  const newestHeld = held[held.length - 1];
+  const oldestNew = page.messages[0];
+  const gap = newestHeld === undefined || oldestNew === undefined || compareMessages(oldestNew, newestHeld) > 0;
+  if (!conv.loaded || (page.has_more && gap)) {
     const locals = conv.messages.filter(isLocal);
     return {
       messages: mergeMessages(page.messages, locals),

@@ -96,6 +96,7 @@ pub fn start_pump(node: Arc<Node>) {
 /// server's mailbox (next check in an hour) must not hold back the ones queued after it.
 async fn pump_once(node: &Arc<Node>) -> Option<Timestamp> {
     net::maintain_keys(node).await;
+    let reset_check = super::recovery::reset_if_still_missing(node).await;
     let now = account::now();
     let (peers, mut next) = {
         let r = node.ready().await.ok()?;
@@ -126,6 +127,9 @@ async fn pump_once(node: &Arc<Node>) -> Option<Timestamp> {
     }
     let r = node.ready().await.ok()?;
     if let Ok(Some(t)) = r.get().store.outbox_next_attempt_at() {
+        next = Some(next.map_or(t, |n| n.min(t)));
+    }
+    if let Some(t) = reset_check {
         next = Some(next.map_or(t, |n| n.min(t)));
     }
     next
@@ -281,7 +285,7 @@ async fn route(node: &Node, peer: &UserId) -> Option<Route> {
 
 /// Seals and sends one window of due entries for `peer`.
 async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
-    let route = route(node, &peer).await.ok_or(DeliverError::NoRoute)?;
+    let mut route = route(node, &peer).await.ok_or(DeliverError::NoRoute)?;
     {
         let r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
         if sessions_by_device(r.get(), &peer).is_empty() {
@@ -289,10 +293,12 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
             establish_sessions(node, peer, false).await?;
         }
     }
+    // Held until the window is handed to the transport (see `Node::send_lock`).
+    let _sending = node.send_lock(peer).await;
     let now = account::now();
     // Seal under the lock and persist before anything leaves this machine: the advanced
     // sessions and every entry's next retry time in one transaction.
-    let batch: Vec<(OutboxEntry, Vec<SealedFor>)> = {
+    let (batch, server): (Vec<(OutboxEntry, Vec<SealedFor>)>, Option<net::Client>) = {
         let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
         let r = r.get_mut();
         let entries = r.store.outbox_for_peer(&peer, WINDOW).map_err(local)?;
@@ -363,8 +369,23 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
         if !changes.is_empty() {
             r.store.apply(changes).map_err(local)?;
         }
-        batch
+        (batch, r.signaling.clone())
     };
+    // A retry goes through the server even when a channel looks open: the first copy got no
+    // receipt, and a channel whose far end died (a peer killed and restarted) still accepts
+    // sends until its ICE timeout; the server relays live or keeps it in the mailbox.
+    if matches!(route, Route::Direct(_))
+        && batch.iter().any(|(e, _)| e.attempts > 0)
+        && let Some(server) = server
+    {
+        route = Route::Server(server);
+    }
+    tracing::debug!(
+        peer = %peer.short(),
+        envelopes = batch.len(),
+        direct = matches!(route, Route::Direct(_)),
+        "sending a window"
+    );
     // Send, in order, without the lock.
     let mut done = Vec::with_capacity(batch.len());
     for (entry, sealed) in batch {
@@ -460,6 +481,15 @@ pub async fn send_via_server(node: &Node, outs: Vec<Outgoing>) {
 async fn send_now(node: &Node, outs: Vec<Outgoing>, allow_direct: bool) {
     if outs.is_empty() {
         return;
+    }
+    // Held until everything is handed to a transport (see `Node::send_lock`), for every peer
+    // named, in a fixed order.
+    let mut peers: Vec<UserId> = outs.iter().map(|o| o.peer).collect();
+    peers.sort_unstable();
+    peers.dedup();
+    let mut _sending = Vec::with_capacity(peers.len());
+    for peer in peers {
+        _sending.push(node.send_lock(peer).await);
     }
     // Seal everything under one lock and persist the sessions in one transaction.
     let (sealed, client) = {
@@ -606,7 +636,7 @@ struct Taken {
     events: Vec<ChatEvent>,
     outs: Vec<Outgoing>,
     controls: Vec<(UserId, DeviceId, Content)>,
-    resets: Vec<(UserId, dopus_proto::peer::MessageId)>,
+    undecryptable: Vec<(UserId, dopus_proto::peer::MessageId)>,
 }
 
 /// Takes in envelopes in order, all in one transaction (group commit): dedupe, decrypt, check
@@ -629,8 +659,12 @@ async fn receive_all(node: &Node, items: &[Inbound<'_>], via: Via) -> Result<(),
             .map_err(local)??
     };
     super::net::emit_chat_events(node, taken.events).await;
-    for (sender, id) in taken.resets {
-        super::recovery::request_reset(node, sender, id).await;
+    let mut failed: HashMap<UserId, Vec<dopus_proto::peer::MessageId>> = HashMap::new();
+    for (sender, id) in taken.undecryptable {
+        failed.entry(sender).or_default().push(id);
+    }
+    for (sender, ids) in failed {
+        super::recovery::note_undecryptable(node, sender, ids).await;
     }
     for (sender, device, content) in taken.controls {
         super::net::handle_control(node, sender, device, content).await;
@@ -695,15 +729,23 @@ fn take_one(
                     tracing::debug!(error = %e, ?via, "dropped an envelope");
                 }
                 Recovery::StartNewSession => {
-                    tracing::info!(peer = %sender.short(), kind = ?e.kind(), ?via, "cannot decrypt from a peer; starting a new session");
+                    tracing::debug!(peer = %sender.short(), kind = ?e.kind(), ?via, "cannot decrypt an envelope");
                     // Also for `Duplicate`: a used-up key under an id we never stored means the
-                    // sender's session was rolled back (docs/e2e.md).
-                    taken.resets.push((sender, envelope.id));
+                    // sender's session was rolled back (docs/e2e.md), unless it was only a stale
+                    // copy, which `recovery` tells apart by waiting for the id to arrive.
+                    taken.undecryptable.push((sender, envelope.id));
                 }
             }
             return Ok(());
         }
     };
+    tracing::debug!(
+        peer = %sender.short(),
+        kind = opened.payload.content.kind_name(),
+        new_session = opened.new_session,
+        ?via,
+        "took in an envelope"
+    );
     let received = chat
         .receive(
             &*store,

@@ -83,6 +83,10 @@ pub struct Node {
     phase: Mutex<Phase>,
     /// Wakes the outbox pump (new entry, channel opened, presence changed).
     pump: Notify,
+    /// One lock per peer, held from sealing envelopes for that peer until they are handed to a
+    /// transport, so envelopes leave in the order their Olm messages were made (see
+    /// `deliver::send_lock`).
+    send_locks: std::sync::Mutex<std::collections::HashMap<UserId, Arc<Mutex<()>>>>,
     /// Handle to ourselves for spawning tasks from `&self` methods.
     me: std::sync::Weak<Node>,
     /// The DTLS certificate all our peer connections share (made once at unlock).
@@ -122,6 +126,22 @@ pub struct SettingsPatch {
 }
 
 impl Node {
+    /// Serializes sending to `peer`: hold the guard from sealing until every envelope sealed
+    /// under it is handed to a transport. Olm messages must reach the peer roughly in the order
+    /// they were made: the receiver keeps only 5 receiving chains and 40 skipped keys per chain,
+    /// so an envelope sealed early but sent after many newer ones (receipts answered while a
+    /// window was still being relayed) could no longer be decrypted there.
+    pub(crate) async fn send_lock(&self, peer: UserId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .send_locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.entry(peer).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
     /// A node for `dir`, locked or without identity.
     pub fn new(dir: PathBuf, options: NodeOptions) -> Arc<Node> {
         let phase = if SqliteStore::exists(&dir) {
@@ -136,6 +156,7 @@ impl Node {
             events,
             phase: Mutex::new(phase),
             pump: Notify::new(),
+            send_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
             me: me.clone(),
             dtls: std::sync::OnceLock::new(),
         })

@@ -162,20 +162,23 @@ async fn set_presence(node: &Node, user: UserId, status: Status) {
             .presence
             .insert(user, status)
             .is_some_and(|s| s.as_seen_by_others() != Status::Offline);
-        // A peer that comes back gets everything still unacknowledged right away, including
+        // A peer that comes back gets everything still unacknowledged again soon, including
         // envelopes parked in its mailbox: if one of those could not be decrypted (a session that
-        // broke meanwhile) it would otherwise wait for the hourly mailbox re-check. Receivers
-        // deduplicate, so a second copy costs nothing but bandwidth.
+        // broke meanwhile) it would otherwise wait for the hourly mailbox re-check. The peer
+        // first gets a moment to drain its mailbox and acknowledge: copies re-sealed at once
+        // would race the parked ones, and a parked copy taken in after newer ratchet steps can
+        // no longer be decrypted (vodozemac keeps 5 receiving chains), which would look like a
+        // broken session. Receivers deduplicate, so a second copy costs only bandwidth.
         if !was_online && status.as_seen_by_others() != Status::Offline {
-            let now = account::now();
+            let due = account::now().plus_millis(RETURN_GRACE_MS);
             let entries = r.store.outbox_for_peer(&user, 10_000).unwrap_or_default();
             let changes: dopus_core::store::Changes = entries
                 .iter()
-                .filter(|e| e.next_attempt_at > now)
+                .filter(|e| e.next_attempt_at > due)
                 .map(|e| Change::OutboxReschedule {
                     id: e.id,
                     attempts: e.attempts,
-                    next_attempt_at: now,
+                    next_attempt_at: due,
                 })
                 .collect();
             if !changes.is_empty()
@@ -353,6 +356,10 @@ pub async fn emit_chat_events(node: &Node, events: Vec<ChatEvent>) {
         }
     }
 }
+
+/// How long a peer that came back online has to drain its mailbox before everything it has not
+/// acknowledged is sent again.
+const RETURN_GRACE_MS: u64 = 3_000;
 
 /// Handles contents that are not chat messages.
 pub async fn handle_control(node: &Node, user: UserId, _device: DeviceId, content: Content) {

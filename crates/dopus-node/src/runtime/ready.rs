@@ -94,6 +94,9 @@ pub struct Ready {
     pub net_generation: u64,
     /// When we last asked each peer to replace a broken session.
     pub last_reset: HashMap<UserId, Timestamp>,
+    /// Envelopes from each peer that could not be decrypted, and when the first of them came;
+    /// a reset is asked for only if they are still missing a little later (`recovery`).
+    pub undecryptable: HashMap<UserId, (Timestamp, Vec<dopus_proto::peer::MessageId>)>,
     /// SAS verifications in progress or finished, one per contact.
     pub verifications: HashMap<UserId, dopus_core::verification::SasVerification>,
 }
@@ -143,6 +146,7 @@ impl Ready {
             peers: HashMap::new(),
             net_generation: 0,
             last_reset: HashMap::new(),
+            undecryptable: HashMap::new(),
             verifications: HashMap::new(),
         })
     }

@@ -227,7 +227,16 @@ pub struct TestNode {
 impl TestNode {
     /// Creates an identity in a fresh data directory (does not start the node).
     pub fn create(name: &str) -> TestNode {
-        let tmp = tempfile::tempdir().unwrap();
+        let mut tmp = tempfile::tempdir().unwrap();
+        // `DOPUS_TEST_KEEP=1` keeps every node's data directory (and its node.log) after the
+        // test, for a post-mortem.
+        if std::env::var_os("DOPUS_TEST_KEEP").is_some() {
+            tmp.disable_cleanup(true);
+            println!(
+                "{name}'s data directory: {}",
+                tmp.path().join(name).display()
+            );
+        }
         let dir = tmp.path().join(name);
         let out = blocking(|| {
             node_command(&dir)
@@ -356,6 +365,30 @@ impl TestNode {
         self.api = None;
     }
 
+    /// Copies the (stopped) node's data directory aside: an "old copy" to restore later.
+    pub fn backup(&self) -> TempDir {
+        assert!(
+            self.child.is_none(),
+            "stop {} before copying its data",
+            self.name
+        );
+        let copy = tempfile::tempdir().unwrap();
+        copy_files(&self.dir, copy.path());
+        copy
+    }
+
+    /// Replaces the (stopped) node's data with an old copy made by [`TestNode::backup`].
+    pub fn restore(&self, copy: &TempDir) {
+        assert!(
+            self.child.is_none(),
+            "stop {} before restoring its data",
+            self.name
+        );
+        std::fs::remove_dir_all(&self.dir).unwrap();
+        std::fs::create_dir_all(&self.dir).unwrap();
+        copy_files(copy.path(), &self.dir);
+    }
+
     /// The end of this node's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default();
@@ -372,6 +405,16 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Copies the files of a data directory (it has no subdirectories).
+fn copy_files(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
     }
 }
 

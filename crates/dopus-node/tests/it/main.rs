@@ -15,3 +15,4 @@ mod malicious;
 mod messaging;
 mod offline;
 mod proxy;
+mod recovery;
