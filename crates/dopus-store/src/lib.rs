@@ -2,6 +2,7 @@
 
 mod apply;
 mod codec;
+mod fts;
 mod keyfile;
 mod keyring;
 mod migrations;
@@ -318,6 +319,10 @@ impl Store for SqliteStore {
 
     fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
         out(queries::search(&self.conn, query))
+    }
+
+    fn index_pending(&mut self, max_rows: usize) -> Result<usize, StoreError> {
+        out(fts::index_pending(&self.conn, max_rows))
     }
 
     fn reactions(&self, message: &MessageId) -> Result<Vec<ReactionSummary>, StoreError> {

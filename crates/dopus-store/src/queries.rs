@@ -1,4 +1,4 @@
-//! Reads. Every query is served by an index named in migrations/001_initial.sql; the hot ones
+//! Reads. Every query is served by an index named in migrations/ (001, 002); the hot ones
 //! (a page of history, search) are measured by bench/store.
 
 use crate::codec::{
@@ -174,6 +174,10 @@ pub(crate) fn message(conn: &Connection, id: &MessageId) -> DbResult<Option<Mess
     first(stmt.query([uuid(&id.0)])?, codec::message)
 }
 
+/// A page of history in the senders' order: `(sent_at, seq)` descending, strictly before the
+/// cursor message's `(sent_at, seq)`, which the query resolves itself. Served by
+/// `messages_by_conversation_time`: one range scan of `n` entries. A cursor that is not a
+/// message of this conversation is an arrival bound (`seq` below it), as the trait documents.
 pub(crate) fn messages_before(
     conn: &Connection,
     conversation: &ConversationId,
@@ -183,16 +187,44 @@ pub(crate) fn messages_before(
     let Some(row_id) = conversation_row(conn, conversation)? else {
         return Ok(Vec::new());
     };
+    let Some(cursor) = before else {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c \
+             ON c.id = m.conversation_id WHERE m.conversation_id = ?1 \
+             ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?2"
+        ))?;
+        return collect(stmt.query(params![row_id, limit(n)])?, codec::message);
+    };
+    let cursor = seq_int(cursor);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c \
+         ON c.id = m.conversation_id WHERE m.conversation_id = ?1 \
+         AND (m.sent_at, m.seq) < (SELECT k.sent_at, k.seq FROM messages k \
+           WHERE k.seq = ?2 AND k.conversation_id = ?1) \
+         ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?3"
+    ))?;
+    let page = collect(
+        stmt.query(params![row_id, cursor, limit(n)])?,
+        codec::message,
+    )?;
+    if !page.is_empty() || n == 0 || cursor_in_conversation(conn, row_id, cursor)? {
+        return Ok(page);
+    }
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c \
          ON c.id = m.conversation_id WHERE m.conversation_id = ?1 AND m.seq < ?2 \
-         ORDER BY m.seq DESC LIMIT ?3"
+         ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?3"
     ))?;
-    let before = before.map_or(i64::MAX, seq_int);
     collect(
-        stmt.query(params![row_id, before, limit(n)])?,
+        stmt.query(params![row_id, cursor, limit(n)])?,
         codec::message,
     )
+}
+
+fn cursor_in_conversation(conn: &Connection, row_id: i64, seq: i64) -> DbResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM messages WHERE seq = ?1 AND conversation_id = ?2")?
+        .exists(params![seq, row_id])?)
 }
 
 /// Builds the FTS5 expression: each term quoted (a string, never an operator or a column
@@ -209,11 +241,14 @@ pub(crate) fn fts_expression(terms: &[SearchTerm]) -> String {
         .join(" ")
 }
 
+/// Full-text search. Indexes the pending tail first (see `fts.rs`), so the result is exact
+/// whether or not maintenance has run since the last insert.
 pub(crate) fn search(conn: &Connection, query: &SearchQuery) -> DbResult<Vec<SearchHit>> {
     let terms = search_terms(&query.text);
     if terms.is_empty() || query.limit == 0 {
         return Ok(Vec::new());
     }
+    crate::fts::index_all_pending(conn)?;
     let conversation_row = match &query.conversation {
         Some(c) => match conversation_row(conn, c)? {
             Some(row) => Some(row),
