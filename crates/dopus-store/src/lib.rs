@@ -226,7 +226,7 @@ fn configure(conn: &Connection) -> Result<(), OpenError> {
         tracing::warn!(mode, "store database is not in WAL mode");
     }
     conn.execute_batch(
-        "PRAGMA synchronous = FULL;
+        "PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
          PRAGMA secure_delete = ON;

@@ -68,7 +68,10 @@ fn fresh_store_is_at_the_current_schema() {
         .conn
         .query_row("PRAGMA synchronous", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(sync, 2, "synchronous = FULL");
+    assert_eq!(
+        sync, 1,
+        "synchronous = NORMAL (docs/storage.md, durability)"
+    );
     let fk: i64 = store
         .conn
         .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
