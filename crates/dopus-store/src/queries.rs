@@ -174,10 +174,56 @@ pub(crate) fn message(conn: &Connection, id: &MessageId) -> DbResult<Option<Mess
     first(stmt.query([uuid(&id.0)])?, codec::message)
 }
 
+/// The history queries, newest first in the senders' order `(sent_at, seq)`. Each names
+/// `messages_by_conversation_time` with `INDEXED BY`: with every column selected, SQLite's
+/// planner would otherwise serve the arrival-bound page from `(conversation_id, seq)` and sort
+/// the whole conversation (measured: 2.3 s on a million messages instead of 1 ms).
+pub(crate) mod history_sql {
+    use crate::codec::MESSAGE_COLUMNS;
+
+    /// `?1` conversation row, `?2` limit.
+    pub(crate) fn newest() -> String {
+        format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m \
+             INDEXED BY messages_by_conversation_time \
+             JOIN conversations c ON c.id = m.conversation_id WHERE m.conversation_id = ?1 \
+             ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?2"
+        )
+    }
+
+    /// `?1` conversation row, `?2` cursor seq, `?3` limit. The cursor row `k` is the outer
+    /// loop of the join (one row by primary key, or none), so the query resolves the cursor
+    /// itself and a cursor that is not there ends the query at once.
+    pub(crate) fn before_cursor() -> String {
+        format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages k \
+             JOIN messages m INDEXED BY messages_by_conversation_time \
+               ON m.conversation_id = k.conversation_id \
+               AND (m.sent_at, m.seq) < (k.sent_at, k.seq) \
+             JOIN conversations c ON c.id = m.conversation_id \
+             WHERE k.seq = ?2 AND k.conversation_id = ?1 \
+             ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?3"
+        )
+    }
+
+    /// `?1` conversation row, `?2` arrival bound, `?3` limit: for a cursor that is not a
+    /// message of the conversation. Walks the index from the newest entry and skips those that
+    /// arrived at or after the bound.
+    pub(crate) fn before_arrival() -> String {
+        format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m \
+             INDEXED BY messages_by_conversation_time \
+             JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.conversation_id = ?1 AND m.seq < ?2 \
+             ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?3"
+        )
+    }
+}
+
 /// A page of history in the senders' order: `(sent_at, seq)` descending, strictly before the
-/// cursor message's `(sent_at, seq)`, which the query resolves itself. Served by
-/// `messages_by_conversation_time`: one range scan of `n` entries. A cursor that is not a
-/// message of this conversation is an arrival bound (`seq` below it), as the trait documents.
+/// cursor message's `(sent_at, seq)`, which the query resolves itself. One range scan of
+/// `messages_by_conversation_time`. A cursor that is not a message of this conversation is an
+/// arrival bound (`seq` below it), as the trait documents.
 pub(crate) fn messages_before(
     conn: &Connection,
     conversation: &ConversationId,
@@ -188,21 +234,11 @@ pub(crate) fn messages_before(
         return Ok(Vec::new());
     };
     let Some(cursor) = before else {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c \
-             ON c.id = m.conversation_id WHERE m.conversation_id = ?1 \
-             ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?2"
-        ))?;
+        let mut stmt = conn.prepare_cached(&history_sql::newest())?;
         return collect(stmt.query(params![row_id, limit(n)])?, codec::message);
     };
     let cursor = seq_int(cursor);
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c \
-         ON c.id = m.conversation_id WHERE m.conversation_id = ?1 \
-         AND (m.sent_at, m.seq) < (SELECT k.sent_at, k.seq FROM messages k \
-           WHERE k.seq = ?2 AND k.conversation_id = ?1) \
-         ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?3"
-    ))?;
+    let mut stmt = conn.prepare_cached(&history_sql::before_cursor())?;
     let page = collect(
         stmt.query(params![row_id, cursor, limit(n)])?,
         codec::message,
@@ -210,11 +246,7 @@ pub(crate) fn messages_before(
     if !page.is_empty() || n == 0 || cursor_in_conversation(conn, row_id, cursor)? {
         return Ok(page);
     }
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c \
-         ON c.id = m.conversation_id WHERE m.conversation_id = ?1 AND m.seq < ?2 \
-         ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?3"
-    ))?;
+    let mut stmt = conn.prepare_cached(&history_sql::before_arrival())?;
     collect(
         stmt.query(params![row_id, cursor, limit(n)])?,
         codec::message,

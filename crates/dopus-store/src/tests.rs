@@ -532,19 +532,11 @@ fn migration_from_v1_keeps_messages_indexed() {
 #[test]
 fn history_pages_use_the_time_index() {
     let (store, _g) = temp_store();
-    let queries: [(&str, &[i64]); 2] = [
-        (
-            "SELECT m.seq FROM messages m JOIN conversations c ON c.id = m.conversation_id \
-             WHERE m.conversation_id = ?1 ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?2",
-            &[1, 50],
-        ),
-        (
-            "SELECT m.seq FROM messages m JOIN conversations c ON c.id = m.conversation_id \
-             WHERE m.conversation_id = ?1 AND (m.sent_at, m.seq) < (SELECT k.sent_at, k.seq \
-             FROM messages k WHERE k.seq = ?2 AND k.conversation_id = ?1) \
-             ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?3",
-            &[1, 2, 50],
-        ),
+    use crate::queries::history_sql;
+    let queries: [(String, &[i64]); 3] = [
+        (history_sql::newest(), &[1, 50]),
+        (history_sql::before_cursor(), &[1, 2, 50]),
+        (history_sql::before_arrival(), &[1, 2, 50]),
     ];
     for (sql, params) in queries {
         let plan: Vec<String> = store
