@@ -1,5 +1,6 @@
-//! Store benchmarks: unlock with the default Argon2id cost, batched inserts, the newest page of
-//! a large conversation, and full-text search over it.
+//! Store benchmarks: unlock with the default Argon2id cost, batched inserts, deferred
+//! full-text indexing (chunked maintenance, and the first search after a large unindexed
+//! batch), the newest page of a large conversation, and full-text search over it.
 //!
 //! Run: `cargo run --release -p dopus-bench-store -- [--history 1000000] [--inserts 100000]`
 //! Results go to stdout as a Markdown table; record them in docs/benchmarks.md.
@@ -29,6 +30,9 @@ struct Args {
     /// Messages per transaction when inserting.
     #[arg(long, default_value_t = 1_000)]
     batch: u64,
+    /// Messages per `index_pending` call when indexing a tail (the maintenance step).
+    #[arg(long, default_value_t = 10_000)]
+    index_chunk: usize,
     /// Unlock repetitions.
     #[arg(long, default_value_t = 5)]
     unlocks: usize,
@@ -168,6 +172,40 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// Wall-clock and CPU time of one run of `f`.
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, Duration, Option<Duration>)> {
+    let cpu_before = cpu_time();
+    let start = Instant::now();
+    let out = f()?;
+    let wall = start.elapsed();
+    let cpu = match (cpu_before, cpu_time()) {
+        (Some(a), Some(b)) if b >= a => Some(b - a),
+        _ => None,
+    };
+    Ok((out, wall, cpu))
+}
+
+/// "N/s wall (M per CPU-second)".
+fn rates(n: u64, wall: Duration, cpu: Option<Duration>) -> String {
+    let per_cpu = match cpu {
+        Some(c) if !c.is_zero() => format!("{:.0} per CPU-second", n as f64 / c.as_secs_f64()),
+        _ => "CPU time unavailable".into(),
+    };
+    format!("{:.0}/s wall ({per_cpu})", n as f64 / wall.as_secs_f64())
+}
+
+/// Indexes the whole pending tail with maintenance calls of `chunk` rows; returns the rows.
+fn index_all(store: &mut SqliteStore, chunk: usize) -> Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let n = store.index_pending(chunk)?;
+        total += n as u64;
+        if n < chunk {
+            return Ok(total);
+        }
+    }
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -244,39 +282,78 @@ fn main() -> Result<()> {
         );
     }
 
-    // 2. Insert throughput into a fresh store.
+    // 2. Insert throughput into a fresh store (no indexing on the write path).
     let insert_dir = root.join("insert");
     let mut store = SqliteStore::create(&insert_dir, PASS, KdfParams::INSECURE_FOR_TESTS)?;
     let conv = ConversationId::Direct(user(2)?);
-    let cpu_before = cpu_time();
-    let took = fill(&mut store, args.inserts, args.batch, conv, 0)?;
-    let cpu_rate = match (cpu_before, cpu_time()) {
-        (Some(a), Some(b)) if b > a => {
-            format!(
-                "{:.0} msgs per CPU-second",
-                args.inserts as f64 / (b - a).as_secs_f64()
-            )
-        }
-        _ => "CPU time unavailable".into(),
-    };
-    store.close()?;
-    let rate = args.inserts as f64 / took.as_secs_f64();
-
+    let (took, _, cpu) = timed(|| fill(&mut store, args.inserts, args.batch, conv, 0))?;
+    let insert_rates = rates(args.inserts, took, cpu);
     println!();
+    println!("| throughput | result | target |");
+    println!("| --- | --- | --- |");
     println!(
-        "| batched insert ({} messages, {} per transaction, FTS on) | {:.0} msgs/s wall ({cpu_rate}) | target ≥ 50000 |",
-        args.inserts, args.batch, rate
+        "| batched insert ({} messages, {} per transaction, FTS deferred) | {insert_rates} | ≥ 50000/s |",
+        args.inserts, args.batch
     );
+    // 2b. The first search after that unindexed batch: it indexes the whole tail itself.
+    let quokka = SearchQuery {
+        text: "quokka".into(),
+        conversation: None,
+        before: None,
+        limit: 50,
+    };
+    let (hits, wall, cpu) = timed(|| Ok(store.search(&quokka)?))?;
+    anyhow::ensure!(!hits.is_empty(), "the search finds the fresh batch");
+    println!(
+        "| first search after the unindexed {}-message batch (indexes it) | {} ms wall, {} ms CPU | |",
+        args.inserts,
+        ms(wall),
+        cpu.map_or("?".into(), ms)
+    );
+    let (_, wall, _) = timed(|| Ok(store.search(&quokka)?))?;
+    println!(
+        "| the same search again (nothing pending) | {} ms wall | |",
+        ms(wall)
+    );
+    // 2c. Another batch of the same size, indexed by maintenance in chunks.
+    let (took, _, cpu) = timed(|| fill(&mut store, args.inserts, args.batch, conv, args.inserts))?;
+    println!(
+        "| second batched insert, {} more messages on top | {} | ≥ 50000/s |",
+        args.inserts,
+        rates(args.inserts, took, cpu)
+    );
+    let (indexed, wall, cpu) = timed(|| index_all(&mut store, args.index_chunk))?;
+    anyhow::ensure!(indexed == args.inserts, "maintenance indexed the tail");
+    println!(
+        "| index_pending of that {}-message tail, {} per call | {} ms wall, {} ms CPU: {} | |",
+        args.inserts,
+        args.index_chunk,
+        ms(wall),
+        cpu.map_or("?".into(), ms),
+        rates(indexed, wall, cpu)
+    );
+    let (_, wall, cpu) = timed(|| Ok(store.index_pending(args.index_chunk)?))?;
+    println!(
+        "| index_pending with nothing pending | {} ms wall, {} ms CPU | |",
+        ms(wall),
+        cpu.map_or("?".into(), ms)
+    );
+    store.close()?;
     println!("load average during the run: {}", load_average());
     if args.history == 0 {
         return Ok(());
     }
+    println!();
+    println!("| what | median ms | p99 ms | max ms | target |");
+    println!("| --- | --- | --- | --- | --- |");
 
     // 3 and 4. A large conversation: the newest page and search.
     let big_dir = root.join("history");
     let mut store = SqliteStore::create(&big_dir, PASS, KdfParams::INSECURE_FOR_TESTS)?;
     let fill_batch = args.batch.max(10_000);
     let fill_time = fill(&mut store, args.history, fill_batch, conv, 0)?;
+    let (history_indexed, history_index_wall, history_index_cpu) =
+        timed(|| index_all(&mut store, args.index_chunk))?;
     // A few other conversations, so the index is not trivially one conversation.
     for c in 3..6u8 {
         fill(
@@ -287,11 +364,12 @@ fn main() -> Result<()> {
             10_000_000 * u64::from(c),
         )?;
     }
+    index_all(&mut store, args.index_chunk)?;
     store.close()?;
     let db_bytes = std::fs::metadata(big_dir.join(dopus_store::DB_FILE_NAME))?.len();
 
     // Reopen so the page cache starts cold (the OS cache stays warm).
-    let store = SqliteStore::open(&big_dir, PASS)?;
+    let mut store = SqliteStore::open(&big_dir, PASS)?;
     let cold_page = measure(1, || {
         let page = store.messages_before(&conv, None, 50)?;
         anyhow::ensure!(page.len() == 50);
@@ -315,6 +393,19 @@ fn main() -> Result<()> {
         Ok(())
     })?;
     row("50 older than a cursor mid-history", &deep, "≤ 5");
+    // A cursor that is no message of the conversation (one past the newest, as the read-receipt
+    // path uses it) is an arrival bound: the same index scan with a filter.
+    let past = Seq(u64::MAX / 2);
+    let past_newest = measure(args.repeats, || {
+        let page = store.messages_before(&conv, Some(past), 50)?;
+        anyhow::ensure!(page.len() == 50);
+        Ok(())
+    })?;
+    row(
+        "50 before a cursor past the newest (arrival bound)",
+        &past_newest,
+        "≤ 5",
+    );
 
     let search = |text: &str| -> Result<Stats> {
         let query = SearchQuery {
@@ -396,6 +487,13 @@ fn main() -> Result<()> {
         &in_conv,
         "≤ 50",
     );
+    // A search while maintenance lags: 1,000 new messages not yet indexed.
+    fill(&mut store, 1_000, 1_000, conv, args.history)?;
+    let (_, wall, _) = timed(|| Ok(store.search(&quokka)?))?;
+    println!(
+        "| first search with a 1,000-message unindexed tail (indexes it) | {} | | | ≤ 50 |",
+        ms(wall)
+    );
 
     println!();
     println!(
@@ -403,6 +501,12 @@ fn main() -> Result<()> {
         args.history,
         fill_batch,
         args.history as f64 / fill_time.as_secs_f64()
+    );
+    println!(
+        "| index_pending of the {}-message history, {} per call | {} | |",
+        history_indexed,
+        args.index_chunk,
+        rates(history_indexed, history_index_wall, history_index_cpu)
     );
     println!(
         "| database size with {} messages | {:.0} MiB | |",

@@ -148,16 +148,35 @@ pub trait Store: Send {
     fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError>;
     /// One message by id.
     fn message(&self, id: &MessageId) -> Result<Option<Message>, StoreError>;
-    /// Up to `limit` messages of a conversation older than `before` (or the newest if `None`),
-    /// newest first. Page on with the last returned `seq`.
+    /// A page of history: up to `limit` messages of a conversation, newest first in the
+    /// senders' order, `(sent_at, seq)` descending (`seq`, the arrival order, only breaks
+    /// ties). With `before: None` the page starts at the newest message; with `Some(seq)` it
+    /// holds the messages that come strictly before the message `seq` in that order. Page on
+    /// with the `seq` of the last message returned. A `before` that is not a message of this
+    /// conversation (for example one past the newest) is read as an arrival bound instead:
+    /// the page holds messages with a `seq` below it, still in the senders' order.
+    ///
+    /// A message re-sent after a crash may arrive after later ones: it gets a higher `seq`
+    /// but is shown where its sender wrote it. (The conversation list, unread counts and
+    /// search stay in arrival order, `seq`.)
     fn messages_before(
         &self,
         conversation: &ConversationId,
         before: Option<Seq>,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
-    /// Full-text search, newest first. Deleted messages never match.
+    /// Full-text search, newest first (by `seq`, arrival order). Deleted messages never
+    /// match. Exact whether or not [`Store::index_pending`] ran since the last write: a
+    /// backend with a deferred index brings it up to date first, which costs about as much as
+    /// indexing whatever was written since the last maintenance.
     fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError>;
+    /// Maintenance: adds up to `max_rows` of the oldest not-yet-indexed messages to the
+    /// full-text index, in one transaction; returns how many it indexed (0 when nothing is
+    /// pending). Inserts do not index (that is what keeps batched inserts fast); call this
+    /// periodically, for example every few seconds with `max_rows` around 5,000 and again
+    /// while it returns `max_rows`, so the first search after a burst of messages has little
+    /// left to index. A backend whose search needs no index (the memory store) returns 0.
+    fn index_pending(&mut self, max_rows: usize) -> Result<usize, StoreError>;
     /// The reactions on a message, one entry per emoji, in the order each emoji first
     /// appeared.
     fn reactions(&self, message: &MessageId) -> Result<Vec<ReactionSummary>, StoreError>;

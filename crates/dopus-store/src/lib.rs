@@ -4,6 +4,7 @@ mod apply;
 #[cfg(test)]
 mod batch_tests;
 mod codec;
+mod fts;
 mod keyfile;
 mod keyring;
 mod migrations;
@@ -264,7 +265,7 @@ fn configure(conn: &Connection) -> Result<(), OpenError> {
         tracing::warn!(mode, "store database is not in WAL mode");
     }
     conn.execute_batch(
-        "PRAGMA synchronous = FULL;
+        "PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
          PRAGMA secure_delete = ON;
@@ -361,6 +362,10 @@ impl Store for SqliteStore {
 
     fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
         out(queries::search(&self.conn, query))
+    }
+
+    fn index_pending(&mut self, max_rows: usize) -> Result<usize, StoreError> {
+        out(fts::index_pending(&self.conn, max_rows))
     }
 
     fn reactions(&self, message: &MessageId) -> Result<Vec<ReactionSummary>, StoreError> {

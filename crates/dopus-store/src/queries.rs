@@ -1,4 +1,4 @@
-//! Reads. Every query is served by an index named in migrations/001_initial.sql; the hot ones
+//! Reads. Every query is served by an index named in migrations/ (001, 002); the hot ones
 //! (a page of history, search) are measured by bench/store.
 
 use crate::codec::{
@@ -174,6 +174,56 @@ pub(crate) fn message(conn: &Connection, id: &MessageId) -> DbResult<Option<Mess
     first(stmt.query([uuid(&id.0)])?, codec::message)
 }
 
+/// The history queries, newest first in the senders' order `(sent_at, seq)`. Each names
+/// `messages_by_conversation_time` with `INDEXED BY`: with every column selected, SQLite's
+/// planner would otherwise serve the arrival-bound page from `(conversation_id, seq)` and sort
+/// the whole conversation (measured: 2.3 s on a million messages instead of 1 ms).
+pub(crate) mod history_sql {
+    use crate::codec::MESSAGE_COLUMNS;
+
+    /// `?1` conversation row, `?2` limit.
+    pub(crate) fn newest() -> String {
+        format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m \
+             INDEXED BY messages_by_conversation_time \
+             JOIN conversations c ON c.id = m.conversation_id WHERE m.conversation_id = ?1 \
+             ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?2"
+        )
+    }
+
+    /// `?1` conversation row, `?2` cursor seq, `?3` limit. The cursor row `k` is the outer
+    /// loop of the join (one row by primary key, or none), so the query resolves the cursor
+    /// itself and a cursor that is not there ends the query at once.
+    pub(crate) fn before_cursor() -> String {
+        format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages k \
+             JOIN messages m INDEXED BY messages_by_conversation_time \
+               ON m.conversation_id = k.conversation_id \
+               AND (m.sent_at, m.seq) < (k.sent_at, k.seq) \
+             JOIN conversations c ON c.id = m.conversation_id \
+             WHERE k.seq = ?2 AND k.conversation_id = ?1 \
+             ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?3"
+        )
+    }
+
+    /// `?1` conversation row, `?2` arrival bound, `?3` limit: for a cursor that is not a
+    /// message of the conversation. Walks the index from the newest entry and skips those that
+    /// arrived at or after the bound.
+    pub(crate) fn before_arrival() -> String {
+        format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m \
+             INDEXED BY messages_by_conversation_time \
+             JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.conversation_id = ?1 AND m.seq < ?2 \
+             ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?3"
+        )
+    }
+}
+
+/// A page of history in the senders' order: `(sent_at, seq)` descending, strictly before the
+/// cursor message's `(sent_at, seq)`, which the query resolves itself. One range scan of
+/// `messages_by_conversation_time`. A cursor that is not a message of this conversation is an
+/// arrival bound (`seq` below it), as the trait documents.
 pub(crate) fn messages_before(
     conn: &Connection,
     conversation: &ConversationId,
@@ -183,16 +233,30 @@ pub(crate) fn messages_before(
     let Some(row_id) = conversation_row(conn, conversation)? else {
         return Ok(Vec::new());
     };
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c \
-         ON c.id = m.conversation_id WHERE m.conversation_id = ?1 AND m.seq < ?2 \
-         ORDER BY m.seq DESC LIMIT ?3"
-    ))?;
-    let before = before.map_or(i64::MAX, seq_int);
+    let Some(cursor) = before else {
+        let mut stmt = conn.prepare_cached(&history_sql::newest())?;
+        return collect(stmt.query(params![row_id, limit(n)])?, codec::message);
+    };
+    let cursor = seq_int(cursor);
+    let mut stmt = conn.prepare_cached(&history_sql::before_cursor())?;
+    let page = collect(
+        stmt.query(params![row_id, cursor, limit(n)])?,
+        codec::message,
+    )?;
+    if !page.is_empty() || n == 0 || cursor_in_conversation(conn, row_id, cursor)? {
+        return Ok(page);
+    }
+    let mut stmt = conn.prepare_cached(&history_sql::before_arrival())?;
     collect(
-        stmt.query(params![row_id, before, limit(n)])?,
+        stmt.query(params![row_id, cursor, limit(n)])?,
         codec::message,
     )
+}
+
+fn cursor_in_conversation(conn: &Connection, row_id: i64, seq: i64) -> DbResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM messages WHERE seq = ?1 AND conversation_id = ?2")?
+        .exists(params![seq, row_id])?)
 }
 
 /// Builds the FTS5 expression: each term quoted (a string, never an operator or a column
@@ -209,11 +273,14 @@ pub(crate) fn fts_expression(terms: &[SearchTerm]) -> String {
         .join(" ")
 }
 
+/// Full-text search. Indexes the pending tail first (see `fts.rs`), so the result is exact
+/// whether or not maintenance has run since the last insert.
 pub(crate) fn search(conn: &Connection, query: &SearchQuery) -> DbResult<Vec<SearchHit>> {
     let terms = search_terms(&query.text);
     if terms.is_empty() || query.limit == 0 {
         return Ok(Vec::new());
     }
+    crate::fts::index_all_pending(conn)?;
     let conversation_row = match &query.conversation {
         Some(c) => match conversation_row(conn, c)? {
             Some(row) => Some(row),

@@ -33,6 +33,7 @@ macro_rules! store_conformance_tests {
             conversations_get_or_create,
             insert_is_idempotent,
             pagination_newest_first,
+            history_follows_the_senders_order,
             edits_converge,
             delete_erases_content,
             delivery_moves_forward_only,
@@ -40,6 +41,8 @@ macro_rules! store_conformance_tests {
             search_matches_words,
             search_is_injection_safe,
             search_follows_edits_and_deletes,
+            search_right_after_a_batch_without_maintenance,
+            search_follows_edits_and_deletes_of_indexed_and_pending_rows,
             reactions_aggregate,
             olm_sessions_newest_used_first,
             megolm_sessions,
@@ -513,6 +516,94 @@ pub fn pagination_newest_first<S: Store>(store: &mut S) {
     assert!(page1.windows(2).all(|w| w[0].seq > w[1].seq));
 }
 
+/// History pages follow the senders' order `(sent_at, seq)`, not arrival: a message re-sent
+/// after a crash arrives late but shows where it was written; equal `sent_at` fall back to
+/// arrival. The cursor is the `seq` of the last message of the previous page.
+pub fn history_follows_the_senders_order<S: Store>(store: &mut S) {
+    // Arrival order 1..=8; sent times put 7 and 8 (re-sent late) back among the first ones.
+    let sent = [
+        (1, 10),
+        (2, 20),
+        (3, 30),
+        (4, 40),
+        (5, 50),
+        (6, 60),
+        (7, 25),
+        (8, 30),
+    ];
+    let mut seqs = std::collections::HashMap::new();
+    for (n, at) in sent {
+        let mut m = new_message(n, direct(2), 2, &format!("m{n}"));
+        m.sent_at = t(at);
+        seqs.insert(n, insert(store, m));
+        insert(store, new_message(100 + n, direct(3), 3, "other"));
+    }
+    let ids = |page: &[Message]| -> Vec<u128> { page.iter().map(|m| m.id.0.as_u128()).collect() };
+    // Senders' order, newest first: 6(60) 5(50) 4(40) 8(30, later arrival) 3(30) 7(25) 2 1.
+    let all = store.messages_before(&direct(2), None, 100).unwrap();
+    assert_eq!(ids(&all), [6, 5, 4, 8, 3, 7, 2, 1]);
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.messages_before(&direct(2), cursor, 3).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        cursor = page.last().map(|m| m.seq);
+        paged.extend(ids(&page));
+    }
+    assert_eq!(
+        paged,
+        [6, 5, 4, 8, 3, 7, 2, 1],
+        "paging sees every message once"
+    );
+    // The cursor is a message: the page starts right after it in the senders' order, even
+    // when it arrived last.
+    assert_eq!(
+        ids(&store
+            .messages_before(&direct(2), Some(seqs[&8]), 2)
+            .unwrap()),
+        [3, 7]
+    );
+    assert_eq!(
+        ids(&store
+            .messages_before(&direct(2), Some(seqs[&7]), 10)
+            .unwrap()),
+        [2, 1]
+    );
+    assert!(
+        store
+            .messages_before(&direct(2), Some(seqs[&1]), 10)
+            .unwrap()
+            .is_empty()
+    );
+    // A cursor that is not a message of this conversation bounds by arrival: here the seq of
+    // a message of another conversation that arrived right after message 4.
+    let other = store
+        .message(&mid(104))
+        .unwrap()
+        .expect("inserted above")
+        .seq;
+    assert_eq!(
+        ids(&store.messages_before(&direct(2), Some(other), 10).unwrap()),
+        [4, 3, 2, 1]
+    );
+    // One past the newest message: everything, in the senders' order.
+    let past = Seq(seqs[&8].0 + 100);
+    assert_eq!(
+        ids(&store.messages_before(&direct(2), Some(past), 10).unwrap()),
+        [6, 5, 4, 8, 3, 7, 2, 1]
+    );
+    // The conversation list still shows the latest arrival, not the latest sent_at.
+    let list = store.conversations().unwrap();
+    let summary = list
+        .iter()
+        .find(|s| s.conversation.id == direct(2))
+        .expect("conversation listed");
+    assert_eq!(summary.last_message.as_ref().map(|m| m.id), Some(mid(8)));
+}
+
 /// Edits apply newest-wins and never touch deleted or unknown messages.
 pub fn edits_converge<S: Store>(store: &mut S) {
     insert(store, new_message(1, direct(2), 2, "orig"));
@@ -821,6 +912,96 @@ pub fn search_follows_edits_and_deletes<S: Store>(store: &mut S) {
     store.apply_one(Change::DeleteMessage(mid(1))).unwrap();
     assert!(search(store, "fixed").is_empty());
     assert_eq!(search(store, "word"), [mid(2)]);
+}
+
+/// A whole batch is searchable at once, with no maintenance step in between (a backend that
+/// indexes later must index before it answers).
+pub fn search_right_after_a_batch_without_maintenance<S: Store>(store: &mut S) {
+    let batch: Changes = (1..=300u128)
+        .map(|n| {
+            let body = if n % 10 == 0 {
+                format!("needle {n}")
+            } else {
+                format!("hay {n}")
+            };
+            Change::InsertMessage(new_message(n, direct(2), 2, &body))
+        })
+        .collect();
+    store.apply(batch).unwrap();
+    let expected: Vec<MessageId> = (1..=30u128).rev().map(|n| mid(n * 10)).collect();
+    assert_eq!(search(store, "needle"), expected);
+    assert_eq!(search(store, "needl"), expected, "prefix");
+    assert_eq!(search(store, "hay 299"), [mid(299)]);
+    // A second batch after the first search: again found without maintenance.
+    insert(store, new_message(301, direct(3), 3, "needle late"));
+    assert_eq!(search(store, "needle late"), [mid(301)]);
+    assert_eq!(search(store, "needle").len(), 31);
+}
+
+/// Edits and deletes give exact results whether the message was already indexed (by a
+/// maintenance step) or is still pending, and whatever maintenance runs in between.
+pub fn search_follows_edits_and_deletes_of_indexed_and_pending_rows<S: Store>(store: &mut S) {
+    for n in 1..=4u128 {
+        insert(
+            store,
+            new_message(n, direct(2), 2, &format!("old{n} shared")),
+        );
+    }
+    // Maintenance indexes everything written so far (a no-op for an index-free backend).
+    while store.index_pending(3).unwrap() > 0 {}
+    for n in 5..=8u128 {
+        insert(
+            store,
+            new_message(n, direct(2), 2, &format!("old{n} shared")),
+        );
+    }
+    let edit = |n: u128, body: &str| Change::EditMessage {
+        id: mid(n),
+        body: body.into(),
+        edited_at: t(10_000 + n as u64),
+    };
+    // 1 indexed edited, 2 indexed deleted, 5 pending edited, 6 pending deleted.
+    let batch: Changes = [
+        edit(1, "new1 shared"),
+        Change::DeleteMessage(mid(2)),
+        edit(5, "new5 shared"),
+        Change::DeleteMessage(mid(6)),
+    ]
+    .into_iter()
+    .collect();
+    store.apply(batch).unwrap();
+    let check = |store: &S, when: &str| {
+        assert_eq!(
+            search(store, "shared"),
+            [mid(8), mid(7), mid(5), mid(4), mid(3), mid(1)],
+            "{when}"
+        );
+        for gone in ["old1", "old2", "old5", "old6"] {
+            assert!(search(store, gone).is_empty(), "{gone} {when}");
+        }
+        assert_eq!(search(store, "new1"), [mid(1)], "{when}");
+        assert_eq!(search(store, "new5"), [mid(5)], "{when}");
+        assert_eq!(search(store, "old8"), [mid(8)], "{when}");
+    };
+    // Part of the tail indexed, then all of it (search indexes the rest itself).
+    let indexed = store.index_pending(2).unwrap();
+    assert!(indexed <= 2, "index_pending respects its bound: {indexed}");
+    check(store, "after partial maintenance");
+    // Now every row is indexed: edits and deletes go through the index.
+    store.apply_one(edit(7, "new7 shared")).unwrap();
+    store.apply_one(Change::DeleteMessage(mid(8))).unwrap();
+    assert!(search(store, "old7").is_empty());
+    assert!(search(store, "old8").is_empty());
+    assert_eq!(search(store, "new7"), [mid(7)]);
+    assert_eq!(
+        search(store, "shared"),
+        [mid(7), mid(5), mid(4), mid(3), mid(1)]
+    );
+    assert_eq!(
+        store.index_pending(100).unwrap(),
+        0,
+        "nothing left to index"
+    );
 }
 
 /// One entry per emoji in first-appearance order, users in reaction order; idempotent.

@@ -496,17 +496,25 @@ impl Store for MemoryStore {
         before: Option<Seq>,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        let upper = before.unwrap_or(Seq(u64::MAX));
-        Ok(self
+        // The cursor message's position in the senders' order; a cursor that is not a
+        // message of this conversation bounds by arrival instead.
+        let cursor = before.map(|seq| match self.state.messages.get(&seq) {
+            Some(m) if m.conversation == *conversation => (Some(m.sent_at), seq),
+            _ => (None, seq),
+        });
+        let mut page: Vec<&Message> = self
             .state
             .messages
-            .range(..upper)
-            .rev()
-            .map(|(_, m)| m)
+            .values()
             .filter(|m| m.conversation == *conversation)
-            .take(limit)
-            .cloned()
-            .collect())
+            .filter(|m| match cursor {
+                None => true,
+                Some((Some(sent_at), seq)) => (m.sent_at, m.seq) < (sent_at, seq),
+                Some((None, seq)) => m.seq < seq,
+            })
+            .collect();
+        page.sort_unstable_by_key(|m| std::cmp::Reverse((m.sent_at, m.seq)));
+        Ok(page.into_iter().take(limit).cloned().collect())
     }
 
     fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
@@ -530,6 +538,11 @@ impl Store for MemoryStore {
                 snippet: highlight(&m.body, &terms),
             })
             .collect())
+    }
+
+    /// Search matches in Rust over the current bodies: there is no index to maintain.
+    fn index_pending(&mut self, _max_rows: usize) -> Result<usize, StoreError> {
+        Ok(0)
     }
 
     fn reactions(&self, message: &MessageId) -> Result<Vec<ReactionSummary>, StoreError> {

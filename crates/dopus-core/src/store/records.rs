@@ -59,9 +59,10 @@ uuid_id!(
     TransferId
 );
 
-/// The local display order of messages: assigned by the store on insert, strictly increasing
-/// across the whole store, never reused. It is the pagination cursor, because peers' clocks
-/// (`sent_at`) cannot be trusted to order anything.
+/// The local arrival order of messages: assigned by the store on insert, strictly increasing
+/// across the whole store, never reused. It orders the conversation list, unread counts and
+/// search, and it is the history cursor (a page is ordered by `(sent_at, seq)`, and a `Seq`
+/// names the cursor message; see [`Store::messages_before`](super::Store::messages_before)).
 #[derive(
     Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
 )]

@@ -103,12 +103,49 @@ fn change() -> impl Strategy<Value = Change> {
     ]
 }
 
+/// What happens after a batch besides the next batch.
+#[derive(Clone, Debug)]
+enum Then {
+    Nothing,
+    /// A maintenance step indexing at most this many pending messages.
+    Index(usize),
+    /// Every read compared (search indexes the whole pending tail).
+    Read,
+}
+
+fn maintenance() -> impl Strategy<Value = Then> {
+    prop_oneof![
+        4 => Just(Then::Nothing),
+        2 => (1usize..4).prop_map(Then::Index),
+        1 => Just(Then::Read),
+    ]
+}
+
 fn assert_same_reads(mem: &MemoryStore, sql: &dyn Store) {
     for c in 0..3 {
         assert_eq!(
             mem.messages_before(&conv(c), None, 100).unwrap(),
             sql.messages_before(&conv(c), None, 100).unwrap()
         );
+        // Paging by the last seq of each page, and cursors that are any seq at all (of this
+        // conversation, of another, or none).
+        let mut cursor = None;
+        loop {
+            let a = mem.messages_before(&conv(c), cursor, 2).unwrap();
+            let b = sql.messages_before(&conv(c), cursor, 2).unwrap();
+            assert_eq!(a, b, "page before {cursor:?}");
+            match a.last() {
+                Some(m) => cursor = Some(m.seq),
+                None => break,
+            }
+        }
+        for s in 0..12u64 {
+            assert_eq!(
+                mem.messages_before(&conv(c), Some(Seq(s)), 3).unwrap(),
+                sql.messages_before(&conv(c), Some(Seq(s)), 3).unwrap(),
+                "page before seq {s}"
+            );
+        }
         assert_eq!(
             mem.conversation(&conv(c)).unwrap(),
             sql.conversation(&conv(c)).unwrap()
@@ -168,10 +205,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn memory_and_sqlcipher_agree(batches in prop::collection::vec(prop::collection::vec(change(), 1..5), 1..25)) {
+    fn memory_and_sqlcipher_agree(batches in prop::collection::vec((prop::collection::vec(change(), 1..5), maintenance()), 1..25)) {
         let mut mem = MemoryStore::new();
         let (mut sql, _guard) = temp_store();
-        for batch in batches {
+        for (batch, then) in batches {
             let batch: Changes = batch.into_iter().collect();
             let a = mem.apply(batch.clone());
             let b = sql.apply(batch);
@@ -179,6 +216,16 @@ proptest! {
                 (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
                 (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
                 (a, b) => prop_assert!(false, "memory {:?} but sqlcipher {:?}", a, b),
+            }
+            // Index part of the tail, or read everything mid-run (search indexes the whole
+            // tail), so later edits and deletes hit indexed and pending rows alike.
+            match then {
+                Then::Nothing => {}
+                Then::Index(n) => {
+                    prop_assert_eq!(mem.index_pending(n).unwrap(), 0);
+                    prop_assert!(sql.index_pending(n).unwrap() <= n);
+                }
+                Then::Read => assert_same_reads(&mem, &sql),
             }
         }
         assert_same_reads(&mem, &sql);
