@@ -28,6 +28,11 @@ impl Timestamp {
         Self(self.0.saturating_add(ms))
     }
 
+    /// This time minus `ms` milliseconds, saturating at the epoch.
+    pub const fn minus_millis(self, ms: u64) -> Self {
+        Self(self.0.saturating_sub(ms))
+    }
+
     /// Milliseconds from `earlier` to `self`, or 0 if `earlier` is later.
     pub const fn millis_since(self, earlier: Timestamp) -> u64 {
         self.0.saturating_sub(earlier.0)
@@ -55,6 +60,8 @@ mod tests {
         let t = Timestamp::from_millis(10);
         assert_eq!(t.plus_millis(5).as_millis(), 15);
         assert_eq!(Timestamp(u64::MAX).plus_millis(1), Timestamp(u64::MAX));
+        assert_eq!(t.minus_millis(4).as_millis(), 6);
+        assert_eq!(t.minus_millis(11), Timestamp::ZERO);
         assert_eq!(t.millis_since(Timestamp(20)), 0);
         assert_eq!(Timestamp(20).millis_since(t), 10);
     }

@@ -17,6 +17,7 @@
 mod deliver;
 mod demo;
 pub mod json;
+mod maintenance;
 mod net;
 mod peers;
 mod ready;
@@ -280,6 +281,7 @@ impl Node {
         self.emit(json!({ "type": "status", "state": "ready" }));
         if let Some(node) = self.arc() {
             net::start(node.clone());
+            maintenance::start(node.clone());
             deliver::start_pump(node);
         }
         self.me().await

@@ -162,6 +162,15 @@ async fn set_presence(node: &Node, user: UserId, status: Status) {
             .presence
             .insert(user, status)
             .is_some_and(|s| s.as_seen_by_others() != Status::Offline);
+        // A peer that went offline (killed, restarted, or turned invisible) has no use for the
+        // channel it had: its far end is gone or must look gone, and until our ICE timeout
+        // noticed, sends into it would vanish. A new one is made when it is back.
+        if was_online
+            && status.as_seen_by_others() == Status::Offline
+            && let Some(old) = r.peers.remove(&user)
+        {
+            old.close();
+        }
         // A peer that comes back gets everything still unacknowledged again soon, including
         // envelopes parked in its mailbox: if one of those could not be decrypted (a session that
         // broke meanwhile) it would otherwise wait for the hourly mailbox re-check. The peer
