@@ -165,6 +165,16 @@ pub trait Store: Send {
         before: Option<Seq>,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
+    /// Up to `limit` messages of a conversation that arrived before `before` (`seq` below it;
+    /// the newest if `None`), newest arrival first. For logic about what reached this device
+    /// (which messages a read receipt covers: those after the last read `seq`); history shown
+    /// to the user is [`Store::messages_before`].
+    fn messages_arrived_before(
+        &self,
+        conversation: &ConversationId,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
     /// Full-text search, newest first (by `seq`, arrival order). Deleted messages never
     /// match. Exact whether or not [`Store::index_pending`] ran since the last write: a
     /// backend with a deferred index brings it up to date first, which costs about as much as

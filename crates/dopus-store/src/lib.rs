@@ -360,6 +360,20 @@ impl Store for SqliteStore {
         ))
     }
 
+    fn messages_arrived_before(
+        &self,
+        conversation: &ConversationId,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        out(queries::messages_arrived_before(
+            &self.conn,
+            conversation,
+            before,
+            limit,
+        ))
+    }
+
     fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
         out(queries::search(&self.conn, query))
     }

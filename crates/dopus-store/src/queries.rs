@@ -253,6 +253,29 @@ pub(crate) fn messages_before(
     )
 }
 
+/// Messages in arrival order, newest first, `seq` below `before`: one range scan of
+/// `messages_by_conversation (conversation_id, seq)`.
+pub(crate) fn messages_arrived_before(
+    conn: &Connection,
+    conversation: &ConversationId,
+    before: Option<Seq>,
+    n: usize,
+) -> DbResult<Vec<Message>> {
+    let Some(row_id) = conversation_row(conn, conversation)? else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m INDEXED BY messages_by_conversation \
+         JOIN conversations c ON c.id = m.conversation_id \
+         WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3"
+    ))?;
+    let before = before.map_or(i64::MAX, seq_int);
+    collect(
+        stmt.query(params![row_id, before, limit(n)])?,
+        codec::message,
+    )
+}
+
 fn cursor_in_conversation(conn: &Connection, row_id: i64, seq: i64) -> DbResult<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM messages WHERE seq = ?1 AND conversation_id = ?2")?

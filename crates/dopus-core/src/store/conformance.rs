@@ -595,6 +595,31 @@ pub fn history_follows_the_senders_order<S: Store>(store: &mut S) {
         ids(&store.messages_before(&direct(2), Some(past), 10).unwrap()),
         [6, 5, 4, 8, 3, 7, 2, 1]
     );
+    // Arrival order is still there for logic about what reached this device.
+    assert_eq!(
+        ids(&store
+            .messages_arrived_before(&direct(2), None, 100)
+            .unwrap()),
+        [8, 7, 6, 5, 4, 3, 2, 1]
+    );
+    assert_eq!(
+        ids(&store
+            .messages_arrived_before(&direct(2), Some(seqs[&7]), 3)
+            .unwrap()),
+        [6, 5, 4]
+    );
+    assert_eq!(
+        ids(&store
+            .messages_arrived_before(&direct(2), Some(other), 10)
+            .unwrap()),
+        [4, 3, 2, 1]
+    );
+    assert!(
+        store
+            .messages_arrived_before(&direct(9), None, 10)
+            .unwrap()
+            .is_empty()
+    );
     // The conversation list still shows the latest arrival, not the latest sent_at.
     let list = store.conversations().unwrap();
     let summary = list

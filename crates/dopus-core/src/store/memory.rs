@@ -517,6 +517,25 @@ impl Store for MemoryStore {
         Ok(page.into_iter().take(limit).cloned().collect())
     }
 
+    fn messages_arrived_before(
+        &self,
+        conversation: &ConversationId,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let upper = before.unwrap_or(Seq(u64::MAX));
+        Ok(self
+            .state
+            .messages
+            .range(..upper)
+            .rev()
+            .map(|(_, m)| m)
+            .filter(|m| m.conversation == *conversation)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
     fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
         let terms = search_terms(&query.text);
         if terms.is_empty() {

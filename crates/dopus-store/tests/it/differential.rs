@@ -141,6 +141,13 @@ fn assert_same_reads(mem: &MemoryStore, sql: &dyn Store) {
         }
         for s in 0..12u64 {
             assert_eq!(
+                mem.messages_arrived_before(&conv(c), Some(Seq(s)), 3)
+                    .unwrap(),
+                sql.messages_arrived_before(&conv(c), Some(Seq(s)), 3)
+                    .unwrap(),
+                "arrived before seq {s}"
+            );
+            assert_eq!(
                 mem.messages_before(&conv(c), Some(Seq(s)), 3).unwrap(),
                 sql.messages_before(&conv(c), Some(Seq(s)), 3).unwrap(),
                 "page before seq {s}"
