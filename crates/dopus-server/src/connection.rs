@@ -436,7 +436,9 @@ async fn session_loop<S, E>(
                     }
                     more += 1;
                 }
-                if !keep || ws.flush().await.is_err() {
+                // Answers to the frames before a close or error still go out.
+                let flushed = ws.flush().await.is_ok();
+                if !keep || !flushed {
                     return;
                 }
             }
