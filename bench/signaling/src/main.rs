@@ -62,6 +62,13 @@ struct Args {
     /// Payload bytes per relay (at least 24).
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Server runtime experiment: worker threads (0: tokio's default, one per core, as the
+    /// `discordopus-server` binary; 1: a `current_thread` runtime).
+    #[arg(long, default_value_t = 0)]
+    server_threads: usize,
+    /// Server runtime experiment: tokio's `event_interval` (ticks between I/O polls).
+    #[arg(long)]
+    server_event_interval: Option<u32>,
 }
 
 fn epoch() -> Instant {
@@ -76,7 +83,7 @@ fn now_ns() -> u64 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(addr) = args.serve {
-        return serve(addr);
+        return serve(addr, &args);
     }
     let mut args = args;
     let fits = ensure_nofile(args.connections as u64 + 1_000)?;
@@ -139,10 +146,20 @@ fn nofile_raisable(n: u64) -> bool {
         .unwrap_or(false)
 }
 
-fn serve(addr: SocketAddr) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+fn serve(addr: SocketAddr, args: &Args) -> anyhow::Result<()> {
+    let mut builder = match args.server_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    if let Some(n) = args.server_event_interval {
+        builder.event_interval(n);
+    }
+    let rt = builder.enable_all().build()?;
     rt.block_on(async move {
         let dir = tempfile::tempdir()?;
         let mut config = dopus_server::Config::loopback(dir.path());
@@ -190,11 +207,15 @@ impl ServerChild {
     }
 }
 
-fn spawn_server() -> anyhow::Result<ServerChild> {
-    let mut child = Command::new(std::env::current_exe()?)
+fn spawn_server(args: &Args) -> anyhow::Result<ServerChild> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
         .args(["--serve", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()?;
+        .arg(format!("--server-threads={}", args.server_threads));
+    if let Some(n) = args.server_event_interval {
+        command.arg(format!("--server-event-interval={n}"));
+    }
+    let mut child = command.stdout(Stdio::piped()).spawn()?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut line = String::new();
     std::io::BufReader::new(stdout).read_line(&mut line)?;
@@ -297,7 +318,7 @@ fn source(i: usize, sources: u8) -> IpAddr {
 
 async fn bench(args: Args) -> anyhow::Result<()> {
     let _ = epoch();
-    let server = spawn_server()?;
+    let server = spawn_server(&args)?;
     println!("server pid {} on {}", server.child.id(), server.addr);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
