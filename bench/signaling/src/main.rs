@@ -9,7 +9,9 @@
 //! 2. runs `--pairs` sender→receiver pairs relaying through the server, first closed-loop (each
 //!    sender keeps `--window` relays in flight) for the maximum rate, then open-loop at
 //!    `--rate` messages/s; reports delivered messages/s and p50/p99/max latency from send to
-//!    delivery (both ends in this process, one monotonic clock).
+//!    delivery (both ends in this process, one monotonic clock). Each sender connection is one
+//!    task that writes every relay it may send in one batch (one write) and reads the answers;
+//!    frames are built from a prebuilt prefix and suffix; receivers parse only the timestamp.
 //!
 //! `cargo run --release -p dopus-bench-signaling -- --connections 50000`
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
@@ -19,7 +21,7 @@ use clap::Parser;
 use dopus_proto::signaling::{ClientFrame, Nonce, ServerFrame, auth_signing_bytes};
 use dopus_types::{DeviceId, Ed25519Key, Signature, UserId};
 use ed25519_dalek::{Signer, SigningKey};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt as _, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use std::io::BufRead as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -60,6 +62,13 @@ struct Args {
     /// Payload bytes per relay (at least 24).
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Server runtime experiment: worker threads (0: tokio's default, one per core, as the
+    /// `discordopus-server` binary; 1: a `current_thread` runtime).
+    #[arg(long, default_value_t = 0)]
+    server_threads: usize,
+    /// Server runtime experiment: tokio's `event_interval` (ticks between I/O polls).
+    #[arg(long)]
+    server_event_interval: Option<u32>,
 }
 
 fn epoch() -> Instant {
@@ -74,7 +83,7 @@ fn now_ns() -> u64 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(addr) = args.serve {
-        return serve(addr);
+        return serve(addr, &args);
     }
     let mut args = args;
     let fits = ensure_nofile(args.connections as u64 + 1_000)?;
@@ -137,10 +146,20 @@ fn nofile_raisable(n: u64) -> bool {
         .unwrap_or(false)
 }
 
-fn serve(addr: SocketAddr) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+fn serve(addr: SocketAddr, args: &Args) -> anyhow::Result<()> {
+    let mut builder = match args.server_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    if let Some(n) = args.server_event_interval {
+        builder.event_interval(n);
+    }
+    let rt = builder.enable_all().build()?;
     rt.block_on(async move {
         let dir = tempfile::tempdir()?;
         let mut config = dopus_server::Config::loopback(dir.path());
@@ -174,14 +193,7 @@ impl Drop for ServerChild {
 impl ServerChild {
     /// CPU seconds (user + system) the server has used so far.
     fn cpu_secs(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name (which is in parentheses and may contain spaces).
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime are fields 14 and 15 of /proc/pid/stat, i.e. 11 and 12 after ')'.
-        (ticks(11) + ticks(12)) / 100.0
+        cpu_secs_of(&self.child.id().to_string())
     }
 
     fn rss_kib(&self) -> anyhow::Result<u64> {
@@ -195,11 +207,15 @@ impl ServerChild {
     }
 }
 
-fn spawn_server() -> anyhow::Result<ServerChild> {
-    let mut child = Command::new(std::env::current_exe()?)
+fn spawn_server(args: &Args) -> anyhow::Result<ServerChild> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
         .args(["--serve", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()?;
+        .arg(format!("--server-threads={}", args.server_threads));
+    if let Some(n) = args.server_event_interval {
+        command.arg(format!("--server-event-interval={n}"));
+    }
+    let mut child = command.stdout(Stdio::piped()).spawn()?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut line = String::new();
     std::io::BufReader::new(stdout).read_line(&mut line)?;
@@ -249,9 +265,8 @@ async fn open(addr: SocketAddr, source: IpAddr, id: &Identity) -> anyhow::Result
     socket.bind(SocketAddr::new(source, 0))?;
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
+    // The default write buffer: frames fed in a batch leave in one write at the flush.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
     let url = format!("ws://{addr}/ws?v=1");
     let (mut ws, _) =
         tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
@@ -303,7 +318,7 @@ fn source(i: usize, sources: u8) -> IpAddr {
 
 async fn bench(args: Args) -> anyhow::Result<()> {
     let _ = epoch();
-    let server = spawn_server()?;
+    let server = spawn_server(&args)?;
     println!("server pid {} on {}", server.child.id(), server.addr);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -418,7 +433,6 @@ enum Load {
 
 struct Shared {
     measuring: std::sync::atomic::AtomicBool,
-    stop: std::sync::atomic::AtomicBool,
     delivered: AtomicU64,
     sent: AtomicU64,
     refused: AtomicU64,
@@ -436,7 +450,6 @@ async fn relay_run(
 ) -> anyhow::Result<Pairs> {
     let shared = Arc::new(Shared {
         measuring: false.into(),
-        stop: false.into(),
         delivered: AtomicU64::new(0),
         sent: AtomicU64::new(0),
         refused: AtomicU64::new(0),
@@ -445,132 +458,32 @@ async fn relay_run(
     let pairs = senders.len();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut recv_tasks = Vec::new();
-    for mut ws in receivers {
-        let shared = shared.clone();
-        let stop_rx = stop_rx.clone();
-        recv_tasks.push(tokio::spawn(async move {
-            let mut local = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).ok();
-            let mut stop = stop_rx.clone();
-            loop {
-                // No timer per message: the stop signal is a watch channel.
-                let msg = tokio::select! {
-                    m = ws.next() => match m {
-                        Some(Ok(m)) => m,
-                        _ => break,
-                    },
-                    _ = stop.changed() => break,
-                };
-                let Message::Text(t) = msg else { continue };
-                let Some(ts) = payload_ts(t.as_str()) else {
-                    continue;
-                };
-                if shared.measuring.load(Ordering::Relaxed) {
-                    shared.delivered.fetch_add(1, Ordering::Relaxed);
-                    if let Some(h) = local.as_mut() {
-                        let _ = h.record(now_ns().saturating_sub(ts).max(1_000));
-                    }
-                }
-            }
-            if let (Some(h), Ok(mut all)) = (local, shared.hist.lock()) {
-                let _ = all.add(h);
-            }
-            ws
-        }));
+    for ws in receivers {
+        recv_tasks.push(tokio::spawn(receive(ws, shared.clone(), stop_rx.clone())));
     }
-    let payload_pad = "p".repeat(args.payload.saturating_sub(24));
     let mut send_tasks = Vec::new();
     for (ws, to) in senders {
-        let shared = shared.clone();
-        let pad = payload_pad.clone();
-        let per_sender = match load {
-            Load::Open(rate) => rate as f64 / pairs as f64,
-            Load::Closed(_) => 0.0,
-        };
-        let stop_rx = stop_rx.clone();
-        send_tasks.push(tokio::spawn(async move {
-            let (mut sink, mut stream) = ws.split();
-            let in_flight = Arc::new(tokio::sync::Semaphore::new(match load {
-                Load::Closed(w) => w,
-                Load::Open(_) => 1 << 20,
-            }));
-            let reader_sem = in_flight.clone();
-            let reader_shared = shared.clone();
-            let reader_stop = stop_rx.clone();
-            let reader = tokio::spawn(async move {
-                let mut stop = reader_stop;
-                loop {
-                    let msg = tokio::select! {
-                        m = stream.next() => match m {
-                            Some(Ok(m)) => m,
-                            _ => break,
-                        },
-                        _ = stop.changed() => break,
-                    };
-                    if let Message::Text(t) = msg {
-                        if !t.as_str().contains("\"relay_result\"") {
-                            reader_shared.refused.fetch_add(1, Ordering::Relaxed);
-                        }
-                        reader_sem.add_permits(1);
-                    }
-                }
-                stream
-            });
-            let start = Instant::now();
-            let mut sent: u64 = 0;
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut id: u64 = 0;
-            let mut stop = stop_rx;
-            while !shared.stop.load(Ordering::Relaxed) {
-                let batch = match load {
-                    Load::Closed(_) => {
-                        let p = tokio::select! {
-                            p = in_flight.acquire() => p,
-                            _ = stop.changed() => break,
-                        };
-                        let Ok(p) = p else {
-                            break;
-                        };
-                        p.forget();
-                        1
-                    }
-                    Load::Open(_) => {
-                        tick.tick().await;
-                        let due = (start.elapsed().as_secs_f64() * per_sender) as u64;
-                        due.saturating_sub(sent).min(1_000)
-                    }
-                };
-                for _ in 0..batch {
-                    id += 1;
-                    let frame = format!(
-                        r#"{{"type":"relay","id":{id},"to":"{to}","payload":"{:020}{pad}"}}"#,
-                        now_ns()
-                    );
-                    if sink.feed(Message::text(frame)).await.is_err() {
-                        return None;
-                    }
-                    sent += 1;
-                }
-                if sink.flush().await.is_err() {
-                    return None;
-                }
-                if shared.measuring.load(Ordering::Relaxed) {
-                    shared.sent.fetch_add(batch, Ordering::Relaxed);
-                }
-            }
-            let stream = reader.await.ok()?;
-            sink.reunite(stream).ok()
-        }));
+        let frames = RelayFrames::new(&to, args.payload);
+        send_tasks.push(tokio::spawn(send(
+            ws,
+            frames,
+            load,
+            pairs,
+            shared.clone(),
+            stop_rx.clone(),
+        )));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     shared.measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
     let cpu_start = server.cpu_secs();
+    let own_start = own_cpu_secs();
     tokio::time::sleep(Duration::from_secs(args.duration_secs)).await;
     shared.measuring.store(false, Ordering::Relaxed);
     let secs = start.elapsed().as_secs_f64();
     let server_cpu = server.cpu_secs() - cpu_start;
-    shared.stop.store(true, Ordering::Relaxed);
+    let own_cpu = own_cpu_secs() - own_start;
+    let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let _ = stop_tx.send(true);
     let mut senders = Vec::new();
     for t in send_tasks {
@@ -601,9 +514,16 @@ async fn relay_run(
         ms(hist.max()),
     );
     println!(
-        "  server CPU: {:.2} cores busy, {:.1} µs of server CPU per delivered message",
+        "  server CPU: {:.2} cores busy, {:.1} µs per delivered message; load generator CPU: {:.2} cores busy, {:.1} µs per message; load average {}",
         server_cpu / secs,
-        server_cpu * 1e6 / delivered.max(1) as f64
+        server_cpu * 1e6 / delivered.max(1) as f64,
+        own_cpu / secs,
+        own_cpu * 1e6 / delivered.max(1) as f64,
+        load_avg
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
     );
     // The next run needs the recipients' user ids again; rebuild them from the pairs order.
     let recipients: Vec<UserId> = (0..pairs as u64)
@@ -612,11 +532,194 @@ async fn relay_run(
     Ok((senders.into_iter().zip(recipients).collect(), receivers))
 }
 
-/// The send timestamp at the start of a delivered relay's payload.
+/// CPU seconds (user + system) this process has used so far.
+fn own_cpu_secs() -> f64 {
+    cpu_secs_of("self")
+}
+
+fn cpu_secs_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of /proc/pid/stat, i.e. 11 and 12 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The relay frames of one sender, built from a fixed prefix and suffix around the request id
+/// and the send timestamp, so formatting a frame costs two integer prints and a copy (no user id
+/// printing, no JSON serializer).
+struct RelayFrames {
+    /// `{"type":"relay","id":`
+    head: &'static str,
+    /// `,"to":"dopus1…","payload":"`
+    middle: String,
+    /// The payload after its 20-digit timestamp, and the closing `"}`.
+    tail: String,
+    next_id: u64,
+}
+
+impl RelayFrames {
+    fn new(to: &UserId, payload: usize) -> Self {
+        Self {
+            head: r#"{"type":"relay","id":"#,
+            middle: format!(r#","to":"{to}","payload":""#),
+            tail: format!(r#"{}"}}"#, "p".repeat(payload.saturating_sub(TS_DIGITS))),
+            next_id: 0,
+        }
+    }
+
+    /// The next frame, stamped with the current time.
+    fn next(&mut self) -> String {
+        use std::fmt::Write as _;
+        self.next_id += 1;
+        let mut s = String::with_capacity(
+            self.head.len() + 20 + self.middle.len() + TS_DIGITS + self.tail.len(),
+        );
+        s.push_str(self.head);
+        let _ = write!(s, "{}", self.next_id);
+        s.push_str(&self.middle);
+        let _ = write!(s, "{:020}", now_ns());
+        s.push_str(&self.tail);
+        s
+    }
+}
+
+/// Digits of the send timestamp at the start of each payload.
+const TS_DIGITS: usize = 20;
+
+/// One sender connection, driven by one task that both writes relays and reads their answers,
+/// so a burst of answers costs one wakeup and the relays they make room for go out in one write.
+async fn send(
+    mut ws: Ws,
+    mut frames: RelayFrames,
+    load: Load,
+    pairs: usize,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<Ws> {
+    // Closed loop: relays that may be sent now. Open loop: unlimited.
+    let mut credits = match load {
+        Load::Closed(w) => w as u64,
+        Load::Open(_) => u64::MAX,
+    };
+    let per_sender = match load {
+        Load::Open(rate) => rate as f64 / pairs as f64,
+        Load::Closed(_) => 0.0,
+    };
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut due: u64 = 0;
+    loop {
+        let batch = match load {
+            Load::Closed(_) => std::mem::take(&mut credits),
+            Load::Open(_) => due.saturating_sub(sent).min(1_000),
+        };
+        if batch > 0 {
+            for _ in 0..batch {
+                if ws.feed(Message::text(frames.next())).await.is_err() {
+                    return None;
+                }
+            }
+            // One write for the whole batch.
+            if ws.flush().await.is_err() {
+                return None;
+            }
+            sent += batch;
+            if shared.measuring.load(Ordering::Relaxed) {
+                shared.sent.fetch_add(batch, Ordering::Relaxed);
+            }
+        }
+        let first = tokio::select! {
+            m = ws.next() => m,
+            _ = tick.tick(), if matches!(load, Load::Open(_)) => {
+                due = (start.elapsed().as_secs_f64() * per_sender) as u64;
+                continue;
+            }
+            _ = stop.changed() => break,
+        };
+        let mut msg = first;
+        loop {
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if !t.as_str().starts_with(r#"{"type":"relay_result""#) {
+                        shared.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if matches!(load, Load::Closed(_)) {
+                        credits += 1;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+            // Answers already read from the socket are handled before the next write.
+            match ws.next().now_or_never() {
+                Some(m) => msg = m,
+                None => break,
+            }
+        }
+    }
+    // Collect the answers still in flight so the connection is clean for the next run.
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    Some(ws)
+}
+
+/// One receiver connection: reads deliveries and records their latency.
+async fn receive(
+    mut ws: Ws,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Ws {
+    let mut local = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).ok();
+    loop {
+        // No timer per message: the stop signal is a watch channel.
+        let mut msg = tokio::select! {
+            m = ws.next() => m,
+            _ = stop.changed() => break,
+        };
+        loop {
+            let Some(Ok(m)) = msg else {
+                return ws;
+            };
+            if let Message::Text(t) = m
+                && let Some(ts) = payload_ts(t.as_str())
+                && shared.measuring.load(Ordering::Relaxed)
+            {
+                shared.delivered.fetch_add(1, Ordering::Relaxed);
+                if let Some(h) = local.as_mut() {
+                    let _ = h.record(now_ns().saturating_sub(ts).max(1_000));
+                }
+            }
+            match ws.next().now_or_never() {
+                Some(m) => msg = m,
+                None => break,
+            }
+        }
+    }
+    if let (Some(h), Ok(mut all)) = (local, shared.hist.lock()) {
+        let _ = all.add(h);
+    }
+    ws
+}
+
+/// The send timestamp at the start of a delivered relay's payload. The server's `deliver` frame
+/// starts with its type and carries one `"payload":"` key; only the 20 digits after it are
+/// parsed, the rest of the frame is not looked at.
 fn payload_ts(text: &str) -> Option<u64> {
-    if !text.contains("\"deliver\"") {
+    const KEY: &str = "\"payload\":\"";
+    if !text.starts_with(r#"{"type":"deliver""#) {
         return None;
     }
-    let at = text.find("\"payload\":\"")? + "\"payload\":\"".len();
-    text.get(at..at + 20)?.parse().ok()
+    let at = text.find(KEY)? + KEY.len();
+    let digits = text.get(at..at + TS_DIGITS)?;
+    digits.bytes().try_fold(0u64, |n, b| {
+        b.is_ascii_digit()
+            .then(|| n.wrapping_mul(10).wrapping_add(u64::from(b - b'0')))
+    })
 }

@@ -710,6 +710,110 @@ impl ClientFrame {
     }
 }
 
+/// A `relay` frame read in place: the server's hot path, which never copies or re-escapes the
+/// payload.
+///
+/// [`ClientFrame::parse_relay`] accepts exactly the well-formed `relay` frames whose `type` is
+/// written without escapes, and then yields the same values as [`ClientFrame::parse`]; for
+/// anything else it returns `None` and the caller uses the full parser (which also produces the
+/// error answers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayRef<'a> {
+    /// Request id.
+    pub id: RequestId,
+    /// The recipient.
+    pub to: UserId,
+    /// Only this device of the recipient (all devices when absent).
+    pub to_device: Option<DeviceId>,
+    /// The payload, borrowed from the frame when it holds no escapes.
+    pub payload: std::borrow::Cow<'a, str>,
+    /// Queue it in the mailbox of each offline device.
+    pub store: bool,
+}
+
+/// The wire shape of a `relay` frame for [`ClientFrame::parse_relay`]. Unknown fields are
+/// ignored and duplicate fields refused, as by the tagged [`ClientFrame`].
+#[derive(Deserialize)]
+struct RelayWire<'a> {
+    #[serde(rename = "type")]
+    ty: &'a str,
+    id: RequestId,
+    #[serde(deserialize_with = "user_cache::deserialize")]
+    to: UserId,
+    #[serde(default)]
+    to_device: Option<DeviceId>,
+    #[serde(borrow)]
+    payload: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    store: bool,
+}
+
+impl ClientFrame {
+    /// Reads a `relay` frame without building a [`ClientFrame`] (no buffering of the whole
+    /// object, no copy of a payload without escapes). `None` means "not a plain relay frame":
+    /// parse it with [`ClientFrame::parse`].
+    pub fn parse_relay(text: &str) -> Option<RelayRef<'_>> {
+        // Cheap refusal of every other frame type before any parsing.
+        if !text.contains("\"relay\"") {
+            return None;
+        }
+        let wire: RelayWire<'_> = serde_json::from_str(text).ok()?;
+        (wire.ty == "relay").then_some(RelayRef {
+            id: wire.id,
+            to: wire.to,
+            to_device: wire.to_device,
+            payload: wire.payload,
+            store: wire.store,
+        })
+    }
+}
+
+/// Appends `text` as a JSON string exactly as `serde_json` writes it: verbatim between quotes
+/// when nothing needs escaping (the usual case for base64 payloads), else through `serde_json`.
+fn push_json_str(out: &mut String, text: &str) {
+    // Branch-free per 16-byte chunk so the compiler vectorizes the scan of long payloads.
+    let plain = |b: u8| b >= 0x20 && b != b'"' && b != b'\\';
+    let clean = text
+        .as_bytes()
+        .chunks(16)
+        .all(|chunk| chunk.iter().fold(true, |ok, &b| ok & plain(b)));
+    if !clean {
+        out.push_str(&to_json(&text));
+    } else {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    }
+}
+
+/// The JSON of a [`ServerFrame::Deliver`], byte for byte what [`ServerFrame::to_json`] gives
+/// for it, written without building the frame (so the payload is copied once, never cloned or
+/// re-escaped on the relay path).
+pub fn deliver_json(
+    kind: DeliveryKind,
+    from: &Sender,
+    payload: &str,
+    sent_at: Timestamp,
+    mailbox_id: Option<u64>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(payload.len() + 200);
+    out.push_str(r#"{"type":"deliver","kind":""#);
+    out.push_str(kind.as_str());
+    out.push_str(r#"","from":{"user":"#);
+    push_json_str(&mut out, &user_cache::print(&from.user));
+    out.push_str(r#","device":"#);
+    push_json_str(&mut out, from.device.as_str());
+    out.push_str(r#"},"payload":"#);
+    push_json_str(&mut out, payload);
+    let _ = write!(out, r#","sent_at":{}"#, sent_at.0);
+    if let Some(id) = mailbox_id {
+        let _ = write!(out, r#","mailbox_id":{id}"#);
+    }
+    out.push('}');
+    out
+}
+
 impl ServerFrame {
     /// Parses one text frame from the server.
     pub fn parse(text: &str) -> Result<ServerFrame, serde_json::Error> {
@@ -989,6 +1093,88 @@ mod tests {
     }
 
     #[test]
+    fn deliver_json_is_the_serde_encoding() {
+        for (payload, mailbox_id) in [
+            ("opaque", None),
+            ("", Some(42)),
+            (
+                "quote \" back \\ nl \n tab \t ctl \u{1} del \u{7f} é 😀 </script>",
+                Some(0),
+            ),
+        ] {
+            for kind in [DeliveryKind::Relay, DeliveryKind::ContactDecline] {
+                let frame = ServerFrame::Deliver {
+                    kind,
+                    from: sender(),
+                    payload: payload.into(),
+                    sent_at: Timestamp(1_700_000_000_001),
+                    mailbox_id,
+                };
+                assert_eq!(
+                    deliver_json(
+                        kind,
+                        &sender(),
+                        payload,
+                        Timestamp(1_700_000_000_001),
+                        mailbox_id
+                    ),
+                    frame.to_json()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn parse_relay_agrees_with_the_full_parser_or_declines() {
+        let to = user(2).to_string();
+        let cases = [
+            format!(r#"{{"type":"relay","id":3,"to":"{to}","payload":"abc"}}"#),
+            format!(
+                r#"{{"id":3,"payload":"a\"b","type":"relay","to":"{to}","store":true,"x":[1]}}"#
+            ),
+            format!(
+                r#"{{"type":"relay","id":4,"to":"{to}","to_device":"{}","payload":""}}"#,
+                device(2)
+            ),
+            format!(r#"{{"type":"relay","id":4,"to":"{to}","to_device":null,"payload":"p"}}"#),
+            format!(r#"{{"type":"relay","type":"relay","id":3,"to":"{to}","payload":"abc"}}"#),
+            format!(r#"{{"type":"relay","id":3,"id":4,"to":"{to}","payload":"abc"}}"#),
+            format!(r#"{{"type":"rel\u0061y","id":3,"to":"{to}","payload":"abc"}}"#),
+            r#"{"type":"ping","id":3,"note":"relay"}"#.to_owned(),
+            format!(r#"{{"type":"relay","id":3,"to":"{to}","payload":3}}"#),
+            format!(r#"{{"type":"relay","id":-3,"to":"{to}","payload":"abc"}}"#),
+            r#"{"type":"relay","id":3,"to":"dopus1xyz","payload":"abc"}"#.to_owned(),
+            format!(r#"{{"type":"relay","id":3,"to":"{to}","payload":"abc"}} x"#),
+            format!(r#"{{"type":"relay","id":3,"to":"{to}","payload":"abc","store":"yes"}}"#),
+            r#"["relay"]"#.to_owned(),
+        ];
+        for text in &cases {
+            let full = ClientFrame::parse(text);
+            match ClientFrame::parse_relay(text) {
+                Some(r) => assert_eq!(
+                    full,
+                    Ok(ClientFrame::Relay {
+                        id: r.id,
+                        to: r.to,
+                        to_device: r.to_device,
+                        payload: r.payload.into_owned(),
+                        store: r.store,
+                    }),
+                    "{text}"
+                ),
+                None => assert!(
+                    !matches!(full, Ok(ClientFrame::Relay { ref payload, .. }) if !payload.contains(['"', '\\']) && !text.contains("\\u0061")),
+                    "declined a plain relay frame: {text}"
+                ),
+            }
+        }
+        assert!(
+            ClientFrame::parse_relay(&cases[0])
+                .is_some_and(|r| matches!(r.payload, std::borrow::Cow::Borrowed("abc")))
+        );
+    }
+
+    #[test]
     fn client_frames_snapshot() {
         let json: Vec<serde_json::Value> = all_client_frames()
             .iter()
@@ -1132,7 +1318,11 @@ mod tests {
         fn relay_round_trips(id in any::<u64>(), seed in 1u8..50, dev in proptest::option::of(any::<[u8; 16]>()),
                              payload in "\\PC{0,200}", store in any::<bool>()) {
             let f = ClientFrame::Relay { id, to: user(seed), to_device: dev.map(DeviceId::from_random), payload, store };
-            prop_assert_eq!(ClientFrame::parse(&f.to_json()).unwrap(), f);
+            let json = f.to_json();
+            prop_assert_eq!(ClientFrame::parse(&json).unwrap(), f.clone());
+            // The fast path reads the same frame (serde escapes only `"`, `\` and controls).
+            let r = ClientFrame::parse_relay(&json).unwrap();
+            prop_assert_eq!(ClientFrame::Relay { id: r.id, to: r.to, to_device: r.to_device, payload: r.payload.into_owned(), store: r.store }, f);
         }
 
         #[test]
@@ -1151,6 +1341,14 @@ mod tests {
                                mailbox_id in proptest::option::of(any::<u64>()), seed in 1u8..50) {
             let f = ServerFrame::Deliver { kind, from: Sender { user: user(seed), device: device(seed) }, payload, sent_at: Timestamp(sent), mailbox_id };
             prop_assert_eq!(ServerFrame::parse(&f.to_json()).unwrap(), f);
+        }
+
+        #[test]
+        fn deliver_json_matches_serde(kind in arb_kind(), payload in any::<String>(), sent in any::<u64>(),
+                                      mailbox_id in proptest::option::of(any::<u64>()), seed in 1u8..50) {
+            let from = Sender { user: user(seed), device: device(seed) };
+            let f = ServerFrame::Deliver { kind, from: from.clone(), payload: payload.clone(), sent_at: Timestamp(sent), mailbox_id };
+            prop_assert_eq!(deliver_json(kind, &from, &payload, Timestamp(sent), mailbox_id), f.to_json());
         }
 
         #[test]

@@ -240,8 +240,8 @@ pub trait PresenceStore: Send + Sync {
 /// What the bus carries to a connection.
 #[derive(Debug, Clone)]
 pub enum BusMessage {
-    /// A serialized server frame to write as is.
-    Frame(Arc<str>),
+    /// A serialized server frame to write as is (shared, never copied per recipient).
+    Frame(axum::extract::ws::Utf8Bytes),
     /// New mailbox items were stored for this device: fetch them.
     Poke,
     /// The device logged in elsewhere: close with this code.

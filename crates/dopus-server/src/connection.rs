@@ -436,7 +436,9 @@ async fn session_loop<S, E>(
                     }
                     more += 1;
                 }
-                if !keep || ws.flush().await.is_err() {
+                // Answers to the frames before a close or error still go out.
+                let flushed = ws.flush().await.is_ok();
+                if !keep || !flushed {
                     return;
                 }
             }
@@ -538,6 +540,16 @@ where
         .await;
     }
     session.rate_violations = 0;
+    // The hot path: a plain relay frame is read in place and its payload never copied out.
+    if text.len() <= hub.limits.max_frame_bytes
+        && let Some(r) = ClientFrame::parse_relay(text.as_str())
+    {
+        let answer = relay(hub, session, r.id, r.to, r.to_device, &r.payload, r.store).await;
+        if matches!(answer, ServerFrame::Error { .. }) {
+            Metrics::inc(&hub.metrics.frame_errors_total);
+        }
+        return reply(ws, answer).await;
+    }
     let parsed = if text.len() > hub.limits.max_frame_bytes {
         Err((
             None,
@@ -592,6 +604,32 @@ fn relay_answer(id: RequestId, result: Result<RelayReport, ErrorCode>) -> Server
     }
 }
 
+/// Answers a `relay` frame.
+async fn relay(
+    hub: &Hub,
+    session: &Session,
+    id: RequestId,
+    to: UserId,
+    to_device: Option<DeviceId>,
+    payload: &str,
+    store: bool,
+) -> ServerFrame {
+    if payload.len() > hub.limits.max_payload_bytes {
+        return ServerFrame::error(Some(id), ErrorCode::PayloadTooLarge, "payload too large");
+    }
+    let result = hub
+        .route(
+            &session.sender,
+            to,
+            to_device,
+            DeliveryKind::Relay,
+            payload,
+            store,
+        )
+        .await;
+    relay_answer(id, result)
+}
+
 fn internal(id: RequestId, e: &StoreError) -> ServerFrame {
     tracing::warn!(error = %e, "storage failure");
     ServerFrame::error(
@@ -619,7 +657,7 @@ async fn contact(
     }
     relay_answer(
         id,
-        hub.route(&session.sender, to, None, kind, introduction, true)
+        hub.route(&session.sender, to, None, kind, &introduction, true)
             .await,
     )
 }
@@ -683,26 +721,7 @@ async fn handle_frame(hub: &Hub, session: &mut Session, frame: ClientFrame) -> S
             to_device,
             payload,
             store,
-        } => {
-            if payload.len() > hub.limits.max_payload_bytes {
-                return ServerFrame::error(
-                    Some(id),
-                    ErrorCode::PayloadTooLarge,
-                    "payload too large",
-                );
-            }
-            let result = hub
-                .route(
-                    &session.sender,
-                    to,
-                    to_device,
-                    DeliveryKind::Relay,
-                    payload,
-                    store,
-                )
-                .await;
-            relay_answer(id, result)
-        }
+        } => relay(hub, session, id, to, to_device, &payload, store).await,
         ClientFrame::ContactRequest {
             id,
             to,

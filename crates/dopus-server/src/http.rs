@@ -21,6 +21,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+/// Bytes of frames a connection buffers before writing even without a flush.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
 /// The peer's address, put into each request's extensions by the accept loop.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PeerIp(pub IpAddr);
@@ -113,7 +116,10 @@ async fn ws_handler(
     let hard_limit = (limits.max_frame_bytes * 4).max(256 * 1024);
     upgrade
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        // Frames are buffered until the connection task flushes (once per burst of answers or
+        // deliveries) or this many bytes wait, so a burst costs one `write` instead of one per
+        // frame. The buffer grows only while frames wait: an idle connection keeps none of it.
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(hard_limit * 4)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)

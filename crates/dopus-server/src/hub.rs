@@ -11,8 +11,10 @@ use crate::clock::Clock;
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
 use crate::outbox::{LocalConnections, Out, Outbox};
+use axum::extract::ws::Utf8Bytes;
 use dopus_proto::signaling::{
     DeliveryKind, ErrorCode, Limits, PresenceEntry, Refusal, Sender, ServerFrame, Status,
+    deliver_json,
 };
 use dopus_types::{DeviceId, Timestamp, UserId};
 use std::collections::HashSet;
@@ -192,7 +194,7 @@ impl Hub {
             .presence
             .listed_by(contacts.clone(), user)
             .await?;
-        let frame: Arc<str> = ServerFrame::PresenceUpdate { user, status }
+        let frame: Utf8Bytes = ServerFrame::PresenceUpdate { user, status }
             .to_json()
             .into();
         for (contact, mutual) in contacts.into_iter().zip(listed) {
@@ -228,7 +230,7 @@ impl Hub {
         let mine = self.visible_status(user).await?;
         let old_set: HashSet<UserId> = old.iter().copied().collect();
         let mut result = Vec::new();
-        let mine_frame: Arc<str> = ServerFrame::PresenceUpdate { user, status: mine }
+        let mine_frame: Utf8Bytes = ServerFrame::PresenceUpdate { user, status: mine }
             .to_json()
             .into();
         for (contact, mutual) in contacts.iter().zip(listed) {
@@ -251,7 +253,7 @@ impl Hub {
                 .presence
                 .listed_by(removed.clone(), user)
                 .await?;
-            let gone: Arc<str> = ServerFrame::PresenceUpdate {
+            let gone: Utf8Bytes = ServerFrame::PresenceUpdate {
                 user,
                 status: Status::Offline,
             }
@@ -313,7 +315,7 @@ impl Hub {
         to: UserId,
         to_device: Option<DeviceId>,
         kind: DeliveryKind,
-        payload: String,
+        payload: &str,
         store: bool,
     ) -> Result<RelayReport, ErrorCode> {
         let internal = |e: StoreError| {
@@ -360,15 +362,8 @@ impl Hub {
             });
         }
         let now = self.now();
-        let live: Arc<str> = ServerFrame::Deliver {
-            kind,
-            from: from.clone(),
-            payload: payload.clone(),
-            sent_at: now,
-            mailbox_id: None,
-        }
-        .to_json()
-        .into();
+        // Serialized once for every target device; the payload is copied into it once.
+        let live: Utf8Bytes = deliver_json(kind, from, payload, now, None).into();
         let mut report = RelayReport::default();
         for device in targets {
             let entry = online.iter().find(|(d, _)| *d == device).map(|(_, e)| e);
@@ -412,7 +407,7 @@ impl Hub {
             let item = NewItem {
                 kind,
                 from: from.clone(),
-                payload: payload.clone(),
+                payload: payload.to_owned(),
                 sent_at: now,
                 expires_at: now.plus_millis(
                     u64::try_from(self.limits.mailbox_ttl.as_millis()).unwrap_or(u64::MAX),
@@ -461,7 +456,7 @@ impl Hub {
         if remaining >= threshold {
             return;
         }
-        let frame: Arc<str> = ServerFrame::OneTimeKeysLow {
+        let frame: Utf8Bytes = ServerFrame::OneTimeKeysLow {
             remaining,
             threshold,
         }

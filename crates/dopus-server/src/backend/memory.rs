@@ -190,7 +190,7 @@ pub(crate) fn deliver_local(
         return Delivery::Gone;
     };
     let out = match msg {
-        BusMessage::Frame(text) => Out::Frame(String::from(&*text).into()),
+        BusMessage::Frame(text) => Out::Frame(text),
         BusMessage::Poke => Out::Poke,
         BusMessage::Close(code) => Out::Close(code),
     };

@@ -856,7 +856,7 @@ impl Bus for RedisBackend {
                 close: None,
             };
             match msg {
-                BusMessage::Frame(text) => rec.frame = Some(String::from(&*text)),
+                BusMessage::Frame(text) => rec.frame = Some(text.as_str().to_owned()),
                 BusMessage::Poke => rec.poke = true,
                 BusMessage::Close(code) => rec.close = Some(code),
             }

@@ -160,3 +160,86 @@ async fn contact_requests_are_delivered_live_and_queued_when_offline() {
     .await;
     assert_eq!(kind, DeliveryKind::ContactDecline);
 }
+
+/// A burst of pipelined frames is answered in order, relay payloads reach the recipient exactly
+/// as sent whichever parser reads them (the in-place relay path or the full one), and answers
+/// to frames that arrive together with a close frame still go out.
+#[tokio::test]
+async fn a_pipelined_burst_is_answered_in_order_and_payloads_arrive_exactly() {
+    use dopus_proto::signaling::{ClientFrame, ServerFrame};
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let s = start(|_| {}).await;
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let mut a = raw_login(&s.url(), &alice, 1).await;
+    let mut b = raw_login(&s.url(), &bob, 1).await;
+    let to = bob.id.to_string();
+    let payloads = [
+        "plain",
+        "quote \" backslash \\ newline \n tab \t control \u{1} é 😀 </x>",
+        "",
+    ];
+    let mut burst: Vec<String> = payloads
+        .iter()
+        .zip(0u64..)
+        .map(|(p, id)| {
+            ClientFrame::Relay {
+                id,
+                to: bob.id,
+                to_device: None,
+                payload: (*p).to_owned(),
+                store: false,
+            }
+            .to_json()
+        })
+        .collect();
+    // An escaped `type` is read by the full parser.
+    burst.push(format!(
+        r#"{{"type":"rel\u0061y","id":3,"to":"{to}","payload":"escaped type"}}"#
+    ));
+    burst.push(r#"{"type":"ping","id":4}"#.to_owned());
+    burst.push(r#"{"type":"relay","id":5,"to":"dopus1nope","payload":"x"}"#.to_owned());
+    for frame in burst {
+        a.feed(Message::text(frame)).await.unwrap();
+    }
+    a.send(Message::Close(None)).await.unwrap();
+
+    for id in 0..4u64 {
+        match raw_recv(&mut a).await {
+            ServerFrame::RelayResult {
+                id: got, delivered, ..
+            } => {
+                assert_eq!(got, id);
+                assert_eq!(delivered.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(raw_recv(&mut a).await, ServerFrame::Pong { id: 4 });
+    match raw_recv(&mut a).await {
+        ServerFrame::Error { id, code, .. } => {
+            assert_eq!(id, Some(5));
+            assert_eq!(code, ErrorCode::MalformedFrame);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(raw_closed(&mut a).await);
+
+    let expected = payloads.iter().copied().chain(["escaped type"]);
+    for want in expected {
+        match raw_recv(&mut b).await {
+            ServerFrame::Deliver {
+                from,
+                payload,
+                mailbox_id,
+                ..
+            } => {
+                assert_eq!(payload, want);
+                assert_eq!(from.user, alice.id);
+                assert_eq!(mailbox_id, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
