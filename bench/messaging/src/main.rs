@@ -61,7 +61,10 @@ fn cmd(bin: &Path, dir: &Path) -> Command {
     let mut c = Command::new(bin);
     c.env("DISCORDOPUS_INSECURE_FAST_KDF", "1")
         .env("DISCORDOPUS_PASSPHRASE", "pw")
-        .env("DISCORDOPUS_LOG", "warn")
+        .env(
+            "DISCORDOPUS_LOG",
+            std::env::var("DOPUS_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .arg("--data-dir")
         .arg(dir);
     c
@@ -92,7 +95,10 @@ fn start(bin: &Path, dir: &Path, user_id: String, server: &str) -> anyhow::Resul
         .args(["--json", "run", "--server", server, "--api", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(match std::fs::File::create(dir.join("node.log")) {
+            Ok(f) => Stdio::from(f),
+            Err(_) => Stdio::null(),
+        })
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let file: Value = loop {
@@ -184,7 +190,13 @@ struct Pair {
 }
 
 fn pair(bin: &Path, server: &str) -> anyhow::Result<Pair> {
-    let dir = tempfile::tempdir()?;
+    let mut dir = tempfile::tempdir()?;
+    // With `DOPUS_BENCH_NODE_LOG=<filter>` the nodes log at that level into `node.log` in their
+    // data directories, which are kept for reading afterwards.
+    if std::env::var_os("DOPUS_BENCH_NODE_LOG").is_some() {
+        dir.disable_cleanup(true);
+        println!("node data under {}", dir.path().display());
+    }
     let (da, db) = (dir.path().join("a"), dir.path().join("b"));
     let ia = create(bin, &da, "alice")?;
     let ib = create(bin, &db, "bob")?;

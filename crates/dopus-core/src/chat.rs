@@ -35,9 +35,6 @@ pub const RETRY_MAX_MS: u64 = 60_000;
 /// A peer's `sent_at` further ahead of our clock than this is taken as this far ahead: a wrong
 /// or hostile clock cannot pin its messages below everything said later.
 pub const MAX_CLOCK_AHEAD_MS: u64 = 5 * 60 * 1000;
-/// How many of the newest messages `mark_read` looks through for the ones a read receipt
-/// should name.
-const READ_RECEIPT_SCAN: usize = 500;
 
 /// Why an action was refused.
 #[derive(Debug, thiserror::Error)]
@@ -414,24 +411,21 @@ impl Chat {
         if !self.read_receipts || msg.seq <= last_read {
             return Ok((changes, None));
         }
-        // The newly read messages from the peer (arrived after the last read one, up to this
-        // one), bounded to one receipt. Arrival order is not display order, so look through
-        // the newest messages rather than stop at the first one read before.
+        // The newly read messages from the peer, newest arrival first, bounded to one receipt:
+        // arrival order, since "read up to" means everything that had reached us by then.
         let mut ids = Vec::new();
-        let mut before = None;
-        let mut scanned = 0;
-        while ids.len() < MAX_IDS_PER_MESSAGE && scanned < READ_RECEIPT_SCAN {
-            let page = store.messages_before(&conversation, before, 100)?;
+        let mut before = Some(Seq(msg.seq.0 + 1));
+        'pages: while ids.len() < MAX_IDS_PER_MESSAGE {
+            let page = store.messages_arrived_before(&conversation, before, 100)?;
             if page.is_empty() {
                 break;
             }
-            scanned += page.len();
             for m in &page {
-                if m.seq > last_read
-                    && m.seq <= msg.seq
-                    && m.sender == peer
+                if m.seq <= last_read || ids.len() >= MAX_IDS_PER_MESSAGE {
+                    break 'pages;
+                }
+                if m.sender == peer
                     && !m.deleted
-                    && ids.len() < MAX_IDS_PER_MESSAGE
                     && let Ok(wid) = wire_id(m.id)
                 {
                     ids.push(wid);

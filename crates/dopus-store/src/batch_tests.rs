@@ -140,3 +140,35 @@ fn nested_batches_join_the_outer_one() {
             .is_some()
     );
 }
+
+#[test]
+fn a_checkpointer_moves_the_log_into_the_database_while_the_store_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mut store = SqliteStore::create(&path, PASS, KdfParams::INSECURE_FOR_TESTS).unwrap();
+    let checkpointer = store.checkpointer().unwrap();
+    for n in 1..=200 {
+        store.apply(insert(n)).unwrap();
+    }
+    let stats = checkpointer.checkpoint().unwrap();
+    assert!(stats.wal_frames > 0, "200 commits left frames in the log");
+    assert_eq!(
+        stats.checkpointed, stats.wal_frames,
+        "nothing else was reading"
+    );
+    // The writer goes on; a second checkpoint takes the new frames too.
+    store.apply(insert(201)).unwrap();
+    let again = checkpointer.checkpoint().unwrap();
+    assert_eq!(again.checkpointed, again.wal_frames);
+    drop(checkpointer);
+    store.close().unwrap();
+    let store = SqliteStore::open(&path, PASS).unwrap();
+    for n in [1, 100, 201] {
+        assert!(
+            store
+                .message(&MessageId(Uuid::from_u128(n)))
+                .unwrap()
+                .is_some()
+        );
+    }
+}

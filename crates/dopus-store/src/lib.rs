@@ -34,6 +34,9 @@ pub const KEY_FILE_NAME: &str = "store.key";
 /// File name of the SQLCipher database inside the store directory (with `-wal` and `-shm`
 /// beside it while open).
 pub const DB_FILE_NAME: &str = "store.db";
+/// The write-ahead log is checkpointed by the writing connection itself only past this many
+/// pages (40 MiB); normally a [`Checkpointer`] does it sooner, off the message path.
+pub const AUTO_CHECKPOINT_PAGES: i64 = 10_000;
 
 /// Why a store could not be created, opened or re-keyed. Messages are safe to show: they never
 /// contain the passphrase, keys or stored data.
@@ -110,6 +113,47 @@ pub struct SqliteStore {
     dir: PathBuf,
     /// A [`SqliteStore::batch`] is open: `apply` uses savepoints inside its transaction.
     in_batch: bool,
+    /// The `PRAGMA key` statement, for a [`Checkpointer`]'s own connection.
+    key_statement: zeroize::Zeroizing<String>,
+}
+
+/// A second connection to an open store that only moves the write-ahead log into the database
+/// file (a WAL checkpoint, with its fsync), so that work happens off the thread that writes
+/// messages. Made by [`SqliteStore::checkpointer`]; `Send`, meant for a blocking thread.
+pub struct Checkpointer {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer").finish_non_exhaustive()
+    }
+}
+
+/// What one checkpoint did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// Frames in the write-ahead log.
+    pub wal_frames: u64,
+    /// Frames now copied into the database file.
+    pub checkpointed: u64,
+}
+
+impl Checkpointer {
+    /// Copies what it can of the write-ahead log into the database file without waiting for
+    /// (or blocking) the writer: a `PASSIVE` checkpoint.
+    pub fn checkpoint(&self) -> Result<CheckpointStats, StoreError> {
+        let (log, done): (i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| StoreError::from(codec::DbError::from(e)))?;
+        Ok(CheckpointStats {
+            wal_frames: u64::try_from(log).unwrap_or(0),
+            checkpointed: u64::try_from(done).unwrap_or(0),
+        })
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -184,6 +228,21 @@ impl SqliteStore {
         &self.dir
     }
 
+    /// A second connection that checkpoints the write-ahead log (see [`Checkpointer`]). The
+    /// store's own connection still checkpoints by itself once the log passes
+    /// [`AUTO_CHECKPOINT_PAGES`], a safety net for when nobody calls this.
+    pub fn checkpointer(&self) -> Result<Checkpointer, OpenError> {
+        let conn = Connection::open_with_flags(
+            self.dir.join(DB_FILE_NAME),
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch(&self.key_statement)?;
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        Ok(Checkpointer { conn })
+    }
+
     /// Runs `f` with every [`Store::apply`] inside one transaction (group commit): each `apply`
     /// is still all-or-nothing (a savepoint), reads inside `f` see the earlier applies, and
     /// everything becomes durable at once when `f` returns. Nothing applied inside `f` is
@@ -254,6 +313,7 @@ impl SqliteStore {
             pickle_key: PickleKey::derive(master),
             dir: dir.to_owned(),
             in_batch: false,
+            key_statement: statement,
         })
     }
 }
@@ -272,6 +332,7 @@ fn configure(conn: &Connection) -> Result<(), OpenError> {
          PRAGMA busy_timeout = 5000;
          PRAGMA cache_size = -32768;",
     )?;
+    conn.pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }

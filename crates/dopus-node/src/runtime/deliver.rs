@@ -95,6 +95,7 @@ pub fn start_pump(node: Arc<Node>) {
 /// Looks at every entry in each peer's window, not only the oldest: an envelope waiting in the
 /// server's mailbox (next check in an hour) must not hold back the ones queued after it.
 async fn pump_once(node: &Arc<Node>) -> Option<Timestamp> {
+    tracing::trace!("pump round");
     net::maintain_keys(node).await;
     let reset_check = super::recovery::reset_if_still_missing(node).await;
     let now = account::now();
@@ -414,6 +415,7 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
             done.push((entry, stored));
         }
     }
+    tracing::trace!(envelopes = done.len(), "window handed to the transport");
     mark_sent(node, &done).await;
     Ok(())
 }
@@ -658,6 +660,7 @@ async fn receive_all(node: &Node, items: &[Inbound<'_>], via: Via) -> Result<(),
             })
             .map_err(local)??
     };
+    tracing::trace!(envelopes = items.len(), "envelopes committed");
     super::net::emit_chat_events(node, taken.events).await;
     let mut failed: HashMap<UserId, Vec<dopus_proto::peer::MessageId>> = HashMap::new();
     for (sender, id) in taken.undecryptable {

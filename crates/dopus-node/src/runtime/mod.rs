@@ -452,6 +452,7 @@ impl Node {
         };
         self.emit(json!({ "type": "message", "message": value }));
         self.pump.notify_one();
+        tracing::trace!("message queued");
         Ok(value)
     }
 
