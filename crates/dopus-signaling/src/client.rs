@@ -388,15 +388,23 @@ impl SignalingClient {
         payload: String,
         store: bool,
     ) -> Result<RelayOutcome, ClientError> {
-        let id = self.next_id();
-        let frame = ClientFrame::Relay {
+        self.relay_request(|id| ClientFrame::Relay {
             id,
             to,
             to_device,
             payload,
             store,
-        };
-        relay_outcome(self.request(frame).await?)
+        })
+        .await
+    }
+
+    /// Sends a frame answered like a relay (delivered to / queued for which devices).
+    async fn relay_request(
+        &self,
+        make: impl FnOnce(RequestId) -> ClientFrame,
+    ) -> Result<RelayOutcome, ClientError> {
+        let id = self.next_id();
+        relay_outcome(self.request(make(id)).await?)
     }
 
     /// Sends a contact request with its signed introduction.
@@ -405,15 +413,12 @@ impl SignalingClient {
         to: UserId,
         introduction: String,
     ) -> Result<RelayOutcome, ClientError> {
-        let id = self.next_id();
-        relay_outcome(
-            self.request(ClientFrame::ContactRequest {
-                id,
-                to,
-                introduction,
-            })
-            .await?,
-        )
+        self.relay_request(|id| ClientFrame::ContactRequest {
+            id,
+            to,
+            introduction,
+        })
+        .await
     }
 
     /// Accepts a contact request.
@@ -422,15 +427,12 @@ impl SignalingClient {
         to: UserId,
         introduction: String,
     ) -> Result<RelayOutcome, ClientError> {
-        let id = self.next_id();
-        relay_outcome(
-            self.request(ClientFrame::ContactAccept {
-                id,
-                to,
-                introduction,
-            })
-            .await?,
-        )
+        self.relay_request(|id| ClientFrame::ContactAccept {
+            id,
+            to,
+            introduction,
+        })
+        .await
     }
 
     /// Declines a contact request.
@@ -439,15 +441,12 @@ impl SignalingClient {
         to: UserId,
         introduction: String,
     ) -> Result<RelayOutcome, ClientError> {
-        let id = self.next_id();
-        relay_outcome(
-            self.request(ClientFrame::ContactDecline {
-                id,
-                to,
-                introduction,
-            })
-            .await?,
-        )
+        self.relay_request(|id| ClientFrame::ContactDecline {
+            id,
+            to,
+            introduction,
+        })
+        .await
     }
 
     /// Sets this device's status; it is re-sent after every reconnect.
