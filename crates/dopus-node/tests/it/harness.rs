@@ -521,6 +521,18 @@ pub async fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() ->
     }
 }
 
+/// Sends `body` from `from` to the user `to` and waits until the sender shows it `delivered`;
+/// returns the message id.
+pub async fn send_delivered(from: &TestNode, to: &str, body: &str, timeout: Duration) -> String {
+    let id = from.api().send(to, body);
+    let api = from.api().clone();
+    eventually(timeout, &format!("\"{body}\" delivered"), || {
+        (api.message(to, &id)?["state"] == "delivered").then_some(())
+    })
+    .await;
+    id
+}
+
 /// Waits until the direct data channel between `a` and `b` is open on `a`'s side.
 pub async fn wait_direct(a: &TestNode, b: &TestNode, timeout: Duration) {
     let api = a.api().clone();

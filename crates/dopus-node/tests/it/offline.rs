@@ -1,7 +1,7 @@
 //! The peer is offline (its process killed): the message waits in the server's mailbox and
 //! arrives exactly once when the peer comes back.
 
-use crate::harness::{SERIAL, TestServer, contact_pair, eventually};
+use crate::harness::{SERIAL, TestServer, contact_pair, send_delivered};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -15,12 +15,7 @@ async fn offline_peer_gets_the_message_from_the_mailbox_exactly_once() {
     let bid = b.user_id.clone();
 
     // A first exchange, so a session (and maybe a peer connection) exists before the peer dies.
-    let first = a.api().send(&b.user_id, "before");
-    let api = a.api().clone();
-    eventually(WAIT, "first message delivered", || {
-        (api.message(&bid, &first)?["state"] == "delivered").then_some(())
-    })
-    .await;
+    send_delivered(&a, &bid, "before", WAIT).await;
 
     b.kill9();
     ea.wait_for(WAIT, "bob offline at alice", |e| {

@@ -2,7 +2,7 @@
 //! (its Olm sessions roll back), messages both ways stop decrypting, a fresh session is started,
 //! everything unacknowledged is re-sent, and both users are told.
 
-use crate::harness::{SERIAL, TestServer, contact_pair, eventually};
+use crate::harness::{SERIAL, TestServer, contact_pair, eventually, send_delivered};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -15,15 +15,8 @@ async fn a_peer_restored_from_an_old_copy_gets_a_new_session_and_nothing_new_is_
     let (aid, bid) = (a.user_id.clone(), b.user_id.clone());
 
     // Both directions have been used, so each side's ratchet has turned at least once.
-    for (from, to, body) in [(&a, &bid, "one"), (&b, &aid, "two")] {
-        let id = from.api().send(to, body);
-        let api = from.api().clone();
-        let to = to.clone();
-        eventually(WAIT, body, || {
-            (api.message(&to, &id)?["state"] == "delivered").then_some(())
-        })
-        .await;
-    }
+    send_delivered(&a, &bid, "one", WAIT).await;
+    send_delivered(&b, &aid, "two", WAIT).await;
 
     // Bob's data as it is now: the old copy.
     b.kill9();
@@ -31,15 +24,8 @@ async fn a_peer_restored_from_an_old_copy_gets_a_new_session_and_nothing_new_is_
     b.start(&server.url).await;
 
     // More traffic both ways moves both sessions past the old copy.
-    for (from, to, body) in [(&a, &bid, "three"), (&b, &aid, "four")] {
-        let id = from.api().send(to, body);
-        let api = from.api().clone();
-        let to = to.clone();
-        eventually(WAIT, body, || {
-            (api.message(&to, &id)?["state"] == "delivered").then_some(())
-        })
-        .await;
-    }
+    send_delivered(&a, &bid, "three", WAIT).await;
+    send_delivered(&b, &aid, "four", WAIT).await;
 
     // Bob is restored from the old copy: his sessions with alice roll back.
     b.kill9();
