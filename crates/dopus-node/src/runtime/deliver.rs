@@ -3,16 +3,20 @@
 //! Outbound (the pump): every reliable content sits in the outbox (FIFO per peer) from the moment
 //! the user acted. The pump makes sure an Olm session exists with each of the peer's devices
 //! (fetching and verifying their bundle), seals a window of due entries, persists the advanced
-//! sessions together with each entry's next retry time, and only then sends: over the data
-//! channel when one is open, otherwise through the signaling server (live relay, or the mailbox
-//! when the peer is away). An entry leaves the outbox only when the peer's `delivered` receipt
-//! names it; until then it is retried with exponential backoff (much later once the mailbox holds
-//! it, since the mailbox is durable).
+//! sessions together with each entry's next retry time in one transaction, and only then sends:
+//! over the data channel when one is open, otherwise through the signaling server (live relay,
+//! or the mailbox when the peer is away); a retry always goes through the server. The peer's send
+//! lock (`Node::send_lock`) is held from sealing to the transport, so envelopes leave in Olm
+//! order. An entry leaves the outbox only when the peer's `delivered` receipt names it; until then
+//! it is retried with exponential backoff (much later once the mailbox holds it, since the
+//! mailbox is durable).
 //!
 //! Inbound: envelopes from the data channel, live relays and the mailbox all go through
-//! [`receive`]: dedupe by envelope id, decrypt, check the sender binding, apply the chat logic,
-//! and persist session + account + message + processed id in one transaction before anything is
-//! acknowledged.
+//! [`receive_from`] / [`receive_batch`]: dedupe by envelope id, decrypt, check the sender
+//! binding, apply the chat logic, and persist session + account + message + processed id (for a
+//! burst from a data channel, of every envelope in it) in one transaction before anything is
+//! acknowledged. Envelopes that cannot be decrypted go to `recovery`, which asks for a fresh
+//! session only if they are still missing a few seconds later.
 
 use super::Node;
 use super::net;

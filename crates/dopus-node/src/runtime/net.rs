@@ -6,7 +6,7 @@
 //!   by signing the server's challenge with our identity key, and keeps reconnecting with backoff;
 //! - after every login: publish keys if the device has unpublished ones; the client itself
 //!   re-sends our status and contact list;
-//! - every incoming payload is an envelope for [`deliver::receive`]; a mailbox item is
+//! - every incoming payload is an envelope for [`deliver::receive_from`]; a mailbox item is
 //!   acknowledged only after `receive` has made it durable (stored, or refused for good);
 //! - presence updates feed the contact list and wake the outbox (an online peer may now be
 //!   reachable directly).
