@@ -151,10 +151,9 @@ pub fn next_sent_at(
     conversation: &ConversationId,
     now: Timestamp,
 ) -> Result<Timestamp, StoreError> {
-    let newest = store.messages_before(conversation, None, 1)?;
-    Ok(newest
-        .first()
-        .map_or(now, |m| now.max(m.sent_at.plus_millis(1))))
+    Ok(store
+        .newest_sent_at(conversation)?
+        .map_or(now, |newest| now.max(newest.plus_millis(1))))
 }
 
 /// The `sent_at` we store for a peer's message: theirs, but never more than

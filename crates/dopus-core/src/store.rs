@@ -165,6 +165,18 @@ pub trait Store: Send {
         before: Option<Seq>,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
+    /// The latest `sent_at` of any message in the conversation (the first of
+    /// [`Store::messages_before`]), or `None` if it has none. Asked on every send, so a backend
+    /// should answer it from an index without loading the message.
+    fn newest_sent_at(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self
+            .messages_before(conversation, None, 1)?
+            .first()
+            .map(|m| m.sent_at))
+    }
     /// Up to `limit` messages of a conversation that arrived before `before` (`seq` below it;
     /// the newest if `None`), newest arrival first. For logic about what reached this device
     /// (which messages a read receipt covers: those after the last read `seq`); history shown

@@ -51,7 +51,7 @@ pub(crate) fn index_pending(conn: &Connection, max_rows: usize) -> DbResult<usiz
     let from = watermark(&tx)?;
     let upto: Option<i64> = tx
         .prepare_cached(
-            "SELECT max(seq) FROM (SELECT seq FROM messages WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
+            "SELECT max(seq) FROM (SELECT seq FROM messages WHERE seq > ?1 ORDER BY seq LIMIT +?2)",
         )?
         .query_row(params![from, max_rows], |r| r.get(0))?;
     let Some(upto) = upto else {

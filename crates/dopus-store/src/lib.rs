@@ -421,6 +421,13 @@ impl Store for SqliteStore {
         ))
     }
 
+    fn newest_sent_at(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        out(queries::newest_sent_at(&self.conn, conversation))
+    }
+
     fn messages_arrived_before(
         &self,
         conversation: &ConversationId,

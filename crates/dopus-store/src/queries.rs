@@ -174,6 +174,12 @@ pub(crate) fn message(conn: &Connection, id: &MessageId) -> DbResult<Option<Mess
     first(stmt.query([uuid(&id.0)])?, codec::message)
 }
 
+/// Every `LIMIT` here is written `LIMIT +?N`: SQLite (3.47 and later) reads a plain bound
+/// `LIMIT ?N` while planning and then marks the statement to be re-prepared (parsed and planned
+/// again) each time that parameter is bound, which made every history page and outbox read pay
+/// for the SQL parser. The unary plus keeps the planner from reading it; the limit still applies.
+/// (`tests::history_statements_are_not_re_prepared_on_every_call` counts re-prepares.)
+///
 /// The history queries, newest first in the senders' order `(sent_at, seq)`. Each names
 /// `messages_by_conversation_time` with `INDEXED BY`: with every column selected, SQLite's
 /// planner would otherwise serve the arrival-bound page from `(conversation_id, seq)` and sort
@@ -187,7 +193,7 @@ pub(crate) mod history_sql {
             "SELECT {MESSAGE_COLUMNS} FROM messages m \
              INDEXED BY messages_by_conversation_time \
              JOIN conversations c ON c.id = m.conversation_id WHERE m.conversation_id = ?1 \
-             ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?2"
+             ORDER BY m.sent_at DESC, m.seq DESC LIMIT +?2"
         )
     }
 
@@ -202,7 +208,7 @@ pub(crate) mod history_sql {
                AND (m.sent_at, m.seq) < (k.sent_at, k.seq) \
              JOIN conversations c ON c.id = m.conversation_id \
              WHERE k.seq = ?2 AND k.conversation_id = ?1 \
-             ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?3"
+             ORDER BY m.sent_at DESC, m.seq DESC LIMIT +?3"
         )
     }
 
@@ -215,7 +221,16 @@ pub(crate) mod history_sql {
              INDEXED BY messages_by_conversation_time \
              JOIN conversations c ON c.id = m.conversation_id \
              WHERE m.conversation_id = ?1 AND m.seq < ?2 \
-             ORDER BY m.sent_at DESC, m.seq DESC LIMIT ?3"
+             ORDER BY m.sent_at DESC, m.seq DESC LIMIT +?3"
+        )
+    }
+
+    /// `?1` conversation row, `?2` arrival bound, `?3` limit: arrival order, newest first.
+    pub(crate) fn arrived_before() -> String {
+        format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m INDEXED BY messages_by_conversation \
+             JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT +?3"
         )
     }
 }
@@ -253,6 +268,20 @@ pub(crate) fn messages_before(
     )
 }
 
+/// The latest `sent_at` in a conversation: one step into `messages_by_conversation_time`.
+pub(crate) fn newest_sent_at(
+    conn: &Connection,
+    conversation: &ConversationId,
+) -> DbResult<Option<Timestamp>> {
+    let Some(row_id) = conversation_row(conn, conversation)? else {
+        return Ok(None);
+    };
+    let newest: Option<i64> = conn
+        .prepare_cached("SELECT max(sent_at) FROM messages WHERE conversation_id = ?1")?
+        .query_row([row_id], |r| r.get(0))?;
+    newest.map(|t| read_ts(t, "messages.sent_at")).transpose()
+}
+
 /// Messages in arrival order, newest first, `seq` below `before`: one range scan of
 /// `messages_by_conversation (conversation_id, seq)`.
 pub(crate) fn messages_arrived_before(
@@ -264,11 +293,7 @@ pub(crate) fn messages_arrived_before(
     let Some(row_id) = conversation_row(conn, conversation)? else {
         return Ok(Vec::new());
     };
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m INDEXED BY messages_by_conversation \
-         JOIN conversations c ON c.id = m.conversation_id \
-         WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3"
-    ))?;
+    let mut stmt = conn.prepare_cached(&history_sql::arrived_before())?;
     let before = before.map_or(i64::MAX, seq_int);
     collect(
         stmt.query(params![row_id, before, limit(n)])?,
@@ -318,7 +343,7 @@ pub(crate) fn search(conn: &Connection, query: &SearchQuery) -> DbResult<Vec<Sea
          JOIN conversations c ON c.id = m.conversation_id \
          WHERE messages_fts MATCH ?1 AND messages_fts.rowid < ?2 \
            AND (?3 IS NULL OR m.conversation_id = ?3) AND m.deleted = 0 \
-         ORDER BY messages_fts.rowid DESC LIMIT ?4",
+         ORDER BY messages_fts.rowid DESC LIMIT +?4",
         start = u32::from(SNIPPET_START),
         end = u32::from(SNIPPET_END),
     ))?;
@@ -451,14 +476,17 @@ pub(crate) fn outbox_next_due(
     Ok(head.filter(|e| e.next_attempt_at <= now))
 }
 
+/// `?1` peer, `?2` limit.
+pub(crate) fn outbox_for_peer_sql() -> String {
+    format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE peer_user = ?1 ORDER BY pos LIMIT +?2")
+}
+
 pub(crate) fn outbox_for_peer(
     conn: &Connection,
     peer: &UserId,
     n: usize,
 ) -> DbResult<Vec<OutboxEntry>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE peer_user = ?1 ORDER BY pos LIMIT ?2"
-    ))?;
+    let mut stmt = conn.prepare_cached(&outbox_for_peer_sql())?;
     collect(
         stmt.query(params![user(peer), limit(n)])?,
         codec::outbox_entry,

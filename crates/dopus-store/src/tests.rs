@@ -616,3 +616,47 @@ fn search_folds_accents_both_ways() {
     assert_eq!(ids("CAFÉ"), [2, 1]);
     assert_eq!(ids("creme plait"), [1]);
 }
+
+/// SQLite re-prepares a statement whose plan read a bound value (since 3.47 it reads a bound
+/// `LIMIT ?`) every time that parameter is bound again: the history queries ran the SQL parser
+/// on every call. They must be prepared once and reused.
+#[test]
+fn history_statements_are_not_re_prepared_on_every_call() {
+    let (mut store, _g) = temp_store();
+    let conversation = ConversationId::Direct(user(2));
+    let changes: Changes = (1..=5u128)
+        .map(|n| Change::InsertMessage(message(n, "hello")))
+        .collect();
+    store.apply(changes).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            store.messages_before(&conversation, None, 1).unwrap().len(),
+            1
+        );
+        assert_eq!(
+            store.messages_before(&conversation, None, 3).unwrap().len(),
+            3
+        );
+        assert_eq!(
+            store
+                .messages_arrived_before(&conversation, None, 2)
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(store.outbox_for_peer(&user(2), 64).unwrap().len(), 0);
+    }
+    let sql = [
+        crate::queries::history_sql::newest(),
+        crate::queries::history_sql::arrived_before(),
+        crate::queries::outbox_for_peer_sql(),
+    ];
+    for sql in sql {
+        let stmt = store.conn.prepare_cached(&sql).unwrap();
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "re-prepared: {sql}"
+        );
+    }
+}

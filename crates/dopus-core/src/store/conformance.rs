@@ -542,6 +542,12 @@ pub fn history_follows_the_senders_order<S: Store>(store: &mut S) {
     // Senders' order, newest first: 6(60) 5(50) 4(40) 8(30, later arrival) 3(30) 7(25) 2 1.
     let all = store.messages_before(&direct(2), None, 100).unwrap();
     assert_eq!(ids(&all), [6, 5, 4, 8, 3, 7, 2, 1]);
+    assert_eq!(store.newest_sent_at(&direct(2)).unwrap(), Some(t(60)));
+    assert_eq!(
+        store.newest_sent_at(&direct(9)).unwrap(),
+        None,
+        "no such conversation"
+    );
     let mut paged = Vec::new();
     let mut cursor = None;
     loop {

@@ -359,7 +359,7 @@ impl Mailbox for SqliteStore {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, kind, from_user, from_device, payload, sent_at, expires_at FROM mailbox
                  WHERE user = ?1 AND device = ?2 AND id > ?3 AND expires_at > ?4
-                 ORDER BY id LIMIT ?5",
+                 ORDER BY id LIMIT +?5",
             )?;
             let rows = stmt.query_map(
                 params![
