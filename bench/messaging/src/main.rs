@@ -182,6 +182,17 @@ impl Node {
     }
 }
 
+/// CPU time (user + system) a node process has used so far, from `/proc` (Linux only).
+fn cpu_time(node: &Node) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", node.child.id())).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Ticks of USER_HZ, which is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// A fresh pair of contacts, both running.
 struct Pair {
     a: Arc<Node>,
@@ -285,6 +296,9 @@ async fn main() -> anyhow::Result<()> {
         let (a, to) = (p.a.clone(), p.b.user_id.clone());
         tokio::task::spawn_blocking(move || a.send(&to, "warm-up")).await??;
         next_matching(&mut ea, Duration::from_secs(60), is_connected).await?;
+        // Nothing more is read from the sender's events: closing the stream keeps this process
+        // from spending CPU on them, which the nodes on the same cores would feel.
+        drop(ea);
         // A few messages over the open channel before measuring.
         for i in 0..50 {
             let (a, to) = (p.a.clone(), p.b.user_id.clone());
@@ -296,18 +310,23 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let mut lat = Vec::with_capacity(args.latency_messages);
+    let mut api = Vec::with_capacity(args.latency_messages);
     for i in 0..args.latency_messages {
         let (a, to) = (p.a.clone(), p.b.user_id.clone());
         let body = format!("latency {i}");
         let t0 = Instant::now();
-        let id = tokio::task::spawn_blocking(move || a.send(&to, &body)).await??;
+        let (id, answered) =
+            tokio::task::spawn_blocking(move || a.send(&to, &body).map(|id| (id, Instant::now())))
+                .await??;
         let t1 = next_matching(&mut eb, Duration::from_secs(30), |v| {
             v["type"] == "message" && v["message"]["id"] == id.as_str()
         })
         .await?;
         lat.push(t1 - t0);
+        api.push(answered - t0);
     }
     lat.sort();
+    api.sort();
     println!(
         "latency (send call -> receiver's message event), {} messages one at a time: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         lat.len(),
@@ -315,6 +334,11 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&lat, 0.9)),
         ms(percentile(&lat, 0.99)),
         ms(lat[lat.len() - 1])
+    );
+    println!(
+        "  of which the send call itself (until its answer): p50 {:.2} ms, p99 {:.2} ms",
+        ms(percentile(&api, 0.5)),
+        ms(percentile(&api, 0.99)),
     );
     let conn = p.a.get(&format!("/contacts/{}/connection", p.b.user_id))?;
     println!(
@@ -339,6 +363,7 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     let total = per * args.clients;
+    let cpu0 = (cpu_time(&p.a), cpu_time(&p.b));
     let mut received = 0;
     let mut last = t0;
     while received < total {
@@ -361,6 +386,15 @@ async fn main() -> anyhow::Result<()> {
         secs,
         total as f64 / secs
     );
+    if let ((Some(a0), Some(b0)), Some(a1), Some(b1)) = (cpu0, cpu_time(&p.a), cpu_time(&p.b)) {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / total as f64;
+        println!(
+            "  CPU time per message: sender node {:.0} µs, receiver node {:.0} µs ({} cores here)",
+            per(a1.saturating_sub(a0)),
+            per(b1.saturating_sub(b0)),
+            std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        );
+    }
     drop(p);
     server.shutdown().await;
     Ok(())

@@ -476,12 +476,24 @@ impl OlmMachine {
         sessions: &[SessionRecord],
         draft: Draft,
     ) -> Result<Sealed, SealError> {
-        let Draft {
-            id,
-            conversation,
-            sent_at,
-            content,
-        } = draft;
+        let (mut envelopes, session) = self.seal_many(now, to, sessions, vec![draft])?;
+        let envelope = envelopes.pop().ok_or(SealError::Encrypt)??;
+        Ok(Sealed { envelope, session })
+    }
+
+    /// Encrypts several drafts for one peer device, in order, with its most recently used
+    /// session: the same envelopes as [`OlmMachine::seal`] one after the other, but the session
+    /// is restored from its pickle and pickled again once for all of them (that, not the
+    /// encryption, is most of the cost of a small message). One result per draft (a draft that
+    /// breaks a format limit fails alone); an `Err` overall means nothing was sealed and the
+    /// session must not be saved.
+    pub fn seal_many(
+        &mut self,
+        now: Timestamp,
+        to: &PeerAddress,
+        sessions: &[SessionRecord],
+        drafts: Vec<Draft>,
+    ) -> Result<(Vec<Result<PeerEnvelope, SealError>>, SessionRecord), SealError> {
         let certificate = self
             .device
             .certificate()
@@ -492,48 +504,67 @@ impl OlmMachine {
             .next()
             .ok_or(SealError::NoSession)?;
         let mut session = self.load_session(record)?;
-        let pre_key = !session.has_received_message();
-        let payload = PeerPayload {
-            version: PAYLOAD_VERSION,
-            id,
-            sender: SenderBinding {
-                user: self.device.user_id(),
-                device: self.device.device_id().clone(),
-                keys: self.device.keys(),
-            },
-            recipient: RecipientBinding {
-                user: to.user,
-                device: to.device.clone(),
-                ed25519: record.peer_keys.ed25519,
-            },
-            certificate: pre_key.then_some(certificate),
-            conversation,
-            sent_at,
-            content,
+        let from = self.address();
+        let sender = SenderBinding {
+            user: self.device.user_id(),
+            device: self.device.device_id().clone(),
+            keys: self.device.keys(),
         };
-        let plaintext = Zeroizing::new(payload.to_json()?);
-        let message = session
-            .encrypt(plaintext.as_slice())
-            .map_err(|_| SealError::Encrypt)?;
-        let (number, bytes) = message.to_parts();
-        let olm_type = OlmMessageType::from_number(number).ok_or(SealError::Encrypt)?;
-        let envelope = PeerEnvelope {
-            version: ENVELOPE_VERSION,
-            id,
-            from: self.address(),
-            to: to.clone(),
-            olm_type,
-            ciphertext: Base64Bytes(bytes),
+        let recipient = RecipientBinding {
+            user: to.user,
+            device: to.device.clone(),
+            ed25519: record.peer_keys.ed25519,
         };
-        envelope.validate()?;
-        Ok(Sealed {
-            envelope,
-            session: SessionRecord {
+        let mut envelopes = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            let Draft {
+                id,
+                conversation,
+                sent_at,
+                content,
+            } = draft;
+            let pre_key = !session.has_received_message();
+            let payload = PeerPayload {
+                version: PAYLOAD_VERSION,
+                id,
+                sender: sender.clone(),
+                recipient: recipient.clone(),
+                certificate: pre_key.then(|| certificate.clone()),
+                conversation,
+                sent_at,
+                content,
+            };
+            let plaintext = match payload.to_json() {
+                Ok(p) => Zeroizing::new(p),
+                Err(e) => {
+                    envelopes.push(Err(e.into()));
+                    continue;
+                }
+            };
+            let message = session
+                .encrypt(plaintext.as_slice())
+                .map_err(|_| SealError::Encrypt)?;
+            let (number, bytes) = message.to_parts();
+            let olm_type = OlmMessageType::from_number(number).ok_or(SealError::Encrypt)?;
+            let envelope = PeerEnvelope {
+                version: ENVELOPE_VERSION,
+                id,
+                from: from.clone(),
+                to: to.clone(),
+                olm_type,
+                ciphertext: Base64Bytes(bytes),
+            };
+            // Too large once encrypted: this draft fails; its message key is simply skipped.
+            envelopes.push(envelope.validate().map(|()| envelope).map_err(Into::into));
+        }
+        Ok((
+            envelopes,
+            SessionRecord {
                 pickle: self.pickle_session(&session),
                 last_used_at: now,
                 ..record.clone()
             },
-        })
+        ))
     }
 
     /// Decrypts and verifies an envelope. `sessions` are the node's sessions with the sending

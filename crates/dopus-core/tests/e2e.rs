@@ -774,3 +774,51 @@ fn sas_verification_runs_over_the_encrypted_channel_and_safety_numbers_agree() {
         SafetyNumber::new(&bob.addr.user, &alice.addr.user)
     );
 }
+
+#[test]
+fn a_window_sealed_at_once_opens_in_order_and_the_session_carries_on() {
+    let (mut dir, mut alice, mut bob) = pair();
+    alice.connect(&mut dir, &bob.addr, t(1));
+    let mut m = alice.machine();
+    let drafts: Vec<Draft> = (0..5u64)
+        .map(|i| Draft {
+            id: alice.new_id(t(2 + i)),
+            conversation: Conversation::Direct,
+            sent_at: t(2 + i),
+            content: Content::Text {
+                body: format!("w{i}"),
+                reply_to: None,
+            },
+        })
+        .collect();
+    let too_big = Draft {
+        id: alice.new_id(t(9)),
+        conversation: Conversation::Direct,
+        sent_at: t(9),
+        content: Content::Text {
+            body: "x".repeat(dopus_proto::peer::MAX_BODY_BYTES + 1),
+            reply_to: None,
+        },
+    };
+    let mut all = drafts;
+    all.insert(2, too_big);
+    let (envelopes, session) = m.seal_many(t(10), &bob.addr, &alice.sessions, all).unwrap();
+    assert_eq!(envelopes.len(), 6);
+    assert!(envelopes[2].is_err(), "a draft over a limit fails alone");
+    alice.save(session);
+    let sealed: Vec<PeerEnvelope> = envelopes.into_iter().filter_map(Result::ok).collect();
+    assert!(sealed.iter().all(|e| e.olm_type == OlmMessageType::PreKey));
+    for (i, env) in sealed.iter().enumerate() {
+        let wire = PeerEnvelope::from_json(&env.to_json().unwrap()).unwrap();
+        assert_eq!(body(&bob.receive(t(20), &wire).unwrap()), format!("w{i}"));
+    }
+    // The saved session is the advanced one: the next message follows on.
+    let next = alice.text(t(30), &bob.addr, "after the window");
+    assert_eq!(
+        body(&bob.receive(t(31), &next).unwrap()),
+        "after the window"
+    );
+    // And replies work both ways.
+    let reply = bob.text(t(32), &alice.addr, "got them");
+    assert_eq!(body(&alice.receive(t(33), &reply).unwrap()), "got them");
+}

@@ -412,6 +412,27 @@ pub struct Message {
     pub delivery: DeliveryState,
 }
 
+impl NewMessage {
+    /// The message as the store holds it right after inserting it at `seq` (not edited, not
+    /// deleted, no reactions yet).
+    pub fn stored(&self, seq: Seq) -> Message {
+        Message {
+            seq,
+            id: self.id,
+            conversation: self.conversation,
+            sender: self.sender,
+            kind: self.kind,
+            body: self.body.clone(),
+            reply_to: self.reply_to,
+            edited_at: None,
+            deleted: false,
+            sent_at: self.sent_at,
+            received_at: self.received_at,
+            delivery: self.delivery,
+        }
+    }
+}
+
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")

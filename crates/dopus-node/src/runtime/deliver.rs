@@ -307,12 +307,9 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
         let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
         let r = r.get_mut();
         let entries = r.store.outbox_for_peer(&peer, WINDOW).map_err(local)?;
-        // Each seal advances a session; later entries must see the advanced state, so the
-        // window works on this copy and saves each session's last state once.
-        let mut devices = sessions_by_device(r, &peer);
-        let mut advanced: HashMap<String, SessionRecord> = HashMap::new();
+        let devices = sessions_by_device(r, &peer);
         let mut changes = Changes::new();
-        let mut batch = Vec::new();
+        let mut due = Vec::new();
         for entry in entries.into_iter().filter(|e| e.next_attempt_at <= now) {
             let Ok(queued) = serde_json::from_slice::<Queued>(&entry.bytes) else {
                 changes.push(Change::OutboxRemove(entry.id));
@@ -322,42 +319,59 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
                 changes.push(Change::OutboxRemove(entry.id));
                 continue;
             };
-            let mut sealed = Vec::new();
-            for (device, sessions) in &mut devices {
-                if entry
-                    .peer_device
-                    .as_ref()
-                    .is_some_and(|d| d != &device.device_id)
-                {
-                    continue;
-                }
-                let to = PeerAddress {
-                    user: peer,
-                    device: device.device_id.clone(),
-                };
-                let draft = Draft {
-                    id: wire,
-                    conversation: queued.conversation.clone(),
-                    sent_at: queued.sent_at,
-                    content: queued.content.clone(),
-                };
-                match r.olm.seal(now, &to, sessions, draft) {
-                    Ok(s) => {
-                        sealed.push((
-                            device.device_id.clone(),
-                            s.envelope.to_json().map_err(local)?,
-                        ));
-                        if let Some(slot) = sessions
-                            .iter_mut()
-                            .find(|x| x.session_id == s.session.session_id)
-                        {
-                            *slot = s.session.clone();
-                        }
-                        advanced.insert(s.session.session_id.clone(), s.session);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "could not seal an envelope"),
-                }
+            due.push((entry, queued, wire));
+        }
+        // Each device's share of the window is sealed in one go (`seal_many`: its session is
+        // restored and saved once), in outbox order.
+        let mut sealed: Vec<Vec<SealedFor>> = vec![Vec::new(); due.len()];
+        for (device, sessions) in &devices {
+            let for_device: Vec<usize> = due
+                .iter()
+                .enumerate()
+                .filter(|(_, (e, _, _))| {
+                    e.peer_device
+                        .as_ref()
+                        .is_none_or(|d| d == &device.device_id)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if for_device.is_empty() {
+                continue;
             }
+            let drafts = for_device
+                .iter()
+                .map(|&i| {
+                    let (_, queued, wire) = &due[i];
+                    Draft {
+                        id: *wire,
+                        conversation: queued.conversation.clone(),
+                        sent_at: queued.sent_at,
+                        content: queued.content.clone(),
+                    }
+                })
+                .collect();
+            let to = PeerAddress {
+                user: peer,
+                device: device.device_id.clone(),
+            };
+            match r.olm.seal_many(now, &to, sessions, drafts) {
+                Ok((envelopes, session)) => {
+                    for (i, envelope) in for_device.into_iter().zip(envelopes) {
+                        match envelope.map(|e| e.to_json()) {
+                            Ok(Ok(bytes)) => sealed[i].push((device.device_id.clone(), bytes)),
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, "could not encode an envelope")
+                            }
+                            Err(e) => tracing::warn!(error = %e, "could not seal an envelope"),
+                        }
+                    }
+                    changes.push(Change::SaveOlmSession(to_store(&session)));
+                }
+                Err(e) => tracing::warn!(error = %e, "could not seal for a device"),
+            }
+        }
+        let mut batch = Vec::new();
+        for ((entry, _, _), sealed) in due.into_iter().zip(sealed) {
             if sealed.is_empty() {
                 continue;
             }
@@ -367,9 +381,6 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
                 next_attempt_at: now.plus_millis(retry_delay(entry.attempts)),
             });
             batch.push((entry, sealed));
-        }
-        for session in advanced.values() {
-            changes.push(Change::SaveOlmSession(to_store(session)));
         }
         if !changes.is_empty() {
             r.store.apply(changes).map_err(local)?;

@@ -14,6 +14,7 @@
 //! core (chat logic, Olm) is sans-IO and runs under that lock; sending happens after the lock is
 //! released, and only after the state it depends on has been committed (persist-before-send).
 
+mod combine;
 mod deliver;
 mod demo;
 pub mod json;
@@ -88,6 +89,9 @@ pub struct Node {
     /// transport, so envelopes leave in the order their Olm messages were made (see
     /// `deliver::send_lock`).
     send_locks: std::sync::Mutex<std::collections::HashMap<UserId, Arc<Mutex<()>>>>,
+    /// `POST /conversations/{id}/messages` calls waiting for the lock, done together
+    /// (`combine`).
+    sends: combine::Combiner<ready::SendText, Result<Value, ApiError>>,
     /// Handle to ourselves for spawning tasks from `&self` methods.
     me: std::sync::Weak<Node>,
     /// The DTLS certificate all our peer connections share (made once at unlock).
@@ -158,6 +162,7 @@ impl Node {
             phase: Mutex::new(phase),
             pump: Notify::new(),
             send_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
+            sends: combine::Combiner::default(),
             me: me.clone(),
             dtls: std::sync::OnceLock::new(),
         })
@@ -446,14 +451,38 @@ impl Node {
         body: String,
         reply_to: Option<uuid::Uuid>,
     ) -> Result<Value, ApiError> {
-        let value = {
-            let mut r = self.ready().await?;
-            r.get_mut().send_text(peer, body, reply_to)?
-        };
-        self.emit(json!({ "type": "message", "message": value }));
-        self.pump.notify_one();
-        tracing::trace!("message queued");
-        Ok(value)
+        let ticket = self.sends.push(ready::SendText {
+            peer,
+            body,
+            reply_to,
+        });
+        match self.ready().await {
+            Ok(mut r) => {
+                // Ours and every send that queued up while the lock was taken, in one commit;
+                // empty when another caller's batch already took ours.
+                let batch = self.sends.take_all();
+                if !batch.is_empty() {
+                    let requests = batch.iter().map(|t| t.request.clone()).collect();
+                    let results = r.get_mut().send_texts(requests);
+                    drop(r);
+                    for value in results.iter().flatten() {
+                        self.emit(json!({ "type": "message", "message": value }));
+                    }
+                    self.pump.notify_one();
+                    tracing::trace!(messages = results.len(), "messages queued");
+                    for (taken, result) in batch.into_iter().zip(results) {
+                        taken.answer(result);
+                    }
+                }
+            }
+            Err(e) if ticket.withdraw() => return Err(e),
+            // A batch took ours before the node was locked: its answer is on the way.
+            Err(_) => {}
+        }
+        ticket
+            .answer()
+            .await
+            .unwrap_or_else(|| Err(ApiError::internal("the send was dropped")))
     }
 
     /// `POST /conversations/{id}/typing`.

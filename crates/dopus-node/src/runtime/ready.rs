@@ -10,8 +10,8 @@ use dopus_core::chat::{Chat, ChatError, Outgoing};
 use dopus_core::e2e::OlmMachine;
 use dopus_core::identity::{Device, Identity};
 use dopus_core::store::{
-    AccountRecord, Change, Changes, Contact, ContactState, ConversationId, EnvelopeId, MessageId,
-    OutboxEntry, SearchQuery, Seq, Store, StoreError,
+    AccountRecord, Change, Changes, Contact, ContactState, ConversationId, EnvelopeId, Message,
+    MessageId, OutboxEntry, Outcome, SearchQuery, Seq, Store, StoreError,
 };
 use dopus_proto::peer::{Content, Conversation};
 use dopus_proto::signaling::Status;
@@ -74,6 +74,17 @@ impl Settings {
             "theme": self.theme,
         })
     }
+}
+
+/// One `POST /conversations/{id}/messages`.
+#[derive(Debug, Clone)]
+pub struct SendText {
+    /// To whom.
+    pub peer: UserId,
+    /// What.
+    pub body: String,
+    /// The message it answers.
+    pub reply_to: Option<uuid::Uuid>,
 }
 
 /// The unlocked state.
@@ -238,26 +249,6 @@ impl Ready {
         Ok(())
     }
 
-    /// Queues a reliable content in the outbox, in the same batch as `changes`.
-    pub fn queue(&self, changes: &mut Changes, out: &Outgoing, now: Timestamp) {
-        let queued = super::deliver::Queued {
-            conversation: out.conversation.clone(),
-            sent_at: out.sent_at,
-            content: out.content.clone(),
-        };
-        if let Ok(bytes) = serde_json::to_vec(&queued) {
-            changes.push(Change::OutboxEnqueue(OutboxEntry {
-                id: out.id,
-                peer_user: out.peer,
-                peer_device: None,
-                bytes,
-                created_at: now,
-                attempts: 0,
-                next_attempt_at: now,
-            }));
-        }
-    }
-
     pub fn add_contact(&mut self, user: UserId, name: Option<String>) -> Result<Value, ApiError> {
         if user == self.me() {
             return Err(ApiError::bad_request("that is your own user ID"));
@@ -332,7 +323,7 @@ impl Ready {
             },
             reliable: true,
         };
-        self.queue(&mut changes, &out, now);
+        queue(&mut changes, &out, now);
         self.apply(changes)?;
         self.contact_value(&user)
     }
@@ -372,7 +363,7 @@ impl Ready {
             },
             reliable: true,
         };
-        self.queue(&mut changes, &out, now);
+        queue(&mut changes, &out, now);
         self.apply(changes)?;
         self.contact_value(&user)
     }
@@ -464,21 +455,51 @@ impl Ready {
         self.message_value(id).ok()
     }
 
-    pub fn send_text(
-        &mut self,
-        peer: UserId,
-        body: String,
-        reply_to: Option<uuid::Uuid>,
-    ) -> Result<Value, ApiError> {
+    /// Sends text messages, all in one store transaction (group commit: `combine`). Each
+    /// succeeds or fails on its own; if the commit fails, all fail. Answers in request order.
+    pub fn send_texts(&mut self, requests: Vec<SendText>) -> Vec<Result<Value, ApiError>> {
         let now = account::now();
-        let id = new_id(now);
-        let (mut changes, out) = self
-            .chat
-            .send_text(&self.store, now, id, peer, body, reply_to.map(MessageId))
-            .map_err(chat_error)?;
-        self.queue(&mut changes, &out, now);
-        self.apply(changes)?;
-        self.message_value(&id)
+        let count = requests.len();
+        let ids: Vec<MessageId> = (0..count).map(|_| new_id(now)).collect();
+        let Ready { store, chat, .. } = self;
+        let sent = store.batch(|store| {
+            requests
+                .into_iter()
+                .zip(&ids)
+                .map(|(q, &id)| {
+                    let (mut changes, out) = chat
+                        .send_text(&*store, now, id, q.peer, q.body, q.reply_to.map(MessageId))
+                        .map_err(chat_error)?;
+                    queue(&mut changes, &out, now);
+                    let new = changes.iter().enumerate().find_map(|(i, c)| match c {
+                        Change::InsertMessage(m) => Some((i, m.clone())),
+                        _ => None,
+                    });
+                    let applied = store.apply(changes).map_err(ApiError::internal)?;
+                    // The answer is built from what was inserted: reading it back would cost
+                    // a query per message under the node's lock.
+                    Ok(new.and_then(|(i, m)| match applied.outcomes.get(i) {
+                        Some(Outcome::Inserted(seq)) => Some(m.stored(*seq)),
+                        _ => None,
+                    }))
+                })
+                .collect::<Vec<Result<Option<Message>, ApiError>>>()
+        });
+        let me = self.me();
+        match sent {
+            Ok(stored) => stored
+                .into_iter()
+                .zip(ids)
+                .map(|(m, id)| match m? {
+                    Some(m) => Ok(api_json::message_with(&me, &m, &[])),
+                    None => self.message_value(&id),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not store sent messages");
+                (0..count).map(|_| Err(ApiError::internal(&e))).collect()
+            }
+        }
     }
 
     pub fn edit(&mut self, id: uuid::Uuid, body: String) -> Result<Value, ApiError> {
@@ -493,7 +514,7 @@ impl Ready {
                 body,
             )
             .map_err(chat_error)?;
-        self.queue(&mut changes, &out, now);
+        queue(&mut changes, &out, now);
         self.apply(changes)?;
         self.message_value(&MessageId(id))
     }
@@ -504,7 +525,7 @@ impl Ready {
             .chat
             .delete(&self.store, now, EnvelopeId(new_id(now).0), MessageId(id))
             .map_err(chat_error)?;
-        self.queue(&mut changes, &out, now);
+        queue(&mut changes, &out, now);
         self.apply(changes)?;
         self.message_value(&MessageId(id))
     }
@@ -522,7 +543,7 @@ impl Ready {
                 add,
             )
             .map_err(chat_error)?;
-        self.queue(&mut changes, &out, now);
+        queue(&mut changes, &out, now);
         self.apply(changes)?;
         self.message_value(&MessageId(id))
     }
@@ -644,6 +665,26 @@ fn stun_from_server_url(url: &str) -> Option<String> {
         authority.split(':').next()?.to_owned()
     };
     (!host.is_empty()).then(|| format!("stun:{host}:3478"))
+}
+
+/// Queues a reliable content in the outbox, in the same batch as `changes`.
+pub fn queue(changes: &mut Changes, out: &Outgoing, now: Timestamp) {
+    let queued = super::deliver::Queued {
+        conversation: out.conversation.clone(),
+        sent_at: out.sent_at,
+        content: out.content.clone(),
+    };
+    if let Ok(bytes) = serde_json::to_vec(&queued) {
+        changes.push(Change::OutboxEnqueue(OutboxEntry {
+            id: out.id,
+            peer_user: out.peer,
+            peer_device: None,
+            bytes,
+            created_at: now,
+            attempts: 0,
+            next_attempt_at: now,
+        }));
+    }
 }
 
 /// A fresh UUIDv7.

@@ -139,7 +139,7 @@ pub async fn request_reset(node: &Node, peer: UserId, failed: Vec<MessageId>) {
             reliable: true,
         };
         let mut changes = Changes::new();
-        r.queue(&mut changes, &out, now);
+        super::ready::queue(&mut changes, &out, now);
         if r.store.apply(changes).is_err() {
             return;
         }

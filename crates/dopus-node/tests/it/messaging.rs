@@ -241,3 +241,110 @@ async fn round_trip_over_the_data_channel_with_edits_deletes_reactions_and_recei
     );
     server.stop().await;
 }
+
+/// Sends from several API clients at once are stored together (group commit) yet each client
+/// gets its own answer (the message as stored), keeps its own order, and each message reaches
+/// the peer exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sends_each_get_their_answer_and_arrive_once_in_order() {
+    const CLIENTS: usize = 6;
+    const EACH: usize = 20;
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (a, b) = contact_pair(&server).await;
+    let mut eb = b.events().await;
+    let to = b.user_id.clone();
+    let answers: Vec<Vec<Value>> = blocking(|| {
+        std::thread::scope(|s| {
+            let clients: Vec<_> = (0..CLIENTS)
+                .map(|c| {
+                    let (api, to) = (a.api().clone(), to.clone());
+                    s.spawn(move || {
+                        (0..EACH)
+                            .map(|i| {
+                                api.ok(
+                                    "POST",
+                                    &format!("/conversations/{to}/messages"),
+                                    Some(json!({ "body": format!("c{c} m{i}") })),
+                                )
+                            })
+                            .collect::<Vec<Value>>()
+                    })
+                })
+                .collect();
+            clients.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    });
+    let mut ids = std::collections::HashSet::new();
+    for (c, list) in answers.iter().enumerate() {
+        let mut last_sent_at = 0;
+        for (i, m) in list.iter().enumerate() {
+            assert_eq!(
+                m["body"],
+                format!("c{c} m{i}"),
+                "each client gets its own answer"
+            );
+            assert_eq!(m["state"], "pending");
+            assert_eq!(m["outgoing"], true);
+            let sent_at = m["sent_at"].as_u64().unwrap();
+            assert!(sent_at > last_sent_at, "a client's messages keep its order");
+            last_sent_at = sent_at;
+            assert!(
+                ids.insert(m["id"].as_str().unwrap().to_owned()),
+                "ids are unique"
+            );
+        }
+    }
+    // The answer is the message as stored (apart from its delivery state, which moves on).
+    let stored = eventually(WAIT, "every message stored", || {
+        let h = a.api().history(&to);
+        (h.len() == CLIENTS * EACH).then_some(h)
+    })
+    .await;
+    for list in &answers {
+        for m in list {
+            let mut s = stored
+                .iter()
+                .find(|x| x["id"] == m["id"])
+                .expect("stored")
+                .clone();
+            let mut m = m.clone();
+            s["state"] = Value::Null;
+            m["state"] = Value::Null;
+            assert_eq!(m, s);
+        }
+    }
+    // Each message reaches bob once, and each client's messages in its order.
+    eventually(WAIT, "every message at bob", || {
+        (b.api().history(&a.user_id).len() >= CLIENTS * EACH).then_some(())
+    })
+    .await;
+    eb.collect_for(Duration::from_millis(500)).await;
+    let mut shown: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for e in eb.seen.iter().filter(|e| e["type"] == "message") {
+        *shown
+            .entry(e["message"]["id"].as_str().unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(shown.len(), CLIENTS * EACH);
+    assert!(shown.values().all(|&n| n == 1), "each message shown once");
+    let history = b.api().history(&a.user_id);
+    assert_eq!(
+        history.len(),
+        CLIENTS * EACH,
+        "nothing twice in bob's history"
+    );
+    for c in 0..CLIENTS {
+        let bodies: Vec<String> = history
+            .iter()
+            .filter_map(|m| m["body"].as_str())
+            .filter(|body| body.starts_with(&format!("c{c} ")))
+            .map(str::to_owned)
+            .collect();
+        let expected: Vec<String> = (0..EACH).map(|i| format!("c{c} m{i}")).collect();
+        assert_eq!(
+            bodies, expected,
+            "client {c}'s messages in its order at bob"
+        );
+    }
+}
