@@ -186,12 +186,16 @@ pub fn to_store(s: &SessionRecord) -> OlmSessionRecord {
 
 /// The peer's devices that we hold at least one session with.
 fn sessions_by_device(r: &Ready, peer: &UserId) -> Vec<(PeerDevice, Vec<SessionRecord>)> {
-    let devices = r.store.peer_devices(peer).unwrap_or_default();
+    device_sessions(&r.store, peer)
+}
+
+/// [`sessions_by_device`] from a store (inside a batch).
+fn device_sessions(store: &dyn Store, peer: &UserId) -> Vec<(PeerDevice, Vec<SessionRecord>)> {
+    let devices = store.peer_devices(peer).unwrap_or_default();
     devices
         .into_iter()
         .filter_map(|d| {
-            let sessions: Vec<SessionRecord> = r
-                .store
+            let sessions: Vec<SessionRecord> = store
                 .olm_sessions(peer, &d.device_id)
                 .unwrap_or_default()
                 .iter()
@@ -256,12 +260,26 @@ pub async fn establish_sessions(
     Ok(())
 }
 
+/// The open data channel to `peer`, if there is one worth sending on.
+fn open_channel(r: &Ready, peer: &UserId) -> Option<dopus_rtc::PeerHandle> {
+    // The server saw the peer go away (for example killed): its side of the channel is gone
+    // even if ours has not timed out yet, so sending there would only lose time.
+    let gone = r
+        .presence
+        .get(peer)
+        .is_some_and(|s| s.as_seen_by_others() == dopus_proto::signaling::Status::Offline);
+    r.peers
+        .get(peer)
+        .and_then(|p| p.open_handle())
+        .filter(|_| !gone)
+}
+
 /// Decides how to reach `peer` now; may start a direct connection.
 async fn route(node: &Node, peer: &UserId) -> Option<Route> {
     let (direct, client, want_direct) = {
         let mut r = node.ready().await.ok()?;
         let r = r.get_mut();
-        let direct = r.peers.get(peer).and_then(|p| p.open_handle());
+        let direct = open_channel(r, peer);
         let online = r
             .presence
             .get(peer)
@@ -270,13 +288,6 @@ async fn route(node: &Node, peer: &UserId) -> Option<Route> {
             .peers
             .get(peer)
             .is_some_and(|p| p.connecting_since(account::now(), DIRECT_GRACE_MS));
-        // The server saw the peer go away (for example killed): its side of the channel is
-        // gone even if ours has not timed out yet, so sending there would only lose time.
-        let gone = r
-            .presence
-            .get(peer)
-            .is_some_and(|s| s.as_seen_by_others() == dopus_proto::signaling::Status::Offline);
-        let direct = direct.filter(|_| !gone);
         (direct, r.signaling.clone(), online && !waiting)
     };
     if let Some(h) = direct {
@@ -286,6 +297,97 @@ async fn route(node: &Node, peer: &UserId) -> Option<Route> {
         super::peers::connect(node, *peer).await;
     }
     client.map(Route::Server)
+}
+
+/// A window of sealed outbox entries, each with its envelopes (one per device) in order.
+type SealedWindow = Vec<(OutboxEntry, Vec<SealedFor>)>;
+
+/// Seals the due ones of `entries` (outbox order) for every device of `peer` we hold a
+/// session with. Answers the changes to commit before anything is sent (advanced sessions,
+/// each entry's next retry time, unreadable entries removed) and the sealed window.
+fn seal_entries(
+    store: &dyn Store,
+    olm: &mut dopus_core::e2e::OlmMachine,
+    peer: UserId,
+    entries: Vec<OutboxEntry>,
+    now: Timestamp,
+) -> (Changes, SealedWindow) {
+    let devices = device_sessions(store, &peer);
+    let mut changes = Changes::new();
+    let mut due = Vec::new();
+    for entry in entries.into_iter().filter(|e| e.next_attempt_at <= now) {
+        let Ok(queued) = serde_json::from_slice::<Queued>(&entry.bytes) else {
+            changes.push(Change::OutboxRemove(entry.id));
+            continue;
+        };
+        let Ok(wire) = dopus_proto::peer::MessageId::from_uuid(entry.id.0) else {
+            changes.push(Change::OutboxRemove(entry.id));
+            continue;
+        };
+        due.push((entry, queued, wire));
+    }
+    // Each device's share of the window is sealed in one go (`seal_many`: its session is
+    // restored and saved once), in outbox order.
+    let mut sealed: Vec<Vec<SealedFor>> = vec![Vec::new(); due.len()];
+    for (device, sessions) in &devices {
+        let for_device: Vec<usize> = due
+            .iter()
+            .enumerate()
+            .filter(|(_, (e, _, _))| {
+                e.peer_device
+                    .as_ref()
+                    .is_none_or(|d| d == &device.device_id)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if for_device.is_empty() {
+            continue;
+        }
+        let drafts = for_device
+            .iter()
+            .map(|&i| {
+                let (_, queued, wire) = &due[i];
+                Draft {
+                    id: *wire,
+                    conversation: queued.conversation.clone(),
+                    sent_at: queued.sent_at,
+                    content: queued.content.clone(),
+                }
+            })
+            .collect();
+        let to = PeerAddress {
+            user: peer,
+            device: device.device_id.clone(),
+        };
+        match olm.seal_many(now, &to, sessions, drafts) {
+            Ok((envelopes, session)) => {
+                for (i, envelope) in for_device.into_iter().zip(envelopes) {
+                    match envelope.map(|e| e.to_json()) {
+                        Ok(Ok(bytes)) => sealed[i].push((device.device_id.clone(), bytes)),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "could not encode an envelope")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "could not seal an envelope"),
+                    }
+                }
+                changes.push(Change::SaveOlmSession(to_store(&session)));
+            }
+            Err(e) => tracing::warn!(error = %e, "could not seal for a device"),
+        }
+    }
+    let mut batch = Vec::new();
+    for ((entry, _, _), sealed) in due.into_iter().zip(sealed) {
+        if sealed.is_empty() {
+            continue;
+        }
+        changes.push(Change::OutboxReschedule {
+            id: entry.id,
+            attempts: entry.attempts.saturating_add(1),
+            next_attempt_at: now.plus_millis(retry_delay(entry.attempts)),
+        });
+        batch.push((entry, sealed));
+    }
+    (changes, batch)
 }
 
 /// Seals and sends one window of due entries for `peer`.
@@ -303,85 +405,11 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
     let now = account::now();
     // Seal under the lock and persist before anything leaves this machine: the advanced
     // sessions and every entry's next retry time in one transaction.
-    let (batch, server): (Vec<(OutboxEntry, Vec<SealedFor>)>, Option<net::Client>) = {
+    let (batch, server): (SealedWindow, Option<net::Client>) = {
         let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
         let r = r.get_mut();
         let entries = r.store.outbox_for_peer(&peer, WINDOW).map_err(local)?;
-        let devices = sessions_by_device(r, &peer);
-        let mut changes = Changes::new();
-        let mut due = Vec::new();
-        for entry in entries.into_iter().filter(|e| e.next_attempt_at <= now) {
-            let Ok(queued) = serde_json::from_slice::<Queued>(&entry.bytes) else {
-                changes.push(Change::OutboxRemove(entry.id));
-                continue;
-            };
-            let Ok(wire) = dopus_proto::peer::MessageId::from_uuid(entry.id.0) else {
-                changes.push(Change::OutboxRemove(entry.id));
-                continue;
-            };
-            due.push((entry, queued, wire));
-        }
-        // Each device's share of the window is sealed in one go (`seal_many`: its session is
-        // restored and saved once), in outbox order.
-        let mut sealed: Vec<Vec<SealedFor>> = vec![Vec::new(); due.len()];
-        for (device, sessions) in &devices {
-            let for_device: Vec<usize> = due
-                .iter()
-                .enumerate()
-                .filter(|(_, (e, _, _))| {
-                    e.peer_device
-                        .as_ref()
-                        .is_none_or(|d| d == &device.device_id)
-                })
-                .map(|(i, _)| i)
-                .collect();
-            if for_device.is_empty() {
-                continue;
-            }
-            let drafts = for_device
-                .iter()
-                .map(|&i| {
-                    let (_, queued, wire) = &due[i];
-                    Draft {
-                        id: *wire,
-                        conversation: queued.conversation.clone(),
-                        sent_at: queued.sent_at,
-                        content: queued.content.clone(),
-                    }
-                })
-                .collect();
-            let to = PeerAddress {
-                user: peer,
-                device: device.device_id.clone(),
-            };
-            match r.olm.seal_many(now, &to, sessions, drafts) {
-                Ok((envelopes, session)) => {
-                    for (i, envelope) in for_device.into_iter().zip(envelopes) {
-                        match envelope.map(|e| e.to_json()) {
-                            Ok(Ok(bytes)) => sealed[i].push((device.device_id.clone(), bytes)),
-                            Ok(Err(e)) => {
-                                tracing::warn!(error = %e, "could not encode an envelope")
-                            }
-                            Err(e) => tracing::warn!(error = %e, "could not seal an envelope"),
-                        }
-                    }
-                    changes.push(Change::SaveOlmSession(to_store(&session)));
-                }
-                Err(e) => tracing::warn!(error = %e, "could not seal for a device"),
-            }
-        }
-        let mut batch = Vec::new();
-        for ((entry, _, _), sealed) in due.into_iter().zip(sealed) {
-            if sealed.is_empty() {
-                continue;
-            }
-            changes.push(Change::OutboxReschedule {
-                id: entry.id,
-                attempts: entry.attempts.saturating_add(1),
-                next_attempt_at: now.plus_millis(retry_delay(entry.attempts)),
-            });
-            batch.push((entry, sealed));
-        }
+        let (changes, batch) = seal_entries(&r.store, &mut r.olm, peer, entries, now);
         if !changes.is_empty() {
             r.store.apply(changes).map_err(local)?;
         }
@@ -687,9 +715,61 @@ async fn receive_all(node: &Node, items: &[Inbound<'_>], via: Via) -> Result<(),
     for (sender, device, content) in taken.controls {
         super::net::handle_control(node, sender, device, content).await;
     }
-    send_ephemeral(node, coalesce_receipts(taken.outs)).await;
+    let (delivered, others): (Vec<Outgoing>, Vec<Outgoing>) =
+        taken.outs.into_iter().partition(is_delivered_receipt);
+    send_ephemeral(node, others).await;
+    hold_receipts(node, delivered);
     node.pump.notify_one();
     Ok(())
+}
+
+/// How long delivered receipts wait to be merged with those of the envelopes right behind.
+/// While a peer sends a stream, each receipt would otherwise cover one small burst, and each
+/// costs both sides a Double Ratchet step, an envelope and a commit; 10 ms later is still far
+/// quicker than anyone can see a tick change, and the peer's first retry is seconds away.
+pub const RECEIPT_DELAY: Duration = Duration::from_millis(10);
+
+fn is_delivered_receipt(out: &Outgoing) -> bool {
+    matches!(
+        out.content,
+        Content::Receipt {
+            receipt: ReceiptKind::Delivered,
+            ..
+        }
+    )
+}
+
+/// Queues delivered receipts; the first one queued starts a flush [`RECEIPT_DELAY`] later,
+/// which sends everything queued by then, merged per peer.
+fn hold_receipts(node: &Node, receipts: Vec<Outgoing>) {
+    if receipts.is_empty() {
+        return;
+    }
+    let first = {
+        let mut held = node
+            .held_receipts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = held.is_empty();
+        held.extend(receipts);
+        first
+    };
+    if !first {
+        return;
+    }
+    let Some(node) = node.arc() else {
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep(RECEIPT_DELAY).await;
+        let receipts = std::mem::take(
+            &mut *node
+                .held_receipts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        send_ephemeral(&node, coalesce_receipts(receipts)).await;
+    });
 }
 
 /// Takes in one envelope inside the receive batch.

@@ -92,6 +92,8 @@ pub struct Node {
     /// `POST /conversations/{id}/messages` calls waiting for the lock, done together
     /// (`combine`).
     sends: combine::Combiner<ready::SendText, Result<Value, ApiError>>,
+    /// Delivered receipts waiting to be merged and sent (`deliver::RECEIPT_DELAY`).
+    held_receipts: std::sync::Mutex<Vec<dopus_core::chat::Outgoing>>,
     /// Handle to ourselves for spawning tasks from `&self` methods.
     me: std::sync::Weak<Node>,
     /// The DTLS certificate all our peer connections share (made once at unlock).
@@ -163,6 +165,7 @@ impl Node {
             pump: Notify::new(),
             send_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
             sends: combine::Combiner::default(),
+            held_receipts: std::sync::Mutex::new(Vec::new()),
             me: me.clone(),
             dtls: std::sync::OnceLock::new(),
         })
@@ -177,7 +180,7 @@ impl Node {
         let _ = self.events.send(event);
     }
 
-    fn arc(&self) -> Option<Arc<Node>> {
+    pub(crate) fn arc(&self) -> Option<Arc<Node>> {
         self.me.upgrade()
     }
 
