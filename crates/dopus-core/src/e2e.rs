@@ -313,7 +313,15 @@ pub struct OlmMachine {
     device: Device,
     pickle_key: PickleKey,
     rng: Box<dyn SecureRandom + Send>,
+    /// Sessions as restored from (or last saved to) a pickle, by session id, each with that
+    /// exact pickle: a record whose pickle is the same string is the same state, so it need not
+    /// be decrypted and parsed again (a pure memo; a record with any other pickle, for example
+    /// because a commit failed, is restored from its own pickle as before).
+    restored: std::collections::HashMap<String, (String, Session)>,
 }
+
+/// Most sessions [`OlmMachine`] keeps restored.
+const RESTORED_CAP: usize = 256;
 
 impl fmt::Debug for OlmMachine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -330,6 +338,7 @@ impl OlmMachine {
             device,
             pickle_key,
             rng,
+            restored: std::collections::HashMap::new(),
         }
     }
 
@@ -446,19 +455,34 @@ impl OlmMachine {
             peer_device: bundle.device_id.clone(),
             peer_keys: bundle.device_keys,
             session_id: session.session_id(),
-            pickle: self.pickle_session(&session),
+            pickle: self.pickle_session(session),
             created_at: now,
             last_used_at: now,
         })
     }
 
-    fn pickle_session(&self, session: &Session) -> String {
-        session
+    /// Pickles `session` for its record and keeps it restored under that pickle.
+    fn pickle_session(&mut self, session: Session) -> String {
+        let pickle = session
             .pickle()
-            .encrypt(&self.pickle_key.subkey(pickle::OLM_SESSION))
+            .encrypt(&self.pickle_key.subkey(pickle::OLM_SESSION));
+        if self.restored.len() >= RESTORED_CAP {
+            self.restored.clear();
+        }
+        self.restored
+            .insert(session.session_id(), (pickle.clone(), session));
+        pickle
     }
 
-    fn load_session(&self, record: &SessionRecord) -> Result<Session, PickleError> {
+    /// The session a record holds. Taken out of the restored ones (a session that then fails
+    /// to decrypt, or is refused, is simply not put back).
+    fn load_session(&mut self, record: &SessionRecord) -> Result<Session, PickleError> {
+        if let Some((pickle, _)) = self.restored.get(&record.session_id)
+            && *pickle == record.pickle
+            && let Some((_, session)) = self.restored.remove(&record.session_id)
+        {
+            return Ok(session);
+        }
         let pickle = SessionPickle::from_encrypted(
             &record.pickle,
             &self.pickle_key.subkey(pickle::OLM_SESSION),
@@ -560,7 +584,7 @@ impl OlmMachine {
         Ok((
             envelopes,
             SessionRecord {
-                pickle: self.pickle_session(&session),
+                pickle: self.pickle_session(session),
                 last_used_at: now,
                 ..record.clone()
             },
@@ -597,7 +621,7 @@ impl OlmMachine {
                     return Ok(Opened {
                         payload,
                         session: SessionRecord {
-                            pickle: self.pickle_session(&session),
+                            pickle: self.pickle_session(session),
                             last_used_at: now,
                             ..(*record).clone()
                         },
@@ -635,7 +659,7 @@ impl OlmMachine {
                     peer_device: envelope.from.device.clone(),
                     peer_keys: cert.keys,
                     session_id: created.session.session_id(),
-                    pickle: self.pickle_session(&created.session),
+                    pickle: self.pickle_session(created.session),
                     created_at: now,
                     last_used_at: now,
                 };
@@ -670,7 +694,7 @@ impl OlmMachine {
                             return Ok(Opened {
                                 payload,
                                 session: SessionRecord {
-                                    pickle: self.pickle_session(&session),
+                                    pickle: self.pickle_session(session),
                                     last_used_at: now,
                                     ..record.clone()
                                 },

@@ -822,3 +822,41 @@ fn a_window_sealed_at_once_opens_in_order_and_the_session_carries_on() {
     let reply = bob.text(t(32), &alice.addr, "got them");
     assert_eq!(body(&alice.receive(t(33), &reply).unwrap()), "got them");
 }
+
+/// The machine keeps restored sessions between calls, keyed by the exact pickle: a record that
+/// was never saved (a failed commit) must still give what its own pickle holds, never the state
+/// the machine advanced it to.
+#[test]
+fn a_stale_record_seals_from_its_own_state_not_the_machines_newer_one() {
+    let (mut dir, mut alice, mut bob) = pair();
+    alice.connect(&mut dir, &bob.addr, t(1));
+    let mut m = alice.machine();
+    let r0 = alice.sessions.clone();
+    let draft = |id| Draft {
+        id,
+        conversation: Conversation::Direct,
+        sent_at: t(2),
+        content: Content::Text {
+            body: "same".into(),
+            reply_to: None,
+        },
+    };
+    let id = alice.new_id(t(2));
+    let first = m.seal(t(2), &bob.addr, &r0, draft(id)).unwrap();
+    // The advanced record, used once (the machine now holds the state after two messages).
+    let second = m
+        .seal(
+            t(3),
+            &bob.addr,
+            std::slice::from_ref(&first.session),
+            draft(id),
+        )
+        .unwrap();
+    assert_ne!(first.envelope.ciphertext, second.envelope.ciphertext);
+    // The old record again, as after a commit that failed: the same state, the same bytes.
+    let again = m.seal(t(4), &bob.addr, &r0, draft(id)).unwrap();
+    assert_eq!(again.envelope.ciphertext, first.envelope.ciphertext);
+    // And the record from that is as good as the first one's: it decrypts at bob in order.
+    let wire = PeerEnvelope::from_json(&again.envelope.to_json().unwrap()).unwrap();
+    assert_eq!(body(&bob.receive(t(5), &wire).unwrap()), "same");
+}

@@ -97,7 +97,7 @@ impl Peer {
             .unwrap();
         let (n, bytes) = message.to_parts();
         let record = SessionRecord {
-            pickle: self.machine.pickle_session(&session),
+            pickle: self.machine.pickle_session(session),
             ..record
         };
         self.save(record);
@@ -306,7 +306,7 @@ fn misaddressed_envelopes_are_refused_before_decrypting() {
 
 #[test]
 fn a_payload_that_is_not_a_payload_is_malformed() {
-    let (alice, mut bob) = connected(8, 9);
+    let (mut alice, mut bob) = connected(8, 9);
     let bob_addr = bob.addr();
     let record = alice.sessions[0].clone();
     let mut session = alice.machine.load_session(&record).unwrap();
