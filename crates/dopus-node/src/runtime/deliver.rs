@@ -274,29 +274,31 @@ fn open_channel(r: &Ready, peer: &UserId) -> Option<dopus_rtc::PeerHandle> {
         .filter(|_| !gone)
 }
 
-/// Decides how to reach `peer` now; may start a direct connection.
-async fn route(node: &Node, peer: &UserId) -> Option<Route> {
-    let (direct, client, want_direct) = {
-        let mut r = node.ready().await.ok()?;
-        let r = r.get_mut();
-        let direct = open_channel(r, peer);
-        let online = r
-            .presence
-            .get(peer)
-            .is_some_and(|s| s.as_seen_by_others() != dopus_proto::signaling::Status::Offline);
-        let waiting = r
-            .peers
-            .get(peer)
-            .is_some_and(|p| p.connecting_since(account::now(), DIRECT_GRACE_MS));
-        (direct, r.signaling.clone(), online && !waiting)
-    };
-    if let Some(h) = direct {
-        return Some(Route::Direct(h));
+/// How `peer` can be reached now, as the node's state says.
+struct Reach {
+    /// The open data channel.
+    direct: Option<dopus_rtc::PeerHandle>,
+    /// The signaling server.
+    server: Option<net::Client>,
+    /// No channel, but the peer is online and no attempt is under way: start one.
+    connect: bool,
+}
+
+fn reach(r: &Ready, peer: &UserId) -> Reach {
+    let direct = open_channel(r, peer);
+    let online = r
+        .presence
+        .get(peer)
+        .is_some_and(|s| s.as_seen_by_others() != dopus_proto::signaling::Status::Offline);
+    let waiting = r
+        .peers
+        .get(peer)
+        .is_some_and(|p| p.connecting_since(account::now(), DIRECT_GRACE_MS));
+    Reach {
+        connect: direct.is_none() && online && !waiting,
+        direct,
+        server: r.signaling.clone(),
     }
-    if want_direct {
-        super::peers::connect(node, *peer).await;
-    }
-    client.map(Route::Server)
 }
 
 /// A window of sealed outbox entries, each with its envelopes (one per device) in order.
@@ -304,14 +306,15 @@ type SealedWindow = Vec<(OutboxEntry, Vec<SealedFor>)>;
 
 /// Seals the due ones of `entries` (outbox order) for every device of `peer` we hold a
 /// session with. Answers the changes to commit before anything is sent (advanced sessions,
-/// each entry's next retry time, unreadable entries removed) and the sealed window.
+/// each entry's next retry time, unreadable entries removed) and the sealed window; `None` if
+/// entries are due but we hold no session with any of the peer's devices.
 fn seal_entries(
     store: &dyn Store,
     olm: &mut dopus_core::e2e::OlmMachine,
     peer: UserId,
     entries: Vec<OutboxEntry>,
     now: Timestamp,
-) -> (Changes, SealedWindow) {
+) -> Option<(Changes, SealedWindow)> {
     let devices = device_sessions(store, &peer);
     let mut changes = Changes::new();
     let mut due = Vec::new();
@@ -325,6 +328,9 @@ fn seal_entries(
             continue;
         };
         due.push((entry, queued, wire));
+    }
+    if devices.is_empty() && !due.is_empty() {
+        return None;
     }
     // Each device's share of the window is sealed in one go (`seal_many`: its session is
     // restored and saved once), in outbox order.
@@ -387,33 +393,53 @@ fn seal_entries(
         });
         batch.push((entry, sealed));
     }
-    (changes, batch)
+    Some((changes, batch))
 }
 
 /// Seals and sends one window of due entries for `peer`.
 async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
-    let mut route = route(node, &peer).await.ok_or(DeliverError::NoRoute)?;
-    {
-        let r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
-        if sessions_by_device(r.get(), &peer).is_empty() {
-            drop(r);
-            establish_sessions(node, peer, false).await?;
-        }
-    }
     // Held until the window is handed to the transport (see `Node::send_lock`).
-    let _sending = node.send_lock(peer).await;
-    let now = account::now();
-    // Seal under the lock and persist before anything leaves this machine: the advanced
-    // sessions and every entry's next retry time in one transaction.
-    let (batch, server): (SealedWindow, Option<net::Client>) = {
-        let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
-        let r = r.get_mut();
-        let entries = r.store.outbox_for_peer(&peer, WINDOW).map_err(local)?;
-        let (changes, batch) = seal_entries(&r.store, &mut r.olm, peer, entries, now);
-        if !changes.is_empty() {
-            r.store.apply(changes).map_err(local)?;
+    let sending = node.send_lock(peer).await;
+    let mut fetched = false;
+    // Seal under the node's lock and persist before anything leaves this machine: the advanced
+    // sessions and every entry's next retry time in one transaction. One lock for the route,
+    // the sessions and the seal.
+    let (reach, batch) = loop {
+        let now = account::now();
+        let sealed = {
+            let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
+            let r = r.get_mut();
+            let reach = reach(r, &peer);
+            if reach.direct.is_none() && reach.server.is_none() {
+                return Err(DeliverError::NoRoute);
+            }
+            let entries = r.store.outbox_for_peer(&peer, WINDOW).map_err(local)?;
+            match seal_entries(&r.store, &mut r.olm, peer, entries, now) {
+                Some((changes, batch)) => {
+                    if !changes.is_empty() {
+                        r.store.apply(changes).map_err(local)?;
+                    }
+                    Some((reach, batch))
+                }
+                None => None,
+            }
+        };
+        match sealed {
+            Some(sealed) => break sealed,
+            // No session yet: fetch the peer's bundles once, then seal.
+            None if !fetched => {
+                establish_sessions(node, peer, false).await?;
+                fetched = true;
+            }
+            None => return Err(DeliverError::NoDevice),
         }
-        (batch, r.signaling.clone())
+    };
+    let connect = reach.connect;
+    let server = reach.server.clone();
+    let mut route = match (reach.direct, reach.server) {
+        (Some(h), _) => Route::Direct(h),
+        (None, Some(c)) => Route::Server(c),
+        (None, None) => return Err(DeliverError::NoRoute),
     };
     // A retry goes through the server even when a channel looks open: the first copy got no
     // receipt, and a channel whose far end died (a peer killed and restarted) still accepts
@@ -459,7 +485,12 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
         }
     }
     tracing::trace!(envelopes = done.len(), "window handed to the transport");
+    drop(sending);
     mark_sent(node, &done).await;
+    // After the send lock: the offer itself is sealed and sent under it.
+    if connect {
+        super::peers::connect(node, peer).await;
+    }
     Ok(())
 }
 
@@ -474,23 +505,17 @@ async fn mark_sent(node: &Node, done: &[(OutboxEntry, bool)]) {
         };
         let r = r.get_mut();
         let mut changes = Changes::new();
-        let mut promoted = Vec::new();
+        // Where each `SetDelivery` sits in `changes`: the store applies it only if it moves the
+        // state forward (not for a message already delivered), and says so in its outcome.
+        let mut promotions = Vec::new();
         let now = account::now();
         for (entry, stored_in_mailbox) in done {
             let id = MessageId(entry.id.0);
-            let promote = r
-                .store
-                .message(&id)
-                .ok()
-                .flatten()
-                .is_some_and(|m| m.delivery.can_become(DeliveryState::Sent));
-            if promote {
-                changes.push(Change::SetDelivery {
-                    id,
-                    state: DeliveryState::Sent,
-                });
-                promoted.push(id);
-            }
+            promotions.push((changes.len(), id));
+            changes.push(Change::SetDelivery {
+                id,
+                state: DeliveryState::Sent,
+            });
             if *stored_in_mailbox {
                 changes.push(Change::OutboxReschedule {
                     id: entry.id,
@@ -499,12 +524,13 @@ async fn mark_sent(node: &Node, done: &[(OutboxEntry, bool)]) {
                 });
             }
         }
-        if changes.is_empty() || r.store.apply(changes).is_err() {
+        let Ok(applied) = r.store.apply(changes) else {
             return;
-        }
-        promoted
+        };
+        promotions
             .iter()
-            .filter_map(|id| r.message_event_value(id))
+            .filter(|(i, _)| applied.outcomes.get(*i).is_some_and(|o| o.changed()))
+            .filter_map(|(_, id)| r.message_event_value(id))
             .collect::<Vec<_>>()
     };
     for m in events {
