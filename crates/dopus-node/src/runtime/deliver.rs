@@ -15,8 +15,9 @@
 //! [`receive_from`] / [`receive_batch`]: dedupe by envelope id, decrypt, check the sender
 //! binding, apply the chat logic, and persist session + account + message + processed id (for a
 //! burst from a data channel, of every envelope in it) in one transaction before anything is
-//! acknowledged. Envelopes that cannot be decrypted go to `recovery`, which asks for a fresh
-//! session only if they are still missing a few seconds later.
+//! acknowledged. Delivered receipts are held [`RECEIPT_DELAY`] and merged per peer. Envelopes
+//! that cannot be decrypted go to `recovery`, which asks for a fresh session only if they are
+//! still missing a few seconds later.
 
 use super::Node;
 use super::net;
