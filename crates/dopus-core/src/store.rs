@@ -241,7 +241,17 @@ pub trait Store: Send {
     /// Up to `limit` queued envelopes for `peer`, oldest first, due or not (to flush a
     /// freshly opened channel).
     fn outbox_for_peer(&self, peer: &UserId, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
-    /// The peers whose oldest envelope is due at `now`, by user id.
+    /// Up to `limit` envelopes for `peer` that are due at `now`, oldest first. Unlike
+    /// [`Store::outbox_next_due`] this looks past entries that are not due (for example
+    /// envelopes the server's mailbox already holds, checked again much later), so they do not
+    /// hold back the ones queued after them.
+    fn outbox_due_for_peer(
+        &self,
+        peer: &UserId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// The peers with at least one envelope due at `now`, by user id.
     fn outbox_due_peers(&self, now: Timestamp) -> Result<Vec<UserId>, StoreError>;
     /// The earliest `next_attempt_at` over the whole outbox, for the runtime's timer.
     fn outbox_next_attempt_at(&self) -> Result<Option<Timestamp>, StoreError>;

@@ -496,6 +496,15 @@ impl Store for SqliteStore {
         out(queries::outbox_for_peer(&self.conn, peer, limit))
     }
 
+    fn outbox_due_for_peer(
+        &self,
+        peer: &UserId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        out(queries::outbox_due_for_peer(&self.conn, peer, now, limit))
+    }
+
     fn outbox_due_peers(&self, now: Timestamp) -> Result<Vec<UserId>, StoreError> {
         out(queries::outbox_due_peers(&self.conn, now))
     }

@@ -462,8 +462,6 @@ pub(crate) fn megolm_outbound(
     }))
 }
 
-const OUTBOX_HEADS: &str = "pos IN (SELECT min(pos) FROM outbox GROUP BY peer_user)";
-
 pub(crate) fn outbox_next_due(
     conn: &Connection,
     peer: &UserId,
@@ -493,11 +491,27 @@ pub(crate) fn outbox_for_peer(
     )
 }
 
-pub(crate) fn outbox_due_peers(conn: &Connection, now: Timestamp) -> DbResult<Vec<UserId>> {
+/// `?1` peer, `?2` now, `?3` limit.
+pub(crate) fn outbox_due_for_peer(
+    conn: &Connection,
+    peer: &UserId,
+    now: Timestamp,
+    n: usize,
+) -> DbResult<Vec<OutboxEntry>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT peer_user FROM outbox WHERE {OUTBOX_HEADS} AND next_attempt_at <= ?1 \
-         ORDER BY peer_user"
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE peer_user = ?1 AND next_attempt_at <= ?2 \
+         ORDER BY pos LIMIT +?3"
     ))?;
+    collect(
+        stmt.query(params![user(peer), ts(now)?, limit(n)])?,
+        codec::outbox_entry,
+    )
+}
+
+pub(crate) fn outbox_due_peers(conn: &Connection, now: Timestamp) -> DbResult<Vec<UserId>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT peer_user FROM outbox WHERE next_attempt_at <= ?1 ORDER BY peer_user",
+    )?;
     let mut rows = stmt.query([ts(now)?])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -508,9 +522,7 @@ pub(crate) fn outbox_due_peers(conn: &Connection, now: Timestamp) -> DbResult<Ve
 
 pub(crate) fn outbox_next_attempt_at(conn: &Connection) -> DbResult<Option<Timestamp>> {
     let v: Option<i64> = conn
-        .prepare_cached(&format!(
-            "SELECT min(next_attempt_at) FROM outbox WHERE {OUTBOX_HEADS}"
-        ))?
+        .prepare_cached("SELECT min(next_attempt_at) FROM outbox")?
         .query_row([], |r| r.get(0))?;
     v.map(|v| read_ts(v, "outbox.next_attempt_at")).transpose()
 }

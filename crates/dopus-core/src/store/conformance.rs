@@ -1208,14 +1208,34 @@ pub fn outbox_fifo_per_peer<S: Store>(store: &mut S) {
         |v: Vec<OutboxEntry>| -> Vec<u128> { v.into_iter().map(|e| e.id.0.as_u128()).collect() };
     assert_eq!(ids(store.outbox_for_peer(&user(2), 10).unwrap()), [1, 3, 4]);
     assert_eq!(ids(store.outbox_for_peer(&user(2), 2).unwrap()), [1, 3]);
-    // Peer 2's head is due at 100, so nothing for peer 2 is due before that.
+    // Peer 2's head is due at 100, so its head is not due before that...
     assert_eq!(store.outbox_next_due(&user(2), t(60)).unwrap(), None);
-    assert_eq!(store.outbox_due_peers(t(60)).unwrap(), vec![user(3)]);
-    assert_eq!(store.outbox_next_attempt_at().unwrap(), Some(t(50)));
-    let head = store.outbox_next_due(&user(2), t(100)).unwrap().unwrap();
-    assert_eq!(head, outbox(1, 2, 100));
+    // ...but entries 3 and 4, queued after it, are: they are not held back by it.
+    assert_eq!(
+        ids(store.outbox_due_for_peer(&user(2), t(60), 10).unwrap()),
+        [3, 4]
+    );
+    assert_eq!(
+        ids(store.outbox_due_for_peer(&user(2), t(60), 1).unwrap()),
+        [3]
+    );
+    assert_eq!(
+        ids(store.outbox_due_for_peer(&user(2), t(100), 10).unwrap()),
+        [1, 3, 4]
+    );
+    assert!(
+        store
+            .outbox_due_for_peer(&user(9), t(100), 10)
+            .unwrap()
+            .is_empty()
+    );
     let mut due = vec![user(2), user(3)];
     due.sort();
+    assert_eq!(store.outbox_due_peers(t(60)).unwrap(), due);
+    assert_eq!(store.outbox_due_peers(t(10)).unwrap(), vec![user(2)]);
+    assert_eq!(store.outbox_next_attempt_at().unwrap(), Some(t(0)));
+    let head = store.outbox_next_due(&user(2), t(100)).unwrap().unwrap();
+    assert_eq!(head, outbox(1, 2, 100));
     assert_eq!(store.outbox_due_peers(t(100)).unwrap(), due);
     assert_eq!(
         store

@@ -99,14 +99,6 @@ impl State {
             .map(|(pos, _)| *pos)
     }
 
-    fn outbox_heads(&self) -> BTreeMap<UserId, &OutboxEntry> {
-        let mut heads = BTreeMap::new();
-        for entry in self.outbox.values() {
-            heads.entry(entry.peer_user).or_insert(entry);
-        }
-        heads
-    }
-
     fn apply_change(&mut self, change: Change) -> Result<Outcome, StoreError> {
         Ok(match change {
             Change::SaveAccount(account) => {
@@ -664,23 +656,35 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn outbox_due_peers(&self, now: Timestamp) -> Result<Vec<UserId>, StoreError> {
+    fn outbox_due_for_peer(
+        &self,
+        peer: &UserId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
         Ok(self
             .state
-            .outbox_heads()
-            .into_iter()
-            .filter(|(_, e)| e.next_attempt_at <= now)
-            .map(|(u, _)| u)
+            .outbox
+            .values()
+            .filter(|e| e.peer_user == *peer && e.next_attempt_at <= now)
+            .take(limit)
+            .cloned()
             .collect())
     }
 
-    fn outbox_next_attempt_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        Ok(self
+    fn outbox_due_peers(&self, now: Timestamp) -> Result<Vec<UserId>, StoreError> {
+        let peers: std::collections::BTreeSet<UserId> = self
             .state
-            .outbox_heads()
+            .outbox
             .values()
-            .map(|e| e.next_attempt_at)
-            .min())
+            .filter(|e| e.next_attempt_at <= now)
+            .map(|e| e.peer_user)
+            .collect();
+        Ok(peers.into_iter().collect())
+    }
+
+    fn outbox_next_attempt_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.state.outbox.values().map(|e| e.next_attempt_at).min())
     }
 
     fn is_processed(&self, id: &EnvelopeId) -> Result<bool, StoreError> {

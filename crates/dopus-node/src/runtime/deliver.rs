@@ -97,34 +97,16 @@ pub fn start_pump(node: Arc<Node>) {
 
 /// One round: every peer with due entries. Returns when the next entry falls due.
 ///
-/// Looks at every entry in each peer's window, not only the oldest: an envelope waiting in the
-/// server's mailbox (next check in an hour) must not hold back the ones queued after it.
+/// Seals every due entry, not only the oldest of each peer: an envelope waiting in the server's
+/// mailbox (next check in an hour) must not hold back the ones queued after it.
 async fn pump_once(node: &Arc<Node>) -> Option<Timestamp> {
     tracing::trace!("pump round");
     net::maintain_keys(node).await;
     let reset_check = super::recovery::reset_if_still_missing(node).await;
     let now = account::now();
-    let (peers, mut next) = {
+    let peers = {
         let r = node.ready().await.ok()?;
-        let r = r.get();
-        let mut peers = r.store.outbox_due_peers(now).unwrap_or_default();
-        let mut next: Option<Timestamp> = None;
-        for contact in r.store.contacts().unwrap_or_default() {
-            let entries = r
-                .store
-                .outbox_for_peer(&contact.user_id, WINDOW)
-                .unwrap_or_default();
-            for e in &entries {
-                if e.next_attempt_at > now {
-                    next = Some(next.map_or(e.next_attempt_at, |n| n.min(e.next_attempt_at)));
-                }
-            }
-            if entries.iter().any(|e| e.next_attempt_at <= now) && !peers.contains(&contact.user_id)
-            {
-                peers.push(contact.user_id);
-            }
-        }
-        (peers, next)
+        r.get().store.outbox_due_peers(now).unwrap_or_default()
     };
     for peer in peers {
         if let Err(e) = deliver_peer(node, peer).await {
@@ -132,13 +114,8 @@ async fn pump_once(node: &Arc<Node>) -> Option<Timestamp> {
         }
     }
     let r = node.ready().await.ok()?;
-    if let Ok(Some(t)) = r.get().store.outbox_next_attempt_at() {
-        next = Some(next.map_or(t, |n| n.min(t)));
-    }
-    if let Some(t) = reset_check {
-        next = Some(next.map_or(t, |n| n.min(t)));
-    }
-    next
+    let outbox = r.get().store.outbox_next_attempt_at().ok().flatten();
+    [outbox, reset_check].into_iter().flatten().min()
 }
 
 /// Why a delivery round for one peer stopped.
@@ -414,7 +391,10 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
             if reach.direct.is_none() && reach.server.is_none() {
                 return Err(DeliverError::NoRoute);
             }
-            let entries = r.store.outbox_for_peer(&peer, WINDOW).map_err(local)?;
+            let entries = r
+                .store
+                .outbox_due_for_peer(&peer, now, WINDOW)
+                .map_err(local)?;
             match seal_entries(&r.store, &mut r.olm, peer, entries, now) {
                 Some((changes, batch)) => {
                     if !changes.is_empty() {

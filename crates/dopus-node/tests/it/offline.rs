@@ -73,3 +73,54 @@ async fn offline_peer_gets_the_message_from_the_mailbox_exactly_once() {
     );
     server.stop().await;
 }
+
+/// More than one window (64) of messages for an offline peer: every one of them reaches the
+/// server's mailbox, not only the first window (which waits an hour before it is checked again),
+/// so the peer gets them all even if the sender is gone by the time it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn more_than_a_window_for_an_offline_peer_all_reach_the_mailbox() {
+    const N: usize = 80;
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (mut a, mut b) = contact_pair(&server).await;
+    let mut ea = a.events().await;
+    let (aid, bid) = (a.user_id.clone(), b.user_id.clone());
+    send_delivered(&a, &bid, "before", WAIT).await;
+
+    b.kill9();
+    ea.wait_for(WAIT, "bob offline at alice", |e| {
+        e["type"] == "presence" && e["user_id"] == bid.as_str() && e["presence"] == "offline"
+    })
+    .await;
+    for i in 0..N {
+        a.api().send(&bid, &format!("away {i}"));
+    }
+    crate::harness::eventually(WAIT, "every message handed to the server", || {
+        let sent = a
+            .api()
+            .history(&bid)
+            .iter()
+            .filter(|m| m["state"] == "sent")
+            .count();
+        (sent == N).then_some(())
+    })
+    .await;
+
+    // Alice is gone for good; bob comes back and finds everything in the mailbox.
+    a.kill9();
+    b.start(&server.url).await;
+    let history = crate::harness::eventually(WAIT, "every message at bob", || {
+        let h = b.api().history(&aid);
+        (h.len() > N).then_some(h)
+    })
+    .await;
+    let bodies: Vec<String> = history
+        .iter()
+        .filter_map(|m| m["body"].as_str().map(str::to_owned))
+        .collect();
+    let expected: Vec<String> = std::iter::once("before".to_owned())
+        .chain((0..N).map(|i| format!("away {i}")))
+        .collect();
+    assert_eq!(bodies, expected, "each once, in the order alice wrote them");
+    server.stop().await;
+}
