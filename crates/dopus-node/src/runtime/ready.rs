@@ -502,50 +502,50 @@ impl Ready {
         }
     }
 
-    pub fn edit(&mut self, id: uuid::Uuid, body: String) -> Result<Value, ApiError> {
+    /// An operation on one of our messages (edit, delete, react): the chat logic's changes
+    /// and the content for the peer, queued in the outbox in the same commit. Answers the
+    /// message as it now is.
+    fn change_message(
+        &mut self,
+        id: uuid::Uuid,
+        op: impl FnOnce(
+            &mut Chat,
+            &SqliteStore,
+            Timestamp,
+            EnvelopeId,
+            MessageId,
+        ) -> Result<(Changes, Outgoing), ChatError>,
+    ) -> Result<Value, ApiError> {
         let now = account::now();
-        let (mut changes, out) = self
-            .chat
-            .edit(
-                &self.store,
-                now,
-                EnvelopeId(new_id(now).0),
-                MessageId(id),
-                body,
-            )
-            .map_err(chat_error)?;
+        let (mut changes, out) = op(
+            &mut self.chat,
+            &self.store,
+            now,
+            EnvelopeId(new_id(now).0),
+            MessageId(id),
+        )
+        .map_err(chat_error)?;
         queue(&mut changes, &out, now);
         self.apply(changes)?;
         self.message_value(&MessageId(id))
+    }
+
+    pub fn edit(&mut self, id: uuid::Uuid, body: String) -> Result<Value, ApiError> {
+        self.change_message(id, |chat, store, now, envelope, target| {
+            chat.edit(store, now, envelope, target, body)
+        })
     }
 
     pub fn delete(&mut self, id: uuid::Uuid) -> Result<Value, ApiError> {
-        let now = account::now();
-        let (mut changes, out) = self
-            .chat
-            .delete(&self.store, now, EnvelopeId(new_id(now).0), MessageId(id))
-            .map_err(chat_error)?;
-        queue(&mut changes, &out, now);
-        self.apply(changes)?;
-        self.message_value(&MessageId(id))
+        self.change_message(id, |chat, store, now, envelope, target| {
+            chat.delete(store, now, envelope, target)
+        })
     }
 
     pub fn react(&mut self, id: uuid::Uuid, emoji: String, add: bool) -> Result<Value, ApiError> {
-        let now = account::now();
-        let (mut changes, out) = self
-            .chat
-            .react(
-                &self.store,
-                now,
-                EnvelopeId(new_id(now).0),
-                MessageId(id),
-                emoji,
-                add,
-            )
-            .map_err(chat_error)?;
-        queue(&mut changes, &out, now);
-        self.apply(changes)?;
-        self.message_value(&MessageId(id))
+        self.change_message(id, |chat, store, now, envelope, target| {
+            chat.react(store, now, envelope, target, emoji, add)
+        })
     }
 
     pub fn typing(&mut self, peer: UserId, active: bool) -> Result<Vec<Outgoing>, ApiError> {
