@@ -108,15 +108,27 @@ async fn pump_once(node: &Arc<Node>) -> Option<Timestamp> {
         let r = node.ready().await.ok()?;
         r.get().store.outbox_due_peers(now).unwrap_or_default()
     };
+    let mut stalled = false;
     for peer in peers {
         if let Err(e) = deliver_peer(node, peer).await {
             tracing::debug!(peer = %peer.short(), error = %e, "delivery round failed");
+            stalled = true;
         }
     }
     let r = node.ready().await.ok()?;
-    let outbox = r.get().store.outbox_next_attempt_at().ok().flatten();
+    let mut outbox = r.get().store.outbox_next_attempt_at().ok().flatten();
+    if stalled {
+        // Entries that could not go (no route, no device) are still due: do not spin on them.
+        // What would let them go (the server connecting, a channel opening, the peer's
+        // presence) wakes the pump anyway.
+        let later = account::now().plus_millis(STALLED_RETRY_MS);
+        outbox = outbox.map(|t| t.max(later));
+    }
     [outbox, reset_check].into_iter().flatten().min()
 }
+
+/// How long the pump waits after a round in which some peer could not be served.
+const STALLED_RETRY_MS: u64 = 5_000;
 
 /// Why a delivery round for one peer stopped.
 #[derive(Debug, thiserror::Error)]
