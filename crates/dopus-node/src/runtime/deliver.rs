@@ -745,7 +745,7 @@ async fn receive_all(node: &Node, items: &[Inbound<'_>], via: Via) -> Result<(),
 /// How long delivered receipts wait to be merged with those of the envelopes right behind.
 /// While a peer sends a stream, each receipt would otherwise cover one small burst, and each
 /// costs both sides a Double Ratchet step, an envelope and a commit; 10 ms later is still far
-/// quicker than anyone can see a tick change, and the peer's first retry is seconds away.
+/// quicker than anyone can see a tick change, and the peer's first retry is a second away.
 pub const RECEIPT_DELAY: Duration = Duration::from_millis(10);
 
 fn is_delivered_receipt(out: &Outgoing) -> bool {
