@@ -231,20 +231,12 @@ pub trait Store: Send {
 
     // --- outbox and inbound dedupe ---
 
-    /// The oldest queued envelope for `peer` if it is due at `now`. Delivery per peer is
-    /// FIFO: when the oldest is not due, nothing is, so order is kept across retries.
-    fn outbox_next_due(
-        &self,
-        peer: &UserId,
-        now: Timestamp,
-    ) -> Result<Option<OutboxEntry>, StoreError>;
     /// Up to `limit` queued envelopes for `peer`, oldest first, due or not (to flush a
     /// freshly opened channel).
     fn outbox_for_peer(&self, peer: &UserId, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
-    /// Up to `limit` envelopes for `peer` that are due at `now`, oldest first. Unlike
-    /// [`Store::outbox_next_due`] this looks past entries that are not due (for example
-    /// envelopes the server's mailbox already holds, checked again much later), so they do not
-    /// hold back the ones queued after them.
+    /// Up to `limit` envelopes for `peer` that are due at `now`, oldest first. Entries that are
+    /// not due (for example envelopes the server's mailbox already holds, checked again much
+    /// later) do not hold back the ones queued after them.
     fn outbox_due_for_peer(
         &self,
         peer: &UserId,

@@ -484,14 +484,6 @@ impl Store for SqliteStore {
         out(queries::megolm_outbound(&self.conn, channel))
     }
 
-    fn outbox_next_due(
-        &self,
-        peer: &UserId,
-        now: Timestamp,
-    ) -> Result<Option<OutboxEntry>, StoreError> {
-        out(queries::outbox_next_due(&self.conn, peer, now))
-    }
-
     fn outbox_for_peer(&self, peer: &UserId, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         out(queries::outbox_for_peer(&self.conn, peer, limit))
     }

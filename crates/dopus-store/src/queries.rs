@@ -462,18 +462,6 @@ pub(crate) fn megolm_outbound(
     }))
 }
 
-pub(crate) fn outbox_next_due(
-    conn: &Connection,
-    peer: &UserId,
-    now: Timestamp,
-) -> DbResult<Option<OutboxEntry>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE peer_user = ?1 ORDER BY pos LIMIT 1"
-    ))?;
-    let head = first(stmt.query([user(peer)])?, codec::outbox_entry)?;
-    Ok(head.filter(|e| e.next_attempt_at <= now))
-}
-
 /// `?1` peer, `?2` limit.
 pub(crate) fn outbox_for_peer_sql() -> String {
     format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE peer_user = ?1 ORDER BY pos LIMIT +?2")

@@ -1208,9 +1208,8 @@ pub fn outbox_fifo_per_peer<S: Store>(store: &mut S) {
         |v: Vec<OutboxEntry>| -> Vec<u128> { v.into_iter().map(|e| e.id.0.as_u128()).collect() };
     assert_eq!(ids(store.outbox_for_peer(&user(2), 10).unwrap()), [1, 3, 4]);
     assert_eq!(ids(store.outbox_for_peer(&user(2), 2).unwrap()), [1, 3]);
-    // Peer 2's head is due at 100, so its head is not due before that...
-    assert_eq!(store.outbox_next_due(&user(2), t(60)).unwrap(), None);
-    // ...but entries 3 and 4, queued after it, are: they are not held back by it.
+    // Peer 2's oldest entry is due at 100; entries 3 and 4, queued after it, are due now and
+    // are not held back by it.
     assert_eq!(
         ids(store.outbox_due_for_peer(&user(2), t(60), 10).unwrap()),
         [3, 4]
@@ -1234,8 +1233,8 @@ pub fn outbox_fifo_per_peer<S: Store>(store: &mut S) {
     assert_eq!(store.outbox_due_peers(t(60)).unwrap(), due);
     assert_eq!(store.outbox_due_peers(t(10)).unwrap(), vec![user(2)]);
     assert_eq!(store.outbox_next_attempt_at().unwrap(), Some(t(0)));
-    let head = store.outbox_next_due(&user(2), t(100)).unwrap().unwrap();
-    assert_eq!(head, outbox(1, 2, 100));
+    let all = store.outbox_due_for_peer(&user(2), t(100), 10).unwrap();
+    assert_eq!(all[0], outbox(1, 2, 100));
     assert_eq!(store.outbox_due_peers(t(100)).unwrap(), due);
     assert_eq!(
         store
@@ -1247,8 +1246,11 @@ pub fn outbox_fifo_per_peer<S: Store>(store: &mut S) {
             .unwrap(),
         Outcome::Applied
     );
-    assert_eq!(store.outbox_next_due(&user(2), t(150)).unwrap(), None);
-    let head = store.outbox_next_due(&user(2), t(200)).unwrap().unwrap();
+    assert_eq!(
+        ids(store.outbox_due_for_peer(&user(2), t(150), 10).unwrap()),
+        [3, 4]
+    );
+    let head = store.outbox_due_for_peer(&user(2), t(200), 10).unwrap()[0].clone();
     assert_eq!((head.attempts, head.next_attempt_at), (1, t(200)));
     assert_eq!(
         store
@@ -1269,8 +1271,8 @@ pub fn outbox_fifo_per_peer<S: Store>(store: &mut S) {
         Outcome::Unchanged
     );
     assert_eq!(
-        store.outbox_next_due(&user(2), t(0)).unwrap().unwrap().id,
-        eid(3)
+        ids(store.outbox_due_for_peer(&user(2), t(0), 10).unwrap()),
+        [3, 4]
     );
     assert_eq!(store.outbox_next_attempt_at().unwrap(), Some(t(0)));
     let mut no_device = outbox(5, 4, 7);

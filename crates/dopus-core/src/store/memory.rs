@@ -631,20 +631,6 @@ impl Store for MemoryStore {
         Ok(self.state.megolm_outbound.get(channel).cloned())
     }
 
-    fn outbox_next_due(
-        &self,
-        peer: &UserId,
-        now: Timestamp,
-    ) -> Result<Option<OutboxEntry>, StoreError> {
-        Ok(self
-            .state
-            .outbox
-            .values()
-            .find(|e| e.peer_user == *peer)
-            .filter(|e| e.next_attempt_at <= now)
-            .cloned())
-    }
-
     fn outbox_for_peer(&self, peer: &UserId, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         Ok(self
             .state

@@ -175,11 +175,6 @@ pub fn to_store(s: &SessionRecord) -> OlmSessionRecord {
 }
 
 /// The peer's devices that we hold at least one session with.
-fn sessions_by_device(r: &Ready, peer: &UserId) -> Vec<(PeerDevice, Vec<SessionRecord>)> {
-    device_sessions(&r.store, peer)
-}
-
-/// [`sessions_by_device`] from a store (inside a batch).
 fn device_sessions(store: &dyn Store, peer: &UserId) -> Vec<(PeerDevice, Vec<SessionRecord>)> {
     let devices = store.peer_devices(peer).unwrap_or_default();
     devices
@@ -244,7 +239,7 @@ pub async fn establish_sessions(
     if !changes.is_empty() {
         r.store.apply(changes).map_err(local)?;
     }
-    if started == 0 && sessions_by_device(r, &peer).is_empty() {
+    if started == 0 && device_sessions(&r.store, &peer).is_empty() {
         return Err(DeliverError::NoDevice);
     }
     Ok(())
@@ -611,7 +606,7 @@ async fn send_now(node: &Node, outs: Vec<Outgoing>, allow_direct: bool) {
 pub async fn establish_sessions_if_needed(node: &Node, peer: UserId) -> Result<(), DeliverError> {
     {
         let r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
-        if !sessions_by_device(r.get(), &peer).is_empty() {
+        if !device_sessions(&r.get().store, &peer).is_empty() {
             return Ok(());
         }
     }
@@ -630,7 +625,7 @@ fn seal_now(
         return Vec::new();
     };
     let mut sealed = Vec::new();
-    for (device, mut sessions) in sessions_by_device(r, &out.peer) {
+    for (device, mut sessions) in device_sessions(&r.store, &out.peer) {
         for s in &mut sessions {
             if let Some(newer) = advanced.get(&s.session_id) {
                 *s = newer.clone();

@@ -185,8 +185,10 @@ fn assert_same_reads(mem: &MemoryStore, sql: &dyn Store) {
             sql.outbox_for_peer(&user(2 + p), 100).unwrap()
         );
         assert_eq!(
-            mem.outbox_next_due(&user(2 + p), Timestamp(25)).unwrap(),
-            sql.outbox_next_due(&user(2 + p), Timestamp(25)).unwrap()
+            mem.outbox_due_for_peer(&user(2 + p), Timestamp(25), 100)
+                .unwrap(),
+            sql.outbox_due_for_peer(&user(2 + p), Timestamp(25), 100)
+                .unwrap()
         );
     }
     assert_eq!(
