@@ -234,16 +234,19 @@ pub trait Store: Send {
     /// Up to `limit` queued envelopes for `peer`, oldest first, due or not (to flush a
     /// freshly opened channel).
     fn outbox_for_peer(&self, peer: &UserId, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
-    /// Up to `limit` envelopes for `peer` that are due at `now`, oldest first. Entries that are
-    /// not due (for example envelopes the server's mailbox already holds, checked again much
-    /// later) do not hold back the ones queued after them.
+    /// Up to `limit` envelopes for `peer` that are due at `now`, in the order they fell due
+    /// (`next_attempt_at`), queue order among equals: new entries are due when queued, so they
+    /// go in queue order. Entries that are not due (for example envelopes the server's mailbox
+    /// already holds, checked again much later) do not hold back the ones queued after them.
+    /// Costs what the window costs, however much is queued.
     fn outbox_due_for_peer(
         &self,
         peer: &UserId,
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
-    /// The peers with at least one envelope due at `now`, by user id.
+    /// The peers with at least one envelope due at `now`, by user id. Costs what the number of
+    /// peers with queued envelopes costs.
     fn outbox_due_peers(&self, now: Timestamp) -> Result<Vec<UserId>, StoreError>;
     /// The earliest `next_attempt_at` over the whole outbox, for the runtime's timer.
     fn outbox_next_attempt_at(&self) -> Result<Option<Timestamp>, StoreError>;

@@ -234,23 +234,44 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
                 .execute([user(&u)])?,
         ),
         Change::SaveOlmSession(s) => {
-            tx.prepare_cached(
-                "INSERT INTO olm_sessions (session_id, peer_user, peer_device, peer_curve25519, \
-                 pickle, created_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                 ON CONFLICT (session_id) DO UPDATE SET peer_user = excluded.peer_user, \
-                 peer_device = excluded.peer_device, peer_curve25519 = excluded.peer_curve25519, \
-                 pickle = excluded.pickle, created_at = excluded.created_at, \
-                 last_used_at = excluded.last_used_at",
-            )?
-            .execute(params![
-                s.session_id,
-                user(&s.peer_user),
-                s.peer_device.as_str(),
-                s.peer_curve25519.as_bytes(),
-                s.pickle.as_str(),
-                ts(s.created_at)?,
-                ts(s.last_used_at)?,
-            ])?;
+            // The usual save advances a known session: only its pickle and last use change,
+            // and neither is indexed, so no index page is touched. Anything else (a new
+            // session, or a record whose other fields differ) is an upsert of every field.
+            let advanced = tx
+                .prepare_cached(
+                    "UPDATE olm_sessions SET pickle = ?5, last_used_at = ?7 WHERE session_id = ?1 \
+                     AND peer_user = ?2 AND peer_device = ?3 AND peer_curve25519 = ?4 \
+                     AND created_at = ?6",
+                )?
+                .execute(params![
+                    s.session_id,
+                    user(&s.peer_user),
+                    s.peer_device.as_str(),
+                    s.peer_curve25519.as_bytes(),
+                    s.pickle.as_str(),
+                    ts(s.created_at)?,
+                    ts(s.last_used_at)?,
+                ])?;
+            if advanced == 0 {
+                tx.prepare_cached(
+                    "INSERT INTO olm_sessions (session_id, peer_user, peer_device, \
+                     peer_curve25519, pickle, created_at, last_used_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT (session_id) DO UPDATE SET peer_user = excluded.peer_user, \
+                     peer_device = excluded.peer_device, \
+                     peer_curve25519 = excluded.peer_curve25519, pickle = excluded.pickle, \
+                     created_at = excluded.created_at, last_used_at = excluded.last_used_at",
+                )?
+                .execute(params![
+                    s.session_id,
+                    user(&s.peer_user),
+                    s.peer_device.as_str(),
+                    s.peer_curve25519.as_bytes(),
+                    s.pickle.as_str(),
+                    ts(s.created_at)?,
+                    ts(s.last_used_at)?,
+                ])?;
+            }
             Outcome::Applied
         }
         Change::RemoveOlmSession { session_id } => changed(

@@ -28,6 +28,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "deferred_fts_history_order",
         sql: include_str!("../migrations/002_deferred_fts_history_order.sql"),
     },
+    Migration {
+        version: 3,
+        name: "hot_path_indexes",
+        sql: include_str!("../migrations/003_hot_path_indexes.sql"),
+    },
 ];
 
 /// The schema version this build writes and the newest it reads.

@@ -480,39 +480,74 @@ pub(crate) fn outbox_for_peer(
 }
 
 /// `?1` peer, `?2` now, `?3` limit.
+/// The pump's outbox queries. Each names `outbox_by_peer_due`, so its cost follows the peers
+/// and the window, not the whole outbox (a test reads their plans).
+pub(crate) mod outbox_sql {
+    use super::OUTBOX_COLUMNS;
+
+    /// A peer's due entries in the order they fell due, queue order among equals: ?1 peer,
+    /// ?2 now, ?3 limit.
+    pub(crate) fn due_for_peer() -> String {
+        format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox INDEXED BY outbox_by_peer_due \
+             WHERE peer_user = ?1 AND next_attempt_at <= ?2 \
+             ORDER BY next_attempt_at, pos LIMIT +?3"
+        )
+    }
+
+    /// The first peer after ?1 with queued entries, and when its earliest one falls due (one
+    /// step of a skip-scan over the peers).
+    pub(crate) const NEXT_PEER_HEAD: &str = "SELECT peer_user, next_attempt_at FROM outbox \
+         INDEXED BY outbox_by_peer_due WHERE peer_user > ?1 \
+         ORDER BY peer_user, next_attempt_at LIMIT 1";
+}
+
 pub(crate) fn outbox_due_for_peer(
     conn: &Connection,
     peer: &UserId,
     now: Timestamp,
     n: usize,
 ) -> DbResult<Vec<OutboxEntry>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE peer_user = ?1 AND next_attempt_at <= ?2 \
-         ORDER BY pos LIMIT +?3"
-    ))?;
+    let mut stmt = conn.prepare_cached(&outbox_sql::due_for_peer())?;
     collect(
         stmt.query(params![user(peer), ts(now)?, limit(n)])?,
         codec::outbox_entry,
     )
 }
 
-pub(crate) fn outbox_due_peers(conn: &Connection, now: Timestamp) -> DbResult<Vec<UserId>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT DISTINCT peer_user FROM outbox WHERE next_attempt_at <= ?1 ORDER BY peer_user",
-    )?;
-    let mut rows = stmt.query([ts(now)?])?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(read_user(&row.get::<_, Vec<u8>>(0)?, "outbox.peer_user")?);
+/// Every peer with queued entries and when its earliest entry falls due, in peer order: one
+/// index seek per peer.
+fn outbox_heads(conn: &Connection) -> DbResult<Vec<(UserId, Timestamp)>> {
+    let mut stmt = conn.prepare_cached(outbox_sql::NEXT_PEER_HEAD)?;
+    let mut heads = Vec::new();
+    let mut after: Vec<u8> = Vec::new();
+    // Each step returns a peer strictly greater than the last, so this ends after one step per
+    // peer (plus one).
+    while let Some((peer, due)) = stmt
+        .query_row([&after], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+        })
+        .optional()?
+    {
+        heads.push((
+            read_user(&peer, "outbox.peer_user")?,
+            read_ts(due, "outbox.next_attempt_at")?,
+        ));
+        after = peer;
     }
-    Ok(out)
+    Ok(heads)
+}
+
+pub(crate) fn outbox_due_peers(conn: &Connection, now: Timestamp) -> DbResult<Vec<UserId>> {
+    Ok(outbox_heads(conn)?
+        .into_iter()
+        .filter(|(_, due)| *due <= now)
+        .map(|(peer, _)| peer)
+        .collect())
 }
 
 pub(crate) fn outbox_next_attempt_at(conn: &Connection) -> DbResult<Option<Timestamp>> {
-    let v: Option<i64> = conn
-        .prepare_cached("SELECT min(next_attempt_at) FROM outbox")?
-        .query_row([], |r| r.get(0))?;
-    v.map(|v| read_ts(v, "outbox.next_attempt_at")).transpose()
+    Ok(outbox_heads(conn)?.into_iter().map(|(_, due)| due).min())
 }
 
 pub(crate) fn is_processed(conn: &Connection, id: &EnvelopeId) -> DbResult<bool> {

@@ -660,3 +660,36 @@ fn history_statements_are_not_re_prepared_on_every_call() {
         );
     }
 }
+
+/// The pump asks its outbox questions every round: each must be answered from
+/// `outbox_by_peer_due` in index order (no sort, no full scan), so a round costs what the
+/// peers and the window cost, not what the whole outbox holds.
+#[test]
+fn the_pump_queries_read_only_what_they_answer() {
+    let (store, _g) = temp_store();
+    let sql = [
+        crate::queries::outbox_sql::due_for_peer(),
+        crate::queries::outbox_sql::NEXT_PEER_HEAD.to_owned(),
+    ];
+    for sql in sql {
+        let mut stmt = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let params: Vec<i64> = vec![0; stmt.parameter_count()];
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let plan = plan.join("; ");
+        assert!(
+            plan.starts_with("SEARCH outbox USING INDEX outbox_by_peer_due")
+                || plan.starts_with("SEARCH outbox USING COVERING INDEX outbox_by_peer_due"),
+            "{sql}: {plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "a sort: {sql}: {plan}");
+    }
+}

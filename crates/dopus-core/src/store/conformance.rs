@@ -1120,6 +1120,18 @@ pub fn olm_sessions_newest_used_first<S: Store>(store: &mut S) {
     let sessions = store.olm_sessions(&user(2), &device("b")).unwrap();
     assert_eq!(sessions[0], olm("old", 2, "b", 1, 25));
     assert_eq!(ids(sessions), ["old", "new"]);
+    // A save under a known id with other fields than stored replaces every field.
+    let moved = olm("carol", 3, "d", 7, 41);
+    store
+        .apply_one(Change::SaveOlmSession(moved.clone()))
+        .unwrap();
+    assert!(
+        store
+            .olm_sessions(&user(3), &device("b"))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.olm_sessions(&user(3), &device("d")).unwrap(), [moved]);
     assert_eq!(
         ids(store
             .olm_sessions_for_key(&Curve25519Key::from_bytes([2; 32]))
@@ -1218,9 +1230,10 @@ pub fn outbox_fifo_per_peer<S: Store>(store: &mut S) {
         ids(store.outbox_due_for_peer(&user(2), t(60), 1).unwrap()),
         [3]
     );
+    // Due entries come in the order they fell due, queue order among equals.
     assert_eq!(
         ids(store.outbox_due_for_peer(&user(2), t(100), 10).unwrap()),
-        [1, 3, 4]
+        [3, 4, 1]
     );
     assert!(
         store
@@ -1234,7 +1247,7 @@ pub fn outbox_fifo_per_peer<S: Store>(store: &mut S) {
     assert_eq!(store.outbox_due_peers(t(10)).unwrap(), vec![user(2)]);
     assert_eq!(store.outbox_next_attempt_at().unwrap(), Some(t(0)));
     let all = store.outbox_due_for_peer(&user(2), t(100), 10).unwrap();
-    assert_eq!(all[0], outbox(1, 2, 100));
+    assert_eq!(all[2], outbox(1, 2, 100));
     assert_eq!(store.outbox_due_peers(t(100)).unwrap(), due);
     assert_eq!(
         store
@@ -1250,7 +1263,7 @@ pub fn outbox_fifo_per_peer<S: Store>(store: &mut S) {
         ids(store.outbox_due_for_peer(&user(2), t(150), 10).unwrap()),
         [3, 4]
     );
-    let head = store.outbox_due_for_peer(&user(2), t(200), 10).unwrap()[0].clone();
+    let head = store.outbox_due_for_peer(&user(2), t(200), 10).unwrap()[2].clone();
     assert_eq!((head.attempts, head.next_attempt_at), (1, t(200)));
     assert_eq!(
         store

@@ -648,14 +648,17 @@ impl Store for MemoryStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        Ok(self
+        // `outbox` iterates in queue order; the stable sort keeps it among equal due times.
+        let mut due: Vec<OutboxEntry> = self
             .state
             .outbox
             .values()
             .filter(|e| e.peer_user == *peer && e.next_attempt_at <= now)
-            .take(limit)
             .cloned()
-            .collect())
+            .collect();
+        due.sort_by_key(|e| e.next_attempt_at);
+        due.truncate(limit);
+        Ok(due)
     }
 
     fn outbox_due_peers(&self, now: Timestamp) -> Result<Vec<UserId>, StoreError> {
