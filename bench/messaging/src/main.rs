@@ -37,6 +37,10 @@ struct Args {
     /// Concurrent API clients posting during the throughput run.
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Messages per API call in the second throughput run (`POST …/messages/batch`); 1 skips
+    /// that run.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
     /// Fresh node pairs for the setup figure.
     #[arg(long, default_value_t = 3)]
     setups: usize,
@@ -137,6 +141,25 @@ fn start(bin: &Path, dir: &Path, user_id: String, server: &str) -> anyhow::Resul
 }
 
 impl Node {
+    fn send_batch(&self, to: &str, bodies: &[String]) -> anyhow::Result<()> {
+        let messages: Vec<Value> = bodies.iter().map(|b| json!({ "body": b })).collect();
+        let v: Value = self
+            .agent
+            .post(format!(
+                "{}/api/v1/conversations/{to}/messages/batch",
+                self.url
+            ))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send_json(json!({ "messages": messages }))?
+            .body_mut()
+            .read_json()?;
+        let stored = v["messages"].as_array().map_or(0, Vec::len);
+        if stored != bodies.len() {
+            bail!("{} of {} messages stored", stored, bodies.len());
+        }
+        Ok(())
+    }
+
     fn get(&self, path: &str) -> anyhow::Result<Value> {
         Ok(self
             .agent
@@ -346,32 +369,65 @@ async fn main() -> anyhow::Result<()> {
         conn["mode"], conn["state"]
     );
 
-    // Throughput: several clients post at once; count the receiver's message events.
-    let n = args.throughput_messages;
-    let per = n.div_ceil(args.clients);
+    // Throughput: several clients post at once; count the receiver's message events. First
+    // one message per API call, then `--batch` messages per call.
+    throughput(&p, &mut eb, args.clients, args.throughput_messages, 1, "tp").await?;
+    if args.batch > 1 {
+        throughput(
+            &p,
+            &mut eb,
+            args.clients,
+            args.throughput_messages,
+            args.batch,
+            "tb",
+        )
+        .await?;
+    }
+    drop(p);
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Sends `n` messages from `clients` API clients at once, `batch` per API call, and reports
+/// messages per second from the first call to the receiver's event for the last message.
+async fn throughput(
+    p: &Pair,
+    eb: &mut mpsc::UnboundedReceiver<(Instant, Value)>,
+    clients: usize,
+    n: usize,
+    batch: usize,
+    tag: &str,
+) -> anyhow::Result<()> {
+    let per = n.div_ceil(clients);
+    let cpu0 = (cpu_time(&p.a), cpu_time(&p.b));
     let t0 = Instant::now();
     let mut posters = Vec::new();
-    for c in 0..args.clients {
-        let (a, to) = (p.a.clone(), p.b.user_id.clone());
+    for c in 0..clients {
+        let (a, to, tag) = (p.a.clone(), p.b.user_id.clone(), tag.to_owned());
         posters.push(tokio::task::spawn_blocking(
             move || -> anyhow::Result<()> {
-                for i in 0..per {
-                    a.send(&to, &format!("tp {c} {i}"))?;
+                let bodies: Vec<String> = (0..per).map(|i| format!("{tag} {c} {i}")).collect();
+                for chunk in bodies.chunks(batch) {
+                    if batch == 1 {
+                        a.send(&to, &chunk[0])?;
+                    } else {
+                        a.send_batch(&to, chunk)?;
+                    }
                 }
                 Ok(())
             },
         ));
     }
-    let total = per * args.clients;
-    let cpu0 = (cpu_time(&p.a), cpu_time(&p.b));
+    let total = per * clients;
+    let prefix = format!("{tag} ");
     let mut received = 0;
     let mut last = t0;
     while received < total {
-        last = next_matching(&mut eb, Duration::from_secs(120), |v| {
+        last = next_matching(eb, Duration::from_secs(120), |v| {
             v["type"] == "message"
                 && v["message"]["body"]
                     .as_str()
-                    .is_some_and(|b| b.starts_with("tp "))
+                    .is_some_and(|b| b.starts_with(&prefix))
         })
         .await?;
         received += 1;
@@ -381,9 +437,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let secs = (last - t0).as_secs_f64();
     println!(
-        "throughput: {total} messages from {} API clients in {:.2} s = {:.0} messages/s (send call of the first to the receiver's event of the last)",
-        args.clients,
-        secs,
+        "throughput, {batch} message(s) per API call: {total} messages from {clients} API clients in {secs:.2} s = {:.0} messages/s (first call to the receiver's event of the last)",
         total as f64 / secs
     );
     if let ((Some(a0), Some(b0)), Some(a1), Some(b1)) = (cpu0, cpu_time(&p.a), cpu_time(&p.b)) {
@@ -395,7 +449,5 @@ async fn main() -> anyhow::Result<()> {
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         );
     }
-    drop(p);
-    server.shutdown().await;
     Ok(())
 }

@@ -162,7 +162,8 @@ pub fn clamp_sent_at(sent_at: Timestamp, now: Timestamp) -> Timestamp {
     sent_at.min(now.plus_millis(MAX_CLOCK_AHEAD_MS))
 }
 
-fn check_body(body: &str) -> Result<(), ChatError> {
+/// Refuses a message body that is blank or longer than [`MAX_BODY_BYTES`].
+pub fn check_body(body: &str) -> Result<(), ChatError> {
     if body.trim().is_empty() || body.len() > MAX_BODY_BYTES {
         Err(ChatError::BadBody)
     } else {

@@ -16,6 +16,10 @@ use std::sync::Arc;
 
 /// Largest request body the API accepts (message text is limited further, to 16 KiB).
 pub const MAX_BODY: usize = 64 * 1024;
+/// Largest request body of `POST /conversations/{id}/messages/batch`, in bytes.
+pub const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
+/// Most messages in one `POST /conversations/{id}/messages/batch`.
+pub const MAX_BATCH_MESSAGES: usize = 256;
 
 /// The whole local API as one router.
 pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
@@ -53,6 +57,10 @@ pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
         .route(
             "/conversations/{user_id}/messages",
             get(routes::messages).post(routes::send_message),
+        )
+        .route(
+            "/conversations/{user_id}/messages/batch",
+            post(routes::send_messages).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
         )
         .route("/conversations/{user_id}/typing", post(routes::typing))
         .route("/conversations/{user_id}/read", post(routes::mark_read))

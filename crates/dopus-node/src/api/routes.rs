@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dopus_types::UserId;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 type N = State<Arc<Node>>;
@@ -185,6 +185,42 @@ pub async fn send_message(
     let reply_to = req.reply_to.as_deref().map(message_id).transpose()?;
     let message = node.send_text(user(&id)?, req.body, reply_to).await?;
     Ok((StatusCode::CREATED, Json(message)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct SendMessages {
+    messages: Vec<SendMessage>,
+}
+
+/// Several messages to one contact in one call, stored in one commit and sent in order. Every
+/// body is checked first: one bad message refuses the whole call, nothing is sent.
+pub async fn send_messages(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<SendMessages>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    let peer = user(&id)?;
+    if req.messages.is_empty() || req.messages.len() > super::MAX_BATCH_MESSAGES {
+        return Err(ApiError::bad_request(format!(
+            "a batch holds 1 to {} messages",
+            super::MAX_BATCH_MESSAGES
+        )));
+    }
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for (i, m) in req.messages.into_iter().enumerate() {
+        dopus_core::chat::check_body(&m.body)
+            .map_err(|e| ApiError::bad_request(format!("message {i}: {e}")))?;
+        let reply_to = m
+            .reply_to
+            .as_deref()
+            .map(message_id)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(format!("message {i}: {}", e.message)))?;
+        messages.push((m.body, reply_to));
+    }
+    let sent = node.send_texts(peer, messages).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "messages": sent }))).into_response())
 }
 
 #[derive(Deserialize)]

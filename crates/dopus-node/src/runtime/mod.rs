@@ -89,9 +89,9 @@ pub struct Node {
     /// transport, so envelopes leave in the order their Olm messages were made (see
     /// `deliver::send_lock`).
     send_locks: std::sync::Mutex<std::collections::HashMap<UserId, Arc<Mutex<()>>>>,
-    /// `POST /conversations/{id}/messages` calls waiting for the lock, done together
+    /// `POST /conversations/{id}/messages` (and `…/batch`) calls waiting for the lock, done together
     /// (`combine`).
-    sends: combine::Combiner<ready::SendText, Result<Value, ApiError>>,
+    sends: combine::Combiner<Vec<ready::SendText>, Result<Vec<Value>, ApiError>>,
     /// Delivered receipts waiting to be merged and sent (`deliver::RECEIPT_DELAY`).
     held_receipts: std::sync::Mutex<Vec<dopus_core::chat::Outgoing>>,
     /// Handle to ourselves for spawning tasks from `&self` methods.
@@ -454,28 +454,53 @@ impl Node {
         body: String,
         reply_to: Option<uuid::Uuid>,
     ) -> Result<Value, ApiError> {
-        let ticket = self.sends.push(ready::SendText {
-            peer,
-            body,
-            reply_to,
-        });
+        let mut sent = self.send_texts(peer, vec![(body, reply_to)]).await?;
+        sent.pop()
+            .ok_or_else(|| ApiError::internal("a send was answered without its message"))
+    }
+
+    /// `POST /conversations/{id}/messages/batch` (and, with one message, `send_text`): the
+    /// messages in order, answered in order. They share one commit with every send that queued
+    /// up meanwhile (`combine`). Each message is stored or refused on its own, but what refuses
+    /// one (not a contact, the store failing) refuses all alike, and bodies are checked before
+    /// this is called; the first refusal is the answer.
+    pub async fn send_texts(
+        &self,
+        peer: UserId,
+        messages: Vec<(String, Option<uuid::Uuid>)>,
+    ) -> Result<Vec<Value>, ApiError> {
+        let messages = messages
+            .into_iter()
+            .map(|(body, reply_to)| ready::SendText {
+                peer,
+                body,
+                reply_to,
+            })
+            .collect();
+        let ticket = self.sends.push(messages);
         match self.ready().await {
             Ok(mut r) => {
                 // Ours and every send that queued up while the lock was taken, in one commit;
                 // empty when another caller's batch already took ours.
                 let batch = self.sends.take_all();
                 if !batch.is_empty() {
-                    let requests = batch.iter().map(|t| t.request.clone()).collect();
-                    let results = r.get_mut().send_texts(requests);
+                    let requests = batch
+                        .iter()
+                        .flat_map(|t| t.request.iter().cloned())
+                        .collect();
+                    let mut results = r.get_mut().send_texts(requests).into_iter();
                     drop(r);
-                    for value in results.iter().flatten() {
-                        self.emit(json!({ "type": "message", "message": value }));
+                    let mut stored = 0;
+                    for taken in batch {
+                        let answer: Vec<_> = results.by_ref().take(taken.request.len()).collect();
+                        for value in answer.iter().flatten() {
+                            self.emit(json!({ "type": "message", "message": value }));
+                        }
+                        stored += answer.len();
+                        taken.answer(answer.into_iter().collect());
                     }
                     self.pump.notify_one();
-                    tracing::trace!(messages = results.len(), "messages queued");
-                    for (taken, result) in batch.into_iter().zip(results) {
-                        taken.answer(result);
-                    }
+                    tracing::trace!(messages = stored, "messages queued");
                 }
             }
             Err(e) if ticket.withdraw() => return Err(e),

@@ -348,3 +348,72 @@ async fn concurrent_sends_each_get_their_answer_and_arrive_once_in_order() {
         );
     }
 }
+
+/// `POST …/messages/batch`: the messages are stored in one call, answered in order as stored,
+/// and reach the peer once each, in order. A bad message (blank body, bad reply id), an empty
+/// batch or one over the limit refuses the whole call: nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_sends_arrive_in_order_and_a_bad_message_refuses_the_whole_batch() {
+    const N: usize = 50;
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (a, b) = contact_pair(&server).await;
+    let mut ea = a.events().await;
+    let mut eb = b.events().await;
+    let path = format!("/conversations/{}/messages/batch", b.user_id);
+
+    let refused = [
+        json!({ "messages": [{ "body": "fine" }, { "body": "   " }] }),
+        json!({ "messages": [{ "body": "fine" }, { "body": "ok", "reply_to": "nope" }] }),
+        json!({ "messages": [] }),
+        json!({ "messages": (0..257).map(|i| json!({ "body": format!("x{i}") })).collect::<Vec<_>>() }),
+        json!({ "body": "not a batch" }),
+    ];
+    for body in refused {
+        let (status, answer) = a.api().call("POST", &path, Some(body));
+        assert_eq!(status, 400, "{answer}");
+    }
+    assert!(
+        a.api().history(&b.user_id).is_empty(),
+        "a refused batch stores nothing"
+    );
+
+    let first = a.api().send(&b.user_id, "before the batch");
+    let mut messages: Vec<Value> = (0..N).map(|i| json!({ "body": format!("b{i}") })).collect();
+    messages[1]["reply_to"] = json!(first);
+    let answer = a
+        .api()
+        .ok("POST", &path, Some(json!({ "messages": messages })));
+    let sent = answer["messages"].as_array().expect("messages").clone();
+    assert_eq!(sent.len(), N);
+    let mut last_sent_at = 0;
+    for (i, m) in sent.iter().enumerate() {
+        assert_eq!(m["body"], format!("b{i}"), "answered in order");
+        assert_eq!(m["state"], "pending");
+        let sent_at = m["sent_at"].as_u64().unwrap();
+        assert!(sent_at > last_sent_at, "stored in order");
+        last_sent_at = sent_at;
+    }
+    assert_eq!(sent[1]["reply_to"], json!(first));
+    // Each is announced on the sender's event stream, as a single send is.
+    for m in &sent {
+        let id = m["id"].as_str().unwrap().to_owned();
+        ea.wait_for(WAIT, "the sender's event", |e| {
+            e["type"] == "message" && e["message"]["id"] == id.as_str()
+        })
+        .await;
+    }
+    // Bob gets each once, in order.
+    let history = eventually(WAIT, "the batch at bob", || {
+        let h = b.api().history(&a.user_id);
+        (h.len() > N).then_some(h)
+    })
+    .await;
+    let bodies: Vec<&str> = history.iter().filter_map(|m| m["body"].as_str()).collect();
+    let mut expected = vec!["before the batch".to_owned()];
+    expected.extend((0..N).map(|i| format!("b{i}")));
+    assert_eq!(bodies, expected);
+    eb.collect_for(Duration::from_millis(300)).await;
+    let shown = eb.seen.iter().filter(|e| e["type"] == "message").count();
+    assert_eq!(shown, N + 1, "each message shown once");
+}
