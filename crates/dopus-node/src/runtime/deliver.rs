@@ -1,6 +1,7 @@
 //! Getting envelopes to peers, and taking them in.
 //!
-//! Outbound (the pump): every reliable content sits in the outbox (FIFO per peer) from the moment
+//! Outbound (the pump): every reliable content sits in the outbox (per peer, handed out in the
+//! order entries fall due, queue order among equals) from the moment
 //! the user acted. The pump makes sure an Olm session exists with each of the peer's devices
 //! (fetching and verifying their bundle), seals a window of due entries, persists the advanced
 //! sessions together with each entry's next retry time in one transaction, and only then sends:
