@@ -134,6 +134,57 @@ pub struct Opened {
     pub sender_certificate: Option<DeviceCertificate>,
 }
 
+/// What [`OlmMachine::open_in_burst`] found: as [`Opened`], but the session stays live in the
+/// [`Burst`] until [`OlmMachine::finish_burst`].
+#[derive(Debug)]
+pub struct OpenedInBurst {
+    /// The verified payload.
+    pub payload: PeerPayload,
+    /// Whether the session was created by this message.
+    pub new_session: bool,
+    /// The device pickle, when the account changed: persist it in the burst's transaction.
+    pub account_pickle: Option<String>,
+    /// The sender's verified device certificate, on pre-key messages (see [`Opened`]).
+    pub sender_certificate: Option<DeviceCertificate>,
+}
+
+/// Sessions advanced by envelopes taken in together, kept live (unpickled) until the burst is
+/// finished: see [`OlmMachine::open_in_burst`].
+#[derive(Default)]
+pub struct Burst {
+    live: LiveSessions,
+}
+
+impl fmt::Debug for Burst {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Burst")
+            .field("sessions", &self.live.len())
+            .finish()
+    }
+}
+
+/// Live sessions by session id, each with its record (whose pickle is stale or empty).
+type LiveSessions = std::collections::HashMap<String, (SessionRecord, Session)>;
+
+/// An opened envelope whose session is not pickled yet.
+struct OpenedLive {
+    payload: PeerPayload,
+    /// The session's record with its new last use; its pickle is stale (or empty for a new
+    /// session) until the session is pickled.
+    record: SessionRecord,
+    session: Session,
+    new_session: bool,
+    account_pickle: Option<String>,
+    sender_certificate: Option<DeviceCertificate>,
+}
+
+/// Returns a session taken from a burst, in the state it was taken in.
+fn put_back(live: Option<&mut LiveSessions>, before: Option<(SessionRecord, Session)>) {
+    if let (Some(live), Some((record, session))) = (live, before) {
+        live.insert(record.session_id.clone(), (record, session));
+    }
+}
+
 /// Why a session could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartSessionError {
@@ -599,32 +650,137 @@ impl OlmMachine {
         envelope: &PeerEnvelope,
         sessions: &[SessionRecord],
     ) -> Result<Opened, OpenError> {
+        let opened = self.open_live(now, envelope, sessions, None)?;
+        Ok(Opened {
+            session: SessionRecord {
+                pickle: self.pickle_session(opened.session),
+                ..opened.record
+            },
+            payload: opened.payload,
+            new_session: opened.new_session,
+            account_pickle: opened.account_pickle,
+            sender_certificate: opened.sender_certificate,
+        })
+    }
+
+    /// Like [`OlmMachine::open`], for one of several envelopes taken in under one transaction:
+    /// the session it advances (or creates) stays live in `burst` instead of being pickled, and
+    /// later envelopes of the burst use it (over the stored record of the same session).
+    /// Pickling a session costs more than decrypting a message, so [`OlmMachine::finish_burst`]
+    /// pickles each session once, for the caller to persist in the same transaction as the
+    /// burst's messages. On error the burst's sessions are as they were before the call.
+    pub fn open_in_burst(
+        &mut self,
+        burst: &mut Burst,
+        now: Timestamp,
+        envelope: &PeerEnvelope,
+        sessions: &[SessionRecord],
+    ) -> Result<OpenedInBurst, OpenError> {
+        let opened = self.open_live(now, envelope, sessions, Some(&mut burst.live))?;
+        burst.live.insert(
+            opened.record.session_id.clone(),
+            (opened.record, opened.session),
+        );
+        Ok(OpenedInBurst {
+            payload: opened.payload,
+            new_session: opened.new_session,
+            account_pickle: opened.account_pickle,
+            sender_certificate: opened.sender_certificate,
+        })
+    }
+
+    /// The records of every session the burst advanced or created, each pickled once: persist
+    /// them in the burst's transaction. (If that transaction fails, the stored records stay as
+    /// they were and are restored from next time: nothing here outlives the burst.)
+    pub fn finish_burst(&mut self, burst: Burst) -> Vec<SessionRecord> {
+        burst
+            .live
+            .into_values()
+            .map(|(record, session)| SessionRecord {
+                pickle: self.pickle_session(session),
+                ..record
+            })
+            .collect()
+    }
+
+    /// A session to decrypt with: the burst's live one if it holds this session (taken out,
+    /// with a copy to put back if the envelope is refused), else the stored record's.
+    fn take_session(
+        &mut self,
+        record: &SessionRecord,
+        live: Option<&mut LiveSessions>,
+    ) -> Result<(Session, Option<(SessionRecord, Session)>), PickleError> {
+        if let Some(live) = live
+            && let Some((live_record, session)) = live.remove(&record.session_id)
+        {
+            // A cheap copy (no encryption): the state to go back to if the envelope is refused.
+            let before = Session::from_pickle(session.pickle());
+            return Ok((session, Some((live_record, before))));
+        }
+        Ok((self.load_session(record)?, None))
+    }
+
+    /// Decrypts and verifies an envelope, leaving the advanced (or new) session unpickled. With
+    /// `live`, its sessions stand in for stored records of the same session id (they are
+    /// newer), and a session taken from it goes back unchanged on error.
+    fn open_live(
+        &mut self,
+        now: Timestamp,
+        envelope: &PeerEnvelope,
+        sessions: &[SessionRecord],
+        mut live: Option<&mut LiveSessions>,
+    ) -> Result<OpenedLive, OpenError> {
         if envelope.to != self.address() {
             return Err(OpenError::Misaddressed);
         }
         let message = OlmMessage::from_parts(envelope.olm_type.as_number(), &envelope.ciphertext.0)
             .map_err(|_| OpenError::MalformedOlm)?;
+        // The burst's live sessions with this device replace their stored records.
+        let merged: Vec<SessionRecord>;
+        let sessions = match live.as_deref() {
+            Some(live) if !live.is_empty() => {
+                merged = sessions
+                    .iter()
+                    .filter(|r| !live.contains_key(&r.session_id))
+                    .cloned()
+                    .chain(live.values().map(|(r, _)| r.clone()))
+                    .collect();
+                merged.as_slice()
+            }
+            _ => sessions,
+        };
         let candidates = newest_first(sessions, &envelope.from);
         match &message {
             OlmMessage::PreKey(pre_key) => {
                 let olm_sender = curve_from_vz(pre_key.identity_key());
                 let session_id = pre_key.session_id();
                 if let Some(record) = candidates.iter().find(|r| r.session_id == session_id) {
-                    let mut session = self.load_session(record)?;
-                    let plaintext =
-                        Zeroizing::new(session.decrypt(&message).map_err(|e| classify(&e))?);
-                    let payload = PeerPayload::from_json(&plaintext)?;
-                    let cert = self.check_binding(envelope, &payload, &olm_sender, true)?;
-                    if cert.as_ref().is_some_and(|c| c.keys != record.peer_keys) {
-                        return Err(OpenError::CertificateMismatch);
-                    }
-                    return Ok(Opened {
+                    let (mut session, before) = self.take_session(record, live.as_deref_mut())?;
+                    let checked = session
+                        .decrypt(&message)
+                        .map_err(|e| classify(&e))
+                        .and_then(|plaintext| {
+                            let payload = PeerPayload::from_json(&Zeroizing::new(plaintext))?;
+                            let cert = self.check_binding(envelope, &payload, &olm_sender, true)?;
+                            if cert.as_ref().is_some_and(|c| c.keys != record.peer_keys) {
+                                return Err(OpenError::CertificateMismatch);
+                            }
+                            Ok((payload, cert))
+                        });
+                    let (payload, cert) = match checked {
+                        Ok(ok) => ok,
+                        Err(e) => {
+                            put_back(live, before);
+                            return Err(e);
+                        }
+                    };
+                    return Ok(OpenedLive {
                         payload,
-                        session: SessionRecord {
-                            pickle: self.pickle_session(session),
+                        record: SessionRecord {
                             last_used_at: now,
                             ..(*record).clone()
                         },
+                        session,
                         new_session: false,
                         account_pickle: None,
                         sender_certificate: cert,
@@ -659,13 +815,14 @@ impl OlmMachine {
                     peer_device: envelope.from.device.clone(),
                     peer_keys: cert.keys,
                     session_id: created.session.session_id(),
-                    pickle: self.pickle_session(created.session),
+                    pickle: String::new(),
                     created_at: now,
                     last_used_at: now,
                 };
-                Ok(Opened {
+                Ok(OpenedLive {
                     payload,
-                    session: record,
+                    record,
+                    session: created.session,
                     new_session: true,
                     account_pickle: Some(self.account_pickle()),
                     sender_certificate: Some(cert),
@@ -677,11 +834,19 @@ impl OlmMachine {
                 }
                 let mut failures = Vec::with_capacity(candidates.len());
                 for record in candidates {
-                    let mut session = self.load_session(record)?;
-                    match session.decrypt(&message) {
-                        Ok(plaintext) => {
-                            let plaintext = Zeroizing::new(plaintext);
-                            let payload = PeerPayload::from_json(&plaintext)?;
+                    let (mut session, before) = self.take_session(record, live.as_deref_mut())?;
+                    let plaintext = match session.decrypt(&message) {
+                        Ok(plaintext) => Zeroizing::new(plaintext),
+                        Err(e) => {
+                            // Not this session (or a replay): it is unchanged.
+                            put_back(live.as_deref_mut(), before);
+                            failures.push(classify(&e));
+                            continue;
+                        }
+                    };
+                    let checked = PeerPayload::from_json(&plaintext)
+                        .map_err(OpenError::from)
+                        .and_then(|payload| {
                             self.check_binding(
                                 envelope,
                                 &payload,
@@ -691,20 +856,25 @@ impl OlmMachine {
                             if payload.sender.keys != record.peer_keys {
                                 return Err(OpenError::SenderKeyMismatch);
                             }
-                            return Ok(Opened {
-                                payload,
-                                session: SessionRecord {
-                                    pickle: self.pickle_session(session),
-                                    last_used_at: now,
-                                    ..record.clone()
-                                },
-                                new_session: false,
-                                account_pickle: None,
-                                sender_certificate: None,
-                            });
+                            Ok(payload)
+                        });
+                    return match checked {
+                        Ok(payload) => Ok(OpenedLive {
+                            payload,
+                            record: SessionRecord {
+                                last_used_at: now,
+                                ..record.clone()
+                            },
+                            session,
+                            new_session: false,
+                            account_pickle: None,
+                            sender_certificate: None,
+                        }),
+                        Err(e) => {
+                            put_back(live, before);
+                            Err(e)
                         }
-                        Err(e) => failures.push(classify(&e)),
-                    }
+                    };
                 }
                 // The right session knows the chain: a used-up key there is a duplicate. A
                 // wrong session only ever fails authentication or sees a huge gap.

@@ -172,3 +172,45 @@ fn a_checkpointer_moves_the_log_into_the_database_while_the_store_stays_open() {
         );
     }
 }
+
+#[test]
+fn a_try_batch_that_answers_err_leaves_nothing_and_one_that_answers_ok_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mut store = SqliteStore::create(&path, PASS, KdfParams::INSECURE_FOR_TESTS).unwrap();
+    let id = |n: u128| MessageId(Uuid::from_u128(n));
+    let refused = store
+        .try_batch(|s| {
+            s.apply(insert(1)).unwrap();
+            assert!(s.message(&id(1)).unwrap().is_some(), "seen inside");
+            Err::<(), &str>("stop")
+        })
+        .unwrap();
+    assert_eq!(refused, Err("stop"));
+    assert!(store.message(&id(1)).unwrap().is_none(), "rolled back");
+    let kept = store
+        .try_batch(|s| {
+            s.apply(insert(2)).unwrap();
+            Ok::<u8, &str>(7)
+        })
+        .unwrap();
+    assert_eq!(kept, Ok(7));
+    // A try_batch inside a batch joins it: its Err is the outer caller's to act on.
+    store
+        .batch(|s| {
+            let inner = s.try_batch(|s| {
+                s.apply(insert(3)).unwrap();
+                Err::<(), &str>("inner")
+            });
+            assert_eq!(inner.unwrap(), Err("inner"));
+        })
+        .unwrap();
+    store.close().unwrap();
+    let store = SqliteStore::open(&path, PASS).unwrap();
+    assert!(store.message(&id(1)).unwrap().is_none());
+    assert!(store.message(&id(2)).unwrap().is_some());
+    assert!(
+        store.message(&id(3)).unwrap().is_some(),
+        "the outer batch committed"
+    );
+}

@@ -243,6 +243,43 @@ impl SqliteStore {
         Ok(Checkpointer { conn })
     }
 
+    /// Like [`SqliteStore::batch`], but all or nothing: if `f` answers `Err`, everything it
+    /// applied is rolled back (nothing of the batch becomes durable) and the error is handed
+    /// back. Inside another batch it joins that one, whose caller decides.
+    pub fn try_batch<T, E>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<Result<T, E>, StoreError> {
+        if self.in_batch {
+            return Ok(f(self));
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| StoreError::from(codec::DbError::from(e)))?;
+        self.in_batch = true;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *self)));
+        self.in_batch = false;
+        match result {
+            Ok(Ok(r)) => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(Ok(r)),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    Err(StoreError::from(codec::DbError::from(e)))
+                }
+            },
+            Ok(Err(e)) => {
+                self.conn
+                    .execute_batch("ROLLBACK")
+                    .map_err(|e| StoreError::from(codec::DbError::from(e)))?;
+                Ok(Err(e))
+            }
+            Err(panic) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
     /// Runs `f` with every [`Store::apply`] inside one transaction (group commit): each `apply`
     /// is still all-or-nothing (a savepoint), reads inside `f` see the earlier applies, and
     /// everything becomes durable at once when `f` returns. Nothing applied inside `f` is

@@ -484,3 +484,100 @@ fn debug_output_hides_pickles() {
     let shown = format!("{:?}", alice.machine);
     assert!(shown.contains("OlmMachine"));
 }
+
+impl Peer {
+    /// Opens `envs` as one burst (each answer in order) and saves the sessions it finishes.
+    fn open_burst(&mut self, envs: &[&PeerEnvelope]) -> Vec<Result<OpenedInBurst, OpenError>> {
+        let mut burst = Burst::default();
+        let answers = envs
+            .iter()
+            .map(|env| {
+                self.machine
+                    .open_in_burst(&mut burst, T0.plus_millis(500), env, &self.sessions)
+            })
+            .collect();
+        for record in self.machine.finish_burst(burst) {
+            self.save(record);
+        }
+        answers
+    }
+}
+
+/// A burst opens envelopes one after another on a session kept live (a new one included), and
+/// saves each session once at the end; refused envelopes inside it, before or after decrypting,
+/// leave the live session as it was.
+#[test]
+fn a_burst_keeps_sessions_live_and_refusals_leave_them_as_they_were() {
+    let (mut alice, mut bob) = connected(30, 31);
+    let bob_addr = bob.addr();
+    let alice_addr = alice.addr();
+    // Three pre-key messages: the first creates Bob's session, the others use it while live.
+    let e1 = alice.text(1, &bob_addr, "one");
+    let e2 = alice.text(2, &bob_addr, "two");
+    let e3 = alice.text(3, &bob_addr, "three");
+    let mut tampered = e2.clone();
+    let last = tampered.ciphertext.0.len() - 1;
+    tampered.ciphertext.0[last] ^= 1;
+    let answers = bob.open_burst(&[&e1, &tampered, &e2, &e1, &e3]);
+    let kinds: Vec<Result<bool, OpenError>> = answers
+        .into_iter()
+        .map(|a| a.map(|o| o.new_session))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            Ok(true),
+            Err(OpenError::Tampered),
+            Ok(false),
+            Err(OpenError::Duplicate),
+            Ok(false)
+        ]
+    );
+    assert_eq!(bob.sessions.len(), 1, "one session, saved once");
+    // The saved session is the advanced one: its used keys are gone.
+    assert_eq!(bob.open(&e2).unwrap_err(), OpenError::Duplicate);
+
+    // Normal messages now. A payload refused after it decrypted (a claimed signing key that is
+    // not the sender's) must not consume the key of the live session.
+    let reply = bob.text(4, &alice_addr, "hello");
+    alice.open(&reply).unwrap();
+    let e5 = alice.text(5, &bob_addr, "five");
+    let mut forged = alice.honest_payload(&bob, msg_id(6), false);
+    forged.sender.keys.ed25519 = bob.machine.device().keys().ed25519;
+    let e6 = alice.seal_raw(&bob_addr, msg_id(6), &forged);
+    let e7 = alice.text(7, &bob_addr, "seven");
+    let answers = bob.open_burst(&[&e5, &e6, &e6, &e7]);
+    let ok: Vec<Result<(), OpenError>> = answers.into_iter().map(|a| a.map(|_| ())).collect();
+    assert_eq!(
+        ok,
+        [
+            Ok(()),
+            Err(OpenError::SenderKeyMismatch),
+            Err(OpenError::SenderKeyMismatch),
+            Ok(())
+        ]
+    );
+    // What the burst saved holds every accepted advance (e5's and e7's keys are used up) and
+    // still opens what comes next.
+    assert_eq!(bob.open(&e5).unwrap_err(), OpenError::Duplicate);
+    assert_eq!(bob.open(&e7).unwrap_err(), OpenError::Duplicate);
+    let e8 = alice.text(8, &bob_addr, "eight");
+    bob.open(&e8).unwrap();
+}
+
+/// A burst that is dropped (its transaction failed) leaves the stored records authoritative.
+#[test]
+fn a_dropped_burst_changes_nothing_stored() {
+    let (mut alice, mut bob) = connected(32, 33);
+    let bob_addr = bob.addr();
+    let e1 = alice.text(1, &bob_addr, "one");
+    bob.open(&e1).unwrap();
+    let e2 = alice.text(2, &bob_addr, "two");
+    let mut burst = Burst::default();
+    bob.machine
+        .open_in_burst(&mut burst, T0, &e2, &bob.sessions)
+        .unwrap();
+    drop(burst);
+    // As if the burst never happened: e2 opens again from the stored record.
+    bob.open(&e2).unwrap();
+}

@@ -15,7 +15,8 @@
 //! Inbound: envelopes from the data channel, live relays and the mailbox all go through
 //! [`receive_from`] / [`receive_batch`]: dedupe by envelope id, decrypt, check the sender
 //! binding, apply the chat logic, and persist session + account + message + processed id (for a
-//! burst from a data channel, of every envelope in it) in one transaction before anything is
+//! burst from a data channel, of every envelope in it, each session pickled once at the end:
+//! `OlmMachine::open_in_burst`) in one transaction, all or nothing, before anything is
 //! acknowledged. Delivered receipts are held [`RECEIPT_DELAY`] and merged per peer. Envelopes
 //! that cannot be decrypted go to `recovery`, which asks for a fresh session only if they are
 //! still missing a few seconds later.
@@ -25,7 +26,7 @@ use super::net;
 use super::ready::{Ready, new_id};
 use crate::account;
 use dopus_core::chat::{ChatEvent, Outgoing, retry_delay};
-use dopus_core::e2e::{Draft, Recovery, SessionRecord};
+use dopus_core::e2e::{Burst, Draft, Recovery, SessionRecord};
 use dopus_core::store::{
     Change, Changes, DeliveryState, EnvelopeId, MessageId, OlmSessionRecord, OutboxEntry,
     PeerDevice, Pickle, Store,
@@ -708,11 +709,32 @@ async fn receive_all(node: &Node, items: &[Inbound<'_>], via: Via) -> Result<(),
         let Ready {
             store, olm, chat, ..
         } = r.get_mut();
+        // All or nothing: a failure rolls every envelope back, and none is acknowledged. The
+        // sessions the envelopes advance stay live through the burst and are pickled and saved
+        // once each, at its end, in the same transaction (`OlmMachine::open_in_burst`).
         store
-            .batch(|store| {
+            .try_batch(|store| {
                 let mut taken = Taken::default();
+                let mut burst = Burst::default();
                 for (bytes, server_sender) in items {
-                    take_one(store, olm, chat, bytes, via, *server_sender, &mut taken)?;
+                    take_one(
+                        store,
+                        olm,
+                        &mut burst,
+                        chat,
+                        bytes,
+                        via,
+                        *server_sender,
+                        &mut taken,
+                    )?;
+                }
+                let sessions: Changes = olm
+                    .finish_burst(burst)
+                    .iter()
+                    .map(|s| Change::SaveOlmSession(to_store(s)))
+                    .collect();
+                if !sessions.is_empty() {
+                    store.apply(sessions).map_err(local)?;
                 }
                 Ok::<_, DeliverError>(taken)
             })
@@ -788,9 +810,14 @@ fn hold_receipts(node: &Node, receipts: Vec<Outgoing>) {
 }
 
 /// Takes in one envelope inside the receive batch.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the parts of the node's state one envelope touches, borrowed separately"
+)]
 fn take_one(
     store: &mut dopus_store::SqliteStore,
     olm: &mut dopus_core::e2e::OlmMachine,
+    burst: &mut Burst,
     chat: &mut dopus_core::chat::Chat,
     bytes: &[u8],
     via: Via,
@@ -833,7 +860,7 @@ fn take_one(
             .collect(),
         None => Vec::new(),
     };
-    let opened = match olm.open(now, &envelope, &sessions) {
+    let opened = match olm.open_in_burst(burst, now, &envelope, &sessions) {
         Ok(opened) => opened,
         Err(e) => {
             // `already_received` is false: a processed id was answered above.
@@ -879,7 +906,7 @@ fn take_one(
             updated_at: now,
         }));
     }
-    changes.push(Change::SaveOlmSession(to_store(&opened.session)));
+    // The session is saved once for the whole burst, by the caller.
     if let Some(p) = &opened.account_pickle {
         changes.push(Change::SetAccountPickle(Pickle::new(p.clone())));
     }
