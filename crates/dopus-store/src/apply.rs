@@ -234,6 +234,16 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
                 .execute([user(&u)])?,
         ),
         Change::SaveOlmSession(s) => {
+            let (created_at, last_used_at) = (ts(s.created_at)?, ts(s.last_used_at)?);
+            let fields = params![
+                s.session_id,
+                user(&s.peer_user),
+                s.peer_device.as_str(),
+                s.peer_curve25519.as_bytes(),
+                s.pickle.as_str(),
+                created_at,
+                last_used_at,
+            ];
             // The usual save advances a known session: only its pickle and last use change,
             // and neither is indexed, so no index page is touched. Anything else (a new
             // session, or a record whose other fields differ) is an upsert of every field.
@@ -243,15 +253,7 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
                      AND peer_user = ?2 AND peer_device = ?3 AND peer_curve25519 = ?4 \
                      AND created_at = ?6",
                 )?
-                .execute(params![
-                    s.session_id,
-                    user(&s.peer_user),
-                    s.peer_device.as_str(),
-                    s.peer_curve25519.as_bytes(),
-                    s.pickle.as_str(),
-                    ts(s.created_at)?,
-                    ts(s.last_used_at)?,
-                ])?;
+                .execute(fields)?;
             if advanced == 0 {
                 tx.prepare_cached(
                     "INSERT INTO olm_sessions (session_id, peer_user, peer_device, \
@@ -262,15 +264,7 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
                      peer_curve25519 = excluded.peer_curve25519, pickle = excluded.pickle, \
                      created_at = excluded.created_at, last_used_at = excluded.last_used_at",
                 )?
-                .execute(params![
-                    s.session_id,
-                    user(&s.peer_user),
-                    s.peer_device.as_str(),
-                    s.peer_curve25519.as_bytes(),
-                    s.pickle.as_str(),
-                    ts(s.created_at)?,
-                    ts(s.last_used_at)?,
-                ])?;
+                .execute(fields)?;
             }
             Outcome::Applied
         }

@@ -263,6 +263,7 @@ impl SqliteStore {
             Ok(Ok(r)) => match self.conn.execute_batch("COMMIT") {
                 Ok(()) => Ok(Ok(r)),
                 Err(e) => {
+                    // SQLite may have rolled back already; make sure no transaction is left.
                     let _ = self.conn.execute_batch("ROLLBACK");
                     Err(StoreError::from(codec::DbError::from(e)))
                 }
@@ -289,29 +290,8 @@ impl SqliteStore {
     /// returned. If `f` panics, the batch is rolled back and the panic resumed. A nested call
     /// joins the outer batch.
     pub fn batch<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> Result<R, StoreError> {
-        if self.in_batch {
-            return Ok(f(self));
-        }
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| StoreError::from(codec::DbError::from(e)))?;
-        self.in_batch = true;
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *self)));
-        self.in_batch = false;
-        match result {
-            Ok(r) => match self.conn.execute_batch("COMMIT") {
-                Ok(()) => Ok(r),
-                Err(e) => {
-                    // SQLite may have rolled back already; make sure no transaction is left.
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                    Err(StoreError::from(codec::DbError::from(e)))
-                }
-            },
-            Err(panic) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                std::panic::resume_unwind(panic)
-            }
-        }
+        self.try_batch(|s| Ok::<R, std::convert::Infallible>(f(s)))
+            .map(|r| r.unwrap_or_else(|never| match never {}))
     }
 
     /// Closes the database, checkpointing the WAL into the main file. Dropping the store does
