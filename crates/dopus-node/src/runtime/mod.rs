@@ -482,21 +482,22 @@ impl Node {
             Ok(mut r) => {
                 // Ours and every send that queued up while the lock was taken, in one commit;
                 // empty when another caller's batch already took ours.
-                let batch = self.sends.take_all();
+                let mut batch = self.sends.take_all();
                 if !batch.is_empty() {
+                    let counts: Vec<usize> = batch.iter().map(|t| t.request.len()).collect();
                     let requests = batch
-                        .iter()
-                        .flat_map(|t| t.request.iter().cloned())
+                        .iter_mut()
+                        .flat_map(|t| std::mem::take(&mut t.request))
                         .collect();
                     let mut results = r.get_mut().send_texts(requests).into_iter();
                     drop(r);
                     let mut stored = 0;
-                    for taken in batch {
-                        let answer: Vec<_> = results.by_ref().take(taken.request.len()).collect();
+                    for (taken, count) in batch.into_iter().zip(counts) {
+                        let answer: Vec<_> = results.by_ref().take(count).collect();
                         for value in answer.iter().flatten() {
                             self.emit(json!({ "type": "message", "message": value }));
+                            stored += 1;
                         }
-                        stored += answer.len();
                         taken.answer(answer.into_iter().collect());
                     }
                     self.pump.notify_one();
