@@ -479,7 +479,6 @@ pub(crate) fn outbox_for_peer(
     )
 }
 
-/// `?1` peer, `?2` now, `?3` limit.
 /// The pump's outbox queries. Each names `outbox_by_peer_due`, so its cost follows the peers
 /// and the window, not the whole outbox (a test reads their plans).
 pub(crate) mod outbox_sql {
