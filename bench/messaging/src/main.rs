@@ -44,6 +44,12 @@ struct Args {
     /// Fresh node pairs for the setup figure.
     #[arg(long, default_value_t = 3)]
     setups: usize,
+    /// Keep a client on the sender's event stream during the throughput runs, as a UI would
+    /// be (it counts the frames without parsing them). Without it nobody listens to the
+    /// sender, which then builds no events (`message`, `message_updated` for sent and
+    /// delivered).
+    #[arg(long)]
+    watch_sender: bool,
 }
 
 struct Node {
@@ -179,6 +185,25 @@ impl Node {
             .body_mut()
             .read_json()?;
         Ok(v["id"].as_str().context("message id")?.to_owned())
+    }
+
+    /// Follows the event stream and only counts its frames.
+    async fn count_events(&self) -> anyhow::Result<Arc<std::sync::atomic::AtomicUsize>> {
+        let url = format!(
+            "{}/api/v1/events?token={}",
+            self.url.replacen("http://", "ws://", 1),
+            self.token
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = count.clone();
+        tokio::spawn(async move {
+            let (_, mut read) = ws.split();
+            while let Some(Ok(_)) = read.next().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        Ok(count)
     }
 
     async fn events(&self) -> anyhow::Result<mpsc::UnboundedReceiver<(Instant, Value)>> {
@@ -371,6 +396,11 @@ async fn main() -> anyhow::Result<()> {
 
     // Throughput: several clients post at once; count the receiver's message events. First
     // one message per API call, then `--batch` messages per call.
+    let sender_events = if args.watch_sender {
+        Some(p.a.count_events().await?)
+    } else {
+        None
+    };
     throughput(&p, &mut eb, args.clients, args.throughput_messages, 1, "tp").await?;
     if args.batch > 1 {
         throughput(
@@ -382,6 +412,15 @@ async fn main() -> anyhow::Result<()> {
             "tb",
         )
         .await?;
+    }
+    match sender_events {
+        Some(count) => println!(
+            "a client followed the sender's events during the throughput runs ({} frames)",
+            count.load(std::sync::atomic::Ordering::Relaxed)
+        ),
+        None => println!(
+            "nobody followed the sender's events during the throughput runs (--watch-sender to)"
+        ),
     }
     drop(p);
     server.shutdown().await;

@@ -210,31 +210,75 @@ impl Chat {
         Self::messageable(store, &peer)?;
         check_body(&body)?;
         self.typing_sent.remove(&peer);
-        let conversation = ConversationId::Direct(peer);
-        let sent_at = next_sent_at(store, &conversation, now)?;
-        let changes = Changes::from(Change::InsertMessage(NewMessage {
-            id,
-            conversation,
-            sender: self.me,
-            kind: MessageKind::Text,
-            body: body.clone(),
-            reply_to,
-            sent_at,
-            received_at: now,
-            delivery: DeliveryState::Pending,
-        }));
+        let sent_at = next_sent_at(store, &ConversationId::Direct(peer), now)?;
+        let (change, out) = self.text(now, sent_at, peer, id, body, reply_to)?;
+        Ok((Changes::from(change), out))
+    }
+
+    /// New text messages to `peer`, in order: `(id, body, reply_to)` each. All or none: one
+    /// bad body refuses them all. The contact is checked and the conversation's newest
+    /// `sent_at` read once; each message then takes the next millisecond (the hybrid logical
+    /// clock of [`next_sent_at`], carried through the batch instead of read back per message).
+    /// The changes are one `InsertMessage` per message, in order.
+    pub fn send_texts(
+        &mut self,
+        store: &dyn Store,
+        now: Timestamp,
+        peer: UserId,
+        texts: Vec<(MessageId, String, Option<MessageId>)>,
+    ) -> Result<(Changes, Vec<Outgoing>), ChatError> {
+        Self::messageable(store, &peer)?;
+        for (_, body, _) in &texts {
+            check_body(body)?;
+        }
+        self.typing_sent.remove(&peer);
+        let mut sent_at = next_sent_at(store, &ConversationId::Direct(peer), now)?;
+        let mut changes = Changes::new();
+        let mut outs = Vec::with_capacity(texts.len());
+        for (i, (id, body, reply_to)) in texts.into_iter().enumerate() {
+            if i > 0 {
+                sent_at = sent_at.plus_millis(1);
+            }
+            let (change, out) = self.text(now, sent_at, peer, id, body, reply_to)?;
+            changes.push(change);
+            outs.push(out);
+        }
+        Ok((changes, outs))
+    }
+
+    /// One text message of ours, as stored and as sent.
+    fn text(
+        &self,
+        now: Timestamp,
+        sent_at: Timestamp,
+        peer: UserId,
+        id: MessageId,
+        body: String,
+        reply_to: Option<MessageId>,
+    ) -> Result<(Change, Outgoing), ChatError> {
         let out = Outgoing {
             peer,
             id: EnvelopeId(id.0),
             conversation: Conversation::Direct,
             sent_at,
             content: Content::Text {
-                body,
+                body: body.clone(),
                 reply_to: reply_to.map(wire_id).transpose()?,
             },
             reliable: true,
         };
-        Ok((changes, out))
+        let change = Change::InsertMessage(NewMessage {
+            id,
+            conversation: ConversationId::Direct(peer),
+            sender: self.me,
+            kind: MessageKind::Text,
+            body,
+            reply_to,
+            sent_at,
+            received_at: now,
+            delivery: DeliveryState::Pending,
+        });
+        Ok((change, out))
     }
 
     fn own_message(
@@ -752,6 +796,57 @@ mod tests {
         assert!(out.reliable);
         let m = store.message(&id(1)).unwrap().unwrap();
         assert_eq!(m.delivery, DeliveryState::Pending);
+    }
+
+    #[test]
+    fn a_batch_is_refused_whole_and_takes_one_millisecond_per_message_after_the_newest() {
+        let (alice, bob) = (user(1), user(2));
+        let mut store = MemoryStore::new();
+        let mut chat = Chat::new(alice);
+        let texts = |ids: &[u64], bodies: &[&str]| -> Vec<(MessageId, String, Option<MessageId>)> {
+            ids.iter()
+                .zip(bodies)
+                .map(|(&n, b)| (id(n), (*b).to_owned(), None))
+                .collect()
+        };
+        let r = chat.send_texts(&store, Timestamp(10), bob, texts(&[1, 2], &["a", "b"]));
+        assert!(matches!(r, Err(ChatError::NotAContact)));
+        store
+            .apply_one(contact(bob, ContactState::Accepted))
+            .unwrap();
+        // One blank body refuses the whole batch.
+        let r = chat.send_texts(
+            &store,
+            Timestamp(10),
+            bob,
+            texts(&[1, 2, 3], &["a", " ", "c"]),
+        );
+        assert!(matches!(r, Err(ChatError::BadBody)));
+        // A message already stored at 20 ms: the batch continues after it, 1 ms apart.
+        let (changes, _) = chat
+            .send_text(&store, Timestamp(20), id(9), bob, "earlier".into(), None)
+            .unwrap();
+        store.apply(changes).unwrap();
+        let (changes, outs) = chat
+            .send_texts(
+                &store,
+                Timestamp(10),
+                bob,
+                texts(&[1, 2, 3], &["a", "b", "c"]),
+            )
+            .unwrap();
+        let times: Vec<u64> = outs.iter().map(|o| o.sent_at.as_millis()).collect();
+        assert_eq!(times, [21, 22, 23]);
+        assert_eq!(
+            outs.iter().map(|o| o.id).collect::<Vec<_>>(),
+            [1, 2, 3].map(|n| EnvelopeId(id(n).0))
+        );
+        store.apply(changes).unwrap();
+        for (n, body, at) in [(1, "a", 21), (2, "b", 22), (3, "c", 23)] {
+            let m = store.message(&id(n)).unwrap().unwrap();
+            assert_eq!((m.body.as_str(), m.sent_at), (body, Timestamp(at)));
+            assert_eq!(m.delivery, DeliveryState::Pending);
+        }
     }
 
     #[test]

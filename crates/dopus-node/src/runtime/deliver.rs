@@ -517,6 +517,9 @@ async fn mark_sent(node: &Node, done: &[(OutboxEntry, bool)]) {
         let Ok(applied) = r.store.apply(changes) else {
             return;
         };
+        if !node.listening() {
+            return;
+        }
         promotions
             .iter()
             .filter(|(i, _)| applied.outcomes.get(*i).is_some_and(|o| o.changed()))

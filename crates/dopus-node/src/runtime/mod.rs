@@ -91,7 +91,7 @@ pub struct Node {
     send_locks: std::sync::Mutex<std::collections::HashMap<UserId, Arc<Mutex<()>>>>,
     /// `POST /conversations/{id}/messages` (and `…/batch`) calls waiting for the lock, done together
     /// (`combine`).
-    sends: combine::Combiner<Vec<ready::SendText>, Result<Vec<Value>, ApiError>>,
+    sends: combine::Combiner<ready::SendTexts, Result<Vec<Value>, ApiError>>,
     /// Delivered receipts waiting to be merged and sent (`deliver::RECEIPT_DELAY`).
     held_receipts: std::sync::Mutex<Vec<dopus_core::chat::Outgoing>>,
     /// Handle to ourselves for spawning tasks from `&self` methods.
@@ -178,6 +178,14 @@ impl Node {
 
     pub(crate) fn emit(&self, event: Value) {
         let _ = self.events.send(event);
+    }
+
+    /// Whether anyone follows the events (a `/events` WebSocket is open). Events that cost a
+    /// store read to build (messages, delivery states) are not built for nobody: a node with no
+    /// UI attached does none of that work. One that subscribes later loads the current state
+    /// over REST first, as the UI does on every (re)connect.
+    pub(crate) fn listening(&self) -> bool {
+        self.events.receiver_count() > 0
     }
 
     pub(crate) fn arc(&self) -> Option<Arc<Node>> {
@@ -460,45 +468,40 @@ impl Node {
     }
 
     /// `POST /conversations/{id}/messages/batch` (and, with one message, `send_text`): the
-    /// messages in order, answered in order. They share one commit with every send that queued
-    /// up meanwhile (`combine`). Each message is stored or refused on its own, but what refuses
-    /// one (not a contact, the store failing) refuses all alike, and bodies are checked before
-    /// this is called; the first refusal is the answer.
+    /// messages in order, answered in order, stored all or none. They share one commit with
+    /// every send that queued up meanwhile (`combine`); each request is stored or refused on
+    /// its own.
     pub async fn send_texts(
         &self,
         peer: UserId,
-        messages: Vec<(String, Option<uuid::Uuid>)>,
+        texts: Vec<(String, Option<uuid::Uuid>)>,
     ) -> Result<Vec<Value>, ApiError> {
-        let messages = messages
-            .into_iter()
-            .map(|(body, reply_to)| ready::SendText {
-                peer,
-                body,
-                reply_to,
-            })
-            .collect();
-        let ticket = self.sends.push(messages);
+        let ticket = self.sends.push(ready::SendTexts { peer, texts });
         match self.ready().await {
             Ok(mut r) => {
                 // Ours and every send that queued up while the lock was taken, in one commit;
                 // empty when another caller's batch already took ours.
                 let mut batch = self.sends.take_all();
                 if !batch.is_empty() {
-                    let counts: Vec<usize> = batch.iter().map(|t| t.request.len()).collect();
                     let requests = batch
                         .iter_mut()
-                        .flat_map(|t| std::mem::take(&mut t.request))
+                        .map(|t| ready::SendTexts {
+                            peer: t.request.peer,
+                            texts: std::mem::take(&mut t.request.texts),
+                        })
                         .collect();
-                    let mut results = r.get_mut().send_texts(requests).into_iter();
+                    let results = r.get_mut().send_texts(requests);
                     drop(r);
                     let mut stored = 0;
-                    for (taken, count) in batch.into_iter().zip(counts) {
-                        let answer: Vec<_> = results.by_ref().take(count).collect();
+                    let listening = self.listening();
+                    for (taken, answer) in batch.into_iter().zip(results) {
                         for value in answer.iter().flatten() {
-                            self.emit(json!({ "type": "message", "message": value }));
+                            if listening {
+                                self.emit(json!({ "type": "message", "message": value }));
+                            }
                             stored += 1;
                         }
-                        taken.answer(answer.into_iter().collect());
+                        taken.answer(answer);
                     }
                     self.pump.notify_one();
                     tracing::trace!(messages = stored, "messages queued");

@@ -321,6 +321,16 @@ pub async fn restart(node: Arc<Node>) {
 
 /// Turns chat events into API events (and re-syncs contacts when one changed).
 pub async fn emit_chat_events(node: &Node, events: Vec<ChatEvent>) {
+    // Message and typing events are for the UI only; contact changes also re-sync the
+    // server's presence list, so they are handled even when nobody is listening.
+    let events: Vec<ChatEvent> = if node.listening() {
+        events
+    } else {
+        events
+            .into_iter()
+            .filter(|e| matches!(e, ChatEvent::ContactChanged(_)))
+            .collect()
+    };
     if events.is_empty() {
         return;
     }

@@ -76,15 +76,14 @@ impl Settings {
     }
 }
 
-/// One `POST /conversations/{id}/messages`.
+/// One `POST /conversations/{id}/messages` or `…/messages/batch`: messages to one peer, in
+/// order, stored all or none.
 #[derive(Debug, Clone)]
-pub struct SendText {
+pub struct SendTexts {
     /// To whom.
     pub peer: UserId,
-    /// What.
-    pub body: String,
-    /// The message it answers.
-    pub reply_to: Option<uuid::Uuid>,
+    /// What, and the message each answers.
+    pub texts: Vec<(String, Option<uuid::Uuid>)>,
 }
 
 /// The unlocked state.
@@ -456,43 +455,62 @@ impl Ready {
     }
 
     /// Sends text messages, all in one store transaction (group commit: `combine`). Each
-    /// succeeds or fails on its own; if the commit fails, all fail. Answers in request order.
-    pub fn send_texts(&mut self, requests: Vec<SendText>) -> Vec<Result<Value, ApiError>> {
+    /// request is stored or refused as a whole, on its own (a savepoint each); if the commit
+    /// fails, all fail. Answers in request order, each request's messages in order.
+    pub fn send_texts(&mut self, requests: Vec<SendTexts>) -> Vec<Result<Vec<Value>, ApiError>> {
         let now = account::now();
         let count = requests.len();
-        let ids: Vec<MessageId> = (0..count).map(|_| new_id(now)).collect();
         let Ready { store, chat, .. } = self;
         let sent = store.batch(|store| {
             requests
                 .into_iter()
-                .zip(&ids)
-                .map(|(q, &id)| {
-                    let (mut changes, out) = chat
-                        .send_text(&*store, now, id, q.peer, q.body, q.reply_to.map(MessageId))
+                .map(|q| {
+                    let texts: Vec<_> = q
+                        .texts
+                        .into_iter()
+                        .map(|(body, reply_to)| (new_id(now), body, reply_to.map(MessageId)))
+                        .collect();
+                    let (mut changes, outs) = chat
+                        .send_texts(&*store, now, q.peer, texts)
                         .map_err(chat_error)?;
-                    queue(&mut changes, &out, now);
-                    let new = changes.iter().enumerate().find_map(|(i, c)| match c {
-                        Change::InsertMessage(m) => Some((i, m.clone())),
-                        _ => None,
-                    });
+                    // `changes` starts with one `InsertMessage` per message, in order.
+                    let new: Vec<_> = changes
+                        .iter()
+                        .take(outs.len())
+                        .filter_map(|c| match c {
+                            Change::InsertMessage(m) => Some(m.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    for out in &outs {
+                        queue(&mut changes, out, now);
+                    }
                     let applied = store.apply(changes).map_err(ApiError::internal)?;
                     // The answer is built from what was inserted: reading it back would cost
                     // a query per message under the node's lock.
-                    Ok(new.and_then(|(i, m)| match applied.outcomes.get(i) {
-                        Some(Outcome::Inserted(seq)) => Some(m.stored(*seq)),
-                        _ => None,
-                    }))
+                    Ok(new
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, m)| match applied.outcomes.get(i) {
+                            Some(Outcome::Inserted(seq)) => (m.id, Some(m.stored(*seq))),
+                            _ => (m.id, None),
+                        })
+                        .collect::<Vec<_>>())
                 })
-                .collect::<Vec<Result<Option<Message>, ApiError>>>()
+                .collect::<Vec<Result<Vec<(MessageId, Option<Message>)>, ApiError>>>()
         });
         let me = self.me();
         match sent {
-            Ok(stored) => stored
+            Ok(groups) => groups
                 .into_iter()
-                .zip(ids)
-                .map(|(m, id)| match m? {
-                    Some(m) => Ok(api_json::message_with(&me, &m, &[])),
-                    None => self.message_value(&id),
+                .map(|group| {
+                    group?
+                        .into_iter()
+                        .map(|(id, m)| match m {
+                            Some(m) => Ok(api_json::message_with(&me, &m, &[])),
+                            None => self.message_value(&id),
+                        })
+                        .collect()
                 })
                 .collect(),
             Err(e) => {

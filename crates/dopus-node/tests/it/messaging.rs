@@ -417,3 +417,38 @@ async fn batch_sends_arrive_in_order_and_a_bad_message_refuses_the_whole_batch()
     let shown = eb.seen.iter().filter(|e| e["type"] == "message").count();
     assert_eq!(shown, N + 1, "each message shown once");
 }
+
+/// A node with no event listener (no UI attached) builds no message events, and loses nothing
+/// by it: the store still moves every message to `delivered`, and a listener that arrives
+/// later gets the events of what happens from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_nobody_listens_to_still_delivers_and_a_later_listener_gets_events() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (a, b) = contact_pair(&server).await;
+    let path = format!("/conversations/{}/messages/batch", b.user_id);
+    let messages: Vec<Value> = (0..5).map(|i| json!({ "body": format!("q{i}") })).collect();
+    a.api()
+        .ok("POST", &path, Some(json!({ "messages": messages })));
+    let history = eventually(WAIT, "all five delivered at the sender", || {
+        let h = a.api().history(&b.user_id);
+        (h.len() == 5 && h.iter().all(|m| m["state"] == "delivered")).then_some(h)
+    })
+    .await;
+    let bodies: Vec<&str> = history.iter().filter_map(|m| m["body"].as_str()).collect();
+    assert_eq!(bodies, ["q0", "q1", "q2", "q3", "q4"]);
+    assert_eq!(b.api().history(&a.user_id).len(), 5);
+
+    let mut ea = a.events().await;
+    let id = a.api().send(&b.user_id, "now someone watches");
+    ea.wait_for(WAIT, "the new message", |e| {
+        e["type"] == "message" && e["message"]["id"] == id.as_str()
+    })
+    .await;
+    ea.wait_for(WAIT, "its delivery", |e| {
+        e["type"] == "message_updated"
+            && e["message"]["id"] == id.as_str()
+            && e["message"]["state"] == "delivered"
+    })
+    .await;
+}
