@@ -187,8 +187,14 @@ impl Node {
         Ok(v["id"].as_str().context("message id")?.to_owned())
     }
 
-    /// Follows the event stream and only counts its frames.
-    async fn count_events(&self) -> anyhow::Result<Arc<std::sync::atomic::AtomicUsize>> {
+    /// Follows the event stream, only counting its frames; the task answers the count and
+    /// whether the node closed the stream because this client lagged behind.
+    async fn count_events(
+        &self,
+    ) -> anyhow::Result<(
+        Arc<std::sync::atomic::AtomicUsize>,
+        tokio::task::JoinHandle<bool>,
+    )> {
         let url = format!(
             "{}/api/v1/events?token={}",
             self.url.replacen("http://", "ws://", 1),
@@ -197,13 +203,19 @@ impl Node {
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
         let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = count.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let (_, mut read) = ws.split();
-            while let Some(Ok(_)) = read.next().await {
+            while let Some(Ok(m)) = read.next().await {
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let tokio_tungstenite::tungstenite::Message::Text(t) = m
+                    && t.as_str().contains(r#""type":"lagged""#)
+                {
+                    return true;
+                }
             }
+            false
         });
-        Ok(count)
+        Ok((count, task))
     }
 
     async fn events(&self) -> anyhow::Result<mpsc::UnboundedReceiver<(Instant, Value)>> {
@@ -414,10 +426,19 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     }
     match sender_events {
-        Some(count) => println!(
-            "a client followed the sender's events during the throughput runs ({} frames)",
-            count.load(std::sync::atomic::Ordering::Relaxed)
-        ),
+        Some((count, task)) => {
+            let frames = count.load(std::sync::atomic::Ordering::Relaxed);
+            task.abort();
+            let lagged = matches!(task.await, Ok(true));
+            println!(
+                "a client followed the sender's events during the throughput runs ({frames} frames){}",
+                if lagged {
+                    "; it LAGGED and the node closed its stream, so the rest ran without it"
+                } else {
+                    ", without lagging"
+                }
+            );
+        }
         None => println!(
             "nobody followed the sender's events during the throughput runs (--watch-sender to)"
         ),

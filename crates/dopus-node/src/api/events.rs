@@ -5,9 +5,10 @@
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use futures_util::SinkExt;
 use serde_json::Value;
 use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 /// What the events endpoint needs.
 #[derive(Clone, Debug)]
@@ -23,23 +24,47 @@ pub async fn events(State(state): State<EventsState>, ws: WebSocketUpgrade) -> R
         .on_upgrade(move |socket| stream(socket, rx))
 }
 
+/// Most events written to the socket before it is flushed: events that are already waiting
+/// go out together (one write instead of one per event), which is what lets a UI keep up with
+/// a node that takes in thousands of messages a second.
+const FLUSH_EVERY: usize = 64;
+
 async fn stream(mut socket: WebSocket, mut rx: broadcast::Receiver<Value>) {
     loop {
         tokio::select! {
-            event = rx.recv() => match event {
-                Ok(value) => {
-                    if socket.send(Message::text(value.to_string())).await.is_err() {
-                        return;
+            event = rx.recv() => {
+                let mut next = event;
+                let mut written = 0;
+                loop {
+                    match next {
+                        Ok(value) => {
+                            if socket.feed(Message::text(value.to_string())).await.is_err() {
+                                return;
+                            }
+                            written += 1;
+                        }
+                        Err(RecvError::Lagged(n)) => {
+                            let note = serde_json::json!({ "type": "lagged", "missed": n });
+                            let _ = socket.send(Message::text(note.to_string())).await;
+                            let _ = socket.send(Message::Close(None)).await;
+                            return;
+                        }
+                        Err(RecvError::Closed) => {
+                            let _ = socket.send(Message::Close(None)).await;
+                            return;
+                        }
                     }
+                    if written >= FLUSH_EVERY {
+                        break;
+                    }
+                    next = match rx.try_recv() {
+                        Ok(value) => Ok(value),
+                        Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                        Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                        Err(TryRecvError::Empty) => break,
+                    };
                 }
-                Err(RecvError::Lagged(n)) => {
-                    let note = serde_json::json!({ "type": "lagged", "missed": n });
-                    let _ = socket.send(Message::text(note.to_string())).await;
-                    let _ = socket.send(Message::Close(None)).await;
-                    return;
-                }
-                Err(RecvError::Closed) => {
-                    let _ = socket.send(Message::Close(None)).await;
+                if socket.flush().await.is_err() {
                     return;
                 }
             },
