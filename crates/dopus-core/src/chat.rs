@@ -88,8 +88,17 @@ pub struct Outgoing {
 pub enum ChatEvent {
     /// A new message was stored (ours or theirs).
     MessageAdded(MessageId),
-    /// A message changed: edit, delete, reaction, delivery state.
+    /// A message changed: edit, delete, reaction.
     MessageUpdated(MessageId),
+    /// One of our messages moved forward in delivery (a receipt named it).
+    StateChanged {
+        /// Which message.
+        id: MessageId,
+        /// Its conversation.
+        conversation: ConversationId,
+        /// Its state now.
+        state: DeliveryState,
+    },
     /// A contact typed or stopped.
     Typing {
         /// Who.
@@ -632,7 +641,11 @@ impl Chat {
                         && m.delivery.can_become(state)
                     {
                         r.changes.push(Change::SetDelivery { id, state });
-                        r.events.push(ChatEvent::MessageUpdated(id));
+                        r.events.push(ChatEvent::StateChanged {
+                            id,
+                            conversation: m.conversation,
+                            state,
+                        });
                     }
                 }
             }

@@ -103,6 +103,7 @@ export type ApiEvent =
   | { type: "signaling"; state: SignalingState; retry_in_ms?: number }
   | { type: "message"; message: Message }
   | { type: "message_updated"; message: Message }
+  | { type: "message_state"; id: string; conversation: UserId; state: DeliveryState }
   | { type: "typing"; user_id: UserId; active: boolean }
   | { type: "presence"; user_id: UserId; presence: Presence }
   | { type: "contact"; contact: Contact }

@@ -64,6 +64,22 @@ describe("message events", () => {
     const b = run(withBob, { type: "local_send", message: local }, { type: "send_failed", localId: "local-1" });
     expect(b.conversations[BOB]!.messages[0]!.state).toBe("failed");
   });
+
+  it("moves a held message forward on message_state, never back, and ignores unknown ones", () => {
+    const real = msg({ id: "r1", seq: 7, outgoing: true, sender: ALICE, state: "pending" });
+    const state = (id: string, s: "sent" | "delivered" | "read") =>
+      ev({ type: "message_state", id, conversation: BOB, state: s });
+    const s = run(withBob, ev({ type: "message", message: real }), state("r1", "sent"), state("r1", "delivered"));
+    expect(s.conversations[BOB]!.messages[0]!.state).toBe("delivered");
+    expect(s.contacts[BOB]!.last_message?.state).toBe("delivered");
+    // A late "sent" does not undo "delivered"; an id we do not hold changes nothing.
+    const late = run(s, state("r1", "sent"));
+    expect(late.conversations[BOB]!.messages[0]!.state).toBe("delivered");
+    expect(run(s, state("nope", "read"))).toBe(s);
+    // The POST's answer arriving after the events keeps the later state.
+    const answered = run(s, { type: "sent", localId: "x", message: real });
+    expect(answered.conversations[BOB]!.messages.find((m) => m.id === "r1")!.state).toBe("delivered");
+  });
 });
 
 describe("other events", () => {

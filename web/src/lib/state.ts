@@ -3,6 +3,7 @@
 import type {
   ApiEvent,
   Contact,
+  DeliveryState,
   Me,
   Message,
   MessagePage,
@@ -13,7 +14,7 @@ import type {
   UserId,
 } from "../api/types";
 import { displayName } from "./format";
-import { compareMessages, mergeMessage, mergeMessages } from "./messages";
+import { compareMessages, laterState, mergeMessage, mergeMessages } from "./messages";
 import { normalizeContact, normalizeMessage } from "./normalize";
 import { applyTyping, expireTyping, type TypingMap } from "./typing";
 
@@ -188,6 +189,26 @@ function applyMessage(state: State, raw: Message, isNew: boolean): State {
   return next;
 }
 
+/**
+ * One of our messages moved forward in delivery. Only a message we hold changes (one we do not
+ * hold comes with its state when its page is fetched), and its state never goes back.
+ */
+function applyMessageState(state: State, peer: UserId, id: string, delivery: DeliveryState): State {
+  const conv = state.conversations[peer];
+  const held = conv?.messages.find((m) => m.id === id);
+  if (!conv || !held || laterState(held.state, delivery) === held.state) return state;
+  const moved: Message = { ...held, state: laterState(held.state, delivery) };
+  let next = withConversation(state, peer, (c) => ({
+    ...c,
+    messages: c.messages.map((m) => (m.id === id ? moved : m)),
+  }));
+  const contact = next.contacts[peer];
+  if (contact?.last_message?.id === id) {
+    next = { ...next, contacts: { ...next.contacts, [peer]: { ...contact, last_message: mergeMessage(contact.last_message, moved) } } };
+  }
+  return next;
+}
+
 function applyEvent(state: State, event: ApiEvent, now: number): State {
   switch (event.type) {
     case "status":
@@ -202,6 +223,8 @@ function applyEvent(state: State, event: ApiEvent, now: number): State {
       return applyMessage(state, event.message, true);
     case "message_updated":
       return applyMessage(state, event.message, false);
+    case "message_state":
+      return applyMessageState(state, event.conversation, event.id, event.state);
     case "typing":
       return { ...state, typing: applyTyping(state.typing, event.user_id, event.active, now) };
     case "presence": {

@@ -28,8 +28,8 @@ use crate::account;
 use dopus_core::chat::{ChatEvent, Outgoing, retry_delay};
 use dopus_core::e2e::{Burst, Draft, Recovery, SessionRecord};
 use dopus_core::store::{
-    Change, Changes, DeliveryState, EnvelopeId, MessageId, OlmSessionRecord, OutboxEntry,
-    PeerDevice, Pickle, Store,
+    Change, Changes, DeliveryState, EnvelopeId, Message, MessageId, NewMessage, OlmSessionRecord,
+    OutboxEntry, Outcome, PeerDevice, Pickle, Store,
 };
 use dopus_proto::bundle::ClaimedBundle;
 use dopus_proto::peer::{
@@ -37,7 +37,7 @@ use dopus_proto::peer::{
 };
 use dopus_types::{DeviceId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -489,45 +489,44 @@ async fn mark_sent(node: &Node, done: &[(OutboxEntry, bool)]) {
     if done.is_empty() {
         return;
     }
-    let events = {
-        let Ok(mut r) = node.ready().await else {
-            return;
-        };
-        let r = r.get_mut();
-        let mut changes = Changes::new();
-        // Where each `SetDelivery` sits in `changes`: the store applies it only if it moves the
-        // state forward (not for a message already delivered), and says so in its outcome.
-        let mut promotions = Vec::new();
-        let now = account::now();
-        for (entry, stored_in_mailbox) in done {
-            let id = MessageId(entry.id.0);
-            promotions.push((changes.len(), id));
-            changes.push(Change::SetDelivery {
-                id,
-                state: DeliveryState::Sent,
+    let Ok(mut r) = node.ready().await else {
+        return;
+    };
+    let r = r.get_mut();
+    let mut changes = Changes::new();
+    // Where each `SetDelivery` sits in `changes`: the store applies it only if it moves the
+    // state forward (not for a message already delivered), and says so in its outcome.
+    let mut promotions = Vec::new();
+    let now = account::now();
+    for (entry, stored_in_mailbox) in done {
+        let id = MessageId(entry.id.0);
+        promotions.push((changes.len(), id, entry.peer_user));
+        changes.push(Change::SetDelivery {
+            id,
+            state: DeliveryState::Sent,
+        });
+        if *stored_in_mailbox {
+            changes.push(Change::OutboxReschedule {
+                id: entry.id,
+                attempts: entry.attempts.saturating_add(1),
+                next_attempt_at: now.plus_millis(MAILBOX_RECHECK_MS),
             });
-            if *stored_in_mailbox {
-                changes.push(Change::OutboxReschedule {
-                    id: entry.id,
-                    attempts: entry.attempts.saturating_add(1),
-                    next_attempt_at: now.plus_millis(MAILBOX_RECHECK_MS),
-                });
+        }
+    }
+    let Ok(applied) = r.store.apply(changes) else {
+        return;
+    };
+    // Emitted under the lock: a `delivered` applied after this cannot be announced before it.
+    if node.listening() {
+        for (i, id, peer) in promotions {
+            if applied.outcomes.get(i).is_some_and(|o| o.changed()) {
+                node.emit(super::json::message_state(
+                    &id,
+                    &dopus_core::store::ConversationId::Direct(peer),
+                    DeliveryState::Sent,
+                ));
             }
         }
-        let Ok(applied) = r.store.apply(changes) else {
-            return;
-        };
-        if !node.listening() {
-            return;
-        }
-        promotions
-            .iter()
-            .filter(|(i, _)| applied.outcomes.get(*i).is_some_and(|o| o.changed()))
-            .filter_map(|(_, id)| r.message_event_value(id))
-            .collect::<Vec<_>>()
-    };
-    for m in events {
-        node.emit(json!({ "type": "message_updated", "message": m }));
     }
 }
 
@@ -698,32 +697,43 @@ pub async fn receive_from(
 #[derive(Default)]
 struct Taken {
     events: Vec<ChatEvent>,
+    /// The messages the burst inserted, as inserted: their events need no read back.
+    inserted: HashMap<MessageId, Message>,
     outs: Vec<Outgoing>,
     controls: Vec<(UserId, DeviceId, Content)>,
     undecryptable: Vec<(UserId, dopus_proto::peer::MessageId)>,
 }
 
+/// A sending device as stored when the burst began: its record and its stored sessions, read
+/// once per burst. Nothing else writes either during the burst: the sessions it advances or
+/// creates stay live in the [`Burst`] (which `open_in_burst` prefers over these records) and
+/// are saved at its end, and a certificate saved by the burst is noted here too.
+type KnownDevices = HashMap<(UserId, DeviceId), (Option<PeerDevice>, Vec<SessionRecord>)>;
+
 /// Takes in envelopes in order, all in one transaction (group commit): dedupe, decrypt, check
 /// the sender binding, apply the chat logic. Events, acknowledgements and control contents go
 /// out only after the commit.
 async fn receive_all(node: &Node, items: &[Inbound<'_>], via: Via) -> Result<(), DeliverError> {
-    let taken = {
+    let (me, taken) = {
         let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
+        let me = r.get().me();
         let Ready {
             store, olm, chat, ..
         } = r.get_mut();
         // All or nothing: a failure rolls every envelope back, and none is acknowledged. The
         // sessions the envelopes advance stay live through the burst and are pickled and saved
         // once each, at its end, in the same transaction (`OlmMachine::open_in_burst`).
-        store
+        let taken = store
             .try_batch(|store| {
                 let mut taken = Taken::default();
                 let mut burst = Burst::default();
+                let mut known = KnownDevices::new();
                 for (bytes, server_sender) in items {
                     take_one(
                         store,
                         olm,
                         &mut burst,
+                        &mut known,
                         chat,
                         bytes,
                         via,
@@ -741,10 +751,11 @@ async fn receive_all(node: &Node, items: &[Inbound<'_>], via: Via) -> Result<(),
                 }
                 Ok::<_, DeliverError>(taken)
             })
-            .map_err(local)??
+            .map_err(local)??;
+        (me, taken)
     };
     tracing::trace!(envelopes = items.len(), "envelopes committed");
-    super::net::emit_chat_events(node, taken.events).await;
+    super::net::emit_chat_events(node, me, taken.events, &taken.inserted).await;
     let mut failed: HashMap<UserId, Vec<dopus_proto::peer::MessageId>> = HashMap::new();
     for (sender, id) in taken.undecryptable {
         failed.entry(sender).or_default().push(id);
@@ -821,6 +832,7 @@ fn take_one(
     store: &mut dopus_store::SqliteStore,
     olm: &mut dopus_core::e2e::OlmMachine,
     burst: &mut Burst,
+    known: &mut KnownDevices,
     chat: &mut dopus_core::chat::Chat,
     bytes: &[u8],
     via: Via,
@@ -851,19 +863,26 @@ fn take_one(
         taken.outs.push(delivered_receipt(sender, &envelope, now));
         return Ok(());
     }
-    let device = store
-        .peer_device(&sender, &envelope.from.device)
-        .map_err(local)?;
-    let sessions: Vec<SessionRecord> = match &device {
-        Some(d) => store
-            .olm_sessions(&sender, &d.device_id)
-            .map_err(local)?
-            .iter()
-            .map(|s| to_e2e(s, d))
-            .collect(),
-        None => Vec::new(),
-    };
-    let opened = match olm.open_in_burst(burst, now, &envelope, &sessions) {
+    let key = (sender, envelope.from.device.clone());
+    if !known.contains_key(&key) {
+        let device = store
+            .peer_device(&sender, &envelope.from.device)
+            .map_err(local)?;
+        let sessions: Vec<SessionRecord> = match &device {
+            Some(d) => store
+                .olm_sessions(&sender, &d.device_id)
+                .map_err(local)?
+                .iter()
+                .map(|s| to_e2e(s, d))
+                .collect(),
+            None => Vec::new(),
+        };
+        known.insert(key.clone(), (device, sessions));
+    }
+    let (device, sessions) = known
+        .get(&key)
+        .map_or((None, &[][..]), |(d, s)| (d.clone(), &s[..]));
+    let opened = match olm.open_in_burst(burst, now, &envelope, sessions) {
         Ok(opened) => opened,
         Err(e) => {
             // `already_received` is false: a processed id was answered above.
@@ -900,21 +919,38 @@ fn take_one(
         .map_err(local)?;
     let mut changes = Changes::new();
     if let Some(cert) = &opened.sender_certificate {
-        changes.push(Change::SavePeerDevice(PeerDevice {
+        let saved = PeerDevice {
             user_id: cert.user_id,
             device_id: cert.device_id.clone(),
             keys: cert.keys,
             certificate_json: serde_json::to_string(cert).map_err(local)?,
             first_seen: device.as_ref().map_or(now, |d| d.first_seen),
             updated_at: now,
-        }));
+        };
+        if let Some((d, _)) = known.get_mut(&key) {
+            *d = Some(saved.clone());
+        }
+        changes.push(Change::SavePeerDevice(saved));
     }
     // The session is saved once for the whole burst, by the caller.
     if let Some(p) = &opened.account_pickle {
         changes.push(Change::SetAccountPickle(Pickle::new(p.clone())));
     }
     changes.extend(received.changes);
-    store.apply(changes).map_err(local)?;
+    let inserts: Vec<(usize, NewMessage)> = changes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            Change::InsertMessage(m) => Some((i, m.clone())),
+            _ => None,
+        })
+        .collect();
+    let applied = store.apply(changes).map_err(local)?;
+    for (i, m) in inserts {
+        if let Some(Outcome::Inserted(seq)) = applied.outcomes.get(i) {
+            taken.inserted.insert(m.id, m.stored(*seq));
+        }
+    }
     taken.events.extend(received.events);
     taken.outs.extend(received.replies);
     if let Some(content) = received.control {

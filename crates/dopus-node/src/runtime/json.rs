@@ -1,6 +1,8 @@
 //! The JSON shapes of the local API (docs/api.md, "Types").
 
-use dopus_core::store::{Contact, ConversationId, Message, ReactionSummary, Store, StoreError};
+use dopus_core::store::{
+    Contact, ConversationId, DeliveryState, Message, MessageId, ReactionSummary, Store, StoreError,
+};
 use dopus_types::UserId;
 use serde_json::{Value, json};
 
@@ -15,12 +17,27 @@ pub fn message(store: &dyn Store, me: &UserId, m: &Message) -> Result<Value, Sto
     Ok(message_with(me, m, &reactions))
 }
 
-/// `Message` with its reactions already loaded.
-pub fn message_with(me: &UserId, m: &Message, reactions: &[ReactionSummary]) -> Value {
-    let conversation = match &m.conversation {
+/// A conversation as the API names it: the peer's user ID, or the channel's id.
+fn conversation_name(c: &ConversationId) -> String {
+    match c {
         ConversationId::Direct(peer) => peer.to_string(),
         ConversationId::Channel(c) => c.to_string(),
-    };
+    }
+}
+
+/// The `message_state` event: one of our messages moved forward in delivery.
+pub fn message_state(id: &MessageId, conversation: &ConversationId, state: DeliveryState) -> Value {
+    json!({
+        "type": "message_state",
+        "id": id.to_string(),
+        "conversation": conversation_name(conversation),
+        "state": state.as_str(),
+    })
+}
+
+/// `Message` with its reactions already loaded.
+pub fn message_with(me: &UserId, m: &Message, reactions: &[ReactionSummary]) -> Value {
+    let conversation = conversation_name(&m.conversation);
     let outgoing = m.sender == *me;
     json!({
         "id": m.id.to_string(),

@@ -18,12 +18,13 @@ use super::recovery;
 use crate::account;
 use dopus_core::chat::ChatEvent;
 use dopus_core::identity::{Identity, ONE_TIME_KEY_TARGET};
-use dopus_core::store::{Change, ContactState, Pickle, Store};
+use dopus_core::store::{Change, ContactState, Message, MessageId, Pickle, Store};
 use dopus_proto::peer::Content;
 use dopus_proto::signaling::Status;
 use dopus_signaling::{AuthSigner, ClientConfig, ConnectionState, Event, SignalingClient};
 use dopus_types::{DeviceId, Signature, UserId};
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The signaling client handle the rest of the runtime uses.
@@ -319,8 +320,16 @@ pub async fn restart(node: Arc<Node>) {
     start(node);
 }
 
-/// Turns chat events into API events (and re-syncs contacts when one changed).
-pub async fn emit_chat_events(node: &Node, events: Vec<ChatEvent>) {
+/// Turns chat events into API events (and re-syncs contacts when one changed). A message in
+/// `inserted` (as the caller just inserted it, so without reactions) is announced from there;
+/// the others are read back from the store, under the node's lock, which is not taken when no
+/// event needs it.
+pub async fn emit_chat_events(
+    node: &Node,
+    me: UserId,
+    events: Vec<ChatEvent>,
+    inserted: &HashMap<MessageId, Message>,
+) {
     // Message and typing events are for the UI only; contact changes also re-sync the
     // server's presence list, so they are handled even when nobody is listening.
     let events: Vec<ChatEvent> = if node.listening() {
@@ -334,32 +343,47 @@ pub async fn emit_chat_events(node: &Node, events: Vec<ChatEvent>) {
     if events.is_empty() {
         return;
     }
+    let needs_store = events.iter().any(|e| match e {
+        ChatEvent::MessageAdded(id) => !inserted.contains_key(id),
+        ChatEvent::Typing { .. } | ChatEvent::StateChanged { .. } => false,
+        ChatEvent::MessageUpdated(_) | ChatEvent::ContactChanged(_) => true,
+    });
     let mut contacts_changed = false;
-    let values: Vec<serde_json::Value> = {
+    let mut value_of = |event: ChatEvent, r: Option<&super::ready::Ready>| match event {
+        ChatEvent::MessageAdded(id) => match inserted.get(&id) {
+            Some(m) => Some(super::json::message_with(&me, m, &[])),
+            None => r.and_then(|r| r.message_event_value(&id)),
+        }
+        .map(|m| json!({ "type": "message", "message": m })),
+        ChatEvent::MessageUpdated(id) => r
+            .and_then(|r| r.message_event_value(&id))
+            .map(|m| json!({ "type": "message_updated", "message": m })),
+        ChatEvent::StateChanged {
+            id,
+            conversation,
+            state,
+        } => Some(super::json::message_state(&id, &conversation, state)),
+        ChatEvent::Typing { user, active } => Some(json!({
+            "type": "typing", "user_id": user.to_string(), "active": active,
+        })),
+        ChatEvent::ContactChanged(user) => {
+            contacts_changed = true;
+            r.and_then(|r| r.store.contact(&user).ok().flatten().map(|c| (r, c)))
+                .and_then(|(r, c)| r.contact_json(&c).ok())
+                .map(|c| json!({ "type": "contact", "contact": c }))
+        }
+    };
+    let values: Vec<serde_json::Value> = if needs_store {
         let Ok(r) = node.ready().await else { return };
         let r = r.get();
         events
             .into_iter()
-            .filter_map(|event| match event {
-                ChatEvent::MessageAdded(id) => r
-                    .message_event_value(&id)
-                    .map(|m| json!({ "type": "message", "message": m })),
-                ChatEvent::MessageUpdated(id) => r
-                    .message_event_value(&id)
-                    .map(|m| json!({ "type": "message_updated", "message": m })),
-                ChatEvent::Typing { user, active } => Some(json!({
-                    "type": "typing", "user_id": user.to_string(), "active": active,
-                })),
-                ChatEvent::ContactChanged(user) => {
-                    contacts_changed = true;
-                    r.store
-                        .contact(&user)
-                        .ok()
-                        .flatten()
-                        .and_then(|c| r.contact_json(&c).ok())
-                        .map(|c| json!({ "type": "contact", "contact": c }))
-                }
-            })
+            .filter_map(|e| value_of(e, Some(r)))
+            .collect()
+    } else {
+        events
+            .into_iter()
+            .filter_map(|e| value_of(e, None))
             .collect()
     };
     for v in values {

@@ -35,13 +35,18 @@ fn state_rank(s: &str) -> u8 {
     }
 }
 
-/// The delivery states `id` went through, as seen in the sender's events, in order.
+/// The delivery states `id` went through, as seen in the sender's events, in order: the
+/// `message` event's, then each `message_state`.
 fn states_of(seen: &[Value], id: &str) -> Vec<String> {
     seen.iter()
-        .filter(|e| {
-            (e["type"] == "message" || e["type"] == "message_updated") && e["message"]["id"] == id
+        .filter_map(|e| match e["type"].as_str() {
+            Some("message" | "message_updated") if e["message"]["id"] == id => {
+                e["message"]["state"].as_str()
+            }
+            Some("message_state") if e["id"] == id => e["state"].as_str(),
+            _ => None,
         })
-        .filter_map(|e| e["message"]["state"].as_str().map(str::to_owned))
+        .map(str::to_owned)
         .collect()
 }
 
@@ -82,9 +87,7 @@ async fn round_trip_over_the_data_channel_with_edits_deletes_reactions_and_recei
     assert_eq!(got["message"]["outgoing"], false);
     let idc = id.clone();
     ea.wait_for(WAIT, "delivered at alice", |e| {
-        e["type"] == "message_updated"
-            && e["message"]["id"] == idc.as_str()
-            && e["message"]["state"] == "delivered"
+        e["type"] == "message_state" && e["id"] == idc.as_str() && e["state"] == "delivered"
     })
     .await;
     let states = states_of(&ea.seen, &id);
@@ -201,9 +204,7 @@ async fn round_trip_over_the_data_channel_with_edits_deletes_reactions_and_recei
     );
     let idc = id3.clone();
     ea.wait_for(WAIT, "read receipt at alice", |e| {
-        e["type"] == "message_updated"
-            && e["message"]["id"] == idc.as_str()
-            && e["message"]["state"] == "read"
+        e["type"] == "message_state" && e["id"] == idc.as_str() && e["state"] == "read"
     })
     .await;
 
@@ -445,10 +446,12 @@ async fn a_node_nobody_listens_to_still_delivers_and_a_later_listener_gets_event
         e["type"] == "message" && e["message"]["id"] == id.as_str()
     })
     .await;
+    let bid = b.user_id.clone();
     ea.wait_for(WAIT, "its delivery", |e| {
-        e["type"] == "message_updated"
-            && e["message"]["id"] == id.as_str()
-            && e["message"]["state"] == "delivered"
+        e["type"] == "message_state"
+            && e["id"] == id.as_str()
+            && e["conversation"] == bid.as_str()
+            && e["state"] == "delivered"
     })
     .await;
 }

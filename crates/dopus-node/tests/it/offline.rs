@@ -26,9 +26,7 @@ async fn offline_peer_gets_the_message_from_the_mailbox_exactly_once() {
     let id = a.api().send(&b.user_id, "while you were away");
     let idc = id.clone();
     ea.wait_for(WAIT, "the message handed to the server", |e| {
-        e["type"] == "message_updated"
-            && e["message"]["id"] == idc.as_str()
-            && e["message"]["state"] == "sent"
+        e["type"] == "message_state" && e["id"] == idc.as_str() && e["state"] == "sent"
     })
     .await;
     assert_eq!(
@@ -56,9 +54,7 @@ async fn offline_peer_gets_the_message_from_the_mailbox_exactly_once() {
     }
     let idc = id.clone();
     ea.wait_for(WAIT, "delivered at alice", |e| {
-        e["type"] == "message_updated"
-            && e["message"]["id"] == idc.as_str()
-            && e["message"]["state"] == "delivered"
+        e["type"] == "message_state" && e["id"] == idc.as_str() && e["state"] == "delivered"
     })
     .await;
     // Retries and mailbox re-delivery must not show it twice.
