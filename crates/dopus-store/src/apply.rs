@@ -61,6 +61,8 @@ pub(crate) fn ensure_conversation(
 }
 
 fn insert_message(tx: &Connection, m: NewMessage) -> DbResult<Outcome> {
+    // Checked before inserting: `INSERT … ON CONFLICT DO NOTHING` would spend an AUTOINCREMENT
+    // number on a duplicate and leave a gap in `seq` (the differential test caught it).
     let existing: Option<i64> = tx
         .prepare_cached("SELECT seq FROM messages WHERE id = ?1")?
         .query_row([uuid(&m.id.0)], |r| r.get(0))
@@ -124,21 +126,35 @@ fn delete_message(tx: &Connection, id: MessageId) -> DbResult<Outcome> {
     Ok(changed(rows))
 }
 
+/// One guarded `UPDATE`: the row changes only from a state that can become `state`
+/// ([`DeliveryState::can_become`]), so the forward-only rule costs no read when the state
+/// moves (the common case); only a refused move reads the row, to tell corrupt data apart.
 fn set_delivery(tx: &Connection, id: MessageId, state: DeliveryState) -> DbResult<Outcome> {
-    let current: Option<String> = tx
-        .prepare_cached("SELECT delivery FROM messages WHERE id = ?1")?
-        .query_row([uuid(&id.0)], |r| r.get(0))
-        .optional()?;
-    let Some(current) = current else {
-        return Ok(Outcome::Unchanged);
-    };
-    let current = codec::read_enum(&current, DeliveryState::parse, "messages.delivery")?;
-    if !current.can_become(state) {
+    let from: Vec<String> = DeliveryState::ALL
+        .iter()
+        .filter(|s| s.can_become(state))
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    if from.is_empty() {
         return Ok(Outcome::Unchanged);
     }
     let rows = tx
-        .prepare_cached("UPDATE messages SET delivery = ?2 WHERE id = ?1")?
+        .prepare_cached(&format!(
+            "UPDATE messages SET delivery = ?2 WHERE id = ?1 AND delivery IN ({})",
+            from.join(", ")
+        ))?
         .execute(params![uuid(&id.0), state.as_str()])?;
+    if rows == 0 {
+        // Not moved: the message is unknown or already as far. A stored state that is not a
+        // known text is corrupt data, reported as such.
+        let current: Option<String> = tx
+            .prepare_cached("SELECT delivery FROM messages WHERE id = ?1")?
+            .query_row([uuid(&id.0)], |r| r.get(0))
+            .optional()?;
+        if let Some(current) = current {
+            codec::read_enum(&current, DeliveryState::parse, "messages.delivery")?;
+        }
+    }
     Ok(changed(rows))
 }
 
