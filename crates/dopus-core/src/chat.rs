@@ -130,6 +130,10 @@ pub struct Chat {
     /// Send read receipts (off by default: opt-in).
     pub read_receipts: bool,
     typing_sent: HashMap<UserId, Timestamp>,
+    /// Contacts whose last typing indicator said "typing": their next message ends it with a
+    /// `Typing { active: false }` event. Without one, a message announces no typing change
+    /// (one event fewer per message in a stream).
+    typing_seen: std::collections::HashSet<UserId>,
 }
 
 /// The wire form of a stored message id. Every stored id is a UUIDv7 (ours, or a peer's that the
@@ -187,6 +191,7 @@ impl Chat {
             me,
             read_receipts: false,
             typing_sent: HashMap::new(),
+            typing_seen: std::collections::HashSet::new(),
         }
     }
 
@@ -555,10 +560,12 @@ impl Chat {
                     delivery: DeliveryState::Delivered,
                 }));
                 r.events.push(ChatEvent::MessageAdded(id));
-                r.events.push(ChatEvent::Typing {
-                    user: sender,
-                    active: false,
-                });
+                if self.typing_seen.remove(&sender) {
+                    r.events.push(ChatEvent::Typing {
+                        user: sender,
+                        active: false,
+                    });
+                }
                 r.replies.push(ack());
             }
             Content::Edit { target, body } => {
@@ -618,6 +625,11 @@ impl Chat {
             }
             Content::Typing { active } => {
                 if accepted {
+                    if *active {
+                        self.typing_seen.insert(sender);
+                    } else {
+                        self.typing_seen.remove(&sender);
+                    }
                     r.events.push(ChatEvent::Typing {
                         user: sender,
                         active: *active,
@@ -860,6 +872,76 @@ mod tests {
             assert_eq!((m.body.as_str(), m.sent_at), (body, Timestamp(at)));
             assert_eq!(m.delivery, DeliveryState::Pending);
         }
+    }
+
+    #[test]
+    fn a_message_ends_typing_only_when_its_sender_was_typing() {
+        let (alice, bob) = (user(1), user(2));
+        let mut b_store = MemoryStore::new();
+        b_store
+            .apply_one(contact(alice, ContactState::Accepted))
+            .unwrap();
+        let mut b = Chat::new(bob);
+        let text = |n: u64| Content::Text {
+            body: format!("m{n}"),
+            reply_to: None,
+        };
+        let typing_events = |events: &[ChatEvent]| -> Vec<bool> {
+            events
+                .iter()
+                .filter_map(|e| match e {
+                    ChatEvent::Typing { active, .. } => Some(*active),
+                    _ => None,
+                })
+                .collect()
+        };
+        let r = b
+            .receive(
+                &b_store,
+                Timestamp(2),
+                alice,
+                &payload(alice, bob, id(1), text(1)),
+                env(1),
+            )
+            .unwrap();
+        assert_eq!(r.events, [ChatEvent::MessageAdded(id(1))]);
+        b_store.apply(r.changes).unwrap();
+        let typing = Content::Typing { active: true };
+        let r = b
+            .receive(
+                &b_store,
+                Timestamp(3),
+                alice,
+                &payload(alice, bob, id(2), typing),
+                env(2),
+            )
+            .unwrap();
+        assert_eq!(typing_events(&r.events), [true]);
+        let r = b
+            .receive(
+                &b_store,
+                Timestamp(4),
+                alice,
+                &payload(alice, bob, id(3), text(3)),
+                env(3),
+            )
+            .unwrap();
+        assert_eq!(
+            typing_events(&r.events),
+            [false],
+            "the message ends the typing"
+        );
+        b_store.apply(r.changes).unwrap();
+        let r = b
+            .receive(
+                &b_store,
+                Timestamp(5),
+                alice,
+                &payload(alice, bob, id(4), text(4)),
+                env(4),
+            )
+            .unwrap();
+        assert!(typing_events(&r.events).is_empty(), "ended once");
     }
 
     #[test]
