@@ -50,6 +50,16 @@ impl UserId {
 
     /// The printed form, `dopus1…`, lowercase.
     pub fn to_bech32(&self) -> String {
+        let key = *self.0.as_bytes();
+        if let Some(text) = PRINTED.with(|m| m.borrow().get(&key).cloned()) {
+            return text;
+        }
+        let text = self.encode();
+        PRINTED.with(|m| m.borrow_mut().put(key, text.clone()));
+        text
+    }
+
+    fn encode(&self) -> String {
         // The HRP is a valid constant and 32 bytes are far below bech32m's length limit.
         #[allow(
             clippy::expect_used,
@@ -65,6 +75,15 @@ impl UserId {
 
     /// Parses a user ID in any letter case, refusing typos.
     pub fn parse(text: &str) -> Result<Self, UserIdError> {
+        if let Some(id) = PARSED.with(|m| m.borrow().get(text).copied()) {
+            return Ok(id);
+        }
+        let id = Self::decode(text)?;
+        PARSED.with(|m| m.borrow_mut().put(text.to_owned(), id));
+        Ok(id)
+    }
+
+    fn decode(text: &str) -> Result<Self, UserIdError> {
         let lower = text.trim().to_ascii_lowercase();
         let checked = match CheckedHrpstring::new::<Bech32m>(&lower) {
             Ok(c) => c,
@@ -91,6 +110,54 @@ impl UserId {
         let s = self.to_bech32();
         format!("{}…{}", &s[..10], &s[s.len() - 4..])
     }
+}
+
+/// How many IDs each thread remembers in each direction. Printing and parsing are pure, but
+/// each costs a checksum over the whole string, and parsing also checks the key is a valid
+/// curve point (a square root); a node prints and reads the same few IDs (its own, its
+/// contacts') for every message, so remembering the last few saves that work.
+const MEMO_SIZE: usize = 8;
+
+/// The last few results of a pure function, replaced round-robin.
+struct Memo<K, V> {
+    entries: Vec<(K, V)>,
+    next: usize,
+}
+
+impl<K: PartialEq, V> Memo<K, V> {
+    const fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+            next: 0,
+        }
+    }
+
+    fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: PartialEq + ?Sized,
+    {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.borrow() == key)
+            .map(|(_, v)| v)
+    }
+
+    fn put(&mut self, key: K, value: V) {
+        if self.entries.len() < MEMO_SIZE {
+            self.entries.push((key, value));
+        } else if let Some(slot) = self.entries.get_mut(self.next) {
+            *slot = (key, value);
+            self.next = (self.next + 1) % MEMO_SIZE;
+        }
+    }
+}
+
+thread_local! {
+    static PRINTED: std::cell::RefCell<Memo<[u8; 32], String>> =
+        const { std::cell::RefCell::new(Memo::new()) };
+    static PARSED: std::cell::RefCell<Memo<String, UserId>> =
+        const { std::cell::RefCell::new(Memo::new()) };
 }
 
 impl FromStr for UserId {
@@ -146,6 +213,24 @@ mod tests {
     fn user(seed: u8) -> UserId {
         let vk = SigningKey::from_bytes(&[seed; 32]).verifying_key();
         UserId::from_key(Ed25519Key::from_bytes(vk.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn remembered_results_match_fresh_ones_for_more_ids_than_are_remembered() {
+        // Three rounds over more IDs than a thread remembers: every answer, remembered or
+        // not, is the one computed from scratch, and a typo is refused every time.
+        for _ in 0..3 {
+            for seed in 1..=(MEMO_SIZE as u8 * 2) {
+                let id = user(seed);
+                assert_eq!(id.to_bech32(), id.encode());
+                let text = id.to_bech32();
+                assert_eq!(UserId::parse(&text), Ok(id));
+                assert_eq!(UserId::parse(&text.to_uppercase()), Ok(id));
+                let mut typo = text.clone();
+                typo.replace_range(20..21, if &text[20..21] == "q" { "p" } else { "q" });
+                assert!(UserId::parse(&typo).is_err());
+            }
+        }
     }
 
     #[test]
