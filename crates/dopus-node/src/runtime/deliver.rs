@@ -37,7 +37,6 @@ use dopus_proto::peer::{
 };
 use dopus_types::{DeviceId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
