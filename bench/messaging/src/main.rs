@@ -242,6 +242,53 @@ impl Node {
     }
 }
 
+/// The best of three timings of two fixed workloads on one core, an arithmetic one and one of
+/// dependent random reads over 64 MiB (cache misses): how fast this machine is right now,
+/// printed with every run so that runs made at different times can be compared.
+fn calibration() -> (Duration, Duration) {
+    fn best(mut f: impl FnMut() -> u64) -> Duration {
+        (0..3)
+            .map(|_| {
+                let t0 = Instant::now();
+                std::hint::black_box(f());
+                t0.elapsed()
+            })
+            .min()
+            .unwrap_or_default()
+    }
+    let alu = best(|| {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut acc: u64 = 0;
+        for _ in 0..50_000_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            acc = acc.wrapping_add(x.rotate_left(5));
+        }
+        acc
+    });
+    // A random cyclic permutation (Sattolo), followed for 4M steps: each read depends on the
+    // one before, so the time is the memory latency.
+    const SLOTS: usize = 8 << 20; // 8 Mi u64 = 64 MiB
+    let mut next: Vec<u32> = (0..SLOTS as u32).collect();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in (1..SLOTS).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let j = (x % i as u64) as usize;
+        next.swap(i, j);
+    }
+    let memory = best(|| {
+        let mut at = 0u32;
+        for _ in 0..4_000_000u32 {
+            at = next.get(at as usize).copied().unwrap_or(0);
+        }
+        u64::from(at)
+    });
+    (alu, memory)
+}
+
 /// CPU time (user + system) a node process has used so far, from `/proc` (Linux only).
 fn cpu_time(node: &Node) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", node.child.id())).ok()?;
@@ -322,6 +369,13 @@ async fn main() -> anyhow::Result<()> {
             .join("discordopus"),
     };
     anyhow::ensure!(bin.exists(), "no node binary at {}", bin.display());
+    let (alu, memory) = calibration();
+    println!(
+        "calibration (best of 3, one core): arithmetic {:.0} ms, random reads over 64 MiB {:.0} ms \
+         (a reference for comparing runs made at different times on a shared machine)",
+        alu.as_secs_f64() * 1e3,
+        memory.as_secs_f64() * 1e3
+    );
     let srv_dir = tempfile::tempdir()?;
     let server = dopus_server::start(dopus_server::Config::loopback(srv_dir.path())).await?;
     let url = format!("ws://{}", server.addr);
