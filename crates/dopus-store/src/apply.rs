@@ -130,19 +130,38 @@ fn delete_message(tx: &Connection, id: MessageId) -> DbResult<Outcome> {
 /// ([`DeliveryState::can_become`]), so the forward-only rule costs no read when the state
 /// moves (the common case); only a refused move reads the row, to tell corrupt data apart.
 fn set_delivery(tx: &Connection, id: MessageId, state: DeliveryState) -> DbResult<Outcome> {
-    let from: Vec<String> = DeliveryState::ALL
+    // One statement per target state, written once (the SQL is the statement cache's key).
+    static SQL: std::sync::OnceLock<Vec<(DeliveryState, String)>> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        DeliveryState::ALL
+            .iter()
+            .map(|&to| {
+                let from: Vec<String> = DeliveryState::ALL
+                    .iter()
+                    .filter(|s| s.can_become(to))
+                    .map(|s| format!("'{}'", s.as_str()))
+                    .collect();
+                let sql = if from.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "UPDATE messages SET delivery = ?2 WHERE id = ?1 AND delivery IN ({})",
+                        from.join(", ")
+                    )
+                };
+                (to, sql)
+            })
+            .collect()
+    });
+    let Some(statement) = sql
         .iter()
-        .filter(|s| s.can_become(state))
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect();
-    if from.is_empty() {
+        .find(|(to, sql)| *to == state && !sql.is_empty())
+        .map(|(_, sql)| sql)
+    else {
         return Ok(Outcome::Unchanged);
-    }
+    };
     let rows = tx
-        .prepare_cached(&format!(
-            "UPDATE messages SET delivery = ?2 WHERE id = ?1 AND delivery IN ({})",
-            from.join(", ")
-        ))?
+        .prepare_cached(statement)?
         .execute(params![uuid(&id.0), state.as_str()])?;
     if rows == 0 {
         // Not moved: the message is unknown or already as far. A stored state that is not a

@@ -703,11 +703,12 @@ struct Taken {
     undecryptable: Vec<(UserId, dopus_proto::peer::MessageId)>,
 }
 
-/// A sending device as stored when the burst began: its record and its stored sessions, read
-/// once per burst. Nothing else writes either during the burst: the sessions it advances or
-/// creates stay live in the [`Burst`] (which `open_in_burst` prefers over these records) and
-/// are saved at its end, and a certificate saved by the burst is noted here too.
-type KnownDevices = HashMap<(UserId, DeviceId), (Option<PeerDevice>, Vec<SessionRecord>)>;
+/// A sending device as stored when the burst began, read once per burst: when we first saw
+/// it (`None`: not stored yet) and its stored sessions. Nothing else writes either during the
+/// burst: the sessions it advances or creates stay live in the [`Burst`] (which
+/// `open_in_burst` prefers over these records) and are saved at its end, and a device the
+/// burst stores is noted here too.
+type KnownDevices = HashMap<(UserId, DeviceId), (Option<Timestamp>, Vec<SessionRecord>)>;
 
 /// Takes in envelopes in order, all in one transaction (group commit): dedupe, decrypt, check
 /// the sender binding, apply the chat logic. Events, acknowledgements and control contents go
@@ -876,11 +877,11 @@ fn take_one(
                 .collect(),
             None => Vec::new(),
         };
-        known.insert(key.clone(), (device, sessions));
+        known.insert(key.clone(), (device.map(|d| d.first_seen), sessions));
     }
-    let (device, sessions) = known
+    let (first_seen, sessions) = known
         .get(&key)
-        .map_or((None, &[][..]), |(d, s)| (d.clone(), &s[..]));
+        .map_or((None, &[][..]), |(f, s)| (*f, &s[..]));
     let opened = match olm.open_in_burst(burst, now, &envelope, sessions) {
         Ok(opened) => opened,
         Err(e) => {
@@ -923,11 +924,11 @@ fn take_one(
             device_id: cert.device_id.clone(),
             keys: cert.keys,
             certificate_json: serde_json::to_string(cert).map_err(local)?,
-            first_seen: device.as_ref().map_or(now, |d| d.first_seen),
+            first_seen: first_seen.unwrap_or(now),
             updated_at: now,
         };
-        if let Some((d, _)) = known.get_mut(&key) {
-            *d = Some(saved.clone());
+        if let Some((f, _)) = known.get_mut(&key) {
+            *f = Some(saved.first_seen);
         }
         changes.push(Change::SavePeerDevice(saved));
     }
