@@ -134,10 +134,19 @@ enum Command {
     Close(oneshot::Sender<()>),
 }
 
+/// Messages to send in order, as one batch: str0m takes as many as fit, then drains once.
 #[derive(Debug)]
 struct Outgoing {
-    data: Vec<u8>,
-    reply: Reply<()>,
+    data: Vec<Vec<u8>>,
+    /// How many of `data` str0m has taken (their bytes are released).
+    written: usize,
+    reply: oneshot::Sender<(usize, Result<(), PeerError>)>,
+}
+
+impl Outgoing {
+    fn finish(self, result: Result<(), PeerError>) {
+        let _ = self.reply.send((self.written, result));
+    }
 }
 
 impl PeerHandle {
@@ -170,28 +179,52 @@ impl PeerHandle {
         self.call(|r| Command::AddCandidate(c, r)).await
     }
 
-    /// Sends one message (1 byte up to `max_message_size`) on the reliable, ordered channel. Waits until the channel is open and
-    /// the SCTP send buffer has room, then returns once str0m accepted the message (not when
-    /// the peer received it).
+    /// The largest message [`PeerHandle::send`] accepts.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// Sends one message (1 byte up to `max_message_size`) on the reliable, ordered channel.
+    /// Waits until the channel is open and the SCTP send buffer has room, then returns once
+    /// str0m accepted the message (not when the peer received it).
     pub async fn send(&self, message: Vec<u8>) -> Result<(), PeerError> {
-        if message.is_empty() {
-            return Err(PeerError::EmptyMessage);
+        let (_, result) = self.send_all(vec![message]).await;
+        result
+    }
+
+    /// Sends several messages in order, as [`PeerHandle::send`] does one, but handed to the
+    /// connection together: str0m takes them in one go and packs them into as few datagrams as
+    /// it can. Answers how many str0m accepted (a prefix of `messages`; all of them unless the
+    /// result is an error) and the result. Nothing is sent if any message is empty or too
+    /// large.
+    pub async fn send_all(&self, messages: Vec<Vec<u8>>) -> (usize, Result<(), PeerError>) {
+        for m in &messages {
+            if m.is_empty() {
+                return (0, Err(PeerError::EmptyMessage));
+            }
+            if m.len() > self.max_message_size {
+                return (
+                    0,
+                    Err(PeerError::MessageTooLarge {
+                        len: m.len(),
+                        max: self.max_message_size,
+                    }),
+                );
+            }
         }
-        if message.len() > self.max_message_size {
-            return Err(PeerError::MessageTooLarge {
-                len: message.len(),
-                max: self.max_message_size,
-            });
+        if messages.is_empty() {
+            return (0, Ok(()));
         }
         let (tx, rx) = oneshot::channel();
-        self.messages
-            .send(Outgoing {
-                data: message,
-                reply: tx,
-            })
-            .await
-            .map_err(|_| PeerError::Closed)?;
-        rx.await.map_err(|_| PeerError::Closed)?
+        let queued = self.messages.send(Outgoing {
+            data: messages,
+            written: 0,
+            reply: tx,
+        });
+        if queued.await.is_err() {
+            return (0, Err(PeerError::Closed));
+        }
+        rx.await.unwrap_or((0, Err(PeerError::Closed)))
     }
 
     /// Starts an ICE restart on the same sockets and returns the offer for the peer, who
@@ -326,6 +359,8 @@ fn spawn(
 
 /// Datagrams read in one go before the engine's outputs are flushed.
 const RECV_BATCH: usize = 64;
+/// Longest wait before a blocked batch is tried again without a low-water-mark event.
+const BLOCKED_RETRY: Duration = Duration::from_millis(20);
 /// Time allowed for resolving STUN server names.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -348,8 +383,8 @@ struct PeerTask {
     events: mpsc::Sender<PeerEvent>,
     /// Events the application has not had room for yet.
     queued_events: VecDeque<PeerEvent>,
-    /// A message str0m had no room for; retried after every input.
-    blocked: Option<Outgoing>,
+    /// A batch str0m had no room for (all or part of it), and when it was last tried.
+    blocked: Option<(Outgoing, Instant)>,
     close_waiters: Vec<oneshot::Sender<()>>,
     resolving: Option<oneshot::Receiver<Vec<SocketAddr>>>,
     buf: Vec<u8>,
@@ -366,7 +401,11 @@ impl PeerTask {
             if self.engine.is_finished() {
                 break;
             }
-            let deadline = tokio::time::Instant::from_std(self.engine.poll_timeout());
+            let mut deadline = self.engine.poll_timeout();
+            if let Some((_, tried)) = &self.blocked {
+                deadline = deadline.min(crate::engine::later(*tried, BLOCKED_RETRY));
+            }
+            let deadline = tokio::time::Instant::from_std(deadline);
             let can_read = self.queued_events.len() < self.config.event_capacity;
             let can_send = self.blocked.is_none() && self.engine.channel_open();
             let has_events = !self.queued_events.is_empty();
@@ -410,8 +449,8 @@ impl PeerTask {
                 Wake::Timer => self.engine.handle_timeout(Instant::now()),
             }
         }
-        if let Some(b) = self.blocked.take() {
-            let _ = b.reply.send(Err(PeerError::Closed));
+        if let Some((b, _)) = self.blocked.take() {
+            b.finish(Err(PeerError::Closed));
         }
         for w in self.close_waiters.drain(..) {
             let _ = w.send(());
@@ -505,25 +544,38 @@ impl PeerTask {
         }
     }
 
-    fn write(&mut self, msg: Outgoing) {
-        match self.engine.write(Instant::now(), &msg.data) {
-            Ok(true) => {
-                let _ = msg.reply.send(Ok(()));
-            }
-            Ok(false) => self.blocked = Some(msg),
-            Err(e) => {
-                let _ = msg.reply.send(Err(e));
-            }
+    fn write(&mut self, mut msg: Outgoing) {
+        let rest = msg.data.get(msg.written..).unwrap_or_default();
+        let (n, result) = self.engine.write_batch(Instant::now(), rest);
+        for taken in msg.data.iter_mut().skip(msg.written).take(n) {
+            *taken = Vec::new();
+        }
+        msg.written += n;
+        match result {
+            Ok(true) => msg.finish(Ok(())),
+            Ok(false) => self.blocked = Some((msg, Instant::now())),
+            Err(e) => msg.finish(Err(e)),
         }
     }
 
-    /// str0m signals room with `ChannelBufferedAmountLow`, but only when crossing the
-    /// threshold; retrying after every input (SACKs arrive as input) never misses room.
+    /// Retries a blocked batch when the engine says there is room (the channel opened, or the
+    /// send buffer drained below its low-water mark), so the retry finds room for many messages
+    /// and str0m drains once for all of them. Retrying after every input instead (every SACK)
+    /// wrote one or two messages per drain, and each drain walks SCTP's whole in-flight queue.
+    /// str0m reports the low-water mark only when the buffered amount crosses it, so a batch
+    /// blocked below the mark (one very large message) is also retried [`BLOCKED_RETRY`] after
+    /// its last attempt.
     fn retry_blocked(&mut self) {
+        let room = self.engine.take_room();
         if !self.engine.channel_open() {
             return;
         }
-        if let Some(msg) = self.blocked.take() {
+        let Some((_, tried)) = &self.blocked else {
+            return;
+        };
+        if (room || Instant::now() >= crate::engine::later(*tried, BLOCKED_RETRY))
+            && let Some((msg, _)) = self.blocked.take()
+        {
             self.write(msg);
         }
     }

@@ -57,6 +57,89 @@ async fn burst_hits_backpressure_and_every_byte_arrives_in_order() {
     assert!(d.bytes_sent > u64::from(COUNT) * LEN as u64);
 }
 
+/// The same through `send_all`: batches of 1 to 37 messages, most of them larger than the room
+/// left in the send buffer, so batches stop part-way and resume. Every batch is reported whole,
+/// every message arrives once and in order, both ways at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_through_a_full_send_buffer_arrive_whole_and_in_order() {
+    const COUNT: u32 = 1200;
+    const LEN: usize = 4 * 1024;
+    let small = || RtcConfig {
+        send_buffer: 64 * 1024,
+        max_message_size: LEN,
+        ..config()
+    };
+    let (mut a, mut b) = pair_with(small(), small(), pass_all(), pass_all(), |s| s).await;
+    wait_open(&mut a).await;
+    wait_open(&mut b).await;
+
+    let sender = |h: dopus_rtc::PeerHandle, salt: u32| {
+        tokio::spawn(async move {
+            let (mut next, mut size) = (0u32, 1u32);
+            while next < COUNT {
+                let end = (next + size).min(COUNT);
+                let batch: Vec<Vec<u8>> = (next..end).map(|i| pattern(i ^ salt, LEN)).collect();
+                let (sent, result) = tokio::time::timeout(WAIT, h.send_all(batch))
+                    .await
+                    .expect("send_all stalled");
+                result.expect("send_all failed");
+                assert_eq!(sent, (end - next) as usize, "a batch was not taken whole");
+                next = end;
+                size = size % 37 + 1;
+            }
+        })
+    };
+    let a_sends = sender(a.handle.clone(), 0);
+    let b_sends = sender(b.handle.clone(), 0x5A5A);
+    for i in 0..COUNT {
+        let got = next_data(&mut b).await;
+        assert!(got == pattern(i, LEN), "message {i} from a differs");
+    }
+    for i in 0..COUNT {
+        let got = next_data(&mut a).await;
+        assert!(
+            got == pattern(i ^ 0x5A5A, LEN),
+            "message {i} from b differs"
+        );
+    }
+    a_sends.await.unwrap();
+    b_sends.await.unwrap();
+    let d = a.handle.diagnostics().await.unwrap();
+    assert_eq!(d.messages_sent, u64::from(COUNT));
+    assert_eq!(d.messages_received, u64::from(COUNT));
+    assert!(
+        d.send_waits > 0,
+        "no batch ever filled the send buffer: {d:?}"
+    );
+}
+
+/// A batch with one bad message is refused whole, before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_bad_message_sends_nothing() {
+    let (mut a, mut b) = pair().await;
+    wait_open(&mut a).await;
+    wait_open(&mut b).await;
+    let too_big = vec![1u8; config().max_message_size + 1];
+    let (sent, result) = a.handle.send_all(vec![b"ok".to_vec(), too_big]).await;
+    assert_eq!(sent, 0);
+    assert!(matches!(
+        result,
+        Err(dopus_rtc::PeerError::MessageTooLarge { .. })
+    ));
+    let (sent, result) = a.handle.send_all(vec![b"ok".to_vec(), Vec::new()]).await;
+    assert_eq!(sent, 0);
+    assert!(matches!(result, Err(dopus_rtc::PeerError::EmptyMessage)));
+    let (sent, result) = a
+        .handle
+        .send_all(vec![b"first".to_vec(), b"second".to_vec()])
+        .await;
+    assert_eq!((sent, result.is_ok()), (2, true));
+    assert_eq!(next_data(&mut b).await, b"first");
+    assert_eq!(next_data(&mut b).await, b"second");
+    let d = a.handle.diagnostics().await.unwrap();
+    assert_eq!(d.messages_sent, 2, "a refused batch reached the wire");
+}
+
 /// A reader that stops reading must not make the sender's memory grow without bound: the
 /// sender ends up waiting, and everything arrives once the reader reads again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
