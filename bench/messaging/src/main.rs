@@ -514,6 +514,7 @@ async fn throughput(
 ) -> anyhow::Result<()> {
     let per = n.div_ceil(clients);
     let cpu0 = (cpu_time(&p.a), cpu_time(&p.b));
+    let traffic0 = traffic(p)?;
     let t0 = Instant::now();
     let mut posters = Vec::new();
     for c in 0..clients {
@@ -563,5 +564,26 @@ async fn throughput(
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         );
     }
+    let traffic1 = traffic(p)?;
+    let delta = |k: &str| {
+        let get = |v: &Value| v[k].as_u64().unwrap_or(0);
+        get(&traffic1).saturating_sub(get(&traffic0)) as f64 / total as f64
+    };
+    println!(
+        "  on the wire per message: {:.2} channel messages and {:.0} bytes out of the sender, {:.0} bytes back; the sender waited for buffer room {} times",
+        delta("messages_sent"),
+        delta("bytes_sent"),
+        delta("bytes_received"),
+        traffic1["send_waits"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(traffic0["send_waits"].as_u64().unwrap_or(0)),
+    );
     Ok(())
+}
+
+/// The sender's connection counters towards the receiver (`traffic` in the connection).
+fn traffic(p: &Pair) -> anyhow::Result<Value> {
+    let conn = p.a.get(&format!("/contacts/{}/connection", p.b.user_id))?;
+    Ok(conn["traffic"].clone())
 }

@@ -2,6 +2,7 @@
 
 pub mod bundle;
 pub mod canonical;
+pub mod channel;
 pub mod peer;
 pub mod signaling;
 pub mod stun;

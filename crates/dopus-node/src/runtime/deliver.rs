@@ -32,6 +32,7 @@ use dopus_core::store::{
     OutboxEntry, Outcome, PeerDevice, Pickle, Store,
 };
 use dopus_proto::bundle::ClaimedBundle;
+use dopus_proto::channel;
 use dopus_proto::peer::{
     Content, Conversation, MAX_IDS_PER_MESSAGE, PeerAddress, PeerEnvelope, ReceiptKind,
 };
@@ -264,6 +265,8 @@ fn open_channel(r: &Ready, peer: &UserId) -> Option<dopus_rtc::PeerHandle> {
 struct Reach {
     /// The open data channel.
     direct: Option<dopus_rtc::PeerHandle>,
+    /// The peer reads frames on that channel (it said hello).
+    frames: bool,
     /// The signaling server.
     server: Option<net::Client>,
     /// No channel, but the peer is online and no attempt is under way: start one.
@@ -282,6 +285,7 @@ fn reach(r: &Ready, peer: &UserId) -> Reach {
         .is_some_and(|p| p.connecting_since(account::now(), DIRECT_GRACE_MS));
     Reach {
         connect: direct.is_none() && online && !waiting,
+        frames: direct.is_some() && r.peers.get(peer).is_some_and(|p| p.frames),
         direct,
         server: r.signaling.clone(),
     }
@@ -390,7 +394,7 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
     // Seal under the node's lock and persist before anything leaves this machine: the advanced
     // sessions and every entry's next retry time in one transaction. One lock for the route,
     // the sessions and the seal.
-    let (reach, batch) = loop {
+    let (reach, mut batch) = loop {
         let now = account::now();
         let sealed = {
             let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
@@ -424,6 +428,7 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
         }
     };
     let connect = reach.connect;
+    let frames = reach.frames;
     let server = reach.server.clone();
     let mut route = match (reach.direct, reach.server) {
         (Some(h), _) => Route::Direct(h),
@@ -447,17 +452,42 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
     );
     // Send, in order, without the lock.
     let mut done = Vec::with_capacity(batch.len());
-    for (entry, sealed) in batch {
-        let mut sent = false;
-        let mut stored = false;
-        for (device, bytes) in sealed {
-            match &route {
-                Route::Direct(h) => {
-                    if h.send(bytes).await.is_ok() {
-                        sent = true;
-                    }
+    match &route {
+        // The whole window in one hand-over, packed into frames if the peer reads them. An
+        // entry counts as sent once any of its envelopes was taken.
+        Route::Direct(h) => {
+            let mut owners = Vec::new();
+            let mut envelopes = Vec::new();
+            for (i, (_, sealed)) in batch.iter_mut().enumerate() {
+                for (_, bytes) in sealed.drain(..) {
+                    owners.push(i);
+                    envelopes.push(bytes);
                 }
-                Route::Server(c) => {
+            }
+            let (messages, counts): (Vec<Vec<u8>>, Vec<usize>) =
+                channel::pack(envelopes, frames, h.max_message_size())
+                    .into_iter()
+                    .unzip();
+            let (taken, result) = h.send_all(messages).await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, taken, "data channel send failed");
+            }
+            let taken: usize = counts.iter().take(taken).sum();
+            let mut sent = vec![false; batch.len()];
+            for &i in owners.iter().take(taken) {
+                sent[i] = true;
+            }
+            for ((entry, _), sent) in batch.into_iter().zip(sent) {
+                if sent {
+                    done.push((entry, false));
+                }
+            }
+        }
+        Route::Server(c) => {
+            for (entry, sealed) in batch {
+                let mut sent = false;
+                let mut stored = false;
+                for (device, bytes) in sealed {
                     let payload = String::from_utf8(bytes).map_err(local)?;
                     match c.relay(peer, Some(device), payload, true).await {
                         Ok(outcome) => {
@@ -467,10 +497,10 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
                         Err(e) => tracing::debug!(error = %e, "relay failed"),
                     }
                 }
+                if sent {
+                    done.push((entry, stored));
+                }
             }
-        }
-        if sent {
-            done.push((entry, stored));
         }
     }
     tracing::trace!(envelopes = done.len(), "window handed to the transport");

@@ -8,7 +8,9 @@
 //! - `conn` names one attempt; signals for another attempt are ignored;
 //! - glare (both sides offer at once): the offer from the smaller user ID wins, the other side
 //!   drops its own attempt and answers;
-//! - every data-channel message is a sealed envelope, handled exactly like one from the mailbox.
+//! - every data-channel message carries sealed envelopes, handled exactly like ones from the
+//!   mailbox: one envelope, or a frame of several once the peer said hello
+//!   (`dopus_proto::channel`); each side sends its hello when the channel opens.
 
 use super::Node;
 use super::deliver::{self, Via};
@@ -16,6 +18,7 @@ use super::ready::new_id;
 use crate::account;
 use dopus_core::chat::Outgoing;
 use dopus_core::store::EnvelopeId;
+use dopus_proto::channel::{self, ChannelMessage};
 use dopus_proto::peer::{Content, Conversation, RtcSignal};
 use dopus_rtc::{
     CloseReason, ConnectionState, Diagnostics, IceServer, PeerConnection, PeerEvent, PeerEvents,
@@ -36,6 +39,9 @@ pub struct Peer {
     pub state: ConnectionState,
     /// The data channel is open.
     pub open: bool,
+    /// The peer said hello on this connection's channel: it reads frames
+    /// (`dopus_proto::channel`), so envelopes go to it packed.
+    pub frames: bool,
     /// When this attempt started.
     pub started: Timestamp,
     /// We made the offer.
@@ -108,6 +114,13 @@ impl Peer {
             "remote_candidate": pair.map(|p| p.remote.to_string()),
             "rtt_ms": diag.and_then(|d| d.rtt).map(|r| r.as_secs_f64() * 1000.0),
             "reason": reason,
+            "traffic": diag.map(|d| json!({
+                "messages_sent": d.messages_sent,
+                "messages_received": d.messages_received,
+                "bytes_sent": d.bytes_sent,
+                "bytes_received": d.bytes_received,
+                "send_waits": d.send_waits,
+            })),
         })
     }
 }
@@ -151,6 +164,7 @@ pub async fn connect(node: &Node, peer: UserId) {
                 handle: None,
                 state: ConnectionState::New,
                 open: false,
+                frames: false,
                 started: account::now(),
                 offerer: true,
                 last_error: None,
@@ -267,6 +281,7 @@ async fn on_offer(node: &Node, peer: UserId, conn: String, sdp: String) {
                 handle: None,
                 state: ConnectionState::New,
                 open: false,
+                frames: false,
                 started: account::now(),
                 offerer: false,
                 last_error: None,
@@ -343,11 +358,19 @@ async fn drive_inner(node: Arc<Node>, peer: UserId, conn: String, mut events: Pe
                 update(&node, peer, &conn, |p| p.state = state).await;
             }
             PeerEvent::ChannelOpen => {
+                let mut handle = None;
                 update(&node, peer, &conn, |p| {
                     p.open = true;
                     p.state = ConnectionState::Connected;
+                    handle = p.handle.clone();
                 })
                 .await;
+                // First on the channel, before any envelope: we read frames.
+                if let Some(h) = handle
+                    && let Err(e) = h.send(channel::hello()).await
+                {
+                    tracing::debug!(error = %e, "could not say hello on the channel");
+                }
                 node.pump.notify_one();
                 // The pair and RTT are known once the channel is open: show them.
                 if let Ok(value) = node.connection(peer).await {
@@ -356,10 +379,16 @@ async fn drive_inner(node: Arc<Node>, peer: UserId, conn: String, mut events: Pe
             }
             PeerEvent::Data(bytes) => {
                 // Whatever else already arrived is taken in under the same transaction.
-                let mut batch = vec![bytes];
-                while batch.len() < deliver::RECEIVE_BATCH {
+                let mut batch = Vec::new();
+                let mut hello = false;
+                let mut messages = 1;
+                unpack(&bytes, &mut batch, &mut hello);
+                while messages < deliver::RECEIVE_BATCH && batch.len() < deliver::RECEIVE_BATCH {
                     match events.try_recv() {
-                        Ok(PeerEvent::Data(more)) => batch.push(more),
+                        Ok(PeerEvent::Data(more)) => {
+                            unpack(&more, &mut batch, &mut hello);
+                            messages += 1;
+                        }
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -367,7 +396,13 @@ async fn drive_inner(node: Arc<Node>, peer: UserId, conn: String, mut events: Pe
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = deliver::receive_batch(&node, &batch, Via::Direct).await {
+                if hello {
+                    update(&node, peer, &conn, |p| p.frames = true).await;
+                    node.pump.notify_one();
+                }
+                if !batch.is_empty()
+                    && let Err(e) = deliver::receive_batch(&node, &batch, Via::Direct).await
+                {
                     tracing::debug!(error = %e, "could not handle direct envelopes");
                 }
             }
@@ -386,6 +421,19 @@ async fn drive_inner(node: Arc<Node>, peer: UserId, conn: String, mut events: Pe
                 break;
             }
         }
+    }
+}
+
+/// Adds the envelopes of one channel message to `batch` (noting a hello); a malformed message
+/// is dropped, as a malformed envelope would be.
+fn unpack(message: &[u8], batch: &mut Vec<Vec<u8>>, hello: &mut bool) {
+    match channel::decode(message) {
+        Ok(ChannelMessage::Single(envelope)) => batch.push(envelope.to_vec()),
+        Ok(ChannelMessage::Envelopes(envelopes)) => {
+            batch.extend(envelopes.into_iter().map(<[u8]>::to_vec));
+        }
+        Ok(ChannelMessage::Hello) => *hello = true,
+        Err(e) => tracing::debug!(error = %e, "malformed channel message dropped"),
     }
 }
 

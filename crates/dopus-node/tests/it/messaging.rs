@@ -71,6 +71,7 @@ async fn round_trip_over_the_data_channel_with_edits_deletes_reactions_and_recei
     ea.drain();
 
     let relayed_before = relayed_frames(&server);
+    let traffic_before = a.api().connection(&b.user_id)["traffic"].clone();
     let sent = a.api().ok(
         "POST",
         &format!("/conversations/{}/messages", b.user_id),
@@ -104,6 +105,52 @@ async fn round_trip_over_the_data_channel_with_edits_deletes_reactions_and_recei
         relayed_frames(&server),
         relayed_before,
         "message and receipt travelled over the data channel, not through the server"
+    );
+    // The connection's counters saw it: one envelope out at least, the receipt back.
+    let traffic = a.api().connection(&b.user_id)["traffic"].clone();
+    let grew = |k: &str| traffic[k].as_u64().unwrap() > traffic_before[k].as_u64().unwrap();
+    assert!(
+        grew("messages_sent") && grew("bytes_sent") && grew("messages_received"),
+        "traffic counters did not move: {traffic_before} -> {traffic}"
+    );
+
+    // A window over the channel travels framed (both sides said hello when it opened): 40
+    // messages in far fewer channel messages, all arriving once and in order.
+    let before = a.api().connection(&b.user_id)["traffic"]["messages_sent"]
+        .as_u64()
+        .unwrap();
+    let bodies: Vec<String> = (0..40).map(|i| format!("framed {i}")).collect();
+    let batch: Vec<Value> = bodies.iter().map(|b| json!({ "body": b })).collect();
+    a.api().ok(
+        "POST",
+        &format!("/conversations/{}/messages/batch", b.user_id),
+        Some(json!({ "messages": batch })),
+    );
+    let mut got = Vec::new();
+    while got.len() < bodies.len() {
+        let e = eb
+            .wait_for(WAIT, "a framed message at bob", |e| {
+                e["type"] == "message"
+                    && e["message"]["body"]
+                        .as_str()
+                        .is_some_and(|b| b.starts_with("framed "))
+            })
+            .await;
+        got.push(e["message"]["body"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(got, bodies, "framed messages arrive once and in order");
+    let after = a.api().connection(&b.user_id)["traffic"]["messages_sent"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        after - before < 10,
+        "40 messages took {} channel messages: not framed",
+        after - before
+    );
+    assert_eq!(
+        relayed_frames(&server),
+        relayed_before,
+        "the window travelled over the data channel"
     );
 
     // Edit: the receiver shows the new text.
