@@ -18,8 +18,8 @@ use crate::store::{
     MessageId, MessageKind, NewMessage, Seq, Store, StoreError,
 };
 use dopus_proto::peer::{
-    self, Content, Conversation, MAX_BODY_BYTES, MAX_EMOJI_BYTES, MAX_IDS_PER_MESSAGE, PeerPayload,
-    ReactionAction, ReceiptKind,
+    self, BulkItem, Content, Conversation, MAX_BODY_BYTES, MAX_EMOJI_BYTES, MAX_IDS_PER_MESSAGE,
+    PeerPayload, ReactionAction, ReceiptKind,
 };
 use dopus_types::{Timestamp, UserId};
 use std::collections::HashMap;
@@ -728,12 +728,50 @@ impl Chat {
                     return Ok(r); // ephemeral
                 }
             }
+            // Its items were taken in one by one before this (`receive_bulk_item`, each applied
+            // before the next, as envelopes of their own would be); this marks the bulk
+            // payload's own id processed, so a replay of it is refused before decryption.
+            Content::Bulk { .. } => {}
         }
         r.changes.push(Change::MarkProcessed {
             id: envelope,
             received_at: now,
         });
         Ok(r)
+    }
+
+    /// Takes in one item of a bulk payload, as the payload it stands for
+    /// ([`BulkItem::to_payload`]). The caller applies each item's changes before the next (an
+    /// item may edit a message an earlier one inserted), then passes the bulk payload itself
+    /// to [`Chat::receive`]. Items are deduplicated by their own ids: a retry re-sends
+    /// unacknowledged messages in a new bulk payload, so an item already taken in is only
+    /// acknowledged again.
+    pub fn receive_bulk_item(
+        &mut self,
+        store: &dyn Store,
+        now: Timestamp,
+        sender: UserId,
+        bulk: &PeerPayload,
+        item: &BulkItem,
+        ack_envelope: EnvelopeId,
+    ) -> Result<Received, ChatError> {
+        if store.is_processed(&EnvelopeId(*item.id.as_uuid()))? {
+            return Ok(Received {
+                replies: vec![Outgoing {
+                    peer: sender,
+                    id: ack_envelope,
+                    conversation: Conversation::Direct,
+                    sent_at: now,
+                    content: Content::Receipt {
+                        receipt: ReceiptKind::Delivered,
+                        ids: vec![item.id],
+                    },
+                    reliable: false,
+                }],
+                ..Received::default()
+            });
+        }
+        self.receive(store, now, sender, &item.to_payload(bulk), ack_envelope)
     }
 }
 
@@ -793,6 +831,106 @@ mod tests {
             conversation: Conversation::Direct,
             sent_at: Timestamp(5),
             content,
+        }
+    }
+
+    #[test]
+    fn a_bulk_payload_is_taken_in_item_by_item_and_deduplicated_per_item() {
+        let (alice, bob) = (user(1), user(2));
+        let mut store = MemoryStore::new();
+        store
+            .apply_one(contact(alice, ContactState::Accepted))
+            .unwrap();
+        let mut chat = Chat::new(bob);
+        let item = |n: u64, content: Content| BulkItem {
+            id: wire_id(id(n)).unwrap(),
+            conversation: Conversation::Direct,
+            sent_at: Timestamp(n),
+            content,
+        };
+        let text = |n: u64| {
+            item(
+                n,
+                Content::Text {
+                    body: format!("m{n}"),
+                    reply_to: None,
+                },
+            )
+        };
+        // Message 1 already came on its own.
+        let single = payload(alice, bob, id(1), text(1).content);
+        let r = chat
+            .receive(&store, Timestamp(50), alice, &single, env(90))
+            .unwrap();
+        store.apply(r.changes).unwrap();
+
+        // A bulk payload retries 1 (its receipt was lost) next to 2, 3 and an edit of 2.
+        let bulk = payload(
+            alice,
+            bob,
+            id(100),
+            Content::Bulk {
+                items: vec![
+                    text(1),
+                    text(2),
+                    text(3),
+                    item(
+                        4,
+                        Content::Edit {
+                            target: wire_id(id(2)).unwrap(),
+                            body: "m2!".into(),
+                        },
+                    ),
+                ],
+            },
+        );
+        // Taken in item by item, each applied before the next, then the bulk payload itself.
+        let mut inserted = Vec::new();
+        let mut acked = Vec::new();
+        let Content::Bulk { items } = &bulk.content else {
+            unreachable!()
+        };
+        for (k, item) in items.iter().enumerate() {
+            let r = chat
+                .receive_bulk_item(
+                    &store,
+                    Timestamp(60),
+                    alice,
+                    &bulk,
+                    item,
+                    env(91 + k as u64),
+                )
+                .unwrap();
+            inserted.extend(r.changes.iter().filter_map(|c| match c {
+                Change::InsertMessage(m) => Some(m.id),
+                _ => None,
+            }));
+            for reply in &r.replies {
+                let Content::Receipt {
+                    receipt: ReceiptKind::Delivered,
+                    ids,
+                } = &reply.content
+                else {
+                    panic!("an item answered {:?}", reply.content.kind_name());
+                };
+                acked.extend(ids.iter().copied());
+            }
+            store.apply(r.changes).unwrap();
+        }
+        let r = chat
+            .receive(&store, Timestamp(60), alice, &bulk, env(99))
+            .unwrap();
+        assert!(r.replies.is_empty() && r.events.is_empty());
+        store.apply(r.changes).unwrap();
+        assert_eq!(inserted, [id(2), id(3)], "1 is not stored twice");
+        // Every item is acknowledged, 1 again (its first receipt was lost).
+        assert_eq!(acked, [1, 2, 3, 4].map(|n| wire_id(id(n)).unwrap()));
+        // The edit applied to the message the same bulk payload inserted.
+        assert_eq!(store.message(&id(2)).unwrap().unwrap().body, "m2!");
+        // The items and the bulk payload itself are marked processed: a replay of either is
+        // answered without showing anything.
+        for n in [2, 3, 4, 100] {
+            assert!(store.is_processed(&EnvelopeId(id(n).0)).unwrap(), "{n}");
         }
     }
 

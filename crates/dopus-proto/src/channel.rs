@@ -9,6 +9,11 @@
 //!   envelope is the *hello*: each side sends it when the channel opens, and sends frames only
 //!   after the other side's hello arrived. A node that predates frames drops the hello as a
 //!   malformed envelope and keeps receiving singles.
+//! - **hello 3**: byte [`FRAME_V3`] alone. It says what hello 2 says, and also that this side
+//!   reads bulk payloads (`Content::Bulk`: several messages under one Olm encryption,
+//!   docs/peer-protocol.md). Frames themselves always start with [`FRAME_V2`]. A node that
+//!   reads frames but not bulk payloads drops our hello 3 as an unknown form and keeps sending
+//!   us singles; its hello 2 still gets it frames from us, never a bulk payload.
 //!
 //! Why frames: a short text's envelope is about 1.2 KB, just over what one SCTP chunk carries in
 //! one datagram (about 1.07 KB), so one envelope per channel message costs two datagrams, two DTLS
@@ -26,6 +31,9 @@ use crate::peer::MAX_ENVELOPE_BYTES;
 
 /// First byte of a frame: channel framing version 2. (A single starts with `{`, 0x7B.)
 pub const FRAME_V2: u8 = 0x02;
+
+/// The hello of a node that reads frames and bulk payloads (see the module docs).
+pub const FRAME_V3: u8 = 0x03;
 
 /// Bytes of framing per envelope in a frame.
 pub const LENGTH_BYTES: usize = 4;
@@ -60,14 +68,22 @@ pub enum FrameError {
 pub enum ChannelMessage<'a> {
     /// One envelope, not framed (framing 1).
     Single(&'a [u8]),
-    /// The other side reads frames.
-    Hello,
+    /// The other side reads frames, and bulk payloads if `bulk` (hello 3).
+    Hello {
+        /// It reads `Content::Bulk` payloads.
+        bulk: bool,
+    },
     /// The envelopes of a frame, in order (at least one).
     Envelopes(Vec<&'a [u8]>),
 }
 
-/// The hello: a frame without envelopes.
+/// Our hello: we read frames and bulk payloads.
 pub fn hello() -> Vec<u8> {
+    vec![FRAME_V3]
+}
+
+/// The start of every frame we send (a hello 2 when it holds no envelope).
+fn frame_header() -> Vec<u8> {
     vec![FRAME_V2]
 }
 
@@ -77,6 +93,7 @@ pub fn decode(message: &[u8]) -> Result<ChannelMessage<'_>, FrameError> {
     match first {
         b'{' => return Ok(ChannelMessage::Single(message)),
         FRAME_V2 => {}
+        FRAME_V3 if rest.is_empty() => return Ok(ChannelMessage::Hello { bulk: true }),
         other => return Err(FrameError::UnknownForm(other)),
     }
     let mut envelopes = Vec::new();
@@ -98,7 +115,7 @@ pub fn decode(message: &[u8]) -> Result<ChannelMessage<'_>, FrameError> {
         at += LENGTH_BYTES + len;
     }
     if envelopes.is_empty() {
-        Ok(ChannelMessage::Hello)
+        Ok(ChannelMessage::Hello { bulk: false })
     } else {
         Ok(ChannelMessage::Envelopes(envelopes))
     }
@@ -137,7 +154,7 @@ pub fn pack(envelopes: Vec<Vec<u8>>, frames: bool, max_message: usize) -> Vec<(V
         {
             out.extend(frame.take());
         }
-        let (f, n) = frame.get_or_insert_with(|| (hello(), 0));
+        let (f, n) = frame.get_or_insert_with(|| (frame_header(), 0));
         // The length fits in a u32: it is at most MAX_ENVELOPE_BYTES.
         f.extend_from_slice(&(envelope.len() as u32).to_be_bytes());
         f.extend_from_slice(&envelope);
@@ -170,7 +187,7 @@ mod tests {
                     assert_eq!(*count, es.len());
                     out.extend(es.into_iter().map(<[u8]>::to_vec));
                 }
-                ChannelMessage::Hello => panic!("pack made a hello"),
+                ChannelMessage::Hello { .. } => panic!("pack made a hello"),
             }
         }
         out
@@ -178,7 +195,16 @@ mod tests {
 
     #[test]
     fn hello_single_and_frame_are_told_apart() {
-        assert_eq!(decode(&hello()), Ok(ChannelMessage::Hello));
+        assert_eq!(decode(&hello()), Ok(ChannelMessage::Hello { bulk: true }));
+        assert_eq!(
+            decode(&[FRAME_V2]),
+            Ok(ChannelMessage::Hello { bulk: false })
+        );
+        // Hello 3 is one byte; it never heads a frame.
+        assert_eq!(
+            decode(&[FRAME_V3, 0, 0, 0, 2, b'{', b'}']),
+            Err(FrameError::UnknownForm(FRAME_V3))
+        );
         assert_eq!(
             decode(b"{\"a\":1}"),
             Ok(ChannelMessage::Single(b"{\"a\":1}"))

@@ -34,7 +34,8 @@ use dopus_core::store::{
 use dopus_proto::bundle::ClaimedBundle;
 use dopus_proto::channel;
 use dopus_proto::peer::{
-    Content, Conversation, MAX_IDS_PER_MESSAGE, PeerAddress, PeerEnvelope, ReceiptKind,
+    BulkItem, Content, Conversation, MAX_BULK_ITEMS, MAX_IDS_PER_MESSAGE, PeerAddress,
+    PeerEnvelope, ReceiptKind,
 };
 use dopus_types::{DeviceId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
@@ -52,9 +53,6 @@ pub struct Queued {
     /// What to say.
     pub content: Content,
 }
-
-/// One sealed envelope and the device it is for.
-type SealedFor = (DeviceId, Vec<u8>);
 
 /// Most entries sealed and sent for one peer per pump round.
 const WINDOW: usize = 64;
@@ -267,6 +265,8 @@ struct Reach {
     direct: Option<dopus_rtc::PeerHandle>,
     /// The peer reads frames on that channel (it said hello).
     frames: bool,
+    /// The peer also reads bulk payloads (its hello said so).
+    bulk: bool,
     /// The signaling server.
     server: Option<net::Client>,
     /// No channel, but the peer is online and no attempt is under way: start one.
@@ -286,24 +286,70 @@ fn reach(r: &Ready, peer: &UserId) -> Reach {
     Reach {
         connect: direct.is_none() && online && !waiting,
         frames: direct.is_some() && r.peers.get(peer).is_some_and(|p| p.frames),
+        bulk: direct.is_some() && r.peers.get(peer).is_some_and(|p| p.bulk),
         direct,
         server: r.signaling.clone(),
     }
 }
 
-/// A window of sealed outbox entries, each with its envelopes (one per device) in order.
-type SealedWindow = Vec<(OutboxEntry, Vec<SealedFor>)>;
+/// One sealed envelope: the device it is for, its bytes, and the window's entries it carries
+/// (one, or several for a bulk payload).
+struct Sealed {
+    device: DeviceId,
+    bytes: Vec<u8>,
+    carries: Vec<usize>,
+}
+
+/// A sealed window: the due entries (outbox order) and the envelopes that carry them, each
+/// device's in order. An entry no envelope carries is not sent this round.
+struct SealedWindow {
+    entries: Vec<OutboxEntry>,
+    envelopes: Vec<Sealed>,
+}
+
+/// Most bytes of item JSON (an upper bound, see [`json_bound`]) in one bulk payload: far below
+/// the payload limit and the data channel's message size, so a bulk envelope always fits.
+const BULK_BYTES: usize = 48 * 1024;
+
+/// An upper bound on the JSON size of a bulk item holding `content`.
+fn json_bound(content: &Content) -> usize {
+    let escaped = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b < 0x20 || b == b'"' || b == b'\\' {
+                    6
+                } else {
+                    1
+                }
+            })
+            .sum::<usize>()
+    };
+    // Ids, times, field names and punctuation.
+    const FIXED: usize = 256;
+    FIXED
+        + match content {
+            Content::Text { body, .. } | Content::Edit { body, .. } => escaped(body),
+            Content::Reaction { emoji, .. } => escaped(emoji),
+            _ => 0,
+        }
+}
 
 /// Seals the due ones of `entries` (outbox order) for every device of `peer` we hold a
 /// session with. Answers the changes to commit before anything is sent (advanced sessions,
 /// each entry's next retry time, unreadable entries removed) and the sealed window; `None` if
 /// entries are due but we hold no session with any of the peer's devices.
+///
+/// With `bulk` (first attempts going over a direct channel to a peer that reads bulk
+/// payloads), runs of consecutive chat messages for a device are sealed as one bulk payload
+/// (`Content::Bulk`): one Double Ratchet step, one envelope and one set of bindings for the
+/// run instead of one per message.
 fn seal_entries(
     store: &dyn Store,
     olm: &mut dopus_core::e2e::OlmMachine,
     peer: UserId,
     entries: Vec<OutboxEntry>,
     now: Timestamp,
+    bulk: bool,
 ) -> Option<(Changes, SealedWindow)> {
     let devices = device_sessions(store, &peer);
     let mut changes = Changes::new();
@@ -322,9 +368,18 @@ fn seal_entries(
     if devices.is_empty() && !due.is_empty() {
         return None;
     }
+    let draft = |i: usize| {
+        let (_, queued, wire): &(OutboxEntry, Queued, _) = &due[i];
+        Draft {
+            id: *wire,
+            conversation: queued.conversation.clone(),
+            sent_at: queued.sent_at,
+            content: queued.content.clone(),
+        }
+    };
     // Each device's share of the window is sealed in one go (`seal_many`: its session is
     // restored and saved once), in outbox order.
-    let mut sealed: Vec<Vec<SealedFor>> = vec![Vec::new(); due.len()];
+    let mut envelopes = Vec::new();
     for (device, sessions) in &devices {
         let for_device: Vec<usize> = due
             .iter()
@@ -339,27 +394,74 @@ fn seal_entries(
         if for_device.is_empty() {
             continue;
         }
-        let drafts = for_device
-            .iter()
-            .map(|&i| {
-                let (_, queued, wire) = &due[i];
-                Draft {
-                    id: *wire,
-                    conversation: queued.conversation.clone(),
-                    sent_at: queued.sent_at,
-                    content: queued.content.clone(),
+        let mut drafts: Vec<(Draft, Vec<usize>)> = Vec::new();
+        let mut run: Vec<usize> = Vec::new();
+        let mut run_bytes = 0;
+        let flush = |run: &mut Vec<usize>, drafts: &mut Vec<(Draft, Vec<usize>)>| {
+            match run.len() {
+                0 => {}
+                1 => drafts.push((draft(run[0]), std::mem::take(run))),
+                _ => {
+                    let items = run
+                        .iter()
+                        .map(|&i| {
+                            let d = draft(i);
+                            BulkItem {
+                                id: d.id,
+                                conversation: d.conversation,
+                                sent_at: d.sent_at,
+                                content: d.content,
+                            }
+                        })
+                        .collect();
+                    let id = dopus_proto::peer::MessageId::from_uuid(new_id(now).0);
+                    match id {
+                        Ok(id) => drafts.push((
+                            Draft {
+                                id,
+                                conversation: Conversation::Direct,
+                                sent_at: now,
+                                content: Content::Bulk { items },
+                            },
+                            std::mem::take(run),
+                        )),
+                        // Not reached (a fresh v7 id); seal them one by one instead.
+                        Err(_) => drafts.extend(run.drain(..).map(|i| (draft(i), vec![i]))),
+                    }
                 }
-            })
-            .collect();
+            }
+        };
+        for &i in &for_device {
+            let content = &due[i].1.content;
+            if bulk && content.bulk_item_kind() {
+                let size = json_bound(content);
+                if run.len() == MAX_BULK_ITEMS || run_bytes + size > BULK_BYTES {
+                    flush(&mut run, &mut drafts);
+                    run_bytes = 0;
+                }
+                run.push(i);
+                run_bytes += size;
+            } else {
+                flush(&mut run, &mut drafts);
+                run_bytes = 0;
+                drafts.push((draft(i), vec![i]));
+            }
+        }
+        flush(&mut run, &mut drafts);
+        let (drafts, carries): (Vec<Draft>, Vec<Vec<usize>>) = drafts.into_iter().unzip();
         let to = PeerAddress {
             user: peer,
             device: device.device_id.clone(),
         };
         match olm.seal_many(now, &to, sessions, drafts) {
-            Ok((envelopes, session)) => {
-                for (i, envelope) in for_device.into_iter().zip(envelopes) {
+            Ok((sealed, session)) => {
+                for (carries, envelope) in carries.into_iter().zip(sealed) {
                     match envelope.map(|e| e.to_json()) {
-                        Ok(Ok(bytes)) => sealed[i].push((device.device_id.clone(), bytes)),
+                        Ok(Ok(bytes)) => envelopes.push(Sealed {
+                            device: device.device_id.clone(),
+                            bytes,
+                            carries,
+                        }),
                         Ok(Err(e)) => {
                             tracing::warn!(error = %e, "could not encode an envelope")
                         }
@@ -371,19 +473,19 @@ fn seal_entries(
             Err(e) => tracing::warn!(error = %e, "could not seal for a device"),
         }
     }
-    let mut batch = Vec::new();
-    for ((entry, _, _), sealed) in due.into_iter().zip(sealed) {
-        if sealed.is_empty() {
-            continue;
-        }
+    let mut carried = vec![false; due.len()];
+    for &i in envelopes.iter().flat_map(|e| &e.carries) {
+        carried[i] = true;
+    }
+    let entries: Vec<OutboxEntry> = due.into_iter().map(|(entry, _, _)| entry).collect();
+    for (entry, _) in entries.iter().zip(&carried).filter(|(_, c)| **c) {
         changes.push(Change::OutboxReschedule {
             id: entry.id,
             attempts: entry.attempts.saturating_add(1),
             next_attempt_at: now.plus_millis(retry_delay(entry.attempts)),
         });
-        batch.push((entry, sealed));
     }
-    Some((changes, batch))
+    Some((changes, SealedWindow { entries, envelopes }))
 }
 
 /// Seals and sends one window of due entries for `peer`.
@@ -394,7 +496,7 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
     // Seal under the node's lock and persist before anything leaves this machine: the advanced
     // sessions and every entry's next retry time in one transaction. One lock for the route,
     // the sessions and the seal.
-    let (reach, mut batch) = loop {
+    let (reach, window) = loop {
         let now = account::now();
         let sealed = {
             let mut r = node.ready().await.map_err(|_| DeliverError::NoRoute)?;
@@ -407,7 +509,10 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
                 .store
                 .outbox_due_for_peer(&peer, now, WINDOW)
                 .map_err(local)?;
-            match seal_entries(&r.store, &mut r.olm, peer, entries, now) {
+            // Bulk payloads only for first attempts over the channel (retries go through the
+            // server, below), and only to a peer that said it reads them.
+            let bulk = reach.bulk && entries.iter().all(|e| e.attempts == 0);
+            match seal_entries(&r.store, &mut r.olm, peer, entries, now, bulk) {
                 Some((changes, batch)) => {
                     if !changes.is_empty() {
                         r.store.apply(changes).map_err(local)?;
@@ -439,33 +544,30 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
     // receipt, and a channel whose far end died (a peer killed and restarted) still accepts
     // sends until its ICE timeout; the server relays live or keeps it in the mailbox.
     if matches!(route, Route::Direct(_))
-        && batch.iter().any(|(e, _)| e.attempts > 0)
+        && window.entries.iter().any(|e| e.attempts > 0)
         && let Some(server) = server
     {
         route = Route::Server(server);
     }
     tracing::debug!(
         peer = %peer.short(),
-        envelopes = batch.len(),
+        entries = window.entries.len(),
+        envelopes = window.envelopes.len(),
         direct = matches!(route, Route::Direct(_)),
         "sending a window"
     );
-    // Send, in order, without the lock.
-    let mut done = Vec::with_capacity(batch.len());
+    // Send, in order, without the lock. An entry counts as sent once any envelope carrying it
+    // was taken, and as held by the mailbox if any of those the server took was stored.
+    let SealedWindow { entries, envelopes } = window;
+    let mut sent = vec![false; entries.len()];
+    let mut stored = vec![false; entries.len()];
     match &route {
-        // The whole window in one hand-over, packed into frames if the peer reads them. An
-        // entry counts as sent once any of its envelopes was taken.
+        // The whole window in one hand-over, packed into frames if the peer reads them.
         Route::Direct(h) => {
-            let mut owners = Vec::new();
-            let mut envelopes = Vec::new();
-            for (i, (_, sealed)) in batch.iter_mut().enumerate() {
-                for (_, bytes) in sealed.drain(..) {
-                    owners.push(i);
-                    envelopes.push(bytes);
-                }
-            }
+            let (carries, bytes): (Vec<Vec<usize>>, Vec<Vec<u8>>) =
+                envelopes.into_iter().map(|e| (e.carries, e.bytes)).unzip();
             let (messages, counts): (Vec<Vec<u8>>, Vec<usize>) =
-                channel::pack(envelopes, frames, h.max_message_size())
+                channel::pack(bytes, frames, h.max_message_size())
                     .into_iter()
                     .unzip();
             let (taken, result) = h.send_all(messages).await;
@@ -473,36 +575,33 @@ async fn deliver_peer(node: &Node, peer: UserId) -> Result<(), DeliverError> {
                 tracing::debug!(error = %e, taken, "data channel send failed");
             }
             let taken: usize = counts.iter().take(taken).sum();
-            let mut sent = vec![false; batch.len()];
-            for &i in owners.iter().take(taken) {
+            for &i in carries.iter().take(taken).flatten() {
                 sent[i] = true;
-            }
-            for ((entry, _), sent) in batch.into_iter().zip(sent) {
-                if sent {
-                    done.push((entry, false));
-                }
             }
         }
         Route::Server(c) => {
-            for (entry, sealed) in batch {
-                let mut sent = false;
-                let mut stored = false;
-                for (device, bytes) in sealed {
-                    let payload = String::from_utf8(bytes).map_err(local)?;
-                    match c.relay(peer, Some(device), payload, true).await {
-                        Ok(outcome) => {
-                            sent |= !outcome.delivered.is_empty() || !outcome.queued.is_empty();
-                            stored |= outcome.delivered.is_empty() && !outcome.queued.is_empty();
+            for envelope in envelopes {
+                let payload = String::from_utf8(envelope.bytes).map_err(local)?;
+                match c.relay(peer, Some(envelope.device), payload, true).await {
+                    Ok(outcome) => {
+                        let relayed = !outcome.delivered.is_empty() || !outcome.queued.is_empty();
+                        let held = outcome.delivered.is_empty() && !outcome.queued.is_empty();
+                        for &i in &envelope.carries {
+                            sent[i] |= relayed;
+                            stored[i] |= held;
                         }
-                        Err(e) => tracing::debug!(error = %e, "relay failed"),
                     }
-                }
-                if sent {
-                    done.push((entry, stored));
+                    Err(e) => tracing::debug!(error = %e, "relay failed"),
                 }
             }
         }
     }
+    let done: Vec<(OutboxEntry, bool)> = entries
+        .into_iter()
+        .zip(sent.into_iter().zip(stored))
+        .filter(|(_, (sent, _))| *sent)
+        .map(|(entry, (_, stored))| (entry, stored))
+        .collect();
     tracing::trace!(envelopes = done.len(), "window handed to the transport");
     drop(sending);
     mark_sent(node, &done).await;
@@ -938,15 +1037,6 @@ fn take_one(
         ?via,
         "took in an envelope"
     );
-    let received = chat
-        .receive(
-            &*store,
-            now,
-            sender,
-            &opened.payload,
-            EnvelopeId(new_id(now).0),
-        )
-        .map_err(local)?;
     let mut changes = Changes::new();
     if let Some(cert) = &opened.sender_certificate {
         let saved = PeerDevice {
@@ -966,7 +1056,48 @@ fn take_one(
     if let Some(p) = &opened.account_pickle {
         changes.push(Change::SetAccountPickle(Pickle::new(p.clone())));
     }
+    // A bulk payload's items first, one by one, each applied before the next as envelopes of
+    // their own would be; then the payload itself (for a bulk payload, that marks its id).
+    let payload = &opened.payload;
+    if let Content::Bulk { items } = &payload.content {
+        for item in items {
+            let received = chat
+                .receive_bulk_item(
+                    &*store,
+                    now,
+                    sender,
+                    payload,
+                    item,
+                    EnvelopeId(new_id(now).0),
+                )
+                .map_err(local)?;
+            changes.extend(received.changes);
+            apply_taken(store, std::mem::take(&mut changes), taken)?;
+            taken.events.extend(received.events);
+            taken.outs.extend(received.replies);
+        }
+    }
+    let received = chat
+        .receive(&*store, now, sender, payload, EnvelopeId(new_id(now).0))
+        .map_err(local)?;
     changes.extend(received.changes);
+    apply_taken(store, changes, taken)?;
+    taken.events.extend(received.events);
+    taken.outs.extend(received.replies);
+    if let Some(content) = received.control {
+        taken
+            .controls
+            .push((sender, envelope.from.device.clone(), content));
+    }
+    Ok(())
+}
+
+/// Applies what taking in one payload changes, and notes the messages it inserted.
+fn apply_taken(
+    store: &mut dopus_store::SqliteStore,
+    changes: Changes,
+    taken: &mut Taken,
+) -> Result<(), DeliverError> {
     let inserts: Vec<(usize, NewMessage)> = changes
         .iter()
         .enumerate()
@@ -980,13 +1111,6 @@ fn take_one(
         if let Some(Outcome::Inserted(seq)) = applied.outcomes.get(i) {
             taken.inserted.insert(m.id, m.stored(*seq));
         }
-    }
-    taken.events.extend(received.events);
-    taken.outs.extend(received.replies);
-    if let Some(content) = received.control {
-        taken
-            .controls
-            .push((sender, envelope.from.device.clone(), content));
     }
     Ok(())
 }

@@ -42,6 +42,8 @@ pub struct Peer {
     /// The peer said hello on this connection's channel: it reads frames
     /// (`dopus_proto::channel`), so envelopes go to it packed.
     pub frames: bool,
+    /// Its hello also said it reads bulk payloads (`Content::Bulk`).
+    pub bulk: bool,
     /// When this attempt started.
     pub started: Timestamp,
     /// We made the offer.
@@ -165,6 +167,7 @@ pub async fn connect(node: &Node, peer: UserId) {
                 state: ConnectionState::New,
                 open: false,
                 frames: false,
+                bulk: false,
                 started: account::now(),
                 offerer: true,
                 last_error: None,
@@ -282,6 +285,7 @@ async fn on_offer(node: &Node, peer: UserId, conn: String, sdp: String) {
                 state: ConnectionState::New,
                 open: false,
                 frames: false,
+                bulk: false,
                 started: account::now(),
                 offerer: false,
                 last_error: None,
@@ -380,7 +384,7 @@ async fn drive_inner(node: Arc<Node>, peer: UserId, conn: String, mut events: Pe
             PeerEvent::Data(bytes) => {
                 // Whatever else already arrived is taken in under the same transaction.
                 let mut batch = Vec::new();
-                let mut hello = false;
+                let mut hello = None;
                 let mut messages = 1;
                 unpack(&bytes, &mut batch, &mut hello);
                 while messages < deliver::RECEIVE_BATCH && batch.len() < deliver::RECEIVE_BATCH {
@@ -396,8 +400,12 @@ async fn drive_inner(node: Arc<Node>, peer: UserId, conn: String, mut events: Pe
                         Err(_) => break,
                     }
                 }
-                if hello {
-                    update(&node, peer, &conn, |p| p.frames = true).await;
+                if let Some(bulk) = hello {
+                    update(&node, peer, &conn, |p| {
+                        p.frames = true;
+                        p.bulk = bulk;
+                    })
+                    .await;
                     node.pump.notify_one();
                 }
                 if !batch.is_empty()
@@ -424,15 +432,16 @@ async fn drive_inner(node: Arc<Node>, peer: UserId, conn: String, mut events: Pe
     }
 }
 
-/// Adds the envelopes of one channel message to `batch` (noting a hello); a malformed message
-/// is dropped, as a malformed envelope would be.
-fn unpack(message: &[u8], batch: &mut Vec<Vec<u8>>, hello: &mut bool) {
+/// Adds the envelopes of one channel message to `batch` (noting a hello, and whether it said
+/// the peer reads bulk payloads); a malformed message is dropped, as a malformed envelope would
+/// be.
+fn unpack(message: &[u8], batch: &mut Vec<Vec<u8>>, hello: &mut Option<bool>) {
     match channel::decode(message) {
         Ok(ChannelMessage::Single(envelope)) => batch.push(envelope.to_vec()),
         Ok(ChannelMessage::Envelopes(envelopes)) => {
             batch.extend(envelopes.into_iter().map(<[u8]>::to_vec));
         }
-        Ok(ChannelMessage::Hello) => *hello = true,
+        Ok(ChannelMessage::Hello { bulk }) => *hello = Some(bulk),
         Err(e) => tracing::debug!(error = %e, "malformed channel message dropped"),
     }
 }

@@ -80,7 +80,8 @@ async fn thousand_messages_exactly_once_in_order_across_random_kill9() {
         // In most batches one node dies at a random point and comes back after the batch.
         let kill = (rng.below(10) < 7).then(|| (rng.below(per_batch), rng.below(2) as usize));
         let mut down = None;
-        for i in 0..per_batch {
+        let mut i = 0;
+        while i < per_batch {
             if let Some((at, who)) = kill
                 && at == i
             {
@@ -96,10 +97,29 @@ async fn thousand_messages_exactly_once_in_order_across_random_kill9() {
                 Some(d) => 1 - d,
                 None => rng.below(2) as usize,
             };
+            // One message per call, or a few in one batch call (these travel as one bulk
+            // payload over the channel), never past the kill point.
+            let until = match kill {
+                Some((at, _)) if at > i => at,
+                _ => per_batch,
+            };
+            let k = if rng.below(3) == 0 {
+                2 + rng.below(5)
+            } else {
+                1
+            }
+            .min(until - i);
             let n = sent[0].len() + sent[1].len();
-            let body = format!("{}-{n:05}", nodes[from].name);
-            nodes[from].api().send(&users[1 - from], &body);
-            sent[from].push(body);
+            let bodies: Vec<String> = (n..n + k as usize)
+                .map(|n| format!("{}-{n:05}", nodes[from].name))
+                .collect();
+            if k == 1 {
+                nodes[from].api().send(&users[1 - from], &bodies[0]);
+            } else {
+                nodes[from].api().send_batch(&users[1 - from], &bodies);
+            }
+            sent[from].extend(bodies);
+            i += k;
         }
         if let Some(d) = down {
             nodes[d].start(&server.url).await;

@@ -154,6 +154,17 @@ impl Api {
         m["id"].as_str().expect("a message id").to_owned()
     }
 
+    /// Sends text messages in one batch call (stored together, sealed together when the peer
+    /// reads bulk payloads).
+    pub fn send_batch(&self, to: &str, bodies: &[String]) {
+        let messages: Vec<Value> = bodies.iter().map(|b| json!({ "body": b })).collect();
+        self.ok(
+            "POST",
+            &format!("/conversations/{to}/messages/batch"),
+            Some(json!({ "messages": messages })),
+        );
+    }
+
     /// The whole conversation with `peer`, oldest first (pages through `before`).
     pub fn history(&self, peer: &str) -> Vec<Value> {
         let mut all: Vec<Value> = Vec::new();
