@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dopus_types::UserId;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 
 type N = State<Arc<Node>>;
@@ -220,7 +220,9 @@ pub async fn send_messages(
         messages.push((m.body, reply_to));
     }
     let sent = node.send_texts(peer, messages).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "messages": sent }))).into_response())
+    // Moved in, not through `json!` (which would copy every message's JSON once more).
+    let answer = serde_json::Map::from_iter([("messages".to_owned(), Value::Array(sent))]);
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 #[derive(Deserialize)]
