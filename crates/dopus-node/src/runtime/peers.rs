@@ -465,3 +465,26 @@ async fn update(node: &Node, peer: UserId, conn: &str, f: impl FnOnce(&mut Peer)
     };
     node.emit(json!({ "type": "connection", "user_id": peer.to_string(), "connection": value }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_says_whether_the_peer_reads_bulk_payloads() {
+        let mut batch = Vec::new();
+        let mut hello = None;
+        // A framing-2 node's hello: frames, but never a bulk payload to it.
+        unpack(&[channel::FRAME_V2], &mut batch, &mut hello);
+        assert_eq!(hello, Some(false));
+        unpack(&channel::hello(), &mut batch, &mut hello);
+        assert_eq!(hello, Some(true));
+        assert!(batch.is_empty());
+        // Envelopes, framed or single, are taken out in order; garbage is dropped.
+        let framed = channel::pack(vec![b"{1}".to_vec(), b"{2}".to_vec()], true, 1000);
+        unpack(&framed[0].0, &mut batch, &mut hello);
+        unpack(b"{3}", &mut batch, &mut hello);
+        unpack(&[0x07, 1, 2], &mut batch, &mut hello);
+        assert_eq!(batch, [b"{1}".to_vec(), b"{2}".to_vec(), b"{3}".to_vec()]);
+    }
+}
