@@ -531,17 +531,7 @@ impl Chat {
             .as_ref()
             .is_some_and(|c| c.state == ContactState::Accepted && !c.blocked);
         // Receipts are best effort: a lost one is answered again when the sender retries.
-        let ack = || Outgoing {
-            peer: sender,
-            id: ack_envelope,
-            conversation: Conversation::Direct,
-            sent_at: now,
-            content: Content::Receipt {
-                receipt: ReceiptKind::Delivered,
-                ids: vec![payload.id],
-            },
-            reliable: false,
-        };
+        let ack = || delivered_receipt(sender, ack_envelope, now, payload.id);
         match &payload.content {
             Content::Text { body, reply_to } => {
                 if !accepted {
@@ -757,21 +747,32 @@ impl Chat {
     ) -> Result<Received, ChatError> {
         if store.is_processed(&EnvelopeId(*item.id.as_uuid()))? {
             return Ok(Received {
-                replies: vec![Outgoing {
-                    peer: sender,
-                    id: ack_envelope,
-                    conversation: Conversation::Direct,
-                    sent_at: now,
-                    content: Content::Receipt {
-                        receipt: ReceiptKind::Delivered,
-                        ids: vec![item.id],
-                    },
-                    reliable: false,
-                }],
+                replies: vec![delivered_receipt(sender, ack_envelope, now, item.id)],
                 ..Received::default()
             });
         }
         self.receive(store, now, sender, &item.to_payload(bulk), ack_envelope)
+    }
+}
+
+/// The `delivered` receipt for one message from `peer`, sent as envelope `id` (unreliable:
+/// a lost receipt is answered again when the sender retries).
+pub fn delivered_receipt(
+    peer: UserId,
+    id: EnvelopeId,
+    now: Timestamp,
+    message: peer::MessageId,
+) -> Outgoing {
+    Outgoing {
+        peer,
+        id,
+        conversation: Conversation::Direct,
+        sent_at: now,
+        content: Content::Receipt {
+            receipt: ReceiptKind::Delivered,
+            ids: vec![message],
+        },
+        reliable: false,
     }
 }
 

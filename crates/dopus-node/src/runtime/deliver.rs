@@ -25,7 +25,7 @@ use super::Node;
 use super::net;
 use super::ready::{Ready, new_id};
 use crate::account;
-use dopus_core::chat::{ChatEvent, Outgoing, retry_delay};
+use dopus_core::chat::{ChatEvent, Outgoing, delivered_receipt, retry_delay};
 use dopus_core::e2e::{Burst, Draft, Recovery, SessionRecord};
 use dopus_core::store::{
     Change, Changes, DeliveryState, EnvelopeId, Message, MessageId, NewMessage, OlmSessionRecord,
@@ -989,7 +989,12 @@ fn take_one(
     let envelope_id = EnvelopeId(*envelope.id.as_uuid());
     if store.is_processed(&envelope_id).map_err(local)? {
         // A retry whose receipt got lost: acknowledge again, show nothing.
-        taken.outs.push(delivered_receipt(sender, &envelope, now));
+        taken.outs.push(delivered_receipt(
+            sender,
+            EnvelopeId(new_id(now).0),
+            now,
+            envelope.id,
+        ));
         return Ok(());
     }
     let key = (sender, envelope.from.device.clone());
@@ -1142,18 +1147,4 @@ fn coalesce_receipts(outs: Vec<Outgoing>) -> Vec<Outgoing> {
         merged.push(out);
     }
     merged
-}
-
-fn delivered_receipt(peer: UserId, envelope: &PeerEnvelope, now: Timestamp) -> Outgoing {
-    Outgoing {
-        peer,
-        id: EnvelopeId(new_id(now).0),
-        conversation: Conversation::Direct,
-        sent_at: now,
-        content: Content::Receipt {
-            receipt: ReceiptKind::Delivered,
-            ids: vec![envelope.id],
-        },
-        reliable: false,
-    }
 }
