@@ -6,3 +6,4 @@ pub mod channel;
 pub mod peer;
 pub mod signaling;
 pub mod stun;
+pub mod transfer;
