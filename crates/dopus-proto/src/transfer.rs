@@ -86,19 +86,24 @@ pub struct PlainHash(pub [u8; 32]);
 
 impl fmt::Debug for PlainHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PlainHash({})", BlobHash::from_bytes(self.0).short())
+        write!(f, "PlainHash({})", hex::encode(&self.0[..4]))
     }
 }
 
+/// 64 lowercase hex digits, what `b3sum` prints for the plaintext.
 impl Serialize for PlainHash {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        BlobHash::from_bytes(self.0).serialize(s)
+        s.serialize_str(&hex::encode(self.0))
     }
 }
 
 impl<'de> Deserialize<'de> for PlainHash {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        BlobHash::deserialize(d).map(|h| PlainHash(*h.as_bytes()))
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text.as_bytes(), &mut out)
+            .map_err(|_| serde::de::Error::custom("not a plaintext hash"))?;
+        Ok(PlainHash(out))
     }
 }
 

@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-mod blob;
 mod device;
 mod ids;
 mod keys;
@@ -8,7 +7,6 @@ mod redacted;
 mod time;
 mod user_id;
 
-pub use blob::{BlobHash, BlobHashError};
 pub use device::{DeviceId, DeviceIdError};
 pub use ids::{BlobHash, CallId, ChannelId, IdError, SpaceId};
 pub use keys::{
