@@ -5,5 +5,6 @@ pub mod canonical;
 pub mod channel;
 pub mod peer;
 pub mod signaling;
+pub mod space;
 pub mod stun;
 pub mod transfer;
