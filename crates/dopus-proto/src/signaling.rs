@@ -1,8 +1,8 @@
 //! The frames between a client and the signaling server (docs/signaling.md is the full spec).
 //!
 //! Every frame is one WebSocket text message holding one JSON object with a `"type"` field.
-//! The server parses only the envelope; every `payload` and `introduction` is an opaque string
-//! it never looks into.
+//! The server parses only the envelope; every `payload` is an opaque string it never looks
+//! into.
 //!
 //! Protocol flow:
 //! - the client opens `GET /ws?v=1` (the versions it speaks, comma-separated);
@@ -51,6 +51,15 @@ pub fn auth_signing_bytes(
         canonical::SIGNALING_AUTH,
         &[server_id.as_bytes(), challenge, device.as_str().as_bytes()],
     )
+}
+
+/// How many user ids one `sync_contacts` frame can carry within `max_frame_bytes`: a user id
+/// takes 67 bytes in the list (64 characters, two quotes, a comma) and the rest of the frame
+/// at most 128. Clients split longer lists into parts (see [`ClientFrame::SyncContacts`]).
+pub fn contacts_per_frame(max_frame_bytes: u64) -> usize {
+    usize::try_from(max_frame_bytes.saturating_sub(128) / 67)
+        .unwrap_or(usize::MAX)
+        .max(1)
 }
 
 /// Picks the highest version both sides speak from the `v` query value (`"1,2"`).
@@ -178,13 +187,11 @@ pub struct Sender {
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryKind {
     /// An opaque relay payload.
+    ///
+    /// The only kind: contact requests travel end-to-end encrypted inside relay payloads. The
+    /// `kind` field stays on the wire so clients written against earlier drafts of version 1
+    /// keep parsing `deliver` frames.
     Relay,
-    /// A contact request with its signed introduction.
-    ContactRequest,
-    /// An accepted contact request.
-    ContactAccept,
-    /// A declined contact request.
-    ContactDecline,
 }
 
 impl DeliveryKind {
@@ -192,9 +199,6 @@ impl DeliveryKind {
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryKind::Relay => "relay",
-            DeliveryKind::ContactRequest => "contact_request",
-            DeliveryKind::ContactAccept => "contact_accept",
-            DeliveryKind::ContactDecline => "contact_decline",
         }
     }
 
@@ -202,9 +206,6 @@ impl DeliveryKind {
     pub fn from_name(name: &str) -> Option<DeliveryKind> {
         Some(match name {
             "relay" => DeliveryKind::Relay,
-            "contact_request" => DeliveryKind::ContactRequest,
-            "contact_accept" => DeliveryKind::ContactAccept,
-            "contact_decline" => DeliveryKind::ContactDecline,
             _ => return None,
         })
     }
@@ -220,7 +221,7 @@ pub enum ErrorCode {
     UnknownType,
     /// The frame is longer than `max_frame_bytes`.
     FrameTooLarge,
-    /// A `payload` or `introduction` is longer than `max_payload_bytes`.
+    /// A `payload` is longer than `max_payload_bytes`.
     PayloadTooLarge,
     /// A frame other than `auth` before login succeeded.
     NotAuthenticated,
@@ -250,6 +251,8 @@ pub enum ErrorCode {
     MailboxFull,
     /// A contact list longer than `max_contacts`.
     TooManyContacts,
+    /// The user already has `max_devices_per_user` devices; this login is refused.
+    TooManyDevices,
     /// An `ack` names more ids than one frame may carry.
     TooManyIds,
     /// The user has no published bundle.
@@ -286,6 +289,7 @@ impl ErrorCode {
             ErrorCode::RecipientBusy => "recipient_busy",
             ErrorCode::MailboxFull => "mailbox_full",
             ErrorCode::TooManyContacts => "too_many_contacts",
+            ErrorCode::TooManyDevices => "too_many_devices",
             ErrorCode::TooManyIds => "too_many_ids",
             ErrorCode::NoBundle => "no_bundle",
             ErrorCode::TooManyConnections => "too_many_connections",
@@ -326,7 +330,7 @@ pub struct PresenceEntry {
 pub struct Limits {
     /// Longest accepted text frame, in bytes.
     pub max_frame_bytes: u64,
-    /// Longest `payload` or `introduction`, in bytes.
+    /// Longest `payload`, in bytes.
     pub max_payload_bytes: u64,
     /// Most entries in one `sync_contacts`.
     pub max_contacts: u64,
@@ -344,6 +348,17 @@ pub struct Limits {
     pub mailbox_ttl_secs: u64,
     /// A device is told `one_time_keys_low` when fewer one-time keys than this are left.
     pub one_time_keys_low_threshold: u64,
+    /// Percent of a device's mailbox quota (items and bytes) one sender may fill when sender
+    /// and recipient list each other as contacts (or are the same user).
+    #[serde(default)]
+    pub mailbox_contact_share_percent: u64,
+    /// Percent of a device's mailbox quota any other sender may fill.
+    #[serde(default)]
+    pub mailbox_stranger_share_percent: u64,
+    /// Most devices the server keeps for one user; a login of a further device is refused
+    /// with `too_many_devices`.
+    #[serde(default)]
+    pub max_devices_per_user: u64,
 }
 
 /// Frames a client sends.
@@ -393,36 +408,6 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "is_false")]
         store: bool,
     },
-    /// Asks `to` to become a contact; always storable.
-    ContactRequest {
-        /// Request id.
-        id: RequestId,
-        /// The recipient.
-        #[serde(deserialize_with = "user_cache::deserialize")]
-        to: UserId,
-        /// Opaque signed introduction.
-        introduction: String,
-    },
-    /// Accepts a contact request; always storable.
-    ContactAccept {
-        /// Request id.
-        id: RequestId,
-        /// The requester.
-        #[serde(deserialize_with = "user_cache::deserialize")]
-        to: UserId,
-        /// Opaque signed introduction.
-        introduction: String,
-    },
-    /// Declines a contact request; always storable.
-    ContactDecline {
-        /// Request id.
-        id: RequestId,
-        /// The requester.
-        #[serde(deserialize_with = "user_cache::deserialize")]
-        to: UserId,
-        /// Opaque signed introduction.
-        introduction: String,
-    },
     /// Sets this device's status.
     SetStatus {
         /// Request id.
@@ -430,13 +415,20 @@ pub enum ClientFrame {
         /// The new status.
         status: Status,
     },
-    /// Replaces the user's contact list (used for presence only).
+    /// Replaces the user's contact list (presence between mutual contacts, mailbox shares).
+    ///
+    /// A list too long for one frame is sent in parts: every part but the last says
+    /// `more: true`; the server replaces the list when the last part arrives, so contacts never
+    /// see a half-synced list.
     SyncContacts {
         /// Request id.
         id: RequestId,
-        /// Every contact of the user.
+        /// The contacts in this part.
         #[serde(deserialize_with = "user_cache::deserialize_vec")]
         contacts: Vec<UserId>,
+        /// More parts of the same list follow (absent: this is the last or only part).
+        #[serde(default, skip_serializing_if = "is_false")]
+        more: bool,
     },
     /// Confirms mailbox items are stored by the client; the server deletes them.
     Ack {
@@ -622,7 +614,7 @@ pub enum ServerFrame {
         kind: DeliveryKind,
         /// The authenticated sender.
         from: Sender,
-        /// The opaque payload or introduction, exactly as sent.
+        /// The opaque payload, exactly as sent.
         payload: String,
         /// When the server accepted it (ms since the epoch).
         sent_at: Timestamp,
@@ -669,9 +661,6 @@ const CLIENT_TYPES: &[&str] = &[
     "publish_bundle",
     "fetch_bundle",
     "relay",
-    "contact_request",
-    "contact_accept",
-    "contact_decline",
     "set_status",
     "sync_contacts",
     "ack",
@@ -694,9 +683,6 @@ impl ClientFrame {
             ClientFrame::PublishBundle { id, .. }
             | ClientFrame::FetchBundle { id, .. }
             | ClientFrame::Relay { id, .. }
-            | ClientFrame::ContactRequest { id, .. }
-            | ClientFrame::ContactAccept { id, .. }
-            | ClientFrame::ContactDecline { id, .. }
             | ClientFrame::SetStatus { id, .. }
             | ClientFrame::SyncContacts { id, .. }
             | ClientFrame::Ack { id, .. }
@@ -939,6 +925,9 @@ mod tests {
             mailbox_max_bytes: 16 << 20,
             mailbox_ttl_secs: 30 * 86400,
             one_time_keys_low_threshold: 10,
+            mailbox_contact_share_percent: 25,
+            mailbox_stranger_share_percent: 5,
+            max_devices_per_user: 32,
         }
     }
 
@@ -980,21 +969,6 @@ mod tests {
                 payload: "opaque".into(),
                 store: true,
             },
-            ClientFrame::ContactRequest {
-                id: 5,
-                to: user(2),
-                introduction: "intro".into(),
-            },
-            ClientFrame::ContactAccept {
-                id: 6,
-                to: user(2),
-                introduction: "intro".into(),
-            },
-            ClientFrame::ContactDecline {
-                id: 7,
-                to: user(2),
-                introduction: "intro".into(),
-            },
             ClientFrame::SetStatus {
                 id: 8,
                 status: Status::Busy,
@@ -1002,6 +976,12 @@ mod tests {
             ClientFrame::SyncContacts {
                 id: 9,
                 contacts: vec![user(2), user(3)],
+                more: false,
+            },
+            ClientFrame::SyncContacts {
+                id: 12,
+                contacts: vec![user(4)],
+                more: true,
             },
             ClientFrame::Ack {
                 id: 10,
@@ -1074,9 +1054,9 @@ mod tests {
                 mailbox_id: None,
             },
             ServerFrame::Deliver {
-                kind: DeliveryKind::ContactRequest,
+                kind: DeliveryKind::Relay,
                 from: sender(),
-                payload: "intro".into(),
+                payload: "stored".into(),
                 sent_at: Timestamp(1_700_000_000_002),
                 mailbox_id: Some(42),
             },
@@ -1102,25 +1082,24 @@ mod tests {
                 Some(0),
             ),
         ] {
-            for kind in [DeliveryKind::Relay, DeliveryKind::ContactDecline] {
-                let frame = ServerFrame::Deliver {
+            let kind = DeliveryKind::Relay;
+            let frame = ServerFrame::Deliver {
+                kind,
+                from: sender(),
+                payload: payload.into(),
+                sent_at: Timestamp(1_700_000_000_001),
+                mailbox_id,
+            };
+            assert_eq!(
+                deliver_json(
                     kind,
-                    from: sender(),
-                    payload: payload.into(),
-                    sent_at: Timestamp(1_700_000_000_001),
-                    mailbox_id,
-                };
-                assert_eq!(
-                    deliver_json(
-                        kind,
-                        &sender(),
-                        payload,
-                        Timestamp(1_700_000_000_001),
-                        mailbox_id
-                    ),
-                    frame.to_json()
-                );
-            }
+                    &sender(),
+                    payload,
+                    Timestamp(1_700_000_000_001),
+                    mailbox_id
+                ),
+                frame.to_json()
+            );
         }
     }
 
@@ -1264,6 +1243,26 @@ mod tests {
     }
 
     #[test]
+    fn a_full_part_of_a_contact_list_fits_its_frame() {
+        for max in [4_096u64, 65_536, 100_000] {
+            let n = contacts_per_frame(max);
+            let f = ClientFrame::SyncContacts {
+                id: u64::MAX,
+                contacts: (0..n).map(|i| user(1 + (i % 200) as u8)).collect(),
+                more: true,
+            };
+            let len = f.to_json().len() as u64;
+            assert!(len <= max, "{n} contacts take {len} bytes, more than {max}");
+            assert!(
+                len + 2 * 67 > max,
+                "room for more than {n} contacts in {max} bytes"
+            );
+        }
+        // The documented default: 5,000 contacts in 6 frames of 64 KiB.
+        assert_eq!(5_000usize.div_ceil(contacts_per_frame(65_536)), 6);
+    }
+
+    #[test]
     fn version_negotiation() {
         assert_eq!(negotiate_version(None), Some(1));
         assert_eq!(negotiate_version(Some("")), Some(1));
@@ -1305,12 +1304,7 @@ mod tests {
     }
 
     fn arb_kind() -> impl Strategy<Value = DeliveryKind> {
-        prop_oneof![
-            Just(DeliveryKind::Relay),
-            Just(DeliveryKind::ContactRequest),
-            Just(DeliveryKind::ContactAccept),
-            Just(DeliveryKind::ContactDecline),
-        ]
+        prop_oneof![Just(DeliveryKind::Relay),]
     }
 
     proptest! {
@@ -1328,7 +1322,7 @@ mod tests {
         #[test]
         fn contacts_and_status_round_trip(id in any::<u64>(), seeds in proptest::collection::vec(1u8..50, 0..20),
                                           status in arb_status(), ids in proptest::collection::vec(any::<u64>(), 0..20)) {
-            let f = ClientFrame::SyncContacts { id, contacts: seeds.iter().map(|s| user(*s)).collect() };
+            let f = ClientFrame::SyncContacts { id, contacts: seeds.iter().map(|s| user(*s)).collect(), more: id % 2 == 0 };
             prop_assert_eq!(ClientFrame::parse(&f.to_json()).unwrap(), f);
             let f = ClientFrame::SetStatus { id, status };
             prop_assert_eq!(ClientFrame::parse(&f.to_json()).unwrap(), f);

@@ -105,13 +105,17 @@ pub struct StoredItem {
     pub item: NewItem,
 }
 
-/// Per-device quota.
+/// Per-device quota, and the share of it the item's sender may fill.
 #[derive(Debug, Clone, Copy)]
 pub struct Quota {
     /// Most items.
     pub max_items: u64,
     /// Most payload bytes.
     pub max_bytes: u64,
+    /// Most items from the item's sender (its user, any of its devices).
+    pub sender_max_items: u64,
+    /// Most payload bytes from the item's sender.
+    pub sender_max_bytes: u64,
 }
 
 /// The device registry and the durable per-device queues.
@@ -127,7 +131,8 @@ pub trait Mailbox: Send + Sync {
     /// Every device of `user` that ever logged in and was not pruned.
     fn known_devices(&self, user: UserId) -> BoxFut<'_, Result<Vec<DeviceId>, StoreError>>;
 
-    /// Queues an item, committed durably before this returns.
+    /// Queues an item, committed durably before this returns; refused when the device's
+    /// mailbox, or the share of it that the item's sender (`item.from.user`) may fill, is full.
     fn push(
         &self,
         user: UserId,
@@ -181,7 +186,9 @@ pub struct DeviceEntry {
     pub conn: u64,
 }
 
-/// Who is connected where, their statuses, and contact lists (session state, not durable).
+/// Who is connected where, their statuses, and contact lists (not durable: presence is session
+/// state; a contact list is kept for `keep_ms` after its last sync, also while its user is
+/// away, because mailbox shares depend on it).
 pub trait PresenceStore: Send + Sync {
     /// Records a connected device, returning the entry it replaced (another connection of the
     /// same device).
@@ -216,11 +223,14 @@ pub trait PresenceStore: Send + Sync {
     fn devices(&self, user: UserId)
     -> BoxFut<'_, Result<Vec<(DeviceId, DeviceEntry)>, StoreError>>;
 
-    /// Replaces `user`'s contact list, returning the previous one.
+    /// Replaces `user`'s contact list, returning the previous one; the list is kept until
+    /// `keep_ms` after `now`, also after the user's last device left.
     fn set_contacts(
         &self,
         user: UserId,
         contacts: Vec<UserId>,
+        now: Timestamp,
+        keep_ms: u64,
     ) -> BoxFut<'_, Result<Vec<UserId>, StoreError>>;
 
     /// `user`'s contact list.
@@ -233,8 +243,9 @@ pub trait PresenceStore: Send + Sync {
         contact: UserId,
     ) -> BoxFut<'_, Result<Vec<bool>, StoreError>>;
 
-    /// Forgets `user`'s contact list (its last device left).
-    fn clear_contacts(&self, user: UserId) -> BoxFut<'_, Result<(), StoreError>>;
+    /// Forgets the contact lists kept past their time for users with no connected device;
+    /// returns how many.
+    fn prune_contacts(&self, now: Timestamp) -> BoxFut<'_, Result<u64, StoreError>>;
 }
 
 /// What the bus carries to a connection.

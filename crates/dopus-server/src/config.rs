@@ -72,6 +72,13 @@ pub struct LimitsConfig {
     pub mailbox_max_items: u64,
     /// Most payload bytes per device mailbox.
     pub mailbox_max_bytes: u64,
+    /// Percent of a device's mailbox quota one sender may fill when sender and recipient list
+    /// each other as contacts (or are the same user).
+    pub mailbox_contact_share_percent: u8,
+    /// Percent of a device's mailbox quota any other sender may fill.
+    pub mailbox_stranger_share_percent: u8,
+    /// Most devices kept per user; a login of a further device is refused.
+    pub max_devices_per_user: usize,
     /// Fewer one-time keys than this triggers `one_time_keys_low`.
     pub otk_low_threshold: u64,
     /// Frames waiting for one connection before further frames to it are refused.
@@ -100,6 +107,9 @@ impl Default for LimitsConfig {
             mailbox_ttl: Duration::from_secs(30 * 24 * 3600),
             mailbox_max_items: 1_000,
             mailbox_max_bytes: 16 * 1024 * 1024,
+            mailbox_contact_share_percent: 25,
+            mailbox_stranger_share_percent: 5,
+            max_devices_per_user: 32,
             otk_low_threshold: 10,
             outbox_capacity: 256,
             max_bad_frames: 50,
@@ -225,6 +235,15 @@ pub struct Args {
     /// Most payload bytes per device mailbox (default 16777216).
     #[arg(long, env = "DOPUS_SERVER_MAILBOX_MAX_BYTES")]
     pub mailbox_max_bytes: Option<u64>,
+    /// Percent of a mailbox one mutual contact may fill (default 25).
+    #[arg(long, env = "DOPUS_SERVER_MAILBOX_CONTACT_SHARE_PERCENT")]
+    pub mailbox_contact_share_percent: Option<u8>,
+    /// Percent of a mailbox any other sender may fill (default 5).
+    #[arg(long, env = "DOPUS_SERVER_MAILBOX_STRANGER_SHARE_PERCENT")]
+    pub mailbox_stranger_share_percent: Option<u8>,
+    /// Most devices kept per user (default 32).
+    #[arg(long, env = "DOPUS_SERVER_MAX_DEVICES_PER_USER")]
+    pub max_devices_per_user: Option<usize>,
     /// Warn a device when fewer one-time keys than this are left (default 10).
     #[arg(long, env = "DOPUS_SERVER_OTK_LOW_THRESHOLD")]
     pub otk_low_threshold: Option<u64>,
@@ -259,6 +278,9 @@ pub struct FileConfig {
     mailbox_ttl_secs: Option<u64>,
     mailbox_max_items: Option<u64>,
     mailbox_max_bytes: Option<u64>,
+    mailbox_contact_share_percent: Option<u8>,
+    mailbox_stranger_share_percent: Option<u8>,
+    max_devices_per_user: Option<usize>,
     otk_low_threshold: Option<u64>,
     shutdown_grace_secs: Option<u64>,
 }
@@ -331,12 +353,30 @@ pub fn resolve(args: &Args, file: &FileConfig) -> Result<(Config, LogConfig), Co
             .unwrap_or(d.mailbox_ttl),
         mailbox_max_items: pick!(args, file, mailbox_max_items).unwrap_or(d.mailbox_max_items),
         mailbox_max_bytes: pick!(args, file, mailbox_max_bytes).unwrap_or(d.mailbox_max_bytes),
+        mailbox_contact_share_percent: pick!(args, file, mailbox_contact_share_percent)
+            .unwrap_or(d.mailbox_contact_share_percent),
+        mailbox_stranger_share_percent: pick!(args, file, mailbox_stranger_share_percent)
+            .unwrap_or(d.mailbox_stranger_share_percent),
+        max_devices_per_user: pick!(args, file, max_devices_per_user)
+            .unwrap_or(d.max_devices_per_user),
         otk_low_threshold: pick!(args, file, otk_low_threshold).unwrap_or(d.otk_low_threshold),
         ..d
     };
     if limits.max_payload_bytes >= limits.max_frame_bytes {
         return Err(ConfigError::Invalid(
             "max_payload_bytes must be below max_frame_bytes".into(),
+        ));
+    }
+    if limits.mailbox_contact_share_percent > 100
+        || limits.mailbox_stranger_share_percent > limits.mailbox_contact_share_percent
+    {
+        return Err(ConfigError::Invalid(
+            "mailbox shares are percentages, the stranger share at most the contact share".into(),
+        ));
+    }
+    if limits.max_devices_per_user == 0 {
+        return Err(ConfigError::Invalid(
+            "max_devices_per_user must be positive".into(),
         ));
     }
     if limits.ping_interval.is_zero() || limits.ping_timeout.is_zero() {

@@ -53,30 +53,71 @@ where
     ws.send(Message::Text(frame.to_json().into())).await.is_ok()
 }
 
-async fn close<S>(ws: &mut S, code: u16, reason: &'static str)
+/// How long a connection the server closes keeps reading (and discarding) while it waits for
+/// the peer's Close frame or end of stream.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Closes a connection the WebSocket way: writes everything already queued, then `notice` (the
+/// error that says why) and a Close frame with `code`, stops writing, and reads and discards
+/// until the peer's Close, end of stream or [`CLOSE_LINGER`].
+///
+/// Why not just drop the socket after the Close frame: a client that pipelines has frames on
+/// the way that we will never read, and closing a TCP socket with unread data sends a reset,
+/// on which the client's kernel throws away everything we sent that it has not read yet (the
+/// answers, the notice and the close code). Reading until the peer closes too means nothing is
+/// left unread when the socket goes.
+async fn close<S, E>(ws: &mut S, notice: Option<ServerFrame>, code: u16, reason: &'static str)
 where
-    S: Sink<Message> + Unpin,
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
+    let deadline = Instant::now() + CLOSE_LINGER;
     let frame = CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ =
-        tokio::time::timeout(Duration::from_secs(2), ws.send(Message::Close(Some(frame)))).await;
+    let sent = tokio::time::timeout_at(deadline, async {
+        if let Some(notice) = notice {
+            ws.feed(Message::Text(notice.to_json().into()))
+                .await
+                .map_err(|_| ())?;
+        }
+        ws.send(Message::Close(Some(frame))).await.map_err(|_| ())
+    })
+    .await;
+    if matches!(sent, Ok(Ok(()))) {
+        let _ = tokio::time::timeout_at(deadline, async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+    }
+}
+
+/// Answers a Close the peer sent: the reply was queued when the peer's Close was read; a flush
+/// writes it. The server closes the TCP connection right after (RFC 6455 §7.1.1).
+async fn answer_close<S>(ws: &mut S)
+where
+    S: Sink<Message> + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_LINGER, ws.flush()).await;
 }
 
 /// Tells a client none of its versions is spoken here, then closes.
-pub(crate) async fn refuse_version<S>(mut ws: S)
+pub(crate) async fn refuse_version<S, E>(mut ws: S)
 where
-    S: Sink<Message> + Unpin,
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
     let frame = ServerFrame::error(
         None,
         ErrorCode::UnsupportedVersion,
         "supported protocol versions: 1",
     );
-    let _ = send_frame(&mut ws, &frame).await;
-    close(&mut ws, close_code::PROTOCOL, "unsupported_version").await;
+    close(
+        &mut ws,
+        Some(frame),
+        close_code::PROTOCOL,
+        "unsupported_version",
+    )
+    .await;
 }
 
 /// Serves one WebSocket connection until it closes.
@@ -88,17 +129,24 @@ where
     else {
         return;
     };
+    if let Some(refusal) = Box::pin(device_refusal(&hub, user, &device)).await {
+        Metrics::inc(&hub.metrics.auth_failure_total);
+        close(&mut ws, Some(refusal), close_code::POLICY, "auth_failure").await;
+        return;
+    }
     let outbox = Arc::new(Outbox::new(hub.limits.outbox_capacity));
     let conn = match Box::pin(hub.attach(user, device.clone(), outbox.clone())).await {
         Ok(conn) => conn,
         Err(e) => {
             tracing::warn!(error = %e, "attach failed");
-            let _ = send_frame(
+            let notice = ServerFrame::error(None, ErrorCode::InternalError, "try again later");
+            close(
                 &mut ws,
-                &ServerFrame::error(None, ErrorCode::InternalError, "try again later"),
+                Some(notice),
+                close_code::GOING_AWAY,
+                "internal_error",
             )
             .await;
-            close(&mut ws, close_code::GOING_AWAY, "internal_error").await;
             return;
         }
     };
@@ -122,6 +170,8 @@ where
         rate_violations: 0,
         cursor: 0,
         draining: true,
+        contact_parts: Vec::new(),
+        contacts_over: false,
     };
     if Box::pin(welcome(&mut ws, &hub, &session)).await {
         Box::pin(session_loop(&mut ws, &hub, &mut session, &shutdown)).await;
@@ -130,6 +180,31 @@ where
         .authenticated
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     Box::pin(hub.detach(user, device, conn)).await;
+}
+
+/// The answer to a login of a device the user may not add: it already has
+/// `max_devices_per_user` others. Devices are forgotten a mailbox TTL after their last login.
+async fn device_refusal(hub: &Hub, user: UserId, device: &DeviceId) -> Option<ServerFrame> {
+    let known = match hub.backends.mailbox.known_devices(user).await {
+        Ok(known) => known,
+        Err(e) => {
+            tracing::warn!(error = %e, "device registry read failed");
+            return Some(ServerFrame::AuthFailure {
+                code: ErrorCode::InternalError,
+                message: "try again later".into(),
+            });
+        }
+    };
+    (!known.contains(device) && known.len() >= hub.limits.max_devices_per_user).then(|| {
+        tracing::info!(code = %ErrorCode::TooManyDevices, "login refused");
+        ServerFrame::AuthFailure {
+            code: ErrorCode::TooManyDevices,
+            message: format!(
+                "a user may have {} devices; one must stay away for the mailbox TTL to be forgotten",
+                hub.limits.max_devices_per_user
+            ),
+        }
+    })
 }
 
 /// Sends the challenge and waits for a valid login; answers `auth_failure` and closes otherwise.
@@ -144,7 +219,8 @@ where
 {
     let mut nonce = [0u8; 32];
     if getrandom::fill(&mut nonce).is_err() {
-        close(ws, close_code::GOING_AWAY, "internal_error").await;
+        let notice = ServerFrame::error(None, ErrorCode::InternalError, "try again later");
+        close(ws, Some(notice), close_code::GOING_AWAY, "internal_error").await;
         return None;
     }
     let challenge_ttl = u64::try_from(hub.limits.challenge_ttl.as_millis()).unwrap_or(u64::MAX);
@@ -163,41 +239,44 @@ where
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => {
-                close(ws, close_code::GOING_AWAY, "shutting_down").await;
+                close(ws, Some(shutting_down()), close_code::GOING_AWAY, "shutting_down").await;
                 return None;
             }
             r = tokio::time::timeout_at(deadline, ws.next()) => r,
         };
         let text = match next {
             Err(_) => {
-                let _ = send_frame(
-                    ws,
-                    &ServerFrame::AuthFailure {
-                        code: ErrorCode::ChallengeExpired,
-                        message: "no login within the auth timeout".into(),
-                    },
-                )
-                .await;
+                let notice = ServerFrame::AuthFailure {
+                    code: ErrorCode::ChallengeExpired,
+                    message: "no login within the auth timeout".into(),
+                };
                 Metrics::inc(&hub.metrics.auth_failure_total);
-                close(ws, close_code::POLICY, "challenge_expired").await;
+                close(ws, Some(notice), close_code::POLICY, "challenge_expired").await;
                 return None;
             }
             Ok(None) | Ok(Some(Err(_))) => return None,
             Ok(Some(Ok(Message::Text(text)))) => text,
-            Ok(Some(Ok(Message::Close(_)))) => return None,
+            Ok(Some(Ok(Message::Close(_)))) => {
+                answer_close(ws).await;
+                return None;
+            }
             Ok(Some(Ok(Message::Binary(_)))) => {
                 bad += 1;
-                let _ = send_frame(
-                    ws,
-                    &ServerFrame::error(
-                        None,
-                        ErrorCode::MalformedFrame,
-                        "binary frames are not used",
-                    ),
-                )
-                .await;
+                Metrics::inc(&hub.metrics.frame_errors_total);
+                let notice = ServerFrame::error(
+                    None,
+                    ErrorCode::MalformedFrame,
+                    "binary frames are not used",
+                );
                 if bad > hub.limits.max_bad_frames {
-                    close(ws, close_code::POLICY, "too many bad frames").await;
+                    close(ws, Some(notice), close_code::POLICY, "too many bad frames").await;
+                    return None;
+                }
+                if ws
+                    .feed(Message::Text(notice.to_json().into()))
+                    .await
+                    .is_err()
+                {
                     return None;
                 }
                 continue;
@@ -236,45 +315,57 @@ where
                     Err(code) => {
                         Metrics::inc(&hub.metrics.auth_failure_total);
                         tracing::info!(code = %code, "login refused");
-                        let _ = send_frame(
-                            ws,
-                            &ServerFrame::AuthFailure {
-                                code,
-                                message: match code {
-                                    ErrorCode::BadChallenge => {
-                                        "the challenge is not this connection's current one"
-                                    }
-                                    ErrorCode::ChallengeExpired => "the challenge expired",
-                                    _ => "the signature does not verify",
+                        let notice = ServerFrame::AuthFailure {
+                            code,
+                            message: match code {
+                                ErrorCode::BadChallenge => {
+                                    "the challenge is not this connection's current one"
                                 }
-                                .into(),
-                            },
-                        )
-                        .await;
-                        close(ws, close_code::POLICY, "auth_failure").await;
+                                ErrorCode::ChallengeExpired => "the challenge expired",
+                                _ => "the signature does not verify",
+                            }
+                            .into(),
+                        };
+                        close(ws, Some(notice), close_code::POLICY, "auth_failure").await;
                         None
                     }
                 };
             }
             Ok(other) => {
                 bad += 1;
-                let _ = send_frame(
-                    ws,
-                    &ServerFrame::error(other.id(), ErrorCode::NotAuthenticated, "log in first"),
-                )
-                .await;
+                let notice =
+                    ServerFrame::error(other.id(), ErrorCode::NotAuthenticated, "log in first");
+                if !answer_bad(ws, notice, bad > hub.limits.max_bad_frames).await {
+                    return None;
+                }
             }
             Err((id, code, message)) => {
                 bad += 1;
                 Metrics::inc(&hub.metrics.frame_errors_total);
-                let _ = send_frame(ws, &ServerFrame::error(id, code, message)).await;
+                let notice = ServerFrame::error(id, code, message);
+                if !answer_bad(ws, notice, bad > hub.limits.max_bad_frames).await {
+                    return None;
+                }
             }
         }
-        if bad > hub.limits.max_bad_frames {
-            close(ws, close_code::POLICY, "too many bad frames").await;
-            return None;
-        }
     }
+}
+
+/// Answers a bad frame before login (at once: a client still logging in waits for each answer);
+/// past the limit the answer is the last frame before the close. `false` ends the connection.
+async fn answer_bad<S, E>(ws: &mut S, notice: ServerFrame, last: bool) -> bool
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+{
+    if last {
+        close(ws, Some(notice), close_code::POLICY, "too many bad frames").await;
+        return false;
+    }
+    send_frame(ws, &notice).await
+}
+
+fn shutting_down() -> ServerFrame {
+    ServerFrame::error(None, ErrorCode::ShuttingDown, "server shutting down")
 }
 
 struct Session {
@@ -288,6 +379,11 @@ struct Session {
     cursor: u64,
     /// Whether the mailbox may hold items not yet sent.
     draining: bool,
+    /// The parts of a contact list received so far (`sync_contacts` with `more`).
+    contact_parts: Vec<UserId>,
+    /// The contact list being received in parts went over `max_contacts`: its other parts are
+    /// refused up to and including its last.
+    contacts_over: bool,
 }
 
 async fn welcome<S>(ws: &mut S, hub: &Hub, session: &Session) -> bool
@@ -369,8 +465,7 @@ async fn session_loop<S, E>(
         }
         tokio::select! {
             _ = shutdown.cancelled() => {
-                let _ = send_frame(ws, &ServerFrame::error(None, ErrorCode::ShuttingDown, "server shutting down")).await;
-                close(ws, close_code::GOING_AWAY, "shutting_down").await;
+                close(ws, Some(shutting_down()), close_code::GOING_AWAY, "shutting_down").await;
                 return;
             }
             _ = session.outbox.notified() => {
@@ -383,8 +478,8 @@ async fn session_loop<S, E>(
                         }
                         Out::Poke => session.draining = true,
                         Out::Close(code) => {
-                            let _ = ws.feed(Message::Text(ServerFrame::error(None, code, "closing").to_json().into())).await;
-                            close(ws, close_code::POLICY, "session_replaced").await;
+                            let notice = ServerFrame::error(None, code, "this device logged in on another connection");
+                            close(ws, Some(notice), close_code::POLICY, code.as_str()).await;
                             return;
                         }
                     }
@@ -453,7 +548,7 @@ async fn session_loop<S, E>(
                     }
                     Ping::Waiting => {
                         tracing::debug!("ping timeout");
-                        close(ws, close_code::GOING_AWAY, "ping timeout").await;
+                        close(ws, None, close_code::GOING_AWAY, "ping timeout").await;
                         return;
                     }
                 }
@@ -479,28 +574,32 @@ where
         // so it must not sit in every idle connection's task.
         Some(Ok(Message::Text(text))) => Box::pin(handle_text(ws, hub, session, text)).await,
         Some(Ok(Message::Binary(_))) => {
-            session.bad_frames += 1;
-            if !reply(
-                ws,
-                ServerFrame::error(
-                    None,
-                    ErrorCode::MalformedFrame,
-                    "binary frames are not used",
-                ),
-            )
-            .await
-            {
-                return false;
-            }
-            if session.bad_frames > hub.limits.max_bad_frames {
-                close(ws, close_code::POLICY, "too many bad frames").await;
-                return false;
-            }
-            true
+            Metrics::inc(&hub.metrics.frame_errors_total);
+            let notice = ServerFrame::error(
+                None,
+                ErrorCode::MalformedFrame,
+                "binary frames are not used",
+            );
+            bad_frame(ws, hub, session, notice).await
         }
+        // The reply to the peer's Close is written by the flush that follows.
         Some(Ok(Message::Close(_))) => false,
         Some(Ok(_)) => true,
     }
+}
+
+/// Answers a bad frame (malformed, unknown type, too large, binary); the one over the limit is
+/// answered and closes the connection. `false` ends the connection.
+async fn bad_frame<S, E>(ws: &mut S, hub: &Hub, session: &mut Session, notice: ServerFrame) -> bool
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
+{
+    session.bad_frames += 1;
+    if session.bad_frames > hub.limits.max_bad_frames {
+        close(ws, Some(notice), close_code::POLICY, "too many bad frames").await;
+        return false;
+    }
+    reply(ws, notice).await
 }
 
 /// Queues an answer; the session loop flushes.
@@ -521,12 +620,9 @@ where
         Metrics::inc(&hub.metrics.rate_limited_total);
         session.rate_violations += 1;
         if session.rate_violations > hub.limits.max_rate_violations {
-            let _ = reply(
-                ws,
-                ServerFrame::error(None, ErrorCode::RateLimited, "rate limit exceeded; closing"),
-            )
-            .await;
-            close(ws, close_code::POLICY, "rate_limited").await;
+            let notice =
+                ServerFrame::error(None, ErrorCode::RateLimited, "rate limit exceeded; closing");
+            close(ws, Some(notice), close_code::POLICY, "rate_limited").await;
             return false;
         }
         return reply(
@@ -563,15 +659,7 @@ where
         Ok(frame) => frame,
         Err((id, code, message)) => {
             Metrics::inc(&hub.metrics.frame_errors_total);
-            session.bad_frames += 1;
-            if !reply(ws, ServerFrame::error(id, code, message)).await {
-                return false;
-            }
-            if session.bad_frames > hub.limits.max_bad_frames {
-                close(ws, close_code::POLICY, "too many bad frames").await;
-                return false;
-            }
-            return true;
+            return bad_frame(ws, hub, session, ServerFrame::error(id, code, message)).await;
         }
     };
     let answer = handle_frame(hub, session, frame).await;
@@ -639,29 +727,6 @@ fn internal(id: RequestId, e: &StoreError) -> ServerFrame {
     )
 }
 
-/// Contact frames always go to every device of the recipient and are always storable.
-async fn contact(
-    hub: &Hub,
-    session: &Session,
-    id: RequestId,
-    to: UserId,
-    introduction: String,
-    kind: DeliveryKind,
-) -> ServerFrame {
-    if introduction.len() > hub.limits.max_payload_bytes {
-        return ServerFrame::error(
-            Some(id),
-            ErrorCode::PayloadTooLarge,
-            "introduction too large",
-        );
-    }
-    relay_answer(
-        id,
-        hub.route(&session.sender, to, None, kind, &introduction, true)
-            .await,
-    )
-}
-
 async fn handle_frame(hub: &Hub, session: &mut Session, frame: ClientFrame) -> ServerFrame {
     let user = session.sender.user;
     match frame {
@@ -722,51 +787,6 @@ async fn handle_frame(hub: &Hub, session: &mut Session, frame: ClientFrame) -> S
             payload,
             store,
         } => relay(hub, session, id, to, to_device, &payload, store).await,
-        ClientFrame::ContactRequest {
-            id,
-            to,
-            introduction,
-        } => {
-            contact(
-                hub,
-                session,
-                id,
-                to,
-                introduction,
-                DeliveryKind::ContactRequest,
-            )
-            .await
-        }
-        ClientFrame::ContactAccept {
-            id,
-            to,
-            introduction,
-        } => {
-            contact(
-                hub,
-                session,
-                id,
-                to,
-                introduction,
-                DeliveryKind::ContactAccept,
-            )
-            .await
-        }
-        ClientFrame::ContactDecline {
-            id,
-            to,
-            introduction,
-        } => {
-            contact(
-                hub,
-                session,
-                id,
-                to,
-                introduction,
-                DeliveryKind::ContactDecline,
-            )
-            .await
-        }
         ClientFrame::SetStatus { id, status } => {
             match hub
                 .set_status(user, session.sender.device.clone(), session.conn, status)
@@ -776,15 +796,32 @@ async fn handle_frame(hub: &Hub, session: &mut Session, frame: ClientFrame) -> S
                 Err(e) => internal(id, &e),
             }
         }
-        ClientFrame::SyncContacts { id, contacts } => {
-            if contacts.len() > hub.limits.max_contacts {
+        ClientFrame::SyncContacts { id, contacts, more } => {
+            // Parts of one list gather here until the last one; the list is replaced then. Once
+            // a list is over the limit, its remaining parts are refused too, so no tail of it
+            // is ever taken for a whole list.
+            let mut list = std::mem::take(&mut session.contact_parts);
+            let over = std::mem::take(&mut session.contacts_over);
+            if over || list.len() + contacts.len() > hub.limits.max_contacts {
+                session.contacts_over = more;
                 return ServerFrame::error(
                     Some(id),
                     ErrorCode::TooManyContacts,
-                    "too many contacts",
+                    format!(
+                        "contact lists are limited to {} entries",
+                        hub.limits.max_contacts
+                    ),
                 );
             }
-            match hub.sync_contacts(user, contacts).await {
+            list.extend(contacts);
+            if more {
+                session.contact_parts = list;
+                return ServerFrame::ContactsSynced {
+                    id,
+                    presence: Vec::new(),
+                };
+            }
+            match hub.sync_contacts(user, list).await {
                 Ok(presence) => ServerFrame::ContactsSynced { id, presence },
                 Err(e) => internal(id, &e),
             }

@@ -68,11 +68,38 @@ impl Hub {
         self.clock.now()
     }
 
-    pub(crate) fn quota(&self) -> Quota {
+    /// The quota of `to`'s device mailboxes for items from `from`: the whole mailbox, and the
+    /// share of it one sender may fill. Mutual contacts (and a user writing to itself) get the
+    /// contact share, everyone else the smaller stranger share, so no single sender, least of
+    /// all a stranger, can fill a mailbox and shut out everyone else.
+    pub(crate) async fn quota(&self, from: UserId, to: UserId) -> Quota {
+        let l = &self.limits;
+        let mutual = from == to || self.mutual(from, to).await.unwrap_or(false);
+        let percent = u64::from(if mutual {
+            l.mailbox_contact_share_percent
+        } else {
+            l.mailbox_stranger_share_percent
+        });
+        let share = |total: u64| (total.saturating_mul(percent) / 100).max(1);
         Quota {
-            max_items: self.limits.mailbox_max_items,
-            max_bytes: self.limits.mailbox_max_bytes,
+            max_items: l.mailbox_max_items,
+            max_bytes: l.mailbox_max_bytes,
+            sender_max_items: share(l.mailbox_max_items),
+            sender_max_bytes: share(l.mailbox_max_bytes),
         }
+    }
+
+    /// Whether `a` and `b` list each other in their synced contact lists.
+    async fn mutual(&self, a: UserId, b: UserId) -> Result<bool, StoreError> {
+        let presence = &self.backends.presence;
+        Ok(presence.listed_by(vec![a], b).await?.first() == Some(&true)
+            && presence.listed_by(vec![b], a).await?.first() == Some(&true))
+    }
+
+    /// How long a contact list is kept after its last sync: as long as the mailbox items whose
+    /// shares it decides.
+    fn contacts_keep_ms(&self) -> u64 {
+        u64::try_from(self.limits.mailbox_ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The limits as announced to clients.
@@ -89,6 +116,9 @@ impl Hub {
             mailbox_max_bytes: l.mailbox_max_bytes,
             mailbox_ttl_secs: l.mailbox_ttl.as_secs(),
             one_time_keys_low_threshold: l.otk_low_threshold,
+            mailbox_contact_share_percent: u64::from(l.mailbox_contact_share_percent),
+            mailbox_stranger_share_percent: u64::from(l.mailbox_stranger_share_percent),
+            max_devices_per_user: l.max_devices_per_user as u64,
         }
     }
 
@@ -143,12 +173,8 @@ impl Hub {
             .detach(user, device, conn, self.node.clone())
             .await
         {
-            Ok((true, left)) => {
-                self.broadcast_presence(user).await;
-                if left == 0 {
-                    let _ = self.backends.presence.clear_contacts(user).await;
-                }
-            }
+            // The contact list stays (for mailbox shares) until `prune_contacts` drops it.
+            Ok((true, _)) => self.broadcast_presence(user).await,
             Ok((false, _)) => {}
             Err(e) => tracing::warn!(error = %e, "presence detach failed"),
         }
@@ -220,7 +246,7 @@ impl Hub {
         let old = self
             .backends
             .presence
-            .set_contacts(user, contacts.clone())
+            .set_contacts(user, contacts.clone(), self.now(), self.contacts_keep_ms())
             .await?;
         let listed = self
             .backends
@@ -307,7 +333,7 @@ impl Hub {
         }
     }
 
-    /// Routes a relay or contact frame: live to connected devices, into the mailbox of offline
+    /// Routes a relay: live to connected devices, into the mailbox of offline
     /// ones when `store`.
     pub(crate) async fn route(
         &self,
@@ -365,6 +391,8 @@ impl Hub {
         // Serialized once for every target device; the payload is copied into it once.
         let live: Utf8Bytes = deliver_json(kind, from, payload, now, None).into();
         let mut report = RelayReport::default();
+        // Asked once per relay, and only when something goes to a mailbox.
+        let mut quota = None;
         for device in targets {
             let entry = online.iter().find(|(d, _)| *d == device).map(|(_, e)| e);
             if let Some(entry) = entry {
@@ -413,10 +441,14 @@ impl Hub {
                     u64::try_from(self.limits.mailbox_ttl.as_millis()).unwrap_or(u64::MAX),
                 ),
             };
+            let q = match quota {
+                Some(q) => q,
+                None => *quota.insert(self.quota(from.user, to).await),
+            };
             match self
                 .backends
                 .mailbox
-                .push(to, device.clone(), item, self.quota(), now)
+                .push(to, device.clone(), item, q, now)
                 .await
             {
                 Ok(_) => {

@@ -198,7 +198,8 @@ pub async fn start_with_clock(
     })
 }
 
-/// Deletes expired mailbox items (and devices unseen for a mailbox TTL) every minute.
+/// Deletes expired mailbox items, devices unseen for a mailbox TTL and contact lists kept past
+/// theirs, every minute.
 async fn purge_loop(hub: Arc<hub::Hub>, shutdown: CancellationToken) {
     let ttl = u64::try_from(hub.limits.mailbox_ttl.as_millis()).unwrap_or(u64::MAX);
     loop {
@@ -206,6 +207,9 @@ async fn purge_loop(hub: Arc<hub::Hub>, shutdown: CancellationToken) {
             Ok(n) if n > 0 => tracing::info!(items = n, "expired mailbox items deleted"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "mailbox purge failed"),
+        }
+        if let Err(e) = hub.backends.presence.prune_contacts(hub.now()).await {
+            tracing::warn!(error = %e, "contact list pruning failed");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

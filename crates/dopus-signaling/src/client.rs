@@ -10,7 +10,11 @@
 //! ```
 //!
 //! States: `Disconnected → Connecting → Authenticating → Connected`, and back to
-//! `Disconnected` on any failure, followed by a backoff delay and a new attempt. Requests made
+//! `Disconnected` on any failure, followed by a backoff delay and a new attempt. One failure is
+//! not retried: when the server says this device logged in on another connection
+//! (`session_replaced`), the client stays `Disconnected` until [`SignalingClient::reconnect`]
+//! (two copies of one device reconnecting by themselves would take the session from each other
+//! forever); [`SignalingClient::is_replaced`] tells it from a network error. Requests made
 //! while not connected fail at once with [`ClientError::NotConnected`]; requests in flight when
 //! the connection drops fail with [`ClientError::ConnectionLost`]. The node keeps its own outbox
 //! and retries; this client never replays a request by itself, only the contact list and
@@ -20,12 +24,12 @@ use crate::backoff::Backoff;
 use dopus_proto::bundle::{ClaimedBundle, DeviceBundle};
 use dopus_proto::signaling::{
     ClientFrame, DeliveryKind, ErrorCode, Limits, PROTOCOL_VERSION, PresenceEntry, Refusal,
-    RequestId, Sender, ServerFrame, Status, VERSION_PARAM, auth_signing_bytes,
+    RequestId, Sender, ServerFrame, Status, VERSION_PARAM, auth_signing_bytes, contacts_per_frame,
 };
 use dopus_types::{DeviceId, Signature, Timestamp, UserId};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -131,7 +135,7 @@ pub struct Incoming {
     pub kind: DeliveryKind,
     /// Who sent it, as authenticated by the server.
     pub from: Sender,
-    /// The opaque payload or introduction.
+    /// The opaque payload.
     pub payload: String,
     /// When the server accepted it.
     pub sent_at: Timestamp,
@@ -178,7 +182,7 @@ pub enum Event {
         /// Why.
         code: ErrorCode,
     },
-    /// A relayed payload or contact frame.
+    /// A relayed payload.
     Incoming(Incoming),
     /// A mutual contact's presence.
     Presence {
@@ -240,9 +244,15 @@ impl RelayOutcome {
 
 enum Command {
     Request {
+        /// Frames written just before `frame`, whose answers nobody waits for (the first parts
+        /// of a contact list too long for one frame); written in one go with `frame`, so they
+        /// all go on the same connection.
+        before: Vec<ClientFrame>,
         frame: Box<ClientFrame>,
         reply: oneshot::Sender<Result<ServerFrame, ClientError>>,
     },
+    /// Leave the parked state after a replacement (ignored otherwise).
+    Reconnect,
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -259,6 +269,9 @@ struct Inner {
     next_id: AtomicU64,
     desired: Arc<Mutex<Desired>>,
     request_timeout: Duration,
+    replaced: Arc<AtomicBool>,
+    /// The server's `max_frame_bytes` (from the last login), which sizes contact list parts.
+    max_frame_bytes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Command {
@@ -285,6 +298,8 @@ impl SignalingClient {
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(ConnectionState::Disconnected);
         let desired = Arc::new(Mutex::new(Desired::default()));
+        let replaced = Arc::new(AtomicBool::new(false));
+        let max_frame_bytes = Arc::new(AtomicU64::new(DEFAULT_MAX_FRAME_BYTES));
         let client = SignalingClient {
             inner: Arc::new(Inner {
                 cmd: cmd_tx,
@@ -292,6 +307,8 @@ impl SignalingClient {
                 next_id: AtomicU64::new(1),
                 desired: desired.clone(),
                 request_timeout: config.request_timeout,
+                replaced: replaced.clone(),
+                max_frame_bytes: max_frame_bytes.clone(),
             }),
         };
         let task = Task {
@@ -303,6 +320,8 @@ impl SignalingClient {
             desired,
             handle: client.downgrade(),
             next_internal: 1 << 62,
+            replaced,
+            max_frame_bytes,
         };
         tokio::spawn(task.run());
         (client, event_rx)
@@ -310,6 +329,20 @@ impl SignalingClient {
 
     fn downgrade(&self) -> WeakClient {
         WeakClient(Arc::downgrade(&self.inner))
+    }
+
+    /// Whether the client stopped because this device logged in on another connection (the
+    /// server said `session_replaced`). It stays `Disconnected` until
+    /// [`SignalingClient::reconnect`]; requests fail with `ClientError::Server` carrying
+    /// `ErrorCode::SessionReplaced`.
+    pub fn is_replaced(&self) -> bool {
+        self.inner.replaced.load(Ordering::Relaxed)
+    }
+
+    /// Takes the session back after a replacement (which replaces the other connection in
+    /// turn); does nothing otherwise. Meant for an explicit user action, never for a loop.
+    pub fn reconnect(&self) {
+        let _ = self.inner.cmd.send(Command::Reconnect);
     }
 
     /// The current state.
@@ -337,10 +370,20 @@ impl SignalingClient {
     }
 
     async fn request(&self, frame: ClientFrame) -> Result<ServerFrame, ClientError> {
+        self.request_after(Vec::new(), frame).await
+    }
+
+    /// Writes `before` and then `frame`, and waits for the answer to `frame`.
+    async fn request_after(
+        &self,
+        before: Vec<ClientFrame>,
+        frame: ClientFrame,
+    ) -> Result<ServerFrame, ClientError> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .cmd
             .send(Command::Request {
+                before,
                 frame: Box::new(frame),
                 reply: tx,
             })
@@ -407,48 +450,6 @@ impl SignalingClient {
         relay_outcome(self.request(make(id)).await?)
     }
 
-    /// Sends a contact request with its signed introduction.
-    pub async fn contact_request(
-        &self,
-        to: UserId,
-        introduction: String,
-    ) -> Result<RelayOutcome, ClientError> {
-        self.relay_request(|id| ClientFrame::ContactRequest {
-            id,
-            to,
-            introduction,
-        })
-        .await
-    }
-
-    /// Accepts a contact request.
-    pub async fn contact_accept(
-        &self,
-        to: UserId,
-        introduction: String,
-    ) -> Result<RelayOutcome, ClientError> {
-        self.relay_request(|id| ClientFrame::ContactAccept {
-            id,
-            to,
-            introduction,
-        })
-        .await
-    }
-
-    /// Declines a contact request.
-    pub async fn contact_decline(
-        &self,
-        to: UserId,
-        introduction: String,
-    ) -> Result<RelayOutcome, ClientError> {
-        self.relay_request(|id| ClientFrame::ContactDecline {
-            id,
-            to,
-            introduction,
-        })
-        .await
-    }
-
     /// Sets this device's status; it is re-sent after every reconnect.
     pub async fn set_status(&self, status: Status) -> Result<(), ClientError> {
         if let Ok(mut d) = self.inner.desired.lock() {
@@ -462,7 +463,8 @@ impl SignalingClient {
     }
 
     /// Replaces the contact list; returns the presence of mutual contacts. The list is
-    /// re-sent after every reconnect.
+    /// re-sent after every reconnect. A list too long for one frame goes in parts that the
+    /// server applies together.
     pub async fn sync_contacts(
         &self,
         contacts: Vec<UserId>,
@@ -470,11 +472,12 @@ impl SignalingClient {
         if let Ok(mut d) = self.inner.desired.lock() {
             d.contacts = Some(contacts.clone());
         }
-        let id = self.next_id();
-        match self
-            .request(ClientFrame::SyncContacts { id, contacts })
-            .await?
-        {
+        let per_frame = contacts_per_frame(self.inner.max_frame_bytes.load(Ordering::Relaxed));
+        let mut parts = contact_parts(contacts, per_frame, || self.next_id());
+        let Some(last) = parts.pop() else {
+            return Err(ClientError::UnexpectedAnswer);
+        };
+        match self.request_after(parts, last).await? {
             ServerFrame::ContactsSynced { presence, .. } => Ok(presence),
             _ => Err(ClientError::UnexpectedAnswer),
         }
@@ -506,6 +509,36 @@ impl SignalingClient {
             let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
         }
     }
+}
+
+/// The `max_frame_bytes` assumed before the first login says otherwise (the protocol default).
+const DEFAULT_MAX_FRAME_BYTES: u64 = 65_536;
+
+/// A contact list as `sync_contacts` frames of at most `per_frame` contacts each, all but the
+/// last marked `more`; an empty list is one empty frame.
+fn contact_parts(
+    contacts: Vec<UserId>,
+    per_frame: usize,
+    mut next_id: impl FnMut() -> RequestId,
+) -> Vec<ClientFrame> {
+    let chunks: Vec<Vec<UserId>> = if contacts.is_empty() {
+        vec![Vec::new()]
+    } else {
+        contacts
+            .chunks(per_frame.max(1))
+            .map(<[UserId]>::to_vec)
+            .collect()
+    };
+    let n = chunks.len();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, contacts)| ClientFrame::SyncContacts {
+            id: next_id(),
+            contacts,
+            more: i + 1 < n,
+        })
+        .collect()
 }
 
 fn relay_outcome(frame: ServerFrame) -> Result<RelayOutcome, ClientError> {
@@ -545,14 +578,32 @@ struct Task {
     desired: Arc<Mutex<Desired>>,
     handle: WeakClient,
     next_internal: RequestId,
+    replaced: Arc<AtomicBool>,
+    max_frame_bytes: Arc<AtomicU64>,
 }
 
 /// Why a session ended.
 enum End {
     /// Reconnect after a delay.
     Retry,
+    /// The device logged in elsewhere: wait for [`SignalingClient::reconnect`].
+    Replaced,
     /// Stop for good.
     Shutdown,
+}
+
+/// How long closing waits for the other side's Close frame or end of stream.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Finishes a close: writes our reply to the server's Close (queued when it was read) or our
+/// own Close, then reads and discards until the server ends the stream, so nothing the server
+/// sent is lost to a reset and the server need not wait for a timeout.
+async fn finish_close(ws: &mut Ws) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        let _ = ws.flush().await;
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
 }
 
 struct AuthInfo {
@@ -586,13 +637,45 @@ impl Task {
                 Ok(Err(None)) | Err(_) => End::Retry,
             };
             self.set_state(ConnectionState::Disconnected);
-            if matches!(end, End::Shutdown) {
-                return;
+            match end {
+                End::Shutdown => return,
+                End::Replaced => {
+                    self.replaced.store(true, Ordering::Relaxed);
+                    let stop = self.parked().await;
+                    self.replaced.store(false, Ordering::Relaxed);
+                    if stop {
+                        return;
+                    }
+                    attempt = 0;
+                    continue;
+                }
+                End::Retry => {}
             }
             let delay = self.config.backoff.next_delay(attempt);
             attempt = attempt.saturating_add(1);
             if self.idle(delay).await {
                 return;
+            }
+        }
+    }
+
+    /// Waits for [`SignalingClient::reconnect`] after a replacement, refusing requests; `true`
+    /// if shut down meanwhile.
+    async fn parked(&mut self) -> bool {
+        loop {
+            match self.cmd_rx.recv().await {
+                None => return true,
+                Some(Command::Shutdown(done)) => {
+                    let _ = done.send(());
+                    return true;
+                }
+                Some(Command::Reconnect) => return false,
+                Some(Command::Request { reply, .. }) => {
+                    let _ = reply.send(Err(ClientError::Server {
+                        code: ErrorCode::SessionReplaced,
+                        message: "this device is logged in on another connection".into(),
+                    }));
+                }
             }
         }
     }
@@ -609,6 +692,7 @@ impl Task {
                         let _ = done.send(());
                         return true;
                     }
+                    Some(Command::Reconnect) => {}
                     Some(Command::Request { reply, .. }) => {
                         let _ = reply.send(Err(ClientError::NotConnected));
                     }
@@ -681,6 +765,8 @@ impl Task {
                     ping_timeout_ms,
                     ..
                 } => {
+                    self.max_frame_bytes
+                        .store(limits.max_frame_bytes, Ordering::Relaxed);
                     let _ = self.events.send(Event::Authenticated {
                         server_id,
                         limits,
@@ -719,15 +805,16 @@ impl Task {
             Err(_) => (None, None),
         };
         if let Some(contacts) = contacts {
-            let id = self.internal_id();
-            internal.insert(id, ());
-            if ws
-                .send(Message::text(
-                    ClientFrame::SyncContacts { id, contacts }.to_json(),
-                ))
-                .await
-                .is_err()
-            {
+            let per_frame = contacts_per_frame(self.max_frame_bytes.load(Ordering::Relaxed));
+            for part in contact_parts(contacts, per_frame, || self.internal_id()) {
+                if let Some(id) = part.id() {
+                    internal.insert(id, ());
+                }
+                if ws.feed(Message::text(part.to_json())).await.is_err() {
+                    return End::Retry;
+                }
+            }
+            if ws.flush().await.is_err() {
                 return End::Retry;
             }
         }
@@ -749,6 +836,8 @@ impl Task {
         let silence_limit = info.ping_interval + info.ping_timeout + Duration::from_secs(1);
         let mut last_rx = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // The server says why before it closes: `session_replaced` must not be retried.
+        let mut replaced = false;
         let end = loop {
             tokio::select! {
                 cmd = self.cmd_rx.recv() => match cmd {
@@ -758,12 +847,20 @@ impl Task {
                         let _ = done.send(());
                         break End::Shutdown;
                     }
-                    Some(Command::Request { frame, reply }) => {
+                    Some(Command::Reconnect) => {}
+                    Some(Command::Request { before, frame, reply }) => {
                         let Some(id) = frame.id() else {
                             let _ = reply.send(Err(ClientError::UnexpectedAnswer));
                             continue;
                         };
-                        if ws.send(Message::text(frame.to_json())).await.is_err() {
+                        let mut written = true;
+                        for part in before {
+                            if let Some(id) = part.id() {
+                                internal.insert(id, ());
+                            }
+                            written &= ws.feed(Message::text(part.to_json())).await.is_ok();
+                        }
+                        if !written || ws.send(Message::text(frame.to_json())).await.is_err() {
                             let _ = reply.send(Err(ClientError::ConnectionLost));
                             break End::Retry;
                         }
@@ -774,7 +871,12 @@ impl Task {
                     last_rx = Instant::now();
                     let text = match msg {
                         Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break End::Retry,
+                        Some(Ok(Message::Close(frame))) => {
+                            replaced |= frame.is_some_and(|f| f.reason.as_str() == ErrorCode::SessionReplaced.as_str());
+                            finish_close(&mut ws).await;
+                            break if replaced { End::Replaced } else { End::Retry };
+                        }
+                        None | Some(Err(_)) => break if replaced { End::Replaced } else { End::Retry },
                         Some(Ok(_)) => continue,
                     };
                     let Ok(frame) = ServerFrame::parse(text.as_str()) else {
@@ -792,6 +894,9 @@ impl Task {
                             let _ = reply.send(Ok(frame));
                         }
                         continue;
+                    }
+                    if let ServerFrame::Error { id: None, code: ErrorCode::SessionReplaced, .. } = frame {
+                        replaced = true;
                     }
                     self.dispatch_push(frame);
                 }
@@ -831,7 +936,12 @@ impl Task {
             };
             let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+        if tokio::time::timeout(CLOSE_WAIT, ws.close(None))
+            .await
+            .is_ok()
+        {
+            finish_close(ws).await;
+        }
     }
 
     /// Turns a server push into an event.

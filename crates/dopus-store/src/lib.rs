@@ -16,6 +16,17 @@ pub use keyfile::{KEY_FILE_VERSION, KeyFileError};
 pub use keyring::{KdfParams, KeyringError, PickleKey};
 pub use migrations::SCHEMA_VERSION;
 
+/// Entry points for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Reads key file text as unlocking does; when it parses, whether writing it back gives
+    /// text that parses to the same file.
+    pub fn key_file(text: &str) -> Option<bool> {
+        let file = crate::keyfile::KeyFile::from_json(text).ok()?;
+        Some(crate::keyfile::KeyFile::from_json(&file.to_json()).ok() == Some(file))
+    }
+}
+
 use codec::DbResult;
 use dopus_core::store::{
     AccountRecord, Applied, Changes, Channel, ChannelId, Contact, Conversation, ConversationId,

@@ -3,7 +3,7 @@
 use super::{BoxFut, Bus, BusMessage, Delivery, DeviceEntry, PresenceStore, StoreError};
 use crate::outbox::{LocalConnections, Out, UserKey, user_key};
 use dopus_proto::signaling::Status;
-use dopus_types::{DeviceId, UserId};
+use dopus_types::{DeviceId, Timestamp, UserId};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -12,6 +12,8 @@ struct UserState {
     devices: Vec<(DeviceId, DeviceEntry)>,
     contacts: Option<HashSet<UserKey>>,
     contact_ids: Vec<UserId>,
+    /// When the contact list may be forgotten once no device is connected.
+    keep_until: Timestamp,
 }
 
 /// In-memory [`PresenceStore`].
@@ -116,10 +118,13 @@ impl PresenceStore for MemoryPresence {
         &self,
         user: UserId,
         contacts: Vec<UserId>,
+        now: Timestamp,
+        keep_ms: u64,
     ) -> BoxFut<'_, Result<Vec<UserId>, StoreError>> {
         ready(self.lock().map(|mut users| {
             let state = users.entry(user_key(&user)).or_default();
             state.contacts = Some(contacts.iter().map(user_key).collect());
+            state.keep_until = now.plus_millis(keep_ms);
             std::mem::replace(&mut state.contact_ids, contacts)
         }))
     }
@@ -152,16 +157,11 @@ impl PresenceStore for MemoryPresence {
         }))
     }
 
-    fn clear_contacts(&self, user: UserId) -> BoxFut<'_, Result<(), StoreError>> {
+    fn prune_contacts(&self, now: Timestamp) -> BoxFut<'_, Result<u64, StoreError>> {
         ready(self.lock().map(|mut users| {
-            let key = user_key(&user);
-            if let Some(state) = users.get_mut(&key) {
-                state.contacts = None;
-                state.contact_ids = Vec::new();
-                if state.devices.is_empty() {
-                    users.remove(&key);
-                }
-            }
+            let before = users.len();
+            users.retain(|_, s| !s.devices.is_empty() || s.keep_until > now);
+            (before - users.len()) as u64
         }))
     }
 }

@@ -17,7 +17,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-const SCHEMA_VERSION: i64 = 1;
+/// 1: first schema. 2: mailbox items of the retired contact kinds are deleted (only `relay`
+/// items exist from then on).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices (
@@ -101,6 +103,7 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn, version)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -122,6 +125,15 @@ impl SqliteStore {
             .map_err(|_| StoreError::Task)?
         })
     }
+}
+
+/// Brings a database written by an older server up to [`SCHEMA_VERSION`] (the tables already
+/// exist: [`SCHEMA`] creates what is missing).
+fn migrate(conn: &Connection, from: i64) -> Result<(), StoreError> {
+    if from < 2 {
+        conn.execute("DELETE FROM mailbox WHERE kind <> 'relay'", [])?;
+    }
+    Ok(())
 }
 
 fn otk_count(conn: &Connection, user: &str, device: &str) -> Result<u64, StoreError> {
@@ -311,14 +323,22 @@ impl Mailbox for SqliteStore {
             let user = user.to_string();
             let device = device.to_string();
             let tx = conn.transaction()?;
-            let (count, bytes): (i64, i64) = tx.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(payload AS BLOB))), 0) FROM mailbox
-                 WHERE user = ?1 AND device = ?2 AND expires_at > ?3",
-                params![user, device, as_i64(now.as_millis())],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+            let from_user = item.from.user.to_string();
+            // One pass over the device's items gives both the device's and the sender's use.
+            let (count, bytes, mine, mine_bytes): (i64, i64, i64, i64) = tx.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(payload AS BLOB))), 0),
+                        COALESCE(SUM(from_user = ?4), 0),
+                        COALESCE(SUM(CASE WHEN from_user = ?4 THEN LENGTH(CAST(payload AS BLOB)) ELSE 0 END), 0)
+                 FROM mailbox WHERE user = ?1 AND device = ?2 AND expires_at > ?3",
+                params![user, device, as_i64(now.as_millis()), from_user],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
             let len = item.payload.len() as u64;
-            if as_u64(count) + 1 > quota.max_items || as_u64(bytes) + len > quota.max_bytes {
+            if as_u64(count) + 1 > quota.max_items
+                || as_u64(bytes) + len > quota.max_bytes
+                || as_u64(mine) + 1 > quota.sender_max_items
+                || as_u64(mine_bytes) + len > quota.sender_max_bytes
+            {
                 return Ok(None);
             }
             tx.execute(
@@ -328,7 +348,7 @@ impl Mailbox for SqliteStore {
                     user,
                     device,
                     item.kind.as_str(),
-                    item.from.user.to_string(),
+                    from_user,
                     item.from.device.to_string(),
                     item.payload,
                     as_i64(item.sent_at.as_millis()),
@@ -457,5 +477,44 @@ impl Mailbox for SqliteStore {
             let n: i64 = conn.query_row("SELECT COUNT(*) FROM mailbox", [], |r| r.get(0))?;
             Ok(as_u64(n))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn version_1_databases_lose_their_retired_contact_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            for kind in ["relay", "contact_request", "contact_accept"] {
+                conn.execute(
+                    "INSERT INTO mailbox (user, device, kind, from_user, from_device, payload, sent_at, expires_at)
+                     VALUES ('u', 'd', ?1, 'f', 'fd', 'p', 1, 2)",
+                    params![kind],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open_file(&path).unwrap();
+        let conn = store.conn.lock().unwrap();
+        let kinds: Vec<String> = conn
+            .prepare("SELECT kind FROM mailbox")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kinds, ["relay"]);
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
     }
 }

@@ -64,7 +64,7 @@ impl AuthSigner for KeySigner {
 
 pub struct TestServer {
     pub server: RunningServer,
-    _dir: tempfile::TempDir,
+    pub _dir: tempfile::TempDir,
 }
 
 impl TestServer {

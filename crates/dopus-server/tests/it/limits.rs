@@ -172,3 +172,118 @@ async fn connections_per_address_are_limited() {
     }
     assert!(ok);
 }
+
+/// The documented 5,000 contacts fit: the client sends them in parts (6 frames of 64 KiB) and
+/// the server applies them together; one more is refused with `too_many_contacts` and leaves
+/// the list as it was.
+#[tokio::test]
+async fn the_contact_limit_is_reachable_and_answered() {
+    let s = start(|_| {}).await;
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let a = connect(&s.url(), &alice, 1).await;
+    let b = connect(&s.url(), &bob, 1).await;
+    b.client.sync_contacts(vec![alice.id]).await.unwrap();
+    // 4,999 made-up users and Bob last, so a list cut short would miss him.
+    let mut contacts: Vec<dopus_types::UserId> = (0..4_999u32)
+        .map(|i| {
+            let mut seed = [7u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+            dopus_types::UserId::from_key(
+                dopus_types::Ed25519Key::from_bytes(key.verifying_key().as_bytes()).unwrap(),
+            )
+        })
+        .collect();
+    contacts.push(bob.id);
+    let presence = a.client.sync_contacts(contacts.clone()).await.unwrap();
+    assert_eq!(presence.len(), 1, "Bob is the one mutual contact");
+    assert_eq!(presence[0].user, bob.id);
+    contacts.push(TestUser::new().id);
+    match a.client.sync_contacts(contacts).await {
+        Err(dopus_signaling::ClientError::Server {
+            code: ErrorCode::TooManyContacts,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // The refused list changed nothing: Bob still sees Alice as a mutual contact.
+    let presence = b.client.sync_contacts(vec![alice.id]).await.unwrap();
+    assert_eq!(presence.len(), 1);
+}
+
+/// Over the limit, the parts after the refused one are refused too, the last included, so the
+/// tail of a list is never taken for the whole list.
+#[tokio::test]
+async fn a_contact_list_over_the_limit_in_parts_is_refused_to_its_last_part() {
+    let s = start(|c| c.limits.max_contacts = 2).await;
+    let (alice, bob, carol) = (TestUser::new(), TestUser::new(), TestUser::new());
+    let mut a = raw_login(&s.url(), &alice, 1).await;
+    let parts = [
+        (1, vec![bob.id, carol.id], true),
+        (2, vec![bob.id], true),
+        (3, vec![carol.id], false),
+        (4, vec![carol.id], false),
+    ];
+    for (id, contacts, more) in parts {
+        let f = dopus_proto::signaling::ClientFrame::SyncContacts { id, contacts, more };
+        raw_send(&mut a, f.to_json()).await;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(match raw_recv(&mut a).await {
+            ServerFrame::ContactsSynced { id, .. } => (id, None),
+            ServerFrame::Error { id, code, .. } => (id.unwrap(), Some(code)),
+            other => panic!("{other:?}"),
+        });
+    }
+    assert_eq!(
+        answers,
+        [
+            (1, None),
+            (2, Some(ErrorCode::TooManyContacts)),
+            (3, Some(ErrorCode::TooManyContacts)),
+            (4, None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_ack_over_the_id_limit_is_refused() {
+    let s = start(|_| {}).await;
+    let alice = TestUser::new();
+    let a = connect(&s.url(), &alice, 1).await;
+    match a.client.ack((0..1_001).collect()).await {
+        Err(dopus_signaling::ClientError::Server {
+            code: ErrorCode::TooManyIds,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    a.client.ack((0..1_000).collect()).await.unwrap();
+}
+
+/// A user has at most `max_devices_per_user` devices; a further one is refused at login,
+/// known ones still log in.
+#[tokio::test]
+async fn devices_per_user_are_capped() {
+    let s = start(|c| c.limits.max_devices_per_user = 2).await;
+    let alice = TestUser::new();
+    let one = connect(&s.url(), &alice, 1).await;
+    let _two = connect(&s.url(), &alice, 2).await;
+    let signer = std::sync::Arc::new(KeySigner {
+        user: alice.id,
+        key: alice.key.clone(),
+    });
+    let (third, mut events) =
+        dopus_signaling::SignalingClient::start(client_config(&s.url(), alice.device(3)), signer);
+    let code = expect(&mut events, "the refusal", |e| match e {
+        dopus_signaling::Event::AuthFailed { code } => Some(code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, ErrorCode::TooManyDevices);
+    third.shutdown().await;
+    one.client.shutdown().await;
+    let again = connect(&s.url(), &alice, 1).await;
+    again.client.ping().await.unwrap();
+}

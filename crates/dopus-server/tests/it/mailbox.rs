@@ -124,6 +124,9 @@ async fn the_quota_refuses_with_mailbox_full() {
     let s = start(|c| {
         c.limits.mailbox_max_items = 3;
         c.limits.mailbox_max_bytes = 1000;
+        // One sender may fill it all here; shares have their own test.
+        c.limits.mailbox_contact_share_percent = 100;
+        c.limits.mailbox_stranger_share_percent = 100;
     })
     .await;
     let (alice, bob) = (TestUser::new(), TestUser::new());
@@ -178,6 +181,88 @@ async fn the_quota_refuses_with_mailbox_full() {
     b.client.shutdown().await;
     a.client
         .relay(bob.id, None, "x".into(), true)
+        .await
+        .unwrap();
+}
+
+fn is_mailbox_full(r: Result<dopus_signaling::RelayOutcome, ClientError>) -> bool {
+    matches!(
+        r,
+        Err(ClientError::Server {
+            code: ErrorCode::MailboxFull,
+            ..
+        })
+    )
+}
+
+/// Each sender fills at most its share of a mailbox: a stranger a small one, a mutual contact
+/// a larger one, so neither can shut everyone else out; items count and bytes count.
+#[tokio::test]
+async fn each_sender_gets_a_share_of_a_mailbox_and_strangers_a_smaller_one() {
+    let s = start(|c| {
+        c.limits.mailbox_max_items = 20;
+        c.limits.mailbox_max_bytes = 10_000;
+        c.limits.mailbox_contact_share_percent = 50;
+        c.limits.mailbox_stranger_share_percent = 10;
+    })
+    .await;
+    let (alice, bob, mallory, carol) = (
+        TestUser::new(),
+        TestUser::new(),
+        TestUser::new(),
+        TestUser::new(),
+    );
+    // Bob and Alice list each other; the server keeps Bob's list while he is away.
+    let b = connect(&s.url(), &bob, 1).await;
+    b.client.sync_contacts(vec![alice.id]).await.unwrap();
+    b.client.shutdown().await;
+    let a = connect(&s.url(), &alice, 1).await;
+    a.client.sync_contacts(vec![bob.id]).await.unwrap();
+    let m = connect(&s.url(), &mallory, 1).await;
+    // Mallory also lists Bob, but Bob does not list her: still a stranger (10 % = 2 items).
+    m.client.sync_contacts(vec![bob.id]).await.unwrap();
+    for _ in 0..2 {
+        m.client
+            .relay(bob.id, None, "m".into(), true)
+            .await
+            .unwrap();
+    }
+    assert!(is_mailbox_full(
+        m.client.relay(bob.id, None, "m".into(), true).await
+    ));
+    // Alice is a mutual contact: 50 % = 10 items.
+    for _ in 0..10 {
+        a.client
+            .relay(bob.id, None, "a".into(), true)
+            .await
+            .unwrap();
+    }
+    assert!(is_mailbox_full(
+        a.client.relay(bob.id, None, "a".into(), true).await
+    ));
+    // Another stranger still has its own share, in items and in bytes (10 % = 1,000 bytes).
+    let c = connect(&s.url(), &carol, 1).await;
+    assert!(is_mailbox_full(
+        c.client.relay(bob.id, None, "c".repeat(1_001), true).await
+    ));
+    c.client
+        .relay(bob.id, None, "c".repeat(1_000), true)
+        .await
+        .unwrap();
+    // Bob takes his items and acknowledges Mallory's: she has room again.
+    let mut b = connect(&s.url(), &bob, 1).await;
+    let mut from_mallory = Vec::new();
+    for _ in 0..13 {
+        let i = incoming(&mut b).await;
+        if i.from.user == mallory.id {
+            from_mallory.push(i.ack.unwrap().mailbox_id());
+        }
+    }
+    assert_eq!(from_mallory.len(), 2);
+    b.client.ack(from_mallory).await.unwrap();
+    b.client.shutdown().await;
+    m.client
+        .relay(bob.id, None, "m".into(), true)
         .await
         .unwrap();
 }

@@ -5,6 +5,7 @@
 mod common;
 
 mod auth;
+mod closing;
 mod directory;
 mod limits;
 mod mailbox;

@@ -152,6 +152,7 @@ async fn a_dropped_connection_goes_offline_after_the_ping_timeout() {
         dopus_proto::signaling::ClientFrame::SyncContacts {
             id: 1,
             contacts: vec![alice.id],
+            more: false,
         }
         .to_json(),
     )
@@ -173,6 +174,7 @@ async fn a_closed_socket_goes_offline_at_once() {
         dopus_proto::signaling::ClientFrame::SyncContacts {
             id: 1,
             contacts: vec![alice.id],
+            more: false,
         }
         .to_json(),
     )
@@ -193,10 +195,19 @@ async fn contacts_and_status_are_resynced_after_a_reconnect() {
     b.client.set_status(Status::Away).await.unwrap();
     assert_eq!(presence_of(&mut a.events, bob.id).await, Status::Online);
     assert_eq!(presence_of(&mut a.events, bob.id).await, Status::Away);
-    // Another login of Bob's same device replaces the client's session; the client reconnects
-    // and re-sends its contacts and status.
+    // Another login of Bob's same device replaces the client's session; told to reconnect, the
+    // client logs in again and re-sends its contacts and status.
     let ws = raw_login(&s.url(), &bob, 1).await;
     drop(ws);
+    expect(&mut b.events, "replaced", |e| match e {
+        Event::ServerNotice { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    while !b.client.is_replaced() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    b.client.reconnect();
     expect(&mut b.events, "reconnected", |e| match e {
         Event::Authenticated { .. } => Some(()),
         _ => None,
