@@ -2,6 +2,7 @@
 //! embedded web UI at `/`. Served on 127.0.0.1 only, behind the per-launch token.
 
 pub mod auth;
+pub mod dto;
 pub mod error;
 pub mod events;
 mod routes;

@@ -1,14 +1,17 @@
 //! REST handlers: parse and validate the request, call the node, shape the answer.
 
+use super::dto::{
+    AddContact, ContactPatch, ContactRequest, CreateIdentity, Edit, MarkRead, PageQuery, React,
+    SearchQuery, SendMessage, SendMessages, SetStatus, SettingsPatch, Typing, Unlock,
+};
 use super::error::ApiError;
-use crate::runtime::{ContactPatch, Node, SettingsPatch};
+use crate::runtime::{self, Node};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dopus_types::UserId;
-use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -31,12 +34,6 @@ pub async fn status(State(node): N) -> Json<Value> {
     Json(node.status().await)
 }
 
-#[derive(Deserialize)]
-pub struct CreateIdentity {
-    display_name: String,
-    passphrase: String,
-}
-
 pub async fn create_identity(
     State(node): N,
     payload: Result<Json<CreateIdentity>, JsonRejection>,
@@ -48,11 +45,6 @@ pub async fn create_identity(
     ))
 }
 
-#[derive(Deserialize)]
-pub struct Unlock {
-    passphrase: String,
-}
-
 pub async fn unlock(State(node): N, payload: Result<Json<Unlock>, JsonRejection>) -> ApiResult {
     let req = body(payload)?;
     Ok(Json(node.unlock(req.passphrase).await?))
@@ -60,11 +52,6 @@ pub async fn unlock(State(node): N, payload: Result<Json<Unlock>, JsonRejection>
 
 pub async fn me(State(node): N) -> ApiResult {
     Ok(Json(node.me().await?))
-}
-
-#[derive(Deserialize)]
-pub struct SetStatus {
-    status: String,
 }
 
 pub async fn set_status(
@@ -79,12 +66,6 @@ pub async fn contacts(State(node): N) -> ApiResult {
     Ok(Json(node.contacts().await?))
 }
 
-#[derive(Deserialize)]
-pub struct AddContact {
-    user_id: String,
-    display_name: Option<String>,
-}
-
 pub async fn add_contact(
     State(node): N,
     payload: Result<Json<AddContact>, JsonRejection>,
@@ -94,12 +75,6 @@ pub async fn add_contact(
         node.add_contact(user(&req.user_id)?, req.display_name)
             .await?,
     ))
-}
-
-#[derive(Deserialize, Default)]
-pub struct ContactRequest {
-    display_name: Option<String>,
-    note: Option<String>,
 }
 
 pub async fn contact_request(
@@ -128,6 +103,11 @@ pub async fn patch_contact(
     payload: Result<Json<ContactPatch>, JsonRejection>,
 ) -> ApiResult {
     let patch = body(payload)?;
+    let patch = runtime::ContactPatch {
+        display_name: patch.display_name,
+        verified: patch.verified,
+        blocked: patch.blocked,
+    };
     Ok(Json(node.patch_contact(user(&id)?, patch).await?))
 }
 
@@ -155,25 +135,13 @@ pub async fn connection(State(node): N, Path(id): Path<String>) -> ApiResult {
     Ok(Json(node.connection(user(&id)?).await?))
 }
 
-#[derive(Deserialize)]
-pub struct Page {
-    before: Option<u64>,
-    limit: Option<usize>,
-}
-
 pub async fn messages(
     State(node): N,
     Path(id): Path<String>,
-    Query(page): Query<Page>,
+    Query(page): Query<PageQuery>,
 ) -> ApiResult {
     let limit = page.limit.unwrap_or(50).clamp(1, 200);
     Ok(Json(node.messages(user(&id)?, page.before, limit).await?))
-}
-
-#[derive(Deserialize)]
-pub struct SendMessage {
-    body: String,
-    reply_to: Option<String>,
 }
 
 pub async fn send_message(
@@ -185,11 +153,6 @@ pub async fn send_message(
     let reply_to = req.reply_to.as_deref().map(message_id).transpose()?;
     let message = node.send_text(user(&id)?, req.body, reply_to).await?;
     Ok((StatusCode::CREATED, Json(message)).into_response())
-}
-
-#[derive(Deserialize)]
-pub struct SendMessages {
-    messages: Vec<SendMessage>,
 }
 
 /// Several messages to one contact in one call, stored in one commit and sent in order. Every
@@ -225,11 +188,6 @@ pub async fn send_messages(
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
-#[derive(Deserialize)]
-pub struct Typing {
-    active: bool,
-}
-
 pub async fn typing(
     State(node): N,
     Path(id): Path<String>,
@@ -240,11 +198,6 @@ pub async fn typing(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-pub struct MarkRead {
-    up_to: String,
-}
-
 pub async fn mark_read(
     State(node): N,
     Path(id): Path<String>,
@@ -253,11 +206,6 @@ pub async fn mark_read(
     let req = body(payload)?;
     node.mark_read(user(&id)?, message_id(&req.up_to)?).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-pub struct Edit {
-    body: String,
 }
 
 pub async fn edit_message(
@@ -271,11 +219,6 @@ pub async fn edit_message(
 
 pub async fn delete_message(State(node): N, Path(id): Path<String>) -> ApiResult {
     Ok(Json(node.delete(message_id(&id)?).await?))
-}
-
-#[derive(Deserialize)]
-pub struct React {
-    emoji: String,
 }
 
 pub async fn add_reaction(
@@ -294,13 +237,7 @@ pub async fn remove_reaction(
     Ok(Json(node.react(message_id(&id)?, emoji, false).await?))
 }
 
-#[derive(Deserialize)]
-pub struct Search {
-    q: String,
-    limit: Option<usize>,
-}
-
-pub async fn search(State(node): N, Query(q): Query<Search>) -> ApiResult {
+pub async fn search(State(node): N, Query(q): Query<SearchQuery>) -> ApiResult {
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     Ok(Json(node.search(&q.q, limit).await?))
 }
@@ -314,5 +251,11 @@ pub async fn put_settings(
     payload: Result<Json<SettingsPatch>, JsonRejection>,
 ) -> ApiResult {
     let patch = body(payload)?;
+    let patch = runtime::SettingsPatch {
+        server_url: patch.server_url,
+        ice_servers: patch.ice_servers,
+        read_receipts: patch.read_receipts,
+        theme: patch.theme,
+    };
     Ok(Json(node.put_settings(patch).await?))
 }

@@ -1,0 +1,906 @@
+// GENERATED from the Rust DTOs in crates/dopus-node/src/api/dto/ by ts-rs. Do not edit.
+// Change the Rust structs, then run ./scripts/gen-api-types.sh; a test fails while this file
+// and the structs differ (docs/api.md, "Types").
+/* eslint-disable */
+
+/**
+ * A user ID as the API writes it: `dopus1…` (bech32m of the identity key, lowercase; accepted
+ * in any case).
+ */
+export type UserId = string;
+
+/**
+ * A message id: the UUIDv7 its sender chose, the same on every device.
+ */
+export type MessageId = string;
+
+/**
+ * Which conversation: the peer's user ID for a direct conversation, the channel's id for a
+ * space channel (spaces are not in the API yet).
+ */
+export type ConversationId = string;
+
+/**
+ * Milliseconds since the Unix epoch.
+ */
+export type Timestamp = number;
+
+/**
+ * Where the node stands.
+ */
+export type NodeState = "no_identity" | "locked" | "ready";
+
+/**
+ * The signaling client's state.
+ */
+export type SignalingState = "disconnected" | "connecting" | "authenticating" | "connected";
+
+/**
+ * The signaling part of [`Status`].
+ */
+export type StatusSignaling = { 
+/**
+ * The configured server; `null` when none is (or before unlocking).
+ */
+url: string | null, 
+/**
+ * The client's state.
+ */
+state: SignalingState, };
+
+/**
+ * `GET /status`: works before unlocking, so a UI can offer "create" or "unlock".
+ */
+export type Status = { 
+/**
+ * The node's phase.
+ */
+state: NodeState, 
+/**
+ * The node's version.
+ */
+version: string, 
+/**
+ * Our user ID (only once ready).
+ */
+user_id?: UserId, 
+/**
+ * Our display name (only once ready).
+ */
+display_name?: string, 
+/**
+ * This device's id (only once ready).
+ */
+device_id?: string, 
+/**
+ * The signaling connection.
+ */
+signaling: StatusSignaling, };
+
+/**
+ * A device's public keys, base64.
+ */
+export type DeviceKeys = { 
+/**
+ * Signs the device's one-time keys.
+ */
+ed25519: string, 
+/**
+ * The device's Olm identity key.
+ */
+curve25519: string, };
+
+/**
+ * `GET /me` (and the answer of `/identity`, `/unlock`, `PUT /me/status`).
+ */
+export type Me = { 
+/**
+ * Our user ID.
+ */
+user_id: UserId, 
+/**
+ * The name we show to others.
+ */
+display_name: string, 
+/**
+ * This device's id.
+ */
+device_id: string, 
+/**
+ * This device's public keys.
+ */
+device_keys: DeviceKeys, 
+/**
+ * A short hash of our identity key, in groups of five hex digits.
+ */
+fingerprint: string, 
+/**
+ * Our own status as we set it (`invisible` included).
+ */
+status: Presence, 
+/**
+ * PLANNED (awaits node support): our profile as contacts see it. Left out until the node
+ * keeps one.
+ */
+profile?: ProfileCard, };
+
+/**
+ * The UI's theme.
+ */
+export type Theme = "dark" | "light";
+
+/**
+ * `GET|PUT /settings`.
+ */
+export type Settings = { 
+/**
+ * The signaling server; `null` when none is configured.
+ */
+server_url: string | null, 
+/**
+ * STUN/TURN URLs.
+ */
+ice_servers: Array<string>, 
+/**
+ * Send read receipts (off by default).
+ */
+read_receipts: boolean, 
+/**
+ * The UI's theme.
+ */
+theme: Theme, 
+/**
+ * PLANNED (awaits node support): fetch link previews for links we send (off by default;
+ * a receiver never fetches). Left out until the node supports it.
+ */
+link_previews?: boolean, };
+
+/**
+ * The stable machine-readable error codes (docs/api.md, "Errors").
+ */
+export type ErrorCode = "bad_request" | "invalid_user_id" | "unauthorized" | "wrong_passphrase" | "bad_host" | "not_found" | "conflict" | "locked" | "store" | "too_large" | "not_allowed" | "offline" | "internal";
+
+/**
+ * The inside of [`ErrorBody`].
+ */
+export type ErrorDetail = { 
+/**
+ * Stable code.
+ */
+code: ErrorCode, 
+/**
+ * A safe, human-readable sentence (no secrets, no addresses).
+ */
+message: string, };
+
+/**
+ * Every error answer: `{ "error": { "code", "message" } }`.
+ */
+export type ErrorBody = { 
+/**
+ * What went wrong.
+ */
+error: ErrorDetail, };
+
+/**
+ * A presence as the API names it. Others never see `invisible`: it reads as `offline`.
+ */
+export type Presence = "online" | "away" | "busy" | "invisible" | "offline";
+
+/**
+ * Where a contact relationship stands.
+ */
+export type ContactState = "accepted" | "outgoing_request" | "incoming_request" | "declined";
+
+/**
+ * How the next message to a contact would travel.
+ */
+export type ConnectionMode = "direct" | "relayed" | "mailbox" | "none";
+
+/**
+ * The WebRTC connection's state.
+ */
+export type ConnectionState = "new" | "connecting" | "connected" | "disconnected" | "failed" | "closed";
+
+/**
+ * An ICE candidate type (RFC 8445).
+ */
+export type CandidateType = "host" | "srflx" | "prflx" | "relay";
+
+/**
+ * Counters of the current (or last) connection, as last read.
+ */
+export type Traffic = { 
+/**
+ * Data channel messages (envelopes) sent.
+ */
+messages_sent: number, 
+/**
+ * Data channel messages received.
+ */
+messages_received: number, 
+/**
+ * UDP payload bytes sent, all protocols.
+ */
+bytes_sent: number, 
+/**
+ * UDP payload bytes received.
+ */
+bytes_received: number, 
+/**
+ * How often a send found the send buffer full.
+ */
+send_waits: number, };
+
+/**
+ * How we reach a contact.
+ *
+ * Unified: today the node leaves `local_candidate`, `remote_candidate`, `rtt_ms` and `traffic`
+ * out when it never tried a connection and writes `null` otherwise; this shape always writes
+ * them (`null` when unknown).
+ */
+export type Connection = { 
+/**
+ * How the next message would travel.
+ */
+mode: ConnectionMode, 
+/**
+ * The WebRTC connection's state.
+ */
+state: ConnectionState, 
+/**
+ * Our side of the selected candidate pair.
+ */
+local_candidate: CandidateType | null, 
+/**
+ * Their side of the selected candidate pair.
+ */
+remote_candidate: CandidateType | null, 
+/**
+ * Round trip of the latest consent check, in milliseconds.
+ */
+rtt_ms: number | null, 
+/**
+ * Why there is no direct path, in words (safe to show: no addresses).
+ */
+reason: string | null, 
+/**
+ * Counters, once a connection was made.
+ */
+traffic: Traffic | null, };
+
+/**
+ * A contact, or someone who asked to be one (`GET /contacts`, the `contact` event, and the
+ * answer of every contact operation).
+ *
+ * Unified: the runtime builds the record part in `json::contact` and adds the live fields in
+ * `Ready::contact_json`, and the CLI's offline `contacts list` (`local.rs`) writes a third,
+ * smaller shape (`display_name` null when unknown, no `note` and no live fields). This is the
+ * one shape: `display_name` is `""` when unknown.
+ */
+export type Contact = { 
+/**
+ * Their user ID.
+ */
+user_id: UserId, 
+/**
+ * The name we show for them (ours, or the one they sent); `""` when unknown.
+ */
+display_name: string, 
+/**
+ * Where the relationship stands.
+ */
+state: ContactState, 
+/**
+ * We compared safety numbers or emoji with them.
+ */
+verified: boolean, 
+/**
+ * We refuse everything from them.
+ */
+blocked: boolean, 
+/**
+ * The note that came with their contact request.
+ */
+note: string | null, 
+/**
+ * Their presence (`offline` unless mutual contacts and online).
+ */
+presence: Presence, 
+/**
+ * Incoming messages after the last one we read.
+ */
+unread: number, 
+/**
+ * The newest message of the conversation.
+ */
+last_message: Message | null, 
+/**
+ * How the next message would travel.
+ */
+connection: Connection, 
+/**
+ * PLANNED (awaits node support): the profile they sent us (avatar, status text). Left out
+ * until the node stores profiles.
+ */
+profile?: ProfileCard, };
+
+/**
+ * `GET /contacts/{id}/safety`.
+ */
+export type Safety = { 
+/**
+ * 12 groups of 5 digits, separated by spaces.
+ */
+safety_number: string, 
+/**
+ * Whether the contact is marked verified.
+ */
+verified: boolean, };
+
+/**
+ * Where an emoji verification stands.
+ */
+export type VerificationState = "none" | "waiting" | "compare" | "confirmed" | "verified" | "cancelled";
+
+/**
+ * One emoji of the short authentication string.
+ */
+export type SasEmoji = { 
+/**
+ * The emoji.
+ */
+symbol: string, 
+/**
+ * Its English name.
+ */
+name: string, };
+
+/**
+ * `GET|POST /contacts/{id}/verification…` and the `verification` event.
+ *
+ * Unified: with no verification the node writes only `{"state": "none"}` today; this shape
+ * always writes every field (`null` when not known).
+ */
+export type Verification = { 
+/**
+ * Where it stands.
+ */
+state: VerificationState, 
+/**
+ * The transaction id.
+ */
+txn: string | null, 
+/**
+ * Seven emoji, identical on both sides unless someone is in the middle.
+ */
+emoji: Array<SasEmoji> | null, 
+/**
+ * The same check as three 4-digit numbers.
+ */
+decimals: Array<number> | null, 
+/**
+ * Why it was cancelled.
+ */
+cancel_code: string | null, 
+/**
+ * Whether we cancelled it.
+ */
+cancelled_by_us: boolean | null, };
+
+/**
+ * How far one of our messages has got. Moves forward only (`pending` → `sent` → `delivered` →
+ * `read`); `failed` may replace `pending`.
+ */
+export type DeliveryState = "pending" | "sent" | "delivered" | "read" | "failed";
+
+/**
+ * What a message is.
+ */
+export type MessageKind = "text" | "file" | "system";
+
+/**
+ * The reactions with one emoji on one message.
+ */
+export type Reaction = { 
+/**
+ * The emoji (any Unicode emoji sequence).
+ */
+emoji: string, 
+/**
+ * How many users reacted with it.
+ */
+count: number, 
+/**
+ * Whether we are one of them.
+ */
+mine: boolean, 
+/**
+ * Who, in the order they reacted.
+ */
+users: Array<UserId>, };
+
+/**
+ * One message, with edits, deletion and reactions applied.
+ */
+export type Message = { 
+/**
+ * The sender's id for it.
+ */
+id: MessageId, 
+/**
+ * Where it lives (1:1: the peer's user ID).
+ */
+conversation: ConversationId, 
+/**
+ * Who wrote it.
+ */
+sender: UserId, 
+/**
+ * Whether we wrote it.
+ */
+outgoing: boolean, 
+/**
+ * What it is.
+ */
+kind: MessageKind, 
+/**
+ * Its text; `null` once deleted. Plain text in Discord's markdown flavour: never HTML.
+ */
+body: string | null, 
+/**
+ * The message it answers.
+ */
+reply_to: MessageId | null, 
+/**
+ * The sender's clock when sent.
+ */
+sent_at: Timestamp, 
+/**
+ * Our clock when it arrived; `null` for our own.
+ */
+received_at: Timestamp | null, 
+/**
+ * When the newest applied edit was made.
+ */
+edited_at: Timestamp | null, 
+/**
+ * Deleted by its sender (the row stays as a tombstone).
+ */
+deleted: boolean, 
+/**
+ * How far delivery has got (meaningful for outgoing messages).
+ */
+state: DeliveryState, 
+/**
+ * Local arrival number: the history cursor and the tie-break of the display order
+ * `(sent_at, seq)`.
+ */
+seq: number, 
+/**
+ * Reactions, one line per emoji.
+ */
+reactions: Array<Reaction>, 
+/**
+ * PLANNED (awaits node support): the link preview the sender's node fetched and sent
+ * inside the encrypted message. Left out until the node fills it.
+ */
+preview?: LinkPreview, };
+
+/**
+ * `GET /conversations/{id}/messages`: a page of history, oldest first.
+ */
+export type MessagePage = { 
+/**
+ * The messages, oldest first.
+ */
+messages: Array<Message>, 
+/**
+ * Whether older messages exist before the first one.
+ */
+has_more: boolean, };
+
+/**
+ * `POST /conversations/{id}/messages/batch`: the stored messages, in request order.
+ */
+export type SentMessages = { 
+/**
+ * One per request item.
+ */
+messages: Array<Message>, };
+
+/**
+ * One search hit.
+ */
+export type SearchResult = { 
+/**
+ * The matching message.
+ */
+message: Message, 
+/**
+ * An excerpt of the body around the matches, plain text.
+ */
+snippet: string, 
+/**
+ * The same excerpt with every match between U+0002 and U+0003 (control characters, never
+ * markup, so a UI highlights without parsing message text as HTML).
+ */
+highlighted: string, };
+
+/**
+ * `GET /search`: hits, newest first.
+ */
+export type SearchResults = { 
+/**
+ * The hits, newest first, at most `limit`.
+ */
+results: Array<SearchResult>, 
+/**
+ * PLANNED (awaits node support): how many messages match in all; left out until the node
+ * counts them.
+ */
+total?: number, 
+/**
+ * PLANNED (awaits node support): the cursor for the next page (`?before=`), `null` or left
+ * out when there is none.
+ */
+next_before?: number, };
+
+/**
+ * A live event. Events are not replayed: a client fetches state with the REST calls on every
+ * (re)connect, then applies events. A client ignores types it does not know.
+ */
+export type Event = { "type": "status", 
+/**
+ * The new phase.
+ */
+state: NodeState, } | { "type": "signaling", 
+/**
+ * The new state.
+ */
+state: SignalingState, 
+/**
+ * When the next reconnect is due, in ms. Documented since v1 but not sent by the node
+ * yet (left out until it is).
+ */
+retry_in_ms?: number, } | { "type": "message", 
+/**
+ * The message.
+ */
+message: Message, } | { "type": "message_updated", 
+/**
+ * The message as it is now.
+ */
+message: Message, } | { "type": "message_state", 
+/**
+ * Which message.
+ */
+id: MessageId, 
+/**
+ * Its conversation.
+ */
+conversation: ConversationId, 
+/**
+ * The new state.
+ */
+state: DeliveryState, } | { "type": "typing", 
+/**
+ * Who.
+ */
+user_id: UserId, 
+/**
+ * Started or stopped.
+ */
+active: boolean, } | { "type": "presence", 
+/**
+ * Whose.
+ */
+user_id: UserId, 
+/**
+ * As we may see it.
+ */
+presence: Presence, } | { "type": "contact", 
+/**
+ * The contact as it is now (boxed: it is the largest event).
+ */
+contact: Contact, } | { "type": "connection", 
+/**
+ * Which contact.
+ */
+user_id: UserId, 
+/**
+ * The connection as it is now.
+ */
+connection: Connection, } | { "type": "session_reset", 
+/**
+ * Which contact.
+ */
+user_id: UserId, 
+/**
+ * How many messages were sent again.
+ */
+resent: number, } | { "type": "verification", 
+/**
+ * With whom.
+ */
+user_id: UserId, 
+/**
+ * Where it stands.
+ */
+verification: Verification, } | { "type": "lagged", 
+/**
+ * How many events were dropped.
+ */
+missed: number, } | { "type": "profile", 
+/**
+ * Whose.
+ */
+user_id: UserId, 
+/**
+ * The profile as it is now.
+ */
+profile: ProfileCard, } | { "type": "contact_removed", 
+/**
+ * Who.
+ */
+user_id: UserId, };
+
+/**
+ * `POST /identity`.
+ */
+export type CreateIdentity = { 
+/**
+ * The name we show to others.
+ */
+display_name: string, 
+/**
+ * Encrypts the store; cannot be recovered.
+ */
+passphrase: string, };
+
+/**
+ * `POST /unlock`.
+ */
+export type Unlock = { 
+/**
+ * The store's passphrase.
+ */
+passphrase: string, };
+
+/**
+ * `PUT /me/status`. Checked by the node (`online`, `away`, `busy` or `invisible`) so the error
+ * says which values are allowed.
+ */
+export type SetStatus = { 
+/**
+ * The new status.
+ */
+status: Exclude<Presence, "offline">, };
+
+/**
+ * `POST /contacts`.
+ */
+export type AddContact = { 
+/**
+ * Their user ID (checked, with a checksum error for typos).
+ */
+user_id: UserId, 
+/**
+ * The name to show for them.
+ */
+display_name?: string | null, };
+
+/**
+ * `POST /contacts/{id}/request` (the body may be left out).
+ */
+export type ContactRequest = { 
+/**
+ * The name to show for them.
+ */
+display_name?: string | null, 
+/**
+ * A short note sent with the request.
+ */
+note?: string | null, };
+
+/**
+ * `PATCH /contacts/{id}`: absent fields stay as they are.
+ */
+export type ContactPatch = { 
+/**
+ * New name.
+ */
+display_name?: string | null, 
+/**
+ * Mark verified (after comparing the safety number) or not.
+ */
+verified?: boolean | null, 
+/**
+ * Block (their messages and presence stop) or unblock.
+ */
+blocked?: boolean | null, };
+
+/**
+ * `GET /conversations/{id}/messages?before=&limit=`.
+ */
+export type PageQuery = { 
+/**
+ * Only messages before the one with this `seq`.
+ */
+before?: number | null, 
+/**
+ * 1 to 200 (default 50).
+ */
+limit?: number | null, };
+
+/**
+ * `POST /conversations/{id}/messages`, and one item of a batch.
+ */
+export type SendMessage = { 
+/**
+ * The text (1 byte to 16 KiB of UTF-8, not blank).
+ */
+body: string, 
+/**
+ * The message it answers.
+ */
+reply_to?: MessageId | null, };
+
+/**
+ * `POST /conversations/{id}/messages/batch`.
+ */
+export type SendMessages = { 
+/**
+ * 1 to 256 messages, stored all or none, sent in order.
+ */
+messages: Array<SendMessage>, };
+
+/**
+ * `POST /conversations/{id}/typing`.
+ */
+export type Typing = { 
+/**
+ * Started (refresh every 3 s) or stopped.
+ */
+active: boolean, };
+
+/**
+ * `POST /conversations/{id}/read`.
+ */
+export type MarkRead = { 
+/**
+ * The newest message read.
+ */
+up_to: MessageId, };
+
+/**
+ * `PUT /messages/{id}`.
+ */
+export type Edit = { 
+/**
+ * The new text.
+ */
+body: string, };
+
+/**
+ * `POST /messages/{id}/reactions`.
+ */
+export type React = { 
+/**
+ * Any emoji.
+ */
+emoji: string, };
+
+/**
+ * `GET /search?q=&limit=`.
+ */
+export type SearchQuery = { 
+/**
+ * What to look for (every word must match).
+ */
+q: string, 
+/**
+ * 1 to 100 (default 20).
+ */
+limit?: number | null, 
+/**
+ * PLANNED (awaits node support): only hits older than this `seq` (the previous answer's
+ * `next_before`). Ignored by today's node.
+ */
+before?: number | null, };
+
+/**
+ * `PUT /settings`: absent fields stay as they are.
+ */
+export type SettingsPatch = { 
+/**
+ * The signaling server URL (`ws://` or `wss://`; `""` removes it).
+ */
+server_url?: string | null, 
+/**
+ * STUN/TURN URLs.
+ */
+ice_servers?: Array<string> | null, 
+/**
+ * Send read receipts.
+ */
+read_receipts?: boolean | null, 
+/**
+ * The UI's theme (checked by the node: `dark` or `light`).
+ */
+theme?: Theme | null, 
+/**
+ * PLANNED (awaits node support): fetch link previews for links we send. Ignored by
+ * today's node.
+ */
+link_previews?: boolean | null, };
+
+/**
+ * A user's profile as their contacts see it, sent end-to-end encrypted to each contact when it
+ * changes (never through the server in the clear).
+ */
+export type ProfileCard = { 
+/**
+ * A short status line ("on holiday until Monday"), at most 128 characters.
+ */
+status_text: string | null, 
+/**
+ * The avatar as a `data:image/webp;base64,…` (or png/jpeg) URL, at most 128×128 pixels and
+ * 48 KiB: the sender's UI resizes it, the node refuses larger ones, and a receiving UI
+ * shows it only as an `<img src>` of that data URL (never fetches anything).
+ */
+avatar: string | null, 
+/**
+ * When the sender changed it (their clock).
+ */
+updated_at: Timestamp, };
+
+/**
+ * `PUT /me/profile` (PLANNED): changes our own profile; absent fields stay as they are, `null`
+ * clears. Answers `Me` with `profile` filled, and the node sends the new card to every accepted
+ * contact in the background.
+ */
+export type ProfilePatch = { 
+/**
+ * New display name (1–64 characters).
+ */
+display_name?: string | null, 
+/**
+ * New status text; `""` clears it.
+ */
+status_text?: string | null, 
+/**
+ * New avatar as a data URL (see [`ProfileCard::avatar`]); `""` removes it.
+ */
+avatar?: string | null, };
+
+/**
+ * A link preview, fetched by the *sender's* node when link previews are on (off by default)
+ * and sent inside the encrypted message. A receiving node never fetches anything for it.
+ */
+export type LinkPreview = { 
+/**
+ * The URL the preview describes (one of the message's links).
+ */
+url: string, 
+/**
+ * The page's title (`og:title` or `<title>`), at most 200 characters.
+ */
+title: string | null, 
+/**
+ * The page's description, at most 400 characters.
+ */
+description: string | null, 
+/**
+ * A small image (`og:image`, resized by the sender's node) as a data URL, at most 32 KiB.
+ */
+image: string | null, };
+
+/**
+ * `PUT /settings` additions (PLANNED).
+ */
+export type PlannedSettings = { 
+/**
+ * Fetch link previews for links we send (off by default).
+ */
+link_previews?: boolean | null, };
