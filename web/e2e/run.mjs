@@ -90,6 +90,75 @@ async function shot(page, name) {
   log(`screenshot ${name}.png`);
 }
 
+/**
+ * Test hooks installed in every page before the app loads. Headless Chromium pages are always
+ * "visible", so the test hides a page by overriding document.visibilityState and firing the
+ * event the app listens to; and it records each Notification the page shows (the browser's
+ * real Notification is still constructed).
+ */
+function TEST_HOOKS() {
+  window.__shown = [];
+  const Real = window.Notification;
+  if (Real) {
+    class Recorded extends Real {
+      constructor(title, opts) {
+        super(title, opts);
+        window.__shown.push({ title, body: opts?.body ?? "", tag: opts?.tag ?? "" });
+      }
+    }
+    Object.defineProperty(Recorded, "permission", { get: () => Real.permission });
+    Recorded.requestPermission = (...a) => Real.requestPermission(...a);
+    window.Notification = Recorded;
+  }
+  let hidden = false;
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: () => (hidden ? "hidden" : "visible") });
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+  window.__setHidden = (h) => {
+    hidden = h;
+    document.dispatchEvent(new Event("visibilitychange"));
+  };
+}
+
+const setHidden = (page, hidden) => page.evaluate((h) => window.__setHidden(h), hidden);
+
+/** Posts messages through a node's API in batches (as a bot or an import would). */
+async function postBatch(api, peer, bodies) {
+  for (let i = 0; i < bodies.length; i += 250) {
+    const chunk = bodies.slice(i, i + 250).map((body) => ({ body }));
+    const res = await within(`POST batch at ${i}`, 30_000, fetch(`${api.url}/api/v1/conversations/${peer}/messages/batch`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${api.token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ messages: chunk }),
+    }));
+    if (res.status !== 201) fail(`POST …/messages/batch answered ${res.status}: ${await res.text()}`);
+  }
+}
+
+/** No element of the page sticks out sideways. */
+async function noSidewaysScroll(page, what) {
+  const { sw, iw } = await page.evaluate(() => ({ sw: document.documentElement.scrollWidth, iw: window.innerWidth }));
+  if (sw > iw) fail(`${what}: the page scrolls sideways (scrollWidth ${sw} > width ${iw})`);
+}
+
+/** Every visible button, link and field is at least 44×44 px (phone touch targets). */
+async function touchTargets(page, what) {
+  const small = await page.evaluate(() => {
+    const out = [];
+    for (const el of document.querySelectorAll("button, a[href], input, select, textarea, [role=button]")) {
+      const r = el.getBoundingClientRect();
+      const style = getComputedStyle(el);
+      if (r.width === 0 || r.height === 0 || style.visibility === "hidden" || el.closest(".sr-only, .skip-link")) continue;
+      if (el.matches("input[type=checkbox], input[type=file]")) continue;
+      if (el.closest(".md-link, .md-spoiler, .body")) continue; // links inside message text flow with the text
+      if (r.height < 43.5 || (r.width < 43.5 && !el.matches("input, textarea, select"))) {
+        out.push(`${el.tagName.toLowerCase()}[${el.getAttribute("aria-label") ?? el.textContent?.trim().slice(0, 20)}] ${Math.round(r.width)}×${Math.round(r.height)}`);
+      }
+    }
+    return out;
+  });
+  if (small.length) fail(`${what}: touch targets under 44 px: ${small.slice(0, 8).join("; ")}`);
+}
+
 const msgs = (page) => page.locator('[data-testid="message"]');
 const msgWith = (page, text) => msgs(page).filter({ hasText: text }).last();
 
@@ -184,8 +253,10 @@ async function main() {
     }));
     // One context per user: cookies are per host, not per port, so two nodes on 127.0.0.1 would
     // overwrite each other's dopus_token cookie in a shared context.
-    const ctxA = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    const ctxB = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    // Notifications are allowed in both contexts, as if the user had said yes to the prompt.
+    const ctxA = await browser.newContext({ viewport: { width: 1280, height: 800 }, permissions: ["notifications"] });
+    const ctxB = await browser.newContext({ viewport: { width: 1280, height: 800 }, permissions: ["notifications"] });
+    for (const ctx of [ctxA, ctxB]) await ctx.addInitScript(TEST_HOOKS);
     const pa = await ctxA.newPage();
     const pb = await ctxB.newPage();
     for (const p of [pa, pb]) p.setDefaultTimeout(T);
@@ -302,6 +373,96 @@ async function main() {
     await shot(pb, "05-conversation");
     await shot(pa, "06-conversation-alice");
 
+    section("rich text and links");
+    {
+      const rich = "**bold** _italic_ __under__ ~~gone~~ ||hidden bit|| `code` see https://example.org/page and [your bank](https://evil.example/login)";
+      await composer(pa).fill(rich);
+      await composer(pa).press("Enter");
+      const m = msgWith(pb, "your bank");
+      await expectVisible(m, "bob receives the rich text message", SLOW);
+      for (const [sel, text] of [["strong", "bold"], ["em", "italic"], ["u", "under"], ["del", "gone"], ["code.md-code", "code"]]) {
+        await expectText(m.locator(sel), new RegExp(text), `bob sees <${sel}>${text}`);
+      }
+      const spoiler = m.locator(".md-spoiler");
+      if (await spoiler.evaluate((el) => el.classList.contains("shown"))) fail("a spoiler is shown before it is clicked");
+      await spoiler.click();
+      await expectVisible(m.locator(".md-spoiler.shown"), "spoiler revealed on click");
+      const link = m.locator('a[href="https://example.org/page"]');
+      await expectVisible(link, "autolink");
+      if ((await link.getAttribute("target")) !== "_blank" || (await link.getAttribute("rel")) !== "noopener noreferrer") {
+        fail(`autolink opens unsafely: target=${await link.getAttribute("target")} rel=${await link.getAttribute("rel")}`);
+      }
+      await expectText(m.getByTestId("link-target"), /https:\/\/evil\.example\/login/, "masked link shows its real target");
+      await composer(pa).fill("```rust\nfn main() { println!(\"hi\"); }\n```");
+      await composer(pa).press("Enter");
+      await expectVisible(pb.locator("pre.md-pre .hljs-keyword"), "bob sees a highlighted code block", SLOW);
+      // Message text is never HTML: these stay inert text on the other side.
+      await send(pa, '<img src=x onerror="window.xssA=1"> <script>window.xssB=1</script>');
+      await send(pa, "[click me](javascript:window.xssC=1)");
+      await expectVisible(msgWith(pb, "click me"), "bob receives the javascript: link", SLOW);
+      if ((await pb.locator('[data-testid="message-body"] img, [data-testid="message-body"] script').count()) > 0) fail("message text became HTML");
+      if ((await msgWith(pb, "click me").locator("a").count()) > 0) fail("a javascript: link became a link");
+      await msgWith(pb, "click me").click();
+      if (await pb.evaluate(() => window.xssA || window.xssB || window.xssC)) fail("injected script ran");
+      await send(pa, "🎉🎉");
+      await expectVisible(pb.getByTestId("jumbo-emoji").filter({ hasText: "🎉🎉" }), "bob sees two emoji large", SLOW);
+      await shot(pb, "06b-rich-text");
+    }
+
+    section("emoji picker");
+    {
+      await pa.getByRole("button", { name: "Emoji", exact: true }).click();
+      const picker = pa.getByTestId("emoji-picker");
+      await expectVisible(picker, "emoji picker");
+      await picker.getByRole("searchbox", { name: "Search emoji" }).fill("rocket");
+      await expectVisible(picker.getByRole("button", { name: "rocket" }), "search finds the rocket");
+      await shot(pa, "06c-emoji-picker");
+      await picker.getByRole("button", { name: "rocket" }).first().click();
+      if (!(await composer(pa).inputValue()).includes("🚀")) fail("the picked emoji is not in the message box");
+      await composer(pa).pressSequentially(" :fire", { delay: 20 });
+      await expectVisible(pa.getByTestId("emoji-suggest"), ":shortcode suggestions");
+      await composer(pa).press("Enter");
+      if (!(await composer(pa).inputValue()).includes("🔥")) fail(":fire + Enter did not insert 🔥");
+      await composer(pa).press("Enter");
+      await expectVisible(msgWith(pb, "🚀"), "bob receives the emoji message", SLOW);
+      // Any emoji as a reaction, found by search; it comes back as a recent one.
+      const target = msgWith(pa, "Hi Alice");
+      await target.hover();
+      await target.getByRole("button", { name: "Add reaction" }).click();
+      await pa.getByTestId("emoji-picker").getByRole("searchbox", { name: "Search emoji" }).fill("avocado");
+      await pa.getByTestId("emoji-picker").getByRole("button", { name: /avocado/ }).first().click();
+      await expectVisible(target.getByTestId("reaction").filter({ hasText: "🥑" }), "alice's avocado reaction");
+      await expectVisible(msgWith(pb, "Hi Alice").getByTestId("reaction").filter({ hasText: "🥑" }), "bob sees the avocado", SLOW);
+    }
+
+    section("notifications");
+    {
+      await setHidden(pb, true);
+      await send(pa, "Ping while your tab is hidden");
+      const shown = await waitFor("bob's page shows a notification", async () => {
+        const list = await pb.evaluate(() => window.__shown);
+        return list.find((n) => n.body.includes("Ping while your tab is hidden"));
+      }, SLOW);
+      if (shown.title !== "Alice") fail(`notification title is ${JSON.stringify(shown.title)}, expected the sender's name`);
+      await waitFor("bob's tab title counts the unread message", async () => /^\(1\) /.test(await pb.title()), T);
+      const badge = await pb.locator('link[rel="icon"]').getAttribute("data-unread");
+      if (badge !== "1") fail(`favicon badge says ${badge}, expected 1`);
+      const chimes = Number(await pb.evaluate(() => document.documentElement.dataset.chimes ?? "0"));
+      log(`notification shown: ${JSON.stringify(shown)}; chimes played: ${chimes}`);
+      // Muted conversations stay silent.
+      await pb.evaluate(() => window.__setHidden(false));
+      await pb.getByTestId("mute-toggle").click();
+      await setHidden(pb, true);
+      const before = await pb.evaluate(() => window.__shown.length);
+      await send(pa, "Quiet: you muted me");
+      await expectVisible(msgWith(pb, "Quiet: you muted me"), "bob receives the muted message", SLOW);
+      await pb.waitForTimeout(500);
+      if ((await pb.evaluate(() => window.__shown.length)) !== before) fail("a muted conversation notified");
+      await setHidden(pb, false);
+      await pb.getByTestId("mute-toggle").click();
+      await waitFor("bob's title back to no unread", async () => (await pb.title()) === "DiscordOpus", T);
+    }
+
     section("presence");
     await pb.getByRole("combobox", { name: "Your status" }).selectOption("busy");
     await expectText(pa.getByTestId("peer-presence"), /Do not disturb/, "alice sees Bob as busy", SLOW);
@@ -328,7 +489,10 @@ async function main() {
     section("emoji verification");
     // Alice starts; Bob sees the same seven emoji; both confirm; both end "verified".
     await pa.getByRole("button", { name: "Verify with emoji" }).click();
-    await pb.getByRole("button", { name: "Contact details" }).click();
+    // Bob is told at once, in the conversation, that Alice started one.
+    await expectVisible(pb.getByTestId("verify-prompt"), "bob is told that alice started an emoji verification", SLOW);
+    await shot(pb, "07b-verification-prompt");
+    await pb.getByTestId("verify-prompt").getByRole("button", { name: "Compare emoji" }).click();
     const sasA = pa.getByTestId("sas");
     const sasB = pb.getByTestId("sas");
     await expectVisible(sasB.getByRole("button", { name: "They match" }), "bob: emoji to compare", SLOW);
@@ -385,6 +549,42 @@ async function main() {
     await expectVisible(msgWith(pb, "Tell me when you have read this"), "bob receives the receipt test message", SLOW);
     await waitFor("alice's message marked read", async () => (await msgWith(pa, "Tell me when you have read this").getAttribute("data-state")) === "read", SLOW);
 
+    section("unread divider and jump to present");
+    {
+      // Bob looks elsewhere while 60 messages arrive, then opens the conversation.
+      await pb.getByRole("button", { name: "Friends" }).click();
+      await postBatch(alice.api, bobId, Array.from({ length: 60 }, (_, i) => `unread ${i + 1}`));
+      await waitFor("bob's badge counts 60 unread", async () => /60 unread/.test((await contactButton(pb, aliceId).getAttribute("aria-label")) ?? ""), SLOW);
+      await contactButton(pb, aliceId).click();
+      const divider = pb.getByTestId("unread-divider");
+      await expectVisible(divider, "the new messages divider");
+      const first = await divider.evaluate((el) => el.nextElementSibling?.querySelector('[data-testid="message-body"]')?.textContent ?? "");
+      if (first.trim() !== "unread 1") fail(`the divider is above ${JSON.stringify(first)}, expected the first unread message`);
+      const inView = await divider.evaluate((el) => {
+        const r = el.getBoundingClientRect();
+        const box = el.closest('[data-testid="messages"]').getBoundingClientRect();
+        return r.top >= box.top - 1 && r.bottom <= box.bottom + 1;
+      });
+      if (!inView) fail("opening did not land at the first unread message");
+      const bar = pb.getByTestId("jump-to-present");
+      await expectVisible(bar, "the jump to present bar");
+      await shot(pb, "12a-unread-divider");
+      const stillUnread = Number((/(\d+) unread/.exec((await contactButton(pb, aliceId).getAttribute("aria-label")) ?? "") ?? [])[1] ?? 0);
+      if (!(stillUnread > 0 && stillUnread < 60)) fail(`after landing, ${stillUnread} should stay unread (only messages on screen are read)`);
+      await bar.click();
+      await waitFor("jumped to the newest message", async () =>
+        pb.getByTestId("messages").evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight < 60), T);
+      await waitFor("all read once seen", async () => !/unread/.test((await contactButton(pb, aliceId).getAttribute("aria-label")) ?? ""), T);
+      await waitFor("the bar goes away at the present", async () => (await bar.count()) === 0, T);
+    }
+
+    section("drafts and last conversation survive a reload");
+    await composer(pb).fill("a draft I have not sent");
+    await pb.reload();
+    await expectVisible(composer(pb), "bob's last conversation reopens by itself", SLOW);
+    if ((await composer(pb).inputValue()) !== "a draft I have not sent") fail("the draft was lost on reload");
+    await composer(pb).fill("");
+
     section("history paging");
     // 70 more messages through alice's real API (Bearer token, as the CLI does), then bob reloads:
     // the first page holds the newest 50, scrolling to the top must fetch older ones with before=seq
@@ -433,6 +633,48 @@ async function main() {
     );
     await pa.getByRole("button", { name: "Close search" }).click();
 
+    section("phone layout (390 px)");
+    {
+      await pb.setViewportSize({ width: 390, height: 844 });
+      await pb.getByRole("button", { name: "Back to conversations" }).click();
+      await expectVisible(contactButton(pb, aliceId), "the conversation list fills the phone screen");
+      await noSidewaysScroll(pb, "390 px list");
+      await touchTargets(pb, "390 px list");
+      await shot(pb, "16-phone-list");
+      await contactButton(pb, aliceId).click();
+      await expectVisible(composer(pb), "the conversation opens full screen");
+      if (await pb.getByRole("navigation", { name: "Conversations" }).count()) fail("the list stays on screen beside the conversation at 390 px");
+      await noSidewaysScroll(pb, "390 px conversation");
+      await touchTargets(pb, "390 px conversation");
+      await shot(pb, "17-phone-conversation");
+      await pb.getByRole("button", { name: "Emoji", exact: true }).click();
+      await shot(pb, "18-phone-emoji-picker");
+      await pb.keyboard.press("Escape");
+      await pb.setViewportSize({ width: 320, height: 640 });
+      await noSidewaysScroll(pb, "320 px conversation");
+      await shot(pb, "19-phone-320");
+      await pb.setViewportSize({ width: 1280, height: 800 });
+      await expectVisible(contactButton(pb, aliceId), "back to the wide layout");
+    }
+
+    section("block and unblock");
+    await pa.getByRole("button", { name: "Contact details" }).click();
+    await pa.getByTestId("manage-contact").getByRole("button", { name: "Block" }).click();
+    await pa.getByRole("alertdialog", { name: "Block contact" }).getByRole("button", { name: "Block" }).click();
+    await expectVisible(pa.getByText("You blocked this contact."), "alice's composer is replaced after blocking");
+    await pa.getByTestId("manage-contact").getByRole("button", { name: "Unblock" }).click();
+    await expectVisible(composer(pa), "alice can write again after unblocking");
+    await pa.getByRole("button", { name: "Close details" }).click();
+
+    section("invisible (reported)");
+    await pb.getByRole("combobox", { name: "Your status" }).selectOption("invisible");
+    await expectText(pa.getByTestId("peer-presence"), /Offline/, "alice sees invisible Bob as offline", SLOW);
+    await expectVisible(pb.getByTestId("invisible-pill"), "bob is told he is invisible");
+    await pa.waitForTimeout(1500);
+    log(`while bob is invisible, alice's connection chip says: ${(await pa.getByTestId("conn-chip").textContent())?.trim()} (a "direct" here reveals him: the node must close direct connections while invisible, docs/api.md "Planned")`);
+    await pb.getByRole("combobox", { name: "Your status" }).selectOption("online");
+    await expectText(pa.getByTestId("peer-presence"), /Online/, "alice sees Bob online again", SLOW);
+
     section("offline peer");
     await stopProcess(bob.proc);
     log("bob's node stopped");
@@ -451,6 +693,52 @@ async function main() {
     await openContact(pb, aliceId, "alice");
     await expectVisible(msgWith(pb, "Are you there? (sent while you were offline)"), "bob receives the message sent while offline", 60_000);
     await shot(pb, "15-offline-message-arrived");
+
+    section("performance: 10,000 messages (reported, not asserted)");
+    {
+      const N = 10_000;
+      await pb.getByRole("button", { name: "Friends" }).click();
+      const t0 = Date.now();
+      await postBatch(alice.api, bobId, Array.from({ length: N }, (_, i) => `perf ${i + 1} ${i % 7 === 0 ? "**bold** and `code`" : "plain words here"}`));
+      await waitFor(`bob's list shows perf ${N}`, async () => /perf 10000/.test((await contactButton(pb, aliceId).textContent()) ?? ""), 240_000, 500);
+      const delivered = Date.now() - t0;
+      const opened = Date.now();
+      await contactButton(pb, aliceId).click();
+      await expectVisible(msgs(pb).filter({ hasText: "perf" }).first(), "the 10k conversation renders", SLOW);
+      const openMs = Date.now() - opened;
+      await pb.getByTestId("jump-to-present").click().catch(() => undefined);
+      await pb.waitForTimeout(500);
+      // Scroll up for 8 s, a screenful per frame, letting older pages load; time every frame.
+      const frames = await pb.getByTestId("messages").evaluate(
+        (el) =>
+          new Promise((resolve) => {
+            const times = [];
+            let last = performance.now();
+            const end = last + 8000;
+            const step = (now) => {
+              times.push(now - last);
+              last = now;
+              el.scrollTop = Math.max(0, el.scrollTop - 400);
+              if (now < end) requestAnimationFrame(step);
+              else resolve(times);
+            };
+            requestAnimationFrame(step);
+          }),
+      );
+      frames.sort((a, b) => a - b);
+      const pct = (p) => frames[Math.min(frames.length - 1, Math.floor(frames.length * p))].toFixed(1);
+      const loaded = await msgs(pb).count();
+      const cdp = await ctxB.newCDPSession(pb);
+      await cdp.send("Performance.enable");
+      const { metrics } = await cdp.send("Performance.getMetrics");
+      const metric = (name) => metrics.find((m) => m.name === name)?.value ?? 0;
+      log(
+        `PERF ${N} messages: delivered to bob's list in ${delivered} ms; open ${openMs} ms; ` +
+          `scroll frames ${frames.length}, p50 ${pct(0.5)} ms, p95 ${pct(0.95)} ms, max ${pct(1)} ms; ` +
+          `${loaded} messages loaded in the page; JS heap ${(metric("JSHeapUsedSize") / 1048576).toFixed(1)} MiB, ` +
+          `DOM nodes ${metric("Nodes")}`,
+      );
+    }
 
     section("console");
     // Failed loads the test provoked on purpose (wrong passphrase, stopped node) are expected noise.

@@ -1,15 +1,19 @@
 import type {
   Contact,
+  ContactPatch,
   Connection,
   Me,
   Message,
   MessagePage,
   Presence,
+  ProfilePatch,
   Safety,
-  SearchResult,
+  SearchResults,
   Settings,
+  SettingsPatch,
   Status,
   UserId,
+  Verification,
 } from "./types";
 
 const PREFIX = "/api/v1";
@@ -83,10 +87,12 @@ export const api = {
     request<Contact>("POST", `/contacts/${enc(user_id)}/request`, display_name ? { display_name } : {}),
   accept: (user_id: UserId) => request<Contact>("POST", `/contacts/${enc(user_id)}/accept`),
   decline: (user_id: UserId) => request<Contact>("POST", `/contacts/${enc(user_id)}/decline`),
-  patchContact: (user_id: UserId, patch: { display_name?: string; verified?: boolean; blocked?: boolean }) =>
-    request<Contact>("PATCH", `/contacts/${enc(user_id)}`, patch),
+  patchContact: (user_id: UserId, patch: ContactPatch) => request<Contact>("PATCH", `/contacts/${enc(user_id)}`, patch),
+  /** AWAITS NODE (docs/api.md, "Planned"): today's node answers 404. */
+  removeContact: (user_id: UserId) => request<void>("DELETE", `/contacts/${enc(user_id)}`),
   safety: (user_id: UserId) => request<Safety>("GET", `/contacts/${enc(user_id)}/safety`),
   connection: (user_id: UserId) => request<Connection>("GET", `/contacts/${enc(user_id)}/connection`),
+  verification: (user_id: UserId) => request<Verification>("GET", `/contacts/${enc(user_id)}/verification`),
 
   messages: (user_id: UserId, before?: number, limit = 50) =>
     request<MessagePage>(
@@ -102,11 +108,17 @@ export const api = {
   remove: (id: string) => request<Message>("DELETE", `/messages/${enc(id)}`),
   react: (id: string, emoji: string) => request<Message>("POST", `/messages/${enc(id)}/reactions`, { emoji }),
   unreact: (id: string, emoji: string) => request<Message>("DELETE", `/messages/${enc(id)}/reactions/${enc(emoji)}`),
-  search: (q: string, limit = 50) =>
-    request<{ results: SearchResult[] }>("GET", `/search?q=${enc(q)}&limit=${limit}`),
+  /**
+   * Full-text search, newest first. `before` (a `seq`) pages past the previous answer: AWAITS
+   * NODE (today's node ignores it and sends neither `total` nor `next_before`).
+   */
+  search: (q: string, limit = 25, before?: number) =>
+    request<SearchResults>("GET", `/search?q=${enc(q)}&limit=${limit}${before !== undefined ? `&before=${before}` : ""}`),
 
   settings: () => request<Settings>("GET", "/settings"),
-  putSettings: (s: Partial<Settings>) => request<Settings>("PUT", "/settings", s),
+  putSettings: (s: SettingsPatch) => request<Settings>("PUT", "/settings", s),
+  /** AWAITS NODE (docs/api.md, "Planned"): own profile (name, status text, avatar); 404 today. */
+  putProfile: (p: ProfilePatch) => request<Me>("PUT", "/me/profile", p),
 };
 
 /** The events WebSocket URL for the page's own origin (the cookie authenticates it). */

@@ -1,44 +1,65 @@
-import { useEffect, useRef, useState, type KeyboardEvent } from "react";
-import type { Contact, Message } from "../api/types";
+import { useEffect, useId, useRef, useState, type KeyboardEvent } from "react";
+import type { Message } from "../api/types";
+import { insertAt, loadEmoji, searchEmoji, shortcodeAt, type EmojiEntry } from "../lib/emoji";
+import { plainText } from "../lib/markdown";
 import { TypingThrottle } from "../lib/typing";
-import { useStore } from "../state/store";
+import { usePrefs } from "../state/prefs";
+import { EmojiPicker } from "./EmojiPicker";
 import { Icon } from "./Icon";
 
 /** The node refuses bodies over 16 KiB of UTF-8 (413 too_large); say so before sending. */
 export const MAX_BODY_BYTES = 16 * 1024;
+const SUGGESTIONS = 8;
 
+/**
+ * The message box of any conversation (a direct conversation today, a space channel later):
+ * Enter sends, Shift+Enter adds a line, ↑ in an empty box edits the last own message, `:name`
+ * suggests emoji, and the unsent text is kept per conversation across reloads.
+ */
 export function Composer({
-  peer,
+  conversationId,
+  label,
   replyTo,
   replyAuthor,
   onCancelReply,
   onSent,
   onEditLast,
+  send,
+  typing,
 }: {
-  peer: Contact;
+  conversationId: string;
+  /** "Message Bob", "Message #general". */
+  label: string;
   replyTo: Message | null;
   replyAuthor: string;
   onCancelReply(): void;
   onSent(): void;
   onEditLast(): void;
+  send(body: string, replyTo: string | null): void;
+  typing(active: boolean): void;
 }) {
-  const { actions } = useStore();
-  const [text, setText] = useState("");
+  const { prefs, usedEmoji } = usePrefs();
+  const [text, setText] = useState(() => prefs.draft(conversationId));
+  const [picker, setPicker] = useState(false);
+  const [suggest, setSuggest] = useState<{ start: number; items: EmojiEntry[]; index: number } | null>(null);
   const ref = useRef<HTMLTextAreaElement>(null);
   const throttle = useRef(new TypingThrottle());
-  const peerId = peer.user_id;
+  const typingRef = useRef(typing);
+  typingRef.current = typing;
+  const listId = useId();
   const bytes = new TextEncoder().encode(text).length;
   const tooLong = bytes > MAX_BODY_BYTES;
 
-  // Switching conversations: say we stopped typing to the previous peer and start fresh.
+  // Switching conversations: load that conversation's draft, stop typing to the previous one.
   useEffect(() => {
-    setText("");
+    setText(prefs.draft(conversationId));
+    setSuggest(null);
     ref.current?.focus();
     const t = throttle.current;
     return () => {
-      if (t.stop()) actions.typing(peerId, false);
+      if (t.stop()) typingRef.current(false);
     };
-  }, [peerId, actions]);
+  }, [conversationId, prefs]);
 
   useEffect(() => {
     const el = ref.current;
@@ -47,19 +68,88 @@ export function Composer({
     el.style.height = `${Math.min(el.scrollHeight, 240)}px`;
   }, [text]);
 
-  const send = () => {
+  const update = (v: string, caret: number) => {
+    setText(v);
+    prefs.setDraft(conversationId, v);
+    if (v.trim()) {
+      if (throttle.current.keystroke(Date.now())) typing(true);
+    } else if (throttle.current.stop()) {
+      typing(false);
+    }
+    const sc = shortcodeAt(v, caret);
+    if (!sc) {
+      setSuggest(null);
+      return;
+    }
+    void loadEmoji().then((all) => {
+      // Only if the box still holds the same query.
+      const el = ref.current;
+      if (!el || shortcodeAt(el.value, el.selectionStart)?.query !== sc.query) return;
+      const items = searchEmoji(all, sc.query, SUGGESTIONS);
+      setSuggest(items.length ? { start: sc.start, items, index: 0 } : null);
+    });
+  };
+
+  const insertEmoji = (emoji: string, start?: number) => {
+    const el = ref.current;
+    const caret = el?.selectionStart ?? text.length;
+    const from = start ?? el?.selectionStart ?? text.length;
+    const to = start !== undefined ? caret : (el?.selectionEnd ?? text.length);
+    const next = start !== undefined ? insertAt(text, from, to, emoji) : { text: text.slice(0, from) + emoji + text.slice(to), caret: from + emoji.length };
+    usedEmoji(emoji);
+    setSuggest(null);
+    setText(next.text);
+    prefs.setDraft(conversationId, next.text);
+    requestAnimationFrame(() => {
+      el?.focus();
+      el?.setSelectionRange(next.caret, next.caret);
+    });
+  };
+
+  const doSend = () => {
     const body = text.trim();
     if (!body || tooLong) return;
-    void actions.send(peerId, body, replyTo?.id ?? null);
-    if (throttle.current.stop()) actions.typing(peerId, false);
+    send(body, replyTo?.id ?? null);
+    if (throttle.current.stop()) typing(false);
     setText("");
+    setSuggest(null);
+    prefs.setDraft(conversationId, "");
     onSent();
   };
 
   const onKey = (e: KeyboardEvent<HTMLTextAreaElement>) => {
+    if (suggest) {
+      if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        e.preventDefault();
+        const n = suggest.items.length;
+        setSuggest({ ...suggest, index: (suggest.index + (e.key === "ArrowDown" ? 1 : n - 1)) % n });
+        return;
+      }
+      if ((e.key === "Enter" || e.key === "Tab") && !e.shiftKey) {
+        e.preventDefault();
+        const item = suggest.items[suggest.index];
+        if (item) insertEmoji(item.emoji, suggest.start);
+        return;
+      }
+      if (e.key === "Escape") {
+        e.preventDefault();
+        setSuggest(null);
+        return;
+      }
+    }
+    if (e.key === "Tab" && e.shiftKey) {
+      // The message list is one Tab stop (roving tabindex): Shift+Tab lands on its current
+      // message, not on whatever link or button the newest message happens to contain.
+      const stop = document.querySelector<HTMLElement>('.message-list [data-testid="message"][tabindex="0"]');
+      if (stop) {
+        e.preventDefault();
+        stop.focus();
+      }
+      return;
+    }
     if (e.key === "Enter" && !e.shiftKey && !e.nativeEvent.isComposing) {
       e.preventDefault();
-      send();
+      doSend();
     } else if (e.key === "Escape" && replyTo) {
       e.preventDefault();
       onCancelReply();
@@ -69,18 +159,42 @@ export function Composer({
     }
   };
 
+  const active = suggest?.items[suggest.index];
+
   return (
     <div className="composer-wrap">
       {replyTo && (
         <div className="reply-bar">
-          <span>
+          <span className="reply-bar-text">
             Replying to <strong>{replyAuthor}</strong>
-            <span className="quote-text"> {replyTo.body}</span>
+            <span className="quote-text"> {replyTo.body ? plainText(replyTo.body) : ""}</span>
           </span>
           <button className="icon" aria-label="Cancel reply" onClick={onCancelReply}>
             ×
           </button>
         </div>
+      )}
+      {suggest && (
+        <ul className="emoji-suggest" id={listId} role="listbox" aria-label="Emoji suggestions" data-testid="emoji-suggest">
+          {suggest.items.map((item, i) => (
+            <li
+              key={item.emoji}
+              id={`${listId}-${i}`}
+              role="option"
+              aria-selected={i === suggest.index}
+              className={i === suggest.index ? "active" : ""}
+              onMouseDown={(e) => {
+                e.preventDefault();
+                insertEmoji(item.emoji, suggest.start);
+              }}
+            >
+              <span className="emoji-suggest-glyph" aria-hidden="true">
+                {item.emoji}
+              </span>{" "}
+              :{item.shortcodes[0] ?? item.label.replace(/\s+/g, "_")}:
+            </li>
+          ))}
+        </ul>
       )}
       <div className={`composer ${tooLong ? "invalid" : ""}`}>
         <textarea
@@ -88,32 +202,53 @@ export function Composer({
           ref={ref}
           rows={1}
           value={text}
-          placeholder={`Message ${peer.display_name}`}
-          aria-label={`Message ${peer.display_name}`}
+          placeholder={label}
+          aria-label={label}
           aria-describedby="composer-hint"
           aria-invalid={tooLong || undefined}
-          onChange={(e) => {
-            const v = e.target.value;
-            setText(v);
-            if (v.trim()) {
-              if (throttle.current.keystroke(Date.now())) actions.typing(peerId, true);
-            } else if (throttle.current.stop()) {
-              actions.typing(peerId, false);
-            }
-          }}
+          aria-autocomplete="list"
+          aria-expanded={suggest ? true : undefined}
+          aria-controls={suggest ? listId : undefined}
+          aria-activedescendant={suggest && active ? `${listId}-${suggest.index}` : undefined}
+          onChange={(e) => update(e.target.value, e.target.selectionStart)}
           onBlur={() => {
-            if (!text.trim() && throttle.current.stop()) actions.typing(peerId, false);
+            if (!text.trim() && throttle.current.stop()) typing(false);
           }}
           onKeyDown={onKey}
         />
-        <button className="send" aria-label="Send message" onClick={send} disabled={!text.trim() || tooLong}>
+        <div className="composer-tools">
+          <button
+            type="button"
+            className="icon"
+            aria-label="Emoji"
+            title="Emoji"
+            aria-expanded={picker}
+            onClick={() => setPicker((v) => !v)}
+          >
+            <Icon name="smile" />
+          </button>
+          {picker && (
+            <EmojiPicker
+              mode="insert"
+              onPick={(emoji) => {
+                setPicker(false);
+                insertEmoji(emoji);
+              }}
+              onClose={() => {
+                setPicker(false);
+                ref.current?.focus();
+              }}
+            />
+          )}
+        </div>
+        <button className="send" aria-label="Send message" onClick={doSend} disabled={!text.trim() || tooLong}>
           <Icon name="send" />
         </button>
       </div>
       <p id="composer-hint" className={`hint ${tooLong ? "form-error" : "muted"}`}>
         {tooLong
           ? `Too long: ${bytes} bytes, the limit is ${MAX_BODY_BYTES}.`
-          : "Enter to send · Shift+Enter for a new line · ↑ to edit your last message"}
+          : "Enter to send · Shift+Enter for a new line · ↑ to edit your last message · :name for emoji · **bold** *italic* ||spoiler||"}
       </p>
     </div>
   );

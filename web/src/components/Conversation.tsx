@@ -1,9 +1,11 @@
-import { useEffect, useLayoutEffect, useMemo, useRef, useState, type KeyboardEvent } from "react";
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState, type KeyboardEvent } from "react";
 import type { Contact, Message } from "../api/types";
 import { connectionSummary } from "../lib/format";
 import { buildItems } from "../lib/messages";
 import { conversationOf } from "../lib/state";
 import { isTyping, typingText } from "../lib/typing";
+import { atPresent, firstUnread, lastOnScreen, readUpTo, showJumpBar, unreadAfter, type Placed } from "../lib/unread";
+import { usePrefs } from "../state/prefs";
 import { useStore } from "../state/store";
 import { Avatar, presenceLabel } from "./Avatar";
 import { Composer } from "./Composer";
@@ -11,102 +13,228 @@ import { Icon } from "./Icon";
 import type { Panel } from "./Main";
 import { MessageItem } from "./MessageItem";
 
-/** How many older pages a search jump may load before giving up (each is up to 50 messages). */
+/** How many older pages a jump (search hit, reply quote) may load before giving up. */
 const MAX_JUMP_PAGES = 20;
+/**
+ * How many older pages opening a conversation loads to find its first unread message. Past
+ * that the divider goes above the oldest loaded unread one ("more above"): the API pages only
+ * backwards from the newest, so reaching a first unread 10,000 messages back would mean loading
+ * all of them (a planned `around=` query fixes that, docs/api.md "Planned").
+ */
+const MAX_DIVIDER_PAGES = 4;
 
+/** What the connection chip says when hovered: "relayed" needs explaining. */
+function chipTitle(c: Contact): string {
+  const base = connectionSummary(c.connection);
+  if (c.connection.mode === "relayed") {
+    return `${base}. Relayed: no direct peer-to-peer path right now, so messages travel through the signaling server, still end-to-end encrypted (it sees only ciphertext).`;
+  }
+  if (c.connection.mode === "mailbox") return `${base}. They are offline; the server keeps the encrypted messages until they connect.`;
+  return base;
+}
+
+/**
+ * One conversation: header, history with the unread divider and "jump to present", typing
+ * line and message box. Written around a message list and callbacks, so space channels can
+ * reuse the list, items, unread logic and composer with their own header.
+ */
 export function Conversation({
   contact,
   panel,
   setPanel,
   jumpTo,
   onJumped,
+  onBack,
+  onProfile,
 }: {
   contact: Contact;
   panel: Panel;
   setPanel(p: Panel): void;
   jumpTo: string | null;
   onJumped(): void;
+  /** Phone layout: back to the conversation list. */
+  onBack(): void;
+  onProfile(userId: string, anchor: HTMLElement): void;
 }) {
-  const { state, actions } = useStore();
+  const { state, actions, dispatch } = useStore();
+  const { muted, setMuted } = usePrefs();
   const conv = conversationOf(state, contact.user_id);
+  const peer = contact.user_id;
   const [replyTo, setReplyTo] = useState<Message | null>(null);
   const [editing, setEditing] = useState<string | null>(null);
   const [highlight, setHighlight] = useState<string | null>(null);
+  const [localJump, setLocalJump] = useState<string | null>(null);
+  const [jumpBar, setJumpBar] = useState(false);
   const scroller = useRef<HTMLDivElement>(null);
+  const list = useRef<HTMLOListElement>(null);
   const anchor = useRef<{ fromBottom: number } | null>(null);
   const stick = useRef(true);
   const jumpPages = useRef(0);
+  /** The unread count when this conversation was opened: where the divider goes. */
+  const openedUnread = useRef(contact.unread);
+  const [divider, setDivider] = useState<{ id: string | null; settled: boolean; partial: boolean }>({
+    id: null,
+    settled: contact.unread === 0,
+    partial: false,
+  });
+  const landed = useRef(false);
+  const seenSeq = useRef(-1);
   const items = useMemo(() => buildItems(conv.messages, Date.now()), [conv.messages]);
   const byId = useMemo(() => new Map(conv.messages.map((m) => [m.id, m])), [conv.messages]);
+  const messagesRef = useRef(conv.messages);
+  messagesRef.current = conv.messages;
   const meId = state.me?.user_id ?? "";
-  const typingNames = isTyping(state.typing, contact.user_id, Date.now()) ? [contact.display_name] : [];
+  const myName = state.me?.display_name ?? "You";
+  const typingNames = isTyping(state.typing, peer, Date.now()) ? [contact.display_name] : [];
+  const target = jumpTo ?? localJump;
+  const verification = state.verifications[peer];
+  const verifying = verification && (verification.state === "waiting" || verification.state === "compare");
+  const isMuted = muted.has(peer);
 
-  // Leaving a conversation drops its transient UI state.
+  // The first unread message: page back until it is loaded, then freeze it for this visit.
   useEffect(() => {
-    setReplyTo(null);
-    setEditing(null);
-    stick.current = true;
-    jumpPages.current = 0;
-  }, [contact.user_id]);
+    if (divider.settled || !conv.loaded) return;
+    const found = firstUnread(conv.messages, openedUnread.current);
+    if (found.id || !found.missing || !conv.hasMore) {
+      setDivider({ id: found.id, settled: true, partial: false });
+    } else if (jumpPages.current >= MAX_DIVIDER_PAGES) {
+      const oldest = conv.messages.find((m) => !m.outgoing && !m.deleted);
+      setDivider({ id: oldest?.id ?? null, settled: true, partial: true });
+    } else if (!conv.loadingOlder) {
+      jumpPages.current++;
+      void actions.loadOlder(peer);
+    }
+  }, [divider.settled, conv.loaded, conv.messages, conv.hasMore, conv.loadingOlder, peer, actions]);
 
-  // Read receipts: whenever new incoming messages are on screen and the tab is visible.
-  useEffect(() => {
-    if (state.visible && conv.loaded) actions.markRead(contact.user_id);
-  }, [conv.messages, conv.loaded, state.visible, contact.user_id, actions]);
+  /** Which messages have been on screen: only those count as read. */
+  const updateSeen = useCallback(() => {
+    const el = scroller.current;
+    const ol = list.current;
+    // Nothing counts as seen before the view has landed where the reader starts (the divider).
+    if (!el || !ol || !state.visible || !landed.current) return;
+    const viewTop = el.scrollTop;
+    const viewBottom = viewTop + el.clientHeight;
+    const nodes = ol.querySelectorAll<HTMLElement>("li[data-message-id]");
+    // Binary search for the last message starting above the bottom edge, then look at it and its neighbour.
+    let lo = 0;
+    let hi = nodes.length - 1;
+    let idx = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (nodes[mid]!.offsetTop < viewBottom) {
+        idx = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    if (idx < 0) return;
+    const placed: Placed[] = [];
+    for (let i = Math.max(0, idx - 1); i <= idx; i++) {
+      const n = nodes[i]!;
+      placed.push({ id: n.dataset.messageId!, top: n.offsetTop, bottom: n.offsetTop + n.offsetHeight });
+    }
+    const seenId = lastOnScreen(placed, viewTop, viewBottom);
+    if (!seenId) return;
+    const msgs = messagesRef.current;
+    // Our own optimistic messages (local ids, no seq yet) do not move the read position.
+    let at = msgs.findIndex((m) => m.id === seenId);
+    while (at >= 0 && msgs[at]!.id.startsWith("local-")) at--;
+    const seen = at >= 0 ? msgs[at] : undefined;
+    if (!seen || seen.seq <= seenSeq.current) return;
+    seenSeq.current = seen.seq;
+    dispatch({ type: "seen", userId: peer, unread: unreadAfter(msgs, seen.id) });
+    const upTo = readUpTo(msgs, seen.id);
+    if (upTo) actions.markRead(peer, upTo);
+  }, [state.visible, dispatch, peer, actions]);
 
-  const loadOlder = () => {
+  const loadOlder = useCallback(() => {
     const el = scroller.current;
     if (!el || conv.loadingOlder || !conv.hasMore || !conv.loaded) return;
     anchor.current = { fromBottom: el.scrollHeight - el.scrollTop };
-    void actions.loadOlder(contact.user_id);
-  };
+    void actions.loadOlder(peer);
+  }, [conv.loadingOlder, conv.hasMore, conv.loaded, actions, peer]);
 
-  // Keep the reader's place: after an older page is prepended, restore the distance from the bottom;
-  // otherwise follow new messages only if the reader was already at the bottom.
+  // Keep the reader's place: after an older page is prepended, restore the distance from the
+  // bottom; on the first landing go to the unread divider; otherwise follow new messages only
+  // if the reader was at the bottom.
   useLayoutEffect(() => {
     const el = scroller.current;
     if (!el) return;
     if (anchor.current && !conv.loadingOlder) {
       el.scrollTop = el.scrollHeight - anchor.current.fromBottom;
       anchor.current = null;
-    } else if (stick.current && !jumpTo) {
+    } else if (!landed.current && conv.loaded && divider.settled && !target) {
+      landed.current = true;
+      const div = divider.id ? document.getElementById("unread-divider") : null;
+      if (div) {
+        el.scrollTop = Math.max(0, div.offsetTop - 24);
+        stick.current = atPresent(el.scrollHeight - el.scrollTop - el.clientHeight);
+      } else {
+        el.scrollTop = el.scrollHeight;
+      }
+    } else if (stick.current && !target && landed.current) {
       el.scrollTop = el.scrollHeight;
     }
     // A first page shorter than the viewport cannot be scrolled, so fetch more right away.
     if (conv.loaded && conv.hasMore && !conv.loadingOlder && el.scrollHeight <= el.clientHeight) loadOlder();
-  }, [items, conv.loadingOlder, conv.loaded]);
+    updateSeen();
+  }, [items, conv.loadingOlder, conv.loaded, divider, target, loadOlder, updateSeen]);
 
-  // Search jump: page back until the message is loaded, then bring it into view.
+  // The view got shorter (a bar appeared, the window shrank, the keyboard opened): a reader
+  // at the newest message stays there.
   useEffect(() => {
-    if (!jumpTo || !conv.loaded) return;
-    if (byId.has(jumpTo)) {
-      const el = document.getElementById(`msg-${jumpTo}`);
+    const el = scroller.current;
+    if (!el || typeof ResizeObserver === "undefined") return;
+    const ro = new ResizeObserver(() => {
+      if (stick.current && landed.current) el.scrollTop = el.scrollHeight;
+    });
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, []);
+
+  // Back in the tab: what is on screen now counts as seen.
+  useEffect(() => {
+    if (state.visible) updateSeen();
+  }, [state.visible, updateSeen]);
+
+  // Leaving: the rest of the app counts new messages for this conversation again.
+  useEffect(() => () => dispatch({ type: "at_bottom", atBottom: true }), [dispatch]);
+
+  // A jump (search hit, reply quote): page back until the message is loaded, then bring it into view.
+  useEffect(() => {
+    if (!target || !conv.loaded) return;
+    const done = () => {
+      if (jumpTo) onJumped();
+      setLocalJump(null);
+    };
+    if (byId.has(target)) {
+      const el = document.getElementById(`msg-${target}`);
       el?.scrollIntoView({ block: "center" });
       (el as HTMLElement | null)?.focus({ preventScroll: true });
       stick.current = false;
-      setHighlight(jumpTo);
-      onJumped();
+      landed.current = true;
+      setHighlight(target);
+      done();
       const t = setTimeout(() => setHighlight(null), 2500);
       return () => clearTimeout(t);
     }
     if (conv.hasMore && !conv.loadingOlder && jumpPages.current < MAX_JUMP_PAGES) {
       jumpPages.current++;
-      void actions.loadOlder(contact.user_id);
+      void actions.loadOlder(peer);
     } else if (!conv.hasMore || jumpPages.current >= MAX_JUMP_PAGES) {
       actions.notify("That message is no longer in this conversation.", "info");
-      onJumped();
+      done();
     }
     return undefined;
-  }, [jumpTo, byId, conv.loaded, conv.hasMore, conv.loadingOlder, contact.user_id, actions, onJumped]);
+  }, [target, jumpTo, byId, conv.loaded, conv.hasMore, conv.loadingOlder, peer, actions, onJumped]);
 
   const lastId = conv.messages.length ? conv.messages[conv.messages.length - 1]!.id : null;
 
   // Arrow keys move between messages (the list is one Tab stop); Home/End jump to the ends.
   const onListKey = (e: KeyboardEvent<HTMLOListElement>) => {
-    const target = e.target as HTMLElement;
-    if (!target.matches('[data-testid="message"]')) return;
+    const t = e.target as HTMLElement;
+    if (!t.matches('[data-testid="message"]')) return;
     const all = [...e.currentTarget.querySelectorAll<HTMLElement>('[data-testid="message"]')];
-    const i = all.indexOf(target);
+    const i = all.indexOf(t);
     let next: HTMLElement | undefined;
     if (e.key === "ArrowUp") next = all[i - 1];
     else if (e.key === "ArrowDown") next = all[i + 1];
@@ -122,38 +250,100 @@ export function Conversation({
     }
   };
 
+  const frame = useRef(0);
   const onScroll = () => {
     const el = scroller.current;
     if (!el) return;
-    stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+    const distance = el.scrollHeight - el.scrollTop - el.clientHeight;
+    stick.current = atPresent(distance);
+    if (landed.current) dispatch({ type: "at_bottom", atBottom: stick.current });
+    setJumpBar(showJumpBar(distance, el.clientHeight));
     if (el.scrollTop < 120) loadOlder();
+    if (!frame.current) {
+      frame.current = requestAnimationFrame(() => {
+        frame.current = 0;
+        updateSeen();
+      });
+    }
   };
 
-  const editLast = () => {
-    for (let i = conv.messages.length - 1; i >= 0; i--) {
-      const m = conv.messages[i]!;
+  const jumpToPresent = () => {
+    const el = scroller.current;
+    if (!el) return;
+    stick.current = true;
+    el.scrollTo({ top: el.scrollHeight, behavior: "smooth" });
+    document.getElementById("composer")?.focus({ preventScroll: true });
+  };
+
+  const editLast = useCallback(() => {
+    const msgs = messagesRef.current;
+    for (let i = msgs.length - 1; i >= 0; i--) {
+      const m = msgs[i]!;
       if (m.outgoing && !m.deleted && !m.id.startsWith("local-")) {
         setEditing(m.id);
         return;
       }
     }
-  };
+  }, []);
+
+  // Stable callbacks, so the memoised items do not all re-render when one thing changes.
+  const authorOf = useCallback((m: Message) => (m.outgoing ? myName : contact.display_name), [myName, contact.display_name]);
+  const onReply = useCallback((m: Message) => {
+    setReplyTo(m);
+    document.getElementById("composer")?.focus();
+  }, []);
+  const onEdit = useCallback((m: Message) => setEditing(m.id), []);
+  const onEditDone = useCallback((m: Message, cancelled: boolean) => {
+    setEditing(null);
+    // Escape puts focus back on the message that was being edited; saving goes to the box.
+    requestAnimationFrame(() => {
+      if (cancelled) document.getElementById(`msg-${m.id}`)?.focus();
+      else document.getElementById("composer")?.focus();
+    });
+  }, []);
+  const onJump = useCallback((id: string) => {
+    jumpPages.current = 0;
+    setLocalJump(id);
+  }, []);
 
   const canMessage = contact.state === "accepted" && !contact.blocked;
+  const unreadBelow = contact.unread > 0 && !stick.current;
+  const myAvatar = state.me?.profile?.avatar ?? null;
+  const theirAvatar = contact.profile?.avatar ?? null;
 
   return (
     <div className="conversation">
       <header className="main-header">
-        <Avatar id={contact.user_id} name={contact.display_name} presence={contact.presence} size={28} />
-        <h1 className="conv-title">{contact.display_name}</h1>
+        <button className="icon back-button" aria-label="Back to conversations" onClick={onBack}>
+          <Icon name="back" />
+        </button>
+        <button className="header-who" onClick={(e) => onProfile(peer, e.currentTarget)} aria-label={`Profile of ${contact.display_name}`}>
+          <Avatar id={peer} name={contact.display_name} presence={contact.presence} size={28} image={theirAvatar} />
+          <h1 className="conv-title">{contact.display_name}</h1>
+        </button>
         <span className="muted presence-text" data-testid="peer-presence">
           {presenceLabel(contact.presence)}
         </span>
-        <span className={`conn-chip conn-${contact.connection.mode}`} title={connectionSummary(contact.connection)}>
+        <span className={`conn-chip conn-${contact.connection.mode}`} title={chipTitle(contact)} data-testid="conn-chip">
           <span className="sr-only">Connection: </span>
           {contact.connection.mode === "none" ? "not connected" : contact.connection.mode}
         </span>
+        {state.me?.status === "invisible" && (
+          <span className="pill" title="Contacts see you as offline. Your node still receives messages." data-testid="invisible-pill">
+            Invisible
+          </span>
+        )}
         <span className="spacer" />
+        <button
+          className="icon"
+          aria-label={isMuted ? `Unmute ${contact.display_name}` : `Mute ${contact.display_name}`}
+          title={isMuted ? "Unmute notifications" : "Mute notifications"}
+          aria-pressed={isMuted}
+          onClick={() => setMuted(peer, !isMuted)}
+          data-testid="mute-toggle"
+        >
+          <Icon name={isMuted ? "bell-off" : "bell"} />
+        </button>
         <button
           className="icon"
           aria-label="Search messages"
@@ -174,52 +364,66 @@ export function Conversation({
           <Icon name="info" />
         </button>
       </header>
-      <div className="messages" ref={scroller} onScroll={onScroll} data-testid="messages">
-        <div role="log" aria-live="polite" aria-relevant="additions" aria-label={`Messages with ${contact.display_name}`}>
-          {conv.loaded && !conv.hasMore && (
-            <div className="conv-start">
-              <Avatar id={contact.user_id} name={contact.display_name} size={64} />
-              <h2>{contact.display_name}</h2>
-              <p className="muted">This is the beginning of your end-to-end encrypted conversation.</p>
-            </div>
-          )}
-          {conv.loadingOlder && (
-            <p className="muted loading" role="status">
-              Loading older messages…
-            </p>
-          )}
-          <ol className="message-list" onKeyDown={onListKey}>
-            {items.map((item) =>
-              item.kind === "day" ? (
-                <li key={item.key} className="day-separator" role="separator" aria-label={item.label}>
-                  <span>{item.label}</span>
-                </li>
-              ) : (
-                <MessageItem
-                  key={item.key}
-                  message={item.message}
-                  first={item.first}
-                  author={item.message.outgoing ? (state.me?.display_name ?? "You") : contact.display_name}
-                  meId={meId}
-                  replied={item.message.reply_to ? byId.get(item.message.reply_to) : undefined}
-                  repliedAuthor={(m) => (m.outgoing ? (state.me?.display_name ?? "You") : contact.display_name)}
-                  editing={editing === item.message.id}
-                  tabStop={item.message.id === lastId}
-                  highlighted={highlight === item.message.id}
-                  onReply={() => {
-                    setReplyTo(item.message);
-                    document.getElementById("composer")?.focus();
-                  }}
-                  onEdit={() => setEditing(item.message.id)}
-                  onEditDone={() => {
-                    setEditing(null);
-                    document.getElementById("composer")?.focus();
-                  }}
-                />
-              ),
-            )}
-          </ol>
+      {verifying && panel?.kind !== "details" && (
+        <div className="verify-bar" role="status" data-testid="verify-prompt">
+          <span>{contact.display_name} is verifying your safety with emoji.</span>
+          <button className="primary" onClick={() => setPanel({ kind: "details" })}>
+            Compare emoji
+          </button>
         </div>
+      )}
+      <div className="messages-wrap">
+        <div className="messages" ref={scroller} onScroll={onScroll} data-testid="messages">
+          <div role="log" aria-live="polite" aria-relevant="additions" aria-label={`Messages with ${contact.display_name}`}>
+            {conv.loaded && !conv.hasMore && (
+              <div className="conv-start">
+                <Avatar id={peer} name={contact.display_name} size={64} image={theirAvatar} />
+                <h2>{contact.display_name}</h2>
+                <p className="muted">This is the beginning of your end-to-end encrypted conversation.</p>
+              </div>
+            )}
+            {conv.loadingOlder && (
+              <p className="muted loading" role="status">
+                Loading older messages…
+              </p>
+            )}
+            <ol className="message-list" onKeyDown={onListKey} ref={list}>
+              {items.map((item) =>
+                item.kind === "day" ? (
+                  <li key={item.key} className="day-separator" role="separator" aria-label={item.label}>
+                    <span>{item.label}</span>
+                  </li>
+                ) : (
+                  <ItemWithDivider
+                    key={item.key}
+                    divider={divider.id === item.message.id ? (divider.partial ? "New messages (more above)" : "New messages") : null}
+                    message={item.message}
+                    first={item.first || divider.id === item.message.id}
+                    author={authorOf(item.message)}
+                    avatar={item.message.outgoing ? myAvatar : theirAvatar}
+                    meId={meId}
+                    replied={item.message.reply_to ? byId.get(item.message.reply_to) : undefined}
+                    repliedAuthor={authorOf}
+                    editing={editing === item.message.id}
+                    tabStop={item.message.id === lastId}
+                    highlighted={highlight === item.message.id}
+                    onReply={onReply}
+                    onEdit={onEdit}
+                    onEditDone={onEditDone}
+                    onJump={onJump}
+                    onProfile={onProfile}
+                  />
+                ),
+              )}
+            </ol>
+          </div>
+        </div>
+        {(jumpBar || unreadBelow) && (
+          <button className="jump-bar" onClick={jumpToPresent} data-testid="jump-to-present">
+            {contact.unread > 0 ? `${contact.unread} new message${contact.unread === 1 ? "" : "s"} · ` : "You're viewing older messages · "}
+            <strong>Jump to present</strong>
+          </button>
+        )}
       </div>
       <div className="typing" aria-live="polite" data-testid="typing">
         {typingNames.length > 0 && (
@@ -235,21 +439,41 @@ export function Conversation({
       </div>
       {canMessage ? (
         <Composer
-          peer={contact}
+          conversationId={peer}
+          label={`Message ${contact.display_name}`}
           replyTo={replyTo}
           replyAuthor={replyTo ? (replyTo.outgoing ? "yourself" : contact.display_name) : ""}
           onCancelReply={() => setReplyTo(null)}
           onSent={() => {
             setReplyTo(null);
             stick.current = true;
+            const el = scroller.current;
+            if (el) el.scrollTop = el.scrollHeight;
           }}
           onEditLast={editLast}
+          send={(body, reply) => void actions.send(peer, body, reply)}
+          typing={(active) => actions.typing(peer, active)}
         />
       ) : (
         <p className="composer-disabled muted">
-          {contact.blocked ? "You blocked this contact." : "You can write once they accept your request."}
+          {contact.blocked ? "You blocked this contact. Unblock them in their details to write again." : "You can write once they accept your request."}
         </p>
       )}
     </div>
+  );
+}
+
+/** A message, preceded by the "new messages" divider when it is the first unread one. */
+function ItemWithDivider(props: { divider: string | null } & Parameters<typeof MessageItem>[0]) {
+  const { divider, ...rest } = props;
+  return (
+    <>
+      {divider && (
+        <li id="unread-divider" className="unread-divider" role="separator" aria-label={divider} data-testid="unread-divider">
+          <span>{divider}</span>
+        </li>
+      )}
+      <MessageItem {...rest} />
+    </>
   );
 }

@@ -5,11 +5,15 @@ import { sortedContacts } from "../lib/state";
 import { checkUserId, shortId, userIdProblem } from "../lib/userId";
 import { describeError, useStore } from "../state/store";
 import { Avatar } from "./Avatar";
+import { Icon } from "./Icon";
 
-export function Home() {
+export function Home({ onBack }: { onBack(): void }) {
   return (
     <div className="home">
       <header className="main-header">
+        <button className="icon back-button" aria-label="Back to conversations" onClick={onBack}>
+          <Icon name="back" />
+        </button>
         <h1>Friends</h1>
       </header>
       <div className="home-body">

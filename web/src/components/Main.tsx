@@ -1,23 +1,58 @@
-import { useEffect, useState } from "react";
-import { pageTitle } from "../lib/format";
+import { useCallback, useEffect, useRef, useState, useSyncExternalStore } from "react";
+import { layoutFor, visiblePanes, type PhonePane } from "../lib/layout";
 import { bannerFor } from "../lib/state";
+import { totalUnread } from "../lib/unread";
+import { useMessageNotifications, useUnreadBadge } from "../state/notifications";
+import { PrefsProvider, usePrefs } from "../state/prefs";
 import { useStore } from "../state/store";
 import { Conversation } from "./Conversation";
 import { Details } from "./Details";
 import { Home } from "./Home";
+import { ProfileCard } from "./ProfileCard";
 import { SearchPanel } from "./SearchPanel";
 import { SettingsDialog } from "./SettingsDialog";
 import { Sidebar } from "./Sidebar";
 
 export type Panel = { kind: "details" } | { kind: "search"; query: string } | null;
 
+function subscribeWidth(f: () => void) {
+  window.addEventListener("resize", f);
+  return () => window.removeEventListener("resize", f);
+}
+/** The window's width, re-rendering on resize (layout breakpoints live in lib/layout.ts). */
+function useWidth(): number {
+  return useSyncExternalStore(subscribeWidth, () => window.innerWidth, () => 1280);
+}
+
+/** The signed-in app; waits for our identity so the per-identity preferences can load. */
 export function Main() {
-  const { state, dispatch } = useStore();
+  const { state } = useStore();
+  if (!state.me) {
+    return (
+      <div className="splash" role="status">
+        <p>Loading…</p>
+      </div>
+    );
+  }
+  return (
+    <PrefsProvider userId={state.me.user_id}>
+      <Shell />
+    </PrefsProvider>
+  );
+}
+
+function Shell() {
+  const { state, dispatch, actions, subscribe } = useStore();
+  const { prefs, muted, notify } = usePrefs();
   const [settingsOpen, setSettingsOpen] = useState(false);
   const [panel, setPanel] = useState<Panel>(null);
   const [jumpTo, setJumpTo] = useState<string | null>(null);
+  const [pane, setPane] = useState<PhonePane>("list");
+  const [card, setCard] = useState<{ userId: string; anchor: HTMLElement } | null>(null);
   const banner = bannerFor(state.socket, state.signaling);
   const active = state.active ? state.contacts[state.active] : undefined;
+  const mode = layoutFor(useWidth());
+  const panes = visiblePanes(mode, pane);
 
   // Notices leave by themselves; errors stay a little longer so they can be read.
   useEffect(() => {
@@ -27,10 +62,47 @@ export function Main() {
     return () => timers.forEach(clearTimeout);
   }, [state.notices, dispatch]);
 
-  const unreadTotal = Object.values(state.contacts).reduce((n, c) => n + (c.state === "accepted" ? c.unread : 0), 0);
+  const open = useCallback(
+    (userId: string | null) => {
+      actions.open(userId);
+      setPane("main");
+    },
+    [actions],
+  );
+
+  // The last open conversation comes back after a reload, once the contact list is in.
+  const restored = useRef(false);
+  const haveContacts = Object.keys(state.contacts).length > 0;
   useEffect(() => {
-    document.title = pageTitle(unreadTotal);
-  }, [unreadTotal]);
+    if (restored.current || !haveContacts) return;
+    restored.current = true;
+    const last = prefs.lastOpen();
+    if (last && state.contacts[last]?.state === "accepted" && state.active === null) open(last);
+  }, [haveContacts, prefs, state.contacts, state.active, open]);
+  useEffect(() => {
+    if (restored.current) prefs.setLastOpen(state.active);
+  }, [state.active, prefs]);
+
+  useUnreadBadge(totalUnread(state.contacts, muted));
+
+  const stateRef = useRef(state);
+  stateRef.current = state;
+  useMessageNotifications(
+    subscribe,
+    () => {
+      const s = stateRef.current;
+      return {
+        me: s.me?.user_id ?? "",
+        hidden: document.visibilityState === "hidden",
+        prefs: notify,
+        muted,
+        myStatus: s.me?.status ?? "online",
+        nameOf: (id) => s.contacts[id]?.display_name ?? "New message",
+        blocked: (id) => !!s.contacts[id]?.blocked,
+      };
+    },
+    open,
+  );
 
   // Ctrl/Cmd+K opens search from anywhere, as in most chat apps.
   useEffect(() => {
@@ -44,8 +116,10 @@ export function Main() {
     return () => window.removeEventListener("keydown", onKey);
   }, []);
 
+  const onProfile = useCallback((userId: string, anchor: HTMLElement) => setCard({ userId, anchor }), []);
+
   return (
-    <div className="app">
+    <div className={`app layout-${mode}`} data-layout={mode}>
       <a className="skip-link" href="#composer">
         Skip to message box
       </a>
@@ -54,31 +128,69 @@ export function Main() {
           {banner.text}
         </div>
       )}
-      <div className={`layout ${panel ? "with-panel" : ""}`}>
-        <Sidebar onSettings={() => setSettingsOpen(true)} onSearch={() => setPanel({ kind: "search", query: "" })} />
-        <main className="main" aria-label={active ? `Conversation with ${active.display_name}` : "Home"}>
-          {active ? (
-            <Conversation
-              key={active.user_id}
-              contact={active}
-              panel={panel}
-              setPanel={setPanel}
-              jumpTo={jumpTo}
-              onJumped={() => setJumpTo(null)}
-            />
-          ) : (
-            <Home />
-          )}
-        </main>
+      <div className={`layout ${panel ? "with-panel" : ""} pane-${pane}`}>
+        {panes.sidebar && (
+          <Sidebar
+            onSettings={() => setSettingsOpen(true)}
+            onSearch={() => setPanel({ kind: "search", query: "" })}
+            onOpen={open}
+            onProfile={onProfile}
+          />
+        )}
+        {panes.main && (
+          <main className="main" aria-label={active ? `Conversation with ${active.display_name}` : "Home"}>
+            {active ? (
+              <Conversation
+                key={active.user_id}
+                contact={active}
+                panel={panel}
+                setPanel={setPanel}
+                jumpTo={jumpTo}
+                onJumped={() => setJumpTo(null)}
+                onBack={() => {
+                  actions.open(null);
+                  setPane("list");
+                }}
+                onProfile={onProfile}
+              />
+            ) : (
+              <Home onBack={() => setPane("list")} />
+            )}
+          </main>
+        )}
         {panel?.kind === "details" && active && <Details contact={active} onClose={() => setPanel(null)} />}
         {panel?.kind === "search" && (
           <SearchPanel
             initial={panel.query}
             onClose={() => setPanel(null)}
-            onPick={(id) => setJumpTo(id)}
+            onPick={(conversation, id) => {
+              open(conversation);
+              setJumpTo(id);
+              if (mode === "phone") setPanel(null);
+            }}
           />
         )}
       </div>
+      {card && (
+        <ProfileCard
+          userId={card.userId}
+          anchor={card.anchor}
+          onClose={() => setCard(null)}
+          onMessage={(id) => {
+            setCard(null);
+            open(id);
+          }}
+          onDetails={(id) => {
+            setCard(null);
+            open(id);
+            setPanel({ kind: "details" });
+          }}
+          onEditOwn={() => {
+            setCard(null);
+            setSettingsOpen(true);
+          }}
+        />
+      )}
       <div className="toasts" aria-live="assertive">
         {state.notices.map((n) => (
           <div key={n.id} className={`toast toast-${n.tone}`} role={n.tone === "error" ? "alert" : "status"}>

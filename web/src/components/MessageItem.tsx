@@ -1,10 +1,13 @@
 import { memo, useEffect, useRef, useState, type KeyboardEvent } from "react";
-import type { Message } from "../api/types";
+import type { LinkPreview, Message } from "../api/types";
+import { plainText } from "../lib/markdown";
 import { deliveryLabel } from "../lib/messages";
+import { usePrefs } from "../state/prefs";
 import { useStore } from "../state/store";
 import { Avatar } from "./Avatar";
 import { EmojiPicker } from "./EmojiPicker";
 import { Icon } from "./Icon";
+import { RichText } from "./RichText";
 
 function time(ts: number): string {
   return new Date(ts).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
@@ -25,6 +28,8 @@ interface Props {
   message: Message;
   first: boolean;
   author: string;
+  /** The author's avatar image (a data: URL from their profile), if they sent one. */
+  avatar?: string | null;
   meId: string;
   replied: Message | undefined;
   repliedAuthor(m: Message): string;
@@ -32,14 +37,21 @@ interface Props {
   highlighted: boolean;
   /** The one message in the list reachable with Tab (roving tabindex; arrows move between messages). */
   tabStop: boolean;
-  onReply(): void;
-  onEdit(): void;
-  onEditDone(): void;
+  onReply(m: Message): void;
+  onEdit(m: Message): void;
+  /** `cancelled`: Escape or Cancel; focus goes back to the message. */
+  onEditDone(m: Message, cancelled: boolean): void;
+  /** Scrolls to (and if needed pages back to) another message: reply quotes use it. */
+  onJump(id: string): void;
+  /** Opens the profile card of a user (clicked name or avatar). */
+  onProfile(userId: string, anchor: HTMLElement): void;
 }
 
 export const MessageItem = memo(function MessageItem(p: Props) {
   const { actions } = useStore();
+  const { usedEmoji } = usePrefs();
   const m = p.message;
+  const reactButton = useRef<HTMLButtonElement>(null);
   const [picker, setPicker] = useState(false);
   const [confirmDelete, setConfirmDelete] = useState(false);
   const local = m.id.startsWith("local-");
@@ -58,10 +70,10 @@ export const MessageItem = memo(function MessageItem(p: Props) {
         const k = e.key.toLowerCase();
         if (k === "r") {
           e.preventDefault();
-          p.onReply();
+          p.onReply(m);
         } else if (k === "e" && m.outgoing) {
           e.preventDefault();
-          p.onEdit();
+          p.onEdit(m);
         } else if ((e.key === "Delete" || e.key === "Backspace") && m.outgoing) {
           e.preventDefault();
           setConfirmDelete(true);
@@ -72,7 +84,9 @@ export const MessageItem = memo(function MessageItem(p: Props) {
       data-state={m.state}
     >
       {p.first ? (
-        <Avatar id={m.sender} name={p.author} size={36} />
+        <button className="avatar-button" aria-label={`Profile of ${p.author}`} tabIndex={-1} onClick={(e) => p.onProfile(m.sender, e.currentTarget)}>
+          <Avatar id={m.sender} name={p.author} size={36} image={p.avatar} />
+        </button>
       ) : (
         <time className="gutter-time" dateTime={new Date(m.sent_at).toISOString()} aria-hidden="true">
           {time(m.sent_at)}
@@ -81,42 +95,50 @@ export const MessageItem = memo(function MessageItem(p: Props) {
       <div className="message-main">
         {p.first && (
           <div className="message-head">
-            <span className="author">{p.author}</span>
+            <button className="author link-like" onClick={(e) => p.onProfile(m.sender, e.currentTarget)}>
+              {p.author}
+            </button>
             <time dateTime={new Date(m.sent_at).toISOString()} title={fullTime(m.sent_at)}>
               {time(m.sent_at)}
             </time>
           </div>
         )}
         {m.reply_to && (
-          <div className="reply-quote">
+          <button
+            className="reply-quote"
+            onClick={() => m.reply_to && p.onJump(m.reply_to)}
+            title="Jump to the message this replies to"
+            data-testid="reply-quote"
+          >
             <span className="sr-only">In reply to </span>
             {p.replied ? (
               <>
                 <span className="author">{p.repliedAuthor(p.replied)}</span>{" "}
-                <span className="quote-text">{p.replied.deleted ? "Message deleted" : p.replied.body}</span>
+                <span className="quote-text">{p.replied.deleted ? "Message deleted" : plainText(p.replied.body ?? "")}</span>
               </>
             ) : (
               <span className="muted">an earlier message</span>
             )}
-          </div>
+          </button>
         )}
         {p.editing ? (
-          <EditBox message={m} onDone={p.onEditDone} />
+          <EditBox message={m} onDone={(cancelled) => p.onEditDone(m, cancelled)} />
         ) : m.deleted ? (
           <p className="body deleted" data-testid="message-body">
             This message was deleted.
           </p>
         ) : (
-          <p className="body" data-testid="message-body">
-            {m.body}
+          <div className="body" data-testid="message-body">
+            <RichText text={m.body ?? ""} />
             {m.edited_at !== null && (
               <span className="edited" title={`Edited ${fullTime(m.edited_at)}`}>
                 {" "}
                 (edited)
               </span>
             )}
-          </p>
+          </div>
         )}
+        {m.preview && !m.deleted && <PreviewCard preview={m.preview} />}
         {m.outgoing && (
           <span className={`delivery delivery-${m.state}`} title={deliveryLabel(m.state)} data-testid="delivery">
             <span aria-hidden="true">{STATE_ICON[m.state]}</span>
@@ -165,15 +187,22 @@ export const MessageItem = memo(function MessageItem(p: Props) {
       </div>
       {canAct && !p.editing && (
         <div className="message-actions" role="toolbar" aria-label="Message actions">
-          <button className="icon" aria-label="Add reaction" title="Add reaction" aria-expanded={picker} onClick={() => setPicker((v) => !v)}>
+          <button
+            ref={reactButton}
+            className="icon"
+            aria-label="Add reaction"
+            title="Add reaction"
+            aria-expanded={picker}
+            onClick={() => setPicker((v) => !v)}
+          >
             <Icon name="smile" size={18} />
           </button>
-          <button className="icon" aria-label="Reply" title="Reply" onClick={p.onReply}>
+          <button className="icon" aria-label="Reply" title="Reply" onClick={() => p.onReply(m)}>
             <Icon name="reply" size={18} />
           </button>
           {m.outgoing && (
             <>
-              <button className="icon" aria-label="Edit" title="Edit" onClick={p.onEdit}>
+              <button className="icon" aria-label="Edit" title="Edit" onClick={() => p.onEdit(m)}>
                 <Icon name="edit" size={18} />
               </button>
               <button className="icon danger-text" aria-label="Delete" title="Delete" onClick={() => setConfirmDelete(true)}>
@@ -185,10 +214,15 @@ export const MessageItem = memo(function MessageItem(p: Props) {
             <EmojiPicker
               onPick={(emoji) => {
                 setPicker(false);
+                usedEmoji(emoji);
                 const mine = m.reactions.some((r) => r.emoji === emoji && r.mine);
                 if (!mine) void actions.toggleReaction(m, emoji);
+                reactButton.current?.focus();
               }}
-              onClose={() => setPicker(false)}
+              onClose={() => {
+                setPicker(false);
+                reactButton.current?.focus();
+              }}
             />
           )}
         </div>
@@ -197,21 +231,47 @@ export const MessageItem = memo(function MessageItem(p: Props) {
   );
 });
 
-function EditBox({ message, onDone }: { message: Message; onDone(): void }) {
+/**
+ * A link preview the sender's node fetched and sent inside the encrypted message (AWAITS NODE).
+ * Its image is a data: URL carried in the message; nothing is fetched here.
+ */
+function PreviewCard({ preview }: { preview: LinkPreview }) {
+  const image = preview.image?.startsWith("data:image/") ? preview.image : null;
+  let host = preview.url;
+  try {
+    host = new URL(preview.url).host;
+  } catch {
+    // keep the raw text
+  }
+  return (
+    <div className="preview-card" data-testid="link-preview">
+      <div className="preview-text">
+        <span className="preview-host muted small">{host}</span>
+        {preview.title && <strong className="preview-title">{preview.title}</strong>}
+        {preview.description && <span className="preview-desc small">{preview.description}</span>}
+      </div>
+      {image && <img className="preview-image" src={image} alt="" width={80} height={80} />}
+    </div>
+  );
+}
+
+function EditBox({ message, onDone }: { message: Message; onDone(cancelled: boolean): void }) {
   const { actions } = useStore();
   const [text, setText] = useState(message.body ?? "");
   const ref = useRef<HTMLTextAreaElement>(null);
   useEffect(() => {
     const el = ref.current;
     if (el) {
-      el.focus();
+      // Opened with ↑ from the message box, the edited message may be far up: bring it into view.
+      el.scrollIntoView({ block: "nearest" });
+      el.focus({ preventScroll: true });
       el.setSelectionRange(el.value.length, el.value.length);
     }
   }, []);
   const save = () => {
     const body = text.trim();
     if (body && body !== message.body) void actions.edit(message.id, body);
-    onDone();
+    onDone(false);
   };
   const onKey = (e: KeyboardEvent<HTMLTextAreaElement>) => {
     if (e.key === "Enter" && !e.shiftKey && !e.nativeEvent.isComposing) {
@@ -219,7 +279,8 @@ function EditBox({ message, onDone }: { message: Message; onDone(): void }) {
       save();
     } else if (e.key === "Escape") {
       e.preventDefault();
-      onDone();
+      e.stopPropagation();
+      onDone(true);
     }
   };
   return (
@@ -233,7 +294,7 @@ function EditBox({ message, onDone }: { message: Message; onDone(): void }) {
         onKeyDown={onKey}
       />
       <p className="hint muted">
-        Escape to <button className="link" onClick={onDone}>cancel</button> · Enter to{" "}
+        Escape to <button className="link" onClick={() => onDone(true)}>cancel</button> · Enter to{" "}
         <button className="link" onClick={save}>save</button>
       </p>
     </div>

@@ -1,14 +1,27 @@
 import { useState } from "react";
 import type { Presence } from "../api/types";
+import { plainText } from "../lib/markdown";
 import { sortedContacts } from "../lib/state";
+import { usePrefs } from "../state/prefs";
 import { useStore } from "../state/store";
 import { Avatar, PresenceDot, presenceLabel } from "./Avatar";
 import { Icon } from "./Icon";
 
 const STATUSES: Presence[] = ["online", "away", "busy", "invisible"];
 
-export function Sidebar({ onSettings, onSearch }: { onSettings(): void; onSearch(): void }) {
+export function Sidebar({
+  onSettings,
+  onSearch,
+  onOpen,
+  onProfile,
+}: {
+  onSettings(): void;
+  onSearch(): void;
+  onOpen(userId: string | null): void;
+  onProfile(userId: string, anchor: HTMLElement): void;
+}) {
   const { state, actions } = useStore();
+  const { muted } = usePrefs();
   const { friends, incoming } = sortedContacts(state.contacts);
   const me = state.me;
   // The selector shows the choice at once; the node's answer then settles it.
@@ -26,7 +39,7 @@ export function Sidebar({ onSettings, onSearch }: { onSettings(): void; onSearch
       <button
         className={`nav-item ${state.active === null ? "active" : ""}`}
         aria-current={state.active === null ? "page" : undefined}
-        onClick={() => actions.open(null)}
+        onClick={() => onOpen(null)}
       >
         <span className="nav-icon"><Icon name="friends" size={22} /></span>
         <span className="nav-label">Friends</span>
@@ -45,19 +58,20 @@ export function Sidebar({ onSettings, onSearch }: { onSettings(): void; onSearch
           const preview = c.last_message
             ? c.last_message.deleted
               ? "Message deleted"
-              : `${c.last_message.outgoing ? "You: " : ""}${c.last_message.body ?? ""}`
+              : `${c.last_message.outgoing ? "You: " : ""}${plainText(c.last_message.body ?? "")}`
             : "";
-          const label = `${c.display_name}, ${presenceLabel(c.presence)}${c.unread ? `, ${c.unread} unread` : ""}`;
+          const isMuted = muted.has(c.user_id);
+          const label = `${c.display_name}, ${presenceLabel(c.presence)}${c.unread ? `, ${c.unread} unread` : ""}${isMuted ? ", muted" : ""}`;
           return (
             <li key={c.user_id}>
               <button
-                className={`contact ${state.active === c.user_id ? "active" : ""} ${c.unread ? "has-unread" : ""}`}
+                className={`contact ${state.active === c.user_id ? "active" : ""} ${c.unread && !isMuted ? "has-unread" : ""} ${isMuted ? "muted-conv" : ""}`}
                 aria-current={state.active === c.user_id ? "page" : undefined}
                 aria-label={label}
                 data-user-id={c.user_id}
-                onClick={() => actions.open(c.user_id)}
+                onClick={() => onOpen(c.user_id)}
               >
-                <Avatar id={c.user_id} name={c.display_name} presence={c.presence} />
+                <Avatar id={c.user_id} name={c.display_name} presence={c.presence} image={c.profile?.avatar} />
                 <span className="contact-text">
                   <span className="contact-name">
                     {c.display_name}
@@ -70,7 +84,7 @@ export function Sidebar({ onSettings, onSearch }: { onSettings(): void; onSearch
                   <span className="contact-preview">{preview}</span>
                 </span>
                 {c.unread > 0 && (
-                  <span className="badge unread" aria-hidden="true" data-testid="unread">
+                  <span className={`badge unread ${isMuted ? "badge-muted" : ""}`} aria-hidden="true" data-testid="unread">
                     {c.unread > 99 ? "99+" : c.unread}
                   </span>
                 )}
@@ -81,7 +95,9 @@ export function Sidebar({ onSettings, onSearch }: { onSettings(): void; onSearch
       </ul>
       {me && (
         <div className="user-panel">
-          <Avatar id={me.user_id} name={me.display_name} presence={shownStatus} />
+          <button className="avatar-button" aria-label="Your profile" onClick={(e) => onProfile(me.user_id, e.currentTarget)}>
+            <Avatar id={me.user_id} name={me.display_name} presence={shownStatus} image={me.profile?.avatar} />
+          </button>
           <div className="user-panel-text">
             <span className="contact-name">{me.display_name}</span>
             <label className="status-select">

@@ -32,18 +32,13 @@ describe("format", () => {
   });
 });
 
-import { displayName, pageTitle } from "./format";
+import { displayName } from "./format";
 
 describe("names and title", () => {
   it("falls back to a short ID when a contact has no name yet", () => {
     const id = "dopus1" + "q".repeat(58);
     expect(displayName({ display_name: "  ", user_id: id })).toBe(`${id.slice(0, 10)}…${id.slice(-4)}`);
     expect(displayName({ display_name: "Bob", user_id: id })).toBe("Bob");
-  });
-  it("puts the unread total in the title", () => {
-    expect(pageTitle(0)).toBe("DiscordOpus");
-    expect(pageTitle(3)).toBe("(3) DiscordOpus");
-    expect(pageTitle(120)).toBe("(99+) DiscordOpus");
   });
 });
 

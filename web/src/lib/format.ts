@@ -13,7 +13,7 @@ export function formatRtt(ms: number): string {
   return ms < 1 ? "< 1 ms" : `${Math.round(ms)} ms`;
 }
 
-export function connectionSummary(c: Connection): string {
+export function connectionSummary(c: Pick<Connection, "mode" | "state"> & { rtt_ms?: number | null }): string {
   const rtt = c.rtt_ms != null ? `, ${formatRtt(c.rtt_ms)}` : "";
   return `${MODE_TEXT[c.mode] ?? c.mode} (${c.state}${rtt})`;
 }
@@ -51,11 +51,6 @@ export function isServerUrl(s: string): boolean {
 /** A contact's name for display; requests may arrive before a name is known. */
 export function displayName(c: { display_name: string; user_id: string }): string {
   return c.display_name.trim() || `${c.user_id.slice(0, 10)}…${c.user_id.slice(-4)}`;
-}
-
-/** The tab title carries the unread total, as chat apps do, so a background tab shows activity. */
-export function pageTitle(unread: number): string {
-  return unread > 0 ? `(${unread > 99 ? "99+" : unread}) DiscordOpus` : "DiscordOpus";
 }
 
 /** Match markers in the node's optional `highlighted` snippet (control characters, never markup). */

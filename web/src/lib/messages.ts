@@ -35,6 +35,24 @@ export function compareMessages(a: Message, b: Message): number {
 /** Merges messages into a list in display order, deduplicated by id. */
 export function mergeMessages(existing: readonly Message[], incoming: readonly Message[]): Message[] {
   if (incoming.length === 0) return existing as Message[];
+  if (incoming.length === 1) {
+    // The common live case, one new or changed message: no map, no sort. New messages go at
+    // the end, and changed ones are recent, so both searches from the end stop early.
+    const m = incoming[0]!;
+    for (let i = existing.length - 1; i >= 0; i--) {
+      if (existing[i]!.id === m.id) {
+        const merged = mergeMessage(existing[i]!, m);
+        if (merged.sent_at === existing[i]!.sent_at && merged.seq === existing[i]!.seq) {
+          const out = existing.slice();
+          out[i] = merged;
+          return out;
+        }
+        return mergeMessages(existing.filter((x) => x.id !== m.id), [merged]);
+      }
+    }
+    const last = existing[existing.length - 1];
+    if (!last || compareMessages(last, m) <= 0) return [...existing, m];
+  }
   const byId = new Map<string, Message>();
   for (const m of existing) byId.set(m.id, m);
   for (const m of incoming) {

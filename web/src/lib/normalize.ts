@@ -2,7 +2,15 @@
 // cannot crash a view. The contract (docs/api.md) stays the reference for what should be sent.
 import type { Connection, Contact, Message } from "../api/types";
 
-const NO_CONNECTION: Connection = { mode: "none", state: "new" };
+const NO_CONNECTION: Connection = {
+  mode: "none",
+  state: "new",
+  local_candidate: null,
+  remote_candidate: null,
+  rtt_ms: null,
+  reason: null,
+  traffic: null,
+};
 
 export function normalizeMessage(m: Message): Message {
   return {
@@ -26,7 +34,8 @@ export function normalizeContact(c: Contact): Contact {
     blocked: c.blocked ?? false,
     presence: c.presence ?? "offline",
     unread: typeof c.unread === "number" ? c.unread : 0,
-    connection: c.connection ?? NO_CONNECTION,
-    last_message: c.last_message ? normalizeMessage(c.last_message) : undefined,
+    note: c.note ?? null,
+    connection: c.connection ? { ...NO_CONNECTION, ...c.connection } : NO_CONNECTION,
+    last_message: c.last_message ? normalizeMessage(c.last_message) : null,
   };
 }

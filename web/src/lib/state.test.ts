@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ApiEvent, Contact, Message } from "../api/types";
-import { bannerFor, initialState, mergePage, reducer, sortedContacts, type Action, type State } from "./state";
+import { bannerFor, initialState, KEEP_LOADED, mergePage, reducer, sortedContacts, type Action, type State } from "./state";
 import { ALICE, BOB, contact, msg, userId } from "./testutil";
 
 function run(state: State, ...actions: Action[]): State {
@@ -19,13 +19,45 @@ describe("message events", () => {
     expect(s.conversations[BOB]!.messages).toHaveLength(1);
   });
 
-  it("does not count messages in the open, visible conversation, and clears on open", () => {
+  it("does not count messages the reader sees arrive; counts them while hidden or scrolled up", () => {
     const open = run(withBob, { type: "open", userId: BOB });
     const s = run(open, ev({ type: "message", message: msg({ id: "m1", seq: 1 }) }));
     expect(s.contacts[BOB]!.unread).toBe(0);
     const hidden = run(s, { type: "visible", visible: false }, ev({ type: "message", message: msg({ id: "m2", seq: 2 }) }));
     expect(hidden.contacts[BOB]!.unread).toBe(1);
-    expect(run(hidden, { type: "visible", visible: true }).contacts[BOB]!.unread).toBe(0);
+    // Coming back does not mark anything read: only having been on screen does.
+    const back = run(hidden, { type: "visible", visible: true });
+    expect(back.contacts[BOB]!.unread).toBe(1);
+    expect(run(back, { type: "seen", userId: BOB, unread: 0 }).contacts[BOB]!.unread).toBe(0);
+    const scrolledUp = run(back, { type: "at_bottom", atBottom: false }, ev({ type: "message", message: msg({ id: "m3", seq: 3 }) }));
+    expect(scrolledUp.contacts[BOB]!.unread).toBe(2);
+  });
+
+  it("opening a conversation keeps its unread count until seen", () => {
+    const s = run(initialState, { type: "contacts", contacts: [contact({ user_id: BOB, unread: 4 })] }, { type: "open", userId: BOB });
+    expect(s.contacts[BOB]!.unread).toBe(4);
+    expect(run(s, { type: "seen", userId: BOB, unread: 1 }).contacts[BOB]!.unread).toBe(1);
+  });
+
+  it("bounds what a long conversation keeps loaded", () => {
+    let s = withBob;
+    for (let i = 1; i <= 700; i++) s = run(s, ev({ type: "message", message: msg({ id: `b${i}`, seq: i }) }));
+    // In the background: a bounded tail, the rest is fetched again on demand.
+    expect(s.conversations[BOB]!.messages.length).toBeLessThanOrEqual(2 * KEEP_LOADED);
+    expect(s.conversations[BOB]!.messages.at(-1)?.id).toBe("b700");
+    const opened = run(s, { type: "open", userId: BOB });
+    expect(opened.conversations[BOB]!.messages).toHaveLength(KEEP_LOADED);
+    expect(opened.conversations[BOB]!.hasMore).toBe(true);
+    expect(opened.contacts[BOB]!.unread).toBe(700);
+  });
+
+  it("keeps the latest verification per contact and removes contacts", () => {
+    const v = { state: "compare" as const, txn: "t", emoji: null, decimals: null, cancel_code: null, cancelled_by_us: null };
+    const s = run(withBob, ev({ type: "verification", user_id: BOB, verification: v }));
+    expect(s.verifications[BOB]?.state).toBe("compare");
+    const opened = run(s, { type: "open", userId: BOB }, ev({ type: "contact_removed", user_id: BOB }));
+    expect(opened.contacts[BOB]).toBeUndefined();
+    expect(opened.active).toBeNull();
   });
 
   it("does not count own or updated messages", () => {
@@ -99,7 +131,7 @@ describe("other events", () => {
       { type: "me", me },
       ev({ type: "presence", user_id: BOB, presence: "away" }),
       ev({ type: "presence", user_id: ALICE, presence: "busy" }),
-      ev({ type: "connection", user_id: BOB, connection: { mode: "direct", state: "connected", rtt_ms: 3 } }),
+      ev({ type: "connection", user_id: BOB, connection: { mode: "direct", state: "connected", rtt_ms: 3, local_candidate: "host", remote_candidate: "host", reason: null, traffic: null } }),
       ev({ type: "contact", contact: contact({ user_id: carol, display_name: "Carol", state: "incoming_request" }) }),
     );
     expect(s.contacts[BOB]!.presence).toBe("away");
@@ -169,7 +201,7 @@ describe("normalisation", () => {
     expect(m.reply_to).toBeNull();
     expect(m.deleted).toBe(false);
     const c = run(initialState, { type: "contacts", contacts: [{ user_id: BOB, display_name: "Bob", state: "accepted" } as unknown as Contact] });
-    expect(c.contacts[BOB]!.connection).toEqual({ mode: "none", state: "new" });
+    expect(c.contacts[BOB]!.connection).toMatchObject({ mode: "none", state: "new", rtt_ms: null });
     expect(c.contacts[BOB]!.unread).toBe(0);
   });
 });

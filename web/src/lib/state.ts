@@ -12,6 +12,7 @@ import type {
   SignalingState,
   Status,
   UserId,
+  Verification,
 } from "../api/types";
 import { displayName } from "./format";
 import { compareMessages, laterState, mergeMessage, mergeMessages } from "./messages";
@@ -52,6 +53,14 @@ export interface State {
   active: UserId | null;
   /** Whether the reader can see the active conversation (tab visible and focused). */
   visible: boolean;
+  /**
+   * Whether the open conversation is scrolled to its newest message. Only then does a new
+   * incoming message count as seen at once; otherwise it stays unread until it has been on
+   * screen (the view reports that with a `seen` action).
+   */
+  atBottom: boolean;
+  /** The latest emoji verification state per contact (from `verification` events). */
+  verifications: Record<UserId, Verification>;
   settings: Settings | null;
   notices: Notice[];
   nextNoticeId: number;
@@ -70,6 +79,8 @@ export const initialState: State = {
   typing: {},
   active: null,
   visible: true,
+  atBottom: true,
+  verifications: {},
   settings: null,
   notices: [],
   nextNoticeId: 1,
@@ -88,6 +99,10 @@ export type Action =
   | { type: "loading_older"; userId: UserId; loading: boolean }
   | { type: "open"; userId: UserId | null }
   | { type: "visible"; visible: boolean }
+  /** The view of `userId` has shown everything but the last `unread` incoming messages. */
+  | { type: "seen"; userId: UserId; unread: number }
+  | { type: "at_bottom"; atBottom: boolean }
+  | { type: "remove_contact"; userId: UserId }
   | { type: "local_send"; message: Message }
   | { type: "sent"; localId: string; message: Message }
   | { type: "send_failed"; localId: string }
@@ -97,6 +112,20 @@ export type Action =
   | { type: "tick"; now: number }
   | { type: "notice"; text: string; tone?: Notice["tone"] }
   | { type: "dismiss"; id: number };
+
+/**
+ * How many messages a conversation keeps loaded when it is opened, and (doubled) while it is in
+ * the background. Older ones are dropped (`hasMore` turns true) and come back a page at a time
+ * when the reader scrolls up, so a 10,000-message history costs what is on screen and near it,
+ * not the whole history, in memory and at every render.
+ */
+export const KEEP_LOADED = 300;
+
+/** The newest `keep` messages of a conversation; older ones are fetched again on demand. */
+export function trimConversation(conv: Conversation, keep: number): Conversation {
+  if (conv.messages.length <= keep) return conv;
+  return { ...conv, messages: conv.messages.slice(conv.messages.length - keep), hasMore: true };
+}
 
 const emptyConversation: Conversation = { messages: [], hasMore: true, loaded: false, loadingOlder: false };
 
@@ -157,9 +186,15 @@ function upsertContact(state: State, incoming: Contact): State {
   // Fields the event leaves out (live ones such as presence) keep what we knew.
   const defined = Object.fromEntries(Object.entries(incoming).filter(([, v]) => v !== undefined)) as Partial<Contact>;
   const contact = named({ ...old, ...defined } as Contact);
-  // The node's contact record is authoritative, except that the reader is looking at this conversation.
-  const unread = state.active === contact.user_id && state.visible ? 0 : contact.unread;
+  // The node's contact record is authoritative, except that the reader is looking at the newest
+  // messages of this conversation right now.
+  const unread = lookingAtNewest(state, contact.user_id) ? 0 : contact.unread;
   return { ...state, contacts: { ...state.contacts, [contact.user_id]: { ...contact, unread } } };
+}
+
+/** Whether the reader sees the newest messages of this conversation at this moment. */
+function lookingAtNewest(state: State, userId: UserId): boolean {
+  return state.active === userId && state.visible && state.atBottom;
 }
 
 /** Applies one message (new or updated) to its conversation and its contact's preview and unread count. */
@@ -168,10 +203,14 @@ function applyMessage(state: State, raw: Message, isNew: boolean): State {
   const peer = message.conversation;
   const conv = conversationOf(state, peer);
   const already = conv.messages.some((m) => m.id === message.id);
-  let next = withConversation(state, peer, (c) => ({ ...c, messages: mergeMessages(c.messages, [message]) }));
+  let next = withConversation(state, peer, (c) => {
+    const merged = { ...c, messages: mergeMessages(c.messages, [message]) };
+    // A conversation in the background keeps a bounded tail (see KEEP_LOADED).
+    return state.active === peer ? merged : trimConversation(merged, 2 * KEEP_LOADED);
+  });
   const contact = next.contacts[peer];
   if (contact) {
-    const seen = next.active === peer && next.visible;
+    const seen = lookingAtNewest(next, peer);
     const countIt = isNew && !already && !message.outgoing && !message.deleted && !seen;
     const last = contact.last_message;
     const newerPreview = !last || last.id === message.id || message.seq >= last.seq;
@@ -241,6 +280,16 @@ function applyEvent(state: State, event: ApiEvent, now: number): State {
       if (!c) return state;
       return { ...state, contacts: { ...state.contacts, [c.user_id]: { ...c, connection: event.connection } } };
     }
+    case "verification":
+      return { ...state, verifications: { ...state.verifications, [event.user_id]: event.verification } };
+    case "profile": {
+      // AWAITS NODE: profiles are sent by nodes that support them (docs/api.md, "Planned").
+      const c = state.contacts[event.user_id];
+      if (!c) return state;
+      return { ...state, contacts: { ...state.contacts, [c.user_id]: { ...c, profile: event.profile } } };
+    }
+    case "contact_removed":
+      return removeContact(state, event.user_id);
     case "session_reset": {
       const name = state.contacts[event.user_id]?.display_name ?? "a contact";
       const resent = event.resent > 0 ? ` ${event.resent} message${event.resent === 1 ? " was" : "s were"} sent again.` : "";
@@ -250,6 +299,13 @@ function applyEvent(state: State, event: ApiEvent, now: number): State {
       // Newer nodes may send event types this UI does not know (e.g. "lagged" before a disconnect).
       return state;
   }
+}
+
+function removeContact(state: State, userId: UserId): State {
+  if (!(userId in state.contacts)) return state;
+  const contacts = { ...state.contacts };
+  delete contacts[userId];
+  return { ...state, contacts, active: state.active === userId ? null : state.active };
 }
 
 function addNotice(state: State, text: string, tone: Notice["tone"]): State {
@@ -283,7 +339,7 @@ export function reducer(state: State, action: Action): State {
       const contacts: Record<UserId, Contact> = {};
       for (const raw of action.contacts) {
         const c = named(raw);
-        contacts[c.user_id] = state.active === c.user_id && state.visible ? { ...c, unread: 0 } : c;
+        contacts[c.user_id] = lookingAtNewest(state, c.user_id) ? { ...c, unread: 0 } : c;
       }
       return { ...state, contacts };
     }
@@ -296,13 +352,26 @@ export function reducer(state: State, action: Action): State {
     case "loading_older":
       return withConversation(state, action.userId, (c) => ({ ...c, loadingOlder: action.loading }));
     case "open": {
-      const next = { ...state, active: action.userId };
-      return action.userId ? clearUnread(next, action.userId) : next;
+      // Unread counts stay until the messages have been on screen (`seen`). A long history is
+      // opened at its newest KEEP_LOADED messages.
+      const next = { ...state, active: action.userId, atBottom: true };
+      return action.userId && state.conversations[action.userId]
+        ? withConversation(next, action.userId, (c) => trimConversation(c, KEEP_LOADED))
+        : next;
     }
-    case "visible": {
-      const next = { ...state, visible: action.visible };
-      return action.visible && state.active ? clearUnread(next, state.active) : next;
+    case "visible":
+      return { ...state, visible: action.visible };
+    case "seen": {
+      const c = state.contacts[action.userId];
+      // Seeing can only lower the count (what the view counts below may include older, read ones).
+      const unread = Math.max(0, Math.min(c?.unread ?? 0, action.unread));
+      if (!c || c.unread === unread) return state;
+      return { ...state, contacts: { ...state.contacts, [c.user_id]: { ...c, unread } } };
     }
+    case "at_bottom":
+      return state.atBottom === action.atBottom ? state : { ...state, atBottom: action.atBottom };
+    case "remove_contact":
+      return removeContact(state, action.userId);
     case "local_send":
       return withConversation(state, action.message.conversation, (c) => ({
         ...c,
@@ -350,12 +419,6 @@ export function reducer(state: State, action: Action): State {
     case "dismiss":
       return { ...state, notices: state.notices.filter((n) => n.id !== action.id) };
   }
-}
-
-function clearUnread(state: State, userId: UserId): State {
-  const c = state.contacts[userId];
-  if (!c || c.unread === 0) return state;
-  return { ...state, contacts: { ...state.contacts, [userId]: { ...c, unread: 0 } } };
 }
 
 /** Accepted contacts first (most recent conversation first, then by name); requests come separately. */

@@ -37,7 +37,9 @@ export function contact(over: Partial<Contact> & { user_id: string }): Contact {
     blocked: false,
     presence: "online",
     unread: 0,
-    connection: { mode: "none", state: "new" },
+    note: null,
+    last_message: null,
+    connection: { mode: "none", state: "new", local_candidate: null, remote_candidate: null, rtt_ms: null, reason: null, traffic: null },
     ...over,
   };
 }

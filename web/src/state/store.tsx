@@ -3,8 +3,7 @@
 import { createContext, useContext, useEffect, useMemo, useReducer, useRef, type ReactNode } from "react";
 import { api, ApiError, eventsUrl } from "../api/client";
 import { EventSocket } from "../api/events";
-import type { Message, Presence, Settings, UserId } from "../api/types";
-import { lastIncoming } from "../lib/messages";
+import type { ApiEvent, Contact, ContactPatch, Message, Presence, ProfilePatch, Settings, UserId } from "../api/types";
 import { conversationOf, initialState, LOCAL_PREFIX, reducer, type Action, type State } from "../lib/state";
 
 export interface Actions {
@@ -25,7 +24,14 @@ export interface Actions {
   remove(id: string): Promise<void>;
   toggleReaction(m: Message, emoji: string): Promise<void>;
   typing(userId: UserId, active: boolean): void;
-  markRead(userId: UserId): void;
+  /** Tells the node the reader has seen `upTo` (a read receipt goes out if enabled). */
+  markRead(userId: UserId, upTo: Message): void;
+  /** Rename, block or unblock, mark verified. */
+  patchContact(userId: UserId, patch: ContactPatch): Promise<Contact | null>;
+  /** AWAITS NODE: removes a contact (`DELETE /contacts/{id}`). */
+  removeContact(userId: UserId): Promise<void>;
+  /** AWAITS NODE: changes our own profile (`PUT /me/profile`). */
+  saveProfile(patch: ProfilePatch): Promise<void>;
   saveSettings(s: Partial<Settings>): Promise<void>;
   setVerified(userId: UserId, verified: boolean): Promise<void>;
   notify(text: string, tone?: "info" | "error"): void;
@@ -35,6 +41,8 @@ interface Store {
   state: State;
   dispatch: (a: Action) => void;
   actions: Actions;
+  /** Listens to every live event after the reducer applied it (notifications use it). */
+  subscribe(listener: (e: ApiEvent) => void): () => void;
 }
 
 const StoreContext = createContext<Store | null>(null);
@@ -68,7 +76,8 @@ export function StoreProvider({ children }: { children: ReactNode }) {
   const [state, dispatch] = useReducer(reducer, initialState);
   const ref = useRef(state);
   ref.current = state;
-  const readSent = useRef<Record<UserId, string>>({});
+  const readSent = useRef<Record<UserId, number>>({});
+  const listeners = useRef(new Set<(e: ApiEvent) => void>());
   const socketRef = useRef<EventSocket | null>(null);
   const localCounter = useRef(0);
 
@@ -234,13 +243,31 @@ export function StoreProvider({ children }: { children: ReactNode }) {
         // Best effort: a lost typing notice is harmless, and an error toast per keystroke is not.
         api.typing(userId, active).catch(() => undefined);
       },
-      markRead(userId) {
-        const last = lastIncoming(conversationOf(ref.current, userId).messages);
-        if (!last || readSent.current[userId] === last.id) return;
-        readSent.current[userId] = last.id;
-        api.read(userId, last.id).catch(() => {
-          delete readSent.current[userId];
+      markRead(userId, upTo) {
+        // Only forward: a receipt for an older message than one already sent says nothing new.
+        const sent = readSent.current[userId];
+        if (sent !== undefined && sent >= upTo.seq) return;
+        readSent.current[userId] = upTo.seq;
+        api.read(userId, upTo.id).catch(() => {
+          if (readSent.current[userId] === upTo.seq) delete readSent.current[userId];
         });
+      },
+      async patchContact(userId, patch) {
+        try {
+          const contact = await api.patchContact(userId, patch);
+          dispatch({ type: "contact", contact });
+          return contact;
+        } catch (e) {
+          fail(e);
+          return null;
+        }
+      },
+      async removeContact(userId) {
+        await api.removeContact(userId);
+        dispatch({ type: "remove_contact", userId });
+      },
+      async saveProfile(patch) {
+        dispatch({ type: "me", me: await api.putProfile(patch) });
       },
       async saveSettings(s) {
         const settings = await api.putSettings(s);
@@ -248,11 +275,7 @@ export function StoreProvider({ children }: { children: ReactNode }) {
         applyTheme(settings.theme);
       },
       async setVerified(userId, verified) {
-        try {
-          dispatch({ type: "contact", contact: await api.patchContact(userId, { verified }) });
-        } catch (e) {
-          fail(e);
-        }
+        await a.patchContact(userId, { verified });
       },
       notify(text, tone = "error") {
         dispatch({ type: "notice", text, tone });
@@ -266,6 +289,7 @@ export function StoreProvider({ children }: { children: ReactNode }) {
     const socket = new EventSocket(eventsUrl(window.location), {
       onEvent: (event) => {
         dispatch({ type: "event", event, now: Date.now() });
+        for (const l of listeners.current) l(event);
         if (event.type === "status" && event.state === "ready") void actions.refresh();
       },
       onOpen: () => void actions.refresh(),
@@ -292,6 +316,13 @@ export function StoreProvider({ children }: { children: ReactNode }) {
     return () => clearInterval(id);
   }, []);
 
-  const store = useMemo(() => ({ state, dispatch, actions }), [state, actions]);
+  const subscribe = useMemo(
+    () => (l: (e: ApiEvent) => void) => {
+      listeners.current.add(l);
+      return () => void listeners.current.delete(l);
+    },
+    [],
+  );
+  const store = useMemo(() => ({ state, dispatch, actions, subscribe }), [state, actions, subscribe]);
   return <StoreContext.Provider value={store}>{children}</StoreContext.Provider>;
 }
