@@ -6,6 +6,7 @@
 //
 // Screenshots go to <repo>/test-output/screenshots/, process logs to <repo>/test-output/e2e-logs/.
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -342,6 +343,9 @@ async function main() {
     await bobsMsg.getByRole("button", { name: "Reply" }).click();
     await send(pa, "Replying to you");
     await expectText(msgWith(pb, "Replying to you"), /In reply to/, "bob sees the reply quote", SLOW);
+    // The quote jumps to the message it answers.
+    await msgWith(pb, "Replying to you").getByTestId("reply-quote").click();
+    await expectVisible(pb.locator('[data-testid="message"].highlight').filter({ hasText: "Hi Alice" }), "the reply quote jumps to the original");
 
     section("keyboard");
     // Shift+Tab from the message box reaches the newest message; arrows move; R replies; Escape cancels.
@@ -355,6 +359,12 @@ async function main() {
     await waitFor("reply cancelled with Escape", async () => (await pb.locator(".reply-bar").count()) === 0, T);
 
     section("edit");
+    // Escape leaves the editor and puts focus back on the message.
+    await firstOwn.hover();
+    await firstOwn.getByRole("button", { name: "Edit" }).click();
+    await pa.getByRole("textbox", { name: "Edit message" }).press("Escape");
+    await waitFor("focus back on the message after Escape", () =>
+      pa.evaluate(() => document.activeElement?.textContent?.includes("Hello Bob, this is Alice") && document.activeElement?.getAttribute("data-testid") === "message"), T);
     await firstOwn.hover();
     await firstOwn.getByRole("button", { name: "Edit" }).click();
     const editBox = pa.getByRole("textbox", { name: "Edit message" });
@@ -404,6 +414,22 @@ async function main() {
       if ((await msgWith(pb, "click me").locator("a").count()) > 0) fail("a javascript: link became a link");
       await msgWith(pb, "click me").click();
       if (await pb.evaluate(() => window.xssA || window.xssB || window.xssC)) fail("injected script ran");
+      // Link previews are off by default, and a receiver never fetches a link: a page on a local
+      // HTTP server, sent as a link, must get no request from either node or either browser.
+      const hits = [];
+      const site = createServer((req, res) => {
+        hits.push(req.url);
+        res.writeHead(200, { "Content-Type": "text/html" });
+        res.end("<title>Preview me</title>");
+      });
+      await new Promise((r) => site.listen(0, "127.0.0.1", r));
+      const siteUrl = `http://127.0.0.1:${site.address().port}/article`;
+      await send(pa, `read ${siteUrl}`);
+      await expectVisible(msgWith(pb, siteUrl), "bob receives the link", SLOW);
+      await pb.waitForTimeout(1500);
+      site.close();
+      if (hits.length) fail(`a link preview was fetched although previews are off: ${hits.join(", ")}`);
+      if (await pb.getByTestId("link-preview").count()) fail("a link preview appeared although previews are off");
       await send(pa, "🎉🎉");
       await expectVisible(pb.getByTestId("jumbo-emoji").filter({ hasText: "🎉🎉" }), "bob sees two emoji large", SLOW);
       await shot(pb, "06b-rich-text");
@@ -536,6 +562,16 @@ async function main() {
     await shot(pa, "11-light-theme");
     await pa.getByRole("button", { name: "Settings" }).click();
     await saveTheme("dark");
+
+    section("profile (awaits node support)");
+    await pa.getByRole("button", { name: "Settings" }).click();
+    await pa.getByLabel("Status text").fill("testing profiles");
+    await pa.getByRole("button", { name: "Update profile" }).click();
+    // Today's node has no PUT /me/profile: the UI must say so rather than pretend.
+    await expectVisible(pa.getByText(/cannot change profiles yet|Profile saved/), "the profile save is answered");
+    log(`profile save says: ${(await pa.getByTestId("profile-settings").getByRole("status").textContent())?.trim()}`);
+    await pa.getByRole("button", { name: "Cancel" }).click();
+    await pa.getByRole("dialog", { name: "Settings" }).waitFor({ state: "hidden", timeout: T });
 
     section("read receipts");
     // Off by default; bob turns them on, then alice's next message must reach "read" while bob looks.
@@ -743,10 +779,12 @@ async function main() {
     section("console");
     // Failed loads the test provoked on purpose (wrong passphrase, stopped node) are expected noise.
     const expected = (e) =>
-      (e.step === "offline peer" && /401|WebSocket|ERR_CONNECTION_REFUSED|Failed to load resource/.test(e.text));
+      (e.step === "offline peer" && /401|WebSocket|ERR_CONNECTION_REFUSED|Failed to load resource/.test(e.text)) ||
+      // The planned PUT /me/profile answers 404 on today's node; the UI says so.
+      (e.step === "profile (awaits node support)" && /404/.test(e.text));
     const bad = errors.filter((e) => !expected(e));
     if (bad.length) fail(`browser console errors:\n${bad.map((e) => `  [${e.who} @ ${e.step}] ${e.text}`).join("\n")}`);
-    log(`console clean apart from ${errors.length} expected entr${errors.length === 1 ? "y" : "ies"} during the offline step:`);
+    log(`console clean apart from ${errors.length} expected entr${errors.length === 1 ? "y" : "ies"} (offline step, planned endpoint):`);
     for (const e of errors) log(`  [${e.who}] ${e.text.slice(0, 160)}`);
     log("PASS");
   } finally {
