@@ -44,8 +44,9 @@ async fn stream(mut socket: WebSocket, mut rx: broadcast::Receiver<Value>) {
                             written += 1;
                         }
                         Err(RecvError::Lagged(n)) => {
-                            let note = serde_json::json!({ "type": "lagged", "missed": n });
-                            let _ = socket.send(Message::text(note.to_string())).await;
+                            let note = serde_json::to_string(&super::dto::Event::Lagged { missed: n })
+                                .unwrap_or_default();
+                            let _ = socket.send(Message::text(note)).await;
                             let _ = socket.send(Message::Close(None)).await;
                             return;
                         }
