@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState, type KeyboardEvent } from "react";
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState, type KeyboardEvent, type ReactNode } from "react";
 import type { Contact, Message } from "../api/types";
 import { connectionSummary } from "../lib/format";
 import { buildItems } from "../lib/messages";
@@ -33,33 +33,57 @@ function chipTitle(c: Contact): string {
   return base;
 }
 
-/**
- * One conversation: header, history with the unread divider and "jump to present", typing
- * line and message box. Written around a message list and callbacks, so space channels can
- * reuse the list, items, unread logic and composer with their own header.
- */
-export function Conversation({
-  contact,
-  panel,
-  setPanel,
-  jumpTo,
-  onJumped,
-  onBack,
-  onProfile,
-}: {
-  contact: Contact;
-  panel: Panel;
-  setPanel(p: Panel): void;
+/** What a conversation view needs from the kind of conversation it shows. */
+export interface ConversationViewProps {
+  /** The conversation's id: the peer's user ID for a direct conversation, a channel's id later. */
+  id: string;
+  /** Who or what it is, for labels ("Messages with Bob", "Message Bob"). */
+  title: string;
+  /** Unread messages as the node counts them (the contact's or the channel's record). */
+  unread: number;
+  /** The header row (title, presence, buttons). */
+  header: ReactNode;
+  /** A bar under the header, if any (the verification prompt). */
+  banner?: ReactNode;
+  /** Shown above the first message once the whole history is loaded. */
+  start: ReactNode;
+  /** Who is typing right now. */
+  typingNames: string[];
+  /** Whether we may write here; if not, `readOnly` says why. */
+  canWrite: boolean;
+  readOnly: string;
+  authorOf(m: Message): string;
+  avatarOf(m: Message): string | null;
   jumpTo: string | null;
   onJumped(): void;
-  /** Phone layout: back to the conversation list. */
-  onBack(): void;
   onProfile(userId: string, anchor: HTMLElement): void;
-}) {
+}
+
+/**
+ * A conversation's history and message box, for any kind of conversation: the message list
+ * with the unread divider, "jump to present", read-once-seen tracking, jumps to a message,
+ * keyboard navigation, the typing line and the composer. The kind-specific parts (header,
+ * banner, names, whether one may write) come in as props: a direct conversation is
+ * `Conversation` below; a space channel supplies its own.
+ */
+export function ConversationView({
+  id: peer,
+  title,
+  unread,
+  header,
+  banner,
+  start,
+  typingNames,
+  canWrite,
+  readOnly,
+  authorOf,
+  avatarOf,
+  jumpTo,
+  onJumped,
+  onProfile,
+}: ConversationViewProps) {
   const { state, actions, dispatch } = useStore();
-  const { muted, setMuted } = usePrefs();
-  const conv = conversationOf(state, contact.user_id);
-  const peer = contact.user_id;
+  const conv = conversationOf(state, peer);
   const [replyTo, setReplyTo] = useState<Message | null>(null);
   const [editing, setEditing] = useState<string | null>(null);
   const [highlight, setHighlight] = useState<string | null>(null);
@@ -71,10 +95,10 @@ export function Conversation({
   const stick = useRef(true);
   const jumpPages = useRef(0);
   /** The unread count when this conversation was opened: where the divider goes. */
-  const openedUnread = useRef(contact.unread);
+  const openedUnread = useRef(unread);
   const [divider, setDivider] = useState<{ id: string | null; settled: boolean; partial: boolean }>({
     id: null,
-    settled: contact.unread === 0,
+    settled: unread === 0,
     partial: false,
   });
   const landed = useRef(false);
@@ -84,12 +108,7 @@ export function Conversation({
   const messagesRef = useRef(conv.messages);
   messagesRef.current = conv.messages;
   const meId = state.me?.user_id ?? "";
-  const myName = state.me?.display_name ?? "You";
-  const typingNames = isTyping(state.typing, peer, Date.now()) ? [contact.display_name] : [];
   const target = jumpTo ?? localJump;
-  const verification = state.verifications[peer];
-  const verifying = verification && (verification.state === "waiting" || verification.state === "compare");
-  const isMuted = muted.has(peer);
 
   // The first unread message: page back until it is loaded, then freeze it for this visit.
   useEffect(() => {
@@ -287,7 +306,6 @@ export function Conversation({
   }, []);
 
   // Stable callbacks, so the memoised items do not all re-render when one thing changes.
-  const authorOf = useCallback((m: Message) => (m.outgoing ? myName : contact.display_name), [myName, contact.display_name]);
   const onReply = useCallback((m: Message) => {
     setReplyTo(m);
     document.getElementById("composer")?.focus();
@@ -306,82 +324,16 @@ export function Conversation({
     setLocalJump(id);
   }, []);
 
-  const canMessage = contact.state === "accepted" && !contact.blocked;
-  const unreadBelow = contact.unread > 0 && !stick.current;
-  const myAvatar = state.me?.profile?.avatar ?? null;
-  const theirAvatar = contact.profile?.avatar ?? null;
+  const unreadBelow = unread > 0 && !stick.current;
 
   return (
     <div className="conversation">
-      <header className="main-header">
-        <button className="icon back-button" aria-label="Back to conversations" onClick={onBack}>
-          <Icon name="back" />
-        </button>
-        <button className="header-who" onClick={(e) => onProfile(peer, e.currentTarget)} aria-label={`Profile of ${contact.display_name}`}>
-          <Avatar id={peer} name={contact.display_name} presence={contact.presence} size={28} image={theirAvatar} />
-          <h1 className="conv-title">{contact.display_name}</h1>
-        </button>
-        <span className="muted presence-text" data-testid="peer-presence">
-          {presenceLabel(contact.presence)}
-        </span>
-        <span className={`conn-chip conn-${contact.connection.mode}`} title={chipTitle(contact)} data-testid="conn-chip">
-          <span className="sr-only">Connection: </span>
-          {contact.connection.mode === "none" ? "not connected" : contact.connection.mode}
-        </span>
-        {state.me?.status === "invisible" && (
-          <span className="pill" title="Contacts see you as offline. Your node still receives messages." data-testid="invisible-pill">
-            Invisible
-          </span>
-        )}
-        <span className="spacer" />
-        <button
-          className="icon"
-          aria-label={isMuted ? `Unmute ${contact.display_name}` : `Mute ${contact.display_name}`}
-          title={isMuted ? "Unmute notifications" : "Mute notifications"}
-          aria-pressed={isMuted}
-          onClick={() => setMuted(peer, !isMuted)}
-          data-testid="mute-toggle"
-        >
-          <Icon name={isMuted ? "bell-off" : "bell"} />
-        </button>
-        <button
-          className="icon"
-          aria-label="Search messages"
-          title="Search (Ctrl K)"
-          aria-pressed={panel?.kind === "search"}
-          onClick={() => setPanel(panel?.kind === "search" ? null : { kind: "search", query: "" })}
-        >
-          <Icon name="search" />
-        </button>
-        <button
-          className="icon"
-          aria-label="Contact details"
-          title="Contact details"
-          aria-pressed={panel?.kind === "details"}
-          aria-expanded={panel?.kind === "details"}
-          onClick={() => setPanel(panel?.kind === "details" ? null : { kind: "details" })}
-        >
-          <Icon name="info" />
-        </button>
-      </header>
-      {verifying && panel?.kind !== "details" && (
-        <div className="verify-bar" role="status" data-testid="verify-prompt">
-          <span>{contact.display_name} is verifying your safety with emoji.</span>
-          <button className="primary" onClick={() => setPanel({ kind: "details" })}>
-            Compare emoji
-          </button>
-        </div>
-      )}
+      {header}
+      {banner}
       <div className="messages-wrap">
         <div className="messages" ref={scroller} onScroll={onScroll} data-testid="messages">
-          <div role="log" aria-live="polite" aria-relevant="additions" aria-label={`Messages with ${contact.display_name}`}>
-            {conv.loaded && !conv.hasMore && (
-              <div className="conv-start">
-                <Avatar id={peer} name={contact.display_name} size={64} image={theirAvatar} />
-                <h2>{contact.display_name}</h2>
-                <p className="muted">This is the beginning of your end-to-end encrypted conversation.</p>
-              </div>
-            )}
+          <div role="log" aria-live="polite" aria-relevant="additions" aria-label={`Messages with ${title}`}>
+            {conv.loaded && !conv.hasMore && start}
             {conv.loadingOlder && (
               <p className="muted loading" role="status">
                 Loading older messages…
@@ -400,7 +352,7 @@ export function Conversation({
                     message={item.message}
                     first={item.first || divider.id === item.message.id}
                     author={authorOf(item.message)}
-                    avatar={item.message.outgoing ? myAvatar : theirAvatar}
+                    avatar={avatarOf(item.message)}
                     meId={meId}
                     replied={item.message.reply_to ? byId.get(item.message.reply_to) : undefined}
                     repliedAuthor={authorOf}
@@ -420,7 +372,7 @@ export function Conversation({
         </div>
         {(jumpBar || unreadBelow) && (
           <button className="jump-bar" onClick={jumpToPresent} data-testid="jump-to-present">
-            {contact.unread > 0 ? `${contact.unread} new message${contact.unread === 1 ? "" : "s"} · ` : "You're viewing older messages · "}
+            {unread > 0 ? `${unread} new message${unread === 1 ? "" : "s"} · ` : "You're viewing older messages · "}
             <strong>Jump to present</strong>
           </button>
         )}
@@ -437,12 +389,12 @@ export function Conversation({
           </>
         )}
       </div>
-      {canMessage ? (
+      {canWrite ? (
         <Composer
           conversationId={peer}
-          label={`Message ${contact.display_name}`}
+          label={`Message ${title}`}
           replyTo={replyTo}
-          replyAuthor={replyTo ? (replyTo.outgoing ? "yourself" : contact.display_name) : ""}
+          replyAuthor={replyTo ? (replyTo.outgoing ? "yourself" : authorOf(replyTo)) : ""}
           onCancelReply={() => setReplyTo(null)}
           onSent={() => {
             setReplyTo(null);
@@ -455,11 +407,133 @@ export function Conversation({
           typing={(active) => actions.typing(peer, active)}
         />
       ) : (
-        <p className="composer-disabled muted">
-          {contact.blocked ? "You blocked this contact. Unblock them in their details to write again." : "You can write once they accept your request."}
-        </p>
+        <p className="composer-disabled muted">{readOnly}</p>
       )}
     </div>
+  );
+}
+
+/** A direct conversation: the contact's header, the verification prompt, and the shared view. */
+export function Conversation({
+  contact,
+  panel,
+  setPanel,
+  jumpTo,
+  onJumped,
+  onBack,
+  onProfile,
+}: {
+  contact: Contact;
+  panel: Panel;
+  setPanel(p: Panel): void;
+  jumpTo: string | null;
+  onJumped(): void;
+  /** Phone layout: back to the conversation list. */
+  onBack(): void;
+  onProfile(userId: string, anchor: HTMLElement): void;
+}) {
+  const { state } = useStore();
+  const { muted, setMuted } = usePrefs();
+  const peer = contact.user_id;
+  const myName = state.me?.display_name ?? "You";
+  const myAvatar = state.me?.profile?.avatar ?? null;
+  const theirAvatar = contact.profile?.avatar ?? null;
+  const isMuted = muted.has(peer);
+  const verification = state.verifications[peer];
+  const verifying = verification && (verification.state === "waiting" || verification.state === "compare");
+  const authorOf = useCallback((m: Message) => (m.outgoing ? myName : contact.display_name), [myName, contact.display_name]);
+  const avatarOf = useCallback((m: Message) => (m.outgoing ? myAvatar : theirAvatar), [myAvatar, theirAvatar]);
+  const typingNames = useMemo(
+    () => (isTyping(state.typing, peer, Date.now()) ? [contact.display_name] : []),
+    [state.typing, peer, contact.display_name],
+  );
+
+  return (
+    <ConversationView
+      id={peer}
+      title={contact.display_name}
+      unread={contact.unread}
+      header={
+        <header className="main-header">
+          <button className="icon back-button" aria-label="Back to conversations" onClick={onBack}>
+            <Icon name="back" />
+          </button>
+          <button className="header-who" onClick={(e) => onProfile(peer, e.currentTarget)} aria-label={`Profile of ${contact.display_name}`}>
+            <Avatar id={peer} name={contact.display_name} presence={contact.presence} size={28} image={theirAvatar} />
+            <h1 className="conv-title">{contact.display_name}</h1>
+          </button>
+          <span className="muted presence-text" data-testid="peer-presence">
+            {presenceLabel(contact.presence)}
+          </span>
+          <span className={`conn-chip conn-${contact.connection.mode}`} title={chipTitle(contact)} data-testid="conn-chip">
+            <span className="sr-only">Connection: </span>
+            {contact.connection.mode === "none" ? "not connected" : contact.connection.mode}
+          </span>
+          {state.me?.status === "invisible" && (
+            <span className="pill" title="Contacts see you as offline. Your node still receives messages." data-testid="invisible-pill">
+              Invisible
+            </span>
+          )}
+          <span className="spacer" />
+          <button
+            className="icon"
+            aria-label={isMuted ? `Unmute ${contact.display_name}` : `Mute ${contact.display_name}`}
+            title={isMuted ? "Unmute notifications" : "Mute notifications"}
+            aria-pressed={isMuted}
+            onClick={() => setMuted(peer, !isMuted)}
+            data-testid="mute-toggle"
+          >
+            <Icon name={isMuted ? "bell-off" : "bell"} />
+          </button>
+          <button
+            className="icon"
+            aria-label="Search messages"
+            title="Search (Ctrl K)"
+            aria-pressed={panel?.kind === "search"}
+            onClick={() => setPanel(panel?.kind === "search" ? null : { kind: "search", query: "" })}
+          >
+            <Icon name="search" />
+          </button>
+          <button
+            className="icon"
+            aria-label="Contact details"
+            title="Contact details"
+            aria-pressed={panel?.kind === "details"}
+            aria-expanded={panel?.kind === "details"}
+            onClick={() => setPanel(panel?.kind === "details" ? null : { kind: "details" })}
+          >
+            <Icon name="info" />
+          </button>
+        </header>
+      }
+      banner={
+        verifying && panel?.kind !== "details" ? (
+          <div className="verify-bar" role="status" data-testid="verify-prompt">
+            <span>{contact.display_name} is verifying your safety with emoji.</span>
+            <button className="primary" onClick={() => setPanel({ kind: "details" })}>
+              Compare emoji
+            </button>
+          </div>
+        ) : null
+      }
+      start={
+        <div className="conv-start">
+          <Avatar id={peer} name={contact.display_name} size={64} image={theirAvatar} />
+          <h2>{contact.display_name}</h2>
+          <p className="muted">This is the beginning of your end-to-end encrypted conversation.</p>
+        </div>
+      }
+      typingNames={typingNames}
+      canWrite={contact.state === "accepted" && !contact.blocked}
+      readOnly={
+        contact.blocked ? "You blocked this contact. Unblock them in their details to write again." : "You can write once they accept your request."
+      }
+      authorOf={authorOf}
+      avatarOf={avatarOf}
+      jumpTo={jumpTo}
+      onJumped={onJumped}
+      onProfile={onProfile}
+    />
   );
 }
 
