@@ -226,3 +226,25 @@ describe("avatar initials", () => {
     expect(initials("— …")).toBe("—");
   });
 });
+
+describe("search count", () => {
+  it("says how many hits, with + while more may exist", async () => {
+    const { resultCount } = await import("../components/SearchPanel");
+    expect(resultCount(0, undefined, false)).toBe("No messages match.");
+    expect(resultCount(1, undefined, false)).toBe("1 result");
+    expect(resultCount(25, undefined, true)).toBe("25+ results");
+    expect(resultCount(25, 240, true)).toBe("25 of 240 results");
+    expect(resultCount(3, 3, false)).toBe("3 results");
+  });
+});
+
+describe("avatar pictures", () => {
+  it("crop to a centred square and know their weight", async () => {
+    const { centreSquare, dataUrlBytes } = await import("./image");
+    expect(centreSquare(400, 300)).toEqual({ sx: 50, sy: 0, side: 300 });
+    expect(centreSquare(100, 180)).toEqual({ sx: 0, sy: 40, side: 100 });
+    expect(dataUrlBytes("data:image/png;base64,AAAA")).toBe(3);
+    expect(dataUrlBytes("data:image/png;base64,AAA=")).toBe(2);
+    expect(dataUrlBytes("data:image/png;base64,AA==")).toBe(1);
+  });
+});
