@@ -14,7 +14,14 @@
 //!    frames are built from a prebuilt prefix and suffix; receivers parse only the timestamp.
 //!
 //! `cargo run --release -p dopus-bench-signaling -- --connections 50000`
+//!
+//! `--flood SECS` floods the server with malformed frames and reports its memory (`flood.rs`).
+//! `--active N` runs the many-connections shape instead (see `active.rs`): N connections all
+//! relaying with one request in flight each, presence churn and mailbox traffic mixed in.
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+
+mod active;
+mod flood;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
@@ -69,6 +76,19 @@ struct Args {
     /// Server runtime experiment: tokio's `event_interval` (ticks between I/O polls).
     #[arg(long)]
     server_event_interval: Option<u32>,
+    /// Run the many-connections shape with this many connections instead (0: off).
+    #[arg(long, default_value_t = 0)]
+    active: usize,
+    /// Many-connections shape: re-logins per second, all connections together.
+    #[arg(long, default_value_t = 10.0)]
+    churn_per_sec: f64,
+    /// Many-connections shape: one relay in this many is stored for an offline user (0: none).
+    #[arg(long, default_value_t = 100)]
+    mailbox_every: u64,
+    /// Instead of the relay runs: flood the server with malformed frames for this many seconds
+    /// and report its memory (0: off).
+    #[arg(long, default_value_t = 0)]
+    flood: u64,
 }
 
 fn epoch() -> Instant {
@@ -86,8 +106,13 @@ fn main() -> anyhow::Result<()> {
         return serve(addr, &args);
     }
     let mut args = args;
-    let fits = ensure_nofile(args.connections as u64 + 1_000)?;
-    if (fits as usize) < args.connections {
+    let fits = ensure_nofile(args.connections.max(args.active) as u64 + 1_000)?;
+    if args.active > 0 {
+        if (fits as usize) < args.active {
+            println!("capping --active from {} to {fits}", args.active);
+            args.active = fits as usize;
+        }
+    } else if (fits as usize) < args.connections {
         println!("capping --connections from {} to {fits}", args.connections);
         args.connections = fits as usize;
     }
@@ -169,6 +194,11 @@ fn serve(addr: SocketAddr, args: &Args) -> anyhow::Result<()> {
         config.limits.max_connections = 10_000_000;
         config.limits.max_connections_per_ip = 0;
         config.limits.outbox_capacity = 4096;
+        // The many-connections shape measures cost, not abuse: every sender may fill a mailbox.
+        config.limits.mailbox_max_items = 10_000_000;
+        config.limits.mailbox_max_bytes = 1 << 40;
+        config.limits.mailbox_contact_share_percent = 100;
+        config.limits.mailbox_stranger_share_percent = 100;
         let server = dopus_server::start(config).await?;
         println!("listening {}", server.addr);
         // Runs until the parent kills it.
@@ -321,6 +351,24 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let server = spawn_server(&args)?;
     println!("server pid {} on {}", server.child.id(), server.addr);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    if args.flood > 0 {
+        return flood::run(&server, args.flood, args.sources).await;
+    }
+    if args.active > 0 {
+        return active::run(
+            &server,
+            active::ActiveArgs {
+                connections: args.active,
+                payload: args.payload,
+                churn_per_sec: args.churn_per_sec,
+                mailbox_every: args.mailbox_every,
+                duration: Duration::from_secs(args.duration_secs),
+                sources: args.sources,
+                concurrency: args.concurrency,
+            },
+        )
+        .await;
+    }
 
     // Warm-up: let the server's allocator and runtime reach their working shape.
     {
