@@ -20,15 +20,14 @@ mod records;
 pub use changes::{Applied, Change, Changes, Outcome};
 pub use memory::MemoryStore;
 pub use records::{
-    AccountRecord, Channel, ChannelId, ChannelKind, Contact, ContactState, Conversation,
-    ConversationId, ConversationSummary, DeliveryState, EnvelopeId, FileTransfer, Group, GroupId,
-    GroupMember, MegolmInboundRecord, MegolmOutboundRecord, MemberRole, Message, MessageId,
-    MessageKind, NewMessage, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, ReactionSummary,
-    SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, Seq, TransferDirection, TransferId,
-    TransferState,
+    AccountRecord, ChannelId, Contact, ContactState, Conversation, ConversationId,
+    ConversationSummary, DeliveryState, EnvelopeId, FileTransfer, MegolmInboundRecord,
+    MegolmOutboundRecord, MegolmWaitingRecord, Message, MessageId, MessageKind, NewMessage,
+    OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, ReactionSummary, SNIPPET_END, SNIPPET_START,
+    SearchHit, SearchQuery, Seq, SpaceOpRecord, TransferDirection, TransferId, TransferState,
 };
 
-use dopus_types::{Curve25519Key, DeviceId, Timestamp, UserId};
+use dopus_types::{Curve25519Key, DeviceId, SpaceId, Timestamp, UserId};
 
 /// Why a store operation failed. Never carries message text, keys or pickles: `Corrupt` and
 /// `NotFound` name only the kind of record or column.
@@ -36,7 +35,7 @@ use dopus_types::{Curve25519Key, DeviceId, Timestamp, UserId};
 #[non_exhaustive]
 pub enum StoreError {
     /// A change refers to a record that must exist and does not (for example the account
-    /// when setting its pickle, or the group when adding a member). The batch was rolled back.
+    /// when setting its pickle). The batch was rolled back.
     #[error("{0} not found")]
     NotFound(&'static str),
     /// A change is not acceptable as given (for example a negative-looking size that does
@@ -217,12 +216,8 @@ pub trait Store: Send {
         &self,
         key: &Curve25519Key,
     ) -> Result<Vec<OlmSessionRecord>, StoreError>;
-    /// One inbound Megolm session.
-    fn megolm_inbound(
-        &self,
-        channel: &ChannelId,
-        session_id: &str,
-    ) -> Result<Option<MegolmInboundRecord>, StoreError>;
+    /// One inbound Megolm session, by id (channel messages name only the session).
+    fn megolm_inbound(&self, session_id: &str) -> Result<Option<MegolmInboundRecord>, StoreError>;
     /// Our outbound Megolm session for a channel.
     fn megolm_outbound(
         &self,
@@ -263,18 +258,22 @@ pub trait Store: Send {
     /// The transfers of a conversation, oldest first.
     fn transfers(&self, conversation: &ConversationId) -> Result<Vec<FileTransfer>, StoreError>;
 
-    // --- groups ---
+    // --- spaces ---
 
-    /// One group.
-    fn group(&self, id: &GroupId) -> Result<Option<Group>, StoreError>;
-    /// Every group, by name then id.
-    fn groups(&self) -> Result<Vec<Group>, StoreError>;
-    /// A group's members, by join time then user id.
-    fn group_members(&self, group: &GroupId) -> Result<Vec<GroupMember>, StoreError>;
-    /// One channel.
-    fn channel(&self, id: &ChannelId) -> Result<Option<Channel>, StoreError>;
-    /// A group's channels, by position then id.
-    fn channels(&self, group: &GroupId) -> Result<Vec<Channel>, StoreError>;
+    /// Every space we hold ops of, ascending.
+    fn spaces(&self) -> Result<Vec<SpaceId>, StoreError>;
+    /// A space's ops, by depth then op id (each after its parents).
+    fn space_ops(&self, space: &SpaceId) -> Result<Vec<SpaceOpRecord>, StoreError>;
+    /// The inbound Megolm sessions of a channel, oldest first (for history bundles and key
+    /// requests).
+    fn megolm_inbound_for_channel(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<Vec<MegolmInboundRecord>, StoreError>;
+    /// Whether a Megolm message index was already decrypted (a replay).
+    fn megolm_seen(&self, session_id: &str, index: u32) -> Result<bool, StoreError>;
+    /// The messages waiting for a session's key, by index.
+    fn megolm_waiting(&self, session_id: &str) -> Result<Vec<MegolmWaitingRecord>, StoreError>;
 
     // --- settings ---
 

@@ -3,8 +3,8 @@
 
 use crate::codec::{self, DbResult, conversation_key, int_u64, seq_int, ts, user, uuid};
 use dopus_core::store::{
-    Applied, Change, Changes, ChannelKind, ConversationId, DeliveryState, MessageId, NewMessage,
-    Outcome, StoreError,
+    Applied, Change, Changes, ConversationId, DeliveryState, MessageId, NewMessage, Outcome,
+    StoreError,
 };
 use dopus_types::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -177,12 +177,6 @@ fn set_delivery(tx: &Connection, id: MessageId, state: DeliveryState) -> DbResul
     Ok(changed(rows))
 }
 
-fn group_exists(tx: &Connection, id: &uuid::Uuid) -> DbResult<bool> {
-    Ok(tx
-        .prepare_cached("SELECT 1 FROM chat_groups WHERE id = ?1")?
-        .exists([uuid(id)])?)
-}
-
 fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
     Ok(match change {
         Change::SaveAccount(a) => {
@@ -309,17 +303,29 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
         ),
         Change::SaveMegolmInbound(s) => {
             tx.prepare_cached(
-                "INSERT INTO megolm_inbound (session_id, channel_id, sender_user, sender_device, \
-                 pickle, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT (session_id) DO UPDATE SET channel_id = excluded.channel_id, \
-                 sender_user = excluded.sender_user, sender_device = excluded.sender_device, \
-                 pickle = excluded.pickle, created_at = excluded.created_at",
+                "INSERT INTO megolm_inbound (session_id, space_id, channel_id, sender_user, \
+                 sender_device, sender_cert, announcement, shared_history, forwarded, \
+                 first_index, pickle, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 ON CONFLICT (session_id) DO UPDATE SET space_id = excluded.space_id, \
+                 channel_id = excluded.channel_id, sender_user = excluded.sender_user, \
+                 sender_device = excluded.sender_device, sender_cert = excluded.sender_cert, \
+                 announcement = excluded.announcement, \
+                 shared_history = excluded.shared_history, forwarded = excluded.forwarded, \
+                 first_index = excluded.first_index, pickle = excluded.pickle, \
+                 created_at = excluded.created_at",
             )?
             .execute(params![
                 s.session_id,
-                uuid(&s.channel.0),
+                s.space.as_bytes(),
+                s.channel.as_bytes(),
                 user(&s.sender_user),
                 s.sender_device.as_str(),
+                s.sender_certificate_json,
+                s.announcement.as_bytes(),
+                s.shared_history,
+                s.forwarded,
+                s.first_index,
                 s.pickle.as_str(),
                 ts(s.created_at)?,
             ])?;
@@ -327,24 +333,29 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
         }
         Change::SaveMegolmOutbound(s) => {
             tx.prepare_cached(
-                "INSERT INTO megolm_outbound (channel_id, session_id, pickle, created_at, \
-                 message_count) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (channel_id) DO UPDATE SET session_id = excluded.session_id, \
-                 pickle = excluded.pickle, created_at = excluded.created_at, \
-                 message_count = excluded.message_count",
+                "INSERT INTO megolm_outbound (channel_id, space_id, session_id, pickle, \
+                 created_at, message_count, shared_history, shared_with) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (channel_id) DO UPDATE SET space_id = excluded.space_id, \
+                 session_id = excluded.session_id, pickle = excluded.pickle, \
+                 created_at = excluded.created_at, message_count = excluded.message_count, \
+                 shared_history = excluded.shared_history, shared_with = excluded.shared_with",
             )?
             .execute(params![
-                uuid(&s.channel.0),
+                s.channel.as_bytes(),
+                s.space.as_bytes(),
                 s.session_id,
                 s.pickle.as_str(),
                 ts(s.created_at)?,
                 int_u64(s.message_count, "megolm message count")?,
+                s.shared_history,
+                codec::shared_with_json(&s.shared_with)?,
             ])?;
             Outcome::Applied
         }
         Change::RemoveMegolmOutbound(channel) => changed(
             tx.prepare_cached("DELETE FROM megolm_outbound WHERE channel_id = ?1")?
-                .execute([uuid(&channel.0)])?,
+                .execute([channel.as_bytes()])?,
         ),
         Change::EnsureConversation { id, now } => {
             if ensure_conversation(tx, &id, now)?.1 {
@@ -460,71 +471,61 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
             ])?;
             Outcome::Applied
         }
-        Change::SaveGroup(g) => {
+        Change::SaveSpaceOp(op) => changed(
             tx.prepare_cached(
-                "INSERT INTO chat_groups (id, name, owner, created_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, owner = excluded.owner, \
-                 created_at = excluded.created_at",
+                "INSERT INTO space_ops (space_id, op_id, depth, op_json, received_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (space_id, op_id) DO NOTHING",
             )?
             .execute(params![
-                uuid(&g.id.0),
-                g.name,
-                user(&g.owner),
-                ts(g.created_at)?
-            ])?;
-            Outcome::Applied
-        }
-        Change::RemoveGroup(id) => changed(
-            tx.prepare_cached("DELETE FROM chat_groups WHERE id = ?1")?
-                .execute([uuid(&id.0)])?,
+                op.space.as_bytes(),
+                op.id.as_bytes(),
+                int_u64(op.depth, "op depth")?,
+                op.json,
+                ts(op.received_at)?,
+            ])?,
         ),
-        Change::SaveMember(m) => {
-            if !group_exists(tx, &m.group.0)? {
-                return Err(StoreError::NotFound("group").into());
-            }
-            tx.prepare_cached(
-                "INSERT INTO group_members (group_id, user_id, role, joined_at) \
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (group_id, user_id) DO UPDATE SET \
-                 role = excluded.role, joined_at = excluded.joined_at",
-            )?
-            .execute(params![
-                uuid(&m.group.0),
-                user(&m.user),
-                m.role.as_str(),
-                ts(m.joined_at)?
-            ])?;
-            Outcome::Applied
+        Change::RemoveSpace(space) => {
+            let key = space.as_bytes();
+            let mut rows = tx
+                .prepare_cached("DELETE FROM space_ops WHERE space_id = ?1")?
+                .execute([key])?;
+            rows += tx
+                .prepare_cached("DELETE FROM megolm_inbound WHERE space_id = ?1")?
+                .execute([key])?;
+            rows += tx
+                .prepare_cached("DELETE FROM megolm_outbound WHERE space_id = ?1")?
+                .execute([key])?;
+            changed(rows)
         }
-        Change::RemoveMember { group, user: u } => changed(
-            tx.prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")?
-                .execute(params![uuid(&group.0), user(&u)])?,
+        Change::MarkMegolmSeen {
+            session_id,
+            index,
+            at,
+        } => changed(
+            tx.prepare_cached(
+                "INSERT INTO megolm_seen (session_id, idx, seen_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (session_id, idx) DO NOTHING",
+            )?
+            .execute(params![session_id, index, ts(at)?])?,
         ),
-        Change::SaveChannel(c) => {
-            if !group_exists(tx, &c.group.0)? {
-                return Err(StoreError::NotFound("group").into());
-            }
+        Change::SaveMegolmWaiting(w) => changed(
             tx.prepare_cached(
-                "INSERT INTO channels (id, group_id, name, kind, position, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET \
-                 group_id = excluded.group_id, name = excluded.name, kind = excluded.kind, \
-                 position = excluded.position, created_at = excluded.created_at",
+                "INSERT INTO megolm_waiting (session_id, idx, sender_user, sender_device, \
+                 message, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (session_id, idx) DO NOTHING",
             )?
             .execute(params![
-                uuid(&c.id.0),
-                uuid(&c.group.0),
-                c.name,
-                c.kind.as_str(),
-                c.position,
-                ts(c.created_at)?,
-            ])?;
-            if c.kind == ChannelKind::Text {
-                ensure_conversation(tx, &ConversationId::Channel(c.id), c.created_at)?;
-            }
-            Outcome::Applied
-        }
-        Change::RemoveChannel(id) => changed(
-            tx.prepare_cached("DELETE FROM channels WHERE id = ?1")?
-                .execute([uuid(&id.0)])?,
+                w.session_id,
+                w.index,
+                user(&w.sender_user),
+                w.sender_device.as_str(),
+                w.message,
+                ts(w.received_at)?,
+            ])?,
+        ),
+        Change::RemoveMegolmWaiting { session_id } => changed(
+            tx.prepare_cached("DELETE FROM megolm_waiting WHERE session_id = ?1")?
+                .execute([session_id])?,
         ),
         Change::SetSetting { key, value } => match value {
             Some(value) => {

@@ -3,11 +3,14 @@
 //! and never a guess.
 
 use dopus_core::store::{
-    Channel, ChannelId, ChannelKind, Contact, ContactState, ConversationId, DeliveryState,
-    FileTransfer, GroupMember, MemberRole, Message, MessageId, MessageKind, OlmSessionRecord,
-    OutboxEntry, PeerDevice, Pickle, Seq, StoreError, TransferDirection, TransferId, TransferState,
+    ChannelId, Contact, ContactState, ConversationId, DeliveryState, FileTransfer,
+    MegolmInboundRecord, MegolmOutboundRecord, MegolmWaitingRecord, Message, MessageId,
+    MessageKind, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, Seq, SpaceOpRecord, StoreError,
+    TransferDirection, TransferId, TransferState,
 };
+use dopus_proto::space::OpId;
 use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Ed25519Key, Timestamp, UserId};
+use dopus_types::{Signature, SpaceId};
 use rusqlite::Row;
 use uuid::Uuid;
 
@@ -66,7 +69,7 @@ pub(crate) fn uuid(u: &Uuid) -> &[u8] {
 pub(crate) fn conversation_key(id: &ConversationId) -> (&'static str, Vec<u8>) {
     match id {
         ConversationId::Direct(u) => ("direct", user(u).to_vec()),
-        ConversationId::Channel(c) => ("channel", uuid(&c.0).to_vec()),
+        ConversationId::Channel(c) => ("channel", c.as_bytes().to_vec()),
     }
 }
 
@@ -122,10 +125,9 @@ pub(crate) fn read_enum<E>(
 pub(crate) fn read_conversation(kind: &str, r: &[u8]) -> DbResult<ConversationId> {
     match kind {
         "direct" => Ok(ConversationId::Direct(read_user(r, "conversations.ref")?)),
-        "channel" => Ok(ConversationId::Channel(ChannelId(read_uuid(
-            r,
-            "conversations.ref",
-        )?))),
+        "channel" => Ok(ConversationId::Channel(
+            ChannelId::from_slice(r).map_err(|_| corrupt("conversations.ref"))?,
+        )),
         _ => Err(corrupt("conversations.kind")),
     }
 }
@@ -261,27 +263,101 @@ pub(crate) fn transfer(row: &Row<'_>) -> DbResult<FileTransfer> {
     })
 }
 
-pub(crate) const MEMBER_COLUMNS: &str = "group_id, user_id, role, joined_at";
+pub(crate) fn read_space(b: &[u8], column: &'static str) -> DbResult<SpaceId> {
+    SpaceId::from_slice(b).map_err(|_| corrupt(column))
+}
 
-pub(crate) fn member(row: &Row<'_>) -> DbResult<GroupMember> {
-    Ok(GroupMember {
-        group: read_uuid(blob(row, 0)?, "group_members.group_id")?.into(),
-        user: read_user(blob(row, 1)?, "group_members.user_id")?,
-        role: read_enum(text(row, 2)?, MemberRole::parse, "group_members.role")?,
-        joined_at: read_ts(row.get(3)?, "group_members.joined_at")?,
+pub(crate) fn read_channel(b: &[u8], column: &'static str) -> DbResult<ChannelId> {
+    ChannelId::from_slice(b).map_err(|_| corrupt(column))
+}
+
+fn read_op_id(b: &[u8], column: &'static str) -> DbResult<OpId> {
+    let bytes: [u8; 32] = b.try_into().map_err(|_| corrupt(column))?;
+    Ok(OpId::from_bytes(bytes))
+}
+
+fn read_bool(v: i64, column: &'static str) -> DbResult<bool> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(corrupt(column)),
+    }
+}
+
+fn read_u32(v: i64, column: &'static str) -> DbResult<u32> {
+    u32::try_from(v).map_err(|_| corrupt(column))
+}
+
+pub(crate) const SPACE_OP_COLUMNS: &str = "space_id, op_id, depth, op_json, received_at";
+
+pub(crate) fn space_op(row: &Row<'_>) -> DbResult<SpaceOpRecord> {
+    Ok(SpaceOpRecord {
+        space: read_space(blob(row, 0)?, "space_ops.space_id")?,
+        id: read_op_id(blob(row, 1)?, "space_ops.op_id")?,
+        depth: read_u64(row.get(2)?, "space_ops.depth")?,
+        json: blob(row, 3)?.to_vec(),
+        received_at: read_ts(row.get(4)?, "space_ops.received_at")?,
     })
 }
 
-pub(crate) const CHANNEL_COLUMNS: &str = "id, group_id, name, kind, position, created_at";
+pub(crate) const MEGOLM_INBOUND_COLUMNS: &str = "session_id, space_id, channel_id, sender_user, \
+     sender_device, sender_cert, announcement, shared_history, forwarded, first_index, pickle, \
+     created_at";
 
-pub(crate) fn channel(row: &Row<'_>) -> DbResult<Channel> {
-    Ok(Channel {
-        id: ChannelId(read_uuid(blob(row, 0)?, "channels.id")?),
-        group: read_uuid(blob(row, 1)?, "channels.group_id")?.into(),
-        name: row.get(2)?,
-        kind: read_enum(text(row, 3)?, ChannelKind::parse, "channels.kind")?,
-        position: u32::try_from(row.get::<_, i64>(4)?).map_err(|_| corrupt("channels.position"))?,
-        created_at: read_ts(row.get(5)?, "channels.created_at")?,
+pub(crate) fn megolm_inbound(row: &Row<'_>) -> DbResult<MegolmInboundRecord> {
+    let sig: [u8; 64] = blob(row, 6)?
+        .try_into()
+        .map_err(|_| corrupt("megolm_inbound.announcement"))?;
+    Ok(MegolmInboundRecord {
+        session_id: row.get(0)?,
+        space: read_space(blob(row, 1)?, "megolm_inbound.space_id")?,
+        channel: read_channel(blob(row, 2)?, "megolm_inbound.channel_id")?,
+        sender_user: read_user(blob(row, 3)?, "megolm_inbound.sender_user")?,
+        sender_device: read_device(text(row, 4)?, "megolm_inbound.sender_device")?,
+        sender_certificate_json: row.get(5)?,
+        announcement: Signature::from_bytes(sig),
+        shared_history: read_bool(row.get(7)?, "megolm_inbound.shared_history")?,
+        forwarded: read_bool(row.get(8)?, "megolm_inbound.forwarded")?,
+        first_index: read_u32(row.get(9)?, "megolm_inbound.first_index")?,
+        pickle: Pickle::new(row.get::<_, String>(10)?),
+        created_at: read_ts(row.get(11)?, "megolm_inbound.created_at")?,
+    })
+}
+
+pub(crate) const MEGOLM_OUTBOUND_COLUMNS: &str = "channel_id, space_id, session_id, pickle, \
+     created_at, message_count, shared_history, shared_with";
+
+/// The devices an outbound session was shared with, as a JSON array of `[user, device]`.
+pub(crate) fn shared_with_json(list: &[(UserId, DeviceId)]) -> DbResult<String> {
+    serde_json::to_string(list).map_err(|_| StoreError::Invalid("shared_with").into())
+}
+
+pub(crate) fn megolm_outbound(row: &Row<'_>) -> DbResult<MegolmOutboundRecord> {
+    let shared_with: Vec<(UserId, DeviceId)> =
+        serde_json::from_str(text(row, 7)?).map_err(|_| corrupt("megolm_outbound.shared_with"))?;
+    Ok(MegolmOutboundRecord {
+        channel: read_channel(blob(row, 0)?, "megolm_outbound.channel_id")?,
+        space: read_space(blob(row, 1)?, "megolm_outbound.space_id")?,
+        session_id: row.get(2)?,
+        pickle: Pickle::new(row.get::<_, String>(3)?),
+        created_at: read_ts(row.get(4)?, "megolm_outbound.created_at")?,
+        message_count: read_u64(row.get(5)?, "megolm_outbound.message_count")?,
+        shared_history: read_bool(row.get(6)?, "megolm_outbound.shared_history")?,
+        shared_with,
+    })
+}
+
+pub(crate) const MEGOLM_WAITING_COLUMNS: &str =
+    "session_id, idx, sender_user, sender_device, message, received_at";
+
+pub(crate) fn megolm_waiting(row: &Row<'_>) -> DbResult<MegolmWaitingRecord> {
+    Ok(MegolmWaitingRecord {
+        session_id: row.get(0)?,
+        index: read_u32(row.get(1)?, "megolm_waiting.idx")?,
+        sender_user: read_user(blob(row, 2)?, "megolm_waiting.sender_user")?,
+        sender_device: read_device(text(row, 3)?, "megolm_waiting.sender_device")?,
+        message: blob(row, 4)?.to_vec(),
+        received_at: read_ts(row.get(5)?, "megolm_waiting.received_at")?,
     })
 }
 

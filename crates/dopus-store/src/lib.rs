@@ -29,12 +29,12 @@ pub mod fuzzing {
 
 use codec::DbResult;
 use dopus_core::store::{
-    AccountRecord, Applied, Changes, Channel, ChannelId, Contact, Conversation, ConversationId,
-    ConversationSummary, EnvelopeId, FileTransfer, Group, GroupId, GroupMember,
-    MegolmInboundRecord, MegolmOutboundRecord, Message, MessageId, OlmSessionRecord, OutboxEntry,
-    PeerDevice, ReactionSummary, SearchHit, SearchQuery, Seq, Store, StoreError, TransferId,
+    AccountRecord, Applied, Changes, ChannelId, Contact, Conversation, ConversationId,
+    ConversationSummary, EnvelopeId, FileTransfer, MegolmInboundRecord, MegolmOutboundRecord,
+    MegolmWaitingRecord, Message, MessageId, OlmSessionRecord, OutboxEntry, PeerDevice,
+    ReactionSummary, SearchHit, SearchQuery, Seq, SpaceOpRecord, Store, StoreError, TransferId,
 };
-use dopus_types::{Curve25519Key, DeviceId, Timestamp, UserId};
+use dopus_types::{Curve25519Key, DeviceId, SpaceId, Timestamp, UserId};
 use keyfile::KeyFile;
 use rusqlite::{Connection, OpenFlags};
 use std::fs;
@@ -497,12 +497,8 @@ impl Store for SqliteStore {
         out(queries::olm_sessions_for_key(&self.conn, key))
     }
 
-    fn megolm_inbound(
-        &self,
-        channel: &ChannelId,
-        session_id: &str,
-    ) -> Result<Option<MegolmInboundRecord>, StoreError> {
-        out(queries::megolm_inbound(&self.conn, channel, session_id))
+    fn megolm_inbound(&self, session_id: &str) -> Result<Option<MegolmInboundRecord>, StoreError> {
+        out(queries::megolm_inbound(&self.conn, session_id))
     }
 
     fn megolm_outbound(
@@ -549,24 +545,27 @@ impl Store for SqliteStore {
         out(queries::transfers(&self.conn, conversation))
     }
 
-    fn group(&self, id: &GroupId) -> Result<Option<Group>, StoreError> {
-        out(queries::group(&self.conn, id))
+    fn spaces(&self) -> Result<Vec<SpaceId>, StoreError> {
+        out(queries::spaces(&self.conn))
     }
 
-    fn groups(&self) -> Result<Vec<Group>, StoreError> {
-        out(queries::groups(&self.conn))
+    fn space_ops(&self, space: &SpaceId) -> Result<Vec<SpaceOpRecord>, StoreError> {
+        out(queries::space_ops(&self.conn, space))
     }
 
-    fn group_members(&self, group: &GroupId) -> Result<Vec<GroupMember>, StoreError> {
-        out(queries::group_members(&self.conn, group))
+    fn megolm_inbound_for_channel(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<Vec<MegolmInboundRecord>, StoreError> {
+        out(queries::megolm_inbound_for_channel(&self.conn, channel))
     }
 
-    fn channel(&self, id: &ChannelId) -> Result<Option<Channel>, StoreError> {
-        out(queries::channel(&self.conn, id))
+    fn megolm_seen(&self, session_id: &str, index: u32) -> Result<bool, StoreError> {
+        out(queries::megolm_seen(&self.conn, session_id, index))
     }
 
-    fn channels(&self, group: &GroupId) -> Result<Vec<Channel>, StoreError> {
-        out(queries::channels(&self.conn, group))
+    fn megolm_waiting(&self, session_id: &str) -> Result<Vec<MegolmWaitingRecord>, StoreError> {
+        out(queries::megolm_waiting(&self.conn, session_id))
     }
 
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {

@@ -33,6 +33,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "hot_path_indexes",
         sql: include_str!("../migrations/003_hot_path_indexes.sql"),
     },
+    Migration {
+        version: 4,
+        name: "spaces",
+        sql: include_str!("../migrations/004_spaces.sql"),
+    },
 ];
 
 /// The schema version this build writes and the newest it reads.

@@ -2,18 +2,19 @@
 //! (a page of history, search) are measured by bench/store.
 
 use crate::codec::{
-    self, CHANNEL_COLUMNS, CONTACT_COLUMNS, DbResult, MEMBER_COLUMNS, MESSAGE_COLUMNS, OLM_COLUMNS,
-    OUTBOX_COLUMNS, PEER_DEVICE_COLUMNS, TRANSFER_COLUMNS, collect, conversation_key, first,
-    read_seq, read_ts, read_user, read_uuid, seq_int, ts, user, uuid,
+    self, CONTACT_COLUMNS, DbResult, MEGOLM_INBOUND_COLUMNS, MEGOLM_OUTBOUND_COLUMNS,
+    MEGOLM_WAITING_COLUMNS, MESSAGE_COLUMNS, OLM_COLUMNS, OUTBOX_COLUMNS, PEER_DEVICE_COLUMNS,
+    SPACE_OP_COLUMNS, TRANSFER_COLUMNS, collect, conversation_key, first, read_seq, read_ts,
+    read_user, seq_int, ts, user, uuid,
 };
 use dopus_core::store::{
-    AccountRecord, Channel, ChannelId, Contact, Conversation, ConversationId, ConversationSummary,
-    EnvelopeId, FileTransfer, Group, GroupId, GroupMember, MegolmInboundRecord,
-    MegolmOutboundRecord, Message, MessageId, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle,
-    ReactionSummary, SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, SearchTerm, Seq,
-    TransferId, search_terms,
+    AccountRecord, ChannelId, Contact, Conversation, ConversationId, ConversationSummary,
+    EnvelopeId, FileTransfer, MegolmInboundRecord, MegolmOutboundRecord, MegolmWaitingRecord,
+    Message, MessageId, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, ReactionSummary,
+    SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, SearchTerm, Seq, SpaceOpRecord, TransferId,
+    search_terms,
 };
-use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Timestamp, UserId};
+use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, SpaceId, Timestamp, UserId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 fn limit(n: usize) -> i64 {
@@ -417,49 +418,70 @@ pub(crate) fn olm_sessions_for_key(
 
 pub(crate) fn megolm_inbound(
     conn: &Connection,
-    channel: &ChannelId,
     session_id: &str,
 ) -> DbResult<Option<MegolmInboundRecord>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT sender_user, sender_device, pickle, created_at FROM megolm_inbound \
-         WHERE session_id = ?1 AND channel_id = ?2",
-    )?;
-    let mut rows = stmt.query(params![session_id, uuid(&channel.0)])?;
-    let Some(row) = rows.next()? else {
-        return Ok(None);
-    };
-    Ok(Some(MegolmInboundRecord {
-        channel: *channel,
-        session_id: session_id.to_owned(),
-        sender_user: read_user(&row.get::<_, Vec<u8>>(0)?, "megolm_inbound.sender_user")?,
-        sender_device: codec::read_device(
-            &row.get::<_, String>(1)?,
-            "megolm_inbound.sender_device",
-        )?,
-        pickle: Pickle::new(row.get::<_, String>(2)?),
-        created_at: read_ts(row.get(3)?, "megolm_inbound.created_at")?,
-    }))
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MEGOLM_INBOUND_COLUMNS} FROM megolm_inbound WHERE session_id = ?1"
+    ))?;
+    first(stmt.query([session_id])?, codec::megolm_inbound)
+}
+
+pub(crate) fn megolm_inbound_for_channel(
+    conn: &Connection,
+    channel: &ChannelId,
+) -> DbResult<Vec<MegolmInboundRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MEGOLM_INBOUND_COLUMNS} FROM megolm_inbound WHERE channel_id = ?1 \
+         ORDER BY created_at, session_id"
+    ))?;
+    collect(stmt.query([channel.as_bytes()])?, codec::megolm_inbound)
 }
 
 pub(crate) fn megolm_outbound(
     conn: &Connection,
     channel: &ChannelId,
 ) -> DbResult<Option<MegolmOutboundRecord>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT session_id, pickle, created_at, message_count FROM megolm_outbound \
-         WHERE channel_id = ?1",
-    )?;
-    let mut rows = stmt.query([uuid(&channel.0)])?;
-    let Some(row) = rows.next()? else {
-        return Ok(None);
-    };
-    Ok(Some(MegolmOutboundRecord {
-        channel: *channel,
-        session_id: row.get(0)?,
-        pickle: Pickle::new(row.get::<_, String>(1)?),
-        created_at: read_ts(row.get(2)?, "megolm_outbound.created_at")?,
-        message_count: codec::read_u64(row.get(3)?, "megolm_outbound.message_count")?,
-    }))
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MEGOLM_OUTBOUND_COLUMNS} FROM megolm_outbound WHERE channel_id = ?1"
+    ))?;
+    first(stmt.query([channel.as_bytes()])?, codec::megolm_outbound)
+}
+
+pub(crate) fn megolm_seen(conn: &Connection, session_id: &str, index: u32) -> DbResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM megolm_seen WHERE session_id = ?1 AND idx = ?2")?
+        .exists(params![session_id, index])?)
+}
+
+pub(crate) fn megolm_waiting(
+    conn: &Connection,
+    session_id: &str,
+) -> DbResult<Vec<MegolmWaitingRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MEGOLM_WAITING_COLUMNS} FROM megolm_waiting WHERE session_id = ?1 ORDER BY idx"
+    ))?;
+    collect(stmt.query([session_id])?, codec::megolm_waiting)
+}
+
+pub(crate) fn spaces(conn: &Connection) -> DbResult<Vec<SpaceId>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT DISTINCT space_id FROM space_ops ORDER BY space_id")?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(codec::read_space(
+            &row.get::<_, Vec<u8>>(0)?,
+            "space_ops.space_id",
+        )?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn space_ops(conn: &Connection, space: &SpaceId) -> DbResult<Vec<SpaceOpRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SPACE_OP_COLUMNS} FROM space_ops WHERE space_id = ?1 ORDER BY depth, op_id"
+    ))?;
+    collect(stmt.query([space.as_bytes()])?, codec::space_op)
 }
 
 /// `?1` peer, `?2` limit.
@@ -582,49 +604,6 @@ pub(crate) fn transfers(
          ON c.id = t.conversation_id WHERE t.conversation_id = ?1 ORDER BY t.created_at, t.id"
     ))?;
     collect(stmt.query([row_id])?, codec::transfer)
-}
-
-fn group_row(row: &rusqlite::Row<'_>) -> DbResult<Group> {
-    Ok(Group {
-        id: GroupId(read_uuid(&row.get::<_, Vec<u8>>(0)?, "chat_groups.id")?),
-        name: row.get(1)?,
-        owner: read_user(&row.get::<_, Vec<u8>>(2)?, "chat_groups.owner")?,
-        created_at: read_ts(row.get(3)?, "chat_groups.created_at")?,
-    })
-}
-
-pub(crate) fn group(conn: &Connection, id: &GroupId) -> DbResult<Option<Group>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT id, name, owner, created_at FROM chat_groups WHERE id = ?1")?;
-    first(stmt.query([uuid(&id.0)])?, group_row)
-}
-
-pub(crate) fn groups(conn: &Connection) -> DbResult<Vec<Group>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT id, name, owner, created_at FROM chat_groups ORDER BY name, id")?;
-    collect(stmt.query([])?, group_row)
-}
-
-pub(crate) fn group_members(conn: &Connection, id: &GroupId) -> DbResult<Vec<GroupMember>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MEMBER_COLUMNS} FROM group_members WHERE group_id = ?1 \
-         ORDER BY joined_at, user_id"
-    ))?;
-    collect(stmt.query([uuid(&id.0)])?, codec::member)
-}
-
-pub(crate) fn channel(conn: &Connection, id: &ChannelId) -> DbResult<Option<Channel>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = ?1"
-    ))?;
-    first(stmt.query([uuid(&id.0)])?, codec::channel)
-}
-
-pub(crate) fn channels(conn: &Connection, id: &GroupId) -> DbResult<Vec<Channel>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {CHANNEL_COLUMNS} FROM channels WHERE group_id = ?1 ORDER BY position, id"
-    ))?;
-    collect(stmt.query([uuid(&id.0)])?, codec::channel)
 }
 
 pub(crate) fn setting(conn: &Connection, key: &str) -> DbResult<Option<String>> {

@@ -7,11 +7,11 @@
 //! does, so a crash can never leave a session ratcheted past a message that was not stored.
 
 use super::records::{
-    AccountRecord, Channel, ChannelId, Contact, ConversationId, DeliveryState, EnvelopeId,
-    FileTransfer, Group, GroupId, GroupMember, MegolmInboundRecord, MegolmOutboundRecord,
-    MessageId, NewMessage, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, Seq,
+    AccountRecord, ChannelId, Contact, ConversationId, DeliveryState, EnvelopeId, FileTransfer,
+    MegolmInboundRecord, MegolmOutboundRecord, MegolmWaitingRecord, MessageId, NewMessage,
+    OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, Seq, SpaceOpRecord,
 };
-use dopus_types::{DeviceId, Timestamp, UserId};
+use dopus_types::{DeviceId, SpaceId, Timestamp, UserId};
 
 /// One write. Applied in the order pushed.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -121,24 +121,30 @@ pub enum Change {
     },
     /// Creates or replaces a file transfer (creating its conversation if needed).
     SaveTransfer(FileTransfer),
-    /// Creates or replaces a group.
-    SaveGroup(Group),
-    /// Deletes a group with its members and channels.
-    RemoveGroup(GroupId),
-    /// Adds or updates a member; fails with `NotFound` if the group is unknown.
-    SaveMember(GroupMember),
-    /// Removes a member.
-    RemoveMember {
-        /// The group.
-        group: GroupId,
-        /// The member.
-        user: UserId,
+    /// Stores one op of a space's control log; an op already stored is
+    /// [`Outcome::Unchanged`].
+    SaveSpaceOp(SpaceOpRecord),
+    /// Forgets a space: its ops and its Megolm sessions (inbound and outbound). Its channels'
+    /// conversations and messages stay until removed separately.
+    RemoveSpace(SpaceId),
+    /// Remembers that a Megolm message index was decrypted, so a replay is dropped;
+    /// [`Outcome::Unchanged`] if it already was (a replay).
+    MarkMegolmSeen {
+        /// The session.
+        session_id: String,
+        /// The message index.
+        index: u32,
+        /// When.
+        at: Timestamp,
     },
-    /// Creates or replaces a channel; fails with `NotFound` if the group is unknown. A text
-    /// channel also gets its conversation.
-    SaveChannel(Channel),
-    /// Removes a channel (its conversation and messages stay until removed separately).
-    RemoveChannel(ChannelId),
+    /// Keeps a channel message until its session's key arrives; the same (session, index)
+    /// kept twice is [`Outcome::Unchanged`].
+    SaveMegolmWaiting(MegolmWaitingRecord),
+    /// Drops every message waiting for a session (decrypted, or given up).
+    RemoveMegolmWaiting {
+        /// The session.
+        session_id: String,
+    },
     /// Sets (`Some`) or clears (`None`) a setting.
     SetSetting {
         /// The key.

@@ -16,7 +16,7 @@
 )]
 
 use super::*;
-use dopus_types::{DeviceKeys, Ed25519Key};
+use dopus_types::{DeviceKeys, Ed25519Key, SpaceId};
 use uuid::Uuid;
 
 /// Generates one `#[test]` per conformance check. `$make` is an expression of a function type
@@ -46,10 +46,11 @@ macro_rules! store_conformance_tests {
             reactions_aggregate,
             olm_sessions_newest_used_first,
             megolm_sessions,
+            megolm_replays_and_waiting,
             outbox_fifo_per_peer,
             processed_ids,
             transfers,
-            groups_members_channels,
+            space_ops,
             settings,
         );
     };
@@ -226,17 +227,13 @@ pub fn batch_is_atomic<S: Store>(store: &mut S) {
             key: "k".into(),
             value: Some("v".into()),
         },
-        Change::SaveMember(GroupMember {
-            group: GroupId(Uuid::from_u128(9)),
-            user: user(2),
-            role: MemberRole::Member,
-            joined_at: t(1),
-        }),
+        // Fails: there is no account to set the pickle of.
+        Change::SetAccountPickle(Pickle::new("p")),
     ]
     .into_iter()
     .collect();
     let err = store.apply(batch).unwrap_err();
-    assert!(matches!(err, StoreError::NotFound("group")), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound("account")), "{err:?}");
     assert_eq!(store.contact(&user(2)).unwrap(), None);
     assert_eq!(store.message(&mid(1)).unwrap(), None);
     assert_eq!(store.conversation(&direct(2)).unwrap(), None);
@@ -422,7 +419,7 @@ pub fn conversations_get_or_create<S: Store>(store: &mut S) {
             last_read: None
         })
     );
-    let channel = ConversationId::Channel(ChannelId(Uuid::from_u128(4)));
+    let channel = ConversationId::Channel(ChannelId::from_bytes([4; 16]));
     store
         .apply_one(Change::EnsureConversation {
             id: channel,
@@ -1158,45 +1155,142 @@ pub fn olm_sessions_newest_used_first<S: Store>(store: &mut S) {
     );
 }
 
-/// Inbound sessions by channel and id; one outbound per channel, replaceable and removable.
-pub fn megolm_sessions<S: Store>(store: &mut S) {
-    let ch = ChannelId(Uuid::from_u128(1));
-    let other = ChannelId(Uuid::from_u128(2));
-    let inbound = MegolmInboundRecord {
-        channel: ch,
-        session_id: "m1".into(),
+fn space(n: u8) -> SpaceId {
+    SpaceId::from_bytes([n; 32])
+}
+
+fn chan(n: u8) -> ChannelId {
+    ChannelId::from_bytes([n; 16])
+}
+
+fn inbound(session: &str, sp: u8, ch: u8, at: u64) -> MegolmInboundRecord {
+    MegolmInboundRecord {
+        space: space(sp),
+        channel: chan(ch),
+        session_id: session.into(),
         sender_user: user(2),
         sender_device: device("b"),
-        pickle: Pickle::new("in-pickle"),
-        created_at: t(3),
-    };
+        sender_certificate_json: "{\"cert\":1}".into(),
+        announcement: dopus_types::Signature::from_bytes([at as u8; 64]),
+        shared_history: at.is_multiple_of(2),
+        forwarded: at.is_multiple_of(3),
+        first_index: at as u32,
+        pickle: Pickle::new(format!("in-{session}")),
+        created_at: t(at),
+    }
+}
+
+/// Inbound sessions by id and by channel; one outbound per channel, replaceable and
+/// removable, with the devices it was shared with.
+pub fn megolm_sessions<S: Store>(store: &mut S) {
+    let first = inbound("m1", 1, 1, 3);
     store
-        .apply_one(Change::SaveMegolmInbound(inbound.clone()))
+        .apply_one(Change::SaveMegolmInbound(first.clone()))
         .unwrap();
-    assert_eq!(store.megolm_inbound(&ch, "m1").unwrap(), Some(inbound));
-    assert_eq!(store.megolm_inbound(&other, "m1").unwrap(), None);
-    assert_eq!(store.megolm_inbound(&ch, "m2").unwrap(), None);
+    store
+        .apply_one(Change::SaveMegolmInbound(inbound("m0", 1, 1, 7)))
+        .unwrap();
+    store
+        .apply_one(Change::SaveMegolmInbound(inbound("m2", 1, 2, 1)))
+        .unwrap();
+    assert_eq!(store.megolm_inbound("m1").unwrap(), Some(first.clone()));
+    assert_eq!(store.megolm_inbound("m3").unwrap(), None);
+    let ids = |v: Vec<MegolmInboundRecord>| -> Vec<String> {
+        v.into_iter().map(|m| m.session_id).collect()
+    };
+    assert_eq!(
+        ids(store.megolm_inbound_for_channel(&chan(1)).unwrap()),
+        ["m1", "m0"]
+    );
+    assert_eq!(
+        ids(store.megolm_inbound_for_channel(&chan(3)).unwrap()),
+        Vec::<String>::new()
+    );
+    // Replacing keeps one record per session (a better copy, with a lower first index).
+    let mut better = first.clone();
+    better.first_index = 0;
+    better.forwarded = true;
+    store
+        .apply_one(Change::SaveMegolmInbound(better.clone()))
+        .unwrap();
+    assert_eq!(store.megolm_inbound("m1").unwrap(), Some(better));
     let outbound = |n: u64| MegolmOutboundRecord {
-        channel: ch,
+        space: space(1),
+        channel: chan(1),
         session_id: format!("o{n}"),
         pickle: Pickle::new(format!("out-{n}")),
         created_at: t(n),
         message_count: n * 10,
+        shared_history: n == 2,
+        shared_with: (0..n as u8).map(|i| (user(i + 2), device("d"))).collect(),
     };
-    assert_eq!(store.megolm_outbound(&ch).unwrap(), None);
+    assert_eq!(store.megolm_outbound(&chan(1)).unwrap(), None);
     store
         .apply_one(Change::SaveMegolmOutbound(outbound(1)))
         .unwrap();
     store
         .apply_one(Change::SaveMegolmOutbound(outbound(2)))
         .unwrap();
-    assert_eq!(store.megolm_outbound(&ch).unwrap(), Some(outbound(2)));
-    assert_eq!(store.megolm_outbound(&other).unwrap(), None);
+    assert_eq!(store.megolm_outbound(&chan(1)).unwrap(), Some(outbound(2)));
+    assert_eq!(store.megolm_outbound(&chan(2)).unwrap(), None);
     assert_eq!(
-        store.apply_one(Change::RemoveMegolmOutbound(ch)).unwrap(),
+        store
+            .apply_one(Change::RemoveMegolmOutbound(chan(1)))
+            .unwrap(),
         Outcome::Applied
     );
-    assert_eq!(store.megolm_outbound(&ch).unwrap(), None);
+    assert_eq!(store.megolm_outbound(&chan(1)).unwrap(), None);
+}
+
+/// A (session, index) is seen once; later copies are replays. Messages wait per session.
+pub fn megolm_replays_and_waiting<S: Store>(store: &mut S) {
+    let seen = |session: &str, index| Change::MarkMegolmSeen {
+        session_id: session.into(),
+        index,
+        at: t(1),
+    };
+    assert!(!store.megolm_seen("s", 0).unwrap());
+    assert_eq!(store.apply_one(seen("s", 0)).unwrap(), Outcome::Applied);
+    assert_eq!(store.apply_one(seen("s", 0)).unwrap(), Outcome::Unchanged);
+    assert!(store.megolm_seen("s", 0).unwrap());
+    assert!(!store.megolm_seen("s", 1).unwrap());
+    assert!(!store.megolm_seen("t", 0).unwrap());
+    let waiting = |session: &str, index: u32| MegolmWaitingRecord {
+        session_id: session.into(),
+        index,
+        sender_user: user(2),
+        sender_device: device("b"),
+        message: vec![index as u8; 10],
+        received_at: t(u64::from(index)),
+    };
+    for (session, index) in [("s", 5), ("s", 2), ("t", 1)] {
+        assert_eq!(
+            store
+                .apply_one(Change::SaveMegolmWaiting(waiting(session, index)))
+                .unwrap(),
+            Outcome::Applied
+        );
+    }
+    assert_eq!(
+        store
+            .apply_one(Change::SaveMegolmWaiting(waiting("s", 5)))
+            .unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        store.megolm_waiting("s").unwrap(),
+        vec![waiting("s", 2), waiting("s", 5)]
+    );
+    assert_eq!(
+        store
+            .apply_one(Change::RemoveMegolmWaiting {
+                session_id: "s".into()
+            })
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert!(store.megolm_waiting("s").unwrap().is_empty());
+    assert_eq!(store.megolm_waiting("t").unwrap(), vec![waiting("t", 1)]);
 }
 
 /// FIFO per peer with head-of-line order, reschedule, remove, duplicate enqueue, timers.
@@ -1380,153 +1474,66 @@ pub fn transfers<S: Store>(store: &mut S) {
     );
 }
 
-/// Groups with members and channels; a text channel is a conversation; removal cascades.
-pub fn groups_members_channels<S: Store>(store: &mut S) {
-    let gid = GroupId(Uuid::from_u128(1));
-    let group = |name: &str, id: GroupId| Group {
-        id,
-        name: name.into(),
-        owner: user(1),
-        created_at: t(1),
-    };
-    store
-        .apply_one(Change::SaveGroup(group("Zeta", gid)))
-        .unwrap();
-    store
-        .apply_one(Change::SaveGroup(group(
-            "Alpha",
-            GroupId(Uuid::from_u128(2)),
-        )))
-        .unwrap();
-    let names: Vec<String> = store
-        .groups()
-        .unwrap()
-        .into_iter()
-        .map(|g| g.name)
-        .collect();
-    assert_eq!(names, ["Alpha", "Zeta"]);
-    assert_eq!(store.group(&gid).unwrap(), Some(group("Zeta", gid)));
-    store
-        .apply_one(Change::SaveGroup(group("Zeta 2", gid)))
-        .unwrap();
-    assert_eq!(store.group(&gid).unwrap().unwrap().name, "Zeta 2");
+fn op_record(sp: u8, id: u8, depth: u64) -> SpaceOpRecord {
+    SpaceOpRecord {
+        space: space(sp),
+        id: dopus_proto::space::OpId::from_bytes([id; 32]),
+        depth,
+        json: format!("{{\"op\":{id}}}").into_bytes(),
+        received_at: t(u64::from(id)),
+    }
+}
 
-    let member = |seed: u8, role, at| GroupMember {
-        group: gid,
-        user: user(seed),
-        role,
-        joined_at: t(at),
-    };
-    store
-        .apply_one(Change::SaveMember(member(1, MemberRole::Owner, 1)))
-        .unwrap();
-    store
-        .apply_one(Change::SaveMember(member(3, MemberRole::Member, 3)))
-        .unwrap();
-    store
-        .apply_one(Change::SaveMember(member(2, MemberRole::Member, 2)))
-        .unwrap();
-    store
-        .apply_one(Change::SaveMember(member(2, MemberRole::Admin, 2)))
-        .unwrap();
-    assert_eq!(
-        store.group_members(&gid).unwrap(),
-        vec![
-            member(1, MemberRole::Owner, 1),
-            member(2, MemberRole::Admin, 2),
-            member(3, MemberRole::Member, 3)
-        ]
-    );
+/// A space's ops come back by depth then id; storing one twice changes nothing; removing a
+/// space takes its ops and Megolm sessions and nothing else.
+pub fn space_ops<S: Store>(store: &mut S) {
+    assert!(store.spaces().unwrap().is_empty());
+    for (sp, id, depth) in [(1, 9, 2), (1, 3, 0), (1, 7, 2), (1, 1, 1), (2, 4, 0)] {
+        assert_eq!(
+            store
+                .apply_one(Change::SaveSpaceOp(op_record(sp, id, depth)))
+                .unwrap(),
+            Outcome::Applied
+        );
+    }
     assert_eq!(
         store
-            .apply_one(Change::RemoveMember {
-                group: gid,
-                user: user(3)
-            })
+            .apply_one(Change::SaveSpaceOp(op_record(1, 9, 2)))
             .unwrap(),
-        Outcome::Applied
-    );
-    assert_eq!(store.group_members(&gid).unwrap().len(), 2);
-    let unknown = GroupId(Uuid::from_u128(99));
-    assert!(matches!(
-        store.apply_one(Change::SaveMember(GroupMember {
-            group: unknown,
-            ..member(4, MemberRole::Member, 4)
-        })),
-        Err(StoreError::NotFound("group"))
-    ));
-
-    let channel = |n: u128, kind, position| Channel {
-        id: ChannelId(Uuid::from_u128(n)),
-        group: gid,
-        name: format!("c{n}"),
-        kind,
-        position,
-        created_at: t(7),
-    };
-    store
-        .apply_one(Change::SaveChannel(channel(10, ChannelKind::Voice, 2)))
-        .unwrap();
-    store
-        .apply_one(Change::SaveChannel(channel(11, ChannelKind::Text, 1)))
-        .unwrap();
-    assert!(matches!(
-        store.apply_one(Change::SaveChannel(Channel {
-            group: unknown,
-            ..channel(12, ChannelKind::Text, 0)
-        })),
-        Err(StoreError::NotFound("group"))
-    ));
-    assert_eq!(
-        store.channels(&gid).unwrap(),
-        vec![
-            channel(11, ChannelKind::Text, 1),
-            channel(10, ChannelKind::Voice, 2)
-        ]
-    );
-    let text_conv = ConversationId::Channel(ChannelId(Uuid::from_u128(11)));
-    assert_eq!(
-        store.conversation(&text_conv).unwrap().unwrap().created_at,
-        t(7)
-    );
-    assert_eq!(
-        store
-            .conversation(&ConversationId::Channel(ChannelId(Uuid::from_u128(10))))
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        store
-            .channel(&ChannelId(Uuid::from_u128(10)))
-            .unwrap()
-            .unwrap()
-            .kind,
-        ChannelKind::Voice
-    );
-    assert_eq!(
-        store
-            .apply_one(Change::RemoveChannel(ChannelId(Uuid::from_u128(10))))
-            .unwrap(),
-        Outcome::Applied
-    );
-    assert_eq!(store.channels(&gid).unwrap().len(), 1);
-
-    assert_eq!(
-        store.apply_one(Change::RemoveGroup(gid)).unwrap(),
-        Outcome::Applied
-    );
-    assert_eq!(store.group(&gid).unwrap(), None);
-    assert!(store.group_members(&gid).unwrap().is_empty());
-    assert!(store.channels(&gid).unwrap().is_empty());
-    assert_eq!(
-        store.channel(&ChannelId(Uuid::from_u128(11))).unwrap(),
-        None
-    );
-    assert_eq!(
-        store.apply_one(Change::RemoveGroup(gid)).unwrap(),
         Outcome::Unchanged
     );
-    assert_eq!(store.groups().unwrap().len(), 1);
+    assert_eq!(store.spaces().unwrap(), vec![space(1), space(2)]);
+    assert_eq!(
+        store.space_ops(&space(1)).unwrap(),
+        vec![
+            op_record(1, 3, 0),
+            op_record(1, 1, 1),
+            op_record(1, 7, 2),
+            op_record(1, 9, 2)
+        ]
+    );
+    store
+        .apply_one(Change::SaveMegolmInbound(inbound("a", 1, 1, 1)))
+        .unwrap();
+    store
+        .apply_one(Change::SaveMegolmInbound(inbound("b", 2, 2, 1)))
+        .unwrap();
+    assert_eq!(
+        store.apply_one(Change::RemoveSpace(space(1))).unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        store.apply_one(Change::RemoveSpace(space(1))).unwrap(),
+        Outcome::Unchanged
+    );
+    assert!(store.space_ops(&space(1)).unwrap().is_empty());
+    assert_eq!(store.spaces().unwrap(), vec![space(2)]);
+    assert_eq!(store.megolm_inbound("a").unwrap(), None);
+    assert!(store.megolm_inbound("b").unwrap().is_some());
+    // A channel's conversation is a conversation like any other.
+    let conv = ConversationId::Channel(chan(1));
+    insert(store, new_message(1, conv, 2, "in a channel"));
+    assert_eq!(store.conversation(&conv).unwrap().unwrap().id, conv);
 }
 
 /// Settings: set, overwrite, clear.

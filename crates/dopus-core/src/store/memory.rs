@@ -2,15 +2,15 @@
 //! simulations use it; the conformance suite holds the SQLCipher store to the same behaviour.
 
 use super::records::{
-    AccountRecord, Channel, ChannelId, ChannelKind, Contact, Conversation, ConversationId,
-    ConversationSummary, EnvelopeId, FileTransfer, Group, GroupId, GroupMember,
-    MegolmInboundRecord, MegolmOutboundRecord, Message, MessageId, OlmSessionRecord, OutboxEntry,
-    PeerDevice, ReactionSummary, SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, Seq,
-    TransferId,
+    AccountRecord, ChannelId, Contact, Conversation, ConversationId, ConversationSummary,
+    EnvelopeId, FileTransfer, MegolmInboundRecord, MegolmOutboundRecord, MegolmWaitingRecord,
+    Message, MessageId, OlmSessionRecord, OutboxEntry, PeerDevice, ReactionSummary, SNIPPET_END,
+    SNIPPET_START, SearchHit, SearchQuery, Seq, SpaceOpRecord, TransferId,
 };
 use super::{Applied, Change, Changes, Outcome, SearchTerm, Store, StoreError, search_terms};
-use dopus_types::{Curve25519Key, DeviceId, Timestamp, UserId};
-use std::collections::{BTreeMap, HashMap};
+use dopus_proto::space::OpId;
+use dopus_types::{Curve25519Key, DeviceId, SpaceId, Timestamp, UserId};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A [`Store`] held in memory.
 ///
@@ -50,9 +50,9 @@ struct State {
     last_outbox_pos: u64,
     processed: HashMap<EnvelopeId, Timestamp>,
     transfers: BTreeMap<TransferId, FileTransfer>,
-    groups: BTreeMap<GroupId, Group>,
-    members: BTreeMap<(GroupId, UserId), GroupMember>,
-    channels: BTreeMap<ChannelId, Channel>,
+    space_ops: BTreeMap<(SpaceId, OpId), SpaceOpRecord>,
+    megolm_seen: BTreeSet<(String, u32)>,
+    megolm_waiting: BTreeMap<(String, u32), MegolmWaitingRecord>,
     settings: BTreeMap<String, String>,
 }
 
@@ -281,40 +281,40 @@ impl State {
                 self.transfers.insert(transfer.id, transfer);
                 Outcome::Applied
             }
-            Change::SaveGroup(group) => {
-                self.groups.insert(group.id, group);
-                Outcome::Applied
-            }
-            Change::RemoveGroup(id) => {
-                let existed = self.groups.remove(&id).is_some();
-                self.members.retain(|(g, _), _| *g != id);
-                self.channels.retain(|_, c| c.group != id);
-                changed(existed)
-            }
-            Change::SaveMember(member) => {
-                if !self.groups.contains_key(&member.group) {
-                    return Err(StoreError::NotFound("group"));
+            Change::SaveSpaceOp(op) => match self.space_ops.entry((op.space, op.id)) {
+                std::collections::btree_map::Entry::Occupied(_) => Outcome::Unchanged,
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(op);
+                    Outcome::Applied
                 }
-                self.members.insert((member.group, member.user), member);
-                Outcome::Applied
+            },
+            Change::RemoveSpace(space) => {
+                let before =
+                    self.space_ops.len() + self.megolm_inbound.len() + self.megolm_outbound.len();
+                self.space_ops.retain(|(s, _), _| *s != space);
+                self.megolm_inbound.retain(|_, m| m.space != space);
+                self.megolm_outbound.retain(|_, m| m.space != space);
+                let after =
+                    self.space_ops.len() + self.megolm_inbound.len() + self.megolm_outbound.len();
+                changed(after < before)
             }
-            Change::RemoveMember { group, user } => {
-                changed(self.members.remove(&(group, user)).is_some())
-            }
-            Change::SaveChannel(channel) => {
-                if !self.groups.contains_key(&channel.group) {
-                    return Err(StoreError::NotFound("group"));
+            Change::MarkMegolmSeen {
+                session_id, index, ..
+            } => changed(self.megolm_seen.insert((session_id, index))),
+            Change::SaveMegolmWaiting(w) => {
+                match self.megolm_waiting.entry((w.session_id.clone(), w.index)) {
+                    std::collections::btree_map::Entry::Occupied(_) => Outcome::Unchanged,
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(w);
+                        Outcome::Applied
+                    }
                 }
-                if channel.kind == ChannelKind::Text {
-                    self.ensure_conversation(
-                        ConversationId::Channel(channel.id),
-                        channel.created_at,
-                    );
-                }
-                self.channels.insert(channel.id, channel);
-                Outcome::Applied
             }
-            Change::RemoveChannel(id) => changed(self.channels.remove(&id).is_some()),
+            Change::RemoveMegolmWaiting { session_id } => {
+                let before = self.megolm_waiting.len();
+                self.megolm_waiting.retain(|(s, _), _| *s != session_id);
+                changed(self.megolm_waiting.len() < before)
+            }
             Change::SetSetting { key, value } => match value {
                 Some(value) => {
                     self.settings.insert(key, value);
@@ -611,17 +611,8 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
-    fn megolm_inbound(
-        &self,
-        channel: &ChannelId,
-        session_id: &str,
-    ) -> Result<Option<MegolmInboundRecord>, StoreError> {
-        Ok(self
-            .state
-            .megolm_inbound
-            .get(session_id)
-            .filter(|s| s.channel == *channel)
-            .cloned())
+    fn megolm_inbound(&self, session_id: &str) -> Result<Option<MegolmInboundRecord>, StoreError> {
+        Ok(self.state.megolm_inbound.get(session_id).cloned())
     }
 
     fn megolm_outbound(
@@ -702,42 +693,52 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
-    fn group(&self, id: &GroupId) -> Result<Option<Group>, StoreError> {
-        Ok(self.state.groups.get(id).cloned())
+    fn spaces(&self) -> Result<Vec<SpaceId>, StoreError> {
+        let set: BTreeSet<SpaceId> = self.state.space_ops.keys().map(|(s, _)| *s).collect();
+        Ok(set.into_iter().collect())
     }
 
-    fn groups(&self) -> Result<Vec<Group>, StoreError> {
-        let mut out: Vec<Group> = self.state.groups.values().cloned().collect();
-        out.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
-        Ok(out)
-    }
-
-    fn group_members(&self, group: &GroupId) -> Result<Vec<GroupMember>, StoreError> {
-        let mut out: Vec<GroupMember> = self
+    fn space_ops(&self, space: &SpaceId) -> Result<Vec<SpaceOpRecord>, StoreError> {
+        let mut out: Vec<SpaceOpRecord> = self
             .state
-            .members
+            .space_ops
             .values()
-            .filter(|m| m.group == *group)
+            .filter(|o| o.space == *space)
             .cloned()
             .collect();
-        out.sort_by_key(|m| (m.joined_at, m.user));
+        out.sort_by_key(|o| (o.depth, o.id));
         Ok(out)
     }
 
-    fn channel(&self, id: &ChannelId) -> Result<Option<Channel>, StoreError> {
-        Ok(self.state.channels.get(id).cloned())
-    }
-
-    fn channels(&self, group: &GroupId) -> Result<Vec<Channel>, StoreError> {
-        let mut out: Vec<Channel> = self
+    fn megolm_inbound_for_channel(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<Vec<MegolmInboundRecord>, StoreError> {
+        let mut out: Vec<MegolmInboundRecord> = self
             .state
-            .channels
+            .megolm_inbound
             .values()
-            .filter(|c| c.group == *group)
+            .filter(|m| m.channel == *channel)
             .cloned()
             .collect();
-        out.sort_by_key(|c| (c.position, c.id));
+        out.sort_by(|a, b| (a.created_at, &a.session_id).cmp(&(b.created_at, &b.session_id)));
         Ok(out)
+    }
+
+    fn megolm_seen(&self, session_id: &str, index: u32) -> Result<bool, StoreError> {
+        Ok(self
+            .state
+            .megolm_seen
+            .contains(&(session_id.to_owned(), index)))
+    }
+
+    fn megolm_waiting(&self, session_id: &str) -> Result<Vec<MegolmWaitingRecord>, StoreError> {
+        Ok(self
+            .state
+            .megolm_waiting
+            .range((session_id.to_owned(), 0)..=(session_id.to_owned(), u32::MAX))
+            .map(|(_, w)| w.clone())
+            .collect())
     }
 
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {

@@ -3,7 +3,9 @@
 //! that is what the SQLCipher store writes, so an unknown string read back is detected as
 //! corruption instead of being guessed.
 
-use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Timestamp, UserId};
+use dopus_proto::space::OpId;
+pub use dopus_types::ChannelId;
+use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Signature, SpaceId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
@@ -47,14 +49,6 @@ uuid_id!(
     EnvelopeId
 );
 uuid_id!(
-    /// A group (a "server" in Discord terms).
-    GroupId
-);
-uuid_id!(
-    /// A text or voice channel inside a group; a text channel is also a conversation.
-    ChannelId
-);
-uuid_id!(
     /// A file transfer.
     TransferId
 );
@@ -75,7 +69,7 @@ pub struct Seq(pub u64);
 pub enum ConversationId {
     /// The 1:1 conversation with this user (the same for every device of theirs).
     Direct(UserId),
-    /// A group's text channel.
+    /// A space's text channel.
     Channel(ChannelId),
 }
 
@@ -212,28 +206,6 @@ text_enum!(
         Failed = "failed",
         /// Stopped for good by either side.
         Cancelled = "cancelled",
-    }
-);
-
-text_enum!(
-    /// What a group channel carries.
-    ChannelKind {
-        /// Messages; the channel is a conversation.
-        Text = "text",
-        /// A voice room.
-        Voice = "voice",
-    }
-);
-
-text_enum!(
-    /// A member's rights in a group.
-    MemberRole {
-        /// Created the group; can do everything.
-        Owner = "owner",
-        /// Can manage channels and members.
-        Admin = "admin",
-        /// Can read and write.
-        Member = "member",
     }
 );
 
@@ -525,17 +497,32 @@ pub struct OlmSessionRecord {
     pub last_used_at: Timestamp,
 }
 
-/// A Megolm session we received from a group member.
+/// A Megolm session for a space channel that we can decrypt with: received from its owner
+/// (or forwarded, or in a history bundle), or our own outbound session's inbound half.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct MegolmInboundRecord {
+    /// The space.
+    pub space: SpaceId,
     /// The channel it encrypts.
     pub channel: ChannelId,
-    /// vodozemac's session id (unique).
+    /// vodozemac's session id (unique; channel messages name it).
     pub session_id: String,
-    /// Who sent the session key.
+    /// The user whose device owns (sends with) the session.
     pub sender_user: UserId,
-    /// From which device.
+    /// That device: messages in this session from any other device are refused.
     pub sender_device: DeviceId,
+    /// The owner device's certificate, as its JSON wire form (to forward the session with
+    /// proof of whose it is).
+    pub sender_certificate_json: String,
+    /// The owner device's signature announcing the session (see
+    /// `dopus_proto::space::session_announcement_bytes`).
+    pub announcement: Signature,
+    /// Whether the owner lets the session be given to members who join later.
+    pub shared_history: bool,
+    /// Whether it came from someone other than its owner (a forward or a history bundle).
+    pub forwarded: bool,
+    /// The first message index it can decrypt.
+    pub first_index: u32,
     /// The session, as an encrypted pickle.
     pub pickle: Pickle,
     /// When we received it.
@@ -545,6 +532,8 @@ pub struct MegolmInboundRecord {
 /// Our current outbound Megolm session for a channel.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct MegolmOutboundRecord {
+    /// The space.
+    pub space: SpaceId,
     /// The channel it encrypts.
     pub channel: ChannelId,
     /// vodozemac's session id.
@@ -555,6 +544,71 @@ pub struct MegolmOutboundRecord {
     pub created_at: Timestamp,
     /// How many messages it encrypted (for rotation by count).
     pub message_count: u64,
+    /// Whether it was announced as shareable with later members.
+    pub shared_history: bool,
+    /// The devices its key was sent to, ascending. When one of them may no longer read the
+    /// channel, the session is rotated.
+    pub shared_with: Vec<(UserId, DeviceId)>,
+}
+
+/// A channel message that could not be decrypted yet ("waiting for keys"): kept until the
+/// session's key arrives, then decrypted and removed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MegolmWaitingRecord {
+    /// The session it needs.
+    pub session_id: String,
+    /// Its message index in that session.
+    pub index: u32,
+    /// The device that sent it (the session's claimed owner).
+    pub sender_user: UserId,
+    /// That device.
+    pub sender_device: DeviceId,
+    /// The channel message as received (JSON wire form).
+    pub message: Vec<u8>,
+    /// When it arrived.
+    pub received_at: Timestamp,
+}
+
+impl fmt::Debug for MegolmWaitingRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MegolmWaitingRecord")
+            .field("session_id", &self.session_id)
+            .field("index", &self.index)
+            .field("sender_user", &self.sender_user)
+            .field("sender_device", &self.sender_device)
+            .field("message", &format_args!("<{} bytes>", self.message.len()))
+            .field("received_at", &self.received_at)
+            .finish()
+    }
+}
+
+/// One op of a space's control log, as stored: its JSON wire form (verified when it was first
+/// inserted) and what loading needs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SpaceOpRecord {
+    /// The space.
+    pub space: SpaceId,
+    /// The op's id.
+    pub id: OpId,
+    /// The op's depth (ops load in depth order).
+    pub depth: u64,
+    /// The op's JSON (`SpaceOp::to_json`).
+    pub json: Vec<u8>,
+    /// When we received it.
+    pub received_at: Timestamp,
+}
+
+impl fmt::Debug for SpaceOpRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The JSON holds names (of the space, channels, roles): never printed.
+        f.debug_struct("SpaceOpRecord")
+            .field("space", &self.space)
+            .field("id", &self.id)
+            .field("depth", &self.depth)
+            .field("json", &format_args!("<{} bytes>", self.json.len()))
+            .field("received_at", &self.received_at)
+            .finish()
+    }
 }
 
 /// An encrypted envelope waiting to be delivered to a peer.
@@ -617,47 +671,4 @@ pub struct FileTransfer {
     pub created_at: Timestamp,
     /// When it last changed.
     pub updated_at: Timestamp,
-}
-
-/// A group.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct Group {
-    /// Which group.
-    pub id: GroupId,
-    /// Its name.
-    pub name: String,
-    /// Who created it.
-    pub owner: UserId,
-    /// When it was created.
-    pub created_at: Timestamp,
-}
-
-/// A member of a group.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct GroupMember {
-    /// The group.
-    pub group: GroupId,
-    /// The member.
-    pub user: UserId,
-    /// Their rights.
-    pub role: MemberRole,
-    /// When they joined.
-    pub joined_at: Timestamp,
-}
-
-/// A channel of a group.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct Channel {
-    /// Which channel.
-    pub id: ChannelId,
-    /// Its group.
-    pub group: GroupId,
-    /// Its name.
-    pub name: String,
-    /// Text or voice.
-    pub kind: ChannelKind,
-    /// Sort position in the channel list.
-    pub position: u32,
-    /// When it was created.
-    pub created_at: Timestamp,
 }
