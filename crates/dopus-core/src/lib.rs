@@ -3,5 +3,6 @@
 pub mod chat;
 pub mod e2e;
 pub mod identity;
+pub mod space;
 pub mod store;
 pub mod verification;

@@ -153,6 +153,12 @@ impl Device {
         Ok(())
     }
 
+    /// Signs canonical bytes (a space op, a Megolm session announcement) with this device's
+    /// Ed25519 key; the space module checks the context before calling it.
+    pub(crate) fn sign_bytes(&self, bytes: &[u8]) -> Signature {
+        Signature::from_bytes(self.account.sign(bytes).to_bytes())
+    }
+
     /// Our user.
     pub fn user_id(&self) -> UserId {
         self.user_id
