@@ -4,6 +4,8 @@ import { ApiError } from "../api/client";
 import { sortedContacts } from "../lib/state";
 import { checkUserId, shortId, userIdProblem } from "../lib/userId";
 import { describeError, useStore } from "../state/store";
+import { requestNotificationPermission } from "../state/notifications";
+import { usePrefs } from "../state/prefs";
 import { Avatar } from "./Avatar";
 import { Icon } from "./Icon";
 
@@ -17,11 +19,34 @@ export function Home({ onBack }: { onBack(): void }) {
         <h1>Friends</h1>
       </header>
       <div className="home-body">
+        <NotificationPrompt />
         <MyId />
         <AddContact />
         <Requests />
       </div>
     </div>
+  );
+}
+
+/**
+ * Browsers ask for the notification permission only from a click, so the app asks once, here,
+ * while notifications are on in its own settings and the browser has not been asked yet.
+ */
+function NotificationPrompt() {
+  const { notify, setNotify } = usePrefs();
+  const [permission, setPermission] = useState(() => (typeof Notification === "undefined" ? "unsupported" : Notification.permission));
+  if (!notify.enabled || permission !== "default") return null;
+  return (
+    <section className="card notify-card" aria-labelledby="notify-heading" data-testid="notification-prompt">
+      <h2 id="notify-heading">Get notified of new messages</h2>
+      <p className="muted">When this tab is in the background, your browser can show direct messages as notifications.</p>
+      <div className="row">
+        <button className="primary" onClick={() => void requestNotificationPermission().then((p) => setPermission(p))}>
+          Turn on notifications
+        </button>
+        <button onClick={() => setNotify({ ...notify, enabled: false })}>Not now</button>
+      </div>
+    </section>
   );
 }
 
