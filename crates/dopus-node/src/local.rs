@@ -2,12 +2,13 @@
 //! `id show`, `contacts add`, `contacts list`. When a node is running they go through its API.
 
 use crate::account;
+use crate::api::dto;
 use crate::client::ApiClient;
 use crate::output::Output;
 use crate::passphrase;
 use crate::remote::contact_line;
 use anyhow::Context;
-use dopus_core::store::{AccountRecord, Change, Contact, ContactState, Store};
+use dopus_core::store::{AccountRecord, Change, Contact, ContactState, ConversationId, Store};
 use dopus_types::UserId;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -67,14 +68,26 @@ pub fn id_show_remote(api: &ApiClient, out: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn contact_json(c: &Contact) -> Value {
-    json!({
-        "user_id": c.user_id.to_string(),
-        "display_name": c.display_name,
-        "state": c.state.as_str(),
-        "verified": c.verified,
-        "blocked": c.blocked,
-    })
+/// A contact in the API's one `Contact` shape (`api::dto`), as `GET /contacts` writes it. With
+/// no node running nothing live is known: presence reads offline and there is no connection;
+/// the unread count and the last message come from the store, as the node reports them.
+fn contact_json(store: &dyn Store, me: &UserId, c: &Contact) -> anyhow::Result<Value> {
+    let conversation = ConversationId::Direct(c.user_id);
+    let summary = store
+        .conversations()?
+        .into_iter()
+        .find(|s| s.conversation.id == conversation);
+    let last_message = match summary.as_ref().and_then(|s| s.last_message.as_ref()) {
+        Some(m) => Some(dto::Message::from_record(m, &store.reactions(&m.id)?, me)),
+        None => None,
+    };
+    let live = dto::ContactLive {
+        presence: dto::Presence::Offline,
+        unread: summary.map_or(0, |s| s.unread),
+        last_message,
+        connection: dto::Connection::without_peer(true, false),
+    };
+    Ok(serde_json::to_value(dto::Contact::from_record(c, live))?)
 }
 
 /// `contacts add ID [--name NAME]` with no node running.
@@ -100,10 +113,9 @@ pub fn contacts_add(dir: &Path, out: Output, id: &str, name: Option<&str>) -> an
         updated_at: now,
     };
     store.apply_one(Change::SaveContact(contact.clone()))?;
+    let shown = contact_json(&store, &me.user_id, &contact)?;
     store.close()?;
-    out.print(&contact_json(&contact), |v| {
-        format!("added {}", contact_line(v))
-    });
+    out.print(&shown, |v| format!("added {}", contact_line(v)));
     Ok(())
 }
 
@@ -126,8 +138,12 @@ pub fn contacts_add_remote(
 
 /// `contacts list` with no node running.
 pub fn contacts_list(dir: &Path, out: Output) -> anyhow::Result<()> {
-    let (store, _) = account::open(dir, &passphrase::for_unlock()?)?;
-    let contacts: Vec<Value> = store.contacts()?.iter().map(contact_json).collect();
+    let (store, me) = account::open(dir, &passphrase::for_unlock()?)?;
+    let contacts = store
+        .contacts()?
+        .iter()
+        .map(|c| contact_json(&store, &me.user_id, c))
+        .collect::<anyhow::Result<Vec<Value>>>()?;
     store.close()?;
     out.print(&Value::Array(contacts), |l| {
         let lines: Vec<String> = l

@@ -275,9 +275,10 @@ pub struct ContactLive {
 /// answer of every contact operation).
 ///
 /// Unified: the runtime builds the record part in `json::contact` and adds the live fields in
-/// `Ready::contact_json`, and the CLI's offline `contacts list` (`local.rs`) writes a third,
-/// smaller shape (`display_name` null when unknown, no `note` and no live fields). This is the
-/// one shape: `display_name` is `""` when unknown.
+/// `Ready::contact_json`, and the CLI's offline `contacts add`/`contacts list` wrote a smaller
+/// shape (`display_name` null when unknown, no `note`, no live fields); the CLI now writes this
+/// one too (presence `offline` and no connection, since no node runs). `display_name` is `""`
+/// when unknown.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
 pub struct Contact {
     /// Their user ID.
