@@ -23,6 +23,9 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "rust tests (nextest)"
 cargo nextest run --locked --workspace --no-fail-fast --profile ci
 
+step "fuzz targets, short run (scripts/fuzz.sh)"
+./scripts/fuzz.sh
+
 step "web UI unit tests (vitest)"
 (cd web && npm test --silent)
 
