@@ -92,7 +92,25 @@ pub(crate) async fn run(server: &ServerChild, args: ActiveArgs) -> anyhow::Resul
         "opened and synced {n} connections in {:.2} s",
         start.elapsed().as_secs_f64()
     );
-    let churn_p = args.churn_per_sec / n as f64;
+    // Churn: a scheduler flags one random connection every 1/churn_per_sec seconds; the
+    // connection re-logs in before its next relay.
+    let flags: Arc<Vec<AtomicBool>> = Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
+    let churner = {
+        let (flags, c) = (flags.clone(), counters.clone());
+        let every = Duration::from_secs_f64(1.0 / args.churn_per_sec.max(0.001));
+        let enabled = args.churn_per_sec > 0.0;
+        tokio::spawn(async move {
+            let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
+            let mut tick = tokio::time::interval(every);
+            while enabled && !c.stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                flags[(rng % flags.len() as u64) as usize].store(true, Ordering::Relaxed);
+            }
+        })
+    };
     let mut tasks = Vec::with_capacity(n);
     for (i, ws) in sockets.into_iter().enumerate() {
         tasks.push(tokio::spawn(connection(
@@ -102,7 +120,7 @@ pub(crate) async fn run(server: &ServerChild, args: ActiveArgs) -> anyhow::Resul
             ws,
             args.payload,
             args.mailbox_every,
-            churn_p,
+            flags.clone(),
             counters.clone(),
             hist.clone(),
         )));
@@ -124,6 +142,7 @@ pub(crate) async fn run(server: &ServerChild, args: ActiveArgs) -> anyhow::Resul
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), drainer).await;
+    churner.abort();
     let delivered = counters.delivered.load(Ordering::Relaxed);
     let deposited = counters.deposited.load(Ordering::Relaxed);
     let messages = (delivered + deposited).max(1);
@@ -190,7 +209,7 @@ async fn connection(
     mut ws: Ws,
     payload: usize,
     mailbox_every: u64,
-    churn_p: f64,
+    churn: Arc<Vec<AtomicBool>>,
     c: Arc<Counters>,
     hist: Arc<Mutex<Histogram<u64>>>,
 ) {
@@ -198,15 +217,11 @@ async fn connection(
     let to = partner(i).to_string();
     let pad = "p".repeat(payload.saturating_sub(20));
     let mut local = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).ok();
-    let mut rng = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut next_id: u64 = 1;
     let mut in_flight = false;
     while !c.stop.load(Ordering::Relaxed) {
         if !in_flight {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            if (rng % 1_000_000) as f64 / 1e6 < churn_p {
+            if churn[i].swap(false, Ordering::Relaxed) {
                 // Goodbye, close, log in again, re-sync: presence churn as clients do it.
                 let bye = format!(r#"{{"type":"set_status","id":{next_id},"status":"offline"}}"#);
                 let _ = ws.send(Message::text(bye)).await;
@@ -290,44 +305,50 @@ async fn connection(
     }
 }
 
-/// Logs every mailbox user in once a second, takes its items and acknowledges them.
+/// Logs every mailbox user in once a second (all at once), takes its items and acknowledges
+/// them.
 async fn drain(addr: std::net::SocketAddr, sources: u8, c: Arc<Counters>) {
-    let mut ack_id: u64 = 1;
     while !c.stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut pass = Vec::new();
         for m in 0..MAILBOX_USERS {
-            let id = identity(MAILBOX_BASE + m);
-            let Ok(mut ws) = open(addr, source(m as usize, sources), &id).await else {
-                continue;
-            };
-            let mut ids = Vec::new();
-            // Items arrive right after login; a short quiet gap means they are all here.
-            while let Ok(Some(Ok(Message::Text(t)))) =
-                tokio::time::timeout(Duration::from_millis(50), ws.next()).await
-            {
-                if let Some(at) = t.as_str().find(r#""mailbox_id":"#) {
-                    let digits: String = t.as_str()[at + 13..]
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect();
-                    if let Ok(v) = digits.parse::<u64>() {
-                        ids.push(v);
+            let c = c.clone();
+            pass.push(tokio::spawn(async move {
+                let id = identity(MAILBOX_BASE + m);
+                let Ok(mut ws) = open(addr, source(m as usize, sources), &id).await else {
+                    return;
+                };
+                let mut ids = Vec::new();
+                // Items arrive right after login; a quiet gap means they are all here.
+                while let Ok(Some(Ok(Message::Text(t)))) =
+                    tokio::time::timeout(Duration::from_millis(300), ws.next()).await
+                {
+                    if let Some(at) = t.as_str().find(r#""mailbox_id":"#) {
+                        let digits: String = t.as_str()[at + 13..]
+                            .chars()
+                            .take_while(char::is_ascii_digit)
+                            .collect();
+                        if let Ok(v) = digits.parse::<u64>() {
+                            ids.push(v);
+                        }
                     }
                 }
-            }
-            for chunk in ids.chunks(1_000) {
-                ack_id += 1;
-                let ack = ClientFrame::Ack {
-                    id: ack_id,
-                    ids: chunk.to_vec(),
-                };
-                let _ = ws.send(Message::text(ack.to_json())).await;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
-            if c.measuring.load(Ordering::Relaxed) {
-                c.drained.fetch_add(ids.len() as u64, Ordering::Relaxed);
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                for (n, chunk) in ids.chunks(1_000).enumerate() {
+                    let ack = ClientFrame::Ack {
+                        id: n as u64 + 1,
+                        ids: chunk.to_vec(),
+                    };
+                    let _ = ws.send(Message::text(ack.to_json())).await;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+                if c.measuring.load(Ordering::Relaxed) {
+                    c.drained.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            }));
+        }
+        for t in pass {
+            let _ = t.await;
         }
     }
 }
