@@ -5,4 +5,5 @@ pub mod e2e;
 pub mod identity;
 pub mod space;
 pub mod store;
+pub mod transfer;
 pub mod verification;

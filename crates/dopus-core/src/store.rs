@@ -26,8 +26,9 @@ pub use records::{
     OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, ReactionSummary, SNIPPET_END, SNIPPET_START,
     SearchHit, SearchQuery, Seq, SpaceOpRecord, TransferDirection, TransferId, TransferState,
 };
+pub use records::{SourceFile, TransferReason, verified_bytes};
 
-use dopus_types::{Curve25519Key, DeviceId, SpaceId, Timestamp, UserId};
+use dopus_types::{BlobHash, Curve25519Key, DeviceId, SpaceId, Timestamp, UserId};
 
 /// Why a store operation failed. Never carries message text, keys or pickles: `Corrupt` and
 /// `NotFound` name only the kind of record or column.
@@ -257,6 +258,12 @@ pub trait Store: Send {
     fn transfer(&self, id: &TransferId) -> Result<Option<FileTransfer>, StoreError>;
     /// The transfers of a conversation, oldest first.
     fn transfers(&self, conversation: &ConversationId) -> Result<Vec<FileTransfer>, StoreError>;
+    /// Every transfer of a blob (one per conversation and direction it was sent or received
+    /// in), oldest first: what a provider checks before serving it.
+    fn transfers_of_blob(&self, blob: &BlobHash) -> Result<Vec<FileTransfer>, StoreError>;
+    /// Every transfer that has not ended (not done, failed or cancelled), oldest first: what
+    /// the runtime resumes at start.
+    fn unfinished_transfers(&self) -> Result<Vec<FileTransfer>, StoreError>;
 
     // --- spaces ---
 

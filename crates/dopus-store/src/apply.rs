@@ -1,6 +1,7 @@
 //! Writes: one [`Changes`] batch is one SQLite transaction. Statements are prepared once and
 //! cached on the connection, which is what makes batched inserts fast.
 
+use crate::codec::group_ranges;
 use crate::codec::{self, DbResult, conversation_key, int_u64, seq_int, ts, user, uuid};
 use dopus_core::store::{
     Applied, Change, Changes, ConversationId, DeliveryState, MessageId, NewMessage, Outcome,
@@ -445,32 +446,73 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
         ),
         Change::SaveTransfer(t) => {
             let (conversation_id, _) = ensure_conversation(tx, &t.conversation, t.created_at)?;
+            let manifest = serde_json::to_string(&t.manifest)
+                .map_err(|_| StoreError::Invalid("transfer manifest"))?;
+            let source = t.source.as_ref();
             tx.prepare_cached(
-                "INSERT INTO transfers (id, conversation_id, direction, name, size, sha256, mime, \
-                 state, bytes_done, local_path, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                "INSERT INTO transfers (id, conversation_id, message_id, direction, blob, \
+                 manifest, state, reason, verified, source_path, source_size, \
+                 source_modified_ns, source_inode, saved_path, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
                  ON CONFLICT (id) DO UPDATE SET conversation_id = excluded.conversation_id, \
-                 direction = excluded.direction, name = excluded.name, size = excluded.size, \
-                 sha256 = excluded.sha256, mime = excluded.mime, state = excluded.state, \
-                 bytes_done = excluded.bytes_done, local_path = excluded.local_path, \
+                 message_id = excluded.message_id, direction = excluded.direction, \
+                 blob = excluded.blob, manifest = excluded.manifest, state = excluded.state, \
+                 reason = excluded.reason, verified = excluded.verified, \
+                 source_path = excluded.source_path, source_size = excluded.source_size, \
+                 source_modified_ns = excluded.source_modified_ns, \
+                 source_inode = excluded.source_inode, saved_path = excluded.saved_path, \
                  created_at = excluded.created_at, updated_at = excluded.updated_at",
             )?
             .execute(params![
                 uuid(&t.id.0),
                 conversation_id,
+                t.message.as_ref().map(|m| uuid(&m.0)),
                 t.direction.as_str(),
-                t.name,
-                int_u64(t.size, "transfer size")?,
-                t.sha256.as_slice(),
-                t.mime,
+                t.manifest.blob.as_bytes().as_slice(),
+                manifest,
                 t.state.as_str(),
-                int_u64(t.bytes_done, "transfer progress")?,
-                t.local_path,
+                t.reason.map(|r| r.as_str()),
+                group_ranges(&t.verified),
+                source.map(|s| s.path.as_str()),
+                source.map(|s| int_u64(s.size, "source size")).transpose()?,
+                source.map(|s| s.modified_ns),
+                source.map(|s| s.inode.to_be_bytes()),
+                t.saved_path,
                 ts(t.created_at)?,
                 ts(t.updated_at)?,
             ])?;
             Outcome::Applied
         }
+        Change::SetTransferProgress { id, verified, at } => changed(
+            tx.prepare_cached("UPDATE transfers SET verified = ?2, updated_at = ?3 WHERE id = ?1")?
+                .execute(params![uuid(&id.0), group_ranges(&verified), ts(at)?])?,
+        ),
+        Change::SetTransferState {
+            id,
+            state,
+            reason,
+            at,
+        } => changed(
+            tx.prepare_cached(
+                "UPDATE transfers SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",
+            )?
+            .execute(params![
+                uuid(&id.0),
+                state.as_str(),
+                reason.map(|r| r.as_str()),
+                ts(at)?
+            ])?,
+        ),
+        Change::SetTransferSavedPath { id, path, at } => changed(
+            tx.prepare_cached(
+                "UPDATE transfers SET saved_path = ?2, updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![uuid(&id.0), path, ts(at)?])?,
+        ),
+        Change::RemoveTransfer(id) => changed(
+            tx.prepare_cached("DELETE FROM transfers WHERE id = ?1")?
+                .execute([uuid(&id.0)])?,
+        ),
         Change::SaveSpaceOp(op) => changed(
             tx.prepare_cached(
                 "INSERT INTO space_ops (space_id, op_id, depth, op_json, received_at) \

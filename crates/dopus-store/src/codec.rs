@@ -8,7 +8,10 @@ use dopus_core::store::{
     MessageKind, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, Seq, SpaceOpRecord, StoreError,
     TransferDirection, TransferId, TransferState,
 };
+use dopus_core::store::{SourceFile, TransferReason};
+use dopus_core::transfer::GroupSet;
 use dopus_proto::space::OpId;
+use dopus_proto::transfer::FileManifest;
 use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Ed25519Key, Timestamp, UserId};
 use dopus_types::{Signature, SpaceId};
 use rusqlite::Row;
@@ -237,29 +240,77 @@ pub(crate) fn outbox_entry(row: &Row<'_>) -> DbResult<OutboxEntry> {
     })
 }
 
-pub(crate) const TRANSFER_COLUMNS: &str = "t.id, c.kind, c.ref, t.direction, t.name, t.size, \
-     t.sha256, t.mime, t.state, t.bytes_done, t.local_path, t.created_at, t.updated_at";
+pub(crate) const TRANSFER_COLUMNS: &str = "t.id, c.kind, c.ref, t.message_id, t.direction, \
+     t.manifest, t.state, t.reason, t.verified, t.source_path, t.source_size, \
+     t.source_modified_ns, t.source_inode, t.saved_path, t.created_at, t.updated_at, t.blob";
+
+/// A set of chunk groups as stored: canonical ranges, 16 bytes each (start, end; big-endian).
+pub(crate) fn group_ranges(groups: &GroupSet) -> Vec<u8> {
+    let mut out = Vec::with_capacity(groups.ranges().len() * 16);
+    for r in groups.ranges() {
+        out.extend_from_slice(&r.start.to_be_bytes());
+        out.extend_from_slice(&r.end.to_be_bytes());
+    }
+    out
+}
+
+fn read_group_ranges(b: &[u8], column: &'static str) -> DbResult<GroupSet> {
+    if !b.len().is_multiple_of(16) {
+        return Err(corrupt(column));
+    }
+    let ranges = b
+        .chunks_exact(16)
+        .map(|c| {
+            let (s, e) = c.split_at(8);
+            let n = |x: &[u8]| <[u8; 8]>::try_from(x).map(u64::from_be_bytes);
+            Ok(n(s).map_err(|_| corrupt(column))?..n(e).map_err(|_| corrupt(column))?)
+        })
+        .collect::<DbResult<Vec<_>>>()?;
+    GroupSet::from_canonical(ranges).ok_or_else(|| corrupt(column))
+}
 
 pub(crate) fn transfer(row: &Row<'_>) -> DbResult<FileTransfer> {
+    let manifest: FileManifest =
+        serde_json::from_str(text(row, 5)?).map_err(|_| corrupt("transfers.manifest"))?;
+    if blob(row, 16)? != manifest.blob.as_bytes().as_slice() {
+        return Err(corrupt("transfers.blob"));
+    }
+    let source = match row.get_ref(9)?.as_str_or_null()? {
+        None => None,
+        Some(path) => Some(SourceFile {
+            path: path.to_string(),
+            size: read_u64(row.get(10)?, "transfers.source_size")?,
+            modified_ns: row.get(11)?,
+            inode: u64::from_be_bytes(
+                blob(row, 12)?
+                    .try_into()
+                    .map_err(|_| corrupt("transfers.source_inode"))?,
+            ),
+        }),
+    };
     Ok(FileTransfer {
         id: TransferId(read_uuid(blob(row, 0)?, "transfers.id")?),
         conversation: read_conversation(text(row, 1)?, blob(row, 2)?)?,
+        message: opt_blob(row, 3)?
+            .map(|b| read_uuid(b, "transfers.message_id").map(MessageId))
+            .transpose()?,
         direction: read_enum(
-            text(row, 3)?,
+            text(row, 4)?,
             TransferDirection::parse,
             "transfers.direction",
         )?,
-        name: row.get(4)?,
-        size: read_u64(row.get(5)?, "transfers.size")?,
-        sha256: blob(row, 6)?
-            .try_into()
-            .map_err(|_| corrupt("transfers.sha256"))?,
-        mime: row.get(7)?,
-        state: read_enum(text(row, 8)?, TransferState::parse, "transfers.state")?,
-        bytes_done: read_u64(row.get(9)?, "transfers.bytes_done")?,
-        local_path: row.get(10)?,
-        created_at: read_ts(row.get(11)?, "transfers.created_at")?,
-        updated_at: read_ts(row.get(12)?, "transfers.updated_at")?,
+        manifest,
+        state: read_enum(text(row, 6)?, TransferState::parse, "transfers.state")?,
+        reason: row
+            .get_ref(7)?
+            .as_str_or_null()?
+            .map(|r| read_enum(r, TransferReason::parse, "transfers.reason"))
+            .transpose()?,
+        verified: read_group_ranges(blob(row, 8)?, "transfers.verified")?,
+        source,
+        saved_path: row.get(13)?,
+        created_at: read_ts(row.get(14)?, "transfers.created_at")?,
+        updated_at: read_ts(row.get(15)?, "transfers.updated_at")?,
     })
 }
 

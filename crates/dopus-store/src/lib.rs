@@ -34,6 +34,7 @@ use dopus_core::store::{
     MegolmWaitingRecord, Message, MessageId, OlmSessionRecord, OutboxEntry, PeerDevice,
     ReactionSummary, SearchHit, SearchQuery, Seq, SpaceOpRecord, Store, StoreError, TransferId,
 };
+use dopus_types::BlobHash;
 use dopus_types::{Curve25519Key, DeviceId, SpaceId, Timestamp, UserId};
 use keyfile::KeyFile;
 use rusqlite::{Connection, OpenFlags};
@@ -543,6 +544,14 @@ impl Store for SqliteStore {
 
     fn transfers(&self, conversation: &ConversationId) -> Result<Vec<FileTransfer>, StoreError> {
         out(queries::transfers(&self.conn, conversation))
+    }
+
+    fn transfers_of_blob(&self, blob: &BlobHash) -> Result<Vec<FileTransfer>, StoreError> {
+        out(queries::transfers_of_blob(&self.conn, blob))
+    }
+
+    fn unfinished_transfers(&self) -> Result<Vec<FileTransfer>, StoreError> {
+        out(queries::unfinished_transfers(&self.conn))
     }
 
     fn spaces(&self) -> Result<Vec<SpaceId>, StoreError> {

@@ -38,6 +38,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "spaces",
         sql: include_str!("../migrations/004_spaces.sql"),
     },
+    Migration {
+        version: 5,
+        name: "transfers",
+        sql: include_str!("../migrations/005_transfers.sql"),
+    },
 ];
 
 /// The schema version this build writes and the newest it reads.

@@ -14,6 +14,7 @@ use dopus_core::store::{
     SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, SearchTerm, Seq, SpaceOpRecord, TransferId,
     search_terms,
 };
+use dopus_types::BlobHash;
 use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, SpaceId, Timestamp, UserId};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -604,6 +605,24 @@ pub(crate) fn transfers(
          ON c.id = t.conversation_id WHERE t.conversation_id = ?1 ORDER BY t.created_at, t.id"
     ))?;
     collect(stmt.query([row_id])?, codec::transfer)
+}
+
+pub(crate) fn transfers_of_blob(conn: &Connection, blob: &BlobHash) -> DbResult<Vec<FileTransfer>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TRANSFER_COLUMNS} FROM transfers t INDEXED BY transfers_by_blob \
+         JOIN conversations c ON c.id = t.conversation_id WHERE t.blob = ?1 \
+         ORDER BY t.created_at, t.id"
+    ))?;
+    collect(stmt.query([blob.as_bytes().as_slice()])?, codec::transfer)
+}
+
+pub(crate) fn unfinished_transfers(conn: &Connection) -> DbResult<Vec<FileTransfer>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TRANSFER_COLUMNS} FROM transfers t INDEXED BY transfers_unfinished \
+         JOIN conversations c ON c.id = t.conversation_id \
+         WHERE t.state NOT IN ('done', 'failed', 'cancelled') ORDER BY t.created_at, t.id"
+    ))?;
+    collect(stmt.query([])?, codec::transfer)
 }
 
 pub(crate) fn setting(conn: &Connection, key: &str) -> DbResult<Option<String>> {

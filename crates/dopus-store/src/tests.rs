@@ -693,3 +693,84 @@ fn the_pump_queries_read_only_what_they_answer() {
         assert!(!plan.contains("TEMP B-TREE"), "a sort: {sql}: {plan}");
     }
 }
+
+#[test]
+fn bad_transfer_rows_are_corrupt_not_guessed() {
+    use dopus_core::store::{FileTransfer, TransferDirection, TransferId, TransferState};
+    use dopus_core::transfer::GroupSet;
+    use dopus_proto::transfer::{FILE_FORMAT_VERSION, FileKey, FileManifest, FileNonce, PlainHash};
+    let (mut store, _g) = temp_store();
+    let id = TransferId(Uuid::from_u128(1));
+    store
+        .apply_one(Change::SaveTransfer(FileTransfer {
+            id,
+            conversation: ConversationId::Direct(user(2)),
+            message: None,
+            direction: TransferDirection::Incoming,
+            manifest: FileManifest {
+                version: FILE_FORMAT_VERSION,
+                blob: dopus_types::BlobHash::from_bytes([1; 32]),
+                size: 1 << 30,
+                key: FileKey([2; 32]),
+                nonce: FileNonce([3; 12]),
+                name: "a.bin".into(),
+                mime: "application/octet-stream".into(),
+                plain_blake3: PlainHash([4; 32]),
+                dimensions: None,
+                duration_ms: None,
+                thumbnail: None,
+            },
+            state: TransferState::Transferring,
+            reason: None,
+            verified: [0..10, 20..30].into_iter().collect::<GroupSet>(),
+            source: None,
+            saved_path: None,
+            created_at: Timestamp(1),
+            updated_at: Timestamp(1),
+        }))
+        .unwrap();
+    assert!(store.transfer(&id).unwrap().is_some());
+    let plant = |store: &SqliteStore, sql: &str| {
+        store.conn.execute(sql, []).unwrap();
+    };
+    let good = store.transfer(&id).unwrap().unwrap();
+    for (sql, column) in [
+        // 15 bytes, overlapping ranges, an empty range.
+        (
+            "UPDATE transfers SET verified = x'000000000000000000000000000000'",
+            "transfers.verified",
+        ),
+        (
+            "UPDATE transfers SET verified = x'0000000000000000000000000000000a00000000000000050000000000000014'",
+            "transfers.verified",
+        ),
+        (
+            "UPDATE transfers SET verified = x'0000000000000005000000000000000500'",
+            "transfers.verified",
+        ),
+        (
+            "UPDATE transfers SET manifest = '{\"version\":1}'",
+            "transfers.manifest",
+        ),
+        ("UPDATE transfers SET blob = x'02'", "transfers.blob"),
+        (
+            "UPDATE transfers SET state = 'teleporting'",
+            "transfers.state",
+        ),
+        (
+            "UPDATE transfers SET reason = 'boredom'",
+            "transfers.reason",
+        ),
+    ] {
+        plant(&store, sql);
+        assert!(
+            matches!(store.transfer(&id), Err(StoreError::Corrupt(c)) if c == column),
+            "{sql}: {:?}",
+            store.transfer(&id)
+        );
+        assert!(store.unfinished_transfers().is_err());
+        // Put the good row back.
+        store.apply_one(Change::SaveTransfer(good.clone())).unwrap();
+        assert_eq!(store.transfer(&id).unwrap(), Some(good.clone()));
+    }
+}

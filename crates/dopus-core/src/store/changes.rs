@@ -11,6 +11,8 @@ use super::records::{
     MegolmInboundRecord, MegolmOutboundRecord, MegolmWaitingRecord, MessageId, NewMessage,
     OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, Seq, SpaceOpRecord,
 };
+use super::records::{TransferId, TransferReason, TransferState};
+use dopus_proto::transfer::GroupSet;
 use dopus_types::{DeviceId, SpaceId, Timestamp, UserId};
 
 /// One write. Applied in the order pushed.
@@ -121,6 +123,38 @@ pub enum Change {
     },
     /// Creates or replaces a file transfer (creating its conversation if needed).
     SaveTransfer(FileTransfer),
+    /// Records the verified, durable chunk groups of a download (the resume point). Written in
+    /// batches, after the blob and outboard files were synced. `Unchanged` for an unknown id.
+    SetTransferProgress {
+        /// The transfer.
+        id: TransferId,
+        /// Every verified group (replaces the stored set).
+        verified: GroupSet,
+        /// When.
+        at: Timestamp,
+    },
+    /// Moves a transfer to another state. `Unchanged` for an unknown id.
+    SetTransferState {
+        /// The transfer.
+        id: TransferId,
+        /// The new state.
+        state: TransferState,
+        /// Why (paused, failed, waiting), or `None`.
+        reason: Option<TransferReason>,
+        /// When.
+        at: Timestamp,
+    },
+    /// Records where the user saved a received file. `Unchanged` for an unknown id.
+    SetTransferSavedPath {
+        /// The transfer.
+        id: TransferId,
+        /// The path.
+        path: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// Forgets a transfer. `Unchanged` for an unknown id.
+    RemoveTransfer(TransferId),
     /// Stores one op of a space's control log; an op already stored is
     /// [`Outcome::Unchanged`].
     SaveSpaceOp(SpaceOpRecord),

@@ -1413,65 +1413,187 @@ pub fn processed_ids<S: Store>(store: &mut S) {
     assert!(!store.is_processed(&eid(3)).unwrap());
 }
 
-/// Transfers: create, update progress and state, list per conversation.
+/// Transfers: create, batched progress, state moves, lookups by blob and unfinished ones,
+/// every state and reason round-trips, removal.
 pub fn transfers<S: Store>(store: &mut S) {
-    let transfer = |n: u128, conv, created: u64| FileTransfer {
+    use dopus_proto::transfer::{
+        Dimensions, FILE_FORMAT_VERSION, FileKey, FileManifest, FileNonce, GroupSet, PlainHash,
+    };
+    use dopus_types::BlobHash;
+    let manifest = |blob: u8| FileManifest {
+        version: FILE_FORMAT_VERSION,
+        blob: BlobHash::from_bytes([blob; 32]),
+        size: 5_000_000_000,
+        key: FileKey([7; 32]),
+        nonce: FileNonce([8; 12]),
+        name: "photo \u{1F600}.jpg".into(),
+        mime: "image/jpeg".into(),
+        plain_blake3: PlainHash([9; 32]),
+        dimensions: Some(Dimensions {
+            width: 640,
+            height: 480,
+        }),
+        duration_ms: None,
+        thumbnail: None,
+    };
+    let transfer = |n: u128, conv, blob: u8, created: u64| FileTransfer {
         id: TransferId(Uuid::from_u128(n)),
         conversation: conv,
+        message: Some(MessageId(Uuid::from_u128(100 + n))),
         direction: TransferDirection::Incoming,
-        name: "photo.jpg".into(),
-        size: 5_000_000_000,
-        sha256: [n as u8; 32],
-        mime: "image/jpeg".into(),
-        state: TransferState::Offered,
-        bytes_done: 0,
-        local_path: None,
+        manifest: manifest(blob),
+        state: TransferState::Queued,
+        reason: None,
+        verified: GroupSet::new(),
+        source: None,
+        saved_path: None,
         created_at: t(created),
         updated_at: t(created),
     };
+    let id = |n: u128| TransferId(Uuid::from_u128(n));
     store
-        .apply_one(Change::SaveTransfer(transfer(1, direct(2), 20)))
+        .apply_one(Change::SaveTransfer(transfer(1, direct(2), 1, 20)))
         .unwrap();
     store
-        .apply_one(Change::SaveTransfer(transfer(2, direct(2), 10)))
+        .apply_one(Change::SaveTransfer(transfer(2, direct(2), 2, 10)))
         .unwrap();
+    let mut outgoing = transfer(3, direct(3), 1, 5);
+    outgoing.direction = TransferDirection::Outgoing;
+    outgoing.message = None;
+    outgoing.source = Some(SourceFile {
+        path: "/home/a/Pictures/photo \u{1F600}.jpg".into(),
+        size: 5_000_000_000,
+        modified_ns: 1_700_000_000_123_456_789,
+        inode: u64::MAX,
+    });
     store
-        .apply_one(Change::SaveTransfer(transfer(3, direct(3), 5)))
+        .apply_one(Change::SaveTransfer(outgoing.clone()))
         .unwrap();
     // A transfer's conversation exists from then on, like a message's.
     assert_eq!(
         store.conversation(&direct(3)).unwrap().unwrap().created_at,
         t(5)
     );
-    let id1 = TransferId(Uuid::from_u128(1));
     assert_eq!(
-        store.transfer(&id1).unwrap(),
-        Some(transfer(1, direct(2), 20))
+        store.transfer(&id(1)).unwrap(),
+        Some(transfer(1, direct(2), 1, 20))
     );
-    let listed: Vec<u128> = store
-        .transfers(&direct(2))
-        .unwrap()
-        .into_iter()
-        .map(|t| t.id.0.as_u128())
-        .collect();
-    assert_eq!(listed, [2, 1]);
-    for (state, direction) in TransferState::ALL
-        .iter()
-        .zip(TransferDirection::ALL.iter().cycle())
-    {
-        let mut t1 = transfer(1, direct(2), 20);
-        t1.state = *state;
-        t1.direction = *direction;
-        t1.bytes_done = 4_999_999_999;
-        t1.local_path = Some("/home/a/Downloads/photo.jpg".into());
-        t1.updated_at = t(30);
-        store.apply_one(Change::SaveTransfer(t1.clone())).unwrap();
-        assert_eq!(store.transfer(&id1).unwrap(), Some(t1));
+    assert_eq!(store.transfer(&id(3)).unwrap(), Some(outgoing.clone()));
+    let ids = |v: Vec<FileTransfer>| v.into_iter().map(|t| t.id.0.as_u128()).collect::<Vec<_>>();
+    assert_eq!(ids(store.transfers(&direct(2)).unwrap()), [2, 1]);
+    assert_eq!(
+        ids(store
+            .transfers_of_blob(&BlobHash::from_bytes([1; 32]))
+            .unwrap()),
+        [3, 1]
+    );
+    assert!(
+        store
+            .transfers_of_blob(&BlobHash::from_bytes([5; 32]))
+            .unwrap()
+            .is_empty()
+    );
+
+    // Progress replaces the verified set; a fragmented one comes back exactly.
+    let verified: GroupSet = [0..1000, 1001..1002, 5000..305_176].into_iter().collect();
+    let applied = store
+        .apply_one(Change::SetTransferProgress {
+            id: id(1),
+            verified: verified.clone(),
+            at: t(30),
+        })
+        .unwrap();
+    assert_eq!(applied, Outcome::Applied);
+    let got = store.transfer(&id(1)).unwrap().unwrap();
+    assert_eq!(got.verified, verified);
+    assert_eq!(got.updated_at, t(30));
+    // The last group is short: 5,000,000,000 bytes are 305,176 groups, the last of 12,800 bytes.
+    assert_eq!(
+        got.verified_bytes(),
+        (1001 + 300_176) * 16_384 - (16_384 - 12_800)
+    );
+    assert_eq!(
+        store
+            .apply_one(Change::SetTransferProgress {
+                id: id(9),
+                verified: GroupSet::new(),
+                at: t(30),
+            })
+            .unwrap(),
+        Outcome::Unchanged
+    );
+
+    // Every state and reason round-trips; final ones leave the unfinished list.
+    for (state, reason) in TransferState::ALL.iter().zip(
+        TransferReason::ALL
+            .iter()
+            .map(Some)
+            .chain(std::iter::repeat(None)),
+    ) {
+        store
+            .apply_one(Change::SetTransferState {
+                id: id(2),
+                state: *state,
+                reason: reason.copied(),
+                at: t(40),
+            })
+            .unwrap();
+        let got = store.transfer(&id(2)).unwrap().unwrap();
+        assert_eq!((got.state, got.reason), (*state, reason.copied()));
+        let unfinished = ids(store.unfinished_transfers().unwrap());
+        assert_eq!(unfinished.contains(&2), !state.is_final(), "{state}");
     }
+    for reason in TransferReason::ALL {
+        store
+            .apply_one(Change::SetTransferState {
+                id: id(2),
+                state: TransferState::Paused,
+                reason: Some(*reason),
+                at: t(41),
+            })
+            .unwrap();
+        assert_eq!(
+            store.transfer(&id(2)).unwrap().unwrap().reason,
+            Some(*reason)
+        );
+    }
+    assert_eq!(ids(store.unfinished_transfers().unwrap()), [3, 2, 1]);
     assert_eq!(
-        store.transfer(&TransferId(Uuid::from_u128(9))).unwrap(),
-        None
+        store
+            .apply_one(Change::SetTransferSavedPath {
+                id: id(1),
+                path: "/home/b/Downloads/photo.jpg".into(),
+                at: t(50),
+            })
+            .unwrap(),
+        Outcome::Applied
     );
+    let got = store.transfer(&id(1)).unwrap().unwrap();
+    assert_eq!(
+        got.saved_path.as_deref(),
+        Some("/home/b/Downloads/photo.jpg")
+    );
+    assert_eq!(got.verified, verified, "other fields untouched");
+
+    // Replacing a transfer keeps one row.
+    let mut again = transfer(1, direct(2), 1, 20);
+    again.state = TransferState::Done;
+    store
+        .apply_one(Change::SaveTransfer(again.clone()))
+        .unwrap();
+    assert_eq!(store.transfer(&id(1)).unwrap(), Some(again));
+    assert_eq!(ids(store.transfers(&direct(2)).unwrap()), [2, 1]);
+
+    assert_eq!(
+        store.apply_one(Change::RemoveTransfer(id(1))).unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        store.apply_one(Change::RemoveTransfer(id(1))).unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(store.transfer(&id(1)).unwrap(), None);
+    assert_eq!(store.transfer(&id(9)).unwrap(), None);
 }
 
 fn op_record(sp: u8, id: u8, depth: u64) -> SpaceOpRecord {

@@ -9,7 +9,7 @@ use super::records::{
 };
 use super::{Applied, Change, Changes, Outcome, SearchTerm, Store, StoreError, search_terms};
 use dopus_proto::space::OpId;
-use dopus_types::{Curve25519Key, DeviceId, SpaceId, Timestamp, UserId};
+use dopus_types::{BlobHash, Curve25519Key, DeviceId, SpaceId, Timestamp, UserId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A [`Store`] held in memory.
@@ -280,6 +280,43 @@ impl State {
                 self.ensure_conversation(transfer.conversation, transfer.created_at);
                 self.transfers.insert(transfer.id, transfer);
                 Outcome::Applied
+            }
+            Change::SetTransferProgress { id, verified, at } => match self.transfers.get_mut(&id) {
+                Some(t) => {
+                    t.verified = verified;
+                    t.updated_at = at;
+                    Outcome::Applied
+                }
+                None => Outcome::Unchanged,
+            },
+            Change::SetTransferState {
+                id,
+                state,
+                reason,
+                at,
+            } => match self.transfers.get_mut(&id) {
+                Some(t) => {
+                    t.state = state;
+                    t.reason = reason;
+                    t.updated_at = at;
+                    Outcome::Applied
+                }
+                None => Outcome::Unchanged,
+            },
+            Change::SetTransferSavedPath { id, path, at } => match self.transfers.get_mut(&id) {
+                Some(t) => {
+                    t.saved_path = Some(path);
+                    t.updated_at = at;
+                    Outcome::Applied
+                }
+                None => Outcome::Unchanged,
+            },
+            Change::RemoveTransfer(id) => {
+                if self.transfers.remove(&id).is_some() {
+                    Outcome::Applied
+                } else {
+                    Outcome::Unchanged
+                }
             }
             Change::SaveSpaceOp(op) => match self.space_ops.entry((op.space, op.id)) {
                 std::collections::btree_map::Entry::Occupied(_) => Outcome::Unchanged,
@@ -687,6 +724,30 @@ impl Store for MemoryStore {
             .transfers
             .values()
             .filter(|t| t.conversation == *conversation)
+            .cloned()
+            .collect();
+        out.sort_by_key(|t| (t.created_at, t.id));
+        Ok(out)
+    }
+
+    fn transfers_of_blob(&self, blob: &BlobHash) -> Result<Vec<FileTransfer>, StoreError> {
+        let mut out: Vec<FileTransfer> = self
+            .state
+            .transfers
+            .values()
+            .filter(|t| t.blob() == blob)
+            .cloned()
+            .collect();
+        out.sort_by_key(|t| (t.created_at, t.id));
+        Ok(out)
+    }
+
+    fn unfinished_transfers(&self) -> Result<Vec<FileTransfer>, StoreError> {
+        let mut out: Vec<FileTransfer> = self
+            .state
+            .transfers
+            .values()
+            .filter(|t| !t.state.is_final())
             .cloned()
             .collect();
         out.sort_by_key(|t| (t.created_at, t.id));

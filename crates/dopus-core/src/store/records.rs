@@ -4,8 +4,11 @@
 //! corruption instead of being guessed.
 
 use dopus_proto::space::OpId;
+use dopus_proto::transfer::{CHUNK_GROUP_BYTES, FileManifest, GroupSet, groups_for_size};
 pub use dopus_types::ChannelId;
-use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Signature, SpaceId, Timestamp, UserId};
+use dopus_types::{
+    BlobHash, Curve25519Key, DeviceId, DeviceKeys, Signature, SpaceId, Timestamp, UserId,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
@@ -192,20 +195,60 @@ text_enum!(
 );
 
 text_enum!(
-    /// Where a file transfer stands.
+    /// Where a file transfer stands (docs/files.md, "States"). The runtime persists every
+    /// change; on start it resumes the unfinished ones, and a transfer stored as connecting,
+    /// transferring or verifying starts over from queued (or verifying) with what it has.
     TransferState {
-        /// Offered, not yet accepted.
-        Offered = "offered",
+        /// Outgoing: hashing and encrypting the file before it can be announced.
+        Preparing = "preparing",
+        /// Waiting: for the peer or a holder to be online, or for its turn.
+        Queued = "queued",
+        /// A connection to a holder is being made.
+        Connecting = "connecting",
         /// Bytes are moving.
-        Active = "active",
-        /// Stopped for now; resumable from `bytes_done`.
+        Transferring = "transferring",
+        /// Stopped for now, with a reason; resumable.
         Paused = "paused",
-        /// All bytes arrived and the hash matched.
-        Completed = "completed",
-        /// Stopped for good after an error (for example a hash mismatch).
+        /// Every chunk group arrived verified; checking the plaintext hash.
+        Verifying = "verifying",
+        /// Complete and checked (incoming), or received by the peer (outgoing).
+        Done = "done",
+        /// Stopped for good, with a reason.
         Failed = "failed",
         /// Stopped for good by either side.
         Cancelled = "cancelled",
+    }
+);
+
+impl TransferState {
+    /// Whether the transfer has ended (done, failed or cancelled).
+    pub const fn is_final(self) -> bool {
+        matches!(
+            self,
+            TransferState::Done | TransferState::Failed | TransferState::Cancelled
+        )
+    }
+}
+
+text_enum!(
+    /// Why a transfer is paused, failed or waiting.
+    TransferReason {
+        /// The user paused or cancelled it.
+        User = "user",
+        /// The disk filled up while writing; resumes when there is room.
+        DiskFull = "disk_full",
+        /// The announced size is larger than the free space; refused before anything was written.
+        NoSpace = "no_space",
+        /// The sender's file changed after it was announced; it will not serve other bytes.
+        SourceChanged = "source_changed",
+        /// Every chunk group verified but the plaintext did not match the announced hash.
+        HashMismatch = "hash_mismatch",
+        /// Every holder asked so far failed (sent bad data, refused or stalled).
+        NoSources = "no_sources",
+        /// The sender withdrew the file.
+        Revoked = "revoked",
+        /// Reading or writing local files failed.
+        Io = "io",
     }
 );
 
@@ -644,31 +687,80 @@ impl fmt::Debug for OutboxEntry {
     }
 }
 
-/// A file being sent or received.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+/// The local file behind an outgoing transfer, as it was when announced: serving checks it has
+/// not changed (size, modification time, inode) before it reads a byte.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFile {
+    /// Where the file is (never logged).
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time, in nanoseconds since the epoch.
+    pub modified_ns: i64,
+    /// Its inode number (0 where there is none).
+    pub inode: u64,
+}
+
+impl fmt::Debug for SourceFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceFile")
+            .field("path", &"<redacted>")
+            .field("size", &self.size)
+            .field("modified_ns", &self.modified_ns)
+            .field("inode", &self.inode)
+            .finish()
+    }
+}
+
+/// A file being sent or received (docs/files.md). The manifest holds the file's key: the store
+/// is encrypted at rest, and `Debug` prints neither key, name nor paths.
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct FileTransfer {
     /// Which transfer.
     pub id: TransferId,
     /// The conversation it belongs to.
     pub conversation: ConversationId,
+    /// The chat message that announced it, once known.
+    pub message: Option<MessageId>,
     /// Which way.
     pub direction: TransferDirection,
-    /// The file name as offered (never trusted as a path).
-    pub name: String,
-    /// Total size in bytes.
-    pub size: u64,
-    /// SHA-256 of the whole file.
-    pub sha256: [u8; 32],
-    /// The MIME type as offered.
-    pub mime: String,
+    /// What was announced: blob id, size, key, nonce, name, type, plaintext hash, preview.
+    pub manifest: FileManifest,
     /// Where it stands.
     pub state: TransferState,
-    /// Bytes done so far (resume point).
-    pub bytes_done: u64,
-    /// Where the file is on this machine, once known.
-    pub local_path: Option<String>,
+    /// Why it is paused, failed or waiting.
+    pub reason: Option<TransferReason>,
+    /// Incoming: the chunk groups verified and durable (the resume point). Outgoing: empty.
+    pub verified: GroupSet,
+    /// Outgoing: the local file it is read from.
+    pub source: Option<SourceFile>,
+    /// Incoming: where the user saved the decrypted file, once saved.
+    pub saved_path: Option<String>,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it last changed.
     pub updated_at: Timestamp,
+}
+
+impl FileTransfer {
+    /// The blob it moves.
+    pub fn blob(&self) -> &BlobHash {
+        &self.manifest.blob
+    }
+
+    /// Bytes verified so far (the last group may be short).
+    pub fn verified_bytes(&self) -> u64 {
+        verified_bytes(&self.verified, self.manifest.size)
+    }
+}
+
+/// Bytes covered by `groups` in a blob of `size` bytes (the last group may be short).
+pub fn verified_bytes(groups: &GroupSet, size: u64) -> u64 {
+    let full = groups.count().saturating_mul(CHUNK_GROUP_BYTES);
+    let last = groups_for_size(size);
+    if last > 0 && groups.contains(last - 1) {
+        full - (last * CHUNK_GROUP_BYTES - size)
+    } else {
+        full
+    }
 }
