@@ -64,15 +64,24 @@ pub fn safe_file_name(name: &str) -> String {
     shorten(out)
 }
 
+/// Where the extension starts (the dot), if the name has one: a short run of letters and
+/// digits after the last dot, not at the start (`archive.tar.gz` → `.gz`, `_.._etc` → none).
+fn extension_at(name: &str) -> Option<usize> {
+    let i = name.rfind('.')?;
+    let ext = &name[i + 1..];
+    let ok = i > 0
+        && !ext.is_empty()
+        && ext.len() < MAX_KEPT_EXTENSION
+        && ext.chars().all(char::is_alphanumeric);
+    ok.then_some(i)
+}
+
 /// Cuts `name` to [`MAX_SAFE_NAME_BYTES`] at a character boundary, keeping a short extension.
 fn shorten(name: String) -> String {
     if name.len() <= MAX_SAFE_NAME_BYTES {
         return name;
     }
-    let ext = match name.rfind('.') {
-        Some(i) if i > 0 && name.len() - i <= MAX_KEPT_EXTENSION => &name[i..],
-        _ => "",
-    };
+    let ext = extension_at(&name).map_or("", |i| &name[i..]);
     let mut cut = MAX_SAFE_NAME_BYTES - ext.len();
     while !name.is_char_boundary(cut) {
         cut -= 1;
@@ -88,9 +97,9 @@ pub fn numbered_name(safe: &str, n: u32) -> String {
     if n <= 1 {
         return safe.to_string();
     }
-    let (stem, ext) = match safe.rfind('.') {
-        Some(i) if i > 0 && safe.len() - i <= MAX_KEPT_EXTENSION => safe.split_at(i),
-        _ => (safe, ""),
+    let (stem, ext) = match extension_at(safe) {
+        Some(i) => safe.split_at(i),
+        None => (safe, ""),
     };
     let suffix = format!(" ({n})");
     let mut room = MAX_SAFE_NAME_BYTES.saturating_sub(suffix.len() + ext.len());
@@ -180,6 +189,9 @@ mod tests {
         assert_eq!(numbered_name("photo.jpg", 1), "photo.jpg");
         assert_eq!(numbered_name("photo.jpg", 2), "photo (2).jpg");
         assert_eq!(numbered_name("archive", 12), "archive (12)");
+        assert_eq!(numbered_name("v1.tar.gz", 3), "v1.tar (3).gz");
+        assert_eq!(numbered_name("_.._etc_passwd", 2), "_.._etc_passwd (2)");
+        assert_eq!(numbered_name("notes.", 2), "notes. (2)");
         let long = safe_file_name(&"ü".repeat(300));
         let n = numbered_name(&long, 99);
         assert!(n.len() <= MAX_SAFE_NAME_BYTES && n.ends_with(" (99)"));
