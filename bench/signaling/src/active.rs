@@ -217,7 +217,8 @@ async fn connection(
     let to = partner(i).to_string();
     let pad = "p".repeat(payload.saturating_sub(20));
     let mut local = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).ok();
-    let mut next_id: u64 = 1;
+    // Staggered, so the stored relays of all connections do not come due at the same moment.
+    let mut next_id: u64 = 1 + i as u64 % mailbox_every.max(1);
     let mut in_flight = false;
     while !c.stop.load(Ordering::Relaxed) {
         if !in_flight {
