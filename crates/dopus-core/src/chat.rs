@@ -8,7 +8,7 @@
 //!   encrypts for each of the peer's devices and delivers (data channel, else mailbox);
 //! - the peer stores what it receives and answers with a `delivered` receipt naming the envelope
 //!   id; the receipt moves our message to `delivered` and removes the envelope from the outbox,
-//!   so the runtime retries (with [`retry_delay`]) until that happens;
+//!   so the machine retries (`crate::outbox::retry_delay`) until that happens;
 //! - receivers deduplicate by envelope id ([`Change::MarkProcessed`]), so a retry after a lost
 //!   receipt is acknowledged again but never shown twice;
 //! - typing indicators and WebRTC signals are ephemeral: never stored, never retried.
@@ -18,8 +18,8 @@ use crate::store::{
     MessageId, MessageKind, NewMessage, Seq, Store, StoreError,
 };
 use dopus_proto::peer::{
-    self, BulkItem, Content, Conversation, MAX_BODY_BYTES, MAX_EMOJI_BYTES, MAX_IDS_PER_MESSAGE,
-    PeerPayload, ReactionAction, ReceiptKind,
+    self, BulkContent, BulkItem, ChatContent, Content, Conversation, MAX_BODY_BYTES,
+    MAX_EMOJI_BYTES, MAX_IDS_PER_MESSAGE, PeerPayload, ReactionAction, ReceiptKind,
 };
 use dopus_types::{Timestamp, UserId};
 use std::collections::HashMap;
@@ -28,10 +28,6 @@ use std::collections::HashMap;
 pub const TYPING_INTERVAL_MS: u64 = 3_000;
 /// A typing indicator shows for this long without a refresh.
 pub const TYPING_EXPIRY_MS: u64 = 6_000;
-/// First retry delay of an unacknowledged envelope.
-pub const RETRY_BASE_MS: u64 = 1_000;
-/// Longest delay between retries.
-pub const RETRY_MAX_MS: u64 = 60_000;
 /// A peer's `sent_at` further ahead of our clock than this is taken as this far ahead: a wrong
 /// or hostile clock cannot pin its messages below everything said later.
 pub const MAX_CLOCK_AHEAD_MS: u64 = 5 * 60 * 1000;
@@ -145,13 +141,6 @@ pub fn wire_id(id: MessageId) -> Result<peer::MessageId, ChatError> {
 /// The store's id for a wire message id.
 pub fn store_id(id: &peer::MessageId) -> MessageId {
     MessageId(*id.as_uuid())
-}
-
-/// When to try an envelope again after `attempts` failed attempts (exponential, capped).
-pub fn retry_delay(attempts: u32) -> u64 {
-    RETRY_BASE_MS
-        .saturating_mul(1u64 << attempts.min(16))
-        .min(RETRY_MAX_MS)
 }
 
 /// The `sent_at` of a new message of ours in `conversation`: `now`, but strictly after every
@@ -275,10 +264,10 @@ impl Chat {
             id: EnvelopeId(id.0),
             conversation: Conversation::Direct,
             sent_at,
-            content: Content::Text {
+            content: Content::Chat(ChatContent::Text {
                 body: body.clone(),
                 reply_to: reply_to.map(wire_id).transpose()?,
-            },
+            }),
             reliable: true,
         };
         let change = Change::InsertMessage(NewMessage {
@@ -335,10 +324,10 @@ impl Chat {
             id: envelope,
             conversation: Conversation::Direct,
             sent_at: now,
-            content: Content::Edit {
+            content: Content::Chat(ChatContent::Edit {
                 target: wire_id(id)?,
                 body,
-            },
+            }),
             reliable: true,
         };
         Ok((changes, out))
@@ -359,9 +348,9 @@ impl Chat {
             id: envelope,
             conversation: Conversation::Direct,
             sent_at: now,
-            content: Content::Delete {
+            content: Content::Chat(ChatContent::Delete {
                 target: wire_id(id)?,
-            },
+            }),
             reliable: true,
         };
         Ok((Changes::from(Change::DeleteMessage(id)), out))
@@ -400,7 +389,7 @@ impl Chat {
             id: envelope,
             conversation: Conversation::Direct,
             sent_at: now,
-            content: Content::Reaction {
+            content: Content::Chat(ChatContent::Reaction {
                 target: wire_id(id)?,
                 emoji,
                 action: if add {
@@ -408,7 +397,7 @@ impl Chat {
                 } else {
                     ReactionAction::Remove
                 },
-            },
+            }),
             reliable: true,
         };
         Ok((changes, out))
@@ -438,7 +427,7 @@ impl Chat {
             id: envelope,
             conversation: Conversation::Direct,
             sent_at: now,
-            content: Content::Typing { active },
+            content: Content::Chat(ChatContent::Typing { active }),
             reliable: false,
         })
     }
@@ -499,10 +488,10 @@ impl Chat {
             id: envelope,
             conversation: Conversation::Direct,
             sent_at: now,
-            content: Content::Receipt {
+            content: Content::Chat(ChatContent::Receipt {
                 receipt: ReceiptKind::Read,
                 ids,
-            },
+            }),
             reliable: false,
         };
         Ok((changes, Some(out)))
@@ -522,18 +511,17 @@ impl Chat {
         let envelope = EnvelopeId(*payload.id.as_uuid());
         let conversation = match &payload.conversation {
             Conversation::Direct => ConversationId::Direct(sender),
-            // Group channels arrive with Megolm, not here.
-            Conversation::Group { .. } => return Ok(r),
+            // Space channels arrive with Megolm, not here.
+            Conversation::Channel { .. } => return Ok(r),
         };
         let contact = store.contact(&sender)?;
-        let blocked = contact.as_ref().is_some_and(|c| c.blocked);
         let accepted = contact
             .as_ref()
             .is_some_and(|c| c.state == ContactState::Accepted && !c.blocked);
         // Receipts are best effort: a lost one is answered again when the sender retries.
         let ack = || delivered_receipt(sender, ack_envelope, now, payload.id);
         match &payload.content {
-            Content::Text { body, reply_to } => {
+            Content::Chat(ChatContent::Text { body, reply_to }) => {
                 if !accepted {
                     return Ok(r);
                 }
@@ -558,7 +546,7 @@ impl Chat {
                 }
                 r.replies.push(ack());
             }
-            Content::Edit { target, body } => {
+            Content::Chat(ChatContent::Edit { target, body }) => {
                 if !accepted {
                     return Ok(r);
                 }
@@ -576,7 +564,7 @@ impl Chat {
                 }
                 r.replies.push(ack());
             }
-            Content::Delete { target } => {
+            Content::Chat(ChatContent::Delete { target }) => {
                 if !accepted {
                     return Ok(r);
                 }
@@ -590,11 +578,11 @@ impl Chat {
                 }
                 r.replies.push(ack());
             }
-            Content::Reaction {
+            Content::Chat(ChatContent::Reaction {
                 target,
                 emoji,
                 action,
-            } => {
+            }) => {
                 if !accepted {
                     return Ok(r);
                 }
@@ -613,7 +601,7 @@ impl Chat {
                 }
                 r.replies.push(ack());
             }
-            Content::Typing { active } => {
+            Content::Chat(ChatContent::Typing { active }) => {
                 if accepted {
                     if *active {
                         self.typing_seen.insert(sender);
@@ -627,7 +615,7 @@ impl Chat {
                 }
                 return Ok(r); // ephemeral: not marked processed
             }
-            Content::Receipt { receipt, ids } => {
+            Content::Chat(ChatContent::Receipt { receipt, ids }) => {
                 let state = match receipt {
                     ReceiptKind::Delivered => DeliveryState::Delivered,
                     ReceiptKind::Read => DeliveryState::Read,
@@ -635,7 +623,10 @@ impl Chat {
                 for wid in ids {
                     let id = store_id(wid);
                     if *receipt == ReceiptKind::Delivered {
-                        r.changes.push(Change::OutboxRemove(EnvelopeId(id.0)));
+                        r.changes.push(Change::OutboxAck {
+                            id: EnvelopeId(id.0),
+                            peer: sender,
+                        });
                     }
                     if let Some(m) = store.message(&id)?
                         && m.sender == self.me
@@ -651,77 +642,25 @@ impl Chat {
                     }
                 }
             }
-            Content::ContactRequest { name, note } => {
-                if blocked {
-                    return Ok(r);
-                }
-                let (state, display) = match &contact {
-                    // They asked too, or we already have them: both sides now agree.
-                    Some(c)
-                        if matches!(
-                            c.state,
-                            ContactState::OutgoingRequest | ContactState::Accepted
-                        ) =>
-                    {
-                        (ContactState::Accepted, c.display_name.clone())
-                    }
-                    Some(c) => (ContactState::IncomingRequest, c.display_name.clone()),
-                    None => (ContactState::IncomingRequest, None),
-                };
-                r.changes.push(Change::SaveContact(Contact {
-                    user_id: sender,
-                    display_name: display.or_else(|| name.clone()),
-                    verified: contact.as_ref().is_some_and(|c| c.verified),
-                    blocked: false,
-                    state,
-                    request_note: note.clone(),
-                    created_at: contact.as_ref().map_or(now, |c| c.created_at),
-                    updated_at: now,
-                }));
-                r.events.push(ChatEvent::ContactChanged(sender));
-                r.replies.push(ack());
-            }
-            Content::ContactAccept { name } => {
-                if let Some(c) = &contact
-                    && matches!(
-                        c.state,
-                        ContactState::OutgoingRequest | ContactState::Accepted
-                    )
-                    && !c.blocked
-                {
-                    let mut c = c.clone();
-                    c.state = ContactState::Accepted;
-                    if c.display_name.is_none() {
-                        c.display_name = name.clone();
-                    }
-                    c.updated_at = now;
-                    r.changes.push(Change::SaveContact(c));
+            Content::Contact(c) => {
+                let got =
+                    crate::contacts::receive(store, now, sender, payload.id, c, ack_envelope)?;
+                r.changes.extend(got.changes);
+                if got.changed {
                     r.events.push(ChatEvent::ContactChanged(sender));
                 }
-                r.replies.push(ack());
+                r.replies.extend(got.ack);
             }
-            Content::ContactDecline => {
-                if let Some(c) = &contact
-                    && c.state == ContactState::OutgoingRequest
-                {
-                    let mut c = c.clone();
-                    c.state = ContactState::Declined;
-                    c.updated_at = now;
-                    r.changes.push(Change::SaveContact(c));
-                    r.events.push(ChatEvent::ContactChanged(sender));
-                }
-                r.replies.push(ack());
-            }
-            Content::SessionReset { .. } | Content::Rtc { .. } | Content::Verification { .. } => {
+            Content::Session(_) | Content::Rtc(_) | Content::Verification(_) => {
                 r.control = Some(payload.content.clone());
-                if !matches!(payload.content, Content::SessionReset { .. }) {
+                if !matches!(payload.content, Content::Session(_)) {
                     return Ok(r); // ephemeral
                 }
             }
             // Its items were taken in one by one before this (`receive_bulk_item`, each applied
             // before the next, as envelopes of their own would be); this marks the bulk
             // payload's own id processed, so a replay of it is refused before decryption.
-            Content::Bulk { .. } => {}
+            Content::Bulk(BulkContent::Bulk { .. }) => {}
         }
         r.changes.push(Change::MarkProcessed {
             id: envelope,
@@ -768,10 +707,10 @@ pub fn delivered_receipt(
         id,
         conversation: Conversation::Direct,
         sent_at: now,
-        content: Content::Receipt {
+        content: Content::Chat(ChatContent::Receipt {
             receipt: ReceiptKind::Delivered,
             ids: vec![message],
-        },
+        }),
         reliable: false,
     }
 }
@@ -847,19 +786,22 @@ mod tests {
             id: wire_id(id(n)).unwrap(),
             conversation: Conversation::Direct,
             sent_at: Timestamp(n),
-            content,
+            content: match content {
+                Content::Chat(c) => c,
+                _ => unreachable!("bulk items are chat contents"),
+            },
         };
         let text = |n: u64| {
             item(
                 n,
-                Content::Text {
+                Content::Chat(ChatContent::Text {
                     body: format!("m{n}"),
                     reply_to: None,
-                },
+                }),
             )
         };
         // Message 1 already came on its own.
-        let single = payload(alice, bob, id(1), text(1).content);
+        let single = payload(alice, bob, id(1), Content::Chat(text(1).content));
         let r = chat
             .receive(&store, Timestamp(50), alice, &single, env(90))
             .unwrap();
@@ -870,25 +812,25 @@ mod tests {
             alice,
             bob,
             id(100),
-            Content::Bulk {
+            Content::Bulk(BulkContent::Bulk {
                 items: vec![
                     text(1),
                     text(2),
                     text(3),
                     item(
                         4,
-                        Content::Edit {
+                        Content::Chat(ChatContent::Edit {
                             target: wire_id(id(2)).unwrap(),
                             body: "m2!".into(),
-                        },
+                        }),
                     ),
                 ],
-            },
+            }),
         );
         // Taken in item by item, each applied before the next, then the bulk payload itself.
         let mut inserted = Vec::new();
         let mut acked = Vec::new();
-        let Content::Bulk { items } = &bulk.content else {
+        let Content::Bulk(BulkContent::Bulk { items }) = &bulk.content else {
             unreachable!()
         };
         for (k, item) in items.iter().enumerate() {
@@ -907,10 +849,10 @@ mod tests {
                 _ => None,
             }));
             for reply in &r.replies {
-                let Content::Receipt {
+                let Content::Chat(ChatContent::Receipt {
                     receipt: ReceiptKind::Delivered,
                     ids,
-                } = &reply.content
+                }) = &reply.content
                 else {
                     panic!("an item answered {:?}", reply.content.kind_name());
                 };
@@ -1021,9 +963,11 @@ mod tests {
             .apply_one(contact(alice, ContactState::Accepted))
             .unwrap();
         let mut b = Chat::new(bob);
-        let text = |n: u64| Content::Text {
-            body: format!("m{n}"),
-            reply_to: None,
+        let text = |n: u64| {
+            Content::Chat(ChatContent::Text {
+                body: format!("m{n}"),
+                reply_to: None,
+            })
         };
         let typing_events = |events: &[ChatEvent]| -> Vec<bool> {
             events
@@ -1045,7 +989,7 @@ mod tests {
             .unwrap();
         assert_eq!(r.events, [ChatEvent::MessageAdded(id(1))]);
         b_store.apply(r.changes).unwrap();
-        let typing = Content::Typing { active: true };
+        let typing = Content::Chat(ChatContent::Typing { active: true });
         let r = b
             .receive(
                 &b_store,
@@ -1142,10 +1086,10 @@ mod tests {
             alice,
             bob,
             id(1),
-            Content::Text {
+            Content::Chat(ChatContent::Text {
                 body: "one".into(),
                 reply_to: None,
-            },
+            }),
         );
         let r = b
             .receive(&store, Timestamp(2), alice, &text, env(1))
@@ -1156,10 +1100,10 @@ mod tests {
             eve,
             bob,
             id(2),
-            Content::Edit {
+            Content::Chat(ChatContent::Edit {
                 target: wire_id(id(1)).unwrap(),
                 body: "x".into(),
-            },
+            }),
         );
         let r = b
             .receive(&store, Timestamp(3), eve, &forged, env(2))
@@ -1176,10 +1120,10 @@ mod tests {
             alice,
             bob,
             id(3),
-            Content::Edit {
+            Content::Chat(ChatContent::Edit {
                 target: wire_id(id(1)).unwrap(),
                 body: "uno".into(),
-            },
+            }),
         );
         let r = b
             .receive(&store, Timestamp(5), alice, &edit, env(4))
@@ -1190,9 +1134,9 @@ mod tests {
             alice,
             bob,
             id(4),
-            Content::Delete {
+            Content::Chat(ChatContent::Delete {
                 target: wire_id(id(1)).unwrap(),
-            },
+            }),
         );
         let r = b
             .receive(&store, Timestamp(6), alice, &del, env(5))
@@ -1210,10 +1154,10 @@ mod tests {
             alice,
             bob,
             id(1),
-            Content::Text {
+            Content::Chat(ChatContent::Text {
                 body: "spam".into(),
                 reply_to: None,
-            },
+            }),
         );
         let r = b
             .receive(&store, Timestamp(2), alice, &text, env(1))
@@ -1245,51 +1189,6 @@ mod tests {
     }
 
     #[test]
-    fn contact_requests_cross_and_accept() {
-        let (alice, bob) = (user(1), user(2));
-        let mut store = MemoryStore::new();
-        let mut b = Chat::new(bob);
-        let req = payload(
-            alice,
-            bob,
-            id(1),
-            Content::ContactRequest {
-                name: Some("Alice".into()),
-                note: None,
-            },
-        );
-        let r = b
-            .receive(&store, Timestamp(2), alice, &req, env(1))
-            .unwrap();
-        store.apply(r.changes).unwrap();
-        let c = store.contact(&alice).unwrap().unwrap();
-        assert_eq!(c.state, ContactState::IncomingRequest);
-        assert_eq!(c.display_name.as_deref(), Some("Alice"));
-        // Bob had asked Carol; Carol's request crossing his makes them contacts.
-        let carol = user(3);
-        store
-            .apply_one(contact(carol, ContactState::OutgoingRequest))
-            .unwrap();
-        let req = payload(
-            carol,
-            bob,
-            id(2),
-            Content::ContactRequest {
-                name: None,
-                note: None,
-            },
-        );
-        let r = b
-            .receive(&store, Timestamp(3), carol, &req, env(2))
-            .unwrap();
-        store.apply(r.changes).unwrap();
-        assert_eq!(
-            store.contact(&carol).unwrap().unwrap().state,
-            ContactState::Accepted
-        );
-    }
-
-    #[test]
     fn typing_is_throttled() {
         let (alice, bob) = (user(1), user(2));
         let mut a = Chat::new(alice);
@@ -1315,10 +1214,10 @@ mod tests {
                 alice,
                 bob,
                 id(n),
-                Content::Text {
+                Content::Chat(ChatContent::Text {
                     body: format!("m{n}"),
                     reply_to: None,
-                },
+                }),
             );
             let r = b.receive(&store, Timestamp(n), alice, &p, env(n)).unwrap();
             store.apply(r.changes).unwrap();
@@ -1332,10 +1231,10 @@ mod tests {
             alice,
             bob,
             id(4),
-            Content::Text {
+            Content::Chat(ChatContent::Text {
                 body: "m4".into(),
                 reply_to: None,
-            },
+            }),
         );
         let r = b
             .receive(&store, Timestamp(10), alice, &p, env(11))
@@ -1346,20 +1245,11 @@ mod tests {
             .mark_read(&store, Timestamp(11), env(12), alice, id(4))
             .unwrap();
         match receipt.unwrap().content {
-            Content::Receipt { receipt, ids } => {
+            Content::Chat(ChatContent::Receipt { receipt, ids }) => {
                 assert_eq!(receipt, ReceiptKind::Read);
                 assert_eq!(ids, vec![wire_id(id(4)).unwrap()]);
             }
             other => panic!("unexpected {other:?}"),
         }
-    }
-
-    #[test]
-    fn retry_delay_grows_and_caps() {
-        assert_eq!(retry_delay(0), 1_000);
-        assert_eq!(retry_delay(1), 2_000);
-        assert_eq!(retry_delay(5), 32_000);
-        assert_eq!(retry_delay(6), RETRY_MAX_MS);
-        assert_eq!(retry_delay(u32::MAX), RETRY_MAX_MS);
     }
 }

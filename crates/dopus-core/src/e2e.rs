@@ -1,7 +1,7 @@
 //! Olm sessions with other devices: start, seal, open, and recover (vodozemac, sans-IO).
 //!
 //! [`OlmMachine`] holds this device's Olm account in memory (it is expensive to unpickle) and
-//! nothing else: sessions come in as [`SessionRecord`]s loaded by the node and go back out as
+//! nothing else: sessions come in as store records ([`OlmSessionRecord`], with the peer device's keys) loaded by the node and go back out as
 //! updated records that the node must persist. Nothing here reads a clock or a store.
 //!
 //! Protocol flow (docs/e2e.md):
@@ -27,6 +27,7 @@
 
 use crate::identity::pickle::{self, PickleError, PickleKey, SecureRandom};
 use crate::identity::{Device, DeviceError, curve_from_vz, curve_to_vz};
+use crate::store::{OlmSessionRecord, Pickle};
 use dopus_proto::bundle::{
     BundleError, ClaimedBundle, DeviceBundle, DeviceCertificate, VerifiedBundle,
 };
@@ -42,42 +43,11 @@ use vodozemac::olm::{
 };
 use zeroize::Zeroizing;
 
-/// One Olm session with one peer device, as the node stores it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SessionRecord {
-    /// The peer's user.
-    pub peer_user: UserId,
-    /// The peer's device.
-    pub peer_device: DeviceId,
-    /// The peer device's certified keys (the Curve25519 one is the Olm identity key).
-    pub peer_keys: DeviceKeys,
-    /// vodozemac's session id (unique; pre-key messages name it).
-    pub session_id: String,
-    /// The session, as a vodozemac pickle encrypted with a subkey of the pickle key.
-    pub pickle: String,
-    /// When the session was created.
-    pub created_at: Timestamp,
-    /// When it last encrypted or decrypted a message.
-    pub last_used_at: Timestamp,
-}
-
-impl fmt::Debug for SessionRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionRecord")
-            .field("peer_user", &self.peer_user)
-            .field("peer_device", &self.peer_device)
-            .field("session_id", &self.session_id)
-            .field("created_at", &self.created_at)
-            .field("last_used_at", &self.last_used_at)
-            .finish_non_exhaustive()
-    }
-}
-
 /// A session just created from a verified bundle.
 #[derive(Debug, Clone)]
 pub struct StartedSession {
     /// The new session; persist it before sealing with it.
-    pub session: SessionRecord,
+    pub session: OlmSessionRecord,
     /// The peer device's verified certificate, for the node's device list.
     pub certificate: DeviceCertificate,
 }
@@ -113,7 +83,7 @@ pub struct Sealed {
     pub envelope: PeerEnvelope,
     /// The advanced session: persist it in the same transaction as the outbox entry, before
     /// sending.
-    pub session: SessionRecord,
+    pub session: OlmSessionRecord,
 }
 
 /// An opened message and what to persist with it.
@@ -122,7 +92,9 @@ pub struct Opened {
     /// The verified payload.
     pub payload: PeerPayload,
     /// The session that decrypted it (new or advanced): persist with the message.
-    pub session: SessionRecord,
+    pub session: OlmSessionRecord,
+    /// The sending device's certified keys.
+    pub peer_keys: DeviceKeys,
     /// Whether `session` was created by this message.
     pub new_session: bool,
     /// The device pickle, when the account changed (a one-time key was used up, or the
@@ -140,6 +112,8 @@ pub struct Opened {
 pub struct OpenedInBurst {
     /// The verified payload.
     pub payload: PeerPayload,
+    /// The sending device's certified keys.
+    pub peer_keys: DeviceKeys,
     /// Whether the session was created by this message.
     pub new_session: bool,
     /// The device pickle, when the account changed: persist it in the burst's transaction.
@@ -163,15 +137,19 @@ impl fmt::Debug for Burst {
     }
 }
 
-/// Live sessions by session id, each with its record (whose pickle is stale or empty).
-type LiveSessions = std::collections::HashMap<String, (SessionRecord, Session)>;
+/// Sessions live in a burst by session id: the record, the peer device's keys, the session.
+type LiveSessions = std::collections::HashMap<String, LiveSession>;
+
+/// One live session: its record (pickle stale or empty), the peer device's keys, the session.
+type LiveSession = (OlmSessionRecord, DeviceKeys, Session);
 
 /// An opened envelope whose session is not pickled yet.
 struct OpenedLive {
     payload: PeerPayload,
     /// The session's record with its new last use; its pickle is stale (or empty for a new
     /// session) until the session is pickled.
-    record: SessionRecord,
+    record: OlmSessionRecord,
+    keys: DeviceKeys,
     session: Session,
     new_session: bool,
     account_pickle: Option<String>,
@@ -179,9 +157,12 @@ struct OpenedLive {
 }
 
 /// Returns a session taken from a burst, in the state it was taken in.
-fn put_back(live: Option<&mut LiveSessions>, before: Option<(SessionRecord, Session)>) {
-    if let (Some(live), Some((record, session))) = (live, before) {
-        live.insert(record.session_id.clone(), (record, session));
+fn put_back(
+    live: Option<&mut LiveSessions>,
+    before: Option<(OlmSessionRecord, DeviceKeys, Session)>,
+) {
+    if let (Some(live), Some((record, keys, session))) = (live, before) {
+        live.insert(record.session_id.clone(), (record, keys, session));
     }
 }
 
@@ -488,7 +469,7 @@ impl OlmMachine {
         &mut self,
         now: Timestamp,
         bundle: &VerifiedBundle,
-    ) -> Result<SessionRecord, StartSessionError> {
+    ) -> Result<OlmSessionRecord, StartSessionError> {
         if bundle.device_keys == self.device.keys() {
             return Err(StartSessionError::OwnDevice);
         }
@@ -501,10 +482,10 @@ impl OlmMachine {
                 curve_to_vz(&bundle.prekey),
             )
             .map_err(|_| StartSessionError::InsecureKeys)?;
-        Ok(SessionRecord {
+        Ok(OlmSessionRecord {
             peer_user: bundle.user_id,
             peer_device: bundle.device_id.clone(),
-            peer_keys: bundle.device_keys,
+            peer_curve25519: bundle.device_keys.curve25519,
             session_id: session.session_id(),
             pickle: self.pickle_session(session),
             created_at: now,
@@ -513,7 +494,7 @@ impl OlmMachine {
     }
 
     /// Pickles `session` for its record and keeps it restored under that pickle.
-    fn pickle_session(&mut self, session: Session) -> String {
+    fn pickle_session(&mut self, session: Session) -> Pickle {
         let pickle = session
             .pickle()
             .encrypt(&self.pickle_key.subkey(pickle::OLM_SESSION));
@@ -522,20 +503,20 @@ impl OlmMachine {
         }
         self.restored
             .insert(session.session_id(), (pickle.clone(), session));
-        pickle
+        Pickle::new(pickle)
     }
 
     /// The session a record holds. Taken out of the restored ones (a session that then fails
     /// to decrypt, or is refused, is simply not put back).
-    fn load_session(&mut self, record: &SessionRecord) -> Result<Session, PickleError> {
+    fn load_session(&mut self, record: &OlmSessionRecord) -> Result<Session, PickleError> {
         if let Some((pickle, _)) = self.restored.get(&record.session_id)
-            && *pickle == record.pickle
+            && pickle == record.pickle.as_str()
             && let Some((_, session)) = self.restored.remove(&record.session_id)
         {
             return Ok(session);
         }
         let pickle = SessionPickle::from_encrypted(
-            &record.pickle,
+            record.pickle.as_str(),
             &self.pickle_key.subkey(pickle::OLM_SESSION),
         )
         .map_err(|_| PickleError::Olm)?;
@@ -548,10 +529,11 @@ impl OlmMachine {
         &mut self,
         now: Timestamp,
         to: &PeerAddress,
-        sessions: &[SessionRecord],
+        peer_keys: &DeviceKeys,
+        sessions: &[OlmSessionRecord],
         draft: Draft,
     ) -> Result<Sealed, SealError> {
-        let (mut envelopes, session) = self.seal_many(now, to, sessions, vec![draft])?;
+        let (mut envelopes, session) = self.seal_many(now, to, peer_keys, sessions, vec![draft])?;
         let envelope = envelopes.pop().ok_or(SealError::Encrypt)??;
         Ok(Sealed { envelope, session })
     }
@@ -566,9 +548,10 @@ impl OlmMachine {
         &mut self,
         now: Timestamp,
         to: &PeerAddress,
-        sessions: &[SessionRecord],
+        peer_keys: &DeviceKeys,
+        sessions: &[OlmSessionRecord],
         drafts: Vec<Draft>,
-    ) -> Result<(Vec<Result<PeerEnvelope, SealError>>, SessionRecord), SealError> {
+    ) -> Result<(Vec<Result<PeerEnvelope, SealError>>, OlmSessionRecord), SealError> {
         let certificate = self
             .device
             .certificate()
@@ -578,6 +561,11 @@ impl OlmMachine {
             .into_iter()
             .next()
             .ok_or(SealError::NoSession)?;
+        if record.peer_curve25519 != peer_keys.curve25519 {
+            // The device's certified key changed since the session was made: it is not a
+            // session with this device any more.
+            return Err(SealError::NoSession);
+        }
         let mut session = self.load_session(record)?;
         let from = self.address();
         let sender = SenderBinding {
@@ -588,7 +576,7 @@ impl OlmMachine {
         let recipient = RecipientBinding {
             user: to.user,
             device: to.device.clone(),
-            ed25519: record.peer_keys.ed25519,
+            ed25519: peer_keys.ed25519,
         };
         let mut envelopes = Vec::with_capacity(drafts.len());
         for draft in drafts {
@@ -634,7 +622,7 @@ impl OlmMachine {
         }
         Ok((
             envelopes,
-            SessionRecord {
+            OlmSessionRecord {
                 pickle: self.pickle_session(session),
                 last_used_at: now,
                 ..record.clone()
@@ -648,14 +636,16 @@ impl OlmMachine {
         &mut self,
         now: Timestamp,
         envelope: &PeerEnvelope,
-        sessions: &[SessionRecord],
+        peer_keys: Option<&DeviceKeys>,
+        sessions: &[OlmSessionRecord],
     ) -> Result<Opened, OpenError> {
-        let opened = self.open_live(now, envelope, sessions, None)?;
+        let opened = self.open_live(now, envelope, peer_keys, sessions, None)?;
         Ok(Opened {
-            session: SessionRecord {
+            session: OlmSessionRecord {
                 pickle: self.pickle_session(opened.session),
                 ..opened.record
             },
+            peer_keys: opened.keys,
             payload: opened.payload,
             new_session: opened.new_session,
             account_pickle: opened.account_pickle,
@@ -674,15 +664,17 @@ impl OlmMachine {
         burst: &mut Burst,
         now: Timestamp,
         envelope: &PeerEnvelope,
-        sessions: &[SessionRecord],
+        peer_keys: Option<&DeviceKeys>,
+        sessions: &[OlmSessionRecord],
     ) -> Result<OpenedInBurst, OpenError> {
-        let opened = self.open_live(now, envelope, sessions, Some(&mut burst.live))?;
+        let opened = self.open_live(now, envelope, peer_keys, sessions, Some(&mut burst.live))?;
         burst.live.insert(
             opened.record.session_id.clone(),
-            (opened.record, opened.session),
+            (opened.record, opened.keys, opened.session),
         );
         Ok(OpenedInBurst {
             payload: opened.payload,
+            peer_keys: opened.keys,
             new_session: opened.new_session,
             account_pickle: opened.account_pickle,
             sender_certificate: opened.sender_certificate,
@@ -692,11 +684,12 @@ impl OlmMachine {
     /// The records of every session the burst advanced or created, each pickled once: persist
     /// them in the burst's transaction. (If that transaction fails, the stored records stay as
     /// they were and are restored from next time: nothing here outlives the burst.)
-    pub fn finish_burst(&mut self, burst: Burst) -> Vec<SessionRecord> {
-        burst
-            .live
-            .into_values()
-            .map(|(record, session)| SessionRecord {
+    pub fn finish_burst(&mut self, burst: Burst) -> Vec<OlmSessionRecord> {
+        let mut live: Vec<_> = burst.live.into_values().collect();
+        // In a stable order, so the store sees the same writes for the same burst.
+        live.sort_by(|a, b| a.0.session_id.cmp(&b.0.session_id));
+        live.into_iter()
+            .map(|(record, _, session)| OlmSessionRecord {
                 pickle: self.pickle_session(session),
                 ..record
             })
@@ -707,15 +700,15 @@ impl OlmMachine {
     /// with a copy to put back if the envelope is refused), else the stored record's.
     fn take_session(
         &mut self,
-        record: &SessionRecord,
+        record: &OlmSessionRecord,
         live: Option<&mut LiveSessions>,
-    ) -> Result<(Session, Option<(SessionRecord, Session)>), PickleError> {
+    ) -> Result<(Session, Option<LiveSession>), PickleError> {
         if let Some(live) = live
-            && let Some((live_record, session)) = live.remove(&record.session_id)
+            && let Some((live_record, keys, session)) = live.remove(&record.session_id)
         {
             // A cheap copy (no encryption): the state to go back to if the envelope is refused.
             let before = Session::from_pickle(session.pickle());
-            return Ok((session, Some((live_record, before))));
+            return Ok((session, Some((live_record, keys, before))));
         }
         Ok((self.load_session(record)?, None))
     }
@@ -727,7 +720,8 @@ impl OlmMachine {
         &mut self,
         now: Timestamp,
         envelope: &PeerEnvelope,
-        sessions: &[SessionRecord],
+        peer_keys: Option<&DeviceKeys>,
+        sessions: &[OlmSessionRecord],
         mut live: Option<&mut LiveSessions>,
     ) -> Result<OpenedLive, OpenError> {
         if envelope.to != self.address() {
@@ -735,26 +729,31 @@ impl OlmMachine {
         }
         let message = OlmMessage::from_parts(envelope.olm_type.as_number(), &envelope.ciphertext.0)
             .map_err(|_| OpenError::MalformedOlm)?;
-        // The burst's live sessions with this device replace their stored records.
-        let merged: Vec<SessionRecord>;
-        let sessions = match live.as_deref() {
-            Some(live) if !live.is_empty() => {
-                merged = sessions
-                    .iter()
-                    .filter(|r| !live.contains_key(&r.session_id))
-                    .cloned()
-                    .chain(live.values().map(|(r, _)| r.clone()))
-                    .collect();
-                merged.as_slice()
-            }
-            _ => sessions,
+        // The sessions with the sending device and its keys: the stored ones (under the keys
+        // its device record holds), with the burst's live sessions in place of their stored
+        // records.
+        let live_ids = |id: &str| live.as_deref().is_some_and(|l| l.contains_key(id));
+        let mut known: Vec<Keyed> = match peer_keys {
+            Some(keys) => sessions
+                .iter()
+                .filter(|r| !live_ids(&r.session_id))
+                .map(|r| Keyed(r.clone(), *keys))
+                .collect(),
+            None => Vec::new(),
         };
-        let candidates = newest_first(sessions, &envelope.from);
+        if let Some(l) = live.as_deref() {
+            known.extend(l.values().map(|(r, k, _)| Keyed(r.clone(), *k)));
+        }
+        let candidates = newest_first(&known, &envelope.from);
         match &message {
             OlmMessage::PreKey(pre_key) => {
                 let olm_sender = curve_from_vz(pre_key.identity_key());
                 let session_id = pre_key.session_id();
-                if let Some(record) = candidates.iter().find(|r| r.session_id == session_id) {
+                if let Some(Keyed(record, keys)) = candidates
+                    .iter()
+                    .copied()
+                    .find(|Keyed(r, _)| r.session_id == session_id)
+                {
                     let (mut session, before) = self.take_session(record, live.as_deref_mut())?;
                     let checked = session
                         .decrypt(&message)
@@ -762,7 +761,7 @@ impl OlmMachine {
                         .and_then(|plaintext| {
                             let payload = PeerPayload::from_json(&Zeroizing::new(plaintext))?;
                             let cert = self.check_binding(envelope, &payload, &olm_sender, true)?;
-                            if cert.as_ref().is_some_and(|c| c.keys != record.peer_keys) {
+                            if cert.as_ref().is_some_and(|c| c.keys != *keys) {
                                 return Err(OpenError::CertificateMismatch);
                             }
                             Ok((payload, cert))
@@ -776,10 +775,11 @@ impl OlmMachine {
                     };
                     return Ok(OpenedLive {
                         payload,
-                        record: SessionRecord {
+                        record: OlmSessionRecord {
                             last_used_at: now,
                             ..(*record).clone()
                         },
+                        keys: *keys,
                         session,
                         new_session: false,
                         account_pickle: None,
@@ -810,18 +810,19 @@ impl OlmMachine {
                 self.device.replace_account(account);
                 self.device
                     .note_prekey_used(now, &curve_from_vz(pre_key.one_time_key()));
-                let record = SessionRecord {
+                let record = OlmSessionRecord {
                     peer_user: envelope.from.user,
                     peer_device: envelope.from.device.clone(),
-                    peer_keys: cert.keys,
+                    peer_curve25519: cert.keys.curve25519,
                     session_id: created.session.session_id(),
-                    pickle: String::new(),
+                    pickle: Pickle::new(String::new()),
                     created_at: now,
                     last_used_at: now,
                 };
                 Ok(OpenedLive {
                     payload,
                     record,
+                    keys: cert.keys,
                     session: created.session,
                     new_session: true,
                     account_pickle: Some(self.account_pickle()),
@@ -833,7 +834,7 @@ impl OlmMachine {
                     return Err(OpenError::NoSession);
                 }
                 let mut failures = Vec::with_capacity(candidates.len());
-                for record in candidates {
+                for Keyed(record, keys) in candidates {
                     let (mut session, before) = self.take_session(record, live.as_deref_mut())?;
                     let plaintext = match session.decrypt(&message) {
                         Ok(plaintext) => Zeroizing::new(plaintext),
@@ -847,13 +848,8 @@ impl OlmMachine {
                     let checked = PeerPayload::from_json(&plaintext)
                         .map_err(OpenError::from)
                         .and_then(|payload| {
-                            self.check_binding(
-                                envelope,
-                                &payload,
-                                &record.peer_keys.curve25519,
-                                false,
-                            )?;
-                            if payload.sender.keys != record.peer_keys {
+                            self.check_binding(envelope, &payload, &record.peer_curve25519, false)?;
+                            if payload.sender.keys != *keys {
                                 return Err(OpenError::SenderKeyMismatch);
                             }
                             Ok(payload)
@@ -861,10 +857,11 @@ impl OlmMachine {
                     return match checked {
                         Ok(payload) => Ok(OpenedLive {
                             payload,
-                            record: SessionRecord {
+                            record: OlmSessionRecord {
                                 last_used_at: now,
                                 ..record.clone()
                             },
+                            keys: *keys,
                             session,
                             new_session: false,
                             account_pickle: None,
@@ -936,12 +933,16 @@ impl OlmMachine {
 
 /// The sessions with `peer`, most recently used first (ties: newest created, then session id,
 /// so both the order and the choice for sending are deterministic).
-fn newest_first<'a>(sessions: &'a [SessionRecord], peer: &PeerAddress) -> Vec<&'a SessionRecord> {
-    let mut out: Vec<&SessionRecord> = sessions
+fn newest_first<'a, T: AsRef<OlmSessionRecord>>(items: &'a [T], peer: &PeerAddress) -> Vec<&'a T> {
+    let mut out: Vec<&T> = items
         .iter()
-        .filter(|r| r.peer_user == peer.user && r.peer_device == peer.device)
+        .filter(|r| {
+            let r = (*r).as_ref();
+            r.peer_user == peer.user && r.peer_device == peer.device
+        })
         .collect();
     out.sort_by(|a, b| {
+        let (a, b) = ((*a).as_ref(), (*b).as_ref());
         (b.last_used_at, b.created_at, &b.session_id).cmp(&(
             a.last_used_at,
             a.created_at,
@@ -949,6 +950,21 @@ fn newest_first<'a>(sessions: &'a [SessionRecord], peer: &PeerAddress) -> Vec<&'
         ))
     });
     out
+}
+
+impl AsRef<OlmSessionRecord> for OlmSessionRecord {
+    fn as_ref(&self) -> &OlmSessionRecord {
+        self
+    }
+}
+
+/// A session record paired with its device's keys reads as the record.
+struct Keyed(OlmSessionRecord, DeviceKeys);
+
+impl AsRef<OlmSessionRecord> for Keyed {
+    fn as_ref(&self) -> &OlmSessionRecord {
+        &self.0
+    }
 }
 
 #[cfg(test)]

@@ -23,8 +23,9 @@ pub use records::{
     AccountRecord, ChannelId, Contact, ContactState, Conversation, ConversationId,
     ConversationSummary, DeliveryState, EnvelopeId, FileTransfer, MegolmInboundRecord,
     MegolmOutboundRecord, MegolmWaitingRecord, Message, MessageId, MessageKind, NewMessage,
-    OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, ReactionSummary, SNIPPET_END, SNIPPET_START,
-    SearchHit, SearchQuery, Seq, SpaceOpRecord, TransferDirection, TransferId, TransferState,
+    OlmSessionRecord, OutboxEntry, OutboxItem, OutboxRecipient, PeerDevice, Pickle,
+    ReactionSummary, SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, Seq, SpaceOpRecord,
+    TransferDirection, TransferId, TransferState,
 };
 pub use records::{SourceFile, TransferReason, verified_bytes};
 

@@ -6,17 +6,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use dopus_core::e2e::{
-    Draft, FailureKind, OlmMachine, OpenError, Opened, Recovery, SessionRecord, StartSessionError,
+    Draft, FailureKind, OlmMachine, OpenError, Opened, Recovery, StartSessionError,
 };
 use dopus_core::identity::test_support::SeededRandom;
 use dopus_core::identity::{Device, FALLBACK_GRACE_MS, Identity, PickleKey};
+use dopus_core::store::OlmSessionRecord;
 use dopus_proto::bundle::{
     BUNDLE_VERSION, BundleError, ClaimedBundle, DeviceBundle, PrekeyKind, SignedKey, test_support,
 };
 use dopus_proto::peer::{
-    Content, Conversation, MessageId, OlmMessageType, PeerAddress, PeerEnvelope, PeerPayload,
+    ChatContent, Content, Conversation, MessageId, OlmMessageType, PeerAddress, PeerEnvelope,
+    PeerPayload, RtcContent, SessionContent, VerificationContent,
 };
-use dopus_types::{Curve25519Key, DeviceId, Signature, Timestamp, UserId};
+use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Signature, Timestamp, UserId};
 use std::collections::{HashMap, HashSet};
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -77,7 +79,8 @@ struct Node {
     identity_pickle: String,
     key: [u8; 32],
     account: String,
-    sessions: Vec<SessionRecord>,
+    sessions: Vec<OlmSessionRecord>,
+    keys: HashMap<PeerAddress, DeviceKeys>,
     received: HashSet<MessageId>,
     addr: PeerAddress,
     rng: u64,
@@ -100,6 +103,7 @@ impl Node {
             key,
             account,
             sessions: Vec::new(),
+            keys: HashMap::new(),
             received: HashSet::new(),
             addr,
             rng: u64::from(seed) * 1000,
@@ -121,7 +125,7 @@ impl Node {
         .unwrap()
     }
 
-    fn save(&mut self, record: SessionRecord) {
+    fn save(&mut self, record: OlmSessionRecord) {
         self.sessions.retain(|r| r.session_id != record.session_id);
         self.sessions.push(record);
     }
@@ -143,6 +147,7 @@ impl Node {
             .start_session(now, &to.user, &to.device, &claimed)
             .unwrap();
         assert_eq!(started.certificate.user_id, to.user);
+        self.keys.insert(to.clone(), started.certificate.keys);
         self.save(started.session);
     }
 
@@ -170,6 +175,7 @@ impl Node {
             .seal(
                 now,
                 to,
+                &self.keys[to],
                 &self.sessions,
                 Draft {
                     id,
@@ -189,16 +195,17 @@ impl Node {
         self.send(
             now,
             to,
-            Content::Text {
+            Content::Chat(ChatContent::Text {
                 body: body.into(),
                 reply_to: None,
-            },
+            }),
         )
     }
 
     fn receive_full(&mut self, now: Timestamp, env: &PeerEnvelope) -> Result<Opened, OpenError> {
         let mut m = self.machine();
-        let opened = m.open(now, env, &self.sessions)?;
+        let opened = m.open(now, env, self.keys.get(&env.from), &self.sessions)?;
+        self.keys.insert(env.from.clone(), opened.peer_keys);
         self.save(opened.session.clone());
         if let Some(account) = &opened.account_pickle {
             self.account = account.clone();
@@ -214,7 +221,7 @@ impl Node {
 
 fn body(p: &PeerPayload) -> &str {
     match &p.content {
-        Content::Text { body, .. } => body,
+        Content::Chat(ChatContent::Text { body, .. }) => body,
         other => panic!("not text: {}", other.kind_name()),
     }
 }
@@ -498,14 +505,14 @@ fn a_peer_restored_from_an_old_copy_is_detected_and_recovered_with_a_new_session
     let reset = bob.send(
         t(33),
         &alice.addr,
-        Content::SessionReset {
+        Content::Session(SessionContent::SessionReset {
             failed: vec![lost.id],
-        },
+        }),
     );
     assert_eq!(reset.olm_type, OlmMessageType::PreKey);
     let opened = alice.receive_full(t(34), &reset).unwrap();
     assert!(opened.new_session);
-    let Content::SessionReset { failed } = opened.payload.content else {
+    let Content::Session(SessionContent::SessionReset { failed }) = opened.payload.content else {
         panic!("expected a session reset");
     };
     assert_eq!(failed, vec![lost.id]);
@@ -514,10 +521,10 @@ fn a_peer_restored_from_an_old_copy_is_detected_and_recovered_with_a_new_session
         t(35),
         &bob.addr,
         lost.id,
-        Content::Text {
+        Content::Chat(ChatContent::Text {
             body: "important".into(),
             reply_to: None,
-        },
+        }),
     );
     assert_eq!(body(&bob.receive(t(36), &resent).unwrap()), "important");
     // Both directions keep working on the new session.
@@ -603,6 +610,7 @@ fn the_fallback_key_is_used_when_one_time_keys_are_gone_then_rotated() {
     let s = dm
         .start_session(t(8), &bob.addr.user, &bob.addr.device, &stale)
         .unwrap();
+    dave.keys.insert(bob.addr.clone(), s.certificate.keys);
     dave.save(s.session);
     let late = dave.text(t(9), &bob.addr, "too late");
     let err = bob.receive(t(10), &late).unwrap_err();
@@ -676,31 +684,31 @@ fn every_content_kind_survives_seal_and_open() {
     alice.connect(&mut dir, &bob.addr, t(1));
     let target = alice.new_id(t(1));
     let contents = vec![
-        Content::Text {
+        Content::Chat(ChatContent::Text {
             body: "x".repeat(dopus_proto::peer::MAX_BODY_BYTES),
             reply_to: Some(target),
-        },
-        Content::Edit {
+        }),
+        Content::Chat(ChatContent::Edit {
             target,
             body: "edited".into(),
-        },
-        Content::Delete { target },
-        Content::Reaction {
+        }),
+        Content::Chat(ChatContent::Delete { target }),
+        Content::Chat(ChatContent::Reaction {
             target,
             emoji: "🎉".into(),
             action: dopus_proto::peer::ReactionAction::Add,
-        },
-        Content::Typing { active: true },
-        Content::Receipt {
+        }),
+        Content::Chat(ChatContent::Typing { active: true }),
+        Content::Chat(ChatContent::Receipt {
             receipt: dopus_proto::peer::ReceiptKind::Delivered,
             ids: vec![target],
-        },
-        Content::Rtc {
+        }),
+        Content::Rtc(RtcContent::Rtc {
             conn: "c1".into(),
             signal: dopus_proto::peer::RtcSignal::Offer {
                 sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n".into(),
             },
-        },
+        }),
     ];
     for (i, c) in contents.into_iter().enumerate() {
         let e = alice.send(t(10 + i as u64), &bob.addr, c.clone());
@@ -731,15 +739,19 @@ fn sas_verification_runs_over_the_encrypted_channel_and_safety_numbers_agree() {
     let them = |n: &Node, peer: &Node| SasParty {
         user: peer.addr.user,
         device: peer.addr.device.clone(),
-        keys: n.sessions[0].peer_keys,
+        keys: n.keys[&peer.addr],
     };
     let (a_me, a_them) = (me(&mut alice), them(&alice, &bob));
     let (b_me, b_them) = (me(&mut bob), them(&bob, &alice));
 
     let carry = |from: &mut Node, to: &mut Node, step: VerificationStep, at: u64| {
-        let env = from.send(t(at), &to.addr, Content::Verification { step });
+        let env = from.send(
+            t(at),
+            &to.addr,
+            Content::Verification(VerificationContent::Verification { step }),
+        );
         match to.receive(t(at), &env).unwrap().content {
-            Content::Verification { step } => step,
+            Content::Verification(VerificationContent::Verification { step }) => step,
             other => panic!("unexpected {}", other.kind_name()),
         }
     };
@@ -785,24 +797,32 @@ fn a_window_sealed_at_once_opens_in_order_and_the_session_carries_on() {
             id: alice.new_id(t(2 + i)),
             conversation: Conversation::Direct,
             sent_at: t(2 + i),
-            content: Content::Text {
+            content: Content::Chat(ChatContent::Text {
                 body: format!("w{i}"),
                 reply_to: None,
-            },
+            }),
         })
         .collect();
     let too_big = Draft {
         id: alice.new_id(t(9)),
         conversation: Conversation::Direct,
         sent_at: t(9),
-        content: Content::Text {
+        content: Content::Chat(ChatContent::Text {
             body: "x".repeat(dopus_proto::peer::MAX_BODY_BYTES + 1),
             reply_to: None,
-        },
+        }),
     };
     let mut all = drafts;
     all.insert(2, too_big);
-    let (envelopes, session) = m.seal_many(t(10), &bob.addr, &alice.sessions, all).unwrap();
+    let (envelopes, session) = m
+        .seal_many(
+            t(10),
+            &bob.addr,
+            &alice.keys[&bob.addr],
+            &alice.sessions,
+            all,
+        )
+        .unwrap();
     assert_eq!(envelopes.len(), 6);
     assert!(envelopes[2].is_err(), "a draft over a limit fails alone");
     alice.save(session);
@@ -836,25 +856,27 @@ fn a_stale_record_seals_from_its_own_state_not_the_machines_newer_one() {
         id,
         conversation: Conversation::Direct,
         sent_at: t(2),
-        content: Content::Text {
+        content: Content::Chat(ChatContent::Text {
             body: "same".into(),
             reply_to: None,
-        },
+        }),
     };
     let id = alice.new_id(t(2));
-    let first = m.seal(t(2), &bob.addr, &r0, draft(id)).unwrap();
+    let keys = alice.keys[&bob.addr];
+    let first = m.seal(t(2), &bob.addr, &keys, &r0, draft(id)).unwrap();
     // The advanced record, used once (the machine now holds the state after two messages).
     let second = m
         .seal(
             t(3),
             &bob.addr,
+            &keys,
             std::slice::from_ref(&first.session),
             draft(id),
         )
         .unwrap();
     assert_ne!(first.envelope.ciphertext, second.envelope.ciphertext);
     // The old record again, as after a commit that failed: the same state, the same bytes.
-    let again = m.seal(t(4), &bob.addr, &r0, draft(id)).unwrap();
+    let again = m.seal(t(4), &bob.addr, &keys, &r0, draft(id)).unwrap();
     assert_eq!(again.envelope.ciphertext, first.envelope.ciphertext);
     // And the record from that is as good as the first one's: it decrypts at bob in order.
     let wire = PeerEnvelope::from_json(&again.envelope.to_json().unwrap()).unwrap();

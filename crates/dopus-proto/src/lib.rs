@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod canonical;
 pub mod channel;
+pub mod content;
 pub mod peer;
 pub mod signaling;
 pub mod space;

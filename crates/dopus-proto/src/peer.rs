@@ -23,9 +23,13 @@
 //! Errors never echo the input: a peer's message text must not reach a log through an error.
 
 use crate::bundle::DeviceCertificate;
-use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, Ed25519Key, Timestamp, UserId};
+use dopus_types::{ChannelId, DeviceId, DeviceKeys, Ed25519Key, SpaceId, Timestamp, UserId};
+
+pub use crate::content::{
+    BulkContent, BulkItem, CancelCode, ChatContent, ContactContent, Content, ReactionAction,
+    ReceiptKind, RtcContent, RtcSignal, SessionContent, VerificationContent, VerificationStep,
+};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use uuid::Uuid;
@@ -371,263 +375,19 @@ pub struct RecipientBinding {
 pub enum Conversation {
     /// The 1:1 conversation between sender and recipient (also used by control messages).
     Direct,
-    /// A group channel, named by its id (1 to 64 characters from `[A-Za-z0-9_-]`).
-    Group {
-        /// The group channel's id.
-        id: String,
+    /// A channel of a space.
+    Channel {
+        /// The space.
+        space: SpaceId,
+        /// The channel.
+        channel: ChannelId,
     },
 }
 
-/// Whether a reaction is being added or taken back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReactionAction {
-    /// Add the reaction.
-    Add,
-    /// Remove it.
-    Remove,
-}
-
-/// Which receipt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReceiptKind {
-    /// The messages reached the recipient's store (the delivery ack).
-    Delivered,
-    /// The recipient has seen them (opt-in).
-    Read,
-}
-
-/// WebRTC signaling, carried inside Olm so the server can neither read nor swap the SDP (and
-/// with it the DTLS fingerprint).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RtcSignal {
-    /// An SDP offer.
-    Offer {
-        /// The SDP text.
-        sdp: String,
-    },
-    /// An SDP answer.
-    Answer {
-        /// The SDP text.
-        sdp: String,
-    },
-    /// A trickled ICE candidate.
-    Candidate {
-        /// The candidate line.
-        candidate: String,
-        /// The media stream id it belongs to.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        sdp_mid: Option<String>,
-        /// The m-line index it belongs to.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        sdp_m_line_index: Option<u16>,
-    },
-    /// No more candidates for this connection attempt.
-    EndOfCandidates,
-}
-
-/// Why a SAS verification was cancelled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CancelCode {
-    /// A user cancelled, or said the emoji do not match.
-    User,
-    /// The verification took too long.
-    Timeout,
-    /// A step arrived that does not fit the current state.
-    UnexpectedMessage,
-    /// The other side's key does not match its commitment.
-    MismatchedCommitment,
-    /// A MAC did not verify: a key was substituted.
-    KeyMismatch,
-    /// A step was malformed.
-    InvalidMessage,
-    /// The transaction is unknown.
-    UnknownTransaction,
-}
-
-/// One step of the SAS verification protocol (docs/e2e.md, "SAS verification").
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
-pub enum VerificationStep {
-    /// The initiator proposes a verification.
-    Start {
-        /// The transaction id, chosen by the initiator.
-        txn: String,
-    },
-    /// The responder accepts and commits to its SAS public key.
-    Accept {
-        /// The transaction id.
-        txn: String,
-        /// SHA-256 over the responder's SAS key and the transaction (docs/e2e.md).
-        commitment: Base64Bytes,
-    },
-    /// A side's ephemeral SAS public key.
-    Key {
-        /// The transaction id.
-        txn: String,
-        /// The ephemeral Curve25519 key.
-        key: Curve25519Key,
-    },
-    /// A side's MACs over its own keys, sent after its user confirmed the emoji.
-    Mac {
-        /// The transaction id.
-        txn: String,
-        /// Key id to MAC (base64) of that key.
-        macs: BTreeMap<String, Base64Bytes>,
-        /// MAC over the sorted, comma-joined key ids, so no key can be dropped.
-        keys: Base64Bytes,
-    },
-    /// A side checked the other side's MACs and is done.
-    Done {
-        /// The transaction id.
-        txn: String,
-    },
-    /// A side gives up.
-    Cancel {
-        /// The transaction id.
-        txn: String,
-        /// Why.
-        code: CancelCode,
-    },
-}
-
-impl VerificationStep {
-    /// The transaction this step belongs to.
-    pub fn txn(&self) -> &str {
-        match self {
-            VerificationStep::Start { txn }
-            | VerificationStep::Accept { txn, .. }
-            | VerificationStep::Key { txn, .. }
-            | VerificationStep::Mac { txn, .. }
-            | VerificationStep::Done { txn }
-            | VerificationStep::Cancel { txn, .. } => txn,
-        }
-    }
-}
-
-/// What a payload says.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Content {
-    /// A chat message.
-    Text {
-        /// The text.
-        body: String,
-        /// The message this one answers.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reply_to: Option<MessageId>,
-    },
-    /// A new text for one of the sender's earlier messages.
-    Edit {
-        /// The edited message.
-        target: MessageId,
-        /// Its new text.
-        body: String,
-    },
-    /// Deletes one of the sender's earlier messages.
-    Delete {
-        /// The deleted message.
-        target: MessageId,
-    },
-    /// Adds or removes a reaction.
-    Reaction {
-        /// The message reacted to.
-        target: MessageId,
-        /// The emoji.
-        emoji: String,
-        /// Add or remove.
-        action: ReactionAction,
-    },
-    /// The sender started or stopped typing (ephemeral, never stored).
-    Typing {
-        /// Typing now or not.
-        active: bool,
-    },
-    /// Delivery or read receipts.
-    Receipt {
-        /// Which receipt.
-        receipt: ReceiptKind,
-        /// The messages it covers (1 to [`MAX_IDS_PER_MESSAGE`]).
-        ids: Vec<MessageId>,
-    },
-    /// Asks to become contacts.
-    ContactRequest {
-        /// The name the sender suggests for themselves.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        name: Option<String>,
-        /// A short note.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        note: Option<String>,
-    },
-    /// Accepts a contact request.
-    ContactAccept {
-        /// The name the sender suggests for themselves.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        name: Option<String>,
-    },
-    /// Declines a contact request.
-    ContactDecline,
-    /// The sender could not decrypt these messages and started a fresh session with this one:
-    /// the receiver should re-send them (docs/e2e.md, "Recovery").
-    SessionReset {
-        /// The envelope ids that failed (may be empty).
-        failed: Vec<MessageId>,
-    },
-    /// WebRTC signaling for one connection attempt.
-    Rtc {
-        /// Identifies the connection attempt, so stale signals are ignored.
-        conn: String,
-        /// The signal.
-        signal: RtcSignal,
-    },
-    /// A SAS verification step.
-    Verification {
-        /// The step.
-        step: VerificationStep,
-    },
-    /// Several of the sender's messages sealed as one Olm message (docs/peer-protocol.md,
-    /// "Bulk payloads"): each item is taken in exactly as if it had come in an envelope of its
-    /// own, with the item's id as that envelope's id and this payload's sender and recipient.
-    /// Only sent over a direct channel to a peer whose hello said it reads them.
-    Bulk {
-        /// The messages, in the order the sender queued them (1 to [`MAX_BULK_ITEMS`], distinct
-        /// ids, chat kinds only: text, edit, delete, reaction).
-        items: Vec<BulkItem>,
-    },
-}
-
-/// One message of a [`Content::Bulk`]: what a payload of its own would say, less the bindings
-/// it shares with the bulk payload.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BulkItem {
-    /// The message's id (what the envelope's id would be; receipts and dedupe use it).
-    pub id: MessageId,
-    /// The conversation.
-    pub conversation: Conversation,
-    /// When the sender sent it (the sender's clock).
-    pub sent_at: Timestamp,
-    /// What it says.
-    pub content: Content,
-}
-
-impl BulkItem {
-    /// The payload this item stands for: `bulk`'s bindings, the item's own fields, and no
-    /// certificate (the bulk payload carried it if one was due).
-    pub fn to_payload(&self, bulk: &PeerPayload) -> PeerPayload {
-        PeerPayload {
-            version: bulk.version,
-            id: self.id,
-            sender: bulk.sender.clone(),
-            recipient: bulk.recipient.clone(),
-            certificate: None,
-            conversation: self.conversation.clone(),
-            sent_at: self.sent_at,
-            content: self.content.clone(),
-        }
+impl Conversation {
+    /// Checks the value (typed ids are checked when decoded; nothing else to check today).
+    pub fn validate(&self) -> Result<(), PeerError> {
+        Ok(())
     }
 }
 
@@ -655,7 +415,7 @@ pub struct PeerPayload {
     pub content: Content,
 }
 
-fn limit_str(field: &'static str, value: &str, limit: usize) -> Result<(), PeerError> {
+pub(crate) fn limit_str(field: &'static str, value: &str, limit: usize) -> Result<(), PeerError> {
     if value.len() > limit {
         Err(PeerError::FieldTooLong { field, limit })
     } else {
@@ -663,7 +423,7 @@ fn limit_str(field: &'static str, value: &str, limit: usize) -> Result<(), PeerE
     }
 }
 
-fn non_empty(field: &'static str, value: &str, limit: usize) -> Result<(), PeerError> {
+pub(crate) fn non_empty(field: &'static str, value: &str, limit: usize) -> Result<(), PeerError> {
     if value.is_empty() {
         return Err(PeerError::InvalidField { field });
     }
@@ -684,7 +444,7 @@ pub fn check_token(field: &'static str, value: &str) -> Result<(), PeerError> {
     }
 }
 
-fn limit_ids(field: &'static str, ids: &[MessageId]) -> Result<(), PeerError> {
+pub(crate) fn limit_ids(field: &'static str, ids: &[MessageId]) -> Result<(), PeerError> {
     if ids.len() > MAX_IDS_PER_MESSAGE {
         Err(PeerError::FieldTooLong {
             field,
@@ -692,138 +452,6 @@ fn limit_ids(field: &'static str, ids: &[MessageId]) -> Result<(), PeerError> {
         })
     } else {
         Ok(())
-    }
-}
-
-impl VerificationStep {
-    fn validate(&self) -> Result<(), PeerError> {
-        check_token("txn", self.txn())?;
-        match self {
-            VerificationStep::Accept { commitment, .. } if commitment.0.len() != 32 => {
-                Err(PeerError::InvalidField {
-                    field: "commitment",
-                })
-            }
-            VerificationStep::Mac { macs, keys, .. } => {
-                if macs.is_empty() || macs.len() > MAX_SAS_MACS {
-                    return Err(PeerError::FieldTooLong {
-                        field: "macs",
-                        limit: MAX_SAS_MACS,
-                    });
-                }
-                for (id, mac) in macs {
-                    limit_str("macs", id, MAX_TOKEN_BYTES * 2)?;
-                    if mac.0.len() != 32 {
-                        return Err(PeerError::InvalidField { field: "macs" });
-                    }
-                }
-                if keys.0.len() != 32 {
-                    return Err(PeerError::InvalidField { field: "keys" });
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-impl Content {
-    /// Checks the documented limits.
-    pub fn validate(&self) -> Result<(), PeerError> {
-        match self {
-            Content::Text { body, .. } | Content::Edit { body, .. } => {
-                limit_str("body", body, MAX_BODY_BYTES)
-            }
-            Content::Reaction { emoji, .. } => non_empty("emoji", emoji, MAX_EMOJI_BYTES),
-            Content::Receipt { ids, .. } => {
-                if ids.is_empty() {
-                    return Err(PeerError::InvalidField { field: "ids" });
-                }
-                limit_ids("ids", ids)
-            }
-            Content::ContactRequest { name, note } => {
-                limit_str("name", name.as_deref().unwrap_or(""), MAX_NAME_BYTES)?;
-                limit_str("note", note.as_deref().unwrap_or(""), MAX_NOTE_BYTES)
-            }
-            Content::ContactAccept { name } => {
-                limit_str("name", name.as_deref().unwrap_or(""), MAX_NAME_BYTES)
-            }
-            Content::SessionReset { failed } => limit_ids("failed", failed),
-            Content::Rtc { conn, signal } => {
-                check_token("conn", conn)?;
-                match signal {
-                    RtcSignal::Offer { sdp } | RtcSignal::Answer { sdp } => {
-                        non_empty("sdp", sdp, MAX_SDP_BYTES)
-                    }
-                    RtcSignal::Candidate {
-                        candidate, sdp_mid, ..
-                    } => {
-                        limit_str("candidate", candidate, MAX_CANDIDATE_BYTES)?;
-                        limit_str(
-                            "sdp_mid",
-                            sdp_mid.as_deref().unwrap_or(""),
-                            MAX_CANDIDATE_BYTES,
-                        )
-                    }
-                    RtcSignal::EndOfCandidates => Ok(()),
-                }
-            }
-            Content::Verification { step } => step.validate(),
-            Content::Bulk { items } => {
-                if items.is_empty() {
-                    return Err(PeerError::InvalidField { field: "items" });
-                }
-                if items.len() > MAX_BULK_ITEMS {
-                    return Err(PeerError::FieldTooLong {
-                        field: "items",
-                        limit: MAX_BULK_ITEMS,
-                    });
-                }
-                let mut ids = std::collections::HashSet::with_capacity(items.len());
-                for item in items {
-                    if !item.content.bulk_item_kind() || !ids.insert(item.id) {
-                        return Err(PeerError::InvalidField { field: "items" });
-                    }
-                    if let Conversation::Group { id } = &item.conversation {
-                        check_token("conversation", id)?;
-                    }
-                    item.content.validate()?;
-                }
-                Ok(())
-            }
-            Content::Delete { .. } | Content::Typing { .. } | Content::ContactDecline => Ok(()),
-        }
-    }
-
-    /// Whether this kind may travel inside a [`Content::Bulk`]: the chat kinds a sender queues
-    /// in its outbox (not receipts or typing, which are never queued, nor control messages).
-    pub fn bulk_item_kind(&self) -> bool {
-        matches!(
-            self,
-            Content::Text { .. }
-                | Content::Edit { .. }
-                | Content::Delete { .. }
-                | Content::Reaction { .. }
-        )
-    }
-
-    /// A short name of the kind, safe to log.
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            Content::Text { .. } => "text",
-            Content::Edit { .. } => "edit",
-            Content::Delete { .. } => "delete",
-            Content::Reaction { .. } => "reaction",
-            Content::Typing { .. } => "typing",
-            Content::Receipt { .. } => "receipt",
-            Content::ContactRequest { .. } => "contact_request",
-            Content::ContactAccept { .. } => "contact_accept",
-            Content::ContactDecline => "contact_decline",
-            Content::SessionReset { .. } => "session_reset",
-            Content::Rtc { .. } => "rtc",
-            Content::Verification { .. } => "verification",
-            Content::Bulk { .. } => "bulk",
-        }
     }
 }
 
@@ -836,9 +464,7 @@ impl PeerPayload {
                 version: self.version,
             });
         }
-        if let Conversation::Group { id } = &self.conversation {
-            check_token("conversation", id)?;
-        }
+        self.conversation.validate()?;
         self.content.validate()
     }
 
@@ -865,8 +491,10 @@ impl PeerPayload {
 mod tests {
     use super::*;
     use crate::bundle::test_support;
+    use dopus_types::Curve25519Key;
     use ed25519_dalek::{Signer, SigningKey};
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     fn ed(seed: u8) -> Ed25519Key {
         Ed25519Key::from_bytes(
@@ -943,94 +571,97 @@ mod tests {
 
     fn every_content() -> Vec<Content> {
         vec![
-            Content::Text {
+            Content::Chat(ChatContent::Text {
                 body: "hello".into(),
                 reply_to: Some(id(2)),
-            },
-            Content::Edit {
+            }),
+            Content::Chat(ChatContent::Edit {
                 target: id(2),
                 body: "hello!".into(),
-            },
-            Content::Delete { target: id(2) },
-            Content::Reaction {
+            }),
+            Content::Chat(ChatContent::Delete { target: id(2) }),
+            Content::Chat(ChatContent::Reaction {
                 target: id(2),
                 emoji: "👍".into(),
                 action: ReactionAction::Add,
-            },
-            Content::Typing { active: true },
-            Content::Receipt {
+            }),
+            Content::Chat(ChatContent::Typing { active: true }),
+            Content::Chat(ChatContent::Receipt {
                 receipt: ReceiptKind::Read,
                 ids: vec![id(2), id(3)],
-            },
-            Content::ContactRequest {
+            }),
+            Content::Contact(ContactContent::ContactRequest {
                 name: Some("Alice".into()),
                 note: None,
-            },
-            Content::ContactAccept { name: None },
-            Content::ContactDecline,
-            Content::SessionReset {
+            }),
+            Content::Contact(ContactContent::ContactAccept { name: None }),
+            Content::Contact(ContactContent::ContactDecline),
+            Content::Session(SessionContent::SessionReset {
                 failed: vec![id(4)],
-            },
-            Content::Rtc {
+            }),
+            Content::Rtc(RtcContent::Rtc {
                 conn: "c1".into(),
                 signal: RtcSignal::Offer {
                     sdp: "v=0\r\n".into(),
                 },
-            },
-            Content::Rtc {
+            }),
+            Content::Rtc(RtcContent::Rtc {
                 conn: "c1".into(),
                 signal: RtcSignal::Candidate {
                     candidate: "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host".into(),
                     sdp_mid: Some("0".into()),
                     sdp_m_line_index: Some(0),
                 },
-            },
-            Content::Rtc {
+            }),
+            Content::Rtc(RtcContent::Rtc {
                 conn: "c1".into(),
                 signal: RtcSignal::EndOfCandidates,
-            },
-            Content::Verification {
+            }),
+            Content::Verification(VerificationContent::Verification {
                 step: VerificationStep::Accept {
                     txn: "t1".into(),
                     commitment: Base64Bytes(vec![7; 32]),
                 },
-            },
-            Content::Verification {
+            }),
+            Content::Verification(VerificationContent::Verification {
                 step: VerificationStep::Mac {
                     txn: "t1".into(),
                     macs: BTreeMap::from([("identity".to_owned(), Base64Bytes(vec![9; 32]))]),
                     keys: Base64Bytes(vec![8; 32]),
                 },
-            },
-            Content::Verification {
+            }),
+            Content::Verification(VerificationContent::Verification {
                 step: VerificationStep::Cancel {
                     txn: "t1".into(),
                     code: CancelCode::KeyMismatch,
                 },
-            },
-            Content::Bulk {
+            }),
+            Content::Bulk(BulkContent::Bulk {
                 items: vec![
                     bulk_item(
                         3,
-                        Content::Text {
+                        Content::Chat(ChatContent::Text {
                             body: "one".into(),
                             reply_to: None,
-                        },
+                        }),
                     ),
                     bulk_item(
                         4,
-                        Content::Reaction {
+                        Content::Chat(ChatContent::Reaction {
                             target: id(3),
                             emoji: "👍".into(),
                             action: ReactionAction::Add,
-                        },
+                        }),
                     ),
                 ],
-            },
+            }),
         ]
     }
 
     fn bulk_item(n: u8, content: Content) -> BulkItem {
+        let Content::Chat(content) = content else {
+            panic!("bulk items hold chat contents")
+        };
         BulkItem {
             id: id(n),
             conversation: Conversation::Direct,
@@ -1044,43 +675,43 @@ mod tests {
         let text = |n: u8| {
             bulk_item(
                 n,
-                Content::Text {
+                Content::Chat(ChatContent::Text {
                     body: format!("m{n}"),
                     reply_to: None,
-                },
+                }),
             )
         };
-        let bulk = |items: Vec<BulkItem>| payload(Content::Bulk { items }, false);
+        let bulk =
+            |items: Vec<BulkItem>| payload(Content::Bulk(BulkContent::Bulk { items }), false);
         assert!(bulk(vec![text(1), text(2)]).to_json().is_ok());
         let refused = [
             bulk(vec![]),
             bulk(vec![text(1), text(1)]),
             bulk((0..=MAX_BULK_ITEMS as u8).map(text).collect()),
-            bulk(vec![bulk_item(1, Content::Typing { active: true })]),
             bulk(vec![bulk_item(
                 1,
-                Content::Receipt {
+                Content::Chat(ChatContent::Typing { active: true }),
+            )]),
+            bulk(vec![bulk_item(
+                1,
+                Content::Chat(ChatContent::Receipt {
                     receipt: ReceiptKind::Delivered,
                     ids: vec![id(2)],
-                },
+                }),
             )]),
             bulk(vec![bulk_item(
                 1,
-                Content::Bulk {
-                    items: vec![text(2)],
-                },
-            )]),
-            bulk(vec![bulk_item(
-                1,
-                Content::Text {
+                Content::Chat(ChatContent::Text {
                     body: "x".repeat(MAX_BODY_BYTES + 1),
                     reply_to: None,
-                },
+                }),
             )]),
         ];
         for p in refused {
             let kinds: Vec<_> = match &p.content {
-                Content::Bulk { items } => items.iter().map(|i| i.content.kind_name()).collect(),
+                Content::Bulk(BulkContent::Bulk { items }) => {
+                    items.iter().map(|i| i.content.kind_name()).collect()
+                }
                 _ => unreachable!(),
             };
             assert!(p.to_json().is_err(), "accepted a bulk of {kinds:?}");
@@ -1088,21 +719,29 @@ mod tests {
             let bytes = serde_json::to_vec(&p).unwrap();
             assert!(PeerPayload::from_json(&bytes).is_err());
         }
+        // A bulk nested in a bulk cannot be built, and is refused when a peer sends one.
+        let mut v = serde_json::to_value(bulk(vec![text(1)])).unwrap();
+        let nested = serde_json::to_value(BulkContent::Bulk {
+            items: vec![text(2)],
+        })
+        .unwrap();
+        v["content"]["items"][0]["content"] = nested;
+        assert!(PeerPayload::from_json(&serde_json::to_vec(&v).unwrap()).is_err());
     }
 
     #[test]
     fn a_bulk_item_stands_for_a_payload_of_its_own() {
-        let item = bulk_item(7, Content::Delete { target: id(3) });
+        let item = bulk_item(7, Content::Chat(ChatContent::Delete { target: id(3) }));
         let bulk = payload(
-            Content::Bulk {
+            Content::Bulk(BulkContent::Bulk {
                 items: vec![item.clone()],
-            },
+            }),
             true,
         );
         let inner = item.to_payload(&bulk);
         assert_eq!(inner.id, item.id);
         assert_eq!(inner.sent_at, item.sent_at);
-        assert_eq!(inner.content, item.content);
+        assert_eq!(inner.content, Content::Chat(item.content.clone()));
         assert_eq!(inner.sender, bulk.sender);
         assert_eq!(inner.recipient, bulk.recipient);
         assert_eq!(inner.certificate, None);
@@ -1118,10 +757,10 @@ mod tests {
     #[test]
     fn payload_wire_format_snapshot() {
         insta::assert_json_snapshot!(payload(
-            Content::Text {
+            Content::Chat(ChatContent::Text {
                 body: "hi".into(),
                 reply_to: None
-            },
+            }),
             true
         ));
     }
@@ -1173,7 +812,7 @@ mod tests {
                 version: 2
             })
         );
-        let p = payload(Content::Typing { active: false }, false);
+        let p = payload(Content::Chat(ChatContent::Typing { active: false }), false);
         let mut v = serde_json::to_value(&p).unwrap();
         v["content"]["extra"] = 1.into();
         assert!(matches!(
@@ -1186,10 +825,10 @@ mod tests {
     fn limits_are_enforced_on_decode() {
         let long = "x".repeat(MAX_BODY_BYTES + 1);
         let p = payload(
-            Content::Text {
+            Content::Chat(ChatContent::Text {
                 body: long.clone(),
                 reply_to: None,
-            },
+            }),
             false,
         );
         assert_eq!(
@@ -1214,10 +853,10 @@ mod tests {
             Err(PeerError::TooLarge { .. })
         ));
         let p = payload(
-            Content::Receipt {
+            Content::Chat(ChatContent::Receipt {
                 receipt: ReceiptKind::Delivered,
                 ids: vec![id(1); MAX_IDS_PER_MESSAGE + 1],
-            },
+            }),
             false,
         );
         assert!(matches!(
@@ -1225,27 +864,25 @@ mod tests {
             Err(PeerError::FieldTooLong { field: "ids", .. })
         ));
         let p = payload(
-            Content::Reaction {
+            Content::Chat(ChatContent::Reaction {
                 target: id(1),
                 emoji: String::new(),
                 action: ReactionAction::Remove,
-            },
+            }),
             false,
         );
         assert_eq!(
             p.validate(),
             Err(PeerError::InvalidField { field: "emoji" })
         );
-        let mut p = payload(Content::Typing { active: true }, false);
-        p.conversation = Conversation::Group {
-            id: "../etc".into(),
-        };
-        assert_eq!(
-            p.validate(),
-            Err(PeerError::InvalidField {
-                field: "conversation"
-            })
-        );
+        let p = payload(Content::Chat(ChatContent::Typing { active: true }), false);
+        let mut v = serde_json::to_value(&p).unwrap();
+        v["conversation"] =
+            serde_json::json!({ "type": "channel", "space": "../etc", "channel": "x" });
+        assert!(matches!(
+            PeerPayload::from_json(&serde_json::to_vec(&v).unwrap()),
+            Err(PeerError::Malformed { .. })
+        ));
         let mut e = envelope();
         e.ciphertext = Base64Bytes(vec![0; MAX_CIPHERTEXT_BYTES + 1]);
         assert!(matches!(e.to_json(), Err(PeerError::TooLarge { .. })));
@@ -1259,10 +896,10 @@ mod tests {
     #[test]
     fn errors_never_echo_the_input() {
         let p = payload(
-            Content::Text {
+            Content::Chat(ChatContent::Text {
                 body: "secret words".into(),
                 reply_to: None,
-            },
+            }),
             false,
         );
         let mut v = serde_json::to_value(&p).unwrap();
@@ -1317,11 +954,12 @@ mod tests {
     fn arb_content() -> impl Strategy<Value = Content> {
         prop_oneof![
             (arb_text(), proptest::option::of(arb_id()))
-                .prop_map(|(body, reply_to)| Content::Text { body, reply_to }),
-            (arb_id(), arb_text()).prop_map(|(target, body)| Content::Edit { target, body }),
-            arb_id().prop_map(|target| Content::Delete { target }),
+                .prop_map(|(body, reply_to)| Content::Chat(ChatContent::Text { body, reply_to })),
+            (arb_id(), arb_text())
+                .prop_map(|(target, body)| Content::Chat(ChatContent::Edit { target, body })),
+            arb_id().prop_map(|target| Content::Chat(ChatContent::Delete { target })),
             (arb_id(), "[^\\x00]{1,8}", any::<bool>()).prop_map(|(target, emoji, add)| {
-                Content::Reaction {
+                Content::Chat(ChatContent::Reaction {
                     target,
                     emoji,
                     action: if add {
@@ -1329,55 +967,62 @@ mod tests {
                     } else {
                         ReactionAction::Remove
                     },
-                }
+                })
             }),
-            any::<bool>().prop_map(|active| Content::Typing { active }),
+            any::<bool>().prop_map(|active| Content::Chat(ChatContent::Typing { active })),
             (any::<bool>(), proptest::collection::vec(arb_id(), 1..8)).prop_map(|(r, ids)| {
-                Content::Receipt {
+                Content::Chat(ChatContent::Receipt {
                     receipt: if r {
                         ReceiptKind::Read
                     } else {
                         ReceiptKind::Delivered
                     },
                     ids,
-                }
+                })
             }),
             (
                 proptest::option::of(arb_name()),
                 proptest::option::of(arb_text())
             )
-                .prop_map(|(name, note)| Content::ContactRequest { name, note }),
-            Just(Content::ContactDecline),
+                .prop_map(|(name, note)| Content::Contact(
+                    ContactContent::ContactRequest { name, note }
+                )),
+            Just(Content::Contact(ContactContent::ContactDecline)),
             proptest::collection::vec(arb_id(), 0..4)
-                .prop_map(|failed| Content::SessionReset { failed }),
+                .prop_map(|failed| Content::Session(SessionContent::SessionReset { failed })),
             (arb_token(), arb_text(), proptest::option::of(any::<u16>())).prop_map(
-                |(conn, candidate, idx)| Content::Rtc {
+                |(conn, candidate, idx)| Content::Rtc(RtcContent::Rtc {
                     conn,
                     signal: RtcSignal::Candidate {
                         candidate,
                         sdp_mid: None,
                         sdp_m_line_index: idx,
                     }
-                }
+                })
             ),
-            (arb_token(), any::<[u8; 32]>()).prop_map(|(txn, k)| Content::Verification {
-                step: VerificationStep::Key {
-                    txn,
-                    key: Curve25519Key::from_bytes(k),
+            (arb_token(), any::<[u8; 32]>()).prop_map(|(txn, k)| Content::Verification(
+                VerificationContent::Verification {
+                    step: VerificationStep::Key {
+                        txn,
+                        key: Curve25519Key::from_bytes(k),
+                    }
                 }
-            }),
+            )),
         ]
     }
 
     proptest! {
         #[test]
         fn payloads_round_trip(content in arb_content(), id in arb_id(), sent in any::<u64>(),
-                               group in proptest::option::of(arb_token()), with_cert in any::<bool>()) {
+                               channel in proptest::option::of((any::<[u8; 32]>(), any::<[u8; 16]>())), with_cert in any::<bool>()) {
             let mut p = payload(content, with_cert);
             p.id = id;
             p.sent_at = Timestamp(sent);
-            if let Some(g) = group {
-                p.conversation = Conversation::Group { id: g };
+            if let Some((space, channel)) = channel {
+                p.conversation = Conversation::Channel {
+                    space: SpaceId::from_bytes(space),
+                    channel: ChannelId::from_bytes(channel),
+                };
             }
             let back = PeerPayload::from_json(&p.to_json().unwrap()).unwrap();
             prop_assert_eq!(back, p);
@@ -1407,10 +1052,10 @@ mod tests {
                     id,
                     conversation: Conversation::Direct,
                     sent_at: Timestamp(sent),
-                    content: Content::Text { body, reply_to: None },
+                    content: ChatContent::Text { body, reply_to: None },
                 })
                 .collect();
-            let p = payload(Content::Bulk { items }, false);
+            let p = payload(Content::Bulk(BulkContent::Bulk { items }), false);
             let back = PeerPayload::from_json(&p.to_json().unwrap()).unwrap();
             prop_assert_eq!(back, p);
         }

@@ -407,36 +407,67 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
                 .execute(params![kind, key, seq_int(up_to)])?,
             )
         }
-        Change::OutboxEnqueue(e) => changed(
+        Change::OutboxEnqueue(item) => {
             tx.prepare_cached(
-                "INSERT INTO outbox (envelope_id, peer_user, peer_device, bytes, created_at, \
-                 attempts, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                "INSERT INTO outbox_items (envelope_id, bytes, created_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (envelope_id) DO NOTHING",
             )?
-            .execute(params![
-                uuid(&e.id.0),
-                user(&e.peer_user),
-                e.peer_device.as_ref().map(|d| d.as_str()),
-                e.bytes,
-                ts(e.created_at)?,
-                e.attempts,
-                ts(e.next_attempt_at)?,
-            ])?,
-        ),
+            .execute(params![uuid(&item.id.0), item.bytes, ts(item.created_at)?])?;
+            let mut rows = 0;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO outbox (item, envelope_id, peer_user, peer_device, attempts, \
+                 next_attempt_at) \
+                 SELECT id, envelope_id, ?2, ?3, 0, ?4 FROM outbox_items WHERE envelope_id = ?1 \
+                 ON CONFLICT (envelope_id, peer_user) DO NOTHING",
+            )?;
+            for r in &item.recipients {
+                rows += insert.execute(params![
+                    uuid(&item.id.0),
+                    user(&r.user),
+                    r.device.as_ref().map(|d| d.as_str()),
+                    ts(item.next_attempt_at)?,
+                ])?;
+            }
+            changed(rows)
+        }
         Change::OutboxReschedule {
             id,
+            peer,
             attempts,
             next_attempt_at,
         } => changed(
             tx.prepare_cached(
-                "UPDATE outbox SET attempts = ?2, next_attempt_at = ?3 WHERE envelope_id = ?1",
+                "UPDATE outbox SET attempts = ?3, next_attempt_at = ?4 \
+                 WHERE envelope_id = ?1 AND peer_user = ?2",
             )?
-            .execute(params![uuid(&id.0), attempts, ts(next_attempt_at)?])?,
+            .execute(params![
+                uuid(&id.0),
+                user(&peer),
+                attempts,
+                ts(next_attempt_at)?
+            ])?,
         ),
-        Change::OutboxRemove(id) => changed(
-            tx.prepare_cached("DELETE FROM outbox WHERE envelope_id = ?1")?
-                .execute([uuid(&id.0)])?,
-        ),
+        Change::OutboxAck { id, peer } => {
+            let rows = tx
+                .prepare_cached("DELETE FROM outbox WHERE envelope_id = ?1 AND peer_user = ?2")?
+                .execute(params![uuid(&id.0), user(&peer)])?;
+            if rows > 0 {
+                tx.prepare_cached(
+                    "DELETE FROM outbox_items WHERE envelope_id = ?1 \
+                     AND NOT EXISTS (SELECT 1 FROM outbox WHERE envelope_id = ?1)",
+                )?
+                .execute([uuid(&id.0)])?;
+            }
+            changed(rows)
+        }
+        Change::OutboxRemove(id) => {
+            let rows = tx
+                .prepare_cached("DELETE FROM outbox WHERE envelope_id = ?1")?
+                .execute([uuid(&id.0)])?;
+            tx.prepare_cached("DELETE FROM outbox_items WHERE envelope_id = ?1")?
+                .execute([uuid(&id.0)])?;
+            changed(rows)
+        }
         Change::MarkProcessed { id, received_at } => changed(
             tx.prepare_cached(
                 "INSERT INTO processed_envelopes (envelope_id, received_at) VALUES (?1, ?2) \

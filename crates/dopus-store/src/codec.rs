@@ -221,8 +221,10 @@ pub(crate) fn olm_session(row: &Row<'_>) -> DbResult<OlmSessionRecord> {
     })
 }
 
-pub(crate) const OUTBOX_COLUMNS: &str =
-    "envelope_id, peer_user, peer_device, bytes, created_at, attempts, next_attempt_at";
+/// The columns of an outbox entry: a delivery (`o`, the `outbox` table) joined with its item
+/// (`i`, `outbox_items`).
+pub(crate) const OUTBOX_COLUMNS: &str = "o.envelope_id, o.peer_user, o.peer_device, i.bytes, \
+     i.created_at, o.attempts, o.next_attempt_at";
 
 pub(crate) fn outbox_entry(row: &Row<'_>) -> DbResult<OutboxEntry> {
     Ok(OutboxEntry {

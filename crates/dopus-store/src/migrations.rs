@@ -43,6 +43,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "transfers",
         sql: include_str!("../migrations/005_transfers.sql"),
     },
+    Migration {
+        version: 6,
+        name: "outbox_audience",
+        sql: include_str!("../migrations/006_outbox_audience.sql"),
+    },
 ];
 
 /// The schema version this build writes and the newest it reads.

@@ -487,7 +487,10 @@ pub(crate) fn space_ops(conn: &Connection, space: &SpaceId) -> DbResult<Vec<Spac
 
 /// `?1` peer, `?2` limit.
 pub(crate) fn outbox_for_peer_sql() -> String {
-    format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE peer_user = ?1 ORDER BY pos LIMIT +?2")
+    format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox o JOIN outbox_items i ON i.id = o.item \
+         WHERE o.peer_user = ?1 ORDER BY o.pos LIMIT +?2"
+    )
 }
 
 pub(crate) fn outbox_for_peer(
@@ -511,9 +514,10 @@ pub(crate) mod outbox_sql {
     /// ?2 now, ?3 limit.
     pub(crate) fn due_for_peer() -> String {
         format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox INDEXED BY outbox_by_peer_due \
-             WHERE peer_user = ?1 AND next_attempt_at <= ?2 \
-             ORDER BY next_attempt_at, pos LIMIT +?3"
+            "SELECT {OUTBOX_COLUMNS} FROM outbox o INDEXED BY outbox_by_peer_due \
+             JOIN outbox_items i ON i.id = o.item \
+             WHERE o.peer_user = ?1 AND o.next_attempt_at <= ?2 \
+             ORDER BY o.next_attempt_at, o.pos LIMIT +?3"
         )
     }
 

@@ -5,6 +5,7 @@ use super::*;
 use crate::identity::Identity;
 use crate::identity::test_support::SeededRandom;
 use dopus_proto::bundle::BUNDLE_VERSION;
+use dopus_proto::peer::ChatContent;
 use dopus_types::Curve25519Key;
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -12,7 +13,8 @@ const T0: Timestamp = Timestamp(1_700_000_000_000);
 struct Peer {
     identity: Identity,
     machine: OlmMachine,
-    sessions: Vec<SessionRecord>,
+    sessions: Vec<OlmSessionRecord>,
+    keys: std::collections::HashMap<PeerAddress, DeviceKeys>,
 }
 
 fn peer(seed: u8) -> Peer {
@@ -27,6 +29,7 @@ fn peer(seed: u8) -> Peer {
         identity,
         machine,
         sessions: Vec::new(),
+        keys: std::collections::HashMap::new(),
     }
 }
 
@@ -54,7 +57,7 @@ impl Peer {
         up.bundle
     }
 
-    fn save(&mut self, record: SessionRecord) {
+    fn save(&mut self, record: OlmSessionRecord) {
         self.sessions.retain(|r| r.session_id != record.session_id);
         self.sessions.push(record);
     }
@@ -65,13 +68,14 @@ impl Peer {
             .seal(
                 T0.plus_millis(u64::from(n)),
                 to,
+                &self.keys[to],
                 &self.sessions,
                 draft(
                     n,
-                    Content::Text {
+                    Content::Chat(ChatContent::Text {
                         body: body.into(),
                         reply_to: None,
-                    },
+                    }),
                 ),
             )
             .unwrap();
@@ -80,9 +84,13 @@ impl Peer {
     }
 
     fn open(&mut self, env: &PeerEnvelope) -> Result<Opened, OpenError> {
-        let opened = self
-            .machine
-            .open(T0.plus_millis(500), env, &self.sessions)?;
+        let opened = self.machine.open(
+            T0.plus_millis(500),
+            env,
+            self.keys.get(&env.from),
+            &self.sessions,
+        )?;
+        self.keys.insert(env.from.clone(), opened.peer_keys);
         self.save(opened.session.clone());
         Ok(opened)
     }
@@ -96,7 +104,7 @@ impl Peer {
             .encrypt(serde_json::to_vec(payload).unwrap())
             .unwrap();
         let (n, bytes) = message.to_parts();
-        let record = SessionRecord {
+        let record = OlmSessionRecord {
             pickle: self.machine.pickle_session(session),
             ..record
         };
@@ -128,7 +136,7 @@ impl Peer {
             certificate: pre_key.then(|| self.machine.device().certificate().unwrap().clone()),
             conversation: Conversation::Direct,
             sent_at: T0,
-            content: Content::Typing { active: true },
+            content: Content::Chat(ChatContent::Typing { active: true }),
         }
     }
 }
@@ -155,6 +163,7 @@ fn connected(a: u8, b: u8) -> (Peer, Peer) {
             &claimed(&bundle, Some(0)),
         )
         .unwrap();
+    alice.keys.insert(bob.addr(), started.certificate.keys);
     alice.save(started.session);
     (alice, bob)
 }
@@ -333,8 +342,9 @@ fn sealing_needs_a_session_and_a_certificate() {
         .seal(
             T0,
             &bob.addr(),
+            &bob.machine.device().keys(),
             &[],
-            draft(1, Content::Typing { active: true }),
+            draft(1, Content::Chat(ChatContent::Typing { active: true })),
         )
         .unwrap_err();
     assert_eq!(err, SealError::NoSession);
@@ -349,8 +359,9 @@ fn sealing_needs_a_session_and_a_certificate() {
         .seal(
             T0,
             &bob.addr(),
+            &bob.machine.device().keys(),
             &[],
-            draft(1, Content::Typing { active: true }),
+            draft(1, Content::Chat(ChatContent::Typing { active: true })),
         )
         .unwrap_err();
     assert_eq!(err, SealError::Uncertified);
@@ -480,7 +491,7 @@ fn failure_classes_map_to_recovery() {
 fn debug_output_hides_pickles() {
     let (alice, _bob) = connected(16, 17);
     let shown = format!("{:?}", alice.sessions[0]);
-    assert!(!shown.contains(&alice.sessions[0].pickle));
+    assert!(!shown.contains(alice.sessions[0].pickle.as_str()));
     let shown = format!("{:?}", alice.machine);
     assert!(shown.contains("OlmMachine"));
 }
@@ -492,8 +503,18 @@ impl Peer {
         let answers = envs
             .iter()
             .map(|env| {
-                self.machine
-                    .open_in_burst(&mut burst, T0.plus_millis(500), env, &self.sessions)
+                let keys = self.keys.get(&env.from).copied();
+                let opened = self.machine.open_in_burst(
+                    &mut burst,
+                    T0.plus_millis(500),
+                    env,
+                    keys.as_ref(),
+                    &self.sessions,
+                );
+                if let Ok(o) = &opened {
+                    self.keys.insert(env.from.clone(), o.peer_keys);
+                }
+                opened
             })
             .collect();
         for record in self.machine.finish_burst(burst) {
@@ -575,7 +596,7 @@ fn a_dropped_burst_changes_nothing_stored() {
     let e2 = alice.text(2, &bob_addr, "two");
     let mut burst = Burst::default();
     bob.machine
-        .open_in_burst(&mut burst, T0, &e2, &bob.sessions)
+        .open_in_burst(&mut burst, T0, &e2, bob.keys.get(&e2.from), &bob.sessions)
         .unwrap();
     drop(burst);
     // As if the burst never happened: e2 opens again from the stored record.

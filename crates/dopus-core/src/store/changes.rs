@@ -9,7 +9,7 @@
 use super::records::{
     AccountRecord, ChannelId, Contact, ConversationId, DeliveryState, EnvelopeId, FileTransfer,
     MegolmInboundRecord, MegolmOutboundRecord, MegolmWaitingRecord, MessageId, NewMessage,
-    OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, Seq, SpaceOpRecord,
+    OlmSessionRecord, OutboxItem, PeerDevice, Pickle, Seq, SpaceOpRecord,
 };
 use super::records::{TransferId, TransferReason, TransferState};
 use dopus_proto::transfer::GroupSet;
@@ -102,17 +102,27 @@ pub enum Change {
         up_to: Seq,
     },
     /// Queues an envelope; an id already queued is a no-op.
-    OutboxEnqueue(OutboxEntry),
-    /// Records a failed attempt and when to try next.
+    OutboxEnqueue(OutboxItem),
+    /// Records an attempt to reach one recipient and when to try next.
     OutboxReschedule {
         /// The envelope.
         id: EnvelopeId,
+        /// The recipient.
+        peer: UserId,
         /// Attempts so far.
         attempts: u32,
         /// Not before this time.
         next_attempt_at: Timestamp,
     },
-    /// Removes an envelope (acked, or given up).
+    /// One recipient acknowledged the envelope: it is no longer sent to them (and the item
+    /// goes once no recipient is left).
+    OutboxAck {
+        /// The envelope.
+        id: EnvelopeId,
+        /// The recipient whose receipt named it.
+        peer: UserId,
+    },
+    /// Removes an envelope for every recipient (given up, or unreadable).
     OutboxRemove(EnvelopeId),
     /// Remembers an inbound envelope id so a replay is dropped.
     MarkProcessed {

@@ -48,6 +48,7 @@ macro_rules! store_conformance_tests {
             megolm_sessions,
             megolm_replays_and_waiting,
             outbox_fifo_per_peer,
+            outbox_audience,
             processed_ids,
             transfers,
             space_ops,
@@ -178,6 +179,20 @@ fn outbox(n: u128, peer: u8, due: u64) -> OutboxEntry {
     }
 }
 
+/// Queues `entry` as an item with its one recipient.
+fn enqueue(entry: OutboxEntry) -> Change {
+    Change::OutboxEnqueue(OutboxItem {
+        id: entry.id,
+        bytes: entry.bytes,
+        created_at: entry.created_at,
+        recipients: vec![OutboxRecipient {
+            user: entry.peer_user,
+            device: entry.peer_device,
+        }],
+        next_attempt_at: entry.next_attempt_at,
+    })
+}
+
 fn search<S: Store>(store: &S, text: &str) -> Vec<MessageId> {
     store
         .search(&SearchQuery {
@@ -222,7 +237,7 @@ pub fn batch_is_atomic<S: Store>(store: &mut S) {
     let batch: Changes = [
         Change::SaveContact(contact(2, "Bob", ContactState::Accepted)),
         Change::InsertMessage(new_message(1, direct(2), 2, "hello")),
-        Change::OutboxEnqueue(outbox(1, 2, 0)),
+        enqueue(outbox(1, 2, 0)),
         Change::SetSetting {
             key: "k".into(),
             value: Some("v".into()),
@@ -263,7 +278,7 @@ pub fn messaging_step_in_one_batch<S: Store>(store: &mut S) {
             id: eid(7),
             received_at: t(5),
         })
-        .push(Change::OutboxEnqueue(outbox(70, 2, 5)))
+        .push(enqueue(outbox(70, 2, 5)))
         .push(Change::OutboxRemove(eid(70)));
     let applied = store.apply(batch).unwrap();
     assert_eq!(applied.outcomes.len(), 7);
@@ -1298,16 +1313,12 @@ pub fn outbox_fifo_per_peer<S: Store>(store: &mut S) {
     assert_eq!(store.outbox_next_attempt_at().unwrap(), None);
     for (n, peer, due) in [(1, 2, 100), (2, 3, 50), (3, 2, 0), (4, 2, 0)] {
         assert_eq!(
-            store
-                .apply_one(Change::OutboxEnqueue(outbox(n, peer, due)))
-                .unwrap(),
+            store.apply_one(enqueue(outbox(n, peer, due))).unwrap(),
             Outcome::Applied
         );
     }
     assert_eq!(
-        store
-            .apply_one(Change::OutboxEnqueue(outbox(1, 2, 0)))
-            .unwrap(),
+        store.apply_one(enqueue(outbox(1, 2, 0))).unwrap(),
         Outcome::Unchanged
     );
     let ids =
@@ -1347,6 +1358,7 @@ pub fn outbox_fifo_per_peer<S: Store>(store: &mut S) {
         store
             .apply_one(Change::OutboxReschedule {
                 id: eid(1),
+                peer: user(2),
                 attempts: 1,
                 next_attempt_at: t(200)
             })
@@ -1363,6 +1375,7 @@ pub fn outbox_fifo_per_peer<S: Store>(store: &mut S) {
         store
             .apply_one(Change::OutboxReschedule {
                 id: eid(9),
+                peer: user(2),
                 attempts: 1,
                 next_attempt_at: t(1)
             })
@@ -1384,12 +1397,110 @@ pub fn outbox_fifo_per_peer<S: Store>(store: &mut S) {
     assert_eq!(store.outbox_next_attempt_at().unwrap(), Some(t(0)));
     let mut no_device = outbox(5, 4, 7);
     no_device.peer_device = None;
-    store
-        .apply_one(Change::OutboxEnqueue(no_device.clone()))
-        .unwrap();
+    store.apply_one(enqueue(no_device.clone())).unwrap();
     assert_eq!(
         store.outbox_for_peer(&user(4), 10).unwrap(),
         vec![no_device]
+    );
+}
+
+/// One item, several recipients: each is scheduled and acknowledged on its own, and the item
+/// goes when the last recipient acknowledged it.
+pub fn outbox_audience<S: Store>(store: &mut S) {
+    let item = OutboxItem {
+        id: eid(40),
+        bytes: vec![1, 2, 3],
+        created_at: t(1),
+        recipients: [2, 3, 4]
+            .into_iter()
+            .map(|p| OutboxRecipient {
+                user: user(p),
+                device: None,
+            })
+            .collect(),
+        next_attempt_at: t(5),
+    };
+    assert_eq!(
+        store
+            .apply_one(Change::OutboxEnqueue(item.clone()))
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        store
+            .apply_one(Change::OutboxEnqueue(item.clone()))
+            .unwrap(),
+        Outcome::Unchanged
+    );
+    let mut peers = vec![user(2), user(3), user(4)];
+    peers.sort();
+    assert_eq!(store.outbox_due_peers(t(5)).unwrap(), peers);
+    for p in [2, 3, 4] {
+        let due = store.outbox_due_for_peer(&user(p), t(5), 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].id, due[0].peer_user), (eid(40), user(p)));
+        assert_eq!(due[0].bytes, vec![1, 2, 3]);
+    }
+    // One recipient is retried later; the others are not moved.
+    store
+        .apply_one(Change::OutboxReschedule {
+            id: eid(40),
+            peer: user(3),
+            attempts: 1,
+            next_attempt_at: t(50),
+        })
+        .unwrap();
+    assert!(
+        store
+            .outbox_due_for_peer(&user(3), t(10), 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .outbox_due_for_peer(&user(2), t(10), 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    // A receipt from 2 acknowledges 2's copy only.
+    let ack = |p| Change::OutboxAck {
+        id: eid(40),
+        peer: user(p),
+    };
+    assert_eq!(store.apply_one(ack(2)).unwrap(), Outcome::Applied);
+    assert_eq!(store.apply_one(ack(2)).unwrap(), Outcome::Unchanged);
+    assert!(store.outbox_for_peer(&user(2), 10).unwrap().is_empty());
+    assert_eq!(store.outbox_for_peer(&user(4), 10).unwrap().len(), 1);
+    // A late recipient can be added to the same item while others still wait.
+    let late = OutboxItem {
+        recipients: vec![OutboxRecipient {
+            user: user(5),
+            device: Some(device("x")),
+        }],
+        ..item.clone()
+    };
+    assert_eq!(
+        store.apply_one(Change::OutboxEnqueue(late)).unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        store.outbox_for_peer(&user(5), 10).unwrap()[0].bytes,
+        vec![1, 2, 3]
+    );
+    for p in [3, 4, 5] {
+        assert_eq!(store.apply_one(ack(p)).unwrap(), Outcome::Applied);
+    }
+    assert_eq!(store.outbox_next_attempt_at().unwrap(), None);
+    // Removing an item removes it for everyone.
+    store.apply_one(Change::OutboxEnqueue(item)).unwrap();
+    assert_eq!(
+        store.apply_one(Change::OutboxRemove(eid(40))).unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        store.outbox_due_peers(t(100)).unwrap(),
+        Vec::<UserId>::new()
     );
 }
 

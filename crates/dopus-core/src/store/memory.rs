@@ -92,10 +92,10 @@ impl State {
         self.messages.get_mut(seq)
     }
 
-    fn outbox_pos(&self, id: &EnvelopeId) -> Option<u64> {
+    fn outbox_pos(&self, id: &EnvelopeId, peer: &UserId) -> Option<u64> {
         self.outbox
             .iter()
-            .find(|(_, e)| e.id == *id)
+            .find(|(_, e)| e.id == *id && e.peer_user == *peer)
             .map(|(pos, _)| *pos)
     }
 
@@ -241,20 +241,43 @@ impl State {
                 }
                 _ => Outcome::Unchanged,
             },
-            Change::OutboxEnqueue(entry) => {
-                if self.outbox_pos(&entry.id).is_some() {
-                    Outcome::Unchanged
-                } else {
-                    self.last_outbox_pos += 1;
-                    self.outbox.insert(self.last_outbox_pos, entry);
-                    Outcome::Applied
+            Change::OutboxEnqueue(mut item) => {
+                // An item keeps the bytes it was first queued with (as the SQL store's
+                // `outbox_items` row does); later recipients share them.
+                if let Some(first) = self.outbox.values().find(|e| e.id == item.id) {
+                    item.bytes = first.bytes.clone();
+                    item.created_at = first.created_at;
                 }
+                let mut inserted = false;
+                for r in item.recipients {
+                    if self.outbox_pos(&item.id, &r.user).is_none() {
+                        self.last_outbox_pos += 1;
+                        self.outbox.insert(
+                            self.last_outbox_pos,
+                            OutboxEntry {
+                                id: item.id,
+                                peer_user: r.user,
+                                peer_device: r.device,
+                                bytes: item.bytes.clone(),
+                                created_at: item.created_at,
+                                attempts: 0,
+                                next_attempt_at: item.next_attempt_at,
+                            },
+                        );
+                        inserted = true;
+                    }
+                }
+                changed(inserted)
             }
             Change::OutboxReschedule {
                 id,
+                peer,
                 attempts,
                 next_attempt_at,
-            } => match self.outbox_pos(&id).and_then(|p| self.outbox.get_mut(&p)) {
+            } => match self
+                .outbox_pos(&id, &peer)
+                .and_then(|p| self.outbox.get_mut(&p))
+            {
                 Some(entry) => {
                     entry.attempts = attempts;
                     entry.next_attempt_at = next_attempt_at;
@@ -262,13 +285,18 @@ impl State {
                 }
                 None => Outcome::Unchanged,
             },
-            Change::OutboxRemove(id) => match self.outbox_pos(&id) {
+            Change::OutboxAck { id, peer } => match self.outbox_pos(&id, &peer) {
                 Some(pos) => {
                     self.outbox.remove(&pos);
                     Outcome::Applied
                 }
                 None => Outcome::Unchanged,
             },
+            Change::OutboxRemove(id) => {
+                let before = self.outbox.len();
+                self.outbox.retain(|_, e| e.id != id);
+                changed(self.outbox.len() != before)
+            }
             Change::MarkProcessed { id, received_at } => match self.processed.entry(id) {
                 std::collections::hash_map::Entry::Occupied(_) => Outcome::Unchanged,
                 std::collections::hash_map::Entry::Vacant(slot) => {

@@ -673,6 +673,44 @@ pub struct OutboxEntry {
     pub next_attempt_at: Timestamp,
 }
 
+/// A reliable content to deliver to an audience: said once, delivered to each recipient until
+/// that recipient acknowledges it ([`crate::store::Change::OutboxAck`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// The envelope id (the receiver deduplicates on it; receipts name it).
+    pub id: EnvelopeId,
+    /// What to deliver, as the machine queued it (a content to seal per device, or an
+    /// already encrypted group message).
+    pub bytes: Vec<u8>,
+    /// When it was queued.
+    pub created_at: Timestamp,
+    /// Who it is for; a recipient already queued for this id is left as it is.
+    pub recipients: Vec<OutboxRecipient>,
+    /// When the first attempt is due.
+    pub next_attempt_at: Timestamp,
+}
+
+impl fmt::Debug for OutboxItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxItem")
+            .field("id", &self.id)
+            .field("bytes", &format_args!("<{} bytes>", self.bytes.len()))
+            .field("created_at", &self.created_at)
+            .field("recipients", &self.recipients)
+            .field("next_attempt_at", &self.next_attempt_at)
+            .finish()
+    }
+}
+
+/// One recipient of an [`OutboxItem`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct OutboxRecipient {
+    /// The user.
+    pub user: UserId,
+    /// Which of their devices, if the item is device-specific (otherwise every device).
+    pub device: Option<DeviceId>,
+}
+
 impl fmt::Debug for OutboxEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OutboxEntry")

@@ -25,14 +25,19 @@ use super::Node;
 use super::net;
 use super::ready::{Ready, new_id};
 use crate::account;
-use dopus_core::chat::{ChatEvent, Outgoing, delivered_receipt, retry_delay};
-use dopus_core::e2e::{Burst, Draft, Recovery, SessionRecord};
+use dopus_core::chat::{ChatEvent, Outgoing, delivered_receipt};
+use dopus_core::e2e::{Burst, Draft, Recovery};
+use dopus_core::outbox::retry_delay;
 use dopus_core::store::{
     Change, Changes, DeliveryState, EnvelopeId, Message, MessageId, NewMessage, OlmSessionRecord,
     OutboxEntry, Outcome, PeerDevice, Pickle, Store,
 };
 use dopus_proto::bundle::ClaimedBundle;
 use dopus_proto::channel;
+#[allow(unused_imports)]
+use dopus_proto::peer::{
+    BulkContent, ChatContent, ContactContent, RtcContent, SessionContent, VerificationContent,
+};
 use dopus_proto::peer::{
     BulkItem, Content, Conversation, MAX_BULK_ITEMS, MAX_IDS_PER_MESSAGE, PeerAddress,
     PeerEnvelope, ReceiptKind,
@@ -148,44 +153,13 @@ fn local(e: impl std::fmt::Display) -> DeliverError {
     DeliverError::Local(e.to_string())
 }
 
-/// The e2e session record for a stored one (the device's Ed25519 key comes from its record).
-pub fn to_e2e(s: &OlmSessionRecord, device: &PeerDevice) -> SessionRecord {
-    SessionRecord {
-        peer_user: s.peer_user,
-        peer_device: s.peer_device.clone(),
-        peer_keys: device.keys,
-        session_id: s.session_id.clone(),
-        pickle: s.pickle.as_str().to_owned(),
-        created_at: s.created_at,
-        last_used_at: s.last_used_at,
-    }
-}
-
-/// The stored record for an e2e session.
-pub fn to_store(s: &SessionRecord) -> OlmSessionRecord {
-    OlmSessionRecord {
-        peer_user: s.peer_user,
-        peer_device: s.peer_device.clone(),
-        peer_curve25519: s.peer_keys.curve25519,
-        session_id: s.session_id.clone(),
-        pickle: Pickle::new(s.pickle.clone()),
-        created_at: s.created_at,
-        last_used_at: s.last_used_at,
-    }
-}
-
 /// The peer's devices that we hold at least one session with.
-fn device_sessions(store: &dyn Store, peer: &UserId) -> Vec<(PeerDevice, Vec<SessionRecord>)> {
+fn device_sessions(store: &dyn Store, peer: &UserId) -> Vec<(PeerDevice, Vec<OlmSessionRecord>)> {
     let devices = store.peer_devices(peer).unwrap_or_default();
     devices
         .into_iter()
         .filter_map(|d| {
-            let sessions: Vec<SessionRecord> = store
-                .olm_sessions(peer, &d.device_id)
-                .unwrap_or_default()
-                .iter()
-                .map(|s| to_e2e(s, &d))
-                .collect();
+            let sessions = store.olm_sessions(peer, &d.device_id).unwrap_or_default();
             (!sessions.is_empty()).then_some((d, sessions))
         })
         .collect()
@@ -229,7 +203,7 @@ pub async fn establish_sessions(
                     first_seen: now,
                     updated_at: now,
                 }));
-                changes.push(Change::SaveOlmSession(to_store(&s.session)));
+                changes.push(Change::SaveOlmSession(s.session));
                 started += 1;
             }
             // A hostile or broken server: refuse that device, keep the others.
@@ -328,8 +302,9 @@ fn json_bound(content: &Content) -> usize {
     const FIXED: usize = 256;
     FIXED
         + match content {
-            Content::Text { body, .. } | Content::Edit { body, .. } => escaped(body),
-            Content::Reaction { emoji, .. } => escaped(emoji),
+            Content::Chat(ChatContent::Text { body, .. })
+            | Content::Chat(ChatContent::Edit { body, .. }) => escaped(body),
+            Content::Chat(ChatContent::Reaction { emoji, .. }) => escaped(emoji),
             _ => 0,
         }
 }
@@ -404,14 +379,17 @@ fn seal_entries(
                 _ => {
                     let items = run
                         .iter()
-                        .map(|&i| {
+                        .filter_map(|&i| {
                             let d = draft(i);
-                            BulkItem {
+                            let Content::Chat(content) = d.content else {
+                                return None;
+                            };
+                            Some(BulkItem {
                                 id: d.id,
                                 conversation: d.conversation,
                                 sent_at: d.sent_at,
-                                content: d.content,
-                            }
+                                content,
+                            })
                         })
                         .collect();
                     let id = dopus_proto::peer::MessageId::from_uuid(new_id(now).0);
@@ -421,7 +399,7 @@ fn seal_entries(
                                 id,
                                 conversation: Conversation::Direct,
                                 sent_at: now,
-                                content: Content::Bulk { items },
+                                content: Content::Bulk(BulkContent::Bulk { items }),
                             },
                             std::mem::take(run),
                         )),
@@ -453,7 +431,7 @@ fn seal_entries(
             user: peer,
             device: device.device_id.clone(),
         };
-        match olm.seal_many(now, &to, sessions, drafts) {
+        match olm.seal_many(now, &to, &device.keys, sessions, drafts) {
             Ok((sealed, session)) => {
                 for (carries, envelope) in carries.into_iter().zip(sealed) {
                     match envelope.map(|e| e.to_json()) {
@@ -468,7 +446,7 @@ fn seal_entries(
                         Err(e) => tracing::warn!(error = %e, "could not seal an envelope"),
                     }
                 }
-                changes.push(Change::SaveOlmSession(to_store(&session)));
+                changes.push(Change::SaveOlmSession(session));
             }
             Err(e) => tracing::warn!(error = %e, "could not seal for a device"),
         }
@@ -481,6 +459,7 @@ fn seal_entries(
     for (entry, _) in entries.iter().zip(&carried).filter(|(_, c)| **c) {
         changes.push(Change::OutboxReschedule {
             id: entry.id,
+            peer: entry.peer_user,
             attempts: entry.attempts.saturating_add(1),
             next_attempt_at: now.plus_millis(retry_delay(entry.attempts)),
         });
@@ -636,6 +615,7 @@ async fn mark_sent(node: &Node, done: &[(OutboxEntry, bool)]) {
         if *stored_in_mailbox {
             changes.push(Change::OutboxReschedule {
                 id: entry.id,
+                peer: entry.peer_user,
                 attempts: entry.attempts.saturating_add(1),
                 next_attempt_at: now.plus_millis(MAILBOX_RECHECK_MS),
             });
@@ -690,15 +670,15 @@ async fn send_now(node: &Node, outs: Vec<Outgoing>, allow_direct: bool) {
         let r = r.get_mut();
         let mut sealed = Vec::with_capacity(outs.len());
         let mut changes = Changes::new();
-        let mut advanced: HashMap<String, SessionRecord> = HashMap::new();
+        let mut advanced: HashMap<String, OlmSessionRecord> = HashMap::new();
         for out in &outs {
             let store = allow_direct
                 && matches!(
                     out.content,
-                    Content::Receipt {
+                    Content::Chat(ChatContent::Receipt {
                         receipt: ReceiptKind::Delivered,
                         ..
-                    }
+                    })
                 );
             let direct = if allow_direct {
                 r.peers.get(&out.peer).and_then(|p| p.open_handle())
@@ -709,7 +689,7 @@ async fn send_now(node: &Node, outs: Vec<Outgoing>, allow_direct: bool) {
             sealed.push((out.peer, store, direct, envelopes));
         }
         for session in advanced.values() {
-            changes.push(Change::SaveOlmSession(to_store(session)));
+            changes.push(Change::SaveOlmSession(session.clone()));
         }
         // Persist before sending; if that fails, send nothing.
         if !changes.is_empty() && r.store.apply(changes).is_err() {
@@ -750,7 +730,7 @@ pub async fn establish_sessions_if_needed(node: &Node, peer: UserId) -> Result<(
 fn seal_now(
     r: &mut Ready,
     out: &Outgoing,
-    advanced: &mut HashMap<String, SessionRecord>,
+    advanced: &mut HashMap<String, OlmSessionRecord>,
 ) -> Vec<(DeviceId, Vec<u8>)> {
     let now = account::now();
     let Ok(wire) = dopus_proto::peer::MessageId::from_uuid(out.id.0) else {
@@ -773,7 +753,7 @@ fn seal_now(
             sent_at: out.sent_at,
             content: out.content.clone(),
         };
-        match r.olm.seal(now, &to, &sessions, draft) {
+        match r.olm.seal(now, &to, &device.keys, &sessions, draft) {
             Ok(s) => {
                 if let Ok(bytes) = s.envelope.to_json() {
                     advanced.insert(s.session.session_id.clone(), s.session);
@@ -837,7 +817,13 @@ struct Taken {
 /// burst: the sessions it advances or creates stay live in the [`Burst`] (which
 /// `open_in_burst` prefers over these records) and are saved at its end, and a device the
 /// burst stores is noted here too.
-type KnownDevices = HashMap<(UserId, DeviceId), (Option<Timestamp>, Vec<SessionRecord>)>;
+type KnownDevices = HashMap<
+    (UserId, DeviceId),
+    (
+        Option<(Timestamp, dopus_types::DeviceKeys)>,
+        Vec<OlmSessionRecord>,
+    ),
+>;
 
 /// Takes in envelopes in order, all in one transaction (group commit): dedupe, decrypt, check
 /// the sender binding, apply the chat logic. Events, acknowledgements and control contents go
@@ -872,8 +858,8 @@ async fn receive_all(node: &Node, items: &[Inbound<'_>], via: Via) -> Result<(),
                 }
                 let sessions: Changes = olm
                     .finish_burst(burst)
-                    .iter()
-                    .map(|s| Change::SaveOlmSession(to_store(s)))
+                    .into_iter()
+                    .map(Change::SaveOlmSession)
                     .collect();
                 if !sessions.is_empty() {
                     store.apply(sessions).map_err(local)?;
@@ -912,10 +898,10 @@ pub const RECEIPT_DELAY: Duration = Duration::from_millis(10);
 fn is_delivered_receipt(out: &Outgoing) -> bool {
     matches!(
         out.content,
-        Content::Receipt {
+        Content::Chat(ChatContent::Receipt {
             receipt: ReceiptKind::Delivered,
             ..
-        }
+        })
     )
 }
 
@@ -1002,21 +988,21 @@ fn take_one(
         let device = store
             .peer_device(&sender, &envelope.from.device)
             .map_err(local)?;
-        let sessions: Vec<SessionRecord> = match &device {
-            Some(d) => store
-                .olm_sessions(&sender, &d.device_id)
-                .map_err(local)?
-                .iter()
-                .map(|s| to_e2e(s, d))
-                .collect(),
+        let sessions: Vec<OlmSessionRecord> = match &device {
+            Some(d) => store.olm_sessions(&sender, &d.device_id).map_err(local)?,
             None => Vec::new(),
         };
-        known.insert(key.clone(), (device.map(|d| d.first_seen), sessions));
+        known.insert(
+            key.clone(),
+            (device.map(|d| (d.first_seen, d.keys)), sessions),
+        );
     }
-    let (first_seen, sessions) = known
+    let (known_device, sessions) = known
         .get(&key)
         .map_or((None, &[][..]), |(f, s)| (*f, &s[..]));
-    let opened = match olm.open_in_burst(burst, now, &envelope, sessions) {
+    let first_seen = known_device.map(|(f, _)| f);
+    let keys = known_device.map(|(_, k)| k);
+    let opened = match olm.open_in_burst(burst, now, &envelope, keys.as_ref(), sessions) {
         Ok(opened) => opened,
         Err(e) => {
             // `already_received` is false: a processed id was answered above.
@@ -1053,7 +1039,7 @@ fn take_one(
             updated_at: now,
         };
         if let Some((f, _)) = known.get_mut(&key) {
-            *f = Some(saved.first_seen);
+            *f = Some((saved.first_seen, saved.keys));
         }
         changes.push(Change::SavePeerDevice(saved));
     }
@@ -1064,7 +1050,7 @@ fn take_one(
     // A bulk payload's items first, one by one, each applied before the next as envelopes of
     // their own would be; then the payload itself (for a bulk payload, that marks its id).
     let payload = &opened.payload;
-    if let Content::Bulk { items } = &payload.content {
+    if let Content::Bulk(BulkContent::Bulk { items }) = &payload.content {
         for item in items {
             let received = chat
                 .receive_bulk_item(
@@ -1124,20 +1110,20 @@ fn apply_taken(
 fn coalesce_receipts(outs: Vec<Outgoing>) -> Vec<Outgoing> {
     let mut merged: Vec<Outgoing> = Vec::with_capacity(outs.len());
     for out in outs {
-        if let Content::Receipt {
+        if let Content::Chat(ChatContent::Receipt {
             receipt: ReceiptKind::Delivered,
             ids,
-        } = &out.content
+        }) = &out.content
             && let Some(Outgoing {
                 content:
-                    Content::Receipt {
+                    Content::Chat(ChatContent::Receipt {
                         receipt: ReceiptKind::Delivered,
                         ids: into,
-                    },
+                    }),
                 ..
             }) = merged.iter_mut().rev().find(|m| {
                 m.peer == out.peer
-                    && matches!(&m.content, Content::Receipt { receipt: ReceiptKind::Delivered, ids } if ids.len() < MAX_IDS_PER_MESSAGE)
+                    && matches!(&m.content, Content::Chat(ChatContent::Receipt { receipt: ReceiptKind::Delivered, ids }) if ids.len() < MAX_IDS_PER_MESSAGE)
             })
             && into.len() + ids.len() <= MAX_IDS_PER_MESSAGE
         {

@@ -20,6 +20,10 @@ use dopus_core::chat::ChatEvent;
 use dopus_core::identity::{Identity, ONE_TIME_KEY_TARGET};
 use dopus_core::store::{Change, ContactState, Message, MessageId, Pickle, Store};
 use dopus_proto::peer::Content;
+#[allow(unused_imports)]
+use dopus_proto::peer::{
+    BulkContent, ChatContent, ContactContent, RtcContent, SessionContent, VerificationContent,
+};
 use dopus_proto::signaling::Status;
 use dopus_signaling::{AuthSigner, ClientConfig, ConnectionState, Event, SignalingClient};
 use dopus_types::{DeviceId, Signature, UserId};
@@ -187,6 +191,7 @@ async fn set_presence(node: &Node, user: UserId, status: Status) {
                 .filter(|e| e.next_attempt_at > due)
                 .map(|e| Change::OutboxReschedule {
                     id: e.id,
+                    peer: e.peer_user,
                     attempts: e.attempts,
                     next_attempt_at: due,
                 })
@@ -417,11 +422,13 @@ pub async fn handle_control(node: &Node, user: UserId, _device: DeviceId, conten
         Err(_) => return,
     };
     match content {
-        Content::Rtc { conn, signal } if accepted => {
+        Content::Rtc(RtcContent::Rtc { conn, signal }) if accepted => {
             peers::on_signal(node, user, conn, signal).await
         }
-        Content::SessionReset { .. } => recovery::on_reset(node, user).await,
-        Content::Verification { step } if accepted => {
+        Content::Session(SessionContent::SessionReset { .. }) => {
+            recovery::on_reset(node, user).await
+        }
+        Content::Verification(VerificationContent::Verification { step }) if accepted => {
             super::verify::on_step(node, user, step).await;
         }
         _ => {}

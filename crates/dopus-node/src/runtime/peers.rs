@@ -19,6 +19,10 @@ use crate::account;
 use dopus_core::chat::Outgoing;
 use dopus_core::store::EnvelopeId;
 use dopus_proto::channel::{self, ChannelMessage};
+#[allow(unused_imports)]
+use dopus_proto::peer::{
+    BulkContent, ChatContent, ContactContent, RtcContent, SessionContent, VerificationContent,
+};
 use dopus_proto::peer::{Content, Conversation, RtcSignal};
 use dopus_rtc::{
     CloseReason, ConnectionState, Diagnostics, IceServer, PeerConnection, PeerEvent, PeerEvents,
@@ -224,10 +228,10 @@ async fn signal(node: &Node, peer: UserId, conn: &str, signal: RtcSignal) {
         id: EnvelopeId(new_id(now).0),
         conversation: Conversation::Direct,
         sent_at: now,
-        content: Content::Rtc {
+        content: Content::Rtc(RtcContent::Rtc {
             conn: conn.to_owned(),
             signal,
-        },
+        }),
         reliable: false,
     };
     deliver::send_via_server(node, vec![out]).await;

@@ -11,7 +11,11 @@ use dopus_core::e2e::OlmMachine;
 use dopus_core::identity::{Device, Identity};
 use dopus_core::store::{
     AccountRecord, Change, Changes, Contact, ContactState, ConversationId, EnvelopeId, Message,
-    MessageId, OutboxEntry, Outcome, SearchQuery, Seq, Store, StoreError,
+    MessageId, Outcome, SearchQuery, Seq, Store, StoreError,
+};
+#[allow(unused_imports)]
+use dopus_proto::peer::{
+    BulkContent, ChatContent, ContactContent, RtcContent, SessionContent, VerificationContent,
 };
 use dopus_proto::peer::{Content, Conversation};
 use dopus_proto::signaling::Status;
@@ -311,14 +315,14 @@ impl Ready {
             conversation: Conversation::Direct,
             sent_at: now,
             content: if state == ContactState::Accepted {
-                Content::ContactAccept {
+                Content::Contact(ContactContent::ContactAccept {
                     name: Some(self.account.display_name.clone()),
-                }
+                })
             } else {
-                Content::ContactRequest {
+                Content::Contact(ContactContent::ContactRequest {
                     name: Some(self.account.display_name.clone()),
                     note,
-                }
+                })
             },
             reliable: true,
         };
@@ -354,11 +358,11 @@ impl Ready {
             conversation: Conversation::Direct,
             sent_at: now,
             content: if accept {
-                Content::ContactAccept {
+                Content::Contact(ContactContent::ContactAccept {
                     name: Some(self.account.display_name.clone()),
-                }
+                })
             } else {
-                Content::ContactDecline
+                Content::Contact(ContactContent::ContactDecline)
             },
             reliable: true,
         };
@@ -693,13 +697,14 @@ pub fn queue(changes: &mut Changes, out: &Outgoing, now: Timestamp) {
         content: out.content.clone(),
     };
     if let Ok(bytes) = serde_json::to_vec(&queued) {
-        changes.push(Change::OutboxEnqueue(OutboxEntry {
+        changes.push(Change::OutboxEnqueue(dopus_core::store::OutboxItem {
             id: out.id,
-            peer_user: out.peer,
-            peer_device: None,
             bytes,
             created_at: now,
-            attempts: 0,
+            recipients: vec![dopus_core::store::OutboxRecipient {
+                user: out.peer,
+                device: None,
+            }],
             next_attempt_at: now,
         }));
     }

@@ -21,6 +21,10 @@ use super::ready::new_id;
 use crate::account;
 use dopus_core::chat::Outgoing;
 use dopus_core::store::{Change, Changes, EnvelopeId, Store};
+#[allow(unused_imports)]
+use dopus_proto::peer::{
+    BulkContent, ChatContent, ContactContent, RtcContent, SessionContent, VerificationContent,
+};
 use dopus_proto::peer::{Content, Conversation, MessageId};
 use dopus_types::UserId;
 use serde_json::json;
@@ -135,7 +139,7 @@ pub async fn request_reset(node: &Node, peer: UserId, failed: Vec<MessageId>) {
             id: EnvelopeId(new_id(now).0),
             conversation: Conversation::Direct,
             sent_at: now,
-            content: Content::SessionReset { failed },
+            content: Content::Session(SessionContent::SessionReset { failed }),
             reliable: true,
         };
         let mut changes = Changes::new();
@@ -161,6 +165,7 @@ pub async fn on_reset(node: &Node, peer: UserId) {
             .iter()
             .map(|e| Change::OutboxReschedule {
                 id: e.id,
+                peer: e.peer_user,
                 attempts: e.attempts,
                 next_attempt_at: now,
             })

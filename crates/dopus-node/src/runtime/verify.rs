@@ -11,6 +11,10 @@ use crate::api::error::ApiError;
 use dopus_core::chat::Outgoing;
 use dopus_core::store::{Change, EnvelopeId, Store};
 use dopus_core::verification::{SasParty, SasState, SasVerification};
+#[allow(unused_imports)]
+use dopus_proto::peer::{
+    BulkContent, ChatContent, ContactContent, RtcContent, SessionContent, VerificationContent,
+};
 use dopus_proto::peer::{CancelCode, Content, Conversation, VerificationStep};
 use dopus_types::UserId;
 use serde_json::{Value, json};
@@ -62,7 +66,7 @@ fn step_out(peer: UserId, step: VerificationStep) -> Outgoing {
         id: EnvelopeId(new_id(now).0),
         conversation: Conversation::Direct,
         sent_at: now,
-        content: Content::Verification { step },
+        content: Content::Verification(VerificationContent::Verification { step }),
         reliable: false,
     }
 }

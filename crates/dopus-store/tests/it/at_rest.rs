@@ -4,7 +4,7 @@
 use super::{PASSPHRASE, contains, snapshot, temp_store};
 use dopus_core::store::{
     Change, Changes, Contact, ContactState, ConversationId, DeliveryState, MessageId, MessageKind,
-    NewMessage, OutboxEntry, Store, conformance::user,
+    NewMessage, OutboxItem, OutboxRecipient, Store, conformance::user,
 };
 use dopus_types::Timestamp;
 use uuid::Uuid;
@@ -40,13 +40,14 @@ fn write_canaries(store: &mut dopus_store::SqliteStore) {
             received_at: Timestamp(3),
             delivery: DeliveryState::Delivered,
         }))
-        .push(Change::OutboxEnqueue(OutboxEntry {
+        .push(Change::OutboxEnqueue(OutboxItem {
             id: Uuid::now_v7().into(),
-            peer_user: bob,
-            peer_device: None,
             bytes: b"canary-envelope-bytes".to_vec(),
             created_at: Timestamp(4),
-            attempts: 0,
+            recipients: vec![OutboxRecipient {
+                user: bob,
+                device: None,
+            }],
             next_attempt_at: Timestamp(4),
         }));
     store.apply(batch).unwrap();

@@ -5,8 +5,8 @@
 use super::temp_store;
 use dopus_core::store::{
     AccountRecord, Change, Changes, Contact, ContactState, ConversationId, DeliveryState,
-    EnvelopeId, MemoryStore, MessageId, MessageKind, NewMessage, OutboxEntry, Pickle, SearchQuery,
-    Seq, Store, conformance::user,
+    EnvelopeId, MemoryStore, MessageId, MessageKind, NewMessage, OutboxItem, OutboxRecipient,
+    Pickle, SearchQuery, Seq, Store, conformance::user,
 };
 use dopus_types::{Curve25519Key, DeviceKeys, Timestamp};
 use proptest::prelude::*;
@@ -71,18 +71,17 @@ fn change() -> impl Strategy<Value = Change> {
             Change::React { message, user: user(2 + u), emoji: EMOJI[e].into(), add, at }
         }),
         1 => (0u8..3, 0u64..12).prop_map(|(c, s)| Change::MarkRead { conversation: conv(c), up_to: Seq(s) }),
-        2 => (eid.clone(), 0u8..3, t.clone()).prop_map(|(id, p, due)| Change::OutboxEnqueue(OutboxEntry {
+        2 => (eid.clone(), prop::collection::vec(0u8..3, 1..3), t.clone(), any::<u8>()).prop_map(|(id, ps, due, b)| Change::OutboxEnqueue(OutboxItem {
             id,
-            peer_user: user(2 + p),
-            peer_device: None,
-            bytes: vec![1, 2, 3],
+            bytes: vec![1, 2, b],
             created_at: due,
-            attempts: 0,
+            recipients: ps.into_iter().map(|p| OutboxRecipient { user: user(2 + p), device: None }).collect(),
             next_attempt_at: due,
         })),
-        1 => (eid.clone(), 0u32..5, t.clone()).prop_map(|(id, attempts, next_attempt_at)| {
-            Change::OutboxReschedule { id, attempts, next_attempt_at }
+        1 => (eid.clone(), 0u8..3, 0u32..5, t.clone()).prop_map(|(id, p, attempts, next_attempt_at)| {
+            Change::OutboxReschedule { id, peer: user(2 + p), attempts, next_attempt_at }
         }),
+        1 => (eid.clone(), 0u8..3).prop_map(|(id, p)| Change::OutboxAck { id, peer: user(2 + p) }),
         1 => eid.clone().prop_map(Change::OutboxRemove),
         1 => (eid, t.clone()).prop_map(|(id, received_at)| Change::MarkProcessed { id, received_at }),
         1 => (0u8..3, prop::sample::select(ContactState::ALL.to_vec()), t).prop_map(|(u, state, at)| {

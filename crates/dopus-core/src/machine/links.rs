@@ -1,0 +1,272 @@
+//! Direct connections to contacts: when to make one, and the signaling that sets it up.
+//!
+//! Protocol flow (docs/peer-protocol.md, "Direct connections"):
+//! - made on demand, when the outbox sends a window through the server to a contact the server
+//!   shows online; never while we are invisible (a direct connection would show we are here);
+//! - the offer, the answer and every trickled ICE candidate travel as `rtc` contents inside Olm
+//!   envelopes through the server only, never stored, so the server can neither read nor swap
+//!   the SDP and its DTLS fingerprint;
+//! - `conn` names one attempt; signals for another attempt are ignored;
+//! - glare (both sides offer at once): the offer from the smaller user ID wins, the other side
+//!   drops its own attempt and answers;
+//! - the runtime owns the connection itself and reports what happens to it
+//!   ([`super::ConnectionEvent`]); each side says hello on the channel when it opens, and the
+//!   hello says whether it reads bulk payloads.
+
+use super::{ConnectionEvent, ConnectionRequest, Event, MachineError, NodeMachine, Output};
+use crate::chat::Outgoing;
+use crate::store::{EnvelopeId, Store};
+use dopus_proto::peer::{Content, Conversation, RtcContent, RtcSignal};
+use dopus_proto::signaling::Status;
+use dopus_types::{Timestamp, UserId};
+
+/// A connection attempt younger than this is left to finish rather than started again.
+pub const CONNECT_GRACE_MS: u64 = 15_000;
+
+/// One contact's direct connection, as far as the machine knows.
+#[derive(Debug, Clone)]
+pub(super) struct Link {
+    /// Which attempt.
+    pub conn: String,
+    /// We made the offer.
+    pub offerer: bool,
+    /// When the attempt started.
+    pub started: Timestamp,
+    /// Where it stands.
+    pub state: LinkState,
+    /// The peer said hello: it reads frames.
+    pub hello: bool,
+    /// Its hello said it reads bulk payloads.
+    pub bulk: bool,
+    /// Why the last attempt ended.
+    pub last_error: Option<String>,
+}
+
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LinkState {
+    /// Being set up.
+    Connecting,
+    /// The data channel is open.
+    Open,
+    /// Ended.
+    Closed,
+}
+
+impl Link {
+    pub(super) fn is_open(&self) -> bool {
+        self.state == LinkState::Open
+    }
+
+    fn live(&self, now: Timestamp) -> bool {
+        match self.state {
+            LinkState::Open => true,
+            LinkState::Connecting => now.millis_since(self.started) < CONNECT_GRACE_MS,
+            LinkState::Closed => false,
+        }
+    }
+}
+
+impl NodeMachine {
+    /// Starts a connection to `peer` as the offerer, unless one is open or under way, the peer
+    /// is away, or we are invisible.
+    pub(super) fn maybe_connect(&mut self, now: Timestamp, peer: UserId) {
+        if self.status == Status::Invisible {
+            return;
+        }
+        let online = self
+            .presence
+            .get(&peer)
+            .is_some_and(|s| s.as_seen_by_others() != Status::Offline);
+        if !online || self.links.get(&peer).is_some_and(|l| l.live(now)) {
+            return;
+        }
+        let conn = self.new_token(12);
+        self.links.insert(
+            peer,
+            Link {
+                conn: conn.clone(),
+                offerer: true,
+                started: now,
+                state: LinkState::Connecting,
+                hello: false,
+                bulk: false,
+                last_error: None,
+            },
+        );
+        self.outputs
+            .push_back(Output::Connection(ConnectionRequest::Offer { peer, conn }));
+    }
+
+    /// Closes every direct connection (going invisible, or shutting down).
+    pub(super) fn close_links(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        for (peer, link) in links {
+            self.outputs
+                .push_back(Output::Connection(ConnectionRequest::Close {
+                    peer,
+                    conn: Some(link.conn),
+                }));
+            self.emit(Event::Connection(peer));
+        }
+    }
+
+    /// Queues a WebRTC signal for `peer` (sealed at prepare, through the server only).
+    fn signal(&mut self, now: Timestamp, peer: UserId, conn: String, signal: RtcSignal) {
+        let out = Outgoing {
+            peer,
+            id: EnvelopeId(self.new_id(now).0),
+            conversation: Conversation::Direct,
+            sent_at: now,
+            content: Content::Rtc(RtcContent::Rtc { conn, signal }),
+            reliable: false,
+        };
+        self.signals
+            .push((out, now.plus_millis(super::send::EPHEMERAL_WAIT_MS)));
+    }
+
+    /// What the runtime reports about a connection.
+    pub(super) fn on_connection(
+        &mut self,
+        now: Timestamp,
+        peer: UserId,
+        conn: String,
+        event: ConnectionEvent,
+        _store: &mut dyn Store,
+    ) -> Result<(), MachineError> {
+        let Some(link) = self.links.get_mut(&peer) else {
+            // A connection the machine no longer wants (closed meanwhile): close it.
+            if !matches!(event, ConnectionEvent::Closed { .. }) {
+                self.outputs
+                    .push_back(Output::Connection(ConnectionRequest::Close {
+                        peer,
+                        conn: Some(conn),
+                    }));
+            }
+            return Ok(());
+        };
+        if link.conn != conn {
+            if !matches!(event, ConnectionEvent::Closed { .. }) {
+                self.outputs
+                    .push_back(Output::Connection(ConnectionRequest::Close {
+                        peer,
+                        conn: Some(conn),
+                    }));
+            }
+            return Ok(());
+        }
+        match event {
+            ConnectionEvent::Offered { sdp } => {
+                self.signal(now, peer, conn, RtcSignal::Offer { sdp })
+            }
+            ConnectionEvent::Answered { sdp } => {
+                self.signal(now, peer, conn, RtcSignal::Answer { sdp });
+            }
+            ConnectionEvent::LocalCandidate { candidate } => self.signal(
+                now,
+                peer,
+                conn,
+                RtcSignal::Candidate {
+                    candidate,
+                    sdp_mid: None,
+                    sdp_m_line_index: None,
+                },
+            ),
+            ConnectionEvent::Progress => {}
+            ConnectionEvent::Open => {
+                link.state = LinkState::Open;
+                link.last_error = None;
+                self.outbox_wake = true;
+                self.stalled.remove(&peer);
+                self.emit(Event::Connection(peer));
+            }
+            ConnectionEvent::Hello { bulk } => {
+                link.hello = true;
+                link.bulk = bulk;
+                self.outbox_wake = true;
+            }
+            ConnectionEvent::Closed { reason } => {
+                link.state = LinkState::Closed;
+                link.last_error = reason;
+                self.emit(Event::Connection(peer));
+            }
+        }
+        Ok(())
+    }
+
+    /// A WebRTC signal from `peer` (an accepted contact).
+    pub(super) fn on_signal(
+        &mut self,
+        now: Timestamp,
+        peer: UserId,
+        rtc: RtcContent,
+        _store: &mut dyn Store,
+    ) -> Result<(), MachineError> {
+        let RtcContent::Rtc { conn, signal } = rtc;
+        match signal {
+            RtcSignal::Offer { sdp } => {
+                if self.status == Status::Invisible {
+                    // Answering would show we are here.
+                    return Ok(());
+                }
+                if let Some(l) = self.links.get(&peer) {
+                    // Glare: both offered; the smaller user ID's offer wins.
+                    if l.live(now) && l.offerer && !l.is_open() && self.me < peer {
+                        return Ok(());
+                    }
+                }
+                if let Some(old) = self.links.remove(&peer) {
+                    self.outputs
+                        .push_back(Output::Connection(ConnectionRequest::Close {
+                            peer,
+                            conn: Some(old.conn),
+                        }));
+                }
+                self.links.insert(
+                    peer,
+                    Link {
+                        conn: conn.clone(),
+                        offerer: false,
+                        started: now,
+                        state: LinkState::Connecting,
+                        hello: false,
+                        bulk: false,
+                        last_error: None,
+                    },
+                );
+                self.outputs
+                    .push_back(Output::Connection(ConnectionRequest::Answer {
+                        peer,
+                        conn,
+                        sdp,
+                    }));
+            }
+            RtcSignal::Answer { sdp } => {
+                if self
+                    .links
+                    .get(&peer)
+                    .is_some_and(|l| l.conn == conn && l.offerer)
+                {
+                    self.outputs
+                        .push_back(Output::Connection(ConnectionRequest::AcceptAnswer {
+                            peer,
+                            conn,
+                            sdp,
+                        }));
+                }
+            }
+            RtcSignal::Candidate { candidate, .. } => {
+                if self.links.get(&peer).is_some_and(|l| l.conn == conn) {
+                    self.outputs
+                        .push_back(Output::Connection(ConnectionRequest::AddCandidate {
+                            peer,
+                            conn,
+                            candidate,
+                        }));
+                }
+            }
+            RtcSignal::EndOfCandidates => {}
+        }
+        Ok(())
+    }
+}
