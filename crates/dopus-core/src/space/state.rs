@@ -188,6 +188,9 @@ pub struct SpaceState {
     invites: BTreeMap<OpId, Invite>,
     invite_keys: BTreeMap<[u8; 32], OpId>,
     devices: BTreeMap<UserId, BTreeMap<DeviceId, DeviceCertificate>>,
+    /// Who holds a role is a register per (member, role): the last assign or revoke by
+    /// `(depth, rank, op id)` wins, so a late branch cannot hand back a role taken away later.
+    role_writes: BTreeMap<(UserId, RoleId), WriteKey>,
 }
 
 fn need(have: Permissions, p: Permissions) -> Result<(), Refusal> {
@@ -235,6 +238,7 @@ impl SpaceState {
             invites: BTreeMap::new(),
             invite_keys: BTreeMap::new(),
             devices: BTreeMap::new(),
+            role_writes: BTreeMap::new(),
         };
         state.members.insert(
             owner,
@@ -792,7 +796,11 @@ impl SpaceState {
                 }
                 let role = inv.role.filter(|r| self.roles.contains_key(r));
                 let mut roles = BTreeSet::new();
-                roles.extend(role);
+                if let Some(r) = role
+                    && self.role_write(user, r, key)
+                {
+                    roles.insert(r);
+                }
                 self.members.insert(
                     user,
                     Member {
@@ -908,6 +916,7 @@ impl SpaceState {
                 let before = self.snapshot(&holders);
                 self.roles.remove(role);
                 self.deleted_roles.insert(*role);
+                self.role_writes.retain(|(_, r), _| r != role);
                 for m in self.members.values_mut() {
                     m.roles.remove(role);
                 }
@@ -917,7 +926,9 @@ impl SpaceState {
                 need(perms, Permissions::MANAGE_ROLES)?;
                 self.role_below(rank, role)?;
                 self.act_on(author, rank, user)?;
-                if let Some(m) = self.members.get_mut(user) {
+                if self.role_write(*user, *role, key)
+                    && let Some(m) = self.members.get_mut(user)
+                {
                     m.roles.insert(*role);
                 }
             }
@@ -926,7 +937,9 @@ impl SpaceState {
                 self.role_below(rank, role)?;
                 self.act_on(author, rank, user)?;
                 let before = self.snapshot(&[*user]);
-                if let Some(m) = self.members.get_mut(user) {
+                if self.role_write(*user, *role, key)
+                    && let Some(m) = self.members.get_mut(user)
+                {
                     m.roles.remove(role);
                 }
                 applied.demoted = self.demoted_since(&before, rank);
@@ -1030,6 +1043,18 @@ impl SpaceState {
             }
         }
         Ok(applied)
+    }
+
+    /// Records an assign or revoke of `role` for `user` written with `key`; `false` when a
+    /// newer one already decided (this write then changes nothing).
+    fn role_write(&mut self, user: UserId, role: RoleId, key: WriteKey) -> bool {
+        match self.role_writes.get(&(user, role)) {
+            Some(k) if *k >= key => false,
+            _ => {
+                self.role_writes.insert((user, role), key);
+                true
+            }
+        }
     }
 
     fn live_category(&self, id: &ChannelId) -> Result<(), Refusal> {

@@ -317,7 +317,17 @@ fn a_late_old_branch_does_not_undo_newer_state() {
         },
     );
     let ch = derive_channel_id(c.log.space(), &create.id());
+    let helper = role(&mut c.log, &c.o, "Helper", 5, Permissions::MANAGE_MESSAGES);
     let mut old = c.log.clone();
+    // On the old branch the moderator gives X a role; the main branch later takes it away.
+    op(
+        &mut old,
+        &c.m,
+        OpBody::RoleAssign {
+            user: c.x.user(),
+            role: helper,
+        },
+    );
     // The owner's branch is old but the owner outranks everyone.
     op(
         &mut old,
@@ -350,6 +360,14 @@ fn a_late_old_branch_does_not_undo_newer_state() {
             },
         );
     }
+    op(
+        &mut c.log,
+        &c.a,
+        OpBody::RoleRevoke {
+            user: c.x.user(),
+            role: helper,
+        },
+    );
     let mut grant = c.log.clone();
     // Give the admin space management on the main branch, then rename.
     op(
@@ -384,6 +402,13 @@ fn a_late_old_branch_does_not_undo_newer_state() {
     assert_eq!(
         old.state().channel(&ch).unwrap().name.get(),
         "new-channel-4"
+    );
+    assert!(
+        !old.state()
+            .member(&c.x.user())
+            .unwrap()
+            .roles
+            .contains(&helper)
     );
 }
 
