@@ -141,22 +141,23 @@ impl ControlLog {
 
     /// Rebuilds a log from ops the node stored earlier (already verified when first inserted,
     /// so signatures are not checked again; structure and depths are).
-    pub fn from_stored(space: SpaceId, mut ops: Vec<SpaceOp>) -> Result<Self, InsertError> {
-        ops.sort_by_key(|o| (o.depth, o.id()));
+    pub fn from_stored(space: SpaceId, ops: Vec<SpaceOp>) -> Result<Self, InsertError> {
+        // Each id is a hash of the op's signing bytes: compute it once per op.
+        let mut ops: Vec<(u64, OpId, SpaceOp)> =
+            ops.into_iter().map(|o| (o.depth, o.id(), o)).collect();
+        ops.sort_by_key(|(depth, id, _)| (*depth, *id));
         let mut log = Self::empty(space);
         let mut iter = ops.into_iter();
-        let genesis = iter.next().ok_or(InsertError::Corrupt("no create op"))?;
+        let (_, id, genesis) = iter.next().ok_or(InsertError::Corrupt("no create op"))?;
         if genesis.genesis_space_id() != Some(space) {
             return Err(InsertError::Corrupt("the create op is not this space's"));
         }
-        let id = genesis.id();
         log.push(id, genesis, Vec::new(), 0);
-        for op in iter {
+        for (_, id, op) in iter {
             op.validate()?;
             if op.space != Some(space) {
                 return Err(InsertError::WrongSpace);
             }
-            let id = op.id();
             if log.graph.index.contains_key(&id) {
                 continue;
             }
@@ -270,13 +271,16 @@ impl ControlLog {
 
     /// Inserts an op received from anyone. See the module docs for what is checked.
     pub fn insert(&mut self, op: SpaceOp) -> Result<Insertion, InsertError> {
-        let id = op.verify()?;
+        // A copy of an op we hold is dropped before the (costlier) signature check: its id
+        // covers every signed field, so it is the op we already verified.
+        let id = op.id();
         if self.graph.index.contains_key(&id) || self.pending.contains_key(&id) {
             return Ok(Insertion {
                 duplicate: true,
                 ..Insertion::default()
             });
         }
+        op.verify()?;
         if op.is_genesis() {
             return Err(InsertError::SecondGenesis);
         }
@@ -466,20 +470,17 @@ impl ControlLog {
             .collect()
     }
 
-    /// Ops a peer whose heads are `have` lacks (every op not an ancestor-or-self of a known id
-    /// in `have`), plus the ops in `want`, in causal order, at most `limit`.
+    /// Ops a peer whose heads are `have` may lack: every op that is not an ancestor-or-self of
+    /// one of the ids in `have` we know (heads we do not know are ignored: the peer is ahead on
+    /// that branch, and we cannot tell which of ours it holds below it), plus the ops in `want`,
+    /// in causal order, at most `limit`.
     pub fn ops_for(&self, have: &[OpId], want: &[OpId], limit: usize) -> Vec<&SpaceOp> {
         let start: Vec<usize> = have
             .iter()
             .filter_map(|h| self.graph.index.get(h).copied())
             .collect();
         let known = self.graph.closure(&start, |e| &e.parents, true);
-        let mut pick = vec![false; self.graph.entries.len()];
-        if have.is_empty() || !start.is_empty() {
-            for (i, k) in known.iter().enumerate() {
-                pick[i] = !k;
-            }
-        }
+        let mut pick: Vec<bool> = known.iter().map(|k| !k).collect();
         for w in want {
             if let Some(&i) = self.graph.index.get(w) {
                 pick[i] = true;

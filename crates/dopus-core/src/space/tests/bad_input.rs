@@ -420,3 +420,39 @@ fn max_uses_count_only_joins_the_admitter_had_seen() {
         Err(JoinRefusal::Exhausted)
     );
 }
+
+#[test]
+fn sync_sends_what_a_peer_may_lack() {
+    let o = signer(1);
+    let mut a = create(&o);
+    let g = a.heads();
+    let mut b = a.clone();
+    let x1 = op(&mut a, &o, rename(1));
+    let x2 = op(&mut a, &o, rename(2));
+    let y1 = op(&mut b, &o, rename(3));
+    let ids = |v: Vec<&dopus_proto::space::SpaceOp>| -> Vec<OpId> {
+        v.into_iter().map(|o| o.id()).collect()
+    };
+    // B's heads are unknown to A: A sends everything B cannot be shown to hold.
+    assert_eq!(ids(a.ops_for(&b.heads(), &[], usize::MAX)).len(), 3);
+    // Once A knows B's head, it sends only its own branch.
+    a.insert(y1.clone()).unwrap();
+    assert_eq!(
+        ids(a.ops_for(&[y1.id()], &[], usize::MAX)),
+        vec![x1.id(), x2.id()]
+    );
+    // Nothing for a peer with everything; a wanted op by id; a limit.
+    assert!(a.ops_for(&a.heads(), &[], usize::MAX).is_empty());
+    assert_eq!(
+        ids(a.ops_for(&a.heads(), &[x1.id()], usize::MAX)),
+        vec![x1.id()]
+    );
+    assert_eq!(a.ops_for(&[], &[], 2).len(), 2);
+    assert_eq!(ids(a.ops_for(&g, &[], 1)), vec![x1.id()]);
+    // Whatever A sends brings B up to date.
+    for o in a.ops_for(&b.heads(), &[], usize::MAX) {
+        b.insert(o.clone()).unwrap();
+    }
+    assert_eq!(a.heads(), b.heads());
+    assert_eq!(a.state(), b.state());
+}

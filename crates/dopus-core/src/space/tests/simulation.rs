@@ -1,6 +1,7 @@
 //! Deterministic multi-replica simulation of a space's control log: 3 to 50 replicas write
 //! random ops (authorized or not, some by an outsider), delivered in random order with random
-//! delays, through partitions and offline periods. After everyone has every op:
+//! delays (one copy in ten lost), through partitions and offline periods, with anti-entropy
+//! (`ops_for` on the peer's heads) now and then and at the end. After that:
 //!
 //! - every replica has the same heads, the same state and the same resolution trace;
 //! - replaying the trace from the genesis op, every applied op applies and every refused op is
@@ -425,7 +426,8 @@ impl Sim {
             self.replicas[r].insert(op.clone()).unwrap();
             self.all.push(op.clone());
             for to in 0..n {
-                if to != r {
+                // One copy in ten is lost; anti-entropy must make up for it.
+                if to != r && !self.rng.chance(10) {
                     let delay = 1 + self.rng.below(30) as u64;
                     self.inflight.push((self.now + delay, r, to, op.clone()));
                 }
@@ -481,10 +483,28 @@ impl Sim {
         self.group.fill(0);
         self.online.fill(true);
         self.deliver(true);
-        // Full catch-up, as anti-entropy would do.
-        for r in 0..self.replicas.len() {
-            for o in self.all.clone() {
-                self.replicas[r].insert(o).unwrap();
+        // Catch-up by anti-entropy alone: each replica asks every other for what it may lack.
+        let n = self.replicas.len();
+        for a in 0..n {
+            for b in 0..n {
+                if a == b {
+                    continue;
+                }
+                let have = self.replicas[a].heads();
+                let missing: Vec<SpaceOp> = self.replicas[b]
+                    .ops_for(&have, &[], usize::MAX)
+                    .into_iter()
+                    .cloned()
+                    .collect();
+                for o in missing {
+                    self.replicas[a].insert(o).unwrap();
+                }
+            }
+        }
+        // Nothing anyone wrote is missing.
+        for r in &self.replicas {
+            for o in &self.all {
+                assert!(r.contains(&o.id()), "an op did not reach every replica");
             }
         }
     }
