@@ -18,9 +18,10 @@ use dopus_core::space::megolm::{ChannelCrypto, DeviceAddr};
 use dopus_core::space::test_support::KeySigner;
 use dopus_core::space::{ControlLog, SpaceSigner, invite};
 use dopus_core::store::MegolmOutboundRecord;
+use dopus_proto::content::{ChatContent, Content};
 use dopus_proto::peer::{
-    Base64Bytes, Content, Conversation, ENVELOPE_VERSION, MessageId, OlmMessageType,
-    PAYLOAD_VERSION, PeerAddress, PeerEnvelope, PeerPayload, RecipientBinding, SenderBinding,
+    Base64Bytes, Conversation, ENVELOPE_VERSION, MessageId, OlmMessageType, PAYLOAD_VERSION,
+    PeerAddress, PeerEnvelope, PeerPayload, RecipientBinding, SenderBinding,
 };
 use dopus_proto::space::{
     ChannelKind, OpBody, Permissions, RoleId, SpaceOp, derive_channel_id, derive_role_id,
@@ -466,7 +467,7 @@ fn bench_rotation(args: &Args, devices: usize) -> Result<()> {
                 certificate: None,
                 conversation: Conversation::Direct,
                 sent_at: T0,
-                content: Content::Typing { active: false },
+                content: Content::Chat(ChatContent::Typing { active: false }),
             };
             // The space content in the place the lead's `Content::Space` will put it.
             let mut v = serde_json::to_value(&payload)?;

@@ -10,9 +10,10 @@
 //! [`ChannelPayload`] is the plaintext inside: it repeats the sender (checked against the
 //! device the session belongs to), names the space and channel (checked against the channel the
 //! session was shared for), and carries the message id, the send time, the control-log heads the
-//! sender saw, mentions, a reply reference and the chat content. The chat content type is a
-//! parameter ([`ChannelContent`]) so the peer protocol's chat content (text, edit, delete,
-//! reaction, typing, receipt) can be plugged in without this module knowing it.
+//! sender saw, mentions and the chat content (which carries the reply reference). The chat content type is a
+//! parameter ([`ChannelContent`]); channels use the peer protocol's
+//! [`ChatContent`](crate::content::ChatContent) (text, edit, delete, reaction, typing,
+//! receipt), and tests may use a smaller one.
 
 use super::{MAX_HEADS, OpId, RoleId, check_op_ids, check_size, limit_list, malformed};
 use crate::peer::{Base64Bytes, MessageId, PeerAddress, PeerError};
@@ -120,6 +121,18 @@ pub trait ChannelContent:
     fn kind_name(&self) -> &'static str;
 }
 
+/// The peer protocol's chat content (text, edit, delete, reaction, typing, receipt) is what
+/// channels carry.
+impl ChannelContent for crate::content::ChatContent {
+    fn validate(&self) -> Result<(), PeerError> {
+        crate::content::ChatContent::validate(self)
+    }
+
+    fn kind_name(&self) -> &'static str {
+        crate::content::ChatContent::kind_name(self)
+    }
+}
+
 /// Who a message mentions (highlights for them).
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -174,10 +187,8 @@ pub struct ChannelPayload<C> {
     /// use them to fetch ops they miss; a message from a member whose removal the receiver has
     /// applied is dropped whatever heads it cites.
     pub heads: Vec<OpId>,
-    /// The message this one answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reply_to: Option<MessageId>,
-    /// Who it mentions.
+    /// Who it mentions. (A reply names its target in the chat content:
+    /// `ChatContent::Text::reply_to`.)
     #[serde(default, skip_serializing_if = "Mentions::is_empty")]
     pub mentions: Mentions,
     /// The chat content.

@@ -270,6 +270,20 @@ fn check_key(key: &Base64Bytes) -> Result<(), PeerError> {
 }
 
 impl SpaceContent {
+    /// Every kind name, for the payload decoder that finds the subsystem from the `kind`.
+    pub const KINDS: &'static [&'static str] = &[
+        "space_ops",
+        "space_heads",
+        "space_ops_request",
+        "space_room_key",
+        "space_key_request",
+        "space_forwarded_key",
+        "space_key_withheld",
+        "space_join_request",
+        "space_join_answer",
+        "space_history_bundle",
+    ];
+
     /// The space the content is about.
     pub fn space(&self) -> &SpaceId {
         match self {

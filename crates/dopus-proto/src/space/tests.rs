@@ -762,6 +762,7 @@ fn every_content_kind_round_trips_and_is_named_space_something() {
         let json = serde_json::to_value(&c).unwrap();
         assert_eq!(json["kind"], c.kind_name());
         assert!(c.kind_name().starts_with("space_"));
+        assert!(SpaceContent::KINDS.contains(&c.kind_name()));
         assert_eq!(c.space(), &space_id());
         let back: SpaceContent = serde_json::from_value(json).unwrap();
         assert_eq!(back, c);
@@ -906,7 +907,6 @@ fn payload(content: TestChat) -> ChannelPayload<TestChat> {
         },
         sent_at: Timestamp(1_700_000_000_001),
         heads: vec![op_id(1), op_id(2)],
-        reply_to: Some(MessageId::new_v7(Timestamp(1_699_000_000_000), [2; 10])),
         mentions: Mentions {
             users: vec![user(2)],
             roles: vec![RoleId::from_bytes([3; 16])],
@@ -944,6 +944,45 @@ fn the_channel_message_carries_nothing_but_routing_and_ciphertext() {
     let mut fields: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
     fields.sort();
     assert_eq!(fields, ["ciphertext", "sender", "session_id", "version"]);
+}
+
+#[test]
+fn every_kind_is_listed_once_and_disjoint_from_other_subsystems() {
+    let names: std::collections::BTreeSet<_> =
+        every_content().iter().map(|c| c.kind_name()).collect();
+    let listed: std::collections::BTreeSet<_> = SpaceContent::KINDS.iter().copied().collect();
+    assert_eq!(names, listed);
+    assert_eq!(listed.len(), SpaceContent::KINDS.len());
+    for k in crate::content::ChatContent::KINDS {
+        assert!(!listed.contains(k));
+    }
+}
+
+#[test]
+fn channels_carry_the_peer_protocols_chat_content() {
+    let mut p = ChannelPayload {
+        version: CHANNEL_PAYLOAD_VERSION,
+        id: MessageId::new_v7(Timestamp(1_700_000_000_000), [1; 10]),
+        space: space_id(),
+        channel: channel(1),
+        sender: PeerAddress {
+            user: user(1),
+            device: DeviceId::from_random([1; 16]),
+        },
+        sent_at: Timestamp(1_700_000_000_001),
+        heads: vec![op_id(1)],
+        mentions: Mentions::default(),
+        content: crate::content::ChatContent::Typing { active: true },
+    };
+    let back =
+        ChannelPayload::<crate::content::ChatContent>::from_json(&p.to_json().unwrap()).unwrap();
+    assert_eq!(back, p);
+    p.content = crate::content::ChatContent::Reaction {
+        target: p.id,
+        emoji: String::new(),
+        action: crate::content::ReactionAction::Add,
+    };
+    assert!(p.to_json().is_err());
 }
 
 #[test]

@@ -146,7 +146,6 @@ fn payload(
         sender: from.addr(),
         sent_at: T0,
         heads: w.log.heads(),
-        reply_to: None,
         mentions: Mentions::default(),
         content: Chat::Text { body: body.into() },
     }
