@@ -202,6 +202,12 @@ impl Download {
     }
 
     fn plan(&mut self, now: Timestamp) {
+        if self.running() && self.planner.is_complete() {
+            self.commit(now);
+            self.set_state(now, TransferState::Verifying, None);
+            self.out.push_back(DownloadOutput::Finalize);
+            return;
+        }
         if self.running() {
             for r in self.planner.plan(now) {
                 self.connecting.retain(|h| *h != r.holder);
@@ -255,6 +261,11 @@ impl Download {
             self.commit(now);
         }
         self.maybe_progress(now);
+        if self.planner.is_complete() {
+            // Complete even if the last answer's end was not seen (its holder went away
+            // right after the last group): nothing is left to ask for.
+            self.plan(now);
+        }
     }
 
     /// The whole answer to `key` arrived.
@@ -285,13 +296,8 @@ impl Download {
         self.plan(now);
     }
 
+    /// Plans more requests, or moves to verifying once every group is there.
     fn after_progress(&mut self, now: Timestamp) {
-        if self.planner.is_complete() && self.running() {
-            self.commit(now);
-            self.set_state(now, TransferState::Verifying, None);
-            self.out.push_back(DownloadOutput::Finalize);
-            return;
-        }
         self.plan(now);
     }
 
@@ -665,6 +671,19 @@ mod tests {
         let e = d.event();
         assert_eq!(e.sources, 1);
         assert!(e.progress.rate > 0 && e.progress.eta_secs.is_some());
+    }
+
+    #[test]
+    fn a_download_completes_when_its_last_holder_leaves_right_after_the_last_group() {
+        let mut d = download(4 * G, GroupSet::new(), TransferState::Queued);
+        d.holder_ready(Timestamp(0), HolderId(1), GroupSet::from_range(0..4));
+        let r = requests(&drain(&mut d));
+        d.on_verified(Timestamp(1), r[0].key, &GroupSet::from_range(0..4));
+        d.holder_gone(Timestamp(2), HolderId(1));
+        let out = drain(&mut d);
+        assert_eq!(states(&out), [(TransferState::Verifying, None)]);
+        assert_eq!(out.last(), Some(&DownloadOutput::Finalize));
+        assert_eq!(commits(&out), [GroupSet::from_range(0..4)]);
     }
 
     #[test]
