@@ -22,4 +22,4 @@ pub use save::{PlainReader, SaveError, save_blob};
 pub use serve::{ServeError, encode_answer};
 pub use source::{EncryptedSource, SourceStamp, stamp, stamp_path};
 pub use space::{NoSpace, SpaceError, available_space, check_download_space, check_space};
-pub use transport::{BlobTransport, Closed, MemoryPipe};
+pub use transport::{BlobTransport, Closed, MemoryPipe, PipeWaiter};

@@ -66,13 +66,14 @@ impl MemoryPipe {
     /// Waits at most `timeout` for a message to arrive or for room to appear (any change on the
     /// pipe wakes it), unless a message is already there.
     pub fn wait(&self, timeout: Duration) {
-        let Ok(guard) = self.shared.queues.lock() else {
-            return;
-        };
-        let (queues, closed) = &*guard;
-        let idle = queues[1 - self.end].messages.is_empty() && !closed;
-        if idle {
-            let _ = self.shared.changed.wait_timeout(guard, timeout);
+        self.clone_waiter().wait(timeout);
+    }
+
+    /// A handle that waits on this end after the pipe itself was handed to a transfer.
+    pub fn clone_waiter(&self) -> PipeWaiter {
+        PipeWaiter {
+            shared: self.shared.clone(),
+            end: self.end,
         }
     }
 
@@ -82,6 +83,28 @@ impl MemoryPipe {
             g.1 = true;
         }
         self.shared.changed.notify_all();
+    }
+}
+
+/// Waits on one end of a [`MemoryPipe`] (see [`MemoryPipe::wait`]).
+#[derive(Debug, Clone)]
+pub struct PipeWaiter {
+    shared: Arc<Shared>,
+    end: usize,
+}
+
+impl PipeWaiter {
+    /// Waits at most `timeout` for a message to arrive or for room to appear, unless a message
+    /// is already there.
+    pub fn wait(&self, timeout: Duration) {
+        let Ok(guard) = self.shared.queues.lock() else {
+            return;
+        };
+        let (queues, closed) = &*guard;
+        let idle = queues[1 - self.end].messages.is_empty() && !closed;
+        if idle {
+            let _ = self.shared.changed.wait_timeout(guard, timeout);
+        }
     }
 }
 
