@@ -354,6 +354,9 @@ pub enum TransferContent {
 }
 
 impl TransferContent {
+    /// Every kind name, for the payload decoder that finds the subsystem from the `kind`.
+    pub const KINDS: &'static [&'static str] = &["file_have", "file_revoke", "file_cancel"];
+
     /// Checks the documented limits (a blob hash is checked when it is parsed).
     pub fn validate(&self) -> Result<(), PeerError> {
         match self {
@@ -1018,10 +1021,21 @@ mod tests {
             let v = serde_json::to_value(&c).unwrap();
             assert_eq!(v["kind"], c.kind_name());
             assert!(c.kind_name().starts_with("file_"));
+            assert!(TransferContent::KINDS.contains(&c.kind_name()));
             assert_eq!(c.blob(), &blob);
             assert_eq!(c.validate(), Ok(()));
             let back: TransferContent = serde_json::from_value(v).unwrap();
             assert_eq!(back, c);
+        }
+        assert_eq!(TransferContent::KINDS.len(), 3);
+        assert!(
+            TransferContent::KINDS
+                .iter()
+                .all(|k| k.starts_with("file_"))
+        );
+        // No kind collides with another subsystem's.
+        for k in crate::content::ChatContent::KINDS {
+            assert!(!TransferContent::KINDS.contains(k));
         }
         let extra = serde_json::json!({"kind": "file_have", "blob": blob, "x": 1});
         assert!(serde_json::from_value::<TransferContent>(extra).is_err());
