@@ -12,7 +12,7 @@ fn a_crashed_receiver_resumes_from_its_last_commit() {
     let tmp = tempfile::tempdir().unwrap();
     let sd = BlobDir::new(tmp.path().join("s")).unwrap();
     let rd = BlobDir::new(tmp.path().join("r")).unwrap();
-    let size: u64 = 16 << 20;
+    let size: u64 = 8 << 20;
     let path = random_file(tmp.path(), "big.iso", size, 99);
     let (manifest, stamp) = prepared(&path, &sd);
     let mut sender = node(&sd);
@@ -89,7 +89,7 @@ fn pause_and_resume_over_a_live_channel() {
     let tmp = tempfile::tempdir().unwrap();
     let sd = BlobDir::new(tmp.path().join("s")).unwrap();
     let rd = BlobDir::new(tmp.path().join("r")).unwrap();
-    let size: u64 = 12 << 20;
+    let size: u64 = 8 << 20;
     let path = random_file(tmp.path(), "a.bin", size, 5);
     let (manifest, stamp) = prepared(&path, &sd);
     let mut sender = node(&sd);
