@@ -18,6 +18,8 @@
 
 use crate::chat::Outgoing;
 use crate::store::{EnvelopeId, OutboxEntry, OutboxItem, OutboxRecipient};
+#[cfg(test)]
+use dopus_proto::peer::ReactionAction;
 use dopus_proto::peer::{
     ChatContent, Content, Conversation, MAX_BULK_ITEMS, MAX_IDS_PER_MESSAGE, ReceiptKind,
 };
@@ -213,6 +215,54 @@ pub fn entry_for_device(entry: &OutboxEntry, device: &DeviceId) -> bool {
     entry.peer_device.as_ref().is_none_or(|d| d == device)
 }
 
+/// How long an edit, delete or reaction waits before it looks again whether the message it is
+/// about has been acknowledged ([`waits_for`]).
+pub const HOLD_RECHECK_MS: u64 = 1_000;
+
+/// The message an edit, delete or reaction is about, if it must wait for that message: a
+/// change to a message the peer has not acknowledged yet (our own message, still `pending` or
+/// `sent`) is held back until the message's `delivered` receipt. Copies travel by different
+/// paths and retries (a first copy lost on a dead channel, its retry parked in the mailbox
+/// behind a later edit), and a receiver that gets an edit or delete for a message it does not
+/// hold yet can only acknowledge and drop it: the change would be lost for good.
+pub fn waits_for(content: &Content) -> Option<dopus_proto::peer::MessageId> {
+    match content {
+        Content::Chat(
+            ChatContent::Edit { target, .. }
+            | ChatContent::Delete { target }
+            | ChatContent::Reaction { target, .. },
+        ) => Some(*target),
+        _ => None,
+    }
+}
+
+/// The reactions in a peer's queue (oldest first) that must wait for an earlier reaction of
+/// ours on the same message with the same emoji: an add and a remove that overtake each
+/// other on their way (a lost first copy, a retry through the mailbox) would leave the two
+/// sides disagreeing, since a removed reaction leaves nothing behind to compare times with.
+pub fn reactions_waiting<'a>(
+    queue: impl IntoIterator<Item = (EnvelopeId, Option<&'a Content>)>,
+) -> std::collections::BTreeSet<EnvelopeId> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut waiting = std::collections::BTreeSet::new();
+    for (id, content) in queue {
+        if let Some(Content::Chat(ChatContent::Reaction { target, emoji, .. })) = content
+            && !seen.insert((*target, emoji.clone()))
+        {
+            waiting.insert(id);
+        }
+    }
+    waiting
+}
+
+/// Whether a change to a message of ours in `state` must still wait ([`waits_for`]).
+pub fn target_unacknowledged(state: crate::store::DeliveryState) -> bool {
+    matches!(
+        state,
+        crate::store::DeliveryState::Pending | crate::store::DeliveryState::Sent
+    )
+}
+
 /// Whether `out` is a delivered receipt (those are held and merged).
 pub fn is_delivered_receipt(out: &Outgoing) -> bool {
     matches!(
@@ -271,6 +321,53 @@ mod tests {
             body: body.into(),
             reply_to: None,
         })
+    }
+
+    #[test]
+    fn changes_wait_for_their_message() {
+        let target = MessageId::new_v7(Timestamp(1), [1; 10]);
+        let edit = Content::Chat(ChatContent::Edit {
+            target,
+            body: "b".into(),
+        });
+        let delete = Content::Chat(ChatContent::Delete { target });
+        assert_eq!(waits_for(&edit), Some(target));
+        assert_eq!(waits_for(&delete), Some(target));
+        assert_eq!(waits_for(&text("a")), None);
+        use crate::store::DeliveryState::*;
+        assert!(target_unacknowledged(Pending) && target_unacknowledged(Sent));
+        assert!(!target_unacknowledged(Delivered) && !target_unacknowledged(Read));
+        // A message that failed for good does not hold its changes forever.
+        assert!(!target_unacknowledged(Failed));
+    }
+
+    #[test]
+    fn a_reaction_waits_for_the_one_before_it_on_the_same_emoji() {
+        let target = MessageId::new_v7(Timestamp(1), [1; 10]);
+        let other = MessageId::new_v7(Timestamp(2), [2; 10]);
+        let react = |t, e: &str, add| {
+            Content::Chat(ChatContent::Reaction {
+                target: t,
+                emoji: e.into(),
+                action: if add {
+                    ReactionAction::Add
+                } else {
+                    ReactionAction::Remove
+                },
+            })
+        };
+        let q = [
+            react(target, "a", true),
+            react(target, "b", true),
+            react(other, "a", true),
+            text("x"),
+            react(target, "a", false),
+        ];
+        let ids: Vec<EnvelopeId> = (0..q.len())
+            .map(|i| EnvelopeId(uuid::Uuid::from_u128(i as u128 + 1)))
+            .collect();
+        let waiting = reactions_waiting(ids.iter().copied().zip(q.iter().map(Some)));
+        assert_eq!(waiting.into_iter().collect::<Vec<_>>(), vec![ids[4]]);
     }
 
     #[test]

@@ -391,6 +391,24 @@ impl NodeMachine {
             &entries,
         );
         let mut changes = Changes::new();
+        // Reactions that must wait for an earlier one on the same message and emoji.
+        let reactions_waiting = if entries.iter().any(|e| {
+            Queued::decode(&e.bytes)
+                .is_some_and(|q| matches!(q.content, Content::Chat(ChatContent::Reaction { .. })))
+        }) {
+            let queue = store.outbox_for_peer(&peer, 10_000)?;
+            let decoded: Vec<(EnvelopeId, Option<Queued>)> = queue
+                .iter()
+                .map(|e| (e.id, Queued::decode(&e.bytes)))
+                .collect();
+            outbox::reactions_waiting(
+                decoded
+                    .iter()
+                    .map(|(id, q)| (*id, q.as_ref().map(|q| &q.content))),
+            )
+        } else {
+            Default::default()
+        };
         // The due copies this build can read; others are dropped with a warning.
         let mut due: Vec<(OutboxEntry, Queued, dopus_proto::peer::MessageId)> = Vec::new();
         for entry in entries {
@@ -402,6 +420,28 @@ impl NodeMachine {
                 changes.push(Change::OutboxRemove(entry.id));
                 continue;
             };
+            // A change to one of our messages the peer has not acknowledged waits for it
+            // (`outbox::waits_for`): it is looked at again shortly, its attempts unchanged.
+            let held = reactions_waiting.contains(&entry.id)
+                || match outbox::waits_for(&queued.content) {
+                    Some(target) => {
+                        store
+                            .message(&MessageId(*target.as_uuid()))?
+                            .is_some_and(|m| {
+                                m.sender == self.me && outbox::target_unacknowledged(m.delivery)
+                            })
+                    }
+                    None => false,
+                };
+            if held {
+                changes.push(Change::OutboxReschedule {
+                    id: entry.id,
+                    peer,
+                    attempts: entry.attempts,
+                    next_attempt_at: now.plus_millis(outbox::HOLD_RECHECK_MS),
+                });
+                continue;
+            }
             due.push((entry, queued, wire));
         }
         let mut envelopes: Vec<Sealed> = Vec::new();
