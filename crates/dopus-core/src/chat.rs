@@ -587,8 +587,12 @@ impl Chat {
                     return Ok(r);
                 }
                 let id = store_id(target);
+                // A deleted message keeps no reactions (its sender's delete erased them): one
+                // that arrives after the delete is acknowledged and dropped, as on the side
+                // that deleted it.
                 if let Some(m) = store.message(&id)?
                     && m.conversation == conversation
+                    && !m.deleted
                 {
                     r.changes.push(Change::React {
                         message: id,
@@ -1143,6 +1147,24 @@ mod tests {
             .unwrap();
         store.apply(r.changes).unwrap();
         assert!(store.message(&id(1)).unwrap().unwrap().deleted);
+        // A reaction that arrives after the delete is acknowledged and dropped: the deleted
+        // message keeps no reactions, as on its sender's side.
+        let late = payload(
+            alice,
+            bob,
+            id(5),
+            Content::Chat(ChatContent::Reaction {
+                target: wire_id(id(1)).unwrap(),
+                emoji: "👍".into(),
+                action: ReactionAction::Add,
+            }),
+        );
+        let r = b
+            .receive(&store, Timestamp(7), alice, &late, env(6))
+            .unwrap();
+        assert_eq!(r.replies.len(), 1, "acknowledged");
+        store.apply(r.changes).unwrap();
+        assert!(store.reactions(&id(1)).unwrap().is_empty());
     }
 
     #[test]
