@@ -447,6 +447,7 @@ pub struct Sim {
     pub quiet_at: Option<u64>,
     /// Events handled.
     pub events: u64,
+    actions_pending: u64,
 }
 
 impl std::fmt::Debug for Sim {
@@ -493,6 +494,7 @@ impl Sim {
             tail_cap: 400,
             quiet_at: None,
             events: 0,
+            actions_pending: 0,
         };
         for i in 0..nodes {
             let node = make_node(seed, i);
@@ -552,6 +554,7 @@ impl Sim {
 
     /// Schedules an action at `at_ms` of virtual time.
     pub fn schedule(&mut self, at_ms: u64, action: Action) {
+        self.actions_pending += 1;
         self.push(at_ms, Ev::Act(action));
     }
 
@@ -802,13 +805,16 @@ impl Sim {
         false
     }
 
-    /// Every node up and connected, every outbox and mailbox empty, no request unanswered.
+    /// Every scheduled action done, every node up and connected, every outbox and mailbox
+    /// empty, no request unanswered.
     fn quiet(&self) -> bool {
-        self.nodes.iter().all(|n| {
-            n.up && n.sig_up
-                && n.store.outbox_next_attempt_at().ok().flatten().is_none()
-                && n.inbox.is_empty()
-        }) && self.server.mailboxes_empty()
+        self.actions_pending == 0
+            && self.nodes.iter().all(|n| {
+                n.up && n.sig_up
+                    && n.store.outbox_next_attempt_at().ok().flatten().is_none()
+                    && n.inbox.is_empty()
+            })
+            && self.server.mailboxes_empty()
             && self.pending_contacts() == 0
     }
 
@@ -955,7 +961,10 @@ impl Sim {
             Ev::UncutDirect(a, b) => {
                 self.direct_cut.remove(&(a.min(b), a.max(b)));
             }
-            Ev::Act(a) => self.act(a),
+            Ev::Act(a) => {
+                self.actions_pending -= 1;
+                self.act(a);
+            }
             Ev::Check => {}
         }
     }
