@@ -258,3 +258,44 @@ fn an_envelope_never_repaired_costs_one_reset() {
     let after = sim.otk_claims(BOB, ALICE);
     assert_eq!(after.0 + after.1, before.0 + before.1 + 1);
 }
+
+/// Bob lost his sessions with alice; his grace for her envelope ends while he is cut from the
+/// server. The reset starts as soon as he is back, not a throttle window (30 s) later: a
+/// reset tried without the server must not spend the throttle.
+#[test]
+fn a_reset_due_while_the_server_is_away_starts_when_it_returns() {
+    for seed in 0..4 {
+        let mut sim = pair(seed);
+        sim.schedule(
+            6_000,
+            Action::LoseSessions {
+                node: BOB,
+                peer: ALICE,
+            },
+        );
+        sim.schedule(
+            10_000,
+            Action::Cmd(
+                ALICE,
+                Cmd::Send {
+                    peer: BOB,
+                    count: 1,
+                },
+            ),
+        );
+        sim.schedule(
+            14_000,
+            Action::CutServer {
+                node: BOB,
+                ms: 4_000,
+            },
+        );
+        finish(&mut sim);
+        let resets = &sim.stats(BOB).reset_times;
+        assert_eq!(resets.len(), 1, "seed {seed}: {resets:?}");
+        assert!(
+            resets[0] < 25_000,
+            "seed {seed}: the reset waited for the throttle: {resets:?}"
+        );
+    }
+}

@@ -308,7 +308,11 @@ impl NodeMachine {
         [
             outbox,
             self.receipts_due,
-            self.recovery.next_check(),
+            // A reset needs the server (a fresh bundle); without it, recovery waits for the
+            // connection (which runs a batch) instead of waking the machine for nothing.
+            (self.signaling == SignalingState::Connected)
+                .then(|| self.recovery.next_check())
+                .flatten(),
             self.olm.poll_timeout(),
             self.verifications
                 .values()

@@ -245,6 +245,8 @@ pub struct NodeStats {
     pub batches: u64,
     /// Crashes (and restores).
     pub crashes: u64,
+    /// When (virtual ms) each reset this node asked for started.
+    pub reset_times: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -1566,6 +1568,8 @@ impl Sim {
                 ));
                 if *resent == 0 {
                     self.nodes[n].stats.resets_asked += 1;
+                    let now = self.now;
+                    self.nodes[n].stats.reset_times.push(now);
                 } else {
                     self.nodes[n].stats.resets_answered += 1;
                 }

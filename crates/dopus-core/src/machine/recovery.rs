@@ -135,6 +135,13 @@ impl NodeMachine {
         now: Timestamp,
         store: &mut dyn Store,
     ) -> Result<(), MachineError> {
+        // Without the server no fresh bundle can come: a reset started now would spend the
+        // peer's throttle window on nothing and wait 30 s more once the server is back. The
+        // ids keep their failure times; the first batch after the connection returns starts
+        // the reset.
+        if self.signaling != super::SignalingState::Connected {
+            return Ok(());
+        }
         for (peer, missing) in self.recovery.due(now, store)? {
             tracing::info!(peer = %peer.short(), missing = missing.len(), "envelopes still cannot be decrypted; starting a new session");
             self.fetch_bundle(now, peer, Some(missing));
