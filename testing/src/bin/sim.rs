@@ -95,6 +95,11 @@ fn main() -> ExitCode {
             );
         }
         report(&o, args.verbose);
+        if args.verbose && o.failures.is_empty() {
+            for l in &o.tail {
+                println!("    {l}");
+            }
+        }
         return if o.failures.is_empty() {
             ExitCode::SUCCESS
         } else {
@@ -124,6 +129,11 @@ fn main() -> ExitCode {
     let failures = results.iter().filter(|o| !o.failures.is_empty()).count();
     for o in &results {
         report(o, args.verbose);
+    }
+    if args.verbose {
+        for o in results.iter().filter(|o| o.resets > 0) {
+            println!("seed {} ({:?}): {} resets", o.seed, o.focus, o.resets);
+        }
     }
     let texts: usize = results.iter().map(|o| o.texts).sum();
     let resets: u64 = results.iter().map(|o| o.resets).sum();
