@@ -1,10 +1,13 @@
-import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState, type KeyboardEvent, type ReactNode } from "react";
+import { defaultRangeExtractor, useVirtualizer, type Range } from "@tanstack/react-virtual";
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState, type FocusEvent, type KeyboardEvent, type ReactNode } from "react";
 import type { Contact, Message } from "../api/types";
 import { connectionSummary } from "../lib/format";
 import { buildItems } from "../lib/messages";
+import { plainText } from "../lib/markdown";
 import { conversationOf } from "../lib/state";
 import { isTyping, typingText } from "../lib/typing";
-import { atPresent, firstUnread, lastOnScreen, readUpTo, showJumpBar, unreadAfter, type Placed } from "../lib/unread";
+import { atPresent, firstUnread, lastOnScreen, readUpTo, showJumpBar, unreadAfter } from "../lib/unread";
+import { buildRows, estimateRowSize, placedMessages, ROW_HEIGHTS, rowIndexById, stepMessage, withPinned } from "../lib/windowing";
 import { usePrefs } from "../state/prefs";
 import { useStore } from "../state/store";
 import { Avatar, presenceLabel } from "./Avatar";
@@ -89,9 +92,12 @@ export function ConversationView({
   const [highlight, setHighlight] = useState<string | null>(null);
   const [localJump, setLocalJump] = useState<string | null>(null);
   const [jumpBar, setJumpBar] = useState(false);
+  /** The message that has keyboard focus: kept rendered while it is off screen. */
+  const [focused, setFocused] = useState<string | null>(null);
+  /** A message to focus as soon as it is rendered (keyboard navigation, jumps). */
+  const pendingFocus = useRef<string | null>(null);
+  const [announce, setAnnounce] = useState("");
   const scroller = useRef<HTMLDivElement>(null);
-  const list = useRef<HTMLOListElement>(null);
-  const anchor = useRef<{ fromBottom: number } | null>(null);
   const stick = useRef(true);
   const jumpPages = useRef(0);
   /** The unread count when this conversation was opened: where the divider goes. */
@@ -109,6 +115,49 @@ export function ConversationView({
   messagesRef.current = conv.messages;
   const meId = state.me?.user_id ?? "";
   const target = jumpTo ?? localJump;
+  const lastId = conv.messages.length ? conv.messages[conv.messages.length - 1]!.id : null;
+
+  const rows = useMemo(
+    () =>
+      buildRows(items, {
+        start: conv.loaded && !conv.hasMore,
+        dividerId: divider.id,
+        dividerLabel: divider.partial ? "New messages (more above)" : "New messages",
+      }),
+    [items, conv.loaded, conv.hasMore, divider.id, divider.partial],
+  );
+  const rowIndex = useMemo(() => rowIndexById(rows), [rows]);
+  const rowsRef = useRef(rows);
+  rowsRef.current = rows;
+  const rowIndexRef = useRef(rowIndex);
+  rowIndexRef.current = rowIndex;
+
+  // Rows kept mounted off screen (see withPinned); the extractor changes only when they do.
+  const pinned = [lastId, focused, editing].map((id) => (id ? rowIndex.get(id) : undefined));
+  const pinnedRef = useRef(pinned);
+  pinnedRef.current = pinned;
+  const pinKey = pinned.join(",");
+  const rangeExtractor = useCallback(
+    (range: Range) => withPinned(defaultRangeExtractor(range), pinnedRef.current, range.count),
+    // pinKey stands for what pinnedRef holds: a new extractor makes the virtualiser recompute.
+    [pinKey],
+  );
+  const getItemKey = useCallback((i: number) => rows[i]?.key ?? i, [rows]);
+  const estimateSize = useCallback((i: number) => (rows[i] ? estimateRowSize(rows[i]) : ROW_HEIGHTS.line), [rows]);
+  const virtualizer = useVirtualizer({
+    count: rows.length,
+    getScrollElement: () => scroller.current,
+    estimateSize,
+    getItemKey,
+    rangeExtractor,
+    overscan: 6,
+    // Chat mode: a prepend keeps the row at the top of the view where it was; a message
+    // appended while the reader is at the newest one is followed; growth at the end stays pinned.
+    anchorTo: "end",
+    followOnAppend: true,
+    scrollEndThreshold: 48,
+    scrollPaddingStart: 24,
+  });
 
   // The first unread message: page back until it is loaded, then freeze it for this visit.
   useEffect(() => {
@@ -128,30 +177,11 @@ export function ConversationView({
   /** Which messages have been on screen: only those count as read. */
   const updateSeen = useCallback(() => {
     const el = scroller.current;
-    const ol = list.current;
     // Nothing counts as seen before the view has landed where the reader starts (the divider).
-    if (!el || !ol || !state.visible || !landed.current) return;
+    if (!el || !state.visible || !landed.current) return;
     const viewTop = el.scrollTop;
-    const viewBottom = viewTop + el.clientHeight;
-    const nodes = ol.querySelectorAll<HTMLElement>("li[data-message-id]");
-    // Binary search for the last message starting above the bottom edge, then look at it and its neighbour.
-    let lo = 0;
-    let hi = nodes.length - 1;
-    let idx = -1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      if (nodes[mid]!.offsetTop < viewBottom) {
-        idx = mid;
-        lo = mid + 1;
-      } else hi = mid - 1;
-    }
-    if (idx < 0) return;
-    const placed: Placed[] = [];
-    for (let i = Math.max(0, idx - 1); i <= idx; i++) {
-      const n = nodes[i]!;
-      placed.push({ id: n.dataset.messageId!, top: n.offsetTop, bottom: n.offsetTop + n.offsetHeight });
-    }
-    const seenId = lastOnScreen(placed, viewTop, viewBottom);
+    const placed = placedMessages(rowsRef.current, virtualizer.getVirtualItems());
+    const seenId = lastOnScreen(placed, viewTop, viewTop + el.clientHeight);
     if (!seenId) return;
     const msgs = messagesRef.current;
     // Our own optimistic messages (local ids, no seq yet) do not move the read position.
@@ -163,40 +193,57 @@ export function ConversationView({
     dispatch({ type: "seen", userId: peer, unread: unreadAfter(msgs, seen.id) });
     const upTo = readUpTo(msgs, seen.id);
     if (upTo) actions.markRead(peer, upTo);
-  }, [state.visible, dispatch, peer, actions]);
+  }, [state.visible, dispatch, peer, actions, virtualizer]);
+
+  // After a render the virtualiser may still move the view (a scroll it was asked for, a
+  // correction after measuring): check what is on screen once it has.
+  const seenFrame = useRef(0);
+  const updateSeenSoon = useCallback(() => {
+    if (seenFrame.current) return;
+    seenFrame.current = requestAnimationFrame(() => {
+      seenFrame.current = 0;
+      updateSeen();
+    });
+  }, [updateSeen]);
+  useEffect(() => () => cancelAnimationFrame(seenFrame.current), []);
 
   const loadOlder = useCallback(() => {
-    const el = scroller.current;
-    if (!el || conv.loadingOlder || !conv.hasMore || !conv.loaded) return;
-    anchor.current = { fromBottom: el.scrollHeight - el.scrollTop };
+    if (conv.loadingOlder || !conv.hasMore || !conv.loaded) return;
+    // No scroll bookkeeping: the virtualiser keeps the top row in place when the page lands.
     void actions.loadOlder(peer);
   }, [conv.loadingOlder, conv.hasMore, conv.loaded, actions, peer]);
 
-  // Keep the reader's place: after an older page is prepended, restore the distance from the
-  // bottom; on the first landing go to the unread divider; otherwise follow new messages only
-  // if the reader was at the bottom.
+  // On the first landing go to the unread divider (or the newest message). Keeping the place
+  // on prepends and following new messages at the bottom are the virtualiser's (anchorTo, followOnAppend).
   useLayoutEffect(() => {
     const el = scroller.current;
     if (!el) return;
-    if (anchor.current && !conv.loadingOlder) {
-      el.scrollTop = el.scrollHeight - anchor.current.fromBottom;
-      anchor.current = null;
-    } else if (!landed.current && conv.loaded && divider.settled && !target) {
+    if (!landed.current && conv.loaded && divider.settled && !target && rows.length > 0) {
       landed.current = true;
-      const div = divider.id ? document.getElementById("unread-divider") : null;
-      if (div) {
-        el.scrollTop = Math.max(0, div.offsetTop - 24);
-        stick.current = atPresent(el.scrollHeight - el.scrollTop - el.clientHeight);
+      const at = divider.id ? rowIndex.get(divider.id) : undefined;
+      if (at !== undefined) {
+        stick.current = false;
+        virtualizer.scrollToIndex(at, { align: "start" });
       } else {
-        el.scrollTop = el.scrollHeight;
+        stick.current = true;
+        virtualizer.scrollToEnd();
       }
-    } else if (stick.current && !target && landed.current) {
-      el.scrollTop = el.scrollHeight;
     }
     // A first page shorter than the viewport cannot be scrolled, so fetch more right away.
-    if (conv.loaded && conv.hasMore && !conv.loadingOlder && el.scrollHeight <= el.clientHeight) loadOlder();
-    updateSeen();
-  }, [items, conv.loadingOlder, conv.loaded, divider, target, loadOlder, updateSeen]);
+    if (conv.loaded && conv.hasMore && !conv.loadingOlder && virtualizer.getTotalSize() <= el.clientHeight) loadOlder();
+    updateSeenSoon();
+  }, [rows, rowIndex, conv.loadingOlder, conv.loaded, conv.hasMore, divider, target, loadOlder, updateSeenSoon, virtualizer]);
+
+  // Focus a message once it is rendered (it is pinned, so the next render has it).
+  useLayoutEffect(() => {
+    const id = pendingFocus.current;
+    if (!id) return;
+    const el = document.getElementById(`msg-${id}`);
+    if (el) {
+      pendingFocus.current = null;
+      el.focus({ preventScroll: true });
+    }
+  });
 
   // The view got shorter (a bar appeared, the window shrank, the keyboard opened): a reader
   // at the newest message stays there.
@@ -204,11 +251,11 @@ export function ConversationView({
     const el = scroller.current;
     if (!el || typeof ResizeObserver === "undefined") return;
     const ro = new ResizeObserver(() => {
-      if (stick.current && landed.current) el.scrollTop = el.scrollHeight;
+      if (stick.current && landed.current) virtualizer.scrollToEnd();
     });
     ro.observe(el);
     return () => ro.disconnect();
-  }, []);
+  }, [virtualizer]);
 
   // Back in the tab: what is on screen now counts as seen.
   useEffect(() => {
@@ -218,6 +265,32 @@ export function ConversationView({
   // Leaving: the rest of the app counts new messages for this conversation again.
   useEffect(() => () => dispatch({ type: "at_bottom", atBottom: true }), [dispatch]);
 
+  // Screen readers hear new incoming messages from here: the list itself is not a live region,
+  // as rows come and go while scrolling.
+  const announced = useRef<string | null>(lastId);
+  useEffect(() => {
+    const last = conv.messages[conv.messages.length - 1];
+    const prev = announced.current;
+    announced.current = last?.id ?? null;
+    if (!last || prev === null || last.id === prev || last.outgoing || last.deleted) return;
+    setAnnounce(`${authorOf(last)}: ${plainText(last.body ?? "")}`);
+    // Only a new newest message is news (not a prepend, not a name change).
+  }, [lastId]);
+
+  /** Brings a message into view and gives it focus (it is pinned until rendered). */
+  const focusMessage = useCallback(
+    (id: string, align: "auto" | "center") => {
+      const at = rowIndexRef.current.get(id);
+      if (at === undefined) return;
+      const el = document.getElementById(`msg-${id}`);
+      if (el) el.focus({ preventScroll: true });
+      else pendingFocus.current = id;
+      setFocused(id);
+      virtualizer.scrollToIndex(at, { align });
+    },
+    [virtualizer],
+  );
+
   // A jump (search hit, reply quote): page back until the message is loaded, then bring it into view.
   useEffect(() => {
     if (!target || !conv.loaded) return;
@@ -226,11 +299,9 @@ export function ConversationView({
       setLocalJump(null);
     };
     if (byId.has(target)) {
-      const el = document.getElementById(`msg-${target}`);
-      el?.scrollIntoView({ block: "center" });
-      (el as HTMLElement | null)?.focus({ preventScroll: true });
       stick.current = false;
       landed.current = true;
+      focusMessage(target, "center");
       setHighlight(target);
       done();
       const t = setTimeout(() => setHighlight(null), 2500);
@@ -244,29 +315,33 @@ export function ConversationView({
       done();
     }
     return undefined;
-  }, [target, jumpTo, byId, conv.loaded, conv.hasMore, conv.loadingOlder, peer, actions, onJumped]);
+  }, [target, jumpTo, byId, conv.loaded, conv.hasMore, conv.loadingOlder, peer, actions, onJumped, focusMessage]);
 
-  const lastId = conv.messages.length ? conv.messages[conv.messages.length - 1]!.id : null;
+  // The ↑ editor: bring the edited message into view (it stays rendered while edited).
+  useEffect(() => {
+    const at = editing ? rowIndexRef.current.get(editing) : undefined;
+    if (at !== undefined) virtualizer.scrollToIndex(at, { align: "auto" });
+  }, [editing, virtualizer]);
 
   // Arrow keys move between messages (the list is one Tab stop); Home/End jump to the ends.
   const onListKey = (e: KeyboardEvent<HTMLOListElement>) => {
     const t = e.target as HTMLElement;
     if (!t.matches('[data-testid="message"]')) return;
-    const all = [...e.currentTarget.querySelectorAll<HTMLElement>('[data-testid="message"]')];
-    const i = all.indexOf(t);
-    let next: HTMLElement | undefined;
-    if (e.key === "ArrowUp") next = all[i - 1];
-    else if (e.key === "ArrowDown") next = all[i + 1];
-    else if (e.key === "Home") next = all[0];
-    else if (e.key === "End") next = all[all.length - 1];
-    else return;
+    if (e.key !== "ArrowUp" && e.key !== "ArrowDown" && e.key !== "Home" && e.key !== "End") return;
     e.preventDefault();
-    if (next) {
-      next.focus();
-      next.scrollIntoView({ block: "nearest" });
-    } else if (e.key === "ArrowUp") {
-      loadOlder();
-    }
+    const from = rowIndex.get(t.dataset.messageId ?? "");
+    if (from === undefined) return;
+    const to = stepMessage(rows, from, e.key);
+    const row = to === null ? undefined : rows[to];
+    if (row?.kind === "message") focusMessage(row.message.id, "auto");
+    else if (e.key === "ArrowUp") loadOlder();
+  };
+  const onListFocus = (e: FocusEvent<HTMLOListElement>) => {
+    const id = (e.target as HTMLElement).closest<HTMLElement>("[data-message-id]")?.dataset.messageId;
+    if (id) setFocused(id);
+  };
+  const onListBlur = (e: FocusEvent<HTMLOListElement>) => {
+    if (!e.currentTarget.contains(e.relatedTarget as Node | null)) setFocused(null);
   };
 
   const frame = useRef(0);
@@ -290,7 +365,9 @@ export function ConversationView({
     const el = scroller.current;
     if (!el) return;
     stick.current = true;
-    el.scrollTo({ top: el.scrollHeight, behavior: "smooth" });
+    // Smooth over a few screens; further than that, at once (nothing in between is worth rendering).
+    const far = el.scrollHeight - el.scrollTop - el.clientHeight > 3 * el.clientHeight;
+    virtualizer.scrollToEnd({ behavior: far ? "auto" : "smooth" });
     document.getElementById("composer")?.focus({ preventScroll: true });
   };
 
@@ -331,44 +408,79 @@ export function ConversationView({
       {header}
       {banner}
       <div className="messages-wrap">
-        <div className="messages" ref={scroller} onScroll={onScroll} data-testid="messages">
-          <div role="log" aria-live="polite" aria-relevant="additions" aria-label={`Messages with ${title}`}>
-            {conv.loaded && !conv.hasMore && start}
-            {conv.loadingOlder && (
-              <p className="muted loading" role="status">
-                Loading older messages…
-              </p>
-            )}
-            <ol className="message-list" onKeyDown={onListKey} ref={list}>
-              {items.map((item) =>
-                item.kind === "day" ? (
-                  <li key={item.key} className="day-separator" role="separator" aria-label={item.label}>
-                    <span>{item.label}</span>
+        <div
+          className="messages"
+          ref={scroller}
+          onScroll={onScroll}
+          data-testid="messages"
+          data-loaded={conv.messages.length}
+          data-first-loaded={conv.messages[0]?.id ?? ""}
+        >
+          <div role="log" aria-live="off" aria-label={`Messages with ${title}`}>
+            <ol
+              className="message-list"
+              onKeyDown={onListKey}
+              onFocus={onListFocus}
+              onBlur={onListBlur}
+              style={{ height: virtualizer.getTotalSize() }}
+            >
+              {virtualizer.getVirtualItems().map((v) => {
+                const row = rows[v.index];
+                if (!row) return null;
+                return (
+                  <li
+                    key={v.key}
+                    data-index={v.index}
+                    ref={virtualizer.measureElement}
+                    className="row"
+                    style={{ transform: `translateY(${v.start}px)` }}
+                  >
+                    {row.kind === "start" ? (
+                      start
+                    ) : (
+                      <>
+                        {row.day && (
+                          <div className="day-separator" role="separator" aria-label={row.day}>
+                            <span>{row.day}</span>
+                          </div>
+                        )}
+                        {row.divider && (
+                          <div id="unread-divider" className="unread-divider" role="separator" aria-label={row.divider} data-testid="unread-divider">
+                            <span>{row.divider}</span>
+                          </div>
+                        )}
+                        <MessageItem
+                          message={row.message}
+                          first={row.first}
+                          author={authorOf(row.message)}
+                          avatar={avatarOf(row.message)}
+                          meId={meId}
+                          replied={row.message.reply_to ? byId.get(row.message.reply_to) : undefined}
+                          repliedAuthor={authorOf}
+                          editing={editing === row.message.id}
+                          tabStop={row.message.id === lastId}
+                          highlighted={highlight === row.message.id}
+                          onReply={onReply}
+                          onEdit={onEdit}
+                          onEditDone={onEditDone}
+                          onJump={onJump}
+                          onProfile={onProfile}
+                        />
+                      </>
+                    )}
                   </li>
-                ) : (
-                  <ItemWithDivider
-                    key={item.key}
-                    divider={divider.id === item.message.id ? (divider.partial ? "New messages (more above)" : "New messages") : null}
-                    message={item.message}
-                    first={item.first || divider.id === item.message.id}
-                    author={authorOf(item.message)}
-                    avatar={avatarOf(item.message)}
-                    meId={meId}
-                    replied={item.message.reply_to ? byId.get(item.message.reply_to) : undefined}
-                    repliedAuthor={authorOf}
-                    editing={editing === item.message.id}
-                    tabStop={item.message.id === lastId}
-                    highlighted={highlight === item.message.id}
-                    onReply={onReply}
-                    onEdit={onEdit}
-                    onEditDone={onEditDone}
-                    onJump={onJump}
-                    onProfile={onProfile}
-                  />
-                ),
-              )}
+                );
+              })}
             </ol>
           </div>
+        </div>
+        {conv.loadingOlder && (
+          <p className="muted loading" role="status">
+            Loading older messages…
+          </p>
+        )}
+        <div className="sr-only" aria-live="polite" data-testid="announce">
+          {announce}
         </div>
         {(jumpBar || unreadBelow) && (
           <button className="jump-bar" onClick={jumpToPresent} data-testid="jump-to-present">
@@ -399,8 +511,7 @@ export function ConversationView({
           onSent={() => {
             setReplyTo(null);
             stick.current = true;
-            const el = scroller.current;
-            if (el) el.scrollTop = el.scrollHeight;
+            virtualizer.scrollToEnd();
           }}
           onEditLast={editLast}
           send={(body, reply) => void actions.send(peer, body, reply)}
@@ -534,20 +645,5 @@ export function Conversation({
       onJumped={onJumped}
       onProfile={onProfile}
     />
-  );
-}
-
-/** A message, preceded by the "new messages" divider when it is the first unread one. */
-function ItemWithDivider(props: { divider: string | null } & Parameters<typeof MessageItem>[0]) {
-  const { divider, ...rest } = props;
-  return (
-    <>
-      {divider && (
-        <li id="unread-divider" className="unread-divider" role="separator" aria-label={divider} data-testid="unread-divider">
-          <span>{divider}</span>
-        </li>
-      )}
-      <MessageItem {...rest} />
-    </>
   );
 }

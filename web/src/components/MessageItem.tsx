@@ -57,8 +57,9 @@ export const MessageItem = memo(function MessageItem(p: Props) {
   const local = m.id.startsWith("local-");
   const canAct = !m.deleted && !local;
 
+  // A div: the list's row (an <li> placed by the virtualiser) holds it with its separators.
   return (
-    <li
+    <div
       id={`msg-${m.id}`}
       className={`message ${p.first ? "first" : "cont"} ${p.highlighted ? "highlight" : ""} ${m.outgoing ? "outgoing" : ""}`}
       tabIndex={p.tabStop ? 0 : -1}
@@ -227,7 +228,7 @@ export const MessageItem = memo(function MessageItem(p: Props) {
           )}
         </div>
       )}
-    </li>
+    </div>
   );
 });
 
