@@ -7,7 +7,7 @@
 // Screenshots go to <repo>/test-output/screenshots/, process logs to <repo>/test-output/e2e-logs/.
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -17,6 +17,7 @@ import {
   killAll,
   readApiFile,
   removeIfExists,
+  sleep,
   startProcess,
   stopProcess,
   waitFor,
@@ -39,6 +40,9 @@ const KEEP = process.env.E2E_KEEP === "1";
 const T = 15_000;
 const SLOW = 45_000;
 const PASS = { alice: "alice passphrase 1", bob: "bob passphrase 22" };
+/** The whole run's cap; the performance step fits its waits in what is left of it. */
+const RUN_LIMIT_MS = 10 * 60_000;
+const runStarted = Date.now();
 
 let step = "start";
 const log = (msg) => console.log(`[e2e ${new Date().toISOString().slice(11, 19)}] ${msg}`);
@@ -162,6 +166,8 @@ async function touchTargets(page, what) {
 
 const msgs = (page) => page.locator('[data-testid="message"]');
 const msgWith = (page, text) => msgs(page).filter({ hasText: text }).last();
+/** Messages loaded in the open conversation (the list is virtualised: only some are rendered). */
+const loadedCount = async (page) => Number(await page.getByTestId("messages").getAttribute("data-loaded"));
 
 async function expectVisible(locator, what, timeout = T) {
   try {
@@ -638,11 +644,13 @@ async function main() {
     await pb.reload();
     await openContact(pb, aliceId, "alice");
     await expectVisible(msgWith(pb, `bulk message ${BULK}`), "bob's first page after reload", SLOW);
-    const firstCount = await msgs(pb).count();
-    if (firstCount > 50) fail(`first page shows ${firstCount} messages; expected at most 50 before scrolling`);
-    const topBefore = await msgs(pb).first().getAttribute("data-message-id");
+    const firstCount = await loadedCount(pb);
+    if (firstCount > 50) fail(`first page holds ${firstCount} messages; expected at most 50 before scrolling`);
+    const rendered = await msgs(pb).count();
+    if (rendered >= firstCount) log(`note: all ${rendered} loaded messages are rendered (the window covers the first page)`);
+    const topBefore = await pb.getByTestId("messages").getAttribute("data-first-loaded");
     await pb.getByTestId("messages").evaluate((el) => { el.scrollTop = 0; });
-    await waitFor("an older page to load", async () => (await msgs(pb).count()) > firstCount, T);
+    await waitFor("an older page to load", async () => (await loadedCount(pb)) > firstCount, T);
     const inView = await pb.locator(`[data-message-id="${topBefore}"]`).evaluate((el) => {
       const box = el.getBoundingClientRect();
       const list = el.closest('[data-testid="messages"]').getBoundingClientRect();
@@ -653,6 +661,13 @@ async function main() {
       await pb.getByTestId("messages").evaluate((el) => { el.scrollTop = 0; });
       return (await msgs(pb).filter({ hasText: "Hello Bob, this is Alice" }).count()) > 0;
     }, SLOW, 300);
+    {
+      // Virtualised: the page holds the whole history but renders only a window of it.
+      const loaded = await loadedCount(pb);
+      const rendered = await msgs(pb).count();
+      log(`history: ${loaded} messages loaded, ${rendered} rendered`);
+      if (loaded > 150 && rendered >= loaded) fail(`all ${loaded} loaded messages are rendered: the list is not virtualised`);
+    }
     await shot(pb, "12-history-paged");
     // A search hit older than the loaded page: the conversation pages back until it is there.
     await pa.reload();
@@ -732,48 +747,82 @@ async function main() {
 
     section("performance: 10,000 messages (reported, not asserted)");
     {
+      // Reported, never asserted: if delivery is slow the step says how far it got and measures
+      // what did arrive. Its waits fit in what is left of the run's 10 minutes.
       const N = 10_000;
       await pb.getByRole("button", { name: "Friends" }).click();
+      const bobsView = async () => {
+        const res = await within("GET /contacts (bob)", 10_000, fetch(`${bob.api.url}/api/v1/contacts`, { headers: { Authorization: `Bearer ${bob.api.token}` } }));
+        if (res.status !== 200) return { unread: 0, newest: 0 };
+        const alice = (await res.json()).find((c) => c.user_id === aliceId);
+        const newest = Number((/^perf (\d+) /.exec(alice?.last_message?.body ?? "") ?? [])[1] ?? 0);
+        return { unread: alice?.unread ?? 0, newest };
+      };
+      const baseline = (await bobsView()).unread;
       const t0 = Date.now();
       await postBatch(alice.api, bobId, Array.from({ length: N }, (_, i) => `perf ${i + 1} ${i % 7 === 0 ? "**bold** and `code`" : "plain words here"}`));
-      await waitFor(`bob's list shows perf ${N}`, async () => /perf 10000/.test((await contactButton(pb, aliceId).textContent()) ?? ""), 240_000, 500);
+      const posted = Date.now() - t0;
+      // Leave ~100 s of the run for opening, scrolling and closing down.
+      const budget = Math.max(20_000, Math.min(240_000, RUN_LIMIT_MS - (Date.now() - runStarted) - 100_000));
+      let seen = { unread: 0, newest: 0 };
+      const deadline = Date.now() + budget;
+      while (Date.now() < deadline) {
+        seen = await bobsView().catch(() => seen);
+        if (seen.newest === N && /perf 10000/.test((await contactButton(pb, aliceId).textContent()) ?? "")) break;
+        await sleep(500);
+      }
       const delivered = Date.now() - t0;
-      const opened = Date.now();
-      await contactButton(pb, aliceId).click();
-      await expectVisible(msgs(pb).filter({ hasText: "perf" }).first(), "the 10k conversation renders", SLOW);
-      const openMs = Date.now() - opened;
-      await pb.getByTestId("jump-to-present").click().catch(() => undefined);
-      await pb.waitForTimeout(500);
-      // Scroll up for 8 s, a screenful per frame, letting older pages load; time every frame.
-      const frames = await pb.getByTestId("messages").evaluate(
-        (el) =>
-          new Promise((resolve) => {
-            const times = [];
-            let last = performance.now();
-            const end = last + 8000;
-            const step = (now) => {
-              times.push(now - last);
-              last = now;
-              el.scrollTop = Math.max(0, el.scrollTop - 400);
-              if (now < end) requestAnimationFrame(step);
-              else resolve(times);
-            };
-            requestAnimationFrame(step);
-          }),
-      );
-      frames.sort((a, b) => a - b);
-      const pct = (p) => frames[Math.min(frames.length - 1, Math.floor(frames.length * p))].toFixed(1);
-      const loaded = await msgs(pb).count();
-      const cdp = await ctxB.newCDPSession(pb);
-      await cdp.send("Performance.enable");
-      const { metrics } = await cdp.send("Performance.getMetrics");
-      const metric = (name) => metrics.find((m) => m.name === name)?.value ?? 0;
-      log(
-        `PERF ${N} messages: delivered to bob's list in ${delivered} ms; open ${openMs} ms; ` +
-          `scroll frames ${frames.length}, p50 ${pct(0.5)} ms, p95 ${pct(0.95)} ms, max ${pct(1)} ms; ` +
-          `${loaded} messages loaded in the page; JS heap ${(metric("JSHeapUsedSize") / 1048576).toFixed(1)} MiB, ` +
-          `DOM nodes ${metric("Nodes")}`,
-      );
+      const complete = seen.newest === N;
+      const arrived = Math.max(0, seen.unread - baseline);
+      if (complete) {
+        log(`PERF ${N} messages posted in ${posted} ms (40 batches of 250); delivered to bob's list in ${delivered} ms`);
+      } else {
+        log(
+          `PERF ${N} messages posted in ${posted} ms; delivery NOT complete after ${delivered} ms (budget ${budget} ms): ` +
+            `bob's node counts ${arrived} new unread from alice, newest "perf ${seen.newest}"; measuring what arrived`,
+        );
+      }
+      if (seen.newest === 0 && arrived === 0) {
+        log("PERF nothing arrived: open and scroll not measured");
+      } else {
+        const opened = Date.now();
+        await contactButton(pb, aliceId).click();
+        await expectVisible(msgs(pb).filter({ hasText: "perf" }).first(), "the 10k conversation renders", SLOW);
+        const openMs = Date.now() - opened;
+        await pb.getByTestId("jump-to-present").click().catch(() => undefined);
+        await pb.waitForTimeout(500);
+        // Scroll up for 8 s, a screenful per frame, letting older pages load; time every frame.
+        const frames = await pb.getByTestId("messages").evaluate(
+          (el) =>
+            new Promise((resolve) => {
+              const times = [];
+              let last = performance.now();
+              const end = last + 8000;
+              const step = (now) => {
+                times.push(now - last);
+                last = now;
+                el.scrollTop = Math.max(0, el.scrollTop - 400);
+                if (now < end) requestAnimationFrame(step);
+                else resolve(times);
+              };
+              requestAnimationFrame(step);
+            }),
+        );
+        frames.sort((a, b) => a - b);
+        const pct = (p) => frames[Math.min(frames.length - 1, Math.floor(frames.length * p))].toFixed(1);
+        const loaded = await loadedCount(pb);
+        const rendered = await msgs(pb).count();
+        const cdp = await ctxB.newCDPSession(pb);
+        await cdp.send("Performance.enable");
+        const { metrics } = await cdp.send("Performance.getMetrics");
+        const metric = (name) => metrics.find((m) => m.name === name)?.value ?? 0;
+        log(
+          `PERF ${complete ? N : `${arrived} of ${N}`} messages: open ${openMs} ms; ` +
+            `scroll frames ${frames.length}, p50 ${pct(0.5)} ms, p95 ${pct(0.95)} ms, max ${pct(1)} ms; ` +
+            `${loaded} messages loaded in the page, ${rendered} rendered; JS heap ${(metric("JSHeapUsedSize") / 1048576).toFixed(1)} MiB, ` +
+            `DOM nodes ${metric("Nodes")}; load ${loadavg()[0].toFixed(1)}`,
+        );
+      }
     }
 
     section("console");
@@ -803,7 +852,7 @@ const overall = setTimeout(() => {
   console.error(`[e2e] FAIL: the whole run exceeded 10 minutes (at step: ${step})`);
   killAll();
   process.exit(1);
-}, 10 * 60_000);
+}, RUN_LIMIT_MS);
 overall.unref();
 
 main().then(
