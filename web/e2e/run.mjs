@@ -758,7 +758,7 @@ async function main() {
         const newest = Number((/^perf (\d+) /.exec(alice?.last_message?.body ?? "") ?? [])[1] ?? 0);
         return { unread: alice?.unread ?? 0, newest };
       };
-      const baseline = (await bobsView()).unread;
+      const baseline = (await bobsView().catch(() => ({ unread: 0 }))).unread;
       const t0 = Date.now();
       await postBatch(alice.api, bobId, Array.from({ length: N }, (_, i) => `perf ${i + 1} ${i % 7 === 0 ? "**bold** and `code`" : "plain words here"}`));
       const posted = Date.now() - t0;
