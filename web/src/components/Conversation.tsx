@@ -432,7 +432,7 @@ export function ConversationView({
                     key={v.key}
                     data-index={v.index}
                     ref={virtualizer.measureElement}
-                    className="row"
+                    className="msg-row"
                     style={{ transform: `translateY(${v.start}px)` }}
                   >
                     {row.kind === "start" ? (
