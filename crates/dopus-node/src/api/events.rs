@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::SinkExt;
-use serde_json::Value;
+use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
@@ -14,7 +14,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 #[derive(Clone, Debug)]
 pub struct EventsState {
     /// Where events come from.
-    pub events: broadcast::Sender<Value>,
+    pub events: broadcast::Sender<Arc<str>>,
 }
 
 /// Upgrades to a WebSocket and streams events.
@@ -29,7 +29,7 @@ pub async fn events(State(state): State<EventsState>, ws: WebSocketUpgrade) -> R
 /// a node that takes in thousands of messages a second.
 const FLUSH_EVERY: usize = 64;
 
-async fn stream(mut socket: WebSocket, mut rx: broadcast::Receiver<Value>) {
+async fn stream(mut socket: WebSocket, mut rx: broadcast::Receiver<Arc<str>>) {
     loop {
         tokio::select! {
             event = rx.recv() => {
@@ -38,7 +38,7 @@ async fn stream(mut socket: WebSocket, mut rx: broadcast::Receiver<Value>) {
                 loop {
                     match next {
                         Ok(value) => {
-                            if socket.feed(Message::text(value.to_string())).await.is_err() {
+                            if socket.feed(Message::text(value.as_ref())).await.is_err() {
                                 return;
                             }
                             written += 1;

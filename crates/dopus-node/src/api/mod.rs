@@ -36,7 +36,7 @@ pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
         .route("/contacts", get(routes::contacts).post(routes::add_contact))
         .route(
             "/contacts/{user_id}",
-            axum::routing::patch(routes::patch_contact),
+            axum::routing::patch(routes::patch_contact).delete(routes::remove_contact),
         )
         .route("/contacts/{user_id}/request", post(routes::contact_request))
         .route("/contacts/{user_id}/accept", post(routes::contact_accept))

@@ -1,22 +1,22 @@
 //! REST handlers: parse and validate the request, call the node, shape the answer.
 
+use super::dto;
 use super::dto::{
     AddContact, ContactPatch, ContactRequest, CreateIdentity, Edit, MarkRead, PageQuery, React,
     SearchQuery, SendMessage, SendMessages, SetStatus, SettingsPatch, Typing, Unlock,
 };
 use super::error::ApiError;
-use crate::runtime::{self, Node};
+use crate::runtime::Node;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dopus_types::UserId;
-use serde_json::Value;
 use std::sync::Arc;
 
 type N = State<Arc<Node>>;
-type ApiResult = Result<Json<Value>, ApiError>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
 
 fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     payload.map(|Json(v)| v).map_err(ApiError::from)
@@ -30,14 +30,14 @@ fn message_id(id: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(id).map_err(|_| ApiError::bad_request("invalid message id"))
 }
 
-pub async fn status(State(node): N) -> Json<Value> {
+pub async fn status(State(node): N) -> Json<dto::Status> {
     Json(node.status().await)
 }
 
 pub async fn create_identity(
     State(node): N,
     payload: Result<Json<CreateIdentity>, JsonRejection>,
-) -> ApiResult {
+) -> ApiResult<dto::Me> {
     let req = body(payload)?;
     Ok(Json(
         node.create_identity(req.display_name, req.passphrase)
@@ -45,31 +45,34 @@ pub async fn create_identity(
     ))
 }
 
-pub async fn unlock(State(node): N, payload: Result<Json<Unlock>, JsonRejection>) -> ApiResult {
+pub async fn unlock(
+    State(node): N,
+    payload: Result<Json<Unlock>, JsonRejection>,
+) -> ApiResult<dto::Me> {
     let req = body(payload)?;
     Ok(Json(node.unlock(req.passphrase).await?))
 }
 
-pub async fn me(State(node): N) -> ApiResult {
+pub async fn me(State(node): N) -> ApiResult<dto::Me> {
     Ok(Json(node.me().await?))
 }
 
 pub async fn set_status(
     State(node): N,
     payload: Result<Json<SetStatus>, JsonRejection>,
-) -> ApiResult {
+) -> ApiResult<dto::Me> {
     let req = body(payload)?;
     Ok(Json(node.set_status(&req.status).await?))
 }
 
-pub async fn contacts(State(node): N) -> ApiResult {
+pub async fn contacts(State(node): N) -> ApiResult<Vec<dto::Contact>> {
     Ok(Json(node.contacts().await?))
 }
 
 pub async fn add_contact(
     State(node): N,
     payload: Result<Json<AddContact>, JsonRejection>,
-) -> ApiResult {
+) -> ApiResult<dto::Contact> {
     let req = body(payload)?;
     Ok(Json(
         node.add_contact(user(&req.user_id)?, req.display_name)
@@ -81,7 +84,7 @@ pub async fn contact_request(
     State(node): N,
     Path(id): Path<String>,
     payload: Option<Json<ContactRequest>>,
-) -> ApiResult {
+) -> ApiResult<dto::Contact> {
     let req = payload.map(|Json(r)| r).unwrap_or_default();
     Ok(Json(
         node.contact_request(user(&id)?, req.display_name, req.note)
@@ -89,11 +92,11 @@ pub async fn contact_request(
     ))
 }
 
-pub async fn contact_accept(State(node): N, Path(id): Path<String>) -> ApiResult {
+pub async fn contact_accept(State(node): N, Path(id): Path<String>) -> ApiResult<dto::Contact> {
     Ok(Json(node.contact_answer(user(&id)?, true).await?))
 }
 
-pub async fn contact_decline(State(node): N, Path(id): Path<String>) -> ApiResult {
+pub async fn contact_decline(State(node): N, Path(id): Path<String>) -> ApiResult<dto::Contact> {
     Ok(Json(node.contact_answer(user(&id)?, false).await?))
 }
 
@@ -101,9 +104,9 @@ pub async fn patch_contact(
     State(node): N,
     Path(id): Path<String>,
     payload: Result<Json<ContactPatch>, JsonRejection>,
-) -> ApiResult {
+) -> ApiResult<dto::Contact> {
     let patch = body(payload)?;
-    let patch = runtime::ContactPatch {
+    let patch = dopus_core::contacts::ContactPatch {
         display_name: patch.display_name,
         verified: patch.verified,
         blocked: patch.blocked,
@@ -111,27 +114,36 @@ pub async fn patch_contact(
     Ok(Json(node.patch_contact(user(&id)?, patch).await?))
 }
 
-pub async fn safety(State(node): N, Path(id): Path<String>) -> ApiResult {
+pub async fn safety(State(node): N, Path(id): Path<String>) -> ApiResult<dto::Safety> {
     Ok(Json(node.safety(user(&id)?).await?))
 }
 
-pub async fn verification(State(node): N, Path(id): Path<String>) -> ApiResult {
+pub async fn verification(State(node): N, Path(id): Path<String>) -> ApiResult<dto::Verification> {
     Ok(Json(node.verification(user(&id)?).await?))
 }
 
-pub async fn verification_start(State(node): N, Path(id): Path<String>) -> ApiResult {
+pub async fn verification_start(
+    State(node): N,
+    Path(id): Path<String>,
+) -> ApiResult<dto::Verification> {
     Ok(Json(node.verification_action(user(&id)?, "start").await?))
 }
 
-pub async fn verification_confirm(State(node): N, Path(id): Path<String>) -> ApiResult {
+pub async fn verification_confirm(
+    State(node): N,
+    Path(id): Path<String>,
+) -> ApiResult<dto::Verification> {
     Ok(Json(node.verification_action(user(&id)?, "confirm").await?))
 }
 
-pub async fn verification_cancel(State(node): N, Path(id): Path<String>) -> ApiResult {
+pub async fn verification_cancel(
+    State(node): N,
+    Path(id): Path<String>,
+) -> ApiResult<dto::Verification> {
     Ok(Json(node.verification_action(user(&id)?, "cancel").await?))
 }
 
-pub async fn connection(State(node): N, Path(id): Path<String>) -> ApiResult {
+pub async fn connection(State(node): N, Path(id): Path<String>) -> ApiResult<dto::Connection> {
     Ok(Json(node.connection(user(&id)?).await?))
 }
 
@@ -139,7 +151,7 @@ pub async fn messages(
     State(node): N,
     Path(id): Path<String>,
     Query(page): Query<PageQuery>,
-) -> ApiResult {
+) -> ApiResult<dto::MessagePage> {
     let limit = page.limit.unwrap_or(50).clamp(1, 200);
     Ok(Json(node.messages(user(&id)?, page.before, limit).await?))
 }
@@ -183,9 +195,11 @@ pub async fn send_messages(
         messages.push((m.body, reply_to));
     }
     let sent = node.send_texts(peer, messages).await?;
-    // Moved in, not through `json!` (which would copy every message's JSON once more).
-    let answer = serde_json::Map::from_iter([("messages".to_owned(), Value::Array(sent))]);
-    Ok((StatusCode::CREATED, Json(answer)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(dto::SentMessages { messages: sent }),
+    )
+        .into_response())
 }
 
 pub async fn typing(
@@ -212,12 +226,12 @@ pub async fn edit_message(
     State(node): N,
     Path(id): Path<String>,
     payload: Result<Json<Edit>, JsonRejection>,
-) -> ApiResult {
+) -> ApiResult<dto::Message> {
     let req = body(payload)?;
     Ok(Json(node.edit(message_id(&id)?, req.body).await?))
 }
 
-pub async fn delete_message(State(node): N, Path(id): Path<String>) -> ApiResult {
+pub async fn delete_message(State(node): N, Path(id): Path<String>) -> ApiResult<dto::Message> {
     Ok(Json(node.delete(message_id(&id)?).await?))
 }
 
@@ -225,7 +239,7 @@ pub async fn add_reaction(
     State(node): N,
     Path(id): Path<String>,
     payload: Result<Json<React>, JsonRejection>,
-) -> ApiResult {
+) -> ApiResult<dto::Message> {
     let req = body(payload)?;
     Ok(Json(node.react(message_id(&id)?, req.emoji, true).await?))
 }
@@ -233,29 +247,37 @@ pub async fn add_reaction(
 pub async fn remove_reaction(
     State(node): N,
     Path((id, emoji)): Path<(String, String)>,
-) -> ApiResult {
+) -> ApiResult<dto::Message> {
     Ok(Json(node.react(message_id(&id)?, emoji, false).await?))
 }
 
-pub async fn search(State(node): N, Query(q): Query<SearchQuery>) -> ApiResult {
+pub async fn search(State(node): N, Query(q): Query<SearchQuery>) -> ApiResult<dto::SearchResults> {
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    Ok(Json(node.search(&q.q, limit).await?))
+    Ok(Json(node.search(q.q, limit).await?))
 }
 
-pub async fn settings(State(node): N) -> ApiResult {
+pub async fn settings(State(node): N) -> ApiResult<dto::Settings> {
     Ok(Json(node.settings().await?))
 }
 
 pub async fn put_settings(
     State(node): N,
     payload: Result<Json<SettingsPatch>, JsonRejection>,
-) -> ApiResult {
+) -> ApiResult<dto::Settings> {
     let patch = body(payload)?;
-    let patch = runtime::SettingsPatch {
+    let patch = dopus_core::machine::SettingsPatch {
         server_url: patch.server_url,
         ice_servers: patch.ice_servers,
         read_receipts: patch.read_receipts,
         theme: patch.theme,
     };
     Ok(Json(node.put_settings(patch).await?))
+}
+
+pub async fn remove_contact(
+    State(node): N,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    node.remove_contact(user(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

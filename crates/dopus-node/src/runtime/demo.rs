@@ -88,7 +88,7 @@ pub fn run(out: Output, args: DemoArgs) -> anyhow::Result<()> {
             );
             node.unlock(DEMO_PASSPHRASE.to_owned())
                 .await
-                .map_err(|e| anyhow::anyhow!("unlocking {}: {}", dir.display(), e.message))?;
+                .map_err(|e| anyhow::anyhow!("unlocking {}: {e}", dir.display()))?;
             let (tx, rx) = tokio::sync::oneshot::channel::<ApiFile>();
             let addr = SocketAddr::from(([127, 0, 0, 1], 0));
             tasks.push(tokio::spawn(serve(node, addr, false, Some(tx))));

@@ -3,48 +3,47 @@
 //! Task topology (one process):
 //!
 //! ```text
-//!  HTTP/WS clients ──> axum (local API) ──┐
-//!  signaling client events ──> net task ──┼──> Node { Mutex<Phase> } ──> store (SQLCipher)
-//!  peer connections (str0m) ──> peer tasks┘        │
-//!  outbox timer ──> pump task ─────────────────────┘──> broadcast<events> ──> UI / `events`
+//!  HTTP/WS clients ──> axum (local API) ──── jobs, queries ───┐
+//!  signaling client ──> forward task ──────── inputs ─────────┤
+//!  connection tasks (str0m, one per peer) ─── inputs ─────────┼──> actor (own thread):
+//!  maintenance tasks ──────────────────────── jobs ───────────┘      NodeMachine + SqliteStore
+//!                                                                         │ after each commit
+//!        transmits, requests, connection requests, events  <──────────────┘
 //! ```
 //!
-//! Every task works on the unlocked state through one `tokio::sync::Mutex`, holding it only for
-//! in-memory work and short synchronous store transactions, never across network awaits. The
-//! core (chat logic, Olm) is sans-IO and runs under that lock; sending happens after the lock is
-//! released, and only after the state it depends on has been committed (persist-before-send).
+//! One actor ([`actor`]) owns the sans-IO node machine (`dopus_core::machine`) and the store.
+//! Everything else talks to it by message: API handlers send jobs (commands run inside the
+//! batch's transaction and answered after its commit) and queries (reads after the commit);
+//! the signaling client ([`signaling`]) and the connection tasks ([`connections`]) send
+//! inputs. No module locks shared node state, and the modules do not call each other: they
+//! only know the actor's mailbox.
 
-mod combine;
-mod deliver;
+mod actor;
+mod connections;
 mod demo;
-pub mod json;
 mod maintenance;
-mod net;
-mod peers;
-mod ready;
-mod recovery;
-mod verify;
+mod signaling;
+pub mod views;
 
 use crate::api;
-use crate::api::error::ApiError;
+use crate::api::dto;
+pub use crate::api::error::NodeError;
 use crate::apifile::{API_FILE_VERSION, ApiFile};
 use crate::cli::{DemoArgs, RunArgs};
 use crate::output::Output;
 use crate::{account, passphrase, paths};
+use actor::{ActorTx, Cx, Msg, Vx};
 use anyhow::Context;
 use base64::Engine as _;
+use dopus_core::store::MessageId;
 use dopus_proto::signaling::Status;
 use dopus_store::SqliteStore;
 use dopus_types::UserId;
-use ready::Ready;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use tokio::sync::{Mutex, MutexGuard, Notify, broadcast};
-
-pub use ready::Settings;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{broadcast, oneshot};
 
 /// How `run` presents itself.
 #[derive(Debug, Clone, Copy)]
@@ -58,16 +57,6 @@ pub enum Launch {
     },
 }
 
-/// Where the node stands.
-enum Phase {
-    /// No store yet: the UI offers to create an identity.
-    NoIdentity,
-    /// A store exists and waits for its passphrase.
-    Locked,
-    /// Unlocked and running.
-    Ready(Box<Ready>),
-}
-
 /// Options fixed at launch.
 #[derive(Debug, Clone, Default)]
 pub struct NodeOptions {
@@ -77,27 +66,15 @@ pub struct NodeOptions {
     pub stun: Option<String>,
 }
 
-/// A running node: its phase behind one lock, its event channel and its wake-ups.
+/// A running node: the handle API handlers hold. Before unlock it has no actor; after, every
+/// operation is a message to the actor.
 pub struct Node {
     dir: PathBuf,
     options: NodeOptions,
-    events: broadcast::Sender<Value>,
-    phase: Mutex<Phase>,
-    /// Wakes the outbox pump (new entry, channel opened, presence changed).
-    pump: Notify,
-    /// One lock per peer, held from sealing envelopes for that peer until they are handed to a
-    /// transport, so envelopes leave in the order their Olm messages were made (see
-    /// `deliver::send_lock`).
-    send_locks: std::sync::Mutex<std::collections::HashMap<UserId, Arc<Mutex<()>>>>,
-    /// `POST /conversations/{id}/messages` (and `…/batch`) calls waiting for the lock, done together
-    /// (`combine`).
-    sends: combine::Combiner<ready::SendTexts, Result<Vec<Value>, ApiError>>,
-    /// Delivered receipts waiting to be merged and sent (`deliver::RECEIPT_DELAY`).
-    held_receipts: std::sync::Mutex<Vec<dopus_core::chat::Outgoing>>,
-    /// Handle to ourselves for spawning tasks from `&self` methods.
-    me: std::sync::Weak<Node>,
-    /// The DTLS certificate all our peer connections share (made once at unlock).
-    dtls: std::sync::OnceLock<dopus_rtc::DtlsIdentity>,
+    events: broadcast::Sender<Arc<str>>,
+    actor: OnceLock<ActorTx>,
+    /// Serialises `create_identity` and `unlock` (the only transitions).
+    lifecycle: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Node {
@@ -108,251 +85,228 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// A partial contact update (`PATCH /contacts/{id}`).
-#[derive(Debug, Deserialize)]
-pub struct ContactPatch {
-    /// New name.
-    pub display_name: Option<String>,
-    /// Mark verified (after comparing the safety number) or not.
-    pub verified: Option<bool>,
-    /// Block or unblock.
-    pub blocked: Option<bool>,
-}
+type NodeResult<T> = Result<T, NodeError>;
 
-/// A partial settings update (`PUT /settings`).
-#[derive(Debug, Deserialize)]
-pub struct SettingsPatch {
-    /// The signaling server URL.
-    pub server_url: Option<String>,
-    /// STUN/TURN URLs.
-    pub ice_servers: Option<Vec<String>>,
-    /// Send read receipts.
-    pub read_receipts: Option<bool>,
-    /// UI theme.
-    pub theme: Option<String>,
+fn gone() -> NodeError {
+    NodeError::Internal("the node's actor stopped".into())
 }
 
 impl Node {
-    /// Serializes sending to `peer`: hold the guard from sealing until every envelope sealed
-    /// under it is handed to a transport. Olm messages must reach the peer roughly in the order
-    /// they were made: the receiver keeps only 5 receiving chains and 40 skipped keys per chain,
-    /// so an envelope sealed early but sent after many newer ones (receipts answered while a
-    /// window was still being relayed) could no longer be decrypted there.
-    pub(crate) async fn send_lock(&self, peer: UserId) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self
-                .send_locks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            locks.entry(peer).or_default().clone()
-        };
-        lock.lock_owned().await
-    }
-
     /// A node for `dir`, locked or without identity.
     pub fn new(dir: PathBuf, options: NodeOptions) -> Arc<Node> {
-        let phase = if SqliteStore::exists(&dir) {
-            Phase::Locked
-        } else {
-            Phase::NoIdentity
-        };
         let (events, _) = broadcast::channel(1024);
-        Arc::new_cyclic(|me| Node {
+        Arc::new(Node {
             dir,
             options,
             events,
-            phase: Mutex::new(phase),
-            pump: Notify::new(),
-            send_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
-            sends: combine::Combiner::default(),
-            held_receipts: std::sync::Mutex::new(Vec::new()),
-            me: me.clone(),
-            dtls: std::sync::OnceLock::new(),
+            actor: OnceLock::new(),
+            lifecycle: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// The event channel (the `/events` WebSocket subscribes to it).
-    pub fn events(&self) -> &broadcast::Sender<Value> {
+    /// The event channel (the `/events` WebSocket subscribes to it): encoded `dto::Event`s.
+    pub fn events(&self) -> &broadcast::Sender<Arc<str>> {
         &self.events
     }
 
-    pub(crate) fn emit(&self, event: Value) {
-        let _ = self.events.send(event);
-    }
-
-    /// Whether anyone follows the events (a `/events` WebSocket is open). Events that cost a
-    /// store read to build (messages, delivery states) are not built for nobody: a node with no
-    /// UI attached does none of that work. One that subscribes later loads the current state
-    /// over REST first, as the UI does on every (re)connect.
-    pub(crate) fn listening(&self) -> bool {
-        self.events.receiver_count() > 0
-    }
-
-    pub(crate) fn arc(&self) -> Option<Arc<Node>> {
-        self.me.upgrade()
-    }
-
-    /// Locks the phase and gives the unlocked state, or `locked`.
-    async fn ready(&self) -> Result<ReadyGuard<'_>, ApiError> {
-        let guard = self.phase.lock().await;
-        if matches!(*guard, Phase::Ready(_)) {
-            Ok(ReadyGuard(guard))
-        } else {
-            Err(ApiError::locked())
+    fn emit(&self, event: &dto::Event) {
+        if let Ok(s) = serde_json::to_string(event) {
+            let _ = self.events.send(Arc::from(s));
         }
+    }
+
+    fn actor(&self) -> NodeResult<&ActorTx> {
+        self.actor.get().ok_or(NodeError::Locked)
+    }
+
+    /// Runs a command inside the actor's next batch; answers after its commit.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Cx<'_>) -> NodeResult<T> + Send + 'static,
+    ) -> NodeResult<T> {
+        let (tx, rx) = oneshot::channel();
+        self.actor()?
+            .send(Msg::Job(Box::new(move |cx| {
+                let result = f(cx);
+                Box::new(move |committed| {
+                    let _ = tx.send(match (committed, result) {
+                        (true, r) => r,
+                        (false, Ok(_)) => Err(NodeError::Internal(
+                            "the store could not save this; nothing was changed".into(),
+                        )),
+                        (false, Err(e)) => Err(e),
+                    });
+                })
+            })))
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Reads after the actor's next commit.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Vx<'_>) -> NodeResult<T> + Send + 'static,
+    ) -> NodeResult<T> {
+        let (tx, rx) = oneshot::channel();
+        self.actor()?
+            .send(Msg::Query(Box::new(move |vx| {
+                let _ = tx.send(f(vx));
+            })))
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     /// `GET /status`.
-    pub async fn status(&self) -> Value {
-        let phase = self.phase.lock().await;
-        match &*phase {
-            Phase::NoIdentity => {
-                json!({ "state": "no_identity", "version": env!("CARGO_PKG_VERSION"), "signaling": { "url": Value::Null, "state": "disconnected" } })
-            }
-            Phase::Locked => {
-                json!({ "state": "locked", "version": env!("CARGO_PKG_VERSION"), "signaling": { "url": Value::Null, "state": "disconnected" } })
-            }
-            Phase::Ready(r) => json!({
-                "state": "ready",
-                "version": env!("CARGO_PKG_VERSION"),
-                "user_id": r.account.user_id.to_string(),
-                "display_name": r.account.display_name,
-                "device_id": r.account.device_id.to_string(),
-                "signaling": { "url": r.settings.server_url, "state": r.signaling_state },
-            }),
+    pub async fn status(&self) -> dto::Status {
+        if self.actor.get().is_none() {
+            return dto::Status::not_ready(if SqliteStore::exists(&self.dir) {
+                dto::NodeState::Locked
+            } else {
+                dto::NodeState::NoIdentity
+            });
         }
+        self.read(|v| {
+            Ok(dto::Status::ready(
+                v.machine.account(),
+                v.machine.settings().server_url.clone(),
+                views::signaling_state(v.machine.signaling_state()),
+            ))
+        })
+        .await
+        .unwrap_or_else(|_| dto::Status::not_ready(dto::NodeState::Locked))
     }
 
     /// `POST /identity`.
-    pub async fn create_identity(&self, name: String, pass: String) -> Result<Value, ApiError> {
-        let mut phase = self.phase.lock().await;
-        if !matches!(*phase, Phase::NoIdentity) {
-            return Err(ApiError::conflict("an identity already exists"));
+    pub async fn create_identity(&self, name: String, pass: String) -> NodeResult<dto::Me> {
+        let _guard = self.lifecycle.lock().await;
+        if self.actor.get().is_some() || SqliteStore::exists(&self.dir) {
+            return Err(NodeError::IdentityExists);
         }
         if pass.is_empty() {
-            return Err(ApiError::bad_request("the passphrase must not be empty"));
+            return Err(NodeError::Invalid(
+                "the passphrase must not be empty".into(),
+            ));
         }
         let dir = self.dir.clone();
         let (store, record, identity, device) =
             tokio::task::spawn_blocking(move || account::create(&dir, &name, &pass))
                 .await
-                .map_err(ApiError::internal)?
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let ready = Ready::start(store, record, Some((identity, device)), &self.options)
-            .map_err(ApiError::internal)?;
-        *phase = Phase::Ready(Box::new(ready));
-        drop(phase);
-        self.after_unlock().await
+                .map_err(|e| NodeError::Internal(Box::new(e)))?
+                .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        self.start(store, record, Some((identity, device))).await
     }
 
     /// `POST /unlock`.
-    pub async fn unlock(&self, pass: String) -> Result<Value, ApiError> {
-        let mut phase = self.phase.lock().await;
-        match *phase {
-            Phase::Ready(_) => return Err(ApiError::conflict("already unlocked")),
-            Phase::NoIdentity => return Err(ApiError::conflict("there is no identity yet")),
-            Phase::Locked => {}
+    pub async fn unlock(&self, pass: String) -> NodeResult<dto::Me> {
+        let _guard = self.lifecycle.lock().await;
+        if self.actor.get().is_some() {
+            return Err(NodeError::AlreadyUnlocked);
+        }
+        if !SqliteStore::exists(&self.dir) {
+            return Err(NodeError::NoIdentity);
         }
         let dir = self.dir.clone();
         let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, &pass))
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(|e| NodeError::Internal(Box::new(e)))?;
         let store = match opened {
             Ok(s) => s,
-            Err(dopus_store::OpenError::WrongPassphrase) => {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::UNAUTHORIZED,
-                    "wrong_passphrase",
-                    "wrong passphrase",
-                ));
-            }
-            Err(e) => {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::CONFLICT,
-                    "store",
-                    e.to_string(),
-                ));
-            }
+            Err(dopus_store::OpenError::WrongPassphrase) => return Err(NodeError::WrongPassphrase),
+            Err(e) => return Err(NodeError::StoreUnavailable(e.to_string())),
         };
         let record = dopus_core::store::Store::account(&store)
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::conflict("the store holds no account"))?;
-        let ready = Ready::start(store, record, None, &self.options).map_err(ApiError::internal)?;
-        *phase = Phase::Ready(Box::new(ready));
-        drop(phase);
-        self.after_unlock().await
+            .map_err(|e| NodeError::Internal(Box::new(e)))?
+            .ok_or_else(|| NodeError::StoreUnavailable("the store holds no account".into()))?;
+        self.start(store, record, None).await
     }
 
-    async fn after_unlock(&self) -> Result<Value, ApiError> {
-        if self.dtls.get().is_none() {
-            match tokio::task::spawn_blocking(dopus_rtc::DtlsIdentity::generate).await {
-                Ok(Ok(id)) => {
-                    let _ = self.dtls.set(id);
-                }
-                _ => tracing::warn!(
+    async fn start(
+        &self,
+        store: SqliteStore,
+        record: dopus_core::store::AccountRecord,
+        fresh: Option<(dopus_core::identity::Identity, dopus_core::identity::Device)>,
+    ) -> NodeResult<dto::Me> {
+        // One DTLS certificate for all our peer connections, made once, off the executor.
+        let dtls = match tokio::task::spawn_blocking(dopus_rtc::DtlsIdentity::generate).await {
+            Ok(Ok(id)) => Some(id),
+            _ => {
+                tracing::warn!(
                     "could not pre-generate a DTLS certificate; each connection will make its own"
-                ),
+                );
+                None
             }
-        }
-        self.emit(json!({ "type": "status", "state": "ready" }));
-        if let Some(node) = self.arc() {
-            net::start(node.clone());
-            maintenance::start(node.clone());
-            deliver::start_pump(node);
-        }
+        };
+        let tx = actor::spawn(
+            store,
+            record,
+            fresh,
+            self.options.clone(),
+            self.events.clone(),
+            dtls,
+        )
+        .map_err(|e| NodeError::Internal(e.into()))?;
+        let _ = self.actor.set(tx);
+        self.emit(&dto::Event::Status {
+            state: dto::NodeState::Ready,
+        });
         self.me().await
     }
 
     /// `GET /me`.
-    pub async fn me(&self) -> Result<Value, ApiError> {
-        let r = self.ready().await?;
-        Ok(r.get().me_json())
+    pub async fn me(&self) -> NodeResult<dto::Me> {
+        self.read(|v| Ok(views::me(v.machine))).await
     }
 
     /// `PUT /me/status`.
-    pub async fn set_status(&self, status: &str) -> Result<Value, ApiError> {
+    pub async fn set_status(&self, status: &str) -> NodeResult<dto::Me> {
         let status = match status {
             "online" => Status::Online,
             "away" => Status::Away,
             "busy" => Status::Busy,
             "invisible" => Status::Invisible,
             _ => {
-                return Err(ApiError::bad_request(
-                    "status must be online, away, busy or invisible",
+                return Err(NodeError::Invalid(
+                    "status must be online, away, busy or invisible".into(),
                 ));
             }
         };
-        let client = {
-            let mut r = self.ready().await?;
-            let r = r.get_mut();
-            r.my_status = status;
-            r.signaling.clone()
-        };
-        if let Some(client) = client {
-            net::push_status(&client, status).await;
-        }
-        self.me().await
+        self.write(move |cx| {
+            cx.machine.set_status(status);
+            Ok(views::me(cx.machine))
+        })
+        .await
     }
 
     /// `GET /contacts`.
-    pub async fn contacts(&self) -> Result<Value, ApiError> {
-        let r = self.ready().await?;
-        r.get().contacts_json().map_err(ApiError::internal)
+    pub async fn contacts(&self) -> NodeResult<Vec<dto::Contact>> {
+        self.read(|v| views::contacts(v.store, v.machine, v.live).map_err(api_to_node))
+            .await
+    }
+
+    /// The contact as it is now, after a contact command.
+    fn contact_after(cx: &mut Cx<'_>, user: &UserId) -> NodeResult<dto::Contact> {
+        match dopus_core::store::Store::contact(&*cx.store, user) {
+            Ok(Some(c)) => {
+                views::contact(&*cx.store, cx.machine, cx.live, &c).map_err(|e| cx.store_failed(e))
+            }
+            Ok(None) => Err(NodeError::NotFound("contact")),
+            Err(e) => Err(cx.store_failed(e)),
+        }
     }
 
     /// `POST /contacts`.
-    pub async fn add_contact(&self, user: UserId, name: Option<String>) -> Result<Value, ApiError> {
-        let (value, client, contacts) = {
-            let mut r = self.ready().await?;
-            let r = r.get_mut();
-            let v = r.add_contact(user, name)?;
-            (v, r.signaling.clone(), r.accepted_contacts())
-        };
-        self.emit(json!({ "type": "contact", "contact": value }));
-        if let Some(client) = client {
-            net::push_contacts(self, &client, contacts).await;
-        }
-        Ok(value)
+    pub async fn add_contact(
+        &self,
+        user: UserId,
+        name: Option<String>,
+    ) -> NodeResult<dto::Contact> {
+        self.write(move |cx| {
+            cx.machine
+                .add_contact(cx.now, cx.store, user, name)
+                .map_err(|e| cx.command(e))?;
+            Self::contact_after(cx, &user)
+        })
+        .await
     }
 
     /// `POST /contacts/{id}/request`.
@@ -361,87 +315,102 @@ impl Node {
         user: UserId,
         name: Option<String>,
         note: Option<String>,
-    ) -> Result<Value, ApiError> {
-        let value = {
-            let mut r = self.ready().await?;
-            r.get_mut().contact_request(user, name, note)?
-        };
-        self.emit(json!({ "type": "contact", "contact": value }));
-        self.pump.notify_one();
-        Ok(value)
+    ) -> NodeResult<dto::Contact> {
+        self.write(move |cx| {
+            cx.machine
+                .contact_request(cx.now, cx.store, user, name, note)
+                .map_err(|e| cx.command(e))?;
+            Self::contact_after(cx, &user)
+        })
+        .await
     }
 
     /// `POST /contacts/{id}/accept|decline`.
-    pub async fn contact_answer(&self, user: UserId, accept: bool) -> Result<Value, ApiError> {
-        let (value, client, contacts) = {
-            let mut r = self.ready().await?;
-            let r = r.get_mut();
-            let v = r.contact_answer(user, accept)?;
-            (v, r.signaling.clone(), r.accepted_contacts())
-        };
-        self.emit(json!({ "type": "contact", "contact": value }));
-        self.pump.notify_one();
-        if let Some(client) = client {
-            net::push_contacts(self, &client, contacts).await;
-        }
-        Ok(value)
+    pub async fn contact_answer(&self, user: UserId, accept: bool) -> NodeResult<dto::Contact> {
+        self.write(move |cx| {
+            cx.machine
+                .contact_answer(cx.now, cx.store, user, accept)
+                .map_err(|e| cx.command(e))?;
+            Self::contact_after(cx, &user)
+        })
+        .await
     }
 
     /// `PATCH /contacts/{id}`.
     pub async fn patch_contact(
         &self,
         user: UserId,
-        patch: ContactPatch,
-    ) -> Result<Value, ApiError> {
-        let (value, client, contacts) = {
-            let mut r = self.ready().await?;
-            let r = r.get_mut();
-            let v = r.patch_contact(user, patch)?;
-            (v, r.signaling.clone(), r.accepted_contacts())
-        };
-        self.emit(json!({ "type": "contact", "contact": value }));
-        if let Some(client) = client {
-            net::push_contacts(self, &client, contacts).await;
-        }
-        Ok(value)
+        patch: dopus_core::contacts::ContactPatch,
+    ) -> NodeResult<dto::Contact> {
+        self.write(move |cx| {
+            cx.machine
+                .patch_contact(cx.now, cx.store, user, patch)
+                .map_err(|e| cx.command(e))?;
+            Self::contact_after(cx, &user)
+        })
+        .await
+    }
+
+    /// `DELETE /contacts/{id}`.
+    pub async fn remove_contact(&self, user: UserId) -> NodeResult<()> {
+        self.write(move |cx| {
+            cx.machine
+                .remove_contact(cx.now, cx.store, user)
+                .map_err(|e| cx.command(e))
+        })
+        .await
     }
 
     /// `GET /contacts/{id}/safety`.
-    pub async fn safety(&self, user: UserId) -> Result<Value, ApiError> {
-        let r = self.ready().await?;
-        r.get().safety(user)
+    pub async fn safety(&self, user: UserId) -> NodeResult<dto::Safety> {
+        self.read(move |v| {
+            let contact = dopus_core::store::Store::contact(v.store, &user)
+                .map_err(api_internal)?
+                .ok_or(NodeError::NotFound("contact"))?;
+            let number = dopus_core::verification::SafetyNumber::new(&v.machine.me(), &user);
+            Ok(dto::Safety::new(&number, contact.verified))
+        })
+        .await
     }
 
     /// `GET /contacts/{id}/verification`.
-    pub async fn verification(&self, user: UserId) -> Result<Value, ApiError> {
-        verify::get(self, user).await
+    pub async fn verification(&self, user: UserId) -> NodeResult<dto::Verification> {
+        self.read(move |v| Ok(views::verification(&v.machine.verification(&user))))
+            .await
     }
 
     /// `POST /contacts/{id}/verification[/confirm|/cancel]`.
-    pub async fn verification_action(&self, user: UserId, action: &str) -> Result<Value, ApiError> {
-        match action {
-            "start" => verify::start(self, user).await,
-            "confirm" => verify::confirm(self, user).await,
-            _ => verify::cancel(self, user).await,
-        }
+    pub async fn verification_action(
+        &self,
+        user: UserId,
+        action: &str,
+    ) -> NodeResult<dto::Verification> {
+        let action = action.to_owned();
+        self.write(move |cx| {
+            let view = match action.as_str() {
+                "start" => cx.machine.start_verification(cx.now, cx.store, user),
+                "confirm" => cx.machine.confirm_verification(cx.now, cx.store, user),
+                _ => cx.machine.cancel_verification(cx.now, user),
+            }
+            .map_err(|e| cx.command(e))?;
+            Ok(views::verification(&view))
+        })
+        .await
     }
 
-    /// `GET /contacts/{id}/connection`.
-    pub async fn connection(&self, user: UserId) -> Result<Value, ApiError> {
-        let handle = {
-            let r = self.ready().await?;
-            r.get().peer_handle(&user)
-        };
-        let diagnostics = match &handle {
-            Some(h) => h.diagnostics().await.ok(),
-            None => None,
-        };
-        let mut r = self.ready().await?;
-        let r = r.get_mut();
-        if let (Some(d), Some(p)) = (&diagnostics, r.peers.get_mut(&user)) {
-            p.last_diag = Some(d.clone());
+    /// `GET /contacts/{id}/connection`: the machine's view with fresh diagnostics.
+    pub async fn connection(&self, user: UserId) -> NodeResult<dto::Connection> {
+        let conn = self
+            .read(move |v| Ok(v.conns.get(&user).map(|c| c.tx.clone())))
+            .await?;
+        if let Some(conn) = conn {
+            // The task reports fresh diagnostics to the actor before the read below runs
+            // (unless it takes longer than a moment; then the last ones are shown).
+            let _ = conn.send(connections::ConnCmd::ReportDiagnostics);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        Ok(r.connection_json(&user, diagnostics.as_ref()))
+        self.read(move |v| Ok(views::connection(v.machine, v.live, &user)))
+            .await
     }
 
     /// `GET /conversations/{id}/messages`.
@@ -450,9 +419,11 @@ impl Node {
         peer: UserId,
         before: Option<u64>,
         limit: usize,
-    ) -> Result<Value, ApiError> {
-        let r = self.ready().await?;
-        r.get().messages(peer, before, limit)
+    ) -> NodeResult<dto::MessagePage> {
+        self.read(move |v| {
+            views::messages(v.store, &v.machine.me(), peer, before, limit).map_err(api_to_node)
+        })
+        .await
     }
 
     /// `POST /conversations/{id}/messages`.
@@ -461,183 +432,161 @@ impl Node {
         peer: UserId,
         body: String,
         reply_to: Option<uuid::Uuid>,
-    ) -> Result<Value, ApiError> {
+    ) -> NodeResult<dto::Message> {
         let mut sent = self.send_texts(peer, vec![(body, reply_to)]).await?;
         sent.pop()
-            .ok_or_else(|| ApiError::internal("a send was answered without its message"))
+            .ok_or_else(|| NodeError::Internal("a send was answered without its message".into()))
     }
 
     /// `POST /conversations/{id}/messages/batch` (and, with one message, `send_text`): the
     /// messages in order, answered in order, stored all or none. They share one commit with
-    /// every send that queued up meanwhile (`combine`); each request is stored or refused on
-    /// its own.
+    /// everything else the actor took into the same batch.
     pub async fn send_texts(
         &self,
         peer: UserId,
         texts: Vec<(String, Option<uuid::Uuid>)>,
-    ) -> Result<Vec<Value>, ApiError> {
-        let ticket = self.sends.push(ready::SendTexts { peer, texts });
-        match self.ready().await {
-            Ok(mut r) => {
-                // Ours and every send that queued up while the lock was taken, in one commit;
-                // empty when another caller's batch already took ours.
-                let mut batch = self.sends.take_all();
-                if !batch.is_empty() {
-                    let requests = batch
-                        .iter_mut()
-                        .map(|t| ready::SendTexts {
-                            peer: t.request.peer,
-                            texts: std::mem::take(&mut t.request.texts),
-                        })
-                        .collect();
-                    let results = r.get_mut().send_texts(requests);
-                    drop(r);
-                    let mut stored = 0;
-                    let listening = self.listening();
-                    for (taken, answer) in batch.into_iter().zip(results) {
-                        for value in answer.iter().flatten() {
-                            if listening {
-                                self.emit(json!({ "type": "message", "message": value }));
-                            }
-                            stored += 1;
-                        }
-                        taken.answer(answer);
-                    }
-                    self.pump.notify_one();
-                    tracing::trace!(messages = stored, "messages queued");
-                }
-            }
-            Err(e) if ticket.withdraw() => return Err(e),
-            // A batch took ours before the node was locked: its answer is on the way.
-            Err(_) => {}
-        }
-        ticket
-            .answer()
-            .await
-            .unwrap_or_else(|| Err(ApiError::internal("the send was dropped")))
+    ) -> NodeResult<Vec<dto::Message>> {
+        self.write(move |cx| {
+            let texts = texts
+                .into_iter()
+                .map(|(body, reply)| (body, reply.map(MessageId)))
+                .collect();
+            let me = cx.machine.me();
+            let sent = cx
+                .machine
+                .send_texts(cx.now, cx.store, peer, texts)
+                .map_err(|e| cx.command(e))?;
+            Ok(sent
+                .iter()
+                .map(|m| dto::Message::from_record(m, &[], &me))
+                .collect())
+        })
+        .await
     }
 
     /// `POST /conversations/{id}/typing`.
-    pub async fn typing(&self, peer: UserId, active: bool) -> Result<(), ApiError> {
-        let sends = {
-            let mut r = self.ready().await?;
-            r.get_mut().typing(peer, active)?
-        };
-        deliver::send_ephemeral(self, sends).await;
-        Ok(())
+    pub async fn typing(&self, peer: UserId, active: bool) -> NodeResult<()> {
+        self.write(move |cx| {
+            cx.machine
+                .typing(cx.now, &*cx.store, peer, active)
+                .map_err(|e| cx.command(e))
+        })
+        .await
     }
 
     /// `POST /conversations/{id}/read`.
-    pub async fn mark_read(&self, peer: UserId, up_to: uuid::Uuid) -> Result<(), ApiError> {
-        let sends = {
-            let mut r = self.ready().await?;
-            r.get_mut().mark_read(peer, up_to)?
-        };
-        deliver::send_ephemeral(self, sends).await;
-        Ok(())
+    pub async fn mark_read(&self, peer: UserId, up_to: uuid::Uuid) -> NodeResult<()> {
+        self.write(move |cx| {
+            cx.machine
+                .mark_read(cx.now, cx.store, peer, MessageId(up_to))
+                .map_err(|e| cx.command(e))
+        })
+        .await
+    }
+
+    /// The message as it is now, after a message command.
+    fn message_after(cx: &mut Cx<'_>, m: &dopus_core::store::Message) -> NodeResult<dto::Message> {
+        let me = cx.machine.me();
+        views::message(&*cx.store, &me, m).map_err(|e| cx.store_failed(e))
     }
 
     /// `PUT /messages/{id}`.
-    pub async fn edit(&self, id: uuid::Uuid, body: String) -> Result<Value, ApiError> {
-        let value = {
-            let mut r = self.ready().await?;
-            r.get_mut().edit(id, body)?
-        };
-        self.emit(json!({ "type": "message_updated", "message": value }));
-        self.pump.notify_one();
-        Ok(value)
+    pub async fn edit(&self, id: uuid::Uuid, body: String) -> NodeResult<dto::Message> {
+        self.write(move |cx| {
+            let m = cx
+                .machine
+                .edit(cx.now, cx.store, MessageId(id), body)
+                .map_err(|e| cx.command(e))?;
+            Self::message_after(cx, &m)
+        })
+        .await
     }
 
     /// `DELETE /messages/{id}`.
-    pub async fn delete(&self, id: uuid::Uuid) -> Result<Value, ApiError> {
-        let value = {
-            let mut r = self.ready().await?;
-            r.get_mut().delete(id)?
-        };
-        self.emit(json!({ "type": "message_updated", "message": value }));
-        self.pump.notify_one();
-        Ok(value)
+    pub async fn delete(&self, id: uuid::Uuid) -> NodeResult<dto::Message> {
+        self.write(move |cx| {
+            let m = cx
+                .machine
+                .delete(cx.now, cx.store, MessageId(id))
+                .map_err(|e| cx.command(e))?;
+            Self::message_after(cx, &m)
+        })
+        .await
     }
 
     /// `POST|DELETE /messages/{id}/reactions`.
-    pub async fn react(&self, id: uuid::Uuid, emoji: String, add: bool) -> Result<Value, ApiError> {
-        let value = {
-            let mut r = self.ready().await?;
-            r.get_mut().react(id, emoji, add)?
-        };
-        self.emit(json!({ "type": "message_updated", "message": value }));
-        self.pump.notify_one();
-        Ok(value)
+    pub async fn react(
+        &self,
+        id: uuid::Uuid,
+        emoji: String,
+        add: bool,
+    ) -> NodeResult<dto::Message> {
+        self.write(move |cx| {
+            let m = cx
+                .machine
+                .react(cx.now, cx.store, MessageId(id), emoji, add)
+                .map_err(|e| cx.command(e))?;
+            Self::message_after(cx, &m)
+        })
+        .await
     }
 
     /// `GET /search`.
-    pub async fn search(&self, q: &str, limit: usize) -> Result<Value, ApiError> {
-        let r = self.ready().await?;
-        r.get().search(q, limit)
+    pub async fn search(&self, q: String, limit: usize) -> NodeResult<dto::SearchResults> {
+        self.read(move |v| views::search(v.store, &v.machine.me(), &q, limit).map_err(api_to_node))
+            .await
     }
 
     /// `GET /settings`.
-    pub async fn settings(&self) -> Result<Value, ApiError> {
-        let r = self.ready().await?;
-        Ok(r.get().settings.to_json())
+    pub async fn settings(&self) -> NodeResult<dto::Settings> {
+        self.read(|v| Ok(views::settings(v.machine))).await
     }
 
     /// `PUT /settings`.
-    pub async fn put_settings(&self, patch: SettingsPatch) -> Result<Value, ApiError> {
-        let (value, server_changed) = {
-            let mut r = self.ready().await?;
-            r.get_mut().put_settings(patch)?
-        };
-        if server_changed && let Some(node) = self.arc() {
-            net::restart(node).await;
-        }
-        Ok(value)
-    }
-
-    /// Stops network tasks and says goodbye to the server (explicit offline).
-    pub async fn shutdown(&self) {
-        let client = {
-            let mut phase = self.phase.lock().await;
-            match &mut *phase {
-                Phase::Ready(r) => {
-                    r.close_peers();
-                    r.signaling.take()
-                }
-                _ => None,
+    pub async fn put_settings(
+        &self,
+        patch: dopus_core::machine::SettingsPatch,
+    ) -> NodeResult<dto::Settings> {
+        if let Some(ice) = &patch.ice_servers {
+            for url in ice {
+                dopus_rtc::IceServer::parse(url)
+                    .map_err(|e| NodeError::Invalid(format!("ICE server {url:?}: {e}")))?;
             }
-        };
-        if let Some(client) = client {
-            net::goodbye(client).await;
+        }
+        self.write(move |cx| {
+            let (_, server_changed) = cx
+                .machine
+                .put_settings(cx.store, patch)
+                .map_err(|e| cx.command(e))?;
+            cx.restart_signaling |= server_changed;
+            Ok(views::settings(cx.machine))
+        })
+        .await
+    }
+
+    /// Closes connections and says goodbye to the server (explicit offline).
+    pub async fn shutdown(&self) {
+        if let Some(actor) = self.actor.get() {
+            let (tx, rx) = oneshot::channel();
+            if actor.send(Msg::Shutdown(tx)).is_ok() {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
+            }
         }
     }
 }
 
-/// The phase lock, known to hold [`Phase::Ready`].
-struct ReadyGuard<'a>(MutexGuard<'a, Phase>);
-
-impl ReadyGuard<'_> {
-    fn get(&self) -> &Ready {
-        match &*self.0 {
-            Phase::Ready(r) => r,
-            // `Node::ready` only builds a guard for the Ready phase, and nothing leaves Ready
-            // while the guard holds the lock.
-            _ => unreachable_ready(),
-        }
-    }
-    fn get_mut(&mut self) -> &mut Ready {
-        match &mut *self.0 {
-            Phase::Ready(r) => r,
-            _ => unreachable_ready(),
-        }
-    }
+fn api_internal(e: impl std::error::Error + Send + Sync + 'static) -> NodeError {
+    NodeError::Internal(Box::new(e))
 }
 
-#[allow(
-    clippy::panic,
-    reason = "ReadyGuard is only constructed for the Ready phase"
-)]
-fn unreachable_ready() -> ! {
-    panic!("ReadyGuard without a Ready phase")
+/// Views answer with `ApiError` for historical reasons; the only ones they make are
+/// not-found and internal.
+fn api_to_node(e: api::error::ApiError) -> NodeError {
+    if e.status == axum::http::StatusCode::NOT_FOUND {
+        NodeError::NotFound("message")
+    } else {
+        NodeError::Internal(e.message.into())
+    }
 }
 
 fn random_token() -> String {
@@ -729,7 +678,7 @@ pub fn run(dir: PathBuf, out: Output, args: RunArgs, launch: Launch) -> anyhow::
         {
             node.unlock(pass)
                 .await
-                .map_err(|e| anyhow::anyhow!("unlocking the store: {}", e.message))?;
+                .map_err(|e| anyhow::anyhow!("unlocking the store: {e}"))?;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(serve(
@@ -747,7 +696,7 @@ pub fn run(dir: PathBuf, out: Output, args: RunArgs, launch: Launch) -> anyhow::
 
 async fn announce(node: &Node, out: Output, file: &ApiFile, launch: Launch) {
     let ui = format!("{}/?token={}", file.url, file.token);
-    let status = node.status().await;
+    let status = serde_json::to_value(node.status().await).unwrap_or_default();
     out.print(
         &json!({ "api": file.url, "ui": ui, "state": status["state"], "user_id": status["user_id"] }),
         |_| match launch {

@@ -543,30 +543,6 @@ mod tests {
         insta::assert_json_snapshot!(dto);
     }
 
-    /// The record part matches what the runtime writes today.
-    #[test]
-    fn record_part_matches_the_runtime_builder() {
-        let c = contact(store::ContactState::Accepted);
-        let today = crate::runtime::json::contact(&c);
-        let live = ContactLive {
-            presence: Presence::Offline,
-            unread: 0,
-            last_message: None,
-            connection: Connection::without_peer(true, true),
-        };
-        let dto = serde_json::to_value(Contact::from_record(&c, live)).expect("serializes");
-        for key in [
-            "user_id",
-            "display_name",
-            "state",
-            "verified",
-            "blocked",
-            "note",
-        ] {
-            assert_eq!(dto[key], today[key], "{key}");
-        }
-    }
-
     #[test]
     fn safety_number() {
         let n = SafetyNumber::new(&user(1), &user(2));

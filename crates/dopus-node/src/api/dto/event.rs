@@ -191,24 +191,6 @@ mod tests {
         insta::assert_json_snapshot!(events);
     }
 
-    /// `message_state` is what the runtime's builder writes today.
-    #[test]
-    fn message_state_matches_the_runtime_builder() {
-        let conversation = store::ConversationId::Direct(user(2));
-        let dto = serde_json::to_value(Event::message_state(
-            &message_id(2),
-            &conversation,
-            store::DeliveryState::Read,
-        ))
-        .expect("serializes");
-        let today = crate::runtime::json::message_state(
-            &message_id(2),
-            &conversation,
-            store::DeliveryState::Read,
-        );
-        assert_eq!(dto, today);
-    }
-
     #[test]
     fn events_read_back() {
         let text = r#"{"type":"typing","user_id":"x","active":false}"#;

@@ -1,0 +1,293 @@
+//! What the API shows, built from the store's records and the machine's live facts with the
+//! typed shapes of `api::dto`. Pure reads: nothing here writes or sends.
+
+use crate::api::dto;
+use crate::api::error::ApiError;
+use dopus_core::machine::{ConnectionView, NodeMachine, VerificationView};
+use dopus_core::store::{
+    Contact, ContactState, ConversationId, Message, MessageId, SearchQuery, Seq, Store, StoreError,
+};
+use dopus_rtc::Diagnostics;
+use dopus_types::UserId;
+use std::collections::BTreeMap;
+
+/// Live facts about connections that only the runtime knows: the diagnostics last read from
+/// each connection task.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// The latest diagnostics of each contact's connection.
+    pub diagnostics: BTreeMap<UserId, Diagnostics>,
+    /// A signaling server is configured.
+    pub server: bool,
+}
+
+/// One message with its reactions.
+pub fn message(store: &dyn Store, me: &UserId, m: &Message) -> Result<dto::Message, StoreError> {
+    let reactions = store.reactions(&m.id)?;
+    Ok(dto::Message::from_record(m, &reactions, me))
+}
+
+/// One message by id.
+pub fn message_by_id(
+    store: &dyn Store,
+    me: &UserId,
+    id: &MessageId,
+) -> Result<dto::Message, ApiError> {
+    let m = store
+        .message(id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("no such message"))?;
+    message(store, me, &m).map_err(ApiError::internal)
+}
+
+/// A page of a direct conversation, oldest first.
+pub fn messages(
+    store: &dyn Store,
+    me: &UserId,
+    peer: UserId,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<dto::MessagePage, ApiError> {
+    let conversation = ConversationId::Direct(peer);
+    let mut page = store
+        .messages_before(&conversation, before.map(Seq), limit + 1)
+        .map_err(ApiError::internal)?;
+    let has_more = page.len() > limit;
+    page.truncate(limit);
+    page.reverse();
+    let messages = page
+        .iter()
+        .map(|m| message(store, me, m))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(dto::MessagePage { messages, has_more })
+}
+
+/// Full-text search over every conversation.
+pub fn search(
+    store: &dyn Store,
+    me: &UserId,
+    q: &str,
+    limit: usize,
+) -> Result<dto::SearchResults, ApiError> {
+    let hits = store
+        .search(&SearchQuery {
+            text: q.to_owned(),
+            conversation: None,
+            before: None,
+            limit,
+        })
+        .map_err(ApiError::internal)?;
+    let results = hits
+        .iter()
+        .map(|h| {
+            let reactions = store.reactions(&h.message.id)?;
+            Ok(dto::SearchResult::from_hit(h, &reactions, me))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()
+        .map_err(ApiError::internal)?;
+    Ok(dto::SearchResults {
+        results,
+        total: None,
+        next_before: None,
+    })
+}
+
+/// How we reach `user`: the machine's view and the connection's last diagnostics.
+pub fn connection(machine: &NodeMachine, live: &Live, user: &UserId) -> dto::Connection {
+    let view = machine.connection(user);
+    connection_from(&view, live.diagnostics.get(user))
+}
+
+fn connection_from(view: &ConnectionView, diag: Option<&Diagnostics>) -> dto::Connection {
+    use dto::{ConnectionMode as M, ConnectionState as S};
+    let mode = match view.mode {
+        "direct" => M::Direct,
+        "relayed" => M::Relayed,
+        "mailbox" => M::Mailbox,
+        _ => M::None,
+    };
+    let state = match view.state {
+        "connecting" => S::Connecting,
+        "connected" => S::Connected,
+        "closed" => S::Closed,
+        "failed" => S::Failed,
+        "disconnected" => S::Disconnected,
+        _ => S::New,
+    };
+    // Diagnostics describe the connection that is (or was last) up; a closed attempt keeps
+    // its counters but not a pair.
+    let pair = diag
+        .filter(|_| mode == M::Direct)
+        .and_then(|d| d.selected_pair.as_ref());
+    dto::Connection {
+        mode,
+        state,
+        local_candidate: pair.map(|p| p.local.into()),
+        remote_candidate: pair.map(|p| p.remote.into()),
+        rtt_ms: diag
+            .filter(|_| mode == M::Direct)
+            .and_then(|d| d.rtt)
+            .map(|r| r.as_secs_f64() * 1000.0),
+        reason: view.reason.clone().or_else(|| {
+            diag.and_then(|d| d.failure.as_ref())
+                .map(ToString::to_string)
+        }),
+        traffic: diag.map(|d| dto::Traffic {
+            messages_sent: d.messages_sent,
+            messages_received: d.messages_received,
+            bytes_sent: d.bytes_sent,
+            bytes_received: d.bytes_received,
+            send_waits: d.send_waits,
+        }),
+    }
+}
+
+/// One contact with its live facts.
+pub fn contact(
+    store: &dyn Store,
+    machine: &NodeMachine,
+    live: &Live,
+    c: &Contact,
+) -> Result<dto::Contact, StoreError> {
+    let conversation = ConversationId::Direct(c.user_id);
+    let summary = store
+        .conversations()?
+        .into_iter()
+        .find(|s| s.conversation.id == conversation);
+    let me = machine.me();
+    let last_message = match summary.as_ref().and_then(|s| s.last_message.as_ref()) {
+        Some(m) => Some(message(store, &me, m)?),
+        None => None,
+    };
+    Ok(dto::Contact::from_record(
+        c,
+        dto::ContactLive {
+            presence: dto::Presence::seen(Some(machine.presence(&c.user_id))),
+            unread: summary.as_ref().map_or(0, |s| s.unread),
+            last_message,
+            connection: connection(machine, live, &c.user_id),
+        },
+    ))
+}
+
+/// One contact by id.
+pub fn contact_by_id(
+    store: &dyn Store,
+    machine: &NodeMachine,
+    live: &Live,
+    user: &UserId,
+) -> Result<dto::Contact, ApiError> {
+    let c = store
+        .contact(user)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("no such contact"))?;
+    contact(store, machine, live, &c).map_err(ApiError::internal)
+}
+
+/// Every contact: accepted ones first, then by age.
+pub fn contacts(
+    store: &dyn Store,
+    machine: &NodeMachine,
+    live: &Live,
+) -> Result<Vec<dto::Contact>, ApiError> {
+    let mut list = store.contacts().map_err(ApiError::internal)?;
+    list.sort_by_key(|c| (c.state != ContactState::Accepted, c.created_at));
+    // One conversation listing for all of them, not one per contact.
+    let summaries = store.conversations().map_err(ApiError::internal)?;
+    let me = machine.me();
+    list.iter()
+        .map(|c| {
+            let conversation = ConversationId::Direct(c.user_id);
+            let summary = summaries.iter().find(|s| s.conversation.id == conversation);
+            let last_message = match summary.and_then(|s| s.last_message.as_ref()) {
+                Some(m) => Some(message(store, &me, m)?),
+                None => None,
+            };
+            Ok(dto::Contact::from_record(
+                c,
+                dto::ContactLive {
+                    presence: dto::Presence::seen(Some(machine.presence(&c.user_id))),
+                    unread: summary.map_or(0, |s| s.unread),
+                    last_message,
+                    connection: connection(machine, live, &c.user_id),
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()
+        .map_err(ApiError::internal)
+}
+
+/// A verification as the API shows it.
+pub fn verification(v: &VerificationView) -> dto::Verification {
+    use dto::VerificationState as V;
+    dto::Verification {
+        state: match v.state {
+            "waiting" => V::Waiting,
+            "compare" => V::Compare,
+            "confirmed" => V::Confirmed,
+            "verified" => V::Verified,
+            "cancelled" => V::Cancelled,
+            _ => V::None,
+        },
+        txn: v.txn.clone(),
+        emoji: v.emoji.as_ref().map(|e| {
+            e.iter()
+                .map(|(symbol, name)| dto::SasEmoji {
+                    symbol: symbol.clone(),
+                    name: name.clone(),
+                })
+                .collect()
+        }),
+        decimals: v.decimals.map(|d| d.to_vec()),
+        cancel_code: v.cancel_code.clone(),
+        cancelled_by_us: v.cancelled_by_us,
+    }
+}
+
+/// The node's settings.
+pub fn settings(machine: &NodeMachine) -> dto::Settings {
+    let s = machine.settings();
+    dto::Settings::new(
+        s.server_url.clone(),
+        s.ice_servers.clone(),
+        s.read_receipts,
+        &s.theme,
+    )
+}
+
+/// Who we are.
+pub fn me(machine: &NodeMachine) -> dto::Me {
+    dto::Me::new(machine.account(), machine.status())
+}
+
+/// The signaling state as the API names it.
+pub fn signaling_state(s: dopus_core::machine::SignalingState) -> dto::SignalingState {
+    use dopus_core::machine::SignalingState as S;
+    match s {
+        S::Disconnected => dto::SignalingState::Disconnected,
+        S::Connecting => dto::SignalingState::Connecting,
+        S::Authenticating => dto::SignalingState::Authenticating,
+        S::Connected => dto::SignalingState::Connected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_view_maps_to_the_api_shape() {
+        let view = ConnectionView {
+            conn: None,
+            state: "new",
+            mode: "mailbox",
+            reason: Some("the contact is offline".into()),
+        };
+        let c = connection_from(&view, None);
+        assert_eq!(c.mode, dto::ConnectionMode::Mailbox);
+        assert_eq!(c.state, dto::ConnectionState::New);
+        assert_eq!(c.reason.as_deref(), Some("the contact is offline"));
+        assert!(c.traffic.is_none() && c.local_candidate.is_none());
+    }
+}
