@@ -27,8 +27,8 @@ pub const MAX_MESSAGE_SIZE_LIMIT: usize = 16 * 1024 * 1024;
 /// to each connection.
 #[derive(Debug, Clone)]
 pub struct RtcConfig {
-    /// STUN servers to learn server-reflexive candidates from; TURN entries are accepted and kept
-    /// for later but not used yet (no relay candidates are gathered).
+    /// STUN servers to learn server-reflexive candidates from, and TURN servers (with
+    /// credentials) to allocate relayed candidates on.
     pub ice_servers: Vec<IceServer>,
     /// Which local addresses to bind UDP sockets on.
     pub bind: BindPolicy,
@@ -61,6 +61,13 @@ pub struct RtcConfig {
     pub dtls_identity: Option<DtlsIdentity>,
     /// Events buffered for the application before the connection stops reading from the network.
     pub event_capacity: usize,
+    /// Privacy mode: only relayed candidates are used and signalled, so the peer never learns
+    /// our IP address (it sees the TURN server's). Needs a TURN server; without one no
+    /// connection can form.
+    pub relay_only: bool,
+    /// TLS client configuration for `turns:` servers. `None` uses the Mozilla root store
+    /// (`webpki-roots`); tests pass one that trusts their own certificate.
+    pub turn_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for RtcConfig {
@@ -79,6 +86,8 @@ impl Default for RtcConfig {
             stun_attempts: 5,
             dtls_identity: None,
             event_capacity: 1024,
+            relay_only: false,
+            turn_tls: None,
         }
     }
 }
@@ -106,6 +115,9 @@ impl RtcConfig {
                 return Err(ConfigError::WildcardBind);
             }
         }
+        if self.relay_only && !self.has_turn() {
+            return Err(ConfigError::RelayOnlyWithoutTurn);
+        }
         if self.stun_attempts == 0 || self.event_capacity == 0 {
             return Err(ConfigError::ZeroLimit);
         }
@@ -126,12 +138,54 @@ impl RtcConfig {
         })
     }
 
-    /// True when TURN servers are configured; diagnostics say they were not used.
+    /// True when TURN servers (with credentials) are configured.
     pub(crate) fn has_turn(&self) -> bool {
-        self.ice_servers
-            .iter()
-            .any(|s| matches!(s, IceServer::Turn { .. }))
+        self.turn_servers().next().is_some()
     }
+
+    /// The TURN servers to allocate on, each with the transports to try in order: a plain
+    /// `turn:` URL means UDP then TCP, `?transport=` pins one, `turns:` is TLS. Entries without
+    /// credentials are skipped (TURN needs them).
+    pub(crate) fn turn_servers(&self) -> impl Iterator<Item = TurnServerSpec> + '_ {
+        self.ice_servers.iter().filter_map(|s| match s {
+            IceServer::Turn {
+                secure,
+                host,
+                port,
+                transport,
+                username: Some(username),
+                credential: Some(credential),
+            } => {
+                let transports = match (secure, transport.as_deref()) {
+                    (true, _) => vec![crate::turn::RelayTransport::Tls],
+                    (false, Some("udp")) => vec![crate::turn::RelayTransport::Udp],
+                    (false, Some("tcp")) => vec![crate::turn::RelayTransport::Tcp],
+                    (false, _) => vec![
+                        crate::turn::RelayTransport::Udp,
+                        crate::turn::RelayTransport::Tcp,
+                    ],
+                };
+                Some(TurnServerSpec {
+                    host: host.clone(),
+                    port: *port,
+                    transports,
+                    username: username.clone(),
+                    credential: credential.clone(),
+                })
+            }
+            _ => None,
+        })
+    }
+}
+
+/// One configured TURN server, before its name is resolved.
+#[derive(Clone)]
+pub(crate) struct TurnServerSpec {
+    pub host: String,
+    pub port: u16,
+    pub transports: Vec<crate::turn::RelayTransport>,
+    pub username: String,
+    pub credential: Redacted<String>,
 }
 
 /// Which local addresses a connection binds its UDP sockets on.
@@ -155,8 +209,7 @@ pub enum IceServer {
         /// UDP port (3478 if the URL named none).
         port: u16,
     },
-    /// A TURN server. Accepted and kept so configurations stay valid once TURN lands;
-    /// **TURN is not implemented yet**: no relay candidates are gathered from it.
+    /// A TURN server: relayed candidates are allocated on it when it has credentials.
     Turn {
         /// `turns:` (TLS) rather than `turn:`.
         secure: bool,
@@ -257,7 +310,8 @@ impl IceServer {
         }
     }
 
-    /// A TURN server with long-term credentials (kept for when TURN is implemented).
+    /// A TURN server with long-term credentials (for the TURN REST scheme: user name
+    /// `expiry:opaque`, credential the base64 HMAC-SHA1 the signaling server handed out).
     pub fn turn(url: &str, username: &str, credential: &str) -> Result<Self, ConfigError> {
         match Self::parse(url)? {
             Self::Turn {
@@ -326,6 +380,9 @@ pub enum ConfigError {
     /// `max_message_size` is zero or above [`MAX_MESSAGE_SIZE_LIMIT`].
     #[error("max_message_size {0} is out of range (1..={MAX_MESSAGE_SIZE_LIMIT})")]
     MaxMessageSize(usize),
+    /// `relay_only` without a TURN server with credentials: nothing could ever connect.
+    #[error("relay-only mode needs a TURN server with credentials")]
+    RelayOnlyWithoutTurn,
     /// `BindPolicy::Addrs` with no address.
     #[error("no bind address given")]
     NoBindAddress,

@@ -20,7 +20,7 @@ pub enum CandidateType {
     Srflx,
     /// An address learned from a connectivity check, not signalled.
     Prflx,
-    /// A TURN relay address (not gathered yet: TURN is not implemented).
+    /// A TURN relay address.
     Relay,
 }
 
@@ -123,7 +123,7 @@ pub enum FailureReason {
         remote_looks_symmetric: bool,
         /// Whether we had a STUN server to learn our public address from.
         stun_configured: bool,
-        /// Whether TURN servers were configured (they are not used yet).
+        /// Whether TURN servers (with credentials) were configured.
         turn_configured: bool,
         /// How many candidates each side had.
         local_candidates: usize,
@@ -178,7 +178,7 @@ impl fmt::Display for FailureReason {
                     f.write_str("; no STUN server configured, only host addresses were tried")?;
                 }
                 if *turn_configured {
-                    f.write_str("; TURN is configured but not implemented yet")
+                    f.write_str("; no TURN relay path connected either")
                 } else {
                     f.write_str("; configure TURN")
                 }
@@ -248,12 +248,86 @@ pub struct Diagnostics {
     pub remote_candidates: Vec<CandidateType>,
     /// What STUN told about our NAT.
     pub nat: NatBehavior,
-    /// TURN servers are configured but not used (TURN is not implemented yet).
+    /// TURN servers are configured but no allocation is working (see
+    /// [`crate::PeerHandle::connectivity`] for why).
     pub turn_unused: bool,
     /// Time from creation to the data channel opening.
     pub setup_time: Option<Duration>,
     /// Why it failed, if it did.
     pub failure: Option<FailureReason>,
+}
+
+/// Which kind of path carries the connection, as the connection panel shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PathKind {
+    /// Host address to host address: same network, or no NAT in the way.
+    DirectHost,
+    /// Direct, through at least one NAT (a server- or peer-reflexive address on one side).
+    DirectReflexive,
+    /// Through a TURN relay (ours, the peer's, or both).
+    Relayed,
+}
+
+impl PathKind {
+    /// The kind of path a selected pair is.
+    pub fn of(pair: &SelectedPair) -> Self {
+        match (pair.local, pair.remote) {
+            (CandidateType::Relay, _) | (_, CandidateType::Relay) => Self::Relayed,
+            (CandidateType::Host, CandidateType::Host) => Self::DirectHost,
+            _ => Self::DirectReflexive,
+        }
+    }
+}
+
+impl fmt::Display for PathKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::DirectHost => "direct (host)",
+            Self::DirectReflexive => "direct (through NAT)",
+            Self::Relayed => "relayed",
+        })
+    }
+}
+
+impl Diagnostics {
+    /// The kind of path in use, once ICE selected a pair.
+    pub fn path(&self) -> Option<PathKind> {
+        self.selected_pair.as_ref().map(PathKind::of)
+    }
+}
+
+/// One TURN allocation attempt of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayInfo {
+    /// The configured `host:port` of the TURN server (configuration, not peer data).
+    pub server: String,
+    /// How we reach it.
+    pub transport: crate::turn::RelayTransport,
+    /// Where the attempt stands.
+    pub state: crate::turn::RelayState,
+}
+
+/// Which path a connection uses and why, plus its relay attempts: what the connection panel
+/// and the API show. `Display` is safe for logs (no addresses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connectivity {
+    /// The path in use, once ICE selected a pair.
+    pub path: Option<PathKind>,
+    /// A human sentence: why this path (or why none yet).
+    pub why: String,
+    /// Relay-only privacy mode is on.
+    pub relay_only: bool,
+    /// Allocation attempts, oldest first (the last one is current).
+    pub relays: Vec<RelayInfo>,
+}
+
+impl fmt::Display for Connectivity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.path {
+            Some(p) => write!(f, "{p}: {}", self.why),
+            None => f.write_str(&self.why),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -293,10 +367,7 @@ mod tests {
         let s = plain.to_string();
         assert!(s.contains("1 local x 3 remote"), "{s}");
         assert!(s.contains("no STUN server configured"), "{s}");
-        assert!(
-            s.contains("TURN is configured but not implemented yet"),
-            "{s}"
-        );
+        assert!(s.contains("no TURN relay path connected either"), "{s}");
     }
 
     #[test]

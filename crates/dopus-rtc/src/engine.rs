@@ -25,11 +25,13 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
 use crate::config::RtcConfig;
 use crate::diagnostics::{
-    CandidateType, CloseReason, ConnectionState, Diagnostics, FailureReason, SelectedPair,
+    CandidateType, CloseReason, ConnectionState, Connectivity, Diagnostics, FailureReason,
+    PathKind, RelayInfo, SelectedPair,
 };
 use crate::error::PeerError;
 use crate::gather::{GatherOutput, Mapping, StunGatherer};
 use crate::peer::PeerEvent;
+use crate::turn::{Relay, RelayOutput, RelayState, RelayTarget, RelayTransport};
 
 /// Label of the one message channel.
 pub(crate) const CHANNEL_LABEL: &str = "dopus";
@@ -43,6 +45,8 @@ const MAX_QUEUED_REMOTE: usize = 64;
 const MAX_REMOTE_CANDIDATES: usize = 256;
 /// Guard for the drain loop; str0m ends a drain by itself well before this.
 const MAX_DRAIN_STEPS: usize = 100_000;
+/// New allocations after losing a working one (5-tuple change, expiry), per connection.
+const MAX_REALLOCATIONS: u32 = 8;
 
 /// `base + d` without the panic `Instant + Duration` has on overflow: a configured timeout of
 /// `Duration::MAX` means "never", not a crash.
@@ -70,6 +74,13 @@ pub(crate) enum EngineOutput {
     },
     /// Tell the application.
     Event(PeerEvent),
+    /// Open a TCP connection to a TURN server for relay `relay`; report back with
+    /// [`Engine::relay_stream_connected`] or [`Engine::relay_stream_failed`].
+    RelayConnect { relay: u32, server: SocketAddr },
+    /// Write on relay `relay`'s TCP connection.
+    RelayStream { relay: u32, data: Vec<u8> },
+    /// Close relay `relay`'s TCP connection.
+    RelayClose { relay: u32 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +100,19 @@ pub(crate) struct Engine {
     disconnected_timeout: Duration,
     stun_configured: bool,
     turn_configured: bool,
+    relay_only: bool,
+
+    /// Allocations: at most one working (or being made) at a time, plus failed ones kept for
+    /// diagnostics.
+    relays: Vec<Relay>,
+    /// Every resolved way to a relay, in the order to try (UDP, then TCP, then TLS).
+    relay_targets: Vec<RelayTarget>,
+    /// Index in `relay_targets` of the attempt in progress or working.
+    relay_cursor: usize,
+    next_relay_id: u32,
+    reallocations: u32,
+    relays_started: bool,
+    relay_stash: VecDeque<RelayOutput>,
 
     bases: Vec<SocketAddr>,
     /// Sockets to use once the pending ICE restart is answered.
@@ -173,6 +197,14 @@ impl Engine {
             disconnected_timeout: config.disconnected_timeout,
             stun_configured: config.stun_servers().next().is_some(),
             turn_configured: config.has_turn(),
+            relay_only: config.relay_only,
+            relays: Vec::new(),
+            relay_targets: Vec::new(),
+            relay_cursor: 0,
+            next_relay_id: 1,
+            reallocations: 0,
+            relays_started: false,
+            relay_stash: VecDeque::new(),
             bases: Vec::new(),
             pending_bases: None,
             stun_servers: Vec::new(),
@@ -214,9 +246,14 @@ impl Engine {
     }
 
     fn use_bases(&mut self, bases: Vec<SocketAddr>) {
-        self.local.clear();
+        self.local.retain(|c| c.kind == CandidateType::Relay);
         self.signalled_srflx.clear();
         for &base in &bases {
+            if self.relay_only {
+                // Not even known to str0m: it would send checks from it and the peer would
+                // learn our address from their source.
+                continue;
+            }
             let Ok(c) = Candidate::host(base, "udp") else {
                 tracing::debug!(addr = ?Redacted::new(base), "address refused as host candidate");
                 continue;
@@ -290,6 +327,7 @@ impl Engine {
         if let Some(bases) = self.pending_bases.take() {
             // The restart cleared str0m's local candidates; announce the new sockets' ones.
             self.use_bases(bases);
+            self.restart_relays(now);
             self.restart_gathering(now);
         }
         self.remote_description_applied(now, sdp);
@@ -309,12 +347,12 @@ impl Engine {
                 .filter(|l| l.starts_with("candidate:"))
                 .and_then(|l| Candidate::from_sdp_string(l).ok())
             {
-                self.note_remote(&c);
+                self.note_remote(now, &c);
             }
         }
         let queued = std::mem::take(&mut self.queued_remote);
         for c in queued {
-            self.apply_remote_candidate(c);
+            self.apply_remote_candidate(now, c);
         }
         self.kick(now);
     }
@@ -345,23 +383,31 @@ impl Engine {
             }
             return Ok(());
         }
-        self.apply_remote_candidate(c);
+        self.apply_remote_candidate(now, c);
         self.kick(now);
         Ok(())
     }
 
-    fn apply_remote_candidate(&mut self, c: Candidate) {
+    fn apply_remote_candidate(&mut self, now: Instant, c: Candidate) {
         if self.remote.len() >= MAX_REMOTE_CANDIDATES {
             return;
         }
-        self.note_remote(&c);
+        self.note_remote(now, &c);
         self.rtc.add_remote_candidate(c);
     }
 
-    fn note_remote(&mut self, c: &Candidate) {
+    fn note_remote(&mut self, now: Instant, c: &Candidate) {
         let entry = (c.addr(), CandidateType::from_kind(c.kind()));
         if !self.remote.contains(&entry) && self.remote.len() < MAX_REMOTE_CANDIDATES {
             self.remote.push(entry);
+        }
+        // Permission and channel on our relay before str0m's checks reach this address:
+        // every type, not only relay (one side alone may be behind a symmetric NAT).
+        if c.proto() == Protocol::Udp {
+            for r in &mut self.relays {
+                r.add_peer(now, c.addr());
+            }
+            self.pump_relays(now);
         }
     }
 
@@ -398,15 +444,227 @@ impl Engine {
                 GatherOutput::Mapped(m) => self.add_srflx(m),
             }
         }
-        if self.gatherer.is_done() && !self.gathering_reported {
+        self.check_gathering_complete();
+    }
+
+    fn check_gathering_complete(&mut self) {
+        if self.gatherer.is_done() && self.relays_settled() && !self.gathering_reported {
             self.gathering_reported = true;
             self.out
                 .push_back(EngineOutput::Event(PeerEvent::GatheringComplete));
         }
     }
 
+    /// No allocation is being made any more (or TURN is not configured).
+    fn relays_settled(&self) -> bool {
+        !self.turn_configured
+            || (self.relays_started && !self.relays.iter().any(|r| r.is_pending()))
+    }
+
+    /// Starts allocating on the (resolved) TURN servers, trying them in order until one works.
+    /// Call it once, also with an empty list when nothing resolved, when TURN is configured.
+    pub(crate) fn start_relays(&mut self, now: Instant, targets: Vec<RelayTarget>) {
+        let mut targets = targets;
+        targets.sort_by_key(|t| match t.transport {
+            RelayTransport::Udp => 0,
+            RelayTransport::Tcp => 1,
+            RelayTransport::Tls => 2,
+        });
+        self.relay_targets = targets;
+        self.relays_started = true;
+        self.relay_cursor = 0;
+        self.reallocations = 0;
+        self.start_relay(now);
+        self.check_gathering_complete();
+    }
+
+    fn restart_relays(&mut self, now: Instant) {
+        for r in &mut self.relays {
+            r.close(now);
+        }
+        self.pump_relays(now);
+        self.relays.clear();
+        if self.relays_started {
+            self.relay_cursor = 0;
+            self.reallocations = 0;
+            self.start_relay(now);
+        }
+    }
+
+    fn start_relay(&mut self, now: Instant) {
+        while let Some(target) = self.relay_targets.get(self.relay_cursor).cloned() {
+            let id = self.next_relay_id;
+            let relay = match target.transport {
+                RelayTransport::Udp => {
+                    let Some(base) = self
+                        .bases
+                        .iter()
+                        .copied()
+                        .find(|b| b.is_ipv4() == target.server.is_ipv4())
+                    else {
+                        self.relay_cursor += 1;
+                        continue;
+                    };
+                    Relay::udp(id, target, base, now)
+                }
+                RelayTransport::Tcp | RelayTransport::Tls => Relay::stream(id, target, now),
+            };
+            self.next_relay_id += 1;
+            let mut relay = relay;
+            for (addr, _) in &self.remote {
+                relay.add_peer(now, *addr);
+            }
+            // Keep a few finished attempts for diagnostics, not an unbounded history.
+            if self.relays.len() >= 8 {
+                self.relays.remove(0);
+            }
+            self.relays.push(relay);
+            self.pump_relays(now);
+            return;
+        }
+    }
+
+    /// Moves relay I/O to our outputs; everything else waits for [`Engine::pump_relays`]
+    /// (it mutates str0m, which is not allowed in the middle of a drain).
+    fn pump_relays_io(&mut self) {
+        for r in &mut self.relays {
+            while let Some(o) = r.poll_output() {
+                match o {
+                    RelayOutput::Datagram { from, to, data } => {
+                        self.bytes_sent += data.len() as u64;
+                        self.out.push_back(EngineOutput::Transmit {
+                            source: from,
+                            destination: to,
+                            contents: data,
+                        });
+                    }
+                    RelayOutput::Stream { relay, data } => {
+                        self.bytes_sent += data.len() as u64;
+                        self.out
+                            .push_back(EngineOutput::RelayStream { relay, data });
+                    }
+                    RelayOutput::Connect { relay, server } => {
+                        self.out
+                            .push_back(EngineOutput::RelayConnect { relay, server });
+                    }
+                    RelayOutput::CloseStream { relay } => {
+                        self.out.push_back(EngineOutput::RelayClose { relay });
+                    }
+                    other => self.relay_stash.push_back(other),
+                }
+            }
+        }
+    }
+
+    /// Moves relay outputs on and acts on what the relays report.
+    fn pump_relays(&mut self, now: Instant) {
+        for _ in 0..MAX_DRAIN_STEPS {
+            self.pump_relays_io();
+            let Some(o) = self.relay_stash.pop_front() else {
+                break;
+            };
+            match o {
+                RelayOutput::Allocated { relayed, base } => self.add_relayed(now, relayed, base),
+                RelayOutput::PeerData {
+                    relayed,
+                    peer,
+                    data,
+                } => {
+                    if self.closed.is_some() {
+                        continue;
+                    }
+                    match Receive::new(Protocol::Udp, peer, relayed, &data) {
+                        Ok(r) => {
+                            if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
+                                self.on_rtc_error(now, e);
+                            }
+                        }
+                        Err(_) => tracing::trace!("unparseable relayed datagram dropped"),
+                    }
+                    self.drain(now);
+                }
+                RelayOutput::Failed { why } => {
+                    tracing::info!(%why, "TURN relay attempt failed; trying the next one if any");
+                    self.relay_cursor += 1;
+                    if self.closed.is_none() {
+                        self.start_relay(now);
+                    }
+                    self.check_gathering_complete();
+                }
+                RelayOutput::Lost { why } => {
+                    tracing::info!(%why, "TURN allocation lost; allocating again");
+                    if self.closed.is_none() {
+                        if self.reallocations < MAX_REALLOCATIONS {
+                            self.reallocations += 1;
+                        } else {
+                            self.relay_cursor += 1;
+                        }
+                        self.start_relay(now);
+                    }
+                }
+                RelayOutput::Datagram { .. }
+                | RelayOutput::Stream { .. }
+                | RelayOutput::Connect { .. }
+                | RelayOutput::CloseStream { .. } => {}
+            }
+        }
+    }
+
+    /// Our relayed address becomes a local candidate (lowest priority by its type) and is
+    /// trickled to the peer.
+    fn add_relayed(&mut self, now: Instant, relayed: SocketAddr, base: SocketAddr) {
+        if self.closed.is_some() {
+            return;
+        }
+        let Ok(c) = Candidate::relayed(relayed, base, "udp") else {
+            tracing::debug!("relayed address refused as a candidate");
+            return;
+        };
+        let Some(added) = self.rtc.add_local_candidate(c) else {
+            return;
+        };
+        let line = added.to_sdp_string();
+        self.local.push(LocalCandidate {
+            kind: CandidateType::Relay,
+            addr: relayed,
+        });
+        self.out
+            .push_back(EngineOutput::Event(PeerEvent::LocalCandidate(line)));
+        self.check_gathering_complete();
+        self.kick(now);
+    }
+
+    /// The task connected relay `relay`'s TCP stream from local address `local`.
+    pub(crate) fn relay_stream_connected(&mut self, now: Instant, relay: u32, local: SocketAddr) {
+        if let Some(r) = self.relays.iter_mut().find(|r| r.id == relay) {
+            r.stream_connected(local, now);
+        }
+        self.pump_relays(now);
+    }
+
+    /// Bytes arrived on relay `relay`'s TCP stream.
+    pub(crate) fn relay_stream_data(&mut self, now: Instant, relay: u32, data: &[u8]) {
+        if self.closed.is_some() {
+            return;
+        }
+        self.bytes_received += data.len() as u64;
+        if let Some(r) = self.relays.iter_mut().find(|r| r.id == relay) {
+            r.stream_data(now, data);
+        }
+        self.pump_relays(now);
+        self.drain(now);
+    }
+
+    /// Relay `relay`'s TCP stream failed to open or closed.
+    pub(crate) fn relay_stream_failed(&mut self, now: Instant, relay: u32, why: &str) {
+        if let Some(r) = self.relays.iter_mut().find(|r| r.id == relay) {
+            r.stream_failed(now, why);
+        }
+        self.pump_relays(now);
+    }
+
     fn add_srflx(&mut self, m: Mapping) {
-        if self.signalled_srflx.contains(&m.mapped) {
+        if self.signalled_srflx.contains(&m.mapped) || self.relay_only {
             return;
         }
         if m.mapped == m.base && self.share_host {
@@ -487,6 +745,16 @@ impl Engine {
             return;
         }
         self.bytes_received += data.len() as u64;
+        if let Some(r) = self
+            .relays
+            .iter_mut()
+            .find(|r| r.base() == Some(destination) && r.target().server == source)
+            && r.recv_datagram(now, source, destination, data)
+        {
+            self.pump_relays(now);
+            self.drain(now);
+            return;
+        }
         if self.gatherer.handle_datagram(source, destination, data) {
             self.pump_gatherer();
             self.kick(now); // a new srflx candidate may form new pairs
@@ -510,10 +778,17 @@ impl Engine {
         }
         self.gatherer.handle_timeout(now);
         self.pump_gatherer();
+        for r in &mut self.relays {
+            if r.poll_timeout().is_some_and(|t| t <= now) {
+                r.handle_timeout(now);
+            }
+        }
+        self.pump_relays(now);
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             self.on_rtc_error(now, e);
         }
         self.drain(now);
+        self.pump_relays(now);
         self.check_timers(now);
     }
 
@@ -614,6 +889,7 @@ impl Engine {
         if written > 0 {
             self.last_activity = now;
             self.drain(now);
+            self.pump_relays(now);
         }
         (written, result)
     }
@@ -710,6 +986,10 @@ impl Engine {
             }
             self.drain(now);
         }
+        for r in &mut self.relays {
+            r.close(now);
+        }
+        self.pump_relays_io();
         if !matches!(self.state, ConnectionState::Failed(_)) {
             self.set_state(ConnectionState::Closed);
         }
@@ -755,6 +1035,17 @@ impl Engine {
                 }
                 Ok(Output::Transmit(t)) => {
                     let contents: Vec<u8> = t.contents.into();
+                    if let Some(r) = self
+                        .relays
+                        .iter_mut()
+                        .find(|r| r.relayed() == Some(t.source))
+                    {
+                        // str0m sends from our relayed address: wrap it (ChannelData or a Send
+                        // indication) and send it to the relay instead.
+                        r.send(now, t.destination, contents);
+                        self.pump_relays_io();
+                        continue;
+                    }
                     self.bytes_sent += contents.len() as u64;
                     self.out.push_back(EngineOutput::Transmit {
                         source: t.source,
@@ -857,6 +1148,13 @@ impl Engine {
             at(g);
         }
         if self.closed.is_none() {
+            for r in &self.relays {
+                if let Some(w) = r.poll_timeout() {
+                    at(w);
+                }
+            }
+        }
+        if self.closed.is_none() {
             if self.opened_at.is_none() {
                 at(later(self.created_at, self.connect_timeout));
             }
@@ -868,6 +1166,55 @@ impl Engine {
             }
         }
         t
+    }
+
+    /// Which path is in use and why, with the relay attempts.
+    pub(crate) fn connectivity(&self) -> Connectivity {
+        let d = self.diagnostics();
+        let relays: Vec<RelayInfo> = self
+            .relays
+            .iter()
+            .map(|r| RelayInfo {
+                server: r.target().label.clone(),
+                transport: r.target().transport,
+                state: r.state().clone(),
+            })
+            .collect();
+        let relay_ready = self.relays.iter().any(|r| r.state() == &RelayState::Ready);
+        let path = d.path();
+        let why = match (path, d.selected_pair.as_ref()) {
+            (Some(PathKind::Relayed), Some(pair)) => {
+                if self.relay_only {
+                    "relay-only mode: our address is hidden from the peer".to_owned()
+                } else if pair.local != CandidateType::Relay {
+                    "the peer relays (relay-only mode or no direct path on its side)".to_owned()
+                } else {
+                    format!(
+                        "no direct pair passed the checks (this side: {})",
+                        self.gatherer.nat_behavior()
+                    )
+                }
+            }
+            (Some(PathKind::DirectReflexive), Some(pair)) => {
+                format!("direct through NAT ({pair}); the NATs let the checks through")
+            }
+            (Some(PathKind::DirectHost), _) => {
+                "direct between host addresses (same network or no NAT)".to_owned()
+            }
+            _ => match &self.failure {
+                Some(f) => f.to_string(),
+                None if self.turn_configured && !relay_ready && !self.relays_settled() => {
+                    "allocating a relay; checks running".to_owned()
+                }
+                None => "no path selected yet".to_owned(),
+            },
+        };
+        Connectivity {
+            path,
+            why,
+            relay_only: self.relay_only,
+            relays,
+        }
     }
 
     pub(crate) fn diagnostics(&self) -> Diagnostics {
@@ -905,7 +1252,8 @@ impl Engine {
             local_candidates: self.local.iter().map(|c| c.kind).collect(),
             remote_candidates: self.remote.iter().map(|(_, k)| *k).collect(),
             nat: self.gatherer.nat_behavior(),
-            turn_unused: self.turn_configured,
+            turn_unused: self.turn_configured
+                && !self.relays.iter().any(|r| r.state() == &RelayState::Ready),
             setup_time: self.opened_at.map(|t| t - self.created_at),
             failure: self.failure.clone(),
         }
@@ -984,6 +1332,7 @@ mod tests {
                         }
                         EngineOutput::Transmit { .. } => {}
                         EngineOutput::Event(e) => self.a_events.push(e),
+                        _ => {}
                     }
                 }
                 while let Some(o) = self.b.poll_output() {
@@ -1002,6 +1351,7 @@ mod tests {
                         }
                         EngineOutput::Transmit { .. } => {}
                         EngineOutput::Event(e) => self.b_events.push(e),
+                        _ => {}
                     }
                 }
                 if !moved {

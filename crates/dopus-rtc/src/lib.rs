@@ -8,6 +8,7 @@ mod error;
 mod gather;
 mod interfaces;
 mod peer;
+mod turn;
 
 pub use cert::{CertError, DtlsIdentity};
 pub use config::{
@@ -15,8 +16,9 @@ pub use config::{
     MAX_MESSAGE_SIZE_LIMIT, RtcConfig,
 };
 pub use diagnostics::{
-    CandidateType, CloseReason, ConnectionState, Diagnostics, FailureReason, NatBehavior,
-    SelectedPair,
+    CandidateType, CloseReason, ConnectionState, Connectivity, Diagnostics, FailureReason,
+    NatBehavior, PathKind, RelayInfo, SelectedPair,
 };
 pub use error::PeerError;
 pub use peer::{PeerConnection, PeerEvent, PeerEvents, PeerHandle};
+pub use turn::{RelayState, RelayTransport};

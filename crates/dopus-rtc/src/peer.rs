@@ -18,7 +18,7 @@
 //! (the peer's SCTP then slows down) instead of buffering without bound. Commands are always
 //! served, so a caller waiting in `send` cannot deadlock the event stream.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::task::Poll;
@@ -131,6 +131,7 @@ enum Command {
     AddCandidate(String, Reply<()>),
     RestartIce { rebind: bool, reply: Reply<String> },
     Diagnostics(oneshot::Sender<Diagnostics>),
+    Connectivity(oneshot::Sender<crate::diagnostics::Connectivity>),
     Close(oneshot::Sender<()>),
 }
 
@@ -257,6 +258,17 @@ impl PeerHandle {
         rx.await.map_err(|_| PeerError::Closed)
     }
 
+    /// Which path the connection uses (direct host, direct through NAT, relayed) and why, with
+    /// its TURN allocation attempts: what the connection panel shows.
+    pub async fn connectivity(&self) -> Result<crate::diagnostics::Connectivity, PeerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Connectivity(tx))
+            .await
+            .map_err(|_| PeerError::Closed)?;
+        rx.await.map_err(|_| PeerError::Closed)
+    }
+
     /// Closes the connection gracefully (the peer sees [`CloseReason::Remote`]). Returns when
     /// the close went out; closing a closed connection is a no-op.
     pub async fn close(&self) {
@@ -339,7 +351,12 @@ fn spawn(
         messages: msg_tx,
         max_message_size: config.max_message_size,
     };
+    let (relay_tx, relay_rx) = mpsc::channel(256);
     let task = PeerTask {
+        relay_tx,
+        relay_rx,
+        streams: HashMap::new(),
+        resolving_turn: None,
         engine,
         sockets,
         config,
@@ -364,8 +381,23 @@ const BLOCKED_RETRY: Duration = Duration::from_millis(20);
 /// Time allowed for resolving STUN server names.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What the TCP/TLS relay streams report to the task.
+#[derive(Debug)]
+enum RelayIo {
+    Connected { relay: u32, local: SocketAddr },
+    Data { relay: u32, data: Vec<u8> },
+    Failed { relay: u32, why: String },
+}
+
+/// Bytes waiting to be written on one relay stream; a full queue drops, as UDP would.
+const STREAM_QUEUE: usize = 256;
+/// How long a TCP connection to a relay may take.
+const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What woke the task up; handled after `select!` has released its borrows.
 enum Wake {
+    Relay(Option<RelayIo>),
+    RelaysResolved(Vec<crate::turn::RelayTarget>),
     Nothing,
     Command(Option<Command>),
     Resolved(Vec<SocketAddr>),
@@ -375,6 +407,11 @@ enum Wake {
 }
 
 struct PeerTask {
+    relay_tx: mpsc::Sender<RelayIo>,
+    relay_rx: mpsc::Receiver<RelayIo>,
+    /// Writers of the open relay streams, and their reader tasks.
+    streams: HashMap<u32, (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>)>,
+    resolving_turn: Option<oneshot::Receiver<Vec<crate::turn::RelayTarget>>>,
     engine: Engine,
     sockets: Vec<(SocketAddr, UdpSocket)>,
     config: RtcConfig,
@@ -394,6 +431,7 @@ struct PeerTask {
 impl PeerTask {
     async fn run(mut self) {
         self.resolve_stun_servers();
+        self.resolve_turn_servers();
         let mut commands_open = true;
         loop {
             self.retry_blocked();
@@ -424,6 +462,8 @@ impl PeerTask {
                     Wake::Nothing
                 }
                 servers = wait_resolved(&mut self.resolving) => Wake::Resolved(servers),
+                targets = wait_resolved(&mut self.resolving_turn) => Wake::RelaysResolved(targets),
+                io = self.relay_rx.recv() => Wake::Relay(io),
                 msg = self.messages.recv(), if can_send => Wake::Message(msg),
                 got = recv_any(&self.sockets, &mut self.buf, &mut self.next_socket), if can_read => {
                     Wake::Datagram(got)
@@ -442,12 +482,21 @@ impl PeerTask {
                     self.resolving = None;
                     self.engine.start_gathering(Instant::now(), servers);
                 }
+                Wake::RelaysResolved(targets) => {
+                    self.resolving_turn = None;
+                    self.engine.start_relays(Instant::now(), targets);
+                }
+                Wake::Relay(Some(io)) => self.on_relay_io(io),
+                Wake::Relay(None) => {}
                 Wake::Message(Some(msg)) => self.write(msg),
                 Wake::Message(None) => {}
                 Wake::Datagram(Some((idx, len, from))) => self.on_datagram(idx, len, from),
                 Wake::Datagram(None) => {}
                 Wake::Timer => self.engine.handle_timeout(Instant::now()),
             }
+        }
+        for (_, (_, reader)) in self.streams.drain() {
+            reader.abort();
         }
         if let Some((b, _)) = self.blocked.take() {
             b.finish(Err(PeerError::Closed));
@@ -496,6 +545,151 @@ impl PeerTask {
         }
     }
 
+    /// Resolves the TURN servers' names (literals at once) and hands the engine one target per
+    /// (address, transport), in the configured order.
+    fn resolve_turn_servers(&mut self) {
+        let specs: Vec<crate::config::TurnServerSpec> = self.config.turn_servers().collect();
+        if specs.is_empty() {
+            return;
+        }
+        let tls = self.config.turn_tls.clone();
+        let (tx, rx) = oneshot::channel();
+        self.resolving_turn = Some(rx);
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut tls_default = None;
+            for spec in specs {
+                let addrs: Vec<SocketAddr> = match spec.host.parse::<std::net::IpAddr>() {
+                    Ok(ip) => vec![SocketAddr::new(ip, spec.port)],
+                    Err(_) => {
+                        let lookup = tokio::net::lookup_host((spec.host.as_str(), spec.port));
+                        match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+                            Ok(Ok(addrs)) => addrs.collect(),
+                            _ => {
+                                tracing::info!("a TURN server name did not resolve");
+                                Vec::new()
+                            }
+                        }
+                    }
+                };
+                // One address per family is enough: the first of each.
+                let mut picked: Vec<SocketAddr> = Vec::new();
+                for a in addrs {
+                    if !picked.iter().any(|p| p.is_ipv4() == a.is_ipv4()) {
+                        picked.push(a);
+                    }
+                }
+                for server in picked {
+                    for &transport in &spec.transports {
+                        let tls = if transport == crate::turn::RelayTransport::Tls {
+                            Some(match &tls {
+                                Some(c) => c.clone(),
+                                None => tls_default.get_or_insert_with(default_tls).clone(),
+                            })
+                        } else {
+                            None
+                        };
+                        out.push(crate::turn::RelayTarget {
+                            label: format!("{}:{}", spec.host, spec.port),
+                            host: spec.host.clone(),
+                            server,
+                            transport,
+                            username: spec.username.clone(),
+                            password: spec.credential.clone(),
+                            tls,
+                        });
+                    }
+                }
+            }
+            let _ = tx.send(out);
+        });
+    }
+
+    fn on_relay_io(&mut self, io: RelayIo) {
+        let now = Instant::now();
+        match io {
+            RelayIo::Connected { relay, local } => {
+                self.engine.relay_stream_connected(now, relay, local)
+            }
+            RelayIo::Data { relay, data } => self.engine.relay_stream_data(now, relay, &data),
+            RelayIo::Failed { relay, why } => {
+                self.streams.remove(&relay);
+                self.engine.relay_stream_failed(now, relay, &why);
+            }
+        }
+    }
+
+    /// Opens a TCP connection to a relay: one task reads it and reports to us, writes come
+    /// through a bounded queue.
+    fn open_stream(&mut self, relay: u32, server: SocketAddr) {
+        let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+        let report = self.relay_tx.clone();
+        let task = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let connect = tokio::net::TcpStream::connect(server);
+            let stream = match tokio::time::timeout(STREAM_CONNECT_TIMEOUT, connect).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    let _ = report
+                        .send(RelayIo::Failed {
+                            relay,
+                            why: e.kind().to_string(),
+                        })
+                        .await;
+                    return;
+                }
+                Err(_) => {
+                    let _ = report
+                        .send(RelayIo::Failed {
+                            relay,
+                            why: "timed out".into(),
+                        })
+                        .await;
+                    return;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok(local) = stream.local_addr() else {
+                return;
+            };
+            if report
+                .send(RelayIo::Connected { relay, local })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let (mut rd, mut wr) = stream.into_split();
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                tokio::select! {
+                    n = rd.read(&mut buf) => match n {
+                        Ok(0) | Err(_) => {
+                            let _ = report.send(RelayIo::Failed { relay, why: "closed".into() }).await;
+                            return;
+                        }
+                        Ok(n) => {
+                            let data = buf.get(..n).unwrap_or_default().to_vec();
+                            if report.send(RelayIo::Data { relay, data }).await.is_err() {
+                                return;
+                            }
+                        }
+                    },
+                    w = wrx.recv() => match w {
+                        Some(data) => {
+                            if wr.write_all(&data).await.is_err() {
+                                let _ = report.send(RelayIo::Failed { relay, why: "write failed".into() }).await;
+                                return;
+                            }
+                        }
+                        None => return, // closed by the engine
+                    },
+                }
+            }
+        });
+        self.streams.insert(relay, (wtx, task));
+    }
+
     fn on_command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
@@ -513,6 +707,9 @@ impl PeerTask {
             }
             Command::Diagnostics(reply) => {
                 let _ = reply.send(self.engine.diagnostics());
+            }
+            Command::Connectivity(reply) => {
+                let _ = reply.send(self.engine.connectivity());
             }
             Command::Close(reply) => {
                 self.engine.close(now, CloseReason::Local);
@@ -627,6 +824,17 @@ impl PeerTask {
                         self.queued_events.push_back(ev);
                     }
                 }
+                EngineOutput::RelayConnect { relay, server } => self.open_stream(relay, server),
+                EngineOutput::RelayStream { relay, data } => {
+                    if let Some((w, _)) = self.streams.get(&relay) {
+                        let _ = w.try_send(data);
+                    }
+                }
+                EngineOutput::RelayClose { relay } => {
+                    if let Some((_, reader)) = self.streams.remove(&relay) {
+                        reader.abort();
+                    }
+                }
             }
         }
     }
@@ -643,7 +851,19 @@ impl PeerTask {
     }
 }
 
-async fn wait_resolved(rx: &mut Option<oneshot::Receiver<Vec<SocketAddr>>>) -> Vec<SocketAddr> {
+/// The Mozilla root store, for `turns:` servers when the configuration names no TLS setup.
+fn default_tls() -> std::sync::Arc<rustls::ClientConfig> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|_| rustls::ClientConfig::builder());
+    std::sync::Arc::new(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+async fn wait_resolved<T: Default>(rx: &mut Option<oneshot::Receiver<T>>) -> T {
     match rx {
         Some(rx) => rx.await.unwrap_or_default(),
         None => std::future::pending().await,

@@ -9,3 +9,4 @@ mod netns;
 mod privacy;
 mod security;
 mod stun;
+mod turn;
