@@ -828,6 +828,8 @@ async function main() {
         const loaded = await loadedCount(pb);
         const rendered = await msgs(pb).count();
         const cdp = await ctxB.newCDPSession(pb);
+        // Count what is alive: nodes and objects left from rows scrolled away are garbage, not held.
+        await cdp.send("HeapProfiler.collectGarbage");
         await cdp.send("Performance.enable");
         const { metrics } = await cdp.send("Performance.getMetrics");
         const metric = (name) => metrics.find((m) => m.name === name)?.value ?? 0;
