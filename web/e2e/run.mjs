@@ -668,6 +668,37 @@ async function main() {
       log(`history: ${loaded} messages loaded, ${rendered} rendered`);
       if (loaded > 100 && rendered >= loaded) fail(`all ${loaded} loaded messages are rendered: the list is not virtualised`);
     }
+    {
+      // From the top of a long history, ↑ in the empty box edits bob's last message, far below
+      // and not rendered: it must be brought into view; Escape gives it focus; End and Home move
+      // focus to the newest and the oldest message, each scrolled into view.
+      const inView = (loc) => loc.evaluate((el) => {
+        const r = el.getBoundingClientRect();
+        const box = el.closest('[data-testid="messages"]').getBoundingClientRect();
+        return r.top >= box.top - 1 && r.bottom <= box.bottom + 1;
+      });
+      const focusedId = () => pb.evaluate(() => document.activeElement?.closest("[data-message-id]")?.getAttribute("data-message-id") ?? null);
+      await composer(pb).focus();
+      await composer(pb).press("ArrowUp");
+      const editor = pb.getByRole("textbox", { name: "Edit message" });
+      await expectVisible(editor, "↑ opens the editor on bob's last message");
+      await waitFor("the ↑ editor scrolled into view", () => inView(editor), T);
+      const edited = await focusedId();
+      await editor.press("Escape");
+      await waitFor("Escape puts focus on the edited message", async () => edited !== null && (await focusedId()) === edited, T);
+      await pb.keyboard.press("End");
+      await waitFor("End focuses the newest message, in view", async () => {
+        const id = await focusedId();
+        return id !== null && id === (await msgs(pb).last().getAttribute("data-message-id")) && (await inView(pb.locator(`[data-message-id="${id}"]`)));
+      }, T);
+      await pb.keyboard.press("Home");
+      await waitFor("Home focuses the oldest loaded message, in view", async () => {
+        const id = await focusedId();
+        return id !== null && id === (await pb.getByTestId("messages").getAttribute("data-first-loaded")) && (await inView(pb.locator(`[data-message-id="${id}"]`)));
+      }, T);
+      log("the ↑ editor came into view from the top; Escape, End and Home moved focus to rows that were not rendered");
+      await composer(pb).focus();
+    }
     await shot(pb, "12-history-paged");
     // A search hit older than the loaded page: the conversation pages back until it is there.
     await pa.reload();
