@@ -696,7 +696,7 @@ async function main() {
         const id = await focusedId();
         return id !== null && id === (await pb.getByTestId("messages").getAttribute("data-first-loaded")) && (await inView(pb.locator(`[data-message-id="${id}"]`)));
       }, T);
-      log("the ↑ editor came into view from the top; Escape, End and Home moved focus to rows that were not rendered");
+      log("the ↑ editor came into view from the top of the history; Escape focused the edited message; End and Home focused the newest and the oldest, each in view");
       await composer(pb).focus();
     }
     await shot(pb, "12-history-paged");
