@@ -24,7 +24,7 @@ step "rust tests (nextest)"
 cargo nextest run --locked --workspace --no-fail-fast --profile ci
 
 step "simulated network, 200 seeds (scripts/sim.sh)"
-./scripts/sim.sh --seeds 200
+DOPUS_SIM_BUILD=workspace ./scripts/sim.sh --seeds 200
 
 step "fuzz targets, short run (scripts/fuzz.sh)"
 ./scripts/fuzz.sh

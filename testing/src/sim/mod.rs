@@ -161,6 +161,8 @@ pub enum Cmd {
     },
     /// Turn read receipts on or off.
     ReadReceipts(bool),
+    /// Set our presence status (invisible closes every direct connection).
+    Status(dopus_proto::signaling::Status),
 }
 
 /// How a crash hits a node.
@@ -279,6 +281,7 @@ pub struct SimNode {
     sig_gen: u64,
     sig_up: bool,
     sig_cut: bool,
+    status: dopus_proto::signaling::Status,
     crash_armed: Option<(CrashMode, u64)>,
     reports: BTreeMap<u64, Vec<Option<Delivery>>>,
     links: BTreeMap<UserId, String>,
@@ -300,7 +303,7 @@ impl std::fmt::Debug for SimNode {
 
 #[derive(Debug, Clone)]
 enum Up {
-    Login,
+    Login(dopus_proto::signaling::Status),
     Relay {
         to: UserId,
         payload: Vec<u8>,
@@ -684,6 +687,8 @@ impl Sim {
         node.sig_gen += 1;
         node.sig_up = false;
         let generation = node.sig_gen;
+        // The client keeps the status for reconnects.
+        let status = node.status;
         self.enqueue(
             n,
             Pending::Input(Input::Signaling(SignalingState::Connecting)),
@@ -694,7 +699,7 @@ impl Sim {
             Ev::Up {
                 node: n,
                 generation,
-                frame: Up::Login,
+                frame: Up::Login(status),
             },
         );
     }
@@ -752,6 +757,8 @@ impl Sim {
         node.timer_gen += 1;
         node.stats.crashes += 1;
         node.links.clear();
+        // A new machine starts online.
+        node.status = dopus_proto::signaling::Status::Online;
         let name = node.name.clone();
         self.trace(format!("crash {name} {why}"));
         self.disconnect(n);
@@ -1339,7 +1346,10 @@ impl Sim {
                 let k = bundle.one_time_keys.len();
                 (Up::Publish(bundle), format!("publish otks={k}"))
             }
-            SignalingRequest::SetStatus(s) => (Up::Status(s), format!("status {s:?}")),
+            SignalingRequest::SetStatus(s) => {
+                self.nodes[n].status = s;
+                (Up::Status(s), format!("status {s:?}"))
+            }
             SignalingRequest::SyncContacts(c) => {
                 let mut idx: Vec<usize> = c
                     .iter()
@@ -1866,6 +1876,7 @@ fn make_node(seed: u64, i: usize) -> SimNode {
         sig_gen: 0,
         sig_up: false,
         sig_cut: false,
+        status: dopus_proto::signaling::Status::Online,
         crash_armed: None,
         reports: BTreeMap::new(),
         links: BTreeMap::new(),
@@ -1975,6 +1986,10 @@ fn run_cmd(
         ),
         Cmd::Accept { peer } => {
             ok_or_user(m.contact_answer(now, store, peers[peer], true).map(|_| ()))
+        }
+        Cmd::Status(status) => {
+            m.set_status(status);
+            Ok(())
         }
         Cmd::ReadReceipts(on) => ok_or_user(
             m.put_settings(

@@ -4,6 +4,7 @@
 //! until every outbox and mailbox is empty, and the invariants are checked.
 
 use super::{Action, Cmd, CrashMode, FaultSwitch, Faults, Rng, Sim};
+use dopus_proto::signaling::Status;
 
 /// How long the faulty phase lasts (virtual ms).
 pub const ACTIVE_MS: u64 = 60_000;
@@ -121,8 +122,14 @@ pub fn build(seed: u64, switch: Option<FaultSwitch>) -> (Sim, Focus) {
                 55..=66 => Cmd::Edit { peer },
                 67..=72 => Cmd::Delete { peer },
                 73..=84 => Cmd::React { peer },
-                85..=93 => Cmd::Read { peer },
-                _ => Cmd::Typing { peer },
+                85..=92 => Cmd::Read { peer },
+                93..=96 => Cmd::Typing { peer },
+                _ => Cmd::Status(match rng.below(4) {
+                    0 => Status::Away,
+                    1 => Status::Busy,
+                    2 => Status::Invisible,
+                    _ => Status::Online,
+                }),
             };
             sim.schedule(at, Action::Cmd(n, cmd));
         }

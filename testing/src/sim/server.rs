@@ -117,8 +117,8 @@ impl Sim {
         if !self.nodes[node].up || self.nodes[node].sig_gen != generation {
             return;
         }
-        if let Up::Login = frame {
-            self.login(node, generation);
+        if let Up::Login(status) = frame {
+            self.login(node, generation, status);
             return;
         }
         if self
@@ -130,7 +130,7 @@ impl Sim {
             return;
         }
         match frame {
-            Up::Login => {}
+            Up::Login(_) => {}
             Up::Relay {
                 to,
                 payload,
@@ -157,8 +157,8 @@ impl Sim {
         }
     }
 
-    fn login(&mut self, node: usize, generation: u64) {
-        let old = self.server.conns.insert(node, (generation, Status::Online));
+    fn login(&mut self, node: usize, generation: u64, status: Status) {
+        let old = self.server.conns.insert(node, (generation, status));
         self.server.known.insert(node);
         self.trace(format!(
             "login {} replaced={}",
