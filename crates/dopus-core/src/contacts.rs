@@ -325,6 +325,32 @@ pub fn receive(
     Ok(r)
 }
 
+/// Our answer again to a request from `sender`, who is already our accepted contact: a repeated
+/// request (a new id) means they never learned our answer, for example because their store was
+/// put back to a copy from before it came. `None` unless `before` (the contact as it was before
+/// the request was taken in) is accepted and not blocked.
+pub fn answer_again(
+    before: Option<&Contact>,
+    my_name: &str,
+    now: Timestamp,
+    envelope: EnvelopeId,
+    sender: UserId,
+    content: &ContactContent,
+) -> Option<Outgoing> {
+    let repeated = matches!(content, ContactContent::ContactRequest { .. })
+        && before.is_some_and(|c| c.state == ContactState::Accepted && !c.blocked);
+    repeated.then(|| {
+        reliable(
+            sender,
+            envelope,
+            now,
+            ContactContent::ContactAccept {
+                name: Some(my_name.to_owned()),
+            },
+        )
+    })
+}
+
 fn reliable(peer: UserId, id: EnvelopeId, now: Timestamp, content: ContactContent) -> Outgoing {
     Outgoing {
         peer,
@@ -348,6 +374,41 @@ mod tests {
 
     fn mid(n: u64) -> peer::MessageId {
         peer::MessageId::new_v7(Timestamp(n), [1; 10])
+    }
+
+    #[test]
+    fn a_repeated_request_from_a_contact_is_answered_again() {
+        let bob = user(2);
+        let request = ContactContent::ContactRequest {
+            name: None,
+            note: None,
+        };
+        let mut c = Contact {
+            user_id: bob,
+            display_name: None,
+            verified: false,
+            blocked: false,
+            state: ContactState::Accepted,
+            request_note: None,
+            created_at: Timestamp(1),
+            updated_at: Timestamp(1),
+        };
+        let out = answer_again(Some(&c), "alice", Timestamp(2), env(9), bob, &request).unwrap();
+        assert!(out.reliable);
+        assert!(matches!(
+            out.content,
+            Content::Contact(ContactContent::ContactAccept { .. })
+        ));
+        // Not for a first request, a pending one, a blocked contact or an answer.
+        assert!(answer_again(None, "alice", Timestamp(2), env(9), bob, &request).is_none());
+        c.state = ContactState::OutgoingRequest;
+        assert!(answer_again(Some(&c), "alice", Timestamp(2), env(9), bob, &request).is_none());
+        c.state = ContactState::Accepted;
+        c.blocked = true;
+        assert!(answer_again(Some(&c), "alice", Timestamp(2), env(9), bob, &request).is_none());
+        c.blocked = false;
+        let accept = ContactContent::ContactAccept { name: None };
+        assert!(answer_again(Some(&c), "alice", Timestamp(2), env(9), bob, &accept).is_none());
     }
 
     #[test]

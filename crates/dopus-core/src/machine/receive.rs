@@ -212,7 +212,17 @@ impl NodeMachine {
             }
             Content::Contact(content) => {
                 let ack = EnvelopeId(self.new_id(now).0);
+                let before = store.contact(&sender)?;
                 let got = crate::contacts::receive(&*store, now, sender, payload.id, content, ack)?;
+                let again_id = EnvelopeId(self.new_id(now).0);
+                let again = crate::contacts::answer_again(
+                    before.as_ref(),
+                    &self.account.display_name,
+                    now,
+                    again_id,
+                    sender,
+                    content,
+                );
                 let mut changes = got.changes;
                 changes.push(Change::MarkProcessed {
                     id: EnvelopeId(*payload.id.as_uuid()),
@@ -225,6 +235,9 @@ impl NodeMachine {
                 }
                 if let Some(ack) = got.ack {
                     self.hold_receipt(now, ack);
+                }
+                if let Some(out) = again {
+                    self.queue_reliable(now, &out, store)?;
                 }
             }
             Content::Session(_) => {
