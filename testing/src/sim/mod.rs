@@ -281,6 +281,7 @@ pub struct SimNode {
     sig_gen: u64,
     sig_up: bool,
     sig_cut: bool,
+    restored: bool,
     status: dopus_proto::signaling::Status,
     crash_armed: Option<(CrashMode, u64)>,
     reports: BTreeMap<u64, Vec<Option<Delivery>>>,
@@ -673,6 +674,22 @@ impl Sim {
             let at = self.now + self.rng.range(200, 2_000);
             self.schedule(at, Action::Cmd(n, Cmd::Accept { peer: p }));
         }
+        // After a restore, a request the copy shows as unanswered is asked again (the user
+        // sees "request sent" for someone who is in fact a contact).
+        if std::mem::take(&mut self.nodes[n].restored) {
+            let asked: Vec<usize> = self.nodes[n]
+                .store
+                .contacts()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c.state == ContactState::OutgoingRequest)
+                .filter_map(|c| self.by_user.get(&c.user_id).copied())
+                .collect();
+            for p in asked {
+                let at = self.now + self.rng.range(1_000, 5_000);
+                self.schedule(at, Action::Cmd(n, Cmd::Request { peer: p }));
+            }
+        }
         // A first batch with no input: the machine publishes keys and so on once connected.
         self.push(self.now, Ev::Wake(n));
         self.nodes[n].wake_pending = true;
@@ -1036,6 +1053,7 @@ impl Sim {
                     })
                     .map(|m| m.id)
                     .collect();
+                nd.restored = true;
                 let name = nd.name.clone();
                 self.restores.push((node, self.now));
                 self.trace(format!("restore {name} backup={k}"));
@@ -1876,6 +1894,7 @@ fn make_node(seed: u64, i: usize) -> SimNode {
         sig_gen: 0,
         sig_up: false,
         sig_cut: false,
+        restored: false,
         status: dopus_proto::signaling::Status::Online,
         crash_armed: None,
         reports: BTreeMap::new(),

@@ -218,10 +218,8 @@ pub fn build(seed: u64, switch: Option<FaultSwitch>) -> (Sim, Focus) {
         }
         Focus::Restore => {
             for n in 0..nodes {
-                // Backups start once the contacts are made: a node put back to a copy from
-                // before its contact request was answered stays at "request sent" (see
-                // docs/simulation.md, "Not modelled").
-                let mut t = rng.range(6_000, 10_000);
+                // Backups from the first second on: a copy may predate the contact answers.
+                let mut t = rng.range(1_000, 8_000);
                 while t < ACTIVE_MS {
                     sim.schedule(t, Action::Backup(n));
                     t += rng.range(4_000, 15_000);
