@@ -214,3 +214,141 @@ async fn misaddressed_envelopes_are_rejected() {
     assert_eq!(bodies(&b, &a), ["m1"], "shown exactly once");
     server.stop().await;
 }
+
+/// `fetch_bundle` requests bob sent (each claims one of the owner's one-time keys), by owner.
+fn bundle_claims(proxy: &Proxy, owner: &str) -> usize {
+    proxy
+        .log()
+        .iter()
+        .filter(|(d, v)| *d == Dir::Up && v["type"] == "fetch_bundle" && v["user"] == owner)
+        .count()
+}
+
+fn resets(events: &Events) -> usize {
+    events
+        .seen
+        .iter()
+        .filter(|e| e["type"] == "session_reset")
+        .count()
+}
+
+/// Issue 21: the 5 s grace is per envelope. Two envelopes' first copies are flipped 4.5 s
+/// apart; each is repaired by alice's own retry within its grace, so nothing may cost a reset:
+/// bob claims none of alice's one-time keys and nobody resets a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_flips_repaired_by_retries_cost_no_reset() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (proxy, a, b) = setup(&server).await;
+    let mut ea = a.events().await;
+    let mut eb = b.events().await;
+    // Invisible bob keeps no direct channel: everything of alice's goes through the proxy.
+    b.api().ok(
+        "PUT",
+        "/me/status",
+        Some(serde_json::json!({ "status": "invisible" })),
+    );
+    a.api().send(&b.user_id, "warm");
+    eb.wait_for(RECOVER, "the first message", |e| {
+        e["type"] == "message" && e["message"]["body"] == "warm"
+    })
+    .await;
+    eb.collect_for(Duration::from_secs(2)).await;
+    let claims_before = bundle_claims(&proxy, &a.user_id);
+
+    let tampered = proxy.tampered();
+    proxy.set_mode(Mode::FlipOnce);
+    a.api().send(&b.user_id, "one");
+    eb.collect_for(Duration::from_millis(4500)).await;
+    assert_eq!(
+        proxy.tampered(),
+        tampered + 1,
+        "the first copy of one was flipped"
+    );
+    proxy.set_mode(Mode::FlipOnce);
+    a.api().send(&b.user_id, "two");
+    eb.wait_for(RECOVER, "the second message, repaired", |e| {
+        e["type"] == "message" && e["message"]["body"] == "two"
+    })
+    .await;
+    assert_eq!(
+        proxy.tampered(),
+        tampered + 2,
+        "the first copy of two was flipped"
+    );
+    // Past both graces (and the point where a per-peer count would have fired).
+    eb.collect_for(Duration::from_secs(8)).await;
+    ea.collect_for(Duration::from_millis(100)).await;
+    assert_eq!(
+        bodies(&b, &a),
+        ["warm", "one", "two"],
+        "each shown exactly once"
+    );
+    assert_eq!(
+        bundle_claims(&proxy, &a.user_id),
+        claims_before,
+        "bob claimed none of alice's one-time keys"
+    );
+    assert_eq!(resets(&eb) + resets(&ea), 0, "no session was reset");
+    server.stop().await;
+}
+
+/// Issue 21: an envelope of bob's handed back to bob (the outer `to` rewritten to him) is
+/// dropped before recovery sees it: bob never fetches his own bundle nor resets a session
+/// with himself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reflected_envelope_costs_nothing() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (proxy, a, b) = setup(&server).await;
+    let mut eb = b.events().await;
+    b.api().ok(
+        "PUT",
+        "/me/status",
+        Some(serde_json::json!({ "status": "invisible" })),
+    );
+    a.api().send(&b.user_id, "hello bob");
+    b.api().send(&a.user_id, "hello alice");
+    let api = a.api().clone();
+    let bid = b.user_id.clone();
+    eventually(RECOVER, "bob's message at alice", || {
+        (api.history(&bid).len() == 2).then_some(())
+    })
+    .await;
+    let log = proxy.log();
+    let template = log
+        .iter()
+        .find(|(d, v)| *d == Dir::Down && v["type"] == "deliver")
+        .map(|(_, v)| v.clone())
+        .expect("bob got something through the server");
+    let mine = log
+        .iter()
+        .find(|(d, v)| *d == Dir::Up && v["type"] == "relay")
+        .map(|(_, v)| v.clone())
+        .expect("bob relayed something");
+    let mut envelope: serde_json::Value =
+        serde_json::from_str(mine["payload"].as_str().expect("a payload")).expect("JSON");
+    envelope["to"]["user"] = serde_json::json!(b.user_id);
+    let bob_device = envelope["from"]["device"].clone();
+    let mut frame = template.clone();
+    frame["from"] = serde_json::json!({ "user": b.user_id, "device": bob_device });
+    frame["payload"] = serde_json::json!(envelope.to_string());
+    if let Some(f) = frame.as_object_mut() {
+        f.remove("mailbox_id");
+    }
+    let claims_before = bundle_claims(&proxy, &b.user_id);
+    assert!(proxy.inject(&frame), "the proxy holds bob's connection");
+    eb.collect_for(Duration::from_secs(8)).await;
+    assert_eq!(
+        bundle_claims(&proxy, &b.user_id),
+        claims_before,
+        "bob fetched none of his own keys"
+    );
+    assert_eq!(resets(&eb), 0, "no session reset with himself");
+    assert_eq!(
+        bodies(&b, &a),
+        ["hello bob", "hello alice"],
+        "nothing new shown"
+    );
+    server.stop().await;
+}

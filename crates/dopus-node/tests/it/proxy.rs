@@ -28,6 +28,8 @@ pub enum Mode {
     ChangeToDevice,
     /// In relayed envelopes, address them to another user (see [`Proxy::set_other_user`]).
     ChangeToUser,
+    /// Flip one byte of the ciphertext of the next relayed envelope only, then pass.
+    FlipOnce,
 }
 
 /// Which way a frame went.
@@ -131,7 +133,7 @@ fn rewrite_down(mode: Mode, other_user: Option<&str>, frame: &mut Value) -> bool
             }
             changed
         }
-        Mode::FlipCiphertext | Mode::ChangeToDevice | Mode::ChangeToUser => {
+        Mode::FlipCiphertext | Mode::FlipOnce | Mode::ChangeToDevice | Mode::ChangeToUser => {
             if frame["type"] != "deliver" || frame["kind"] != "relay" {
                 return false;
             }
@@ -142,7 +144,7 @@ fn rewrite_down(mode: Mode, other_user: Option<&str>, frame: &mut Value) -> bool
                 return false;
             };
             match mode {
-                Mode::FlipCiphertext => {
+                Mode::FlipCiphertext | Mode::FlipOnce => {
                     let Some(mut ct) = env["ciphertext"].as_str().and_then(|c| B64.decode(c).ok())
                     else {
                         return false;
@@ -225,6 +227,9 @@ async fn connection(
                         let other = s.other_user.clone();
                         if rewrite_down(mode, other.as_deref(), &mut v) {
                             s.tampered += 1;
+                            if mode == Mode::FlipOnce {
+                                s.mode = Some(Mode::Pass);
+                            }
                         }
                         s.log.push((Dir::Down, v.clone()));
                         Message::text(v.to_string())
