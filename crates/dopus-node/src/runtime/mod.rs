@@ -20,6 +20,7 @@
 
 mod actor;
 mod connections;
+#[cfg(feature = "embedded-server")]
 mod demo;
 mod maintenance;
 mod signaling;
@@ -729,6 +730,16 @@ fn open_browser(url: &str) {
 }
 
 /// `discordopus demo`.
+#[cfg(feature = "embedded-server")]
 pub fn demo(out: Output, args: DemoArgs) -> anyhow::Result<()> {
     demo::run(out, args)
+}
+
+/// `discordopus demo` in a build without the embedded server.
+#[cfg(not(feature = "embedded-server"))]
+pub fn demo(_out: Output, _args: DemoArgs) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this discordopus was built without the embedded signaling server (cargo feature \
+         `embedded-server`); run discordopus-server and `discordopus run --server ws://…` instead"
+    )
 }
