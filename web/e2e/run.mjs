@@ -321,6 +321,8 @@ async function main() {
     await shot(pa, "04-typing-indicator");
     await bobBox.press("Enter");
     await expectVisible(msgWith(pa, "Hi Alice"), "alice receives bob's reply", SLOW);
+    // The list is not a live region (rows mount while scrolling); new messages are announced apart.
+    await expectText(pa.getByTestId("announce"), /^Bob: Hi Alice$/, "alice's live region announces bob's reply");
     await waitFor("typing indicator cleared", async () => !/typing/.test((await pa.getByTestId("typing").textContent()) ?? ""), 10_000);
     // Shift+Enter makes a newline, not a send.
     await bobBox.fill("line one");
