@@ -5,6 +5,7 @@ pub mod api;
 pub mod apifile;
 pub mod cli;
 pub mod client;
+pub mod launch;
 pub mod local;
 pub mod output;
 pub mod passphrase;

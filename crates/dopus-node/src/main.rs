@@ -4,7 +4,7 @@ use clap::Parser;
 use dopus_node::cli::{Cli, Command, ContactsCommand, IdCommand, UpArgs};
 use dopus_node::client::ApiClient;
 use dopus_node::output::Output;
-use dopus_node::{local, paths, remote, runtime};
+use dopus_node::{launch, local, paths, remote};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -102,15 +102,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             remote::search(&ApiClient::require(&dir)?, out, &text, limit)
         }
         Command::Events => remote::events(&ApiClient::require(&dir)?, out),
-        Command::Run(args) => runtime::run(dir, out, args, runtime::Launch::Headless),
-        Command::Up(args) => runtime::run(
+        Command::Run(args) => launch::run(dir, out, args, launch::Launch::Headless),
+        Command::Up(args) => launch::run(
             dir,
             out,
             args.run,
-            runtime::Launch::Ui {
+            launch::Launch::Ui {
                 open_browser: !args.no_browser,
             },
         ),
-        Command::Demo(args) => runtime::demo(out, args),
+        Command::Demo(args) => launch::demo(out, args),
     }
 }

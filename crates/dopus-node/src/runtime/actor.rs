@@ -11,122 +11,30 @@
 //! The actor runs on a thread of its own (SQLite is synchronous), so its store work never
 //! holds up the tasks that do I/O on the node's async runtime; it reaches them only by message.
 
-use super::connections::{self, ConnCmd, ConnEntry};
+use super::NodeOptions;
+use super::connections;
+use super::mailbox::{ActorTx, ConnCmd, ConnEntry, Cx, Msg, Reply, Vx, report_failed};
 use super::signaling::Server;
 use super::views::{self, Live};
-use super::{NodeError, NodeOptions};
 use crate::account::{self, OsRandom};
 use crate::api::dto;
 use dopus_core::e2e::OlmMachine;
 use dopus_core::identity::{Device, Identity};
 use dopus_core::machine::{
-    CommandError, ConnectionRequest, Delivery, Event, Input, NodeMachine, Output, SignalingRequest,
-    Transmit,
+    ConnectionRequest, Event, Input, NodeMachine, Output, SignalingRequest, Transmit,
 };
 use dopus_core::outbox::Route;
 use dopus_core::store::{AccountRecord, Store, StoreError};
-use dopus_rtc::{Diagnostics, DtlsIdentity};
+use dopus_rtc::DtlsIdentity;
 use dopus_store::SqliteStore;
 use dopus_types::{Timestamp, UserId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 /// Most messages taken into one batch.
 const MAX_BATCH: usize = 1024;
-
-/// The actor's mailbox.
-pub type ActorTx = mpsc::UnboundedSender<Msg>;
-
-/// A command from an API handler: runs inside the batch's transaction and answers through the
-/// [`Reply`] it returns, once the batch is committed (or failed).
-pub type Job = Box<dyn FnOnce(&mut Cx<'_>) -> Reply + Send>;
-/// A read from an API handler: runs after the batch's commit, outside any transaction.
-pub type Query = Box<dyn FnOnce(&Vx<'_>) + Send>;
-/// Answers a job: called with `true` if its batch was committed.
-pub type Reply = Box<dyn FnOnce(bool) + Send>;
-
-/// What the actor takes in.
-pub enum Msg {
-    /// An input for the machine.
-    Input(Input),
-    /// An input from the signaling client of one generation (dropped if that client was
-    /// replaced meanwhile).
-    ServerInput(u64, Input),
-    /// A command.
-    Job(Job),
-    /// A read.
-    Query(Query),
-    /// A direct transmit whose channel could not take it: send the rest through the server.
-    Reroute(Transmit),
-    /// Fresh diagnostics of a contact's connection.
-    Diagnostics(UserId, Diagnostics),
-    /// Stop: close connections, say goodbye to the server, then answer.
-    Shutdown(oneshot::Sender<()>),
-}
-
-/// What a command sees: the machine and the store inside the batch's transaction.
-pub struct Cx<'a> {
-    /// The batch's time.
-    pub now: Timestamp,
-    /// The machine.
-    pub machine: &'a mut NodeMachine,
-    /// The store (inside the transaction).
-    pub store: &'a mut SqliteStore,
-    /// Live connection facts.
-    pub live: &'a Live,
-    /// The server URL changed: replace the signaling client after the commit.
-    pub restart_signaling: bool,
-    failed: bool,
-}
-
-impl Cx<'_> {
-    /// Turns a command's error into the node's, marking the batch failed if the store failed.
-    pub fn command(&mut self, e: CommandError) -> NodeError {
-        use dopus_core::chat::ChatError;
-        use dopus_core::contacts::ContactError;
-        match e {
-            CommandError::Store(e) => self.store_failed(e),
-            CommandError::Chat(c) => match c {
-                ChatError::BadBody | ChatError::BadEmoji => NodeError::Invalid(c.to_string()),
-                ChatError::UnknownMessage => NodeError::NotFound("message"),
-                ChatError::Store(e) => self.store_failed(e),
-                other => NodeError::NotAllowed(other.to_string()),
-            },
-            CommandError::Contact(c) => match c {
-                ContactError::OwnUserId => NodeError::Invalid(c.to_string()),
-                ContactError::Unknown => NodeError::NotFound("contact"),
-                ContactError::NoPendingRequest => NodeError::Conflict(c.to_string()),
-                ContactError::TooLong(_) => NodeError::TooLarge(c.to_string()),
-                ContactError::Store(e) => self.store_failed(e),
-            },
-            CommandError::UnknownMessage => NodeError::NotFound("message"),
-            CommandError::NotAContact => NodeError::NotAllowed(e.to_string()),
-            CommandError::NoVerification => NodeError::NotFound("verification with this contact"),
-            CommandError::Verification(m) => NodeError::Conflict(m),
-            CommandError::BadSetting(m) => NodeError::Invalid(m.to_owned()),
-        }
-    }
-
-    /// The store failed: the whole batch rolls back.
-    pub fn store_failed(&mut self, e: StoreError) -> NodeError {
-        self.failed = true;
-        NodeError::Internal(Box::new(e))
-    }
-}
-
-/// What a read sees.
-pub struct Vx<'a> {
-    /// The machine.
-    pub machine: &'a NodeMachine,
-    /// The store (committed state).
-    pub store: &'a SqliteStore,
-    /// Live connection facts.
-    pub live: &'a Live,
-    /// The connection tasks.
-    pub conns: &'a BTreeMap<UserId, ConnEntry>,
-}
 
 /// Everything the actor owns.
 pub struct Actor {
@@ -652,16 +560,6 @@ impl Actor {
             },
         };
         self.broadcast(&e);
-    }
-}
-
-/// Tells the machine that none of a transmit's envelopes left (if it wants to know).
-pub fn report_failed(tx: &ActorTx, t: &Transmit) {
-    if t.report {
-        let _ = tx.send(Msg::Input(Input::Transmitted {
-            id: t.id,
-            outcome: vec![Delivery::Failed; t.envelopes.len()],
-        }));
     }
 }
 

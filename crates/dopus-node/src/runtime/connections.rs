@@ -10,7 +10,7 @@
 //! On the channel, each side says hello first (`dopus_proto::channel`); after the peer's hello,
 //! envelopes go packed into frames.
 
-use super::actor::{ActorTx, Msg};
+use super::mailbox::{ActorTx, ConnCmd, ConnEntry, Msg};
 use dopus_core::machine::{ConnectionEvent, Delivery, Inbound, Input, Transmit, Via};
 use dopus_proto::channel::{self, ChannelMessage};
 use dopus_rtc::{CloseReason, PeerConnection, PeerEvent, PeerEvents, PeerHandle, RtcConfig};
@@ -20,29 +20,6 @@ use tokio::sync::mpsc;
 
 /// Most channel messages taken into one input.
 const RECEIVE_BATCH: usize = 256;
-
-/// What the actor can ask of a connection task.
-pub enum ConnCmd {
-    /// Send these envelopes over the channel.
-    Send(Box<Transmit>),
-    /// Apply the peer's answer to our offer.
-    AcceptAnswer(String),
-    /// Add a trickled remote candidate.
-    AddCandidate(String),
-    /// Read the diagnostics and report them.
-    ReportDiagnostics,
-    /// Close the connection and end the task.
-    Close,
-}
-
-/// The actor's handle on one connection task.
-#[derive(Debug)]
-pub struct ConnEntry {
-    /// Which attempt.
-    pub conn: String,
-    /// The task's mailbox.
-    pub tx: mpsc::UnboundedSender<ConnCmd>,
-}
 
 /// Starts a connection to `peer` as the offerer.
 pub fn offer(

@@ -8,7 +8,7 @@
 //!   up a message (left to the writer, it came every few dozen messages and was most of the
 //!   latency's 99th percentile: 8.1 ms against 4.9 ms without).
 
-use super::actor::{ActorTx, Msg};
+use super::mailbox::{ActorTx, Msg};
 use crate::account;
 use dopus_core::store::Store;
 use dopus_store::SqliteStore;

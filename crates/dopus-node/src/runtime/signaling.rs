@@ -9,7 +9,7 @@
 //!   sender task per peer takes its transmits in order (Olm messages must arrive roughly in
 //!   order), while different peers go in parallel.
 
-use super::actor::{ActorTx, Msg, report_failed};
+use super::mailbox::{ActorTx, Msg, report_failed};
 use dopus_core::identity::Identity;
 use dopus_core::machine::{
     Delivery, Inbound, Input, SignalingRequest, SignalingState, Transmit, Via,

@@ -2,11 +2,12 @@
 //! (with STUN) and two identities, alice and bob, who are already contacts, each with their own
 //! node, data directory and local API. Prints both URLs and runs until Ctrl-C.
 
-use super::{Node, NodeOptions, serve};
+use super::serve;
 use crate::account;
 use crate::apifile::ApiFile;
 use crate::cli::DemoArgs;
 use crate::output::Output;
+use crate::runtime::{Node, NodeOptions};
 use anyhow::Context;
 use dopus_core::store::{Change, Contact, ContactState, Store};
 use dopus_types::UserId;
