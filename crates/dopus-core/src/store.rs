@@ -193,6 +193,15 @@ pub trait Store: Send {
     /// backend with a deferred index brings it up to date first, which costs about as much as
     /// indexing whatever was written since the last maintenance.
     fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError>;
+    /// How many messages `query` matches in all (its `before` and `limit` are ignored).
+    fn search_count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
+        let all = SearchQuery {
+            before: None,
+            limit: usize::MAX,
+            ..query.clone()
+        };
+        Ok(self.search(&all)?.len() as u64)
+    }
     /// Maintenance: adds up to `max_rows` of the oldest not-yet-indexed messages to the
     /// full-text index, in one transaction; returns how many it indexed (0 when nothing is
     /// pending). Inserts do not index (that is what keeps batched inserts fast); call this

@@ -475,6 +475,10 @@ impl Store for SqliteStore {
         out(queries::search(&self.conn, query))
     }
 
+    fn search_count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
+        out(queries::search_count(&self.conn, query))
+    }
+
     fn index_pending(&mut self, max_rows: usize) -> Result<usize, StoreError> {
         out(fts::index_pending(&self.conn, max_rows))
     }

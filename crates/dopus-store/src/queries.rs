@@ -366,6 +366,32 @@ pub(crate) fn search(conn: &Connection, query: &SearchQuery) -> DbResult<Vec<Sea
     Ok(out)
 }
 
+/// How many messages a search matches in all (no cursor, no limit).
+pub(crate) fn search_count(conn: &Connection, query: &SearchQuery) -> DbResult<u64> {
+    let terms = search_terms(&query.text);
+    if terms.is_empty() {
+        return Ok(0);
+    }
+    crate::fts::index_all_pending(conn)?;
+    let conversation_row = match &query.conversation {
+        Some(c) => match conversation_row(conn, c)? {
+            Some(row) => Some(row),
+            None => return Ok(0),
+        },
+        None => None,
+    };
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid \
+             WHERE messages_fts MATCH ?1 AND (?2 IS NULL OR m.conversation_id = ?2) \
+               AND m.deleted = 0",
+        )?
+        .query_row(params![fts_expression(&terms), conversation_row], |r| {
+            r.get(0)
+        })?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 pub(crate) fn reactions(conn: &Connection, id: &MessageId) -> DbResult<Vec<ReactionSummary>> {
     let mut stmt = conn.prepare_cached(
         "SELECT user_id, emoji FROM reactions WHERE message_id = ?1 \

@@ -681,6 +681,51 @@ fn search_folds_accents_both_ways() {
     assert_eq!(ids("creme plait"), [1]);
 }
 
+#[test]
+fn search_counts_every_match_and_pages_by_seq() {
+    let (mut store, _g) = temp_store();
+    for i in 1..=7u128 {
+        let body = if i % 2 == 0 {
+            "nothing here"
+        } else {
+            "needle in a haystack"
+        };
+        store
+            .apply_one(Change::InsertMessage(message(i, body)))
+            .unwrap();
+    }
+    let query = |before: Option<Seq>| SearchQuery {
+        text: "needle".into(),
+        conversation: None,
+        before,
+        limit: 2,
+    };
+    // 1, 3, 5, 7 match; the count ignores the cursor and the limit.
+    assert_eq!(store.search_count(&query(None)).unwrap(), 4);
+    let first = store.search(&query(None)).unwrap();
+    assert_eq!(first.len(), 2);
+    let next = store.search(&query(Some(first[1].message.seq))).unwrap();
+    let ids: Vec<u128> = first
+        .iter()
+        .chain(&next)
+        .map(|h| h.message.id.0.as_u128())
+        .collect();
+    assert_eq!(ids, [7, 5, 3, 1]);
+    // The in-memory store agrees (the trait's default count).
+    let mut memory = dopus_core::store::MemoryStore::default();
+    for i in 1..=7u128 {
+        let body = if i % 2 == 0 {
+            "nothing here"
+        } else {
+            "needle in a haystack"
+        };
+        memory
+            .apply_one(Change::InsertMessage(message(i, body)))
+            .unwrap();
+    }
+    assert_eq!(memory.search_count(&query(None)).unwrap(), 4);
+}
+
 /// SQLite re-prepares a statement whose plan read a bound value (since 3.47 it reads a bound
 /// `LIMIT ?`) every time that parameter is bound again: the history queries ran the SQL parser
 /// on every call. They must be prepared once and reused.

@@ -88,7 +88,6 @@ export const api = {
   accept: (user_id: UserId) => request<Contact>("POST", `/contacts/${enc(user_id)}/accept`),
   decline: (user_id: UserId) => request<Contact>("POST", `/contacts/${enc(user_id)}/decline`),
   patchContact: (user_id: UserId, patch: ContactPatch) => request<Contact>("PATCH", `/contacts/${enc(user_id)}`, patch),
-  /** AWAITS NODE (docs/api.md, "Planned"): today's node answers 404. */
   removeContact: (user_id: UserId) => request<void>("DELETE", `/contacts/${enc(user_id)}`),
   safety: (user_id: UserId) => request<Safety>("GET", `/contacts/${enc(user_id)}/safety`),
   connection: (user_id: UserId) => request<Connection>("GET", `/contacts/${enc(user_id)}/connection`),
@@ -108,10 +107,7 @@ export const api = {
   remove: (id: string) => request<Message>("DELETE", `/messages/${enc(id)}`),
   react: (id: string, emoji: string) => request<Message>("POST", `/messages/${enc(id)}/reactions`, { emoji }),
   unreact: (id: string, emoji: string) => request<Message>("DELETE", `/messages/${enc(id)}/reactions/${enc(emoji)}`),
-  /**
-   * Full-text search, newest first. `before` (a `seq`) pages past the previous answer: AWAITS
-   * NODE (today's node ignores it and sends neither `total` nor `next_before`).
-   */
+  /** Full-text search, newest first. `before` (a `seq`, the previous answer's `next_before`) pages on. */
   search: (q: string, limit = 25, before?: number) =>
     request<SearchResults>("GET", `/search?q=${enc(q)}&limit=${limit}${before !== undefined ? `&before=${before}` : ""}`),
 

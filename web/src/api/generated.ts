@@ -537,13 +537,11 @@ export type SearchResults = {
  */
 results: Array<SearchResult>, 
 /**
- * PLANNED (awaits node support): how many messages match in all; left out until the node
- * counts them.
+ * How many messages match in all.
  */
 total?: number, 
 /**
- * PLANNED (awaits node support): the cursor for the next page (`?before=`), `null` or left
- * out when there is none.
+ * The cursor for the next page (`?before=`); left out on the last page.
  */
 next_before?: number, };
 
@@ -805,8 +803,7 @@ q: string,
  */
 limit?: number | null, 
 /**
- * PLANNED (awaits node support): only hits older than this `seq` (the previous answer's
- * `next_before`). Ignored by today's node.
+ * Only hits older than this `seq` (the previous answer's `next_before`).
  */
 before?: number | null, };
 

@@ -253,7 +253,7 @@ pub async fn remove_reaction(
 
 pub async fn search(State(node): N, Query(q): Query<SearchQuery>) -> ApiResult<dto::SearchResults> {
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    Ok(Json(node.search(q.q, limit).await?))
+    Ok(Json(node.search(q.q, limit, q.before).await?))
 }
 
 pub async fn settings(State(node): N) -> ApiResult<dto::Settings> {

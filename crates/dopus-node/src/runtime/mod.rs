@@ -517,9 +517,16 @@ impl Node {
     }
 
     /// `GET /search`.
-    pub async fn search(&self, q: String, limit: usize) -> NodeResult<dto::SearchResults> {
-        self.read(move |v| views::search(v.store, &v.machine.me(), &q, limit).map_err(api_to_node))
-            .await
+    pub async fn search(
+        &self,
+        q: String,
+        limit: usize,
+        before: Option<u64>,
+    ) -> NodeResult<dto::SearchResults> {
+        self.read(move |v| {
+            views::search(v.store, &v.machine.me(), &q, limit, before).map_err(api_to_node)
+        })
+        .await
     }
 
     /// `GET /settings`.

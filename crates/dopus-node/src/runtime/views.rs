@@ -63,21 +63,26 @@ pub fn messages(
     Ok(dto::MessagePage { messages, has_more })
 }
 
-/// Full-text search over every conversation.
+/// Full-text search over every conversation, newest first: a page of `limit` hits older than
+/// `before` (a `seq`), the cursor of the next page, and how many match in all.
 pub fn search(
     store: &dyn Store,
     me: &UserId,
     q: &str,
     limit: usize,
+    before: Option<u64>,
 ) -> Result<dto::SearchResults, ApiError> {
-    let hits = store
-        .search(&SearchQuery {
-            text: q.to_owned(),
-            conversation: None,
-            before: None,
-            limit,
-        })
-        .map_err(ApiError::internal)?;
+    let query = SearchQuery {
+        text: q.to_owned(),
+        conversation: None,
+        before: before.map(Seq),
+        limit: limit + 1,
+    };
+    let mut hits = store.search(&query).map_err(ApiError::internal)?;
+    let more = hits.len() > limit;
+    hits.truncate(limit);
+    let next_before = more.then(|| hits.last().map(|h| h.message.seq.0)).flatten();
+    let total = store.search_count(&query).map_err(ApiError::internal)?;
     let results = hits
         .iter()
         .map(|h| {
@@ -88,8 +93,8 @@ pub fn search(
         .map_err(ApiError::internal)?;
     Ok(dto::SearchResults {
         results,
-        total: None,
-        next_before: None,
+        total: Some(total),
+        next_before,
     })
 }
 

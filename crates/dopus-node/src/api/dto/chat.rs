@@ -173,13 +173,11 @@ impl SearchResult {
 pub struct SearchResults {
     /// The hits, newest first, at most `limit`.
     pub results: Vec<SearchResult>,
-    /// PLANNED (awaits node support): how many messages match in all; left out until the node
-    /// counts them.
+    /// How many messages match in all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional, type = "number")]
     pub total: Option<u64>,
-    /// PLANNED (awaits node support): the cursor for the next page (`?before=`), `null` or left
-    /// out when there is none.
+    /// The cursor for the next page (`?before=`); left out on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional, type = "number")]
     pub next_before: Option<u64>,

@@ -158,8 +158,7 @@ pub struct SearchQuery {
     /// 1 to 100 (default 20).
     #[ts(as = "Option<f64>")]
     pub limit: Option<usize>,
-    /// PLANNED (awaits node support): only hits older than this `seq` (the previous answer's
-    /// `next_before`). Ignored by today's node.
+    /// Only hits older than this `seq` (the previous answer's `next_before`).
     #[ts(as = "Option<f64>")]
     pub before: Option<u64>,
 }
