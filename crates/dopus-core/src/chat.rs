@@ -655,6 +655,8 @@ impl Chat {
                 }
                 r.replies.extend(got.ack);
             }
+            // Spaces are taken in by the machine (machine/space.rs), never here.
+            Content::Space(_) => return Ok(r),
             Content::Session(_) | Content::Rtc(_) | Content::Verification(_) => {
                 r.control = Some(payload.content.clone());
                 if !matches!(payload.content, Content::Session(_)) {

@@ -384,7 +384,12 @@ impl OlmMachine {
         Ok(Self::new(device, pickle_key, rng))
     }
 
-    /// The device.
+    /// The key everything of this device is pickled with.
+    pub(crate) fn pickle_key(&self) -> &PickleKey {
+        &self.pickle_key
+    }
+
+    /// The device account.
     pub fn device(&self) -> &Device {
         &self.device
     }

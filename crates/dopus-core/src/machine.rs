@@ -30,12 +30,14 @@ mod links;
 mod receive;
 mod recovery;
 mod send;
+mod space;
 
 pub use commands::{CommandError, ConnectionView, Settings, SettingsPatch, VerificationView};
 pub use io::{
     ConnectionEvent, ConnectionRequest, Delivery, Event, Inbound, Input, Output, Sealed,
     SignalingRequest, SignalingState, Transmit, Via,
 };
+pub use space::JoinState;
 
 use crate::chat::{Chat, Outgoing};
 use crate::e2e::{Burst, OlmMachine};
@@ -111,6 +113,8 @@ pub struct NodeMachine {
     /// Whether anyone shows message events (the runtime says so): message events cost a
     /// store read and are not built for nobody.
     detailed_events: bool,
+    /// Spaces: control logs, joins, channel encryption.
+    spaces: space::Spaces,
     outputs: VecDeque<Output>,
 }
 
@@ -136,6 +140,7 @@ impl NodeMachine {
         let settings = Settings::load(store)?;
         let mut chat = Chat::new(account.user_id);
         chat.read_receipts = settings.read_receipts;
+        let spaces = space::Spaces::load(store, olm.pickle_key())?;
         Ok(Self {
             me: account.user_id,
             account,
@@ -166,6 +171,7 @@ impl NodeMachine {
             contacts_dirty: true,
             publishing: false,
             detailed_events: true,
+            spaces,
             outputs: VecDeque::new(),
         })
     }
@@ -239,6 +245,7 @@ impl NodeMachine {
                 self.contacts_dirty = true;
                 self.outbox_wake = true;
                 self.stalled.clear();
+                self.space_sync_soon();
             }
             Input::AuthFailed { code } => {
                 tracing::warn!(code = %code, "the signaling server refused our login");
@@ -278,6 +285,7 @@ impl NodeMachine {
         self.maintain_keys(now, store)?;
         self.verification_timeouts(now);
         self.recovery_due(now, store)?;
+        self.space_sync(now);
         self.seal_ephemeral(now, store)?;
         self.pump(now, store)?;
         Ok(())

@@ -42,6 +42,8 @@ pub enum Content {
     Verification(VerificationContent),
     /// Several chat messages under one encryption.
     Bulk(BulkContent),
+    /// Spaces: control-log ops, sync, invites and joins, Megolm keys and channel messages.
+    Space(Box<crate::space::SpaceContent>),
 }
 
 impl Content {
@@ -54,6 +56,7 @@ impl Content {
             Content::Rtc(c) => c.validate(),
             Content::Verification(c) => c.validate(),
             Content::Bulk(c) => c.validate(),
+            Content::Space(c) => c.validate(),
         }
     }
 
@@ -66,6 +69,7 @@ impl Content {
             Content::Rtc(c) => c.kind_name(),
             Content::Verification(c) => c.kind_name(),
             Content::Bulk(c) => c.kind_name(),
+            Content::Space(c) => c.kind_name(),
         }
     }
 
@@ -120,6 +124,12 @@ impl From<BulkContent> for Content {
     }
 }
 
+impl From<crate::space::SpaceContent> for Content {
+    fn from(c: crate::space::SpaceContent) -> Self {
+        Content::Space(Box::new(c))
+    }
+}
+
 impl Serialize for Content {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -129,6 +139,7 @@ impl Serialize for Content {
             Content::Rtc(c) => c.serialize(s),
             Content::Verification(c) => c.serialize(s),
             Content::Bulk(c) => c.serialize(s),
+            Content::Space(c) => c.serialize(s),
         }
     }
 }
@@ -174,6 +185,10 @@ impl<'de> Deserialize<'de> for Content {
             serde_json::from_str(json)
                 .map(Content::Bulk)
                 .map_err(inner("malformed bulk content"))
+        } else if crate::space::SpaceContent::KINDS.contains(&kind) {
+            serde_json::from_str(json)
+                .map(|c| Content::Space(Box::new(c)))
+                .map_err(inner("malformed space content"))
         } else {
             Err(D::Error::custom("unknown content kind"))
         }

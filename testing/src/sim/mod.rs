@@ -1618,7 +1618,8 @@ impl Sim {
             | Event::Presence { .. }
             | Event::Signaling(_)
             | Event::Connection(_)
-            | Event::Verification(_) => {}
+            | Event::Verification(_)
+            | Event::SpaceChanged(_) => {}
         }
     }
 

@@ -39,6 +39,15 @@ pub enum CommandError {
     /// A setting has a value that is not allowed.
     #[error("{0}")]
     BadSetting(&'static str),
+    /// No such space (we hold no log of it).
+    #[error("no such space")]
+    UnknownSpace,
+    /// No such channel in any space we hold.
+    #[error("no such channel")]
+    UnknownChannel,
+    /// A space action was refused (the rules, an invite, the channel); the text says why.
+    #[error("{0}")]
+    Space(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -403,6 +412,14 @@ impl NodeMachine {
         id: MessageId,
         body: String,
     ) -> Result<Message, CommandError> {
+        if let Some(m) = self.channel_message(store, &id)? {
+            return self.change_channel_message(
+                now,
+                store,
+                &m,
+                super::space::ChannelChange::Edit(body),
+            );
+        }
         self.change_message(now, store, id, |chat, store, envelope| {
             chat.edit(store, now, envelope, id, body)
         })
@@ -415,6 +432,14 @@ impl NodeMachine {
         store: &mut dyn Store,
         id: MessageId,
     ) -> Result<Message, CommandError> {
+        if let Some(m) = self.channel_message(store, &id)? {
+            return self.change_channel_message(
+                now,
+                store,
+                &m,
+                super::space::ChannelChange::Delete,
+            );
+        }
         self.change_message(now, store, id, |chat, store, envelope| {
             chat.delete(store, now, envelope, id)
         })
@@ -429,9 +454,39 @@ impl NodeMachine {
         emoji: String,
         add: bool,
     ) -> Result<Message, CommandError> {
+        if let Some(m) = self.channel_message(store, &id)? {
+            return self.change_channel_message(
+                now,
+                store,
+                &m,
+                super::space::ChannelChange::React { emoji, add },
+            );
+        }
         self.change_message(now, store, id, |chat, store, envelope| {
             chat.react(store, now, envelope, id, emoji, add)
         })
+    }
+
+    /// The message, if it belongs to a space channel.
+    fn channel_message(
+        &self,
+        store: &dyn Store,
+        id: &MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        Ok(store
+            .message(id)?
+            .filter(|m| matches!(m.conversation, ConversationId::Channel(_))))
+    }
+
+    fn change_channel_message(
+        &mut self,
+        now: Timestamp,
+        store: &mut dyn Store,
+        m: &Message,
+        change: super::space::ChannelChange,
+    ) -> Result<Message, CommandError> {
+        self.channel_change(now, store, m, change)?;
+        store.message(&m.id)?.ok_or(CommandError::UnknownMessage)
     }
 
     /// We started or stopped typing to `peer` (throttled; ephemeral).

@@ -260,6 +260,8 @@ pub enum Event {
     Connection(UserId),
     /// A verification with this contact changed.
     Verification(UserId),
+    /// A space changed (its log, or our attempt to join it): read it back to show it.
+    SpaceChanged(dopus_types::SpaceId),
     /// A broken session with this contact was replaced; `resent` envelopes go again.
     SessionReset {
         /// With whom.

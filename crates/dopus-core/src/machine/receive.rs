@@ -257,6 +257,10 @@ impl NodeMachine {
                     self.on_verification_step(now, sender, device, v.clone(), store)?;
                 }
             }
+            // Spaces are not tied to contacts: membership decides (machine/space.rs).
+            Content::Space(content) => {
+                self.take_space(now, sender, device, payload, content, store)?;
+            }
         }
         Ok(())
     }

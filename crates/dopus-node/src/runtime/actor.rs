@@ -558,6 +558,8 @@ impl Actor {
                 user_id: (&user).into(),
                 resent: resent as u64,
             },
+            // Shown once the spaces API is there.
+            Event::SpaceChanged(_) => return,
         };
         self.broadcast(&e);
     }

@@ -5,6 +5,7 @@
 //! share a tag. Olm already authenticates the sending device and hides everything here from the
 //! server.
 
+use super::ChannelMessage;
 use super::{
     MAX_HEADS, MEGOLM_SESSION_CONTEXT, OpId, SPACE_JOIN_CONTEXT, SpaceOp, check_op_ids, limit_list,
 };
@@ -230,6 +231,14 @@ pub enum SpaceContent {
         /// Admitted or why not.
         result: JoinResult,
     },
+    /// A Megolm-encrypted channel message, fanned out over Olm to each reader's devices (direct
+    /// connection or mailbox). The Olm layer hides even the session id from the server.
+    SpaceMessage {
+        /// The space (the payload inside repeats it; the receiver checks both agree).
+        space: SpaceId,
+        /// The channel message.
+        message: ChannelMessage,
+    },
     /// Keys for messages sent before a member joined, from the member who admitted them, when
     /// the space shares history (one part of several).
     SpaceHistoryBundle {
@@ -282,6 +291,7 @@ impl SpaceContent {
         "space_join_request",
         "space_join_answer",
         "space_history_bundle",
+        "space_message",
     ];
 
     /// The space the content is about.
@@ -296,7 +306,8 @@ impl SpaceContent {
             | SpaceContent::SpaceKeyWithheld { space, .. }
             | SpaceContent::SpaceJoinRequest { space, .. }
             | SpaceContent::SpaceJoinAnswer { space, .. }
-            | SpaceContent::SpaceHistoryBundle { space, .. } => space,
+            | SpaceContent::SpaceHistoryBundle { space, .. }
+            | SpaceContent::SpaceMessage { space, .. } => space,
         }
     }
 
@@ -313,6 +324,7 @@ impl SpaceContent {
             SpaceContent::SpaceJoinRequest { .. } => "space_join_request",
             SpaceContent::SpaceJoinAnswer { .. } => "space_join_answer",
             SpaceContent::SpaceHistoryBundle { .. } => "space_history_bundle",
+            SpaceContent::SpaceMessage { .. } => "space_message",
         }
     }
 
@@ -378,6 +390,7 @@ impl SpaceContent {
                 check_token("request", request)
             }
             SpaceContent::SpaceJoinRequest { .. } | SpaceContent::SpaceJoinAnswer { .. } => Ok(()),
+            SpaceContent::SpaceMessage { message, .. } => message.validate(),
             SpaceContent::SpaceHistoryBundle {
                 part,
                 parts,

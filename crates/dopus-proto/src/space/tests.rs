@@ -747,7 +747,20 @@ fn every_content() -> Vec<SpaceContent> {
                 session_key: Base64Bytes(vec![1; 165]),
             }],
         },
+        SpaceContent::SpaceMessage {
+            space: space_id(),
+            message: message(),
+        },
     ]
+}
+
+#[test]
+fn space_contents_nest_in_the_peer_content_by_kind() {
+    for c in every_content() {
+        let json = serde_json::to_string(&crate::content::Content::from(c.clone())).unwrap();
+        let back: crate::content::Content = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, crate::content::Content::Space(Box::new(c)));
+    }
 }
 
 #[test]

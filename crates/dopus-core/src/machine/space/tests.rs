@@ -1,0 +1,521 @@
+//! Spaces between several machines on in-memory stores, over a tiny relaying server: create,
+//! invite, join, channel messages with Megolm, edits, reactions, a kick, anti-entropy.
+
+use super::super::{
+    Delivery, Event, Inbound, Input, NodeMachine, Output, SignalingRequest, SignalingState, Via,
+};
+use super::JoinState;
+use crate::e2e::OlmMachine;
+use crate::identity::test_support::SeededRandom;
+use crate::identity::{Device, Identity, PickleKey};
+use crate::store::{AccountRecord, Change, ConversationId, MemoryStore, Message, Pickle, Store};
+use dopus_proto::bundle::{BUNDLE_VERSION, ClaimedBundle, DeviceBundle, SignedKey};
+use dopus_proto::peer::PeerAddress;
+use dopus_proto::space::OpBody;
+use dopus_types::{ChannelId, DeviceId, SpaceId, Timestamp, UserId};
+use std::collections::VecDeque;
+
+const T0: u64 = 1_700_000_000_000;
+
+struct Node {
+    machine: NodeMachine,
+    store: MemoryStore,
+    addr: PeerAddress,
+    bundle: Option<(DeviceBundle, VecDeque<SignedKey>)>,
+    inbox: Vec<Inbound>,
+    inputs: Vec<Input>,
+    /// Kept by the "server" while the node is offline.
+    mailbox: Vec<(PeerAddress, Vec<u8>)>,
+    online: bool,
+    events: Vec<Event>,
+}
+
+fn node(i: u64) -> Node {
+    let mut rng = SeededRandom::new(1000 + i);
+    let mut key = [0u8; 32];
+    crate::identity::pickle::SecureRandom::fill_bytes(&mut rng, &mut key);
+    let identity = Identity::generate(&mut rng).expect("identity");
+    let mut dev = [0u8; 16];
+    crate::identity::pickle::SecureRandom::fill_bytes(&mut rng, &mut dev);
+    let device = Device::new(&identity, DeviceId::from_random(dev), Timestamp(T0));
+    let pk = PickleKey::from_bytes(key);
+    let record = AccountRecord {
+        user_id: identity.user_id(),
+        identity_pickle: Pickle::new(identity.pickle(&pk, &mut rng)),
+        device_id: device.device_id().clone(),
+        device_keys: device.keys(),
+        account_pickle: Pickle::new(device.pickle(&pk, &mut rng)),
+        certificate_json: serde_json::to_string(device.certificate().expect("certified"))
+            .expect("json"),
+        display_name: format!("node{i}"),
+        created_at: Timestamp(T0),
+    };
+    let mut store = MemoryStore::new();
+    store
+        .apply_one(Change::SaveAccount(record.clone()))
+        .expect("account");
+    let olm = OlmMachine::from_pickle(
+        record.account_pickle.as_str(),
+        PickleKey::from_bytes(key),
+        Box::new(SeededRandom::new(2000 + i)),
+    )
+    .expect("olm");
+    let machine = NodeMachine::new(
+        &store,
+        record.clone(),
+        olm,
+        Box::new(SeededRandom::new(3000 + i)),
+    )
+    .expect("machine");
+    Node {
+        machine,
+        store,
+        addr: PeerAddress {
+            user: record.user_id,
+            device: record.device_id,
+        },
+        bundle: None,
+        inbox: Vec::new(),
+        inputs: vec![
+            Input::Signaling(SignalingState::Connected),
+            Input::Authenticated,
+        ],
+        mailbox: Vec::new(),
+        online: true,
+        events: Vec::new(),
+    }
+}
+
+struct Net {
+    nodes: Vec<Node>,
+    now: u64,
+    /// Envelopes relayed to each node so far.
+    relayed: Vec<usize>,
+}
+
+impl Net {
+    fn new(n: u64) -> Self {
+        Self {
+            nodes: (0..n).map(node).collect(),
+            now: T0,
+            relayed: vec![0; n as usize],
+        }
+    }
+
+    fn user(&self, i: usize) -> UserId {
+        self.nodes[i].addr.user
+    }
+
+    fn ts(&self) -> Timestamp {
+        Timestamp(self.now)
+    }
+
+    fn by_user(&self, user: &UserId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.addr.user == *user)
+    }
+
+    /// One round: every node takes its inputs and prepares; outputs are delivered.
+    fn round(&mut self) -> bool {
+        let now = self.ts();
+        let mut busy = false;
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].online {
+                continue;
+            }
+            let n = &mut self.nodes[i];
+            let inputs = std::mem::take(&mut n.inputs);
+            let inbox = std::mem::take(&mut n.inbox);
+            busy |= !inputs.is_empty() || !inbox.is_empty();
+            for input in inputs {
+                n.machine.handle(now, input, &mut n.store).expect("handle");
+            }
+            if !inbox.is_empty() {
+                n.machine
+                    .handle(now, Input::Envelopes(inbox), &mut n.store)
+                    .expect("envelopes");
+            }
+            n.machine.prepare(now, &mut n.store).expect("prepare");
+            let mut outputs = Vec::new();
+            while let Some(o) = n.machine.poll_output() {
+                outputs.push(o);
+            }
+            busy |= !outputs.is_empty();
+            for o in outputs {
+                self.perform(i, o);
+            }
+        }
+        busy
+    }
+
+    fn perform(&mut self, from: usize, output: Output) {
+        match output {
+            Output::Transmit(t) => {
+                let to = self.by_user(&t.peer).expect("known peer");
+                let mut outcome = Vec::new();
+                for env in &t.envelopes {
+                    let sender = self.nodes[from].addr.clone();
+                    if self.nodes[to].online {
+                        self.relayed[to] += 1;
+                        self.nodes[to].inbox.push(Inbound {
+                            bytes: env.bytes.clone(),
+                            via: Via::Relay { from: sender },
+                        });
+                        outcome.push(Delivery::Sent);
+                    } else if t.store {
+                        self.nodes[to].mailbox.push((sender, env.bytes.clone()));
+                        outcome.push(Delivery::Stored);
+                    } else {
+                        outcome.push(Delivery::Failed);
+                    }
+                }
+                if t.report {
+                    self.nodes[from]
+                        .inputs
+                        .push(Input::Transmitted { id: t.id, outcome });
+                }
+            }
+            Output::Signaling(SignalingRequest::PublishBundle { bundle }) => {
+                let otks = bundle.one_time_keys.iter().cloned().collect();
+                self.nodes[from].bundle = Some(((*bundle).clone(), otks));
+                self.nodes[from].inputs.push(Input::Published {
+                    bundle,
+                    result: Ok(50),
+                });
+            }
+            Output::Signaling(SignalingRequest::FetchBundle { peer }) => {
+                let result = match self.by_user(&peer).and_then(|p| {
+                    self.nodes[p]
+                        .bundle
+                        .as_mut()
+                        .map(|(b, otks)| ClaimedBundle {
+                            version: BUNDLE_VERSION,
+                            certificate: b.certificate.clone(),
+                            fallback_key: b.fallback_key.clone(),
+                            one_time_key: otks.pop_front(),
+                        })
+                }) {
+                    Some(c) => Ok(vec![c]),
+                    None => Err("no_bundle".into()),
+                };
+                self.nodes[from]
+                    .inputs
+                    .push(Input::Bundles { peer, result });
+            }
+            Output::Signaling(_) | Output::Connection(_) => {}
+            Output::Event(e) => self.nodes[from].events.push(e),
+        }
+    }
+
+    /// Runs rounds (10 ms apart) until nothing moves for a while, at most `max` rounds.
+    fn settle(&mut self, max: usize) {
+        let mut quiet = 0;
+        for _ in 0..max {
+            let busy = self.round();
+            self.now += 10;
+            quiet = if busy { 0 } else { quiet + 1 };
+            if quiet > 3 {
+                // Jump to the next timer of any online node (retries, receipts), if soon.
+                let next = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.online)
+                    .filter_map(|n| n.machine.poll_timeout())
+                    .map(|t| t.as_millis())
+                    .min();
+                match next {
+                    Some(t) if t <= self.now + 5_000 => self.now = self.now.max(t),
+                    _ => return,
+                }
+                quiet = 0;
+            }
+        }
+    }
+
+    fn offline(&mut self, i: usize) {
+        self.nodes[i].online = false;
+    }
+
+    fn online(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.online = true;
+        let mail = std::mem::take(&mut n.mailbox);
+        for (k, (from, bytes)) in mail.into_iter().enumerate() {
+            n.inbox.push(Inbound {
+                bytes,
+                via: Via::Mailbox {
+                    from,
+                    ack: k as u64,
+                },
+            });
+        }
+        n.inputs.push(Input::Signaling(SignalingState::Connected));
+        n.inputs.push(Input::Authenticated);
+    }
+
+    fn texts(&self, i: usize, channel: ChannelId) -> Vec<String> {
+        let mut m: Vec<Message> = self.nodes[i]
+            .store
+            .messages_before(&ConversationId::Channel(channel), None, 1000)
+            .expect("messages");
+        m.reverse();
+        m.into_iter()
+            .filter(|m| !m.deleted)
+            .map(|m| m.body)
+            .collect()
+    }
+
+    fn general(&self, i: usize, space: &SpaceId) -> ChannelId {
+        let state = self.nodes[i].machine.space(space).expect("space");
+        state
+            .channel_list()
+            .into_iter()
+            .find(|c| c.name.get() == "general")
+            .expect("general")
+            .id
+    }
+
+    fn cmd<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut NodeMachine, Timestamp, &mut MemoryStore) -> T,
+    ) -> T {
+        let now = self.ts();
+        let n = &mut self.nodes[i];
+        f(&mut n.machine, now, &mut n.store)
+    }
+}
+
+/// alice (0) creates a space, invites bob (1) and carol (2); everyone talks in `general`.
+fn three_in_a_space() -> (Net, SpaceId, ChannelId) {
+    let mut net = Net::new(3);
+    net.settle(50);
+    let space = net
+        .cmd(0, |m, now, s| m.create_space(now, s, "Guild"))
+        .expect("create");
+    let general = net.general(0, &space);
+    for joiner in [1, 2] {
+        let code = net
+            .cmd(0, |m, now, s| m.space_invite(now, s, space, Some(1), None))
+            .expect("invite");
+        net.cmd(joiner, |m, now, s| m.join_space(now, s, &code))
+            .expect("join");
+        assert_eq!(
+            net.nodes[joiner].machine.join_state(&space),
+            Some(JoinState::Pending)
+        );
+        net.settle(500);
+        let state = net.nodes[joiner].machine.space(&space).expect("joined");
+        assert!(state.is_member(&net.user(joiner)));
+        assert_eq!(net.nodes[joiner].machine.join_state(&space), None);
+    }
+    net.settle(500);
+    for i in 0..3 {
+        let s = net.nodes[i].machine.space(&space).expect("space");
+        assert_eq!(s.member_count(), 3, "node {i} sees every member");
+        assert_eq!(s.name(), "Guild");
+    }
+    (net, space, general)
+}
+
+#[test]
+fn three_members_talk_in_a_channel_and_a_kicked_member_gets_nothing_after() {
+    let (mut net, space, general) = three_in_a_space();
+    // Everyone talks; each message reaches everyone once, in each sender's order.
+    for round in 0..3 {
+        for i in 0..3 {
+            net.cmd(i, |m, now, s| {
+                m.channel_send(now, s, general, format!("m{round}-{i}"), None)
+            })
+            .expect("send");
+            net.now += 5;
+        }
+        net.settle(500);
+    }
+    let expected: Vec<String> = (0..3)
+        .flat_map(|r| (0..3).map(move |i| format!("m{r}-{i}")))
+        .collect();
+    for i in 0..3 {
+        assert_eq!(net.texts(i, general), expected, "node {i}");
+    }
+    // The heads of every replica agree.
+    let heads: Vec<_> = (0..3)
+        .map(|i| net.nodes[i].machine.space(&space).map(|s| s.member_count()))
+        .collect();
+    assert!(heads.iter().all(|h| *h == Some(3)));
+
+    // An edit and a reaction by bob reach alice and carol.
+    let first_bob = net.nodes[1]
+        .store
+        .messages_before(&ConversationId::Channel(general), None, 100)
+        .expect("messages")
+        .into_iter()
+        .find(|m| m.body == "m0-1")
+        .expect("bob's message");
+    net.cmd(1, |m, now, s| {
+        m.edit(now, s, first_bob.id, "m0-1 edited".into())
+    })
+    .expect("edit");
+    net.cmd(0, |m, now, s| {
+        m.react(now, s, first_bob.id, "👍".into(), true)
+    })
+    .expect("react");
+    net.settle(500);
+    for i in 0..3 {
+        let m = net.nodes[i]
+            .store
+            .message(&first_bob.id)
+            .expect("read")
+            .expect("there");
+        assert_eq!(m.body, "m0-1 edited", "node {i}");
+        let reactions = net.nodes[i]
+            .store
+            .reactions(&first_bob.id)
+            .expect("reactions");
+        assert_eq!(reactions.len(), 1, "node {i}");
+    }
+
+    // Alice kicks carol; carol learns she is out; nothing sent afterwards reaches her.
+    let carol = net.user(2);
+    net.cmd(0, |m, now, s| {
+        m.space_op(now, s, space, OpBody::Kick { user: carol })
+    })
+    .expect("kick");
+    net.settle(500);
+    for i in 0..3 {
+        let s = net.nodes[i].machine.space(&space).expect("space");
+        assert!(!s.is_member(&carol), "node {i} applied the kick");
+    }
+    let carol_sessions = net.nodes[2]
+        .store
+        .megolm_inbound_for_channel(&general)
+        .expect("sessions")
+        .len();
+    let relayed_to_carol = net.relayed[2];
+    net.cmd(0, |m, now, s| {
+        m.channel_send(now, s, general, "after-a".into(), None)
+    })
+    .expect("send after kick");
+    net.cmd(1, |m, now, s| {
+        m.channel_send(now, s, general, "after-b".into(), None)
+    })
+    .expect("send after kick");
+    net.settle(500);
+    assert_eq!(
+        net.relayed[2], relayed_to_carol,
+        "nothing at all was relayed to carol after her kick"
+    );
+    assert_eq!(
+        net.nodes[2]
+            .store
+            .megolm_inbound_for_channel(&general)
+            .expect("sessions")
+            .len(),
+        carol_sessions,
+        "carol got no new key"
+    );
+    assert!(!net.texts(2, general).iter().any(|t| t.starts_with("after")));
+    for i in 0..2 {
+        let t = net.texts(i, general);
+        assert!(
+            t.contains(&"after-a".to_owned()) && t.contains(&"after-b".to_owned()),
+            "node {i}"
+        );
+    }
+    // Carol can no longer post.
+    assert!(
+        net.cmd(2, |m, now, s| m.channel_send(
+            now,
+            s,
+            general,
+            "ghost".into(),
+            None
+        ))
+        .is_err()
+    );
+}
+
+#[test]
+fn an_offline_member_catches_up_from_the_mailbox_and_by_anti_entropy() {
+    let (mut net, space, general) = three_in_a_space();
+    net.offline(2);
+    net.cmd(0, |m, now, s| {
+        m.space_op(
+            now,
+            s,
+            space,
+            OpBody::ChannelCreate {
+                kind: dopus_proto::space::ChannelKind::Text,
+                name: "random".into(),
+                topic: None,
+                parent: None,
+                position: 1,
+                overwrites: Vec::new(),
+            },
+        )
+    })
+    .expect("channel");
+    net.cmd(1, |m, now, s| {
+        m.channel_send(now, s, general, "while away".into(), None)
+    })
+    .expect("send");
+    net.settle(500);
+    net.online(2);
+    net.settle(1000);
+    let s = net.nodes[2].machine.space(&space).expect("space");
+    assert!(s.channel_list().iter().any(|c| c.name.get() == "random"));
+    assert_eq!(net.texts(2, general), vec!["while away".to_owned()]);
+}
+
+#[test]
+fn a_forged_or_reused_invite_is_refused_with_a_reason() {
+    let mut net = Net::new(3);
+    net.settle(50);
+    let space = net
+        .cmd(0, |m, now, s| m.create_space(now, s, "Guild"))
+        .expect("create");
+    let code = net
+        .cmd(0, |m, now, s| m.space_invite(now, s, space, Some(1), None))
+        .expect("invite");
+    net.cmd(1, |m, now, s| m.join_space(now, s, &code))
+        .expect("join");
+    net.settle(500);
+    assert!(net.nodes[1].machine.space(&space).is_some());
+    // The same single-use code again, by carol: used up.
+    net.cmd(2, |m, now, s| m.join_space(now, s, &code))
+        .expect("ask");
+    net.settle(500);
+    assert_eq!(
+        net.nodes[2].machine.join_state(&space),
+        Some(JoinState::Refused(
+            dopus_proto::space::JoinRefusal::Exhausted
+        ))
+    );
+    assert!(net.nodes[2].machine.space(&space).is_none());
+    // Garbage is refused at once.
+    assert!(
+        net.cmd(2, |m, now, s| m.join_space(now, s, "dinvite1garbage"))
+            .is_err()
+    );
+    // A member joining again is told so before anything is sent.
+    let code2 = net
+        .cmd(0, |m, now, s| m.space_invite(now, s, space, None, None))
+        .expect("invite");
+    assert!(
+        net.cmd(1, |m, now, s| m.join_space(now, s, &code2))
+            .is_err()
+    );
+}
+
+#[test]
+fn spaces_survive_a_restart_of_the_machine() {
+    let (mut net, space, general) = three_in_a_space();
+    net.cmd(0, |m, now, s| {
+        m.channel_send(now, s, general, "one".into(), None)
+    })
+    .expect("send");
+    net.settle(500);
+    // Bob's spaces load back from his store alone.
+    let store = &net.nodes[1].store;
+    let spaces = super::Spaces::load(store, &PickleKey::from_bytes([0; 32])).expect("load");
+    assert_eq!(spaces.states.get(&space).map(|s| s.member_count()), Some(3));
+}
