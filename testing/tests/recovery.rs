@@ -299,3 +299,50 @@ fn a_reset_due_while_the_server_is_away_starts_when_it_returns() {
         );
     }
 }
+
+/// Bob writes, alice acknowledges; the server flips alice's receipts at random (never two in a
+/// row). A receipt is never re-sent, so its id is never repaired, but the next envelope of
+/// alice's opens on the same session: no reset, no key claimed, and bob's texts are all
+/// acknowledged in the end (his retries get fresh receipts).
+#[test]
+fn flipped_receipts_cost_nothing() {
+    for seed in 0..6 {
+        let mut sim = pair(seed);
+        let before = claims(&sim);
+        let mut rng = Rng::new(seed ^ 0x5eed);
+        let mut plan = Rng::new(seed ^ 0xabc);
+        let mut last_flipped = false;
+        let flips = Arc::new(Mutex::new(0u32));
+        let count = flips.clone();
+        sim.set_tamper_hook(Box::new(move |c: &TamperCtx| {
+            if c.from == ALICE && c.to == BOB {
+                let flip = !last_flipped && rng.chance(400);
+                last_flipped = flip;
+                if flip {
+                    *count.lock().unwrap() += 1;
+                    return Tamper::Flip;
+                }
+            }
+            Tamper::Pass
+        }));
+        for _ in 0..40 {
+            let at = plan.range(6_000, 66_000);
+            sim.schedule(
+                at,
+                Action::Cmd(
+                    BOB,
+                    Cmd::Send {
+                        peer: ALICE,
+                        count: 1 + plan.below(2) as usize,
+                    },
+                ),
+            );
+        }
+        finish(&mut sim);
+        let flips = *flips.lock().unwrap();
+        assert!(flips >= 5, "seed {seed}: only {flips} flips");
+        assert_eq!(sim.stats(BOB).resets_asked, 0, "seed {seed}: {flips} flips");
+        assert_eq!(sim.stats(ALICE).resets_asked, 0, "seed {seed}");
+        assert_eq!(claims(&sim), before, "seed {seed}");
+    }
+}

@@ -173,6 +173,9 @@ impl NodeMachine {
             store.apply(changes)?;
         }
         self.recovery.repaired(&sender, &envelope.id);
+        if !opened.new_session {
+            self.recovery.session_works(&sender);
+        }
         self.take_payload(now, sender, &envelope.from.device, &opened.payload, store)
     }
 

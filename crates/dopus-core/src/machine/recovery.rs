@@ -5,6 +5,10 @@
 //! - an envelope cannot be decrypted (no session, unknown one-time key, a message key that is
 //!   gone, or a MAC failure on every session): its id is noted with the time of *its own*
 //!   failure;
+//! - an envelope from the peer that opens on a session we already had forgives every failure
+//!   noted before it: the session works, so those were stale or tampered copies (a reliable
+//!   one is repaired by the sender's retries on that session, an ephemeral one is not worth a
+//!   reset); only a peer whose envelopes keep failing has a broken session;
 //! - each failed id gets its own grace of [`RESET_DELAY_MS`]: an envelope that cannot be
 //!   decrypted is often a stale or tampered copy of something the sender re-sends anyway (its
 //!   retries are 1, 2, 4 s apart); an id taken in meanwhile costs nothing. A server that
@@ -58,6 +62,15 @@ impl Recovery {
                 self.failed.remove(peer);
             }
         }
+    }
+
+    /// An envelope from `peer` was decrypted on a session we already had, after the failures
+    /// noted so far: the session works, so those failures were stale or tampered copies, not
+    /// a broken session. A reliable one is repaired by its sender's retries, which are sealed
+    /// on that working session; an ephemeral one (a receipt, typing, a connection signal) is
+    /// never re-sent and would otherwise cost a reset for nothing. Forgets them.
+    pub(super) fn session_works(&mut self, peer: &UserId) {
+        self.failed.remove(peer);
     }
 
     /// When the next failed id's grace (or a throttle) ends.
@@ -245,6 +258,29 @@ mod tests {
         assert_eq!(
             r.due(Timestamp(45_000), &store).unwrap(),
             vec![(alice, vec![id(4)])]
+        );
+    }
+
+    /// A flipped receipt is never re-sent: the next envelope that opens on the same session
+    /// shows the session works, and the failure is forgotten. A peer whose envelopes all fail
+    /// (a broken session) still gets its reset.
+    #[test]
+    fn a_working_session_forgives_earlier_failures_only() {
+        let store = MemoryStore::new();
+        let mut r = Recovery::default();
+        let (alice, bob) = (user(1), user(2));
+        r.failed(Timestamp(0), alice, id(1));
+        r.failed(Timestamp(0), bob, id(2));
+        r.session_works(&alice);
+        r.failed(Timestamp(100), alice, id(3));
+        let due: BTreeMap<UserId, Vec<MessageId>> = r
+            .due(Timestamp(5_100), &store)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            due,
+            BTreeMap::from([(alice, vec![id(3)]), (bob, vec![id(2)])])
         );
     }
 
