@@ -1594,7 +1594,20 @@ impl Sim {
                     "session-reset {} {p:?} {resent}",
                     self.nodes[n].name
                 ));
-                if *resent == 0 {
+                // `resent == 0` also when the peer asked and we had nothing to re-send: we
+                // asked if our outbox holds the reset itself (queued in this very batch).
+                let asked = *resent == 0
+                    && self.nodes[n]
+                        .store
+                        .outbox_for_peer(user, 10_000)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|e| {
+                            dopus_core::outbox::Queued::decode(&e.bytes).is_some_and(|q| {
+                                matches!(q.content, dopus_proto::peer::Content::Session(_))
+                            })
+                        });
+                if asked {
                     self.nodes[n].stats.resets_asked += 1;
                     let now = self.now;
                     self.nodes[n].stats.reset_times.push(now);
