@@ -24,10 +24,15 @@ use dopus_types::{DeviceId, Signature, Timestamp, UserId, b64_decode, b64_encode
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version this build speaks.
+///
+/// Version 2 is version 1 plus [`ServerFrame::AuthSuccess`]'s `ice_servers` (TURN credentials
+/// handed out at login); a server sends that field only on connections that negotiated 2.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Every version this build can speak, oldest first.
-pub const SUPPORTED_VERSIONS: &[u32] = &[1];
+pub const SUPPORTED_VERSIONS: &[u32] = &[1, 2];
+/// The first version whose `auth_success` carries `ice_servers`.
+pub const ICE_SERVERS_VERSION: u32 = 2;
 /// The HTTP path of the WebSocket endpoint.
 pub const WS_PATH: &str = "/ws";
 /// The query parameter that lists the versions a client offers (`?v=1,2`).
@@ -325,6 +330,40 @@ pub struct PresenceEntry {
     pub status: Status,
 }
 
+/// A relay (or STUN) server a client may use, with time-limited credentials (the TURN REST
+/// scheme: `username` is `"<unix expiry>:<opaque id>"`, `credential` is
+/// base64(HMAC-SHA1(shared secret, username)), so an external coturn with the same secret
+/// accepts them too). The opaque id is random per login, never the user id.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServerInfo {
+    /// `turn:host:port?transport=udp`, `turn:…?transport=tcp`, `turns:host:5349?transport=tcp`,
+    /// `stun:…`.
+    pub urls: Vec<String>,
+    /// The TURN user name (absent for STUN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The TURN password (absent for STUN). Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// Seconds the credentials stay valid from `server_time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+}
+
+impl fmt::Debug for IceServerInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceServerInfo")
+            .field("urls", &self.urls)
+            .field("username", &self.username.as_ref().map(|_| "<redacted>"))
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|_| "<redacted>"),
+            )
+            .field("ttl_secs", &self.ttl_secs)
+            .finish()
+    }
+}
+
 /// The limits a server enforces, announced at login so clients can stay inside them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -550,6 +589,10 @@ pub enum ServerFrame {
         limits: Limits,
         /// Mailbox items waiting for this device; they follow as `deliver` frames.
         mailbox_pending: u64,
+        /// STUN/TURN servers with time-limited credentials for this login (version 2; absent
+        /// in version 1 and when the server offers no relay).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServerInfo>,
     },
     /// Login failed; the server closes the connection after this frame.
     AuthFailure {
@@ -1008,6 +1051,15 @@ mod tests {
                 ping_timeout_ms: 20_000,
                 limits: limits(),
                 mailbox_pending: 2,
+                ice_servers: vec![IceServerInfo {
+                    urls: vec![
+                        "turn:relay.example.org:3478?transport=udp".into(),
+                        "turns:relay.example.org:5349?transport=tcp".into(),
+                    ],
+                    username: Some("1700003600:3q2+7w".into()),
+                    credential: Some("c2VjcmV0LWhtYWM=".into()),
+                    ttl_secs: Some(3600),
+                }],
             },
             ServerFrame::AuthFailure {
                 code: ErrorCode::BadSignature,
@@ -1266,8 +1318,10 @@ mod tests {
     fn version_negotiation() {
         assert_eq!(negotiate_version(None), Some(1));
         assert_eq!(negotiate_version(Some("")), Some(1));
-        assert_eq!(negotiate_version(Some("1,2,7")), Some(1));
-        assert_eq!(negotiate_version(Some("2")), None);
+        assert_eq!(negotiate_version(Some("1,2,7")), Some(2));
+        assert_eq!(negotiate_version(Some("1")), Some(1));
+        assert_eq!(negotiate_version(Some("2")), Some(2));
+        assert_eq!(negotiate_version(Some("3")), None);
         assert_eq!(negotiate_version(Some("x")), None);
     }
 

@@ -197,6 +197,9 @@ fn turn_config(target: &RelayTarget) -> TurnConfig {
         &target.username,
         target.password.expose(),
     ));
+    // Plain USERNAME, no RFC 8489 USERHASH: TURN REST servers (ours, coturn) look the name up
+    // to check its expiry and derive the password; a hash hides it from them.
+    config.set_anonymous_username(turn_client_proto::stun::auth::Feature::Disabled);
     if target.server.is_ipv6() {
         config.set_address_family(turn_client_proto::types::AddressFamily::IPV6);
     }

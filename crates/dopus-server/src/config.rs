@@ -28,6 +28,135 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// How long shutdown waits for connections to close.
     pub shutdown_grace: Duration,
+    /// The embedded TURN relay; `None` (the default) leaves it off.
+    pub turn: Option<TurnSettings>,
+}
+
+/// The embedded TURN server (docs/connectivity.md): UDP and TCP on `listen`, TLS on
+/// `tls_listen` with the server's certificate, relay sockets on `relay_ip` from `ports`, TURN
+/// REST credentials handed out at login.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    /// UDP and TCP address (default `0.0.0.0:3478`; the UDP socket also answers STUN when it is
+    /// the STUN address).
+    pub listen: SocketAddr,
+    /// TLS address (default `0.0.0.0:5349` when the server has a certificate), `None` for off.
+    pub tls_listen: Option<SocketAddr>,
+    /// The address relay sockets are bound on and announced with (must be a concrete address
+    /// peers can reach; default: `listen`'s address when it is not a wildcard).
+    pub relay_ip: std::net::IpAddr,
+    /// Relay ports, inclusive (default 49152-65535).
+    pub ports: (u16, u16),
+    /// Shared secret for the TURN REST credentials (HMAC-SHA1); `None`: random, persisted in
+    /// `data_dir/turn_secret`. Give an external coturn the same value to use it instead.
+    pub secret: Option<String>,
+    /// Lifetime of handed-out credentials (default 1 h).
+    pub credential_ttl: Duration,
+    /// The long-term credential realm (default `discordopus`).
+    pub realm: String,
+    /// URLs handed to clients; empty derives `turn:RELAY_IP:PORT?transport=udp|tcp` (and
+    /// `turns:` when `tls_host` is set).
+    pub urls: Vec<String>,
+    /// Host name in the certificate, for the derived `turns:` URL.
+    pub tls_host: Option<String>,
+    /// Most allocations in total.
+    pub max_allocations: usize,
+    /// Most allocations per user (counted over that user's logins).
+    pub max_allocations_per_user: usize,
+    /// Relayed bytes per second per allocation (both directions together).
+    pub allocation_bytes_per_sec: u64,
+    /// Relayed bytes per second over all allocations.
+    pub total_bytes_per_sec: u64,
+    /// Peer networks allowed besides public unicast addresses (private, loopback: for LANs and
+    /// tests). Everything else non-public is refused, so the relay is no proxy into its own
+    /// network.
+    pub allow_peers: Vec<Cidr>,
+}
+
+impl TurnSettings {
+    /// Loopback settings for tests: everything on 127.0.0.1 with ephemeral ports, loopback
+    /// peers allowed, a fixed secret.
+    pub fn loopback() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_listen: None,
+            relay_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            ports: (0, 0),
+            secret: Some("loopback-test-secret".into()),
+            credential_ttl: Duration::from_secs(3600),
+            realm: "discordopus".into(),
+            urls: Vec::new(),
+            tls_host: None,
+            max_allocations: 1000,
+            max_allocations_per_user: 16,
+            allocation_bytes_per_sec: 64 * 1024 * 1024,
+            total_bytes_per_sec: 256 * 1024 * 1024,
+            allow_peers: vec!["127.0.0.0/8".parse().expect("a valid CIDR")],
+        }
+    }
+}
+
+/// An IP network (`192.168.0.0/16`, `fd00::/8`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address.
+    pub addr: std::net::IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is inside (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let bits = u32::from(self.prefix.min(32));
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - bits)
+                };
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let bits = u32::from(self.prefix.min(128));
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - bits)
+                };
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ConfigError::Invalid(format!("{s:?} is not an IP network (ADDR/PREFIX)"));
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().map_err(|_| bad())?,
+            None => max,
+        };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Self { addr, prefix })
+    }
 }
 
 /// PEM files for TLS.
@@ -130,6 +259,7 @@ impl Config {
             stun_listen: None,
             limits: LimitsConfig::default(),
             shutdown_grace: Duration::from_secs(10),
+            turn: None,
         }
     }
 }
@@ -250,6 +380,51 @@ pub struct Args {
     /// Seconds shutdown waits for connections to drain (default 10).
     #[arg(long, env = "DOPUS_SERVER_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Run the embedded TURN relay (default off).
+    #[arg(long, env = "DOPUS_SERVER_TURN", num_args = 0..=1, default_missing_value = "true")]
+    pub turn: Option<bool>,
+    /// TURN UDP and TCP address (default 0.0.0.0:3478).
+    #[arg(long, env = "DOPUS_SERVER_TURN_LISTEN")]
+    pub turn_listen: Option<SocketAddr>,
+    /// TURN TLS address (default 0.0.0.0:5349 with a certificate), or "off".
+    #[arg(long, env = "DOPUS_SERVER_TURN_TLS_LISTEN")]
+    pub turn_tls_listen: Option<String>,
+    /// Address relay sockets bind and announce (required when turn_listen is a wildcard).
+    #[arg(long, env = "DOPUS_SERVER_TURN_RELAY_IP")]
+    pub turn_relay_ip: Option<std::net::IpAddr>,
+    /// Relay port range MIN-MAX (default 49152-65535).
+    #[arg(long, env = "DOPUS_SERVER_TURN_PORTS")]
+    pub turn_ports: Option<String>,
+    /// Shared secret of the TURN REST credentials (default: random, kept in the data directory).
+    #[arg(long, env = "DOPUS_SERVER_TURN_SECRET")]
+    pub turn_secret: Option<String>,
+    /// Seconds handed-out TURN credentials stay valid (default 3600).
+    #[arg(long, env = "DOPUS_SERVER_TURN_CREDENTIAL_TTL_SECS")]
+    pub turn_credential_ttl_secs: Option<u64>,
+    /// TURN realm (default discordopus).
+    #[arg(long, env = "DOPUS_SERVER_TURN_REALM")]
+    pub turn_realm: Option<String>,
+    /// TURN URLs handed to clients, comma-separated (default: derived from relay IP and ports).
+    #[arg(long, env = "DOPUS_SERVER_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Option<Vec<String>>,
+    /// Host name of the certificate, for the derived turns: URL.
+    #[arg(long, env = "DOPUS_SERVER_TURN_TLS_HOST")]
+    pub turn_tls_host: Option<String>,
+    /// Most TURN allocations in total (default 10000).
+    #[arg(long, env = "DOPUS_SERVER_TURN_MAX_ALLOCATIONS")]
+    pub turn_max_allocations: Option<usize>,
+    /// Most TURN allocations per user (default 16).
+    #[arg(long, env = "DOPUS_SERVER_TURN_MAX_ALLOCATIONS_PER_USER")]
+    pub turn_max_allocations_per_user: Option<usize>,
+    /// Relayed bytes per second per allocation (default 4194304).
+    #[arg(long, env = "DOPUS_SERVER_TURN_ALLOCATION_BYTES_PER_SEC")]
+    pub turn_allocation_bytes_per_sec: Option<u64>,
+    /// Relayed bytes per second in total (default 104857600).
+    #[arg(long, env = "DOPUS_SERVER_TURN_TOTAL_BYTES_PER_SEC")]
+    pub turn_total_bytes_per_sec: Option<u64>,
+    /// Non-public peer networks the relay may reach, CIDR[,CIDR…] (default none).
+    #[arg(long, env = "DOPUS_SERVER_TURN_ALLOW_PEERS", value_delimiter = ',')]
+    pub turn_allow_peers: Option<Vec<String>>,
 }
 
 /// The TOML file: the same keys as the flags, in snake_case.
@@ -283,6 +458,21 @@ pub struct FileConfig {
     max_devices_per_user: Option<usize>,
     otk_low_threshold: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    turn: Option<bool>,
+    turn_listen: Option<SocketAddr>,
+    turn_tls_listen: Option<String>,
+    turn_relay_ip: Option<std::net::IpAddr>,
+    turn_ports: Option<String>,
+    turn_secret: Option<String>,
+    turn_credential_ttl_secs: Option<u64>,
+    turn_realm: Option<String>,
+    turn_urls: Option<Vec<String>>,
+    turn_tls_host: Option<String>,
+    turn_max_allocations: Option<usize>,
+    turn_max_allocations_per_user: Option<usize>,
+    turn_allocation_bytes_per_sec: Option<u64>,
+    turn_total_bytes_per_sec: Option<u64>,
+    turn_allow_peers: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -401,7 +591,9 @@ pub fn resolve(args: &Args, file: &FileConfig) -> Result<(Config, LogConfig), Co
                 .map_err(|_| ConfigError::Invalid("stun_listen is not ADDR:PORT or off".into()))?,
         ),
     };
+    let turn = resolve_turn(args, file, tls.is_some())?;
     let config = Config {
+        turn,
         listen: pick!(args, file, listen).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))),
         data_dir: pick!(args, file, data_dir)
             .unwrap_or_else(|| PathBuf::from("discordopus-server-data")),
@@ -421,10 +613,130 @@ pub fn resolve(args: &Args, file: &FileConfig) -> Result<(Config, LogConfig), Co
     Ok((config, log))
 }
 
+fn resolve_turn(
+    args: &Args,
+    file: &FileConfig,
+    have_tls: bool,
+) -> Result<Option<TurnSettings>, ConfigError> {
+    if !pick!(args, file, turn).unwrap_or(false) {
+        return Ok(None);
+    }
+    let listen = pick!(args, file, turn_listen).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 3478)));
+    let tls_listen = match pick!(args, file, turn_tls_listen).as_deref() {
+        Some("off") | Some("") => None,
+        Some(a) => {
+            if !have_tls {
+                return Err(ConfigError::Invalid(
+                    "turn_tls_listen needs tls_cert and tls_key".into(),
+                ));
+            }
+            Some(a.parse().map_err(|_| {
+                ConfigError::Invalid("turn_tls_listen is not ADDR:PORT or off".into())
+            })?)
+        }
+        None if have_tls => Some(SocketAddr::new(listen.ip(), 5349)),
+        None => None,
+    };
+    let relay_ip = match pick!(args, file, turn_relay_ip) {
+        Some(ip) if ip.is_unspecified() => {
+            return Err(ConfigError::Invalid(
+                "turn_relay_ip must be a concrete address".into(),
+            ));
+        }
+        Some(ip) => ip,
+        None if !listen.ip().is_unspecified() => listen.ip(),
+        None => {
+            return Err(ConfigError::Invalid(
+                "turn needs turn_relay_ip (the address peers reach the relay at) when turn_listen is a wildcard"
+                    .into(),
+            ));
+        }
+    };
+    let ports = match pick!(args, file, turn_ports) {
+        None => (49152, 65535),
+        Some(r) => {
+            let bad = || ConfigError::Invalid("turn_ports is not MIN-MAX".into());
+            let (a, b) = r.split_once('-').ok_or_else(bad)?;
+            let (a, b): (u16, u16) = (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            );
+            if a == 0 || a > b {
+                return Err(bad());
+            }
+            (a, b)
+        }
+    };
+    let allow_peers = pick!(args, file, turn_allow_peers)
+        .unwrap_or_default()
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.parse())
+        .collect::<Result<Vec<Cidr>, _>>()?;
+    let ttl = pick!(args, file, turn_credential_ttl_secs).unwrap_or(3600);
+    if ttl == 0 {
+        return Err(ConfigError::Invalid(
+            "turn_credential_ttl_secs must be positive".into(),
+        ));
+    }
+    Ok(Some(TurnSettings {
+        listen,
+        tls_listen,
+        relay_ip,
+        ports,
+        secret: pick!(args, file, turn_secret),
+        credential_ttl: Duration::from_secs(ttl),
+        realm: pick!(args, file, turn_realm).unwrap_or_else(|| "discordopus".into()),
+        urls: pick!(args, file, turn_urls).unwrap_or_default(),
+        tls_host: pick!(args, file, turn_tls_host),
+        max_allocations: pick!(args, file, turn_max_allocations).unwrap_or(10_000),
+        max_allocations_per_user: pick!(args, file, turn_max_allocations_per_user).unwrap_or(16),
+        allocation_bytes_per_sec: pick!(args, file, turn_allocation_bytes_per_sec)
+            .unwrap_or(4 * 1024 * 1024),
+        total_bytes_per_sec: pick!(args, file, turn_total_bytes_per_sec)
+            .unwrap_or(100 * 1024 * 1024),
+        allow_peers,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn turn_is_off_by_default_and_configurable() {
+        let (c, _) = resolve(&Args::default(), &FileConfig::default()).unwrap();
+        assert!(c.turn.is_none());
+        let file = FileConfig::parse(
+            "turn = true\nturn_listen = \"127.0.0.1:3478\"\nturn_ports = \"50000-50100\"\nturn_allow_peers = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        let (c, _) = resolve(&Args::default(), &file).unwrap();
+        let t = c.turn.unwrap();
+        assert_eq!(t.relay_ip, "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(t.ports, (50000, 50100));
+        assert!(t.allow_peers[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(!t.allow_peers[0].contains("11.1.2.3".parse().unwrap()));
+        assert!(t.tls_listen.is_none());
+        // A wildcard listen address needs the relay address spelled out.
+        let args = Args::parse_from(["discordopus-server", "--turn"]);
+        assert!(resolve(&args, &FileConfig::default()).is_err());
+        let args = Args::parse_from([
+            "discordopus-server",
+            "--turn",
+            "--turn-relay-ip",
+            "203.0.113.5",
+            "--turn-allow-peers",
+            "192.168.0.0/16,fd00::/8",
+        ]);
+        let (c, _) = resolve(&args, &FileConfig::default()).unwrap();
+        let t = c.turn.unwrap();
+        assert_eq!(t.allow_peers.len(), 2);
+        assert!(t.allow_peers[1].contains("fd00::1".parse().unwrap()));
+        assert!("300.1.1.1/8".parse::<Cidr>().is_err());
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+    }
 
     #[test]
     fn flags_beat_the_file_and_the_file_beats_defaults() {

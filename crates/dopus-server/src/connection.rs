@@ -109,7 +109,7 @@ where
     let frame = ServerFrame::error(
         None,
         ErrorCode::UnsupportedVersion,
-        "supported protocol versions: 1",
+        "supported protocol versions: 1, 2",
     );
     close(
         &mut ws,
@@ -173,7 +173,7 @@ where
         contact_parts: Vec::new(),
         contacts_over: false,
     };
-    if Box::pin(welcome(&mut ws, &hub, &session)).await {
+    if Box::pin(welcome(&mut ws, &hub, &session, version)).await {
         Box::pin(session_loop(&mut ws, &hub, &mut session, &shutdown)).await;
     }
     hub.metrics
@@ -386,7 +386,7 @@ struct Session {
     contacts_over: bool,
 }
 
-async fn welcome<S>(ws: &mut S, hub: &Hub, session: &Session) -> bool
+async fn welcome<S>(ws: &mut S, hub: &Hub, session: &Session, version: u32) -> bool
 where
     S: Sink<Message> + Unpin,
 {
@@ -415,6 +415,14 @@ where
         ping_timeout_ms: u64::try_from(hub.limits.ping_timeout.as_millis()).unwrap_or(u64::MAX),
         limits: hub.announced_limits(),
         mailbox_pending: pending,
+        // Protocol 2: fresh relay credentials for this login (a new opaque name each time).
+        ice_servers: match (
+            &hub.turn,
+            version >= dopus_proto::signaling::ICE_SERVERS_VERSION,
+        ) {
+            (Some(turn), true) => turn.issue(user).into_iter().collect(),
+            _ => Vec::new(),
+        },
     };
     if !send_frame(ws, &success).await {
         return false;

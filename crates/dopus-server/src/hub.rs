@@ -39,6 +39,8 @@ pub(crate) struct Hub {
     pub clock: Arc<dyn Clock>,
     pub limits: LimitsConfig,
     pub metrics: Arc<Metrics>,
+    /// Issues TURN credentials at login when a relay is configured.
+    pub turn: Option<Arc<crate::turn::TurnAuth>>,
     next_conn: AtomicU64,
 }
 
@@ -60,6 +62,7 @@ impl Hub {
             clock,
             limits,
             metrics,
+            turn: None,
             next_conn: AtomicU64::new(1),
         }
     }

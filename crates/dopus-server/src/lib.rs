@@ -11,9 +11,10 @@ mod outbox;
 mod ratelimit;
 mod stun;
 pub mod tls;
+pub mod turn;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, LimitsConfig, TlsFiles};
+pub use config::{Cidr, Config, LimitsConfig, TlsFiles, TurnSettings};
 
 use backend::Backends;
 use backend::memory::{LocalBus, MemoryPresence};
@@ -48,6 +49,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// Where the STUN responder is bound, if enabled.
     pub stun_addr: Option<SocketAddr>,
+    /// Where the embedded TURN relay listens, if enabled.
+    pub turn_addrs: Option<turn::TurnAddrs>,
     /// The id signed into logins.
     pub server_id: String,
     /// Whether clients must use `wss://`.
@@ -149,7 +152,7 @@ pub async fn start_with_clock(
             }
         }
     };
-    let hub = Arc::new(hub::Hub::new(
+    let mut hub = hub::Hub::new(
         node,
         server_id.clone(),
         backends,
@@ -157,22 +160,55 @@ pub async fn start_with_clock(
         clock,
         config.limits.clone(),
         metrics.clone(),
-    ));
+    );
     let tls = match &config.tls {
         Some(files) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(files)?)),
         None => None,
     };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let stun_addr = match config.stun_listen {
+    let mut stun_addr = None;
+    let mut stun_socket = match config.stun_listen {
         Some(stun_listen) => {
             let socket = UdpSocket::bind(stun_listen).await?;
-            let stun_addr = socket.local_addr()?;
-            tasks.spawn(stun::serve(socket, metrics.clone(), shutdown.clone()));
-            Some(stun_addr)
+            stun_addr = Some(socket.local_addr()?);
+            Some(socket)
         }
         None => None,
     };
+    let mut turn_addrs = None;
+    if let Some(settings) = &config.turn {
+        // The relay's UDP socket answers STUN too; share it when the addresses are the same.
+        let shared = match (&stun_socket, config.stun_listen) {
+            (Some(_), Some(s)) if s == settings.listen => stun_socket.take(),
+            _ => None,
+        };
+        let secret = turn_secret(&config, settings)?;
+        let addrs_auth = Arc::new(turn::TurnAuth::new(secret.clone(), settings, Vec::new()));
+        let addrs = turn::start(
+            settings.clone(),
+            addrs_auth.clone(),
+            shared,
+            tls.clone(),
+            metrics.clone(),
+            &tasks,
+            shutdown.clone(),
+        )
+        .await?;
+        let urls = if settings.urls.is_empty() {
+            turn::default_urls(settings, &addrs)
+        } else {
+            settings.urls.clone()
+        };
+        // The actor and the hub share the login book; the URLs are only for the hub's answers.
+        addrs_auth.set_urls(urls);
+        hub.turn = Some(addrs_auth);
+        turn_addrs = Some(addrs);
+    }
+    if let Some(socket) = stun_socket {
+        tasks.spawn(stun::serve(socket, metrics.clone(), shutdown.clone()));
+    }
+    let hub = Arc::new(hub);
     let state = Arc::new(http::AppState {
         hub: hub.clone(),
         per_ip: Default::default(),
@@ -185,10 +221,11 @@ pub async fn start_with_clock(
         shutdown.clone(),
     ));
     tasks.spawn(purge_loop(hub, shutdown.clone()));
-    tracing::info!(%addr, tls = tls.is_some(), stun = ?stun_addr, "listening");
+    tracing::info!(%addr, tls = tls.is_some(), stun = ?stun_addr, turn = turn_addrs.is_some(), "listening");
     Ok(RunningServer {
         addr,
         stun_addr,
+        turn_addrs,
         server_id,
         tls: tls.is_some(),
         metrics,
@@ -196,6 +233,22 @@ pub async fn start_with_clock(
         tasks,
         grace: config.shutdown_grace,
     })
+}
+
+/// The TURN REST shared secret: configured, or random and kept in `data_dir/turn_secret`.
+fn turn_secret(config: &Config, settings: &TurnSettings) -> Result<Vec<u8>, std::io::Error> {
+    if let Some(s) = &settings.secret {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("turn_secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().as_bytes().to_vec()),
+        _ => {
+            let s = random_hex(32)?;
+            std::fs::write(&path, &s)?;
+            Ok(s.into_bytes())
+        }
+    }
 }
 
 /// Deletes expired mailbox items, devices unseen for a mailbox TTL and contact lists kept past

@@ -12,8 +12,16 @@ async fn main() -> anyhow::Result<()> {
         None => FileConfig::default(),
     };
     let (config, log) = resolve(&args, &file)?;
+    // The TURN libraries log client addresses at info and warn; keep them quiet unless the
+    // operator asks for them by name.
+    let mut directives = log.filter.clone();
+    for quiet in ["turn_server_proto", "stun_proto", "turn_types"] {
+        if !directives.contains(quiet) {
+            directives.push_str(&format!(",{quiet}=error"));
+        }
+    }
     let filter =
-        tracing_subscriber::EnvFilter::try_new(&log.filter).context("invalid log filter")?;
+        tracing_subscriber::EnvFilter::try_new(&directives).context("invalid log filter")?;
     if log.json {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -30,11 +38,15 @@ async fn main() -> anyhow::Result<()> {
     )]
     {
         println!(
-            "discordopus-server listening on {} stun {}",
+            "discordopus-server listening on {} stun {} turn {}",
             server.ws_url(),
             server
                 .stun_addr
                 .map(|a| a.to_string())
+                .unwrap_or_else(|| "off".into()),
+            server
+                .turn_addrs
+                .map(|a| a.listen.to_string())
                 .unwrap_or_else(|| "off".into())
         );
     }

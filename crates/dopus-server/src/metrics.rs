@@ -39,6 +39,11 @@ pub struct Metrics {
     pub presence_updates_total: AtomicU64,
     /// STUN binding requests answered.
     pub stun_requests_total: AtomicU64,
+    pub turn_allocations: AtomicU64,
+    pub turn_allocations_total: AtomicU64,
+    pub turn_relayed_bytes_total: AtomicU64,
+    pub turn_refused_total: AtomicU64,
+    pub turn_dropped_total: AtomicU64,
 }
 
 impl Metrics {
@@ -152,6 +157,36 @@ impl Metrics {
             "counter",
             "STUN binding requests answered.",
             g(&self.stun_requests_total),
+        );
+        put(
+            "dopus_turn_allocations",
+            "gauge",
+            "TURN allocations alive.",
+            g(&self.turn_allocations),
+        );
+        put(
+            "dopus_turn_allocations_total",
+            "counter",
+            "TURN allocations made.",
+            g(&self.turn_allocations_total),
+        );
+        put(
+            "dopus_turn_relayed_bytes_total",
+            "counter",
+            "Bytes relayed between TURN clients and their peers (payloads, both directions).",
+            g(&self.turn_relayed_bytes_total),
+        );
+        put(
+            "dopus_turn_refused_total",
+            "counter",
+            "TURN requests refused: unknown or expired credentials, forbidden peers, quotas.",
+            g(&self.turn_refused_total),
+        );
+        put(
+            "dopus_turn_dropped_total",
+            "counter",
+            "Relayed packets dropped by the TURN bandwidth limits.",
+            g(&self.turn_dropped_total),
         );
         if let Some(depth) = mailbox_depth {
             put(

@@ -23,8 +23,9 @@
 use crate::backoff::Backoff;
 use dopus_proto::bundle::{ClaimedBundle, DeviceBundle};
 use dopus_proto::signaling::{
-    ClientFrame, DeliveryKind, ErrorCode, Limits, PROTOCOL_VERSION, PresenceEntry, Refusal,
-    RequestId, Sender, ServerFrame, Status, VERSION_PARAM, auth_signing_bytes, contacts_per_frame,
+    ClientFrame, DeliveryKind, ErrorCode, IceServerInfo, Limits, PresenceEntry, Refusal, RequestId,
+    SUPPORTED_VERSIONS, Sender, ServerFrame, Status, VERSION_PARAM, auth_signing_bytes,
+    contacts_per_frame,
 };
 use dopus_types::{DeviceId, Signature, Timestamp, UserId};
 use futures_util::{SinkExt, StreamExt};
@@ -176,6 +177,9 @@ pub enum Event {
         limits: Limits,
         /// Mailbox items about to be delivered.
         mailbox_pending: u64,
+        /// Relay servers with credentials for this login (protocol 2; empty when the server
+        /// offers none). They expire after their `ttl_secs`; each login brings fresh ones.
+        ice_servers: Vec<IceServerInfo>,
     },
     /// Login was refused; the client keeps retrying with backoff.
     AuthFailed {
@@ -272,6 +276,8 @@ struct Inner {
     replaced: Arc<AtomicBool>,
     /// The server's `max_frame_bytes` (from the last login), which sizes contact list parts.
     max_frame_bytes: Arc<AtomicU64>,
+    /// The relay servers and credentials of the last login.
+    ice_servers: Arc<Mutex<Vec<IceServerInfo>>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -300,6 +306,7 @@ impl SignalingClient {
         let desired = Arc::new(Mutex::new(Desired::default()));
         let replaced = Arc::new(AtomicBool::new(false));
         let max_frame_bytes = Arc::new(AtomicU64::new(DEFAULT_MAX_FRAME_BYTES));
+        let ice_servers = Arc::new(Mutex::new(Vec::new()));
         let client = SignalingClient {
             inner: Arc::new(Inner {
                 cmd: cmd_tx,
@@ -309,6 +316,7 @@ impl SignalingClient {
                 request_timeout: config.request_timeout,
                 replaced: replaced.clone(),
                 max_frame_bytes: max_frame_bytes.clone(),
+                ice_servers: ice_servers.clone(),
             }),
         };
         let task = Task {
@@ -322,9 +330,22 @@ impl SignalingClient {
             next_internal: 1 << 62,
             replaced,
             max_frame_bytes,
+            ice_servers,
         };
         tokio::spawn(task.run());
         (client, event_rx)
+    }
+
+    /// The relay (TURN) servers and time-limited credentials the server handed out at the
+    /// last login (protocol 2), for the peer connections' `RtcConfig::ice_servers`. Empty
+    /// before the first login or when the server offers no relay. Each login replaces them;
+    /// [`Event::Authenticated`] carries the same list.
+    pub fn ice_servers(&self) -> Vec<IceServerInfo> {
+        self.inner
+            .ice_servers
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     fn downgrade(&self) -> WeakClient {
@@ -580,6 +601,7 @@ struct Task {
     next_internal: RequestId,
     replaced: Arc<AtomicBool>,
     max_frame_bytes: Arc<AtomicU64>,
+    ice_servers: Arc<Mutex<Vec<IceServerInfo>>>,
 }
 
 /// Why a session ended.
@@ -707,7 +729,12 @@ impl Task {
         } else {
             '?'
         };
-        format!("{}{sep}{VERSION_PARAM}={PROTOCOL_VERSION}", self.config.url)
+        let offer: Vec<String> = SUPPORTED_VERSIONS.iter().map(u32::to_string).collect();
+        format!(
+            "{}{sep}{VERSION_PARAM}={}",
+            self.config.url,
+            offer.join(",")
+        )
     }
 
     /// Connects and logs in. `Err(Some(code))` is a refused login, `Err(None)` any other failure.
@@ -738,7 +765,7 @@ impl Task {
                 server_id,
                 challenge,
                 ..
-            } if version == PROTOCOL_VERSION => (server_id, challenge),
+            } if SUPPORTED_VERSIONS.contains(&version) => (server_id, challenge),
             ServerFrame::Error { code, .. } => return Err(Some(code)),
             _ => return Err(None),
         };
@@ -763,14 +790,19 @@ impl Task {
                     mailbox_pending,
                     ping_interval_ms,
                     ping_timeout_ms,
+                    ice_servers,
                     ..
                 } => {
                     self.max_frame_bytes
                         .store(limits.max_frame_bytes, Ordering::Relaxed);
+                    if let Ok(mut latest) = self.ice_servers.lock() {
+                        latest.clone_from(&ice_servers);
+                    }
                     let _ = self.events.send(Event::Authenticated {
                         server_id,
                         limits,
                         mailbox_pending,
+                        ice_servers,
                     });
                     break AuthInfo {
                         ping_interval: Duration::from_millis(ping_interval_ms),

@@ -8,4 +8,6 @@ pub use client::{
     AckHandle, AuthSigner, ClientConfig, ClientError, ConnectionState, Event, Incoming,
     RelayOutcome, RelayStatus, SignalingClient,
 };
-pub use dopus_proto::signaling::{DeliveryKind, ErrorCode, Limits, PresenceEntry, Sender, Status};
+pub use dopus_proto::signaling::{
+    DeliveryKind, ErrorCode, IceServerInfo, Limits, PresenceEntry, Sender, Status,
+};

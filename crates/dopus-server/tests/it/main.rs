@@ -13,3 +13,4 @@ mod ops;
 mod presence;
 mod redis;
 mod relay;
+mod turn;
