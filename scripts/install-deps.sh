@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages DiscordOpus needs to build, run and test on Debian.
 # Idempotent: skips everything already present. Needs root (or sudo) only when something is missing.
-#   --test   also install what the test suite needs (Chromium for browser tests, redis-server)
+#   --test   also install what the test suite needs (Chromium for browser tests, redis-server, opus-tools for the media fixtures)
 set -euo pipefail
 
 want=(pkg-config libssl-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  want+=(chromium fonts-noto-color-emoji redis-server iproute2 iptables)
+  want+=(chromium fonts-noto-color-emoji redis-server iproute2 iptables opus-tools)
 fi
 
 missing=()

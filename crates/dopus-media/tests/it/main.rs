@@ -1,0 +1,4 @@
+//! Integration tests of dopus-media.
+
+mod fixtures;
+mod ogg_opus;
