@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages DiscordOpus needs to build, run and test on Debian.
 # Idempotent: skips everything already present. Needs root (or sudo) only when something is missing.
-#   --test   also install what the test suite needs (Chromium for browser tests, redis-server, opus-tools for the media fixtures)
+#   --test   also install what the test suite needs (Chromium for browser tests, redis-server,
+#            opus-tools for the media fixtures, coturn for the TURN interop tests)
 set -euo pipefail
 
 want=(pkg-config libssl-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  want+=(chromium fonts-noto-color-emoji redis-server iproute2 iptables opus-tools)
+  want+=(chromium fonts-noto-color-emoji redis-server iproute2 iptables opus-tools coturn)
 fi
 
 missing=()

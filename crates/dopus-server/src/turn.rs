@@ -84,11 +84,12 @@ pub fn rest_password(secret: &[u8], username: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
 }
 
-/// The expiry and opaque id of a REST user name.
+/// The expiry and opaque id of a REST user name: `"<expiry>:<opaque>"`, or a bare `"<expiry>"`
+/// (coturn accepts both; ours always carry an opaque part).
 fn parse_username(name: &str) -> Option<(u64, &str)> {
-    let (expiry, opaque) = name.split_once(':')?;
+    let (expiry, opaque) = name.split_once(':').unwrap_or((name, ""));
     let expiry = expiry.parse().ok()?;
-    (!opaque.is_empty() && opaque.len() <= 64).then_some((expiry, opaque))
+    (opaque.len() <= 64 && name.len() <= 128).then_some((expiry, opaque))
 }
 
 impl TurnAuth {
@@ -400,14 +401,18 @@ async fn accept_loop(
     }
 }
 
-/// Splits a TCP byte stream into TURN messages (STUN: 20 + length; ChannelData: 4 + length
-/// padded to 4, RFC 5766 §11.5). `None` until a whole message is buffered.
+/// Splits a TCP byte stream into TURN messages (STUN: 20 + length; ChannelData: 4 + length).
+/// `None` until a whole message is buffered.
+///
+/// ChannelData is taken **unpadded**, as turn-client-proto and turn-server-proto 0.7 write and
+/// read it over TCP. RFC 8656 §12.5 asks for padding to 4 bytes over TCP; clients that pad
+/// (coturn's, browsers') are not understood over TCP by this version (UDP is unaffected).
 fn message_len(buf: &[u8]) -> Option<usize> {
     let head = buf.get(..4)?;
     let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
     match head[0] >> 6 {
         0 => Some(20 + len),
-        1 => Some(4 + len.div_ceil(4) * 4),
+        1 => Some(4 + len),
         _ => Some(usize::MAX), // neither: the stream is broken
     }
 }
@@ -941,7 +946,7 @@ mod tests {
         );
         assert_eq!(parse_username("abc"), None);
         assert_eq!(parse_username("x:abc"), None);
-        assert_eq!(parse_username("1:"), None);
+        assert_eq!(parse_username("1700000000"), Some((1_700_000_000, "")));
     }
 
     #[test]
@@ -975,7 +980,7 @@ mod tests {
     #[test]
     fn tcp_framing() {
         assert_eq!(message_len(&[0, 1, 0, 8]), Some(28));
-        assert_eq!(message_len(&[0x40, 0, 0, 5]), Some(12));
+        assert_eq!(message_len(&[0x40, 0, 0, 5]), Some(9));
         assert_eq!(message_len(&[0xff, 0, 0, 0]), Some(usize::MAX));
         assert_eq!(message_len(&[0, 1]), None);
     }

@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod closing;
+mod coturn;
 mod directory;
 mod limits;
 mod mailbox;

@@ -101,9 +101,12 @@ async fn no_turn_no_credentials() {
     c.client.shutdown().await;
 }
 
-fn cfg(servers: &[dopus_proto::signaling::IceServerInfo]) -> RtcConfig {
+fn cfg(servers: &[dopus_proto::signaling::IceServerInfo], only: &str) -> RtcConfig {
     RtcConfig {
-        ice_servers: ice(servers),
+        ice_servers: ice(servers)
+            .into_iter()
+            .filter(|s| format!("{s:?}").contains(only))
+            .collect(),
         relay_only: true,
         connect_timeout: Duration::from_secs(15),
         ..RtcConfig::loopback()
@@ -114,6 +117,7 @@ fn cfg(servers: &[dopus_proto::signaling::IceServerInfo]) -> RtcConfig {
 /// and event streams (candidates are exchanged by a forwarding task).
 async fn relayed_pair(
     s: &TestServer,
+    only: &str,
 ) -> (
     (
         dopus_rtc::PeerHandle,
@@ -128,10 +132,10 @@ async fn relayed_pair(
     let (alice, bob) = (TestUser::new(), TestUser::new());
     let ca = connect(&s.url(), &alice, 1).await;
     let cb = connect(&s.url(), &bob, 1).await;
-    let (ha, ea, offer) = PeerConnection::offer(cfg(&ca.client.ice_servers()))
+    let (ha, ea, offer) = PeerConnection::offer(cfg(&ca.client.ice_servers(), only))
         .await
         .unwrap();
-    let (hb, eb, answer) = PeerConnection::answer(cfg(&cb.client.ice_servers()), &offer)
+    let (hb, eb, answer) = PeerConnection::answer(cfg(&cb.client.ice_servers(), only), &offer)
         .await
         .unwrap();
     ha.accept_answer(&answer).await.unwrap();
@@ -187,7 +191,7 @@ async fn data(rx: &mut tokio::sync::mpsc::UnboundedReceiver<PeerEvent>) -> Vec<u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_only_peers_talk_through_the_embedded_relay() {
     let s = turn_server(|_| {}).await;
-    let ((ha, mut ra), (hb, mut rb), _) = relayed_pair(&s).await;
+    let ((ha, mut ra), (hb, mut rb), _) = relayed_pair(&s, "turn:").await;
     open(&mut ra).await;
     open(&mut rb).await;
     let before = s
@@ -234,7 +238,7 @@ async fn relay_only_peers_talk_through_the_embedded_relay() {
 async fn peers_outside_the_allow_list_are_forbidden() {
     // Loopback peers are not public: without the allow-list, nothing is relayed to them.
     let s = turn_server(|t| t.allow_peers.clear()).await;
-    let ((_ha, mut ra), (_hb, _rb), _) = relayed_pair(&s).await;
+    let ((_ha, mut ra), (_hb, _rb), _) = relayed_pair(&s, "turn:").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         match tokio::time::timeout_at(deadline, ra.recv()).await {
@@ -373,4 +377,32 @@ async fn allocation_quotas_answer_508() {
     let (codes, second) = allocate(server, &user, &pass).await;
     assert!(second.is_none());
     assert!(codes.contains(&508), "{codes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_over_tcp_when_only_tcp_is_offered() {
+    let s = turn_server(|_| {}).await;
+    let ((ha, mut ra), (hb, mut rb), _) = relayed_pair(&s, "transport=tcp").await;
+    open(&mut ra).await;
+    open(&mut rb).await;
+    for i in 0..10u8 {
+        ha.send(vec![i; 30_000]).await.unwrap();
+    }
+    for i in 0..10u8 {
+        assert_eq!(data(&mut rb).await, vec![i; 30_000]);
+    }
+    let c = ha.connectivity().await.unwrap();
+    assert_eq!(
+        c.relays.last().map(|r| (r.transport, r.state.clone())),
+        Some((dopus_rtc::RelayTransport::Tcp, dopus_rtc::RelayState::Ready)),
+        "{c:?}"
+    );
+    assert!(
+        s.server
+            .metrics
+            .turn_relayed_bytes_total
+            .load(Ordering::Relaxed)
+            >= 600_000
+    );
+    hb.close().await;
 }

@@ -1,0 +1,209 @@
+//! Interop with Debian's coturn (`turnserver`, `turnutils_uclient`, `turnutils_peer`): our TURN
+//! client against coturn with a shared secret, and coturn's client against our relay. Loopback
+//! only, bounded in count and time. Skipped (and passing) when coturn is not installed;
+//! `scripts/install-deps.sh --test` installs it.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use dopus_rtc::{IceServer, PathKind, PeerConnection, PeerEvent, RtcConfig};
+use dopus_server::TurnSettings;
+use dopus_server::turn::rest_password;
+use tokio::process::Command;
+
+use crate::common::*;
+
+fn have(bin: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A free UDP+TCP port on 127.0.0.1 (bound and released: a small race, fine for tests).
+fn free_port() -> u16 {
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+struct Kill(tokio::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_relays_through_coturn_with_a_shared_secret() {
+    if !have("turnserver") {
+        eprintln!("skipped: coturn (turnserver) not installed");
+        return;
+    }
+    let secret = "interop-secret";
+    let port = free_port();
+    let min = 40_000 + (port % 1000) * 10;
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new("turnserver")
+        .args([
+            "-n",
+            "--listening-ip=127.0.0.1",
+            &format!("--listening-port={port}"),
+            "--relay-ip=127.0.0.1",
+            &format!("--min-port={min}"),
+            &format!("--max-port={}", min + 9),
+            "--use-auth-secret",
+            &format!("--static-auth-secret={secret}"),
+            "--realm=dopus-interop",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--allow-loopback-peers",
+            "--no-stdout-log",
+            &format!("--pidfile={}", dir.path().join("pid").display()),
+            &format!("--userdb={}", dir.path().join("db").display()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let _guard = Kill(child);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cfg = |who: &str| {
+        let user = format!("{}:{who}", unix_now() + 600);
+        let pass = rest_password(secret.as_bytes(), &user);
+        RtcConfig {
+            ice_servers: vec![
+                IceServer::turn(
+                    &format!("turn:127.0.0.1:{port}?transport=udp"),
+                    &user,
+                    &pass,
+                )
+                .unwrap(),
+            ],
+            relay_only: true,
+            connect_timeout: Duration::from_secs(15),
+            ..RtcConfig::loopback()
+        }
+    };
+    let (ha, mut ea, offer) = PeerConnection::offer(cfg("a")).await.unwrap();
+    let (hb, mut eb, answer) = PeerConnection::answer(cfg("b"), &offer).await.unwrap();
+    ha.accept_answer(&answer).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (mut a_open, mut b_open) = (false, false);
+    let mut got = None;
+    while got.is_none() {
+        tokio::select! {
+            e = ea.recv() => match e {
+                Some(PeerEvent::LocalCandidate(c)) => { let _ = hb.add_remote_candidate(&c).await; }
+                Some(PeerEvent::ChannelOpen) => {
+                    a_open = true;
+                    ha.send(b"through coturn".to_vec()).await.unwrap();
+                }
+                Some(PeerEvent::Closed { reason }) => panic!("a closed: {reason}"),
+                Some(_) => {}
+                None => panic!("a ended"),
+            },
+            e = eb.recv() => match e {
+                Some(PeerEvent::LocalCandidate(c)) => { let _ = ha.add_remote_candidate(&c).await; }
+                Some(PeerEvent::ChannelOpen) => b_open = true,
+                Some(PeerEvent::Data(d)) => got = Some(d),
+                Some(PeerEvent::Closed { reason }) => panic!("b closed: {reason}"),
+                Some(_) => {}
+                None => panic!("b ended"),
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                panic!("timed out (a open {a_open}, b open {b_open}): {:?}", ha.connectivity().await);
+            }
+        }
+    }
+    assert_eq!(got.as_deref(), Some(&b"through coturn"[..]));
+    let c = ha.connectivity().await.unwrap();
+    assert!(matches!(c.path, Some(PathKind::Relayed) | None), "{c}");
+    ha.close().await;
+    hb.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturns_client_relays_through_our_server() {
+    if !have("turnutils_uclient") || !have("turnutils_peer") {
+        eprintln!("skipped: coturn's turnutils not installed");
+        return;
+    }
+    let s = start(|c| {
+        c.turn = Some(TurnSettings::loopback());
+    })
+    .await;
+    let relay = s.server.turn_addrs.unwrap().listen;
+    let peer_port = free_port();
+    let peer = Command::new("turnutils_peer")
+        .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let _peer = Kill(peer);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = Command::new("timeout")
+        .args([
+            "30",
+            "turnutils_uclient",
+            "-W",
+            "loopback-test-secret",
+            "-u",
+            "uclient",
+            "-p",
+            &relay.port().to_string(),
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port.to_string(),
+            "-n",
+            "50",
+            "-m",
+            "2",
+            "-l",
+            "200",
+            "-c",
+            "-X",
+            "127.0.0.1",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "{text}");
+    // "Total lost packets 0 (0.000000%), total send dropped 0 (0.000000%)"
+    let lost = text
+        .lines()
+        .find(|l| l.contains("Total lost packets"))
+        .unwrap_or_else(|| panic!("no summary: {text}"));
+    assert!(lost.contains("Total lost packets 0 "), "{lost}");
+    assert!(
+        s.server
+            .metrics
+            .turn_relayed_bytes_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2 * 2 * 50 * 200,
+        "{text}"
+    );
+}
