@@ -2,3 +2,4 @@
 
 mod fixtures;
 mod ogg_opus;
+mod p2p;
