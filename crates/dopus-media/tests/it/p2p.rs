@@ -20,7 +20,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 
 /// Hard bound on any one test's media phase.
@@ -70,9 +70,12 @@ impl Peer {
                     return Ok(());
                 }
                 Output::Transmit(t) => {
-                    // Loopback at these rates never fills the socket buffer; a full one would
-                    // just drop the datagram, as a network would.
-                    let _ = self.sock.try_send_to(&t.contents, t.destination);
+                    // A real send(2) on the non-blocking socket. Not tokio's `try_send_to`: it
+                    // answers WouldBlock without trying until the reactor has seen the socket
+                    // writable, which dropped the first ICE checks and cost a 250 ms STUN
+                    // retransmit in a first version. A full buffer drops, as a network would.
+                    let addr = socket2::SockAddr::from(t.destination);
+                    let _ = socket2::SockRef::from(&self.sock).send_to(&t.contents, &addr);
                 }
                 Output::Event(e) => self.events.push(e),
             }
@@ -191,6 +194,9 @@ impl Source for SyntheticVp8 {
 
 #[derive(Debug, Default)]
 struct SenderReport {
+    built_after: Duration,
+    answered_after: Duration,
+    ice_after: Option<Duration>,
     connected_after: Option<Duration>,
     sent: Vec<(Instant, Vec<u8>)>,
     keyframe_requests: Vec<(Instant, KeyframeRequestKind)>,
@@ -201,6 +207,7 @@ struct SenderReport {
 
 #[derive(Debug, Default)]
 struct ReceiverReport {
+    ice_after: Option<Duration>,
     connected_after: Option<Duration>,
     /// (emitted by str0m, bytes, keyframe, first packet's arrival).
     received: Vec<(Instant, Vec<u8>, bool, Instant)>,
@@ -220,6 +227,7 @@ async fn sender(
     stop: Arc<AtomicBool>,
 ) -> Result<SenderReport> {
     let mut peer = Peer::new(config)?;
+    let built_after = t0.elapsed();
     let mut api = peer.rtc.sdp_api();
     let mid = api.add_media(kind, Direction::SendOnly, None, None, None);
     let (offer, pending) = api.apply().context("an offer")?;
@@ -233,7 +241,11 @@ async fn sender(
         .accept_answer(pending, SdpAnswer::from_sdp_string(&answer)?)?;
     peer.drain()?;
 
-    let mut report = SenderReport::default();
+    let mut report = SenderReport {
+        built_after,
+        answered_after: t0.elapsed(),
+        ..SenderReport::default()
+    };
     let mut playing_since: Option<(Instant, u64)> = None;
     let mut want_keyframe = false;
     let mut done_at: Option<Instant> = None;
@@ -241,6 +253,14 @@ async fn sender(
     while Instant::now() < end && !stop.load(Ordering::Relaxed) {
         for e in std::mem::take(&mut peer.events) {
             match e {
+                Event::IceConnectionStateChange(state) => {
+                    if matches!(
+                        state,
+                        IceConnectionState::Connected | IceConnectionState::Completed
+                    ) {
+                        report.ice_after.get_or_insert(t0.elapsed());
+                    }
+                }
                 Event::Connected => {
                     report.connected_after = Some(t0.elapsed());
                     playing_since = Some((Instant::now(), thread_cpu_ns()));
@@ -319,6 +339,14 @@ async fn receiver(
     while Instant::now() < end && report.received.len() < expect {
         for e in std::mem::take(&mut peer.events) {
             match e {
+                Event::IceConnectionStateChange(state) => {
+                    if matches!(
+                        state,
+                        IceConnectionState::Connected | IceConnectionState::Completed
+                    ) {
+                        report.ice_after.get_or_insert(t0.elapsed());
+                    }
+                }
                 Event::Connected => {
                     report.connected_after = Some(t0.elapsed());
                     cpu0 = Some(thread_cpu_ns());
@@ -434,9 +462,14 @@ fn log_figures(what: &str, tx: &SenderReport, rx: &ReceiverReport) {
     let n_tx = tx.sent.len().max(1) as u64;
     let n_rx = rx.received.len().max(1) as u64;
     tracing::info!(
-        "{what}: connected sender {:?} receiver {:?} after start (offer to DTLS done, certificates included); \
+        "{what}: from start: sender Rtc built {:?}, answer applied {:?}, ICE connected sender {:?} receiver {:?}, \
+         DTLS done (Event::Connected) sender {:?} receiver {:?}; \
          sent {} received {} lost {}; one-way delay p50 {} us p99 {} us max {} us; \
          CPU per frame sender {} us receiver {} us",
+        tx.built_after,
+        tx.answered_after,
+        tx.ice_after,
+        rx.ice_after,
         tx.connected_after,
         rx.connected_after,
         tx.sent.len(),
