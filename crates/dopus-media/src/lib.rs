@@ -8,4 +8,5 @@ pub mod opus;
 
 pub use opus::{
     OggOpusFile, OggOpusWriter, OpusError, OpusHead, OpusPacket, OpusPlayer, OpusTags, PacketError,
+    PushOutcome,
 };

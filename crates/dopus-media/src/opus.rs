@@ -448,11 +448,37 @@ pub struct OggOpusWriter {
     granule: u64,
     page_samples: u64,
     packets: u64,
+    /// RTP time (48 kHz) at which the next packet is expected, once `push_at` has been used.
+    next_rtp: Option<u64>,
+    /// TOC byte of the last packet, for the filler packets.
+    last_toc: u8,
+}
+
+/// What [`OggOpusWriter::push_at`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Written, right after the previous packet.
+    InOrder,
+    /// Written after filler packets for a gap (loss, or DTX) of `samples`; `unfilled` samples
+    /// (less than 2.5 ms, not expressible in Opus frames) were dropped.
+    FilledGap {
+        samples: u64,
+        packets: u32,
+        unfilled: u32,
+    },
+    /// Not written: it starts before the end of what is already written (a duplicate or a late
+    /// packet; str0m's frame mode delivers in order, so this means the sender went back).
+    Late,
+    /// Written without filling: the gap was longer than [`OggOpusWriter::MAX_GAP_FILL`], so it is
+    /// taken as the sender restarting its timestamps.
+    Resync { gap: u64 },
 }
 
 impl OggOpusWriter {
     /// Samples of audio per page before it is flushed.
     pub const PAGE_SAMPLES: u64 = SAMPLE_RATE as u64;
+    /// The longest gap `push_at` fills with silence: 60 s.
+    pub const MAX_GAP_FILL: u64 = 60 * SAMPLE_RATE as u64;
 
     /// Starts a file; returns the writer and the header bytes (OpusHead and OpusTags pages).
     pub fn new(serial: u32, head: OpusHead, tags: &OpusTags) -> (Self, Vec<u8>) {
@@ -468,6 +494,8 @@ impl OggOpusWriter {
             granule: 0,
             page_samples: 0,
             packets: 0,
+            next_rtp: None,
+            last_toc: 31 << 3,
         };
         (w, out)
     }
@@ -476,10 +504,68 @@ impl OggOpusWriter {
     pub fn push(&mut self, packet: &[u8]) -> Result<Vec<u8>, PacketError> {
         let samples = packet_samples(packet)?;
         let mut out = Vec::new();
-        if let Some((prev, prev_samples)) = self.pending.replace((packet.to_vec(), samples)) {
-            self.write(&prev, prev_samples, &mut out);
+        self.push_raw(packet, samples, &mut out);
+        if let Some(&toc) = packet.first() {
+            self.last_toc = toc;
         }
         Ok(out)
+    }
+
+    /// Adds a packet received at RTP time `rtp` (48 kHz, extended to 64 bits, as str0m's
+    /// `MediaData::time` is). A gap since the previous packet is filled with TOC-only packets
+    /// (zero-length frames, which decoders play as packet loss concealment, RFC 6716 §3.2.1), so
+    /// the recording keeps its timing through loss and DTX.
+    pub fn push_at(
+        &mut self,
+        rtp: u64,
+        packet: &[u8],
+    ) -> Result<(Vec<u8>, PushOutcome), PacketError> {
+        let samples = packet_samples(packet)?;
+        let mut out = Vec::new();
+        let mut outcome = PushOutcome::InOrder;
+        if let Some(expected) = self.next_rtp {
+            if rtp < expected {
+                return Ok((out, PushOutcome::Late));
+            }
+            let gap = rtp - expected;
+            if gap > Self::MAX_GAP_FILL {
+                outcome = PushOutcome::Resync { gap };
+            } else if gap > 0 {
+                let (packets, unfilled) = self.fill(gap, &mut out);
+                outcome = PushOutcome::FilledGap {
+                    samples: gap,
+                    packets,
+                    unfilled,
+                };
+            }
+        }
+        self.next_rtp = Some(rtp.saturating_add(u64::from(samples)));
+        out.extend(self.push(packet)?);
+        Ok((out, outcome))
+    }
+
+    /// Writes filler packets for `gap` samples: frames of the last packet's configuration, then
+    /// CELT frames of 10, 5 and 2.5 ms for the rest. Returns (packets, samples left unfilled).
+    fn fill(&mut self, gap: u64, out: &mut Vec<u8>) -> (u32, u32) {
+        let mut left = gap;
+        let mut packets = 0;
+        let same = self.last_toc & !0x03;
+        let fillers = [same, 31 << 3, 30 << 3, 29 << 3, 28 << 3];
+        for toc in fillers {
+            let frame = u64::from(packet_samples(&[toc]).unwrap_or(u32::MAX));
+            while frame > 0 && left >= frame {
+                self.push_raw(&[toc], frame as u32, out);
+                left -= frame;
+                packets += 1;
+            }
+        }
+        (packets, left as u32)
+    }
+
+    fn push_raw(&mut self, packet: &[u8], samples: u32, out: &mut Vec<u8>) {
+        if let Some((prev, prev_samples)) = self.pending.replace((packet.to_vec(), samples)) {
+            self.write(&prev, prev_samples, out);
+        }
     }
 
     /// Packets accepted so far.

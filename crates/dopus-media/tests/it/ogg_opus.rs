@@ -5,7 +5,7 @@ use crate::fixtures::{opusenc_fixture, synthetic_packets, write_file};
 use dopus_media::ogg::{PageError, PageWriter};
 use dopus_media::opus::packet_samples;
 use dopus_media::{
-    OggOpusFile, OggOpusWriter, OpusError, OpusHead, OpusPlayer, OpusTags, PacketError,
+    OggOpusFile, OggOpusWriter, OpusError, OpusHead, OpusPlayer, OpusTags, PacketError, PushOutcome,
 };
 use proptest::prelude::*;
 use std::io::Cursor;
@@ -159,6 +159,47 @@ fn real_opusenc_output_parses_and_our_copy_passes_opusinfo_and_opusdec() {
     );
     let again = OggOpusFile::parse(&copy).expect("our copy parses");
     assert_eq!(again.packets, file.packets);
+
+    // A recording with every 10th packet lost: the gaps are filled with TOC-only packets, the
+    // length is kept, and libopus decodes the fillers (as concealment).
+    let (mut w, mut lossy) = OggOpusWriter::new(43, file.head, &OpusTags::default());
+    let mut rtp = 0u64;
+    for (i, p) in file.packets.iter().enumerate() {
+        if i % 10 != 5 {
+            lossy.extend(w.push_at(rtp, &p.data).expect("valid packet").0);
+        }
+        rtp += u64::from(p.samples);
+    }
+    lossy.extend(w.finish());
+    let parsed = OggOpusFile::parse(&lossy).expect("the lossy recording parses");
+    // Every gap is filled, except a loss at the very end, which nothing follows.
+    assert_eq!(
+        parsed.total_samples(),
+        file.total_samples() - 960 * u64::from((file.packets.len() - 1) % 10 == 5)
+    );
+    let lossy_path = dir.path().join("lossy.opus");
+    std::fs::write(&lossy_path, &lossy).expect("write");
+    let info = Command::new("opusinfo")
+        .arg(&lossy_path)
+        .output()
+        .expect("opusinfo");
+    let text =
+        String::from_utf8_lossy(&info.stdout).to_string() + &String::from_utf8_lossy(&info.stderr);
+    assert!(
+        info.status.success() && !text.contains("WARNING") && !text.contains("ERROR"),
+        "opusinfo: {text}"
+    );
+    let dec = Command::new("opusdec")
+        .arg("--quiet")
+        .arg(&lossy_path)
+        .arg(dir.path().join("lossy.wav"))
+        .output()
+        .expect("opusdec");
+    assert!(
+        dec.status.success(),
+        "opusdec failed: {}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
 }
 
 #[test]
@@ -186,6 +227,55 @@ fn the_player_paces_packets_by_their_durations() {
         rtp_expected += u64::from(d);
     }
     assert!(player.is_done() && player.next_due().is_none());
+}
+
+#[test]
+fn push_at_fills_gaps_so_the_recording_keeps_its_timing() {
+    let (mut w, mut bytes) =
+        OggOpusWriter::new(4, OpusHead::for_recording(1), &OpusTags::default());
+    let mut push = |rtp: u64, p: &[u8]| {
+        let (out, outcome) = w.push_at(rtp, p).expect("valid packet");
+        bytes.extend(out);
+        outcome
+    };
+    assert_eq!(
+        push(1000, P20),
+        PushOutcome::InOrder,
+        "the first packet sets the clock"
+    );
+    assert_eq!(push(1960, P20), PushOutcome::InOrder);
+    // Three 20 ms packets lost.
+    assert_eq!(
+        push(1960 + 4 * 960, P20),
+        PushOutcome::FilledGap {
+            samples: 2880,
+            packets: 3,
+            unfilled: 0
+        }
+    );
+    // A duplicate (or a sender going back) is dropped.
+    assert_eq!(push(1960, P20), PushOutcome::Late);
+    // 1000 samples: one 20 ms filler; the 40 samples left cannot be expressed in Opus frames.
+    assert_eq!(
+        push(1960 + 5 * 960 + 1000, P20),
+        PushOutcome::FilledGap {
+            samples: 1000,
+            packets: 1,
+            unfilled: 40
+        }
+    );
+    // More than a minute: the sender restarted its clock; no minute of silence.
+    let far = 1960 + 6 * 960 + 1000 + 61 * 48_000;
+    assert!(matches!(push(far, P20), PushOutcome::Resync { .. }));
+    bytes.extend(w.finish());
+    let file = OggOpusFile::parse(&bytes).expect("valid");
+    let sizes: Vec<usize> = file.packets.iter().map(|p| p.data.len()).collect();
+    assert_eq!(sizes, vec![4, 4, 1, 1, 1, 4, 1, 4, 4]);
+    assert_eq!(
+        file.total_samples(),
+        9 * 960,
+        "5 packets and 4 fillers of 20 ms"
+    );
 }
 
 // --- bad input: each damage gives its own clear error ---

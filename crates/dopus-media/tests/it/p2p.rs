@@ -10,7 +10,7 @@
 
 use crate::fixtures::opusenc_fixture;
 use anyhow::{Context, Result, anyhow, bail};
-use dopus_media::{OggOpusFile, OggOpusWriter, OpusHead, OpusPlayer, OpusTags};
+use dopus_media::{OggOpusFile, OggOpusWriter, OpusHead, OpusPlayer, OpusTags, PushOutcome};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -211,6 +211,8 @@ struct ReceiverReport {
     connected_after: Option<Duration>,
     /// (emitted by str0m, bytes, keyframe, first packet's arrival).
     received: Vec<(Instant, Vec<u8>, bool, Instant)>,
+    /// RTP time of each received frame, in the codec's clock (`MediaData::time`).
+    rtp_times: Vec<u64>,
     pli_sent_at: Option<(Instant, usize)>,
     media_cpu_ns: u64,
 }
@@ -353,6 +355,7 @@ async fn receiver(
                 }
                 Event::MediaAdded(m) => mid = Some(m.mid),
                 Event::MediaData(d) => {
+                    report.rtp_times.push(d.time.numer());
                     report.received.push((
                         Instant::now(),
                         d.data.to_vec(),
@@ -516,8 +519,16 @@ fn opus_file_played_over_str0m_is_recorded_packet_for_packet() -> Result<()> {
     // The sink: record what arrived, as `discordopus call --record` will.
     let (mut w, mut recorded) =
         OggOpusWriter::new(2, OpusHead::for_recording(1), &OpusTags::default());
-    for (_, data, _, _) in &rx.received {
-        recorded.extend(w.push(data).map_err(|e| anyhow!("received packet: {e}"))?);
+    for ((_, data, _, _), &rtp) in rx.received.iter().zip(&rx.rtp_times) {
+        let (bytes, outcome) = w
+            .push_at(rtp, data)
+            .map_err(|e| anyhow!("received packet: {e}"))?;
+        assert_eq!(
+            outcome,
+            PushOutcome::InOrder,
+            "RTP times are contiguous on a clean path"
+        );
+        recorded.extend(bytes);
     }
     recorded.extend(w.finish());
     let recorded = OggOpusFile::parse(&recorded)?;
