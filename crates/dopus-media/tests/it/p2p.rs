@@ -41,6 +41,10 @@ struct Peer {
     buf: Vec<u8>,
     events: Vec<Event>,
     timeout: Instant,
+    /// Loss injection on ingress: drop every n-th RTP datagram (never RTCP, STUN or DTLS).
+    drop_every: Option<u64>,
+    rtp_seen: u64,
+    rtp_dropped: u64,
 }
 
 impl Peer {
@@ -58,6 +62,9 @@ impl Peer {
             buf: vec![0; 2000],
             events: Vec::new(),
             timeout: Instant::now(),
+            drop_every: None,
+            rtp_seen: 0,
+            rtp_dropped: 0,
         })
     }
 
@@ -100,6 +107,7 @@ impl Peer {
                 _ = tokio::time::sleep_until(until.into()) => None,
             }
         };
+        let received = received.filter(|&(n, _)| !self.drop_injected(n));
         if let Some((n, source)) = received {
             let contents = self.buf[..n]
                 .try_into()
@@ -116,6 +124,38 @@ impl Peer {
         self.rtc.handle_input(Input::Timeout(Instant::now()))?;
         self.drain()
     }
+}
+
+impl Peer {
+    /// Whether the datagram just read (`n` bytes in `buf`) is an RTP packet chosen for
+    /// injected loss. RTP and RTCP share the first byte's version bits (RFC 7983: 128-191);
+    /// RTCP's packet types put 192-223 in the second byte (RFC 5761).
+    fn drop_injected(&mut self, n: usize) -> bool {
+        let Some(every) = self.drop_every else {
+            return false;
+        };
+        let is_rtp =
+            n >= 12 && (128..=191).contains(&self.buf[0]) && !(192..=223).contains(&self.buf[1]);
+        if !is_rtp {
+            return false;
+        }
+        self.rtp_seen += 1;
+        let drop = self.rtp_seen % every == every / 2;
+        self.rtp_dropped += u64::from(drop);
+        drop
+    }
+}
+
+/// What the receiver expects and does.
+#[derive(Debug, Clone, Copy)]
+struct ReceiverPlan {
+    /// Frames to wait for (the loop also ends when frames + dropped RTP datagrams reach this, for
+    /// audio, where one packet is one frame and nothing is retransmitted).
+    expect: usize,
+    /// Send one PLI after this many frames.
+    pli_after: Option<usize>,
+    drop_every: Option<u64>,
+    audio: bool,
 }
 
 /// What a sender plays.
@@ -213,6 +253,7 @@ struct ReceiverReport {
     received: Vec<(Instant, Vec<u8>, bool, Instant)>,
     /// RTP time of each received frame, in the codec's clock (`MediaData::time`).
     rtp_times: Vec<u64>,
+    rtp_dropped: u64,
     pli_sent_at: Option<(Instant, usize)>,
     media_cpu_ns: u64,
 }
@@ -319,11 +360,17 @@ async fn receiver(
     t0: Instant,
     offer_rx: mpsc::Receiver<String>,
     answer_tx: mpsc::Sender<String>,
-    expect: usize,
-    pli_after: Option<usize>,
+    plan: ReceiverPlan,
     stop: Arc<AtomicBool>,
 ) -> Result<ReceiverReport> {
+    let ReceiverPlan {
+        expect,
+        pli_after,
+        drop_every,
+        audio,
+    } = plan;
     let mut peer = Peer::new(config)?;
+    peer.drop_every = drop_every;
     let offer = offer_rx
         .recv_timeout(Duration::from_secs(10))
         .context("no offer")?;
@@ -338,7 +385,8 @@ async fn receiver(
     let mut mid: Option<Mid> = None;
     let mut cpu0 = None;
     let end = Instant::now() + DEADLINE;
-    while Instant::now() < end && report.received.len() < expect {
+    let lost = |peer: &Peer| if audio { peer.rtp_dropped as usize } else { 0 };
+    while Instant::now() < end && report.received.len() + lost(&peer) < expect {
         for e in std::mem::take(&mut peer.events) {
             match e {
                 Event::IceConnectionStateChange(state) => {
@@ -380,6 +428,7 @@ async fn receiver(
     if let Some(c) = cpu0 {
         report.media_cpu_ns = thread_cpu_ns().saturating_sub(c);
     }
+    report.rtp_dropped = peer.rtp_dropped;
     stop.store(true, Ordering::Relaxed);
     Ok(report)
 }
@@ -390,8 +439,7 @@ fn call(
     kind: MediaKind,
     codec: Codec,
     source: Box<dyn Source>,
-    expect: usize,
-    pli_after: Option<usize>,
+    plan: ReceiverPlan,
 ) -> Result<(SenderReport, ReceiverReport)> {
     let (offer_tx, offer_rx) = mpsc::channel();
     let (answer_tx, answer_rx) = mpsc::channel();
@@ -407,9 +455,7 @@ fn call(
     };
     let (rt1, rt2) = (rt()?, rt()?);
     let rx = std::thread::spawn(move || {
-        rt2.block_on(receiver(
-            c2, t0, offer_rx, answer_tx, expect, pli_after, stop_r,
-        ))
+        rt2.block_on(receiver(c2, t0, offer_rx, answer_tx, plan, stop_r))
     });
     let tx = std::thread::spawn(move || {
         rt1.block_on(sender(
@@ -427,38 +473,57 @@ fn call(
     Ok((tx?, rx?))
 }
 
+/// Pairs each received frame with the sent frame it equals, walking both in order: `None` if
+/// the received frames are not an in-order, bit-exact subsequence of the sent ones.
+fn match_sent(tx: &SenderReport, rx: &ReceiverReport) -> Option<Vec<(usize, usize)>> {
+    let mut pairs = Vec::new();
+    let mut next = 0;
+    for (r, (_, data, _, _)) in rx.received.iter().enumerate() {
+        let s = next + tx.sent[next..].iter().position(|(_, d)| d == data)?;
+        pairs.push((s, r));
+        next = s + 1;
+    }
+    Some(pairs)
+}
+
 fn log_figures(what: &str, tx: &SenderReport, rx: &ReceiverReport) {
-    let mut delays: Vec<u128> = tx
-        .sent
-        .iter()
-        .zip(&rx.received)
-        .map(|((s, _), (r, _, _, _))| r.saturating_duration_since(*s).as_micros())
-        .collect();
-    delays.sort_unstable();
-    // Split: sender write to first packet's arrival (sender pacing + wire), then arrival to
-    // str0m's MediaData (receiver hold-back).
-    let mut wire: Vec<u128> = tx
-        .sent
-        .iter()
-        .zip(&rx.received)
-        .map(|((s, _), (_, _, _, a))| a.saturating_duration_since(*s).as_micros())
-        .collect();
-    wire.sort_unstable();
-    let mut hold: Vec<u128> = rx
-        .received
-        .iter()
-        .map(|(r, _, _, a)| r.saturating_duration_since(*a).as_micros())
-        .collect();
-    hold.sort_unstable();
-    let median = |v: &[u128]| v.get(v.len() / 2).copied().unwrap_or(0);
-    tracing::info!(
-        "{what}: median write-to-arrival {} us, arrival-to-frame {} us",
-        median(&wire),
-        median(&hold)
+    let pairs = match_sent(tx, rx).unwrap_or_default();
+    let sorted = |mut v: Vec<u128>| {
+        v.sort_unstable();
+        v
+    };
+    // One-way: write() to MediaData; split into write to first packet's arrival (sender
+    // pacing and the wire) and arrival to MediaData (the receiver's hold-back).
+    let delays = sorted(
+        pairs
+            .iter()
+            .map(|&(s, r)| {
+                rx.received[r]
+                    .0
+                    .saturating_duration_since(tx.sent[s].0)
+                    .as_micros()
+            })
+            .collect(),
     );
-    let pct = |p: usize| {
-        delays
-            .get((delays.len().saturating_sub(1)) * p / 100)
+    let wire = sorted(
+        pairs
+            .iter()
+            .map(|&(s, r)| {
+                rx.received[r]
+                    .3
+                    .saturating_duration_since(tx.sent[s].0)
+                    .as_micros()
+            })
+            .collect(),
+    );
+    let hold = sorted(
+        rx.received
+            .iter()
+            .map(|(r, _, _, a)| r.saturating_duration_since(*a).as_micros())
+            .collect(),
+    );
+    let pct = |v: &[u128], p: usize| {
+        v.get(v.len().saturating_sub(1) * p / 100)
             .copied()
             .unwrap_or(0)
     };
@@ -467,7 +532,9 @@ fn log_figures(what: &str, tx: &SenderReport, rx: &ReceiverReport) {
     tracing::info!(
         "{what}: from start: sender Rtc built {:?}, answer applied {:?}, ICE connected sender {:?} receiver {:?}, \
          DTLS done (Event::Connected) sender {:?} receiver {:?}; \
-         sent {} received {} lost {}; one-way delay p50 {} us p99 {} us max {} us; \
+         sent {} received {} lost {} (RTP datagrams dropped on purpose: {}); \
+         one-way delay p50 {} us p99 {} us max {} us; write-to-arrival p50 {} us; \
+         arrival-to-frame p50 {} us p99 {} us max {} us; \
          CPU per frame sender {} us receiver {} us",
         tx.built_after,
         tx.answered_after,
@@ -478,9 +545,14 @@ fn log_figures(what: &str, tx: &SenderReport, rx: &ReceiverReport) {
         tx.sent.len(),
         rx.received.len(),
         tx.sent.len().saturating_sub(rx.received.len()),
-        pct(50),
-        pct(99),
+        rx.rtp_dropped,
+        pct(&delays, 50),
+        pct(&delays, 99),
         delays.last().copied().unwrap_or(0),
+        pct(&wire, 50),
+        pct(&hold, 50),
+        pct(&hold, 99),
+        hold.last().copied().unwrap_or(0),
         tx.media_cpu_ns / n_tx / 1000,
         rx.media_cpu_ns / n_rx / 1000,
     );
@@ -493,8 +565,11 @@ fn init_tracing() {
         .try_init();
 }
 
-#[test]
-fn opus_file_played_over_str0m_is_recorded_packet_for_packet() -> Result<()> {
+/// Plays a 2 s opusenc file from one side and records it on the other with `push_at`;
+/// `drop_every` injects loss on the receiver's ingress. Returns the original and the recording.
+fn audio_call(
+    drop_every: Option<u64>,
+) -> Result<(OggOpusFile, OggOpusFile, SenderReport, ReceiverReport)> {
     init_tracing();
     let dir = tempfile::tempdir()?;
     let original = OggOpusFile::parse(&opusenc_fixture(dir.path(), 2.0))?;
@@ -506,45 +581,96 @@ fn opus_file_played_over_str0m_is_recorded_packet_for_packet() -> Result<()> {
             .set_reordering_size_audio(2)
     };
     let player = OpusPlayer::new(original.clone());
+    let plan = ReceiverPlan {
+        expect: n,
+        pli_after: None,
+        drop_every,
+        audio: true,
+    };
     let (tx, rx) = call(
         config,
         MediaKind::Audio,
         Codec::Opus,
         Box::new(player),
-        n,
-        None,
+        plan,
     )?;
-    log_figures("audio", &tx, &rx);
+    log_figures(
+        if drop_every.is_some() {
+            "audio, lossy"
+        } else {
+            "audio"
+        },
+        &tx,
+        &rx,
+    );
+    assert_eq!(tx.sent.len(), n, "the whole file was played");
+    assert!(
+        match_sent(&tx, &rx).is_some(),
+        "what arrived is what was sent, in order, bit-exact"
+    );
 
     // The sink: record what arrived, as `discordopus call --record` will.
     let (mut w, mut recorded) =
         OggOpusWriter::new(2, OpusHead::for_recording(1), &OpusTags::default());
+    let mut gaps = 0;
     for ((_, data, _, _), &rtp) in rx.received.iter().zip(&rx.rtp_times) {
         let (bytes, outcome) = w
             .push_at(rtp, data)
             .map_err(|e| anyhow!("received packet: {e}"))?;
-        assert_eq!(
-            outcome,
-            PushOutcome::InOrder,
-            "RTP times are contiguous on a clean path"
-        );
+        match outcome {
+            PushOutcome::InOrder => {}
+            PushOutcome::FilledGap { .. } => gaps += 1,
+            other => bail!("unexpected {other:?}"),
+        }
         recorded.extend(bytes);
     }
     recorded.extend(w.finish());
     let recorded = OggOpusFile::parse(&recorded)?;
-    assert_eq!(tx.sent.len(), n, "the whole file was played");
-    assert_eq!(rx.received.len(), n, "no loss on loopback");
     assert!(recorded.complete);
+    tracing::info!("audio: {gaps} gaps filled in the recording");
+    Ok((original, recorded, tx, rx))
+}
+
+#[test]
+fn opus_file_played_over_str0m_is_recorded_packet_for_packet() -> Result<()> {
+    let (original, recorded, _, rx) = audio_call(None)?;
+    assert_eq!(
+        rx.received.len(),
+        original.packets.len(),
+        "no loss on loopback"
+    );
     assert_eq!(
         recorded.packets, original.packets,
         "same packets, same order, same bytes"
     );
-    assert_eq!(recorded.total_samples(), original.total_samples());
     Ok(())
 }
 
 #[test]
-fn vp8_frames_arrive_bit_exact_and_a_pli_reaches_the_sender() -> Result<()> {
+fn with_five_percent_ingress_loss_the_recording_keeps_its_length() -> Result<()> {
+    let (original, recorded, _, rx) = audio_call(Some(20))?;
+    let n = original.packets.len();
+    assert!(
+        rx.rtp_dropped >= 4,
+        "{} RTP datagrams dropped",
+        rx.rtp_dropped
+    );
+    // Audio has no retransmission: each dropped packet is missing, nothing else.
+    assert_eq!(rx.received.len() + rx.rtp_dropped as usize, n);
+    // Each loss is a gap filled with concealment, so the recording is as long as the file
+    // (a loss of the very last packet could not be filled; it is never the dropped one here).
+    assert_eq!(recorded.total_samples(), original.total_samples());
+    let fillers = recorded
+        .packets
+        .iter()
+        .filter(|p| p.data.len() == 1)
+        .count();
+    assert_eq!(fillers as u64, rx.rtp_dropped);
+    Ok(())
+}
+
+/// 60 synthetic VP8 frames; a PLI after 20; `drop_every` injects loss on the receiver's ingress.
+fn video_call(drop_every: Option<u64>) -> Result<(SenderReport, ReceiverReport)> {
     init_tracing();
     let frames = 60; // 2 s at 30 fps, a keyframe every 300 frames (so only the first)
     let config = || RtcConfig::new().clear_codecs().enable_vp8(true);
@@ -553,36 +679,65 @@ fn vp8_frames_arrive_bit_exact_and_a_pli_reaches_the_sender() -> Result<()> {
         next: 0,
         gop: 300,
     };
-    let (tx, rx) = call(
-        config,
-        MediaKind::Video,
-        Codec::Vp8,
-        Box::new(source),
-        frames as usize,
-        Some(20),
-    )?;
-    log_figures("video", &tx, &rx);
+    let plan = ReceiverPlan {
+        expect: frames as usize,
+        pli_after: Some(20),
+        drop_every,
+        audio: false,
+    };
+    let (tx, rx) = call(config, MediaKind::Video, Codec::Vp8, Box::new(source), plan)?;
+    log_figures(
+        if drop_every.is_some() {
+            "video, lossy"
+        } else {
+            "video"
+        },
+        &tx,
+        &rx,
+    );
 
-    assert_eq!(rx.received.len(), frames as usize, "no loss on loopback");
+    assert_eq!(rx.received.len(), frames as usize, "every frame arrives");
     let sent: Vec<&Vec<u8>> = tx.sent.iter().map(|(_, d)| d).collect();
     let got: Vec<&Vec<u8>> = rx.received.iter().map(|(_, d, _, _)| d).collect();
     assert!(sent == got, "frames differ (bit-exact, in order)");
     assert!(rx.received[0].2, "the first frame is a keyframe");
-
     let (pli_at, after_frames) = rx.pli_sent_at.context("the receiver sent a PLI")?;
     let Some(&(seen_at, kind)) = tx.keyframe_requests.first() else {
         bail!("the sender saw no keyframe request");
     };
-    assert_eq!(kind, KeyframeRequestKind::Pli);
     tracing::info!(
         "PLI: sent after frame {after_frames}, seen by the sender {:?} later",
         seen_at.saturating_duration_since(pli_at)
     );
+    assert_eq!(kind, KeyframeRequestKind::Pli);
     let &k = tx
         .requested_keyframes
         .first()
         .context("the sender answered with a keyframe")?;
     assert!(rx.received[k].2, "frame {k} arrived flagged as a keyframe");
-    assert!(rx.received.iter().skip(1).filter(|r| r.2).count() == tx.requested_keyframes.len());
+    Ok((tx, rx))
+}
+
+#[test]
+fn vp8_frames_arrive_bit_exact_and_a_pli_reaches_the_sender() -> Result<()> {
+    let (tx, rx) = video_call(None)?;
+    assert_eq!(
+        tx.keyframe_requests.len(),
+        1,
+        "one PLI, no others on a clean path"
+    );
+    let keyframes = rx.received.iter().filter(|r| r.2).count();
+    assert_eq!(keyframes, 1 + tx.requested_keyframes.len());
+    Ok(())
+}
+
+#[test]
+fn with_five_percent_ingress_loss_nack_recovers_every_video_frame() -> Result<()> {
+    let (_, rx) = video_call(Some(20))?;
+    assert!(
+        rx.rtp_dropped >= 4,
+        "{} RTP datagrams dropped",
+        rx.rtp_dropped
+    );
     Ok(())
 }
