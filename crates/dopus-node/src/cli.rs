@@ -86,6 +86,12 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Spaces: create, invite, join, leave, kick, ban (needs a running node).
+    #[command(subcommand)]
+    Space(SpaceCommand),
+    /// Channels of spaces: send, read, create (needs a running node).
+    #[command(subcommand)]
+    Channel(ChannelCommand),
     /// Print live events as JSON lines until interrupted (needs a running node).
     Events,
     /// Run the node in the foreground: unlock, connect to the signaling server, serve the local API.
@@ -94,6 +100,92 @@ pub enum Command {
     Up(UpArgs),
     /// One-machine demo: an embedded signaling server and two identities (alice, bob) as contacts.
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpaceCommand {
+    /// Create a space (with a text channel `general` and a voice channel `General`).
+    Create {
+        /// Its name.
+        name: String,
+    },
+    /// The spaces you are in (or asked to join).
+    List,
+    /// One space: members, roles, channels.
+    Show {
+        /// The space id (dspace1…).
+        space: String,
+    },
+    /// Make an invite code.
+    Invite {
+        /// The space id.
+        space: String,
+        /// How many joins it allows.
+        #[arg(long, value_name = "N")]
+        max_uses: Option<u32>,
+        /// How long it is valid (90s, 30m, 12h, 7d).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// Join with an invite code (waits for the inviter's answer).
+    Join {
+        /// The invite code (dinvite1…).
+        code: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+    /// Leave a space.
+    Leave {
+        /// The space id.
+        space: String,
+    },
+    /// Remove a member (they may join again with a new invite).
+    Kick {
+        /// The space id.
+        space: String,
+        /// Their user ID.
+        user_id: String,
+    },
+    /// Remove a member and refuse them until unbanned.
+    Ban {
+        /// The space id.
+        space: String,
+        /// Their user ID.
+        user_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// Send a message in a text channel.
+    Send {
+        /// The channel id (dchan1…).
+        channel: String,
+        /// The message text.
+        text: String,
+        /// Reply to this message ID.
+        #[arg(long, value_name = "MSG")]
+        reply_to: Option<String>,
+    },
+    /// Show a channel's messages, oldest first.
+    Messages {
+        /// The channel id.
+        channel: String,
+        /// How many of the newest messages to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Create a channel in a space.
+    Create {
+        /// The space id.
+        space: String,
+        /// Its name.
+        name: String,
+        /// A voice channel instead of a text channel.
+        #[arg(long)]
+        voice: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,4 +11,5 @@ pub mod output;
 pub mod passphrase;
 pub mod paths;
 pub mod remote;
+pub mod remote_spaces;
 pub mod runtime;

@@ -1,7 +1,9 @@
 //! `discordopus`: the DiscordOpus node and its command line.
 
 use clap::Parser;
-use dopus_node::cli::{Cli, Command, ContactsCommand, IdCommand, UpArgs};
+use dopus_node::cli::{
+    ChannelCommand, Cli, Command, ContactsCommand, IdCommand, SpaceCommand, UpArgs,
+};
 use dopus_node::client::ApiClient;
 use dopus_node::output::Output;
 use dopus_node::{launch, local, paths, remote};
@@ -100,6 +102,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Search { text, limit } => {
             remote::search(&ApiClient::require(&dir)?, out, &text, limit)
+        }
+        Command::Space(cmd) => {
+            use dopus_node::remote_spaces as rs;
+            let api = ApiClient::require(&dir)?;
+            match cmd {
+                SpaceCommand::Create { name } => rs::create(&api, out, &name),
+                SpaceCommand::List => rs::list(&api, out),
+                SpaceCommand::Show { space } => rs::show(&api, out, &space),
+                SpaceCommand::Invite {
+                    space,
+                    max_uses,
+                    expires,
+                } => rs::invite(&api, out, &space, max_uses, expires.as_deref()),
+                SpaceCommand::Join { code, wait } => rs::join(&api, out, &code, wait),
+                SpaceCommand::Leave { space } => rs::leave(&api, out, &space),
+                SpaceCommand::Kick { space, user_id } => {
+                    rs::member_action(&api, out, "kick", &space, &user_id)
+                }
+                SpaceCommand::Ban { space, user_id } => {
+                    rs::member_action(&api, out, "ban", &space, &user_id)
+                }
+            }
+        }
+        Command::Channel(cmd) => {
+            use dopus_node::remote_spaces as rs;
+            let api = ApiClient::require(&dir)?;
+            match cmd {
+                ChannelCommand::Send {
+                    channel,
+                    text,
+                    reply_to,
+                } => rs::channel_send(&api, out, &channel, &text, reply_to.as_deref()),
+                ChannelCommand::Messages { channel, limit } => {
+                    rs::channel_messages(&api, out, &channel, limit)
+                }
+                ChannelCommand::Create { space, name, voice } => {
+                    rs::channel_create(&api, out, &space, &name, voice)
+                }
+            }
         }
         Command::Events => remote::events(&ApiClient::require(&dir)?, out),
         Command::Run(args) => launch::run(dir, out, args, launch::Launch::Headless),

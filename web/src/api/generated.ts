@@ -16,7 +16,7 @@ export type MessageId = string;
 
 /**
  * Which conversation: the peer's user ID for a direct conversation, the channel's id for a
- * space channel (spaces are not in the API yet).
+ * space channel (`dchan1…`).
  */
 export type ConversationId = string;
 
@@ -546,6 +546,154 @@ total?: number,
 next_before?: number, };
 
 /**
+ * Where we stand in a space.
+ */
+export type SpaceMembership = "member" | "joining" | "accepted" | "refused" | "former";
+
+/**
+ * A member of a space.
+ */
+export type SpaceMember = { 
+/**
+ * Who.
+ */
+user_id: UserId, 
+/**
+ * The owner.
+ */
+owner: boolean, 
+/**
+ * The roles they hold (not `@everyone`), role ids.
+ */
+roles: Array<string>, };
+
+/**
+ * A role of a space.
+ */
+export type SpaceRole = { 
+/**
+ * Its id (32 hex digits; all zeros is `@everyone`).
+ */
+id: string, 
+/**
+ * Its name.
+ */
+name: string, 
+/**
+ * Its colour (`0xRRGGBB`).
+ */
+color: number, 
+/**
+ * Its rank (0 for `@everyone`; higher is more powerful).
+ */
+position: number, 
+/**
+ * What it grants.
+ */
+permissions: Array<string>, };
+
+/**
+ * A channel kind.
+ */
+export type SpaceChannelKind = "text" | "voice" | "category";
+
+/**
+ * A channel of a space.
+ */
+export type SpaceChannel = { 
+/**
+ * Its id (`dchan1…`): also the conversation id of its messages.
+ */
+id: string, 
+/**
+ * Text, voice or category.
+ */
+kind: SpaceChannelKind, 
+/**
+ * Its name.
+ */
+name: string, 
+/**
+ * Its topic (empty: none).
+ */
+topic: string, 
+/**
+ * Its category, if any.
+ */
+parent: string | null, 
+/**
+ * Its position among its siblings.
+ */
+position: number, 
+/**
+ * Whether we may read it.
+ */
+can_view: boolean, 
+/**
+ * Whether we may send in it (text channels).
+ */
+can_send: boolean, };
+
+/**
+ * A space as this node resolved it.
+ */
+export type Space = { 
+/**
+ * Its id (`dspace1…`).
+ */
+id: string, 
+/**
+ * Where we stand.
+ */
+membership: SpaceMembership, 
+/**
+ * Why our join was refused (a sentence), when `membership` is `refused`.
+ */
+refusal: string | null, 
+/**
+ * Its name (empty until the log arrives).
+ */
+name: string, 
+/**
+ * Its description.
+ */
+description: string, 
+/**
+ * The owner (`null` until the log arrives).
+ */
+owner: UserId | null, 
+/**
+ * Our permissions across the space.
+ */
+permissions: Array<string>, 
+/**
+ * Members, by user id.
+ */
+members: Array<SpaceMember>, 
+/**
+ * Roles, `@everyone` first, then by position.
+ */
+roles: Array<SpaceRole>, 
+/**
+ * Channels in display order (categories before their channels).
+ */
+channels: Array<SpaceChannel>, };
+
+/**
+ * `POST /spaces/{id}/invites`: the code to hand out.
+ */
+export type SpaceInvite = { 
+/**
+ * The space.
+ */
+space_id: string, 
+/**
+ * The invite code (`dinvite1…`); whoever holds it may join until it expires, is used up
+ * or revoked.
+ */
+code: string, };
+
+/**
  * A live event. Events are not replayed: a client fetches state with the REST calls on every
  * (re)connect, then applies events. A client ignores types it does not know.
  */
@@ -626,7 +774,11 @@ user_id: UserId,
 /**
  * Where it stands.
  */
-verification: Verification, } | { "type": "lagged", 
+verification: Verification, } | { "type": "space", 
+/**
+ * The space as it is now (boxed: it can be large).
+ */
+space: Space, } | { "type": "lagged", 
 /**
  * How many events were dropped.
  */
@@ -832,6 +984,130 @@ theme?: Theme | null,
  * today's node.
  */
 link_previews?: boolean | null, };
+
+/**
+ * `POST /spaces`.
+ */
+export type CreateSpace = { 
+/**
+ * Its name (1 to 100 bytes).
+ */
+name: string, };
+
+/**
+ * `POST /spaces/{id}/invites` (the body may be left out).
+ */
+export type CreateInvite = { 
+/**
+ * How many joins it allows (unlimited if left out).
+ */
+max_uses?: number | null, 
+/**
+ * How long it stays valid, in milliseconds from now (forever if left out).
+ */
+expires_in_ms: number | null, };
+
+/**
+ * `POST /spaces/join`.
+ */
+export type JoinSpace = { 
+/**
+ * The invite code.
+ */
+invite: string, };
+
+/**
+ * `POST /spaces/{id}/channels`.
+ */
+export type CreateChannel = { 
+/**
+ * Its name.
+ */
+name: string, 
+/**
+ * Text (the default), voice or category.
+ */
+kind?: SpaceChannelKind | null, 
+/**
+ * Its topic.
+ */
+topic?: string | null, 
+/**
+ * Its category's id.
+ */
+parent?: string | null, 
+/**
+ * Its position among its siblings (0 if left out).
+ */
+position?: number | null, };
+
+/**
+ * `PATCH /spaces/{id}/channels/{channel_id}`: only the fields present change.
+ */
+export type ChannelPatch = { 
+/**
+ * New name.
+ */
+name?: string | null, 
+/**
+ * New topic.
+ */
+topic?: string | null, };
+
+/**
+ * `POST /spaces/{id}/roles`.
+ */
+export type CreateRole = { 
+/**
+ * Its name.
+ */
+name: string, 
+/**
+ * Its colour (`0xRRGGBB`, 0 if left out).
+ */
+color?: number | null, 
+/**
+ * Its rank (must be below our own top role).
+ */
+position: number, 
+/**
+ * What it grants (permission names).
+ */
+permissions: Array<string>, };
+
+/**
+ * `PATCH /spaces/{id}/roles/{role_id}`: only the fields present change.
+ */
+export type RolePatch = { 
+/**
+ * New name.
+ */
+name?: string | null, 
+/**
+ * New colour.
+ */
+color?: number | null, 
+/**
+ * New rank.
+ */
+position?: number | null, 
+/**
+ * New permissions (names).
+ */
+permissions?: Array<string> | null, };
+
+/**
+ * `POST /channels/{id}/messages`.
+ */
+export type SendChannelMessage = { 
+/**
+ * The text (1 to 16 KiB).
+ */
+body: string, 
+/**
+ * The message it answers.
+ */
+reply_to?: MessageId | null, };
 
 /**
  * A user's profile as their contacts see it, sent end-to-end encrypted to each contact when it

@@ -24,6 +24,7 @@ mod event;
 mod node;
 pub mod planned;
 mod requests;
+mod space;
 pub mod typescript;
 
 pub use chat::{
@@ -41,6 +42,11 @@ pub use node::{
 pub use requests::{
     AddContact, ContactPatch, ContactRequest, CreateIdentity, Edit, MarkRead, PageQuery, React,
     SearchQuery, SendMessage, SendMessages, SetStatus, SettingsPatch, Typing, Unlock,
+};
+pub use space::{
+    ChannelPatch, CreateChannel, CreateInvite, CreateRole, CreateSpace, JoinSpace, RolePatch,
+    SendChannelMessage, Space, SpaceChannel, SpaceChannelKind, SpaceInvite, SpaceMember,
+    SpaceMembership, SpaceRole, parse_role_id, permission_names, role_id_text,
 };
 
 use serde::{Deserialize, Serialize};
@@ -70,7 +76,7 @@ impl From<&dopus_core::store::MessageId> for MessageId {
 }
 
 /// Which conversation: the peer's user ID for a direct conversation, the channel's id for a
-/// space channel (spaces are not in the API yet).
+/// space channel (`dchan1…`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
 #[serde(transparent)]
 pub struct ConversationId(pub String);

@@ -6,6 +6,7 @@ pub mod dto;
 pub mod error;
 pub mod events;
 mod routes;
+mod spaces;
 pub mod ui;
 
 use crate::runtime::Node;
@@ -21,6 +22,38 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
 /// Most messages in one `POST /conversations/{id}/messages/batch`.
 pub const MAX_BATCH_MESSAGES: usize = 256;
+
+/// Spaces and their channels (docs/api.md, "Spaces").
+fn spaces_routes() -> Router<Arc<Node>> {
+    use axum::routing::{delete, patch};
+    Router::new()
+        .route("/spaces", get(spaces::list).post(spaces::create))
+        .route("/spaces/join", post(spaces::join))
+        .route("/spaces/{id}", get(spaces::show))
+        .route("/spaces/{id}/invites", post(spaces::invite))
+        .route("/spaces/{id}/leave", post(spaces::leave))
+        .route("/spaces/{id}/members/{user_id}/kick", post(spaces::kick))
+        .route("/spaces/{id}/members/{user_id}/ban", post(spaces::ban))
+        .route("/spaces/{id}/bans/{user_id}", delete(spaces::unban))
+        .route(
+            "/spaces/{id}/members/{user_id}/roles/{role_id}",
+            put(spaces::assign_role).delete(spaces::revoke_role),
+        )
+        .route("/spaces/{id}/roles", post(spaces::create_role))
+        .route(
+            "/spaces/{id}/roles/{role_id}",
+            patch(spaces::update_role).delete(spaces::delete_role),
+        )
+        .route("/spaces/{id}/channels", post(spaces::create_channel))
+        .route(
+            "/spaces/{id}/channels/{channel_id}",
+            patch(spaces::update_channel).delete(spaces::delete_channel),
+        )
+        .route(
+            "/channels/{id}/messages",
+            get(spaces::messages).post(spaces::send),
+        )
+}
 
 /// The whole local API as one router.
 pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
@@ -76,6 +109,7 @@ pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
         )
         .route("/search", get(routes::search))
         .route("/settings", get(routes::settings).put(routes::put_settings))
+        .merge(spaces_routes())
         .with_state(node)
         .merge(
             Router::new()

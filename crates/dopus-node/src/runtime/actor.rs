@@ -558,8 +558,9 @@ impl Actor {
                 user_id: (&user).into(),
                 resent: resent as u64,
             },
-            // Shown once the spaces API is there.
-            Event::SpaceChanged(_) => return,
+            Event::SpaceChanged(space) => dto::Event::Space {
+                space: Box::new(views::space(&self.machine, &space)),
+            },
         };
         self.broadcast(&e);
     }

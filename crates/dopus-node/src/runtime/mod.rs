@@ -23,6 +23,7 @@ mod connections;
 mod mailbox;
 mod maintenance;
 mod signaling;
+mod spaces;
 pub mod views;
 
 use crate::account;

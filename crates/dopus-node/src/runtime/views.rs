@@ -48,7 +48,17 @@ pub fn messages(
     before: Option<u64>,
     limit: usize,
 ) -> Result<dto::MessagePage, ApiError> {
-    let conversation = ConversationId::Direct(peer);
+    conversation_messages(store, me, ConversationId::Direct(peer), before, limit)
+}
+
+/// A page of any conversation's history (a direct one, or a space channel), oldest first.
+pub fn conversation_messages(
+    store: &dyn Store,
+    me: &UserId,
+    conversation: ConversationId,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<dto::MessagePage, ApiError> {
     let mut page = store
         .messages_before(&conversation, before.map(Seq), limit + 1)
         .map_err(ApiError::internal)?;
@@ -275,6 +285,19 @@ pub fn signaling_state(s: dopus_core::machine::SignalingState) -> dto::Signaling
         S::Authenticating => dto::SignalingState::Authenticating,
         S::Connected => dto::SignalingState::Connected,
     }
+}
+
+/// A space as the machine holds it (or our attempt to join it).
+pub fn space(machine: &NodeMachine, id: &dopus_types::SpaceId) -> dto::Space {
+    dto::Space::new(id, machine.space(id), machine.join_state(id), &machine.me())
+}
+
+/// Every space we hold or asked to join, by id.
+pub fn spaces(machine: &NodeMachine) -> Vec<dto::Space> {
+    let mut ids: std::collections::BTreeSet<dopus_types::SpaceId> =
+        machine.spaces().map(|(id, _)| *id).collect();
+    ids.extend(machine.joins().map(|(id, _)| *id));
+    ids.iter().map(|id| space(machine, id)).collect()
 }
 
 #[cfg(test)]

@@ -60,6 +60,11 @@ impl TestServer {
         }
     }
 
+    /// The server's data directory (its SQLite files).
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// The listening address.
     pub fn addr(&self) -> std::net::SocketAddr {
         self.running.as_ref().unwrap().addr
@@ -365,6 +370,23 @@ impl TestNode {
     /// The API of the running node.
     pub fn api(&self) -> &Api {
         self.api.as_ref().expect("the node runs")
+    }
+
+    /// Runs `discordopus --json ARGS…` on this node's data directory (the CLI talks to the
+    /// running node); the parsed JSON, or the error text.
+    pub fn cli(&self, args: &[&str]) -> Result<Value, String> {
+        let out = blocking(|| {
+            node_command(&self.dir)
+                .arg("--json")
+                .args(args)
+                .output()
+                .unwrap()
+        });
+        if out.status.success() {
+            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     /// kill -9: no shutdown, no goodbye, whatever was in flight is lost.

@@ -16,3 +16,4 @@ mod messaging;
 mod offline;
 mod proxy;
 mod recovery;
+mod spaces;

@@ -90,6 +90,12 @@ pub enum Event {
         /// Where it stands.
         verification: Verification,
     },
+    /// A space changed (its members, roles, channels or settings), or our attempt to join
+    /// it moved on.
+    Space {
+        /// The space as it is now (boxed: it can be large).
+        space: Box<super::Space>,
+    },
     /// This client fell behind; the socket closes next. Reconnect and refetch.
     Lagged {
         /// How many events were dropped.

@@ -80,6 +80,14 @@ pub fn render() -> String {
         SentMessages,
         SearchResult,
         SearchResults,
+        // spaces
+        SpaceMembership,
+        SpaceMember,
+        SpaceRole,
+        SpaceChannelKind,
+        SpaceChannel,
+        Space,
+        SpaceInvite,
         // events
         Event,
         // requests
@@ -98,6 +106,14 @@ pub fn render() -> String {
         React,
         SearchQuery,
         SettingsPatch,
+        CreateSpace,
+        CreateInvite,
+        JoinSpace,
+        CreateChannel,
+        ChannelPatch,
+        CreateRole,
+        RolePatch,
+        SendChannelMessage,
         // planned (awaits node support)
         planned::ProfileCard,
         planned::ProfilePatch,

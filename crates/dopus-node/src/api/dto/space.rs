@@ -1,0 +1,403 @@
+//! Spaces: a space as the node resolved it (members, roles, channels), invites, and the request
+//! bodies of the spaces routes.
+
+use super::UserId;
+use dopus_core::machine::JoinState;
+use dopus_core::space::SpaceState;
+use dopus_proto::space::{ChannelKind, Permissions, RoleId};
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// A role id as the API writes it: 32 lowercase hex digits (`000…0` is `@everyone`).
+pub fn role_id_text(id: &RoleId) -> String {
+    id.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses [`role_id_text`]'s form.
+pub fn parse_role_id(text: &str) -> Option<RoleId> {
+    if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(RoleId::from_bytes(bytes))
+}
+
+/// Permission names (`view_channel`, `send_messages`, …), in bit order.
+pub fn permission_names(p: Permissions) -> Vec<String> {
+    p.names().into_iter().map(str::to_owned).collect()
+}
+
+/// Where we stand in a space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum SpaceMembership {
+    /// A member.
+    Member,
+    /// We asked to join; no answer yet.
+    Joining,
+    /// Admitted; the space's log is on its way.
+    Accepted,
+    /// Our join was refused (`refusal` says why).
+    Refused,
+    /// We held the space and are no longer a member (left, kicked or banned).
+    Former,
+}
+
+/// A member of a space.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct SpaceMember {
+    /// Who.
+    pub user_id: UserId,
+    /// The owner.
+    pub owner: bool,
+    /// The roles they hold (not `@everyone`), role ids.
+    pub roles: Vec<String>,
+}
+
+/// A role of a space.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct SpaceRole {
+    /// Its id (32 hex digits; all zeros is `@everyone`).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its colour (`0xRRGGBB`).
+    pub color: u32,
+    /// Its rank (0 for `@everyone`; higher is more powerful).
+    pub position: u32,
+    /// What it grants.
+    pub permissions: Vec<String>,
+}
+
+/// A channel kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum SpaceChannelKind {
+    /// Messages.
+    Text,
+    /// A voice room.
+    Voice,
+    /// A folder of channels.
+    Category,
+}
+
+impl From<ChannelKind> for SpaceChannelKind {
+    fn from(k: ChannelKind) -> Self {
+        match k {
+            ChannelKind::Text => Self::Text,
+            ChannelKind::Voice => Self::Voice,
+            ChannelKind::Category => Self::Category,
+        }
+    }
+}
+
+impl From<SpaceChannelKind> for ChannelKind {
+    fn from(k: SpaceChannelKind) -> Self {
+        match k {
+            SpaceChannelKind::Text => Self::Text,
+            SpaceChannelKind::Voice => Self::Voice,
+            SpaceChannelKind::Category => Self::Category,
+        }
+    }
+}
+
+/// A channel of a space.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct SpaceChannel {
+    /// Its id (`dchan1…`): also the conversation id of its messages.
+    pub id: String,
+    /// Text, voice or category.
+    pub kind: SpaceChannelKind,
+    /// Its name.
+    pub name: String,
+    /// Its topic (empty: none).
+    pub topic: String,
+    /// Its category, if any.
+    pub parent: Option<String>,
+    /// Its position among its siblings.
+    pub position: u32,
+    /// Whether we may read it.
+    pub can_view: bool,
+    /// Whether we may send in it (text channels).
+    pub can_send: bool,
+}
+
+/// A space as this node resolved it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct Space {
+    /// Its id (`dspace1…`).
+    pub id: String,
+    /// Where we stand.
+    pub membership: SpaceMembership,
+    /// Why our join was refused (a sentence), when `membership` is `refused`.
+    pub refusal: Option<String>,
+    /// Its name (empty until the log arrives).
+    pub name: String,
+    /// Its description.
+    pub description: String,
+    /// The owner (`null` until the log arrives).
+    pub owner: Option<UserId>,
+    /// Our permissions across the space.
+    pub permissions: Vec<String>,
+    /// Members, by user id.
+    pub members: Vec<SpaceMember>,
+    /// Roles, `@everyone` first, then by position.
+    pub roles: Vec<SpaceRole>,
+    /// Channels in display order (categories before their channels).
+    pub channels: Vec<SpaceChannel>,
+}
+
+impl Space {
+    /// The space as `me` sees it (`state`: its resolved log, if we hold it).
+    pub fn new(
+        id: &dopus_types::SpaceId,
+        state: Option<&SpaceState>,
+        join: Option<JoinState>,
+        me: &dopus_types::UserId,
+    ) -> Self {
+        let (membership, refusal) = match (state, join) {
+            (Some(s), _) if s.is_member(me) => (SpaceMembership::Member, None),
+            (_, Some(JoinState::Refused(r))) => {
+                (SpaceMembership::Refused, Some(r.message().to_owned()))
+            }
+            (_, Some(JoinState::Accepted)) => (SpaceMembership::Accepted, None),
+            (_, Some(JoinState::Pending)) => (SpaceMembership::Joining, None),
+            (_, None) => (SpaceMembership::Former, None),
+        };
+        let Some(s) = state else {
+            return Self {
+                id: id.to_string(),
+                membership,
+                refusal,
+                name: String::new(),
+                description: String::new(),
+                owner: None,
+                permissions: Vec::new(),
+                members: Vec::new(),
+                roles: Vec::new(),
+                channels: Vec::new(),
+            };
+        };
+        let owner = s.owner();
+        let members = s
+            .members()
+            .map(|(u, m)| SpaceMember {
+                user_id: u.into(),
+                owner: *u == owner,
+                roles: m.roles.iter().map(role_id_text).collect(),
+            })
+            .collect();
+        let mut roles: Vec<SpaceRole> = s
+            .roles()
+            .into_iter()
+            .map(|r| SpaceRole {
+                id: role_id_text(&r.id),
+                name: r.name.get().clone(),
+                color: *r.color.get(),
+                position: *r.position.get(),
+                permissions: permission_names(*r.permissions.get()),
+            })
+            .collect();
+        roles.sort_by(|a, b| (a.position, &a.id).cmp(&(b.position, &b.id)));
+        let channels = s
+            .channel_list()
+            .into_iter()
+            .map(|c| {
+                let p = s.permissions(me, &c.id);
+                SpaceChannel {
+                    id: c.id.to_string(),
+                    kind: c.kind.into(),
+                    name: c.name.get().clone(),
+                    topic: c.topic.get().clone(),
+                    parent: s.parent_of(c).map(|p| p.id.to_string()),
+                    position: c.place.get().1,
+                    can_view: p.contains(Permissions::VIEW_CHANNEL),
+                    can_send: c.kind == ChannelKind::Text
+                        && p.contains(Permissions::VIEW_CHANNEL.union(Permissions::SEND_MESSAGES)),
+                }
+            })
+            .collect();
+        Self {
+            id: id.to_string(),
+            membership,
+            refusal,
+            name: s.name().to_owned(),
+            description: s.description().to_owned(),
+            owner: Some((&owner).into()),
+            permissions: permission_names(s.base_permissions(me)),
+            members,
+            roles,
+            channels,
+        }
+    }
+}
+
+/// `POST /spaces/{id}/invites`: the code to hand out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct SpaceInvite {
+    /// The space.
+    pub space_id: String,
+    /// The invite code (`dinvite1…`); whoever holds it may join until it expires, is used up
+    /// or revoked.
+    pub code: String,
+}
+
+/// `POST /spaces`.
+#[derive(Clone, Debug, Deserialize, Serialize, TS)]
+pub struct CreateSpace {
+    /// Its name (1 to 100 bytes).
+    pub name: String,
+}
+
+/// `POST /spaces/{id}/invites` (the body may be left out).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, TS)]
+#[ts(optional_fields = nullable)]
+pub struct CreateInvite {
+    /// How many joins it allows (unlimited if left out).
+    pub max_uses: Option<u32>,
+    /// How long it stays valid, in milliseconds from now (forever if left out).
+    #[ts(type = "number | null")]
+    pub expires_in_ms: Option<u64>,
+}
+
+/// `POST /spaces/join`.
+#[derive(Clone, Debug, Deserialize, Serialize, TS)]
+pub struct JoinSpace {
+    /// The invite code.
+    pub invite: String,
+}
+
+/// `POST /spaces/{id}/channels`.
+#[derive(Clone, Debug, Deserialize, Serialize, TS)]
+#[ts(optional_fields = nullable)]
+pub struct CreateChannel {
+    /// Its name.
+    pub name: String,
+    /// Text (the default), voice or category.
+    pub kind: Option<SpaceChannelKind>,
+    /// Its topic.
+    pub topic: Option<String>,
+    /// Its category's id.
+    pub parent: Option<String>,
+    /// Its position among its siblings (0 if left out).
+    pub position: Option<u32>,
+}
+
+/// `PATCH /spaces/{id}/channels/{channel_id}`: only the fields present change.
+#[derive(Clone, Debug, Deserialize, Serialize, TS)]
+#[ts(optional_fields = nullable)]
+pub struct ChannelPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New topic.
+    pub topic: Option<String>,
+}
+
+/// `POST /spaces/{id}/roles`.
+#[derive(Clone, Debug, Deserialize, Serialize, TS)]
+#[ts(optional_fields = nullable)]
+pub struct CreateRole {
+    /// Its name.
+    pub name: String,
+    /// Its colour (`0xRRGGBB`, 0 if left out).
+    pub color: Option<u32>,
+    /// Its rank (must be below our own top role).
+    pub position: u32,
+    /// What it grants (permission names).
+    pub permissions: Vec<String>,
+}
+
+/// `PATCH /spaces/{id}/roles/{role_id}`: only the fields present change.
+#[derive(Clone, Debug, Deserialize, Serialize, TS)]
+#[ts(optional_fields = nullable)]
+pub struct RolePatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New colour.
+    pub color: Option<u32>,
+    /// New rank.
+    pub position: Option<u32>,
+    /// New permissions (names).
+    pub permissions: Option<Vec<String>>,
+}
+
+/// `POST /channels/{id}/messages`.
+#[derive(Clone, Debug, Deserialize, Serialize, TS)]
+#[ts(optional_fields = nullable)]
+pub struct SendChannelMessage {
+    /// The text (1 to 16 KiB).
+    pub body: String,
+    /// The message it answers.
+    #[ts(as = "Option<super::MessageId>")]
+    pub reply_to: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dopus_core::space::ControlLog;
+    use dopus_core::space::test_support::KeySigner;
+    use dopus_types::Timestamp;
+
+    fn state() -> (SpaceState, dopus_types::UserId) {
+        let alice = KeySigner::new(1, 1);
+        let genesis = ControlLog::genesis_op(
+            &alice,
+            "Guild",
+            [7; 16],
+            Permissions::DEFAULT_EVERYONE,
+            false,
+            Timestamp(1_700_000_000_000),
+        );
+        let mut log = ControlLog::create(genesis).unwrap();
+        log.author(
+            &alice,
+            dopus_proto::space::OpBody::ChannelCreate {
+                kind: ChannelKind::Text,
+                name: "general".into(),
+                topic: None,
+                parent: None,
+                position: 0,
+                overwrites: Vec::new(),
+            },
+            Timestamp(1_700_000_000_001),
+        )
+        .unwrap();
+        (log.state().clone(), alice.user())
+    }
+
+    #[test]
+    fn a_space_as_its_owner_sees_it() {
+        let (s, me) = state();
+        insta::assert_json_snapshot!(Space::new(s.id(), Some(&s), None, &me));
+    }
+
+    #[test]
+    fn a_refused_join() {
+        let (s, me) = state();
+        let dto = Space::new(
+            s.id(),
+            None,
+            Some(JoinState::Refused(
+                dopus_proto::space::JoinRefusal::Exhausted,
+            )),
+            &me,
+        );
+        assert_eq!(dto.membership, SpaceMembership::Refused);
+        insta::assert_json_snapshot!(dto);
+    }
+
+    #[test]
+    fn role_ids_round_trip_as_hex() {
+        let r = RoleId::from_bytes([0xab; 16]);
+        assert_eq!(parse_role_id(&role_id_text(&r)), Some(r));
+        assert_eq!(parse_role_id("xyz"), None);
+        assert_eq!(
+            role_id_text(&RoleId::EVERYONE),
+            "00000000000000000000000000000000"
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! REST handlers of spaces and their channels (docs/api.md, "Spaces").
+
+use super::dto::{
+    self, ChannelPatch, CreateChannel, CreateInvite, CreateRole, CreateSpace, JoinSpace, PageQuery,
+    RolePatch, SendChannelMessage,
+};
+use super::error::ApiError;
+use crate::runtime::Node;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dopus_proto::space::{OpBody, Permissions, RoleId};
+use dopus_types::{ChannelId, SpaceId, UserId};
+use std::sync::Arc;
+
+type N = State<Arc<Node>>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    payload.map(|Json(v)| v).map_err(ApiError::from)
+}
+
+fn space_id(id: &str) -> Result<SpaceId, ApiError> {
+    SpaceId::parse(id).map_err(|_| ApiError::bad_request("invalid space id"))
+}
+
+fn channel_id(id: &str) -> Result<ChannelId, ApiError> {
+    ChannelId::parse(id).map_err(|_| ApiError::bad_request("invalid channel id"))
+}
+
+fn role_id(id: &str) -> Result<RoleId, ApiError> {
+    dto::parse_role_id(id).ok_or_else(|| ApiError::bad_request("invalid role id"))
+}
+
+fn user(id: &str) -> Result<UserId, ApiError> {
+    Ok(UserId::parse(id)?)
+}
+
+fn permissions(names: &[String]) -> Result<Permissions, ApiError> {
+    names.iter().try_fold(Permissions::NONE, |p, n| {
+        Permissions::from_name(n)
+            .map(|one| p.union(one))
+            .ok_or_else(|| ApiError::bad_request(format!("unknown permission: {n:.40}")))
+    })
+}
+
+fn created<T: serde::Serialize>(v: T) -> Response {
+    (StatusCode::CREATED, Json(v)).into_response()
+}
+
+pub async fn list(State(node): N) -> ApiResult<Vec<dto::Space>> {
+    Ok(Json(node.spaces().await?))
+}
+
+pub async fn create(
+    State(node): N,
+    payload: Result<Json<CreateSpace>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    Ok(created(node.create_space(req.name).await?))
+}
+
+pub async fn show(State(node): N, Path(id): Path<String>) -> ApiResult<dto::Space> {
+    Ok(Json(node.space(space_id(&id)?).await?))
+}
+
+pub async fn invite(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Option<Json<CreateInvite>>,
+) -> Result<Response, ApiError> {
+    let req = payload.map(|Json(v)| v).unwrap_or_default();
+    Ok(created(
+        node.space_invite(space_id(&id)?, req.max_uses, req.expires_in_ms)
+            .await?,
+    ))
+}
+
+pub async fn join(
+    State(node): N,
+    payload: Result<Json<JoinSpace>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(node.join_space(req.invite).await?),
+    )
+        .into_response())
+}
+
+pub async fn leave(State(node): N, Path(id): Path<String>) -> ApiResult<dto::Space> {
+    Ok(Json(node.space_op(space_id(&id)?, OpBody::Leave).await?))
+}
+
+pub async fn kick(
+    State(node): N,
+    Path((id, member)): Path<(String, String)>,
+) -> ApiResult<dto::Space> {
+    let body = OpBody::Kick {
+        user: user(&member)?,
+    };
+    Ok(Json(node.space_op(space_id(&id)?, body).await?))
+}
+
+pub async fn ban(
+    State(node): N,
+    Path((id, member)): Path<(String, String)>,
+) -> ApiResult<dto::Space> {
+    let body = OpBody::Ban {
+        user: user(&member)?,
+    };
+    Ok(Json(node.space_op(space_id(&id)?, body).await?))
+}
+
+pub async fn unban(
+    State(node): N,
+    Path((id, member)): Path<(String, String)>,
+) -> ApiResult<dto::Space> {
+    let body = OpBody::Unban {
+        user: user(&member)?,
+    };
+    Ok(Json(node.space_op(space_id(&id)?, body).await?))
+}
+
+pub async fn assign_role(
+    State(node): N,
+    Path((id, member, role)): Path<(String, String, String)>,
+) -> ApiResult<dto::Space> {
+    let body = OpBody::RoleAssign {
+        user: user(&member)?,
+        role: role_id(&role)?,
+    };
+    Ok(Json(node.space_op(space_id(&id)?, body).await?))
+}
+
+pub async fn revoke_role(
+    State(node): N,
+    Path((id, member, role)): Path<(String, String, String)>,
+) -> ApiResult<dto::Space> {
+    let body = OpBody::RoleRevoke {
+        user: user(&member)?,
+        role: role_id(&role)?,
+    };
+    Ok(Json(node.space_op(space_id(&id)?, body).await?))
+}
+
+pub async fn create_role(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<CreateRole>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    let body = OpBody::RoleCreate {
+        name: req.name,
+        color: req.color.unwrap_or(0),
+        position: req.position,
+        permissions: permissions(&req.permissions)?,
+    };
+    Ok(created(node.space_op(space_id(&id)?, body).await?))
+}
+
+pub async fn update_role(
+    State(node): N,
+    Path((id, role)): Path<(String, String)>,
+    payload: Result<Json<RolePatch>, JsonRejection>,
+) -> ApiResult<dto::Space> {
+    let req = body(payload)?;
+    let body = OpBody::RoleUpdate {
+        role: role_id(&role)?,
+        name: req.name,
+        color: req.color,
+        position: req.position,
+        permissions: req.permissions.as_deref().map(permissions).transpose()?,
+    };
+    Ok(Json(node.space_op(space_id(&id)?, body).await?))
+}
+
+pub async fn delete_role(
+    State(node): N,
+    Path((id, role)): Path<(String, String)>,
+) -> ApiResult<dto::Space> {
+    let body = OpBody::RoleDelete {
+        role: role_id(&role)?,
+    };
+    Ok(Json(node.space_op(space_id(&id)?, body).await?))
+}
+
+pub async fn create_channel(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<CreateChannel>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    let body = OpBody::ChannelCreate {
+        kind: req.kind.unwrap_or(dto::SpaceChannelKind::Text).into(),
+        name: req.name,
+        topic: req.topic,
+        parent: req.parent.as_deref().map(channel_id).transpose()?,
+        position: req.position.unwrap_or(0),
+        overwrites: Vec::new(),
+    };
+    Ok(created(node.space_op(space_id(&id)?, body).await?))
+}
+
+pub async fn update_channel(
+    State(node): N,
+    Path((id, channel)): Path<(String, String)>,
+    payload: Result<Json<ChannelPatch>, JsonRejection>,
+) -> ApiResult<dto::Space> {
+    let req = body(payload)?;
+    let body = OpBody::ChannelUpdate {
+        channel: channel_id(&channel)?,
+        name: req.name,
+        topic: req.topic,
+        overwrites: None,
+    };
+    Ok(Json(node.space_op(space_id(&id)?, body).await?))
+}
+
+pub async fn delete_channel(
+    State(node): N,
+    Path((id, channel)): Path<(String, String)>,
+) -> ApiResult<dto::Space> {
+    let body = OpBody::ChannelDelete {
+        channel: channel_id(&channel)?,
+    };
+    Ok(Json(node.space_op(space_id(&id)?, body).await?))
+}
+
+pub async fn messages(
+    State(node): N,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<dto::MessagePage> {
+    let limit = page.limit.unwrap_or(50).clamp(1, 200);
+    Ok(Json(
+        node.channel_messages(channel_id(&id)?, page.before, limit)
+            .await?,
+    ))
+}
+
+pub async fn send(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<SendChannelMessage>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    let reply_to = req
+        .reply_to
+        .as_deref()
+        .map(|r| uuid::Uuid::parse_str(r).map_err(|_| ApiError::bad_request("invalid message id")))
+        .transpose()?;
+    Ok(created(
+        node.channel_send(channel_id(&id)?, req.body, reply_to)
+            .await?,
+    ))
+}

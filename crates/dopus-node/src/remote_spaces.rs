@@ -1,0 +1,252 @@
+//! CLI commands for spaces and channels (through a running node's local API).
+
+use crate::client::ApiClient;
+use crate::output::{Output, message_line};
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn space_id(id: &str) -> anyhow::Result<dopus_types::SpaceId> {
+    dopus_types::SpaceId::parse(id.trim()).with_context(|| format!("{id:?} is not a space id"))
+}
+
+fn channel_id(id: &str) -> anyhow::Result<dopus_types::ChannelId> {
+    dopus_types::ChannelId::parse(id.trim()).with_context(|| format!("{id:?} is not a channel id"))
+}
+
+fn user(id: &str) -> anyhow::Result<dopus_types::UserId> {
+    dopus_types::UserId::parse(id).with_context(|| format!("{id:?} is not a valid user ID"))
+}
+
+/// Parses a duration such as `90s`, `30m`, `12h` or `7d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("{text:?} is not a duration (like 30m, 12h or 7d)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => bail!("{text:?} is not a duration (like 30m, 12h or 7d)"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// One space as a few lines of text.
+pub fn space_text(s: &Value) -> String {
+    let mut out = format!(
+        "{}  {}  ({}, {} members)",
+        s["id"].as_str().unwrap_or("?"),
+        s["name"].as_str().filter(|n| !n.is_empty()).unwrap_or("-"),
+        s["membership"].as_str().unwrap_or("?"),
+        s["members"].as_array().map_or(0, Vec::len)
+    );
+    if let Some(r) = s["refusal"].as_str() {
+        out.push_str(&format!("\n  refused: {r}"));
+    }
+    for c in s["channels"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n  {} {:<8} {}",
+            c["id"].as_str().unwrap_or("?"),
+            c["kind"].as_str().unwrap_or("?"),
+            c["name"].as_str().unwrap_or("?")
+        ));
+    }
+    out
+}
+
+/// `space create NAME`.
+pub fn create(api: &ApiClient, out: Output, name: &str) -> anyhow::Result<()> {
+    let s = api.send("POST", "/api/v1/spaces", &json!({ "name": name }))?;
+    out.print(&s, space_text);
+    Ok(())
+}
+
+/// `space list`.
+pub fn list(api: &ApiClient, out: Output) -> anyhow::Result<()> {
+    let l = api.get("/api/v1/spaces")?;
+    out.print(&l, |l| {
+        let lines: Vec<String> = l
+            .as_array()
+            .map(|a| a.iter().map(space_text).collect())
+            .unwrap_or_default();
+        if lines.is_empty() {
+            "no spaces yet".into()
+        } else {
+            lines.join("\n")
+        }
+    });
+    Ok(())
+}
+
+/// `space show SPACE`.
+pub fn show(api: &ApiClient, out: Output, id: &str) -> anyhow::Result<()> {
+    let s = api.get(&format!("/api/v1/spaces/{}", space_id(id)?))?;
+    out.print(&s, space_text);
+    Ok(())
+}
+
+/// `space invite SPACE [--max-uses N] [--expires DURATION]`: prints the code.
+pub fn invite(
+    api: &ApiClient,
+    out: Output,
+    id: &str,
+    max_uses: Option<u32>,
+    expires: Option<&str>,
+) -> anyhow::Result<()> {
+    let expires_in_ms = expires
+        .map(parse_duration)
+        .transpose()?
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut inv = api.send(
+        "POST",
+        &format!("/api/v1/spaces/{}/invites", space_id(id)?),
+        &json!({ "max_uses": max_uses, "expires_in_ms": expires_in_ms }),
+    )?;
+    // `--json` prints ids in an `id` field: an invite's is its code.
+    inv["id"] = inv["code"].clone();
+    out.print(&inv, |i| i["code"].as_str().unwrap_or("?").to_owned());
+    Ok(())
+}
+
+/// `space join CODE [--wait SECONDS]`: asks, then waits until admitted or refused.
+pub fn join(api: &ApiClient, out: Output, code: &str, wait: u64) -> anyhow::Result<()> {
+    let s = api.send(
+        "POST",
+        "/api/v1/spaces/join",
+        &json!({ "invite": code.trim() }),
+    )?;
+    let id = s["id"].as_str().unwrap_or_default().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    let mut last = s;
+    loop {
+        match last["membership"].as_str() {
+            Some("member") => break,
+            Some("refused") => bail!(
+                "{}",
+                last["refusal"].as_str().unwrap_or("the invite was refused")
+            ),
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "no answer from the inviter within {wait} s (they may be offline); \
+                 the request stays queued: see `space show {id}`"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        last = api.get(&format!("/api/v1/spaces/{id}"))?;
+    }
+    out.print(&last, space_text);
+    Ok(())
+}
+
+/// `space leave SPACE`.
+pub fn leave(api: &ApiClient, out: Output, id: &str) -> anyhow::Result<()> {
+    let s = api.send(
+        "POST",
+        &format!("/api/v1/spaces/{}/leave", space_id(id)?),
+        &json!({}),
+    )?;
+    out.print(&s, space_text);
+    Ok(())
+}
+
+/// `space kick|ban SPACE USER`.
+pub fn member_action(
+    api: &ApiClient,
+    out: Output,
+    action: &str,
+    id: &str,
+    member: &str,
+) -> anyhow::Result<()> {
+    let s = api.send(
+        "POST",
+        &format!(
+            "/api/v1/spaces/{}/members/{}/{action}",
+            space_id(id)?,
+            user(member)?
+        ),
+        &json!({}),
+    )?;
+    out.print(&s, space_text);
+    Ok(())
+}
+
+/// `channel create SPACE NAME [--voice]`.
+pub fn channel_create(
+    api: &ApiClient,
+    out: Output,
+    space: &str,
+    name: &str,
+    voice: bool,
+) -> anyhow::Result<()> {
+    let kind = if voice { "voice" } else { "text" };
+    let s = api.send(
+        "POST",
+        &format!("/api/v1/spaces/{}/channels", space_id(space)?),
+        &json!({ "name": name, "kind": kind }),
+    )?;
+    out.print(&s, space_text);
+    Ok(())
+}
+
+/// `channel send CHANNEL TEXT`.
+pub fn channel_send(
+    api: &ApiClient,
+    out: Output,
+    channel: &str,
+    text: &str,
+    reply_to: Option<&str>,
+) -> anyhow::Result<()> {
+    let m = api.send(
+        "POST",
+        &format!("/api/v1/channels/{}/messages", channel_id(channel)?),
+        &json!({ "body": text, "reply_to": reply_to }),
+    )?;
+    out.print(&m, message_line);
+    Ok(())
+}
+
+/// `channel messages CHANNEL [--limit N]`.
+pub fn channel_messages(
+    api: &ApiClient,
+    out: Output,
+    channel: &str,
+    limit: u32,
+) -> anyhow::Result<()> {
+    let page = api.get(&format!(
+        "/api/v1/channels/{}/messages?limit={}",
+        channel_id(channel)?,
+        limit.clamp(1, 200)
+    ))?;
+    out.print(&page, |p| {
+        let lines: Vec<String> = p["messages"]
+            .as_array()
+            .map(|a| a.iter().map(message_line).collect())
+            .unwrap_or_default();
+        if lines.is_empty() {
+            "no messages in this channel".into()
+        } else {
+            lines.join("\n")
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! The spaces half of [`Node`]: commands sent to the actor as jobs, reads as queries
+//! (docs/api.md, "Spaces").
+
+use super::{Node, NodeError, NodeResult, api_to_node, views};
+use crate::api::dto;
+use dopus_core::store::{ConversationId, MessageId};
+use dopus_proto::space::OpBody;
+use dopus_types::{ChannelId, SpaceId, Timestamp};
+
+impl Node {
+    /// `GET /spaces`.
+    pub async fn spaces(&self) -> NodeResult<Vec<dto::Space>> {
+        self.read(|v| Ok(views::spaces(v.machine))).await
+    }
+
+    /// `GET /spaces/{id}`.
+    pub async fn space(&self, id: SpaceId) -> NodeResult<dto::Space> {
+        self.read(move |v| {
+            if v.machine.space(&id).is_none() && v.machine.join_state(&id).is_none() {
+                return Err(NodeError::NotFound("space"));
+            }
+            Ok(views::space(v.machine, &id))
+        })
+        .await
+    }
+
+    /// `POST /spaces`.
+    pub async fn create_space(&self, name: String) -> NodeResult<dto::Space> {
+        self.write(move |cx| {
+            let id = cx
+                .machine
+                .create_space(cx.now, cx.store, &name)
+                .map_err(|e| cx.command(e))?;
+            Ok(views::space(cx.machine, &id))
+        })
+        .await
+    }
+
+    /// `POST /spaces/{id}/invites`.
+    pub async fn space_invite(
+        &self,
+        id: SpaceId,
+        max_uses: Option<u32>,
+        expires_in_ms: Option<u64>,
+    ) -> NodeResult<dto::SpaceInvite> {
+        self.write(move |cx| {
+            let expires_at =
+                expires_in_ms.map(|ms| Timestamp(cx.now.as_millis().saturating_add(ms)));
+            let code = cx
+                .machine
+                .space_invite(cx.now, cx.store, id, max_uses, expires_at)
+                .map_err(|e| cx.command(e))?;
+            Ok(dto::SpaceInvite {
+                space_id: id.to_string(),
+                code,
+            })
+        })
+        .await
+    }
+
+    /// `POST /spaces/join`: asks the inviter; the answer comes as a `space` event.
+    pub async fn join_space(&self, code: String) -> NodeResult<dto::Space> {
+        self.write(move |cx| {
+            let id = cx
+                .machine
+                .join_space(cx.now, cx.store, &code)
+                .map_err(|e| cx.command(e))?;
+            Ok(views::space(cx.machine, &id))
+        })
+        .await
+    }
+
+    /// Every other change to a space (leave, kick, ban, roles, channels): one op.
+    pub async fn space_op(&self, id: SpaceId, body: OpBody) -> NodeResult<dto::Space> {
+        self.write(move |cx| {
+            cx.machine
+                .space_op(cx.now, cx.store, id, body)
+                .map_err(|e| cx.command(e))?;
+            Ok(views::space(cx.machine, &id))
+        })
+        .await
+    }
+
+    /// `GET /channels/{id}/messages`.
+    pub async fn channel_messages(
+        &self,
+        channel: ChannelId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> NodeResult<dto::MessagePage> {
+        self.read(move |v| {
+            if v.machine.channel_space(&channel).is_none() {
+                return Err(NodeError::NotFound("channel"));
+            }
+            views::conversation_messages(
+                v.store,
+                &v.machine.me(),
+                ConversationId::Channel(channel),
+                before,
+                limit,
+            )
+            .map_err(api_to_node)
+        })
+        .await
+    }
+
+    /// `POST /channels/{id}/messages`.
+    pub async fn channel_send(
+        &self,
+        channel: ChannelId,
+        body: String,
+        reply_to: Option<uuid::Uuid>,
+    ) -> NodeResult<dto::Message> {
+        self.write(move |cx| {
+            let me = cx.machine.me();
+            let m = cx
+                .machine
+                .channel_send(cx.now, cx.store, channel, body, reply_to.map(MessageId))
+                .map_err(|e| cx.command(e))?;
+            Ok(dto::Message::from_record(&m, &[], &me))
+        })
+        .await
+    }
+}
