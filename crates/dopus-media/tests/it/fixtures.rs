@@ -44,31 +44,41 @@ pub fn write_file(packets: &[Vec<u8>], serial: u32) -> Vec<u8> {
 /// Real audio: `seconds` of a 440 Hz tone (48 kHz mono WAV made here) encoded by opusenc
 /// (Debian's opus-tools, installed by `scripts/install-deps.sh --test`) at 32 kbit/s.
 pub fn opusenc_fixture(dir: &Path, seconds: f64) -> Vec<u8> {
+    opusenc_fixture_with(dir, seconds, 1, &[])
+}
+
+/// As [`opusenc_fixture`], with `channels` (1 or 2; the second channel at 660 Hz) and extra
+/// opusenc arguments.
+pub fn opusenc_fixture_with(dir: &Path, seconds: f64, channels: u16, extra: &[&str]) -> Vec<u8> {
     let rate = 48_000u32;
     let n = (f64::from(rate) * seconds) as u32;
     let mut wav = Vec::new();
     wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + n * 2).to_le_bytes());
+    let frame = 2 * u32::from(channels);
+    wav.extend_from_slice(&(36 + n * frame).to_le_bytes());
     wav.extend_from_slice(b"WAVEfmt ");
     wav.extend_from_slice(&16u32.to_le_bytes());
     wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&channels.to_le_bytes());
     wav.extend_from_slice(&rate.to_le_bytes());
-    wav.extend_from_slice(&(rate * 2).to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&(rate * frame).to_le_bytes());
+    wav.extend_from_slice(&(frame as u16).to_le_bytes());
     wav.extend_from_slice(&16u16.to_le_bytes());
     wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(n * 2).to_le_bytes());
+    wav.extend_from_slice(&(n * frame).to_le_bytes());
     for i in 0..n {
         let t = f64::from(i) / f64::from(rate);
-        let s = (t * 440.0 * std::f64::consts::TAU).sin() * 8000.0;
-        wav.extend_from_slice(&(s as i16).to_le_bytes());
+        for hz in [440.0, 660.0].iter().take(usize::from(channels)) {
+            let s = (t * hz * std::f64::consts::TAU).sin() * 8000.0;
+            wav.extend_from_slice(&(s as i16).to_le_bytes());
+        }
     }
     let wav_path = dir.join("tone.wav");
     let opus_path = dir.join("tone.opus");
     std::fs::write(&wav_path, wav).expect("write wav");
     let out = Command::new("opusenc")
         .args(["--quiet", "--bitrate", "32", "--serial", "1"])
+        .args(extra)
         .arg(&wav_path)
         .arg(&opus_path)
         .output()

@@ -1,7 +1,7 @@
 //! Ogg Opus reading and writing: round trips, cross-checks against the `ogg` crate and
 //! opus-tools, clear errors on damage, and no panics on any input.
 
-use crate::fixtures::{opusenc_fixture, synthetic_packets, write_file};
+use crate::fixtures::{opusenc_fixture, opusenc_fixture_with, synthetic_packets, write_file};
 use dopus_media::ogg::{PageError, PageWriter};
 use dopus_media::opus::packet_samples;
 use dopus_media::{
@@ -200,6 +200,26 @@ fn real_opusenc_output_parses_and_our_copy_passes_opusinfo_and_opusdec() {
         "opusdec failed: {}",
         String::from_utf8_lossy(&dec.stderr)
     );
+}
+
+#[test]
+fn stereo_60_ms_frames_and_tags_spanning_pages_parse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = format!("BIG={}", "x".repeat(70_000));
+    let bytes = opusenc_fixture_with(
+        dir.path(),
+        1.0,
+        2,
+        &["--framesize", "60", "--comment", &big],
+    );
+    let file = OggOpusFile::parse(&bytes).expect("opusenc's file is valid");
+    assert_eq!(file.head.channels, 2);
+    assert!(
+        file.tags.comments.iter().any(|c| c.len() == big.len()),
+        "the 70 KB comment, over two pages"
+    );
+    assert!(file.packets.iter().all(|p| p.samples == 2880));
+    assert!(file.complete && file.end_trim > 0);
 }
 
 #[test]
