@@ -12,6 +12,7 @@ import { ProfileCard } from "./ProfileCard";
 import { SearchPanel } from "./SearchPanel";
 import { SettingsDialog } from "./SettingsDialog";
 import { Sidebar } from "./Sidebar";
+import { Spaces } from "./Spaces";
 
 export type Panel = { kind: "details" } | { kind: "search"; query: string } | null;
 
@@ -49,6 +50,7 @@ function Shell() {
   const [jumpTo, setJumpTo] = useState<string | null>(null);
   const [pane, setPane] = useState<PhonePane>("list");
   const [card, setCard] = useState<{ userId: string; anchor: HTMLElement } | null>(null);
+  const [spacesOpen, setSpacesOpen] = useState(false);
   const banner = bannerFor(state.socket, state.signaling);
   const active = state.active ? state.contacts[state.active] : undefined;
   const mode = layoutFor(useWidth());
@@ -128,7 +130,13 @@ function Shell() {
           {banner.text}
         </div>
       )}
-      <div className={`layout ${panel ? "with-panel" : ""} pane-${pane}`}>
+      {!spacesOpen && (
+        <button className="spaces-toggle" onClick={() => setSpacesOpen(true)} aria-label="Spaces" title="Spaces">
+          Spaces
+        </button>
+      )}
+      {spacesOpen && <Spaces onClose={() => setSpacesOpen(false)} />}
+      <div className={`layout ${panel ? "with-panel" : ""} pane-${pane}`} hidden={spacesOpen}>
         {panes.sidebar && (
           <Sidebar
             onSettings={() => setSettingsOpen(true)}
