@@ -54,7 +54,16 @@ export function Spaces({ onClose }: { onClose(): void }) {
   );
 
   const space = spaces.find((s) => s.id === selected) ?? null;
-  const textChannels = useMemo(() => (space ? space.channels.filter((c) => c.kind !== "category") : []), [space]);
+  // Text channels first, then voice (categories are not shown as entries yet).
+  const textChannels = useMemo(
+    () =>
+      space
+        ? space.channels
+            .filter((c) => c.kind !== "category")
+            .sort((a, b) => Number(a.kind !== "text") - Number(b.kind !== "text"))
+        : [],
+    [space],
+  );
   const current = textChannels.find((c) => c.id === channel) ?? null;
 
   // Opening a space opens its first text channel we may read.

@@ -943,18 +943,14 @@ impl NodeMachine {
         let Some(log) = self.spaces.logs.get(&space) else {
             return;
         };
-        // Members (and those we know were: a kicked member learns of its kick) may sync.
-        let known = self
+        // Only members may sync: a removed member learns of its removal from the op itself
+        // (sent to it), and learns nothing of the space after it.
+        if !self
             .spaces
             .states
             .get(&space)
-            .is_some_and(|s| s.is_member(&sender) || !s.known_devices(&sender).is_empty());
-        let ever = log.ops().any(|o| o.author_user() == sender)
-            || log.ops().any(|o| match &o.body {
-                OpBody::Join { joiner, .. } => joiner.user_id == sender,
-                _ => false,
-            });
-        if !known && !ever {
+            .is_some_and(|s| s.is_member(&sender))
+        {
             return;
         }
         let ops: Vec<SpaceOp> = log

@@ -421,6 +421,45 @@ fn three_members_talk_in_a_channel_and_a_kicked_member_gets_nothing_after() {
             "node {i}"
         );
     }
+    // What the space does after the kick stays hidden from carol, even when she asks.
+    net.cmd(0, |m, now, s| {
+        m.space_op(
+            now,
+            s,
+            space,
+            OpBody::ChannelCreate {
+                kind: dopus_proto::space::ChannelKind::Text,
+                name: "after-carol".into(),
+                topic: None,
+                parent: None,
+                position: 2,
+                overwrites: Vec::new(),
+            },
+        )
+    })
+    .expect("channel");
+    let alice = net.user(0);
+    net.cmd(2, |m, now, _| m.ask_ops(now, alice, space, Vec::new()));
+    net.settle(500);
+    assert!(
+        !net.nodes[2]
+            .machine
+            .space(&space)
+            .expect("space")
+            .channel_list()
+            .iter()
+            .any(|c| c.name.get() == "after-carol"),
+        "a removed member learns nothing of the space after its removal"
+    );
+    assert!(
+        net.nodes[1]
+            .machine
+            .space(&space)
+            .expect("space")
+            .channel_list()
+            .iter()
+            .any(|c| c.name.get() == "after-carol")
+    );
     // Carol can no longer post.
     assert!(
         net.cmd(2, |m, now, s| m.channel_send(
