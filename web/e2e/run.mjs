@@ -571,15 +571,19 @@ async function main() {
     await pa.getByRole("button", { name: "Settings" }).click();
     await saveTheme("dark");
 
-    section("profile (awaits node support)");
+    section("profile");
     await pa.getByRole("button", { name: "Settings" }).click();
     await pa.getByLabel("Status text").fill("testing profiles");
     await pa.getByRole("button", { name: "Update profile" }).click();
-    // Today's node has no PUT /me/profile: the UI must say so rather than pretend.
-    await expectVisible(pa.getByText(/cannot change profiles yet|Profile saved/), "the profile save is answered");
+    await expectVisible(pa.getByText(/Profile saved/), "the profile save is answered");
     log(`profile save says: ${(await pa.getByTestId("profile-settings").getByRole("status").textContent())?.trim()}`);
     await pa.getByRole("button", { name: "Cancel" }).click();
     await pa.getByRole("dialog", { name: "Settings" }).waitFor({ state: "hidden", timeout: T });
+    // The card travels end to end encrypted to bob, whose details panel shows it.
+    await openContact(pb, aliceId, "alice");
+    await pb.getByRole("button", { name: "Contact details" }).click();
+    await expectVisible(pb.locator(".profile-status", { hasText: "testing profiles" }), "bob sees alice's status text", SLOW);
+    await pb.getByRole("button", { name: "Close details" }).click();
 
     section("read receipts");
     // Off by default; bob turns them on, then alice's next message must reach "read" while bob looks.
@@ -880,12 +884,10 @@ async function main() {
     section("console");
     // Failed loads the test provoked on purpose (wrong passphrase, stopped node) are expected noise.
     const expected = (e) =>
-      (e.step === "offline peer" && /401|WebSocket|ERR_CONNECTION_REFUSED|Failed to load resource/.test(e.text)) ||
-      // The planned PUT /me/profile answers 404 on today's node; the UI says so.
-      (e.step === "profile (awaits node support)" && /404/.test(e.text));
+      e.step === "offline peer" && /401|WebSocket|ERR_CONNECTION_REFUSED|Failed to load resource/.test(e.text);
     const bad = errors.filter((e) => !expected(e));
     if (bad.length) fail(`browser console errors:\n${bad.map((e) => `  [${e.who} @ ${e.step}] ${e.text}`).join("\n")}`);
-    log(`console clean apart from ${errors.length} expected entr${errors.length === 1 ? "y" : "ies"} (offline step, planned endpoint):`);
+    log(`console clean apart from ${errors.length} expected entr${errors.length === 1 ? "y" : "ies"} (offline step):`);
     for (const e of errors) log(`  [${e.who}] ${e.text.slice(0, 160)}`);
     log("PASS");
   } finally {

@@ -309,6 +309,39 @@ pub fn receive(
             }
             r.ack = ack();
         }
+        ContactContent::Profile {
+            name,
+            status_text,
+            avatar,
+            updated_at,
+        } => {
+            // Only from an accepted contact we have not blocked; only a newer card replaces
+            // the one we hold (copies may arrive late and out of order).
+            if let Some(c) = &contact
+                && c.state == ContactState::Accepted
+                && !c.blocked
+                && content.validate().is_ok()
+            {
+                let card = ProfileCard {
+                    status_text: status_text.clone().filter(|t| !t.is_empty()),
+                    avatar: avatar.clone().filter(|a| !a.is_empty()),
+                    updated_at: Timestamp(*updated_at),
+                };
+                let newer = profile_of(store, &sender)?
+                    .is_none_or(|held| held.updated_at < card.updated_at);
+                if newer && let Some(change) = save_card(profile_key(&sender), &card) {
+                    r.changes.push(change);
+                    if c.display_name.is_none() && name.is_some() {
+                        let mut c = c.clone();
+                        c.display_name = name.clone();
+                        c.updated_at = now;
+                        r.changes.push(Change::SaveContact(c));
+                    }
+                    r.changed = true;
+                }
+            }
+            r.ack = ack();
+        }
         ContactContent::ContactDecline => {
             if let Some(c) = &contact
                 && c.state == ContactState::OutgoingRequest
@@ -360,6 +393,79 @@ fn reliable(peer: UserId, id: EnvelopeId, now: Timestamp, content: ContactConten
         content: Content::Contact(content),
         reliable: true,
     }
+}
+
+/// A profile card: ours (settings key [`OWN_PROFILE_KEY`]) or a contact's as they last sent it
+/// (settings key `profile:<user id>`). The name is not here: ours is the account's display name,
+/// and a contact's name is the contact record's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProfileCard {
+    /// A short status line.
+    pub status_text: Option<String>,
+    /// A small image as a data URL.
+    pub avatar: Option<String>,
+    /// When its owner last changed it.
+    pub updated_at: Timestamp,
+}
+
+/// The settings key of our own profile card.
+pub const OWN_PROFILE_KEY: &str = "profile";
+
+fn profile_key(user: &UserId) -> String {
+    format!("profile:{user}")
+}
+
+fn read_card(store: &dyn Store, key: &str) -> Result<Option<ProfileCard>, StoreError> {
+    // A card that no longer parses is treated as none (it is only ever written by this code).
+    Ok(store
+        .setting(key)?
+        .and_then(|s| serde_json::from_str(&s).ok()))
+}
+
+/// Our own profile card, if we made one.
+pub fn own_profile(store: &dyn Store) -> Result<Option<ProfileCard>, StoreError> {
+    read_card(store, OWN_PROFILE_KEY)
+}
+
+/// The card `user` last sent us, if any.
+pub fn profile_of(store: &dyn Store, user: &UserId) -> Result<Option<ProfileCard>, StoreError> {
+    read_card(store, &profile_key(user))
+}
+
+/// The change that stores a card under `key`.
+fn save_card(key: String, card: &ProfileCard) -> Option<Change> {
+    serde_json::to_string(card)
+        .ok()
+        .map(|value| Change::SetSetting {
+            key,
+            value: Some(value),
+        })
+}
+
+/// The change that stores our own card.
+pub fn save_own_profile(card: &ProfileCard) -> Option<Change> {
+    save_card(OWN_PROFILE_KEY.to_owned(), card)
+}
+
+/// Our card as the content that carries it to `peer` (reliable: it waits for them).
+pub fn profile_out(
+    peer: UserId,
+    envelope: EnvelopeId,
+    now: Timestamp,
+    name: &str,
+    card: &ProfileCard,
+) -> Outgoing {
+    reliable(
+        peer,
+        envelope,
+        now,
+        ContactContent::Profile {
+            name: Some(name.to_owned()),
+            status_text: card.status_text.clone(),
+            avatar: card.avatar.clone(),
+            updated_at: card.updated_at.as_millis(),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -32,7 +32,9 @@ mod recovery;
 mod send;
 mod space;
 
-pub use commands::{CommandError, ConnectionView, Settings, SettingsPatch, VerificationView};
+pub use commands::{
+    CommandError, ConnectionView, ProfilePatch, Settings, SettingsPatch, VerificationView,
+};
 pub use io::{
     ConnectionEvent, ConnectionRequest, Delivery, Event, Inbound, Input, Output, Sealed,
     SignalingRequest, SignalingState, Transmit, Via,

@@ -140,6 +140,17 @@ pub struct SettingsPatch {
     pub theme: Option<String>,
 }
 
+/// A profile change: absent fields stay as they are, empty strings clear.
+#[derive(Debug, Clone, Default)]
+pub struct ProfilePatch {
+    /// Our display name (never empty).
+    pub display_name: Option<String>,
+    /// A short status line.
+    pub status_text: Option<String>,
+    /// A small image as a `data:image/webp|png|jpeg;base64,…` URL.
+    pub avatar: Option<String>,
+}
+
 /// A direct connection as the machine knows it (the runtime adds the live diagnostics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionView {
@@ -237,9 +248,13 @@ impl NodeMachine {
         user: UserId,
         store: &mut dyn Store,
     ) -> Result<Option<Contact>, CommandError> {
+        let was_accepted = contacts::is_accepted(store.contact(&user)?.as_ref());
         store.apply(step.changes)?;
         if let Some(out) = &step.out {
             self.queue_reliable(now, out, store)?;
+        }
+        if !was_accepted && contacts::is_accepted(step.contact.as_ref()) {
+            self.send_profile_to(now, user, store)?;
         }
         self.contacts_dirty = true;
         self.emit(if step.contact.is_some() {
@@ -248,6 +263,83 @@ impl NodeMachine {
             Event::ContactRemoved(user)
         });
         Ok(step.contact)
+    }
+
+    /// Sends our profile card to `peer` (a contact just accepted), if we made one.
+    pub(super) fn send_profile_to(
+        &mut self,
+        now: Timestamp,
+        peer: UserId,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        if let Some(card) = contacts::own_profile(&*store)? {
+            let envelope = EnvelopeId(self.new_id(now).0);
+            let out = contacts::profile_out(peer, envelope, now, &self.account.display_name, &card);
+            self.queue_reliable(now, &out, store)?;
+        }
+        Ok(())
+    }
+
+    /// Changes our display name, status line or avatar (absent: unchanged; empty: cleared) and
+    /// sends the new card to every accepted contact. Answers the card.
+    pub fn set_profile(
+        &mut self,
+        now: Timestamp,
+        store: &mut dyn Store,
+        patch: ProfilePatch,
+    ) -> Result<contacts::ProfileCard, CommandError> {
+        let held = contacts::own_profile(&*store)?;
+        let mut card = held.clone().unwrap_or(contacts::ProfileCard {
+            status_text: None,
+            avatar: None,
+            updated_at: now,
+        });
+        if let Some(t) = patch.status_text {
+            card.status_text = Some(t.trim().to_owned()).filter(|t| !t.is_empty());
+        }
+        if let Some(a) = patch.avatar {
+            card.avatar = Some(a).filter(|a| !a.is_empty());
+        }
+        // Strictly newer than the card contacts hold, so theirs is replaced.
+        card.updated_at = held.map_or(now, |h| now.max(h.updated_at.plus_millis(1)));
+        // The current record (its pickles may be newer than the machine's copy).
+        let mut account = store.account()?.ok_or(StoreError::Invalid("no account"))?;
+        if let Some(name) = patch.display_name {
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(CommandError::BadSetting(
+                    "the display name must not be empty",
+                ));
+            }
+            account.display_name = name.to_owned();
+        }
+        let wire = dopus_proto::peer::ContactContent::Profile {
+            name: Some(account.display_name.clone()),
+            status_text: card.status_text.clone(),
+            avatar: card.avatar.clone(),
+            updated_at: card.updated_at.as_millis(),
+        };
+        if let Err(e) = wire.validate() {
+            return Err(CommandError::BadSetting(match e {
+                dopus_proto::peer::PeerError::InvalidField { field: "avatar" } => {
+                    "the avatar must be a base64 data URL of a WebP, PNG or JPEG image of at most 40,000 bytes"
+                }
+                dopus_proto::peer::PeerError::FieldTooLong { field: "name", .. } => {
+                    "the display name is too long"
+                }
+                _ => "the status line is too long (at most 280 bytes)",
+            }));
+        }
+        let mut changes = Changes::from(Change::SaveAccount(account.clone()));
+        if let Some(change) = contacts::save_own_profile(&card) {
+            changes.push(change);
+        }
+        store.apply(changes)?;
+        self.account.display_name = account.display_name;
+        for peer in self.accepted_contacts(&*store)? {
+            self.send_profile_to(now, peer, store)?;
+        }
+        Ok(card)
     }
 
     /// Adds an accepted contact directly.

@@ -235,6 +235,11 @@ impl NodeMachine {
                 if got.changed {
                     self.contacts_dirty = true;
                     self.emit(Event::ContactChanged(sender));
+                    if !crate::contacts::is_accepted(before.as_ref())
+                        && crate::contacts::is_accepted(store.contact(&sender)?.as_ref())
+                    {
+                        self.send_profile_to(now, sender, store)?;
+                    }
                 }
                 if let Some(ack) = got.ack {
                     self.hold_receipt(now, ack);

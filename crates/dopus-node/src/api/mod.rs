@@ -66,6 +66,7 @@ pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
         .route("/unlock", post(routes::unlock))
         .route("/me", get(routes::me))
         .route("/me/status", put(routes::set_status))
+        .route("/me/profile", put(routes::set_profile))
         .route("/contacts", get(routes::contacts).post(routes::add_contact))
         .route(
             "/contacts/{user_id}",

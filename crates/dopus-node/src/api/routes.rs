@@ -281,3 +281,16 @@ pub async fn remove_contact(
     node.remove_contact(user(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+pub async fn set_profile(
+    State(node): N,
+    payload: Result<Json<dto::planned::ProfilePatch>, JsonRejection>,
+) -> ApiResult<dto::Me> {
+    let p = body(payload)?;
+    let patch = dopus_core::machine::ProfilePatch {
+        display_name: p.display_name,
+        status_text: p.status_text,
+        avatar: p.avatar,
+    };
+    Ok(Json(node.set_profile(patch).await?))
+}

@@ -240,7 +240,22 @@ impl Node {
 
     /// `GET /me`.
     pub async fn me(&self) -> NodeResult<dto::Me> {
-        self.read(|v| Ok(views::me(v.machine))).await
+        self.read(|v| views::me(v.store, v.machine).map_err(api_internal))
+            .await
+    }
+
+    /// `PUT /me/profile`: our name, status line and avatar, sent to every accepted contact.
+    pub async fn set_profile(
+        &self,
+        patch: dopus_core::machine::ProfilePatch,
+    ) -> NodeResult<dto::Me> {
+        self.write(move |cx| {
+            cx.machine
+                .set_profile(cx.now, cx.store, patch)
+                .map_err(|e| cx.command(e))?;
+            views::me(&*cx.store, cx.machine).map_err(|e| cx.store_failed(e))
+        })
+        .await
     }
 
     /// `PUT /me/status`.
@@ -258,7 +273,7 @@ impl Node {
         };
         self.write(move |cx| {
             cx.machine.set_status(status);
-            Ok(views::me(cx.machine))
+            views::me(&*cx.store, cx.machine).map_err(|e| cx.store_failed(e))
         })
         .await
     }

@@ -175,7 +175,7 @@ pub fn contact(
         Some(m) => Some(message(store, &me, m)?),
         None => None,
     };
-    Ok(dto::Contact::from_record(
+    let mut contact = dto::Contact::from_record(
         c,
         dto::ContactLive {
             presence: dto::Presence::seen(Some(machine.presence(&c.user_id))),
@@ -183,7 +183,9 @@ pub fn contact(
             last_message,
             connection: connection(machine, live, &c.user_id),
         },
-    ))
+    );
+    contact.profile = dopus_core::contacts::profile_of(store, &c.user_id)?.map(profile);
+    Ok(contact)
 }
 
 /// One contact by id.
@@ -219,7 +221,7 @@ pub fn contacts(
                 Some(m) => Some(message(store, &me, m)?),
                 None => None,
             };
-            Ok(dto::Contact::from_record(
+            let mut contact = dto::Contact::from_record(
                 c,
                 dto::ContactLive {
                     presence: dto::Presence::seen(Some(machine.presence(&c.user_id))),
@@ -227,7 +229,9 @@ pub fn contacts(
                     last_message,
                     connection: connection(machine, live, &c.user_id),
                 },
-            ))
+            );
+            contact.profile = dopus_core::contacts::profile_of(store, &c.user_id)?.map(profile);
+            Ok(contact)
         })
         .collect::<Result<Vec<_>, StoreError>>()
         .map_err(ApiError::internal)
@@ -271,9 +275,20 @@ pub fn settings(machine: &NodeMachine) -> dto::Settings {
     )
 }
 
-/// Who we are.
-pub fn me(machine: &NodeMachine) -> dto::Me {
-    dto::Me::new(machine.account(), machine.status())
+/// A profile card as the API shows it.
+pub fn profile(card: dopus_core::contacts::ProfileCard) -> dto::planned::ProfileCard {
+    dto::planned::ProfileCard {
+        status_text: card.status_text,
+        avatar: card.avatar,
+        updated_at: card.updated_at.into(),
+    }
+}
+
+/// Who we are, with our profile card.
+pub fn me(store: &dyn Store, machine: &NodeMachine) -> Result<dto::Me, StoreError> {
+    let mut me = dto::Me::new(machine.account(), machine.status());
+    me.profile = dopus_core::contacts::own_profile(store)?.map(profile);
+    Ok(me)
 }
 
 /// The signaling state as the API names it.

@@ -77,3 +77,69 @@ async fn request_accept_then_messages_both_ways() {
     }
     server.stop().await;
 }
+
+/// A profile (name, status line, avatar) reaches an accepted contact end to end encrypted, a
+/// profile set before a contact is accepted reaches them once it is, and a bad avatar is
+/// refused with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn profiles_reach_contacts() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let mut a = blocking(|| TestNode::create("alice"));
+    let mut b = blocking(|| TestNode::create("bob"));
+    a.start(&server.url).await;
+    b.start(&server.url).await;
+    let mut eb = b.events().await;
+
+    // Set before bob is a contact: it goes to him once he accepts.
+    let avatar = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+    let me = a.api().ok(
+        "PUT",
+        "/me/profile",
+        Some(json!({ "display_name": "Alice A.", "status_text": "on holiday", "avatar": avatar })),
+    );
+    assert_eq!(me["display_name"], "Alice A.");
+    assert_eq!(me["profile"]["status_text"], "on holiday");
+    let (status, err) = a.api().call(
+        "PUT",
+        "/me/profile",
+        Some(json!({ "avatar": "https://tracker.example/pixel.png" })),
+    );
+    assert_eq!(status, 400, "a fetchable avatar is refused: {err}");
+
+    a.api()
+        .ok("POST", &format!("/contacts/{}/request", b.user_id), None);
+    let a_id = a.user_id.clone();
+    eb.wait_for(WAIT, "the request", |e| {
+        e["type"] == "contact" && e["contact"]["user_id"] == a_id.as_str()
+    })
+    .await;
+    b.api()
+        .ok("POST", &format!("/contacts/{}/accept", a.user_id), None);
+    let a_id = a.user_id.clone();
+    let got = eb
+        .wait_for(WAIT, "alice's profile at bob", |e| {
+            e["type"] == "contact"
+                && e["contact"]["user_id"] == a_id.as_str()
+                && e["contact"]["profile"]["status_text"] == "on holiday"
+        })
+        .await;
+    assert_eq!(got["contact"]["profile"]["avatar"], avatar);
+
+    // A change later reaches him too, and clearing works.
+    a.api().ok(
+        "PUT",
+        "/me/profile",
+        Some(json!({ "status_text": "back", "avatar": "" })),
+    );
+    let a_id = a.user_id.clone();
+    let got = eb
+        .wait_for(WAIT, "the changed profile", |e| {
+            e["type"] == "contact"
+                && e["contact"]["user_id"] == a_id.as_str()
+                && e["contact"]["profile"]["status_text"] == "back"
+        })
+        .await;
+    assert!(got["contact"]["profile"]["avatar"].is_null());
+    server.stop().await;
+}
