@@ -309,23 +309,28 @@ async fn a_reflected_envelope_costs_nothing() {
     );
     a.api().send(&b.user_id, "hello bob");
     b.api().send(&a.user_id, "hello alice");
-    let api = a.api().clone();
-    let bid = b.user_id.clone();
-    eventually(RECOVER, "bob's message at alice", || {
-        (api.history(&bid).len() == 2).then_some(())
+    // Both messages shown on both sides: each crossed the proxy (bob is invisible, so there
+    // is no direct channel), so a frame of each direction is in its log.
+    let (api_a, api_b) = (a.api().clone(), b.api().clone());
+    let (aid, bid) = (a.user_id.clone(), b.user_id.clone());
+    eventually(RECOVER, "both messages on both sides", || {
+        (api_a.history(&bid).len() == 2 && api_b.history(&aid).len() == 2).then_some(())
     })
     .await;
-    let log = proxy.log();
-    let template = log
-        .iter()
-        .find(|(d, v)| *d == Dir::Down && v["type"] == "deliver")
-        .map(|(_, v)| v.clone())
-        .expect("bob got something through the server");
-    let mine = log
-        .iter()
-        .find(|(d, v)| *d == Dir::Up && v["type"] == "relay")
-        .map(|(_, v)| v.clone())
-        .expect("bob relayed something");
+    let p = proxy.clone();
+    let (template, mine) = eventually(RECOVER, "a frame each way through the proxy", || {
+        let log = p.log();
+        let down = log
+            .iter()
+            .find(|(d, v)| *d == Dir::Down && v["type"] == "deliver")
+            .map(|(_, v)| v.clone())?;
+        let up = log
+            .iter()
+            .find(|(d, v)| *d == Dir::Up && v["type"] == "relay")
+            .map(|(_, v)| v.clone())?;
+        Some((down, up))
+    })
+    .await;
     let mut envelope: serde_json::Value =
         serde_json::from_str(mine["payload"].as_str().expect("a payload")).expect("JSON");
     envelope["to"]["user"] = serde_json::json!(b.user_id);
