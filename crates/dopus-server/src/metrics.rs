@@ -42,6 +42,7 @@ pub struct Metrics {
     pub turn_allocations: AtomicU64,
     pub turn_allocations_total: AtomicU64,
     pub turn_relayed_bytes_total: AtomicU64,
+    pub turn_relayed_packets_total: AtomicU64,
     pub turn_refused_total: AtomicU64,
     pub turn_dropped_total: AtomicU64,
 }
@@ -175,6 +176,12 @@ impl Metrics {
             "counter",
             "Bytes relayed between TURN clients and their peers (payloads, both directions).",
             g(&self.turn_relayed_bytes_total),
+        );
+        put(
+            "dopus_turn_relayed_packets_total",
+            "counter",
+            "Packets relayed between TURN clients and their peers (both directions).",
+            g(&self.turn_relayed_packets_total),
         );
         put(
             "dopus_turn_refused_total",

@@ -664,6 +664,7 @@ impl Actor {
             self.metrics
                 .turn_relayed_bytes_total
                 .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+            Metrics::inc(&self.metrics.turn_relayed_packets_total);
             self.route(idx, out.from, out.to, out.data).await;
         }
     }
@@ -689,6 +690,7 @@ impl Actor {
                 self.metrics
                     .turn_relayed_bytes_total
                     .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Metrics::inc(&self.metrics.turn_relayed_packets_total);
             }
             return;
         }

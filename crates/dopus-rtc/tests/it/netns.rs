@@ -25,6 +25,11 @@ use dopus_rtc::{CloseReason, IceServer, PeerConnection, PeerEvent, PeerHandle, R
 const ROLE_ENV: &str = "DOPUS_NETNS_ROLE";
 const DIR_ENV: &str = "DOPUS_NETNS_DIR";
 const STUN_ENV: &str = "DOPUS_NETNS_STUN";
+/// `ip:port` of the TURN relay in the public namespace, or empty for none.
+const TURN_ENV: &str = "DOPUS_NETNS_TURN";
+/// Where the relay listens when a scenario has one (relay sockets on the same address, which
+/// both NATs reach through their default route).
+const TURN_ADDR: &str = "198.18.1.1:3490";
 /// Every child gives up after this long.
 const CHILD_LIMIT: Duration = Duration::from_secs(40);
 
@@ -153,7 +158,7 @@ impl Drop for Topology {
     }
 }
 
-fn spawn_child(ns: &str, role: &str, dir: &Path, stun: &str) -> tokio::process::Child {
+fn spawn_child(ns: &str, role: &str, dir: &Path, stun: &str, turn: &str) -> tokio::process::Child {
     let exe = std::env::current_exe().unwrap();
     let log = std::fs::File::create(dir.join(format!("{role}.log"))).unwrap();
     tokio::process::Command::new("ip")
@@ -163,6 +168,7 @@ fn spawn_child(ns: &str, role: &str, dir: &Path, stun: &str) -> tokio::process::
         .env(ROLE_ENV, role)
         .env(DIR_ENV, dir)
         .env(STUN_ENV, stun)
+        .env(TURN_ENV, turn)
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .kill_on_drop(true)
@@ -176,7 +182,7 @@ struct Outcome {
 }
 
 /// Runs the STUN server and both peers; returns each peer's result line.
-async fn scenario(tag: &str, symmetric: bool, stun_ports: &str) -> Option<Outcome> {
+async fn scenario(tag: &str, symmetric: bool, stun_ports: &str, relay: bool) -> Option<Outcome> {
     if !can_run() {
         eprintln!("skipped: needs root, ip and iptables");
         return None;
@@ -185,7 +191,8 @@ async fn scenario(tag: &str, symmetric: bool, stun_ports: &str) -> Option<Outcom
     let dir = std::env::temp_dir().join(format!("dopus-netns-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut stun = spawn_child(topo.public(), "stun", &dir, stun_ports);
+    let turn = if relay { TURN_ADDR } else { "" };
+    let mut stun = spawn_child(topo.public(), "stun", &dir, stun_ports, turn);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let a_servers: Vec<String> = stun_ports
         .split(',')
@@ -195,8 +202,8 @@ async fn scenario(tag: &str, symmetric: bool, stun_ports: &str) -> Option<Outcom
         .split(',')
         .map(|p| format!("198.18.2.1:{p}"))
         .collect();
-    let mut a = spawn_child(topo.a(), "a", &dir, &a_servers.join(","));
-    let mut b = spawn_child(topo.b(), "b", &dir, &b_servers.join(","));
+    let mut a = spawn_child(topo.a(), "a", &dir, &a_servers.join(","), turn);
+    let mut b = spawn_child(topo.b(), "b", &dir, &b_servers.join(","), turn);
     let limit = CHILD_LIMIT + Duration::from_secs(10);
     let sa = tokio::time::timeout(limit, a.wait()).await;
     let sb = tokio::time::timeout(limit, b.wait()).await;
@@ -225,7 +232,7 @@ async fn scenario(tag: &str, symmetric: bool, stun_ports: &str) -> Option<Outcom
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connects_across_two_masquerading_nats_via_srflx() {
-    let Some(out) = scenario("cone", false, "3478").await else {
+    let Some(out) = scenario("cone", false, "3478", false).await else {
         return;
     };
     for (side, line) in [("a", &out.a), ("b", &out.b)] {
@@ -242,7 +249,7 @@ async fn connects_across_two_masquerading_nats_via_srflx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_symmetric_nats_fail_with_the_symmetric_nat_reason() {
-    let Some(out) = scenario("sym", true, "3478,3479").await else {
+    let Some(out) = scenario("sym", true, "3478,3479", false).await else {
         return;
     };
     for (side, line) in [("a", &out.a), ("b", &out.b)] {
@@ -250,6 +257,33 @@ async fn two_symmetric_nats_fail_with_the_symmetric_nat_reason() {
             line.starts_with(
                 "failed: no direct path: both sides behind symmetric NAT; configure TURN"
             ),
+            "{side}: {line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_symmetric_nats_connect_through_a_relay() {
+    let Some(out) = scenario("symturn", true, "3478,3479", true).await else {
+        return;
+    };
+    for (side, line) in [("a", &out.a), ("b", &out.b)] {
+        assert!(line.starts_with("open "), "{side}: {line}");
+        // The only pairs that pass go through the relay (ours, the peer's, or both).
+        assert!(line.contains("relay"), "{side}: {line}");
+        assert!(line.contains("nat=Symmetric"), "{side}: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cone_nats_with_a_relay_still_connect_directly() {
+    let Some(out) = scenario("coneturn", false, "3478", true).await else {
+        return;
+    };
+    for (side, line) in [("a", &out.a), ("b", &out.b)] {
+        assert!(line.starts_with("open "), "{side}: {line}");
+        assert!(
+            !line.contains("relay ->") && !line.contains("-> relay"),
             "{side}: {line}"
         );
     }
@@ -275,7 +309,17 @@ async fn child() {
     }
     let work = async {
         match role.as_str() {
-            "stun" => stun_server(&dir, &stun).await,
+            "stun" => {
+                let turn = std::env::var(TURN_ENV).unwrap_or_default();
+                let _relay = if turn.is_empty() {
+                    None
+                } else {
+                    Some(
+                        crate::turn::turn_server_on(turn.parse().unwrap(), "alice", "secret").await,
+                    )
+                };
+                stun_server(&dir, &stun).await
+            }
             "a" | "b" => peer(&dir, &role, &stun).await,
             other => panic!("unknown role {other}"),
         }
@@ -351,10 +395,14 @@ async fn wait_file(path: &Path) -> String {
 }
 
 async fn peer(dir: &Path, role: &str, stun: &str) {
+    let turn = std::env::var(TURN_ENV).unwrap_or_default();
     let config = RtcConfig {
         ice_servers: stun
             .split(',')
             .map(|s| IceServer::parse(&format!("stun:{s}")).unwrap())
+            .chain((!turn.is_empty()).then(|| {
+                IceServer::turn(&format!("turn:{turn}?transport=udp"), "alice", "secret").unwrap()
+            }))
             .collect(),
         connect_timeout: Duration::from_secs(12),
         ..RtcConfig::default()

@@ -29,7 +29,13 @@ impl Drop for TestRelay {
 
 /// A UDP TURN server on 127.0.0.1 with one user; relay sockets on 127.0.0.1 too.
 pub async fn turn_server(user: &str, pass: &str) -> TestRelay {
-    let listen = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    turn_server_on(SocketAddr::from(([127, 0, 0, 1], 0)), user, pass).await
+}
+
+/// The same on `listen`; relay sockets on its address.
+pub async fn turn_server_on(listen: SocketAddr, user: &str, pass: &str) -> TestRelay {
+    let relay_ip = listen.ip();
+    let listen = UdpSocket::bind(listen).await.unwrap();
     let addr = listen.local_addr().unwrap();
     let mut server = TurnServer::new(TransportType::Udp, addr, "dopus-test".into());
     server.add_user(user.into(), pass.into());
@@ -54,7 +60,7 @@ pub async fn turn_server(user: &str, pass: &str) -> TestRelay {
                     allocation_transport,
                     family,
                 } => {
-                    let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                    let sock = Arc::new(UdpSocket::bind((relay_ip, 0)).await.unwrap());
                     let relayed = sock.local_addr().unwrap();
                     relays.push((relayed, sock.clone()));
                     let tx = tx.clone();
