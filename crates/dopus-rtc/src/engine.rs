@@ -478,6 +478,33 @@ impl Engine {
         self.check_gathering_complete();
     }
 
+    /// New credentials (a new login): later allocations use these targets. A working or
+    /// pending allocation is kept (its credentials were valid when it was made); with none,
+    /// allocating starts again at once.
+    pub(crate) fn update_relay_targets(&mut self, now: Instant, targets: Vec<RelayTarget>) {
+        let mut targets = targets;
+        targets.sort_by_key(|t| match t.transport {
+            RelayTransport::Udp => 0,
+            RelayTransport::Tcp => 1,
+            RelayTransport::Tls => 2,
+        });
+        if !targets.is_empty() {
+            self.turn_configured = true;
+        }
+        self.relay_targets = targets;
+        self.relay_cursor = 0;
+        self.relays_started = true;
+        let busy = self
+            .relays
+            .iter()
+            .any(|r| r.state() == &RelayState::Ready || r.is_pending());
+        if !busy && self.closed.is_none() {
+            self.reallocations = 0;
+            self.start_relay(now);
+        }
+        self.check_gathering_complete();
+    }
+
     fn restart_relays(&mut self, now: Instant) {
         for r in &mut self.relays {
             r.close(now);
@@ -745,11 +772,13 @@ impl Engine {
             return;
         }
         self.bytes_received += data.len() as u64;
-        if let Some(r) = self
+        // The newest attempt first: older, failed ones on the same socket and relay refuse it.
+        if self
             .relays
             .iter_mut()
-            .find(|r| r.base() == Some(destination) && r.target().server == source)
-            && r.recv_datagram(now, source, destination, data)
+            .rev()
+            .filter(|r| r.base() == Some(destination) && r.target().server == source)
+            .any(|r| r.recv_datagram(now, source, destination, data))
         {
             self.pump_relays(now);
             self.drain(now);

@@ -132,6 +132,7 @@ enum Command {
     RestartIce { rebind: bool, reply: Reply<String> },
     Diagnostics(oneshot::Sender<Diagnostics>),
     Connectivity(oneshot::Sender<crate::diagnostics::Connectivity>),
+    UpdateIceServers(Vec<crate::config::IceServer>, oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
 
@@ -269,6 +270,22 @@ impl PeerHandle {
         rx.await.map_err(|_| PeerError::Closed)
     }
 
+    /// Replaces the connection's STUN/TURN servers, typically with the fresh TURN credentials of
+    /// a new signaling login (they expire after their TTL). A working allocation is kept until
+    /// it is lost; the next allocation (after a 5-tuple change, expiry or refusal) uses these.
+    /// With no working allocation, allocating starts again at once.
+    pub async fn update_ice_servers(
+        &self,
+        servers: Vec<crate::config::IceServer>,
+    ) -> Result<(), PeerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::UpdateIceServers(servers, tx))
+            .await
+            .map_err(|_| PeerError::Closed)?;
+        rx.await.map_err(|_| PeerError::Closed)
+    }
+
     /// Closes the connection gracefully (the peer sees [`CloseReason::Remote`]). Returns when
     /// the close went out; closing a closed connection is a no-op.
     pub async fn close(&self) {
@@ -357,6 +374,7 @@ fn spawn(
         relay_rx,
         streams: HashMap::new(),
         resolving_turn: None,
+        turn_update: false,
         engine,
         sockets,
         config,
@@ -412,6 +430,8 @@ struct PeerTask {
     /// Writers of the open relay streams, and their reader tasks.
     streams: HashMap<u32, (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>)>,
     resolving_turn: Option<oneshot::Receiver<Vec<crate::turn::RelayTarget>>>,
+    /// The TURN servers being resolved replace the current ones (a new login's credentials).
+    turn_update: bool,
     engine: Engine,
     sockets: Vec<(SocketAddr, UdpSocket)>,
     config: RtcConfig,
@@ -484,7 +504,11 @@ impl PeerTask {
                 }
                 Wake::RelaysResolved(targets) => {
                     self.resolving_turn = None;
-                    self.engine.start_relays(Instant::now(), targets);
+                    if std::mem::take(&mut self.turn_update) {
+                        self.engine.update_relay_targets(Instant::now(), targets);
+                    } else {
+                        self.engine.start_relays(Instant::now(), targets);
+                    }
                 }
                 Wake::Relay(Some(io)) => self.on_relay_io(io),
                 Wake::Relay(None) => {}
@@ -549,7 +573,7 @@ impl PeerTask {
     /// (address, transport), in the configured order.
     fn resolve_turn_servers(&mut self) {
         let specs: Vec<crate::config::TurnServerSpec> = self.config.turn_servers().collect();
-        if specs.is_empty() {
+        if specs.is_empty() && !self.turn_update {
             return;
         }
         let tls = self.config.turn_tls.clone();
@@ -710,6 +734,12 @@ impl PeerTask {
             }
             Command::Connectivity(reply) => {
                 let _ = reply.send(self.engine.connectivity());
+            }
+            Command::UpdateIceServers(servers, reply) => {
+                self.config.ice_servers = servers;
+                self.turn_update = true;
+                self.resolve_turn_servers();
+                let _ = reply.send(());
             }
             Command::Close(reply) => {
                 self.engine.close(now, CloseReason::Local);

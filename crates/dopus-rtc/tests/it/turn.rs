@@ -271,3 +271,46 @@ async fn wrong_turn_credentials_are_reported() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_credentials_replace_refused_ones() {
+    let relay = turn_server("alice", "secret").await;
+    let url = format!("turn:{}?transport=udp", relay.addr);
+    let cfg = RtcConfig {
+        ice_servers: vec![IceServer::turn(&url, "alice", "expired").unwrap()],
+        ..config()
+    };
+    let (mut a, mut b) = pair_with(cfg, config(), pass_all(), pass_all(), |s| s).await;
+    wait_open(&mut a).await;
+    wait_open(&mut b).await;
+    let deadline = Instant::now() + WAIT;
+    while !matches!(
+        a.handle
+            .connectivity()
+            .await
+            .unwrap()
+            .relays
+            .last()
+            .map(|r| &r.state),
+        Some(RelayState::Failed(_))
+    ) {
+        assert!(Instant::now() < deadline, "the first attempt never failed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The next login's credentials: allocating starts again and works.
+    a.handle
+        .update_ice_servers(vec![IceServer::turn(&url, "alice", "secret").unwrap()])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let c = a.handle.connectivity().await.unwrap();
+        if c.relays.last().map(|r| &r.state) == Some(&RelayState::Ready) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{c:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kinds = types(&a.announced.lock().unwrap().clone());
+    assert!(kinds.contains(&CandidateType::Relay), "{kinds:?}");
+}
