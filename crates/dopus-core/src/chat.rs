@@ -14,13 +14,15 @@
 //! - typing indicators and WebRTC signals are ephemeral: never stored, never retried.
 
 use crate::store::{
-    Change, Changes, Contact, ContactState, ConversationId, DeliveryState, EnvelopeId, Message,
-    MessageId, MessageKind, NewMessage, Seq, Store, StoreError,
+    Change, Changes, Contact, ContactState, ConversationId, DeliveryState, EnvelopeId,
+    FileTransfer, Message, MessageId, MessageKind, NewMessage, Seq, SourceFile, Store, StoreError,
+    TransferDirection, TransferId, TransferState,
 };
 use dopus_proto::peer::{
     self, BulkContent, BulkItem, ChatContent, Content, Conversation, MAX_BODY_BYTES,
     MAX_EMOJI_BYTES, MAX_IDS_PER_MESSAGE, PeerPayload, ReactionAction, ReceiptKind,
 };
+use dopus_proto::transfer::{FileManifest, GroupSet};
 use dopus_types::{Timestamp, UserId};
 use std::collections::HashMap;
 
@@ -56,6 +58,9 @@ pub enum ChatError {
     /// The message was deleted.
     #[error("the message was deleted")]
     Deleted,
+    /// A file manifest outside its limits.
+    #[error("the file's description is invalid")]
+    InvalidFile,
     /// Reading the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -282,6 +287,65 @@ impl Chat {
             delivery: DeliveryState::Pending,
         });
         Ok((change, out))
+    }
+
+    /// A file message to `peer` with id `id` (the manifest was prepared by the caller), and
+    /// the outgoing transfer that serves it, stored with the message. The transfer's id is the
+    /// message's id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_file(
+        &mut self,
+        store: &dyn Store,
+        now: Timestamp,
+        id: MessageId,
+        peer: UserId,
+        manifest: FileManifest,
+        source: SourceFile,
+        reply_to: Option<MessageId>,
+    ) -> Result<(Changes, Outgoing, FileTransfer), ChatError> {
+        Self::messageable(store, &peer)?;
+        manifest.validate().map_err(|_| ChatError::InvalidFile)?;
+        let conversation = ConversationId::Direct(peer);
+        let sent_at = next_sent_at(store, &conversation, now)?;
+        let out = Outgoing {
+            peer,
+            id: EnvelopeId(id.0),
+            conversation: Conversation::Direct,
+            sent_at,
+            content: Content::Chat(ChatContent::File {
+                file: Box::new(manifest.clone()),
+                reply_to: reply_to.map(wire_id).transpose()?,
+            }),
+            reliable: true,
+        };
+        let transfer = FileTransfer {
+            id: TransferId(id.0),
+            conversation,
+            message: Some(id),
+            direction: TransferDirection::Outgoing,
+            manifest: manifest.clone(),
+            state: TransferState::Queued,
+            reason: None,
+            verified: GroupSet::new(),
+            source: Some(source),
+            saved_path: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut changes = Changes::new();
+        changes.push(Change::InsertMessage(NewMessage {
+            id,
+            conversation,
+            sender: self.me,
+            kind: MessageKind::File,
+            body: manifest.name,
+            reply_to,
+            sent_at,
+            received_at: now,
+            delivery: DeliveryState::Pending,
+        }));
+        changes.push(Change::SaveTransfer(transfer.clone()));
+        Ok((changes, out, transfer))
     }
 
     fn own_message(
@@ -544,6 +608,47 @@ impl Chat {
                         active: false,
                     });
                 }
+                r.replies.push(ack());
+            }
+            Content::Chat(ChatContent::File { file, reply_to }) => {
+                if !accepted {
+                    return Ok(r);
+                }
+                let id = store_id(&payload.id);
+                r.changes.push(Change::InsertMessage(NewMessage {
+                    id,
+                    conversation,
+                    sender,
+                    kind: MessageKind::File,
+                    body: file.name.clone(),
+                    reply_to: reply_to.as_ref().map(store_id),
+                    sent_at: clamp_sent_at(payload.sent_at, now),
+                    received_at: now,
+                    delivery: DeliveryState::Delivered,
+                }));
+                // A message id is taken in once (deduplicated), so its transfer is made once.
+                r.changes.push(Change::SaveTransfer(FileTransfer {
+                    id: TransferId(id.0),
+                    conversation,
+                    message: Some(id),
+                    direction: TransferDirection::Incoming,
+                    manifest: (**file).clone(),
+                    state: TransferState::Queued,
+                    reason: None,
+                    verified: GroupSet::new(),
+                    source: None,
+                    saved_path: None,
+                    created_at: now,
+                    updated_at: now,
+                }));
+                r.events.push(ChatEvent::MessageAdded(id));
+                r.replies.push(ack());
+            }
+            Content::Transfer(_) => {
+                if !accepted {
+                    return Ok(r);
+                }
+                r.control = Some(payload.content.clone());
                 r.replies.push(ack());
             }
             Content::Chat(ChatContent::Edit { target, body }) => {

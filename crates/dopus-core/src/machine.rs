@@ -31,6 +31,7 @@ mod receive;
 mod recovery;
 mod send;
 mod space;
+mod transfers;
 
 pub use commands::{
     CommandError, ConnectionView, ProfilePatch, Settings, SettingsPatch, VerificationView,
@@ -40,6 +41,7 @@ pub use io::{
     SignalingRequest, SignalingState, Transmit, Via,
 };
 pub use space::JoinState;
+pub use transfers::{TransferAction, TransferRequest};
 
 use crate::chat::{Chat, Outgoing};
 use crate::e2e::{Burst, OlmMachine};
@@ -118,6 +120,10 @@ pub struct NodeMachine {
     /// Spaces: control logs, joins, channel encryption.
     spaces: space::Spaces,
     outputs: VecDeque<Output>,
+    /// Peers with unfinished transfers (kept connected while online), and whether to read
+    /// them again from the store.
+    transfer_peers: BTreeSet<UserId>,
+    transfer_peers_dirty: bool,
 }
 
 impl std::fmt::Debug for NodeMachine {
@@ -175,6 +181,8 @@ impl NodeMachine {
             detailed_events: true,
             spaces,
             outputs: VecDeque::new(),
+            transfer_peers: BTreeSet::new(),
+            transfer_peers_dirty: true,
         })
     }
 
@@ -265,6 +273,10 @@ impl NodeMachine {
             Input::Connection { peer, conn, event } => {
                 self.on_connection(now, peer, conn, event, store)?;
             }
+            Input::DownloadDone { id } => {
+                self.transfer_peers_dirty = true;
+                self.on_download_done(now, id, store)?;
+            }
         }
         Ok(())
     }
@@ -290,6 +302,7 @@ impl NodeMachine {
         self.space_sync(now);
         self.seal_ephemeral(now, store)?;
         self.pump(now, store)?;
+        self.transfer_links(now, &*store)?;
         Ok(())
     }
 

@@ -25,6 +25,7 @@ pub use rtc::{RtcContent, RtcSignal};
 pub use verify::{CancelCode, VerificationContent, VerificationStep};
 
 use crate::peer::PeerError;
+pub use crate::transfer::TransferContent;
 use serde::{Deserialize, Serialize};
 
 /// What a payload says.
@@ -44,6 +45,8 @@ pub enum Content {
     Bulk(BulkContent),
     /// Spaces: control-log ops, sync, invites and joins, Megolm keys and channel messages.
     Space(Box<crate::space::SpaceContent>),
+    /// File transfer control: have, revoke, cancel (docs/files.md).
+    Transfer(TransferContent),
 }
 
 impl Content {
@@ -57,6 +60,7 @@ impl Content {
             Content::Verification(c) => c.validate(),
             Content::Bulk(c) => c.validate(),
             Content::Space(c) => c.validate(),
+            Content::Transfer(c) => c.validate(),
         }
     }
 
@@ -70,6 +74,7 @@ impl Content {
             Content::Verification(c) => c.kind_name(),
             Content::Bulk(c) => c.kind_name(),
             Content::Space(c) => c.kind_name(),
+            Content::Transfer(c) => c.kind_name(),
         }
     }
 
@@ -118,6 +123,12 @@ impl From<VerificationContent> for Content {
     }
 }
 
+impl From<TransferContent> for Content {
+    fn from(c: TransferContent) -> Self {
+        Content::Transfer(c)
+    }
+}
+
 impl From<BulkContent> for Content {
     fn from(c: BulkContent) -> Self {
         Content::Bulk(c)
@@ -140,6 +151,7 @@ impl Serialize for Content {
             Content::Verification(c) => c.serialize(s),
             Content::Bulk(c) => c.serialize(s),
             Content::Space(c) => c.serialize(s),
+            Content::Transfer(c) => c.serialize(s),
         }
     }
 }
@@ -189,6 +201,10 @@ impl<'de> Deserialize<'de> for Content {
             serde_json::from_str(json)
                 .map(|c| Content::Space(Box::new(c)))
                 .map_err(inner("malformed space content"))
+        } else if TransferContent::KINDS.contains(&kind) {
+            serde_json::from_str(json)
+                .map(Content::Transfer)
+                .map_err(inner("malformed transfer content"))
         } else {
             Err(D::Error::custom("unknown content kind"))
         }

@@ -1011,6 +1011,41 @@ mod tests {
     }
 
     #[test]
+    fn files_travel_nested_in_the_peer_content() {
+        use crate::content::{ChatContent, Content};
+        // The announcing message: a chat content of kind `file` carrying the manifest.
+        let file = Content::Chat(ChatContent::File {
+            file: Box::new(manifest()),
+            reply_to: None,
+        });
+        let json = serde_json::to_string(&file).unwrap();
+        assert!(json.starts_with(r#"{"kind":"file","file":{"#), "{json}");
+        let back: Content = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, file);
+        assert!(
+            back.bulk_item_kind(),
+            "a file message is queued like a text"
+        );
+        assert_eq!(back.validate(), Ok(()));
+        // A bad manifest fails the content's validation.
+        let mut bad = manifest();
+        bad.name = String::new();
+        let bad = Content::Chat(ChatContent::File {
+            file: Box::new(bad),
+            reply_to: None,
+        });
+        assert!(bad.validate().is_err());
+        // Control messages decode as `Content::Transfer`.
+        let have = Content::Transfer(TransferContent::FileHave {
+            blob: BlobHash::from_bytes([3; 32]),
+        });
+        let json = serde_json::to_string(&have).unwrap();
+        assert_eq!(serde_json::from_str::<Content>(&json).unwrap(), have);
+        assert_eq!(have.kind_name(), "file_have");
+        assert!(!have.bulk_item_kind());
+    }
+
+    #[test]
     fn transfer_kinds_start_with_file_and_match_their_tag() {
         let blob = BlobHash::from_bytes([1; 32]);
         for c in [

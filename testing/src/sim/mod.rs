@@ -1260,6 +1260,8 @@ impl Sim {
             Output::Signaling(req) => self.signaling_request(n, req),
             Output::Connection(req) => self.connection_request(n, req),
             Output::Event(e) => self.oracle_event(n, &e),
+            // The simulation sends no files.
+            Output::Transfer(_) => {}
         }
     }
 
@@ -1632,7 +1634,8 @@ impl Sim {
             | Event::Signaling(_)
             | Event::Connection(_)
             | Event::Verification(_)
-            | Event::SpaceChanged(_) => {}
+            | Event::SpaceChanged(_)
+            | Event::Transfer(_) => {}
         }
     }
 
@@ -1829,6 +1832,7 @@ fn pending_name(p: &Pending) -> String {
             Input::Published { result, .. } => format!("published:{:?}", result.as_ref().ok()),
             Input::Transmitted { id, outcome } => format!("transmitted:{id}:{outcome:?}"),
             Input::Connection { event, .. } => format!("conn:{}", conn_event_name(event)),
+            Input::DownloadDone { .. } => "download-done".into(),
         },
     }
 }

@@ -48,6 +48,12 @@ pub enum CommandError {
     /// A space action was refused (the rules, an invite, the channel); the text says why.
     #[error("{0}")]
     Space(String),
+    /// No such transfer.
+    #[error("no such transfer")]
+    UnknownTransfer,
+    /// The transfer has ended (done, failed or cancelled).
+    #[error("the transfer has ended")]
+    TransferEnded,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

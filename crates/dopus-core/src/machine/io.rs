@@ -262,6 +262,8 @@ pub enum Event {
     Verification(UserId),
     /// A space changed (its log, or our attempt to join it): read it back to show it.
     SpaceChanged(dopus_types::SpaceId),
+    /// A file transfer was made or changed state (read it back to show it).
+    Transfer(crate::store::TransferId),
     /// A broken session with this contact was replaced; `resent` envelopes go again.
     SessionReset {
         /// With whom.
@@ -329,6 +331,12 @@ pub enum Input {
         /// What.
         event: ConnectionEvent,
     },
+    /// The file task finished a download: every group verified, the plaintext hash checked,
+    /// the state `done` written.
+    DownloadDone {
+        /// Which transfer.
+        id: crate::store::TransferId,
+    },
 }
 
 /// An output of the machine, to perform after the commit of the batch that made it.
@@ -342,4 +350,6 @@ pub enum Output {
     Connection(ConnectionRequest),
     /// Tell the user interface.
     Event(Event),
+    /// Ask the file task something.
+    Transfer(super::TransferRequest),
 }

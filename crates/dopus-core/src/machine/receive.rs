@@ -269,6 +269,19 @@ impl NodeMachine {
             Content::Space(content) => {
                 self.take_space(now, sender, device, payload, content, store)?;
             }
+            Content::Transfer(t) => {
+                let ack = EnvelopeId(self.new_id(now).0);
+                let received = self
+                    .chat
+                    .receive(&*store, now, sender, payload, ack)
+                    .map_err(chat_store)?;
+                let taken = received.control.is_some();
+                self.apply_received(now, received, store)?;
+                if taken {
+                    self.transfer_peers_dirty = true;
+                    self.on_transfer_content(now, sender, t, store)?;
+                }
+            }
         }
         Ok(())
     }
@@ -290,7 +303,16 @@ impl NodeMachine {
                 _ => None,
             })
             .collect();
+        let transfers: Vec<crate::store::FileTransfer> = received
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::SaveTransfer(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
         let applied = store.apply(received.changes)?;
+        self.fetch_received(transfers);
         let mut inserted = std::collections::BTreeMap::new();
         for (i, m) in inserts {
             if let Some(Outcome::Inserted(seq)) = applied.outcomes.get(i) {

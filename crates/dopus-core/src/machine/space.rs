@@ -1321,7 +1321,9 @@ impl NodeMachine {
                     updated = Some(id);
                 }
             }
-            ChatContent::Typing { .. } | ChatContent::Receipt { .. } => {}
+            // Files in channels come with multi-source transfers (docs/files.md, "Not yet").
+            ChatContent::Typing { .. } | ChatContent::Receipt { .. } | ChatContent::File { .. } => {
+            }
         }
         let applied = store.apply(changes)?;
         if self.detailed_events {

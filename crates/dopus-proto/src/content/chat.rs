@@ -25,7 +25,7 @@ pub enum ReceiptKind {
     Read,
 }
 
-/// A chat content. Wire kinds: `text`, `edit`, `delete`, `reaction`, `typing`, `receipt`.
+/// A chat content. Wire kinds: `text`, `file`, `edit`, `delete`, `reaction`, `typing`, `receipt`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ChatContent {
@@ -33,6 +33,15 @@ pub enum ChatContent {
     Text {
         /// The text.
         body: String,
+        /// The message this one answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<MessageId>,
+    },
+    /// A file: the manifest that lets the recipient fetch, verify and decrypt it
+    /// (docs/files.md). Shown in the conversation like a message.
+    File {
+        /// What was sent.
+        file: Box<crate::transfer::FileManifest>,
         /// The message this one answers.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<MessageId>,
@@ -74,8 +83,9 @@ pub enum ChatContent {
 
 impl ChatContent {
     /// The wire kinds of this subsystem.
-    pub const KINDS: &'static [&'static str] =
-        &["text", "edit", "delete", "reaction", "typing", "receipt"];
+    pub const KINDS: &'static [&'static str] = &[
+        "text", "file", "edit", "delete", "reaction", "typing", "receipt",
+    ];
 
     /// Checks the documented limits.
     pub fn validate(&self) -> Result<(), PeerError> {
@@ -83,6 +93,7 @@ impl ChatContent {
             ChatContent::Text { body, .. } | ChatContent::Edit { body, .. } => {
                 limit_str("body", body, MAX_BODY_BYTES)
             }
+            ChatContent::File { file, .. } => file.validate(),
             ChatContent::Reaction { emoji, .. } => non_empty("emoji", emoji, MAX_EMOJI_BYTES),
             ChatContent::Receipt { ids, .. } => {
                 if ids.is_empty() {
@@ -98,6 +109,7 @@ impl ChatContent {
     pub fn kind_name(&self) -> &'static str {
         match self {
             ChatContent::Text { .. } => "text",
+            ChatContent::File { .. } => "file",
             ChatContent::Edit { .. } => "edit",
             ChatContent::Delete { .. } => "delete",
             ChatContent::Reaction { .. } => "reaction",
@@ -112,6 +124,7 @@ impl ChatContent {
         matches!(
             self,
             ChatContent::Text { .. }
+                | ChatContent::File { .. }
                 | ChatContent::Edit { .. }
                 | ChatContent::Delete { .. }
                 | ChatContent::Reaction { .. }
