@@ -37,6 +37,11 @@ use crate::turn::{Relay, RelayOutput, RelayState, RelayTarget, RelayTransport};
 pub(crate) const CHANNEL_LABEL: &str = "dopus";
 /// Sub-protocol named in DCEP, so a future incompatible framing can be told apart.
 pub(crate) const CHANNEL_PROTOCOL: &str = "dopus/1";
+/// Label of the blob channel (file transfers, `dopus-blob/1` frames), beside the message
+/// channel on the same association.
+pub(crate) const BLOB_LABEL: &str = "dopus-blob";
+/// Its sub-protocol.
+pub(crate) const BLOB_PROTOCOL: &str = "dopus-blob/1";
 /// How often str0m reports the selected pair and RTT.
 const STATS_INTERVAL: Duration = Duration::from_millis(500);
 /// Remote candidates kept while waiting for their description; a peer cannot make us hoard more.
@@ -130,6 +135,11 @@ pub(crate) struct Engine {
 
     channel: Option<ChannelId>,
     channel_open: bool,
+    /// The blob channel, and the most of the send buffer it may fill (so messages always
+    /// find room).
+    blob: Option<ChannelId>,
+    blob_open: bool,
+    blob_share: usize,
     state: ConnectionState,
     ever_ice_connected: bool,
     dtls_connected: bool,
@@ -219,6 +229,9 @@ impl Engine {
             pending_offer: None,
             channel: None,
             channel_open: false,
+            blob: None,
+            blob_open: false,
+            blob_share: send_buffer / 4 * 3,
             state: ConnectionState::New,
             ever_ice_connected: false,
             dtls_connected: false,
@@ -284,10 +297,18 @@ impl Engine {
             negotiated: None,
             protocol: CHANNEL_PROTOCOL.to_owned(),
         });
+        let blob = api.add_channel_with_config(ChannelConfig {
+            label: BLOB_LABEL.to_owned(),
+            ordered: true,
+            reliability: Reliability::Reliable,
+            negotiated: None,
+            protocol: BLOB_PROTOCOL.to_owned(),
+        });
         let (offer, pending) = api
             .apply()
             .ok_or(PeerError::Negotiation("nothing to offer"))?;
         self.channel = Some(id);
+        self.blob = Some(blob);
         self.pending_offer = Some(pending);
         self.kick(now);
         Ok(self.outgoing_sdp(offer.to_sdp_string()))
@@ -958,6 +979,67 @@ impl Engine {
         }
     }
 
+    /// Writes blob channel messages in order while the blob channel's buffered amount stays
+    /// within its share of the send buffer, then drains once; answers like
+    /// [`Engine::write_batch`].
+    pub(crate) fn write_blob_batch<M: AsRef<[u8]>>(
+        &mut self,
+        now: Instant,
+        messages: &[M],
+    ) -> (usize, Result<bool, PeerError>) {
+        let mut written = 0;
+        let mut result = Ok(true);
+        for m in messages {
+            match self.write_blob_one(m.as_ref()) {
+                Ok(true) => written += 1,
+                other => {
+                    result = other;
+                    break;
+                }
+            }
+        }
+        if written > 0 {
+            self.last_activity = now;
+            self.drain(now);
+        }
+        (written, result)
+    }
+
+    fn write_blob_one(&mut self, data: &[u8]) -> Result<bool, PeerError> {
+        self.ensure_open()?;
+        if data.is_empty() {
+            return Err(PeerError::EmptyMessage);
+        }
+        if data.len() > self.max_message_size {
+            return Err(PeerError::MessageTooLarge {
+                len: data.len(),
+                max: self.max_message_size,
+            });
+        }
+        let (Some(id), true) = (self.blob, self.blob_open) else {
+            return Ok(false);
+        };
+        let Some(mut ch) = self.rtc.channel(id) else {
+            return Err(PeerError::Closed);
+        };
+        if ch.buffered_amount() + data.len() > self.blob_share {
+            return Ok(false);
+        }
+        match ch.write(true, data) {
+            Ok(true) => {
+                self.messages_sent += 1;
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => Err(PeerError::Engine(e.to_string())),
+        }
+    }
+
+    /// True when the blob channel is open.
+    pub(crate) fn blob_open(&self) -> bool {
+        self.blob_open && self.closed.is_none()
+    }
+
     /// True once if a write refused for lack of room may succeed now (see [`Engine::write_batch`]):
     /// the channel opened or the send buffer drained below its low-water mark.
     pub(crate) fn take_room(&mut self) -> bool {
@@ -1009,6 +1091,7 @@ impl Engine {
         }
         self.closed = Some(reason.clone());
         self.channel_open = false;
+        self.blob_open = false;
         if self.rtc.is_alive() {
             if let Err(e) = self.rtc.close() {
                 tracing::debug!(error = %e, "str0m close");
@@ -1100,6 +1183,23 @@ impl Engine {
                 self.dtls_connected = true;
                 self.set_state(ConnectionState::Connected);
             }
+            Event::ChannelOpen(id, label) if label == BLOB_LABEL || self.blob == Some(id) => {
+                if self.blob.is_none() && self.role == Role::Answerer {
+                    self.blob = Some(id);
+                }
+                if self.blob != Some(id) {
+                    tracing::debug!("extra blob channel from the peer ignored");
+                    return;
+                }
+                if let Some(mut ch) = self.rtc.channel(id) {
+                    // Refilled at half its share: the transfer keeps data in flight.
+                    ch.set_buffered_amount_low_threshold(self.blob_share / 2);
+                }
+                self.blob_open = true;
+                self.room = true;
+                self.last_activity = now;
+                self.out.push_back(EngineOutput::Event(PeerEvent::BlobOpen));
+            }
             Event::ChannelOpen(id, _label) => {
                 if self.channel.is_none() && self.role == Role::Answerer {
                     self.channel = Some(id);
@@ -1127,6 +1227,14 @@ impl Engine {
             // The send buffer drained below the low-water mark (a quarter of it): a blocked
             // write is retried now, and finds room for a large batch at once.
             Event::ChannelBufferedAmountLow(id) if self.channel == Some(id) => self.room = true,
+            Event::ChannelData(d) if self.blob == Some(d.id) && self.blob_open => {
+                self.messages_received += 1;
+                self.last_activity = now;
+                self.out
+                    .push_back(EngineOutput::Event(PeerEvent::BlobData(d.data)));
+            }
+            Event::ChannelBufferedAmountLow(id) if self.blob == Some(id) => self.room = true,
+            Event::ChannelClose(id) if self.blob == Some(id) => self.blob_open = false,
             Event::ChannelClose(id) if self.channel == Some(id) => {
                 self.finish(now, CloseReason::Remote);
             }

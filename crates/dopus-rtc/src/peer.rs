@@ -51,6 +51,11 @@ pub enum PeerEvent {
     ChannelOpen,
     /// A message from the peer, in order, exactly as sent.
     Data(Vec<u8>),
+    /// The blob channel (file transfers, beside the message channel) is open;
+    /// [`PeerHandle::send_blob_all`] goes through from now on.
+    BlobOpen,
+    /// A message from the peer on the blob channel, in order.
+    BlobData(Vec<u8>),
     /// The connection ended; the last event.
     Closed {
         /// Why.
@@ -69,6 +74,8 @@ impl std::fmt::Debug for PeerEvent {
             Self::State(s) => f.debug_tuple("State").field(s).finish(),
             Self::ChannelOpen => f.write_str("ChannelOpen"),
             Self::Data(d) => write!(f, "Data({} bytes)", d.len()),
+            Self::BlobOpen => f.write_str("BlobOpen"),
+            Self::BlobData(d) => write!(f, "BlobData({} bytes)", d.len()),
             Self::Closed { reason } => f.debug_struct("Closed").field("reason", reason).finish(),
         }
     }
@@ -119,6 +126,7 @@ impl PeerConnection {
 pub struct PeerHandle {
     commands: mpsc::Sender<Command>,
     messages: mpsc::Sender<Outgoing>,
+    blob_messages: mpsc::Sender<Outgoing>,
     max_message_size: usize,
 }
 
@@ -219,6 +227,39 @@ impl PeerHandle {
         }
         let (tx, rx) = oneshot::channel();
         let queued = self.messages.send(Outgoing {
+            data: messages,
+            written: 0,
+            reply: tx,
+        });
+        if queued.await.is_err() {
+            return (0, Err(PeerError::Closed));
+        }
+        rx.await.unwrap_or((0, Err(PeerError::Closed)))
+    }
+
+    /// Sends messages on the blob channel, in order, as [`PeerHandle::send_all`] does on the
+    /// message channel. The blob channel keeps to its share of the send buffer (three
+    /// quarters), so messages always find room beside a transfer.
+    pub async fn send_blob_all(&self, messages: Vec<Vec<u8>>) -> (usize, Result<(), PeerError>) {
+        for m in &messages {
+            if m.is_empty() {
+                return (0, Err(PeerError::EmptyMessage));
+            }
+            if m.len() > self.max_message_size {
+                return (
+                    0,
+                    Err(PeerError::MessageTooLarge {
+                        len: m.len(),
+                        max: self.max_message_size,
+                    }),
+                );
+            }
+        }
+        if messages.is_empty() {
+            return (0, Ok(()));
+        }
+        let (tx, rx) = oneshot::channel();
+        let queued = self.blob_messages.send(Outgoing {
             data: messages,
             written: 0,
             reply: tx,
@@ -362,10 +403,12 @@ fn spawn(
 ) -> (PeerHandle, PeerEvents) {
     let (cmd_tx, cmd_rx) = mpsc::channel(32);
     let (msg_tx, msg_rx) = mpsc::channel(16);
+    let (blob_tx, blob_rx) = mpsc::channel(4);
     let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity);
     let handle = PeerHandle {
         commands: cmd_tx,
         messages: msg_tx,
+        blob_messages: blob_tx,
         max_message_size: config.max_message_size,
     };
     let (relay_tx, relay_rx) = mpsc::channel(256);
@@ -380,9 +423,11 @@ fn spawn(
         config,
         commands: cmd_rx,
         messages: msg_rx,
+        blob_messages: blob_rx,
         events: ev_tx,
         queued_events: VecDeque::new(),
         blocked: None,
+        blob_blocked: None,
         close_waiters: Vec::new(),
         resolving: None,
         buf: vec![0; 65_536],
@@ -420,6 +465,7 @@ enum Wake {
     Command(Option<Command>),
     Resolved(Vec<SocketAddr>),
     Message(Option<Outgoing>),
+    BlobMessage(Option<Outgoing>),
     Datagram(Option<(usize, usize, SocketAddr)>),
     Timer,
 }
@@ -437,11 +483,14 @@ struct PeerTask {
     config: RtcConfig,
     commands: mpsc::Receiver<Command>,
     messages: mpsc::Receiver<Outgoing>,
+    blob_messages: mpsc::Receiver<Outgoing>,
     events: mpsc::Sender<PeerEvent>,
     /// Events the application has not had room for yet.
     queued_events: VecDeque<PeerEvent>,
     /// A batch str0m had no room for (all or part of it), and when it was last tried.
     blocked: Option<(Outgoing, Instant)>,
+    /// The same for the blob channel.
+    blob_blocked: Option<(Outgoing, Instant)>,
     close_waiters: Vec<oneshot::Sender<()>>,
     resolving: Option<oneshot::Receiver<Vec<SocketAddr>>>,
     buf: Vec<u8>,
@@ -463,9 +512,13 @@ impl PeerTask {
             if let Some((_, tried)) = &self.blocked {
                 deadline = deadline.min(crate::engine::later(*tried, BLOCKED_RETRY));
             }
+            if let Some((_, tried)) = &self.blob_blocked {
+                deadline = deadline.min(crate::engine::later(*tried, BLOCKED_RETRY));
+            }
             let deadline = tokio::time::Instant::from_std(deadline);
             let can_read = self.queued_events.len() < self.config.event_capacity;
             let can_send = self.blocked.is_none() && self.engine.channel_open();
+            let can_send_blob = self.blob_blocked.is_none() && self.engine.blob_open();
             let has_events = !self.queued_events.is_empty();
             let wake = tokio::select! {
                 biased;
@@ -485,6 +538,7 @@ impl PeerTask {
                 targets = wait_resolved(&mut self.resolving_turn) => Wake::RelaysResolved(targets),
                 io = self.relay_rx.recv() => Wake::Relay(io),
                 msg = self.messages.recv(), if can_send => Wake::Message(msg),
+                msg = self.blob_messages.recv(), if can_send_blob => Wake::BlobMessage(msg),
                 got = recv_any(&self.sockets, &mut self.buf, &mut self.next_socket), if can_read => {
                     Wake::Datagram(got)
                 }
@@ -514,6 +568,8 @@ impl PeerTask {
                 Wake::Relay(None) => {}
                 Wake::Message(Some(msg)) => self.write(msg),
                 Wake::Message(None) => {}
+                Wake::BlobMessage(Some(msg)) => self.write_blob(msg),
+                Wake::BlobMessage(None) => {}
                 Wake::Datagram(Some((idx, len, from))) => self.on_datagram(idx, len, from),
                 Wake::Datagram(None) => {}
                 Wake::Timer => self.engine.handle_timeout(Instant::now()),
@@ -523,6 +579,9 @@ impl PeerTask {
             reader.abort();
         }
         if let Some((b, _)) = self.blocked.take() {
+            b.finish(Err(PeerError::Closed));
+        }
+        if let Some((b, _)) = self.blob_blocked.take() {
             b.finish(Err(PeerError::Closed));
         }
         for w in self.close_waiters.drain(..) {
@@ -785,6 +844,20 @@ impl PeerTask {
         }
     }
 
+    fn write_blob(&mut self, mut msg: Outgoing) {
+        let rest = msg.data.get(msg.written..).unwrap_or_default();
+        let (n, result) = self.engine.write_blob_batch(Instant::now(), rest);
+        for taken in msg.data.iter_mut().skip(msg.written).take(n) {
+            *taken = Vec::new();
+        }
+        msg.written += n;
+        match result {
+            Ok(true) => msg.finish(Ok(())),
+            Ok(false) => self.blob_blocked = Some((msg, Instant::now())),
+            Err(e) => msg.finish(Err(e)),
+        }
+    }
+
     /// Retries a blocked batch when the engine says there is room (the channel opened, or the
     /// send buffer drained below its low-water mark), so the retry finds room for many messages
     /// and str0m drains once for all of them. Retrying after every input instead (every SACK)
@@ -794,16 +867,20 @@ impl PeerTask {
     /// its last attempt.
     fn retry_blocked(&mut self) {
         let room = self.engine.take_room();
-        if !self.engine.channel_open() {
-            return;
-        }
-        let Some((_, tried)) = &self.blocked else {
-            return;
-        };
-        if (room || Instant::now() >= crate::engine::later(*tried, BLOCKED_RETRY))
+        // The message channel first: it always has room beside the blob channel's share.
+        if self.engine.channel_open()
+            && let Some((_, tried)) = &self.blocked
+            && (room || Instant::now() >= crate::engine::later(*tried, BLOCKED_RETRY))
             && let Some((msg, _)) = self.blocked.take()
         {
             self.write(msg);
+        }
+        if self.engine.blob_open()
+            && let Some((_, tried)) = &self.blob_blocked
+            && (room || Instant::now() >= crate::engine::later(*tried, BLOCKED_RETRY))
+            && let Some((msg, _)) = self.blob_blocked.take()
+        {
+            self.write_blob(msg);
         }
     }
 
