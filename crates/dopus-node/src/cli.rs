@@ -78,6 +78,26 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Send a file to a contact: the node hashes and encrypts it, announces it and serves it
+    /// to them peer to peer (needs a running node; the file stays where it is).
+    SendFile {
+        /// The contact's user ID (dopus1…).
+        user_id: String,
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// List file transfers with their progress (needs a running node).
+    Transfers,
+    /// Pause, resume, cancel or save a transfer (needs a running node).
+    #[command(subcommand)]
+    Transfer(TransferCommand),
+    /// Save a received file into a directory (same as `transfer save`).
+    Save {
+        /// The transfer ID.
+        id: String,
+        /// The directory to save into.
+        dir: std::path::PathBuf,
+    },
     /// Search your message history (needs a running node).
     Search {
         /// Words to look for.
@@ -301,4 +321,31 @@ mod tests {
         assert!(cli.json);
         assert_eq!(cli.data_dir, Some(PathBuf::from("/x")));
     }
+}
+
+/// `transfer …`.
+#[derive(Debug, Subcommand)]
+pub enum TransferCommand {
+    /// Stop fetching (or serving) for now.
+    Pause {
+        /// The transfer ID.
+        id: String,
+    },
+    /// Go on.
+    Resume {
+        /// The transfer ID.
+        id: String,
+    },
+    /// Give up; the other side hears of it.
+    Cancel {
+        /// The transfer ID.
+        id: String,
+    },
+    /// Decrypt a received file into a directory (its hash is checked first).
+    Save {
+        /// The transfer ID.
+        id: String,
+        /// The directory to save into.
+        dir: std::path::PathBuf,
+    },
 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use dopus_node::cli::{
-    ChannelCommand, Cli, Command, ContactsCommand, IdCommand, SpaceCommand, UpArgs,
+    ChannelCommand, Cli, Command, ContactsCommand, IdCommand, SpaceCommand, TransferCommand, UpArgs,
 };
 use dopus_node::client::ApiClient;
 use dopus_node::output::Output;
@@ -99,6 +99,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => remote::react(&ApiClient::require(&dir)?, out, &message_id, &emoji, remove),
         Command::History { user_id, limit } => {
             remote::history(&ApiClient::require(&dir)?, out, &user_id, limit)
+        }
+        Command::SendFile { user_id, path } => {
+            remote::send_file(&ApiClient::require(&dir)?, out, &user_id, &path)
+        }
+        Command::Transfers => remote::transfers(&ApiClient::require(&dir)?, out),
+        Command::Save { id, dir: to } => remote::save(&ApiClient::require(&dir)?, out, &id, &to),
+        Command::Transfer(cmd) => {
+            let api = ApiClient::require(&dir)?;
+            match cmd {
+                TransferCommand::Pause { id } => remote::transfer_action(&api, out, &id, "pause"),
+                TransferCommand::Resume { id } => remote::transfer_action(&api, out, &id, "resume"),
+                TransferCommand::Cancel { id } => remote::transfer_action(&api, out, &id, "cancel"),
+                TransferCommand::Save { id, dir: to } => remote::save(&api, out, &id, &to),
+            }
         }
         Command::Search { text, limit } => {
             remote::search(&ApiClient::require(&dir)?, out, &text, limit)

@@ -240,3 +240,96 @@ pub fn events(api: &ApiClient, out: Output) -> anyhow::Result<()> {
         }
     })
 }
+
+/// An absolute form of a path given on the command line (the node resolves nothing).
+fn absolute(path: &std::path::Path) -> anyhow::Result<String> {
+    let p = std::path::absolute(path)
+        .with_context(|| format!("{} is not a usable path", path.display()))?;
+    p.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not valid UTF-8", p.display()))
+}
+
+/// One transfer as a line of text.
+pub fn transfer_line(t: &Value) -> String {
+    let size = t["size"].as_u64().unwrap_or(0);
+    let bytes = t["bytes"].as_u64().unwrap_or(0);
+    let pct = (bytes * 100).checked_div(size).unwrap_or(100);
+    let dir = if t["direction"].as_str() == Some("outgoing") {
+        "→"
+    } else {
+        "←"
+    };
+    let mut line = format!(
+        "{}  {dir} {}  {} bytes  {} {pct}%",
+        t["id"].as_str().unwrap_or("?"),
+        t["name"].as_str().unwrap_or("?"),
+        size,
+        t["state"].as_str().unwrap_or("?"),
+    );
+    if let Some(r) = t["reason"].as_str() {
+        line.push_str(&format!(" ({r})"));
+    }
+    if let Some(p) = t["saved_path"].as_str() {
+        line.push_str(&format!("  saved: {p}"));
+    }
+    line
+}
+
+/// `send-file ID PATH`.
+pub fn send_file(
+    api: &ApiClient,
+    out: Output,
+    id: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let id = user(id)?;
+    let t = api.send(
+        "POST",
+        &format!("/api/v1/conversations/{id}/files"),
+        &json!({ "path": absolute(path)? }),
+    )?;
+    out.print(&t, transfer_line);
+    Ok(())
+}
+
+/// `transfers`.
+pub fn transfers(api: &ApiClient, out: Output) -> anyhow::Result<()> {
+    let list = api.get("/api/v1/transfers")?;
+    out.print(&list, |l| {
+        let lines: Vec<String> = l["transfers"]
+            .as_array()
+            .map(|a| a.iter().map(transfer_line).collect())
+            .unwrap_or_default();
+        if lines.is_empty() {
+            "no transfers".into()
+        } else {
+            lines.join("\n")
+        }
+    });
+    Ok(())
+}
+
+/// `transfer pause|resume|cancel ID`.
+pub fn transfer_action(api: &ApiClient, out: Output, id: &str, action: &str) -> anyhow::Result<()> {
+    let id = message_id(id)?;
+    let t = api.send(
+        "POST",
+        &format!("/api/v1/transfers/{id}/{action}"),
+        &json!({}),
+    )?;
+    out.print(&t, transfer_line);
+    Ok(())
+}
+
+/// `save ID DIR` / `transfer save ID DIR`.
+pub fn save(api: &ApiClient, out: Output, id: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    let id = message_id(id)?;
+    let t = api.send(
+        "POST",
+        &format!("/api/v1/transfers/{id}/save"),
+        &json!({ "dir": absolute(dir)? }),
+    )?;
+    out.print(&t, transfer_line);
+    Ok(())
+}

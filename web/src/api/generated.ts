@@ -694,6 +694,160 @@ space_id: string,
 code: string, };
 
 /**
+ * Which way a file goes.
+ */
+export type TransferDirection = "incoming" | "outgoing";
+
+/**
+ * Where a transfer stands.
+ */
+export type TransferState = "preparing" | "queued" | "connecting" | "transferring" | "paused" | "verifying" | "done" | "failed" | "cancelled";
+
+/**
+ * Why a transfer is paused, waiting or ended.
+ */
+export type TransferReason = "user" | "disk_full" | "no_space" | "source_changed" | "hash_mismatch" | "no_sources" | "revoked" | "io";
+
+/**
+ * One transfer (`GET /transfers`, `GET /transfers/{id}`, and the answer of sends and
+ * actions).
+ */
+export type Transfer = { 
+/**
+ * Its id (the announcing message's id).
+ */
+id: string, 
+/**
+ * Its conversation.
+ */
+conversation: ConversationId, 
+/**
+ * The message that announced it.
+ */
+message: MessageId | null, 
+/**
+ * Which way.
+ */
+direction: TransferDirection, 
+/**
+ * The file name as the sender gave it (shown; made safe before it touches a disk).
+ */
+name: string, 
+/**
+ * The MIME type the sender gave.
+ */
+mime: string, 
+/**
+ * Size in bytes.
+ */
+size: number, 
+/**
+ * The content id (`dblob1…`).
+ */
+blob: string, 
+/**
+ * Where it stands.
+ */
+state: TransferState, 
+/**
+ * Why it is paused, waiting or ended.
+ */
+reason: TransferReason | null, 
+/**
+ * Incoming: bytes verified and durable (the resume point; live progress comes as
+ * `transfer_progress` events). Outgoing: 0 until done, then the size.
+ */
+bytes: number, 
+/**
+ * Incoming: where the user saved it, once saved.
+ */
+saved_path: string | null, 
+/**
+ * When it was made.
+ */
+created_at: Timestamp, 
+/**
+ * When it last changed.
+ */
+updated_at: Timestamp, };
+
+/**
+ * `GET /transfers`: every transfer, newest first.
+ */
+export type Transfers = { 
+/**
+ * The transfers.
+ */
+transfers: Array<Transfer>, };
+
+/**
+ * Live progress of one transfer (the `transfer_progress` event): at most 4 a second per
+ * transfer, and at once on a state change.
+ */
+export type TransferProgress = { 
+/**
+ * Which transfer.
+ */
+id: string, 
+/**
+ * Where it stands.
+ */
+state: TransferState, 
+/**
+ * Why it is paused, waiting or ended.
+ */
+reason: TransferReason | null, 
+/**
+ * Bytes done (verified, for a download).
+ */
+bytes: number, 
+/**
+ * Bytes in all.
+ */
+total: number, 
+/**
+ * Smoothed bytes per second (0 until measured).
+ */
+rate: number, 
+/**
+ * Seconds left at the current rate; `null` while unknown.
+ */
+eta_secs: number | null, 
+/**
+ * Peers being asked (download) or served (upload).
+ */
+sources: number, };
+
+/**
+ * `POST /conversations/{id}/files`: a file on the node's own machine to send.
+ */
+export type SendFile = { 
+/**
+ * An absolute path on the node's machine (the node reads it; the UI never uploads
+ * bytes).
+ */
+path: string, 
+/**
+ * The MIME type; guessed from the name when left out.
+ */
+mime?: string, };
+
+/**
+ * `POST /transfers/{id}/save`: decrypt a received file into a directory.
+ */
+export type SaveFile = { 
+/**
+ * A directory on the node's machine; the file keeps its (made safe) name, numbered if
+ * taken.
+ */
+dir: string, };
+
+/**
+ * `POST /transfers/{id}/{action}`.
+ */
+export type TransferAction = "pause" | "resume" | "cancel";
+
+/**
  * A live event. Events are not replayed: a client fetches state with the REST calls on every
  * (re)connect, then applies events. A client ignores types it does not know.
  */
@@ -778,7 +932,15 @@ verification: Verification, } | { "type": "space",
 /**
  * The space as it is now (boxed: it can be large).
  */
-space: Space, } | { "type": "lagged", 
+space: Space, } | { "type": "transfer", 
+/**
+ * The transfer as it is now.
+ */
+transfer: Transfer, } | { "type": "transfer_progress", 
+/**
+ * Bytes, rate, ETA.
+ */
+progress: TransferProgress, } | { "type": "lagged", 
 /**
  * How many events were dropped.
  */

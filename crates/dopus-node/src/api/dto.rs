@@ -25,6 +25,7 @@ mod node;
 pub mod planned;
 mod requests;
 mod space;
+mod transfer;
 pub mod typescript;
 
 pub use chat::{
@@ -47,6 +48,10 @@ pub use space::{
     ChannelPatch, CreateChannel, CreateInvite, CreateRole, CreateSpace, JoinSpace, RolePatch,
     SendChannelMessage, Space, SpaceChannel, SpaceChannelKind, SpaceInvite, SpaceMember,
     SpaceMembership, SpaceRole, parse_role_id, permission_names, role_id_text,
+};
+pub use transfer::{
+    SaveFile, SendFile, Transfer, TransferAction, TransferDirection, TransferProgress,
+    TransferReason, TransferState, Transfers,
 };
 
 use serde::{Deserialize, Serialize};

@@ -108,6 +108,11 @@ pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
             "/messages/{id}/reactions/{emoji}",
             axum::routing::delete(routes::remove_reaction),
         )
+        .route("/conversations/{user_id}/files", post(routes::send_file))
+        .route("/transfers", get(routes::transfers))
+        .route("/transfers/{id}", get(routes::transfer))
+        .route("/transfers/{id}/save", post(routes::save_transfer))
+        .route("/transfers/{id}/{action}", post(routes::transfer_action))
         .route("/search", get(routes::search))
         .route("/settings", get(routes::settings).put(routes::put_settings))
         .merge(spaces_routes())

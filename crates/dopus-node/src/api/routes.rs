@@ -294,3 +294,53 @@ pub async fn set_profile(
     };
     Ok(Json(node.set_profile(patch).await?))
 }
+
+/// `POST /conversations/{id}/files`: a file on the node's machine, hashed, announced and
+/// served to the contact.
+pub async fn send_file(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<dto::SendFile>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    let t = node.send_file(user(&id)?, req.path, req.mime).await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+/// `GET /transfers`.
+pub async fn transfers(State(node): N) -> ApiResult<dto::Transfers> {
+    Ok(Json(node.transfers().await?))
+}
+
+/// `GET /transfers/{id}`.
+pub async fn transfer(State(node): N, Path(id): Path<String>) -> ApiResult<dto::Transfer> {
+    Ok(Json(node.transfer(&id).await?))
+}
+
+/// `POST /transfers/{id}/pause`, `…/resume`, `…/cancel`.
+pub async fn transfer_action(
+    State(node): N,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult<dto::Transfer> {
+    let action = match action.as_str() {
+        "pause" => dto::TransferAction::Pause,
+        "resume" => dto::TransferAction::Resume,
+        "cancel" => dto::TransferAction::Cancel,
+        _ => {
+            return Err(ApiError::bad_request(
+                "the action must be pause, resume or cancel",
+            ));
+        }
+    };
+    Ok(Json(node.transfer_action(&id, action).await?))
+}
+
+/// `POST /transfers/{id}/save`.
+pub async fn save_transfer(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<dto::SaveFile>, JsonRejection>,
+) -> ApiResult<dto::Transfer> {
+    let req = body(payload)?;
+    Ok(Json(node.save_transfer(&id, req.dir).await?))
+}

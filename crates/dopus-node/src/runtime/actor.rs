@@ -13,6 +13,7 @@
 
 use super::NodeOptions;
 use super::connections;
+use super::files::{self as file_task, FilesMsg, FilesTx};
 use super::mailbox::{ActorTx, ConnCmd, ConnEntry, Cx, Msg, Reply, Vx, report_failed};
 use super::signaling::Server;
 use super::views::{self, Live};
@@ -49,6 +50,7 @@ pub struct Actor {
     server: Option<Server>,
     generation: u64,
     dtls: Option<DtlsIdentity>,
+    files: FilesTx,
 }
 
 /// Builds the machine of the account in `store`.
@@ -74,6 +76,7 @@ pub fn spawn(
     options: NodeOptions,
     events: broadcast::Sender<Arc<str>>,
     dtls: Option<DtlsIdentity>,
+    blobs: std::path::PathBuf,
 ) -> anyhow::Result<ActorTx> {
     let key = account::core_pickle_key(&store);
     let (identity, device) = match fresh {
@@ -99,6 +102,13 @@ pub fn spawn(
     let machine = build_machine(&store, account, device)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let rt = tokio::runtime::Handle::current();
+    let files = file_task::start(
+        blobs,
+        tx.clone(),
+        events.clone(),
+        store.unfinished_transfers()?,
+        machine.me(),
+    )?;
     let actor = Actor {
         machine,
         store,
@@ -111,6 +121,7 @@ pub fn spawn(
         server: None,
         generation: 0,
         dtls,
+        files,
     };
     let local = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -315,6 +326,7 @@ impl Actor {
             Output::Signaling(req) => self.signaling_request(req),
             Output::Connection(req) => self.connection_request(req),
             Output::Event(e) => self.emit(e),
+            Output::Transfer(req) => self.files.send(FilesMsg::Request(req)),
         }
     }
 
@@ -379,8 +391,14 @@ impl Actor {
         match req {
             ConnectionRequest::Offer { peer, conn } => {
                 self.replace_conn(peer);
-                let entry =
-                    connections::offer(&self.rt, self.tx.clone(), self.rtc_config(), peer, conn);
+                let entry = connections::offer(
+                    &self.rt,
+                    self.tx.clone(),
+                    self.files.clone(),
+                    self.rtc_config(),
+                    peer,
+                    conn,
+                );
                 self.conns.insert(peer, entry);
             }
             ConnectionRequest::Answer { peer, conn, sdp } => {
@@ -388,6 +406,7 @@ impl Actor {
                 let entry = connections::answer(
                     &self.rt,
                     self.tx.clone(),
+                    self.files.clone(),
                     self.rtc_config(),
                     peer,
                     conn,
@@ -471,6 +490,7 @@ impl Actor {
     }
 
     async fn shutdown(&mut self) {
+        self.files.send(FilesMsg::Shutdown);
         for (_, c) in std::mem::take(&mut self.conns) {
             let _ = c.tx.send(ConnCmd::Close);
         }
@@ -560,6 +580,12 @@ impl Actor {
             },
             Event::SpaceChanged(space) => dto::Event::Space {
                 space: Box::new(views::space(&self.machine, &space)),
+            },
+            Event::Transfer(id) => match self.store.transfer(&id) {
+                Ok(Some(t)) => dto::Event::Transfer {
+                    transfer: Box::new(dto::Transfer::from_record(&t)),
+                },
+                _ => return,
             },
         };
         self.broadcast(&e);

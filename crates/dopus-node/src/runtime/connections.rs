@@ -10,6 +10,7 @@
 //! On the channel, each side says hello first (`dopus_proto::channel`); after the peer's hello,
 //! envelopes go packed into frames.
 
+use super::files::{FilesTx, Inbox};
 use super::mailbox::{ActorTx, ConnCmd, ConnEntry, Msg};
 use dopus_core::machine::{ConnectionEvent, Delivery, Inbound, Input, Transmit, Via};
 use dopus_proto::channel::{self, ChannelMessage};
@@ -25,6 +26,7 @@ const RECEIVE_BATCH: usize = 256;
 pub fn offer(
     rt: &tokio::runtime::Handle,
     actor: ActorTx,
+    files: FilesTx,
     config: RtcConfig,
     peer: UserId,
     conn: String,
@@ -35,6 +37,9 @@ pub fn offer(
         conn: conn.clone(),
         actor,
         frames: false,
+        files,
+        blob: None,
+        rt: rt.clone(),
     };
     rt.spawn(async move {
         match PeerConnection::offer(config).await {
@@ -54,6 +59,7 @@ pub fn offer(
 pub fn answer(
     rt: &tokio::runtime::Handle,
     actor: ActorTx,
+    files: FilesTx,
     config: RtcConfig,
     peer: UserId,
     conn: String,
@@ -65,6 +71,9 @@ pub fn answer(
         conn: conn.clone(),
         actor,
         frames: false,
+        files,
+        blob: None,
+        rt: rt.clone(),
     };
     rt.spawn(async move {
         match PeerConnection::answer(config, &sdp).await {
@@ -89,6 +98,10 @@ struct Task {
     actor: ActorTx,
     /// The peer said hello: it reads frames.
     frames: bool,
+    /// The file task, and the inbox of our blob channel once it opened.
+    files: FilesTx,
+    blob: Option<std::sync::Arc<Inbox>>,
+    rt: tokio::runtime::Handle,
 }
 
 impl Task {
@@ -181,6 +194,28 @@ impl Task {
                         )));
                     }
                 }
+                PeerEvent::BlobOpen => {
+                    if let Some(old) = self.blob.take() {
+                        old.close();
+                    }
+                    self.blob = Some(self.files.open(&self.rt, self.peer, handle.clone()));
+                }
+                PeerEvent::BlobData(bytes) => {
+                    if let Some(inbox) = &self.blob {
+                        inbox.push(bytes);
+                        // Whatever else already arrived goes in before the file task wakes.
+                        while let Ok(ev) = events.try_recv() {
+                            match ev {
+                                PeerEvent::BlobData(more) => inbox.push(more),
+                                other => {
+                                    next = Some(other);
+                                    break;
+                                }
+                            }
+                        }
+                        self.files.wake();
+                    }
+                }
                 PeerEvent::Closed { reason } => {
                     break match reason {
                         CloseReason::Local => None,
@@ -189,6 +224,10 @@ impl Task {
                 }
             }
         };
+        if let Some(inbox) = self.blob.take() {
+            inbox.close();
+            self.files.wake();
+        }
         self.report(ConnectionEvent::Closed { reason });
         // Transmits that were still queued never left.
         cmds.close();

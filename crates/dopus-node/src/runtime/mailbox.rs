@@ -82,6 +82,8 @@ impl Cx<'_> {
             CommandError::NoVerification => NodeError::NotFound("verification with this contact"),
             CommandError::Verification(m) => NodeError::Conflict(m),
             CommandError::BadSetting(m) => NodeError::Invalid(m.to_owned()),
+            CommandError::UnknownTransfer => NodeError::NotFound("transfer"),
+            CommandError::TransferEnded => NodeError::Conflict(e.to_string()),
             CommandError::UnknownSpace => NodeError::NotFound("space"),
             CommandError::UnknownChannel => NodeError::NotFound("channel"),
             CommandError::Space(m) => NodeError::NotAllowed(m),

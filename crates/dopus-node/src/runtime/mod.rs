@@ -20,6 +20,8 @@
 
 mod actor;
 mod connections;
+mod files;
+mod files_api;
 mod mailbox;
 mod maintenance;
 mod signaling;
@@ -229,6 +231,7 @@ impl Node {
             self.options.clone(),
             self.events.clone(),
             dtls,
+            self.dir.join("blobs"),
         )
         .map_err(|e| NodeError::Internal(e.into()))?;
         let _ = self.actor.set(tx);

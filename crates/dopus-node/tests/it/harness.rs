@@ -301,6 +301,11 @@ impl TestNode {
 
     /// Starts `discordopus run` against `server_url` and waits for its API.
     pub async fn start(&mut self, server_url: &str) {
+        self.start_with_env(server_url, &[]).await;
+    }
+
+    /// Like [`TestNode::start`], with extra environment variables for this launch.
+    pub async fn start_with_env(&mut self, server_url: &str, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "{} already runs", self.name);
         let api_file = self.dir.join("api.json");
         // A kill -9 leaves the previous launch's file behind.
@@ -319,6 +324,7 @@ impl TestNode {
                 "--api",
                 "127.0.0.1:0",
             ])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

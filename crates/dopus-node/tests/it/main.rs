@@ -10,6 +10,7 @@
 mod api_auth;
 mod chaos;
 mod contacts;
+mod files;
 mod harness;
 mod malicious;
 mod messaging;

@@ -3,7 +3,7 @@
 use super::planned::ProfileCard;
 use super::{
     Connection, Contact, ConversationId, DeliveryState, Message, MessageId, NodeState, Presence,
-    SignalingState, UserId, Verification,
+    SignalingState, Transfer, TransferProgress, UserId, Verification,
 };
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
@@ -95,6 +95,16 @@ pub enum Event {
     Space {
         /// The space as it is now (boxed: it can be large).
         space: Box<super::Space>,
+    },
+    /// A file transfer was made or changed state (read back from the store).
+    Transfer {
+        /// The transfer as it is now.
+        transfer: Box<Transfer>,
+    },
+    /// A transfer's live progress: at most 4 a second per transfer, at once on a state change.
+    TransferProgress {
+        /// Bytes, rate, ETA.
+        progress: TransferProgress,
     },
     /// This client fell behind; the socket closes next. Reconnect and refetch.
     Lagged {

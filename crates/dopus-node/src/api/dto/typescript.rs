@@ -88,6 +88,16 @@ pub fn render() -> String {
         SpaceChannel,
         Space,
         SpaceInvite,
+        // files
+        TransferDirection,
+        TransferState,
+        TransferReason,
+        Transfer,
+        Transfers,
+        TransferProgress,
+        SendFile,
+        SaveFile,
+        TransferAction,
         // events
         Event,
         // requests

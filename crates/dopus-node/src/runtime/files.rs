@@ -1,0 +1,497 @@
+//! The file task: the I/O of file transfers (docs/files.md), on a thread of its own.
+//!
+//! The machine decides (announce, fetch, pause, resume, cancel, done:
+//! `dopus_core::machine::TransferRequest`); this thread does the work with
+//! `dopus_files::BlobNode`: it serves announced files from their source (encrypted on the fly),
+//! verifies every chunk group it receives, writes it at its offset in the encrypted blob
+//! directory and commits the resume point in batches. It holds none of the actor's state and
+//! talks to it only by message: store changes go to the actor as jobs (applied in its next
+//! transaction, after the blob files were synced), a finished download as an input, progress
+//! straight to the event stream (at most 4 events a second per transfer).
+//!
+//! Bytes travel on each connection's blob channel (`dopus-blob/1`, beside the message channel):
+//! the connection task hands the channel over when it opens ([`FilesTx::open`]); received
+//! messages go into the channel's inbox and wake this thread; sent ones go to a small pump task
+//! that hands them to the connection, keeping at most [`QUEUED_BYTES`] queued so the transfer
+//! never holds more than its share of the send buffer (the connection keeps a quarter of it for
+//! messages).
+
+use super::mailbox::{ActorTx, Msg};
+use crate::api::dto;
+use dopus_core::machine::{Input, TransferAction, TransferRequest};
+use dopus_core::store::{
+    Change, Changes, FileTransfer, Store, TransferDirection, TransferId, TransferReason,
+    TransferState,
+};
+use dopus_core::transfer::{DownloadConfig, HolderId, LinkConfig};
+use dopus_files::{BlobDir, BlobNode, BlobTransport, Closed, NodeOutput, Shelf, SourceStamp};
+use dopus_types::{Timestamp, UserId};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// Bytes a blob channel may have queued towards its connection beyond what the connection
+/// already took (the connection admits at most three quarters of its send buffer).
+pub const QUEUED_BYTES: usize = 1 << 20;
+/// Longest sleep of the file thread with nothing to do.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+
+/// What the file thread takes in.
+pub enum FilesMsg {
+    /// The machine asks.
+    Request(TransferRequest),
+    /// A blob channel to `peer` opened.
+    Open {
+        /// With whom.
+        peer: UserId,
+        /// The channel.
+        transport: RtcBlob,
+    },
+    /// Something arrived or room appeared.
+    Wake,
+    /// Stop.
+    Shutdown,
+}
+
+/// A handle on the file thread (cheap to clone).
+#[derive(Clone)]
+pub struct FilesTx(std_mpsc::Sender<FilesMsg>);
+
+impl FilesTx {
+    /// Sends a message to the file thread (dropped if it stopped).
+    pub fn send(&self, m: FilesMsg) {
+        let _ = self.0.send(m);
+    }
+
+    /// Wakes the file thread.
+    pub fn wake(&self) {
+        self.send(FilesMsg::Wake);
+    }
+
+    /// Hands over a blob channel that just opened: returns the inbox the connection task
+    /// fills with what arrives.
+    pub fn open(
+        &self,
+        rt: &tokio::runtime::Handle,
+        peer: UserId,
+        handle: dopus_rtc::PeerHandle,
+    ) -> Arc<Inbox> {
+        let inbox = Arc::new(Inbox::default());
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let max = handle.max_message_size();
+        let files = self.clone();
+        let pump_inbox = inbox.clone();
+        let pump_pending = pending.clone();
+        rt.spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut bytes = first.len();
+                let mut batch = vec![first];
+                while batch.len() < 64 {
+                    match rx.try_recv() {
+                        Ok(m) => {
+                            bytes += m.len();
+                            batch.push(m);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let (_, result) = handle.send_blob_all(batch).await;
+                pump_pending.fetch_sub(bytes, Ordering::AcqRel);
+                if result.is_err() {
+                    pump_inbox.close();
+                    files.wake();
+                    break;
+                }
+                files.wake();
+            }
+        });
+        self.send(FilesMsg::Open {
+            peer,
+            transport: RtcBlob {
+                max,
+                out: tx,
+                pending,
+                inbox: inbox.clone(),
+            },
+        });
+        inbox
+    }
+}
+
+/// What arrived on a blob channel and not yet taken.
+#[derive(Default, Debug)]
+pub struct Inbox {
+    queue: Mutex<VecDeque<Vec<u8>>>,
+    closed: AtomicBool,
+}
+
+impl Inbox {
+    /// A message arrived.
+    pub fn push(&self, m: Vec<u8>) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.push_back(m);
+        }
+    }
+
+    /// The channel ended.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+/// One blob channel as a [`BlobTransport`].
+pub struct RtcBlob {
+    max: usize,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Arc<AtomicUsize>,
+    inbox: Arc<Inbox>,
+}
+
+impl BlobTransport for RtcBlob {
+    fn max_message(&self) -> usize {
+        self.max
+    }
+
+    fn room(&self) -> usize {
+        QUEUED_BYTES.saturating_sub(self.pending.load(Ordering::Acquire))
+    }
+
+    fn send(&mut self, message: Vec<u8>) -> Result<(), Closed> {
+        if self.inbox.closed.load(Ordering::Acquire) {
+            return Err(Closed);
+        }
+        #[cfg(debug_assertions)]
+        let message = test_hook::maybe_corrupt(message);
+        self.pending.fetch_add(message.len(), Ordering::AcqRel);
+        self.out.send(message).map_err(|_| Closed)
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Vec<u8>>, Closed> {
+        let m = self.inbox.queue.lock().ok().and_then(|mut q| q.pop_front());
+        match m {
+            Some(m) => Ok(Some(m)),
+            None if self.inbox.closed.load(Ordering::Acquire) => Err(Closed),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Starts the file thread over the blob directory `dir`, resuming `unfinished` transfers.
+pub fn start(
+    dir: PathBuf,
+    actor: ActorTx,
+    events: broadcast::Sender<Arc<str>>,
+    unfinished: Vec<FileTransfer>,
+    me: UserId,
+) -> anyhow::Result<FilesTx> {
+    let blobs = BlobDir::new(&dir)?;
+    let (tx, rx) = std_mpsc::channel();
+    let files = FilesTx(tx);
+    let mut task = FileTask {
+        node: BlobNode::new(
+            Shelf::new(BlobDir::new(&dir)?),
+            blobs,
+            DownloadConfig::default(),
+            LinkConfig::default(),
+        ),
+        dir,
+        actor,
+        events,
+        holders: BTreeMap::new(),
+        next_holder: 1,
+        outgoing: BTreeMap::new(),
+        incoming: BTreeMap::new(),
+        done: BTreeSet::new(),
+        _me: me,
+    };
+    let now = crate::account::now();
+    for t in unfinished {
+        task.resume(now, t);
+    }
+    std::thread::Builder::new()
+        .name("dopus-files".into())
+        .spawn(move || task.run(rx))?;
+    Ok(files)
+}
+
+struct FileTask {
+    node: BlobNode<RtcBlob, Shelf>,
+    dir: PathBuf,
+    actor: ActorTx,
+    events: broadcast::Sender<Arc<str>>,
+    /// One holder id per peer, for as long as the node runs.
+    holders: BTreeMap<UserId, HolderId>,
+    next_holder: u64,
+    /// Outgoing transfers being served, and to whom.
+    outgoing: BTreeMap<TransferId, (FileTransfer, UserId)>,
+    /// Incoming transfers being fetched.
+    incoming: BTreeMap<TransferId, FileTransfer>,
+    /// Downloads already reported done.
+    done: BTreeSet<TransferId>,
+    _me: UserId,
+}
+
+impl FileTask {
+    fn run(mut self, rx: std_mpsc::Receiver<FilesMsg>) {
+        loop {
+            loop {
+                match rx.try_recv() {
+                    Ok(FilesMsg::Shutdown) => return,
+                    Ok(m) => self.handle(m),
+                    Err(std_mpsc::TryRecvError::Empty) => break,
+                    Err(std_mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+            let now = crate::account::now();
+            let busy = self.node.step(now);
+            self.flush();
+            if busy {
+                continue;
+            }
+            let wait = self
+                .node
+                .next_timeout()
+                .map_or(IDLE_WAIT, |t| {
+                    Duration::from_millis(t.as_millis().saturating_sub(now.as_millis()))
+                })
+                .min(IDLE_WAIT);
+            match rx.recv_timeout(wait) {
+                Ok(FilesMsg::Shutdown) => return,
+                Ok(m) => self.handle(m),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn holder(&mut self, peer: UserId) -> HolderId {
+        *self.holders.entry(peer).or_insert_with(|| {
+            let h = HolderId(self.next_holder);
+            self.next_holder += 1;
+            h
+        })
+    }
+
+    fn handle(&mut self, m: FilesMsg) {
+        let now = crate::account::now();
+        match m {
+            FilesMsg::Request(r) => self.request(now, r),
+            FilesMsg::Open { peer, transport } => {
+                let h = self.holder(peer);
+                // A new channel replaces the old one (a reconnect).
+                self.node.disconnect(now, h);
+                self.node.connect(h, transport);
+            }
+            FilesMsg::Wake | FilesMsg::Shutdown => {}
+        }
+    }
+
+    fn node_blob_path(&self, t: &FileTransfer) -> PathBuf {
+        match BlobDir::new(&self.dir) {
+            Ok(d) => d.data_path(t.blob()),
+            Err(_) => self.dir.join("missing"),
+        }
+    }
+
+    /// A stored unfinished transfer, at start.
+    fn resume(&mut self, now: Timestamp, t: FileTransfer) {
+        let dopus_core::store::ConversationId::Direct(peer) = t.conversation else {
+            return;
+        };
+        match t.direction {
+            TransferDirection::Outgoing => self.serve(t, peer),
+            TransferDirection::Incoming => self.fetch(now, t),
+        }
+    }
+
+    fn request(&mut self, now: Timestamp, r: TransferRequest) {
+        match r {
+            TransferRequest::Serve { transfer, peer } => self.serve(*transfer, peer),
+            TransferRequest::Fetch { transfer, .. } => self.fetch(now, *transfer),
+            TransferRequest::Control { id, action } => self.control(now, id, action),
+            TransferRequest::Finished { id } => {
+                if let Some((t, _)) = self.outgoing.remove(&id) {
+                    self.node.library_mut().remove(t.blob());
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self, t: FileTransfer, peer: UserId) {
+        let Some(source) = &t.source else {
+            return;
+        };
+        let h = self.holder(peer);
+        let stamp = SourceStamp {
+            size: source.size,
+            modified_ns: source.modified_ns,
+            inode: source.inode,
+        };
+        self.node.library_mut().add_file(
+            &t.manifest,
+            PathBuf::from(&source.path),
+            stamp,
+            Some(BTreeSet::from([h])),
+        );
+        self.outgoing.insert(t.id, (t, peer));
+    }
+
+    fn fetch(&mut self, now: Timestamp, t: FileTransfer) {
+        if self.node.download(&t.id).is_some() {
+            return;
+        }
+        let allocated = std::fs::metadata(self.node_blob_path(&t)).map_or(0, |m| m.len());
+        if let Err(e) = dopus_files::check_download_space(&self.dir, t.manifest.size, allocated) {
+            tracing::info!(error = %e, "a received file does not fit the disk");
+            self.fail(now, t.id, TransferReason::NoSpace);
+            return;
+        }
+        match self.node.start_download(now, &t) {
+            Ok(()) => {
+                self.incoming.insert(t.id, t);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not open a download's blob files");
+                self.fail(now, t.id, TransferReason::Io);
+            }
+        }
+    }
+
+    fn fail(&mut self, now: Timestamp, id: TransferId, reason: TransferReason) {
+        self.persist(Changes::from(Change::SetTransferState {
+            id,
+            state: TransferState::Failed,
+            reason: Some(reason),
+            at: now,
+        }));
+        self.actor_event(id);
+    }
+
+    fn control(&mut self, now: Timestamp, id: TransferId, action: TransferAction) {
+        if self.incoming.contains_key(&id) {
+            match action {
+                TransferAction::Pause => self.node.pause(now, &id),
+                TransferAction::Resume => self.node.resume(now, &id),
+                TransferAction::Cancel => {
+                    if let Err(e) = self.node.cancel(now, &id) {
+                        tracing::debug!(error = %e, "removing a cancelled download's blob");
+                    }
+                    self.incoming.remove(&id);
+                }
+            }
+            return;
+        }
+        match action {
+            TransferAction::Pause | TransferAction::Cancel => {
+                if let Some((t, peer)) = self.outgoing.remove(&id) {
+                    self.node.library_mut().remove(t.blob());
+                    if action == TransferAction::Pause {
+                        // Kept aside to serve again on resume.
+                        self.paused_out(t, peer);
+                    }
+                }
+            }
+            TransferAction::Resume => {
+                if let Some((t, peer)) = self.take_paused_out(&id) {
+                    self.serve(t, peer);
+                }
+            }
+        }
+    }
+
+    fn paused_out(&mut self, t: FileTransfer, peer: UserId) {
+        let id = t.id;
+        let mut t = t;
+        t.state = TransferState::Paused;
+        self.outgoing.insert(id, (t, peer));
+    }
+
+    fn take_paused_out(&mut self, id: &TransferId) -> Option<(FileTransfer, UserId)> {
+        match self.outgoing.get(id) {
+            Some((t, _)) if t.state == TransferState::Paused => self.outgoing.remove(id),
+            _ => None,
+        }
+    }
+
+    /// Hands the node's outputs on: store changes to the actor, progress to the UI.
+    fn flush(&mut self) {
+        for o in self.node.take_outputs() {
+            match o {
+                NodeOutput::Persist(changes) => self.persist(changes),
+                NodeOutput::Event(e) => {
+                    let progress = dto::TransferProgress::from_event(&e);
+                    self.broadcast(&dto::Event::TransferProgress { progress });
+                    if e.state.is_final() || e.state == TransferState::Paused {
+                        self.actor_event(e.id);
+                    }
+                    if e.state == TransferState::Done && self.done.insert(e.id) {
+                        self.incoming.remove(&e.id);
+                        let _ = self
+                            .actor
+                            .send(Msg::Input(Input::DownloadDone { id: e.id }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies store changes in the actor's next transaction.
+    fn persist(&self, changes: Changes) {
+        let _ = self.actor.send(Msg::Job(Box::new(move |cx| {
+            if let Err(e) = cx.store.apply(changes) {
+                cx.store_failed(e);
+            }
+            Box::new(|_| {})
+        })));
+    }
+
+    /// Has the actor show the transfer as stored (after this thread's changes are applied).
+    fn actor_event(&self, id: TransferId) {
+        let _ = self.actor.send(Msg::Job(Box::new(move |cx| {
+            cx.machine.transfer_changed(id);
+            Box::new(|_| {})
+        })));
+    }
+
+    fn broadcast(&self, e: &dto::Event) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        if let Ok(s) = serde_json::to_string(e) {
+            let _ = self.events.send(Arc::from(s));
+        }
+    }
+}
+
+/// Debug builds only: `DOPUS_TEST_CORRUPT_BLOB_MESSAGE=N` flips the last byte of the N-th
+/// large message this node sends on a blob channel (a lying holder, for the process-level
+/// test that a corrupted chunk group is refused).
+#[cfg(debug_assertions)]
+mod test_hook {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static TARGET: OnceLock<Option<usize>> = OnceLock::new();
+    static SENT: AtomicUsize = AtomicUsize::new(0);
+
+    pub fn maybe_corrupt(mut message: Vec<u8>) -> Vec<u8> {
+        let target = TARGET.get_or_init(|| {
+            std::env::var("DOPUS_TEST_CORRUPT_BLOB_MESSAGE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        });
+        if let Some(n) = *target
+            && message.len() > 1024
+            && SENT.fetch_add(1, Ordering::AcqRel) + 1 == n
+            && let Some(last) = message.last_mut()
+        {
+            *last ^= 0x01;
+        }
+        message
+    }
+}

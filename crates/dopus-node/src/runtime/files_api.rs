@@ -1,0 +1,225 @@
+//! The node's file operations for the API: send a file, list transfers, pause, resume,
+//! cancel, save (docs/api.md, "Files").
+
+use super::{Node, NodeError, NodeResult};
+use crate::api::dto;
+use dopus_core::machine::TransferAction;
+use dopus_core::store::{
+    Change, FileTransfer, SourceFile, Store, TransferDirection, TransferId, TransferState,
+};
+use dopus_files::BlobDir;
+use dopus_proto::transfer::{FILE_FORMAT_VERSION, FileKey, FileManifest, FileNonce};
+use dopus_types::UserId;
+use std::path::{Path, PathBuf};
+
+/// The directory of a node's blobs (received files, encrypted, and the outboards of sent
+/// ones).
+pub fn blob_dir(node_dir: &Path) -> PathBuf {
+    node_dir.join("blobs")
+}
+
+fn invalid(m: impl Into<String>) -> NodeError {
+    NodeError::Invalid(m.into())
+}
+
+fn transfer_id(id: &str) -> NodeResult<TransferId> {
+    uuid::Uuid::parse_str(id)
+        .map(TransferId)
+        .map_err(|_| invalid("invalid transfer id"))
+}
+
+/// A MIME type for a file name: the guess, if it is one the manifest accepts.
+fn guess_mime(name: &str) -> String {
+    mime_guess::from_path(name)
+        .first()
+        .map(|m| m.essence_str().to_owned())
+        .unwrap_or_else(|| "application/octet-stream".to_owned())
+}
+
+impl Node {
+    /// `POST /conversations/{id}/files`: hashes and encrypts the file at `path` (on the
+    /// node's machine) on a blocking thread, then announces it to `peer` and serves it.
+    pub async fn send_file(
+        &self,
+        peer: UserId,
+        path: String,
+        mime: Option<String>,
+    ) -> NodeResult<dto::Transfer> {
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            return Err(invalid("path must be absolute"));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| invalid("path names no file"))?;
+        let mime = mime.unwrap_or_else(|| guess_mime(&name));
+        let blobs = blob_dir(&self.dir);
+        let prepared = tokio::task::spawn_blocking(move || -> NodeResult<_> {
+            let dir = BlobDir::new(&blobs).map_err(|e| NodeError::Internal(e.into()))?;
+            let mut key = [0u8; 32];
+            let mut nonce = [0u8; 12];
+            getrandom::fill(&mut key).map_err(|e| NodeError::Internal(e.to_string().into()))?;
+            getrandom::fill(&mut nonce).map_err(|e| NodeError::Internal(e.to_string().into()))?;
+            let (key, nonce) = (FileKey(key), FileNonce(nonce));
+            let mut tag = [0u8; 8];
+            getrandom::fill(&mut tag).map_err(|e| NodeError::Internal(e.to_string().into()))?;
+            let tmp = blobs.join(format!(
+                "prepare-{}.obao.part",
+                tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            ));
+            let p = match dopus_files::prepare(&path, &key, nonce, &tmp) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(match e {
+                        dopus_files::PrepareError::Io(io)
+                            if io.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            NodeError::NotFound("file")
+                        }
+                        other => invalid(other.to_string()),
+                    });
+                }
+            };
+            std::fs::rename(&tmp, dir.outboard_path(&p.blob))
+                .map_err(|e| NodeError::Internal(e.into()))?;
+            Ok((key, nonce, p, path))
+        })
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string().into()))??;
+        let (key, nonce, p, path) = prepared;
+        let manifest = FileManifest {
+            version: FILE_FORMAT_VERSION,
+            blob: p.blob,
+            size: p.size,
+            key,
+            nonce,
+            name,
+            mime,
+            plain_blake3: p.plain,
+            dimensions: None,
+            duration_ms: None,
+            thumbnail: None,
+        };
+        manifest
+            .validate()
+            .map_err(|e| invalid(format!("the file cannot be described: {e}")))?;
+        let source = SourceFile {
+            path: path.to_string_lossy().into_owned(),
+            size: p.stamp.size,
+            modified_ns: p.stamp.modified_ns,
+            inode: p.stamp.inode,
+        };
+        self.write(move |cx| {
+            let (_, t) = cx
+                .machine
+                .send_file(cx.now, cx.store, peer, manifest, source, None)
+                .map_err(|e| cx.command(e))?;
+            Ok(dto::Transfer::from_record(&t))
+        })
+        .await
+    }
+
+    /// `GET /transfers`: every transfer, newest first.
+    pub async fn transfers(&self) -> NodeResult<dto::Transfers> {
+        self.read(|v| {
+            let mut all: Vec<FileTransfer> = Vec::new();
+            let internal = |e| NodeError::Internal(Box::new(e));
+            for c in v.store.conversations().map_err(internal)? {
+                all.extend(v.store.transfers(&c.conversation.id).map_err(internal)?);
+            }
+            all.sort_by_key(|t| std::cmp::Reverse(t.created_at));
+            Ok(dto::Transfers {
+                transfers: all.iter().map(dto::Transfer::from_record).collect(),
+            })
+        })
+        .await
+    }
+
+    /// `GET /transfers/{id}`.
+    pub async fn transfer(&self, id: &str) -> NodeResult<dto::Transfer> {
+        let id = transfer_id(id)?;
+        self.read(move |v| {
+            v.store
+                .transfer(&id)
+                .map_err(|e| NodeError::Internal(Box::new(e)))?
+                .map(|t| dto::Transfer::from_record(&t))
+                .ok_or(NodeError::NotFound("transfer"))
+        })
+        .await
+    }
+
+    /// `POST /transfers/{id}/{pause|resume|cancel}`.
+    pub async fn transfer_action(
+        &self,
+        id: &str,
+        action: dto::TransferAction,
+    ) -> NodeResult<dto::Transfer> {
+        let id = transfer_id(id)?;
+        let action = match action {
+            dto::TransferAction::Pause => TransferAction::Pause,
+            dto::TransferAction::Resume => TransferAction::Resume,
+            dto::TransferAction::Cancel => TransferAction::Cancel,
+        };
+        self.write(move |cx| {
+            let t = cx
+                .machine
+                .transfer_action(cx.now, cx.store, id, action)
+                .map_err(|e| cx.command(e))?;
+            Ok(dto::Transfer::from_record(&t))
+        })
+        .await
+    }
+
+    /// `POST /transfers/{id}/save`: decrypts a received file into `dir` (checking its
+    /// plaintext hash) and records where it went.
+    pub async fn save_transfer(&self, id: &str, dir: String) -> NodeResult<dto::Transfer> {
+        let id = transfer_id(id)?;
+        let dir = PathBuf::from(dir);
+        if !dir.is_absolute() {
+            return Err(invalid("dir must be absolute"));
+        }
+        let t = self
+            .read(move |v| {
+                v.store
+                    .transfer(&id)
+                    .map_err(|e| NodeError::Internal(Box::new(e)))?
+                    .ok_or(NodeError::NotFound("transfer"))
+            })
+            .await?;
+        if t.direction != TransferDirection::Incoming {
+            return Err(NodeError::Conflict(
+                "only a received file can be saved".into(),
+            ));
+        }
+        if t.state != TransferState::Done {
+            return Err(NodeError::Conflict("the file has not arrived yet".into()));
+        }
+        let blobs = blob_dir(&self.dir);
+        let manifest = t.manifest.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            let data = BlobDir::new(&blobs)?.data_path(&manifest.blob);
+            dopus_files::save_blob(&data, &manifest, &dir).map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string().into()))?
+        .map_err(|e| NodeError::Conflict(format!("could not save the file: {e}")))?;
+        let path = saved.to_string_lossy().into_owned();
+        self.write(move |cx| {
+            cx.store
+                .apply_one(Change::SetTransferSavedPath {
+                    id,
+                    path,
+                    at: cx.now,
+                })
+                .map_err(|e| cx.store_failed(e))?;
+            cx.store
+                .transfer(&id)
+                .map_err(|e| cx.store_failed(e))?
+                .map(|t| dto::Transfer::from_record(&t))
+                .ok_or(NodeError::NotFound("transfer"))
+        })
+        .await
+    }
+}
