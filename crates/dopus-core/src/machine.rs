@@ -300,6 +300,7 @@ impl NodeMachine {
         self.verification_timeouts(now);
         self.recovery_due(now, store)?;
         self.space_sync(now);
+        self.space_key_timeouts(now);
         self.seal_ephemeral(now, store)?;
         self.pump(now, store)?;
         self.transfer_links(now, &*store)?;
@@ -343,6 +344,7 @@ impl NodeMachine {
                 .min(),
             waiting,
             self.fetches.values().map(|f| f.expires).min(),
+            self.space_poll_timeout(),
         ]
         .into_iter()
         .flatten()

@@ -17,6 +17,7 @@
 use super::{CommandError, Event, MachineError, NodeMachine};
 use crate::chat::{Outgoing, check_body, clamp_sent_at, store_id, wire_id};
 use crate::outbox::Queued;
+use crate::space::key_requests::{KeyRequestOut, KeyRequests};
 use crate::space::megolm::{ChannelCrypto, DecryptError, DeviceAddr};
 use crate::space::ratelimit::{RateClass, RateLimiter, RateLimits};
 use crate::space::{ControlLog, DeviceSigner, SpaceState, invite};
@@ -68,6 +69,8 @@ pub(super) struct Spaces {
     held_keys: Vec<(UserId, DeviceId, SpaceContent)>,
     /// Sessions with channel messages waiting (for the key, or for ops the message cites).
     waiting_sessions: BTreeSet<String>,
+    /// Keys we asked for (messages waiting for them).
+    key_requests: KeyRequests,
     /// Send our heads to every member at the next prepare.
     sync_due: bool,
 }
@@ -110,6 +113,7 @@ impl Spaces {
             limiter: RateLimiter::new(RateLimits::default()),
             held_keys: Vec::new(),
             waiting_sessions: BTreeSet::new(),
+            key_requests: KeyRequests::new(),
             sync_due: true,
         })
     }
@@ -584,7 +588,11 @@ impl NodeMachine {
             EnvelopeId(id.0),
             recipients,
             Conversation::Channel { space, channel },
-            SpaceContent::SpaceMessage { space, message },
+            SpaceContent::SpaceMessage {
+                space,
+                channel,
+                message,
+            },
         )?;
         Ok(())
     }
@@ -788,13 +796,27 @@ impl NodeMachine {
                     self.ask_ops(now, sender, space, Vec::new());
                 }
             }
-            SpaceContent::SpaceMessage { message, .. } => {
-                self.take_channel_message(now, sender, Some(space), message, store)?;
+            SpaceContent::SpaceMessage {
+                channel, message, ..
+            } => {
+                self.take_channel_message(now, sender, Some((space, *channel)), message, store)?;
             }
-            SpaceContent::SpaceKeyRequest { .. }
-            | SpaceContent::SpaceForwardedKey { .. }
-            | SpaceContent::SpaceKeyWithheld { .. }
-            | SpaceContent::SpaceHistoryBundle { .. } => {
+            SpaceContent::SpaceKeyRequest { .. } => {
+                self.answer_key_request(now, sender, device, content, store)?;
+            }
+            SpaceContent::SpaceForwardedKey { .. } => {
+                self.take_forwarded_key(now, sender, device, content, store)?;
+            }
+            SpaceContent::SpaceKeyWithheld {
+                session_id, code, ..
+            } => {
+                let from = PeerAddress {
+                    user: sender,
+                    device: device.clone(),
+                };
+                self.spaces.key_requests.withheld(session_id, &from, *code);
+            }
+            SpaceContent::SpaceHistoryBundle { .. } => {
                 tracing::debug!(
                     kind = content.kind_name(),
                     "a space content this node does not handle yet"
@@ -1104,6 +1126,7 @@ impl NodeMachine {
         {
             Ok(Some(record)) => {
                 store.apply_one(Change::SaveMegolmInbound(record))?;
+                self.spaces.key_requests.received(session_id);
                 self.retry_waiting(now, session_id, store)?;
                 Ok(true)
             }
@@ -1160,10 +1183,11 @@ impl NodeMachine {
         &mut self,
         now: Timestamp,
         sender: UserId,
-        space: Option<SpaceId>,
+        hint: Option<(SpaceId, ChannelId)>,
         message: &ChannelMessage,
         store: &mut dyn Store,
     ) -> Result<(), MachineError> {
+        let space = hint.map(|(s, _)| s);
         if message.sender.user != sender {
             tracing::debug!("dropped a channel message relayed by someone else");
             return Ok(());
@@ -1199,6 +1223,20 @@ impl NodeMachine {
             Ok(d) => d,
             Err(DecryptError::UnknownSession | DecryptError::UnknownIndex { .. }) => {
                 keep_waiting(self, store)?;
+                // Ask the owner for the key ("waiting for keys"), then the channel's readers.
+                if let (Some((space, channel)), Ok(index)) =
+                    (hint, ChannelCrypto::message_index(message))
+                    && let Some(out) = self.spaces.key_requests.need(
+                        now,
+                        space,
+                        channel,
+                        &message.session_id,
+                        message.sender.clone(),
+                        index,
+                    )
+                {
+                    self.send_key_request(now, out);
+                }
                 return Ok(());
             }
             Err(e) => {
@@ -1335,6 +1373,154 @@ impl NodeMachine {
             if let Some(id) = updated {
                 self.emit(Event::MessageUpdated(id));
             }
+        }
+        Ok(())
+    }
+}
+
+impl NodeMachine {
+    fn send_key_request(&mut self, now: Timestamp, out: KeyRequestOut) {
+        let users: BTreeSet<UserId> = out.to.iter().map(|a| a.user).collect();
+        for user in users {
+            if user != self.me {
+                self.send_space_ephemeral(now, user, out.content.clone());
+            }
+        }
+    }
+
+    /// Asks again for keys still missing, with backoff, from the owner and the channel's other
+    /// readers (called at prepare).
+    pub(super) fn space_key_timeouts(&mut self, now: Timestamp) {
+        if self
+            .spaces
+            .key_requests
+            .poll_timeout()
+            .is_none_or(|t| t > now)
+        {
+            return;
+        }
+        let me = self.me;
+        let Spaces {
+            key_requests,
+            states,
+            ..
+        } = &mut self.spaces;
+        let readers = |channel: &ChannelId| -> Vec<PeerAddress> {
+            states
+                .values()
+                .find(|s| s.channel(channel).is_some())
+                .map(|s| {
+                    s.audience(channel)
+                        .iter()
+                        .filter(|u| **u != me)
+                        .flat_map(|u| s.known_devices(u))
+                        .map(|c| PeerAddress {
+                            user: c.user_id,
+                            device: c.device_id.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let outs = key_requests.handle_timeout(now, &readers);
+        for out in outs {
+            self.send_key_request(now, out);
+        }
+    }
+
+    /// When the key requests want to run next.
+    pub(super) fn space_poll_timeout(&self) -> Option<Timestamp> {
+        self.spaces.key_requests.poll_timeout()
+    }
+
+    fn answer_key_request(
+        &mut self,
+        now: Timestamp,
+        sender: UserId,
+        device: &DeviceId,
+        request: &SpaceContent,
+        store: &mut dyn Store,
+    ) -> Result<(), MachineError> {
+        let SpaceContent::SpaceKeyRequest {
+            space,
+            channel,
+            session_id,
+            ..
+        } = request
+        else {
+            return Ok(());
+        };
+        if !self
+            .spaces
+            .limiter
+            .allow(now, &sender, RateClass::KeyRequests)
+        {
+            return Ok(());
+        }
+        let Some(state) = self.spaces.states.get(space) else {
+            return Ok(());
+        };
+        let inbound = store.megolm_inbound(session_id)?;
+        let outbound = store.megolm_outbound(channel)?;
+        let requester = PeerAddress {
+            user: sender,
+            device: device.clone(),
+        };
+        match self.spaces.crypto.answer_key_request(
+            state,
+            &self.me,
+            &requester,
+            request,
+            inbound.as_ref(),
+            outbound.as_ref(),
+        ) {
+            Ok(answer) => self.send_space_ephemeral(now, sender, answer),
+            Err(e) => tracing::debug!(error = %e, "could not answer a key request"),
+        }
+        Ok(())
+    }
+
+    fn take_forwarded_key(
+        &mut self,
+        now: Timestamp,
+        sender: UserId,
+        device: &DeviceId,
+        content: &SpaceContent,
+        store: &mut dyn Store,
+    ) -> Result<(), MachineError> {
+        let SpaceContent::SpaceForwardedKey {
+            space, session_id, ..
+        } = content
+        else {
+            return Ok(());
+        };
+        let Some(state) = self.spaces.states.get(space) else {
+            return Ok(());
+        };
+        let requested = self.spaces.key_requests.is_requested(session_id);
+        let existing = store.megolm_inbound(session_id)?;
+        let from = PeerAddress {
+            user: sender,
+            device: device.clone(),
+        };
+        match self.spaces.crypto.accept_forwarded_key(
+            state,
+            &self.me,
+            &from,
+            content,
+            requested,
+            existing.as_ref(),
+            now,
+        ) {
+            Ok(Some(record)) => {
+                store.apply_one(Change::SaveMegolmInbound(record))?;
+                self.spaces.key_requests.received(session_id);
+                self.retry_waiting(now, session_id, store)?;
+            }
+            Ok(None) => {
+                self.spaces.key_requests.received(session_id);
+            }
+            Err(e) => tracing::debug!(error = %e, "refused a forwarded key"),
         }
         Ok(())
     }

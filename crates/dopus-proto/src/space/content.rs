@@ -236,6 +236,8 @@ pub enum SpaceContent {
     SpaceMessage {
         /// The space (the payload inside repeats it; the receiver checks both agree).
         space: SpaceId,
+        /// The channel (likewise): lets a receiver without the key ask for it.
+        channel: ChannelId,
         /// The channel message.
         message: ChannelMessage,
     },

@@ -749,6 +749,7 @@ fn every_content() -> Vec<SpaceContent> {
         },
         SpaceContent::SpaceMessage {
             space: space_id(),
+            channel: channel(1),
             message: message(),
         },
     ]

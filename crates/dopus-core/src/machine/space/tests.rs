@@ -558,3 +558,41 @@ fn spaces_survive_a_restart_of_the_machine() {
     let spaces = super::Spaces::load(store, &PickleKey::from_bytes([0; 32])).expect("load");
     assert_eq!(spaces.states.get(&space).map(|s| s.member_count()), Some(3));
 }
+
+#[test]
+fn a_member_who_lost_a_key_asks_for_it_and_reads_the_message() {
+    let (mut net, space, general) = three_in_a_space();
+    net.cmd(0, |m, now, s| {
+        m.channel_send(now, s, general, "first".into(), None)
+    })
+    .expect("send");
+    net.settle(500);
+    assert_eq!(net.texts(2, general), vec!["first".to_owned()]);
+    // Carol's Megolm sessions are gone (a restore from an old copy, say); her log stays.
+    net.nodes[2]
+        .store
+        .apply_one(Change::RemoveSpace(space))
+        .expect("remove");
+    assert!(
+        net.nodes[2]
+            .store
+            .megolm_inbound_for_channel(&general)
+            .expect("sessions")
+            .is_empty()
+    );
+    // Alice's session has not rotated (same readers): carol cannot read the next message
+    // until she asks alice for the key, which alice forwards from that index.
+    net.cmd(0, |m, now, s| {
+        m.channel_send(now, s, general, "second".into(), None)
+    })
+    .expect("send");
+    net.settle(500);
+    assert_eq!(
+        net.texts(2, general),
+        vec!["first".to_owned(), "second".to_owned()]
+    );
+    assert_eq!(
+        net.texts(1, general),
+        vec!["first".to_owned(), "second".to_owned()]
+    );
+}
