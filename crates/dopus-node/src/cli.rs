@@ -283,6 +283,10 @@ pub struct RunArgs {
     /// Allow --api on a non-loopback address (the token still protects it).
     #[arg(long)]
     pub allow_remote_api: bool,
+    /// Privacy mode: connect to contacts only through TURN relays (from the signaling
+    /// server's login answer), so they never learn this machine's IP address.
+    #[arg(long)]
+    pub relay_only: bool,
 }
 
 #[derive(Debug, Clone, Args)]

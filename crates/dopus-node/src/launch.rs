@@ -112,6 +112,7 @@ pub fn run(dir: PathBuf, out: Output, args: RunArgs, launch: Launch) -> anyhow::
             NodeOptions {
                 server: args.server.clone(),
                 stun: None,
+                relay_only: args.relay_only,
             },
         );
         // Headless use: unlock with the passphrase from the environment.

@@ -24,8 +24,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The TURN and STUN libraries log peer and relay addresses at info and warn; addresses never
+/// go to the log at info or above, so they are held to errors whatever the user's filter says.
+const QUIET_ADDRESS_LOGGERS: &str =
+    "turn_client_proto=error,turn_client_rustls=error,stun_proto=error,turn_types=error";
+
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+    let filter = format!("{filter},{QUIET_ADDRESS_LOGGERS}");
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -42,6 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             server: std::env::var("DISCORDOPUS_SERVER").ok(),
             api: ([127, 0, 0, 1], 0).into(),
             allow_remote_api: false,
+            relay_only: false,
         },
         no_browser: false,
     }));

@@ -85,6 +85,7 @@ pub fn run(out: Output, args: DemoArgs) -> anyhow::Result<()> {
                 NodeOptions {
                     server: Some(url.clone()),
                     stun: stun.clone(),
+                    relay_only: false,
                 },
             );
             node.unlock(DEMO_PASSPHRASE.to_owned())

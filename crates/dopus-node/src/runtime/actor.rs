@@ -51,6 +51,8 @@ pub struct Actor {
     generation: u64,
     dtls: Option<DtlsIdentity>,
     files: FilesTx,
+    /// Signal only relayed candidates (`--relay-only`): contacts never learn our address.
+    relay_only: bool,
 }
 
 /// Builds the machine of the account in `store`.
@@ -122,6 +124,7 @@ pub fn spawn(
         generation: 0,
         dtls,
         files,
+        relay_only: options.relay_only,
     };
     let local = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -195,6 +198,11 @@ impl Actor {
                 Msg::Job(job) => inside.push(Err(job)),
                 Msg::Query(q) => queries.push(q),
                 Msg::Reroute(t) => reroutes.push(t),
+                Msg::Relays(generation, relays) => {
+                    if generation == self.generation {
+                        self.live.relays = relays;
+                    }
+                }
                 Msg::Diagnostics(user, d) => {
                     self.live.diagnostics.insert(user, d);
                     connection_events.push(user);
@@ -460,6 +468,11 @@ impl Actor {
             .iter()
             .filter_map(|u| dopus_rtc::IceServer::parse(u).ok())
             .collect();
+        // The signaling server's relays, with this login's credentials.
+        cfg.ice_servers.extend(self.live.relays.iter().cloned());
+        // Relay-only signals relayed candidates only; with no relay known yet the connection
+        // fails at once (messages go through the server) rather than reveal our addresses.
+        cfg.relay_only = self.relay_only;
         cfg.dtls_identity = self.dtls.clone();
         cfg
     }

@@ -253,6 +253,13 @@ impl Task {
                 }
             }
             ConnCmd::ReportDiagnostics => self.report_diagnostics(handle).await,
+            ConnCmd::Diagnostics(answer) => {
+                if let Ok(Ok(d)) =
+                    tokio::time::timeout(Duration::from_secs(2), handle.diagnostics()).await
+                {
+                    let _ = answer.send(d);
+                }
+            }
             ConnCmd::Close => {}
         }
         Ok(())

@@ -38,6 +38,9 @@ pub enum Msg {
     Reroute(Transmit),
     /// Fresh diagnostics of a contact's connection.
     Diagnostics(UserId, Diagnostics),
+    /// The TURN relays (with this login's credentials) the signaling client of one generation
+    /// was handed at login.
+    Relays(u64, Vec<dopus_rtc::IceServer>),
     /// Stop: close connections, say goodbye to the server, then answer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -119,6 +122,8 @@ pub enum ConnCmd {
     AddCandidate(String),
     /// Read the diagnostics and report them.
     ReportDiagnostics,
+    /// Read the diagnostics and answer them here.
+    Diagnostics(oneshot::Sender<Diagnostics>),
     /// Close the connection and end the task.
     Close,
 }

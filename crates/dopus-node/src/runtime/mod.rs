@@ -47,6 +47,9 @@ pub struct NodeOptions {
     pub server: Option<String>,
     /// An extra STUN server for this run (the demo's embedded one).
     pub stun: Option<String>,
+    /// `--relay-only`: direct connections use TURN relays only, so contacts never learn our
+    /// IP address (without a relay from the server, messages go through the server).
+    pub relay_only: bool,
 }
 
 /// A running node: the handle API handlers hold. Before unlock it has no actor; after, every
@@ -408,10 +411,14 @@ impl Node {
             .read(move |v| Ok(v.conns.get(&user).map(|c| c.tx.clone())))
             .await?;
         if let Some(conn) = conn {
-            // The task reports fresh diagnostics to the actor before the read below runs
-            // (unless it takes longer than a moment; then the last ones are shown).
-            let _ = conn.send(mailbox::ConnCmd::ReportDiagnostics);
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            // Fresh diagnostics from the connection task (or, if it takes longer than a moment,
+            // the last ones the actor holds).
+            let (tx, rx) = oneshot::channel();
+            if conn.send(mailbox::ConnCmd::Diagnostics(tx)).is_ok()
+                && let Ok(Ok(d)) = tokio::time::timeout(std::time::Duration::from_secs(2), rx).await
+            {
+                let _ = self.actor()?.send(Msg::Diagnostics(user, d));
+            }
         }
         self.read(move |v| Ok(views::connection(v.machine, v.live, &user)))
             .await

@@ -217,7 +217,26 @@ async fn forward(mut events: mpsc::UnboundedReceiver<Event>, generation: u64, ac
         };
         let ok = match event {
             Event::State(s) => send(Input::Signaling(state(s))),
-            Event::Authenticated { .. } => send(Input::Authenticated),
+            Event::Authenticated { ice_servers, .. } => {
+                // Each login brings fresh relay credentials (they expire): new connections use
+                // them. Addresses and credentials are never logged.
+                let relays = ice_servers
+                    .iter()
+                    .flat_map(|info| {
+                        let (user, pass) = (
+                            info.username.clone().unwrap_or_default(),
+                            info.credential.clone().unwrap_or_default(),
+                        );
+                        info.urls.iter().filter_map(move |url| {
+                            dopus_rtc::IceServer::turn(url, &user, &pass)
+                                .or_else(|_| dopus_rtc::IceServer::parse(url))
+                                .ok()
+                        })
+                    })
+                    .collect();
+                let _ = actor.send(Msg::Relays(generation, relays));
+                send(Input::Authenticated)
+            }
             Event::AuthFailed { code } => send(Input::AuthFailed {
                 code: code.to_string(),
             }),

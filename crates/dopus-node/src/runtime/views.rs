@@ -19,6 +19,8 @@ pub struct Live {
     pub diagnostics: BTreeMap<UserId, Diagnostics>,
     /// A signaling server is configured.
     pub server: bool,
+    /// The relays (with credentials) from the last login.
+    pub relays: Vec<dopus_rtc::IceServer>,
 }
 
 /// One message with its reactions.

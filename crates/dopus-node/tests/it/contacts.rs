@@ -143,3 +143,48 @@ async fn profiles_reach_contacts() {
     assert!(got["contact"]["profile"]["avatar"].is_null());
     server.stop().await;
 }
+
+/// Privacy mode (issue 18): two nodes run with `--relay-only` against a server with its TURN
+/// relay on. Their data channel comes up through the relay (both ends of the selected pair are
+/// relayed candidates, so neither learned the other's address) and the relay counts the bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relay_only_nodes_talk_through_the_servers_turn_relay() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start_with_turn().await;
+    let mut a = blocking(|| TestNode::create("alice"));
+    let mut b = blocking(|| TestNode::create("bob"));
+    a.add_contact_offline(&b);
+    b.add_contact_offline(&a);
+    a.run_args.push("--relay-only");
+    b.run_args.push("--relay-only");
+    a.start(&server.url).await;
+    b.start(&server.url).await;
+    let mut eb = b.events().await;
+    let before = server.turn_relayed_bytes();
+    // The first message goes through the signaling server while the channel is set up (a
+    // connection is made when there is something to send).
+    a.api().send(&b.user_id, "first, through the server");
+    eb.wait_for(WAIT, "the first message", |e| {
+        e["type"] == "message" && e["message"]["body"] == "first, through the server"
+    })
+    .await;
+    let api = a.api().clone();
+    let bid = b.user_id.clone();
+    let conn = crate::harness::eventually(Duration::from_secs(60), "a relayed channel", || {
+        let c = api.connection(&bid);
+        (c["mode"] == "direct").then_some(c)
+    })
+    .await;
+    assert_eq!(conn["local_candidate"], "relay", "{conn}");
+    assert_eq!(conn["remote_candidate"], "relay", "{conn}");
+    a.api().send(&b.user_id, "through the relay");
+    eb.wait_for(WAIT, "the message", |e| {
+        e["type"] == "message" && e["message"]["body"] == "through the relay"
+    })
+    .await;
+    assert!(
+        server.turn_relayed_bytes() > before,
+        "the relay carried the channel"
+    );
+    server.stop().await;
+}

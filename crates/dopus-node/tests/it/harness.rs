@@ -60,6 +60,30 @@ impl TestServer {
         }
     }
 
+    /// A server that also runs its TURN relay on loopback (peers on 127.0.0.0/8 allowed).
+    pub async fn start_with_turn() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::loopback(dir.path().join("srv"));
+        config.turn = Some(dopus_server::TurnSettings::loopback());
+        let running = dopus_server::start(config)
+            .await
+            .expect("the signaling server starts");
+        TestServer {
+            url: format!("ws://{}", running.addr),
+            running: Some(running),
+            _dir: dir,
+        }
+    }
+
+    /// Bytes the embedded TURN relay has relayed so far.
+    pub fn turn_relayed_bytes(&self) -> u64 {
+        self.running.as_ref().map_or(0, |r| {
+            r.metrics
+                .turn_relayed_bytes_total
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
     /// The server's data directory (its SQLite files).
     pub fn data_dir(&self) -> &Path {
         self._dir.path()
@@ -237,6 +261,8 @@ pub struct TestNode {
     dir: PathBuf,
     child: Option<Child>,
     api: Option<Api>,
+    /// Extra arguments for `discordopus run` (for example `--relay-only`).
+    pub run_args: Vec<&'static str>,
     _tmp: TempDir,
 }
 
@@ -273,6 +299,7 @@ impl TestNode {
             dir,
             child: None,
             api: None,
+            run_args: Vec::new(),
             _tmp: tmp,
         }
     }
@@ -325,6 +352,7 @@ impl TestNode {
                 "127.0.0.1:0",
             ])
             .envs(env.iter().copied())
+            .args(&self.run_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
