@@ -171,8 +171,9 @@ async fn relay_only_nodes_talk_through_the_servers_turn_relay() {
     let api = a.api().clone();
     let bid = b.user_id.clone();
     let conn = crate::harness::eventually(Duration::from_secs(60), "a relayed channel", || {
+        // The pair shows once the connection's stats name it (a moment after the channel opens).
         let c = api.connection(&bid);
-        (c["mode"] == "direct").then_some(c)
+        (c["mode"] == "direct" && c["local_candidate"].is_string()).then_some(c)
     })
     .await;
     assert_eq!(conn["local_candidate"], "relay", "{conn}");
