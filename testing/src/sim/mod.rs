@@ -17,6 +17,7 @@
 pub mod rng;
 pub mod scenario;
 mod server;
+pub mod spaces;
 
 use dopus_core::e2e::OlmMachine;
 use dopus_core::identity::test_support::SeededRandom;
@@ -163,6 +164,40 @@ pub enum Cmd {
     ReadReceipts(bool),
     /// Set our presence status (invisible closes every direct connection).
     Status(dopus_proto::signaling::Status),
+    /// Create the space (node 0).
+    SpaceCreate,
+    /// Invite a node to our space (it joins with the code a moment later); if we are not a
+    /// member yet, try again later, at most `tries` more times.
+    SpaceInvite {
+        /// The joiner's node index.
+        joiner: usize,
+        /// Attempts left.
+        tries: u32,
+    },
+    /// Join with an invite code.
+    SpaceJoin {
+        /// The code.
+        code: String,
+    },
+    /// Send texts in `#general`.
+    ChannelSend {
+        /// How many.
+        count: usize,
+    },
+    /// Kick a member (if we may).
+    SpaceKick {
+        /// The member's node index.
+        peer: usize,
+    },
+    /// Give (or take) the moderator role (made on first use; it may kick).
+    SpaceMod {
+        /// The member's node index.
+        peer: usize,
+        /// Give or take.
+        give: bool,
+    },
+    /// Rename the space or change `#general`'s topic.
+    SpaceRename,
 }
 
 /// How a crash hits a node.
@@ -454,6 +489,7 @@ pub struct Sim {
     /// Events handled.
     pub events: u64,
     actions_pending: u64,
+    space: spaces::SpaceOracle,
 }
 
 impl std::fmt::Debug for Sim {
@@ -501,6 +537,7 @@ impl Sim {
             quiet_at: None,
             events: 0,
             actions_pending: 0,
+            space: spaces::SpaceOracle::default(),
         };
         for i in 0..nodes {
             let node = make_node(seed, i);
@@ -1163,6 +1200,7 @@ impl Sim {
         self.trace(line);
         let peers: Vec<UserId> = self.nodes.iter().map(|x| x.user).collect();
         let mut errors = Vec::new();
+        let mut notes = Vec::new();
         for p in inbox {
             let node = &mut self.nodes[n];
             match p {
@@ -1179,6 +1217,7 @@ impl Sim {
                         now,
                         &peers,
                         cmd,
+                        &mut notes,
                     ) {
                         errors.push(e);
                     }
@@ -1191,6 +1230,11 @@ impl Sim {
         let name = self.nodes[n].name.clone();
         for e in errors {
             self.fail(format!("{name}: machine error: {e}"));
+        }
+        if snapshot.is_none() {
+            for note in notes {
+                self.space_note(n, note);
+            }
         }
         let mut outputs = Vec::new();
         while let Some(o) = machine.poll_output() {
@@ -1802,6 +1846,7 @@ impl Sim {
                 }
             }
         }
+        problems.extend(self.check_spaces());
         for p in problems {
             self.fail(p);
         }
@@ -1811,6 +1856,8 @@ impl Sim {
 
 fn pending_name(p: &Pending) -> String {
     match p {
+        // An invite code holds the space id, which hangs on unseeded device keys.
+        Pending::Cmd(Cmd::SpaceJoin { .. }) => "cmd:SpaceJoin".into(),
         Pending::Cmd(c) => format!("cmd:{c:?}"),
         Pending::Input(i) => match i {
             Input::Envelopes(items) => {
@@ -1941,6 +1988,7 @@ fn run_cmd(
     now: Timestamp,
     peers: &[UserId],
     cmd: Cmd,
+    notes: &mut Vec<spaces::Note>,
 ) -> Result<(), String> {
     use dopus_core::machine::CommandError;
     let me = m.me();
@@ -2028,6 +2076,13 @@ fn run_cmd(
             m.set_status(status);
             Ok(())
         }
+        Cmd::SpaceCreate
+        | Cmd::SpaceInvite { .. }
+        | Cmd::SpaceJoin { .. }
+        | Cmd::ChannelSend { .. }
+        | Cmd::SpaceKick { .. }
+        | Cmd::SpaceMod { .. }
+        | Cmd::SpaceRename => spaces::run_cmd(m, store, rng, now, peers, cmd, notes),
         Cmd::ReadReceipts(on) => ok_or_user(
             m.put_settings(
                 store,

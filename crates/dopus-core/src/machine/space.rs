@@ -44,6 +44,8 @@ const OPS_CHUNK_BYTES: usize = 64 * 1024;
 const MAX_OPS_ANSWER: usize = 10_000;
 /// Most room keys kept in memory while waiting for the ops that make their sender a reader.
 const MAX_HELD_KEYS: usize = 256;
+/// The setting that lists the spaces we asked to join and do not hold yet (JSON array).
+const JOINING_SETTING: &str = "space_joining";
 
 /// Where our own attempt to join a space stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,10 +107,19 @@ impl Spaces {
                 Err(e) => tracing::warn!(error = %e, "a stored space log does not load"),
             }
         }
+        // Joins we asked for before a restart: their answer and log may still come.
+        let joins = store
+            .setting(JOINING_SETTING)?
+            .and_then(|v| serde_json::from_str::<Vec<SpaceId>>(&v).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| !logs.contains_key(s))
+            .map(|s| (s, JoinState::Pending))
+            .collect();
         Ok(Self {
             logs,
             states,
-            joins: BTreeMap::new(),
+            joins,
             crypto: ChannelCrypto::new(pickle_key),
             limiter: RateLimiter::new(RateLimits::default()),
             held_keys: Vec::new(),
@@ -116,6 +127,22 @@ impl Spaces {
             key_requests: KeyRequests::new(),
             sync_due: true,
         })
+    }
+
+    /// The change that records which joins are still waiting for their log (so a restart
+    /// does not drop the log when it comes).
+    fn joining_change(&self) -> Change {
+        let pending: Vec<SpaceId> = self
+            .joins
+            .iter()
+            .filter(|(_, j)| !matches!(j, JoinState::Refused(_)))
+            .map(|(s, _)| *s)
+            .collect();
+        Change::SetSetting {
+            key: JOINING_SETTING.into(),
+            value: (!pending.is_empty())
+                .then(|| serde_json::to_string(&pending).unwrap_or_else(|_| "[]".into())),
+        }
     }
 
     fn refresh(&mut self, space: &SpaceId) {
@@ -347,6 +374,7 @@ impl NodeMachine {
             request,
         )?;
         self.spaces.joins.insert(code.space, JoinState::Pending);
+        store.apply_one(self.spaces.joining_change())?;
         self.emit(Event::SpaceChanged(code.space));
         Ok(code.space)
     }
@@ -783,6 +811,7 @@ impl NodeMachine {
                         JoinResult::Accepted { .. } => JoinState::Accepted,
                         JoinResult::Refused { reason } => JoinState::Refused(*reason),
                     };
+                    store.apply_one(self.spaces.joining_change())?;
                     self.emit(Event::SpaceChanged(space));
                 }
             }
@@ -888,14 +917,21 @@ impl NodeMachine {
             self.ask_ops(now, sender, space, want);
         }
         if added {
+            let before = self.spaces.states.get(&space).map(members_of);
             self.spaces.refresh(&space);
+            if let (Some(before), Some(after)) =
+                (before, self.spaces.states.get(&space).map(members_of))
+            {
+                self.tell_removed(now, store, space, before.difference(&after))?;
+            }
             if self
                 .spaces
                 .states
                 .get(&space)
                 .is_some_and(|s| s.is_member(&self.me))
+                && self.spaces.joins.remove(&space).is_some()
             {
-                self.spaces.joins.remove(&space);
+                store.apply_one(self.spaces.joining_change())?;
             }
             self.emit(Event::SpaceChanged(space));
             self.retry_held(now, store)?;
@@ -919,17 +955,19 @@ impl NodeMachine {
     }
 
     fn take_heads(&mut self, now: Timestamp, sender: UserId, space: SpaceId, heads: &[OpId]) {
-        let Some(log) = self.spaces.logs.get(&space) else {
-            return;
-        };
         if !self
             .spaces
             .states
             .get(&space)
             .is_some_and(|s| s.is_member(&sender))
         {
+            // A removed member who does not know it yet gets what leads to its removal.
+            self.answer_removed(now, sender, space, heads, &[]);
             return;
         }
+        let Some(log) = self.spaces.logs.get(&space) else {
+            return;
+        };
         let unknown: Vec<OpId> = heads
             .iter()
             .filter(|h| !log.contains(h))
@@ -962,24 +1000,84 @@ impl NodeMachine {
         have: &[OpId],
         want: &[OpId],
     ) {
-        let Some(log) = self.spaces.logs.get(&space) else {
-            return;
-        };
-        // Only members may sync: a removed member learns of its removal from the op itself
-        // (sent to it), and learns nothing of the space after it.
+        // Only members may sync: a removed member gets only the ops that lead to its removal
+        // (it may have missed some of them), and learns nothing of the space after it.
         if !self
             .spaces
             .states
             .get(&space)
             .is_some_and(|s| s.is_member(&sender))
         {
+            self.answer_removed(now, sender, space, have, want);
             return;
         }
+        let Some(log) = self.spaces.logs.get(&space) else {
+            return;
+        };
         let ops: Vec<SpaceOp> = log
             .ops_for(have, want, MAX_OPS_ANSWER)
             .into_iter()
             .cloned()
             .collect();
+        for chunk in chunk_ops(space, ops) {
+            self.send_space_ephemeral(now, sender, chunk);
+        }
+    }
+
+    /// Users we saw stop being members (kicked, banned, or their join filtered by a
+    /// concurrent removal) may not know it: each gets the ops that removed it, over the
+    /// outbox; missing parents it asks for get [`Self::answer_removed`].
+    fn tell_removed<'a>(
+        &mut self,
+        now: Timestamp,
+        store: &mut dyn Store,
+        space: SpaceId,
+        removed: impl Iterator<Item = &'a UserId>,
+    ) -> Result<(), MachineError> {
+        let removed: Vec<UserId> = removed.filter(|u| **u != self.me).copied().collect();
+        for user in removed {
+            let Some(log) = self.spaces.logs.get_mut(&space) else {
+                return Ok(());
+            };
+            let ops: Vec<SpaceOp> = log
+                .removal_anchors(&user)
+                .iter()
+                .filter_map(|id| log.get(id).cloned())
+                .collect();
+            for chunk in chunk_ops(space, ops) {
+                self.queue_space(
+                    now,
+                    store,
+                    vec![OutboxRecipient { user, device: None }],
+                    Conversation::Direct,
+                    chunk,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a removed member the ops up to its removal that it lacks (rate limited: it is
+    /// not a member any more).
+    fn answer_removed(
+        &mut self,
+        now: Timestamp,
+        sender: UserId,
+        space: SpaceId,
+        have: &[OpId],
+        want: &[OpId],
+    ) {
+        let Some(log) = self.spaces.logs.get_mut(&space) else {
+            return;
+        };
+        let ops: Vec<SpaceOp> = log
+            .ops_for_removed(&sender, have, want, MAX_OPS_ANSWER)
+            .into_iter()
+            .cloned()
+            .collect();
+        if ops.is_empty() || !self.spaces.limiter.allow(now, &sender, RateClass::Ops) {
+            return;
+        }
         for chunk in chunk_ops(space, ops) {
             self.send_space_ephemeral(now, sender, chunk);
         }

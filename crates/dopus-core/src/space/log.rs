@@ -18,7 +18,7 @@ use super::{Refusal, SpaceSigner};
 use dopus_proto::space::{
     MAX_PARENTS, OpBody, OpError, OpId, Permissions, SPACE_OP_VERSION, SpaceNonce, SpaceOp,
 };
-use dopus_types::{SpaceId, Timestamp};
+use dopus_types::{SpaceId, Timestamp, UserId};
 use std::collections::{BTreeSet, HashMap};
 
 /// Most ops one log keeps waiting for missing parents.
@@ -492,6 +492,93 @@ impl ControlLog {
             .iter()
             .zip(pick)
             .filter(|(_, p)| *p)
+            .map(|(e, _)| &e.op)
+            .take(limit)
+            .collect()
+    }
+}
+
+impl ControlLog {
+    /// The applied ops that removed `user`: a kick or ban naming it, its own leave; and for
+    /// a join of it that does not stand, the removal that filtered it (strong remove) or the
+    /// removals of the member who admitted it. What a user who held the log and is not a
+    /// member any more is sent so it learns where it stands.
+    pub fn removal_anchors(&mut self, user: &UserId) -> Vec<OpId> {
+        let removes = |e: &Entry, who: &UserId| match &e.op.body {
+            OpBody::Kick { user: u } | OpBody::Ban { user: u } => u == who,
+            OpBody::Leave => e.op.author.user_id == *who,
+            _ => false,
+        };
+        let mut anchors: Vec<OpId> = Vec::new();
+        let mut admitters: Vec<UserId> = Vec::new();
+        let mut joins: Vec<OpId> = Vec::new();
+        for e in &self.graph.entries {
+            if removes(e, user) {
+                anchors.push(e.id);
+            }
+            if let OpBody::Join { joiner, .. } = &e.op.body
+                && joiner.user_id == *user
+            {
+                joins.push(e.id);
+                admitters.push(e.op.author.user_id);
+            }
+        }
+        for join in joins {
+            if matches!(self.status(&join), OpStatus::Applied) {
+                continue;
+            }
+            if let Some(by) = self.filtered_by(&join) {
+                anchors.push(by);
+            }
+        }
+        for e in &self.graph.entries {
+            if admitters.iter().any(|a| removes(e, a)) {
+                anchors.push(e.id);
+            }
+        }
+        anchors.sort();
+        anchors.dedup();
+        anchors.retain(|id| matches!(self.status(id), OpStatus::Applied));
+        anchors
+    }
+
+    /// What a removed member may still fetch: the ops up to (and including) the applied ops
+    /// that removed it (a kick or a ban naming it, or its own leave), minus those below
+    /// `have`, plus those of `want` among them, in causal order, at most `limit`. So it can
+    /// learn of its own removal, and of nothing written after it. Empty for a user who was
+    /// never removed.
+    pub fn ops_for_removed(
+        &mut self,
+        user: &UserId,
+        have: &[OpId],
+        want: &[OpId],
+        limit: usize,
+    ) -> Vec<&SpaceOp> {
+        let applied: Vec<usize> = self
+            .removal_anchors(user)
+            .iter()
+            .filter_map(|id| self.graph.index.get(id).copied())
+            .collect();
+        if applied.is_empty() {
+            return Vec::new();
+        }
+        let allowed = self.graph.closure(&applied, |e| &e.parents, true);
+        let start: Vec<usize> = have
+            .iter()
+            .filter_map(|h| self.graph.index.get(h).copied())
+            .collect();
+        let known = self.graph.closure(&start, |e| &e.parents, true);
+        let mut pick: Vec<bool> = known.iter().map(|k| !k).collect();
+        for w in want {
+            if let Some(&i) = self.graph.index.get(w) {
+                pick[i] = true;
+            }
+        }
+        self.graph
+            .entries
+            .iter()
+            .zip(pick.into_iter().zip(allowed))
+            .filter(|(_, (p, a))| *p && *a)
             .map(|(e, _)| &e.op)
             .take(limit)
             .collect()
