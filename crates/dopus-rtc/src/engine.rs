@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use dopus_types::Redacted;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
@@ -30,6 +31,7 @@ use crate::diagnostics::{
 };
 use crate::error::PeerError;
 use crate::gather::{GatherOutput, Mapping, StunGatherer};
+use crate::media::{MediaEvent, MediaFrame, MediaStats};
 use crate::peer::PeerEvent;
 use crate::turn::{Relay, RelayOutput, RelayState, RelayTarget, RelayTransport};
 
@@ -86,6 +88,8 @@ pub(crate) enum EngineOutput {
     RelayStream { relay: u32, data: Vec<u8> },
     /// Close relay `relay`'s TCP connection.
     RelayClose { relay: u32 },
+    /// For the media task attached to the connection.
+    Media(MediaEvent),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +167,11 @@ pub(crate) struct Engine {
     failure: Option<FailureReason>,
     closed: Option<CloseReason>,
     out: VecDeque<EngineOutput>,
+
+    /// The negotiated audio m-line (calls), and the one our pending offer adds.
+    audio_mid: Option<Mid>,
+    pending_audio: Option<Mid>,
+    media: MediaStats,
 }
 
 impl std::fmt::Debug for Engine {
@@ -191,7 +200,13 @@ impl Engine {
         let mut builder = Rtc::builder()
             .set_sctp_max_buffered_amount(send_buffer)
             .set_sctp_max_message_size(max_msg)
-            .set_stats_interval(Some(STATS_INTERVAL));
+            .set_stats_interval(Some(STATS_INTERVAL))
+            // Calls: Opus only (and VP8 for video to come); audio is held back for at most two
+            // packets after a loss instead of str0m's 15 (media-spike.md, pitfall 1).
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .set_reordering_size_audio(2);
         if let Some(id) = &config.dtls_identity {
             builder = builder.set_dtls_cert(id.cert());
         }
@@ -252,6 +267,9 @@ impl Engine {
             failure: None,
             closed: None,
             out: VecDeque::new(),
+            audio_mid: None,
+            pending_audio: None,
+            media: MediaStats::default(),
         };
         engine.use_bases(bases);
         engine.drain(now);
@@ -341,10 +359,14 @@ impl Engine {
             .pending_offer
             .take()
             .ok_or(PeerError::Negotiation("no offer is pending"))?;
+        let audio = self.pending_audio.take();
         self.rtc
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
+        if let Some(mid) = audio {
+            self.on_media_added(mid, MediaKind::Audio);
+        }
         if let Some(bases) = self.pending_bases.take() {
             // The restart cleared str0m's local candidates; announce the new sockets' ones.
             self.use_bases(bases);
@@ -736,6 +758,103 @@ impl Engine {
         });
         self.out
             .push_back(EngineOutput::Event(PeerEvent::LocalCandidate(line)));
+    }
+
+    /// Adds a send-and-receive Opus m-line by renegotiation and returns the offer for the peer
+    /// (who answers with [`Engine::accept_offer`]; apply its answer with
+    /// [`Engine::accept_answer`]). One audio m-line per connection: later calls reuse it.
+    pub(crate) fn add_audio(&mut self, now: Instant) -> Result<String, PeerError> {
+        self.ensure_open()?;
+        if self.audio_mid.is_some() {
+            return Err(PeerError::Negotiation("audio is already negotiated"));
+        }
+        if self.pending_offer.is_some() {
+            return Err(PeerError::Negotiation("an offer of ours is pending"));
+        }
+        let mut api = self.rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = api
+            .apply()
+            .ok_or(PeerError::Negotiation("nothing to offer"))?;
+        self.pending_offer = Some(pending);
+        self.pending_audio = Some(mid);
+        self.kick(now);
+        Ok(self.outgoing_sdp(offer.to_sdp_string()))
+    }
+
+    /// The negotiated audio m-line.
+    pub(crate) fn audio_mid(&self) -> Option<String> {
+        self.audio_mid.map(|m| m.to_string())
+    }
+
+    /// The media counters (the task counts what it refuses too).
+    pub(crate) fn media_stats(&mut self) -> &mut MediaStats {
+        &mut self.media
+    }
+
+    /// Writes one Opus frame on the audio m-line.
+    pub(crate) fn write_audio(
+        &mut self,
+        now: Instant,
+        rtp_time: u64,
+        data: Vec<u8>,
+    ) -> Result<(), PeerError> {
+        self.ensure_open()?;
+        let Some(mid) = self.audio_mid else {
+            let why = "no audio m-line is negotiated on this connection".to_owned();
+            self.media.refuse_out(why.clone());
+            return Err(PeerError::Media(why));
+        };
+        let Some(writer) = self.rtc.writer(mid) else {
+            let why = format!("m-line {mid} has no writer (not sending)");
+            self.media.refuse_out(why.clone());
+            return Err(PeerError::Media(why));
+        };
+        let Some(pt) = writer
+            .payload_params()
+            .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+            .map(|p| p.pt())
+        else {
+            let why = format!("m-line {mid} negotiated no Opus payload type");
+            self.media.refuse_out(why.clone());
+            return Err(PeerError::Media(why));
+        };
+        let time = MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ);
+        match writer.write(pt, now, time, data) {
+            Ok(()) => {
+                self.media.frames_sent += 1;
+                self.drain(now);
+                self.pump_relays(now);
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!("the engine refused the frame: {e}");
+                self.media.refuse_out(why.clone());
+                Err(PeerError::Media(why))
+            }
+        }
+    }
+
+    fn on_media_added(&mut self, mid: Mid, kind: MediaKind) {
+        if kind != MediaKind::Audio {
+            self.media.refuse_in(format!(
+                "the peer added a {kind:?} m-line ({mid}); only audio is negotiated"
+            ));
+            return;
+        }
+        match self.audio_mid {
+            Some(m) if m == mid => {}
+            Some(m) => self.media.refuse_in(format!(
+                "the peer added a second audio m-line ({mid}); {m} is the call's"
+            )),
+            None => {
+                self.audio_mid = Some(mid);
+                self.media.audio_mid = Some(mid.to_string());
+                self.out.push_back(EngineOutput::Media(MediaEvent::Ready {
+                    mid: mid.to_string(),
+                }));
+            }
+        }
     }
 
     /// Starts an ICE restart and returns the offer for it. With `new_bases`, the connection
@@ -1239,6 +1358,27 @@ impl Engine {
                 self.finish(now, CloseReason::Remote);
             }
             Event::Closed => self.finish(now, CloseReason::Remote),
+            Event::MediaAdded(m) => self.on_media_added(m.mid, m.kind),
+            Event::MediaData(d) => {
+                if Some(d.mid) != self.audio_mid {
+                    self.media.refuse_in(format!(
+                        "media on m-line {} that the call did not negotiate",
+                        d.mid
+                    ));
+                    return;
+                }
+                self.last_activity = now;
+                self.out
+                    .push_back(EngineOutput::Media(MediaEvent::Frame(MediaFrame {
+                        mid: d.mid.to_string(),
+                        pt: *d.pt,
+                        rtp_time: d.time.numer(),
+                        seq_first: **d.seq_range.start(),
+                        seq_last: **d.seq_range.end(),
+                        contiguous: d.contiguous,
+                        data: d.data.to_vec(),
+                    })));
+            }
             Event::PeerStats(s) => {
                 if let Some(p) = s.selected_candidate_pair {
                     self.selected = Some((p.local.addr, p.remote.addr));
@@ -1419,6 +1559,8 @@ mod tests {
         b_sent: usize,
         a_events: Vec<PeerEvent>,
         b_events: Vec<PeerEvent>,
+        a_media: Vec<MediaEvent>,
+        b_media: Vec<MediaEvent>,
     }
 
     fn cfg(idle: Option<Duration>) -> RtcConfig {
@@ -1449,6 +1591,8 @@ mod tests {
                 b_sent: 0,
                 a_events: Vec::new(),
                 b_events: Vec::new(),
+                a_media: Vec::new(),
+                b_media: Vec::new(),
             }
         }
 
@@ -1469,6 +1613,7 @@ mod tests {
                         }
                         EngineOutput::Transmit { .. } => {}
                         EngineOutput::Event(e) => self.a_events.push(e),
+                        EngineOutput::Media(m) => self.a_media.push(m),
                         _ => {}
                     }
                 }
@@ -1488,6 +1633,7 @@ mod tests {
                         }
                         EngineOutput::Transmit { .. } => {}
                         EngineOutput::Event(e) => self.b_events.push(e),
+                        EngineOutput::Media(m) => self.b_media.push(m),
                         _ => {}
                     }
                 }
@@ -1750,5 +1896,79 @@ mod tests {
             remote.len() >= 2,
             "SDP candidate and the queued one: {remote:?}"
         );
+    }
+
+    fn frames(media: &[MediaEvent]) -> Vec<(u64, Vec<u8>)> {
+        media
+            .iter()
+            .filter_map(|m| match m {
+                MediaEvent::Frame(f) => Some((f.rtp_time, f.data.clone())),
+                MediaEvent::Ready { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn audio_added_by_renegotiation_carries_opus_frames_both_ways() {
+        let mut net = Net::new(None);
+        assert!(net.run(Duration::from_secs(10), |n| {
+            has(&n.a_events, &PeerEvent::ChannelOpen) && has(&n.b_events, &PeerEvent::ChannelOpen)
+        }));
+        // Before negotiation a write is refused with the reason.
+        let early = net.a.write_audio(net.now, 0, vec![0xfc, 1, 2]);
+        assert!(
+            matches!(&early, Err(PeerError::Media(why)) if why.contains("no audio m-line")),
+            "{early:?}"
+        );
+        assert_eq!(net.a.media_stats().refused_out, 1);
+
+        let offer = net.a.add_audio(net.now).unwrap();
+        assert!(offer.contains("m=audio"), "{offer}");
+        assert!(offer.contains("opus/48000"), "{offer}");
+        // A second offer while the first is pending is refused.
+        assert!(net.a.add_audio(net.now).is_err());
+        let answer = net.b.accept_offer(net.now, &offer).unwrap();
+        net.a.accept_answer(net.now, &answer).unwrap();
+        net.exchange();
+        assert!(matches!(
+            net.a_media.first(),
+            Some(MediaEvent::Ready { .. })
+        ));
+        assert!(matches!(
+            net.b_media.first(),
+            Some(MediaEvent::Ready { .. })
+        ));
+        assert_eq!(net.a.audio_mid(), net.b.audio_mid());
+        // The data channel still works after the renegotiation.
+        assert!(net.a.write(net.now, b"after").unwrap());
+
+        // 50 frames of 20 ms each way, in virtual time.
+        let mut sent = Vec::new();
+        for i in 0..50u64 {
+            let data = vec![0xfc, i as u8, (i * 7) as u8, 0x55];
+            net.a
+                .write_audio(net.now, 1000 + i * 960, data.clone())
+                .unwrap();
+            net.b
+                .write_audio(net.now, 5000 + i * 960, data.clone())
+                .unwrap();
+            sent.push(data);
+            net.run(Duration::from_millis(20), |_| false);
+        }
+        net.run(Duration::from_millis(200), |_| false);
+        let got_b = frames(&net.b_media);
+        let got_a = frames(&net.a_media);
+        assert_eq!(got_b.len(), 50, "b got {}", got_b.len());
+        assert_eq!(got_a.len(), 50, "a got {}", got_a.len());
+        for (i, ((tb, db), (ta, da))) in got_b.iter().zip(&got_a).enumerate() {
+            assert_eq!(db, &sent[i]);
+            assert_eq!(da, &sent[i]);
+            assert_eq!(tb - got_b[0].0, i as u64 * 960);
+            assert_eq!(ta - got_a[0].0, i as u64 * 960);
+        }
+        assert!(has(&net.b_events, &PeerEvent::Data(b"after".to_vec())));
+        assert_eq!(net.a.media_stats().frames_sent, 50);
+        // Audio is negotiated once per connection.
+        assert!(net.b.add_audio(net.now).is_err());
     }
 }

@@ -45,6 +45,10 @@ pub enum PeerError {
     /// The WebRTC engine refused the operation.
     #[error("WebRTC error: {0}")]
     Engine(String),
+    /// A media write was refused (no audio m-line negotiated, no call attached, a full
+    /// queue); the reason says which.
+    #[error("media refused: {0}")]
+    Media(String),
     /// The connection is closed (or closing); nothing more can be done with it.
     #[error("the peer connection is closed")]
     Closed,

@@ -7,6 +7,7 @@ mod engine;
 mod error;
 mod gather;
 mod interfaces;
+mod media;
 mod peer;
 mod turn;
 
@@ -20,5 +21,6 @@ pub use diagnostics::{
     NatBehavior, PathKind, RelayInfo, SelectedPair,
 };
 pub use error::PeerError;
+pub use media::{AudioSender, MediaEvent, MediaFrame, MediaStats};
 pub use peer::{PeerConnection, PeerEvent, PeerEvents, PeerHandle};
 pub use turn::{RelayState, RelayTransport};

@@ -33,6 +33,7 @@ use crate::diagnostics::{CloseReason, ConnectionState, Diagnostics};
 use crate::engine::{Engine, EngineOutput, Role};
 use crate::error::PeerError;
 use crate::interfaces;
+use crate::media::{AudioSender, MediaEvent, MediaStats, OutFrame};
 
 /// What a connection tells the application.
 ///
@@ -125,6 +126,7 @@ impl PeerConnection {
 #[derive(Debug, Clone)]
 pub struct PeerHandle {
     commands: mpsc::Sender<Command>,
+    media_out: mpsc::Sender<crate::media::OutFrame>,
     messages: mpsc::Sender<Outgoing>,
     blob_messages: mpsc::Sender<Outgoing>,
     max_message_size: usize,
@@ -141,6 +143,10 @@ enum Command {
     Diagnostics(oneshot::Sender<Diagnostics>),
     Connectivity(oneshot::Sender<crate::diagnostics::Connectivity>),
     UpdateIceServers(Vec<crate::config::IceServer>, oneshot::Sender<()>),
+    AddAudio(Reply<String>),
+    AttachMedia(mpsc::Sender<MediaEvent>, oneshot::Sender<u64>),
+    DetachMedia(oneshot::Sender<()>),
+    MediaStats(oneshot::Sender<MediaStats>),
     Close(oneshot::Sender<()>),
 }
 
@@ -327,6 +333,54 @@ impl PeerHandle {
         rx.await.map_err(|_| PeerError::Closed)
     }
 
+    /// Adds an Opus audio m-line (send and receive) by renegotiation and returns the offer for
+    /// the peer, who answers with [`PeerHandle::accept_offer`]; apply its answer with
+    /// [`PeerHandle::accept_answer`]. Both sides then get [`MediaEvent::Ready`] on their
+    /// attached sink. Refused while another offer of ours is pending, or when the connection
+    /// already has its audio m-line (a later call reuses it).
+    pub async fn add_audio(&self) -> Result<String, PeerError> {
+        self.call(Command::AddAudio).await
+    }
+
+    /// Attaches a call's media task: received frames of the negotiated audio m-line go to
+    /// `sink` (a full sink loses frames rather than stall the connection), and the returned
+    /// sender writes frames. Replaces any previous attachment, whose sender stops working.
+    /// Frames that arrive while nothing is attached are refused and counted.
+    pub async fn attach_media(
+        &self,
+        sink: mpsc::Sender<MediaEvent>,
+    ) -> Result<AudioSender, PeerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::AttachMedia(sink, tx))
+            .await
+            .map_err(|_| PeerError::Closed)?;
+        let generation = rx.await.map_err(|_| PeerError::Closed)?;
+        Ok(AudioSender {
+            generation,
+            tx: self.media_out.clone(),
+        })
+    }
+
+    /// Detaches the call's media task: from now on, media from the peer is refused (it is not
+    /// in a call with us) and the old sender's frames too.
+    pub async fn detach_media(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::DetachMedia(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// The media counters of this connection (with the last refusal and why).
+    pub async fn media_stats(&self) -> Result<MediaStats, PeerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::MediaStats(tx))
+            .await
+            .map_err(|_| PeerError::Closed)?;
+        rx.await.map_err(|_| PeerError::Closed)
+    }
+
     /// Closes the connection gracefully (the peer sees [`CloseReason::Remote`]). Returns when
     /// the close went out; closing a closed connection is a no-op.
     pub async fn close(&self) {
@@ -405,8 +459,10 @@ fn spawn(
     let (msg_tx, msg_rx) = mpsc::channel(16);
     let (blob_tx, blob_rx) = mpsc::channel(4);
     let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity);
+    let (media_tx, media_rx) = mpsc::channel(crate::media::OUT_QUEUE);
     let handle = PeerHandle {
         commands: cmd_tx,
+        media_out: media_tx,
         messages: msg_tx,
         blob_messages: blob_tx,
         max_message_size: config.max_message_size,
@@ -432,6 +488,9 @@ fn spawn(
         resolving: None,
         buf: vec![0; 65_536],
         next_socket: 0,
+        media_rx,
+        media_sink: None,
+        media_generation: 0,
     };
     tokio::spawn(task.run());
     (handle, ev_rx)
@@ -467,6 +526,7 @@ enum Wake {
     Message(Option<Outgoing>),
     BlobMessage(Option<Outgoing>),
     Datagram(Option<(usize, usize, SocketAddr)>),
+    MediaOut(Option<OutFrame>),
     Timer,
 }
 
@@ -495,6 +555,11 @@ struct PeerTask {
     resolving: Option<oneshot::Receiver<Vec<SocketAddr>>>,
     buf: Vec<u8>,
     next_socket: usize,
+    /// Frames from the attached call's [`AudioSender`].
+    media_rx: mpsc::Receiver<OutFrame>,
+    /// The attached call's media task, and the generation of its sender.
+    media_sink: Option<(u64, mpsc::Sender<MediaEvent>)>,
+    media_generation: u64,
 }
 
 impl PeerTask {
@@ -539,6 +604,7 @@ impl PeerTask {
                 io = self.relay_rx.recv() => Wake::Relay(io),
                 msg = self.messages.recv(), if can_send => Wake::Message(msg),
                 msg = self.blob_messages.recv(), if can_send_blob => Wake::BlobMessage(msg),
+                frame = self.media_rx.recv() => Wake::MediaOut(frame),
                 got = recv_any(&self.sockets, &mut self.buf, &mut self.next_socket), if can_read => {
                     Wake::Datagram(got)
                 }
@@ -572,6 +638,8 @@ impl PeerTask {
                 Wake::BlobMessage(None) => {}
                 Wake::Datagram(Some((idx, len, from))) => self.on_datagram(idx, len, from),
                 Wake::Datagram(None) => {}
+                Wake::MediaOut(Some(frame)) => self.write_media(frame),
+                Wake::MediaOut(None) => {}
                 Wake::Timer => self.engine.handle_timeout(Instant::now()),
             }
         }
@@ -800,6 +868,28 @@ impl PeerTask {
                 self.resolve_turn_servers();
                 let _ = reply.send(());
             }
+            Command::AddAudio(reply) => {
+                let _ = reply.send(self.engine.add_audio(now));
+            }
+            Command::AttachMedia(sink, reply) => {
+                self.media_generation += 1;
+                let generation = self.media_generation;
+                if let Some(mid) = self.engine.audio_mid() {
+                    let _ = sink.try_send(MediaEvent::Ready { mid });
+                }
+                self.media_sink = Some((generation, sink));
+                self.engine.media_stats().attached = true;
+                let _ = reply.send(generation);
+            }
+            Command::DetachMedia(reply) => {
+                self.media_sink = None;
+                self.media_generation += 1;
+                self.engine.media_stats().attached = false;
+                let _ = reply.send(());
+            }
+            Command::MediaStats(reply) => {
+                let _ = reply.send(self.engine.media_stats().clone());
+            }
             Command::Close(reply) => {
                 self.engine.close(now, CloseReason::Local);
                 self.close_waiters.push(reply);
@@ -841,6 +931,48 @@ impl PeerTask {
             Ok(true) => msg.finish(Ok(())),
             Ok(false) => self.blocked = Some((msg, Instant::now())),
             Err(e) => msg.finish(Err(e)),
+        }
+    }
+
+    fn write_media(&mut self, frame: OutFrame) {
+        match &self.media_sink {
+            Some((generation, _)) if *generation == frame.generation => {
+                // The engine counts and explains its own refusals.
+                let _ = self
+                    .engine
+                    .write_audio(Instant::now(), frame.rtp_time, frame.data);
+            }
+            _ => self
+                .engine
+                .media_stats()
+                .refuse_out("a frame from a call no longer attached to this connection".into()),
+        }
+    }
+
+    /// Hands a media event to the attached call's task; without one, received media is
+    /// refused (the peer is not in a call with us).
+    fn deliver_media(&mut self, ev: MediaEvent) {
+        let Some((_, sink)) = &self.media_sink else {
+            if let MediaEvent::Frame(f) = ev {
+                self.engine.media_stats().refuse_in(format!(
+                    "media on m-line {} from a peer that is not in a call with us",
+                    f.mid
+                ));
+            }
+            return;
+        };
+        let frame = matches!(ev, MediaEvent::Frame(_));
+        match sink.try_send(ev) {
+            Ok(()) if frame => self.engine.media_stats().frames_received += 1,
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self
+                .engine
+                .media_stats()
+                .refuse_in("the call's media task had no room for a frame".into()),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.media_sink = None;
+                self.engine.media_stats().attached = false;
+            }
         }
     }
 
@@ -931,6 +1063,7 @@ impl PeerTask {
                         self.queued_events.push_back(ev);
                     }
                 }
+                EngineOutput::Media(ev) => self.deliver_media(ev),
                 EngineOutput::RelayConnect { relay, server } => self.open_stream(relay, server),
                 EngineOutput::RelayStream { relay, data } => {
                     if let Some((w, _)) = self.streams.get(&relay) {

@@ -5,6 +5,7 @@
 mod common;
 mod connect;
 mod lifecycle;
+mod media;
 mod netns;
 mod privacy;
 mod security;

@@ -1,0 +1,139 @@
+//! Media on a peer connection: one Opus audio m-line added by renegotiation, frames written by
+//! a media task and received frames handed to it, beside (never through) the message channel.
+//!
+//! ```text
+//! caller's node (media offerer)                 callee's node
+//! h.attach_media(sink) -> AudioSender           h.attach_media(sink) -> AudioSender
+//! h.add_audio() -> offer  --- offer (Olm) -->   h.accept_offer(&offer) -> answer
+//! h.accept_answer(&answer) <-- answer (Olm) --  sink: MediaEvent::Ready { mid }
+//! sink: MediaEvent::Ready { mid }
+//! sender.send(rtp_time, opus) ----- SRTP ---->  sink: MediaEvent::Frame(frame)
+//! ```
+//!
+//! What is refused, each counted in [`MediaStats`] with the last reason:
+//! - writing before the audio m-line is negotiated, or while no call is attached;
+//! - media on an m-line other than the negotiated audio one;
+//! - media while no call is attached to the connection (the peer is not in a call with us);
+//! - frames the media task has no room for (a slow sink loses frames, never stalls the
+//!   connection or its message channel).
+
+use tokio::sync::mpsc;
+
+/// One received media frame (an Opus packet for audio), as str0m reassembled it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MediaFrame {
+    /// The m-line it came on.
+    pub mid: String,
+    /// RTP payload type.
+    pub pt: u8,
+    /// RTP time (48 kHz for Opus), extended to 64 bits by str0m.
+    pub rtp_time: u64,
+    /// The (extended) RTP sequence numbers of the packets that made it up.
+    pub seq_first: u64,
+    /// The last of them.
+    pub seq_last: u64,
+    /// False when packets were missing before this one.
+    pub contiguous: bool,
+    /// The payload (an Opus packet), exactly as sent.
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for MediaFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaFrame")
+            .field("mid", &self.mid)
+            .field("rtp_time", &self.rtp_time)
+            .field("seq", &(self.seq_first..=self.seq_last))
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+/// What the connection tells the media task attached to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// The audio m-line is negotiated on both sides: writes go through from now on (sent once
+    /// per attach, at once if it already was).
+    Ready {
+        /// Its media id.
+        mid: String,
+    },
+    /// A received frame, in order.
+    Frame(MediaFrame),
+}
+
+/// Counters of the media path of one connection, for the call's diagnostics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaStats {
+    /// The negotiated audio m-line, if any.
+    pub audio_mid: Option<String>,
+    /// A call is attached (frames are delivered and may be written).
+    pub attached: bool,
+    /// Frames handed to str0m.
+    pub frames_sent: u64,
+    /// Frames delivered to the attached media task.
+    pub frames_received: u64,
+    /// Writes refused (not negotiated, not attached, refused by the engine).
+    pub refused_out: u64,
+    /// Received frames refused (unknown m-line, no call attached, no room).
+    pub refused_in: u64,
+    /// Why the last refusal happened.
+    pub last_refusal: Option<String>,
+}
+
+impl MediaStats {
+    pub(crate) fn refuse_in(&mut self, why: String) {
+        self.refused_in += 1;
+        if self.refused_in <= 3 || self.refused_in.is_power_of_two() {
+            tracing::debug!(count = self.refused_in, why = %why, "received media refused");
+        }
+        self.last_refusal = Some(why);
+    }
+
+    pub(crate) fn refuse_out(&mut self, why: String) {
+        self.refused_out += 1;
+        if self.refused_out <= 3 || self.refused_out.is_power_of_two() {
+            tracing::debug!(count = self.refused_out, why = %why, "media write refused");
+        }
+        self.last_refusal = Some(why);
+    }
+}
+
+/// One frame to write: RTP time (48 kHz) and the Opus packet.
+#[derive(Debug)]
+pub(crate) struct OutFrame {
+    pub(crate) generation: u64,
+    pub(crate) rtp_time: u64,
+    pub(crate) data: Vec<u8>,
+}
+
+/// Writes audio frames on one connection for one attached call. Dropped or stale (after a
+/// detach or a new attach), its frames are refused.
+#[derive(Debug, Clone)]
+pub struct AudioSender {
+    pub(crate) generation: u64,
+    pub(crate) tx: mpsc::Sender<OutFrame>,
+}
+
+/// Frames waiting for the connection task; a full queue refuses the frame (audio is live: a
+/// late frame is worth nothing).
+pub(crate) const OUT_QUEUE: usize = 64;
+
+impl AudioSender {
+    /// Queues one Opus packet with its RTP time (48 kHz). `Err` when the queue is full or the
+    /// connection is gone; the frame is lost either way (live audio is never retried).
+    pub fn send(&self, rtp_time: u64, data: Vec<u8>) -> Result<(), crate::PeerError> {
+        self.tx
+            .try_send(OutFrame {
+                generation: self.generation,
+                rtp_time,
+                data,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    crate::PeerError::Media("the connection's media queue is full".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => crate::PeerError::Closed,
+            })
+    }
+}
