@@ -202,6 +202,8 @@ impl<L: Library> Offers for LinkOffers<'_, L> {
 
 struct Answering {
     req: RequestId,
+    blob: BlobHash,
+    groups: GroupSet,
     messages: VecDeque<Vec<u8>>,
 }
 
@@ -243,6 +245,16 @@ pub enum NodeOutput {
     Persist(Changes),
     /// Tell the UI.
     Event(TransferEvent),
+    /// The answer to a peer's request went out in full: these groups of `blob` were served
+    /// to the peer behind `holder` (an upload's progress).
+    Served {
+        /// To whom.
+        holder: HolderId,
+        /// Which blob.
+        blob: BlobHash,
+        /// Which groups.
+        groups: GroupSet,
+    },
 }
 
 /// Counters of one node, for tests and benchmarks.
@@ -578,9 +590,10 @@ impl<T: BlobTransport, L: Library> BlobNode<T, L> {
             channels,
             library,
             stats,
+            out,
             ..
         } = self;
-        for chan in channels.values_mut() {
+        for (holder, chan) in channels.iter_mut() {
             loop {
                 if chan.control.is_empty() && chan.current.is_none() {
                     let Some(job) = chan.jobs.pop_front() else {
@@ -591,6 +604,8 @@ impl<T: BlobTransport, L: Library> BlobNode<T, L> {
                         Ok(messages) => {
                             chan.current = Some(Answering {
                                 req: job.req,
+                                blob: job.blob,
+                                groups: job.groups,
                                 messages,
                             })
                         }
@@ -619,6 +634,11 @@ impl<T: BlobTransport, L: Library> BlobNode<T, L> {
                         {
                             chan.link.served(c.req);
                             stats.answered += 1;
+                            out.push(NodeOutput::Served {
+                                holder: *holder,
+                                blob: c.blob,
+                                groups: c.groups,
+                            });
                         }
                         m
                     }

@@ -250,10 +250,44 @@ fn absolute(path: &std::path::Path) -> anyhow::Result<String> {
         .with_context(|| format!("{} is not valid UTF-8", p.display()))
 }
 
+/// Bytes for people: `1.5 MiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Seconds for people: `42s`, `3m07s`, `2h05m`.
+fn human_secs(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// One transfer as a line of text.
 pub fn transfer_line(t: &Value) -> String {
     let size = t["size"].as_u64().unwrap_or(0);
-    let bytes = t["bytes"].as_u64().unwrap_or(0);
+    let live = &t["progress"];
+    let state = live["state"]
+        .as_str()
+        .or(t["state"].as_str())
+        .unwrap_or("?");
+    let bytes = live["bytes"]
+        .as_u64()
+        .filter(|_| state != "done")
+        .or(t["bytes"].as_u64())
+        .unwrap_or(0);
     let pct = (bytes * 100).checked_div(size).unwrap_or(100);
     let dir = if t["direction"].as_str() == Some("outgoing") {
         "→"
@@ -265,10 +299,17 @@ pub fn transfer_line(t: &Value) -> String {
         t["id"].as_str().unwrap_or("?"),
         t["name"].as_str().unwrap_or("?"),
         size,
-        t["state"].as_str().unwrap_or("?"),
+        state,
     );
-    if let Some(r) = t["reason"].as_str() {
+    if let Some(r) = live["reason"].as_str().or(t["reason"].as_str()) {
         line.push_str(&format!(" ({r})"));
+    }
+    if state == "transferring" {
+        let rate = live["rate"].as_u64().unwrap_or(0);
+        line.push_str(&format!("  {}/s", human_bytes(rate)));
+        if let Some(eta) = live["eta_secs"].as_u64() {
+            line.push_str(&format!("  ETA {}", human_secs(eta)));
+        }
     }
     if let Some(p) = t["saved_path"].as_str() {
         line.push_str(&format!("  saved: {p}"));
@@ -332,4 +373,31 @@ pub fn save(api: &ApiClient, out: Output, id: &str, dir: &std::path::Path) -> an
     )?;
     out.print(&t, transfer_line);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transfer_line_shows_live_state_rate_and_eta() {
+        let t = json!({
+            "id": "t1", "name": "a.bin", "size": 4 << 20, "direction": "incoming",
+            "state": "queued", "reason": null, "bytes": 0,
+            "progress": {"id": "t1", "state": "transferring", "reason": null,
+                "bytes": 1 << 20, "total": 4 << 20, "rate": 3 << 19, "eta_secs": 125, "sources": 1}
+        });
+        assert_eq!(
+            transfer_line(&t),
+            "t1  ← a.bin  4194304 bytes  transferring 25%  1.5 MiB/s  ETA 2m05s"
+        );
+        let paused = json!({
+            "id": "t2", "name": "b", "size": 100, "direction": "outgoing",
+            "state": "paused", "reason": "user", "bytes": 0, "progress": null
+        });
+        assert_eq!(
+            transfer_line(&paused),
+            "t2  → b  100 bytes  paused 0% (user)"
+        );
+    }
 }

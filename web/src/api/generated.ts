@@ -769,7 +769,11 @@ created_at: Timestamp,
 /**
  * When it last changed.
  */
-updated_at: Timestamp, };
+updated_at: Timestamp, 
+/**
+ * The latest live progress (rate, ETA, sources) since the node started, if any moved.
+ */
+progress: TransferProgress | null, };
 
 /**
  * `GET /transfers`: every transfer, newest first.

@@ -146,6 +146,7 @@ pub fn apply(
                 store.apply(changes).unwrap();
             }
             NodeOutput::Event(e) => events.push(e),
+            NodeOutput::Served { .. } => {}
         }
     }
     events

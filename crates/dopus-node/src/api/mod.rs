@@ -5,6 +5,7 @@ pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod events;
+mod files;
 mod routes;
 mod spaces;
 pub mod ui;
@@ -109,6 +110,11 @@ pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
             axum::routing::delete(routes::remove_reaction),
         )
         .route("/conversations/{user_id}/files", post(routes::send_file))
+        .route(
+            "/conversations/{user_id}/files/upload",
+            post(files::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/transfers/{id}/content", get(files::content))
         .route("/transfers", get(routes::transfers))
         .route("/transfers/{id}", get(routes::transfer))
         .route("/transfers/{id}/save", post(routes::save_transfer))

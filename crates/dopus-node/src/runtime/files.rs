@@ -23,7 +23,7 @@ use dopus_core::store::{
     Change, Changes, FileTransfer, Store, TransferDirection, TransferId, TransferReason,
     TransferState,
 };
-use dopus_core::transfer::{DownloadConfig, HolderId, LinkConfig};
+use dopus_core::transfer::{DownloadConfig, HolderId, LinkConfig, Upload, UploadOutput};
 use dopus_files::{BlobDir, BlobNode, BlobTransport, Closed, NodeOutput, Shelf, SourceStamp};
 use dopus_types::{Timestamp, UserId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -37,6 +37,20 @@ use tokio::sync::{broadcast, mpsc};
 /// Bytes a blob channel may have queued towards its connection beyond what the connection
 /// already took (the connection admits at most three quarters of its send buffer).
 pub const QUEUED_BYTES: usize = 1 << 20;
+/// The latest progress of each transfer the file thread reported, so `GET /transfers` can
+/// show rate and ETA beside the stored state (shared by the file thread and the API).
+pub type LiveProgress = Arc<Mutex<BTreeMap<TransferId, dto::TransferProgress>>>;
+
+/// The live progress of the node whose blob directory is `blobs` (one per node; a process
+/// may run several nodes in tests, hence the key).
+pub fn live_progress(blobs: &std::path::Path) -> LiveProgress {
+    static ALL: std::sync::OnceLock<Mutex<BTreeMap<PathBuf, LiveProgress>>> =
+        std::sync::OnceLock::new();
+    let all = ALL.get_or_init(Default::default);
+    let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
+    all.entry(blobs.to_path_buf()).or_default().clone()
+}
+
 /// Longest sleep of the file thread with nothing to do.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 
@@ -190,6 +204,7 @@ pub fn start(
     me: UserId,
 ) -> anyhow::Result<FilesTx> {
     let blobs = BlobDir::new(&dir)?;
+    let dir_for_live = dir.clone();
     let (tx, rx) = std_mpsc::channel();
     let files = FilesTx(tx);
     let mut task = FileTask {
@@ -205,8 +220,10 @@ pub fn start(
         holders: BTreeMap::new(),
         next_holder: 1,
         outgoing: BTreeMap::new(),
+        uploads: BTreeMap::new(),
         incoming: BTreeMap::new(),
         done: BTreeSet::new(),
+        live: live_progress(&dir_for_live),
         _me: me,
     };
     let now = crate::account::now();
@@ -229,10 +246,14 @@ struct FileTask {
     next_holder: u64,
     /// Outgoing transfers being served, and to whom.
     outgoing: BTreeMap<TransferId, (FileTransfer, UserId)>,
+    /// The progress of each outgoing transfer being served (sender-side states and events).
+    uploads: BTreeMap<TransferId, Upload>,
     /// Incoming transfers being fetched.
     incoming: BTreeMap<TransferId, FileTransfer>,
     /// Downloads already reported done.
     done: BTreeSet<TransferId>,
+    /// The latest event of each transfer, for the API's lists.
+    live: LiveProgress,
     _me: UserId,
 }
 
@@ -249,13 +270,17 @@ impl FileTask {
             }
             let now = crate::account::now();
             let busy = self.node.step(now);
-            self.flush();
+            self.flush(now);
             if busy {
                 continue;
             }
-            let wait = self
-                .node
-                .next_timeout()
+            let next = self
+                .uploads
+                .values()
+                .filter_map(Upload::poll_timeout)
+                .chain(self.node.next_timeout())
+                .min();
+            let wait = next
                 .map_or(IDLE_WAIT, |t| {
                     Duration::from_millis(t.as_millis().saturating_sub(now.as_millis()))
                 })
@@ -304,7 +329,14 @@ impl FileTask {
             return;
         };
         match t.direction {
-            TransferDirection::Outgoing => self.serve(t, peer),
+            TransferDirection::Outgoing => {
+                let mut t = t;
+                if t.state == TransferState::Transferring {
+                    // Nobody is being served yet after a restart.
+                    t.state = TransferState::Queued;
+                }
+                self.serve(t, peer)
+            }
             TransferDirection::Incoming => self.fetch(now, t),
         }
     }
@@ -315,8 +347,10 @@ impl FileTask {
             TransferRequest::Fetch { transfer, .. } => self.fetch(now, *transfer),
             TransferRequest::Control { id, action } => self.control(now, id, action),
             TransferRequest::Finished { id } => {
+                self.uploads.remove(&id);
                 if let Some((t, _)) = self.outgoing.remove(&id) {
                     self.node.library_mut().remove(t.blob());
+                    self.forget_upload_copy(&t);
                 }
             }
         }
@@ -338,6 +372,9 @@ impl FileTask {
             stamp,
             Some(BTreeSet::from([h])),
         );
+        self.uploads
+            .entry(t.id)
+            .or_insert_with(|| Upload::new(t.id, t.manifest.size, t.state, t.reason));
         self.outgoing.insert(t.id, (t, peer));
     }
 
@@ -390,6 +427,13 @@ impl FileTask {
             TransferAction::Pause | TransferAction::Cancel => {
                 if let Some((t, peer)) = self.outgoing.remove(&id) {
                     self.node.library_mut().remove(t.blob());
+                    if action == TransferAction::Cancel {
+                        self.uploads.remove(&id);
+                        self.forget_upload_copy(&t);
+                    } else if let Some(u) = self.uploads.get_mut(&id) {
+                        // The machine stored the pause; the meter restarts from here.
+                        *u = Upload::new(id, t.manifest.size, TransferState::Paused, None);
+                    }
                     if action == TransferAction::Pause {
                         // Kept aside to serve again on resume.
                         self.paused_out(t, peer);
@@ -397,10 +441,29 @@ impl FileTask {
                 }
             }
             TransferAction::Resume => {
-                if let Some((t, peer)) = self.take_paused_out(&id) {
+                if let Some((mut t, peer)) = self.take_paused_out(&id) {
+                    t.state = TransferState::Queued;
+                    self.uploads
+                        .insert(id, Upload::new(id, t.manifest.size, t.state, None));
                     self.serve(t, peer);
                 }
             }
+        }
+    }
+
+    /// Removes the node's copy of a file the UI handed over (`upload_dir`), once its
+    /// transfer ended: nothing else refers to it.
+    fn forget_upload_copy(&self, t: &FileTransfer) {
+        let Some(src) = &t.source else { return };
+        let Some(node_dir) = self.dir.parent() else {
+            return;
+        };
+        let uploads = super::files_api::upload_dir(node_dir);
+        let path = PathBuf::from(&src.path);
+        if let Some(parent) = path.parent()
+            && parent.parent() == Some(uploads.as_path())
+        {
+            let _ = std::fs::remove_dir_all(parent);
         }
     }
 
@@ -419,12 +482,30 @@ impl FileTask {
     }
 
     /// Hands the node's outputs on: store changes to the actor, progress to the UI.
-    fn flush(&mut self) {
+    fn flush(&mut self, now: Timestamp) {
         for o in self.node.take_outputs() {
             match o {
                 NodeOutput::Persist(changes) => self.persist(changes),
+                NodeOutput::Served {
+                    holder,
+                    blob,
+                    groups,
+                } => {
+                    let peer = self
+                        .holders
+                        .iter()
+                        .find_map(|(p, h)| (*h == holder).then_some(*p));
+                    let id = self.outgoing.iter().find_map(|(id, (t, to))| {
+                        (t.blob() == &blob && Some(*to) == peer).then_some(*id)
+                    });
+                    if let Some(u) = id.and_then(|id| self.uploads.get_mut(&id)) {
+                        u.serving(now, 1);
+                        u.on_served(now, &groups);
+                    }
+                }
                 NodeOutput::Event(e) => {
                     let progress = dto::TransferProgress::from_event(&e);
+                    self.remember(&progress);
                     self.broadcast(&dto::Event::TransferProgress { progress });
                     if e.state.is_final() || e.state == TransferState::Paused {
                         self.actor_event(e.id);
@@ -438,6 +519,53 @@ impl FileTask {
                 }
             }
         }
+        self.flush_uploads(now);
+    }
+
+    /// Sender-side states and progress: a source found changed fails its upload; held-back
+    /// progress events go out when due.
+    fn flush_uploads(&mut self, now: Timestamp) {
+        let mut outputs = Vec::new();
+        for (id, u) in &mut self.uploads {
+            if let Some((t, _)) = self.outgoing.get(id)
+                && self.node.library().changed(t.blob())
+            {
+                u.source_changed(now);
+            }
+            u.handle_timeout(now);
+            while let Some(o) = u.poll_output() {
+                outputs.push((*id, o));
+            }
+        }
+        for (id, o) in outputs {
+            match o {
+                UploadOutput::Persist(changes) => self.persist_unless_final(id, changes),
+                UploadOutput::Event(e) => {
+                    let progress = dto::TransferProgress::from_event(&e);
+                    self.remember(&progress);
+                    self.broadcast(&dto::Event::TransferProgress { progress });
+                }
+            }
+        }
+    }
+
+    /// Applies an upload's state change unless the stored transfer already ended (the
+    /// receiver's `file_have` or a cancel, decided by the machine, win over it).
+    fn persist_unless_final(&self, id: TransferId, changes: Changes) {
+        let _ = self.actor.send(Msg::Job(Box::new(move |cx| {
+            let ended = match cx.store.transfer(&id) {
+                Ok(Some(t)) => t.state.is_final() || t.state == TransferState::Paused,
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            if !ended {
+                if let Err(e) = cx.store.apply(changes) {
+                    cx.store_failed(e);
+                }
+                cx.machine.transfer_changed(id);
+            }
+            Box::new(|_| {})
+        })));
     }
 
     /// Applies store changes in the actor's next transaction.
@@ -456,6 +584,15 @@ impl FileTask {
             cx.machine.transfer_changed(id);
             Box::new(|_| {})
         })));
+    }
+
+    fn remember(&self, p: &dto::TransferProgress) {
+        let Ok(id) = uuid::Uuid::parse_str(&p.id) else {
+            return;
+        };
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(TransferId(id), p.clone());
+        }
     }
 
     fn broadcast(&self, e: &dto::Event) {

@@ -121,33 +121,50 @@ impl Node {
         .await
     }
 
+    /// Adds the latest live progress (rate, ETA) to transfers as stored.
+    fn with_progress<'a>(&self, ts: impl IntoIterator<Item = &'a mut dto::Transfer>) {
+        let live = super::files::live_progress(&blob_dir(&self.dir));
+        let Ok(live) = live.lock() else { return };
+        for d in ts {
+            if let Ok(id) = uuid::Uuid::parse_str(&d.id) {
+                d.progress = live.get(&TransferId(id)).cloned();
+            }
+        }
+    }
+
     /// `GET /transfers`: every transfer, newest first.
     pub async fn transfers(&self) -> NodeResult<dto::Transfers> {
-        self.read(|v| {
-            let mut all: Vec<FileTransfer> = Vec::new();
-            let internal = |e| NodeError::Internal(Box::new(e));
-            for c in v.store.conversations().map_err(internal)? {
-                all.extend(v.store.transfers(&c.conversation.id).map_err(internal)?);
-            }
-            all.sort_by_key(|t| std::cmp::Reverse(t.created_at));
-            Ok(dto::Transfers {
-                transfers: all.iter().map(dto::Transfer::from_record).collect(),
+        let mut list = self
+            .read(|v| {
+                let mut all: Vec<FileTransfer> = Vec::new();
+                let internal = |e| NodeError::Internal(Box::new(e));
+                for c in v.store.conversations().map_err(internal)? {
+                    all.extend(v.store.transfers(&c.conversation.id).map_err(internal)?);
+                }
+                all.sort_by_key(|t| std::cmp::Reverse(t.created_at));
+                Ok(dto::Transfers {
+                    transfers: all.iter().map(dto::Transfer::from_record).collect(),
+                })
             })
-        })
-        .await
+            .await?;
+        self.with_progress(&mut list.transfers);
+        Ok(list)
     }
 
     /// `GET /transfers/{id}`.
     pub async fn transfer(&self, id: &str) -> NodeResult<dto::Transfer> {
         let id = transfer_id(id)?;
-        self.read(move |v| {
-            v.store
-                .transfer(&id)
-                .map_err(|e| NodeError::Internal(Box::new(e)))?
-                .map(|t| dto::Transfer::from_record(&t))
-                .ok_or(NodeError::NotFound("transfer"))
-        })
-        .await
+        let mut t = self
+            .read(move |v| {
+                v.store
+                    .transfer(&id)
+                    .map_err(|e| NodeError::Internal(Box::new(e)))?
+                    .map(|t| dto::Transfer::from_record(&t))
+                    .ok_or(NodeError::NotFound("transfer"))
+            })
+            .await?;
+        self.with_progress([&mut t]);
+        Ok(t)
     }
 
     /// `POST /transfers/{id}/{pause|resume|cancel}`.
@@ -221,5 +238,170 @@ impl Node {
                 .ok_or(NodeError::NotFound("transfer"))
         })
         .await
+    }
+}
+
+/// The directory where files handed over by the UI wait until their transfer ends (the
+/// node serves them from there; the browser cannot name a path on disk).
+pub fn upload_dir(node_dir: &Path) -> PathBuf {
+    node_dir.join("uploads")
+}
+
+/// Where the decrypted bytes of a transfer come from (`GET /transfers/{id}/content`).
+#[derive(Debug)]
+pub enum ContentSource {
+    /// A received blob, decrypted on the fly.
+    Blob {
+        /// The encrypted blob file.
+        data: PathBuf,
+        /// Its manifest (key, nonce, size).
+        manifest: Box<FileManifest>,
+    },
+    /// The file we sent, as it is on disk.
+    Plain(PathBuf),
+}
+
+impl ContentSource {
+    /// Opens a reader of the plaintext.
+    pub fn open(&self) -> std::io::Result<Box<dyn ReadSeek + Send>> {
+        Ok(match self {
+            Self::Blob { data, manifest } => {
+                Box::new(dopus_files::PlainReader::open(data, manifest)?)
+            }
+            Self::Plain(p) => Box::new(std::fs::File::open(p)?),
+        })
+    }
+}
+
+/// `Read + Seek`, as one trait object.
+pub trait ReadSeek: std::io::Read + std::io::Seek {}
+impl<T: std::io::Read + std::io::Seek> ReadSeek for T {}
+
+impl Node {
+    /// `POST /conversations/{id}/files/upload`: the UI hands over a file's bytes (`len` of
+    /// them); they are written under the node's upload directory (checked against the free
+    /// space first) and the file is sent from there like `send_file`. The copy is removed
+    /// when the transfer ends.
+    pub async fn upload_file(
+        &self,
+        peer: UserId,
+        name: String,
+        mime: Option<String>,
+        len: u64,
+        body: axum::body::Body,
+    ) -> NodeResult<dto::Transfer> {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        if name.is_empty() || name.len() > 255 {
+            return Err(invalid("the file name must be 1 to 255 bytes"));
+        }
+        if len > dopus_proto::transfer::MAX_FILE_SIZE {
+            return Err(NodeError::TooLarge("the file is too large".into()));
+        }
+        let safe = dopus_core::transfer::safe_file_name(&name);
+        let mut tag = [0u8; 8];
+        getrandom::fill(&mut tag).map_err(|e| NodeError::Internal(e.to_string().into()))?;
+        let dir =
+            upload_dir(&self.dir).join(tag.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| NodeError::Internal(e.into()))?;
+        let cleanup = |dir: PathBuf| async move {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        };
+        if let Err(e) = dopus_files::check_space(&dir, len) {
+            cleanup(dir).await;
+            return Err(NodeError::Conflict(format!(
+                "the file does not fit the disk: {e}"
+            )));
+        }
+        let path = dir.join(&safe);
+        let written: NodeResult<()> = async {
+            let mut file = tokio::fs::File::create(&path)
+                .await
+                .map_err(|e| NodeError::Internal(e.into()))?;
+            let mut got = 0u64;
+            let mut stream = body.into_data_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|_| invalid("the upload was interrupted"))?;
+                got += chunk.len() as u64;
+                if got > len {
+                    return Err(invalid("the body is longer than its Content-Length"));
+                }
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| NodeError::Conflict(format!("could not store the file: {e}")))?;
+            }
+            if got != len {
+                return Err(invalid("the upload ended early"));
+            }
+            file.sync_all()
+                .await
+                .map_err(|e| NodeError::Internal(e.into()))?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = written {
+            cleanup(dir).await;
+            return Err(e);
+        }
+        let mime = mime.or_else(|| Some(guess_mime(&name)));
+        match self
+            .send_file(peer, path.to_string_lossy().into_owned(), mime)
+            .await
+        {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                cleanup(dir).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// `GET /transfers/{id}/content`: where the plaintext of a transfer can be read (a
+    /// received file once verified; a sent file from its source while it is unchanged).
+    pub async fn transfer_content(&self, id: &str) -> NodeResult<(dto::Transfer, ContentSource)> {
+        let id = transfer_id(id)?;
+        let t = self
+            .read(move |v| {
+                v.store
+                    .transfer(&id)
+                    .map_err(|e| NodeError::Internal(Box::new(e)))?
+                    .ok_or(NodeError::NotFound("transfer"))
+            })
+            .await?;
+        let source = match t.direction {
+            TransferDirection::Incoming => {
+                if t.state != TransferState::Done {
+                    return Err(NodeError::Conflict("the file has not arrived yet".into()));
+                }
+                let data = BlobDir::new(blob_dir(&self.dir))
+                    .map_err(|e| NodeError::Internal(e.into()))?
+                    .data_path(&t.manifest.blob);
+                ContentSource::Blob {
+                    data,
+                    manifest: Box::new(t.manifest.clone()),
+                }
+            }
+            TransferDirection::Outgoing => {
+                let Some(src) = &t.source else {
+                    return Err(NodeError::NotFound("file"));
+                };
+                let path = PathBuf::from(&src.path);
+                let now = dopus_files::stamp_path(&path).ok();
+                let want = dopus_files::SourceStamp {
+                    size: src.size,
+                    modified_ns: src.modified_ns,
+                    inode: src.inode,
+                };
+                if now.as_ref() != Some(&want) {
+                    return Err(NodeError::Conflict(
+                        "the file changed or is gone since it was sent".into(),
+                    ));
+                }
+                ContentSource::Plain(path)
+            }
+        };
+        Ok((dto::Transfer::from_record(&t), source))
     }
 }

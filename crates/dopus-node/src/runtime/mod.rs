@@ -21,7 +21,7 @@
 mod actor;
 mod connections;
 mod files;
-mod files_api;
+pub(crate) mod files_api;
 mod mailbox;
 mod maintenance;
 mod signaling;

@@ -80,6 +80,7 @@ async fn a_file_arrives_byte_identical_and_verified() {
     let size = 24 << 20;
     let path = blocking(|| random_file(tmp.path(), "report 2026.bin", size, 17));
     let mut events = b.events().await;
+    let mut sender_events = a.events().await;
 
     let id = send_file(&a, &b, &path);
     // The file shows in both conversations as a message of kind file.
@@ -134,6 +135,19 @@ async fn a_file_arrives_byte_identical_and_verified() {
         (aapi.ok("GET", &path_a, None)["state"] == "done").then_some(())
     })
     .await;
+    // The sender saw its own side move: transferring with bytes served, then done.
+    sender_events.collect_for(Duration::from_millis(300)).await;
+    let sent: Vec<&Value> = sender_events
+        .seen
+        .iter()
+        .filter(|e| e["type"] == "transfer_progress" && e["progress"]["id"] == id.as_str())
+        .collect();
+    assert!(
+        sent.iter().any(|e| e["progress"]["state"] == "transferring"
+            && e["progress"]["bytes"].as_u64().unwrap_or(0) > 0),
+        "no sender progress: {sent:?}"
+    );
+    assert!(sent.iter().all(|e| e["progress"]["total"] == size as u64));
     // The list holds it on both sides.
     let list = b.api().ok("GET", "/transfers", None);
     assert!(
@@ -225,4 +239,175 @@ async fn a_corrupted_chunk_group_is_refused() {
     wait_done(&b, &id).await;
     blocking(|| save_and_compare(&b, &id, &path));
     server.stop().await;
+}
+
+/// A raw request to a node's API (bytes in, status, headers and bytes out).
+fn raw(
+    api: &crate::harness::Api,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::Read;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(60)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}/api/v1{path}", api.url);
+    let auth = format!("Bearer {}", api.token);
+    blocking(|| {
+        let resp = match (method, body) {
+            ("GET", _) => {
+                let mut r = agent.get(&url).header("Authorization", &auth);
+                for (k, v) in headers {
+                    r = r.header(*k, *v);
+                }
+                r.call()
+            }
+            ("POST", Some(b)) => {
+                let mut r = agent.post(&url).header("Authorization", &auth);
+                for (k, v) in headers {
+                    r = r.header(*k, *v);
+                }
+                r.send(b)
+            }
+            _ => panic!("unsupported"),
+        };
+        let mut resp = resp.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let hs = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let mut out = Vec::new();
+        resp.body_mut().as_reader().read_to_end(&mut out).unwrap();
+        (status, hs, out)
+    })
+}
+
+fn header<'a>(hs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    hs.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_handed_over_by_the_ui_arrives_and_is_served_decrypted_with_ranges() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (a, b) = contact_pair(&server).await;
+    let mut rng = Rng::new(5);
+    let data: Vec<u8> = (0..(3 << 20) / 8)
+        .flat_map(|_| rng.next_u64().to_le_bytes())
+        .collect();
+
+    // The UI uploads the bytes; the node keeps a copy to serve and sends it.
+    let path = format!(
+        "/conversations/{}/files/upload?name=photo%20one.png",
+        b.user_id
+    );
+    let (status, _, body) = raw(
+        a.api(),
+        "POST",
+        &path,
+        &[("Content-Type", "application/octet-stream")],
+        Some(&data),
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let t: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(t["name"], "photo one.png");
+    assert_eq!(t["mime"], "image/png");
+    let id = t["id"].as_str().unwrap().to_owned();
+    let uploads = a.node_dir().join("uploads");
+    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 1);
+
+    // The sender's UI can show its own file at once.
+    let content = format!("/transfers/{id}/content");
+    let (status, hs, got) = raw(a.api(), "GET", &content, &[], None);
+    assert_eq!(status, 200);
+    assert!(got == data, "the sender's content differs");
+    assert_eq!(header(&hs, "content-type"), Some("image/png"));
+
+    // The receiver cannot read it before it arrived; then reads it decrypted, whole or in
+    // ranges.
+    let t = wait_done(&b, &id).await;
+    assert_eq!(t["mime"], "image/png");
+    let (status, hs, got) = raw(b.api(), "GET", &content, &[], None);
+    assert_eq!(status, 200);
+    assert!(got == data, "the received content differs");
+    assert_eq!(header(&hs, "content-type"), Some("image/png"));
+    assert_eq!(header(&hs, "x-content-type-options"), Some("nosniff"));
+    assert!(
+        header(&hs, "content-disposition")
+            .unwrap()
+            .starts_with("inline")
+    );
+    let (status, hs, got) = raw(
+        b.api(),
+        "GET",
+        &content,
+        &[("Range", "bytes=1000000-1065535")],
+        None,
+    );
+    assert_eq!(status, 206);
+    assert_eq!(got.as_slice(), &data[1_000_000..1_065_536]);
+    assert_eq!(
+        header(&hs, "content-range"),
+        Some(format!("bytes 1000000-1065535/{}", data.len()).as_str())
+    );
+    let (status, _, _) = raw(
+        b.api(),
+        "GET",
+        &content,
+        &[("Range", "bytes=99999999-")],
+        None,
+    );
+    assert_eq!(status, 416);
+    // "Save as": an attachment whatever the type.
+    let (status, hs, _) = raw(b.api(), "GET", &format!("{content}?download=1"), &[], None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&hs, "content-type"),
+        Some("application/octet-stream")
+    );
+    assert!(
+        header(&hs, "content-disposition")
+            .unwrap()
+            .starts_with("attachment")
+    );
+
+    // Once the receiver has it, the sender's copy is gone.
+    eventually(WAIT, "the sender's copy is removed", || {
+        (std::fs::read_dir(&uploads).unwrap().count() == 0).then_some(())
+    })
+    .await;
+
+    // An upload without its length, or with a lying one, is refused and leaves nothing.
+    let html = format!("/conversations/{}/files/upload?name=page.html", b.user_id);
+    let (status, _, body) = raw(a.api(), "POST", &html, &[], Some(b"<script>1</script>"));
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let t: Value = serde_json::from_slice(&body).unwrap();
+    let hid = t["id"].as_str().unwrap().to_owned();
+    let (_, hs, _) = raw(
+        a.api(),
+        "GET",
+        &format!("/transfers/{hid}/content"),
+        &[],
+        None,
+    );
+    assert_eq!(
+        header(&hs, "content-type"),
+        Some("application/octet-stream")
+    );
+    let missing = format!("/transfers/{}/content", uuid_like());
+    let (status, _, _) = raw(b.api(), "GET", &missing, &[], None);
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+fn uuid_like() -> &'static str {
+    "0190c2a4-0000-7000-8000-000000000001"
 }

@@ -463,6 +463,11 @@ impl TestNode {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// The node's data directory.
+    pub fn node_dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Opens the live events WebSocket.
     pub async fn events(&self) -> Events {
         Events::connect(self.api()).await

@@ -131,6 +131,8 @@ pub struct Transfer {
     pub created_at: Timestamp,
     /// When it last changed.
     pub updated_at: Timestamp,
+    /// The latest live progress (rate, ETA, sources) since the node started, if any moved.
+    pub progress: Option<TransferProgress>,
 }
 
 impl Transfer {
@@ -161,6 +163,7 @@ impl Transfer {
             saved_path: t.saved_path.clone(),
             created_at: t.created_at.into(),
             updated_at: t.updated_at.into(),
+            progress: None,
         }
     }
 }
@@ -285,6 +288,7 @@ mod tests {
             saved_path: None,
             created_at: Timestamp(1_700_000_000_000),
             updated_at: Timestamp(1_700_000_000_500),
+            progress: None,
         };
         insta::assert_json_snapshot!(t);
         let body: SendFile = serde_json::from_str(r#"{"path":"/tmp/a.bin"}"#).unwrap();
