@@ -38,4 +38,7 @@ step "browser end-to-end tests (playwright-core + Debian chromium)"
 # features differently and recompile half the dependency graph.
 (cd web && npm run --silent e2e)
 
+step "browser end-to-end: files (attach, progress, pause and resume, preview, paste, drop)"
+(cd web && node e2e/files.mjs)
+
 step "all green"

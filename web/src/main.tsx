@@ -2,6 +2,7 @@ import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { App } from "./App";
 import { StoreProvider } from "./state/store";
+import { TransfersProvider } from "./state/transfers";
 import "./styles.css";
 
 // Apply the last theme before the first paint so a light-theme user does not see a dark flash.
@@ -17,7 +18,9 @@ if (root) {
   createRoot(root).render(
     <StrictMode>
       <StoreProvider>
-        <App />
+        <TransfersProvider>
+          <App />
+        </TransfersProvider>
       </StoreProvider>
     </StrictMode>,
   );

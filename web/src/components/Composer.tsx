@@ -2,10 +2,16 @@ import { useEffect, useId, useRef, useState, type KeyboardEvent } from "react";
 import type { Message } from "../api/types";
 import { insertAt, loadEmoji, searchEmoji, shortcodeAt, type EmojiEntry } from "../lib/emoji";
 import { plainText } from "../lib/markdown";
+import { pastedName } from "../lib/transfers";
 import { TypingThrottle } from "../lib/typing";
 import { usePrefs } from "../state/prefs";
 import { EmojiPicker } from "./EmojiPicker";
 import { Icon } from "./Icon";
+
+/** A pasted screenshot comes as "image.png": give it a name that says when. */
+function pastedOrOwnName(f: File, now: Date): string {
+  return !f.name || f.name === "image.png" ? pastedName(f.type || "image/png", now) : f.name;
+}
 
 /** The node refuses bodies over 16 KiB of UTF-8 (413 too_large); say so before sending. */
 export const MAX_BODY_BYTES = 16 * 1024;
@@ -26,6 +32,7 @@ export function Composer({
   onEditLast,
   send,
   typing,
+  onFiles,
 }: {
   conversationId: string;
   /** "Message Bob", "Message #general". */
@@ -37,6 +44,8 @@ export function Composer({
   onEditLast(): void;
   send(body: string, replyTo: string | null): void;
   typing(active: boolean): void;
+  /** Files chosen with the attach button or pasted (images); no attach button without it. */
+  onFiles?(files: { file: Blob; name: string }[]): void;
 }) {
   const { prefs, usedEmoji } = usePrefs();
   const [text, setText] = useState(() => prefs.draft(conversationId));
@@ -47,6 +56,7 @@ export function Composer({
   const typingRef = useRef(typing);
   typingRef.current = typing;
   const listId = useId();
+  const fileInput = useRef<HTMLInputElement>(null);
   const bytes = new TextEncoder().encode(text).length;
   const tooLong = bytes > MAX_BODY_BYTES;
 
@@ -215,8 +225,42 @@ export function Composer({
             if (!text.trim() && throttle.current.stop()) typing(false);
           }}
           onKeyDown={onKey}
+          onPaste={(e) => {
+            if (!onFiles) return;
+            const files = Array.from(e.clipboardData?.files ?? []);
+            if (!files.length) return;
+            e.preventDefault();
+            const now = new Date();
+            onFiles(files.map((f) => ({ file: f, name: pastedOrOwnName(f, now) })));
+          }}
         />
         <div className="composer-tools">
+          {onFiles && (
+            <>
+              <button
+                type="button"
+                className="icon"
+                aria-label="Attach files"
+                title="Attach files"
+                onClick={() => fileInput.current?.click()}
+                data-testid="attach"
+              >
+                <Icon name="attach" />
+              </button>
+              <input
+                ref={fileInput}
+                type="file"
+                multiple
+                hidden
+                data-testid="attach-input"
+                onChange={(e) => {
+                  const files = Array.from(e.target.files ?? []);
+                  e.target.value = "";
+                  if (files.length) onFiles(files.map((f) => ({ file: f, name: f.name })));
+                }}
+              />
+            </>
+          )}
           <button
             type="button"
             className="icon"

@@ -1,5 +1,16 @@
 import { defaultRangeExtractor, useVirtualizer, type Range } from "@tanstack/react-virtual";
-import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState, type FocusEvent, type KeyboardEvent, type ReactNode } from "react";
+import {
+  useCallback,
+  useEffect,
+  useLayoutEffect,
+  useMemo,
+  useRef,
+  useState,
+  type DragEvent,
+  type FocusEvent,
+  type KeyboardEvent,
+  type ReactNode,
+} from "react";
 import type { Contact, Message } from "../api/types";
 import { connectionSummary } from "../lib/format";
 import { buildItems } from "../lib/messages";
@@ -10,8 +21,10 @@ import { atPresent, firstUnread, lastOnScreen, readUpTo, showJumpBar, unreadAfte
 import { buildRows, estimateRowSize, placedMessages, ROW_HEIGHTS, rowIndexById, stepMessage, withPinned } from "../lib/windowing";
 import { usePrefs } from "../state/prefs";
 import { useStore } from "../state/store";
+import { useTransfers } from "../state/transfers";
 import { Avatar, presenceLabel } from "./Avatar";
 import { Composer } from "./Composer";
+import { UploadTray } from "./FileCard";
 import { Icon } from "./Icon";
 import type { Panel } from "./Main";
 import { MessageItem } from "./MessageItem";
@@ -60,6 +73,8 @@ export interface ConversationViewProps {
   jumpTo: string | null;
   onJumped(): void;
   onProfile(userId: string, anchor: HTMLElement): void;
+  /** Sends files here (attach button, drag and drop, pasted images); none without it. */
+  onFiles?(files: { file: Blob; name: string }[]): void;
 }
 
 /**
@@ -84,6 +99,7 @@ export function ConversationView({
   jumpTo,
   onJumped,
   onProfile,
+  onFiles,
 }: ConversationViewProps) {
   const { state, actions, dispatch } = useStore();
   const conv = conversationOf(state, peer);
@@ -97,6 +113,7 @@ export function ConversationView({
   /** A message to focus as soon as it is rendered (keyboard navigation, jumps). */
   const pendingFocus = useRef<string | null>(null);
   const [announce, setAnnounce] = useState("");
+  const [dropping, setDropping] = useState(false);
   const scroller = useRef<HTMLDivElement>(null);
   const stick = useRef(true);
   const jumpPages = useRef(0);
@@ -403,8 +420,34 @@ export function ConversationView({
 
   const unreadBelow = unread > 0 && !stick.current;
 
+  const dropFiles = (e: DragEvent<HTMLDivElement>) => {
+    if (!onFiles || !canWrite || !e.dataTransfer.types.includes("Files")) return;
+    e.preventDefault();
+    setDropping(false);
+    const files = Array.from(e.dataTransfer.files);
+    if (files.length) onFiles(files.map((f) => ({ file: f, name: f.name })));
+  };
+
   return (
-    <div className="conversation">
+    <div
+      className={`conversation ${dropping ? "dropping" : ""}`}
+      data-testid="conversation"
+      onDragOver={(e) => {
+        if (!onFiles || !canWrite || !e.dataTransfer.types.includes("Files")) return;
+        e.preventDefault();
+        e.dataTransfer.dropEffect = "copy";
+        if (!dropping) setDropping(true);
+      }}
+      onDragLeave={(e) => {
+        if (e.currentTarget === e.target) setDropping(false);
+      }}
+      onDrop={dropFiles}
+    >
+      {dropping && (
+        <div className="drop-hint" aria-hidden="true">
+          Drop files to send them to {title}
+        </div>
+      )}
       {header}
       {banner}
       <div className="messages-wrap">
@@ -501,8 +544,10 @@ export function ConversationView({
           </>
         )}
       </div>
+      {onFiles && <UploadTray conversation={peer} />}
       {canWrite ? (
         <Composer
+          onFiles={onFiles}
           conversationId={peer}
           label={`Message ${title}`}
           replyTo={replyTo}
@@ -545,6 +590,7 @@ export function Conversation({
 }) {
   const { state } = useStore();
   const { muted, setMuted } = usePrefs();
+  const { sendFiles } = useTransfers();
   const peer = contact.user_id;
   const myName = state.me?.display_name ?? "You";
   const myAvatar = state.me?.profile?.avatar ?? null;
@@ -644,6 +690,7 @@ export function Conversation({
       jumpTo={jumpTo}
       onJumped={onJumped}
       onProfile={onProfile}
+      onFiles={contact.state === "accepted" ? (files) => sendFiles(peer, files) : undefined}
     />
   );
 }

@@ -6,6 +6,7 @@ import { usePrefs } from "../state/prefs";
 import { useStore } from "../state/store";
 import { Avatar } from "./Avatar";
 import { EmojiPicker } from "./EmojiPicker";
+import { FileCard } from "./FileCard";
 import { Icon } from "./Icon";
 import { RichText } from "./RichText";
 
@@ -130,7 +131,7 @@ export const MessageItem = memo(function MessageItem(p: Props) {
           </p>
         ) : (
           <div className="body" data-testid="message-body">
-            <RichText text={m.body ?? ""} />
+            {m.kind === "file" ? <FileCard id={m.id} name={m.body ?? "file"} /> : <RichText text={m.body ?? ""} />}
             {m.edited_at !== null && (
               <span className="edited" title={`Edited ${fullTime(m.edited_at)}`}>
                 {" "}

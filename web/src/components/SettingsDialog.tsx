@@ -5,6 +5,7 @@ import { isIceUrl, isServerUrl, parseIceServers } from "../lib/format";
 import { resizeAvatar } from "../lib/image";
 import { requestNotificationPermission } from "../state/notifications";
 import { usePrefs } from "../state/prefs";
+import { useTransfers } from "../state/transfers";
 import { applyTheme, describeError, useStore } from "../state/store";
 import { Avatar } from "./Avatar";
 
@@ -90,6 +91,31 @@ function ProfileSection() {
           {note.text}
         </p>
       )}
+    </fieldset>
+  );
+}
+
+/** Where "Save to downloads" puts received files (a folder on the node's machine; kept in this browser). */
+function FilesSection() {
+  const { downloadsDir, setDownloadsDir } = useTransfers();
+  const id = useId();
+  return (
+    <fieldset className="settings-group" data-testid="file-settings">
+      <legend>Files</legend>
+      <label htmlFor={id}>
+        Downloads folder <span className="muted">(an absolute path on the computer your node runs on)</span>
+        <input
+          id={id}
+          value={downloadsDir}
+          placeholder="/home/you/Downloads"
+          spellCheck={false}
+          onChange={(e) => setDownloadsDir(e.target.value.trim())}
+        />
+      </label>
+      <p className="muted small">
+        Received files stay encrypted in your node until you save them. "Save as…" on a file downloads it through this browser
+        instead.
+      </p>
     </fieldset>
   );
 }
@@ -210,6 +236,7 @@ export function SettingsDialog({ onClose }: { onClose(): void }) {
         <h2 id="settings-heading">Settings</h2>
         <ProfileSection />
         <NotificationSection />
+        <FilesSection />
         <label htmlFor={ids.server}>
           Signaling server
           <input id={ids.server} value={server} onChange={(e) => setServer(e.target.value)} spellCheck={false} />

@@ -1,0 +1,271 @@
+// End-to-end of files through the UI with REAL components: the signaling server, two discordopus
+// nodes (alice and bob, made contacts through their APIs) and two headless Chromium pages. Alice
+// attaches an image with the attach button; both pages show its progress (state, percentage,
+// rate); bob pauses and resumes it, then sees the decrypted preview served by his own node;
+// alice pastes a second image and drops a text file, and both arrive.
+//
+//   node e2e/files.mjs     (from web/; binaries as for `npm run e2e`: DOPUS_BIN_DIR, or ../target/debug)
+//
+// Screenshots go to <repo>/test-output/screenshots/files-*.png, logs to test-output/e2e-logs/.
+import { deflateSync } from "node:zlib";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { E2eError, fail, killAll, readApiFile, removeIfExists, startProcess, waitFor, within } from "./harness.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, "../..");
+const binDir = process.env.DOPUS_BIN_DIR
+  ? resolve(process.env.DOPUS_BIN_DIR)
+  : join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, "target"), "debug");
+const NODE_BIN = join(binDir, "discordopus");
+const SERVER_BIN = join(binDir, "discordopus-server");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const SHOTS = join(repo, "test-output/screenshots");
+const LOGS = join(repo, "test-output/e2e-logs");
+const T = 15_000;
+const SLOW = 120_000;
+const RUN_LIMIT_MS = 8 * 60_000;
+let step = "start";
+const log = (msg) => console.log(`[files-e2e ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+const section = (s) => {
+  step = s;
+  log(`-- ${s}`);
+};
+
+/** A PNG of `w`×`h` noisy RGB pixels, stored (deflate level 0) so its size is about 3·w·h bytes. */
+function png(w, h, seed) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type, "ascii"), data]);
+    const c = Buffer.alloc(4);
+    c.writeUInt32BE(crc(td));
+    return Buffer.concat([len, td, c]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 2; // RGB
+  const raw = Buffer.alloc((w * 3 + 1) * h);
+  let x = seed >>> 0 || 1;
+  for (let y = 0; y < h; y++) {
+    const row = y * (w * 3 + 1);
+    raw[row] = 0; // filter: none
+    for (let i = 1; i <= w * 3; i++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      // A gradient with noise: recognisable in a screenshot, incompressible enough.
+      raw[row + i] = ((i % 3 === 0 ? y * 255 / h : i % 3 === 1 ? (i / 3) * 255 / w : 128) + (x & 63)) & 0xff;
+    }
+  }
+  const sig = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  return Buffer.concat([sig, chunk("IHDR", ihdr), chunk("IDAT", deflateSync(raw, { level: 0 })), chunk("IEND", Buffer.alloc(0))]);
+}
+
+async function startNode(name, dataDir, serverUrl) {
+  removeIfExists(join(dataDir, "api.json"));
+  const proc = startProcess(name, NODE_BIN, ["--data-dir", dataDir, "run", "--server", serverUrl, "--api", "127.0.0.1:0"], LOGS);
+  const api = await readApiFile(dataDir, proc.child.pid, proc);
+  return { proc, api };
+}
+
+async function call(node, method, path, body) {
+  const res = await within(`${method} ${path}`, 30_000, fetch(`${node.api.url}/api/v1${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${node.api.token}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  }));
+  const text = await res.text();
+  if (!res.ok) fail(`${method} ${path} answered ${res.status}: ${text.slice(0, 300)}`);
+  return text ? JSON.parse(text) : null;
+}
+
+async function visible(locator, what, timeout = T) {
+  try {
+    await locator.first().waitFor({ state: "visible", timeout });
+  } catch {
+    fail(`not visible within ${timeout} ms: ${what}`);
+  }
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(SHOTS, `${name}.png`) });
+  log(`screenshot ${name}.png`);
+}
+
+const card = (page, name) => page.locator(`[data-testid="file-card"]`).filter({ hasText: name });
+const stateOf = async (page, name) => ((await card(page, name).first().getByTestId("file-state").textContent().catch(() => "")) ?? "").trim();
+
+async function main() {
+  for (const b of [NODE_BIN, SERVER_BIN]) if (!existsSync(b)) fail(`missing ${b}: ./scripts/build-web.sh, then cargo build -p dopus-node -p dopus-server`);
+  if (!existsSync(CHROMIUM)) fail(`no Chromium at ${CHROMIUM}`);
+  mkdirSync(SHOTS, { recursive: true });
+  for (const f of ["files-1-sent", "files-2-progress", "files-3-paused", "files-4-preview", "files-5-paste-drop"]) {
+    rmSync(join(SHOTS, `${f}.png`), { force: true });
+  }
+  const tmp = mkdtempSync(join(tmpdir(), "dopus-files-e2e-"));
+  let browser;
+  const errors = [];
+  try {
+    section("server and nodes");
+    const server = startProcess("server", SERVER_BIN, ["--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--data-dir", join(tmp, "server")], LOGS);
+    const serverUrl = await waitFor("server listening", () => /listening on (wss?:\/\/127\.0\.0\.1:\d+\S*)/.exec(server.output)?.[1], 20_000);
+    const nodes = {};
+    for (const n of ["alice", "bob"]) {
+      mkdirSync(join(tmp, n), { recursive: true });
+      nodes[n] = await startNode(n, join(tmp, n), serverUrl);
+      await call(nodes[n], "POST", "/identity", { display_name: n === "alice" ? "Alice" : "Bob", passphrase: `${n} passphrase 123` });
+      nodes[n].id = (await call(nodes[n], "GET", "/me")).user_id;
+    }
+    const { alice, bob } = nodes;
+
+    section("contacts (through the API)");
+    await waitFor("alice's request goes out", async () => {
+      const r = await fetch(`${alice.api.url}/api/v1/contacts/${bob.id}/request`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${alice.api.token}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ display_name: "Bob" }),
+      });
+      if (r.status === 404) {
+        await call(alice, "POST", "/contacts", { user_id: bob.id, display_name: "Bob" });
+        return false;
+      }
+      return r.ok;
+    }, SLOW, 500);
+    await waitFor("bob receives the request", async () => {
+      const list = await call(bob, "GET", "/contacts");
+      return list.some((c) => c.user_id === alice.id && c.state === "incoming_request");
+    }, SLOW, 500);
+    await call(bob, "POST", `/contacts/${alice.id}/accept`);
+    await waitFor("alice sees bob accepted", async () => {
+      const list = await call(alice, "GET", "/contacts");
+      return list.some((c) => c.user_id === bob.id && c.state === "accepted");
+    }, SLOW, 500);
+
+    section("browser");
+    browser = await within("launch chromium", 30_000, chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+    }));
+    const pages = {};
+    for (const [n, peer] of [["alice", bob], ["bob", alice]]) {
+      const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+      const p = await ctx.newPage();
+      p.setDefaultTimeout(T);
+      p.on("pageerror", (e) => errors.push(`${n}: uncaught ${e.message}`));
+      p.on("console", (m) => {
+        if (m.type() === "error") errors.push(`${n}: ${m.text()}`);
+      });
+      await p.goto(`${nodes[n].api.url}/?token=${nodes[n].api.token}`);
+      await visible(p.getByTestId("my-user-id"), `${n}: home screen`, SLOW);
+      const button = p.getByRole("navigation", { name: "Conversations" }).locator(`button[data-user-id="${peer.id}"]`);
+      await visible(button, `${n}: the contact in the list`, SLOW);
+      await button.click();
+      await visible(p.locator("#composer"), `${n}: composer`);
+      pages[n] = p;
+    }
+    const pa = pages.alice;
+    const pb = pages.bob;
+
+    section("attach an image");
+    const big = png(2400, 1800, 7); // about 13 MiB: several seconds on a debug build
+    log(`image of ${(big.length / 1048576).toFixed(1)} MiB`);
+    await visible(pa.getByRole("button", { name: "Attach files" }), "alice: attach button");
+    await pa.getByTestId("attach-input").setInputFiles({ name: "holiday.png", mimeType: "image/png", buffer: big });
+    await visible(card(pa, "holiday.png"), "alice: the file card", SLOW);
+    // The sender's node serves its own file to its UI at once.
+    await visible(card(pa, "holiday.png").getByTestId("file-preview-image"), "alice: her own preview", SLOW);
+    await shot(pa, "files-1-sent");
+
+    section("progress on the receiver");
+    await visible(card(pb, "holiday.png"), "bob: the file card", SLOW);
+    await waitFor("bob: the transfer moves with a percentage", async () => {
+      const s = await stateOf(pb, "holiday.png");
+      const nums = (await card(pb, "holiday.png").getByTestId("file-numbers").textContent().catch(() => "")) ?? "";
+      return s.startsWith("Transferring") && /\d+% · .* · [\d.]+ [KMG]?i?B\/s/.test(nums) && !nums.startsWith("0% ") ? nums : null;
+    }, SLOW, 50);
+    await shot(pb, "files-2-progress");
+    // The sender sees its side move too (or already done).
+    await waitFor("alice: her side shows progress", async () => /^(Transferring|Done)/.test(await stateOf(pa, "holiday.png")), SLOW, 100);
+
+    section("pause and resume");
+    await pb.getByRole("button", { name: "Pause holiday.png" }).click();
+    await waitFor("bob: paused", async () => (await stateOf(pb, "holiday.png")).startsWith("Paused"), T);
+    const paused = await call(bob, "GET", "/transfers");
+    const rec = paused.transfers.find((t) => t.name === "holiday.png");
+    if (!rec || rec.state !== "paused") fail(`bob's node does not hold the transfer paused: ${JSON.stringify(rec)}`);
+    if (rec.state === "done") fail("the transfer finished before it could be paused");
+    await shot(pb, "files-3-paused");
+    await pb.getByRole("button", { name: "Resume holiday.png" }).click();
+    await waitFor("bob: done", async () => (await stateOf(pb, "holiday.png")) === "Done", SLOW, 200);
+
+    section("preview on the receiver");
+    const img = card(pb, "holiday.png").getByTestId("file-preview-image");
+    await visible(img, "bob: the preview", T);
+    await waitFor("bob: the preview decoded", () => img.evaluate((el) => el.complete && el.naturalWidth === 2400), T);
+    await visible(card(pb, "holiday.png").getByRole("link", { name: "Save holiday.png as…" }), "bob: save as");
+    await waitFor("alice: her side is done", async () => (await stateOf(pa, "holiday.png")) === "Done", SLOW, 200);
+    await shot(pb, "files-4-preview");
+
+    section("paste an image, drop a file");
+    const small = png(64, 48, 3);
+    await pa.locator("#composer").focus();
+    await pa.evaluate((bytes) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([new Uint8Array(bytes)], "image.png", { type: "image/png" }));
+      const ev = new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true });
+      document.getElementById("composer").dispatchEvent(ev);
+    }, [...small]);
+    await pa.evaluate(() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(["notes for bob\n"], "notes.txt", { type: "text/plain" }));
+      const target = document.querySelector('[data-testid="conversation"]');
+      target.dispatchEvent(new DragEvent("dragover", { dataTransfer: dt, bubbles: true, cancelable: true }));
+      target.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+    });
+    await waitFor("bob: the pasted image arrived", async () => (await stateOf(pb, "Pasted image")) === "Done", SLOW, 200);
+    await visible(card(pb, "Pasted image").getByTestId("file-preview-image"), "bob: pasted image preview");
+    await waitFor("bob: the dropped file arrived", async () => (await stateOf(pb, "notes.txt")) === "Done", SLOW, 200);
+    if (await card(pb, "notes.txt").getByTestId("file-preview-image").count()) fail("a text file got an image preview");
+    await shot(pb, "files-5-paste-drop");
+
+    if (errors.length) fail(`browser console errors:\n  ${errors.join("\n  ")}`);
+    log("PASS: attach, progress, pause, resume, preview, paste and drop");
+  } finally {
+    if (browser) await within("close browser", 10_000, browser.close()).catch(() => {});
+    killAll();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+const overall = setTimeout(() => {
+  console.error(`[files-e2e] FAIL: the run exceeded ${RUN_LIMIT_MS / 60000} minutes (at step: ${step})`);
+  killAll();
+  process.exit(1);
+}, RUN_LIMIT_MS);
+overall.unref();
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(`[files-e2e] FAIL at step "${step}": ${e instanceof E2eError ? e.message : e.stack ?? e}`);
+    killAll();
+    process.exit(1);
+  },
+);

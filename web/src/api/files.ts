@@ -1,0 +1,72 @@
+// The node's file routes (docs/api.md, "Files"). Uploads go through XMLHttpRequest: fetch()
+// cannot report upload progress.
+import { ApiError, errorFromBody } from "./client";
+import type { Transfer, TransferAction, Transfers } from "./types";
+
+const PREFIX = "/api/v1";
+const enc = encodeURIComponent;
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  let res: Response;
+  try {
+    res = await fetch(PREFIX + path, {
+      method,
+      credentials: "same-origin",
+      headers: body === undefined ? { Accept: "application/json" } : { "Content-Type": "application/json", Accept: "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError(0, "network", "cannot reach the node");
+  }
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  if (!res.ok) throw errorFromBody(res.status, parsed);
+  return parsed as T;
+}
+
+export const filesApi = {
+  transfers: () => call<Transfers>("GET", "/transfers"),
+  action: (id: string, action: TransferAction) => call<Transfer>("POST", `/transfers/${enc(id)}/${action}`),
+  save: (id: string, dir: string) => call<Transfer>("POST", `/transfers/${enc(id)}/save`, { dir }),
+};
+
+/** The decrypted content of a transfer, for <img>, <video>, <audio>, or a "save as" link. */
+export function contentUrl(id: string, download = false): string {
+  return `${PREFIX}/transfers/${enc(id)}/content${download ? "?download=1" : ""}`;
+}
+
+/** Hands a file to the node to send to `userId`; `onProgress(sentBytes)` as the node takes it. */
+export function uploadFile(
+  userId: string,
+  file: Blob,
+  name: string,
+  onProgress: (sent: number) => void,
+): Promise<Transfer> {
+  const mime = file.type ? `&mime=${enc(file.type)}` : "";
+  const url = `${PREFIX}/conversations/${enc(userId)}/files/upload?name=${enc(name)}${mime}`;
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", url);
+    xhr.withCredentials = true;
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.upload.onprogress = (e) => onProgress(e.loaded);
+    xhr.onerror = () => reject(new ApiError(0, "network", "cannot reach the node"));
+    xhr.onload = () => {
+      let parsed: unknown;
+      try {
+        parsed = xhr.responseText ? JSON.parse(xhr.responseText) : undefined;
+      } catch {
+        parsed = undefined;
+      }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(parsed as Transfer);
+      else reject(errorFromBody(xhr.status, parsed));
+    };
+    xhr.send(file);
+  });
+}
