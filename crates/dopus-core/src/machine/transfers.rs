@@ -179,6 +179,29 @@ impl NodeMachine {
         Ok(())
     }
 
+    /// The file task gave up a download (no space, a hash mismatch, a disk error): the
+    /// sender hears it as a cancel (`file_cancel`), stops serving, and stops reconnecting for
+    /// it. Nothing is sent for a transfer that is not a failed incoming one.
+    pub fn download_failed(
+        &mut self,
+        now: Timestamp,
+        store: &mut dyn Store,
+        id: TransferId,
+    ) -> Result<(), MachineError> {
+        let Some(t) = store.transfer(&id)? else {
+            return Ok(());
+        };
+        if let ConversationId::Direct(peer) = t.conversation
+            && t.direction == TransferDirection::Incoming
+            && t.state == TransferState::Failed
+        {
+            let blob = t.manifest.blob;
+            self.queue_transfer_content(now, peer, TransferContent::FileCancel { blob }, store)?;
+        }
+        self.transfer_changed(id);
+        Ok(())
+    }
+
     fn queue_transfer_content(
         &mut self,
         now: Timestamp,

@@ -383,7 +383,9 @@ impl FileTask {
             return;
         }
         let allocated = std::fs::metadata(self.node_blob_path(&t)).map_or(0, |m| m.len());
-        if let Err(e) = dopus_files::check_download_space(&self.dir, t.manifest.size, allocated) {
+        if let Err(e) =
+            super::files_api::check_space(&self.dir, t.manifest.size.saturating_sub(allocated))
+        {
             tracing::info!(error = %e, "a received file does not fit the disk");
             self.fail(now, t.id, TransferReason::NoSpace);
             return;
@@ -406,7 +408,19 @@ impl FileTask {
             reason: Some(reason),
             at: now,
         }));
-        self.actor_event(id);
+        self.tell_failed(id);
+    }
+
+    /// A download failed: after its state is stored, the sender is told (`file_cancel`).
+    fn tell_failed(&self, id: TransferId) {
+        let _ = self.actor.send(Msg::Job(Box::new(move |cx| {
+            if let Err(e) = cx.machine.download_failed(cx.now, cx.store, id) {
+                // The batch is rolled back and the machine rebuilt from the store.
+                tracing::warn!(error = %e, "could not tell the sender a download failed");
+                cx.failed = true;
+            }
+            Box::new(|_| {})
+        })));
     }
 
     fn control(&mut self, now: Timestamp, id: TransferId, action: TransferAction) {
@@ -507,7 +521,10 @@ impl FileTask {
                     let progress = dto::TransferProgress::from_event(&e);
                     self.remember(&progress);
                     self.broadcast(&dto::Event::TransferProgress { progress });
-                    if e.state.is_final() || e.state == TransferState::Paused {
+                    if e.state == TransferState::Failed {
+                        self.incoming.remove(&e.id);
+                        self.tell_failed(e.id);
+                    } else if e.state.is_final() || e.state == TransferState::Paused {
                         self.actor_event(e.id);
                     }
                     if e.state == TransferState::Done && self.done.insert(e.id) {

@@ -241,6 +241,24 @@ impl Node {
     }
 }
 
+/// Refuses `size` more bytes that do not fit the disk holding `dir` (with the margin of
+/// `dopus_files::check_space`). Debug builds only: `DOPUS_TEST_AVAILABLE_SPACE=N` pretends N
+/// bytes are free (process tests of a full disk without one).
+pub(crate) fn check_space(dir: &Path, size: u64) -> Result<(), dopus_files::SpaceError> {
+    #[cfg(debug_assertions)]
+    if let Some(available) = std::env::var("DOPUS_TEST_AVAILABLE_SPACE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let needed = size.saturating_add(dopus_files::space::margin(size));
+        if needed > available {
+            return Err(dopus_files::NoSpace { needed, available }.into());
+        }
+        return Ok(());
+    }
+    dopus_files::check_space(dir, size)
+}
+
 /// The directory where files handed over by the UI wait until their transfer ends (the
 /// node serves them from there; the browser cannot name a path on disk).
 pub fn upload_dir(node_dir: &Path) -> PathBuf {
@@ -309,8 +327,12 @@ impl Node {
         let cleanup = |dir: PathBuf| async move {
             let _ = tokio::fs::remove_dir_all(&dir).await;
         };
-        if let Err(e) = dopus_files::check_space(&dir, len) {
+        if let Err(e) = check_space(&dir, len) {
             cleanup(dir).await;
+            // Read the body through (nothing is kept) so the client gets this answer rather
+            // than a broken connection in the middle of its upload.
+            let mut stream = body.into_data_stream();
+            while let Some(Ok(_)) = stream.next().await {}
             return Err(NodeError::Conflict(format!(
                 "the file does not fit the disk: {e}"
             )));

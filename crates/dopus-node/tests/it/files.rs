@@ -411,3 +411,70 @@ async fn a_file_handed_over_by_the_ui_arrives_and_is_served_decrypted_with_range
 fn uuid_like() -> &'static str {
     "0190c2a4-0000-7000-8000-000000000001"
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_larger_than_the_free_disk_is_refused_up_front() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let mut a = blocking(|| TestNode::create("alice"));
+    let mut b = blocking(|| TestNode::create("bob"));
+    a.add_contact_offline(&b);
+    b.add_contact_offline(&a);
+    // Both nodes believe 70 MiB are free (a debug-build hook): with the 64 MiB margin, a
+    // 1 MiB file fits and an 8 MiB one does not.
+    let free = [("DOPUS_TEST_AVAILABLE_SPACE", "73400320")];
+    a.start_with_env(&server.url, &free).await;
+    b.start_with_env(&server.url, &free).await;
+    let tmp = tempfile::tempdir().unwrap();
+
+    // The receiver refuses it before writing anything: failed, no_space.
+    let big = blocking(|| random_file(tmp.path(), "big.bin", 8 << 20, 9));
+    let id = send_file(&a, &b, &big);
+    let api = b.api().clone();
+    let tpath = format!("/transfers/{id}");
+    let t = eventually(WAIT, "bob refuses the file for lack of space", || {
+        let (status, t) = api.call("GET", &tpath, None);
+        (status == 200 && t["state"] == "failed").then_some(t)
+    })
+    .await;
+    assert_eq!(t["reason"], "no_space");
+    assert_eq!(t["bytes"], 0);
+    let blobs = b.node_dir().join("blobs");
+    let written: u64 = std::fs::read_dir(&blobs)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".data"))
+                .map(|e| e.metadata().map_or(0, |m| m.len()))
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(written, 0, "nothing of the refused file was written");
+
+    // The sender hears it and stops offering it.
+    let aapi = a.api().clone();
+    let st = eventually(WAIT, "alice hears bob gave up", || {
+        let (status, t) = aapi.call("GET", &tpath, None);
+        (status == 200 && t["state"] == "cancelled").then_some(t)
+    })
+    .await;
+    assert_eq!(st["direction"], "outgoing");
+
+    // A file that fits still arrives.
+    let small = blocking(|| random_file(tmp.path(), "small.bin", 1 << 20, 10));
+    let id = send_file(&a, &b, &small);
+    wait_done(&b, &id).await;
+
+    // The sender's UI upload is refused up front too, leaving no copy behind.
+    let data = vec![7u8; 8 << 20];
+    let path = format!("/conversations/{}/files/upload?name=big.bin", b.user_id);
+    let (status, _, body) = raw(a.api(), "POST", &path, &[], Some(&data));
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("does not fit"));
+    let uploads = a.node_dir().join("uploads");
+    assert_eq!(
+        std::fs::read_dir(&uploads).map_or(0, |d| d.count()),
+        0,
+        "no upload copy left"
+    );
+    server.stop().await;
+}
