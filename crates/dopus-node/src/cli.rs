@@ -147,6 +147,18 @@ pub enum SpaceCommand {
         #[arg(long, value_name = "DURATION")]
         expires: Option<String>,
     },
+    /// The invites of a space (id, creator, uses, expiry, revoked).
+    Invites {
+        /// The space id.
+        space: String,
+    },
+    /// Revoke an invite: joins that use it are refused from now on.
+    Revoke {
+        /// The space id.
+        space: String,
+        /// The invite's id (from `space invite --json` or `space invites`).
+        invite_id: String,
+    },
     /// Join with an invite code (waits for the inviter's answer).
     Join {
         /// The invite code (dinvite1…).

@@ -136,6 +136,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     max_uses,
                     expires,
                 } => rs::invite(&api, out, &space, max_uses, expires.as_deref()),
+                SpaceCommand::Invites { space } => rs::invites(&api, out, &space),
+                SpaceCommand::Revoke { space, invite_id } => {
+                    rs::revoke(&api, out, &space, &invite_id)
+                }
                 SpaceCommand::Join { code, wait } => rs::join(&api, out, &code, wait),
                 SpaceCommand::Leave { space } => rs::leave(&api, out, &space),
                 SpaceCommand::Kick { space, user_id } => {

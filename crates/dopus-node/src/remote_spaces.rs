@@ -106,9 +106,72 @@ pub fn invite(
         &format!("/api/v1/spaces/{}/invites", space_id(id)?),
         &json!({ "max_uses": max_uses, "expires_in_ms": expires_in_ms }),
     )?;
-    // `--json` prints ids in an `id` field: an invite's is its code.
+    // `--json` prints ids in an `id` field: an invite's is its code (`invite_id` revokes it).
     inv["id"] = inv["code"].clone();
     out.print(&inv, |i| i["code"].as_str().unwrap_or("?").to_owned());
+    Ok(())
+}
+
+fn invite_line(i: &Value) -> String {
+    let uses = match i["max_uses"].as_u64() {
+        Some(max) => format!("{}/{max} uses", i["uses"].as_u64().unwrap_or(0)),
+        None => format!("{} uses", i["uses"].as_u64().unwrap_or(0)),
+    };
+    let expiry = match i["expires_at"].as_u64() {
+        Some(ms) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            if ms <= now {
+                "expired".to_owned()
+            } else {
+                format!("expires in {} min", (ms - now).div_ceil(60_000))
+            }
+        }
+        None => "no expiry".to_owned(),
+    };
+    format!(
+        "{}  by {}  {uses}  {expiry}{}",
+        i["id"].as_str().unwrap_or("?"),
+        i["creator"].as_str().unwrap_or("?"),
+        if i["revoked"].as_bool() == Some(true) {
+            "  revoked"
+        } else {
+            ""
+        }
+    )
+}
+
+/// `space invites SPACE`.
+pub fn invites(api: &ApiClient, out: Output, id: &str) -> anyhow::Result<()> {
+    let s = api.get(&format!("/api/v1/spaces/{}", space_id(id)?))?;
+    let list = s["invites"].clone();
+    out.print(&list, |l| {
+        let lines: Vec<String> = l
+            .as_array()
+            .map(|a| a.iter().map(invite_line).collect())
+            .unwrap_or_default();
+        if lines.is_empty() {
+            "no invites".into()
+        } else {
+            lines.join("\n")
+        }
+    });
+    Ok(())
+}
+
+/// `space revoke SPACE INVITE_ID`.
+pub fn revoke(api: &ApiClient, out: Output, id: &str, invite: &str) -> anyhow::Result<()> {
+    let invite = invite.trim();
+    if invite.len() != 64 || !invite.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{invite:?} is not an invite id (64 hex digits: see `space invites`)");
+    }
+    let s = api.send(
+        "DELETE",
+        &format!("/api/v1/spaces/{}/invites/{invite}", space_id(id)?),
+        &json!({}),
+    )?;
+    out.print(&s, space_text);
     Ok(())
 }
 
@@ -133,7 +196,8 @@ pub fn join(api: &ApiClient, out: Output, code: &str, wait: u64) -> anyhow::Resu
         }
         if Instant::now() >= deadline {
             bail!(
-                "no answer from the inviter within {wait} s (they may be offline); \
+                "no answer from the inviter or the members the invite names within {wait} s \
+                 (they may be offline); \
                  the request stays queued: see `space show {id}`"
             );
         }

@@ -48,7 +48,9 @@ pub use content::{
     MAX_SESSION_KEY_BYTES, MAX_WANT, SpaceContent, WithheldCode, join_proof_bytes,
     session_announcement_bytes,
 };
-pub use invite::{INVITE_CODE_HRP, InviteCode, InviteCodeError, InviteSecret, MAX_RELAY_BYTES};
+pub use invite::{
+    INVITE_CODE_HRP, InviteCode, InviteCodeError, InviteSecret, MAX_ADMITTERS, MAX_RELAY_BYTES,
+};
 pub use op::{
     ChannelKind, ChannelPosition, MAX_COLOR, MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES, MAX_OP_BYTES,
     MAX_OVERWRITES, MAX_PARENTS, MAX_REORDER, MAX_TOPIC_BYTES, OpBody, OpError, SPACE_OP_VERSION,

@@ -677,7 +677,12 @@ roles: Array<SpaceRole>,
 /**
  * Channels in display order (categories before their channels).
  */
-channels: Array<SpaceChannel>, };
+channels: Array<SpaceChannel>, 
+/**
+ * Invites made in the space, by id (their codes are shown only to whoever made
+ * them, when they made them).
+ */
+invites: Array<SpaceInviteInfo>, };
 
 /**
  * `POST /spaces/{id}/invites`: the code to hand out.
@@ -691,7 +696,40 @@ space_id: string,
  * The invite code (`dinvite1…`); whoever holds it may join until it expires, is used up
  * or revoked.
  */
-code: string, };
+code: string, 
+/**
+ * The invite's id (64 hex digits), to revoke it.
+ */
+invite_id: string, };
+
+/**
+ * An invite of a space, as the log holds it.
+ */
+export type SpaceInviteInfo = { 
+/**
+ * Its id (64 hex digits): `DELETE /spaces/{id}/invites/{invite_id}` revokes it.
+ */
+id: string, 
+/**
+ * Who made it.
+ */
+creator: UserId, 
+/**
+ * Most joins it admits (`null`: unlimited).
+ */
+max_uses: number | null, 
+/**
+ * Joins it admitted so far.
+ */
+uses: number, 
+/**
+ * When it expires (`null`: never).
+ */
+expires_at: Timestamp | null, 
+/**
+ * Whether it was revoked.
+ */
+revoked: boolean, };
 
 /**
  * Which way a file goes.

@@ -163,6 +163,28 @@ fn refused(e: impl std::fmt::Display) -> CommandError {
     CommandError::Space(e.to_string())
 }
 
+/// Who else an invite of ours names as admitters: up to three members who may create
+/// invites, highest ranked first (the owner, then administrators and moderators, who are the
+/// likeliest to be online), then by user id.
+fn admitters(state: &SpaceState, me: &UserId) -> Vec<UserId> {
+    let mut them: Vec<(std::cmp::Reverse<crate::space::Rank>, UserId)> = state
+        .members()
+        .map(|(u, _)| *u)
+        .filter(|u| {
+            u != me
+                && state
+                    .base_permissions(u)
+                    .contains(Permissions::CREATE_INVITE)
+        })
+        .map(|u| (std::cmp::Reverse(state.rank(&u)), u))
+        .collect();
+    them.sort();
+    them.into_iter()
+        .map(|(_, u)| u)
+        .take(dopus_proto::space::MAX_ADMITTERS)
+        .collect()
+}
+
 fn members_of(state: &SpaceState) -> BTreeSet<UserId> {
     state.members().map(|(u, _)| *u).collect()
 }
@@ -319,7 +341,7 @@ impl NodeMachine {
             .server_url
             .clone()
             .filter(|u| u.len() <= dopus_proto::space::MAX_RELAY_BYTES);
-        let made = invite::new_invite(
+        let mut made = invite::new_invite(
             space,
             self.me,
             &mut *self.rng,
@@ -328,11 +350,18 @@ impl NodeMachine {
             None,
             relay,
         );
+        made.code.admitters = self
+            .spaces
+            .states
+            .get(&space)
+            .map(|s| admitters(s, &self.me))
+            .unwrap_or_default();
         self.author_op(now, store, space, made.body, None)?;
         made.code.to_text().map_err(refused)
     }
 
-    /// Asks the inviter named in `code` to let us in. The answer arrives later: watch
+    /// Asks the inviter named in `code`, and the other admitters it names, to let us in (the
+    /// first of them online writes the join). The answer arrives later: watch
     /// [`NodeMachine::join_state`] and [`Event::SpaceChanged`].
     pub fn join_space(
         &mut self,
@@ -363,16 +392,12 @@ impl NodeMachine {
             .cloned()
             .ok_or_else(|| refused("this device has no certificate"))?;
         let request = invite::join_request(&code, &cert, now);
-        self.queue_space(
-            now,
-            store,
-            vec![OutboxRecipient {
-                user: code.inviter,
-                device: None,
-            }],
-            Conversation::Direct,
-            request,
-        )?;
+        let recipients = std::iter::once(code.inviter)
+            .chain(code.admitters.iter().copied())
+            .filter(|u| *u != self.me)
+            .map(|user| OutboxRecipient { user, device: None })
+            .collect();
+        self.queue_space(now, store, recipients, Conversation::Direct, request)?;
         self.spaces.joins.insert(code.space, JoinState::Pending);
         store.apply_one(self.spaces.joining_change())?;
         self.emit(Event::SpaceChanged(code.space));
@@ -807,9 +832,18 @@ impl NodeMachine {
             }
             SpaceContent::SpaceJoinAnswer { result, .. } => {
                 if let Some(j) = self.spaces.joins.get_mut(&space) {
-                    *j = match result {
-                        JoinResult::Accepted { .. } => JoinState::Accepted,
-                        JoinResult::Refused { reason } => JoinState::Refused(*reason),
+                    // Several members may be asked: an acceptance stands over any refusal, and
+                    // "already a member" means another one admitted us.
+                    *j = match (*j, result) {
+                        (JoinState::Accepted, JoinResult::Refused { .. })
+                        | (
+                            _,
+                            JoinResult::Accepted { .. }
+                            | JoinResult::Refused {
+                                reason: JoinRefusal::AlreadyMember,
+                            },
+                        ) => JoinState::Accepted,
+                        (_, JoinResult::Refused { reason }) => JoinState::Refused(*reason),
                     };
                     store.apply_one(self.spaces.joining_change())?;
                     self.emit(Event::SpaceChanged(space));

@@ -90,6 +90,7 @@ pub fn new_invite(
             expires_at,
             max_uses,
             relay,
+            admitters: Vec::new(),
         },
         body,
     }
@@ -157,6 +158,11 @@ pub fn admit(
     invite_key
         .verify(&bytes, proof)
         .map_err(|_| JoinRefusal::BadProof)?;
+    // Several members may be asked at once: whoever sees the joiner in already says so
+    // (the joiner takes it as accepted), whatever the invite's state now.
+    if state.is_member(&certificate.user_id) {
+        return Err(JoinRefusal::AlreadyMember);
+    }
     if invite.revoked {
         return Err(JoinRefusal::Revoked);
     }

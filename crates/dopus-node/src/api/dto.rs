@@ -46,8 +46,9 @@ pub use requests::{
 };
 pub use space::{
     ChannelPatch, CreateChannel, CreateInvite, CreateRole, CreateSpace, JoinSpace, RolePatch,
-    SendChannelMessage, Space, SpaceChannel, SpaceChannelKind, SpaceInvite, SpaceMember,
-    SpaceMembership, SpaceRole, parse_role_id, permission_names, role_id_text,
+    SendChannelMessage, Space, SpaceChannel, SpaceChannelKind, SpaceInvite, SpaceInviteInfo,
+    SpaceMember, SpaceMembership, SpaceRole, op_id_text, parse_op_id, parse_role_id,
+    permission_names, role_id_text,
 };
 pub use transfer::{
     SaveFile, SendFile, Transfer, TransferAction, TransferDirection, TransferProgress,

@@ -32,6 +32,10 @@ fn spaces_routes() -> Router<Arc<Node>> {
         .route("/spaces/join", post(spaces::join))
         .route("/spaces/{id}", get(spaces::show))
         .route("/spaces/{id}/invites", post(spaces::invite))
+        .route(
+            "/spaces/{id}/invites/{invite_id}",
+            delete(spaces::revoke_invite),
+        )
         .route("/spaces/{id}/leave", post(spaces::leave))
         .route("/spaces/{id}/members/{user_id}/kick", post(spaces::kick))
         .route("/spaces/{id}/members/{user_id}/ban", post(spaces::ban))

@@ -78,6 +78,18 @@ pub async fn invite(
     ))
 }
 
+pub async fn revoke_invite(
+    State(node): N,
+    Path((id, invite)): Path<(String, String)>,
+) -> ApiResult<dto::Space> {
+    let invite =
+        dto::parse_op_id(&invite).ok_or_else(|| ApiError::bad_request("invalid invite id"))?;
+    Ok(Json(
+        node.space_op(space_id(&id)?, OpBody::InviteRevoke { invite })
+            .await?,
+    ))
+}
+
 pub async fn join(
     State(node): N,
     payload: Result<Json<JoinSpace>, JsonRejection>,

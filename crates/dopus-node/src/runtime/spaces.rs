@@ -4,7 +4,7 @@
 use super::{Node, NodeError, NodeResult, api_to_node, views};
 use crate::api::dto;
 use dopus_core::store::{ConversationId, MessageId};
-use dopus_proto::space::OpBody;
+use dopus_proto::space::{InviteCode, OpBody};
 use dopus_types::{ChannelId, SpaceId, Timestamp};
 
 impl Node {
@@ -50,9 +50,19 @@ impl Node {
                 .machine
                 .space_invite(cx.now, cx.store, id, max_uses, expires_at)
                 .map_err(|e| cx.command(e))?;
+            // The invite's id: the op whose key the code's secret derives.
+            let invite_id = InviteCode::parse(&code)
+                .ok()
+                .and_then(|c| {
+                    let key = dopus_core::space::invite::invite_key(&c.secret);
+                    cx.machine.space(&id)?.invite_by_key(&key).map(|i| i.id)
+                })
+                .map(|i| dto::op_id_text(&i))
+                .unwrap_or_default();
             Ok(dto::SpaceInvite {
                 space_id: id.to_string(),
                 code,
+                invite_id,
             })
         })
         .await

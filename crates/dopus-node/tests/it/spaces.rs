@@ -90,33 +90,93 @@ async fn three_nodes_create_join_talk_catch_up_and_kick() {
             .any(|c| c["name"] == "General" && c["kind"] == "voice")
     );
 
-    // Bob and carol join with single-use codes; `space join` waits for the answer.
-    for joiner in [&bob, &carol] {
-        let inv = alice
-            .cli(&[
-                "space",
-                "invite",
-                &sid,
-                "--max-uses",
-                "1",
-                "--expires",
-                "1h",
-            ])
-            .unwrap();
-        let code = inv["code"].as_str().unwrap().to_owned();
-        assert_eq!(inv["id"], inv["code"]);
-        let joined = joiner
-            .cli(&["space", "join", &code, "--wait", "60"])
-            .unwrap_or_else(|e| panic!("{} could not join: {e}", joiner.name));
-        assert_eq!(joined["membership"], "member");
-        assert_eq!(joined["id"], sid.as_str());
-        // The code is used up: a second use is refused with a reason.
-        if joiner.name == "bob" {
-            let again = carol.cli(&["space", "join", &code, "--wait", "60"]);
-            let err = again.expect_err("a used-up code is refused");
-            assert!(err.contains("used as many times"), "{err}");
-        }
+    // Bob joins with a single-use code; `space join` waits for the answer.
+    let inv = alice
+        .cli(&[
+            "space",
+            "invite",
+            &sid,
+            "--max-uses",
+            "1",
+            "--expires",
+            "1h",
+        ])
+        .unwrap();
+    let code = inv["code"].as_str().unwrap().to_owned();
+    assert_eq!(inv["id"], inv["code"]);
+    let joined = bob
+        .cli(&["space", "join", &code, "--wait", "60"])
+        .unwrap_or_else(|e| panic!("bob could not join: {e}"));
+    assert_eq!(joined["membership"], "member");
+    assert_eq!(joined["id"], sid.as_str());
+    // The code is used up: a second use is refused with a reason.
+    let err = carol
+        .cli(&["space", "join", &code, "--wait", "60"])
+        .expect_err("a used-up code is refused");
+    assert!(err.contains("used as many times"), "{err}");
+
+    // A revoked code and an expired code are refused with a reason.
+    let inv = alice.cli(&["space", "invite", &sid]).unwrap();
+    let invite_id = inv["invite_id"].as_str().unwrap().to_owned();
+    assert_eq!(invite_id.len(), 64);
+    let listed = alice.cli(&["space", "invites", &sid]).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == invite_id.as_str() && i["revoked"] == false),
+        "{listed}"
+    );
+    alice.cli(&["space", "revoke", &sid, &invite_id]).unwrap();
+    let err = carol
+        .cli(&[
+            "space",
+            "join",
+            inv["code"].as_str().unwrap(),
+            "--wait",
+            "60",
+        ])
+        .expect_err("a revoked code is refused");
+    assert!(err.contains("revoked"), "{err}");
+    let short = alice
+        .cli(&["space", "invite", &sid, "--expires", "1s"])
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let err = carol
+        .cli(&["space", "join", short["code"].as_str().unwrap()])
+        .expect_err("an expired code is refused");
+    assert!(err.contains("expired"), "{err}");
+
+    // Carol joins with bob's code while bob is away: the code names alice as an admitter,
+    // and alice lets her in.
+    let inv = bob
+        .cli(&["space", "invite", &sid, "--max-uses", "1"])
+        .unwrap();
+    let bobs_invite = inv["invite_id"].as_str().unwrap().to_owned();
+    {
+        let (api, sid, id) = (alice.api().clone(), sid.clone(), bobs_invite.clone());
+        eventually(WAIT, "alice holds bob's invite", || {
+            let s = api.ok("GET", &format!("/spaces/{sid}"), None);
+            s["invites"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|i| i["id"] == id.as_str()))
+                .then_some(())
+        })
+        .await;
     }
+    bob.kill9();
+    let joined = carol
+        .cli(&[
+            "space",
+            "join",
+            inv["code"].as_str().unwrap(),
+            "--wait",
+            "60",
+        ])
+        .unwrap_or_else(|e| panic!("carol could not join through alice: {e}"));
+    assert_eq!(joined["membership"], "member");
+    bob.start(&server.url).await;
     for node in [&alice, &bob, &carol] {
         let api = node.api().clone();
         let sid = sid.clone();

@@ -4,9 +4,13 @@
 //!
 //! ```text
 //! version (1 byte, = 1) | space id (32) | invite secret (32) | inviter user key (32)
-//! | flags (1 byte: 1 = expires_at, 2 = max_uses, 4 = relay)
+//! | flags (1 byte: 1 = expires_at, 2 = max_uses, 4 = relay, 8 = admitters)
 //! | [expires_at: u64 BE ms] | [max_uses: u32 BE] | [relay: u8 length + UTF-8]
+//! | [admitters: u8 count (1..=3) + count × user key (32)]
 //! ```
+//!
+//! Admitters are other members the joiner may ask besides the inviter (any of them who is
+//! online and may create invites writes the join).
 //!
 //! Decoding is strict: checksum, prefix, version, flags, exact length (no trailing bytes), and a
 //! relay hint that is a `ws://` or `wss://` URL of printable ASCII. Expiry and maximum uses in
@@ -23,11 +27,14 @@ use std::fmt;
 pub const INVITE_CODE_HRP: &str = "dinvite";
 /// Longest relay hint, in bytes.
 pub const MAX_RELAY_BYTES: usize = 200;
+/// Most admitters (besides the inviter) a code names.
+pub const MAX_ADMITTERS: usize = 3;
 
 const VERSION: u8 = 1;
 const FLAG_EXPIRES: u8 = 1;
 const FLAG_MAX_USES: u8 = 2;
 const FLAG_RELAY: u8 = 4;
+const FLAG_ADMITTERS: u8 = 8;
 const FIXED_LEN: usize = 1 + 32 + 32 + 32 + 1;
 
 /// The 32 random bytes an invite code hands out. Never printed.
@@ -84,6 +91,9 @@ pub struct InviteCode {
     pub max_uses: Option<u32>,
     /// A signaling server where the inviter can be reached (`wss://host:port`).
     pub relay: Option<String>,
+    /// Other members who may admit the joiner (at most [`MAX_ADMITTERS`], never the
+    /// inviter): asked together with the inviter.
+    pub admitters: Vec<UserId>,
 }
 
 fn check_relay(relay: &str) -> Result<(), InviteCodeError> {
@@ -111,6 +121,12 @@ impl InviteCode {
             check_relay(r)?;
             flags |= FLAG_RELAY;
         }
+        if self.admitters.len() > MAX_ADMITTERS {
+            return Err(InviteCodeError::Malformed);
+        }
+        if !self.admitters.is_empty() {
+            flags |= FLAG_ADMITTERS;
+        }
         let mut out = Vec::with_capacity(FIXED_LEN + 8 + 4 + 1 + MAX_RELAY_BYTES);
         out.push(VERSION);
         out.extend_from_slice(self.space.as_bytes());
@@ -127,6 +143,13 @@ impl InviteCode {
             // check_relay bounds it to 200 bytes.
             out.push(u8::try_from(r.len()).map_err(|_| InviteCodeError::Relay)?);
             out.extend_from_slice(r.as_bytes());
+        }
+        if !self.admitters.is_empty() {
+            // At most MAX_ADMITTERS (checked above).
+            out.push(u8::try_from(self.admitters.len()).map_err(|_| InviteCodeError::Malformed)?);
+            for a in &self.admitters {
+                out.extend_from_slice(a.key().as_bytes());
+            }
         }
         Ok(out)
     }
@@ -151,7 +174,7 @@ impl InviteCode {
             .map(UserId::from_key)
             .map_err(|_| InviteCodeError::Inviter)?;
         let flags = rest[96];
-        if flags & !(FLAG_EXPIRES | FLAG_MAX_USES | FLAG_RELAY) != 0 {
+        if flags & !(FLAG_EXPIRES | FLAG_MAX_USES | FLAG_RELAY | FLAG_ADMITTERS) != 0 {
             return Err(InviteCodeError::Malformed);
         }
         let mut tail = &rest[97..];
@@ -185,6 +208,22 @@ impl InviteCode {
         } else {
             None
         };
+        let mut admitters = Vec::new();
+        if flags & FLAG_ADMITTERS != 0 {
+            let n = usize::from(take(1)?[0]);
+            if n == 0 || n > MAX_ADMITTERS {
+                return Err(InviteCodeError::Malformed);
+            }
+            for _ in 0..n {
+                let key = Ed25519Key::from_bytes(&take32(take(32)?))
+                    .map_err(|_| InviteCodeError::Inviter)?;
+                let user = UserId::from_key(key);
+                if user == inviter || admitters.contains(&user) {
+                    return Err(InviteCodeError::Malformed);
+                }
+                admitters.push(user);
+            }
+        }
         if !tail.is_empty() {
             return Err(InviteCodeError::Malformed);
         }
@@ -195,6 +234,7 @@ impl InviteCode {
             expires_at,
             max_uses,
             relay,
+            admitters,
         })
     }
 

@@ -571,6 +571,7 @@ fn invite(relay: Option<&str>, expires: Option<u64>, max: Option<u32>) -> Invite
         expires_at: expires.map(Timestamp),
         max_uses: max,
         relay: relay.map(str::to_owned),
+        admitters: Vec::new(),
     }
 }
 
@@ -593,6 +594,52 @@ fn invite_codes_round_trip_and_snapshot() {
     assert_eq!(InviteCode::parse(&bare.to_text().unwrap()).unwrap(), bare);
     insta::assert_snapshot!(format!("{text}\n{}", bare.to_text().unwrap()));
     assert!(!format!("{full:?}").contains("8, 8, 8"));
+}
+
+#[test]
+fn invite_codes_name_up_to_three_admitters() {
+    let mut code = invite(Some("wss://h"), None, Some(1));
+    code.admitters = vec![user(2), user(3), user(4)];
+    let text = code.to_text().unwrap();
+    assert_eq!(InviteCode::parse(&text).unwrap(), code);
+    // Four is too many; the inviter or a repeat is malformed.
+    let mut four = code.clone();
+    four.admitters.push(user(5));
+    assert_eq!(four.to_text(), Err(InviteCodeError::Malformed));
+    let encode = |bytes: &[u8]| {
+        bech32::encode_lower::<bech32::Bech32m>(bech32::Hrp::parse(INVITE_CODE_HRP).unwrap(), bytes)
+            .unwrap()
+    };
+    let bytes = code.to_bytes().unwrap();
+    let count_at = bytes.len() - 3 * 32 - 1;
+    for bad in [0u8, 4] {
+        let mut b = bytes.clone();
+        b[count_at] = bad;
+        assert_eq!(
+            InviteCode::parse(&encode(&b)),
+            Err(InviteCodeError::Malformed),
+            "count {bad}"
+        );
+    }
+    let mut repeat = code.clone();
+    repeat.admitters = vec![user(2), user(2)];
+    let b = repeat.to_bytes().unwrap();
+    assert_eq!(
+        InviteCode::parse(&encode(&b)),
+        Err(InviteCodeError::Malformed)
+    );
+    let mut inviter = code.clone();
+    inviter.admitters = vec![user(1)];
+    let b = inviter.to_bytes().unwrap();
+    assert_eq!(
+        InviteCode::parse(&encode(&b)),
+        Err(InviteCodeError::Malformed)
+    );
+    // Cut inside the admitters.
+    assert_eq!(
+        InviteCode::parse(&encode(&bytes[..bytes.len() - 5])),
+        Err(InviteCodeError::Malformed)
+    );
 }
 
 #[test]
@@ -635,7 +682,7 @@ fn invite_codes_decode_strictly() {
         Err(InviteCodeError::Malformed)
     );
     let mut flags = bytes.clone();
-    flags[97] |= 8;
+    flags[97] |= 16;
     assert_eq!(
         InviteCode::parse(&encode(&flags)),
         Err(InviteCodeError::Malformed)
@@ -1129,7 +1176,7 @@ proptest! {
     #[test]
     fn invite_codes_round_trip(space in any::<[u8; 32]>(), secret in any::<[u8; 32]>(), seed in any::<u8>(),
                                expires in proptest::option::of(any::<u64>()), max in proptest::option::of(any::<u32>()),
-                               relay in proptest::option::of("wss://[a-z0-9.:-]{1,60}")) {
+                               relay in proptest::option::of("wss://[a-z0-9.:-]{1,60}"), admitters in 0u8..=3) {
         let code = InviteCode {
             space: SpaceId::from_bytes(space),
             secret: InviteSecret(secret),
@@ -1137,6 +1184,7 @@ proptest! {
             expires_at: expires.map(Timestamp),
             max_uses: max,
             relay,
+            admitters: (0..admitters).map(|i| user(seed.wrapping_add(1 + i))).collect(),
         };
         prop_assert_eq!(InviteCode::parse(&code.to_text().unwrap()).unwrap(), code);
     }

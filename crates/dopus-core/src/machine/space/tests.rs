@@ -11,7 +11,7 @@ use crate::identity::{Device, Identity, PickleKey};
 use crate::store::{AccountRecord, Change, ConversationId, MemoryStore, Message, Pickle, Store};
 use dopus_proto::bundle::{BUNDLE_VERSION, ClaimedBundle, DeviceBundle, SignedKey};
 use dopus_proto::peer::PeerAddress;
-use dopus_proto::space::OpBody;
+use dopus_proto::space::{InviteCode, OpBody};
 use dopus_types::{ChannelId, DeviceId, SpaceId, Timestamp, UserId};
 use std::collections::VecDeque;
 
@@ -595,4 +595,108 @@ fn a_member_who_lost_a_key_asks_for_it_and_reads_the_message() {
         net.texts(1, general),
         vec!["first".to_owned(), "second".to_owned()]
     );
+}
+
+#[test]
+fn any_member_named_in_the_code_admits_while_the_inviter_is_away() {
+    let (mut net, space, general) = three_in_a_space();
+    // Bob makes the invite: it names alice and carol as admitters. Bob goes away before the
+    // joiner asks; alice (the owner, first) admits.
+    let code = net
+        .cmd(1, |m, now, s| m.space_invite(now, s, space, Some(1), None))
+        .expect("invite");
+    let parsed = InviteCode::parse(&code).expect("code");
+    assert_eq!(parsed.inviter, net.user(1));
+    assert_eq!(parsed.admitters, vec![net.user(0), net.user(2)]);
+    net.settle(500);
+    net.offline(1);
+    let joiner = 2;
+    // Carol is already in: she is told so by every admitter, and stays a member.
+    net.cmd(joiner, |m, now, s| m.join_space(now, s, &code))
+        .expect_err("a member joining again is told so at once");
+    // Carol leaves, then joins again with bob's code while bob is away.
+    net.cmd(joiner, |m, now, s| m.space_op(now, s, space, OpBody::Leave))
+        .expect("leave");
+    net.settle(500);
+    assert!(
+        !net.nodes[0]
+            .machine
+            .space(&space)
+            .expect("space")
+            .is_member(&net.user(joiner))
+    );
+    net.cmd(joiner, |m, now, s| m.join_space(now, s, &code))
+        .expect("join");
+    net.settle(1000);
+    let s = net.nodes[joiner].machine.space(&space).expect("space");
+    assert!(s.is_member(&net.user(joiner)), "admitted by alice");
+    assert_eq!(net.nodes[joiner].machine.join_state(&space), None);
+    net.cmd(0, |m, now, s| {
+        m.channel_send(now, s, general, "welcome back".into(), None)
+    })
+    .expect("send");
+    net.settle(500);
+    assert!(
+        net.texts(joiner, general)
+            .contains(&"welcome back".to_owned())
+    );
+    net.online(1);
+    net.settle(1000);
+    assert!(
+        net.nodes[1]
+            .machine
+            .space(&space)
+            .expect("space")
+            .is_member(&net.user(joiner))
+    );
+}
+
+#[test]
+fn a_revoked_or_expired_invite_is_refused_with_a_reason() {
+    let mut net = Net::new(3);
+    net.settle(50);
+    let space = net
+        .cmd(0, |m, now, s| m.create_space(now, s, "Guild"))
+        .expect("create");
+    let code = net
+        .cmd(0, |m, now, s| m.space_invite(now, s, space, None, None))
+        .expect("invite");
+    let invite = net.nodes[0]
+        .machine
+        .space(&space)
+        .expect("space")
+        .invites()
+        .next()
+        .expect("invite")
+        .id;
+    net.cmd(0, |m, now, s| {
+        m.space_op(now, s, space, OpBody::InviteRevoke { invite })
+    })
+    .expect("revoke");
+    net.cmd(1, |m, now, s| m.join_space(now, s, &code))
+        .expect("ask");
+    net.settle(500);
+    let refused = net.nodes[1].machine.join_state(&space);
+    assert_eq!(
+        refused,
+        Some(JoinState::Refused(dopus_proto::space::JoinRefusal::Revoked))
+    );
+    assert!(
+        dopus_proto::space::JoinRefusal::Revoked
+            .message()
+            .contains("revoked")
+    );
+    assert!(net.nodes[1].machine.space(&space).is_none());
+    // An expired code is refused before anything is sent.
+    let past = Timestamp(net.ts().as_millis() + 1_000);
+    let short = net
+        .cmd(0, |m, now, s| {
+            m.space_invite(now, s, space, None, Some(past))
+        })
+        .expect("invite");
+    net.now += 5_000;
+    let err = net
+        .cmd(2, |m, now, s| m.join_space(now, s, &short))
+        .expect_err("expired");
+    assert!(err.to_string().contains("expired"), "{err}");
 }

@@ -264,6 +264,7 @@ fn forged_expired_revoked_and_used_up_invites_are_refused_clearly() {
         expires_at: None,
         max_uses: None,
         relay: None,
+        admitters: Vec::new(),
     };
     let req = invite::join_request(&forged, &j.cert, T0);
     let err = invite::admit(log.state(), &o.user(), &sender(&j), &req, T0).unwrap_err();

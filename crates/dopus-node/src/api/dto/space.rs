@@ -1,10 +1,10 @@
 //! Spaces: a space as the node resolved it (members, roles, channels), invites, and the request
 //! bodies of the spaces routes.
 
-use super::UserId;
+use super::{Timestamp, UserId};
 use dopus_core::machine::JoinState;
 use dopus_core::space::SpaceState;
-use dopus_proto::space::{ChannelKind, Permissions, RoleId};
+use dopus_proto::space::{ChannelKind, OpId, Permissions, RoleId};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
@@ -23,6 +23,23 @@ pub fn parse_role_id(text: &str) -> Option<RoleId> {
         *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(RoleId::from_bytes(bytes))
+}
+
+/// An op id (an invite's id) as the API writes it: 64 lowercase hex digits.
+pub fn op_id_text(id: &OpId) -> String {
+    id.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses [`op_id_text`]'s form.
+pub fn parse_op_id(text: &str) -> Option<OpId> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(OpId::from_bytes(bytes))
 }
 
 /// Permission names (`view_channel`, `send_messages`, …), in bit order.
@@ -148,6 +165,26 @@ pub struct Space {
     pub roles: Vec<SpaceRole>,
     /// Channels in display order (categories before their channels).
     pub channels: Vec<SpaceChannel>,
+    /// Invites made in the space, by id (their codes are shown only to whoever made
+    /// them, when they made them).
+    pub invites: Vec<SpaceInviteInfo>,
+}
+
+/// An invite of a space, as the log holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct SpaceInviteInfo {
+    /// Its id (64 hex digits): `DELETE /spaces/{id}/invites/{invite_id}` revokes it.
+    pub id: String,
+    /// Who made it.
+    pub creator: UserId,
+    /// Most joins it admits (`null`: unlimited).
+    pub max_uses: Option<u32>,
+    /// Joins it admitted so far.
+    pub uses: u32,
+    /// When it expires (`null`: never).
+    pub expires_at: Option<Timestamp>,
+    /// Whether it was revoked.
+    pub revoked: bool,
 }
 
 impl Space {
@@ -179,6 +216,7 @@ impl Space {
                 members: Vec::new(),
                 roles: Vec::new(),
                 channels: Vec::new(),
+                invites: Vec::new(),
             };
         };
         let owner = s.owner();
@@ -231,6 +269,17 @@ impl Space {
             members,
             roles,
             channels,
+            invites: s
+                .invites()
+                .map(|i| SpaceInviteInfo {
+                    id: op_id_text(&i.id),
+                    creator: (&i.creator).into(),
+                    max_uses: i.max_uses,
+                    uses: u32::try_from(i.joins.len()).unwrap_or(u32::MAX),
+                    expires_at: i.expires_at.map(Timestamp::from),
+                    revoked: i.revoked,
+                })
+                .collect(),
         }
     }
 }
@@ -243,6 +292,8 @@ pub struct SpaceInvite {
     /// The invite code (`dinvite1…`); whoever holds it may join until it expires, is used up
     /// or revoked.
     pub code: String,
+    /// The invite's id (64 hex digits), to revoke it.
+    pub invite_id: String,
 }
 
 /// `POST /spaces`.

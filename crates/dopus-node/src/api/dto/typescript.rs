@@ -88,6 +88,7 @@ pub fn render() -> String {
         SpaceChannel,
         Space,
         SpaceInvite,
+        SpaceInviteInfo,
         // files
         TransferDirection,
         TransferState,
