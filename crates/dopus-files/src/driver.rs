@@ -346,6 +346,11 @@ impl<T: BlobTransport, L: Library> BlobNode<T, L> {
         );
     }
 
+    /// Whether a channel to `holder` is open.
+    pub fn connected(&self, holder: HolderId) -> bool {
+        self.channels.get(&holder).is_some_and(|c| !c.closed)
+    }
+
     /// The channel to `holder` closed.
     pub fn disconnect(&mut self, now: Timestamp, holder: HolderId) {
         let Some(mut chan) = self.channels.remove(&holder) else {

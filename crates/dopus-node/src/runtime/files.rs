@@ -544,10 +544,18 @@ impl FileTask {
     fn flush_uploads(&mut self, now: Timestamp) {
         let mut outputs = Vec::new();
         for (id, u) in &mut self.uploads {
-            if let Some((t, _)) = self.outgoing.get(id)
-                && self.node.library().changed(t.blob())
-            {
-                u.source_changed(now);
+            if let Some((t, peer)) = self.outgoing.get(id) {
+                if self.node.library().changed(t.blob()) {
+                    u.source_changed(now);
+                }
+                // The peer went away mid-transfer: back to waiting for it.
+                let connected = self
+                    .holders
+                    .get(peer)
+                    .is_some_and(|h| self.node.connected(*h));
+                if !connected {
+                    u.serving(now, 0);
+                }
             }
             u.handle_timeout(now);
             while let Some(o) = u.poll_output() {

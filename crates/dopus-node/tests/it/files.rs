@@ -185,6 +185,19 @@ async fn a_receiver_killed_mid_transfer_resumes_from_its_last_commit() {
         "the transfer finished before the kill"
     );
     println!("bob killed with {} MiB committed", committed >> 20);
+    // Alice's side stops showing progress: once the connection is found gone, her upload
+    // waits for bob again.
+    let aapi = a.api().clone();
+    let waited = std::time::Instant::now();
+    eventually(WAIT, "alice's upload waits for bob", || {
+        let (_, t) = aapi.call("GET", &tpath, None);
+        (t["progress"]["state"] == "queued").then_some(())
+    })
+    .await;
+    println!(
+        "alice's upload back to queued {:.1} s after the kill",
+        waited.elapsed().as_secs_f64()
+    );
 
     b.start(&server.url).await;
     // The restarted node starts from what it had, not from zero.
