@@ -76,3 +76,31 @@ write("stun", "binding-success-v6", message(0x0101, [xma6]))
 # The store's key file.
 kf = (root / "crates/dopus-store/src/snapshots/dopus_store__keyfile__tests__key_file_format_snapshot.snap").read_text()
 write("store_key_file", "key-file.json", kf.split("---", 2)[2].strip() + "\n")
+
+# Spaces: every op kind, invite codes (text and binary), a channel message and its payload.
+ssnap = "crates/dopus-proto/src/space/snapshots/"
+ops = snapshot(ssnap + "dopus_proto__space__tests__every_op_kind_snapshot.snap")
+for i, op in enumerate(ops if isinstance(ops, list) else [ops]):
+    write("space_op", f"{i:02}.json", compact(op))
+def plain(path):
+    return (root / path).read_text().split("---", 2)[2].strip().splitlines()
+for i, text in enumerate(plain(ssnap + "dopus_proto__space__tests__invite_codes_round_trip_and_snapshot.snap")):
+    write("invite_code", f"text-{i}", text)
+    write("invite_code", f"link-{i}", f"dopus://invite/{text}")
+msg, pay = plain(ssnap + "dopus_proto__space__tests__channel_message_and_payload_snapshot.snap")
+write("space_channel_message", "message.json", msg)
+write("space_channel_message", "payload.json", pay)
+
+# Blob channel frames: every frame kind, from the hex the transfer snapshot pins.
+for i, line in enumerate(plain(snap + "dopus_proto__transfer__tests__frames_snapshot.snap")):
+    write("blob_frame", f"{i:02}", bytes.fromhex(line.rsplit("=> ", 1)[1]))
+
+# File transfers inside a peer payload: a file message carrying the manifest, and the transfer
+# control contents (so `peer_payload` reaches the manifest's and transfer contents' checks).
+base = snapshot(snap + "dopus_proto__peer__tests__payload_wire_format_snapshot.snap")
+base = base[0] if isinstance(base, list) else base
+manifest = snapshot(snap + "dopus_proto__transfer__tests__manifest_json_snapshot.snap")
+contents = [{"kind": "file", "file": manifest}]
+contents += snapshot(snap + "dopus_proto__transfer__tests__transfer_content_snapshot.snap")
+for i, c in enumerate(contents):
+    write("peer_payload", f"transfer-{i:02}.json", compact(dict(base, content=c)))
