@@ -221,6 +221,11 @@ async function main() {
       const nums = (await card(pb, "holiday.png").getByTestId("file-numbers").textContent().catch(() => "")) ?? "";
       return s.startsWith("Transferring") && /\d+% · .* · [\d.]+ [KMG]?i?B\/s/.test(nums) && !nums.startsWith("0% ") ? nums : null;
     }, SLOW, 50);
+    // The thumbnail alice's browser made travels in the manifest: bob sees it before the file.
+    const thumb = card(pb, "holiday.png").getByTestId("file-thumbnail");
+    await visible(thumb, "bob: the sender's thumbnail while it transfers");
+    const thumbW = await thumb.evaluate((el) => el.naturalWidth);
+    if (thumbW !== 160) fail(`the thumbnail is ${thumbW} px wide, not 160`);
     await shot(pb, "files-2-progress");
     // The sender sees its side move too (or already done).
     await waitFor("alice: her side shows progress", async () => /^(Transferring|Done)/.test(await stateOf(pa, "holiday.png")), SLOW, 100);

@@ -1,6 +1,7 @@
 // The node's file routes (docs/api.md, "Files"). Uploads go through XMLHttpRequest: fetch()
 // cannot report upload progress.
 import { ApiError, errorFromBody } from "./client";
+import type { ImagePreview } from "../lib/thumbnail";
 import type { Transfer, TransferAction, Transfers } from "./types";
 
 const PREFIX = "/api/v1";
@@ -46,15 +47,18 @@ export function uploadFile(
   file: Blob,
   name: string,
   onProgress: (sent: number) => void,
+  preview: ImagePreview | null = null,
 ): Promise<Transfer> {
   const mime = file.type ? `&mime=${enc(file.type)}` : "";
-  const url = `${PREFIX}/conversations/${enc(userId)}/files/upload?name=${enc(name)}${mime}`;
+  const dims = preview ? `&width=${preview.width}&height=${preview.height}` : "";
+  const url = `${PREFIX}/conversations/${enc(userId)}/files/upload?name=${enc(name)}${mime}${dims}`;
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", url);
     xhr.withCredentials = true;
     xhr.setRequestHeader("Content-Type", "application/octet-stream");
     xhr.setRequestHeader("Accept", "application/json");
+    if (preview?.thumbnail) xhr.setRequestHeader("X-Dopus-Thumbnail", preview.thumbnail);
     xhr.upload.onprogress = (e) => onProgress(e.loaded);
     xhr.onerror = () => reject(new ApiError(0, "network", "cannot reach the node"));
     xhr.onload = () => {

@@ -747,6 +747,19 @@ export type TransferState = "preparing" | "queued" | "connecting" | "transferrin
 export type TransferReason = "user" | "disk_full" | "no_space" | "source_changed" | "hash_mismatch" | "no_sources" | "revoked" | "io";
 
 /**
+ * Width and height in pixels.
+ */
+export type FileDimensions = { 
+/**
+ * Width.
+ */
+width: number, 
+/**
+ * Height.
+ */
+height: number, };
+
+/**
  * One transfer (`GET /transfers`, `GET /transfers/{id}`, and the answer of sends and
  * actions).
  */
@@ -811,7 +824,16 @@ updated_at: Timestamp,
 /**
  * The latest live progress (rate, ETA, sources) since the node started, if any moved.
  */
-progress: TransferProgress | null, };
+progress: TransferProgress | null, 
+/**
+ * An image's size as the sender announced it (to reserve its room before it arrives).
+ */
+dimensions: FileDimensions | null, 
+/**
+ * The sender's thumbnail as a `data:` URL (JPEG, PNG or WebP, at most 16 KiB), shown
+ * before the file arrives.
+ */
+thumbnail: string | null, };
 
 /**
  * `GET /transfers`: every transfer, newest first.

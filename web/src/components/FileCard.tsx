@@ -90,8 +90,25 @@ export function FileCard({ id, name }: { id: string; name: string }) {
       )}
       {ready && kind === "image" && (
         <a href={contentUrl(id)} target="_blank" rel="noreferrer" className="file-preview">
-          <img src={contentUrl(id)} alt={name} loading="lazy" data-testid="file-preview-image" />
+          <img
+            src={contentUrl(id)}
+            alt={name}
+            loading="lazy"
+            data-testid="file-preview-image"
+            width={rec?.dimensions?.width}
+            height={rec?.dimensions?.height}
+          />
         </a>
+      )}
+      {!ready && rec?.thumbnail && rec.thumbnail.startsWith("data:image/") && (
+        <img
+          className="file-thumb"
+          src={rec.thumbnail}
+          alt={`${name} (preview)`}
+          data-testid="file-thumbnail"
+          width={rec.dimensions?.width}
+          height={rec.dimensions?.height}
+        />
       )}
       {ready && kind === "video" && (
         <video className="file-preview" controls preload="metadata" src={contentUrl(id)} data-testid="file-preview-video" />

@@ -33,6 +33,8 @@ const rec = (over: Partial<Transfer> = {}): Transfer => ({
   created_at: 1,
   updated_at: 1,
   progress: null,
+  dimensions: null,
+  thumbnail: null,
   ...over,
 });
 

@@ -5,7 +5,8 @@ import { createContext, useContext, useEffect, useMemo, useReducer, useRef, useS
 import { filesApi, uploadFile } from "../api/files";
 import type { TransferAction } from "../api/types";
 import { browserStorage } from "../lib/prefs";
-import { initialTransfers, transfersReducer, type TransfersState } from "../lib/transfers";
+import { imagePreview } from "../lib/thumbnail";
+import { initialTransfers, previewKind, transfersReducer, type TransfersState } from "../lib/transfers";
 import { describeError, useStore } from "./store";
 
 export interface TransfersValue {
@@ -77,7 +78,9 @@ export function TransfersProvider({ children }: { children: ReactNode }) {
             type: "upload_start",
             upload: { localId, conversation: userId, name, size: file.size, sent: 0, error: null },
           });
-          uploadFile(userId, file, name, (sent) => dispatch({ type: "upload_progress", localId, sent }))
+          const preview = previewKind(file.type) === "image" ? imagePreview(file).catch(() => null) : Promise.resolve(null);
+          preview
+            .then((p) => uploadFile(userId, file, name, (sent) => dispatch({ type: "upload_progress", localId, sent }), p))
             .then((transfer) => dispatch({ type: "upload_done", localId, transfer }))
             .catch((e: unknown) => dispatch({ type: "upload_failed", localId, error: describeError(e) }));
         }

@@ -51,8 +51,8 @@ pub use space::{
     permission_names, role_id_text,
 };
 pub use transfer::{
-    SaveFile, SendFile, Transfer, TransferAction, TransferDirection, TransferProgress,
-    TransferReason, TransferState, Transfers,
+    FileDimensions, SaveFile, SendFile, Transfer, TransferAction, TransferDirection,
+    TransferProgress, TransferReason, TransferState, Transfers,
 };
 
 use serde::{Deserialize, Serialize};

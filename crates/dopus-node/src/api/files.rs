@@ -4,6 +4,7 @@
 
 use super::error::ApiError;
 use crate::runtime::Node;
+use crate::runtime::files_api::FilePreview;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -25,10 +26,68 @@ pub struct UploadQuery {
     /// Its MIME type; guessed from the name when left out.
     #[serde(default)]
     pub mime: Option<String>,
+    /// An image's width in pixels (with `height`).
+    #[serde(default)]
+    pub width: Option<u32>,
+    /// An image's height in pixels.
+    #[serde(default)]
+    pub height: Option<u32>,
 }
 
-/// `POST /conversations/{id}/files/upload?name=…[&mime=…]`: the body is the file's bytes
-/// (`Content-Length` required).
+/// The header carrying a thumbnail (base64 of a JPEG, PNG or WebP of at most 16 KiB).
+pub const THUMBNAIL_HEADER: &str = "x-dopus-thumbnail";
+
+/// The preview the UI sent with an upload. Anything out of bounds is left out (it is
+/// optional, and refusing before the body is read would break the upload's connection).
+pub fn preview_of(q: &UploadQuery, headers: &HeaderMap) -> FilePreview {
+    use base64::Engine as _;
+    use dopus_proto::peer::Base64Bytes;
+    use dopus_proto::transfer::{
+        Dimensions, MAX_DIMENSION, MAX_THUMBNAIL_BYTES, Thumbnail, ThumbnailType,
+    };
+    let dimensions = match (q.width, q.height) {
+        (Some(w), Some(h))
+            if (1..=MAX_DIMENSION).contains(&w) && (1..=MAX_DIMENSION).contains(&h) =>
+        {
+            Some(Dimensions {
+                width: w,
+                height: h,
+            })
+        }
+        _ => None,
+    };
+    let thumbnail = headers
+        .get(THUMBNAIL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+        })
+        .filter(|d| !d.is_empty() && d.len() <= MAX_THUMBNAIL_BYTES)
+        .and_then(|d| {
+            let kind = if d.starts_with(&[0xff, 0xd8, 0xff]) {
+                ThumbnailType::Jpeg
+            } else if d.starts_with(b"\x89PNG\r\n\x1a\n") {
+                ThumbnailType::Png
+            } else if d.len() > 12 && &d[..4] == b"RIFF" && &d[8..12] == b"WEBP" {
+                ThumbnailType::Webp
+            } else {
+                return None;
+            };
+            Some(Thumbnail {
+                kind,
+                data: Base64Bytes(d),
+            })
+        });
+    FilePreview {
+        dimensions,
+        thumbnail,
+    }
+}
+
+/// `POST /conversations/{id}/files/upload?name=…[&mime=…][&width=…&height=…]`: the body is
+/// the file's bytes (`Content-Length` required); an optional `X-Dopus-Thumbnail` header.
 pub async fn upload(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
@@ -42,7 +101,10 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or_else(|| ApiError::bad_request("Content-Length is required"))?;
-    let t = node.upload_file(peer, q.name, q.mime, len, body).await?;
+    let preview = preview_of(&q, &headers);
+    let t = node
+        .upload_file(peer, q.name, q.mime, len, preview, body)
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(t)).into_response())
 }
 
@@ -263,6 +325,52 @@ mod tests {
             "text/plain",
         ] {
             assert!(!inline_type(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn previews_out_of_bounds_are_left_out() {
+        use base64::Engine as _;
+        let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+        let q = |w, h| UploadQuery {
+            name: "a.jpg".into(),
+            mime: None,
+            width: w,
+            height: h,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            THUMBNAIL_HEADER,
+            HeaderValue::from_str(&b64(&[0xff, 0xd8, 0xff, 0xe0, 1, 2])).unwrap(),
+        );
+        let p = preview_of(&q(Some(640), Some(480)), &headers);
+        assert_eq!(p.dimensions.map(|d| (d.width, d.height)), Some((640, 480)));
+        assert_eq!(
+            p.thumbnail.map(|t| t.kind),
+            Some(dopus_proto::transfer::ThumbnailType::Jpeg)
+        );
+        // No height, a zero width, an SVG, too large, not base64: all left out.
+        assert!(
+            preview_of(&q(Some(640), None), &HeaderMap::new())
+                .dimensions
+                .is_none()
+        );
+        assert!(
+            preview_of(&q(Some(0), Some(1)), &HeaderMap::new())
+                .dimensions
+                .is_none()
+        );
+        for bad in [
+            b64(b"<svg onload=alert(1)>"),
+            b64(&[&[0xff, 0xd8, 0xff][..], &[0; 16 * 1024]].concat()),
+            "not base64!".to_owned(),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(THUMBNAIL_HEADER, HeaderValue::from_str(&bad).unwrap());
+            assert!(
+                preview_of(&q(None, None), &h).thumbnail.is_none(),
+                "{bad:.20}"
+            );
         }
     }
 

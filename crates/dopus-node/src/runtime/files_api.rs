@@ -45,6 +45,19 @@ impl Node {
         path: String,
         mime: Option<String>,
     ) -> NodeResult<dto::Transfer> {
+        self.send_file_with(peer, path, mime, FilePreview::default())
+            .await
+    }
+
+    /// [`Node::send_file`] with an image's dimensions and thumbnail for the manifest (made by
+    /// the UI, which decodes images; the node never does).
+    pub async fn send_file_with(
+        &self,
+        peer: UserId,
+        path: String,
+        mime: Option<String>,
+        preview: FilePreview,
+    ) -> NodeResult<dto::Transfer> {
         let path = PathBuf::from(path);
         if !path.is_absolute() {
             return Err(invalid("path must be absolute"));
@@ -98,9 +111,9 @@ impl Node {
             name,
             mime,
             plain_blake3: p.plain,
-            dimensions: None,
+            dimensions: preview.dimensions,
             duration_ms: None,
-            thumbnail: None,
+            thumbnail: preview.thumbnail,
         };
         manifest
             .validate()
@@ -265,6 +278,16 @@ pub fn upload_dir(node_dir: &Path) -> PathBuf {
     node_dir.join("uploads")
 }
 
+/// What the UI may add to a file's manifest: an image's size and a small thumbnail (JPEG,
+/// PNG or WebP, at most 16 KiB), shown by the receiver before the file arrives.
+#[derive(Debug, Default)]
+pub struct FilePreview {
+    /// Width and height in pixels.
+    pub dimensions: Option<dopus_proto::transfer::Dimensions>,
+    /// The thumbnail.
+    pub thumbnail: Option<dopus_proto::transfer::Thumbnail>,
+}
+
 /// Where the decrypted bytes of a transfer come from (`GET /transfers/{id}/content`).
 #[derive(Debug)]
 pub enum ContentSource {
@@ -306,6 +329,7 @@ impl Node {
         name: String,
         mime: Option<String>,
         len: u64,
+        preview: FilePreview,
         body: axum::body::Body,
     ) -> NodeResult<dto::Transfer> {
         use futures_util::StreamExt;
@@ -369,7 +393,7 @@ impl Node {
         }
         let mime = mime.or_else(|| Some(guess_mime(&name)));
         match self
-            .send_file(peer, path.to_string_lossy().into_owned(), mime)
+            .send_file_with(peer, path.to_string_lossy().into_owned(), mime, preview)
             .await
         {
             Ok(t) => Ok(t),

@@ -133,6 +133,20 @@ pub struct Transfer {
     pub updated_at: Timestamp,
     /// The latest live progress (rate, ETA, sources) since the node started, if any moved.
     pub progress: Option<TransferProgress>,
+    /// An image's size as the sender announced it (to reserve its room before it arrives).
+    pub dimensions: Option<FileDimensions>,
+    /// The sender's thumbnail as a `data:` URL (JPEG, PNG or WebP, at most 16 KiB), shown
+    /// before the file arrives.
+    pub thumbnail: Option<String>,
+}
+
+/// Width and height in pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct FileDimensions {
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
 }
 
 impl Transfer {
@@ -164,6 +178,18 @@ impl Transfer {
             created_at: t.created_at.into(),
             updated_at: t.updated_at.into(),
             progress: None,
+            dimensions: t.manifest.dimensions.map(|d| FileDimensions {
+                width: d.width,
+                height: d.height,
+            }),
+            thumbnail: t.manifest.thumbnail.as_ref().map(|th| {
+                use base64::Engine as _;
+                format!(
+                    "data:{};base64,{}",
+                    th.kind.mime(),
+                    base64::engine::general_purpose::STANDARD.encode(&th.data.0)
+                )
+            }),
         }
     }
 }
@@ -289,6 +315,11 @@ mod tests {
             created_at: Timestamp(1_700_000_000_000),
             updated_at: Timestamp(1_700_000_000_500),
             progress: None,
+            dimensions: Some(FileDimensions {
+                width: 4032,
+                height: 3024,
+            }),
+            thumbnail: None,
         };
         insta::assert_json_snapshot!(t);
         let body: SendFile = serde_json::from_str(r#"{"path":"/tmp/a.bin"}"#).unwrap();

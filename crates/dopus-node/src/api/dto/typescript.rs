@@ -93,6 +93,7 @@ pub fn render() -> String {
         TransferDirection,
         TransferState,
         TransferReason,
+        FileDimensions,
         Transfer,
         Transfers,
         TransferProgress,
