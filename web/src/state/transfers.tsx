@@ -21,7 +21,9 @@ export interface TransfersValue {
   setDownloadsDir(dir: string): void;
 }
 
-const Ctx = createContext<TransfersValue | null>(null);
+/** Exported for component tests, which provide a fixed value. */
+export const TransfersContext = createContext<TransfersValue | null>(null);
+const Ctx = TransfersContext;
 
 export function useTransfers(): TransfersValue {
   const v = useContext(Ctx);
