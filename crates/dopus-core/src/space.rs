@@ -25,6 +25,7 @@ pub mod invite;
 pub mod key_requests;
 mod log;
 pub mod megolm;
+pub mod mentions;
 pub mod ratelimit;
 mod resolve;
 mod state;

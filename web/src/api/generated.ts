@@ -632,7 +632,15 @@ can_view: boolean,
 /**
  * Whether we may send in it (text channels).
  */
-can_send: boolean, };
+can_send: boolean, 
+/**
+ * Messages from others since we last read the channel (counted up to 100).
+ */
+unread: number, 
+/**
+ * Of those, the ones that mention us (by name, a role we hold, or `@everyone`).
+ */
+mentions: number, };
 
 /**
  * A space as this node resolved it.

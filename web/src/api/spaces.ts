@@ -38,6 +38,8 @@ export const spacesApi = {
   create: (name: string) => request<Space>("POST", "/spaces", { name }),
   invite: (id: string, max_uses?: number) =>
     request<SpaceInvite>("POST", `/spaces/${enc(id)}/invites`, max_uses ? { max_uses } : {}),
+  revokeInvite: (id: string, invite: string) => request<Space>("DELETE", `/spaces/${enc(id)}/invites/${enc(invite)}`),
+  read: (channel: string, up_to: string) => request<Space>("POST", `/channels/${enc(channel)}/read`, { up_to }),
   join: (invite: string) => request<Space>("POST", "/spaces/join", { invite }),
   leave: (id: string) => request<Space>("POST", `/spaces/${enc(id)}/leave`),
   createChannel: (id: string, name: string) => request<Space>("POST", `/spaces/${enc(id)}/channels`, { name }),

@@ -4,6 +4,7 @@
 // function, once spaces land.
 import type { Message } from "../api/types";
 import { plainText } from "./markdown";
+import { mentionsMeLoosely } from "./mentions";
 import type { NotifyPrefs } from "./prefs";
 
 export interface NotifyContext {
@@ -37,13 +38,16 @@ export function notificationFor(m: Message, ctx: NotifyContext): NotificationPla
   if (m.outgoing || m.sender === ctx.me || m.deleted || m.body === null) return null;
   if (!ctx.hidden || !ctx.prefs.enabled || ctx.prefs.dnd || ctx.myStatus === "busy") return null;
   if (ctx.muted.has(m.conversation) || ctx.blocked(m.sender)) return null;
+  // A channel message notifies only when it mentions us (our id or @everyone).
+  const channel = m.conversation.startsWith("dchan1");
+  if (channel && !mentionsMeLoosely(m.body, ctx.me)) return null;
   const text = plainText(m.body);
   return {
     title: ctx.nameOf(m.sender),
     body: text.length > MAX_BODY ? `${text.slice(0, MAX_BODY - 1)}…` : text,
     tag: `dopus-${m.conversation}`,
     conversation: m.conversation,
-    reason: "direct",
+    reason: channel ? "mention" : "direct",
     sound: ctx.prefs.sound,
   };
 }

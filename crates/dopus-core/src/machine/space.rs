@@ -444,6 +444,25 @@ impl NodeMachine {
         Ok(message)
     }
 
+    /// Marks a channel read up to `up_to` (local only: channels send no read receipts).
+    pub fn channel_mark_read(
+        &mut self,
+        store: &mut dyn Store,
+        channel: ChannelId,
+        up_to: MessageId,
+    ) -> Result<(), CommandError> {
+        let msg = store.message(&up_to)?.ok_or(CommandError::UnknownMessage)?;
+        let conversation = ConversationId::Channel(channel);
+        if msg.conversation != conversation {
+            return Err(CommandError::UnknownMessage);
+        }
+        store.apply_one(Change::MarkRead {
+            conversation,
+            up_to: msg.seq,
+        })?;
+        Ok(())
+    }
+
     /// Edits, deletes or reacts to a message of a channel (called by `edit`, `delete` and
     /// `react` when the message is in a channel).
     pub(super) fn channel_change(
@@ -595,7 +614,12 @@ impl NodeMachine {
             sender: self.olm.address(),
             sent_at: now,
             heads,
-            mentions: Mentions::default(),
+            mentions: match &content {
+                ChatContent::Text { body, .. } | ChatContent::Edit { body, .. } => {
+                    crate::space::mentions::parse(body)
+                }
+                _ => Mentions::default(),
+            },
             content,
         };
         let (message, outbound) = self

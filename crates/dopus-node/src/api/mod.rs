@@ -58,6 +58,7 @@ fn spaces_routes() -> Router<Arc<Node>> {
             "/channels/{id}/messages",
             get(spaces::messages).post(spaces::send),
         )
+        .route("/channels/{id}/read", post(spaces::read))
 }
 
 /// The whole local API as one router.

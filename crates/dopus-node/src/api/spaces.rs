@@ -11,6 +11,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use dopus_core::store::MessageId;
 use dopus_proto::space::{OpBody, Permissions, RoleId};
 use dopus_types::{ChannelId, SpaceId, UserId};
 use std::sync::Arc;
@@ -249,6 +250,20 @@ pub async fn messages(
     let limit = page.limit.unwrap_or(50).clamp(1, 200);
     Ok(Json(
         node.channel_messages(channel_id(&id)?, page.before, limit)
+            .await?,
+    ))
+}
+
+pub async fn read(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<dto::MarkRead>, JsonRejection>,
+) -> ApiResult<dto::Space> {
+    let req = body(payload)?;
+    let up_to = uuid::Uuid::parse_str(&req.up_to)
+        .map_err(|_| ApiError::bad_request("invalid message id"))?;
+    Ok(Json(
+        node.channel_read(channel_id(&id)?, MessageId(up_to))
             .await?,
     ))
 }

@@ -592,7 +592,7 @@ impl Actor {
                 resent: resent as u64,
             },
             Event::SpaceChanged(space) => dto::Event::Space {
-                space: Box::new(views::space(&self.machine, &space)),
+                space: Box::new(views::space(&self.machine, &self.store, &space)),
             },
             Event::Transfer(id) => match self.store.transfer(&id) {
                 Ok(Some(t)) => dto::Event::Transfer {

@@ -10,7 +10,7 @@ use dopus_types::{ChannelId, SpaceId, Timestamp};
 impl Node {
     /// `GET /spaces`.
     pub async fn spaces(&self) -> NodeResult<Vec<dto::Space>> {
-        self.read(|v| Ok(views::spaces(v.machine))).await
+        self.read(|v| Ok(views::spaces(v.machine, v.store))).await
     }
 
     /// `GET /spaces/{id}`.
@@ -19,7 +19,7 @@ impl Node {
             if v.machine.space(&id).is_none() && v.machine.join_state(&id).is_none() {
                 return Err(NodeError::NotFound("space"));
             }
-            Ok(views::space(v.machine, &id))
+            Ok(views::space(v.machine, v.store, &id))
         })
         .await
     }
@@ -31,7 +31,7 @@ impl Node {
                 .machine
                 .create_space(cx.now, cx.store, &name)
                 .map_err(|e| cx.command(e))?;
-            Ok(views::space(cx.machine, &id))
+            Ok(views::space(cx.machine, cx.store, &id))
         })
         .await
     }
@@ -75,7 +75,7 @@ impl Node {
                 .machine
                 .join_space(cx.now, cx.store, &code)
                 .map_err(|e| cx.command(e))?;
-            Ok(views::space(cx.machine, &id))
+            Ok(views::space(cx.machine, cx.store, &id))
         })
         .await
     }
@@ -86,7 +86,26 @@ impl Node {
             cx.machine
                 .space_op(cx.now, cx.store, id, body)
                 .map_err(|e| cx.command(e))?;
-            Ok(views::space(cx.machine, &id))
+            Ok(views::space(cx.machine, cx.store, &id))
+        })
+        .await
+    }
+
+    /// `POST /channels/{id}/read`: the space, with the channel's counts cleared.
+    pub async fn channel_read(
+        &self,
+        channel: ChannelId,
+        up_to: MessageId,
+    ) -> NodeResult<dto::Space> {
+        self.write(move |cx| {
+            let space = cx
+                .machine
+                .channel_space(&channel)
+                .ok_or(NodeError::NotFound("channel"))?;
+            cx.machine
+                .channel_mark_read(cx.store, channel, up_to)
+                .map_err(|e| cx.command(e))?;
+            Ok(views::space(cx.machine, cx.store, &space))
         })
         .await
     }

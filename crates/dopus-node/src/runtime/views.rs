@@ -305,16 +305,63 @@ pub fn signaling_state(s: dopus_core::machine::SignalingState) -> dto::Signaling
 }
 
 /// A space as the machine holds it (or our attempt to join it).
-pub fn space(machine: &NodeMachine, id: &dopus_types::SpaceId) -> dto::Space {
-    dto::Space::new(id, machine.space(id), machine.join_state(id), &machine.me())
+pub fn space(machine: &NodeMachine, store: &dyn Store, id: &dopus_types::SpaceId) -> dto::Space {
+    let me = machine.me();
+    let mut s = dto::Space::new(id, machine.space(id), machine.join_state(id), &me);
+    if let Some(state) = machine.space(id) {
+        for c in &mut s.channels {
+            if let Ok(channel) = dopus_types::ChannelId::parse(&c.id)
+                && c.kind == dto::SpaceChannelKind::Text
+            {
+                (c.unread, c.mentions) = channel_unread(store, state, &me, channel);
+            }
+        }
+    }
+    s
 }
 
+/// A channel's unread messages from others and how many of them mention us (both counted up
+/// to [`MAX_UNREAD_COUNTED`], newest arrivals first).
+fn channel_unread(
+    store: &dyn Store,
+    state: &dopus_core::space::SpaceState,
+    me: &dopus_types::UserId,
+    channel: dopus_types::ChannelId,
+) -> (u32, u32) {
+    let conversation = ConversationId::Channel(channel);
+    let last_read = store
+        .conversation(&conversation)
+        .ok()
+        .flatten()
+        .and_then(|c| c.last_read);
+    let page = store
+        .messages_arrived_before(&conversation, None, MAX_UNREAD_COUNTED)
+        .unwrap_or_default();
+    let (mut unread, mut mentions) = (0, 0);
+    for m in page {
+        if last_read.is_some_and(|r| m.seq <= r) {
+            break;
+        }
+        if m.sender == *me || m.deleted {
+            continue;
+        }
+        unread += 1;
+        if dopus_core::space::mentions::mentions_me(state, me, &m.sender, &m.body) {
+            mentions += 1;
+        }
+    }
+    (unread, mentions)
+}
+
+/// How many unread channel messages a space view counts at most.
+const MAX_UNREAD_COUNTED: usize = 100;
+
 /// Every space we hold or asked to join, by id.
-pub fn spaces(machine: &NodeMachine) -> Vec<dto::Space> {
+pub fn spaces(machine: &NodeMachine, store: &dyn Store) -> Vec<dto::Space> {
     let mut ids: std::collections::BTreeSet<dopus_types::SpaceId> =
         machine.spaces().map(|(id, _)| *id).collect();
     ids.extend(machine.joins().map(|(id, _)| *id));
-    ids.iter().map(|id| space(machine, id)).collect()
+    ids.iter().map(|id| space(machine, store, id)).collect()
 }
 
 #[cfg(test)]

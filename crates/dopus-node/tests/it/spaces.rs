@@ -30,6 +30,23 @@ fn texts(node: &TestNode, channel: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The id of the channel message with this text.
+fn message_id(node: &TestNode, channel: &str, text: &str) -> String {
+    let page = node.api().ok(
+        "GET",
+        &format!("/channels/{channel}/messages?limit=200"),
+        None,
+    );
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["body"] == text)
+        .and_then(|m| m["id"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
 fn space(node: &TestNode, id: &str) -> Value {
     node.api().ok("GET", &format!("/spaces/{id}"), None)
 }
@@ -232,6 +249,44 @@ async fn three_nodes_create_join_talk_catch_up_and_kick() {
     }
     let cli_page = carol.cli(&["channel", "messages", &general]).unwrap();
     assert_eq!(cli_page["messages"].as_array().map(Vec::len), Some(9));
+
+    // Mentions: alice names bob; bob's channel shows an unread mention, carol's only unread
+    // messages; reading the channel clears both.
+    let general_of = |s: &serde_json::Value| {
+        s["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == general.as_str())
+            .cloned()
+            .unwrap()
+    };
+    let mention = format!("look <@{}>", bob.user_id);
+    alice.cli(&["channel", "send", &general, &mention]).unwrap();
+    for (node, want) in [(&bob, 1), (&carol, 0)] {
+        let (api, sid) = (node.api().clone(), sid.clone());
+        eventually(WAIT, &format!("{} has the mention", node.name), || {
+            texts(node, &general)
+                .iter()
+                .any(|(_, b)| *b == mention)
+                .then_some(())
+        })
+        .await;
+        let c = general_of(&api.ok("GET", &format!("/spaces/{sid}"), None));
+        assert!(c["unread"].as_u64().unwrap_or(0) >= 1, "{c}");
+        assert_eq!(c["mentions"].as_u64(), Some(want), "{}: {c}", node.name);
+    }
+    let newest = message_id(&bob, &general, &mention);
+    let read = bob.api().ok(
+        "POST",
+        &format!("/channels/{general}/read"),
+        Some(serde_json::json!({ "up_to": newest })),
+    );
+    let c = general_of(&read);
+    assert_eq!(
+        (c["unread"].as_u64(), c["mentions"].as_u64()),
+        (Some(0), Some(0))
+    );
 
     // Carol goes offline; what is said meanwhile reaches her from the mailbox.
     carol.kill9();

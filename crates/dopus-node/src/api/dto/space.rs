@@ -140,6 +140,10 @@ pub struct SpaceChannel {
     pub can_view: bool,
     /// Whether we may send in it (text channels).
     pub can_send: bool,
+    /// Messages from others since we last read the channel (counted up to 100).
+    pub unread: u32,
+    /// Of those, the ones that mention us (by name, a role we hold, or `@everyone`).
+    pub mentions: u32,
 }
 
 /// A space as this node resolved it.
@@ -255,6 +259,8 @@ impl Space {
                     can_view: p.contains(Permissions::VIEW_CHANNEL),
                     can_send: c.kind == ChannelKind::Text
                         && p.contains(Permissions::VIEW_CHANNEL.union(Permissions::SEND_MESSAGES)),
+                    unread: 0,
+                    mentions: 0,
                 }
             })
             .collect();
