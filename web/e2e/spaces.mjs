@@ -129,8 +129,20 @@ async function main() {
     }
     await pa.screenshot({ path: join(SHOTS, "spaces-3-alice.png") });
     await pages.carol.screenshot({ path: join(SHOTS, "spaces-3-carol.png") });
+    // Alice (the owner) mentions everyone: bob and carol see the message highlighted; every page
+    // lists the three members.
+    await post(pa, "@everyone meeting at noon");
+    for (const n of ["bob", "carol"]) {
+      await visible(
+        channelMessages(pages[n]).locator('li[data-mention="true"]').getByText("meeting at noon"),
+        `${n}: the mention is highlighted`,
+        SLOW,
+      );
+      await visible(pages[n].getByTestId("space-members").locator(".space-member").nth(2), `${n}: three members listed`);
+    }
+    await pages.bob.screenshot({ path: join(SHOTS, "spaces-4-mention.png") });
     if (errors.length) fail(`uncaught page errors: ${errors.join("; ")}`);
-    log("PASS: three pages created, joined and talked in a space");
+    log("PASS: three pages created, joined, talked and mentioned in a space");
   } finally {
     if (browser) await browser.close().catch(() => {});
     killAll();

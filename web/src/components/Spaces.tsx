@@ -277,7 +277,18 @@ export function Spaces({ onClose }: { onClose(): void }) {
             )}
             {space.invites.length > 0 && space.membership === "member" && (
               <details className="spaces-invites">
-                <summary>Invites ({space.invites.filter((i) => !i.revoked).length} active)</summary>
+                <summary>
+                  Invites (
+                  {
+                    space.invites.filter(
+                      (i) =>
+                        !i.revoked &&
+                        (i.expires_at === null || i.expires_at >= Date.now()) &&
+                        (i.max_uses === null || i.uses < i.max_uses),
+                    ).length
+                  }{" "}
+                  active)
+                </summary>
                 <ul>
                   {space.invites.map((i) => {
                     const expired = i.expires_at !== null && i.expires_at < Date.now();
@@ -393,7 +404,7 @@ export function Spaces({ onClose }: { onClose(): void }) {
               const presence = m.user_id === me ? (state.me?.status ?? "online") : (state.contacts[m.user_id]?.presence ?? "offline");
               return (
                 <li key={m.user_id} className="space-member" title={m.user_id}>
-                  <span className={`presence-dot ${presence}`} aria-label={presence} />
+                  <span className={`member-presence ${presence}`} aria-label={presence} />
                   <span style={{ color: colorText(role?.color ?? 0) }}>{nameOf(m.user_id)}</span>
                   {m.owner && <span className="muted small"> owner</span>}
                   {role && <span className="muted small"> {role.name}</span>}
