@@ -179,12 +179,60 @@ pub enum SpaceCommand {
         /// Their user ID.
         user_id: String,
     },
+    /// Hand the space to another member (the owner only).
+    Transfer {
+        /// The space id.
+        space: String,
+        /// The new owner's user ID.
+        user_id: String,
+    },
+    /// Roles: create one, give it to a member or take it away.
+    #[command(subcommand)]
+    Role(RoleCommand),
     /// Remove a member and refuse them until unbanned.
     Ban {
         /// The space id.
         space: String,
         /// Their user ID.
         user_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Create a role.
+    Create {
+        /// The space id.
+        space: String,
+        /// Its name.
+        name: String,
+        /// Its rank (higher is more powerful; below your own top role).
+        #[arg(long, default_value_t = 1)]
+        position: u32,
+        /// What it grants, comma-separated (kick,ban,manage_roles,…).
+        #[arg(long, value_delimiter = ',')]
+        permissions: Vec<String>,
+        /// Its colour, as RRGGBB hex.
+        #[arg(long)]
+        color: Option<String>,
+    },
+    /// Give a member a role.
+    Assign {
+        /// The space id.
+        space: String,
+        /// The member's user ID.
+        user_id: String,
+        /// The role id (32 hex digits, from `space show --json`).
+        role: String,
+    },
+    /// Take a role from a member.
+    Revoke {
+        /// The space id.
+        space: String,
+        /// The member's user ID.
+        user_id: String,
+        /// The role id.
+        role: String,
     },
 }
 

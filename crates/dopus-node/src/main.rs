@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use dopus_node::cli::{
-    ChannelCommand, Cli, Command, ContactsCommand, IdCommand, SpaceCommand, TransferCommand, UpArgs,
+    ChannelCommand, Cli, Command, ContactsCommand, IdCommand, RoleCommand, SpaceCommand,
+    TransferCommand, UpArgs,
 };
 use dopus_node::client::ApiClient;
 use dopus_node::output::Output;
@@ -137,6 +138,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     expires,
                 } => rs::invite(&api, out, &space, max_uses, expires.as_deref()),
                 SpaceCommand::Invites { space } => rs::invites(&api, out, &space),
+                SpaceCommand::Transfer { space, user_id } => {
+                    rs::transfer(&api, out, &space, &user_id)
+                }
+                SpaceCommand::Role(RoleCommand::Create {
+                    space,
+                    name,
+                    position,
+                    permissions,
+                    color,
+                }) => rs::role_create(
+                    &api,
+                    out,
+                    &space,
+                    &name,
+                    position,
+                    &permissions,
+                    color.as_deref(),
+                ),
+                SpaceCommand::Role(RoleCommand::Assign {
+                    space,
+                    user_id,
+                    role,
+                }) => rs::role_member(&api, out, "PUT", &space, &user_id, &role),
+                SpaceCommand::Role(RoleCommand::Revoke {
+                    space,
+                    user_id,
+                    role,
+                }) => rs::role_member(&api, out, "DELETE", &space, &user_id, &role),
                 SpaceCommand::Revoke { space, invite_id } => {
                     rs::revoke(&api, out, &space, &invite_id)
                 }

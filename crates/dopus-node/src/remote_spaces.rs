@@ -240,6 +240,70 @@ pub fn member_action(
     Ok(())
 }
 
+/// `space transfer SPACE USER`.
+pub fn transfer(api: &ApiClient, out: Output, id: &str, member: &str) -> anyhow::Result<()> {
+    let s = api.send(
+        "POST",
+        &format!("/api/v1/spaces/{}/transfer", space_id(id)?),
+        &json!({ "user_id": user(member)?.to_string() }),
+    )?;
+    out.print(&s, space_text);
+    Ok(())
+}
+
+/// `space role create SPACE NAME [--position N] [--permissions a,b] [--color RRGGBB]`.
+pub fn role_create(
+    api: &ApiClient,
+    out: Output,
+    id: &str,
+    name: &str,
+    position: u32,
+    permissions: &[String],
+    color: Option<&str>,
+) -> anyhow::Result<()> {
+    let color = color
+        .map(|c| {
+            u32::from_str_radix(c.trim_start_matches('#'), 16)
+                .ok()
+                .filter(|v| *v <= 0xff_ff_ff)
+                .with_context(|| format!("{c:?} is not a colour (RRGGBB hex)"))
+        })
+        .transpose()?;
+    let s = api.send(
+        "POST",
+        &format!("/api/v1/spaces/{}/roles", space_id(id)?),
+        &json!({ "name": name, "position": position, "permissions": permissions, "color": color }),
+    )?;
+    out.print(&s, space_text);
+    Ok(())
+}
+
+/// `space role assign|revoke SPACE USER ROLE`.
+pub fn role_member(
+    api: &ApiClient,
+    out: Output,
+    method: &str,
+    id: &str,
+    member: &str,
+    role: &str,
+) -> anyhow::Result<()> {
+    let role = role.trim();
+    if role.len() != 32 || !role.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{role:?} is not a role id (32 hex digits: see `space show --json`)");
+    }
+    let s = api.send(
+        method,
+        &format!(
+            "/api/v1/spaces/{}/members/{}/roles/{role}",
+            space_id(id)?,
+            user(member)?
+        ),
+        &json!({}),
+    )?;
+    out.print(&s, space_text);
+    Ok(())
+}
+
 /// `channel create SPACE NAME [--voice]`.
 pub fn channel_create(
     api: &ApiClient,

@@ -634,6 +634,10 @@ can_view: boolean,
  */
 can_send: boolean, 
 /**
+ * Its permission overwrites (a category's apply to its channels first).
+ */
+overwrites: Array<ChannelOverwrite>, 
+/**
  * Messages from others since we last read the channel (counted up to 100).
  */
 unread: number, 
@@ -666,6 +670,10 @@ name: string,
  * Its description.
  */
 description: string, 
+/**
+ * Whether new members get the history sent before they joined.
+ */
+share_history: boolean, 
 /**
  * The owner (`null` until the log arrives).
  */
@@ -738,6 +746,54 @@ expires_at: Timestamp | null,
  * Whether it was revoked.
  */
 revoked: boolean, };
+
+/**
+ * A channel's permission overwrite for a role (`role`) or a member (`user_id`): exactly one
+ * of them.
+ */
+export type ChannelOverwrite = { 
+/**
+ * The role (32 hex digits; all zeros is `@everyone`).
+ */
+role?: string | null, 
+/**
+ * The member.
+ */
+user_id?: string | null, 
+/**
+ * Permissions granted in the channel.
+ */
+allow: Array<string>, 
+/**
+ * Permissions taken away in the channel.
+ */
+deny: Array<string>, };
+
+/**
+ * `PATCH /spaces/{id}`: the space's settings (only the fields present change).
+ */
+export type SpacePatch = { 
+/**
+ * New name.
+ */
+name?: string | null, 
+/**
+ * New description (empty clears it).
+ */
+description?: string | null, 
+/**
+ * Whether new members get the history sent before they joined.
+ */
+share_history?: boolean | null, };
+
+/**
+ * `POST /spaces/{id}/transfer`: hands the space to another member.
+ */
+export type TransferSpace = { 
+/**
+ * The new owner.
+ */
+user_id: string, };
 
 /**
  * Which way a file goes.
@@ -1286,7 +1342,11 @@ name?: string | null,
 /**
  * New topic.
  */
-topic?: string | null, };
+topic?: string | null, 
+/**
+ * The channel's whole list of overwrites (replaces the old one).
+ */
+overwrites?: Array<ChannelOverwrite> | null, };
 
 /**
  * `POST /spaces/{id}/roles`.

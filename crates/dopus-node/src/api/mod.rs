@@ -30,7 +30,8 @@ fn spaces_routes() -> Router<Arc<Node>> {
     Router::new()
         .route("/spaces", get(spaces::list).post(spaces::create))
         .route("/spaces/join", post(spaces::join))
-        .route("/spaces/{id}", get(spaces::show))
+        .route("/spaces/{id}", get(spaces::show).patch(spaces::update))
+        .route("/spaces/{id}/transfer", post(spaces::transfer))
         .route("/spaces/{id}/invites", post(spaces::invite))
         .route(
             "/spaces/{id}/invites/{invite_id}",

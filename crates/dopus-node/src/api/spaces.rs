@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dopus_core::store::MessageId;
-use dopus_proto::space::{OpBody, Permissions, RoleId};
+use dopus_proto::space::{OpBody, Overwrite, OverwriteTarget, Permissions, RoleId};
 use dopus_types::{ChannelId, SpaceId, UserId};
 use std::sync::Arc;
 
@@ -45,6 +45,27 @@ fn permissions(names: &[String]) -> Result<Permissions, ApiError> {
             .map(|one| p.union(one))
             .ok_or_else(|| ApiError::bad_request(format!("unknown permission: {n:.40}")))
     })
+}
+
+fn overwrites(list: &[dto::ChannelOverwrite]) -> Result<Vec<Overwrite>, ApiError> {
+    list.iter()
+        .map(|o| {
+            let target = match (&o.role, &o.user_id) {
+                (Some(r), None) => OverwriteTarget::Role(role_id(r)?),
+                (None, Some(u)) => OverwriteTarget::Member(user(u)?),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "an overwrite names exactly one of role and user_id",
+                    ));
+                }
+            };
+            Ok(Overwrite {
+                target,
+                allow: permissions(&o.allow)?,
+                deny: permissions(&o.deny)?,
+            })
+        })
+        .collect()
 }
 
 fn created<T: serde::Serialize>(v: T) -> Response {
@@ -101,6 +122,32 @@ pub async fn join(
         Json(node.join_space(req.invite).await?),
     )
         .into_response())
+}
+
+pub async fn update(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<dto::SpacePatch>, JsonRejection>,
+) -> ApiResult<dto::Space> {
+    let req = body(payload)?;
+    let body = OpBody::Update {
+        name: req.name,
+        description: req.description,
+        share_history: req.share_history,
+    };
+    Ok(Json(node.space_op(space_id(&id)?, body).await?))
+}
+
+pub async fn transfer(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<dto::TransferSpace>, JsonRejection>,
+) -> ApiResult<dto::Space> {
+    let req = body(payload)?;
+    let body = OpBody::TransferOwnership {
+        to: user(&req.user_id)?,
+    };
+    Ok(Json(node.space_op(space_id(&id)?, body).await?))
 }
 
 pub async fn leave(State(node): N, Path(id): Path<String>) -> ApiResult<dto::Space> {
@@ -227,7 +274,7 @@ pub async fn update_channel(
         channel: channel_id(&channel)?,
         name: req.name,
         topic: req.topic,
-        overwrites: None,
+        overwrites: req.overwrites.as_deref().map(overwrites).transpose()?,
     };
     Ok(Json(node.space_op(space_id(&id)?, body).await?))
 }

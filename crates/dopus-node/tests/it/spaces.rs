@@ -132,6 +132,46 @@ async fn three_nodes_create_join_talk_catch_up_and_kick() {
         .expect_err("a used-up code is refused");
     assert!(err.contains("used as many times"), "{err}");
 
+    // Roles from the CLI: alice makes "mods" (may kick, green) and gives it to bob.
+    let made = alice
+        .cli(&[
+            "space",
+            "role",
+            "create",
+            &sid,
+            "mods",
+            "--permissions",
+            "kick,manage_messages",
+            "--color",
+            "3aa55d",
+        ])
+        .unwrap();
+    let mods = made["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "mods")
+        .expect("the role")
+        .clone();
+    assert_eq!(mods["color"], 0x3a_a5_5d);
+    let mods_id = mods["id"].as_str().unwrap().to_owned();
+    let given = alice
+        .cli(&["space", "role", "assign", &sid, &bob.user_id, &mods_id])
+        .unwrap();
+    assert!(
+        given["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["user_id"] == bob.user_id.as_str()
+                && m["roles"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| *r == mods_id.as_str())),
+        "{given}"
+    );
+
     // A revoked code and an expired code are refused with a reason.
     let inv = alice.cli(&["space", "invite", &sid]).unwrap();
     let invite_id = inv["invite_id"].as_str().unwrap().to_owned();
@@ -343,6 +383,52 @@ async fn three_nodes_create_join_talk_catch_up_and_kick() {
         .cli(&["channel", "send", &general, "let me back"])
         .expect_err("a kicked member cannot post");
     assert!(!err.is_empty());
+
+    // A channel overwrite: @everyone may no longer post in #general; bob's view says so and
+    // his node refuses to send. Then alice hands the space to bob, who may post again as owner.
+    let everyone = "0".repeat(32);
+    let patched = alice.api().ok(
+        "PATCH",
+        &format!("/spaces/{sid}/channels/{general}"),
+        Some(serde_json::json!({
+            "overwrites": [{ "role": everyone, "deny": ["send_messages"] }]
+        })),
+    );
+    assert!(
+        patched["channels"].as_array().unwrap().iter().any(
+            |c| c["id"] == general.as_str() && c["overwrites"][0]["deny"][0] == "send_messages"
+        ),
+        "{patched}"
+    );
+    {
+        let (api, sid, general) = (bob.api().clone(), sid.clone(), general.clone());
+        eventually(WAIT, "bob may no longer post in #general", || {
+            let s = api.ok("GET", &format!("/spaces/{sid}"), None);
+            s["channels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["id"] == general.as_str() && c["can_send"] == false)
+                .then_some(())
+        })
+        .await;
+    }
+    bob.cli(&["channel", "send", &general, "muted"])
+        .expect_err("the overwrite stops bob");
+    let moved = alice
+        .cli(&["space", "transfer", &sid, &bob.user_id])
+        .unwrap();
+    assert_eq!(moved["owner"], bob.user_id.as_str());
+    {
+        let (api, sid, owner) = (bob.api().clone(), sid.clone(), bob.user_id.clone());
+        eventually(WAIT, "bob owns the space", || {
+            let s = api.ok("GET", &format!("/spaces/{sid}"), None);
+            (s["owner"] == owner.as_str()).then_some(())
+        })
+        .await;
+    }
+    bob.cli(&["channel", "send", &general, "the owner speaks"])
+        .expect("the owner may post whatever the overwrites say");
 
     // The server never saw a name or a message in the clear.
     for needle in [

@@ -4,7 +4,7 @@
 use super::{Timestamp, UserId};
 use dopus_core::machine::JoinState;
 use dopus_core::space::SpaceState;
-use dopus_proto::space::{ChannelKind, OpId, Permissions, RoleId};
+use dopus_proto::space::{ChannelKind, OpId, Overwrite, OverwriteTarget, Permissions, RoleId};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
@@ -140,6 +140,8 @@ pub struct SpaceChannel {
     pub can_view: bool,
     /// Whether we may send in it (text channels).
     pub can_send: bool,
+    /// Its permission overwrites (a category's apply to its channels first).
+    pub overwrites: Vec<ChannelOverwrite>,
     /// Messages from others since we last read the channel (counted up to 100).
     pub unread: u32,
     /// Of those, the ones that mention us (by name, a role we hold, or `@everyone`).
@@ -159,6 +161,8 @@ pub struct Space {
     pub name: String,
     /// Its description.
     pub description: String,
+    /// Whether new members get the history sent before they joined.
+    pub share_history: bool,
     /// The owner (`null` until the log arrives).
     pub owner: Option<UserId>,
     /// Our permissions across the space.
@@ -215,6 +219,7 @@ impl Space {
                 refusal,
                 name: String::new(),
                 description: String::new(),
+                share_history: false,
                 owner: None,
                 permissions: Vec::new(),
                 members: Vec::new(),
@@ -259,6 +264,12 @@ impl Space {
                     can_view: p.contains(Permissions::VIEW_CHANNEL),
                     can_send: c.kind == ChannelKind::Text
                         && p.contains(Permissions::VIEW_CHANNEL.union(Permissions::SEND_MESSAGES)),
+                    overwrites: c
+                        .overwrites
+                        .get()
+                        .iter()
+                        .map(ChannelOverwrite::from)
+                        .collect(),
                     unread: 0,
                     mentions: 0,
                 }
@@ -270,6 +281,7 @@ impl Space {
             refusal,
             name: s.name().to_owned(),
             description: s.description().to_owned(),
+            share_history: s.share_history(),
             owner: Some((&owner).into()),
             permissions: permission_names(s.base_permissions(me)),
             members,
@@ -351,6 +363,59 @@ pub struct ChannelPatch {
     pub name: Option<String>,
     /// New topic.
     pub topic: Option<String>,
+    /// The channel's whole list of overwrites (replaces the old one).
+    pub overwrites: Option<Vec<ChannelOverwrite>>,
+}
+
+/// A channel's permission overwrite for a role (`role`) or a member (`user_id`): exactly one
+/// of them.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, TS)]
+#[ts(optional_fields = nullable)]
+pub struct ChannelOverwrite {
+    /// The role (32 hex digits; all zeros is `@everyone`).
+    pub role: Option<String>,
+    /// The member.
+    pub user_id: Option<String>,
+    /// Permissions granted in the channel.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Permissions taken away in the channel.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+impl From<&Overwrite> for ChannelOverwrite {
+    fn from(o: &Overwrite) -> Self {
+        let (role, user_id) = match &o.target {
+            OverwriteTarget::Role(r) => (Some(role_id_text(r)), None),
+            OverwriteTarget::Member(u) => (None, Some(u.to_string())),
+        };
+        Self {
+            role,
+            user_id,
+            allow: permission_names(o.allow),
+            deny: permission_names(o.deny),
+        }
+    }
+}
+
+/// `PATCH /spaces/{id}`: the space's settings (only the fields present change).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, TS)]
+#[ts(optional_fields = nullable)]
+pub struct SpacePatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New description (empty clears it).
+    pub description: Option<String>,
+    /// Whether new members get the history sent before they joined.
+    pub share_history: Option<bool>,
+}
+
+/// `POST /spaces/{id}/transfer`: hands the space to another member.
+#[derive(Clone, Debug, Deserialize, Serialize, TS)]
+pub struct TransferSpace {
+    /// The new owner.
+    pub user_id: String,
 }
 
 /// `POST /spaces/{id}/roles`.

@@ -89,6 +89,9 @@ pub fn render() -> String {
         Space,
         SpaceInvite,
         SpaceInviteInfo,
+        ChannelOverwrite,
+        SpacePatch,
+        TransferSpace,
         // files
         TransferDirection,
         TransferState,
