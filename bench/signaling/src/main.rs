@@ -85,6 +85,10 @@ struct Args {
     /// Many-connections shape: one relay in this many is stored for an offline user (0: none).
     #[arg(long, default_value_t = 100)]
     mailbox_every: u64,
+    /// Run the server child under this command (split at spaces), e.g.
+    /// `"valgrind --tool=massif --massif-out-file=/tmp/massif.out"` for a heap profile.
+    #[arg(long)]
+    server_wrap: Option<String>,
     /// Instead of the relay runs: flood the server with malformed frames for this many seconds
     /// and report its memory (0: off).
     #[arg(long, default_value_t = 0)]
@@ -238,7 +242,16 @@ impl ServerChild {
 }
 
 fn spawn_server(args: &Args) -> anyhow::Result<ServerChild> {
-    let mut command = Command::new(std::env::current_exe()?);
+    let exe = std::env::current_exe()?;
+    let mut wrap = args.server_wrap.as_deref().unwrap_or("").split_whitespace();
+    let mut command = match wrap.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(wrap).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
     command
         .args(["--serve", "127.0.0.1:0"])
         .arg(format!("--server-threads={}", args.server_threads));

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use dopus_proto::signaling::{VERSION_PARAM, WS_PATH, negotiate_version};
+use futures_util::future::Either;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +21,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+/// Bytes a connection reads at a time.
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// Bytes of frames a connection buffers before writing even without a flush.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
@@ -115,7 +119,10 @@ async fn ws_handler(
     // `frame_too_large` answer and the connection goes on.
     let hard_limit = (limits.max_frame_bytes * 4).max(256 * 1024);
     upgrade
-        .read_buffer_size(1024)
+        // What every connection keeps. Not smaller: tungstenite reserves a frame's whole length
+        // on top of what it has already read, so with 512 bytes a login (about 300) already
+        // reallocates the buffer to about 1 KiB (seen in a heap profile).
+        .read_buffer_size(READ_BUFFER_BYTES)
         // Frames are buffered until the connection task flushes (once per burst of answers or
         // deliveries) or this many bytes wait, so a burst costs one `write` instead of one per
         // frame. The buffer grows only while frames wait: an idle connection keeps none of it.
@@ -123,21 +130,19 @@ async fn ws_handler(
         .max_write_buffer_size(hard_limit * 4)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| async move {
-            let _slot = slot;
-            match version {
-                Some(v) => {
-                    let hub = slot_hub(&_slot);
-                    let shutdown = _slot.state.shutdown.clone();
-                    connection::run(socket, hub, v, shutdown).await;
-                }
-                None => connection::refuse_version(socket).await,
+        // The connection's future is built here and boxed, not wrapped in another `async`
+        // block: a wrapper would keep a second copy of the socket in every connection's task.
+        .on_upgrade(move |socket| match version {
+            Some(v) => {
+                let hub = slot.state.hub.clone();
+                let shutdown = slot.state.shutdown.clone();
+                Either::Left(Box::pin(connection::run(socket, hub, v, shutdown, slot)))
             }
+            None => Either::Right(Box::pin(async move {
+                let _slot = slot;
+                connection::refuse_version(socket).await;
+            })),
         })
-}
-
-fn slot_hub(slot: &ConnectionSlot) -> Arc<Hub> {
-    slot.state.hub.clone()
 }
 
 /// Accepts TCP connections until `shutdown`, each served by hyper (HTTP/1.1 with upgrades).

@@ -44,6 +44,9 @@ impl PresenceStore for MemoryPresence {
             match state.devices.iter_mut().find(|(d, _)| *d == device) {
                 Some((_, old)) => Some(std::mem::replace(old, entry)),
                 None => {
+                    // Most users have one device online: room for exactly one (a first `push`
+                    // would make room for four).
+                    state.devices.reserve_exact(1);
                     state.devices.push((device, entry));
                     None
                 }
