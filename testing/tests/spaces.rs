@@ -78,6 +78,13 @@ fn a_store_that_loses_channel_messages_is_caught() {
 }
 
 #[test]
+fn a_space_of_twelve_members() {
+    let o = passes(12, 12);
+    assert!(o.members >= 6, "only {} members", o.members);
+}
+
+#[test]
+#[ignore = "slow in debug builds on a loaded machine (30 s to 2 min); run with --ignored"]
 fn a_space_of_twenty_members() {
     let o = passes(20, 20);
     if std::env::var_os("DOPUS_SIM_TRACE_ALL").is_some() {
@@ -102,4 +109,13 @@ fn a_space_of_twenty_members() {
 fn a_space_of_fifty_members() {
     let o = passes(50, 50);
     assert!(o.members >= 25, "only {} members", o.members);
+}
+
+#[test]
+fn the_delivery_bench_runs_on_a_small_space() {
+    let r = spaces::delivery_bench(3, 4, 3).unwrap();
+    assert_eq!(r.members, 4);
+    assert_eq!(r.messages, 3);
+    assert_eq!(r.complete, 3, "{r:?}");
+    assert!(r.bytes_per_message > 0.0);
 }

@@ -490,6 +490,10 @@ pub struct Sim {
     pub events: u64,
     actions_pending: u64,
     space: spaces::SpaceOracle,
+    /// Envelopes every node handed to the network (direct or through the server).
+    pub envelopes_out: u64,
+    /// Their bytes.
+    pub bytes_out: u64,
 }
 
 impl std::fmt::Debug for Sim {
@@ -538,6 +542,8 @@ impl Sim {
             events: 0,
             actions_pending: 0,
             space: spaces::SpaceOracle::default(),
+            envelopes_out: 0,
+            bytes_out: 0,
         };
         for i in 0..nodes {
             let node = make_node(seed, i);
@@ -1310,6 +1316,12 @@ impl Sim {
     }
 
     fn transmit(&mut self, n: usize, t: Transmit) {
+        self.envelopes_out += t.envelopes.len() as u64;
+        self.bytes_out += t
+            .envelopes
+            .iter()
+            .map(|e| e.bytes.len() as u64)
+            .sum::<u64>();
         let p = self.by_user.get(&t.peer).copied();
         let ids: Vec<String> = t
             .envelopes
@@ -1613,6 +1625,7 @@ impl Sim {
                     self.trace(format!("sent {} {}", self.nodes[n].name, m.id));
                 } else {
                     self.trace(format!("shown {} {}", self.nodes[n].name, m.id));
+                    self.space_shown(m.id);
                     if !self.nodes[n].shown.insert(m.id) {
                         let name = self.nodes[n].name.clone();
                         self.fail(format!("{name} showed message {} twice", m.id));

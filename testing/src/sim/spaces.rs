@@ -60,12 +60,15 @@ pub(super) struct ChannelSent {
     session: String,
     index: u32,
     audience: BTreeSet<UserId>,
+    at: u64,
 }
 
 /// The oracle's record of the space.
 #[derive(Debug, Default)]
 pub(super) struct SpaceOracle {
     sent: BTreeMap<MessageId, ChannelSent>,
+    /// When each channel message was last shown by a receiver (virtual ms), and by how many.
+    shown: BTreeMap<MessageId, (u64, usize)>,
 }
 
 /// The one space `m` is a member of.
@@ -310,6 +313,7 @@ impl Sim {
                         session,
                         index,
                         audience: audience.into_iter().collect(),
+                        at: self.now,
                     },
                 );
             }
@@ -328,6 +332,15 @@ impl Sim {
                 format!("{}: {state:?}", n.name)
             })
             .collect()
+    }
+
+    /// A receiver showed message `id` (the benchmark's delivery times).
+    pub(super) fn space_shown(&mut self, id: MessageId) {
+        if self.space.sent.contains_key(&id) {
+            let e = self.space.shown.entry(id).or_insert((0, 0));
+            e.0 = self.now;
+            e.1 += 1;
+        }
     }
 
     /// Channel messages sent so far.
@@ -674,4 +687,118 @@ pub fn run_with(seed: u64, nodes: usize, switch: Option<super::FaultSwitch>) -> 
         joins: sim.join_report(),
         tail: sim.tail.iter().cloned().collect(),
     }
+}
+
+/// What [`delivery_bench`] measured.
+#[derive(Debug, Clone)]
+pub struct DeliveryReport {
+    /// Members of the space.
+    pub members: usize,
+    /// Messages measured.
+    pub messages: usize,
+    /// Virtual ms from sending until the last member showed it: median and worst.
+    pub reach_all_ms: (u64, u64),
+    /// Messages that reached every other member.
+    pub complete: usize,
+    /// Envelopes and bytes all nodes handed to the network per message (the message, its
+    /// receipts and anything else the phase caused), averaged.
+    pub envelopes_per_message: f64,
+    /// Bytes per message.
+    pub bytes_per_message: f64,
+    /// Wall-clock ms of the measured phase (every node's work on one thread).
+    pub wall_ms: u128,
+    /// Wall-clock ms of the set-up (create, joins, a first message from everyone: Olm
+    /// sessions and Megolm keys).
+    pub setup_ms: u128,
+}
+
+/// Builds a space of `nodes` members in the simulated network (no faults, 5 to 40 ms per
+/// hop), lets everyone speak once (sessions and keys), then sends `messages` channel messages
+/// from random members one second apart and measures how long each takes to reach every member
+/// (virtual time), what the network carried per message, and the wall time it all took.
+pub fn delivery_bench(seed: u64, nodes: usize, messages: usize) -> Result<DeliveryReport, String> {
+    let started = std::time::Instant::now();
+    let nodes = nodes.max(2);
+    let mut rng = Rng::new(seed);
+    let mut sim = Sim::new(seed, nodes, Faults::default());
+    sim.keep_tail = false;
+    sim.start_all();
+    sim.schedule(500, Action::Cmd(0, Cmd::SpaceCreate));
+    for j in 1..nodes {
+        sim.schedule(
+            1_000 + 50 * j as u64,
+            Action::Cmd(
+                0,
+                Cmd::SpaceInvite {
+                    joiner: j,
+                    tries: 10,
+                },
+            ),
+        );
+    }
+    let limit = super::scenario::QUIET_LIMIT_MS;
+    sim.schedule(2_000 + 50 * nodes as u64, Action::Heal);
+    sim.run_until_quiet(limit);
+    let joined = sim.space_members().len();
+    if joined != nodes {
+        return Err(format!("only {joined} of {nodes} joined"));
+    }
+    let t = sim.now + 1_000;
+    for n in 0..nodes {
+        sim.schedule(
+            t + 20 * n as u64,
+            Action::Cmd(n, Cmd::ChannelSend { count: 1 }),
+        );
+    }
+    sim.run_until_quiet(sim.now + limit);
+    let setup_ms = started.elapsed().as_millis();
+    let (env0, bytes0) = (sim.envelopes_out, sim.bytes_out);
+    let phase = std::time::Instant::now();
+    let t = sim.now + 1_000;
+    for k in 0..messages {
+        let n = rng.below(nodes as u64) as usize;
+        sim.schedule(
+            t + 1_000 * k as u64,
+            Action::Cmd(n, Cmd::ChannelSend { count: 1 }),
+        );
+    }
+    sim.run_until_quiet(sim.now + limit + 1_000 * messages as u64);
+    let wall_ms = phase.elapsed().as_millis();
+    let failures = sim.check();
+    if !failures.is_empty() {
+        return Err(failures.join("\n"));
+    }
+    let measured: Vec<(MessageId, u64)> =
+        sim.space.sent.iter().map(|(id, s)| (*id, s.at)).collect();
+    let mut reach: Vec<u64> = Vec::new();
+    let mut complete = 0;
+    let mut count = 0;
+    for (id, at) in measured {
+        // Skip the warm-up messages (sent before the measured phase).
+        if at < t {
+            continue;
+        }
+        count += 1;
+        if let Some(&(last, receivers)) = sim.space.shown.get(&id)
+            && receivers + 1 >= nodes
+        {
+            complete += 1;
+            reach.push(last.saturating_sub(at));
+        }
+    }
+    reach.sort_unstable();
+    let per = count.max(1) as f64;
+    Ok(DeliveryReport {
+        members: nodes,
+        messages: count,
+        reach_all_ms: (
+            reach.get(reach.len() / 2).copied().unwrap_or(0),
+            reach.last().copied().unwrap_or(0),
+        ),
+        complete,
+        envelopes_per_message: (sim.envelopes_out - env0) as f64 / per,
+        bytes_per_message: (sim.bytes_out - bytes0) as f64 / per,
+        wall_ms,
+        setup_ms,
+    })
 }
