@@ -238,6 +238,8 @@ async function main() {
     if (!rec || rec.state !== "paused") fail(`bob's node does not hold the transfer paused: ${JSON.stringify(rec)}`);
     if (rec.state === "done") fail("the transfer finished before it could be paused");
     await shot(pb, "files-3-paused");
+    // Alice's side stops claiming a rate: with nothing asked of it, her upload waits again.
+    await waitFor("alice: her upload waits while bob is paused", async () => (await stateOf(pa, "holiday.png")).startsWith("Waiting"), T, 100);
     await pb.getByRole("button", { name: "Resume holiday.png" }).click();
     await waitFor("bob: done", async () => (await stateOf(pb, "holiday.png")) === "Done", SLOW, 200);
 

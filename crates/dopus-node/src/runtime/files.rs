@@ -51,6 +51,10 @@ pub fn live_progress(blobs: &std::path::Path) -> LiveProgress {
     all.entry(blobs.to_path_buf()).or_default().clone()
 }
 
+/// An upload with nothing served for this long shows as waiting again (the receiver paused,
+/// or is busy elsewhere), rather than a stale rate.
+const UPLOAD_IDLE_MS: u64 = 3_000;
+
 /// Longest sleep of the file thread with nothing to do.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 
@@ -221,6 +225,7 @@ pub fn start(
         next_holder: 1,
         outgoing: BTreeMap::new(),
         uploads: BTreeMap::new(),
+        last_served: BTreeMap::new(),
         incoming: BTreeMap::new(),
         done: BTreeSet::new(),
         live: live_progress(&dir_for_live),
@@ -248,6 +253,8 @@ struct FileTask {
     outgoing: BTreeMap<TransferId, (FileTransfer, UserId)>,
     /// The progress of each outgoing transfer being served (sender-side states and events).
     uploads: BTreeMap<TransferId, Upload>,
+    /// When each upload last had an answer go out.
+    last_served: BTreeMap<TransferId, Timestamp>,
     /// Incoming transfers being fetched.
     incoming: BTreeMap<TransferId, FileTransfer>,
     /// Downloads already reported done.
@@ -348,6 +355,7 @@ impl FileTask {
             TransferRequest::Control { id, action } => self.control(now, id, action),
             TransferRequest::Finished { id } => {
                 self.uploads.remove(&id);
+                self.last_served.remove(&id);
                 if let Some((t, _)) = self.outgoing.remove(&id) {
                     self.node.library_mut().remove(t.blob());
                     self.forget_upload_copy(&t);
@@ -443,6 +451,7 @@ impl FileTask {
                     self.node.library_mut().remove(t.blob());
                     if action == TransferAction::Cancel {
                         self.uploads.remove(&id);
+                        self.last_served.remove(&id);
                         self.forget_upload_copy(&t);
                     } else if let Some(u) = self.uploads.get_mut(&id) {
                         // The machine stored the pause; the meter restarts from here.
@@ -512,9 +521,12 @@ impl FileTask {
                     let id = self.outgoing.iter().find_map(|(id, (t, to))| {
                         (t.blob() == &blob && Some(*to) == peer).then_some(*id)
                     });
-                    if let Some(u) = id.and_then(|id| self.uploads.get_mut(&id)) {
+                    if let Some(id) = id
+                        && let Some(u) = self.uploads.get_mut(&id)
+                    {
                         u.serving(now, 1);
                         u.on_served(now, &groups);
+                        self.last_served.insert(id, now);
                     }
                 }
                 NodeOutput::Event(e) => {
@@ -553,7 +565,10 @@ impl FileTask {
                     .holders
                     .get(peer)
                     .is_some_and(|h| self.node.connected(*h));
-                if !connected {
+                let idle = self.last_served.get(id).is_none_or(|t| {
+                    now.as_millis().saturating_sub(t.as_millis()) >= UPLOAD_IDLE_MS
+                });
+                if !connected || idle {
                     u.serving(now, 0);
                 }
             }
