@@ -358,7 +358,7 @@ impl FileTask {
                 self.last_served.remove(&id);
                 if let Some((t, _)) = self.outgoing.remove(&id) {
                     self.node.library_mut().remove(t.blob());
-                    self.forget_upload_copy(&t);
+                    self.forget_upload_copy(&t, true);
                 }
             }
         }
@@ -452,7 +452,7 @@ impl FileTask {
                     if action == TransferAction::Cancel {
                         self.uploads.remove(&id);
                         self.last_served.remove(&id);
-                        self.forget_upload_copy(&t);
+                        self.forget_upload_copy(&t, false);
                     } else if let Some(u) = self.uploads.get_mut(&id) {
                         // The machine stored the pause; the meter restarts from here.
                         *u = Upload::new(id, t.manifest.size, TransferState::Paused, None);
@@ -474,19 +474,39 @@ impl FileTask {
         }
     }
 
-    /// Removes the node's copy of a file the UI handed over (`upload_dir`), once its
-    /// transfer ended: nothing else refers to it.
-    fn forget_upload_copy(&self, t: &FileTransfer) {
+    /// Removes the node's plaintext copy of a file the UI handed over (`upload_dir`) once its
+    /// transfer ended. A delivered one (`keep`) is first sealed into the blob directory,
+    /// encrypted like a received file, so the sender's UI can still show it (on a thread of
+    /// its own: a pass over the file).
+    fn forget_upload_copy(&self, t: &FileTransfer, keep: bool) {
         let Some(src) = &t.source else { return };
         let Some(node_dir) = self.dir.parent() else {
             return;
         };
         let uploads = super::files_api::upload_dir(node_dir);
         let path = PathBuf::from(&src.path);
-        if let Some(parent) = path.parent()
-            && parent.parent() == Some(uploads.as_path())
-        {
-            let _ = std::fs::remove_dir_all(parent);
+        let Some(parent) = path.parent().map(PathBuf::from) else {
+            return;
+        };
+        if parent.parent() != Some(uploads.as_path()) {
+            return;
+        }
+        if !keep {
+            let _ = std::fs::remove_dir_all(&parent);
+            return;
+        }
+        let data = self.node_blob_path(t);
+        let manifest = t.manifest.clone();
+        let sealed = std::thread::Builder::new()
+            .name("dopus-seal".into())
+            .spawn(move || {
+                if let Err(e) = seal(&path, &data, &manifest) {
+                    tracing::warn!(error = %e, "could not keep an encrypted copy of a sent file");
+                }
+                let _ = std::fs::remove_dir_all(&parent);
+            });
+        if let Err(e) = sealed {
+            tracing::warn!(error = %e, "could not start sealing a sent file");
         }
     }
 
@@ -643,6 +663,41 @@ impl FileTask {
             let _ = self.events.send(Arc::from(s));
         }
     }
+}
+
+/// Encrypts the plaintext file `from` into the blob file `to` (through `<to>.part`, synced,
+/// then renamed), as a received blob is kept.
+fn seal(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    manifest: &dopus_proto::transfer::FileManifest,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let cipher = dopus_files::FileCipher::new(&manifest.key, manifest.nonce);
+    let part = to.with_extension("data.part");
+    let mut input = std::fs::File::open(from)?;
+    let mut out = std::fs::File::create(&part)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        cipher
+            .apply(offset, &mut buf[..n])
+            .map_err(std::io::Error::other)?;
+        out.write_all(&buf[..n])?;
+        offset += n as u64;
+    }
+    if offset != manifest.size {
+        let _ = std::fs::remove_file(&part);
+        return Err(std::io::Error::other(
+            "the file changed size before it was sealed",
+        ));
+    }
+    out.sync_all()?;
+    std::fs::rename(&part, to)
 }
 
 /// Debug builds only: `DOPUS_TEST_CORRUPT_BLOB_MESSAGE=N` flips the last byte of the N-th

@@ -440,12 +440,23 @@ impl Node {
                     modified_ns: src.modified_ns,
                     inode: src.inode,
                 };
-                if now.as_ref() != Some(&want) {
+                // A file sent from the UI is kept encrypted once delivered (its upload copy
+                // is sealed into the blob directory).
+                let sealed = BlobDir::new(blob_dir(&self.dir))
+                    .map_err(|e| NodeError::Internal(e.into()))?
+                    .data_path(&t.manifest.blob);
+                if now.as_ref() == Some(&want) {
+                    ContentSource::Plain(path)
+                } else if std::fs::metadata(&sealed).is_ok_and(|m| m.len() == t.manifest.size) {
+                    ContentSource::Blob {
+                        data: sealed,
+                        manifest: Box::new(t.manifest.clone()),
+                    }
+                } else {
                     return Err(NodeError::Conflict(
                         "the file changed or is gone since it was sent".into(),
                     ));
                 }
-                ContentSource::Plain(path)
             }
         };
         Ok((dto::Transfer::from_record(&t), source))

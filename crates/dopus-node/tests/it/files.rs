@@ -397,6 +397,12 @@ async fn a_file_handed_over_by_the_ui_arrives_and_is_served_decrypted_with_range
         (std::fs::read_dir(&uploads).unwrap().count() == 0).then_some(())
     })
     .await;
+    // ... and her UI still shows it, from the encrypted copy her node keeps.
+    let (status, _, got) = raw(a.api(), "GET", &content, &[], None);
+    assert_eq!(status, 200);
+    assert!(got == data, "the sender's sealed content differs");
+    let (status, _, got) = raw(a.api(), "GET", &content, &[("Range", "bytes=5-9")], None);
+    assert_eq!((status, got.as_slice()), (206, &data[5..10]));
 
     // An upload without its length, or with a lying one, is refused and leaves nothing.
     let html = format!("/conversations/{}/files/upload?name=page.html", b.user_id);
