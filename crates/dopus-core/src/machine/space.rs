@@ -981,6 +981,28 @@ impl NodeMachine {
                 (before, self.spaces.states.get(&space).map(members_of))
             {
                 self.tell_removed(now, store, space, before.difference(&after))?;
+                // A member we just learned of may lack ops written before we knew of it (their
+                // authors did not send them to it): our heads tell it what to ask for.
+                let joined: Vec<UserId> = after
+                    .difference(&before)
+                    .filter(|u| **u != self.me)
+                    .copied()
+                    .collect();
+                if after.contains(&self.me)
+                    && let Some(log) = self.spaces.logs.get(&space)
+                {
+                    let heads = heads_of(log);
+                    for user in joined {
+                        self.send_space_ephemeral(
+                            now,
+                            user,
+                            SpaceContent::SpaceHeads {
+                                space,
+                                heads: heads.clone(),
+                            },
+                        );
+                    }
+                }
             }
             if self
                 .spaces
