@@ -762,7 +762,7 @@ impl Chat {
             }
             // Spaces are taken in by the machine (machine/space.rs), never here.
             Content::Space(_) => return Ok(r),
-            Content::Session(_) | Content::Rtc(_) | Content::Verification(_) => {
+            Content::Session(_) | Content::Rtc(_) | Content::Verification(_) | Content::Call(_) => {
                 r.control = Some(payload.content.clone());
                 if !matches!(payload.content, Content::Session(_)) {
                     return Ok(r); // ephemeral

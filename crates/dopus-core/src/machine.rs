@@ -24,6 +24,7 @@
 //! of the batch that made it. Batching follows from step 2: everything that arrived while the
 //! last batch ran is handled under one commit.
 
+mod call;
 mod commands;
 mod io;
 mod links;
@@ -33,6 +34,7 @@ mod send;
 mod space;
 mod transfers;
 
+pub use call::{CallEnd, CallRequest, CallState, CallView, RING_TIMEOUT_MS};
 pub use commands::{
     CommandError, ConnectionView, ProfilePatch, Settings, SettingsPatch, VerificationView,
 };
@@ -124,6 +126,8 @@ pub struct NodeMachine {
     /// them again from the store.
     transfer_peers: BTreeSet<UserId>,
     transfer_peers_dirty: bool,
+    /// Calls: the current one and the last few that ended.
+    calls: call::Calls,
 }
 
 impl std::fmt::Debug for NodeMachine {
@@ -183,6 +187,7 @@ impl NodeMachine {
             outputs: VecDeque::new(),
             transfer_peers: BTreeSet::new(),
             transfer_peers_dirty: true,
+            calls: call::Calls::default(),
         })
     }
 
@@ -301,6 +306,7 @@ impl NodeMachine {
         self.recovery_due(now, store)?;
         self.space_sync(now);
         self.space_key_timeouts(now);
+        self.call_due(now, store)?;
         self.seal_ephemeral(now, store)?;
         self.pump(now, store)?;
         self.transfer_links(now, &*store)?;
@@ -345,6 +351,7 @@ impl NodeMachine {
             waiting,
             self.fetches.values().map(|f| f.expires).min(),
             self.space_poll_timeout(),
+            self.call_poll_timeout(),
         ]
         .into_iter()
         .flatten()

@@ -86,6 +86,25 @@ pub enum Command {
         /// The file.
         path: std::path::PathBuf,
     },
+    /// Call a contact (or pick up the call they are placing), headless: play an Ogg Opus file
+    /// into the call and/or record what they send into one, without decoding. Hangs up when
+    /// the played file ends; without `--play`, waits for them to hang up (needs a running
+    /// node).
+    Call {
+        /// The contact's user ID (dopus1…).
+        user_id: String,
+        /// An Ogg Opus file to play into the call.
+        #[arg(long)]
+        play: Option<std::path::PathBuf>,
+        /// Where to record the Opus packets they send (an Ogg Opus file).
+        #[arg(long)]
+        record: Option<std::path::PathBuf>,
+        /// Give up (and hang up) after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        max_secs: u64,
+    },
+    /// The current and recent calls (needs a running node).
+    Calls,
     /// List file transfers with their progress (needs a running node).
     Transfers,
     /// Pause, resume, cancel or save a transfer (needs a running node).

@@ -11,5 +11,6 @@ pub mod output;
 pub mod passphrase;
 pub mod paths;
 pub mod remote;
+pub mod remote_calls;
 pub mod remote_spaces;
 pub mod runtime;

@@ -112,6 +112,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             remote::send_file(&ApiClient::require(&dir)?, out, &user_id, &path)
         }
         Command::Transfers => remote::transfers(&ApiClient::require(&dir)?, out),
+        Command::Call {
+            user_id,
+            play,
+            record,
+            max_secs,
+        } => dopus_node::remote_calls::call(
+            &ApiClient::require(&dir)?,
+            out,
+            &user_id,
+            play.as_deref(),
+            record.as_deref(),
+            std::time::Duration::from_secs(max_secs),
+        ),
+        Command::Calls => dopus_node::remote_calls::calls(&ApiClient::require(&dir)?, out),
         Command::Save { id, dir: to } => remote::save(&ApiClient::require(&dir)?, out, &id, &to),
         Command::Transfer(cmd) => {
             let api = ApiClient::require(&dir)?;

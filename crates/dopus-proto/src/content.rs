@@ -11,6 +11,7 @@
 //! and one line in each `match` below.
 
 mod bulk;
+mod call;
 mod chat;
 mod contact;
 mod control;
@@ -18,6 +19,7 @@ mod rtc;
 mod verify;
 
 pub use bulk::{BulkContent, BulkItem};
+pub use call::{CALL_VERSION, CallContent, DeclineReason};
 pub use chat::{ChatContent, ReactionAction, ReceiptKind};
 pub use contact::ContactContent;
 pub use control::SessionContent;
@@ -47,6 +49,8 @@ pub enum Content {
     Space(Box<crate::space::SpaceContent>),
     /// File transfer control: have, revoke, cancel (docs/files.md).
     Transfer(TransferContent),
+    /// 1:1 calls: ring, accept, decline, hang up (docs/media.md).
+    Call(CallContent),
 }
 
 impl Content {
@@ -61,6 +65,7 @@ impl Content {
             Content::Bulk(c) => c.validate(),
             Content::Space(c) => c.validate(),
             Content::Transfer(c) => c.validate(),
+            Content::Call(c) => c.validate(),
         }
     }
 
@@ -75,6 +80,7 @@ impl Content {
             Content::Bulk(c) => c.kind_name(),
             Content::Space(c) => c.kind_name(),
             Content::Transfer(c) => c.kind_name(),
+            Content::Call(c) => c.kind_name(),
         }
     }
 
@@ -129,6 +135,12 @@ impl From<TransferContent> for Content {
     }
 }
 
+impl From<CallContent> for Content {
+    fn from(c: CallContent) -> Self {
+        Content::Call(c)
+    }
+}
+
 impl From<BulkContent> for Content {
     fn from(c: BulkContent) -> Self {
         Content::Bulk(c)
@@ -152,6 +164,7 @@ impl Serialize for Content {
             Content::Bulk(c) => c.serialize(s),
             Content::Space(c) => c.serialize(s),
             Content::Transfer(c) => c.serialize(s),
+            Content::Call(c) => c.serialize(s),
         }
     }
 }
@@ -205,6 +218,10 @@ impl<'de> Deserialize<'de> for Content {
             serde_json::from_str(json)
                 .map(Content::Transfer)
                 .map_err(inner("malformed transfer content"))
+        } else if CallContent::KINDS.contains(&kind) {
+            serde_json::from_str(json)
+                .map(Content::Call)
+                .map_err(inner("malformed call content"))
         } else {
             Err(D::Error::custom("unknown content kind"))
         }

@@ -26,8 +26,9 @@ use crate::bundle::DeviceCertificate;
 use dopus_types::{ChannelId, DeviceId, DeviceKeys, Ed25519Key, SpaceId, Timestamp, UserId};
 
 pub use crate::content::{
-    BulkContent, BulkItem, CancelCode, ChatContent, ContactContent, Content, ReactionAction,
-    ReceiptKind, RtcContent, RtcSignal, SessionContent, VerificationContent, VerificationStep,
+    BulkContent, BulkItem, CALL_VERSION, CallContent, CancelCode, ChatContent, ContactContent,
+    Content, DeclineReason, ReactionAction, ReceiptKind, RtcContent, RtcSignal, SessionContent,
+    VerificationContent, VerificationStep,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;

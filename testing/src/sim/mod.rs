@@ -1311,7 +1311,7 @@ impl Sim {
             Output::Connection(req) => self.connection_request(n, req),
             Output::Event(e) => self.oracle_event(n, &e),
             // The simulation sends no files.
-            Output::Transfer(_) => {}
+            Output::Transfer(_) | Output::Call(_) => {}
         }
     }
 
@@ -1536,7 +1536,10 @@ impl Sim {
                     self.conn_event(n, peer, conn, ConnectionEvent::Closed { reason }, 5);
                 }
             },
-            ConnectionRequest::AddCandidate { .. } => {}
+            ConnectionRequest::AddCandidate { .. }
+            | ConnectionRequest::AddAudio { .. }
+            | ConnectionRequest::AcceptMediaOffer { .. }
+            | ConnectionRequest::AcceptMediaAnswer { .. } => {}
             ConnectionRequest::Close { peer, conn } => {
                 let conn = conn.or_else(|| self.nodes[n].links.get(&peer).cloned());
                 let Some(conn) = conn else { return };
@@ -1692,7 +1695,8 @@ impl Sim {
             | Event::Connection(_)
             | Event::Verification(_)
             | Event::SpaceChanged(_)
-            | Event::Transfer(_) => {}
+            | Event::Transfer(_)
+            | Event::Call(_) => {}
         }
     }
 
@@ -1906,6 +1910,9 @@ fn conn_event_name(e: &ConnectionEvent) -> &'static str {
         ConnectionEvent::Open => "open",
         ConnectionEvent::Hello { .. } => "hello",
         ConnectionEvent::Closed { .. } => "closed",
+        ConnectionEvent::MediaOffered { .. } => "media_offered",
+        ConnectionEvent::MediaAnswered { .. } => "media_answered",
+        ConnectionEvent::MediaFailed { .. } => "media_failed",
     }
 }
 
@@ -1916,6 +1923,9 @@ fn conn_req_name(r: &ConnectionRequest) -> &'static str {
         ConnectionRequest::AcceptAnswer { .. } => "accept",
         ConnectionRequest::AddCandidate { .. } => "candidate",
         ConnectionRequest::Close { .. } => "close",
+        ConnectionRequest::AddAudio { .. } => "add_audio",
+        ConnectionRequest::AcceptMediaOffer { .. } => "media_offer",
+        ConnectionRequest::AcceptMediaAnswer { .. } => "media_answer",
     }
 }
 

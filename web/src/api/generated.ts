@@ -976,6 +976,180 @@ dir: string, };
 export type TransferAction = "pause" | "resume" | "cancel";
 
 /**
+ * Where a call stands.
+ */
+export type CallState = "ringing" | "active" | "ended";
+
+/**
+ * How a call ended.
+ */
+export type CallEnd = "completed" | "declined" | "busy" | "unsupported" | "no_answer" | "missed" | "cancelled";
+
+/**
+ * A call's media on this node.
+ */
+export type CallMedia = { 
+/**
+ * The media task runs (the call is active).
+ */
+running: boolean, 
+/**
+ * The audio m-line is negotiated with the peer.
+ */
+ready: boolean, 
+/**
+ * Frames played into the call.
+ */
+played: number, 
+/**
+ * Frames the played file holds.
+ */
+play_total: number | null, 
+/**
+ * The played file has played out.
+ */
+play_done: boolean, 
+/**
+ * Frames received and recorded.
+ */
+recorded: number, 
+/**
+ * Where the recording goes (a path on the node's machine).
+ */
+record_path: string | null, 
+/**
+ * The recording is closed.
+ */
+record_done: boolean, 
+/**
+ * The last media error.
+ */
+error: string | null, 
+/**
+ * Frames handed to the connection.
+ */
+frames_sent: number, 
+/**
+ * Frames received on the call's m-line.
+ */
+frames_received: number, 
+/**
+ * Received media refused (an m-line the call did not negotiate, no call attached).
+ */
+refused_in: number, 
+/**
+ * Writes refused (not negotiated yet, a stale call).
+ */
+refused_out: number, 
+/**
+ * Why the last media was refused.
+ */
+last_refusal: string | null, };
+
+/**
+ * A call.
+ */
+export type Call = { 
+/**
+ * `dcall1…`.
+ */
+id: string, 
+/**
+ * With whom.
+ */
+user_id: UserId, 
+/**
+ * We placed it.
+ */
+outgoing: boolean, 
+/**
+ * Where it stands.
+ */
+state: CallState, 
+/**
+ * When it started ringing.
+ */
+created_at: Timestamp, 
+/**
+ * When it was picked up.
+ */
+answered_at: Timestamp | null, 
+/**
+ * When it ended.
+ */
+ended_at: Timestamp | null, 
+/**
+ * How it ended.
+ */
+end: CallEnd | null, 
+/**
+ * We hung up, declined or cancelled.
+ */
+ended_by_me: boolean, 
+/**
+ * How long it has been (or was) active, in milliseconds.
+ */
+duration_ms: number | null, 
+/**
+ * Why a media offer or media from the peer was refused, if one was.
+ */
+refused: string | null, 
+/**
+ * The connection with the peer: path (direct or relayed, candidate types), RTT.
+ */
+connection: Connection, 
+/**
+ * The call's media on this node, once it had any.
+ */
+media: CallMedia | null, };
+
+/**
+ * `GET /calls`: the current call first, then the recent ended ones.
+ */
+export type Calls = { 
+/**
+ * Newest first.
+ */
+calls: Array<Call>, };
+
+/**
+ * `POST /calls`: ring a contact. `play` and `record` are absolute paths on the node's machine
+ * (the headless source and sink: an Ogg Opus file played into the call, the received Opus
+ * packets recorded into an Ogg Opus file).
+ */
+export type StartCall = { 
+/**
+ * Whom to call.
+ */
+user_id: UserId, 
+/**
+ * An Ogg Opus file to play into the call once it is active.
+ */
+play?: string, 
+/**
+ * Where to record what the peer sends.
+ */
+record?: string, };
+
+/**
+ * `POST /calls/{id}/accept`: pick up, with the same optional media as [`StartCall`].
+ */
+export type AcceptCall = { 
+/**
+ * An Ogg Opus file to play into the call.
+ */
+play?: string, 
+/**
+ * Where to record what the peer sends.
+ */
+record?: string, };
+
+/**
+ * `POST /calls/{id}/{decline|hangup}`.
+ */
+export type CallAction = "decline" | "hangup";
+
+/**
  * A live event. Events are not replayed: a client fetches state with the REST calls on every
  * (re)connect, then applies events. A client ignores types it does not know.
  */
@@ -1060,7 +1234,11 @@ verification: Verification, } | { "type": "space",
 /**
  * The space as it is now (boxed: it can be large).
  */
-space: Space, } | { "type": "transfer", 
+space: Space, } | { "type": "call", 
+/**
+ * The call as it is now.
+ */
+call: Call, } | { "type": "transfer", 
 /**
  * The transfer as it is now.
  */

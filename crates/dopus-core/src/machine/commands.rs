@@ -54,6 +54,12 @@ pub enum CommandError {
     /// The transfer has ended (done, failed or cancelled).
     #[error("the transfer has ended")]
     TransferEnded,
+    /// No such call.
+    #[error("no such call")]
+    UnknownCall,
+    /// A call action was refused (busy, wrong state); the text says why.
+    #[error("{0}")]
+    Call(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

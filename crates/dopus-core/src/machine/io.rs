@@ -102,6 +102,21 @@ pub enum ConnectionEvent {
         /// It reads bulk payloads.
         bulk: bool,
     },
+    /// Our renegotiation offer adding audio is ready ([`ConnectionRequest::AddAudio`]).
+    MediaOffered {
+        /// The SDP offer.
+        sdp: String,
+    },
+    /// Our answer to the peer's media offer is ready.
+    MediaAnswered {
+        /// The SDP answer.
+        sdp: String,
+    },
+    /// Adding media failed (the offer, the answer or applying it); the connection stays.
+    MediaFailed {
+        /// Why, safe to log.
+        reason: String,
+    },
     /// The attempt or the connection ended.
     Closed {
         /// Why, for the connection panel (`None`: we closed it).
@@ -211,6 +226,33 @@ pub enum ConnectionRequest {
         /// The candidate line.
         candidate: String,
     },
+    /// Add an Opus audio m-line to the open connection by renegotiation (for a call); answer
+    /// with [`ConnectionEvent::MediaOffered`] or [`ConnectionEvent::MediaFailed`].
+    AddAudio {
+        /// With whom.
+        peer: UserId,
+        /// The attempt.
+        conn: String,
+    },
+    /// Answer the peer's media offer on the open connection; answer with
+    /// [`ConnectionEvent::MediaAnswered`] or [`ConnectionEvent::MediaFailed`].
+    AcceptMediaOffer {
+        /// With whom.
+        peer: UserId,
+        /// The attempt.
+        conn: String,
+        /// The peer's SDP offer.
+        sdp: String,
+    },
+    /// Apply the peer's answer to our media offer.
+    AcceptMediaAnswer {
+        /// With whom.
+        peer: UserId,
+        /// The attempt.
+        conn: String,
+        /// The peer's SDP answer.
+        sdp: String,
+    },
     /// Close the connection (the attempt, if `conn` is given; otherwise whatever is open).
     Close {
         /// With whom.
@@ -262,6 +304,8 @@ pub enum Event {
     Verification(UserId),
     /// A space changed (its log, or our attempt to join it): read it back to show it.
     SpaceChanged(dopus_types::SpaceId),
+    /// A call was placed, picked up or ended, or its diagnostics changed (read it back).
+    Call(dopus_types::CallId),
     /// A file transfer was made or changed state (read it back to show it).
     Transfer(crate::store::TransferId),
     /// A broken session with this contact was replaced; `resent` envelopes go again.
@@ -352,4 +396,6 @@ pub enum Output {
     Event(Event),
     /// Ask the file task something.
     Transfer(super::TransferRequest),
+    /// Start or stop a call's media.
+    Call(super::CallRequest),
 }

@@ -40,6 +40,21 @@ pub(super) struct Link {
     pub bulk: bool,
     /// Why the last attempt ended.
     pub last_error: Option<String>,
+    /// The audio m-line of calls on this connection.
+    pub audio: AudioState,
+}
+
+/// Whether a connection carries the audio m-line calls use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AudioState {
+    /// Not negotiated.
+    None,
+    /// Our offer is out (or being made).
+    Offering,
+    /// Negotiated (we answered, or our offer was answered).
+    Ready,
+    /// Negotiation failed on this connection; a new connection tries again.
+    Failed,
 }
 
 /// Where a connection stands.
@@ -92,6 +107,7 @@ impl NodeMachine {
                 hello: false,
                 bulk: false,
                 last_error: None,
+                audio: AudioState::None,
             },
         );
         self.outputs
@@ -185,6 +201,20 @@ impl NodeMachine {
                 link.bulk = bulk;
                 self.outbox_wake = true;
             }
+            ConnectionEvent::MediaOffered { sdp } => {
+                self.signal(now, peer, conn, RtcSignal::MediaOffer { sdp });
+            }
+            ConnectionEvent::MediaAnswered { sdp } => {
+                link.audio = AudioState::Ready;
+                self.signal(now, peer, conn, RtcSignal::MediaAnswer { sdp });
+            }
+            ConnectionEvent::MediaFailed { reason } => {
+                link.audio = AudioState::Failed;
+                self.call_refused(
+                    &peer,
+                    format!("adding audio to the connection failed: {reason}"),
+                );
+            }
             ConnectionEvent::Closed { reason } => {
                 link.state = LinkState::Closed;
                 link.last_error = reason;
@@ -232,6 +262,7 @@ impl NodeMachine {
                         hello: false,
                         bulk: false,
                         last_error: None,
+                        audio: AudioState::None,
                     },
                 );
                 self.outputs
@@ -266,6 +297,43 @@ impl NodeMachine {
                 }
             }
             RtcSignal::EndOfCandidates => {}
+            RtcSignal::MediaOffer { sdp } => {
+                let Some(link) = self.links.get_mut(&peer).filter(|l| l.conn == conn) else {
+                    self.call_refused(&peer, "a media offer for another connection".into());
+                    return Ok(());
+                };
+                if !link.is_open() {
+                    self.call_refused(&peer, "a media offer before the connection opened".into());
+                    return Ok(());
+                }
+                if !self.in_call_with(&peer) {
+                    self.call_refused(
+                        &peer,
+                        "a media offer from a peer not in a call with us".into(),
+                    );
+                    return Ok(());
+                }
+                self.outputs
+                    .push_back(Output::Connection(ConnectionRequest::AcceptMediaOffer {
+                        peer,
+                        conn,
+                        sdp,
+                    }));
+            }
+            RtcSignal::MediaAnswer { sdp } => {
+                if let Some(link) = self
+                    .links
+                    .get_mut(&peer)
+                    .filter(|l| l.conn == conn && l.audio == AudioState::Offering)
+                {
+                    link.audio = AudioState::Ready;
+                    self.outputs.push_back(Output::Connection(
+                        ConnectionRequest::AcceptMediaAnswer { peer, conn, sdp },
+                    ));
+                } else {
+                    self.call_refused(&peer, "a media answer to no media offer of ours".into());
+                }
+            }
         }
         Ok(())
     }

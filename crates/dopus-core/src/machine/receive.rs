@@ -269,6 +269,11 @@ impl NodeMachine {
             Content::Space(content) => {
                 self.take_space(now, sender, device, payload, content, store)?;
             }
+            Content::Call(c) => {
+                if crate::contacts::is_accepted(store.contact(&sender)?.as_ref()) {
+                    self.on_call(now, sender, c, store)?;
+                }
+            }
             Content::Transfer(t) => {
                 let ack = EnvelopeId(self.new_id(now).0);
                 let received = self

@@ -18,6 +18,7 @@
 //! Each shape has an insta snapshot (`api/dto/snapshots/`): a snapshot diff is an API change and
 //! needs a note in docs/api.md.
 
+mod call;
 mod chat;
 mod contact;
 mod event;
@@ -28,6 +29,7 @@ mod space;
 mod transfer;
 pub mod typescript;
 
+pub use call::{AcceptCall, Call, CallAction, CallEnd, CallMedia, CallState, Calls, StartCall};
 pub use chat::{
     Message, MessageKind, MessagePage, Reaction, SearchResult, SearchResults, SentMessages,
 };

@@ -344,3 +344,46 @@ pub async fn save_transfer(
     let req = body(payload)?;
     Ok(Json(node.save_transfer(&id, req.dir).await?))
 }
+
+/// `GET /calls`.
+pub async fn calls(State(node): N) -> ApiResult<dto::Calls> {
+    Ok(Json(node.calls().await?))
+}
+
+/// `GET /calls/{id}`.
+pub async fn call(State(node): N, Path(id): Path<String>) -> ApiResult<dto::Call> {
+    Ok(Json(node.call(&id).await?))
+}
+
+/// `POST /calls`.
+pub async fn start_call(
+    State(node): N,
+    payload: Result<Json<dto::StartCall>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    let c = node.start_call(req).await?;
+    Ok((StatusCode::CREATED, Json(c)).into_response())
+}
+
+/// `POST /calls/{id}/accept`.
+pub async fn accept_call(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<dto::AcceptCall>, JsonRejection>,
+) -> ApiResult<dto::Call> {
+    let req = body(payload)?;
+    Ok(Json(node.accept_call(&id, req).await?))
+}
+
+/// `POST /calls/{id}/decline`, `POST /calls/{id}/hangup`.
+pub async fn call_action(
+    State(node): N,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult<dto::Call> {
+    let action = match action.as_str() {
+        "decline" => dto::CallAction::Decline,
+        "hangup" => dto::CallAction::Hangup,
+        _ => return Err(ApiError::not_found("no such call action")),
+    };
+    Ok(Json(node.call_action(&id, action).await?))
+}

@@ -208,6 +208,11 @@ impl Actor {
                     connection_events.push(user);
                 }
                 Msg::Shutdown(done) => shutdown = Some(done),
+                Msg::PeerHandle(peer, reply) => {
+                    if let Some(c) = self.conns.get(&peer) {
+                        let _ = c.tx.send(ConnCmd::Handle(reply));
+                    }
+                }
             }
         }
         let listening = self.events.receiver_count() > 0;
@@ -335,6 +340,7 @@ impl Actor {
             Output::Connection(req) => self.connection_request(req),
             Output::Event(e) => self.emit(e),
             Output::Transfer(req) => self.files.send(FilesMsg::Request(req)),
+            Output::Call(req) => self.call_request(req),
         }
     }
 
@@ -425,6 +431,15 @@ impl Actor {
             ConnectionRequest::AcceptAnswer { peer, conn, sdp } => {
                 self.to_conn(&peer, &conn, ConnCmd::AcceptAnswer(sdp));
             }
+            ConnectionRequest::AddAudio { peer, conn } => {
+                self.to_conn(&peer, &conn, ConnCmd::AddAudio);
+            }
+            ConnectionRequest::AcceptMediaOffer { peer, conn, sdp } => {
+                self.to_conn(&peer, &conn, ConnCmd::AcceptMediaOffer(sdp));
+            }
+            ConnectionRequest::AcceptMediaAnswer { peer, conn, sdp } => {
+                self.to_conn(&peer, &conn, ConnCmd::AcceptMediaAnswer(sdp));
+            }
             ConnectionRequest::AddCandidate {
                 peer,
                 conn,
@@ -441,6 +456,17 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Starts or stops a call's media task.
+    fn call_request(&mut self, req: dopus_core::machine::CallRequest) {
+        let outgoing = match &req {
+            dopus_core::machine::CallRequest::Start { call, .. }
+            | dopus_core::machine::CallRequest::Stop { call, .. } => {
+                self.machine.call(call).is_some_and(|c| c.outgoing)
+            }
+        };
+        self.live.calls.request(&self.rt, &self.tx, req, outgoing);
     }
 
     fn replace_conn(&mut self, peer: UserId) {
@@ -593,6 +619,12 @@ impl Actor {
             },
             Event::SpaceChanged(space) => dto::Event::Space {
                 space: Box::new(views::space(&self.machine, &self.store, &space)),
+            },
+            Event::Call(id) => match self.machine.call(&id) {
+                Some(c) => dto::Event::Call {
+                    call: Box::new(views::call(&self.machine, &c, &self.live, account::now())),
+                },
+                None => return,
             },
             Event::Transfer(id) => match self.store.transfer(&id) {
                 Ok(Some(t)) => dto::Event::Transfer {

@@ -252,6 +252,32 @@ impl Task {
                     tracing::debug!(error = %e, "a remote candidate was refused");
                 }
             }
+            ConnCmd::AddAudio => match handle.add_audio().await {
+                Ok(sdp) => self.report(ConnectionEvent::MediaOffered { sdp }),
+                Err(e) => self.report(ConnectionEvent::MediaFailed {
+                    reason: e.to_string(),
+                }),
+            },
+            ConnCmd::AcceptMediaOffer(sdp) => match handle.accept_offer(&sdp).await {
+                Ok(sdp) => self.report(ConnectionEvent::MediaAnswered { sdp }),
+                Err(e) => {
+                    tracing::info!(peer = %self.peer.short(), error = %e, "the peer's media offer was refused");
+                    self.report(ConnectionEvent::MediaFailed {
+                        reason: e.to_string(),
+                    });
+                }
+            },
+            ConnCmd::AcceptMediaAnswer(sdp) => {
+                if let Err(e) = handle.accept_answer(&sdp).await {
+                    tracing::info!(peer = %self.peer.short(), error = %e, "the peer's media answer was refused");
+                    self.report(ConnectionEvent::MediaFailed {
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            ConnCmd::Handle(reply) => {
+                let _ = reply.send(handle.clone());
+            }
             ConnCmd::ReportDiagnostics => self.report_diagnostics(handle).await,
             ConnCmd::Diagnostics(answer) => {
                 if let Ok(Ok(d)) =

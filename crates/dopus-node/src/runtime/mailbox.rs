@@ -41,6 +41,9 @@ pub enum Msg {
     /// The TURN relays (with this login's credentials) the signaling client of one generation
     /// was handed at login.
     Relays(u64, Vec<dopus_rtc::IceServer>),
+    /// A call's media task asks for the handle of its peer's connection (none: the reply is
+    /// dropped and the task asks again).
+    PeerHandle(UserId, oneshot::Sender<dopus_rtc::PeerHandle>),
     /// Stop: close connections, say goodbye to the server, then answer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -90,6 +93,8 @@ impl Cx<'_> {
             CommandError::UnknownSpace => NodeError::NotFound("space"),
             CommandError::UnknownChannel => NodeError::NotFound("channel"),
             CommandError::Space(m) => NodeError::NotAllowed(m),
+            CommandError::UnknownCall => NodeError::NotFound("call"),
+            CommandError::Call(m) => NodeError::Conflict(m),
         }
     }
 
@@ -124,6 +129,14 @@ pub enum ConnCmd {
     ReportDiagnostics,
     /// Read the diagnostics and answer them here.
     Diagnostics(oneshot::Sender<Diagnostics>),
+    /// Add the audio m-line (a call): report the offer, or why not.
+    AddAudio,
+    /// Answer the peer's media offer: report the answer, or why not.
+    AcceptMediaOffer(String),
+    /// Apply the peer's answer to our media offer.
+    AcceptMediaAnswer(String),
+    /// A clone of the connection's handle, for a call's media task (which attaches to it).
+    Handle(oneshot::Sender<dopus_rtc::PeerHandle>),
     /// Close the connection and end the task.
     Close,
 }

@@ -19,6 +19,8 @@
 //! only know the actor's mailbox.
 
 mod actor;
+mod calls;
+mod calls_api;
 mod connections;
 mod files;
 pub(crate) mod files_api;

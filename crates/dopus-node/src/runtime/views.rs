@@ -21,6 +21,64 @@ pub struct Live {
     pub server: bool,
     /// The relays (with credentials) from the last login.
     pub relays: Vec<dopus_rtc::IceServer>,
+    /// Every call's media session.
+    pub calls: super::calls::CallsMedia,
+}
+
+/// A call as the API shows it, with its media and its connection.
+pub fn call(
+    machine: &NodeMachine,
+    c: &dopus_core::machine::CallView,
+    live: &Live,
+    now: dopus_types::Timestamp,
+) -> dto::Call {
+    use dopus_core::machine::{CallEnd as E, CallState as S};
+    let media = live.calls.status(&c.id).map(|m| {
+        let rtc = m.rtc.unwrap_or_default();
+        dto::CallMedia {
+            running: m.running,
+            ready: m.ready,
+            played: m.played,
+            play_total: m.play_total,
+            play_done: m.play_done,
+            recorded: m.recorded,
+            record_path: m.record_path,
+            record_done: m.record_done,
+            error: m.error,
+            frames_sent: rtc.frames_sent,
+            frames_received: rtc.frames_received,
+            refused_in: rtc.refused_in,
+            refused_out: rtc.refused_out,
+            last_refusal: rtc.last_refusal,
+        }
+    });
+    dto::Call {
+        id: c.id.to_string(),
+        user_id: (&c.peer).into(),
+        outgoing: c.outgoing,
+        state: match c.state {
+            S::Ringing => dto::CallState::Ringing,
+            S::Active => dto::CallState::Active,
+            S::Ended => dto::CallState::Ended,
+        },
+        created_at: c.created_at.into(),
+        answered_at: c.answered_at.map(Into::into),
+        ended_at: c.ended_at.map(Into::into),
+        end: c.end.map(|e| match e {
+            E::Completed => dto::CallEnd::Completed,
+            E::Declined => dto::CallEnd::Declined,
+            E::Busy => dto::CallEnd::Busy,
+            E::Unsupported => dto::CallEnd::Unsupported,
+            E::NoAnswer => dto::CallEnd::NoAnswer,
+            E::Missed => dto::CallEnd::Missed,
+            E::Cancelled => dto::CallEnd::Cancelled,
+        }),
+        ended_by_me: c.ended_by_me,
+        duration_ms: c.duration_ms(now),
+        refused: c.refused.clone(),
+        connection: connection(machine, live, &c.peer),
+        media,
+    }
 }
 
 /// One message with its reactions.

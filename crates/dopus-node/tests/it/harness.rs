@@ -406,6 +406,11 @@ impl TestNode {
         self.api.as_ref().expect("the node runs")
     }
 
+    /// The node's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Runs `discordopus --json ARGS…` on this node's data directory (the CLI talks to the
     /// running node); the parsed JSON, or the error text.
     pub fn cli(&self, args: &[&str]) -> Result<Value, String> {
@@ -637,5 +642,15 @@ impl Rng {
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
+    }
+}
+
+/// Runs `discordopus --json ARGS…` on the node of data directory `dir` (from any thread).
+pub fn cli_at(dir: &Path, args: &[&str]) -> Result<Value, String> {
+    let out = node_command(dir).arg("--json").args(args).output().unwrap();
+    if out.status.success() {
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }

@@ -8,6 +8,7 @@
 )]
 
 mod api_auth;
+mod calls;
 mod chaos;
 mod contacts;
 mod files;

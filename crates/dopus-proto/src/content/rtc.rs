@@ -34,6 +34,16 @@ pub enum RtcSignal {
     },
     /// No more candidates for this connection attempt.
     EndOfCandidates,
+    /// A renegotiation offer on the open connection `conn` that adds media for a call.
+    MediaOffer {
+        /// The SDP text.
+        sdp: String,
+    },
+    /// The answer to a [`RtcSignal::MediaOffer`].
+    MediaAnswer {
+        /// The SDP text.
+        sdp: String,
+    },
 }
 
 /// A connection-signaling content. Wire kind: `rtc`.
@@ -58,9 +68,10 @@ impl RtcContent {
         let RtcContent::Rtc { conn, signal } = self;
         check_token("conn", conn)?;
         match signal {
-            RtcSignal::Offer { sdp } | RtcSignal::Answer { sdp } => {
-                non_empty("sdp", sdp, MAX_SDP_BYTES)
-            }
+            RtcSignal::Offer { sdp }
+            | RtcSignal::Answer { sdp }
+            | RtcSignal::MediaOffer { sdp }
+            | RtcSignal::MediaAnswer { sdp } => non_empty("sdp", sdp, MAX_SDP_BYTES),
             RtcSignal::Candidate {
                 candidate, sdp_mid, ..
             } => {

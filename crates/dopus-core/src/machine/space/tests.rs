@@ -201,7 +201,10 @@ impl Net {
                     .inputs
                     .push(Input::Bundles { peer, result });
             }
-            Output::Signaling(_) | Output::Connection(_) | Output::Transfer(_) => {}
+            Output::Signaling(_)
+            | Output::Connection(_)
+            | Output::Transfer(_)
+            | Output::Call(_) => {}
             Output::Event(e) => self.nodes[from].events.push(e),
         }
     }

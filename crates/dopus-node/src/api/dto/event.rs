@@ -96,6 +96,11 @@ pub enum Event {
         /// The space as it is now (boxed: it can be large).
         space: Box<super::Space>,
     },
+    /// A call was placed, picked up or ended, or its diagnostics changed.
+    Call {
+        /// The call as it is now.
+        call: Box<super::Call>,
+    },
     /// A file transfer was made or changed state (read back from the store).
     Transfer {
         /// The transfer as it is now.

@@ -103,6 +103,15 @@ pub fn render() -> String {
         SendFile,
         SaveFile,
         TransferAction,
+        // calls
+        CallState,
+        CallEnd,
+        CallMedia,
+        Call,
+        Calls,
+        StartCall,
+        AcceptCall,
+        CallAction,
         // events
         Event,
         // requests

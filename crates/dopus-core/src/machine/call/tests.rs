@@ -1,0 +1,588 @@
+//! Calls between machines on in-memory stores, over a tiny relaying server and simulated
+//! direct connections, in virtual time: ring, accept, decline, busy, timeouts, glare, hang up,
+//! the entries in the conversation, and the media negotiation asked of the runtime.
+
+use super::super::{
+    ConnectionEvent, ConnectionRequest, Delivery, Event, Inbound, Input, NodeMachine, Output,
+    SignalingRequest, SignalingState, Via,
+};
+use super::{CallEnd, CallRequest, CallState, RING_TIMEOUT_MS};
+use crate::e2e::OlmMachine;
+use crate::identity::test_support::SeededRandom;
+use crate::identity::{Device, Identity, PickleKey};
+use crate::store::{
+    AccountRecord, Change, Contact, ContactState, ConversationId, MemoryStore, MessageKind, Pickle,
+    Store,
+};
+use dopus_proto::bundle::{BUNDLE_VERSION, ClaimedBundle, DeviceBundle, SignedKey};
+use dopus_proto::peer::PeerAddress;
+use dopus_proto::signaling::Status;
+use dopus_types::{CallId, DeviceId, Timestamp, UserId};
+use std::collections::VecDeque;
+
+const T0: u64 = 1_700_000_000_000;
+
+struct Node {
+    machine: NodeMachine,
+    store: MemoryStore,
+    addr: PeerAddress,
+    bundle: Option<(DeviceBundle, VecDeque<SignedKey>)>,
+    inbox: Vec<Inbound>,
+    inputs: Vec<Input>,
+    events: Vec<Event>,
+    /// What the machine asked of connections (media only) and of the call runtime.
+    media: Vec<&'static str>,
+    calls: Vec<CallRequest>,
+}
+
+fn node(i: u64) -> Node {
+    let mut rng = SeededRandom::new(1000 + i);
+    let mut key = [0u8; 32];
+    crate::identity::pickle::SecureRandom::fill_bytes(&mut rng, &mut key);
+    let identity = Identity::generate(&mut rng).expect("identity");
+    let mut dev = [0u8; 16];
+    crate::identity::pickle::SecureRandom::fill_bytes(&mut rng, &mut dev);
+    let device = Device::new(&identity, DeviceId::from_random(dev), Timestamp(T0));
+    let pk = PickleKey::from_bytes(key);
+    let record = AccountRecord {
+        user_id: identity.user_id(),
+        identity_pickle: Pickle::new(identity.pickle(&pk, &mut rng)),
+        device_id: device.device_id().clone(),
+        device_keys: device.keys(),
+        account_pickle: Pickle::new(device.pickle(&pk, &mut rng)),
+        certificate_json: serde_json::to_string(device.certificate().expect("certified"))
+            .expect("json"),
+        display_name: format!("node{i}"),
+        created_at: Timestamp(T0),
+    };
+    let mut store = MemoryStore::new();
+    store
+        .apply_one(Change::SaveAccount(record.clone()))
+        .expect("account");
+    let olm = OlmMachine::from_pickle(
+        record.account_pickle.as_str(),
+        PickleKey::from_bytes(key),
+        Box::new(SeededRandom::new(2000 + i)),
+    )
+    .expect("olm");
+    let machine = NodeMachine::new(
+        &store,
+        record.clone(),
+        olm,
+        Box::new(SeededRandom::new(3000 + i)),
+    )
+    .expect("machine");
+    Node {
+        machine,
+        store,
+        addr: PeerAddress {
+            user: record.user_id,
+            device: record.device_id,
+        },
+        bundle: None,
+        inbox: Vec::new(),
+        inputs: vec![
+            Input::Signaling(SignalingState::Connected),
+            Input::Authenticated,
+        ],
+        events: Vec::new(),
+        media: Vec::new(),
+        calls: Vec::new(),
+    }
+}
+
+struct Net {
+    nodes: Vec<Node>,
+    now: u64,
+}
+
+impl Net {
+    /// `n` nodes, all contacts of each other and online.
+    fn new(n: u64) -> Self {
+        let mut nodes: Vec<Node> = (0..n).map(node).collect();
+        let users: Vec<UserId> = nodes.iter().map(|n| n.addr.user).collect();
+        for node in &mut nodes {
+            for &u in &users {
+                if u == node.addr.user {
+                    continue;
+                }
+                node.store
+                    .apply_one(Change::SaveContact(Contact {
+                        user_id: u,
+                        display_name: None,
+                        verified: false,
+                        blocked: false,
+                        state: ContactState::Accepted,
+                        request_note: None,
+                        created_at: Timestamp(T0),
+                        updated_at: Timestamp(T0),
+                    }))
+                    .expect("contact");
+                node.inputs.push(Input::Presence {
+                    user: u,
+                    status: Status::Online,
+                });
+            }
+        }
+        let mut net = Self { nodes, now: T0 };
+        net.settle(200);
+        net
+    }
+
+    fn user(&self, i: usize) -> UserId {
+        self.nodes[i].addr.user
+    }
+
+    fn ts(&self) -> Timestamp {
+        Timestamp(self.now)
+    }
+
+    fn by_user(&self, user: &UserId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.addr.user == *user)
+    }
+
+    fn round(&mut self) -> bool {
+        let now = self.ts();
+        let mut busy = false;
+        for i in 0..self.nodes.len() {
+            let n = &mut self.nodes[i];
+            let inputs = std::mem::take(&mut n.inputs);
+            let inbox = std::mem::take(&mut n.inbox);
+            busy |= !inputs.is_empty() || !inbox.is_empty();
+            for input in inputs {
+                n.machine.handle(now, input, &mut n.store).expect("handle");
+            }
+            if !inbox.is_empty() {
+                n.machine
+                    .handle(now, Input::Envelopes(inbox), &mut n.store)
+                    .expect("envelopes");
+            }
+            n.machine.prepare(now, &mut n.store).expect("prepare");
+            let mut outputs = Vec::new();
+            while let Some(o) = n.machine.poll_output() {
+                outputs.push(o);
+            }
+            busy |= !outputs.is_empty();
+            for o in outputs {
+                self.perform(i, o);
+            }
+        }
+        busy
+    }
+
+    fn conn_input(&mut self, at: usize, peer: UserId, conn: String, event: ConnectionEvent) {
+        self.nodes[at]
+            .inputs
+            .push(Input::Connection { peer, conn, event });
+    }
+
+    fn perform(&mut self, from: usize, output: Output) {
+        match output {
+            Output::Transmit(t) => {
+                let to = self.by_user(&t.peer).expect("known peer");
+                let mut outcome = Vec::new();
+                for env in &t.envelopes {
+                    let sender = self.nodes[from].addr.clone();
+                    self.nodes[to].inbox.push(Inbound {
+                        bytes: env.bytes.clone(),
+                        via: Via::Relay { from: sender },
+                    });
+                    outcome.push(Delivery::Sent);
+                }
+                if t.report {
+                    self.nodes[from]
+                        .inputs
+                        .push(Input::Transmitted { id: t.id, outcome });
+                }
+            }
+            Output::Signaling(SignalingRequest::PublishBundle { bundle }) => {
+                let otks = bundle.one_time_keys.iter().cloned().collect();
+                self.nodes[from].bundle = Some(((*bundle).clone(), otks));
+                self.nodes[from].inputs.push(Input::Published {
+                    bundle,
+                    result: Ok(50),
+                });
+            }
+            Output::Signaling(SignalingRequest::FetchBundle { peer }) => {
+                let result = match self.by_user(&peer).and_then(|p| {
+                    self.nodes[p]
+                        .bundle
+                        .as_mut()
+                        .map(|(b, otks)| ClaimedBundle {
+                            version: BUNDLE_VERSION,
+                            certificate: b.certificate.clone(),
+                            fallback_key: b.fallback_key.clone(),
+                            one_time_key: otks.pop_front(),
+                        })
+                }) {
+                    Some(c) => Ok(vec![c]),
+                    None => Err("no_bundle".into()),
+                };
+                self.nodes[from]
+                    .inputs
+                    .push(Input::Bundles { peer, result });
+            }
+            // A simulated connection: SDP is a placeholder, the channel opens once answered.
+            Output::Connection(req) => match req {
+                ConnectionRequest::Offer { peer, conn } => {
+                    self.conn_input(
+                        from,
+                        peer,
+                        conn,
+                        ConnectionEvent::Offered { sdp: "o".into() },
+                    );
+                }
+                ConnectionRequest::Answer { peer, conn, .. } => {
+                    self.conn_input(
+                        from,
+                        peer,
+                        conn.clone(),
+                        ConnectionEvent::Answered { sdp: "a".into() },
+                    );
+                    self.conn_input(from, peer, conn, ConnectionEvent::Open);
+                }
+                ConnectionRequest::AcceptAnswer { peer, conn, .. } => {
+                    self.conn_input(from, peer, conn, ConnectionEvent::Open);
+                }
+                ConnectionRequest::AddAudio { peer, conn } => {
+                    self.nodes[from].media.push("add_audio");
+                    self.conn_input(
+                        from,
+                        peer,
+                        conn,
+                        ConnectionEvent::MediaOffered { sdp: "mo".into() },
+                    );
+                }
+                ConnectionRequest::AcceptMediaOffer { peer, conn, sdp } => {
+                    assert_eq!(sdp, "mo");
+                    self.nodes[from].media.push("accept_media_offer");
+                    self.conn_input(
+                        from,
+                        peer,
+                        conn,
+                        ConnectionEvent::MediaAnswered { sdp: "ma".into() },
+                    );
+                }
+                ConnectionRequest::AcceptMediaAnswer { sdp, .. } => {
+                    assert_eq!(sdp, "ma");
+                    self.nodes[from].media.push("accept_media_answer");
+                }
+                ConnectionRequest::AddCandidate { .. } | ConnectionRequest::Close { .. } => {}
+            },
+            Output::Call(c) => self.nodes[from].calls.push(c),
+            Output::Signaling(_) | Output::Transfer(_) => {}
+            Output::Event(e) => self.nodes[from].events.push(e),
+        }
+    }
+
+    /// Runs rounds 10 ms apart until nothing moves (at most `max`); never jumps timers.
+    fn settle(&mut self, max: usize) {
+        let mut quiet = 0;
+        for _ in 0..max {
+            let busy = self.round();
+            self.now += 10;
+            quiet = if busy { 0 } else { quiet + 1 };
+            if quiet > 3 {
+                return;
+            }
+        }
+    }
+
+    /// Lets `ms` of virtual time pass (timers fire), then settles.
+    fn wait(&mut self, ms: u64) {
+        self.now += ms;
+        self.settle(200);
+    }
+
+    fn current(&self, i: usize) -> Option<(CallId, CallState)> {
+        self.nodes[i]
+            .machine
+            .current_call()
+            .map(|c| (c.id, c.state))
+    }
+
+    fn last(&self, i: usize, id: &CallId) -> super::CallView {
+        self.nodes[i].machine.call(id).expect("call known")
+    }
+
+    /// The system entries of the conversation of node `i` with node `j`, oldest first.
+    fn entries(&self, i: usize, j: usize) -> Vec<String> {
+        let mut m = self.nodes[i]
+            .store
+            .messages_before(&ConversationId::Direct(self.user(j)), None, 100)
+            .expect("messages");
+        m.reverse();
+        m.into_iter()
+            .filter(|m| m.kind == MessageKind::System)
+            .map(|m| m.body)
+            .collect()
+    }
+}
+
+#[test]
+fn ring_accept_media_then_hang_up_with_the_duration() {
+    let mut net = Net::new(2);
+    let b = net.user(1);
+    let now = net.ts();
+    let call = {
+        let n = &mut net.nodes[0];
+        n.machine.start_call(now, b, &mut n.store).expect("call").id
+    };
+    net.settle(200);
+    assert_eq!(net.current(0), Some((call, CallState::Ringing)));
+    assert_eq!(net.current(1), Some((call, CallState::Ringing)));
+    assert!(!net.last(1, &call).outgoing);
+    // Busy with a ringing call: a second one is refused.
+    let now = net.ts();
+    {
+        let n = &mut net.nodes[0];
+        assert!(n.machine.start_call(now, b, &mut n.store).is_err());
+    }
+
+    let now = net.ts();
+    net.nodes[1]
+        .machine
+        .accept_call(now, &call)
+        .expect("accept");
+    net.settle(200);
+    assert_eq!(net.current(0), Some((call, CallState::Active)));
+    assert_eq!(net.current(1), Some((call, CallState::Active)));
+    // The caller adds audio, the callee answers, the caller applies the answer.
+    assert_eq!(net.nodes[0].media, ["add_audio", "accept_media_answer"]);
+    assert_eq!(net.nodes[1].media, ["accept_media_offer"]);
+    for i in 0..2 {
+        let peer = net.user(1 - i);
+        assert_eq!(net.nodes[i].calls, [CallRequest::Start { call, peer }]);
+    }
+
+    net.wait(65_000);
+    let now = net.ts();
+    {
+        let n = &mut net.nodes[1];
+        n.machine
+            .hang_up(now, &call, &mut n.store)
+            .expect("hang up");
+    }
+    net.settle(200);
+    for i in 0..2 {
+        let v = net.last(i, &call);
+        assert_eq!(v.state, CallState::Ended);
+        assert_eq!(v.end, Some(CallEnd::Completed));
+        assert_eq!(v.ended_by_me, i == 1);
+        assert_eq!(net.entries(i, 1 - i), ["Call ended · 1:05"], "node {i}");
+        assert!(matches!(
+            net.nodes[i].calls.last(),
+            Some(CallRequest::Stop { .. })
+        ));
+        assert_eq!(net.current(i), None);
+    }
+    // No second negotiation for a second call on the same connection.
+    let now = net.ts();
+    let a = net.user(0);
+    let second = {
+        let n = &mut net.nodes[1];
+        n.machine.start_call(now, a, &mut n.store).expect("call").id
+    };
+    net.settle(200);
+    let now = net.ts();
+    net.nodes[0]
+        .machine
+        .accept_call(now, &second)
+        .expect("accept");
+    net.settle(200);
+    assert_eq!(net.current(1), Some((second, CallState::Active)));
+    assert_eq!(net.nodes[1].media, ["accept_media_offer"]);
+    assert_eq!(net.nodes[0].media, ["add_audio", "accept_media_answer"]);
+}
+
+#[test]
+fn nobody_answers_within_the_timeout_a_missed_call() {
+    let mut net = Net::new(2);
+    let b = net.user(1);
+    let now = net.ts();
+    let call = {
+        let n = &mut net.nodes[0];
+        n.machine.start_call(now, b, &mut n.store).expect("call").id
+    };
+    net.settle(200);
+    net.wait(RING_TIMEOUT_MS - 1_000);
+    assert_eq!(net.current(1), Some((call, CallState::Ringing)));
+    net.wait(2_000);
+    assert_eq!(net.last(0, &call).end, Some(CallEnd::NoAnswer));
+    assert_eq!(net.last(1, &call).end, Some(CallEnd::Missed));
+    assert_eq!(net.entries(0, 1), ["No answer"]);
+    assert_eq!(net.entries(1, 0), ["Missed call"]);
+    // Nothing was negotiated and no media was started.
+    assert!(net.nodes[0].calls.is_empty() && net.nodes[1].calls.is_empty());
+    // Accepting afterwards is refused with a reason.
+    let now = net.ts();
+    assert!(net.nodes[1].machine.accept_call(now, &call).is_err());
+}
+
+#[test]
+fn declined_and_cancelled_calls() {
+    let mut net = Net::new(2);
+    let b = net.user(1);
+    let now = net.ts();
+    let call = {
+        let n = &mut net.nodes[0];
+        n.machine.start_call(now, b, &mut n.store).expect("call").id
+    };
+    net.settle(200);
+    let now = net.ts();
+    {
+        let n = &mut net.nodes[1];
+        n.machine
+            .decline_call(now, &call, &mut n.store)
+            .expect("decline");
+    }
+    net.settle(200);
+    assert_eq!(net.last(0, &call).end, Some(CallEnd::Declined));
+    assert_eq!(net.entries(0, 1), ["Call declined"]);
+    assert_eq!(net.entries(1, 0), ["Declined call"]);
+
+    let now = net.ts();
+    let call = {
+        let n = &mut net.nodes[0];
+        n.machine.start_call(now, b, &mut n.store).expect("call").id
+    };
+    net.settle(200);
+    net.wait(3_000);
+    let now = net.ts();
+    {
+        let n = &mut net.nodes[0];
+        n.machine.hang_up(now, &call, &mut n.store).expect("cancel");
+    }
+    net.settle(200);
+    assert_eq!(net.last(0, &call).end, Some(CallEnd::Cancelled));
+    assert_eq!(net.last(1, &call).end, Some(CallEnd::Missed));
+    assert_eq!(net.entries(0, 1), ["Call declined", "Cancelled call"]);
+    assert_eq!(net.entries(1, 0), ["Declined call", "Missed call"]);
+}
+
+#[test]
+fn a_third_caller_gets_busy_and_the_call_goes_on() {
+    let mut net = Net::new(3);
+    let (b, c) = (net.user(1), net.nodes[2].addr.user);
+    let now = net.ts();
+    let call = {
+        let n = &mut net.nodes[0];
+        n.machine.start_call(now, b, &mut n.store).expect("call").id
+    };
+    net.settle(200);
+    let now = net.ts();
+    net.nodes[1]
+        .machine
+        .accept_call(now, &call)
+        .expect("accept");
+    net.settle(200);
+    let now = net.ts();
+    let other = {
+        let n = &mut net.nodes[2];
+        n.machine.start_call(now, b, &mut n.store).expect("call").id
+    };
+    net.settle(200);
+    assert_eq!(net.last(2, &other).end, Some(CallEnd::Busy));
+    assert_eq!(net.entries(2, 1), ["Busy: they were in another call"]);
+    assert_eq!(
+        net.entries(1, 2),
+        ["Missed call (you were in another call)"]
+    );
+    assert_eq!(net.current(1), Some((call, CallState::Active)));
+    assert_eq!(net.current(0), Some((call, CallState::Active)));
+    let _ = c;
+}
+
+#[test]
+fn glare_both_call_each_other_at_once_one_call_survives_active() {
+    let mut net = Net::new(2);
+    let (a, b) = (net.user(0), net.user(1));
+    let now = net.ts();
+    let ca = {
+        let n = &mut net.nodes[0];
+        n.machine.start_call(now, b, &mut n.store).expect("call").id
+    };
+    let cb = {
+        let n = &mut net.nodes[1];
+        n.machine.start_call(now, a, &mut n.store).expect("call").id
+    };
+    net.settle(300);
+    let winner = if a < b { ca } else { cb };
+    assert_eq!(net.current(0), Some((winner, CallState::Active)));
+    assert_eq!(net.current(1), Some((winner, CallState::Active)));
+    // The losing call left no entry and no ended call on either side.
+    for i in 0..2 {
+        assert!(
+            net.entries(i, 1 - i).is_empty(),
+            "{:?}",
+            net.entries(i, 1 - i)
+        );
+    }
+    // Media negotiated once, by the surviving call's caller.
+    let caller = if a < b { 0 } else { 1 };
+    assert_eq!(
+        net.nodes[caller].media,
+        ["add_audio", "accept_media_answer"]
+    );
+    assert_eq!(net.nodes[1 - caller].media, ["accept_media_offer"]);
+    assert!(
+        net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Call(_)))
+    );
+}
+
+#[test]
+fn a_media_offer_from_a_peer_not_in_a_call_is_refused() {
+    let mut net = Net::new(2);
+    let a = net.user(0);
+    // Open a connection between them (a call rings, then is cancelled).
+    let now = net.ts();
+    let call = {
+        let n = &mut net.nodes[1];
+        n.machine.start_call(now, a, &mut n.store).expect("call").id
+    };
+    net.settle(200);
+    let now = net.ts();
+    {
+        let n = &mut net.nodes[1];
+        n.machine.hang_up(now, &call, &mut n.store).expect("cancel");
+    }
+    net.settle(200);
+    let conn = net.nodes[0]
+        .machine
+        .links
+        .get(&net.user(1))
+        .expect("link")
+        .conn
+        .clone();
+    let now = net.ts();
+    let b = net.user(1);
+    {
+        let n = &mut net.nodes[0];
+        n.machine
+            .on_signal(
+                now,
+                b,
+                dopus_proto::peer::RtcContent::Rtc {
+                    conn,
+                    signal: dopus_proto::peer::RtcSignal::MediaOffer { sdp: "mo".into() },
+                },
+                &mut n.store,
+            )
+            .expect("signal");
+    }
+    net.settle(50);
+    assert!(net.nodes[0].media.is_empty());
+    assert!(
+        net.nodes[0]
+            .machine
+            .calls
+            .last_refusal
+            .as_deref()
+            .is_some_and(|w| w.contains("not in a call")),
+        "{:?}",
+        net.nodes[0].machine.calls.last_refusal
+    );
+}

@@ -1,0 +1,150 @@
+//! 1:1 calls (docs/media.md): the call state, its media and connection, and the requests.
+
+use super::{Connection, Timestamp, UserId};
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// Where a call stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// Ringing (on their side if outgoing, on ours if incoming).
+    Ringing,
+    /// Both sides picked up.
+    Active,
+    /// Over.
+    Ended,
+}
+
+/// How a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum CallEnd {
+    /// It was active; someone hung up.
+    Completed,
+    /// Declined (by them if outgoing, by us if incoming).
+    Declined,
+    /// They were in another call (outgoing), or we were (incoming).
+    Busy,
+    /// Their node does not speak our call protocol version.
+    Unsupported,
+    /// Nobody picked up within 45 s (outgoing).
+    NoAnswer,
+    /// The caller stopped ringing or nobody picked up in time (incoming).
+    Missed,
+    /// We stopped ringing before they picked up (outgoing).
+    Cancelled,
+}
+
+/// A call's media on this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct CallMedia {
+    /// The media task runs (the call is active).
+    pub running: bool,
+    /// The audio m-line is negotiated with the peer.
+    pub ready: bool,
+    /// Frames played into the call.
+    pub played: u64,
+    /// Frames the played file holds.
+    pub play_total: Option<u64>,
+    /// The played file has played out.
+    pub play_done: bool,
+    /// Frames received and recorded.
+    pub recorded: u64,
+    /// Where the recording goes (a path on the node's machine).
+    pub record_path: Option<String>,
+    /// The recording is closed.
+    pub record_done: bool,
+    /// The last media error.
+    pub error: Option<String>,
+    /// Frames handed to the connection.
+    pub frames_sent: u64,
+    /// Frames received on the call's m-line.
+    pub frames_received: u64,
+    /// Received media refused (an m-line the call did not negotiate, no call attached).
+    pub refused_in: u64,
+    /// Writes refused (not negotiated yet, a stale call).
+    pub refused_out: u64,
+    /// Why the last media was refused.
+    pub last_refusal: Option<String>,
+}
+
+/// A call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct Call {
+    /// `dcall1…`.
+    pub id: String,
+    /// With whom.
+    pub user_id: UserId,
+    /// We placed it.
+    pub outgoing: bool,
+    /// Where it stands.
+    pub state: CallState,
+    /// When it started ringing.
+    pub created_at: Timestamp,
+    /// When it was picked up.
+    pub answered_at: Option<Timestamp>,
+    /// When it ended.
+    pub ended_at: Option<Timestamp>,
+    /// How it ended.
+    pub end: Option<CallEnd>,
+    /// We hung up, declined or cancelled.
+    pub ended_by_me: bool,
+    /// How long it has been (or was) active, in milliseconds.
+    pub duration_ms: Option<u64>,
+    /// Why a media offer or media from the peer was refused, if one was.
+    pub refused: Option<String>,
+    /// The connection with the peer: path (direct or relayed, candidate types), RTT.
+    pub connection: Connection,
+    /// The call's media on this node, once it had any.
+    pub media: Option<CallMedia>,
+}
+
+/// `GET /calls`: the current call first, then the recent ended ones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct Calls {
+    /// Newest first.
+    pub calls: Vec<Call>,
+}
+
+/// `POST /calls`: ring a contact. `play` and `record` are absolute paths on the node's machine
+/// (the headless source and sink: an Ogg Opus file played into the call, the received Opus
+/// packets recorded into an Ogg Opus file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+pub struct StartCall {
+    /// Whom to call.
+    pub user_id: UserId,
+    /// An Ogg Opus file to play into the call once it is active.
+    #[serde(default)]
+    #[ts(optional)]
+    pub play: Option<String>,
+    /// Where to record what the peer sends.
+    #[serde(default)]
+    #[ts(optional)]
+    pub record: Option<String>,
+}
+
+/// `POST /calls/{id}/accept`: pick up, with the same optional media as [`StartCall`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptCall {
+    /// An Ogg Opus file to play into the call.
+    #[serde(default)]
+    #[ts(optional)]
+    pub play: Option<String>,
+    /// Where to record what the peer sends.
+    #[serde(default)]
+    #[ts(optional)]
+    pub record: Option<String>,
+}
+
+/// `POST /calls/{id}/{decline|hangup}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum CallAction {
+    /// Decline an incoming call that rings.
+    Decline,
+    /// End the call (or stop ringing, or decline).
+    Hangup,
+}
