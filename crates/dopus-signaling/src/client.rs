@@ -181,6 +181,13 @@ pub enum Event {
         /// offers none). They expire after their `ttl_secs`; each login brings fresh ones.
         ice_servers: Vec<IceServerInfo>,
     },
+    /// The connection is down and the next attempt starts after `delay` (the backoff), unless
+    /// [`SignalingClient::reconnect`] comes first. Sent after each `State(Disconnected)` that
+    /// is followed by a retry (not after a replacement, which waits for `reconnect`).
+    Retrying {
+        /// How long until the next attempt.
+        delay: Duration,
+    },
     /// Login was refused; the client keeps retrying with backoff.
     AuthFailed {
         /// Why.
@@ -675,6 +682,7 @@ impl Task {
             }
             let delay = self.config.backoff.next_delay(attempt);
             attempt = attempt.saturating_add(1);
+            let _ = self.events.send(Event::Retrying { delay });
             if self.idle(delay).await {
                 return;
             }

@@ -203,6 +203,14 @@ impl Actor {
                         self.live.relays = relays;
                     }
                 }
+                Msg::Retrying(generation, ms) => {
+                    if generation == self.generation {
+                        self.broadcast(&dto::Event::Signaling {
+                            state: dto::SignalingState::Disconnected,
+                            retry_in_ms: Some(ms),
+                        });
+                    }
+                }
                 Msg::Diagnostics(user, d) => {
                     self.live.diagnostics.insert(user, d);
                     connection_events.push(user);

@@ -44,6 +44,9 @@ pub enum Msg {
     /// A call's media task asks for the handle of its peer's connection (none: the reply is
     /// dropped and the task asks again).
     PeerHandle(UserId, oneshot::Sender<dopus_rtc::PeerHandle>),
+    /// The signaling client of one generation is down and retries in this many milliseconds
+    /// (told to the UI as `retry_in_ms`; the machine does not need it).
+    Retrying(u64, u64),
     /// Stop: close connections, say goodbye to the server, then answer.
     Shutdown(oneshot::Sender<()>),
 }

@@ -237,6 +237,12 @@ async fn forward(mut events: mpsc::UnboundedReceiver<Event>, generation: u64, ac
                 let _ = actor.send(Msg::Relays(generation, relays));
                 send(Input::Authenticated)
             }
+            Event::Retrying { delay } => actor
+                .send(Msg::Retrying(
+                    generation,
+                    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                ))
+                .is_ok(),
             Event::AuthFailed { code } => send(Input::AuthFailed {
                 code: code.to_string(),
             }),

@@ -22,8 +22,9 @@ pub enum Event {
     Signaling {
         /// The new state.
         state: SignalingState,
-        /// When the next reconnect is due, in ms. Documented since v1 but not sent by the node
-        /// yet (left out until it is).
+        /// With `disconnected`: the next reconnect starts in this many ms (the client's
+        /// backoff). A second `disconnected` event carries it right after the first (which has
+        /// none); left out for every other state and after a replacement (no retry follows).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional, type = "number")]
         retry_in_ms: Option<u64>,
