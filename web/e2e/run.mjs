@@ -68,7 +68,9 @@ async function startNode(name, dataDir, serverUrl) {
   const proc = startProcess(
     name,
     NODE_BIN,
-    ["--data-dir", dataDir, "run", "--server", serverUrl, "--api", "127.0.0.1:0"],
+    // Link previews are off unless turned on in settings; this flag only lets them reach the
+    // test's page on 127.0.0.1 (a node refuses loopback and private addresses otherwise).
+    ["--data-dir", dataDir, "run", "--server", serverUrl, "--api", "127.0.0.1:0", "--link-preview-allow-private"],
     LOGS,
   );
   const api = await readApiFile(dataDir, proc.child.pid, proc);
@@ -570,6 +572,35 @@ async function main() {
     await shot(pa, "11-light-theme");
     await pa.getByRole("button", { name: "Settings" }).click();
     await saveTheme("dark");
+
+    section("link preview");
+    // Alice turns previews on: her node (only hers) fetches the page once and sends title and
+    // description inside the encrypted message; bob's node and both browsers fetch nothing.
+    await pa.getByRole("button", { name: "Settings" }).click();
+    await pa.getByLabel("Link previews for links I send").check();
+    await pa.getByRole("button", { name: "Save" }).click();
+    await settingsDialog.waitFor({ state: "hidden", timeout: T });
+    const previewHits = [];
+    const previewSite = createServer((req, res) => {
+      previewHits.push(req.headers["user-agent"] ?? "");
+      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
+      res.end('<html><head><title>Avocado facts</title><meta property="og:description" content="Everything about 🥑"></head><body>x</body></html>');
+    });
+    await new Promise((r) => previewSite.listen(0, "127.0.0.1", r));
+    const previewUrl = `http://127.0.0.1:${previewSite.address().port}/avocado`;
+    await send(pa, `look ${previewUrl}`);
+    const bobCard = msgWith(pb, previewUrl).getByTestId("link-preview");
+    await expectVisible(bobCard.filter({ hasText: "Avocado facts" }), "bob sees alice's link preview", SLOW);
+    await expectVisible(bobCard.filter({ hasText: "Everything about" }), "the preview's description", SLOW);
+    previewSite.close();
+    if (previewHits.length !== 1 || !previewHits[0].startsWith("DiscordOpus-link-preview")) {
+      fail(`the page was fetched ${previewHits.length} times (${previewHits.join(", ")}); expected once, by alice's node`);
+    }
+    await shot(pb, "11b-link-preview");
+    await pa.getByRole("button", { name: "Settings" }).click();
+    await pa.getByLabel("Link previews for links I send").uncheck();
+    await pa.getByRole("button", { name: "Save" }).click();
+    await settingsDialog.waitFor({ state: "hidden", timeout: T });
 
     section("profile");
     await pa.getByRole("button", { name: "Settings" }).click();

@@ -115,6 +115,7 @@ fn user(seed: u8) -> Result<UserId> {
 
 fn message(n: u64, conversation: ConversationId, sender: UserId, body: String) -> NewMessage {
     NewMessage {
+        preview: None,
         id: MessageId(Uuid::from_u64_pair(0x0190_0000_0000_7000, n)),
         conversation,
         sender,

@@ -61,6 +61,9 @@ pub enum ChatError {
     /// A file manifest outside its limits.
     #[error("the file's description is invalid")]
     InvalidFile,
+    /// A link preview outside its limits.
+    #[error("the link preview is invalid")]
+    BadPreview,
     /// Reading the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -122,6 +125,28 @@ pub struct Received {
     pub replies: Vec<Outgoing>,
     /// Not a chat content: the runtime handles it (WebRTC signals, session resets, verification).
     pub control: Option<Content>,
+}
+
+/// A text message the user wrote, before it gets an id and a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Draft {
+    /// The text.
+    pub body: String,
+    /// The message it answers.
+    pub reply_to: Option<MessageId>,
+    /// A link preview the sender's node fetched (only when the user turned previews on).
+    pub preview: Option<Box<dopus_proto::content::LinkPreview>>,
+}
+
+impl Draft {
+    /// A plain text.
+    pub fn new(body: impl Into<String>) -> Self {
+        Self {
+            body: body.into(),
+            reply_to: None,
+            preview: None,
+        }
+    }
 }
 
 /// The conversation logic of one user.
@@ -219,11 +244,16 @@ impl Chat {
         check_body(&body)?;
         self.typing_sent.remove(&peer);
         let sent_at = next_sent_at(store, &ConversationId::Direct(peer), now)?;
-        let (change, out) = self.text(now, sent_at, peer, id, body, reply_to)?;
+        let draft = Draft {
+            body,
+            reply_to,
+            preview: None,
+        };
+        let (change, out) = self.text(now, sent_at, peer, id, draft)?;
         Ok((Changes::from(change), out))
     }
 
-    /// New text messages to `peer`, in order: `(id, body, reply_to)` each. All or none: one
+    /// New text messages to `peer`, in order: `(id, draft)` each. All or none: one
     /// bad body refuses them all. The contact is checked and the conversation's newest
     /// `sent_at` read once; each message then takes the next millisecond (the hybrid logical
     /// clock of [`next_sent_at`], carried through the batch instead of read back per message).
@@ -233,21 +263,24 @@ impl Chat {
         store: &dyn Store,
         now: Timestamp,
         peer: UserId,
-        texts: Vec<(MessageId, String, Option<MessageId>)>,
+        texts: Vec<(MessageId, Draft)>,
     ) -> Result<(Changes, Vec<Outgoing>), ChatError> {
         Self::messageable(store, &peer)?;
-        for (_, body, _) in &texts {
-            check_body(body)?;
+        for (_, draft) in &texts {
+            check_body(&draft.body)?;
+            if let Some(p) = &draft.preview {
+                p.validate().map_err(|_| ChatError::BadPreview)?;
+            }
         }
         self.typing_sent.remove(&peer);
         let mut sent_at = next_sent_at(store, &ConversationId::Direct(peer), now)?;
         let mut changes = Changes::new();
         let mut outs = Vec::with_capacity(texts.len());
-        for (i, (id, body, reply_to)) in texts.into_iter().enumerate() {
+        for (i, (id, draft)) in texts.into_iter().enumerate() {
             if i > 0 {
                 sent_at = sent_at.plus_millis(1);
             }
-            let (change, out) = self.text(now, sent_at, peer, id, body, reply_to)?;
+            let (change, out) = self.text(now, sent_at, peer, id, draft)?;
             changes.push(change);
             outs.push(out);
         }
@@ -261,9 +294,13 @@ impl Chat {
         sent_at: Timestamp,
         peer: UserId,
         id: MessageId,
-        body: String,
-        reply_to: Option<MessageId>,
+        draft: Draft,
     ) -> Result<(Change, Outgoing), ChatError> {
+        let Draft {
+            body,
+            reply_to,
+            preview,
+        } = draft;
         let out = Outgoing {
             peer,
             id: EnvelopeId(id.0),
@@ -272,10 +309,12 @@ impl Chat {
             content: Content::Chat(ChatContent::Text {
                 body: body.clone(),
                 reply_to: reply_to.map(wire_id).transpose()?,
+                preview: preview.clone(),
             }),
             reliable: true,
         };
         let change = Change::InsertMessage(NewMessage {
+            preview,
             id,
             conversation: ConversationId::Direct(peer),
             sender: self.me,
@@ -334,6 +373,7 @@ impl Chat {
         };
         let mut changes = Changes::new();
         changes.push(Change::InsertMessage(NewMessage {
+            preview: None,
             id,
             conversation,
             sender: self.me,
@@ -585,12 +625,17 @@ impl Chat {
         // Receipts are best effort: a lost one is answered again when the sender retries.
         let ack = || delivered_receipt(sender, ack_envelope, now, payload.id);
         match &payload.content {
-            Content::Chat(ChatContent::Text { body, reply_to }) => {
+            Content::Chat(ChatContent::Text {
+                body,
+                reply_to,
+                preview,
+            }) => {
                 if !accepted {
                     return Ok(r);
                 }
                 let id = store_id(&payload.id);
                 r.changes.push(Change::InsertMessage(NewMessage {
+                    preview: preview.clone(),
                     id,
                     conversation,
                     sender,
@@ -616,6 +661,7 @@ impl Chat {
                 }
                 let id = store_id(&payload.id);
                 r.changes.push(Change::InsertMessage(NewMessage {
+                    preview: None,
                     id,
                     conversation,
                     sender,
@@ -906,6 +952,7 @@ mod tests {
             item(
                 n,
                 Content::Chat(ChatContent::Text {
+                    preview: None,
                     body: format!("m{n}"),
                     reply_to: None,
                 }),
@@ -1020,10 +1067,10 @@ mod tests {
         let (alice, bob) = (user(1), user(2));
         let mut store = MemoryStore::new();
         let mut chat = Chat::new(alice);
-        let texts = |ids: &[u64], bodies: &[&str]| -> Vec<(MessageId, String, Option<MessageId>)> {
+        let texts = |ids: &[u64], bodies: &[&str]| -> Vec<(MessageId, Draft)> {
             ids.iter()
                 .zip(bodies)
-                .map(|(&n, b)| (id(n), (*b).to_owned(), None))
+                .map(|(&n, b)| (id(n), Draft::new(*b)))
                 .collect()
         };
         let r = chat.send_texts(&store, Timestamp(10), bob, texts(&[1, 2], &["a", "b"]));
@@ -1076,6 +1123,7 @@ mod tests {
         let mut b = Chat::new(bob);
         let text = |n: u64| {
             Content::Chat(ChatContent::Text {
+                preview: None,
                 body: format!("m{n}"),
                 reply_to: None,
             })
@@ -1183,6 +1231,54 @@ mod tests {
     }
 
     #[test]
+    fn a_link_preview_travels_with_its_text_and_a_bad_one_is_refused_before_sending() {
+        let (alice, bob) = (user(1), user(2));
+        let mut a_store = MemoryStore::new();
+        let mut b_store = MemoryStore::new();
+        a_store
+            .apply_one(contact(bob, ContactState::Accepted))
+            .unwrap();
+        b_store
+            .apply_one(contact(alice, ContactState::Accepted))
+            .unwrap();
+        let mut a = Chat::new(alice);
+        let mut b = Chat::new(bob);
+        let preview = dopus_proto::content::LinkPreview {
+            url: "https://example.org/".into(),
+            title: Some("Example".into()),
+            description: Some("A page".into()),
+            image: Some("data:image/png;base64,AAAA".into()),
+        };
+        let draft = Draft {
+            preview: Some(Box::new(preview.clone())),
+            ..Draft::new("see https://example.org/")
+        };
+        let (changes, outs) = a
+            .send_texts(&a_store, Timestamp(1), bob, vec![(id(7), draft)])
+            .unwrap();
+        a_store.apply(changes).unwrap();
+        let mine = a_store.message(&id(7)).unwrap().unwrap();
+        assert_eq!(mine.preview.as_deref(), Some(&preview));
+        let p = payload(alice, bob, id(7), outs[0].content.clone());
+        let r = b
+            .receive(&b_store, Timestamp(2), alice, &p, env(1))
+            .unwrap();
+        b_store.apply(r.changes).unwrap();
+        let theirs = b_store.message(&id(7)).unwrap().unwrap();
+        assert_eq!(theirs.preview.as_deref(), Some(&preview));
+        // An image that is not a small raster data URL is refused before anything is stored.
+        let bad = Draft {
+            preview: Some(Box::new(dopus_proto::content::LinkPreview {
+                image: Some("https://tracker.example/pixel.gif".into()),
+                ..preview
+            })),
+            ..Draft::new("again")
+        };
+        let r = a.send_texts(&a_store, Timestamp(3), bob, vec![(id(8), bad)]);
+        assert!(matches!(r, Err(ChatError::BadPreview)));
+    }
+
+    #[test]
     fn only_the_sender_may_edit_or_delete() {
         let (alice, bob, eve) = (user(1), user(2), user(3));
         let mut store = MemoryStore::new();
@@ -1198,6 +1294,7 @@ mod tests {
             bob,
             id(1),
             Content::Chat(ChatContent::Text {
+                preview: None,
                 body: "one".into(),
                 reply_to: None,
             }),
@@ -1284,6 +1381,7 @@ mod tests {
             bob,
             id(1),
             Content::Chat(ChatContent::Text {
+                preview: None,
                 body: "spam".into(),
                 reply_to: None,
             }),
@@ -1344,6 +1442,7 @@ mod tests {
                 bob,
                 id(n),
                 Content::Chat(ChatContent::Text {
+                    preview: None,
                     body: format!("m{n}"),
                     reply_to: None,
                 }),
@@ -1361,6 +1460,7 @@ mod tests {
             bob,
             id(4),
             Content::Chat(ChatContent::Text {
+                preview: None,
                 body: "m4".into(),
                 reply_to: None,
             }),

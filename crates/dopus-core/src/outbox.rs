@@ -318,6 +318,7 @@ mod tests {
 
     fn text(body: &str) -> Content {
         Content::Chat(ChatContent::Text {
+            preview: None,
             body: body.into(),
             reply_to: None,
         })

@@ -334,6 +334,7 @@ mod tests {
     fn debug_never_prints_text_or_pickles() {
         let sender = conformance::user(1);
         let m = NewMessage {
+            preview: None,
             id: MessageId(uuid::Uuid::from_u128(1)),
             conversation: ConversationId::Direct(sender),
             sender,

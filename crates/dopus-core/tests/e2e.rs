@@ -196,6 +196,7 @@ impl Node {
             now,
             to,
             Content::Chat(ChatContent::Text {
+                preview: None,
                 body: body.into(),
                 reply_to: None,
             }),
@@ -522,6 +523,7 @@ fn a_peer_restored_from_an_old_copy_is_detected_and_recovered_with_a_new_session
         &bob.addr,
         lost.id,
         Content::Chat(ChatContent::Text {
+            preview: None,
             body: "important".into(),
             reply_to: None,
         }),
@@ -685,6 +687,7 @@ fn every_content_kind_survives_seal_and_open() {
     let target = alice.new_id(t(1));
     let contents = vec![
         Content::Chat(ChatContent::Text {
+            preview: None,
             body: "x".repeat(dopus_proto::peer::MAX_BODY_BYTES),
             reply_to: Some(target),
         }),
@@ -798,6 +801,7 @@ fn a_window_sealed_at_once_opens_in_order_and_the_session_carries_on() {
             conversation: Conversation::Direct,
             sent_at: t(2 + i),
             content: Content::Chat(ChatContent::Text {
+                preview: None,
                 body: format!("w{i}"),
                 reply_to: None,
             }),
@@ -808,6 +812,7 @@ fn a_window_sealed_at_once_opens_in_order_and_the_session_carries_on() {
         conversation: Conversation::Direct,
         sent_at: t(9),
         content: Content::Chat(ChatContent::Text {
+            preview: None,
             body: "x".repeat(dopus_proto::peer::MAX_BODY_BYTES + 1),
             reply_to: None,
         }),
@@ -857,6 +862,7 @@ fn a_stale_record_seals_from_its_own_state_not_the_machines_newer_one() {
         conversation: Conversation::Direct,
         sent_at: t(2),
         content: Content::Chat(ChatContent::Text {
+            preview: None,
             body: "same".into(),
             reply_to: None,
         }),

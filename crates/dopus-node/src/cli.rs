@@ -366,6 +366,10 @@ pub struct RunArgs {
     /// server's login answer), so they never learn this machine's IP address.
     #[arg(long)]
     pub relay_only: bool,
+    /// Let link previews (a setting, off by default) fetch pages on loopback and private
+    /// addresses too. For tests with a local HTTP server; never for real use.
+    #[arg(long, hide = true)]
+    pub link_preview_allow_private: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -113,6 +113,7 @@ pub fn run(dir: PathBuf, out: Output, args: RunArgs, launch: Launch) -> anyhow::
                 server: args.server.clone(),
                 stun: None,
                 relay_only: args.relay_only,
+                link_preview_allow_private: args.link_preview_allow_private,
             },
         );
         // Headless use: unlock with the passphrase from the environment.

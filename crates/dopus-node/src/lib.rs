@@ -10,6 +10,7 @@ pub mod local;
 pub mod output;
 pub mod passphrase;
 pub mod paths;
+pub mod preview;
 pub mod remote;
 pub mod remote_calls;
 pub mod remote_spaces;

@@ -50,6 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             api: ([127, 0, 0, 1], 0).into(),
             allow_remote_api: false,
             relay_only: false,
+            link_preview_allow_private: false,
         },
         no_browser: false,
     }));

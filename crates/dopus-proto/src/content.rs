@@ -20,7 +20,7 @@ mod verify;
 
 pub use bulk::{BulkContent, BulkItem};
 pub use call::{CALL_VERSION, CallContent, DeclineReason};
-pub use chat::{ChatContent, ReactionAction, ReceiptKind};
+pub use chat::{ChatContent, LinkPreview, ReactionAction, ReceiptKind};
 pub use contact::ContactContent;
 pub use control::SessionContent;
 pub use rtc::{RtcContent, RtcSignal};

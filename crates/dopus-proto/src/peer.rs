@@ -573,6 +573,7 @@ mod tests {
     fn every_content() -> Vec<Content> {
         vec![
             Content::Chat(ChatContent::Text {
+                preview: None,
                 body: "hello".into(),
                 reply_to: Some(id(2)),
             }),
@@ -642,6 +643,7 @@ mod tests {
                     bulk_item(
                         3,
                         Content::Chat(ChatContent::Text {
+                            preview: None,
                             body: "one".into(),
                             reply_to: None,
                         }),
@@ -677,6 +679,7 @@ mod tests {
             bulk_item(
                 n,
                 Content::Chat(ChatContent::Text {
+                    preview: None,
                     body: format!("m{n}"),
                     reply_to: None,
                 }),
@@ -703,6 +706,7 @@ mod tests {
             bulk(vec![bulk_item(
                 1,
                 Content::Chat(ChatContent::Text {
+                    preview: None,
                     body: "x".repeat(MAX_BODY_BYTES + 1),
                     reply_to: None,
                 }),
@@ -759,6 +763,7 @@ mod tests {
     fn payload_wire_format_snapshot() {
         insta::assert_json_snapshot!(payload(
             Content::Chat(ChatContent::Text {
+                preview: None,
                 body: "hi".into(),
                 reply_to: None
             }),
@@ -827,6 +832,7 @@ mod tests {
         let long = "x".repeat(MAX_BODY_BYTES + 1);
         let p = payload(
             Content::Chat(ChatContent::Text {
+                preview: None,
                 body: long.clone(),
                 reply_to: None,
             }),
@@ -898,6 +904,7 @@ mod tests {
     fn errors_never_echo_the_input() {
         let p = payload(
             Content::Chat(ChatContent::Text {
+                preview: None,
                 body: "secret words".into(),
                 reply_to: None,
             }),
@@ -954,8 +961,13 @@ mod tests {
 
     fn arb_content() -> impl Strategy<Value = Content> {
         prop_oneof![
-            (arb_text(), proptest::option::of(arb_id()))
-                .prop_map(|(body, reply_to)| Content::Chat(ChatContent::Text { body, reply_to })),
+            (arb_text(), proptest::option::of(arb_id())).prop_map(
+                |(body, reply_to)| Content::Chat(ChatContent::Text {
+                    preview: None,
+                    body,
+                    reply_to
+                })
+            ),
             (arb_id(), arb_text())
                 .prop_map(|(target, body)| Content::Chat(ChatContent::Edit { target, body })),
             arb_id().prop_map(|target| Content::Chat(ChatContent::Delete { target })),
@@ -1053,7 +1065,7 @@ mod tests {
                     id,
                     conversation: Conversation::Direct,
                     sent_at: Timestamp(sent),
-                    content: ChatContent::Text { body, reply_to: None },
+                    content: ChatContent::Text { preview: None, body, reply_to: None },
                 })
                 .collect();
             let p = payload(Content::Bulk(BulkContent::Bulk { items }), false);

@@ -72,9 +72,15 @@ fn insert_message(tx: &Connection, m: NewMessage) -> DbResult<Outcome> {
         return Ok(Outcome::Duplicate(codec::read_seq(seq, "messages.seq")?));
     }
     let (conversation_id, _) = ensure_conversation(tx, &m.conversation, m.received_at)?;
+    let preview = m
+        .preview
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|_| StoreError::Invalid("message preview"))?;
     tx.prepare_cached(
         "INSERT INTO messages (id, conversation_id, sender, kind, body, reply_to, sent_at, \
-         received_at, delivery) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         received_at, delivery, preview) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         uuid(&m.id.0),
@@ -86,6 +92,7 @@ fn insert_message(tx: &Connection, m: NewMessage) -> DbResult<Outcome> {
         ts(m.sent_at)?,
         ts(m.received_at)?,
         m.delivery.as_str(),
+        preview,
     ])?;
     Ok(Outcome::Inserted(codec::read_seq(
         tx.last_insert_rowid(),
@@ -118,7 +125,10 @@ fn edit_message(
 
 fn delete_message(tx: &Connection, id: MessageId) -> DbResult<Outcome> {
     let rows = tx
-        .prepare_cached("UPDATE messages SET deleted = 1, body = '' WHERE id = ?1 AND deleted = 0")?
+        .prepare_cached(
+            "UPDATE messages SET deleted = 1, body = '', preview = NULL \
+             WHERE id = ?1 AND deleted = 0",
+        )?
         .execute([uuid(&id.0)])?;
     if rows > 0 {
         tx.prepare_cached("DELETE FROM reactions WHERE message_id = ?1")?

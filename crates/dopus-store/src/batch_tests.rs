@@ -17,6 +17,7 @@ const PASS: &str = "batch test passphrase";
 
 fn message(n: u128) -> NewMessage {
     NewMessage {
+        preview: None,
         id: MessageId(Uuid::from_u128(n)),
         conversation: ConversationId::Direct(user(2)),
         sender: user(2),

@@ -148,8 +148,10 @@ fn opt_blob<'r>(row: &'r Row<'_>, i: usize) -> DbResult<Option<&'r [u8]>> {
 }
 
 /// Columns for [`message`], from `messages m JOIN conversations c`.
+/// How many columns [`MESSAGE_COLUMNS`] names (a query's own columns come after them).
+pub(crate) const MESSAGE_COLUMN_COUNT: usize = 14;
 pub(crate) const MESSAGE_COLUMNS: &str = "m.seq, m.id, c.kind, c.ref, m.sender, m.kind, m.body, \
-     m.reply_to, m.edited_at, m.deleted, m.sent_at, m.received_at, m.delivery";
+     m.reply_to, m.edited_at, m.deleted, m.sent_at, m.received_at, m.delivery, m.preview";
 
 pub(crate) fn message(row: &Row<'_>) -> DbResult<Message> {
     Ok(Message {
@@ -170,6 +172,10 @@ pub(crate) fn message(row: &Row<'_>) -> DbResult<Message> {
         sent_at: read_ts(row.get(10)?, "messages.sent_at")?,
         received_at: read_ts(row.get(11)?, "messages.received_at")?,
         delivery: read_enum(text(row, 12)?, DeliveryState::parse, "messages.delivery")?,
+        preview: row
+            .get::<_, Option<String>>(13)?
+            .map(|json| serde_json::from_str(&json).map_err(|_| corrupt("messages.preview")))
+            .transpose()?,
     })
 }
 

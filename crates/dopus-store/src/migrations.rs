@@ -48,6 +48,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "outbox_audience",
         sql: include_str!("../migrations/006_outbox_audience.sql"),
     },
+    Migration {
+        version: 7,
+        name: "link_previews",
+        sql: include_str!("../migrations/007_link_previews.sql"),
+    },
 ];
 
 /// The schema version this build writes and the newest it reads.

@@ -3,9 +3,9 @@
 
 use crate::codec::{
     self, CONTACT_COLUMNS, DbResult, MEGOLM_INBOUND_COLUMNS, MEGOLM_OUTBOUND_COLUMNS,
-    MEGOLM_WAITING_COLUMNS, MESSAGE_COLUMNS, OLM_COLUMNS, OUTBOX_COLUMNS, PEER_DEVICE_COLUMNS,
-    SPACE_OP_COLUMNS, TRANSFER_COLUMNS, collect, conversation_key, first, read_seq, read_ts,
-    read_user, seq_int, ts, user, uuid,
+    MEGOLM_WAITING_COLUMNS, MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, OLM_COLUMNS, OUTBOX_COLUMNS,
+    PEER_DEVICE_COLUMNS, SPACE_OP_COLUMNS, TRANSFER_COLUMNS, collect, conversation_key, first,
+    read_seq, read_ts, read_user, seq_int, ts, user, uuid,
 };
 use dopus_core::store::{
     AccountRecord, ChannelId, Contact, Conversation, ConversationId, ConversationSummary,
@@ -360,7 +360,7 @@ pub(crate) fn search(conn: &Connection, query: &SearchQuery) -> DbResult<Vec<Sea
     while let Some(row) = rows.next()? {
         out.push(SearchHit {
             message: codec::message(row)?,
-            snippet: row.get(13)?,
+            snippet: row.get(MESSAGE_COLUMN_COUNT)?,
         });
     }
     Ok(out)

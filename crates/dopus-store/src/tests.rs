@@ -27,6 +27,7 @@ fn temp_store() -> (SqliteStore, tempfile::TempDir) {
 
 fn message(n: u128, body: &str) -> NewMessage {
     NewMessage {
+        preview: None,
         id: MessageId(Uuid::from_u128(n)),
         conversation: ConversationId::Direct(user(2)),
         sender: user(2),

@@ -2037,7 +2037,7 @@ fn run_cmd(
             let texts = (0..count)
                 .map(|_| {
                     let word = rng.next_u64();
-                    (format!("{PLAINTEXT_MARKER} {word:016x}"), None)
+                    dopus_core::chat::Draft::new(format!("{PLAINTEXT_MARKER} {word:016x}"))
                 })
                 .collect();
             ok_or_user(m.send_texts(now, store, peer, texts).map(|_| ()))

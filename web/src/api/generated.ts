@@ -150,8 +150,7 @@ read_receipts: boolean,
  */
 theme: Theme, 
 /**
- * PLANNED (awaits node support): fetch link previews for links we send (off by default;
- * a receiver never fetches). Left out until the node supports it.
+ * Fetch link previews for links we send (off by default; a receiver never fetches).
  */
 link_previews?: boolean, };
 
@@ -483,8 +482,8 @@ seq: number,
  */
 reactions: Array<Reaction>, 
 /**
- * PLANNED (awaits node support): the link preview the sender's node fetched and sent
- * inside the encrypted message. Left out until the node fills it.
+ * The link preview the sender's node fetched and sent inside the encrypted message (only
+ * when the sender turned previews on; a receiving node never fetches). Left out when none.
  */
 preview?: LinkPreview, };
 
@@ -1163,8 +1162,9 @@ state: NodeState, } | { "type": "signaling",
  */
 state: SignalingState, 
 /**
- * When the next reconnect is due, in ms. Documented since v1 but not sent by the node
- * yet (left out until it is).
+ * With `disconnected`: the next reconnect starts in this many ms (the client's
+ * backoff). A second `disconnected` event carries it right after the first (which has
+ * none); left out for every other state and after a replacement (no retry follows).
  */
 retry_in_ms?: number, } | { "type": "message", 
 /**
@@ -1448,8 +1448,7 @@ read_receipts?: boolean | null,
  */
 theme?: Theme | null, 
 /**
- * PLANNED (awaits node support): fetch link previews for links we send. Ignored by
- * today's node.
+ * Fetch link previews for links we send (off by default).
  */
 link_previews?: boolean | null, };
 

@@ -234,7 +234,7 @@ export const MessageItem = memo(function MessageItem(p: Props) {
 });
 
 /**
- * A link preview the sender's node fetched and sent inside the encrypted message (AWAITS NODE).
+ * A link preview the sender's node fetched and sent inside the encrypted message.
  * Its image is a data: URL carried in the message; nothing is fetched here.
  */
 function PreviewCard({ preview }: { preview: LinkPreview }) {

@@ -15,8 +15,8 @@ function unsupported(e: unknown): boolean {
 }
 
 /**
- * Our profile: display name, status text and picture. AWAITS NODE: `PUT /me/profile` (docs/api.md,
- * "Planned"); until the node has it, saving says so and changes nothing.
+ * Our profile: display name, status text and picture (`PUT /me/profile`, sent end to end encrypted
+ * to every accepted contact).
  */
 function ProfileSection() {
   const { state, actions } = useStore();
@@ -174,7 +174,7 @@ export function SettingsDialog({ onClose }: { onClose(): void }) {
   const [ice, setIce] = useState((current?.ice_servers ?? []).join("\n"));
   const [receipts, setReceipts] = useState(current?.read_receipts ?? false);
   const [theme, setTheme] = useState<Settings["theme"]>(current?.theme ?? "dark");
-  // AWAITS NODE: link previews are fetched by the sender's node; today's node ignores the setting.
+  // Link previews are fetched by the sender's node (docs/api.md, "Link previews"); off by default.
   const [previews, setPreviews] = useState(current?.link_previews ?? false);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);

@@ -73,6 +73,7 @@ impl Peer {
                 draft(
                     n,
                     Content::Chat(ChatContent::Text {
+                        preview: None,
                         body: body.into(),
                         reply_to: None,
                     }),

@@ -360,6 +360,7 @@ impl NodeMachine {
     ) -> Result<(), StoreError> {
         let body = entry_text(c, now);
         let new = NewMessage {
+            preview: None,
             id: self.new_id(now),
             conversation: ConversationId::Direct(c.peer),
             sender: if c.outgoing { self.me } else { c.peer },

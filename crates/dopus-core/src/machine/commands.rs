@@ -102,6 +102,8 @@ pub struct Settings {
     pub read_receipts: bool,
     /// UI theme (`dark` or `light`).
     pub theme: String,
+    /// Fetch a preview of the first link of each text we send (off by default).
+    pub link_previews: bool,
 }
 
 impl Settings {
@@ -115,6 +117,7 @@ impl Settings {
                 .unwrap_or_default(),
             read_receipts: store.setting("read_receipts")?.as_deref() == Some("true"),
             theme: store.setting("theme")?.unwrap_or_else(|| "dark".into()),
+            link_previews: store.setting("link_previews")?.as_deref() == Some("true"),
         })
     }
 
@@ -132,6 +135,7 @@ impl Settings {
             ),
             set("read_receipts", Some(self.read_receipts.to_string())),
             set("theme", Some(self.theme.clone())),
+            set("link_previews", Some(self.link_previews.to_string())),
         ]
         .into_iter()
         .collect()
@@ -150,6 +154,8 @@ pub struct SettingsPatch {
     pub read_receipts: Option<bool>,
     /// UI theme.
     pub theme: Option<String>,
+    /// Fetch link previews for texts we send.
+    pub link_previews: Option<bool>,
 }
 
 /// A profile change: absent fields stay as they are, empty strings clear.
@@ -244,6 +250,9 @@ impl NodeMachine {
                 return Err(CommandError::BadSetting("theme must be dark or light"));
             }
             s.theme = theme;
+        }
+        if let Some(on) = patch.link_previews {
+            s.link_previews = on;
         }
         store.apply(s.changes())?;
         self.chat.read_receipts = s.read_receipts;
@@ -437,18 +446,17 @@ impl NodeMachine {
 
     // --- messages ---
 
-    /// Sends text messages to `peer`, in order, stored all or none: `(body, reply_to)` each.
-    /// Answers them as stored.
+    /// Sends text messages to `peer`, in order, stored all or none. Answers them as stored.
     pub fn send_texts(
         &mut self,
         now: Timestamp,
         store: &mut dyn Store,
         peer: UserId,
-        texts: Vec<(String, Option<MessageId>)>,
+        texts: Vec<crate::chat::Draft>,
     ) -> Result<Vec<Message>, CommandError> {
         let texts: Vec<_> = texts
             .into_iter()
-            .map(|(body, reply_to)| (self.new_id(now), body, reply_to))
+            .map(|draft| (self.new_id(now), draft))
             .collect();
         let (mut changes, outs) = self.chat.send_texts(&*store, now, peer, texts)?;
         // `changes` starts with one `InsertMessage` per message, in order.

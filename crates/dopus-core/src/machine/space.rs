@@ -416,11 +416,13 @@ impl NodeMachine {
         check_body(&body)?;
         let id = self.new_id(now);
         let content = ChatContent::Text {
+            preview: None,
             body: body.clone(),
             reply_to: reply_to.map(wire_id).transpose()?,
         };
         self.channel_post(now, store, channel, id, content)?;
         let new = NewMessage {
+            preview: None,
             id,
             conversation: ConversationId::Channel(channel),
             sender: self.me,
@@ -1474,8 +1476,13 @@ impl NodeMachine {
         let mut inserted = None;
         let mut updated = None;
         match &payload.content {
-            ChatContent::Text { body, reply_to } => {
+            ChatContent::Text {
+                body,
+                reply_to,
+                preview,
+            } => {
                 let new = NewMessage {
+                    preview: preview.clone(),
                     id: store_id(&payload.id),
                     conversation,
                     sender,

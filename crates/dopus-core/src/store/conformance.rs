@@ -136,6 +136,7 @@ fn contact(seed: u8, name: &str, state: ContactState) -> Contact {
 
 fn new_message(n: u128, conversation: ConversationId, sender: u8, body: &str) -> NewMessage {
     NewMessage {
+        preview: None,
         id: mid(n),
         conversation,
         sender: user(sender),
@@ -462,6 +463,7 @@ pub fn insert_is_idempotent<S: Store>(store: &mut S) {
     assert_eq!(
         stored,
         Message {
+            preview: None,
             seq,
             id: m.id,
             conversation: m.conversation,
@@ -687,7 +689,20 @@ pub fn edits_converge<S: Store>(store: &mut S) {
 /// Delete clears the body and reactions, keeps a tombstone, and a late duplicate cannot
 /// bring the text back.
 pub fn delete_erases_content<S: Store>(store: &mut S) {
-    let seq = insert(store, new_message(1, direct(2), 2, "secret words"));
+    let mut first = new_message(1, direct(2), 2, "secret words");
+    let preview = dopus_proto::content::LinkPreview {
+        url: "https://example.org/".into(),
+        title: Some("secret title".into()),
+        description: None,
+        image: None,
+    };
+    first.preview = Some(Box::new(preview.clone()));
+    let seq = insert(store, first);
+    // The preview is kept with the message and read back as it was.
+    assert_eq!(
+        store.message(&mid(1)).unwrap().unwrap().preview.as_deref(),
+        Some(&preview)
+    );
     store
         .apply_one(Change::React {
             message: mid(1),
@@ -712,6 +727,7 @@ pub fn delete_erases_content<S: Store>(store: &mut S) {
     let m = store.message(&mid(1)).unwrap().unwrap();
     assert!(m.deleted);
     assert_eq!(m.body, "");
+    assert_eq!(m.preview, None);
     assert_eq!(m.seq, seq);
     assert!(store.reactions(&mid(1)).unwrap().is_empty());
     assert_eq!(

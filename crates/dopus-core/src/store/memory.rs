@@ -164,6 +164,7 @@ impl State {
                         kind: new.kind,
                         body: new.body,
                         reply_to: new.reply_to,
+                        preview: new.preview,
                         edited_at: None,
                         deleted: false,
                         sent_at: new.sent_at,
@@ -190,6 +191,7 @@ impl State {
                     Some(m) if !m.deleted => {
                         m.deleted = true;
                         m.body.clear();
+                        m.preview = None;
                         true
                     }
                     _ => false,

@@ -374,6 +374,8 @@ pub struct NewMessage {
     pub body: String,
     /// The message it answers, if any.
     pub reply_to: Option<MessageId>,
+    /// The link preview its sender attached (texts only).
+    pub preview: Option<Box<dopus_proto::content::LinkPreview>>,
     /// The sender's clock when sent (informative only; ordering uses `Seq`).
     pub sent_at: Timestamp,
     /// Our clock when we stored it.
@@ -415,6 +417,9 @@ pub struct Message {
     pub body: String,
     /// The message it answers, if any.
     pub reply_to: Option<MessageId>,
+    /// The link preview its sender attached (texts only; gone once deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Box<dopus_proto::content::LinkPreview>>,
     /// When the newest applied edit was made (sender's clock).
     pub edited_at: Option<Timestamp>,
     /// Deleted by its sender: the body is gone, the row stays as a tombstone.
@@ -439,6 +444,7 @@ impl NewMessage {
             kind: self.kind,
             body: self.body.clone(),
             reply_to: self.reply_to,
+            preview: self.preview.clone(),
             edited_at: None,
             deleted: false,
             sent_at: self.sent_at,

@@ -163,6 +163,7 @@ pub(crate) mod fixtures {
     /// A received text message from user 2 to user 1.
     pub fn incoming() -> store::Message {
         store::Message {
+            preview: None,
             seq: Seq(41),
             id: message_id(1),
             conversation: ConversationId::Direct(user(2)),
@@ -181,6 +182,7 @@ pub(crate) mod fixtures {
     /// One of ours, edited, answering [`incoming`].
     pub fn outgoing() -> store::Message {
         store::Message {
+            preview: None,
             seq: Seq(42),
             id: message_id(2),
             conversation: ConversationId::Direct(user(2)),

@@ -163,7 +163,9 @@ pub async fn send_message(
 ) -> Result<Response, ApiError> {
     let req = body(payload)?;
     let reply_to = req.reply_to.as_deref().map(message_id).transpose()?;
-    let message = node.send_text(user(&id)?, req.body, reply_to).await?;
+    let peer = user(&id)?;
+    let preview = node.link_preview(&req.body).await;
+    let message = node.send_text(peer, req.body, reply_to, preview).await?;
     Ok((StatusCode::CREATED, Json(message)).into_response())
 }
 
@@ -270,6 +272,7 @@ pub async fn put_settings(
         ice_servers: patch.ice_servers,
         read_receipts: patch.read_receipts,
         theme: patch.theme,
+        link_previews: patch.link_previews,
     };
     Ok(Json(node.put_settings(patch).await?))
 }

@@ -86,6 +86,7 @@ pub fn run(out: Output, args: DemoArgs) -> anyhow::Result<()> {
                     server: Some(url.clone()),
                     stun: stun.clone(),
                     relay_only: false,
+                    link_preview_allow_private: false,
                 },
             );
             node.unlock(DEMO_PASSPHRASE.to_owned())

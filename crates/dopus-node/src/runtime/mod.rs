@@ -52,6 +52,9 @@ pub struct NodeOptions {
     /// `--relay-only`: direct connections use TURN relays only, so contacts never learn our
     /// IP address (without a relay from the server, messages go through the server).
     pub relay_only: bool,
+    /// `--link-preview-allow-private`: link previews may fetch from loopback and private
+    /// addresses (tests only).
+    pub link_preview_allow_private: bool,
 }
 
 /// A running node: the handle API handlers hold. Before unlock it has no actor; after, every
@@ -445,8 +448,14 @@ impl Node {
         peer: UserId,
         body: String,
         reply_to: Option<uuid::Uuid>,
+        preview: Option<Box<dopus_proto::content::LinkPreview>>,
     ) -> NodeResult<dto::Message> {
-        let mut sent = self.send_texts(peer, vec![(body, reply_to)]).await?;
+        let draft = dopus_core::chat::Draft {
+            body,
+            reply_to: reply_to.map(MessageId),
+            preview,
+        };
+        let mut sent = self.send_drafts(peer, vec![draft]).await?;
         sent.pop()
             .ok_or_else(|| NodeError::Internal("a send was answered without its message".into()))
     }
@@ -459,11 +468,23 @@ impl Node {
         peer: UserId,
         texts: Vec<(String, Option<uuid::Uuid>)>,
     ) -> NodeResult<Vec<dto::Message>> {
+        let drafts = texts
+            .into_iter()
+            .map(|(body, reply)| dopus_core::chat::Draft {
+                body,
+                reply_to: reply.map(MessageId),
+                preview: None,
+            })
+            .collect();
+        self.send_drafts(peer, drafts).await
+    }
+
+    async fn send_drafts(
+        &self,
+        peer: UserId,
+        texts: Vec<dopus_core::chat::Draft>,
+    ) -> NodeResult<Vec<dto::Message>> {
         self.write(move |cx| {
-            let texts = texts
-                .into_iter()
-                .map(|(body, reply)| (body, reply.map(MessageId)))
-                .collect();
             let me = cx.machine.me();
             let sent = cx
                 .machine
@@ -560,6 +581,31 @@ impl Node {
     /// `GET /settings`.
     pub async fn settings(&self) -> NodeResult<dto::Settings> {
         self.read(|v| Ok(views::settings(v.machine))).await
+    }
+
+    /// A link preview for `body` when the user turned previews on and it has a link: fetched
+    /// here, before the message is written, by a blocking task bounded by the fetcher's
+    /// timeouts. Failure only means no preview (logged at debug, without the URL).
+    pub async fn link_preview(&self, body: &str) -> Option<Box<dopus_proto::content::LinkPreview>> {
+        let on = self
+            .read(|v| Ok(v.machine.settings().link_previews))
+            .await
+            .unwrap_or(false);
+        if !on {
+            return None;
+        }
+        let url = crate::preview::first_link(body)?;
+        let policy = crate::preview::Policy {
+            allow_private: self.options.link_preview_allow_private,
+        };
+        match tokio::task::spawn_blocking(move || crate::preview::fetch(&url, policy)).await {
+            Ok(Ok(p)) => Some(Box::new(p)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "no link preview");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// `PUT /settings`.

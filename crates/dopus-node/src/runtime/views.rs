@@ -332,6 +332,7 @@ pub fn settings(machine: &NodeMachine) -> dto::Settings {
         s.ice_servers.clone(),
         s.read_receipts,
         &s.theme,
+        s.link_previews,
     )
 }
 

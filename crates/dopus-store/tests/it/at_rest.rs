@@ -30,6 +30,7 @@ fn write_canaries(store: &mut dopus_store::SqliteStore) {
             updated_at: Timestamp(1),
         }))
         .push(Change::InsertMessage(NewMessage {
+            preview: None,
             id: MessageId(Uuid::now_v7()),
             conversation: ConversationId::Direct(bob),
             sender: bob,

@@ -41,6 +41,7 @@ fn crash_child_writer() {
         let mut changes = Changes::new();
         for i in 0..PER_BATCH {
             changes.push(Change::InsertMessage(NewMessage {
+                preview: None,
                 id: id(batch, i),
                 conversation: ConversationId::Direct(peer),
                 sender: peer,

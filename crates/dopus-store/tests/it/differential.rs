@@ -52,7 +52,7 @@ fn change() -> impl Strategy<Value = Change> {
     let state = prop::sample::select(DeliveryState::ALL.to_vec());
     prop_oneof![
         4 => (id.clone(), 0u8..3, 0u8..3, prop::collection::vec(0usize..6, 1..5), t.clone())
-            .prop_map(|(id, c, s, words, t)| Change::InsertMessage(NewMessage {
+            .prop_map(|(id, c, s, words, t)| Change::InsertMessage(NewMessage { preview: None,
                 id,
                 conversation: conv(c),
                 sender: user(2 + s),
@@ -253,6 +253,7 @@ fn the_harness_compares_outcomes() {
     };
     for change in [
         Change::InsertMessage(NewMessage {
+            preview: None,
             id,
             conversation: conv(0),
             sender: user(3),

@@ -87,8 +87,8 @@ pub struct Message {
     pub seq: u64,
     /// Reactions, one line per emoji.
     pub reactions: Vec<Reaction>,
-    /// PLANNED (awaits node support): the link preview the sender's node fetched and sent
-    /// inside the encrypted message. Left out until the node fills it.
+    /// The link preview the sender's node fetched and sent inside the encrypted message (only
+    /// when the sender turned previews on; a receiving node never fetches). Left out when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub preview: Option<LinkPreview>,
@@ -120,7 +120,12 @@ impl Message {
                 .iter()
                 .map(|r| Reaction::from_summary(r, me))
                 .collect(),
-            preview: None,
+            preview: m.preview.as_deref().map(|p| LinkPreview {
+                url: p.url.clone(),
+                title: p.title.clone(),
+                description: p.description.clone(),
+                image: p.image.clone(),
+            }),
         }
     }
 }

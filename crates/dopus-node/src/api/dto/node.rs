@@ -182,8 +182,7 @@ pub struct Settings {
     pub read_receipts: bool,
     /// The UI's theme.
     pub theme: Theme,
-    /// PLANNED (awaits node support): fetch link previews for links we send (off by default;
-    /// a receiver never fetches). Left out until the node supports it.
+    /// Fetch link previews for links we send (off by default; a receiver never fetches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub link_previews: Option<bool>,
@@ -196,6 +195,7 @@ impl Settings {
         ice_servers: Vec<String>,
         read_receipts: bool,
         theme: &str,
+        link_previews: bool,
     ) -> Self {
         Self {
             server_url,
@@ -206,7 +206,7 @@ impl Settings {
             } else {
                 Theme::Dark
             },
-            link_previews: None,
+            link_previews: Some(link_previews),
         }
     }
 }
@@ -359,10 +359,11 @@ mod tests {
             vec!["stun:stun.example.org:3478".into()],
             false,
             "light",
+            true,
         );
         insta::assert_json_snapshot!(s);
         assert_eq!(
-            Settings::new(None, vec![], true, "weird").theme,
+            Settings::new(None, vec![], true, "weird", false).theme,
             Theme::Dark
         );
     }

@@ -186,8 +186,7 @@ pub struct SettingsPatch {
     /// The UI's theme (checked by the node: `dark` or `light`).
     #[ts(as = "Option<super::Theme>")]
     pub theme: Option<String>,
-    /// PLANNED (awaits node support): fetch link previews for links we send. Ignored by
-    /// today's node.
+    /// Fetch link previews for links we send (off by default).
     pub link_previews: Option<bool>,
 }
 
