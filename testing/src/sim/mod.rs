@@ -162,6 +162,8 @@ pub enum Cmd {
     },
     /// Turn read receipts on or off.
     ReadReceipts(bool),
+    /// Turn the relay-only setting on or off (on closes every direct connection).
+    RelayOnly(bool),
     /// Set our presence status (invisible closes every direct connection).
     Status(dopus_proto::signaling::Status),
     /// Create the space (node 0).
@@ -1710,6 +1712,11 @@ impl Sim {
         &self.nodes[i].stats
     }
 
+    /// Whether node `node` has a direct link (an open or opening connection) to node `peer`.
+    pub fn has_link(&self, node: usize, peer: usize) -> bool {
+        self.nodes[node].links.contains_key(&self.nodes[peer].user)
+    }
+
     /// One-time keys of `owner` claimed by `claimer` (fallback-key claims apart).
     pub fn otk_claims(&self, claimer: usize, owner: usize) -> (u64, u64) {
         self.server.claims(claimer, owner)
@@ -2106,6 +2113,16 @@ fn run_cmd(
         | Cmd::SpaceKick { .. }
         | Cmd::SpaceMod { .. }
         | Cmd::SpaceRename => spaces::run_cmd(m, store, rng, now, peers, cmd, notes),
+        Cmd::RelayOnly(on) => ok_or_user(
+            m.put_settings(
+                store,
+                dopus_core::machine::SettingsPatch {
+                    relay_only: Some(on),
+                    ..Default::default()
+                },
+            )
+            .map(|_| ()),
+        ),
         Cmd::ReadReceipts(on) => ok_or_user(
             m.put_settings(
                 store,

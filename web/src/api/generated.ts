@@ -152,7 +152,17 @@ theme: Theme,
 /**
  * Fetch link previews for links we send (off by default; a receiver never fetches).
  */
-link_previews?: boolean, };
+link_previews?: boolean, 
+/**
+ * Privacy mode: connect to contacts through the server's TURN relays only, so they never
+ * learn this machine's IP address (off by default). Turning it on closes today's direct
+ * connections; without a relay, messages go through the server.
+ */
+relay_only: boolean, 
+/**
+ * This run was started with `--relay-only`: relay-only is on whatever the setting says.
+ */
+relay_only_forced: boolean, };
 
 /**
  * The stable machine-readable error codes (docs/api.md, "Errors").
@@ -1450,7 +1460,11 @@ theme?: Theme | null,
 /**
  * Fetch link previews for links we send (off by default).
  */
-link_previews?: boolean | null, };
+link_previews?: boolean | null, 
+/**
+ * Connect to contacts through relays only (off by default).
+ */
+relay_only?: boolean | null, };
 
 /**
  * `POST /spaces`.

@@ -176,9 +176,12 @@ export function SettingsDialog({ onClose }: { onClose(): void }) {
   const [theme, setTheme] = useState<Settings["theme"]>(current?.theme ?? "dark");
   // Link previews are fetched by the sender's node (docs/api.md, "Link previews"); off by default.
   const [previews, setPreviews] = useState(current?.link_previews ?? false);
+  // Relay-only (issue 18): contacts never learn our IP address; `--relay-only` forces it on.
+  const [relayOnly, setRelayOnly] = useState(current?.relay_only ?? false);
+  const relayForced = current?.relay_only_forced ?? false;
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const ids = { server: useId(), ice: useId(), receipts: useId(), theme: useId(), previews: useId() };
+  const ids = { server: useId(), ice: useId(), receipts: useId(), theme: useId(), previews: useId(), relay: useId() };
 
   useEffect(() => {
     const d = dialog.current;
@@ -213,6 +216,7 @@ export function SettingsDialog({ onClose }: { onClose(): void }) {
         theme,
         // Sent only when turned on, so a node without the setting is not asked about it.
         ...(previews || current?.link_previews !== undefined ? { link_previews: previews } : {}),
+        ...(relayForced ? {} : { relay_only: relayOnly }),
       });
       onClose();
     } catch (err) {
@@ -245,6 +249,21 @@ export function SettingsDialog({ onClose }: { onClose(): void }) {
           ICE servers <span className="muted">(one per line)</span>
           <textarea id={ids.ice} rows={3} value={ice} onChange={(e) => setIce(e.target.value)} spellCheck={false} />
         </label>
+        <label className="toggle" htmlFor={ids.relay}>
+          <input
+            id={ids.relay}
+            type="checkbox"
+            checked={relayOnly || relayForced}
+            disabled={relayForced}
+            onChange={(e) => setRelayOnly(e.target.checked)}
+          />
+          Hide my IP address from contacts (relay only)
+        </label>
+        <p className="muted small">
+          {relayForced
+            ? "On for this run: the node was started with --relay-only."
+            : "Off by default. When on, connections to contacts go through the server's relay, so they never learn your IP address; calls and files may be slower. Turning it on closes today's direct connections."}
+        </p>
         <label className="toggle" htmlFor={ids.receipts}>
           <input id={ids.receipts} type="checkbox" checked={receipts} onChange={(e) => setReceipts(e.target.checked)} />
           Send read receipts

@@ -104,6 +104,9 @@ pub struct Settings {
     pub theme: String,
     /// Fetch a preview of the first link of each text we send (off by default).
     pub link_previews: bool,
+    /// Privacy mode: connect to contacts through TURN relays only, so they never learn our IP
+    /// address (off by default; `discordopus run --relay-only` forces it on for one run).
+    pub relay_only: bool,
 }
 
 impl Settings {
@@ -118,6 +121,7 @@ impl Settings {
             read_receipts: store.setting("read_receipts")?.as_deref() == Some("true"),
             theme: store.setting("theme")?.unwrap_or_else(|| "dark".into()),
             link_previews: store.setting("link_previews")?.as_deref() == Some("true"),
+            relay_only: store.setting("relay_only")?.as_deref() == Some("true"),
         })
     }
 
@@ -136,6 +140,7 @@ impl Settings {
             set("read_receipts", Some(self.read_receipts.to_string())),
             set("theme", Some(self.theme.clone())),
             set("link_previews", Some(self.link_previews.to_string())),
+            set("relay_only", Some(self.relay_only.to_string())),
         ]
         .into_iter()
         .collect()
@@ -156,6 +161,8 @@ pub struct SettingsPatch {
     pub theme: Option<String>,
     /// Fetch link previews for texts we send.
     pub link_previews: Option<bool>,
+    /// Connect through relays only.
+    pub relay_only: Option<bool>,
 }
 
 /// A profile change: absent fields stay as they are, empty strings clear.
@@ -254,7 +261,16 @@ impl NodeMachine {
         if let Some(on) = patch.link_previews {
             s.link_previews = on;
         }
+        // Turning relay-only on closes today's connections: they may be direct, and the next
+        // ones are made relayed (the runtime reads the setting for every new connection).
+        let close_direct = patch.relay_only == Some(true) && !s.relay_only;
+        if let Some(on) = patch.relay_only {
+            s.relay_only = on;
+        }
         store.apply(s.changes())?;
+        if close_direct {
+            self.close_links();
+        }
         self.chat.read_receipts = s.read_receipts;
         self.settings = s.clone();
         Ok((s, server_changed))

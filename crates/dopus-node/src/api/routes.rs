@@ -273,6 +273,7 @@ pub async fn put_settings(
         read_receipts: patch.read_receipts,
         theme: patch.theme,
         link_previews: patch.link_previews,
+        relay_only: patch.relay_only,
     };
     Ok(Json(node.put_settings(patch).await?))
 }

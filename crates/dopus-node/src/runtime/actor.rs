@@ -506,7 +506,7 @@ impl Actor {
         cfg.ice_servers.extend(self.live.relays.iter().cloned());
         // Relay-only signals relayed candidates only; with no relay known yet the connection
         // fails at once (messages go through the server) rather than reveal our addresses.
-        cfg.relay_only = self.relay_only;
+        cfg.relay_only = self.relay_only || self.machine.settings().relay_only;
         cfg.dtls_identity = self.dtls.clone();
         cfg
     }

@@ -580,7 +580,9 @@ impl Node {
 
     /// `GET /settings`.
     pub async fn settings(&self) -> NodeResult<dto::Settings> {
-        self.read(|v| Ok(views::settings(v.machine))).await
+        let forced = self.options.relay_only;
+        self.read(move |v| Ok(views::settings(v.machine, forced)))
+            .await
     }
 
     /// A link preview for `body` when the user turned previews on and it has a link: fetched
@@ -619,13 +621,14 @@ impl Node {
                     .map_err(|e| NodeError::Invalid(format!("ICE server {url:?}: {e}")))?;
             }
         }
+        let forced = self.options.relay_only;
         self.write(move |cx| {
             let (_, server_changed) = cx
                 .machine
                 .put_settings(cx.store, patch)
                 .map_err(|e| cx.command(e))?;
             cx.restart_signaling |= server_changed;
-            Ok(views::settings(cx.machine))
+            Ok(views::settings(cx.machine, forced))
         })
         .await
     }

@@ -324,8 +324,8 @@ pub fn verification(v: &VerificationView) -> dto::Verification {
     }
 }
 
-/// The node's settings.
-pub fn settings(machine: &NodeMachine) -> dto::Settings {
+/// The node's settings (`relay_only_forced`: this run has `--relay-only`).
+pub fn settings(machine: &NodeMachine, relay_only_forced: bool) -> dto::Settings {
     let s = machine.settings();
     dto::Settings::new(
         s.server_url.clone(),
@@ -333,6 +333,8 @@ pub fn settings(machine: &NodeMachine) -> dto::Settings {
         s.read_receipts,
         &s.theme,
         s.link_previews,
+        s.relay_only || relay_only_forced,
+        relay_only_forced,
     )
 }
 

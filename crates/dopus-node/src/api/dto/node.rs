@@ -186,6 +186,12 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub link_previews: Option<bool>,
+    /// Privacy mode: connect to contacts through the server's TURN relays only, so they never
+    /// learn this machine's IP address (off by default). Turning it on closes today's direct
+    /// connections; without a relay, messages go through the server.
+    pub relay_only: bool,
+    /// This run was started with `--relay-only`: relay-only is on whatever the setting says.
+    pub relay_only_forced: bool,
 }
 
 impl Settings {
@@ -196,6 +202,8 @@ impl Settings {
         read_receipts: bool,
         theme: &str,
         link_previews: bool,
+        relay_only: bool,
+        relay_only_forced: bool,
     ) -> Self {
         Self {
             server_url,
@@ -207,6 +215,8 @@ impl Settings {
                 Theme::Dark
             },
             link_previews: Some(link_previews),
+            relay_only,
+            relay_only_forced,
         }
     }
 }
@@ -360,10 +370,12 @@ mod tests {
             false,
             "light",
             true,
+            false,
+            false,
         );
         insta::assert_json_snapshot!(s);
         assert_eq!(
-            Settings::new(None, vec![], true, "weird", false).theme,
+            Settings::new(None, vec![], true, "weird", false, false, false).theme,
             Theme::Dark
         );
     }

@@ -188,6 +188,8 @@ pub struct SettingsPatch {
     pub theme: Option<String>,
     /// Fetch link previews for links we send (off by default).
     pub link_previews: Option<bool>,
+    /// Connect to contacts through relays only (off by default).
+    pub relay_only: Option<bool>,
 }
 
 #[cfg(test)]
