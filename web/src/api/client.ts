@@ -113,7 +113,7 @@ export const api = {
 
   settings: () => request<Settings>("GET", "/settings"),
   putSettings: (s: SettingsPatch) => request<Settings>("PUT", "/settings", s),
-  /** AWAITS NODE (docs/api.md, "Planned"): own profile (name, status text, avatar); 404 today. */
+  /** Our own profile (name, status text, avatar); the node sends it to every accepted contact. */
   putProfile: (p: ProfilePatch) => request<Me>("PUT", "/me/profile", p),
 };
 

@@ -119,8 +119,7 @@ fingerprint: string,
  */
 status: Presence, 
 /**
- * PLANNED (awaits node support): our profile as contacts see it. Left out until the node
- * keeps one.
+ * Our profile as contacts see it; left out until we set one.
  */
 profile?: ProfileCard, };
 
@@ -330,8 +329,7 @@ last_message: Message | null,
  */
 connection: Connection, 
 /**
- * PLANNED (awaits node support): the profile they sent us (avatar, status text). Left out
- * until the node stores profiles.
+ * The newest profile card they sent us (avatar, status text); left out if none came.
  */
 profile?: ProfileCard, };
 
@@ -1615,7 +1613,7 @@ avatar: string | null,
 updated_at: Timestamp, };
 
 /**
- * `PUT /me/profile` (PLANNED): changes our own profile; absent fields stay as they are, `null`
+ * `PUT /me/profile`: changes our own profile; absent fields stay as they are, `null`
  * clears. Answers `Me` with `profile` filled, and the node sends the new card to every accepted
  * contact in the background.
  */
@@ -1656,7 +1654,8 @@ description: string | null,
 image: string | null, };
 
 /**
- * `PUT /settings` additions (PLANNED).
+ * `PUT /settings` additions of the UI issue (the node's `Settings` and `SettingsPatch` carry
+ * the same field).
  */
 export type PlannedSettings = { 
 /**

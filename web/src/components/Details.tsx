@@ -13,7 +13,7 @@ const CANDIDATE_TEXT: Record<string, string> = {
   relay: "relay (TURN)",
 };
 
-/** Rename, block and remove: what a user does with a contact (remove AWAITS NODE). */
+/** Rename, block and remove: what a user does with a contact (`DELETE /contacts/{id}` removes). */
 function ManageContact({ contact }: { contact: Contact }) {
   const { actions } = useStore();
   const [name, setName] = useState(contact.display_name);

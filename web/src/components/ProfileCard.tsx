@@ -5,7 +5,7 @@ import { Avatar, presenceLabel } from "./Avatar";
 
 /**
  * A small card about a person, opened by clicking their name or avatar: picture, name,
- * presence, status text (from their profile, once nodes exchange profiles: AWAITS NODE) and
+ * presence, status text (from the profile card they sent us, end to end encrypted) and
  * their ID, with shortcuts to message them or see their details. Escape closes it and focus
  * goes back to what opened it.
  */

@@ -10,7 +10,7 @@ const SEARCH_DELAY_MS = 250;
 const PAGE = 25;
 const NODE_MAX_LIMIT = 100;
 
-/** "25 results", "100+ results", "3 of 240 results" (the total comes from nodes that count, AWAITS NODE). */
+/** "25 results", "100+ results", "3 of 240 results" (the node counts every match). */
 export function resultCount(shown: number, total: number | undefined, more: boolean): string {
   if (shown === 0) return "No messages match.";
   const noun = (n: number) => `result${n === 1 ? "" : "s"}`;

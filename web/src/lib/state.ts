@@ -283,7 +283,7 @@ function applyEvent(state: State, event: ApiEvent, now: number): State {
     case "verification":
       return { ...state, verifications: { ...state.verifications, [event.user_id]: event.verification } };
     case "profile": {
-      // AWAITS NODE: profiles are sent by nodes that support them (docs/api.md, "Planned").
+      // A contact's new profile card (nodes before profiles never send one).
       const c = state.contacts[event.user_id];
       if (!c) return state;
       return { ...state, contacts: { ...state.contacts, [c.user_id]: { ...c, profile: event.profile } } };

@@ -28,9 +28,9 @@ export interface Actions {
   markRead(userId: UserId, upTo: Message): void;
   /** Rename, block or unblock, mark verified. */
   patchContact(userId: UserId, patch: ContactPatch): Promise<Contact | null>;
-  /** AWAITS NODE: removes a contact (`DELETE /contacts/{id}`). */
+  /** Removes a contact (`DELETE /contacts/{id}`). */
   removeContact(userId: UserId): Promise<void>;
-  /** AWAITS NODE: changes our own profile (`PUT /me/profile`). */
+  /** Changes our own profile (`PUT /me/profile`). */
   saveProfile(patch: ProfilePatch): Promise<void>;
   saveSettings(s: Partial<Settings>): Promise<void>;
   setVerified(userId: UserId, verified: boolean): Promise<void>;

@@ -302,8 +302,7 @@ pub struct Contact {
     pub last_message: Option<Message>,
     /// How the next message would travel.
     pub connection: Connection,
-    /// PLANNED (awaits node support): the profile they sent us (avatar, status text). Left out
-    /// until the node stores profiles.
+    /// The newest profile card they sent us (avatar, status text); left out if none came.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub profile: Option<ProfileCard>,

@@ -118,14 +118,15 @@ pub enum Event {
         #[ts(type = "number")]
         missed: u64,
     },
-    /// PLANNED (awaits node support): a contact sent a new profile (name, avatar, status text).
+    /// A contact sent a new profile (name, avatar, status text). Not sent by today's node: a
+    /// new card comes as a `contact` event whose `profile` is the new one; the UI reads both.
     Profile {
         /// Whose.
         user_id: UserId,
         /// The profile as it is now.
         profile: ProfileCard,
     },
-    /// PLANNED (awaits node support): a contact was removed (by us, from another client).
+    /// A contact was removed (`DELETE /contacts/{id}`, from this client or another).
     ContactRemoved {
         /// Who.
         user_id: UserId,

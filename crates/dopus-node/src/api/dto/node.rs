@@ -136,8 +136,7 @@ pub struct Me {
     pub fingerprint: String,
     /// Our own status as we set it (`invisible` included).
     pub status: Presence,
-    /// PLANNED (awaits node support): our profile as contacts see it. Left out until the node
-    /// keeps one.
+    /// Our profile as contacts see it; left out until we set one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub profile: Option<super::planned::ProfileCard>,

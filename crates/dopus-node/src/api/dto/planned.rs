@@ -1,7 +1,7 @@
-//! PLANNED shapes: the API additions issue 20 needs that live in the node (docs/api.md,
-//! "Planned"). The UI is built against them already; every call that uses them is marked
-//! `AWAITS NODE` in `web/src/api/client.ts` and degrades gracefully while the node answers 404.
-//! Nothing here is produced by the node yet.
+//! Shapes the UI issue (20) asked of the node: profiles, link previews and the settings that
+//! go with them. They began here as plans the UI was built against; the node now produces all
+//! of them (docs/api.md, "Done since the UI issue"). The module keeps its name so that the
+//! generated TypeScript and the snapshots stay where they are.
 
 use super::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ pub struct ProfileCard {
     pub updated_at: Timestamp,
 }
 
-/// `PUT /me/profile` (PLANNED): changes our own profile; absent fields stay as they are, `null`
+/// `PUT /me/profile`: changes our own profile; absent fields stay as they are, `null`
 /// clears. Answers `Me` with `profile` filled, and the node sends the new card to every accepted
 /// contact in the background.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
@@ -49,7 +49,8 @@ pub struct LinkPreview {
     pub image: Option<String>,
 }
 
-/// `PUT /settings` additions (PLANNED).
+/// `PUT /settings` additions of the UI issue (the node's `Settings` and `SettingsPatch` carry
+/// the same field).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[ts(optional_fields = nullable)]
 pub struct PlannedSettings {
