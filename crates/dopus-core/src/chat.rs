@@ -26,6 +26,8 @@ use dopus_proto::transfer::{FileManifest, GroupSet};
 use dopus_types::{Timestamp, UserId};
 use std::collections::HashMap;
 
+pub use crate::outgoing::{Outgoing, delivered_receipt};
+
 /// Typing indicators are sent at most this often while a user keeps typing.
 pub const TYPING_INTERVAL_MS: u64 = 3_000;
 /// A typing indicator shows for this long without a refresh.
@@ -67,24 +69,6 @@ pub enum ChatError {
     /// Reading the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// A content to deliver to one peer (every device of theirs).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outgoing {
-    /// The recipient.
-    pub peer: UserId,
-    /// The envelope id (for a text message, the message id).
-    pub id: EnvelopeId,
-    /// Its conversation.
-    pub conversation: Conversation,
-    /// When it was made.
-    pub sent_at: Timestamp,
-    /// What it says.
-    pub content: Content,
-    /// Whether it waits in the outbox until the peer acknowledges it (and goes through the
-    /// mailbox when the peer is away). Ephemeral contents (typing, receipts) do not.
-    pub reliable: bool,
 }
 
 /// Something the UI should learn about.
@@ -848,27 +832,6 @@ impl Chat {
             });
         }
         self.receive(store, now, sender, &item.to_payload(bulk), ack_envelope)
-    }
-}
-
-/// The `delivered` receipt for one message from `peer`, sent as envelope `id` (unreliable:
-/// a lost receipt is answered again when the sender retries).
-pub fn delivered_receipt(
-    peer: UserId,
-    id: EnvelopeId,
-    now: Timestamp,
-    message: peer::MessageId,
-) -> Outgoing {
-    Outgoing {
-        peer,
-        id,
-        conversation: Conversation::Direct,
-        sent_at: now,
-        content: Content::Chat(ChatContent::Receipt {
-            receipt: ReceiptKind::Delivered,
-            ids: vec![message],
-        }),
-        reliable: false,
     }
 }
 

@@ -11,7 +11,7 @@
 //! - only accepted, unblocked contacts exchange messages and see each other's presence; a
 //!   blocked contact's requests and messages are dropped.
 
-use crate::chat::{Outgoing, delivered_receipt};
+use crate::outgoing::{Outgoing, delivered_receipt};
 use crate::store::{Change, Changes, Contact, ContactState, EnvelopeId, Store, StoreError};
 use dopus_proto::peer::{
     self, ContactContent, Content, Conversation, MAX_NAME_BYTES, MAX_NOTE_BYTES,

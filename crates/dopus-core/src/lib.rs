@@ -6,6 +6,7 @@ pub mod e2e;
 pub mod identity;
 pub mod machine;
 pub mod outbox;
+pub mod outgoing;
 pub mod space;
 pub mod store;
 pub mod transfer;

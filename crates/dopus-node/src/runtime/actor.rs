@@ -474,7 +474,10 @@ impl Actor {
                 self.machine.call(call).is_some_and(|c| c.outgoing)
             }
         };
-        self.live.calls.request(&self.rt, &self.tx, req, outgoing);
+        let tx = self.tx.clone();
+        let ask: super::calls::AskHandle =
+            Arc::new(move |peer, reply| tx.send(Msg::PeerHandle(peer, reply)).is_ok());
+        self.live.calls.request(&self.rt, &ask, req, outgoing);
     }
 
     fn replace_conn(&mut self, peer: UserId) {

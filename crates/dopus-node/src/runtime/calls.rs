@@ -8,7 +8,6 @@
 //! decoding (`discordopus call USER --play F --record O`); the browser leg and native capture
 //! plug in here later.
 
-use super::mailbox::{ActorTx, Msg};
 use dopus_core::machine::CallRequest;
 use dopus_media::{OggOpusFile, OggOpusWriter, OpusHead, OpusPlayer, OpusTags};
 use dopus_rtc::{MediaEvent, MediaStats, PeerHandle};
@@ -156,6 +155,11 @@ pub struct Session {
     pub status: MediaStatus,
 }
 
+/// How a media task asks the actor for the handle of its peer's connection: `false` when the
+/// actor is gone. A function, not the actor's mailbox, so this module knows nothing of the
+/// actor (the runtime's modules form no cycle).
+pub type AskHandle = Arc<dyn Fn(UserId, oneshot::Sender<PeerHandle>) -> bool + Send + Sync>;
+
 /// Every call's media session, shared by the actor (start, stop), the API jobs (play,
 /// record) and the media tasks (status).
 #[derive(Default, Clone)]
@@ -214,7 +218,7 @@ impl CallsMedia {
     pub(crate) fn request(
         &self,
         rt: &tokio::runtime::Handle,
-        actor: &ActorTx,
+        ask_handle: &AskHandle,
         req: CallRequest,
         outgoing: bool,
     ) {
@@ -234,7 +238,7 @@ impl CallsMedia {
                     peer,
                     outgoing,
                     session: s,
-                    actor: actor.clone(),
+                    ask_handle: ask_handle.clone(),
                 };
                 rt.spawn(task.run(rx));
             }
@@ -264,13 +268,13 @@ struct MediaTask {
     /// Our call (we are the media offerer).
     outgoing: bool,
     session: Arc<Mutex<Session>>,
-    actor: ActorTx,
+    ask_handle: AskHandle,
 }
 
 impl MediaTask {
     async fn handle(&self) -> Option<PeerHandle> {
         let (tx, rx) = oneshot::channel();
-        self.actor.send(Msg::PeerHandle(self.peer, tx)).ok()?;
+        (self.ask_handle)(self.peer, tx).then_some(())?;
         tokio::time::timeout(Duration::from_secs(2), rx)
             .await
             .ok()?

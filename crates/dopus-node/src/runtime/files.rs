@@ -391,9 +391,7 @@ impl FileTask {
             return;
         }
         let allocated = std::fs::metadata(self.node_blob_path(&t)).map_or(0, |m| m.len());
-        if let Err(e) =
-            super::files_api::check_space(&self.dir, t.manifest.size.saturating_sub(allocated))
-        {
+        if let Err(e) = check_space(&self.dir, t.manifest.size.saturating_sub(allocated)) {
             tracing::info!(error = %e, "a received file does not fit the disk");
             self.fail(now, t.id, TransferReason::NoSpace);
             return;
@@ -483,7 +481,7 @@ impl FileTask {
         let Some(node_dir) = self.dir.parent() else {
             return;
         };
-        let uploads = super::files_api::upload_dir(node_dir);
+        let uploads = upload_dir(node_dir);
         let path = PathBuf::from(&src.path);
         let Some(parent) = path.parent().map(PathBuf::from) else {
             return;
@@ -726,4 +724,28 @@ mod test_hook {
         }
         message
     }
+}
+
+/// Refuses `size` more bytes that do not fit the disk holding `dir` (with the margin of
+/// `dopus_files::check_space`). Debug builds only: `DOPUS_TEST_AVAILABLE_SPACE=N` pretends N
+/// bytes are free (process tests of a full disk without one).
+pub(crate) fn check_space(dir: &std::path::Path, size: u64) -> Result<(), dopus_files::SpaceError> {
+    #[cfg(debug_assertions)]
+    if let Some(available) = std::env::var("DOPUS_TEST_AVAILABLE_SPACE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let needed = size.saturating_add(dopus_files::space::margin(size));
+        if needed > available {
+            return Err(dopus_files::NoSpace { needed, available }.into());
+        }
+        return Ok(());
+    }
+    dopus_files::check_space(dir, size)
+}
+
+/// The directory where files handed over by the UI wait until their transfer ends (the
+/// node serves them from there; the browser cannot name a path on disk).
+pub fn upload_dir(node_dir: &std::path::Path) -> PathBuf {
+    node_dir.join("uploads")
 }

@@ -1,6 +1,7 @@
 //! The node's file operations for the API: send a file, list transfers, pause, resume,
 //! cancel, save (docs/api.md, "Files").
 
+use super::files::{check_space, upload_dir};
 use super::{Node, NodeError, NodeResult};
 use crate::api::dto;
 use dopus_core::machine::TransferAction;
@@ -252,30 +253,6 @@ impl Node {
         })
         .await
     }
-}
-
-/// Refuses `size` more bytes that do not fit the disk holding `dir` (with the margin of
-/// `dopus_files::check_space`). Debug builds only: `DOPUS_TEST_AVAILABLE_SPACE=N` pretends N
-/// bytes are free (process tests of a full disk without one).
-pub(crate) fn check_space(dir: &Path, size: u64) -> Result<(), dopus_files::SpaceError> {
-    #[cfg(debug_assertions)]
-    if let Some(available) = std::env::var("DOPUS_TEST_AVAILABLE_SPACE")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        let needed = size.saturating_add(dopus_files::space::margin(size));
-        if needed > available {
-            return Err(dopus_files::NoSpace { needed, available }.into());
-        }
-        return Ok(());
-    }
-    dopus_files::check_space(dir, size)
-}
-
-/// The directory where files handed over by the UI wait until their transfer ends (the
-/// node serves them from there; the browser cannot name a path on disk).
-pub fn upload_dir(node_dir: &Path) -> PathBuf {
-    node_dir.join("uploads")
 }
 
 /// What the UI may add to a file's manifest: an image's size and a small thumbnail (JPEG,
