@@ -405,7 +405,11 @@ fn decode_entities(raw: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         let tail = &rest[amp..];
-        let Some(semi) = tail[..tail.len().min(12)].find(';') else {
+        // Bytes, not a str slice: the 12th byte may fall inside a character.
+        let Some(semi) = tail.as_bytes()[..tail.len().min(12)]
+            .iter()
+            .position(|&b| b == b';')
+        else {
             out.push('&');
             rest = &tail[1..];
             continue;
@@ -496,6 +500,7 @@ mod tests {
             "<meta content=\"unterminated",
             "<title>never closed",
             "&#xFFFFFFFF; &#99999999999; &; &amp",
+            "&abcdefghij€€€ &€;",
             "<meta\u{0}property=og:title content=x>",
         ] {
             let _ = scan(page);

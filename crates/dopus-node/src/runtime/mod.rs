@@ -589,6 +589,8 @@ impl Node {
     /// here, before the message is written, by a blocking task bounded by the fetcher's
     /// timeouts. Failure only means no preview (logged at debug, without the URL).
     pub async fn link_preview(&self, body: &str) -> Option<Box<dopus_proto::content::LinkPreview>> {
+        // The link first: a text without one costs no round trip to the actor.
+        let url = crate::preview::first_link(body)?;
         let on = self
             .read(|v| Ok(v.machine.settings().link_previews))
             .await
@@ -596,7 +598,6 @@ impl Node {
         if !on {
             return None;
         }
-        let url = crate::preview::first_link(body)?;
         let policy = crate::preview::Policy {
             allow_private: self.options.link_preview_allow_private,
         };
