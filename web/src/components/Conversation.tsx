@@ -17,6 +17,7 @@ import { buildItems } from "../lib/messages";
 import { plainText } from "../lib/markdown";
 import { conversationOf } from "../lib/state";
 import { isTyping, typingText } from "../lib/typing";
+import type { Panel } from "../lib/layout";
 import { atPresent, firstUnread, lastOnScreen, readUpTo, showJumpBar, unreadAfter } from "../lib/unread";
 import { buildRows, estimateRowSize, placedMessages, ROW_HEIGHTS, rowIndexById, stepMessage, withPinned } from "../lib/windowing";
 import { usePrefs } from "../state/prefs";
@@ -26,7 +27,6 @@ import { Avatar, presenceLabel } from "./Avatar";
 import { Composer } from "./Composer";
 import { UploadTray } from "./FileCard";
 import { Icon } from "./Icon";
-import type { Panel } from "./Main";
 import { MessageItem } from "./MessageItem";
 
 /** How many older pages a jump (search hit, reply quote) may load before giving up. */

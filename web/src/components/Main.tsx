@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useRef, useState, useSyncExternalStore } from "react";
-import { layoutFor, visiblePanes, type PhonePane } from "../lib/layout";
+import { layoutFor, visiblePanes, type Panel, type PhonePane } from "../lib/layout";
 import { bannerFor } from "../lib/state";
 import { totalUnread } from "../lib/unread";
 import { useMessageNotifications, useUnreadBadge } from "../state/notifications";
@@ -13,8 +13,6 @@ import { SearchPanel } from "./SearchPanel";
 import { SettingsDialog } from "./SettingsDialog";
 import { Sidebar } from "./Sidebar";
 import { Spaces } from "./Spaces";
-
-export type Panel = { kind: "details" } | { kind: "search"; query: string } | null;
 
 function subscribeWidth(f: () => void) {
   window.addEventListener("resize", f);

@@ -7,6 +7,9 @@
 
 export type LayoutMode = "wide" | "narrow" | "phone";
 
+/** The side panel beside (or over) the conversation: the contact's details or search. */
+export type Panel = { kind: "details" } | { kind: "search"; query: string } | null;
+
 export const PHONE_MAX = 699;
 export const NARROW_MAX = 999;
 /** The smallest width the UI is designed for (iPhone SE 1st gen); nothing scrolls sideways from here up. */
