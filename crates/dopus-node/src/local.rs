@@ -4,7 +4,7 @@
 use crate::account;
 use crate::api::dto;
 use crate::client::ApiClient;
-use crate::output::Output;
+use crate::output::{Output, list_text};
 use crate::passphrase;
 use crate::remote::contact_line;
 use anyhow::Context;
@@ -146,15 +146,7 @@ pub fn contacts_list(dir: &Path, out: Output) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<Value>>>()?;
     store.close()?;
     out.print(&Value::Array(contacts), |l| {
-        let lines: Vec<String> = l
-            .as_array()
-            .map(|a| a.iter().map(contact_line).collect())
-            .unwrap_or_default();
-        if lines.is_empty() {
-            "no contacts yet".into()
-        } else {
-            lines.join("\n")
-        }
+        list_text(l, contact_line, "no contacts yet")
     });
     Ok(())
 }

@@ -10,6 +10,20 @@ pub struct Output {
     pub json: bool,
 }
 
+/// Human text for a list: one line per element of the array `items`, or `empty` when it has none
+/// (or is not an array).
+pub fn list_text(items: &Value, line: impl FnMut(&Value) -> String, empty: &str) -> String {
+    let lines: Vec<String> = items
+        .as_array()
+        .map(|a| a.iter().map(line).collect())
+        .unwrap_or_default();
+    if lines.is_empty() {
+        empty.to_owned()
+    } else {
+        lines.join("\n")
+    }
+}
+
 impl Output {
     /// Prints `value` as JSON, or `human(value)` as text.
     pub fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) {

@@ -1,7 +1,7 @@
 //! CLI commands that talk to a running node through its local API.
 
 use crate::client::ApiClient;
-use crate::output::{Output, message_line, short_id};
+use crate::output::{Output, list_text, message_line, short_id};
 use anyhow::Context;
 use dopus_types::UserId;
 use serde_json::{Value, json};
@@ -46,17 +46,7 @@ pub fn contact_action(
 /// `contacts list` through the node (adds presence and unread counts).
 pub fn contacts_list(api: &ApiClient, out: Output) -> anyhow::Result<()> {
     let list = api.get("/api/v1/contacts")?;
-    out.print(&list, |l| {
-        let lines: Vec<String> = l
-            .as_array()
-            .map(|a| a.iter().map(contact_line).collect())
-            .unwrap_or_default();
-        if lines.is_empty() {
-            "no contacts yet".into()
-        } else {
-            lines.join("\n")
-        }
-    });
+    out.print(&list, |l| list_text(l, contact_line, "no contacts yet"));
     Ok(())
 }
 
@@ -156,15 +146,11 @@ pub fn history(api: &ApiClient, out: Output, id: &str, limit: u32) -> anyhow::Re
         limit.clamp(1, 200)
     ))?;
     out.print(&page, |p| {
-        let lines: Vec<String> = p["messages"]
-            .as_array()
-            .map(|a| a.iter().map(message_line).collect())
-            .unwrap_or_default();
-        if lines.is_empty() {
-            format!("no messages with {}", short_id(&id.to_string()))
-        } else {
-            lines.join("\n")
-        }
+        list_text(
+            &p["messages"],
+            message_line,
+            &format!("no messages with {}", short_id(&id.to_string())),
+        )
     });
     Ok(())
 }
@@ -186,25 +172,17 @@ pub fn search(api: &ApiClient, out: Output, text: &str, limit: u32) -> anyhow::R
         limit.clamp(1, 100)
     ))?;
     out.print(&res, |r| {
-        let lines: Vec<String> = r["results"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|hit| {
-                        format!(
-                            "{}  {}",
-                            short_id(hit["message"]["conversation"].as_str().unwrap_or("?")),
-                            message_line(&hit["message"])
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if lines.is_empty() {
-            "no matches".into()
-        } else {
-            lines.join("\n")
-        }
+        list_text(
+            &r["results"],
+            |hit| {
+                format!(
+                    "{}  {}",
+                    short_id(hit["message"]["conversation"].as_str().unwrap_or("?")),
+                    message_line(&hit["message"])
+                )
+            },
+            "no matches",
+        )
     });
     Ok(())
 }
@@ -338,15 +316,7 @@ pub fn send_file(
 pub fn transfers(api: &ApiClient, out: Output) -> anyhow::Result<()> {
     let list = api.get("/api/v1/transfers")?;
     out.print(&list, |l| {
-        let lines: Vec<String> = l["transfers"]
-            .as_array()
-            .map(|a| a.iter().map(transfer_line).collect())
-            .unwrap_or_default();
-        if lines.is_empty() {
-            "no transfers".into()
-        } else {
-            lines.join("\n")
-        }
+        list_text(&l["transfers"], transfer_line, "no transfers")
     });
     Ok(())
 }

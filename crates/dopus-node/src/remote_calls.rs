@@ -2,7 +2,7 @@
 //! running node (docs/media.md, "Headless calls").
 
 use crate::client::ApiClient;
-use crate::output::Output;
+use crate::output::{Output, list_text};
 use anyhow::{Context, bail};
 use dopus_types::UserId;
 use serde_json::{Value, json};
@@ -124,17 +124,7 @@ pub fn call(
 /// `calls`: the current and recent calls.
 pub fn calls(api: &ApiClient, out: Output) -> anyhow::Result<()> {
     let list = api.get("/api/v1/calls")?;
-    out.print(&list, |l| {
-        let lines: Vec<String> = l["calls"]
-            .as_array()
-            .map(|a| a.iter().map(call_line).collect())
-            .unwrap_or_default();
-        if lines.is_empty() {
-            "no calls".into()
-        } else {
-            lines.join("\n")
-        }
-    });
+    out.print(&list, |l| list_text(&l["calls"], call_line, "no calls"));
     Ok(())
 }
 

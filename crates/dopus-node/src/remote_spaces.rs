@@ -1,7 +1,7 @@
 //! CLI commands for spaces and channels (through a running node's local API).
 
 use crate::client::ApiClient;
-use crate::output::{Output, message_line};
+use crate::output::{Output, list_text, message_line};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -68,17 +68,7 @@ pub fn create(api: &ApiClient, out: Output, name: &str) -> anyhow::Result<()> {
 /// `space list`.
 pub fn list(api: &ApiClient, out: Output) -> anyhow::Result<()> {
     let l = api.get("/api/v1/spaces")?;
-    out.print(&l, |l| {
-        let lines: Vec<String> = l
-            .as_array()
-            .map(|a| a.iter().map(space_text).collect())
-            .unwrap_or_default();
-        if lines.is_empty() {
-            "no spaces yet".into()
-        } else {
-            lines.join("\n")
-        }
-    });
+    out.print(&l, |l| list_text(l, space_text, "no spaces yet"));
     Ok(())
 }
 
@@ -146,17 +136,7 @@ fn invite_line(i: &Value) -> String {
 pub fn invites(api: &ApiClient, out: Output, id: &str) -> anyhow::Result<()> {
     let s = api.get(&format!("/api/v1/spaces/{}", space_id(id)?))?;
     let list = s["invites"].clone();
-    out.print(&list, |l| {
-        let lines: Vec<String> = l
-            .as_array()
-            .map(|a| a.iter().map(invite_line).collect())
-            .unwrap_or_default();
-        if lines.is_empty() {
-            "no invites".into()
-        } else {
-            lines.join("\n")
-        }
-    });
+    out.print(&list, |l| list_text(l, invite_line, "no invites"));
     Ok(())
 }
 
@@ -352,15 +332,7 @@ pub fn channel_messages(
         limit.clamp(1, 200)
     ))?;
     out.print(&page, |p| {
-        let lines: Vec<String> = p["messages"]
-            .as_array()
-            .map(|a| a.iter().map(message_line).collect())
-            .unwrap_or_default();
-        if lines.is_empty() {
-            "no messages in this channel".into()
-        } else {
-            lines.join("\n")
-        }
+        list_text(&p["messages"], message_line, "no messages in this channel")
     });
     Ok(())
 }
