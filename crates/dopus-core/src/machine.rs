@@ -32,6 +32,8 @@ mod receive;
 mod recovery;
 mod send;
 mod space;
+#[cfg(test)]
+mod test_net;
 mod transfers;
 
 pub use call::{CallEnd, CallRequest, CallState, CallView, RING_TIMEOUT_MS};

@@ -2,93 +2,28 @@
 //! direct connections, in virtual time: ring, accept, decline, busy, timeouts, glare, hang up,
 //! the entries in the conversation, and the media negotiation asked of the runtime.
 
+use super::super::test_net::{T0, TestNode, test_node};
 use super::super::{
-    ConnectionEvent, ConnectionRequest, Delivery, Event, Inbound, Input, NodeMachine, Output,
-    SignalingRequest, SignalingState, Via,
+    ConnectionEvent, ConnectionRequest, Delivery, Event, Inbound, Input, Output, SignalingRequest,
+    Via,
 };
 use super::{CallEnd, CallRequest, CallState, RING_TIMEOUT_MS};
-use crate::e2e::OlmMachine;
-use crate::identity::test_support::SeededRandom;
-use crate::identity::{Device, Identity, PickleKey};
-use crate::store::{
-    AccountRecord, Change, Contact, ContactState, ConversationId, MemoryStore, MessageKind, Pickle,
-    Store,
-};
-use dopus_proto::bundle::{BUNDLE_VERSION, ClaimedBundle, DeviceBundle, SignedKey};
-use dopus_proto::peer::PeerAddress;
+use crate::store::{Change, Contact, ContactState, ConversationId, MessageKind, Store};
 use dopus_proto::signaling::Status;
-use dopus_types::{CallId, DeviceId, Timestamp, UserId};
-use std::collections::VecDeque;
+use dopus_types::{CallId, Timestamp, UserId};
 
-const T0: u64 = 1_700_000_000_000;
-
-struct Node {
-    machine: NodeMachine,
-    store: MemoryStore,
-    addr: PeerAddress,
-    bundle: Option<(DeviceBundle, VecDeque<SignedKey>)>,
-    inbox: Vec<Inbound>,
-    inputs: Vec<Input>,
-    events: Vec<Event>,
+/// What the call tests record beside the shared node.
+#[derive(Default)]
+struct Asked {
     /// What the machine asked of connections (media only) and of the call runtime.
     media: Vec<&'static str>,
     calls: Vec<CallRequest>,
 }
 
+type Node = TestNode<Asked>;
+
 fn node(i: u64) -> Node {
-    let mut rng = SeededRandom::new(1000 + i);
-    let mut key = [0u8; 32];
-    crate::identity::pickle::SecureRandom::fill_bytes(&mut rng, &mut key);
-    let identity = Identity::generate(&mut rng).expect("identity");
-    let mut dev = [0u8; 16];
-    crate::identity::pickle::SecureRandom::fill_bytes(&mut rng, &mut dev);
-    let device = Device::new(&identity, DeviceId::from_random(dev), Timestamp(T0));
-    let pk = PickleKey::from_bytes(key);
-    let record = AccountRecord {
-        user_id: identity.user_id(),
-        identity_pickle: Pickle::new(identity.pickle(&pk, &mut rng)),
-        device_id: device.device_id().clone(),
-        device_keys: device.keys(),
-        account_pickle: Pickle::new(device.pickle(&pk, &mut rng)),
-        certificate_json: serde_json::to_string(device.certificate().expect("certified"))
-            .expect("json"),
-        display_name: format!("node{i}"),
-        created_at: Timestamp(T0),
-    };
-    let mut store = MemoryStore::new();
-    store
-        .apply_one(Change::SaveAccount(record.clone()))
-        .expect("account");
-    let olm = OlmMachine::from_pickle(
-        record.account_pickle.as_str(),
-        PickleKey::from_bytes(key),
-        Box::new(SeededRandom::new(2000 + i)),
-    )
-    .expect("olm");
-    let machine = NodeMachine::new(
-        &store,
-        record.clone(),
-        olm,
-        Box::new(SeededRandom::new(3000 + i)),
-    )
-    .expect("machine");
-    Node {
-        machine,
-        store,
-        addr: PeerAddress {
-            user: record.user_id,
-            device: record.device_id,
-        },
-        bundle: None,
-        inbox: Vec::new(),
-        inputs: vec![
-            Input::Signaling(SignalingState::Connected),
-            Input::Authenticated,
-        ],
-        events: Vec::new(),
-        media: Vec::new(),
-        calls: Vec::new(),
-    }
+    test_node(i, Asked::default())
 }
 
 struct Net {
@@ -145,24 +80,8 @@ impl Net {
         let now = self.ts();
         let mut busy = false;
         for i in 0..self.nodes.len() {
-            let n = &mut self.nodes[i];
-            let inputs = std::mem::take(&mut n.inputs);
-            let inbox = std::mem::take(&mut n.inbox);
-            busy |= !inputs.is_empty() || !inbox.is_empty();
-            for input in inputs {
-                n.machine.handle(now, input, &mut n.store).expect("handle");
-            }
-            if !inbox.is_empty() {
-                n.machine
-                    .handle(now, Input::Envelopes(inbox), &mut n.store)
-                    .expect("envelopes");
-            }
-            n.machine.prepare(now, &mut n.store).expect("prepare");
-            let mut outputs = Vec::new();
-            while let Some(o) = n.machine.poll_output() {
-                outputs.push(o);
-            }
-            busy |= !outputs.is_empty();
+            let (moved, outputs) = self.nodes[i].step(now);
+            busy |= moved;
             for o in outputs {
                 self.perform(i, o);
             }
@@ -196,25 +115,10 @@ impl Net {
                 }
             }
             Output::Signaling(SignalingRequest::PublishBundle { bundle }) => {
-                let otks = bundle.one_time_keys.iter().cloned().collect();
-                self.nodes[from].bundle = Some(((*bundle).clone(), otks));
-                self.nodes[from].inputs.push(Input::Published {
-                    bundle,
-                    result: Ok(50),
-                });
+                self.nodes[from].publish(bundle);
             }
             Output::Signaling(SignalingRequest::FetchBundle { peer }) => {
-                let result = match self.by_user(&peer).and_then(|p| {
-                    self.nodes[p]
-                        .bundle
-                        .as_mut()
-                        .map(|(b, otks)| ClaimedBundle {
-                            version: BUNDLE_VERSION,
-                            certificate: b.certificate.clone(),
-                            fallback_key: b.fallback_key.clone(),
-                            one_time_key: otks.pop_front(),
-                        })
-                }) {
+                let result = match self.by_user(&peer).and_then(|p| self.nodes[p].claim()) {
                     Some(c) => Ok(vec![c]),
                     None => Err("no_bundle".into()),
                 };
@@ -245,7 +149,7 @@ impl Net {
                     self.conn_input(from, peer, conn, ConnectionEvent::Open);
                 }
                 ConnectionRequest::AddAudio { peer, conn } => {
-                    self.nodes[from].media.push("add_audio");
+                    self.nodes[from].x.media.push("add_audio");
                     self.conn_input(
                         from,
                         peer,
@@ -255,7 +159,7 @@ impl Net {
                 }
                 ConnectionRequest::AcceptMediaOffer { peer, conn, sdp } => {
                     assert_eq!(sdp, "mo");
-                    self.nodes[from].media.push("accept_media_offer");
+                    self.nodes[from].x.media.push("accept_media_offer");
                     self.conn_input(
                         from,
                         peer,
@@ -265,11 +169,11 @@ impl Net {
                 }
                 ConnectionRequest::AcceptMediaAnswer { sdp, .. } => {
                     assert_eq!(sdp, "ma");
-                    self.nodes[from].media.push("accept_media_answer");
+                    self.nodes[from].x.media.push("accept_media_answer");
                 }
                 ConnectionRequest::AddCandidate { .. } | ConnectionRequest::Close { .. } => {}
             },
-            Output::Call(c) => self.nodes[from].calls.push(c),
+            Output::Call(c) => self.nodes[from].x.calls.push(c),
             Output::Signaling(_) | Output::Transfer(_) => {}
             Output::Event(e) => self.nodes[from].events.push(e),
         }
@@ -348,11 +252,11 @@ fn ring_accept_media_then_hang_up_with_the_duration() {
     assert_eq!(net.current(0), Some((call, CallState::Active)));
     assert_eq!(net.current(1), Some((call, CallState::Active)));
     // The caller adds audio, the callee answers, the caller applies the answer.
-    assert_eq!(net.nodes[0].media, ["add_audio", "accept_media_answer"]);
-    assert_eq!(net.nodes[1].media, ["accept_media_offer"]);
+    assert_eq!(net.nodes[0].x.media, ["add_audio", "accept_media_answer"]);
+    assert_eq!(net.nodes[1].x.media, ["accept_media_offer"]);
     for i in 0..2 {
         let peer = net.user(1 - i);
-        assert_eq!(net.nodes[i].calls, [CallRequest::Start { call, peer }]);
+        assert_eq!(net.nodes[i].x.calls, [CallRequest::Start { call, peer }]);
     }
 
     net.wait(65_000);
@@ -371,7 +275,7 @@ fn ring_accept_media_then_hang_up_with_the_duration() {
         assert_eq!(v.ended_by_me, i == 1);
         assert_eq!(net.entries(i, 1 - i), ["Call ended · 1:05"], "node {i}");
         assert!(matches!(
-            net.nodes[i].calls.last(),
+            net.nodes[i].x.calls.last(),
             Some(CallRequest::Stop { .. })
         ));
         assert_eq!(net.current(i), None);
@@ -391,8 +295,8 @@ fn ring_accept_media_then_hang_up_with_the_duration() {
         .expect("accept");
     net.settle(200);
     assert_eq!(net.current(1), Some((second, CallState::Active)));
-    assert_eq!(net.nodes[1].media, ["accept_media_offer"]);
-    assert_eq!(net.nodes[0].media, ["add_audio", "accept_media_answer"]);
+    assert_eq!(net.nodes[1].x.media, ["accept_media_offer"]);
+    assert_eq!(net.nodes[0].x.media, ["add_audio", "accept_media_answer"]);
 }
 
 #[test]
@@ -413,7 +317,7 @@ fn nobody_answers_within_the_timeout_a_missed_call() {
     assert_eq!(net.entries(0, 1), ["No answer"]);
     assert_eq!(net.entries(1, 0), ["Missed call"]);
     // Nothing was negotiated and no media was started.
-    assert!(net.nodes[0].calls.is_empty() && net.nodes[1].calls.is_empty());
+    assert!(net.nodes[0].x.calls.is_empty() && net.nodes[1].x.calls.is_empty());
     // Accepting afterwards is refused with a reason.
     let now = net.ts();
     assert!(net.nodes[1].machine.accept_call(now, &call).is_err());
@@ -521,10 +425,10 @@ fn glare_both_call_each_other_at_once_one_call_survives_active() {
     // Media negotiated once, by the surviving call's caller.
     let caller = if a < b { 0 } else { 1 };
     assert_eq!(
-        net.nodes[caller].media,
+        net.nodes[caller].x.media,
         ["add_audio", "accept_media_answer"]
     );
-    assert_eq!(net.nodes[1 - caller].media, ["accept_media_offer"]);
+    assert_eq!(net.nodes[1 - caller].x.media, ["accept_media_offer"]);
     assert!(
         net.nodes[0]
             .events
@@ -574,7 +478,7 @@ fn a_media_offer_from_a_peer_not_in_a_call_is_refused() {
             .expect("signal");
     }
     net.settle(50);
-    assert!(net.nodes[0].media.is_empty());
+    assert!(net.nodes[0].x.media.is_empty());
     assert!(
         net.nodes[0]
             .machine

@@ -1,89 +1,34 @@
 //! Spaces between several machines on in-memory stores, over a tiny relaying server: create,
 //! invite, join, channel messages with Megolm, edits, reactions, a kick, anti-entropy.
 
+use super::super::test_net::{T0, TestNode, test_node};
 use super::super::{
-    Delivery, Event, Inbound, Input, NodeMachine, Output, SignalingRequest, SignalingState, Via,
+    Delivery, Inbound, Input, NodeMachine, Output, SignalingRequest, SignalingState, Via,
 };
 use super::JoinState;
-use crate::e2e::OlmMachine;
-use crate::identity::test_support::SeededRandom;
-use crate::identity::{Device, Identity, PickleKey};
-use crate::store::{AccountRecord, Change, ConversationId, MemoryStore, Message, Pickle, Store};
-use dopus_proto::bundle::{BUNDLE_VERSION, ClaimedBundle, DeviceBundle, SignedKey};
+use crate::identity::PickleKey;
+use crate::store::{Change, ConversationId, MemoryStore, Message, Store};
 use dopus_proto::peer::PeerAddress;
 use dopus_proto::space::{InviteCode, OpBody};
-use dopus_types::{ChannelId, DeviceId, SpaceId, Timestamp, UserId};
-use std::collections::VecDeque;
+use dopus_types::{ChannelId, SpaceId, Timestamp, UserId};
 
-const T0: u64 = 1_700_000_000_000;
-
-struct Node {
-    machine: NodeMachine,
-    store: MemoryStore,
-    addr: PeerAddress,
-    bundle: Option<(DeviceBundle, VecDeque<SignedKey>)>,
-    inbox: Vec<Inbound>,
-    inputs: Vec<Input>,
+/// What the space tests keep beside the shared node: the server's mailbox for it.
+struct Presence {
     /// Kept by the "server" while the node is offline.
     mailbox: Vec<(PeerAddress, Vec<u8>)>,
     online: bool,
-    events: Vec<Event>,
 }
 
+type Node = TestNode<Presence>;
+
 fn node(i: u64) -> Node {
-    let mut rng = SeededRandom::new(1000 + i);
-    let mut key = [0u8; 32];
-    crate::identity::pickle::SecureRandom::fill_bytes(&mut rng, &mut key);
-    let identity = Identity::generate(&mut rng).expect("identity");
-    let mut dev = [0u8; 16];
-    crate::identity::pickle::SecureRandom::fill_bytes(&mut rng, &mut dev);
-    let device = Device::new(&identity, DeviceId::from_random(dev), Timestamp(T0));
-    let pk = PickleKey::from_bytes(key);
-    let record = AccountRecord {
-        user_id: identity.user_id(),
-        identity_pickle: Pickle::new(identity.pickle(&pk, &mut rng)),
-        device_id: device.device_id().clone(),
-        device_keys: device.keys(),
-        account_pickle: Pickle::new(device.pickle(&pk, &mut rng)),
-        certificate_json: serde_json::to_string(device.certificate().expect("certified"))
-            .expect("json"),
-        display_name: format!("node{i}"),
-        created_at: Timestamp(T0),
-    };
-    let mut store = MemoryStore::new();
-    store
-        .apply_one(Change::SaveAccount(record.clone()))
-        .expect("account");
-    let olm = OlmMachine::from_pickle(
-        record.account_pickle.as_str(),
-        PickleKey::from_bytes(key),
-        Box::new(SeededRandom::new(2000 + i)),
-    )
-    .expect("olm");
-    let machine = NodeMachine::new(
-        &store,
-        record.clone(),
-        olm,
-        Box::new(SeededRandom::new(3000 + i)),
-    )
-    .expect("machine");
-    Node {
-        machine,
-        store,
-        addr: PeerAddress {
-            user: record.user_id,
-            device: record.device_id,
+    test_node(
+        i,
+        Presence {
+            mailbox: Vec::new(),
+            online: true,
         },
-        bundle: None,
-        inbox: Vec::new(),
-        inputs: vec![
-            Input::Signaling(SignalingState::Connected),
-            Input::Authenticated,
-        ],
-        mailbox: Vec::new(),
-        online: true,
-        events: Vec::new(),
-    }
+    )
 }
 
 struct Net {
@@ -119,27 +64,11 @@ impl Net {
         let now = self.ts();
         let mut busy = false;
         for i in 0..self.nodes.len() {
-            if !self.nodes[i].online {
+            if !self.nodes[i].x.online {
                 continue;
             }
-            let n = &mut self.nodes[i];
-            let inputs = std::mem::take(&mut n.inputs);
-            let inbox = std::mem::take(&mut n.inbox);
-            busy |= !inputs.is_empty() || !inbox.is_empty();
-            for input in inputs {
-                n.machine.handle(now, input, &mut n.store).expect("handle");
-            }
-            if !inbox.is_empty() {
-                n.machine
-                    .handle(now, Input::Envelopes(inbox), &mut n.store)
-                    .expect("envelopes");
-            }
-            n.machine.prepare(now, &mut n.store).expect("prepare");
-            let mut outputs = Vec::new();
-            while let Some(o) = n.machine.poll_output() {
-                outputs.push(o);
-            }
-            busy |= !outputs.is_empty();
+            let (moved, outputs) = self.nodes[i].step(now);
+            busy |= moved;
             for o in outputs {
                 self.perform(i, o);
             }
@@ -154,7 +83,7 @@ impl Net {
                 let mut outcome = Vec::new();
                 for env in &t.envelopes {
                     let sender = self.nodes[from].addr.clone();
-                    if self.nodes[to].online {
+                    if self.nodes[to].x.online {
                         self.relayed[to] += 1;
                         self.nodes[to].inbox.push(Inbound {
                             bytes: env.bytes.clone(),
@@ -162,7 +91,7 @@ impl Net {
                         });
                         outcome.push(Delivery::Sent);
                     } else if t.store {
-                        self.nodes[to].mailbox.push((sender, env.bytes.clone()));
+                        self.nodes[to].x.mailbox.push((sender, env.bytes.clone()));
                         outcome.push(Delivery::Stored);
                     } else {
                         outcome.push(Delivery::Failed);
@@ -175,25 +104,10 @@ impl Net {
                 }
             }
             Output::Signaling(SignalingRequest::PublishBundle { bundle }) => {
-                let otks = bundle.one_time_keys.iter().cloned().collect();
-                self.nodes[from].bundle = Some(((*bundle).clone(), otks));
-                self.nodes[from].inputs.push(Input::Published {
-                    bundle,
-                    result: Ok(50),
-                });
+                self.nodes[from].publish(bundle);
             }
             Output::Signaling(SignalingRequest::FetchBundle { peer }) => {
-                let result = match self.by_user(&peer).and_then(|p| {
-                    self.nodes[p]
-                        .bundle
-                        .as_mut()
-                        .map(|(b, otks)| ClaimedBundle {
-                            version: BUNDLE_VERSION,
-                            certificate: b.certificate.clone(),
-                            fallback_key: b.fallback_key.clone(),
-                            one_time_key: otks.pop_front(),
-                        })
-                }) {
+                let result = match self.by_user(&peer).and_then(|p| self.nodes[p].claim()) {
                     Some(c) => Ok(vec![c]),
                     None => Err("no_bundle".into()),
                 };
@@ -221,7 +135,7 @@ impl Net {
                 let next = self
                     .nodes
                     .iter()
-                    .filter(|n| n.online)
+                    .filter(|n| n.x.online)
                     .filter_map(|n| n.machine.poll_timeout())
                     .map(|t| t.as_millis())
                     .min();
@@ -235,13 +149,13 @@ impl Net {
     }
 
     fn offline(&mut self, i: usize) {
-        self.nodes[i].online = false;
+        self.nodes[i].x.online = false;
     }
 
     fn online(&mut self, i: usize) {
         let n = &mut self.nodes[i];
-        n.online = true;
-        let mail = std::mem::take(&mut n.mailbox);
+        n.x.online = true;
+        let mail = std::mem::take(&mut n.x.mailbox);
         for (k, (from, bytes)) in mail.into_iter().enumerate() {
             n.inbox.push(Inbound {
                 bytes,
