@@ -1538,6 +1538,33 @@ topic?: string | null,
 overwrites?: Array<ChannelOverwrite> | null, };
 
 /**
+ * `PUT /spaces/{id}/channels`: moves channels (the ↑/↓ of the channel list); channels left out
+ * keep their place.
+ */
+export type ChannelOrder = { 
+/**
+ * Where each named channel goes.
+ */
+positions: Array<ChannelPlace>, };
+
+/**
+ * Where one channel goes in a [`ChannelOrder`].
+ */
+export type ChannelPlace = { 
+/**
+ * The channel (`dchan1…`).
+ */
+channel: string, 
+/**
+ * The category it moves into (left out: the top level).
+ */
+parent?: string | null, 
+/**
+ * Its position among its siblings (ties sort by channel id).
+ */
+position: number, };
+
+/**
  * `POST /spaces/{id}/roles`.
  */
 export type CreateRole = { 

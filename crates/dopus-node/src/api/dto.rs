@@ -47,10 +47,11 @@ pub use requests::{
     SearchQuery, SendMessage, SendMessages, SetStatus, SettingsPatch, Typing, Unlock,
 };
 pub use space::{
-    ChannelOverwrite, ChannelPatch, CreateChannel, CreateInvite, CreateRole, CreateSpace,
-    JoinSpace, RolePatch, SendChannelMessage, Space, SpaceChannel, SpaceChannelKind, SpaceInvite,
-    SpaceInviteInfo, SpaceMember, SpaceMembership, SpacePatch, SpaceRole, TransferSpace,
-    op_id_text, parse_op_id, parse_role_id, permission_names, role_id_text,
+    ChannelOrder, ChannelOverwrite, ChannelPatch, ChannelPlace, CreateChannel, CreateInvite,
+    CreateRole, CreateSpace, JoinSpace, RolePatch, SendChannelMessage, Space, SpaceChannel,
+    SpaceChannelKind, SpaceInvite, SpaceInviteInfo, SpaceMember, SpaceMembership, SpacePatch,
+    SpaceRole, TransferSpace, op_id_text, parse_op_id, parse_role_id, permission_names,
+    role_id_text,
 };
 pub use transfer::{
     FileDimensions, SaveFile, SendFile, Transfer, TransferAction, TransferDirection,

@@ -50,7 +50,10 @@ fn spaces_routes() -> Router<Arc<Node>> {
             "/spaces/{id}/roles/{role_id}",
             patch(spaces::update_role).delete(spaces::delete_role),
         )
-        .route("/spaces/{id}/channels", post(spaces::create_channel))
+        .route(
+            "/spaces/{id}/channels",
+            post(spaces::create_channel).put(spaces::reorder_channels),
+        )
         .route(
             "/spaces/{id}/channels/{channel_id}",
             patch(spaces::update_channel).delete(spaces::delete_channel),

@@ -12,7 +12,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dopus_core::store::MessageId;
-use dopus_proto::space::{OpBody, Overwrite, OverwriteTarget, Permissions, RoleId};
+use dopus_proto::space::{
+    ChannelPosition, MAX_REORDER, OpBody, Overwrite, OverwriteTarget, Permissions, RoleId,
+};
 use dopus_types::{ChannelId, SpaceId, UserId};
 use std::sync::Arc;
 
@@ -276,6 +278,32 @@ pub async fn update_channel(
         topic: req.topic,
         overwrites: req.overwrites.as_deref().map(overwrites).transpose()?,
     };
+    Ok(Json(node.space_op(space_id(&id)?, body).await?))
+}
+
+pub async fn reorder_channels(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<dto::ChannelOrder>, JsonRejection>,
+) -> ApiResult<dto::Space> {
+    let req = body(payload)?;
+    if req.positions.is_empty() || req.positions.len() > MAX_REORDER {
+        return Err(ApiError::bad_request(format!(
+            "positions holds 1 to {MAX_REORDER} channels"
+        )));
+    }
+    let positions = req
+        .positions
+        .iter()
+        .map(|p| {
+            Ok(ChannelPosition {
+                channel: channel_id(&p.channel)?,
+                parent: p.parent.as_deref().map(channel_id).transpose()?,
+                position: p.position,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let body = OpBody::ChannelReorder { positions };
     Ok(Json(node.space_op(space_id(&id)?, body).await?))
 }
 

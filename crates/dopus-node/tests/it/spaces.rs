@@ -415,6 +415,40 @@ async fn three_nodes_create_join_talk_catch_up_and_kick() {
     }
     bob.cli(&["channel", "send", &general, "muted"])
         .expect_err("the overwrite stops bob");
+
+    // Reordering (the UI's drag): #general moves below the voice channel; an empty list, a bad
+    // channel id, and a member without manage_channels are refused.
+    let reordered = alice.api().ok(
+        "PUT",
+        &format!("/spaces/{sid}/channels"),
+        Some(serde_json::json!({ "positions": [{ "channel": general, "position": 7 }] })),
+    );
+    assert!(
+        reordered["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == general.as_str() && c["position"] == 7),
+        "{reordered}"
+    );
+    for (node, body, status) in [
+        (&alice, serde_json::json!({ "positions": [] }), 400),
+        (
+            &alice,
+            serde_json::json!({ "positions": [{ "channel": "dchan1nope", "position": 1 }] }),
+            400,
+        ),
+        (
+            &bob,
+            serde_json::json!({ "positions": [{ "channel": general, "position": 0 }] }),
+            422,
+        ),
+    ] {
+        let (got, answer) = node
+            .api()
+            .call("PUT", &format!("/spaces/{sid}/channels"), Some(body));
+        assert_eq!(got, status, "{answer}");
+    }
     let moved = alice
         .cli(&["space", "transfer", &sid, &bob.user_id])
         .unwrap();

@@ -367,6 +367,26 @@ pub struct ChannelPatch {
     pub overwrites: Option<Vec<ChannelOverwrite>>,
 }
 
+/// `PUT /spaces/{id}/channels`: moves channels (the ↑/↓ of the channel list); channels left out
+/// keep their place.
+#[derive(Clone, Debug, Deserialize, Serialize, TS)]
+pub struct ChannelOrder {
+    /// Where each named channel goes.
+    pub positions: Vec<ChannelPlace>,
+}
+
+/// Where one channel goes in a [`ChannelOrder`].
+#[derive(Clone, Debug, Deserialize, Serialize, TS)]
+#[ts(optional_fields = nullable)]
+pub struct ChannelPlace {
+    /// The channel (`dchan1…`).
+    pub channel: String,
+    /// The category it moves into (left out: the top level).
+    pub parent: Option<String>,
+    /// Its position among its siblings (ties sort by channel id).
+    pub position: u32,
+}
+
 /// A channel's permission overwrite for a role (`role`) or a member (`user_id`): exactly one
 /// of them.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, TS)]

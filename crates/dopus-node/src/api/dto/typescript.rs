@@ -135,6 +135,8 @@ pub fn render() -> String {
         JoinSpace,
         CreateChannel,
         ChannelPatch,
+        ChannelOrder,
+        ChannelPlace,
         CreateRole,
         RolePatch,
         SendChannelMessage,
