@@ -1,7 +1,9 @@
-// End-to-end smoke of spaces through the UI with REAL components: the signaling server, three
+// End-to-end test of spaces through the UI with REAL components: the signaling server, three
 // discordopus nodes (alice, bob, carol: not contacts of each other) and three headless Chromium
-// pages. Alice creates a space and makes invite codes; bob and carol join with them; each posts in
-// #general and everyone sees every message.
+// pages. Alice creates a space and invites bob and carol from its settings page (one-use codes, a
+// QR code); all talk in #general with a reply, a reaction, an edit and a delete; alice mentions
+// bob with the picker and everyone; alice creates and moves a channel, makes a role and gives it
+// to bob (who may then delete others' messages), and kicks carol, whose UI says she is out.
 //
 //   node e2e/spaces.mjs     (from web/; binaries as for `npm run e2e`)
 //
@@ -53,19 +55,42 @@ async function createIdentity(page, name) {
   await waitFor(`${name}: connected`, async () => (await page.getByTestId("connection-banner").count()) === 0, SLOW);
 }
 
-const channelMessages = (page) => page.getByTestId("channel-messages");
+const channelMessages = (page) => page.getByTestId("messages");
+/** The newest message whose own text (not a reply quote) holds `text`. */
+const msgWith = (page, text) =>
+  channelMessages(page).getByTestId("message").filter({ has: page.getByTestId("message-body").filter({ hasText: text }) }).last();
 
 async function post(page, text) {
   const box = page.locator("#composer");
   await box.fill(text);
   await box.press("Enter");
-  await visible(channelMessages(page).getByText(text), `own message "${text}"`);
+  await visible(msgWith(page, text), `own message "${text}"`);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(SHOTS, `spaces-${name}.png`) });
+}
+
+/** Alice makes an invite on the settings page (one use, a day) and hands its code over. */
+async function inviteFromSettings(pa) {
+  await pa.getByRole("button", { name: "Invite people" }).click();
+  await visible(pa.getByTestId("space-settings"), "alice: the settings page");
+  await pa.getByLabel("Expires after").selectOption({ label: "1 day" });
+  await pa.getByLabel("Max uses").fill("1");
+  const codeBox = pa.getByLabel("Invite code", { exact: true });
+  const before = (await codeBox.count()) ? await codeBox.inputValue() : "";
+  await pa.getByRole("button", { name: "Create invite" }).click();
+  const code = await waitFor("a fresh invite code", async () => {
+    const v = await pa.getByLabel("Invite code", { exact: true }).inputValue().catch(() => "");
+    return v.startsWith("dinvite1") && v !== before ? v : null;
+  });
+  await visible(pa.getByTestId("invite-qr"), "alice: the invite's QR code");
+  return code;
 }
 
 async function main() {
   for (const b of [NODE_BIN, SERVER_BIN]) if (!existsSync(b)) fail(`missing ${b}: build web/dist, then cargo build -p dopus-node -p dopus-server`);
   mkdirSync(SHOTS, { recursive: true });
-  for (const f of ["spaces-1-created", "spaces-2-joined", "spaces-3-alice", "spaces-3-carol"]) rmSync(join(SHOTS, `${f}.png`), { force: true });
   const tmp = mkdtempSync(join(tmpdir(), "dopus-spaces-e2e-"));
   let browser;
   try {
@@ -83,66 +108,168 @@ async function main() {
       args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
     }));
     const pages = {};
+    const ids = {};
     const errors = [];
+    // Members who are not contacts are named by a short form of their user ID (Spaces.tsx).
+    const short = (n) => `${ids[n].slice(0, 10)}…${ids[n].slice(-4)}`;
     for (const n of names) {
-      const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+      const ctx = await browser.newContext({ viewport: { width: 1400, height: 860 } });
       const p = await ctx.newPage();
       p.setDefaultTimeout(T);
       p.on("pageerror", (e) => errors.push(`${n}: ${e.message}`));
       await p.goto(`${nodes[n].api.url}/?token=${nodes[n].api.token}`);
       await createIdentity(p, n);
+      ids[n] = (await p.getByTestId("my-user-id").textContent()).trim();
       await p.getByRole("button", { name: "Spaces" }).click();
       await visible(p.getByTestId("spaces"), `${n}: spaces view`);
       pages[n] = p;
     }
-    const pa = pages.alice;
+    const { alice: pa, bob: pb, carol: pc } = pages;
     await pa.getByLabel("New space name").fill("Guild of Testers");
     await pa.getByRole("button", { name: "Create" }).click();
     await visible(pa.getByRole("heading", { name: "Guild of Testers" }), "alice: the new space");
     await visible(pa.getByRole("button", { name: "# general" }), "alice: #general");
-    await pa.screenshot({ path: join(SHOTS, "spaces-1-created.png") });
+    await shot(pa, "1-created");
 
+    log("invites from the settings page");
     for (const n of ["bob", "carol"]) {
-      await pa.getByRole("button", { name: "Invite people" }).click();
-      const code = await waitFor("an invite code", async () => {
-        const v = await pa.getByLabel("Invite code", { exact: true }).inputValue().catch(() => "");
-        return v.startsWith("dinvite1") ? v : null;
-      });
+      const code = await inviteFromSettings(pa);
+      if (n === "bob") await shot(pa, "2-invite-qr");
       const p = pages[n];
-      await p.getByLabel("Invite code to join").fill(code);
+      // Bob pastes the link form, carol the bare code: the join box takes both.
+      await p.getByLabel("Invite code to join").fill(n === "bob" ? `discordopus://join/${code}` : code);
       await p.getByRole("button", { name: "Join" }).click();
       await visible(p.getByRole("heading", { name: "Guild of Testers" }), `${n}: joined`, SLOW);
       await visible(p.getByRole("button", { name: "# general" }), `${n}: #general`, SLOW);
-      // The next invite must be a fresh one.
-      await pa.getByRole("button", { name: "Invite people" }).click();
     }
-    await pages.bob.screenshot({ path: join(SHOTS, "spaces-2-joined.png") });
+    // Both one-use invites are used up now, and listed so.
+    await waitFor("alice's invite list shows both invites used up", async () => {
+      await pa.getByRole("tab", { name: "Invites" }).click();
+      return (await pa.getByTestId("invite-list").locator("tbody tr").filter({ hasText: "used up" }).count()) === 2;
+    }, SLOW, 500);
+    await pa.getByRole("button", { name: "Close settings" }).click();
+    await shot(pb, "3-joined");
 
+    log("talk, reply, react, edit");
     for (const n of names) {
       await visible(pages[n].locator("#composer"), `${n}: composer in #general`, SLOW);
       await post(pages[n], `hello from ${n}`);
     }
     for (const n of names) {
-      for (const m of names) {
-        await visible(channelMessages(pages[n]).getByText(`hello from ${m}`), `${n} sees ${m}'s message`, SLOW);
-      }
+      for (const m of names) await visible(msgWith(pages[n], `hello from ${m}`), `${n} sees ${m}'s message`, SLOW);
     }
-    await pa.screenshot({ path: join(SHOTS, "spaces-3-alice.png") });
-    await pages.carol.screenshot({ path: join(SHOTS, "spaces-3-carol.png") });
-    // Alice (the owner) mentions everyone: bob and carol see the message highlighted; every page
-    // lists the three members.
+    // Bob replies to alice.
+    const alicesHello = msgWith(pb, "hello from alice");
+    await alicesHello.hover();
+    await alicesHello.getByRole("button", { name: "Reply" }).click();
+    await post(pb, "welcome back, alice");
+    for (const n of ["alice", "carol"]) {
+      await visible(msgWith(pages[n], "welcome back, alice").getByTestId("reply-quote").filter({ hasText: "hello from alice" }), `${n} sees bob's reply quote`, SLOW);
+    }
+    // Carol reacts to bob's reply.
+    const reply = msgWith(pc, "welcome back, alice");
+    await reply.hover();
+    await reply.getByRole("button", { name: "Add reaction" }).click();
+    await pc.getByRole("button", { name: "React with 👍" }).click();
+    for (const n of names) await visible(msgWith(pages[n], "welcome back, alice").getByTestId("reaction"), `${n} sees carol's reaction`, SLOW);
+    // Alice edits her hello.
+    const mine = msgWith(pa, "hello from alice");
+    await mine.hover();
+    await mine.getByRole("button", { name: "Edit" }).click();
+    const editBox = pa.getByRole("textbox", { name: "Edit message" });
+    await editBox.fill("hello from alice, edited");
+    await editBox.press("Enter");
+    for (const n of ["bob", "carol"]) {
+      await visible(msgWith(pages[n], "hello from alice, edited").getByText("(edited)"), `${n} sees alice's edit`, SLOW);
+    }
+    // Bob may not delete alice's message (no delete button); alice, the owner, may delete carol's.
+    const bobSeesAlice = msgWith(pb, "hello from alice, edited");
+    await bobSeesAlice.hover();
+    if ((await bobSeesAlice.getByRole("button", { name: "Delete" }).count()) !== 0) fail("bob is offered to delete alice's message");
+    const carols = msgWith(pa, "hello from carol");
+    await carols.hover();
+    await carols.getByRole("button", { name: "Delete" }).click();
+    await carols.getByRole("alertdialog", { name: "Delete message" }).getByRole("button", { name: "Delete" }).click();
+    for (const n of ["bob", "carol"]) {
+      await waitFor(`${n} sees carol's message deleted`, async () => (await msgWith(pages[n], "hello from carol").count()) === 0, SLOW);
+    }
+    await shot(pc, "4-talk-carol");
+
+    log("mentions");
+    // Alice mentions bob with the picker; bob's copy is highlighted and shows his name.
+    const box = pa.locator("#composer");
+    await box.fill("");
+    // Bob is not alice's contact, so the picker finds him by a piece of his user ID.
+    await box.pressSequentially(`ping @${ids.bob.slice(8, 16)}`);
+    await visible(pa.getByTestId("mention-suggest").getByRole("option", { name: `@${short("bob")}` }), "alice: the mention picker offers bob");
+    await shot(pa, "5-mention-picker");
+    await box.press("Enter");
+    await box.pressSequentially("please review");
+    await box.press("Enter");
+    await visible(channelMessages(pb).locator('[data-mention="true"]').filter({ hasText: "@bob please review" }), "bob: alice's mention is highlighted", SLOW);
+    if ((await channelMessages(pc).locator('[data-mention="true"]').filter({ hasText: "please review" }).count()) !== 0) {
+      fail("carol sees a mention of bob highlighted as hers");
+    }
     await post(pa, "@everyone meeting at noon");
     for (const n of ["bob", "carol"]) {
-      await visible(
-        channelMessages(pages[n]).locator('li[data-mention="true"]').getByText("meeting at noon"),
-        `${n}: the mention is highlighted`,
-        SLOW,
-      );
+      await visible(channelMessages(pages[n]).locator('[data-mention="true"]').filter({ hasText: "meeting at noon" }), `${n}: the @everyone mention is highlighted`, SLOW);
       await visible(pages[n].getByTestId("space-members").locator(".space-member").nth(2), `${n}: three members listed`);
     }
-    await pages.bob.screenshot({ path: join(SHOTS, "spaces-4-mention.png") });
+    await shot(pb, "6-mention");
+
+    log("channels");
+    // Bob may not manage channels: no tools, and the list says why.
+    await visible(pb.getByTestId("no-manage-channels"), "bob: told he cannot manage channels");
+    await pa.getByRole("button", { name: "Create channel" }).click();
+    await pa.getByLabel("Channel name").fill("announcements");
+    await pa.getByLabel("Channel topic").fill("news from the guild");
+    await pa.getByRole("form", { name: "Create channel" }).getByRole("button", { name: "Create", exact: true }).click();
+    await visible(pa.getByTestId("channel-topic").filter({ hasText: "news from the guild" }), "alice: the new channel is open");
+    await visible(pb.getByRole("button", { name: "# announcements" }), "bob sees the new channel", SLOW);
+    // Alice moves it above #general (text channels move among text ones); bob's list follows.
+    const nth = (page, i) => page.locator(".channel-item").nth(i).textContent();
+    await waitFor("alice's list puts #announcements below #general", async () => (await nth(pa, 1))?.includes("announcements"), T, 200);
+    await pa.getByRole("button", { name: "Move announcements up" }).click();
+    await waitFor("alice's list puts #announcements first", async () => (await nth(pa, 0))?.includes("announcements"), T, 200);
+    await waitFor("bob's channel list puts #announcements first", async () => {
+      const first = await pb.locator(".channel-item").first().textContent();
+      return first?.includes("announcements");
+    }, SLOW, 300);
+    await shot(pb, "7-channel");
+
+    log("roles");
+    await pa.getByRole("button", { name: "Space settings" }).click();
+    await pa.getByRole("tab", { name: "Roles" }).click();
+    await pa.getByLabel("New role name").fill("Mods");
+    await pa.getByRole("button", { name: "Create role" }).click();
+    const modsRole = pa.getByTestId("role-list").getByRole("button", { name: "Mods", exact: true });
+    await visible(modsRole, "alice: the Mods role");
+    await modsRole.click();
+    await pa.getByRole("checkbox", { name: "Manage messages" }).check();
+    await pa.getByRole("button", { name: "Save role" }).click();
+    await pa.getByRole("tab", { name: "Members" }).click();
+    // The box follows the node's answer (the role op resolved), not the click.
+    const bobsMods = pa.getByRole("checkbox", { name: `Mods role for ${short("bob")}` });
+    await bobsMods.click();
+    await waitFor("alice's node answers: bob holds Mods", () => bobsMods.isChecked(), SLOW, 200);
+    await visible(pb.getByTestId("space-members").locator(".space-member").filter({ hasText: "Mods" }), "bob's member list shows the Mods role", SLOW);
+    // Bob, now a moderator, is offered to delete others' messages.
+    const aliceAgain = msgWith(pb, "meeting at noon");
+    await waitFor("bob may delete alice's message now", async () => {
+      await aliceAgain.hover();
+      return (await aliceAgain.getByRole("button", { name: "Delete" }).count()) === 1;
+    }, SLOW, 300);
+    await shot(pa, "8-members");
+
+    log("kick");
+    await pa.getByRole("button", { name: `Kick ${short("carol")}` }).click();
+    await pa.getByRole("button", { name: "Yes, kick" }).click();
+    await visible(pc.getByTestId("space-status").filter({ hasText: "no longer a member" }), "carol's UI says she is out", SLOW);
+    await waitFor("bob's member list drops carol", async () => (await pb.getByTestId("space-members").locator(".space-member").count()) === 2, SLOW, 300);
+    await shot(pc, "9-kicked-carol");
+    await shot(pa, "9-kicked-alice");
     if (errors.length) fail(`uncaught page errors: ${errors.join("; ")}`);
-    log("PASS: three pages created, joined, talked and mentioned in a space");
+    log("PASS: three pages: invites from settings, talk with a reply, a reaction, an edit and a moderator delete, mentions with the picker, a channel made and moved, a role given, a kick");
   } finally {
     if (browser) await browser.close().catch(() => {});
     killAll();

@@ -2,6 +2,7 @@ import { useEffect, useId, useRef, useState, type KeyboardEvent } from "react";
 import type { Message } from "../api/types";
 import { insertAt, loadEmoji, searchEmoji, shortcodeAt, type EmojiEntry } from "../lib/emoji";
 import { plainText } from "../lib/markdown";
+import { mentionAt, type Mentionable } from "../lib/spaces";
 import { pastedName } from "../lib/transfers";
 import { TypingThrottle } from "../lib/typing";
 import { usePrefs } from "../state/prefs";
@@ -33,6 +34,7 @@ export function Composer({
   send,
   typing,
   onFiles,
+  mentionables,
 }: {
   conversationId: string;
   /** "Message Bob", "Message #general". */
@@ -46,11 +48,14 @@ export function Composer({
   typing(active: boolean): void;
   /** Files chosen with the attach button or pasted (images); no attach button without it. */
   onFiles?(files: { file: Blob; name: string }[]): void;
+  /** Space channels: who `@` may mention (members, roles, @everyone); no picker without it. */
+  mentionables?(query: string): Mentionable[];
 }) {
   const { prefs, usedEmoji } = usePrefs();
   const [text, setText] = useState(() => prefs.draft(conversationId));
   const [picker, setPicker] = useState(false);
   const [suggest, setSuggest] = useState<{ start: number; items: EmojiEntry[]; index: number } | null>(null);
+  const [mention, setMention] = useState<{ start: number; items: Mentionable[]; index: number } | null>(null);
   const ref = useRef<HTMLTextAreaElement>(null);
   const throttle = useRef(new TypingThrottle());
   const typingRef = useRef(typing);
@@ -64,6 +69,7 @@ export function Composer({
   useEffect(() => {
     setText(prefs.draft(conversationId));
     setSuggest(null);
+    setMention(null);
     ref.current?.focus();
     const t = throttle.current;
     return () => {
@@ -86,6 +92,9 @@ export function Composer({
     } else if (throttle.current.stop()) {
       typing(false);
     }
+    const at = mentionables ? mentionAt(v, caret) : null;
+    const people = at && mentionables ? mentionables(at.query) : [];
+    setMention(at && people.length ? { start: at.start, items: people, index: 0 } : null);
     const sc = shortcodeAt(v, caret);
     if (!sc) {
       setSuggest(null);
@@ -116,6 +125,20 @@ export function Composer({
     });
   };
 
+  /** Replaces the `@query` at the caret with the mention's token. */
+  const insertMention = (item: Mentionable, start: number) => {
+    const el = ref.current;
+    const caret = el?.selectionStart ?? text.length;
+    const next = insertAt(text, start, caret, item.token);
+    setMention(null);
+    setText(next.text);
+    prefs.setDraft(conversationId, next.text);
+    requestAnimationFrame(() => {
+      el?.focus();
+      el?.setSelectionRange(next.caret, next.caret);
+    });
+  };
+
   const doSend = () => {
     const body = text.trim();
     if (!body || tooLong) return;
@@ -123,11 +146,31 @@ export function Composer({
     if (throttle.current.stop()) typing(false);
     setText("");
     setSuggest(null);
+    setMention(null);
     prefs.setDraft(conversationId, "");
     onSent();
   };
 
   const onKey = (e: KeyboardEvent<HTMLTextAreaElement>) => {
+    if (mention) {
+      if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        e.preventDefault();
+        const n = mention.items.length;
+        setMention({ ...mention, index: (mention.index + (e.key === "ArrowDown" ? 1 : n - 1)) % n });
+        return;
+      }
+      if ((e.key === "Enter" || e.key === "Tab") && !e.shiftKey) {
+        e.preventDefault();
+        const item = mention.items[mention.index];
+        if (item) insertMention(item, mention.start);
+        return;
+      }
+      if (e.key === "Escape") {
+        e.preventDefault();
+        setMention(null);
+        return;
+      }
+    }
     if (suggest) {
       if (e.key === "ArrowDown" || e.key === "ArrowUp") {
         e.preventDefault();
@@ -170,6 +213,7 @@ export function Composer({
   };
 
   const active = suggest?.items[suggest.index];
+  const mentionList = `${listId}-mentions`;
 
   return (
     <div className="composer-wrap">
@@ -183,6 +227,26 @@ export function Composer({
             ×
           </button>
         </div>
+      )}
+      {mention && (
+        <ul className="emoji-suggest mention-suggest" id={mentionList} role="listbox" aria-label="Mention suggestions" data-testid="mention-suggest">
+          {mention.items.map((item, i) => (
+            <li
+              key={`${item.kind}-${item.id}`}
+              id={`${mentionList}-${i}`}
+              role="option"
+              aria-selected={i === mention.index}
+              className={i === mention.index ? "active" : ""}
+              onMouseDown={(e) => {
+                e.preventDefault();
+                insertMention(item, mention.start);
+              }}
+            >
+              @{item.label}
+              <span className="muted small"> {item.kind === "user" ? "member" : item.kind === "role" ? "role" : "notifies everyone here"}</span>
+            </li>
+          ))}
+        </ul>
       )}
       {suggest && (
         <ul className="emoji-suggest" id={listId} role="listbox" aria-label="Emoji suggestions" data-testid="emoji-suggest">
@@ -217,9 +281,11 @@ export function Composer({
           aria-describedby="composer-hint"
           aria-invalid={tooLong || undefined}
           aria-autocomplete="list"
-          aria-expanded={suggest ? true : undefined}
-          aria-controls={suggest ? listId : undefined}
-          aria-activedescendant={suggest && active ? `${listId}-${suggest.index}` : undefined}
+          aria-expanded={suggest || mention ? true : undefined}
+          aria-controls={mention ? mentionList : suggest ? listId : undefined}
+          aria-activedescendant={
+            mention ? `${mentionList}-${mention.index}` : suggest && active ? `${listId}-${suggest.index}` : undefined
+          }
           onChange={(e) => update(e.target.value, e.target.selectionStart)}
           onBlur={() => {
             if (!text.trim() && throttle.current.stop()) typing(false);

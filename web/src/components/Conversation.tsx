@@ -28,6 +28,7 @@ import { Composer } from "./Composer";
 import { UploadTray } from "./FileCard";
 import { Icon } from "./Icon";
 import { MessageItem } from "./MessageItem";
+import type { Mentionable } from "../lib/spaces";
 
 /** How many older pages a jump (search hit, reply quote) may load before giving up. */
 const MAX_JUMP_PAGES = 20;
@@ -75,6 +76,23 @@ export interface ConversationViewProps {
   onProfile(userId: string, anchor: HTMLElement): void;
   /** Sends files here (attach button, drag and drop, pasted images); none without it. */
   onFiles?(files: { file: Blob; name: string }[]): void;
+  /** A space channel's own routes and rules; a direct conversation uses the store's actions. */
+  channel?: ChannelHooks;
+}
+
+/** What a space channel changes in the view (docs/ui.md, "Spaces view"). */
+export interface ChannelHooks {
+  send(body: string, replyTo: string | null): void;
+  loadOlder(): void;
+  markRead(upTo: Message): void;
+  /** Whether we may delete others' messages here (manage messages). */
+  canModerate: boolean;
+  /** The text as shown: mention tokens as `@name`. */
+  display(body: string): string;
+  /** Whether a message mentions us (highlighted). */
+  mentionsMe(m: Message): boolean;
+  /** The @mention picker's candidates for a query. */
+  mentionables(query: string): Mentionable[];
 }
 
 /**
@@ -100,6 +118,7 @@ export function ConversationView({
   onJumped,
   onProfile,
   onFiles,
+  channel,
 }: ConversationViewProps) {
   const { state, actions, dispatch } = useStore();
   const conv = conversationOf(state, peer);
@@ -131,6 +150,13 @@ export function ConversationView({
   const messagesRef = useRef(conv.messages);
   messagesRef.current = conv.messages;
   const meId = state.me?.user_id ?? "";
+  const channelRef = useRef(channel);
+  channelRef.current = channel;
+  /** The next older page: the store's for a direct conversation, the channel's own otherwise. */
+  const fetchOlder = useCallback(() => {
+    if (channelRef.current) channelRef.current.loadOlder();
+    else void actions.loadOlder(peer);
+  }, [actions, peer]);
   const target = jumpTo ?? localJump;
   const lastId = conv.messages.length ? conv.messages[conv.messages.length - 1]!.id : null;
 
@@ -187,9 +213,9 @@ export function ConversationView({
       setDivider({ id: oldest?.id ?? null, settled: true, partial: true });
     } else if (!conv.loadingOlder) {
       jumpPages.current++;
-      void actions.loadOlder(peer);
+      fetchOlder();
     }
-  }, [divider.settled, conv.loaded, conv.messages, conv.hasMore, conv.loadingOlder, peer, actions]);
+  }, [divider.settled, conv.loaded, conv.messages, conv.hasMore, conv.loadingOlder, fetchOlder]);
 
   /** Which messages have been on screen: only those count as read. */
   const updateSeen = useCallback(() => {
@@ -209,7 +235,10 @@ export function ConversationView({
     seenSeq.current = seen.seq;
     dispatch({ type: "seen", userId: peer, unread: unreadAfter(msgs, seen.id) });
     const upTo = readUpTo(msgs, seen.id);
-    if (upTo) actions.markRead(peer, upTo);
+    if (upTo) {
+      if (channelRef.current) channelRef.current.markRead(upTo);
+      else actions.markRead(peer, upTo);
+    }
   }, [state.visible, dispatch, peer, actions, virtualizer]);
 
   // After a render the virtualiser may still move the view (a scroll it was asked for, a
@@ -227,8 +256,8 @@ export function ConversationView({
   const loadOlder = useCallback(() => {
     if (conv.loadingOlder || !conv.hasMore || !conv.loaded) return;
     // No scroll bookkeeping: the virtualiser keeps the top row in place when the page lands.
-    void actions.loadOlder(peer);
-  }, [conv.loadingOlder, conv.hasMore, conv.loaded, actions, peer]);
+    fetchOlder();
+  }, [conv.loadingOlder, conv.hasMore, conv.loaded, fetchOlder]);
 
   // On the first landing go to the unread divider (or the newest message). Keeping the place
   // on prepends and following new messages at the bottom are the virtualiser's (anchorTo, followOnAppend).
@@ -326,13 +355,13 @@ export function ConversationView({
     }
     if (conv.hasMore && !conv.loadingOlder && jumpPages.current < MAX_JUMP_PAGES) {
       jumpPages.current++;
-      void actions.loadOlder(peer);
+      fetchOlder();
     } else if (!conv.hasMore || jumpPages.current >= MAX_JUMP_PAGES) {
       actions.notify("That message is no longer in this conversation.", "info");
       done();
     }
     return undefined;
-  }, [target, jumpTo, byId, conv.loaded, conv.hasMore, conv.loadingOlder, peer, actions, onJumped, focusMessage]);
+  }, [target, jumpTo, byId, conv.loaded, conv.hasMore, conv.loadingOlder, fetchOlder, actions, onJumped, focusMessage]);
 
   // The ↑ editor: bring the edited message into view (it stays rendered while edited).
   useEffect(() => {
@@ -508,6 +537,9 @@ export function ConversationView({
                           onEditDone={onEditDone}
                           onJump={onJump}
                           onProfile={onProfile}
+                          canModerate={channel?.canModerate}
+                          display={channel?.display}
+                          mentionsMe={channel ? channel.mentionsMe(row.message) : undefined}
                         />
                       </>
                     )}
@@ -559,8 +591,9 @@ export function ConversationView({
             virtualizer.scrollToEnd();
           }}
           onEditLast={editLast}
-          send={(body, reply) => void actions.send(peer, body, reply)}
-          typing={(active) => actions.typing(peer, active)}
+          send={(body, reply) => (channel ? channel.send(body, reply) : void actions.send(peer, body, reply))}
+          typing={(active) => (channel ? undefined : actions.typing(peer, active))}
+          mentionables={channel?.mentionables}
         />
       ) : (
         <p className="composer-disabled muted">{readOnly}</p>

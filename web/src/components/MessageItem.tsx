@@ -46,6 +46,12 @@ interface Props {
   onJump(id: string): void;
   /** Opens the profile card of a user (clicked name or avatar). */
   onProfile(userId: string, anchor: HTMLElement): void;
+  /** Space channels: we may delete others' messages too (manage messages). */
+  canModerate?: boolean;
+  /** Space channels: the text as shown (mention tokens as `@name`). */
+  display?(body: string): string;
+  /** Space channels: the message mentions us (highlighted). */
+  mentionsMe?: boolean;
 }
 
 export const MessageItem = memo(function MessageItem(p: Props) {
@@ -57,15 +63,17 @@ export const MessageItem = memo(function MessageItem(p: Props) {
   const [confirmDelete, setConfirmDelete] = useState(false);
   const local = m.id.startsWith("local-");
   const canAct = !m.deleted && !local;
+  const mayDelete = m.outgoing || !!p.canModerate;
 
   // A div: the list's row (an <li> placed by the virtualiser) holds it with its separators.
   return (
     <div
       id={`msg-${m.id}`}
-      className={`message ${p.first ? "first" : "cont"} ${p.highlighted ? "highlight" : ""} ${m.outgoing ? "outgoing" : ""}`}
+      className={`message ${p.first ? "first" : "cont"} ${p.highlighted ? "highlight" : ""} ${m.outgoing ? "outgoing" : ""} ${p.mentionsMe ? "mentions-me" : ""}`}
+      data-mention={p.mentionsMe ? "true" : undefined}
       tabIndex={p.tabStop ? 0 : -1}
       aria-label={`${p.author}, ${fullTime(m.sent_at)}`}
-      aria-keyshortcuts={canAct ? (m.outgoing ? "R E Delete" : "R") : undefined}
+      aria-keyshortcuts={canAct ? (m.outgoing ? "R E Delete" : mayDelete ? "R Delete" : "R") : undefined}
       onKeyDown={(e) => {
         // Shortcuts apply only when the message itself has focus, not its buttons or edit box.
         if (e.target !== e.currentTarget || !canAct || p.editing) return;
@@ -76,7 +84,7 @@ export const MessageItem = memo(function MessageItem(p: Props) {
         } else if (k === "e" && m.outgoing) {
           e.preventDefault();
           p.onEdit(m);
-        } else if ((e.key === "Delete" || e.key === "Backspace") && m.outgoing) {
+        } else if ((e.key === "Delete" || e.key === "Backspace") && mayDelete) {
           e.preventDefault();
           setConfirmDelete(true);
         }
@@ -116,7 +124,7 @@ export const MessageItem = memo(function MessageItem(p: Props) {
             {p.replied ? (
               <>
                 <span className="author">{p.repliedAuthor(p.replied)}</span>{" "}
-                <span className="quote-text">{p.replied.deleted ? "Message deleted" : plainText(p.replied.body ?? "")}</span>
+                <span className="quote-text">{p.replied.deleted ? "Message deleted" : plainText(p.display ? p.display(p.replied.body ?? "") : (p.replied.body ?? ""))}</span>
               </>
             ) : (
               <span className="muted">an earlier message</span>
@@ -131,7 +139,11 @@ export const MessageItem = memo(function MessageItem(p: Props) {
           </p>
         ) : (
           <div className="body" data-testid="message-body">
-            {m.kind === "file" ? <FileCard id={m.id} name={m.body ?? "file"} /> : <RichText text={m.body ?? ""} />}
+            {m.kind === "file" ? (
+              <FileCard id={m.id} name={m.body ?? "file"} />
+            ) : (
+              <RichText text={p.display ? p.display(m.body ?? "") : (m.body ?? "")} />
+            )}
             {m.edited_at !== null && (
               <span className="edited" title={`Edited ${fullTime(m.edited_at)}`}>
                 {" "}
@@ -203,14 +215,14 @@ export const MessageItem = memo(function MessageItem(p: Props) {
             <Icon name="reply" size={18} />
           </button>
           {m.outgoing && (
-            <>
-              <button className="icon" aria-label="Edit" title="Edit" onClick={() => p.onEdit(m)}>
-                <Icon name="edit" size={18} />
-              </button>
-              <button className="icon danger-text" aria-label="Delete" title="Delete" onClick={() => setConfirmDelete(true)}>
-                <Icon name="trash" size={18} />
-              </button>
-            </>
+            <button className="icon" aria-label="Edit" title="Edit" onClick={() => p.onEdit(m)}>
+              <Icon name="edit" size={18} />
+            </button>
+          )}
+          {mayDelete && (
+            <button className="icon danger-text" aria-label="Delete" title={m.outgoing ? "Delete" : "Delete (you manage messages here)"} onClick={() => setConfirmDelete(true)}>
+              <Icon name="trash" size={18} />
+            </button>
           )}
           {picker && (
             <EmojiPicker

@@ -1,26 +1,34 @@
-// Spaces (Discord's servers): a rail of spaces, the selected space's channels, and the selected
-// text channel's messages with the shared composer. Live updates come from the events socket
-// (`space` events, and `message` / `message_updated` events whose conversation is a channel id,
-// which the store keeps like any conversation).
+// Spaces (Discord's servers): a rail of spaces, the selected space's channels (with creation,
+// editing and reordering for members who manage channels), the selected text channel in the
+// shared conversation view (replies, edits, deletes, reactions, mentions), the member list, and
+// the space settings page. Live updates come from the events socket (`space` events, and
+// `message` / `message_updated` events whose conversation is a channel id, which the store keeps
+// like any conversation).
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { spacesApi } from "../api/spaces";
-import type { Message, Space } from "../api/types";
-import { describeError, useStore } from "../state/store";
+import type { Message, Space, SpaceChannel } from "../api/types";
 import { mentionsMe, showMentions } from "../lib/mentions";
-import { Composer } from "./Composer";
-import { RichText } from "./RichText";
+import {
+  can,
+  channelTree,
+  colorText,
+  inviteCodeFrom,
+  keyWaits,
+  keyWaitText,
+  mentionCandidates,
+  moveChannel,
+  nextPosition,
+  topRole,
+  type KeyWait,
+} from "../lib/spaces";
+import { conversationOf, LOCAL_PREFIX } from "../lib/state";
+import { describeError, useStore } from "../state/store";
+import { ConversationView, type ChannelHooks } from "./Conversation";
+import { SpaceSettings } from "./SpaceSettings";
 import "./spaces.css";
-
-function fullTime(ts: number): string {
-  return new Date(ts).toLocaleString();
-}
 
 function shortUser(id: string): string {
   return id.length > 14 ? `${id.slice(0, 10)}…${id.slice(-4)}` : id;
-}
-
-function colorText(c: number): string | undefined {
-  return c ? `#${c.toString(16).padStart(6, "0")}` : undefined;
 }
 
 /** A count as a badge shows it. */
@@ -28,17 +36,36 @@ function badge(n: number): string {
   return n > 99 ? "99+" : String(n);
 }
 
+/** What the channel pane says when we are not (or no longer) a member. */
+function membershipNote(space: Space): string | null {
+  switch (space.membership) {
+    case "member":
+      return null;
+    case "refused":
+      return space.refusal ?? "Your join was refused.";
+    case "former":
+      return "You are no longer a member of this space: you left, or were removed. Nothing sent here from now on reaches you.";
+    default:
+      return "Waiting for a member to admit you…";
+  }
+}
+
 export function Spaces({ onClose }: { onClose(): void }) {
   const { state, dispatch, subscribe, actions } = useStore();
   const [spaces, setSpaces] = useState<Space[]>([]);
   const [selected, setSelected] = useState<string | null>(null);
   const [channel, setChannel] = useState<string | null>(null);
-  const [invite, setInvite] = useState<string | null>(null);
+  const [settings, setSettings] = useState<null | "overview" | "invites" | "members" | "roles" | "channels">(null);
+  const [editing, setEditing] = useState<string | "new" | null>(null);
   const [newName, setNewName] = useState("");
   const [code, setCode] = useState("");
+  /** Messages the node holds per channel but cannot read yet (docs/api.md, "Waiting for keys"). */
+  const [waiting, setWaiting] = useState<Record<string, KeyWait[]>>({});
   const me = state.me?.user_id ?? "";
   const channelRef = useRef<string | null>(null);
   channelRef.current = channel;
+  const stateRef = useRef(state);
+  stateRef.current = state;
 
   const upsert = useCallback((s: Space) => {
     setSpaces((list) => {
@@ -63,61 +90,48 @@ export function Spaces({ onClose }: { onClose(): void }) {
   const spaceOfChannelRef = useRef(spaceOfChannel);
   spaceOfChannelRef.current = spaceOfChannel;
 
-  const markRead = useCallback(
-    (channelId: string, upTo: string) => {
-      spacesApi.read(channelId, upTo).then(upsert, () => {});
-    },
-    [upsert],
-  );
-
   useEffect(
     () =>
       subscribe((e) => {
         if (e.type === "space") {
           upsert(e.space);
           if (e.space.membership === "refused" && e.space.refusal) actions.notify(e.space.refusal, "error");
+        } else if ((e as { type: string }).type === "channel_waiting") {
+          const w = e as unknown as { channel?: unknown; waiting?: unknown };
+          if (typeof w.channel === "string") setWaiting((all) => ({ ...all, [w.channel as string]: keyWaits(w.waiting) }));
         } else if (e.type === "message") {
           const conv = e.message.conversation;
           const sid = spaceOfChannelRef.current.get(conv);
-          if (!sid) return;
-          if (conv === channelRef.current && !document.hidden) markRead(conv, e.message.id);
-          else spacesApi.get(sid).then(upsert, () => {});
+          // The open channel's view marks what is seen; elsewhere the counts move.
+          if (sid && conv !== channelRef.current) spacesApi.get(sid).then(upsert, () => {});
         }
       }),
-    [subscribe, upsert, actions, markRead],
+    [subscribe, upsert, actions],
   );
 
   const space = spaces.find((s) => s.id === selected) ?? null;
-  // Text channels first, then voice (categories are not shown as entries yet).
-  const textChannels = useMemo(
-    () =>
-      space
-        ? space.channels
-            .filter((c) => c.kind !== "category")
-            .sort((a, b) => Number(a.kind !== "text") - Number(b.kind !== "text"))
-        : [],
-    [space],
-  );
-  const current = textChannels.find((c) => c.id === channel) ?? null;
+  const tree = useMemo(() => (space ? channelTree(space.channels) : []), [space]);
+  const current = space?.channels.find((c) => c.id === channel && c.kind === "text" && c.can_view) ?? null;
+  const member = space?.membership === "member";
+  const manageChannels = !!space && member && can(space, me, "manage_channels");
 
   // Opening a space opens its first text channel we may read.
   useEffect(() => {
     if (!space) return;
-    if (!current) setChannel(space.channels.find((c) => c.kind === "text" && c.can_view)?.id ?? null);
-  }, [space, current]);
+    if (!current) setChannel(tree.flatMap((g) => g.channels).find((c) => c.kind === "text" && c.can_view)?.id ?? null);
+  }, [space, current, tree]);
 
-  // A channel's history goes into the store like any conversation's.
+  // A channel's newest page goes into the store like any conversation's.
   useEffect(() => {
     if (!channel) return;
     spacesApi.messages(channel).then(
       (page) => {
-        page.messages.forEach((message) => dispatch({ type: "message", message }));
-        const newest = page.messages[page.messages.length - 1];
-        if (newest) markRead(channel, newest.id);
+        dispatch({ type: "page", userId: channel, page, older: false });
+        setWaiting((all) => ({ ...all, [channel]: keyWaits((page as { waiting?: unknown }).waiting) }));
       },
       (e) => actions.notify(describeError(e), "error"),
     );
-  }, [channel, dispatch, actions, markRead]);
+  }, [channel, dispatch, actions]);
 
   // Names and colours for the member list and mentions.
   const nameOf = useCallback(
@@ -125,39 +139,51 @@ export function Spaces({ onClose }: { onClose(): void }) {
       id === me ? (state.me?.display_name ?? "You") : state.contacts[id]?.display_name || shortUser(id),
     [me, state.me, state.contacts],
   );
-  const roleOf = useCallback((id: string) => space?.roles.find((r) => r.id === id), [space]);
-  const topRole = useCallback(
-    (roles: string[]) =>
-      roles
-        .map((r) => roleOf(r))
-        .filter((r) => r !== undefined)
-        .sort((a, b) => b.position - a.position)[0],
-    [roleOf],
-  );
+  const roleName = useCallback((id: string) => space?.roles.find((r) => r.id === id)?.name, [space]);
   const myRoles = useMemo(() => space?.members.find((m) => m.user_id === me)?.roles ?? [], [space, me]);
   const mayMentionEveryone = useCallback(
     (sender: string) => {
       if (!space) return false;
       if (space.owner === sender) return true;
-      const member = space.members.find((m) => m.user_id === sender);
+      const m = space.members.find((x) => x.user_id === sender);
       const perms = new Set(space.roles.find((r) => r.id === "0".repeat(32))?.permissions ?? []);
-      for (const r of member?.roles ?? []) for (const p of roleOf(r)?.permissions ?? []) perms.add(p);
+      for (const r of m?.roles ?? []) for (const p of space.roles.find((x) => x.id === r)?.permissions ?? []) perms.add(p);
       return perms.has("mention_everyone") || perms.has("administrator");
     },
-    [space, roleOf],
+    [space],
   );
 
-  const revoke = async (inviteId: string) => {
-    if (!space) return;
-    try {
-      upsert(await spacesApi.revokeInvite(space.id, inviteId));
-      actions.notify("Invite revoked.", "info");
-    } catch (e) {
-      actions.notify(describeError(e), "error");
-    }
-  };
+  const fail = useCallback((e: unknown) => actions.notify(describeError(e), "error"), [actions]);
 
-  const messages: Message[] = channel ? (state.conversations[channel]?.messages ?? []) : [];
+  const hooks: ChannelHooks | undefined = useMemo(() => {
+    if (!current || !space) return undefined;
+    const id = current.id;
+    return {
+      send: (body, replyTo) => {
+        spacesApi.send(id, body, replyTo).then((message) => dispatch({ type: "message", message }), fail);
+      },
+      loadOlder: () => {
+        const conv = conversationOf(stateRef.current, id);
+        if (conv.loadingOlder || !conv.hasMore) return;
+        const oldest = conv.messages.find((m) => !m.id.startsWith(LOCAL_PREFIX));
+        dispatch({ type: "loading_older", userId: id, loading: true });
+        spacesApi.messages(id, oldest?.seq).then(
+          (page) => dispatch({ type: "page", userId: id, page, older: true }),
+          (e) => {
+            dispatch({ type: "loading_older", userId: id, loading: false });
+            fail(e);
+          },
+        );
+      },
+      markRead: (upTo: Message) => {
+        spacesApi.read(id, upTo.id).then(upsert, () => {});
+      },
+      canModerate: can(space, me, "manage_messages"),
+      display: (body) => showMentions(body, nameOf, roleName),
+      mentionsMe: (m) => mentionsMe(m.body, m.sender, { me, myRoles, senderMayMentionEveryone: mayMentionEveryone(m.sender) }),
+      mentionables: (q) => mentionCandidates(space, me, nameOf, q),
+    };
+  }, [current, space, me, myRoles, nameOf, roleName, mayMentionEveryone, dispatch, upsert, fail]);
 
   const create = async () => {
     const name = newName.trim();
@@ -168,43 +194,79 @@ export function Spaces({ onClose }: { onClose(): void }) {
       setSelected(s.id);
       setNewName("");
     } catch (e) {
-      actions.notify(describeError(e), "error");
+      fail(e);
     }
   };
 
   const join = async () => {
-    const c = code.trim();
+    const c = inviteCodeFrom(code);
     if (!c) return;
     try {
       const s = await spacesApi.join(c);
       upsert(s);
       setSelected(s.id);
       setCode("");
-      actions.notify("Asked to join; waiting for the inviter's answer.");
+      actions.notify("Asked to join; waiting for a member to admit you.", "info");
     } catch (e) {
-      actions.notify(describeError(e), "error");
+      fail(e);
     }
   };
 
-  const makeInvite = async () => {
+  const move = async (c: SpaceChannel, step: -1 | 1) => {
     if (!space) return;
+    const positions = moveChannel(space.channels, c.id, step);
+    if (!positions) return;
     try {
-      setInvite((await spacesApi.invite(space.id)).code);
+      upsert(await spacesApi.reorderChannels(space.id, positions));
     } catch (e) {
-      actions.notify(describeError(e), "error");
+      fail(e);
     }
   };
 
-  const send = (body: string, replyTo: string | null) => {
-    if (!channel) return;
-    spacesApi.send(channel, body, replyTo).then(
-      (message) => dispatch({ type: "message", message }),
-      (e) => actions.notify(describeError(e), "error"),
+  const channelButton = (c: SpaceChannel) => {
+    const unreadHere = c.id === channel ? 0 : c.unread;
+    return (
+      <li key={c.id} className="channel-row">
+        <button
+          className={`channel-item ${c.id === channel ? "active" : ""} ${unreadHere > 0 ? "unread" : ""}`}
+          disabled={c.kind !== "text" || !c.can_view}
+          title={c.kind === "voice" ? "Voice channel" : !c.can_view ? "You may not view this channel" : c.topic || undefined}
+          onClick={() => setChannel(c.id)}
+          data-unread={unreadHere}
+        >
+          {c.kind === "text" ? "#" : "🔊"} {c.name}
+          {c.id !== channel && c.mentions > 0 && (
+            <span className="mention-badge" data-testid="channel-mentions" aria-label={`${c.mentions} mentions`}>
+              @{badge(c.mentions)}
+            </span>
+          )}
+          {c.id !== channel && c.mentions === 0 && c.unread > 0 && (
+            <span className="unread-badge" data-testid="channel-unread" aria-label={`${c.unread} unread`}>
+              {badge(c.unread)}
+            </span>
+          )}
+        </button>
+        {manageChannels && (
+          <span className="channel-tools">
+            <button className="icon small" aria-label={`Move ${c.name} up`} title="Move up" onClick={() => void move(c, -1)}>
+              ↑
+            </button>
+            <button className="icon small" aria-label={`Move ${c.name} down`} title="Move down" onClick={() => void move(c, 1)}>
+              ↓
+            </button>
+            <button className="icon small" aria-label={`Edit channel ${c.name}`} title="Edit channel" onClick={() => setEditing(c.id)}>
+              ⚙
+            </button>
+          </span>
+        )}
+      </li>
     );
   };
 
+  const note = space ? membershipNote(space) : null;
+
   return (
-    <div className="spaces" data-testid="spaces">
+    <div className={`spaces ${space && member ? "with-members" : ""}`} data-testid="spaces">
       <nav className="spaces-rail" aria-label="Spaces">
         <button className="space-pill" onClick={onClose} aria-label="Direct messages" title="Direct messages">
           DM
@@ -221,7 +283,8 @@ export function Spaces({ onClose }: { onClose(): void }) {
               aria-label={`${s.name || s.membership}${mentions ? `, ${mentions} mentions` : unread ? ", unread messages" : ""}`}
               onClick={() => {
                 setSelected(s.id);
-                setInvite(null);
+                setSettings(null);
+                setEditing(null);
               }}
             >
               {(s.name || "?").slice(0, 2)}
@@ -237,78 +300,54 @@ export function Spaces({ onClose }: { onClose(): void }) {
       <aside className="spaces-channels" aria-label="Channels">
         {space ? (
           <>
-            <h2 className="spaces-title">{space.name || "Joining…"}</h2>
-            {space.membership !== "member" && (
-              <p className="muted" role="status">
-                {space.membership === "refused" ? space.refusal : space.membership === "former" ? "You are no longer a member." : "Waiting for the inviter…"}
+            <div className="spaces-title-row">
+              <h2 className="spaces-title">{space.name || "Joining…"}</h2>
+              {member && (
+                <button className="icon" aria-label="Space settings" title="Space settings" onClick={() => setSettings("overview")}>
+                  ⚙
+                </button>
+              )}
+            </div>
+            {note && (
+              <p className="muted" role="status" data-testid="space-status">
+                {note}
               </p>
             )}
-            <ul className="channel-list">
-              {textChannels.map((c) => (
-                <li key={c.id}>
-                  <button
-                    className={`channel-item ${c.id === channel ? "active" : ""} ${c.unread > 0 && c.id !== channel ? "unread" : ""}`}
-                    disabled={c.kind !== "text" || !c.can_view}
-                    onClick={() => setChannel(c.id)}
-                    data-unread={c.id === channel ? 0 : c.unread}
-                  >
-                    {c.kind === "text" ? "#" : "🔊"} {c.name}
-                    {c.id !== channel && c.mentions > 0 && (
-                      <span className="mention-badge" data-testid="channel-mentions" aria-label={`${c.mentions} mentions`}>
-                        @{badge(c.mentions)}
+            {tree.map((g) => (
+              <section key={g.category?.id ?? "top"} className="channel-group" aria-label={g.category ? `Category ${g.category.name}` : "Channels"}>
+                {g.category && (
+                  <div className="channel-category">
+                    <span>{g.category.name.toUpperCase()}</span>
+                    {manageChannels && g.category && (
+                      <span className="channel-tools">
+                        <button className="icon small" aria-label={`Move ${g.category.name} up`} onClick={() => void move(g.category!, -1)}>
+                          ↑
+                        </button>
+                        <button className="icon small" aria-label={`Move ${g.category.name} down`} onClick={() => void move(g.category!, 1)}>
+                          ↓
+                        </button>
+                        <button className="icon small" aria-label={`Edit channel ${g.category.name}`} onClick={() => setEditing(g.category!.id)}>
+                          ⚙
+                        </button>
                       </span>
                     )}
-                    {c.id !== channel && c.mentions === 0 && c.unread > 0 && (
-                      <span className="unread-badge" data-testid="channel-unread" aria-label={`${c.unread} unread`}>
-                        {badge(c.unread)}
-                      </span>
-                    )}
-                  </button>
-                </li>
-              ))}
-            </ul>
-            {space.membership === "member" && (
-              <div className="spaces-invite">
-                <button onClick={makeInvite}>Invite people</button>
-                {invite && (
-                  <input readOnly value={invite} aria-label="Invite code" onFocus={(e) => e.currentTarget.select()} />
+                  </div>
                 )}
-              </div>
-            )}
-            {space.invites.length > 0 && space.membership === "member" && (
-              <details className="spaces-invites">
-                <summary>
-                  Invites (
-                  {
-                    space.invites.filter(
-                      (i) =>
-                        !i.revoked &&
-                        (i.expires_at === null || i.expires_at >= Date.now()) &&
-                        (i.max_uses === null || i.uses < i.max_uses),
-                    ).length
-                  }{" "}
-                  active)
-                </summary>
-                <ul>
-                  {space.invites.map((i) => {
-                    const expired = i.expires_at !== null && i.expires_at < Date.now();
-                    const usedUp = i.max_uses !== null && i.uses >= i.max_uses;
-                    const mine = i.creator === me || space.owner === me || space.permissions.includes("manage_space");
-                    return (
-                      <li key={i.id} className="small">
-                        <span title={i.id}>{i.id.slice(0, 8)}</span> by {nameOf(i.creator)} · {i.uses}
-                        {i.max_uses !== null ? `/${i.max_uses}` : ""} uses
-                        {i.revoked ? " · revoked" : expired ? " · expired" : usedUp ? " · used up" : ""}
-                        {!i.revoked && mine && (
-                          <button className="link" onClick={() => void revoke(i.id)} aria-label={`Revoke invite ${i.id.slice(0, 8)}`}>
-                            Revoke
-                          </button>
-                        )}
-                      </li>
-                    );
-                  })}
-                </ul>
-              </details>
+                <ul className="channel-list">{g.channels.map(channelButton)}</ul>
+              </section>
+            ))}
+            {member &&
+              (manageChannels ? (
+                <button onClick={() => setEditing("new")}>Create channel</button>
+              ) : (
+                <p className="muted small" data-testid="no-manage-channels">
+                  Only members with “Manage channels” can create or change channels.
+                </p>
+              ))}
+            {member && (
+              <button onClick={() => setSettings("invites")} disabled={!can(space, me, "create_invite")} title={can(space, me, "create_invite") ? undefined : "You need the “Create invites” permission."}>
+                Invite people
+              </button>
             )}
             <p className="muted small">{space.members.length} members</p>
           </>
@@ -332,75 +371,66 @@ export function Spaces({ onClose }: { onClose(): void }) {
             void join();
           }}
         >
-          <input value={code} onChange={(e) => setCode(e.target.value)} placeholder="dinvite1…" aria-label="Invite code to join" />
+          <input value={code} onChange={(e) => setCode(e.target.value)} placeholder="dinvite1… or link" aria-label="Invite code to join" />
           <button type="submit">Join</button>
         </form>
       </aside>
       <section className="spaces-channel" aria-label={current ? `Channel ${current.name}` : "No channel"}>
-        {current ? (
-          <>
-            <header className="spaces-channel-header">
-              <h2># {current.name}</h2>
-              {current.topic && <span className="muted">{current.topic}</span>}
-            </header>
-            <ol className="spaces-messages" data-testid="channel-messages">
-              {messages.map((m) => {
-                const mention = mentionsMe(m.body, m.sender, {
-                  me,
-                  myRoles,
-                  senderMayMentionEveryone: mayMentionEveryone(m.sender),
-                });
-                const author = space?.members.find((x) => x.user_id === m.sender);
-                const color = colorText(topRole(author?.roles ?? [])?.color ?? 0);
-                return (
-                  <li
-                    key={m.id}
-                    className={`spaces-message ${m.outgoing ? "outgoing" : ""} ${mention ? "mentions-me" : ""}`}
-                    data-mention={mention ? "true" : undefined}
-                  >
-                    <span className="spaces-author" style={color ? { color } : undefined}>
-                      {m.sender === me ? "You" : nameOf(m.sender)}
-                    </span>{" "}
-                    <time className="muted small" dateTime={new Date(m.sent_at).toISOString()}>
-                      {fullTime(m.sent_at)}
-                    </time>
-                    <div>
-                      {m.deleted ? (
-                        <em className="muted">Message deleted</em>
-                      ) : (
-                        <RichText text={showMentions(m.body ?? "", nameOf, (id) => roleOf(id)?.name)} />
-                      )}
-                    </div>
-                  </li>
-                );
-              })}
-            </ol>
-            {current.can_send ? (
-              <Composer
-                conversationId={current.id}
-                label={`Message #${current.name}`}
-                replyTo={null}
-                replyAuthor=""
-                onCancelReply={() => {}}
-                onSent={() => {}}
-                onEditLast={() => {}}
-                send={send}
-                typing={() => {}}
-              />
-            ) : (
-              <p className="muted">You cannot send messages here.</p>
-            )}
-          </>
+        {space && settings ? (
+          <SpaceSettings space={space} me={me} nameOf={nameOf} tab={settings} setTab={setSettings} onChange={upsert} onClose={() => setSettings(null)} />
+        ) : space && editing ? (
+          <ChannelEditor
+            space={space}
+            channel={editing === "new" ? null : (space.channels.find((c) => c.id === editing) ?? null)}
+            onChange={upsert}
+            onDone={(id) => {
+              setEditing(null);
+              if (id) setChannel(id);
+            }}
+          />
+        ) : current && hooks && member ? (
+          <ConversationView
+            key={current.id}
+            id={current.id}
+            title={`#${current.name}`}
+            unread={current.unread}
+            header={
+              <header className="main-header spaces-channel-header">
+                <h1 className="conv-title"># {current.name}</h1>
+                {current.topic && (
+                  <span className="muted channel-topic" data-testid="channel-topic">
+                    {current.topic}
+                  </span>
+                )}
+              </header>
+            }
+            start={
+              <div className="conv-start">
+                <h2>Welcome to #{current.name}</h2>
+                <p className="muted">This is the start of the channel. Messages here are end-to-end encrypted for the members who may read it.</p>
+              </div>
+            }
+            banner={<WaitingForKeys waits={waiting[current.id] ?? []} nameOf={nameOf} />}
+            typingNames={[]}
+            canWrite={current.can_send}
+            readOnly="You cannot send messages in this channel."
+            authorOf={(m) => (m.sender === me ? nameOf(me) : nameOf(m.sender))}
+            avatarOf={(m) => (m.sender === me ? (state.me?.profile?.avatar ?? null) : (state.contacts[m.sender]?.profile?.avatar ?? null))}
+            jumpTo={null}
+            onJumped={() => {}}
+            onProfile={() => {}}
+            channel={hooks}
+          />
         ) : (
-          <p className="muted spaces-empty">No channel open.</p>
+          <p className="muted spaces-empty">{note ?? "No channel open."}</p>
         )}
       </section>
-      {space && space.membership === "member" && (
+      {space && member && (
         <aside className="spaces-members" aria-label="Members" data-testid="space-members">
           <h3 className="small muted">Members — {space.members.length}</h3>
           <ul>
             {space.members.map((m) => {
-              const role = topRole(m.roles);
+              const role = topRole(space, m.roles);
               const presence = m.user_id === me ? (state.me?.status ?? "online") : (state.contacts[m.user_id]?.presence ?? "offline");
               return (
                 <li key={m.user_id} className="space-member" title={m.user_id}>
@@ -415,5 +445,177 @@ export function Spaces({ onClose }: { onClose(): void }) {
         </aside>
       )}
     </div>
+  );
+}
+
+/**
+ * The channel's messages that are held but not readable yet: a visible state instead of a silent
+ * gap. Each goes away when its key arrives (its message then appears in the list) or says why
+ * the key will not come.
+ */
+export function WaitingForKeys({ waits, nameOf }: { waits: KeyWait[]; nameOf(id: string): string }) {
+  if (!waits.length) return null;
+  const pending = waits.filter((w) => w.state === "waiting_for_keys").length;
+  return (
+    <details className="waiting-keys" data-testid="waiting-for-keys" open={waits.length <= 3}>
+      <summary role="status">
+        {pending > 0
+          ? `${pending} message${pending === 1 ? "" : "s"} waiting for keys`
+          : `${waits.length} message${waits.length === 1 ? "" : "s"} that cannot be read`}
+      </summary>
+      <ul>
+        {waits.map((w) => (
+          <li key={w.id} className={`waiting-key ${w.state}`} data-state={w.state}>
+            <span className="waiting-icon" aria-hidden="true">
+              {w.state === "waiting_for_keys" ? "⏳" : "🔒"}
+            </span>{" "}
+            <strong>{nameOf(w.sender)}</strong>{" "}
+            <time className="muted small" dateTime={new Date(w.received_at).toISOString()}>
+              {new Date(w.received_at).toLocaleTimeString()}
+            </time>{" "}
+            <span className="muted">{keyWaitText(w)}</span>
+          </li>
+        ))}
+      </ul>
+    </details>
+  );
+}
+
+/** Creates a channel, or renames, re-topics or deletes one (members with manage channels). */
+function ChannelEditor({
+  space,
+  channel,
+  onChange,
+  onDone,
+}: {
+  space: Space;
+  channel: SpaceChannel | null;
+  onChange(s: Space): void;
+  onDone(openChannel: string | null): void;
+}) {
+  const { actions } = useStore();
+  const [name, setName] = useState(channel?.name ?? "");
+  const [topic, setTopic] = useState(channel?.topic ?? "");
+  const [kind, setKind] = useState<SpaceChannel["kind"]>(channel?.kind ?? "text");
+  const [parent, setParent] = useState<string>(channel?.parent ?? "");
+  const [confirm, setConfirm] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const categories = space.channels.filter((c) => c.kind === "category");
+
+  const save = async () => {
+    const n = name.trim();
+    if (!n) return;
+    setBusy(true);
+    try {
+      if (channel) {
+        const s = await spacesApi.updateChannel(space.id, channel.id, { name: n, topic });
+        let next = s;
+        if ((channel.parent ?? "") !== parent && channel.kind !== "category") {
+          next = await spacesApi.reorderChannels(space.id, [
+            { channel: channel.id, ...(parent ? { parent } : {}), position: nextPosition(s.channels, parent || null, channel.kind) },
+          ]);
+        }
+        onChange(next);
+        onDone(null);
+      } else {
+        const before = new Set(space.channels.map((c) => c.id));
+        const s = await spacesApi.createChannel(space.id, {
+          name: n,
+          kind,
+          ...(topic.trim() ? { topic: topic.trim() } : {}),
+          ...(parent && kind !== "category" ? { parent } : {}),
+          position: nextPosition(space.channels, kind === "category" ? null : parent || null, kind),
+        });
+        onChange(s);
+        const made = s.channels.find((c) => !before.has(c.id) && c.kind === "text");
+        onDone(made?.id ?? null);
+      }
+    } catch (e) {
+      actions.notify(describeError(e), "error");
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const remove = async () => {
+    if (!channel) return;
+    try {
+      onChange(await spacesApi.deleteChannel(space.id, channel.id));
+      onDone(null);
+    } catch (e) {
+      actions.notify(describeError(e), "error");
+    }
+  };
+
+  return (
+    <form
+      className="channel-editor"
+      aria-label={channel ? `Edit channel ${channel.name}` : "Create channel"}
+      onSubmit={(e) => {
+        e.preventDefault();
+        void save();
+      }}
+    >
+      <h2>{channel ? `Edit ${channel.kind === "category" ? "category" : "channel"} ${channel.name}` : "Create channel"}</h2>
+      {!channel && (
+        <fieldset>
+          <legend>Kind</legend>
+          {(["text", "voice", "category"] as const).map((k) => (
+            <label key={k}>
+              <input type="radio" name="kind" value={k} checked={kind === k} onChange={() => setKind(k)} />{" "}
+              {k === "text" ? "Text: messages, files, reactions" : k === "voice" ? "Voice: talk together" : "Category: groups channels"}
+            </label>
+          ))}
+        </fieldset>
+      )}
+      <label>
+        Name
+        <input value={name} onChange={(e) => setName(e.target.value)} aria-label="Channel name" maxLength={100} required autoFocus />
+      </label>
+      {kind !== "category" && (
+        <label>
+          Topic
+          <input value={topic} onChange={(e) => setTopic(e.target.value)} aria-label="Channel topic" maxLength={1024} />
+        </label>
+      )}
+      {kind !== "category" && categories.length > 0 && (
+        <label>
+          Category
+          <select value={parent} onChange={(e) => setParent(e.target.value)} aria-label="Category">
+            <option value="">None</option>
+            {categories.map((c) => (
+              <option key={c.id} value={c.id}>
+                {c.name}
+              </option>
+            ))}
+          </select>
+        </label>
+      )}
+      <div className="row">
+        <button type="submit" className="primary" disabled={busy || !name.trim()}>
+          {channel ? "Save" : "Create"}
+        </button>
+        <button type="button" onClick={() => onDone(null)}>
+          Cancel
+        </button>
+        {channel &&
+          (confirm ? (
+            <span role="alertdialog" aria-label="Delete channel">
+              Delete {channel.name} and its history for everyone?{" "}
+              <button type="button" className="danger" onClick={() => void remove()}>
+                Delete
+              </button>
+              <button type="button" onClick={() => setConfirm(false)}>
+                Keep
+              </button>
+            </span>
+          ) : (
+            <button type="button" className="danger" onClick={() => setConfirm(true)}>
+              Delete channel
+            </button>
+          ))}
+      </div>
+      {channel && channel.kind !== "category" && <p className="muted small">Who may view or post here: Space settings → Channels.</p>}
+    </form>
   );
 }

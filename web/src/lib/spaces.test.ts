@@ -1,0 +1,211 @@
+import { describe, expect, it } from "vitest";
+import type { Space, SpaceChannel } from "../api/types";
+import {
+  can,
+  channelTree,
+  colorValue,
+  EVERYONE,
+  inviteCodeFrom,
+  inviteLink,
+  inviteStatus,
+  keyWaits,
+  keyWaitText,
+  memberActionBlock,
+  mentionAt,
+  mentionCandidates,
+  moveChannel,
+  nextPosition,
+  outranks,
+  PERMISSIONS,
+  roleEditBlock,
+  setTri,
+  topRole,
+  triOf,
+} from "./spaces";
+
+const owner = "dopus1" + "o".repeat(52);
+const mod = "dopus1" + "m".repeat(52);
+const bob = "dopus1" + "b".repeat(52);
+const carol = "dopus1" + "c".repeat(52);
+const MODS = "11".repeat(16);
+const HELPERS = "22".repeat(16);
+
+function ch(id: string, kind: SpaceChannel["kind"], position: number, parent: string | null = null): SpaceChannel {
+  return { id, kind, name: id, topic: "", parent, position, can_view: true, can_send: true, overwrites: [], unread: 0, mentions: 0 };
+}
+
+function space(permissions: string[] = []): Space {
+  return {
+    id: "dspace1x",
+    membership: "member",
+    refusal: null,
+    name: "Guild",
+    description: "",
+    share_history: false,
+    owner,
+    permissions,
+    members: [
+      { user_id: owner, owner: true, roles: [] },
+      { user_id: mod, owner: false, roles: [MODS] },
+      { user_id: bob, owner: false, roles: [HELPERS] },
+      { user_id: carol, owner: false, roles: [] },
+    ],
+    roles: [
+      { id: EVERYONE, name: "@everyone", color: 0, position: 0, permissions: ["view_channel", "send_messages"] },
+      { id: MODS, name: "Mods", color: 0xff0000, position: 5, permissions: ["kick", "manage_roles"] },
+      { id: HELPERS, name: "Helpers", color: 0, position: 2, permissions: [] },
+    ],
+    channels: [ch("general", "text", 0), ch("voice", "voice", 1), ch("cat", "category", 0), ch("a", "text", 0, "cat"), ch("b", "text", 1, "cat")],
+    invites: [],
+  };
+}
+
+describe("permissions and ranks", () => {
+  it("lists every permission the node has, each with a label", () => {
+    expect(PERMISSIONS).toHaveLength(15);
+    expect(new Set(PERMISSIONS.map((p) => p.name)).size).toBe(15);
+  });
+  it("gives the owner and administrators everything", () => {
+    expect(can(space(), owner, "ban")).toBe(true);
+    expect(can(space(["administrator"]), mod, "ban")).toBe(true);
+    expect(can(space(["kick"]), mod, "ban")).toBe(false);
+  });
+  it("ranks by top role, the owner above all", () => {
+    const s = space(["kick"]);
+    expect(topRole(s, [HELPERS, MODS])?.id).toBe(MODS);
+    expect(outranks(s, mod, bob)).toBe(true);
+    expect(outranks(s, bob, mod)).toBe(false);
+    expect(outranks(s, mod, owner)).toBe(false);
+    expect(outranks(s, owner, mod)).toBe(true);
+    expect(outranks(s, bob, carol)).toBe(true);
+    expect(outranks(s, mod, mod)).toBe(false);
+  });
+  it("says why a member action is not allowed", () => {
+    const s = space(["kick"]);
+    expect(memberActionBlock(s, mod, bob, "kick")).toBeNull();
+    expect(memberActionBlock(s, mod, bob, "ban")).toMatch(/Ban members/);
+    expect(memberActionBlock(s, mod, owner, "kick")).toMatch(/owner/);
+    expect(memberActionBlock(s, mod, mod, "kick")).toMatch(/you/);
+    expect(memberActionBlock(space(["kick"]), bob, mod, "kick")).toMatch(/not below/);
+  });
+  it("lets a role manager edit only roles below their top role", () => {
+    const s = space(["manage_roles"]);
+    expect(roleEditBlock(s, mod, s.roles[2]!)).toBeNull();
+    expect(roleEditBlock(s, mod, s.roles[1]!)).toMatch(/not below/);
+    expect(roleEditBlock(space(), bob, s.roles[2]!)).toMatch(/Manage roles/);
+    expect(roleEditBlock(s, owner, s.roles[1]!)).toBeNull();
+  });
+});
+
+describe("channel tree and reorder", () => {
+  it("puts loose channels first, then categories with their children, by position", () => {
+    const tree = channelTree(space().channels);
+    expect(tree.map((g) => g.category?.id ?? null)).toEqual([null, "cat"]);
+    expect(tree[0]!.channels.map((c) => c.id)).toEqual(["general", "voice"]);
+    expect(tree[1]!.channels.map((c) => c.id)).toEqual(["a", "b"]);
+  });
+  it("treats a channel whose category is gone as loose, and ties sort by id", () => {
+    const tree = channelTree([ch("z", "text", 0), ch("y", "text", 0), ch("x", "text", 0, "gone")]);
+    expect(tree[0]!.channels.map((c) => c.id)).toEqual(["x", "y", "z"]);
+  });
+  it("lists text channels above voice ones whatever their positions", () => {
+    const tree = channelTree([ch("v", "voice", 0), ch("t", "text", 5)]);
+    expect(tree[0]!.channels.map((c) => c.id)).toEqual(["t", "v"]);
+  });
+  it("swaps with the neighbour and numbers the siblings", () => {
+    const cs = space().channels;
+    expect(moveChannel(cs, "b", -1)).toEqual([
+      { channel: "b", parent: "cat", position: 0 },
+      { channel: "a", parent: "cat", position: 1 },
+    ]);
+    // Text and voice move among their own kind: general has no text sibling to pass.
+    expect(moveChannel(cs, "general", 1)).toBeNull();
+    expect(moveChannel(cs, "voice", -1)).toBeNull();
+    const more = [...cs, ch("news", "text", 2)];
+    expect(moveChannel(more, "news", -1)).toEqual([
+      { channel: "news", position: 0 },
+      { channel: "general", position: 1 },
+    ]);
+    expect(moveChannel(cs, "general", -1)).toBeNull();
+    expect(moveChannel(cs, "b", 1)).toBeNull();
+    expect(moveChannel(cs, "cat", 1)).toBeNull();
+    expect(moveChannel(cs, "nope", 1)).toBeNull();
+  });
+  it("appends new channels after their siblings", () => {
+    const cs = space().channels;
+    expect(nextPosition(cs, null, "text")).toBe(1);
+    expect(nextPosition(cs, null, "voice")).toBe(2);
+    expect(nextPosition(cs, "cat", "text")).toBe(2);
+    expect(nextPosition(cs, null, "category")).toBe(1);
+    expect(nextPosition([], null, "text")).toBe(0);
+  });
+});
+
+describe("invites", () => {
+  const base = { id: "i", creator: owner, max_uses: null, uses: 0, expires_at: null, revoked: false };
+  it("says whether an invite still works", () => {
+    expect(inviteStatus(base, 10)).toBe("active");
+    expect(inviteStatus({ ...base, revoked: true }, 10)).toBe("revoked");
+    expect(inviteStatus({ ...base, expires_at: 5 }, 10)).toBe("expired");
+    expect(inviteStatus({ ...base, max_uses: 2, uses: 2 }, 10)).toBe("used up");
+  });
+  it("round-trips a code through its link, and accepts a bare code", () => {
+    expect(inviteCodeFrom(inviteLink("dinvite1abc"))).toBe("dinvite1abc");
+    expect(inviteCodeFrom("  dinvite1abc \n")).toBe("dinvite1abc");
+    expect(inviteCodeFrom("DISCORDOPUS://JOIN/dinvite1abc")).toBe("dinvite1abc");
+  });
+});
+
+describe("mention picker", () => {
+  it("finds the @query at the caret only at a word start", () => {
+    expect(mentionAt("hi @bo", 6)).toEqual({ start: 3, query: "bo" });
+    expect(mentionAt("@", 1)).toEqual({ start: 0, query: "" });
+    expect(mentionAt("mail@bob", 8)).toBeNull();
+    expect(mentionAt("hi @bob there", 13)).toBeNull();
+  });
+  it("offers members, roles and @everyone (when allowed), prefix matches first", () => {
+    const names: Record<string, string> = { [bob]: "Bob", [carol]: "Carol", [mod]: "Mo" };
+    const nameOf = (id: string) => names[id] ?? id;
+    const s = space();
+    const all = mentionCandidates(s, owner, nameOf, "");
+    expect(all.map((c) => c.label)).toEqual(expect.arrayContaining(["everyone", "Bob", "Carol", "Mo", "Mods", "Helpers"]));
+    expect(all.some((c) => c.label === "@everyone")).toBe(false);
+    const mo = mentionCandidates(s, owner, nameOf, "mo");
+    expect(mo.map((c) => c.label)).toEqual(["Mo", "Mods"]);
+    expect(mo[1]!.token).toBe(`<@&${MODS}>`);
+    expect(mo[0]!.token).toBe(`<@${mod}>`);
+    expect(mentionCandidates(s, bob, nameOf, "every")).toEqual([]);
+    expect(mentionCandidates(s, owner, nameOf, "x", 8)).toEqual([]);
+  });
+});
+
+describe("overwrites and colours", () => {
+  it("reads and sets allow, deny and inherit per permission", () => {
+    const o = { role: EVERYONE, allow: ["view_channel"], deny: ["send_messages"] };
+    expect(triOf(o, "view_channel")).toBe("allow");
+    expect(triOf(o, "send_messages")).toBe("deny");
+    expect(triOf(o, "kick")).toBe("inherit");
+    expect(triOf(undefined, "kick")).toBe("inherit");
+    const flipped = setTri(o, "send_messages", "allow");
+    expect(flipped).toEqual({ role: EVERYONE, allow: ["view_channel", "send_messages"], deny: [] });
+    expect(setTri(flipped, "view_channel", "inherit").allow).toEqual(["send_messages"]);
+  });
+  it("parses colours", () => {
+    expect(colorValue("#ff8800")).toBe(0xff8800);
+    expect(colorValue("zz")).toBe(0);
+  });
+});
+
+describe("waiting for keys", () => {
+  it("reads placeholders defensively and words them", () => {
+    const w = { id: "s:1", sender: bob, received_at: 1, state: "waiting_for_keys", reason: null, reason_text: null };
+    expect(keyWaits(undefined)).toEqual([]);
+    expect(keyWaits([w, null, { id: 3 }])).toEqual([w]);
+    expect(keyWaitText(w as never)).toMatch(/Waiting/);
+    expect(keyWaitText({ ...w, state: "withheld", reason: "history_not_shared" } as never)).toMatch(/history/);
+    expect(keyWaitText({ ...w, state: "withheld", reason: "unauthorized", reason_text: "You may not read this channel." } as never)).toBe(
+      "You may not read this channel.",
+    );
+    expect(keyWaitText({ ...w, state: "gave_up" } as never)).toMatch(/gave up/);
+  });
+});
