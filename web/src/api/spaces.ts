@@ -62,6 +62,7 @@ export const spacesApi = {
   deleteChannel: (id: string, channel: string) => request<Space>("DELETE", `/spaces/${enc(id)}/channels/${enc(channel)}`),
   reorderChannels: (id: string, positions: ChannelPlace[]) => request<Space>("PUT", `/spaces/${enc(id)}/channels`, { positions }),
   revokeInvite: (id: string, invite: string) => request<Space>("DELETE", `/spaces/${enc(id)}/invites/${enc(invite)}`),
+  typing: (channel: string, active: boolean) => request<void>("POST", `/channels/${enc(channel)}/typing`, { active }),
   read: (channel: string, up_to: string) => request<Space>("POST", `/channels/${enc(channel)}/read`, { up_to }),
   join: (invite: string) => request<Space>("POST", "/spaces/join", { invite }),
   leave: (id: string) => request<Space>("POST", `/spaces/${enc(id)}/leave`),

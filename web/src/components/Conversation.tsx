@@ -85,6 +85,8 @@ export interface ChannelHooks {
   send(body: string, replyTo: string | null): void;
   loadOlder(): void;
   markRead(upTo: Message): void;
+  /** Tells the channel's online readers we are typing (best effort). */
+  typing(active: boolean): void;
   /** Whether we may delete others' messages here (manage messages). */
   canModerate: boolean;
   /** The text as shown: mention tokens as `@name`. */
@@ -592,7 +594,7 @@ export function ConversationView({
           }}
           onEditLast={editLast}
           send={(body, reply) => (channel ? channel.send(body, reply) : void actions.send(peer, body, reply))}
-          typing={(active) => (channel ? undefined : actions.typing(peer, active))}
+          typing={(active) => (channel ? channel.typing(active) : actions.typing(peer, active))}
           mentionables={channel?.mentionables}
         />
       ) : (

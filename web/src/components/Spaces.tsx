@@ -21,7 +21,8 @@ import {
   topRole,
   type KeyWait,
 } from "../lib/spaces";
-import { conversationOf, LOCAL_PREFIX } from "../lib/state";
+import { channelTypingKey, conversationOf, LOCAL_PREFIX } from "../lib/state";
+import { isTyping } from "../lib/typing";
 import { describeError, useStore } from "../state/store";
 import { ConversationView, type ChannelHooks } from "./Conversation";
 import { SpaceSettings } from "./SpaceSettings";
@@ -177,6 +178,11 @@ export function Spaces({ onClose }: { onClose(): void }) {
       },
       markRead: (upTo: Message) => {
         spacesApi.read(id, upTo.id).then(upsert, () => {});
+      },
+      // Best effort, like direct typing: a lost notice is harmless (and a node without the
+      // route answers 404, which is ignored).
+      typing: (active) => {
+        spacesApi.typing(id, active).catch(() => undefined);
       },
       canModerate: can(space, me, "manage_messages"),
       display: (body) => showMentions(body, nameOf, roleName),
@@ -411,7 +417,9 @@ export function Spaces({ onClose }: { onClose(): void }) {
               </div>
             }
             banner={<WaitingForKeys waits={waiting[current.id] ?? []} nameOf={nameOf} />}
-            typingNames={[]}
+            typingNames={space.members
+              .filter((m) => m.user_id !== me && isTyping(state.typing, channelTypingKey(current.id, m.user_id), Date.now()))
+              .map((m) => nameOf(m.user_id))}
             canWrite={current.can_send}
             readOnly="You cannot send messages in this channel."
             authorOf={(m) => (m.sender === me ? nameOf(me) : nameOf(m.sender))}

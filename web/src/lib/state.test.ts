@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ApiEvent, Contact, Message } from "../api/types";
-import { bannerFor, initialState, KEEP_LOADED, mergePage, reducer, sortedContacts, type Action, type State } from "./state";
+import { bannerFor, channelTypingKey, initialState, KEEP_LOADED, mergePage, reducer, sortedContacts, type Action, type State } from "./state";
 import { ALICE, BOB, contact, msg, userId } from "./testutil";
 
 function run(state: State, ...actions: Action[]): State {
@@ -115,6 +115,12 @@ describe("message events", () => {
 });
 
 describe("other events", () => {
+  it("keeps typing in a space channel apart from the direct conversation", () => {
+    const s = run(withBob, ev({ type: "typing", user_id: BOB, active: true, channel: "dchan1x" } as never, 1000));
+    expect(BOB in s.typing).toBe(false);
+    expect(channelTypingKey("dchan1x", BOB) in s.typing).toBe(true);
+    expect(run(s, ev({ type: "typing", user_id: BOB, active: false, channel: "dchan1x" } as never, 1500)).typing).toEqual({});
+  });
   it("expires typing on tick and ends it when the peer's message arrives", () => {
     const s = run(withBob, ev({ type: "typing", user_id: BOB, active: true }, 1000));
     expect(BOB in s.typing).toBe(true);

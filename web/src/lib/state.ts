@@ -129,6 +129,11 @@ export function trimConversation(conv: Conversation, keep: number): Conversation
 
 const emptyConversation: Conversation = { messages: [], hasMore: true, loaded: false, loadingOlder: false };
 
+/** Where typing in a space channel is kept in `State.typing`. */
+export function channelTypingKey(channel: string, userId: string): string {
+  return `${channel}/${userId}`;
+}
+
 export function conversationOf(state: State, userId: UserId): Conversation {
   return state.conversations[userId] ?? emptyConversation;
 }
@@ -264,8 +269,13 @@ function applyEvent(state: State, event: ApiEvent, now: number): State {
       return applyMessage(state, event.message, false);
     case "message_state":
       return applyMessageState(state, event.conversation, event.id, event.state);
-    case "typing":
-      return { ...state, typing: applyTyping(state.typing, event.user_id, event.active, now) };
+    case "typing": {
+      // Typing in a space channel (`channel` set, docs/api.md) is kept apart from the direct
+      // conversation with the same person, under "<channel>/<user>".
+      const channel = (event as { channel?: unknown }).channel;
+      const key = typeof channel === "string" && channel ? channelTypingKey(channel, event.user_id) : event.user_id;
+      return { ...state, typing: applyTyping(state.typing, key, event.active, now) };
+    }
     case "presence": {
       let next = state;
       if (state.me && event.user_id === state.me.user_id) next = { ...next, me: { ...state.me, status: event.presence } };
