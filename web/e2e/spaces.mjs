@@ -3,7 +3,8 @@
 // pages. Alice creates a space and invites bob and carol from its settings page (one-use codes, a
 // QR code); all talk in #general with a reply, a reaction, an edit and a delete; alice mentions
 // bob with the picker and everyone; alice creates and moves a channel, makes a role and gives it
-// to bob (who may then delete others' messages), and kicks carol, whose UI says she is out.
+// to bob (who may then delete others' messages), denies @everyone posting in the new channel
+// (bob's composer gives way to a notice), and kicks carol, whose UI says she is out.
 //
 //   node e2e/spaces.mjs     (from web/; binaries as for `npm run e2e`)
 //
@@ -261,7 +262,21 @@ async function main() {
     }, SLOW, 300);
     await shot(pa, "8-members");
 
+    log("channel permissions");
+    // Only alice may post in #announcements: @everyone is denied "Send messages" there.
+    await pa.getByRole("tab", { name: "Channels" }).click();
+    await pa.getByLabel("Channel to edit").selectOption({ label: "# announcements" });
+    await pa.getByLabel("Add an entry for").selectOption({ label: "@everyone" });
+    await pa.getByRole("button", { name: "Add", exact: true }).click();
+    await pa.getByLabel("Send messages for @everyone").selectOption("deny");
+    await pa.getByRole("button", { name: "Save permissions" }).click();
+    await pb.getByRole("button", { name: "# announcements" }).click();
+    await visible(pb.getByText("You cannot send messages in this channel."), "bob may not post in #announcements", SLOW);
+    await shot(pb, "8-read-only");
+    await pb.getByRole("button", { name: "# general" }).click();
+
     log("kick");
+    await pa.getByRole("tab", { name: "Members" }).click();
     await pa.getByRole("button", { name: `Kick ${short("carol")}` }).click();
     await pa.getByRole("button", { name: "Yes, kick" }).click();
     await visible(pc.getByTestId("space-status").filter({ hasText: "no longer a member" }), "carol's UI says she is out", SLOW);

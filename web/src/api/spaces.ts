@@ -1,7 +1,7 @@
 // The spaces half of the local API (docs/api.md, "Spaces"). Kept apart from client.ts so the
 // spaces UI and the direct-message UI evolve without touching each other.
 import { ApiError, errorFromBody } from "./client";
-import type { ChannelOverwrite, Message, MessagePage, Space, SpaceChannelKind, SpaceInvite } from "./types";
+import type { ChannelOverwrite, Message, MessagePage, SearchResults, Space, SpaceChannelKind, SpaceInvite } from "./types";
 import type { ChannelPlace } from "../lib/spaces";
 
 const PREFIX = "/api/v1";
@@ -62,6 +62,9 @@ export const spacesApi = {
   deleteChannel: (id: string, channel: string) => request<Space>("DELETE", `/spaces/${enc(id)}/channels/${enc(channel)}`),
   reorderChannels: (id: string, positions: ChannelPlace[]) => request<Space>("PUT", `/spaces/${enc(id)}/channels`, { positions }),
   revokeInvite: (id: string, invite: string) => request<Space>("DELETE", `/spaces/${enc(id)}/invites/${enc(invite)}`),
+  /** Messages of one space's channels (docs/api.md, `GET /spaces/{id}/search`). */
+  search: (id: string, q: string, limit = 25) =>
+    request<SearchResults>("GET", `/spaces/${enc(id)}/search?q=${enc(q)}&limit=${limit}`),
   typing: (channel: string, active: boolean) => request<void>("POST", `/channels/${enc(channel)}/typing`, { active }),
   read: (channel: string, up_to: string) => request<Space>("POST", `/channels/${enc(channel)}/read`, { up_to }),
   join: (invite: string) => request<Space>("POST", "/spaces/join", { invite }),

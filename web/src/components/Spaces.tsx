@@ -25,6 +25,7 @@ import { channelTypingKey, conversationOf, LOCAL_PREFIX } from "../lib/state";
 import { isTyping } from "../lib/typing";
 import { describeError, useStore } from "../state/store";
 import { ConversationView, type ChannelHooks } from "./Conversation";
+import { SpaceSearch } from "./SpaceSearch";
 import { SpaceSettings } from "./SpaceSettings";
 import "./spaces.css";
 
@@ -58,6 +59,9 @@ export function Spaces({ onClose }: { onClose(): void }) {
   const [channel, setChannel] = useState<string | null>(null);
   const [settings, setSettings] = useState<null | "overview" | "invites" | "members" | "roles" | "channels">(null);
   const [editing, setEditing] = useState<string | "new" | null>(null);
+  const [searching, setSearching] = useState(false);
+  /** A message to bring into view in the open channel (a search hit). */
+  const [jumpTo, setJumpTo] = useState<string | null>(null);
   const [newName, setNewName] = useState("");
   const [code, setCode] = useState("");
   /** Messages the node holds per channel but cannot read yet (docs/api.md, "Waiting for keys"). */
@@ -291,6 +295,7 @@ export function Spaces({ onClose }: { onClose(): void }) {
                 setSelected(s.id);
                 setSettings(null);
                 setEditing(null);
+                setSearching(false);
               }}
             >
               {(s.name || "?").slice(0, 2)}
@@ -408,6 +413,10 @@ export function Spaces({ onClose }: { onClose(): void }) {
                     {current.topic}
                   </span>
                 )}
+                <span className="spacer" />
+                <button className="icon" aria-label="Search this space" aria-pressed={searching} title="Search this space" onClick={() => setSearching((v) => !v)}>
+                  🔍
+                </button>
               </header>
             }
             start={
@@ -424,8 +433,8 @@ export function Spaces({ onClose }: { onClose(): void }) {
             readOnly="You cannot send messages in this channel."
             authorOf={(m) => (m.sender === me ? nameOf(me) : nameOf(m.sender))}
             avatarOf={(m) => (m.sender === me ? (state.me?.profile?.avatar ?? null) : (state.contacts[m.sender]?.profile?.avatar ?? null))}
-            jumpTo={null}
-            onJumped={() => {}}
+            jumpTo={jumpTo}
+            onJumped={() => setJumpTo(null)}
             onProfile={() => {}}
             channel={hooks}
           />
@@ -433,7 +442,22 @@ export function Spaces({ onClose }: { onClose(): void }) {
           <p className="muted spaces-empty">{note ?? "No channel open."}</p>
         )}
       </section>
-      {space && member && (
+      {space && member && searching && (
+        <aside className="spaces-members">
+          <SpaceSearch
+            space={space}
+            nameOf={nameOf}
+            onClose={() => setSearching(false)}
+            onPick={(ch, id) => {
+              setSettings(null);
+              setEditing(null);
+              setChannel(ch);
+              setJumpTo(id);
+            }}
+          />
+        </aside>
+      )}
+      {space && member && !searching && (
         <aside className="spaces-members" aria-label="Members" data-testid="space-members">
           <h3 className="small muted">Members — {space.members.length}</h3>
           <ul>
