@@ -236,6 +236,14 @@ async function main() {
       const first = await pb.locator(".channel-item").first().textContent();
       return first?.includes("announcements");
     }, SLOW, 300);
+    // A category, and #announcements dragged onto its header: bob sees it inside.
+    await pa.getByRole("button", { name: "Create channel" }).click();
+    await pa.getByLabel("Category: groups channels").check();
+    await pa.getByLabel("Channel name").fill("Info");
+    await pa.getByRole("form", { name: "Create channel" }).getByRole("button", { name: "Create", exact: true }).click();
+    await visible(pa.locator(".channel-category").filter({ hasText: "INFO" }), "alice: the Info category");
+    await pa.locator(".channel-row").filter({ hasText: "announcements" }).dragTo(pa.locator(".channel-category").filter({ hasText: "INFO" }));
+    await visible(pb.getByRole("region", { name: "Category Info" }).getByRole("button", { name: "# announcements" }), "bob sees #announcements under Info", SLOW);
     await shot(pb, "7-channel");
 
     log("roles");
@@ -248,6 +256,13 @@ async function main() {
     await modsRole.click();
     await pa.getByRole("checkbox", { name: "Manage messages" }).check();
     await pa.getByRole("button", { name: "Save role" }).click();
+    // A second role lands on top (the owner's new roles do); dragging Mods onto it puts Mods first.
+    await pa.getByLabel("New role name").fill("Helpers");
+    await pa.getByRole("button", { name: "Create role" }).click();
+    const roleRows = pa.getByTestId("role-list").locator(".settings-role");
+    await waitFor("Helpers listed first", async () => (await roleRows.first().textContent())?.includes("Helpers"), T, 200);
+    await roleRows.filter({ hasText: "Mods" }).dragTo(roleRows.filter({ hasText: "Helpers" }));
+    await waitFor("Mods dragged above Helpers", async () => (await roleRows.first().textContent())?.includes("Mods"), SLOW, 200);
     await pa.getByRole("tab", { name: "Members" }).click();
     // The box follows the node's answer (the role op resolved), not the click.
     const bobsMods = pa.getByRole("checkbox", { name: `Mods role for ${short("bob")}` });

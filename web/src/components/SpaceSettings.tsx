@@ -11,6 +11,7 @@ import {
   can,
   colorText,
   colorValue,
+  dropRole,
   EVERYONE,
   EXPIRY_CHOICES,
   inviteLink,
@@ -25,6 +26,9 @@ import {
   type Tri,
 } from "../lib/spaces";
 import { describeError, useStore } from "../state/store";
+
+/** What a dragged role carries. */
+const ROLE_DRAG = "application/x-dopus-role";
 
 type Tab = "overview" | "invites" | "members" | "roles" | "channels";
 const TABS: { id: Tab; label: string }[] = [
@@ -432,6 +436,15 @@ function Roles({ space, me, onChange }: Props) {
     }
   };
 
+  /** A drag in the list: the roles between take the positions the span held, one op each. */
+  const dropOn = async (dragged: string, target: string) => {
+    const changes = dropRole(space.roles, dragged, target);
+    if (!changes) return;
+    for (const c of changes) {
+      if (!(await run(() => spacesApi.updateRole(space.id, c.id, { position: c.position })))) return;
+    }
+  };
+
   return (
     <>
       <form
@@ -450,12 +463,33 @@ function Roles({ space, me, onChange }: Props) {
         </button>
       </form>
       {!mayManage && <p className="muted small">You need the “Manage roles” permission to change roles.</p>}
-      <p className="muted small">Roles higher in the list outrank lower ones. Members act only on members and roles below their own top role.</p>
+      <p className="muted small">
+        Roles higher in the list outrank lower ones; drag a role (or use ↑/↓) to reorder. Members act only on members and roles below their own top
+        role.
+      </p>
       <ol className="settings-roles" data-testid="role-list">
         {sorted.map((r, i) => {
           const block = roleEditBlock(space, me, r);
           return (
-            <li key={r.id} className="settings-role">
+            <li
+              key={r.id}
+              className="settings-role"
+              data-role={r.id}
+              draggable={!block && r.id !== EVERYONE}
+              onDragStart={(e) => {
+                e.dataTransfer.setData(ROLE_DRAG, r.id);
+                e.dataTransfer.effectAllowed = "move";
+              }}
+              onDragOver={(e) => {
+                if (!block && r.id !== EVERYONE && e.dataTransfer.types.includes(ROLE_DRAG)) e.preventDefault();
+              }}
+              onDrop={(e) => {
+                const dragged = e.dataTransfer.getData(ROLE_DRAG);
+                if (!dragged) return;
+                e.preventDefault();
+                void dropOn(dragged, r.id);
+              }}
+            >
               <div className="row">
                 <span className="role-dot" style={{ background: colorText(r.color) ?? "#80848e" }} aria-hidden="true" />
                 <button className="link" aria-expanded={open === r.id} onClick={() => setOpen(open === r.id ? null : r.id)}>

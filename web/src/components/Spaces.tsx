@@ -4,7 +4,7 @@
 // the space settings page. Live updates come from the events socket (`space` events, and
 // `message` / `message_updated` events whose conversation is a channel id, which the store keeps
 // like any conversation).
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent } from "react";
 import { spacesApi } from "../api/spaces";
 import type { Message, Space, SpaceChannel } from "../api/types";
 import { mentionsMe, showMentions } from "../lib/mentions";
@@ -15,6 +15,7 @@ import {
   inviteCodeFrom,
   keyWaits,
   keyWaitText,
+  dropChannel,
   mentionCandidates,
   moveChannel,
   nextPosition,
@@ -32,6 +33,9 @@ import "./spaces.css";
 function shortUser(id: string): string {
   return id.length > 14 ? `${id.slice(0, 10)}…${id.slice(-4)}` : id;
 }
+
+/** What a dragged channel carries (only this list accepts it). */
+const DRAG_TYPE = "application/x-dopus-channel";
 
 /** A count as a badge shows it. */
 function badge(n: number): string {
@@ -233,10 +237,41 @@ export function Spaces({ onClose }: { onClose(): void }) {
     }
   };
 
+  const drop = async (dragged: string, target: string) => {
+    if (!space) return;
+    const positions = dropChannel(space.channels, dragged, target);
+    if (!positions) return;
+    try {
+      upsert(await spacesApi.reorderChannels(space.id, positions));
+    } catch (e) {
+      fail(e);
+    }
+  };
+  /** Drag and drop in the channel list (members who manage channels; ↑/↓ do the same by keyboard). */
+  const dragProps = (id: string) =>
+    manageChannels
+      ? {
+          draggable: true,
+          onDragStart: (e: DragEvent) => {
+            e.dataTransfer.setData(DRAG_TYPE, id);
+            e.dataTransfer.effectAllowed = "move";
+          },
+          onDragOver: (e: DragEvent) => {
+            if (e.dataTransfer.types.includes(DRAG_TYPE)) e.preventDefault();
+          },
+          onDrop: (e: DragEvent) => {
+            const dragged = e.dataTransfer.getData(DRAG_TYPE);
+            if (!dragged) return;
+            e.preventDefault();
+            void drop(dragged, id);
+          },
+        }
+      : {};
+
   const channelButton = (c: SpaceChannel) => {
     const unreadHere = c.id === channel ? 0 : c.unread;
     return (
-      <li key={c.id} className="channel-row">
+      <li key={c.id} className="channel-row" data-channel={c.id} {...dragProps(c.id)}>
         <button
           className={`channel-item ${c.id === channel ? "active" : ""} ${unreadHere > 0 ? "unread" : ""}`}
           disabled={c.kind !== "text" || !c.can_view}
@@ -327,7 +362,7 @@ export function Spaces({ onClose }: { onClose(): void }) {
             {tree.map((g) => (
               <section key={g.category?.id ?? "top"} className="channel-group" aria-label={g.category ? `Category ${g.category.name}` : "Channels"}>
                 {g.category && (
-                  <div className="channel-category">
+                  <div className="channel-category" data-channel={g.category.id} {...dragProps(g.category.id)}>
                     <span>{g.category.name.toUpperCase()}</span>
                     {manageChannels && g.category && (
                       <span className="channel-tools">

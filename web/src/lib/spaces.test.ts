@@ -4,6 +4,8 @@ import {
   can,
   channelTree,
   colorValue,
+  dropChannel,
+  dropRole,
   EVERYONE,
   inviteCodeFrom,
   inviteLink,
@@ -207,5 +209,65 @@ describe("waiting for keys", () => {
       "You may not read this channel.",
     );
     expect(keyWaitText({ ...w, state: "gave_up" } as never)).toMatch(/gave up/);
+  });
+});
+
+describe("drag and drop", () => {
+  const cs = [...space().channels, ch("news", "text", 1), ch("c", "text", 2, "cat"), ch("cat2", "category", 1), ch("d", "text", 0, "cat2")];
+  it("drops a channel on a sibling, above when dragged up and below when dragged down", () => {
+    expect(dropChannel(cs, "news", "general")).toEqual([
+      { channel: "news", position: 0 },
+      { channel: "general", position: 1 },
+    ]);
+    expect(dropChannel(cs, "a", "c")).toEqual([
+      { channel: "b", parent: "cat", position: 0 },
+      { channel: "c", parent: "cat", position: 1 },
+      { channel: "a", parent: "cat", position: 2 },
+    ]);
+  });
+  it("moves a channel onto a category's header to its end", () => {
+    expect(dropChannel(cs, "general", "cat")).toEqual([{ channel: "general", parent: "cat", position: 3 }]);
+    expect(dropChannel(cs, "voice", "cat2")).toEqual([{ channel: "voice", parent: "cat2", position: 0 }]);
+  });
+  it("moves a channel into another category, and categories among categories", () => {
+    expect(dropChannel(cs, "general", "d")).toEqual([
+      { channel: "general", parent: "cat2", position: 0 },
+      { channel: "d", parent: "cat2", position: 1 },
+    ]);
+    expect(dropChannel(cs, "cat2", "cat")).toEqual([
+      { channel: "cat2", position: 0 },
+      { channel: "cat", position: 1 },
+    ]);
+  });
+  it("refuses drops across kinds and onto itself", () => {
+    expect(dropChannel(cs, "voice", "general")).toBeNull();
+    expect(dropChannel(cs, "cat", "general")).toBeNull();
+    expect(dropChannel(cs, "a", "cat")).toBeNull();
+    expect(dropChannel(cs, "general", "general")).toBeNull();
+  });
+  it("reorders roles within the positions they held", () => {
+    const roles = [
+      { id: EVERYONE, name: "@everyone", color: 0, position: 0, permissions: [] },
+      { id: "aa".repeat(16), name: "A", color: 0, position: 9, permissions: [] },
+      { id: "bb".repeat(16), name: "B", color: 0, position: 5, permissions: [] },
+      { id: "cc".repeat(16), name: "C", color: 0, position: 2, permissions: [] },
+    ];
+    expect(dropRole(roles, "cc".repeat(16), "bb".repeat(16))).toEqual([
+      { id: "cc".repeat(16), position: 5 },
+      { id: "bb".repeat(16), position: 2 },
+    ]);
+    expect(dropRole(roles, "aa".repeat(16), "cc".repeat(16))).toEqual([
+      { id: "bb".repeat(16), position: 9 },
+      { id: "cc".repeat(16), position: 5 },
+      { id: "aa".repeat(16), position: 2 },
+    ]);
+    expect(dropRole(roles, EVERYONE, "aa".repeat(16))).toBeNull();
+    expect(dropRole(roles, "aa".repeat(16), "aa".repeat(16))).toBeNull();
+    const tied = roles.map((r) => (r.id === EVERYONE ? r : { ...r, position: 3 }));
+    // Ties (ranked by id, highest first: C, B, A): the new order A, C, B is numbered 3, 2, 1.
+    expect(dropRole(tied, "aa".repeat(16), "cc".repeat(16))).toEqual([
+      { id: "cc".repeat(16), position: 2 },
+      { id: "bb".repeat(16), position: 1 },
+    ]);
   });
 });

@@ -140,6 +140,72 @@ export function moveChannel(channels: readonly SpaceChannel[], id: string, step:
   return order.map((c, position) => (c.parent && c.kind !== "category" ? { channel: c.id, parent: c.parent, position } : { channel: c.id, position }));
 }
 
+/**
+ * Drops channel `dragged` on channel `target` (a drag in the channel list): it takes the
+ * target's place, and the target's group (its category, or the top level) is numbered 0, 1, 2…
+ * A channel dragged onto a channel of another category moves into that category, and onto a
+ * category's header to the end of that category; categories move among categories. Text and
+ * voice keep to their own kind. Null when nothing would change or the drop makes no sense (onto
+ * itself, a category onto a channel, across kinds).
+ */
+export function dropChannel(channels: readonly SpaceChannel[], dragged: string, target: string): ChannelPlace[] | null {
+  const from = channels.find((c) => c.id === dragged);
+  const to = channels.find((c) => c.id === target);
+  if (!from || !to || from.id === to.id) return null;
+  if (from.kind !== "category" && to.kind === "category") {
+    if (from.parent === to.id) return null;
+    return [{ channel: from.id, parent: to.id, position: nextPosition(channels, to.id, from.kind) }];
+  }
+  if ((from.kind === "category") !== (to.kind === "category")) return null;
+  const tree = channelTree(channels);
+  let group: SpaceChannel[];
+  if (from.kind === "category") {
+    group = tree.filter((g) => g.category).map((g) => g.category!);
+  } else {
+    if (kindRank(from) !== kindRank(to)) return null;
+    group = (tree.find((g) => g.channels.some((c) => c.id === to.id))?.channels ?? []).filter((c) => kindRank(c) === kindRank(to));
+  }
+  const parent = from.kind === "category" ? null : (tree.find((g) => g.channels.some((c) => c.id === to.id))?.category?.id ?? null);
+  const order = group.filter((c) => c.id !== from.id);
+  const at = order.findIndex((c) => c.id === to.id);
+  const fromAt = group.findIndex((c) => c.id === from.id);
+  // Dragging down puts it below the target, dragging up above it (as list UIs do).
+  order.splice(fromAt >= 0 && fromAt <= at ? at + 1 : at, 0, from);
+  const places = order.map((c, position) => (parent ? { channel: c.id, parent, position } : { channel: c.id, position }));
+  const unchanged = places.every((p) => {
+    const c = channels.find((x) => x.id === p.channel)!;
+    return c.position === p.position && (c.kind === "category" || (c.parent ?? null) === parent);
+  });
+  return unchanged ? null : places;
+}
+
+/**
+ * Drops role `dragged` on role `target` in the highest-first list: the roles between them shift
+ * and take the positions the span already used (so a moderator's drag stays below their own
+ * top role), or 1, 2, 3… when positions tie. Returns only the roles whose position changes;
+ * `@everyone` never moves. Null when nothing would change.
+ */
+export function dropRole(roles: readonly SpaceRole[], dragged: string, target: string): { id: string; position: number }[] | null {
+  if (dragged === target || dragged === EVERYONE || target === EVERYONE) return null;
+  const sorted = roles.filter((r) => r.id !== EVERYONE).sort((a, b) => b.position - a.position || (a.id < b.id ? 1 : -1));
+  const fromAt = sorted.findIndex((r) => r.id === dragged);
+  const toAt = sorted.findIndex((r) => r.id === target);
+  if (fromAt < 0 || toAt < 0) return null;
+  const order = sorted.slice();
+  const [moved] = order.splice(fromAt, 1);
+  order.splice(toAt, 0, moved!);
+  const lo = Math.min(fromAt, toAt);
+  const hi = Math.max(fromAt, toAt);
+  const span = sorted.slice(lo, hi + 1).map((r) => r.position);
+  const distinct = new Set(span).size === span.length;
+  const changes: { id: string; position: number }[] = [];
+  order.forEach((r, i) => {
+    const position = distinct ? (i >= lo && i <= hi ? span[i - lo]! : r.position) : order.length - i;
+    if (position !== r.position) changes.push({ id: r.id, position });
+  });
+  return changes.length ? changes : null;
+}
+
 /** The next free position at the end of a group (new channels go last). */
 export function nextPosition(channels: readonly SpaceChannel[], parent: string | null, kind: SpaceChannel["kind"]): number {
   const rank = kind === "voice" ? 1 : 0;
