@@ -133,8 +133,10 @@ async function main() {
     await shot(pa, "1-created");
 
     log("invites from the settings page");
+    const codes = {};
     for (const n of ["bob", "carol"]) {
       const code = await inviteFromSettings(pa);
+      codes[n] = code;
       if (n === "bob") await shot(pa, "2-invite-qr");
       const p = pages[n];
       // Bob pastes the link form, carol the bare code: the join box takes both.
@@ -298,6 +300,17 @@ async function main() {
     await waitFor("bob's member list drops carol", async () => (await pb.getByTestId("space-members").locator(".space-member").count()) === 2, SLOW, 300);
     await shot(pc, "9-kicked-carol");
     await shot(pa, "9-kicked-alice");
+
+    log("refused invites");
+    // Carol's one-use code is spent: asking again is refused, and her page says why.
+    await pc.getByLabel("Invite code to join").fill(codes.carol);
+    await pc.getByRole("button", { name: "Join" }).click();
+    await visible(pc.getByTestId("space-status").filter({ hasText: "used as many times as it allows" }), "carol: the spent invite is refused with its reason", SLOW);
+    // Garbage is refused at once with the node's message.
+    await pc.getByLabel("Invite code to join").fill("dinvite1notacode");
+    await pc.getByRole("button", { name: "Join" }).click();
+    await visible(pc.locator(".toasts").getByText(/invite/i), "carol: a malformed code is refused at once");
+    await shot(pc, "10-refused");
     if (errors.length) fail(`uncaught page errors: ${errors.join("; ")}`);
     log("PASS: three pages: invites from settings, talk with a reply, a reaction, an edit and a moderator delete, mentions with the picker, a channel made and moved, a role given, a kick");
   } finally {

@@ -73,6 +73,8 @@ export function Spaces({ onClose }: { onClose(): void }) {
   const me = state.me?.user_id ?? "";
   const channelRef = useRef<string | null>(null);
   channelRef.current = channel;
+  const spacesRef = useRef(spaces);
+  spacesRef.current = spaces;
   const stateRef = useRef(state);
   stateRef.current = state;
 
@@ -103,8 +105,10 @@ export function Spaces({ onClose }: { onClose(): void }) {
     () =>
       subscribe((e) => {
         if (e.type === "space") {
+          // Said once, when the join turns refused (later events repeat the state).
+          const before = spacesRef.current.find((x) => x.id === e.space.id);
+          if (e.space.membership === "refused" && e.space.refusal && before?.membership !== "refused") actions.notify(e.space.refusal, "error");
           upsert(e.space);
-          if (e.space.membership === "refused" && e.space.refusal) actions.notify(e.space.refusal, "error");
         } else if ((e as { type: string }).type === "channel_waiting") {
           const w = e as unknown as { channel?: unknown; waiting?: unknown };
           if (typeof w.channel === "string") setWaiting((all) => ({ ...all, [w.channel as string]: keyWaits(w.waiting) }));
@@ -215,9 +219,19 @@ export function Spaces({ onClose }: { onClose(): void }) {
   const join = async () => {
     const c = inviteCodeFrom(code);
     if (!c) return;
+    const before = new Map(spacesRef.current.map((x) => [x.id, x]));
     try {
       const s = await spacesApi.join(c);
-      upsert(s);
+      // The answer ("joining") can arrive after the event that admitted or refused us: an
+      // event that moved the space on meanwhile (a new object in the list) wins.
+      setSpaces((list) => {
+        const i = list.findIndex((x) => x.id === s.id);
+        if (i < 0) return [...list, s];
+        if (list[i] !== before.get(s.id)) return list;
+        const next = list.slice();
+        next[i] = s;
+        return next;
+      });
       setSelected(s.id);
       setCode("");
       actions.notify("Asked to join; waiting for a member to admit you.", "info");
