@@ -41,4 +41,7 @@ step "browser end-to-end tests (playwright-core + Debian chromium)"
 step "browser end-to-end: files (attach, progress, pause and resume, preview, paste, drop)"
 (cd web && node e2e/files.mjs)
 
+step "browser end-to-end: spaces (three pages: invites, talk, mentions, channels, roles, kick)"
+(cd web && node e2e/spaces.mjs)
+
 step "all green"
