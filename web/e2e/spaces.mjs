@@ -311,6 +311,15 @@ async function main() {
     await pc.getByRole("button", { name: "Join" }).click();
     await visible(pc.locator(".toasts").getByText(/invite/i), "carol: a malformed code is refused at once");
     await shot(pc, "10-refused");
+
+    // Narrow windows drop the member list; a phone-width page does not scroll sideways.
+    await pb.setViewportSize({ width: 900, height: 800 });
+    await waitFor("bob at 900 px: no member list", async () => !(await pb.getByTestId("space-members").isVisible()), T, 200);
+    await shot(pb, "11-narrow");
+    await pb.setViewportSize({ width: 390, height: 800 });
+    const sideways = await pb.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (sideways > 1) fail(`bob's 390 px page scrolls sideways by ${sideways} px`);
+    await shot(pb, "11-phone");
     if (errors.length) fail(`uncaught page errors: ${errors.join("; ")}`);
     log("PASS: three pages: invites from settings, talk with a reply, a reaction, an edit and a moderator delete, mentions with the picker, a channel made and moved, a role given, a kick");
   } finally {

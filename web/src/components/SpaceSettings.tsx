@@ -158,9 +158,15 @@ function Overview({ space, me, nameOf, onChange }: Props) {
           </button>
         </form>
       )}
-      <button className="danger" onClick={() => void run(() => spacesApi.leave(space.id), "You left the space.")}>
+      <button
+        className="danger"
+        disabled={space.owner === me}
+        title={space.owner === me ? "The owner must hand the space over before leaving." : undefined}
+        onClick={() => void run(() => spacesApi.leave(space.id), "You left the space.")}
+      >
         Leave space
       </button>
+      {space.owner === me && <p className="muted small">The owner must hand the space over before leaving.</p>}
     </>
   );
 }

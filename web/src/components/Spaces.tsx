@@ -492,7 +492,7 @@ export function Spaces({ onClose }: { onClose(): void }) {
         )}
       </section>
       {space && member && searching && (
-        <aside className="spaces-members">
+        <aside className="spaces-members spaces-search-aside">
           <SpaceSearch
             space={space}
             nameOf={nameOf}
