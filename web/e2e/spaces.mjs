@@ -312,6 +312,15 @@ async function main() {
     await visible(pc.locator(".toasts").getByText(/invite/i), "carol: a malformed code is refused at once");
     await shot(pc, "10-refused");
 
+    log("contact from the member list");
+    // Bob asks alice to be a contact from the member list; once she accepts (in her direct
+    // messages), bob's channel names her instead of showing a piece of her ID.
+    await pb.getByRole("button", { name: `Add ${short("alice")} as a contact` }).click();
+    await pa.getByRole("button", { name: "Direct messages" }).click();
+    await pa.getByRole("button", { name: /^Accept/ }).click();
+    await visible(channelMessages(pb).locator(".author").filter({ hasText: /^alice$/ }), "bob's channel names alice", SLOW);
+    if ((await pb.getByRole("button", { name: `Add ${short("alice")} as a contact` }).count()) !== 0) fail("bob is still offered to add alice");
+
     // Narrow windows drop the member list; a phone-width page does not scroll sideways.
     await pb.setViewportSize({ width: 900, height: 800 });
     await waitFor("bob at 900 px: no member list", async () => !(await pb.getByTestId("space-members").isVisible()), T, 200);

@@ -509,6 +509,11 @@ export function Spaces({ onClose }: { onClose(): void }) {
       {space && member && !searching && (
         <aside className="spaces-members" aria-label="Members" data-testid="space-members">
           <h3 className="small muted">Members — {space.members.length}</h3>
+          {(can(space, me, "kick") || can(space, me, "ban") || can(space, me, "manage_roles")) && (
+            <button className="link small" onClick={() => setSettings("members")}>
+              Manage members
+            </button>
+          )}
           <ul>
             {space.members.map((m) => {
               const role = topRole(space, m.roles);
@@ -519,6 +524,21 @@ export function Spaces({ onClose }: { onClose(): void }) {
                   <span style={{ color: colorText(role?.color ?? 0) }}>{nameOf(m.user_id)}</span>
                   {m.owner && <span className="muted small"> owner</span>}
                   {role && <span className="muted small"> {role.name}</span>}
+                  {m.user_id !== me && !state.contacts[m.user_id] && (
+                    <button
+                      className="icon small member-add"
+                      aria-label={`Add ${nameOf(m.user_id)} as a contact`}
+                      title="Send a contact request (their name shows once they accept)"
+                      onClick={() =>
+                        actions.addContact(m.user_id).then(
+                          () => actions.notify("Contact request sent.", "info"),
+                          (e: unknown) => fail(e),
+                        )
+                      }
+                    >
+                      +
+                    </button>
+                  )}
                 </li>
               );
             })}
