@@ -306,6 +306,14 @@ async function main() {
     await pc.getByLabel("Invite code to join").fill(codes.carol);
     await pc.getByRole("button", { name: "Join" }).click();
     await visible(pc.getByTestId("space-status").filter({ hasText: "used as many times as it allows" }), "carol: the spent invite is refused with its reason", SLOW);
+    // A revoked invite: alice makes one and revokes it from the list; carol's try is refused.
+    const revokedCode = await inviteFromSettings(pa);
+    const activeRow = pa.getByTestId("invite-list").locator("tbody tr").filter({ hasText: "active" });
+    await activeRow.getByRole("button", { name: /^Revoke invite/ }).click();
+    await visible(pa.getByTestId("invite-list").locator("tbody tr").filter({ hasText: "revoked" }), "alice: the invite listed as revoked");
+    await pc.getByLabel("Invite code to join").fill(revokedCode);
+    await pc.getByRole("button", { name: "Join" }).click();
+    await visible(pc.getByTestId("space-status").filter({ hasText: "this invite was revoked" }), "carol: the revoked invite is refused", SLOW);
     // Garbage is refused at once with the node's message.
     await pc.getByLabel("Invite code to join").fill("dinvite1notacode");
     await pc.getByRole("button", { name: "Join" }).click();
