@@ -94,6 +94,7 @@ async function main() {
   mkdirSync(SHOTS, { recursive: true });
   const tmp = mkdtempSync(join(tmpdir(), "dopus-spaces-e2e-"));
   let browser;
+  const pages = {};
   try {
     const server = startProcess("server", SERVER_BIN, ["--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--data-dir", join(tmp, "server")], LOGS);
     const serverUrl = await waitFor("server listening", () => /listening on (wss?:\/\/127\.0\.0\.1:\d+\S*)/.exec(server.output)?.[1], 20_000);
@@ -108,7 +109,6 @@ async function main() {
       headless: true,
       args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
     }));
-    const pages = {};
     const ids = {};
     const errors = [];
     // Members who are not contacts are named by a short form of their user ID (Spaces.tsx).
@@ -258,6 +258,7 @@ async function main() {
     await modsRole.click();
     await pa.getByRole("checkbox", { name: "Manage messages" }).check();
     await pa.getByRole("button", { name: "Save role" }).click();
+    await shot(pa, "8-roles");
     // A second role lands on top (the owner's new roles do); dragging Mods onto it puts Mods first.
     await pa.getByLabel("New role name").fill("Helpers");
     await pa.getByRole("button", { name: "Create role" }).click();
@@ -339,6 +340,10 @@ async function main() {
     await shot(pb, "11-phone");
     if (errors.length) fail(`uncaught page errors: ${errors.join("; ")}`);
     log("PASS: three pages: invites from settings, talk with a reply, a reaction, an edit and a moderator delete, mentions with the picker, a channel made and moved, a role given, a kick");
+  } catch (e) {
+    // What each page showed when it failed.
+    for (const [n, p] of Object.entries(pages)) await p.screenshot({ path: join(SHOTS, `spaces-failed-${n}.png`) }).catch(() => {});
+    throw e;
   } finally {
     if (browser) await browser.close().catch(() => {});
     killAll();
