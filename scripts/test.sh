@@ -44,4 +44,7 @@ step "browser end-to-end: files (attach, progress, pause and resume, preview, pa
 step "browser end-to-end: spaces (three pages: invites, talk, mentions, channels, roles, kick)"
 (cd web && node e2e/spaces.mjs)
 
+step "browser end-to-end: calls (ring, accept, audio both ways through the browser legs, mute, hang up)"
+(cd web && node e2e/calls.mjs)
+
 step "all green"

@@ -2,6 +2,7 @@ import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { App } from "./App";
 import { StoreProvider } from "./state/store";
+import { CallsProvider } from "./state/calls";
 import { TransfersProvider } from "./state/transfers";
 import "./styles.css";
 
@@ -19,7 +20,9 @@ if (root) {
     <StrictMode>
       <StoreProvider>
         <TransfersProvider>
-          <App />
+          <CallsProvider>
+            <App />
+          </CallsProvider>
         </TransfersProvider>
       </StoreProvider>
     </StrictMode>,

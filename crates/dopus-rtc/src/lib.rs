@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod browser;
 mod cert;
 mod config;
 mod diagnostics;
@@ -11,6 +12,12 @@ mod media;
 mod peer;
 mod turn;
 
+#[cfg(feature = "fake-browser")]
+pub use browser::FakeBrowser;
+pub use browser::{
+    BrowserLeg, BrowserLegHandle, CONNECT_TIMEOUT as BROWSER_CONNECT_TIMEOUT, LegEvent, LegStats,
+    MAX_OFFER, OpenedLeg, loopback_only,
+};
 pub use cert::{CertError, DtlsIdentity};
 pub use config::{
     BindPolicy, ConfigError, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER, IceServer,

@@ -993,6 +993,55 @@ export type CallState = "ringing" | "active" | "ended";
 export type CallEnd = "completed" | "declined" | "busy" | "unsupported" | "no_answer" | "missed" | "cancelled";
 
 /**
+ * The browser leg's counters (docs/media.md, "The browser leg").
+ */
+export type BrowserLegStats = { 
+/**
+ * DTLS is up with the browser.
+ */
+connected: boolean, 
+/**
+ * The leg ended.
+ */
+closed: boolean, 
+/**
+ * Frames received from the browser.
+ */
+frames_up: number, 
+/**
+ * Frames sent to the browser.
+ */
+frames_down: number, 
+/**
+ * Frames from the browser the node had no room for.
+ */
+dropped_up: number, 
+/**
+ * Frames for the browser dropped (queue full, not negotiated yet).
+ */
+dropped_down: number, 
+/**
+ * Candidates in the offer that were not loopback, ignored.
+ */
+refused_candidates: number, 
+/**
+ * Datagrams from outside this machine, refused.
+ */
+refused_sources: number, 
+/**
+ * The cap the browser's encoder is told (REMB), bits per second.
+ */
+cap_bps: number, 
+/**
+ * REMB messages sent.
+ */
+remb_sent: number, 
+/**
+ * Why the last thing was refused or dropped.
+ */
+last_refusal: string | null, };
+
+/**
  * A call's media on this node.
  */
 export type CallMedia = { 
@@ -1051,7 +1100,11 @@ refused_out: number,
 /**
  * Why the last media was refused.
  */
-last_refusal: string | null, };
+last_refusal: string | null, 
+/**
+ * The UI's loopback leg, once it opened one.
+ */
+browser: BrowserLegStats | null, };
 
 /**
  * A call.
@@ -1155,6 +1208,25 @@ record?: string, };
  * `POST /calls/{id}/{decline|hangup}`.
  */
 export type CallAction = "decline" | "hangup";
+
+/**
+ * `POST /calls/{id}/browser`: the UI's SDP offer for its loopback leg of the call (one
+ * send-and-receive audio m-line; candidates other than loopback are ignored).
+ */
+export type BrowserOffer = { 
+/**
+ * The offer, as `RTCPeerConnection.createOffer` made it.
+ */
+sdp: string, };
+
+/**
+ * The node's answer for the browser leg.
+ */
+export type BrowserAnswer = { 
+/**
+ * The answer, for `setRemoteDescription`.
+ */
+sdp: string, };
 
 /**
  * A live event. Events are not replayed: a client fetches state with the REST calls on every

@@ -22,6 +22,7 @@ import { atPresent, firstUnread, lastOnScreen, readUpTo, showJumpBar, unreadAfte
 import { buildRows, estimateRowSize, placedMessages, ROW_HEIGHTS, rowIndexById, stepMessage, withPinned } from "../lib/windowing";
 import { usePrefs } from "../state/prefs";
 import { useStore } from "../state/store";
+import { useCalls } from "../state/calls";
 import { useTransfers } from "../state/transfers";
 import { Avatar, presenceLabel } from "./Avatar";
 import { Composer } from "./Composer";
@@ -626,6 +627,7 @@ export function Conversation({
   const { state } = useStore();
   const { muted, setMuted } = usePrefs();
   const { sendFiles } = useTransfers();
+  const calls = useCalls();
   const peer = contact.user_id;
   const myName = state.me?.display_name ?? "You";
   const myAvatar = state.me?.profile?.avatar ?? null;
@@ -667,6 +669,18 @@ export function Conversation({
             </span>
           )}
           <span className="spacer" />
+          {contact.state === "accepted" && !contact.blocked && (
+            <button
+              className="icon"
+              aria-label={`Call ${contact.display_name}`}
+              title={calls.call ? "You are already in a call" : "Start a voice call"}
+              disabled={!!calls.call}
+              onClick={() => void calls.start(peer)}
+              data-testid="call-start"
+            >
+              <Icon name="phone" />
+            </button>
+          )}
           <button
             className="icon"
             aria-label={isMuted ? `Unmute ${contact.display_name}` : `Mute ${contact.display_name}`}

@@ -5,6 +5,7 @@ import { totalUnread } from "../lib/unread";
 import { useMessageNotifications, useUnreadBadge } from "../state/notifications";
 import { PrefsProvider, usePrefs } from "../state/prefs";
 import { useStore } from "../state/store";
+import { CallPanel } from "./CallPanel";
 import { Conversation } from "./Conversation";
 import { Details } from "./Details";
 import { Home } from "./Home";
@@ -128,6 +129,7 @@ function Shell() {
           {banner.text}
         </div>
       )}
+      <CallPanel />
       {!spacesOpen && (
         <button className="spaces-toggle" onClick={() => setSpacesOpen(true)} aria-label="Spaces" title="Spaces">
           Spaces

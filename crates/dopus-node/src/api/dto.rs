@@ -29,7 +29,10 @@ mod space;
 mod transfer;
 pub mod typescript;
 
-pub use call::{AcceptCall, Call, CallAction, CallEnd, CallMedia, CallState, Calls, StartCall};
+pub use call::{
+    AcceptCall, BrowserAnswer, BrowserLegStats, BrowserOffer, Call, CallAction, CallEnd, CallMedia,
+    CallState, Calls, StartCall,
+};
 pub use chat::{
     Message, MessageKind, MessagePage, Reaction, SearchResult, SearchResults, SentMessages,
 };

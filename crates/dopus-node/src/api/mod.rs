@@ -131,6 +131,7 @@ pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
         .route("/calls", get(routes::calls).post(routes::start_call))
         .route("/calls/{id}", get(routes::call))
         .route("/calls/{id}/accept", post(routes::accept_call))
+        .route("/calls/{id}/browser", post(routes::call_browser))
         .route("/calls/{id}/{action}", post(routes::call_action))
         .route("/search", get(routes::search))
         .route("/settings", get(routes::settings).put(routes::put_settings))

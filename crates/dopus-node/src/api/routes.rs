@@ -379,6 +379,16 @@ pub async fn accept_call(
     Ok(Json(node.accept_call(&id, req).await?))
 }
 
+/// `POST /calls/{id}/browser`.
+pub async fn call_browser(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<dto::BrowserOffer>, JsonRejection>,
+) -> ApiResult<dto::BrowserAnswer> {
+    let req = body(payload)?;
+    Ok(Json(node.call_browser(&id, req).await?))
+}
+
 /// `POST /calls/{id}/decline`, `POST /calls/{id}/hangup`.
 pub async fn call_action(
     State(node): N,

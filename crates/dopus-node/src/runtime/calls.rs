@@ -26,6 +26,18 @@ pub trait MediaSource: Send {
     fn poll(&mut self, since_start: Duration) -> Option<(u64, Vec<u8>)>;
     /// How many frames it holds in all.
     fn total(&self) -> u64;
+    /// A live source (the browser leg) hands out frames as they come, through
+    /// [`MediaSource::poll_live`], instead of being paced by `next_due`.
+    fn is_live(&self) -> bool {
+        false
+    }
+    /// The next live frame; `Ready(None)` when the source ended.
+    fn poll_live(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<(u64, Vec<u8>)>> {
+        std::task::Poll::Ready(None)
+    }
 }
 
 /// Where a call's received media goes.
@@ -143,6 +155,8 @@ pub struct MediaStatus {
     pub error: Option<String>,
     /// The connection's media counters, refreshed about every second.
     pub rtc: Option<MediaStats>,
+    /// The browser leg, if the UI opened one.
+    pub browser: Option<dopus_rtc::BrowserLegHandle>,
 }
 
 /// One call's media: what the API set up, what the task reports.
@@ -200,7 +214,7 @@ impl CallsMedia {
     pub fn set_source(&self, call: CallId, source: Box<dyn MediaSource>) {
         let s = self.session(call);
         let mut s = lock(&s);
-        s.status.play_total = Some(source.total());
+        s.status.play_total = (!source.is_live()).then(|| source.total());
         s.status.play_done = false;
         s.status.played = 0;
         s.source = Some(source);
@@ -211,6 +225,26 @@ impl CallsMedia {
         let s = self.session(call);
         let mut s = lock(&s);
         s.status.record_path = Some(path);
+        s.sink = Some(sink);
+    }
+
+    /// Plugs a browser leg into `call`: its source and sink replace the call's, and an earlier
+    /// leg is closed.
+    pub fn set_browser(
+        &self,
+        call: CallId,
+        source: Box<dyn MediaSource>,
+        sink: Box<dyn MediaSink>,
+        leg: dopus_rtc::BrowserLegHandle,
+    ) {
+        let s = self.session(call);
+        let mut s = lock(&s);
+        if let Some(old) = s.status.browser.replace(leg) {
+            old.close();
+        }
+        s.status.play_total = None;
+        s.status.play_done = false;
+        s.source = Some(source);
         s.sink = Some(sink);
     }
 
@@ -244,7 +278,13 @@ impl CallsMedia {
             }
             CallRequest::Stop { call, .. } => {
                 let s = self.session(call);
-                let stop = lock(&s).stop.take();
+                let (stop, browser) = {
+                    let g = &mut *lock(&s);
+                    (g.stop.take(), g.status.browser.clone())
+                };
+                if let Some(b) = browser {
+                    b.close(); // also when the media task never ran (a call that only rang)
+                }
                 if let Some(stop) = stop {
                     let _ = stop.send(());
                 }
@@ -309,11 +349,14 @@ impl MediaTask {
             }
             {
                 let mut s = lock(&self.session);
-                if source.is_none() {
-                    source = s.source.take();
+                // A new source or sink (a reloaded page's browser leg) replaces the current one.
+                if let Some(new) = s.source.take() {
+                    source = Some(new);
                 }
-                if sink.is_none() {
-                    sink = s.sink.take();
+                if let Some(new) = s.sink.take()
+                    && let Some(mut old) = sink.replace(new)
+                {
+                    let _ = old.finish();
                 }
             }
             let due = match (&source, started) {
@@ -347,6 +390,25 @@ impl MediaTask {
                     }
                     None => attached = None, // the connection ended: find the next one
                 },
+                frame = std::future::poll_fn(|cx| match &mut source {
+                    Some(src) => src.poll_live(cx),
+                    None => std::task::Poll::Pending,
+                }), if source.as_ref().is_some_and(|s| s.is_live()) => {
+                    let Some((rtp, data)) = frame else {
+                        source = None; // the live source ended (the page went away)
+                        continue;
+                    };
+                    // Before the m-line is ready (and the answerer's hold is over) a live frame
+                    // has nowhere to go: it is dropped, as live audio is.
+                    let playing = started.is_some_and(|t0| Instant::now() >= t0);
+                    if let (true, Some((_, sender, _))) = (playing, &attached) {
+                        match sender.send(rtp, data) {
+                            Ok(()) => lock(&self.session).status.played += 1,
+                            Err(dopus_rtc::PeerError::Closed) => attached = None,
+                            Err(e) => self.error(e.to_string()),
+                        }
+                    }
+                }
                 () = tokio::time::sleep_until(due_at), if due.is_some() => {
                     let (Some(src), Some(t0), Some((_, sender, _))) = (&mut source, started, &attached) else {
                         continue;

@@ -19,6 +19,7 @@
 //! only know the actor's mailbox.
 
 mod actor;
+mod browser_leg;
 mod calls;
 mod calls_api;
 mod connections;

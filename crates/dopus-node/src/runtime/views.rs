@@ -50,6 +50,7 @@ pub fn call(
             refused_in: rtc.refused_in,
             refused_out: rtc.refused_out,
             last_refusal: rtc.last_refusal,
+            browser: m.browser.as_ref().map(super::browser_leg::leg_dto),
         }
     });
     dto::Call {

@@ -131,3 +131,157 @@ async fn a_played_file_arrives_packet_for_packet_in_the_recording() {
         "{b_entries:?}"
     );
 }
+
+/// A frame the "browser" sends: a CELT 20 ms TOC and a numbered body.
+fn leg_frame(tag: u8, i: u32) -> Vec<u8> {
+    let mut v = vec![31 << 3, tag];
+    v.extend((0..30 + i % 50).map(|k| (i.wrapping_mul(7) + k) as u8));
+    v
+}
+
+/// Collects `n` frames from a leg's events, up to `limit`.
+async fn collect_frames(
+    rx: &mut tokio::sync::mpsc::Receiver<dopus_rtc::LegEvent>,
+    n: usize,
+    limit: Duration,
+) -> Vec<(u64, Vec<u8>)> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut got = Vec::new();
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(dopus_rtc::LegEvent::Frame { rtp_time, data })) => got.push((rtp_time, data)),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    got
+}
+
+/// The browser leg through the API, with str0m stand-ins for both browsers: alice's page
+/// opens its leg while ringing, bob's once he picked up; frames from alice's "browser" reach
+/// bob's "browser" through both nodes bit-exact and in order, and the other way; a bad offer
+/// is refused with a reason; hanging up closes both legs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn browser_legs_carry_frames_through_both_nodes() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (a, b) = contact_pair(&server).await;
+    let call = a
+        .api()
+        .ok("POST", "/calls", Some(json!({"user_id": b.user_id})));
+    let id = call["id"].as_str().unwrap().to_owned();
+
+    // A malformed offer and one for no call: clear errors, no leg.
+    let (st, body) = a.api().call(
+        "POST",
+        &format!("/calls/{id}/browser"),
+        Some(json!({"sdp": "v=0 nonsense"})),
+    );
+    assert_eq!(st, 400, "{body}");
+    assert!(body.to_string().contains("offer"), "{body}");
+    let (st, _) = a.api().call(
+        "POST",
+        "/calls/dcall1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq/browser",
+        Some(json!({"sdp": "v=0"})),
+    );
+    assert!(st == 400 || st == 404, "{st}");
+
+    // Alice's page opens its leg while the call rings.
+    let open = |node: &crate::harness::TestNode| {
+        let (fake, offer) = dopus_rtc::FakeBrowser::offer().expect("offer");
+        let answer = node.api().ok(
+            "POST",
+            &format!("/calls/{id}/browser"),
+            Some(json!({ "sdp": offer })),
+        );
+        let sdp = answer["sdp"].as_str().expect("an answer");
+        assert!(sdp.contains("127.0.0.1"), "the leg's candidate is loopback");
+        assert!(!sdp.contains("typ srflx") && !sdp.contains("typ relay"));
+        fake.accept(sdp).expect("answer applies")
+    };
+    let mut alice = open(&a);
+    let aid = a.user_id.clone();
+    let bapi = b.api().clone();
+    eventually(WAIT, "bob's node rings", || {
+        let (s, c) = bapi.call("GET", "/calls", None);
+        (s == 200
+            && c["calls"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["user_id"] == json!(aid) && c["state"] == "ringing")
+            }))
+        .then_some(())
+    })
+    .await;
+    b.api().ok("POST", &format!("/calls/{id}/accept"), None);
+    let mut bob = open(&b);
+
+    // Both nodes negotiated the call's m-line and both legs are up.
+    for node in [&a, &b] {
+        let api = node.api().clone();
+        let path = format!("/calls/{id}");
+        eventually(WAIT, "media ready and the leg connected", || {
+            let c = api.ok("GET", &path, None);
+            (c["media"]["ready"] == true && c["media"]["browser"]["connected"] == true)
+                .then_some(())
+        })
+        .await;
+    }
+    // The answerer's node holds its first frames for 500 ms after its answer.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // Alice speaks: 100 frames of 20 ms, in real time.
+    let n = 100u32;
+    let t0 = tokio::time::Instant::now();
+    for i in 0..n {
+        tokio::time::sleep_until(t0 + Duration::from_millis(20) * i).await;
+        alice
+            .handle
+            .send_down(7_000 + u64::from(i) * 960, leg_frame(0xa1, i))
+            .expect("queued");
+    }
+    let got = collect_frames(&mut bob.events, n as usize, Duration::from_secs(20)).await;
+    assert_eq!(
+        got.len(),
+        n as usize,
+        "bob's browser got {} of {n}",
+        got.len()
+    );
+    for (i, (t, d)) in got.iter().enumerate() {
+        assert_eq!(d, &leg_frame(0xa1, i as u32), "frame {i} bit-exact");
+        assert_eq!(t - got[0].0, i as u64 * 960, "frame {i} keeps its RTP time");
+    }
+
+    // Bob answers: 50 frames back.
+    let t0 = tokio::time::Instant::now();
+    for i in 0..50u32 {
+        tokio::time::sleep_until(t0 + Duration::from_millis(20) * i).await;
+        bob.handle
+            .send_down(90_000 + u64::from(i) * 960, leg_frame(0xb0, i))
+            .expect("queued");
+    }
+    let got = collect_frames(&mut alice.events, 50, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 50, "alice's browser got {} of 50", got.len());
+    for (i, (_, d)) in got.iter().enumerate() {
+        assert_eq!(d, &leg_frame(0xb0, i as u32), "frame {i} bit-exact");
+    }
+
+    let c = a.api().ok("GET", &format!("/calls/{id}"), None);
+    let leg = &c["media"]["browser"];
+    println!("alice's leg: {leg}");
+    assert_eq!(leg["frames_up"], json!(n));
+    assert_eq!(leg["frames_down"], json!(50));
+    assert_eq!(leg["refused_sources"], json!(0));
+    assert_eq!(leg["cap_bps"], json!(64_000));
+
+    // Hanging up closes both legs.
+    a.api().ok("POST", &format!("/calls/{id}/hangup"), None);
+    for node in [&a, &b] {
+        let api = node.api().clone();
+        let path = format!("/calls/{id}");
+        eventually(WAIT, "the leg closed", || {
+            let c = api.ok("GET", &path, None);
+            (c["state"] == "ended" && c["media"]["browser"]["closed"] == true).then_some(())
+        })
+        .await;
+    }
+}

@@ -67,6 +67,8 @@ pub struct CallMedia {
     pub refused_out: u64,
     /// Why the last media was refused.
     pub last_refusal: Option<String>,
+    /// The UI's loopback leg, once it opened one.
+    pub browser: Option<BrowserLegStats>,
 }
 
 /// A call.
@@ -147,4 +149,47 @@ pub enum CallAction {
     Decline,
     /// End the call (or stop ringing, or decline).
     Hangup,
+}
+
+/// `POST /calls/{id}/browser`: the UI's SDP offer for its loopback leg of the call (one
+/// send-and-receive audio m-line; candidates other than loopback are ignored).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserOffer {
+    /// The offer, as `RTCPeerConnection.createOffer` made it.
+    pub sdp: String,
+}
+
+/// The node's answer for the browser leg.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct BrowserAnswer {
+    /// The answer, for `setRemoteDescription`.
+    pub sdp: String,
+}
+
+/// The browser leg's counters (docs/media.md, "The browser leg").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct BrowserLegStats {
+    /// DTLS is up with the browser.
+    pub connected: bool,
+    /// The leg ended.
+    pub closed: bool,
+    /// Frames received from the browser.
+    pub frames_up: u64,
+    /// Frames sent to the browser.
+    pub frames_down: u64,
+    /// Frames from the browser the node had no room for.
+    pub dropped_up: u64,
+    /// Frames for the browser dropped (queue full, not negotiated yet).
+    pub dropped_down: u64,
+    /// Candidates in the offer that were not loopback, ignored.
+    pub refused_candidates: u64,
+    /// Datagrams from outside this machine, refused.
+    pub refused_sources: u64,
+    /// The cap the browser's encoder is told (REMB), bits per second.
+    pub cap_bps: u64,
+    /// REMB messages sent.
+    pub remb_sent: u64,
+    /// Why the last thing was refused or dropped.
+    pub last_refusal: Option<String>,
 }

@@ -106,12 +106,15 @@ pub fn render() -> String {
         // calls
         CallState,
         CallEnd,
+        BrowserLegStats,
         CallMedia,
         Call,
         Calls,
         StartCall,
         AcceptCall,
         CallAction,
+        BrowserOffer,
+        BrowserAnswer,
         // events
         Event,
         // requests

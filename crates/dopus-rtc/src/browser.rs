@@ -1,0 +1,742 @@
+//! The browser leg: one WebRTC connection between the UI in a browser and its own node, over
+//! loopback only. The browser captures and encodes (Opus), the node forwards its frames into the
+//! call without decoding, and the frames of the call come back down the same m-line.
+//!
+//! Protocol flow:
+//! 1. The page creates an offer with one send-and-receive audio m-line and POSTs it to its node
+//!    over the authenticated local API.
+//! 2. [`BrowserLeg::open`] binds one UDP socket on 127.0.0.1, builds an ICE-lite str0m `Rtc`
+//!    whose only candidate is that socket, drops every remote candidate that is not a loopback
+//!    address, and answers. The task that owns the `Rtc` owns the socket from the start, so the
+//!    browser's first checks wait in the socket, never dropped (media-spike.md, pitfall 4).
+//! 3. The browser (ICE controlling) checks and starts DTLS; datagrams whose source is not an
+//!    address of this machine are refused and counted (a browser may send from its LAN socket
+//!    to our loopback candidate, media-spike.md pitfall 5: that is still this machine).
+//! 4. Upstream: each Opus frame from the browser becomes a [`LegEvent::Frame`]. Downstream:
+//!    [`BrowserLegHandle::send_down`] writes a frame with its RTP time.
+//! 5. About once a second the leg sends REMB with the cap set by the node
+//!    ([`BrowserLegHandle::set_cap`]): the browser's congestion control sees only loopback,
+//!    so without it the encoder would aim at what loopback can carry, not the real path.
+//! 6. The leg ends on [`BrowserLegHandle::close`], when every handle is dropped, when the
+//!    browser is silent for [`SILENCE_TIMEOUT`] after connecting, or when it does not connect
+//!    within [`CONNECT_TIMEOUT`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use str0m::bwe::Bitrate;
+use str0m::change::SdpOffer;
+use str0m::media::{Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::error::PeerError;
+
+/// The browser must connect within this time after the answer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// A connected browser that sends nothing (not even ICE consent checks) for this long is gone.
+pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often REMB is sent to the browser.
+const REMB_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest offer accepted (Chromium's audio-only offer is about 4 KB).
+pub const MAX_OFFER: usize = 64 * 1024;
+/// The lowest and highest cap the node may set (Opus needs 6 kbit/s; above 10 Mbit/s a
+/// loopback cap means nothing).
+const CAP_RANGE: (u64, u64) = (6_000, 10_000_000);
+/// Upstream frames waiting for the node; a full queue drops the newest (live audio).
+const UP_QUEUE: usize = 256;
+/// Downstream frames waiting for the leg.
+const DOWN_QUEUE: usize = 128;
+
+/// What the leg tells the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegEvent {
+    /// DTLS is up with the browser: frames flow from now on.
+    Connected,
+    /// An Opus frame captured by the browser, with its RTP time (48 kHz).
+    Frame {
+        /// RTP time, extended to 64 bits.
+        rtp_time: u64,
+        /// The Opus packet, exactly as the browser encoded it.
+        data: Vec<u8>,
+    },
+    /// The leg ended; the last event.
+    Closed {
+        /// Why (safe to show: no address, no key).
+        reason: String,
+    },
+}
+
+/// Counters of one browser leg, for the call's diagnostics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LegStats {
+    /// DTLS is up with the browser.
+    pub connected: bool,
+    /// The leg ended.
+    pub closed: bool,
+    /// Frames received from the browser.
+    pub frames_up: u64,
+    /// Frames written to the browser.
+    pub frames_down: u64,
+    /// Upstream frames the node had no room for.
+    pub dropped_up: u64,
+    /// Downstream frames dropped (queue full, not negotiated yet, refused by the engine).
+    pub dropped_down: u64,
+    /// Remote candidates removed from the offer (not loopback).
+    pub refused_candidates: u64,
+    /// Datagrams refused because their source is not an address of this machine.
+    pub refused_sources: u64,
+    /// The cap sent to the browser by REMB, bits per second.
+    pub cap_bps: u64,
+    /// REMB messages sent.
+    pub remb_sent: u64,
+    /// Why the last thing was refused or dropped.
+    pub last_refusal: Option<String>,
+}
+
+impl LegStats {
+    fn refuse(&mut self, why: String) {
+        tracing::debug!(why = %why, "browser leg refusal");
+        self.last_refusal = Some(why);
+    }
+}
+
+enum Cmd {
+    Cap(u64),
+    Close,
+}
+
+/// Drives one browser leg; cheap to clone. When every clone is dropped the leg closes.
+#[derive(Clone)]
+pub struct BrowserLegHandle {
+    cmd: mpsc::Sender<Cmd>,
+    down: mpsc::Sender<(u64, Vec<u8>)>,
+    stats: Arc<Mutex<LegStats>>,
+}
+
+impl std::fmt::Debug for BrowserLegHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrowserLegHandle").finish_non_exhaustive()
+    }
+}
+
+impl BrowserLegHandle {
+    /// Queues one Opus frame for the browser. `Err` when the queue is full or the leg is gone;
+    /// the frame is lost either way (live audio is never retried) and counted.
+    pub fn send_down(&self, rtp_time: u64, data: Vec<u8>) -> Result<(), PeerError> {
+        self.down.try_send((rtp_time, data)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                let why = "the browser leg's queue is full".to_owned();
+                let mut s = lock(&self.stats);
+                s.dropped_down += 1;
+                s.refuse(why.clone());
+                PeerError::Media(why)
+            }
+            mpsc::error::TrySendError::Closed(_) => PeerError::Closed,
+        })
+    }
+
+    /// Sets the cap the browser's encoder is told (REMB), in bits per second, clamped to a
+    /// sane range.
+    pub fn set_cap(&self, bps: u64) {
+        let _ = self
+            .cmd
+            .try_send(Cmd::Cap(bps.clamp(CAP_RANGE.0, CAP_RANGE.1)));
+    }
+
+    /// Ends the leg (idempotent).
+    pub fn close(&self) {
+        let _ = self.cmd.try_send(Cmd::Close);
+    }
+
+    /// The leg's counters.
+    pub fn stats(&self) -> LegStats {
+        lock(&self.stats).clone()
+    }
+
+    /// The leg ended.
+    pub fn is_closed(&self) -> bool {
+        self.cmd.is_closed()
+    }
+}
+
+fn lock(s: &Mutex<LegStats>) -> std::sync::MutexGuard<'_, LegStats> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Opens browser legs.
+#[derive(Debug)]
+pub struct BrowserLeg;
+
+/// What [`BrowserLeg::open`] returns: the handle, the SDP answer for the browser, and the
+/// leg's events.
+pub struct OpenedLeg {
+    /// Drives the leg.
+    pub handle: BrowserLegHandle,
+    /// The answer to give the browser.
+    pub answer: String,
+    /// Upstream frames and the leg's state.
+    pub events: mpsc::Receiver<LegEvent>,
+}
+
+impl std::fmt::Debug for OpenedLeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedLeg").finish_non_exhaustive()
+    }
+}
+
+/// Whether a candidate attribute line (`a=candidate:…` or `candidate:…`) names a loopback
+/// address. A line that cannot be read is not.
+fn candidate_is_loopback(line: &str) -> bool {
+    // candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type>
+    let addr = line.split_whitespace().nth(4);
+    addr.and_then(|a| a.parse::<IpAddr>().ok())
+        .is_some_and(|ip| ip.is_loopback())
+}
+
+/// The offer with every non-loopback candidate removed, and how many were removed.
+pub fn loopback_only(offer: &str) -> (String, u64) {
+    let mut removed = 0;
+    let kept: Vec<&str> = offer
+        .split_inclusive('\n')
+        .filter(|l| {
+            let t = l.trim_start();
+            if t.starts_with("a=candidate:") && !candidate_is_loopback(t) {
+                removed += 1;
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    (kept.concat(), removed)
+}
+
+impl BrowserLeg {
+    /// Answers the browser's offer and starts the leg's task (on the current tokio runtime).
+    /// `cap_bps` is the first REMB cap.
+    pub fn open(offer: &str, cap_bps: u64) -> Result<OpenedLeg, PeerError> {
+        if offer.len() > MAX_OFFER {
+            return Err(PeerError::InvalidSdp(format!(
+                "the offer is {} bytes, more than {MAX_OFFER}",
+                offer.len()
+            )));
+        }
+        let (filtered, removed) = loopback_only(offer);
+        let offer = SdpOffer::from_sdp_string(&filtered)
+            .map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
+        if !filtered.lines().any(|l| l.starts_with("m=audio ")) {
+            return Err(PeerError::InvalidSdp(
+                "the offer has no audio m-line".into(),
+            ));
+        }
+        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0))
+            .map_err(|e| PeerError::Bind(e.kind()))?;
+        std_socket
+            .set_nonblocking(true)
+            .map_err(|e| PeerError::Bind(e.kind()))?;
+        let local = std_socket
+            .local_addr()
+            .map_err(|e| PeerError::Bind(e.kind()))?;
+        let socket = UdpSocket::from_std(std_socket).map_err(|e| PeerError::Bind(e.kind()))?;
+        let now = Instant::now();
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            // Audio is held back for at most two packets after a loss (media-spike.md, pitfall 1).
+            .set_reordering_size_audio(2)
+            .build(now);
+        let cand = Candidate::host(local, "udp")
+            .map_err(|e| PeerError::Engine(format!("local candidate: {e}")))?;
+        rtc.add_local_candidate(cand);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
+        let stats = Arc::new(Mutex::new(LegStats {
+            refused_candidates: removed,
+            cap_bps: cap_bps.clamp(CAP_RANGE.0, CAP_RANGE.1),
+            ..LegStats::default()
+        }));
+        if removed > 0 {
+            lock(&stats).refuse(format!(
+                "{removed} candidate(s) in the offer were not loopback and were ignored"
+            ));
+        }
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (down_tx, down_rx) = mpsc::channel(DOWN_QUEUE);
+        let (ev_tx, ev_rx) = mpsc::channel(UP_QUEUE);
+        let local_ips = local_ips();
+        let task = LegTask {
+            rtc,
+            socket,
+            local,
+            local_ips,
+            stats: stats.clone(),
+            events: ev_tx,
+            audio: None,
+            connected_at: None,
+            opened_at: now,
+            last_input: now,
+            next_remb: now,
+        };
+        tokio::spawn(task.run(cmd_rx, down_rx));
+        Ok(OpenedLeg {
+            handle: BrowserLegHandle {
+                cmd: cmd_tx,
+                down: down_tx,
+                stats,
+            },
+            answer: answer.to_sdp_string(),
+            events: ev_rx,
+        })
+    }
+}
+
+/// A stand-in for the browser in tests: a str0m offerer with one send-and-receive audio m-line
+/// on 127.0.0.1, run by the same task as the leg. Its handle's `send_down` sends "up" to the
+/// node, and its events are what the node sent down.
+#[cfg(any(test, feature = "fake-browser"))]
+pub struct FakeBrowser {
+    rtc: Rtc,
+    pending: str0m::change::SdpPendingOffer,
+    mid: Mid,
+    socket: UdpSocket,
+    local: SocketAddr,
+}
+
+#[cfg(any(test, feature = "fake-browser"))]
+impl std::fmt::Debug for FakeBrowser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeBrowser").finish_non_exhaustive()
+    }
+}
+
+#[cfg(any(test, feature = "fake-browser"))]
+impl FakeBrowser {
+    /// Binds, creates the offer (with its loopback host candidate) and returns it.
+    pub fn offer() -> Result<(Self, String), PeerError> {
+        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0))
+            .map_err(|e| PeerError::Bind(e.kind()))?;
+        std_socket
+            .set_nonblocking(true)
+            .map_err(|e| PeerError::Bind(e.kind()))?;
+        let local = std_socket
+            .local_addr()
+            .map_err(|e| PeerError::Bind(e.kind()))?;
+        let socket = UdpSocket::from_std(std_socket).map_err(|e| PeerError::Bind(e.kind()))?;
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_reordering_size_audio(2)
+            .build(Instant::now());
+        let cand = Candidate::host(local, "udp")
+            .map_err(|e| PeerError::Engine(format!("local candidate: {e}")))?;
+        rtc.add_local_candidate(cand);
+        let mut api = rtc.sdp_api();
+        let mid = api.add_media(
+            MediaKind::Audio,
+            str0m::media::Direction::SendRecv,
+            None,
+            None,
+            None,
+        );
+        let (offer, pending) = api
+            .apply()
+            .ok_or(PeerError::Negotiation("nothing to offer"))?;
+        Ok((
+            Self {
+                rtc,
+                pending,
+                mid,
+                socket,
+                local,
+            },
+            offer.to_sdp_string(),
+        ))
+    }
+
+    /// Applies the node's answer and starts the task.
+    pub fn accept(mut self, answer: &str) -> Result<OpenedLeg, PeerError> {
+        let answer = str0m::change::SdpAnswer::from_sdp_string(answer)
+            .map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(self.pending, answer)
+            .map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
+        let now = Instant::now();
+        let stats = Arc::new(Mutex::new(LegStats::default()));
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (down_tx, down_rx) = mpsc::channel(DOWN_QUEUE);
+        let (ev_tx, ev_rx) = mpsc::channel(UP_QUEUE);
+        let task = LegTask {
+            rtc: self.rtc,
+            socket: self.socket,
+            local: self.local,
+            local_ips: local_ips(),
+            stats: stats.clone(),
+            events: ev_tx,
+            audio: Some(self.mid),
+            connected_at: None,
+            opened_at: now,
+            last_input: now,
+            // A browser sends no REMB of its own here.
+            next_remb: now + Duration::from_secs(3600),
+        };
+        tokio::spawn(task.run(cmd_rx, down_rx));
+        Ok(OpenedLeg {
+            handle: BrowserLegHandle {
+                cmd: cmd_tx,
+                down: down_tx,
+                stats,
+            },
+            answer: String::new(),
+            events: ev_rx,
+        })
+    }
+}
+
+/// This machine's addresses: the sources a browser on this machine may send from.
+fn local_ips() -> Vec<IpAddr> {
+    if_addrs::get_if_addrs()
+        .map(|v| v.into_iter().map(|i| i.ip()).collect())
+        .unwrap_or_default()
+}
+
+struct LegTask {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    local_ips: Vec<IpAddr>,
+    stats: Arc<Mutex<LegStats>>,
+    events: mpsc::Sender<LegEvent>,
+    /// The audio m-line and its Opus payload type, once negotiated.
+    audio: Option<Mid>,
+    connected_at: Option<Instant>,
+    opened_at: Instant,
+    last_input: Instant,
+    next_remb: Instant,
+}
+
+impl LegTask {
+    async fn run(mut self, mut cmd: mpsc::Receiver<Cmd>, mut down: mpsc::Receiver<(u64, Vec<u8>)>) {
+        let mut buf = vec![0u8; 2048];
+        let reason = loop {
+            let timeout = match self.drain() {
+                Ok(t) => t,
+                Err(why) => break why,
+            };
+            let now = Instant::now();
+            if let Some(why) = self.expired(now) {
+                break why;
+            }
+            let wake = timeout
+                .min(self.next_remb)
+                .min(now + Duration::from_secs(1));
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, source)) => self.receive(source, &buf[..n]),
+                    Err(e) => break format!("the leg's socket failed: {}", e.kind()),
+                },
+                c = cmd.recv() => match c {
+                    Some(Cmd::Cap(bps)) => lock(&self.stats).cap_bps = bps,
+                    Some(Cmd::Close) | None => break "closed by the node".to_owned(),
+                },
+                f = down.recv() => match f {
+                    Some((rtp, data)) => self.write_down(rtp, data),
+                    None => break "closed by the node".to_owned(),
+                },
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)), if wake > now => {}
+                () = std::future::ready(()), if wake <= now => {}
+            }
+            let now = Instant::now();
+            if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                break format!("engine error: {e}");
+            }
+            if now >= self.next_remb {
+                self.remb(now);
+            }
+        };
+        self.rtc.disconnect();
+        {
+            let mut s = lock(&self.stats);
+            s.closed = true;
+            s.connected = false;
+        }
+        tracing::debug!(reason = %reason, "browser leg closed");
+        let _ = self.events.try_send(LegEvent::Closed { reason });
+    }
+
+    fn expired(&self, now: Instant) -> Option<String> {
+        match self.connected_at {
+            None if now.duration_since(self.opened_at) > CONNECT_TIMEOUT => {
+                Some("the browser did not connect in time".into())
+            }
+            Some(_) if now.duration_since(self.last_input) > SILENCE_TIMEOUT => {
+                Some("the browser went silent".into())
+            }
+            _ => None,
+        }
+    }
+
+    fn receive(&mut self, source: SocketAddr, data: &[u8]) {
+        if !(source.ip().is_loopback() || self.local_ips.contains(&source.ip())) {
+            let mut s = lock(&self.stats);
+            s.refused_sources += 1;
+            s.refuse("a datagram from outside this machine was refused".into());
+            return;
+        }
+        let now = Instant::now();
+        let Ok(r) = Receive::new(Protocol::Udp, source, self.local, data) else {
+            return; // not STUN, DTLS or SRTP: nothing str0m can read
+        };
+        self.last_input = now;
+        if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
+            tracing::debug!(error = %e, "browser leg input refused");
+        }
+    }
+
+    /// Runs str0m's outputs; returns when it wants its next timeout.
+    fn drain(&mut self) -> Result<Instant, String> {
+        for _ in 0..10_000 {
+            if !self.rtc.is_alive() {
+                return Err("the browser closed the connection".into());
+            }
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return Ok(t),
+                Ok(Output::Transmit(t)) => {
+                    let contents: Vec<u8> = t.contents.into();
+                    // A real non-blocking send: tokio's try_send_to gives up until the reactor
+                    // saw the socket writable (docs/media.md, loop bug 1).
+                    let _ = socket2::SockRef::from(&self.socket)
+                        .send_to(&contents, &t.destination.into());
+                }
+                Ok(Output::Event(e)) => self.on_event(e),
+                Err(e) => return Err(format!("engine error: {e}")),
+            }
+        }
+        Ok(Instant::now())
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Connected => {
+                self.connected_at = Some(Instant::now());
+                lock(&self.stats).connected = true;
+                let _ = self.events.try_send(LegEvent::Connected);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                tracing::debug!("browser leg ICE disconnected");
+            }
+            Event::MediaAdded(m) => {
+                if m.kind == MediaKind::Audio && self.audio.is_none() {
+                    self.audio = Some(m.mid);
+                } else if Some(m.mid) != self.audio {
+                    lock(&self.stats).refuse(format!(
+                        "the browser's {:?} m-line {} is not used",
+                        m.kind, m.mid
+                    ));
+                }
+            }
+            Event::MediaData(d) => {
+                if Some(d.mid) != self.audio {
+                    lock(&self.stats).refuse(format!(
+                        "media on m-line {} that the leg did not negotiate",
+                        d.mid
+                    ));
+                    return;
+                }
+                let ev = LegEvent::Frame {
+                    rtp_time: d.time.numer(),
+                    data: d.data.to_vec(),
+                };
+                let mut s = lock(&self.stats);
+                match self.events.try_send(ev) {
+                    Ok(()) => s.frames_up += 1,
+                    Err(_) => {
+                        s.dropped_up += 1;
+                        s.refuse("the node had no room for the browser's frame".into());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn write_down(&mut self, rtp_time: u64, data: Vec<u8>) {
+        let now = Instant::now();
+        let result = match self.audio.and_then(|mid| self.rtc.writer(mid)) {
+            None => Err("the browser leg has no audio m-line to send on".to_owned()),
+            Some(writer) => {
+                let pt = writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+                    .map(|p| p.pt());
+                match pt {
+                    None => Err("the browser leg negotiated no Opus".to_owned()),
+                    Some(pt) => writer
+                        .write(
+                            pt,
+                            now,
+                            MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ),
+                            data,
+                        )
+                        .map_err(|e| format!("the engine refused a frame for the browser: {e}")),
+                }
+            }
+        };
+        let mut s = lock(&self.stats);
+        match result {
+            Ok(()) => s.frames_down += 1,
+            Err(why) => {
+                s.dropped_down += 1;
+                s.refuse(why);
+            }
+        }
+    }
+
+    fn remb(&mut self, now: Instant) {
+        self.next_remb = now + REMB_INTERVAL;
+        let Some(mid) = self.audio else { return };
+        let cap = lock(&self.stats).cap_bps;
+        let mut api = self.rtc.direct_api();
+        if let Some(rx) = api.stream_rx_by_mid(mid, None) {
+            rx.request_remb(Bitrate::bps(cap));
+            lock(&self.stats).remb_sent += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_candidates_are_kept() {
+        let offer = "v=0\r\n\
+            a=candidate:1 1 udp 2113937151 127.0.0.1 50000 typ host\r\n\
+            a=candidate:2 1 udp 2113937151 192.168.1.10 50001 typ host\r\n\
+            a=candidate:3 1 udp 1677729535 203.0.113.7 50002 typ srflx raddr 0.0.0.0 rport 0\r\n\
+            a=candidate:4 1 udp 2113937151 ::1 50003 typ host\r\n\
+            a=candidate:5 1 udp 2113937151 abcd.local 50004 typ host\r\n\
+            a=candidate:garbage\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        let (kept, removed) = loopback_only(offer);
+        assert_eq!(removed, 4);
+        assert!(kept.contains("127.0.0.1 50000"));
+        assert!(kept.contains("::1 50003"));
+        assert!(!kept.contains("192.168.1.10"));
+        assert!(!kept.contains("203.0.113.7"));
+        assert!(!kept.contains(".local"));
+        assert!(kept.contains("m=audio"));
+    }
+
+    async fn next_frame(rx: &mut mpsc::Receiver<LegEvent>) -> Option<(u64, Vec<u8>)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(LegEvent::Frame { rtp_time, data })) => return Some((rtp_time, data)),
+                Ok(Some(LegEvent::Connected)) => continue,
+                Ok(Some(LegEvent::Closed { .. }) | None) | Err(_) => return None,
+            }
+        }
+    }
+
+    async fn wait_connected(rx: &mut mpsc::Receiver<LegEvent>) {
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        assert!(matches!(got, Ok(Some(LegEvent::Connected))), "{got:?}");
+    }
+
+    /// An Opus-shaped frame: a CELT 20 ms TOC byte and a numbered body.
+    fn frame(i: u32) -> Vec<u8> {
+        let mut v = vec![0xfc];
+        v.extend((0..40 + i % 60).map(|k| (i.wrapping_mul(31) + k) as u8));
+        v
+    }
+
+    #[tokio::test]
+    async fn frames_cross_the_leg_both_ways_bit_exact_and_in_order() {
+        let (fake, offer) = FakeBrowser::offer().expect("offer");
+        let node = BrowserLeg::open(&offer, 64_000).expect("leg");
+        let mut node_events = node.events;
+        let mut browser = fake.accept(&node.answer).expect("answer");
+        wait_connected(&mut node_events).await;
+        wait_connected(&mut browser.events).await;
+        // Up: the "browser" sends 50 frames, 20 ms apart in RTP time (paced lightly so the
+        // pacer and queues see a live stream).
+        for i in 0..50u32 {
+            browser
+                .handle
+                .send_down(1000 + u64::from(i) * 960, frame(i))
+                .expect("queued");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut up = Vec::new();
+        while up.len() < 50 {
+            let Some(f) = next_frame(&mut node_events).await else {
+                break;
+            };
+            up.push(f);
+        }
+        assert_eq!(up.len(), 50, "frames from the browser");
+        for (i, (t, d)) in up.iter().enumerate() {
+            assert_eq!(d, &frame(i as u32), "frame {i} bit-exact");
+            assert_eq!(t - up[0].0, i as u64 * 960, "frame {i} RTP time");
+        }
+        // Down: the node sends 50 frames to the browser.
+        for i in 0..50u32 {
+            node.handle
+                .send_down(5000 + u64::from(i) * 960, frame(i + 100))
+                .expect("queued");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut down = Vec::new();
+        while down.len() < 50 {
+            let Some(f) = next_frame(&mut browser.events).await else {
+                break;
+            };
+            down.push(f);
+        }
+        assert_eq!(down.len(), 50, "frames to the browser");
+        for (i, (_, d)) in down.iter().enumerate() {
+            assert_eq!(d, &frame(i as u32 + 100), "frame {i} bit-exact");
+        }
+        let st = node.handle.stats();
+        assert!(st.connected);
+        assert_eq!((st.frames_up, st.frames_down), (50, 50));
+        assert_eq!(st.refused_sources, 0);
+        // REMB went out with the cap once the browser's stream was known.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while node.handle.stats().remb_sent == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(node.handle.stats().remb_sent > 0, "REMB sent");
+        node.handle.close();
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match node_events.recv().await {
+                    Some(LegEvent::Closed { reason }) => return reason,
+                    Some(_) => continue,
+                    None => return String::new(),
+                }
+            }
+        })
+        .await
+        .expect("closed in time");
+        assert!(closed.contains("closed by the node"), "{closed}");
+        assert!(node.handle.stats().closed);
+    }
+
+    #[tokio::test]
+    async fn bad_offers_are_refused_with_a_reason() {
+        let e = BrowserLeg::open("not sdp", 64_000).expect_err("garbage");
+        assert!(matches!(e, PeerError::InvalidSdp(_)), "{e}");
+        let big = "a".repeat(MAX_OFFER + 1);
+        let e = BrowserLeg::open(&big, 64_000).expect_err("too big");
+        assert!(e.to_string().contains("more than"), "{e}");
+    }
+}

@@ -1,0 +1,338 @@
+// End-to-end of a 1:1 voice call through the UI with REAL components: the signaling server, two
+// discordopus nodes (alice and bob, made contacts through their APIs) and two headless Chromium
+// pages whose microphone is a click-train WAV (Chromium's fake capture device). Alice calls bob
+// from the conversation header, bob's page rings and he accepts; each page's browser leg (its
+// WebRTC connection to its own node over loopback) carries the audio: alice's page -> alice's
+// node -> (the nodes' peer connection) -> bob's node -> bob's page, and back. Each side's
+// getStats must show inbound audio packets growing, an audio level above zero and concealment
+// under 1 % in steady state; when alice mutes, bob's inbound packets stop and his level falls to
+// zero; then alice hangs up and both conversations show the call's entry.
+//
+//   node e2e/calls.mjs     (from web/; binaries as for `npm run e2e`: DOPUS_BIN_DIR, or ../target/debug)
+//
+// Screenshots go to <repo>/test-output/screenshots/calls-*.png, logs to test-output/e2e-logs/.
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { E2eError, fail, killAll, readApiFile, removeIfExists, sleep, startProcess, waitFor, within } from "./harness.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, "../..");
+const binDir = process.env.DOPUS_BIN_DIR
+  ? resolve(process.env.DOPUS_BIN_DIR)
+  : join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, "target"), "debug");
+const NODE_BIN = join(binDir, "discordopus");
+const SERVER_BIN = join(binDir, "discordopus-server");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const SHOTS = join(repo, "test-output/screenshots");
+const LOGS = join(repo, "test-output/e2e-logs");
+const T = 15_000;
+const SLOW = 120_000;
+const RUN_LIMIT_MS = 8 * 60_000;
+let step = "start";
+const log = (msg) => console.log(`[calls-e2e ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+const section = (s) => {
+  step = s;
+  log(`-- ${s}`);
+};
+
+/**
+ * A click train: `secs` seconds at 48 kHz mono 16-bit, one click every `periodMs` (a 4 ms burst
+ * of a 2 kHz tone under a Hann window), silence between. Chromium loops the file as the fake
+ * microphone.
+ */
+export function clickTrain(secs, periodMs = 250) {
+  const rate = 48_000;
+  const n = rate * secs;
+  const b = Buffer.alloc(44 + n * 2);
+  b.write("RIFF", 0, "ascii");
+  b.writeUInt32LE(36 + n * 2, 4);
+  b.write("WAVEfmt ", 8, "ascii");
+  b.writeUInt32LE(16, 16);
+  b.writeUInt16LE(1, 20); // PCM
+  b.writeUInt16LE(1, 22); // mono
+  b.writeUInt32LE(rate, 24);
+  b.writeUInt32LE(rate * 2, 28);
+  b.writeUInt16LE(2, 32);
+  b.writeUInt16LE(16, 34);
+  b.write("data", 36, "ascii");
+  b.writeUInt32LE(n * 2, 40);
+  const period = Math.round((rate * periodMs) / 1000);
+  const burst = Math.round(rate * 0.004);
+  for (let i = 0; i < n; i++) {
+    const k = i % period;
+    let v = 0;
+    if (k < burst) {
+      const w = 0.5 - 0.5 * Math.cos((2 * Math.PI * k) / burst);
+      v = Math.round(24_000 * w * Math.sin((2 * Math.PI * 2000 * k) / rate));
+    }
+    b.writeInt16LE(v, 44 + i * 2);
+  }
+  return b;
+}
+
+async function startNode(name, dataDir, serverUrl) {
+  removeIfExists(join(dataDir, "api.json"));
+  const proc = startProcess(name, NODE_BIN, ["--data-dir", dataDir, "run", "--server", serverUrl, "--api", "127.0.0.1:0"], LOGS);
+  const api = await readApiFile(dataDir, proc.child.pid, proc);
+  return { proc, api };
+}
+
+async function call(node, method, path, body) {
+  const res = await within(`${method} ${path}`, 30_000, fetch(`${node.api.url}/api/v1${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${node.api.token}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  }));
+  const text = await res.text();
+  if (!res.ok) fail(`${method} ${path} answered ${res.status}: ${text.slice(0, 300)}`);
+  return text ? JSON.parse(text) : null;
+}
+
+async function visible(locator, what, timeout = T) {
+  try {
+    await locator.first().waitFor({ state: "visible", timeout });
+  } catch {
+    fail(`not visible within ${timeout} ms: ${what}`);
+  }
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(SHOTS, `${name}.png`) });
+  log(`screenshot ${name}.png`);
+}
+
+/** The audio counters of the page's browser leg (the last RTCPeerConnection the page made that is not closed). */
+async function legStats(page) {
+  return page.evaluate(async () => {
+    const pcs = (window.__dopusPcs ?? []).filter((p) => p.connectionState !== "closed");
+    const pc = pcs[pcs.length - 1];
+    if (!pc) return null;
+    const out = { state: pc.connectionState, packets: 0, level: 0, energy: 0, concealed: 0, samples: 0, sent: 0, jitterBufferMs: null };
+    for (const r of (await pc.getStats()).values()) {
+      if (r.type === "inbound-rtp" && r.kind === "audio") {
+        out.packets += r.packetsReceived ?? 0;
+        out.level = Math.max(out.level, r.audioLevel ?? 0);
+        out.energy += r.totalAudioEnergy ?? 0;
+        out.concealed += r.concealedSamples ?? 0;
+        out.samples += r.totalSamplesReceived ?? 0;
+        if (r.jitterBufferEmittedCount) out.jitterBufferMs = (1000 * r.jitterBufferDelay) / r.jitterBufferEmittedCount;
+      }
+      if (r.type === "outbound-rtp" && r.kind === "audio") out.sent += r.packetsSent ?? 0;
+    }
+    return out;
+  });
+}
+
+/** The highest audio level seen over `ms` (the level is instantaneous: clicks come and go). */
+async function peakLevel(page, ms) {
+  let peak = 0;
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const s = await legStats(page);
+    peak = Math.max(peak, s?.level ?? 0);
+    await sleep(50);
+  }
+  return peak;
+}
+
+async function main() {
+  for (const b of [NODE_BIN, SERVER_BIN]) if (!existsSync(b)) fail(`missing ${b}: ./scripts/build-web.sh, then cargo build -p dopus-node -p dopus-server`);
+  if (!existsSync(CHROMIUM)) fail(`no Chromium at ${CHROMIUM}`);
+  mkdirSync(SHOTS, { recursive: true });
+  for (const f of ["calls-1-ringing", "calls-2-incoming", "calls-3-active", "calls-4-muted", "calls-5-ended"]) {
+    rmSync(join(SHOTS, `${f}.png`), { force: true });
+  }
+  const tmp = mkdtempSync(join(tmpdir(), "dopus-calls-e2e-"));
+  const wavPath = join(tmp, "clicks.wav");
+  writeFileSync(wavPath, clickTrain(10));
+  let browser;
+  const errors = [];
+  try {
+    section("server and nodes");
+    const server = startProcess("server", SERVER_BIN, ["--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--data-dir", join(tmp, "server")], LOGS);
+    const serverUrl = await waitFor("server listening", () => /listening on (wss?:\/\/127\.0\.0\.1:\d+\S*)/.exec(server.output)?.[1], 20_000);
+    const nodes = {};
+    for (const n of ["alice", "bob"]) {
+      mkdirSync(join(tmp, n), { recursive: true });
+      nodes[n] = await startNode(n, join(tmp, n), serverUrl);
+      await call(nodes[n], "POST", "/identity", { display_name: n === "alice" ? "Alice" : "Bob", passphrase: `${n} passphrase 123` });
+      nodes[n].id = (await call(nodes[n], "GET", "/me")).user_id;
+    }
+    const { alice, bob } = nodes;
+
+    section("contacts (through the API)");
+    await waitFor("alice's request goes out", async () => {
+      const r = await fetch(`${alice.api.url}/api/v1/contacts/${bob.id}/request`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${alice.api.token}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ display_name: "Bob" }),
+      });
+      if (r.status === 404) {
+        await call(alice, "POST", "/contacts", { user_id: bob.id, display_name: "Bob" });
+        return false;
+      }
+      return r.ok;
+    }, SLOW, 500);
+    await waitFor("bob receives the request", async () => {
+      const list = await call(bob, "GET", "/contacts");
+      return list.some((c) => c.user_id === alice.id && c.state === "incoming_request");
+    }, SLOW, 500);
+    await call(bob, "POST", `/contacts/${alice.id}/accept`);
+    await waitFor("alice sees bob accepted", async () => {
+      const list = await call(alice, "GET", "/contacts");
+      return list.some((c) => c.user_id === bob.id && c.state === "accepted");
+    }, SLOW, 500);
+
+    section("browser with a fake microphone (click train)");
+    browser = await within("launch chromium", 30_000, chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        `--use-file-for-fake-audio-capture=${wavPath}`,
+        "--autoplay-policy=no-user-gesture-required",
+        ...(process.env.DOPUS_E2E_LOOPBACK_FLAG === "0" ? [] : ["--allow-loopback-in-peer-connection"]),
+      ],
+    }));
+    const pages = {};
+    for (const [n, peer] of [["alice", bob], ["bob", alice]]) {
+      const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+      // Keeps a reference to every RTCPeerConnection the page makes, so the test can read getStats.
+      await ctx.addInitScript(() => {
+        const Orig = window.RTCPeerConnection;
+        window.__dopusPcs = [];
+        window.RTCPeerConnection = class extends Orig {
+          constructor(...args) {
+            super(...args);
+            window.__dopusPcs.push(this);
+          }
+        };
+      });
+      const p = await ctx.newPage();
+      p.setDefaultTimeout(T);
+      p.on("pageerror", (e) => errors.push(`${n}: uncaught ${e.message}`));
+      p.on("console", (m) => {
+        if (m.type() === "error") errors.push(`${n}: ${m.text()}`);
+      });
+      await p.goto(`${nodes[n].api.url}/?token=${nodes[n].api.token}`);
+      await visible(p.getByTestId("my-user-id"), `${n}: home screen`, SLOW);
+      const button = p.getByRole("navigation", { name: "Conversations" }).locator(`button[data-user-id="${peer.id}"]`);
+      await visible(button, `${n}: the contact in the list`, SLOW);
+      await button.click();
+      await visible(p.locator("#composer"), `${n}: composer`);
+      pages[n] = p;
+    }
+    const pa = pages.alice;
+    const pb = pages.bob;
+
+    section("alice calls bob");
+    await pa.getByTestId("call-start").click();
+    await waitFor("alice: ringing", async () => (await pa.getByTestId("call-panel").getAttribute("data-phase").catch(() => null)) === "outgoing", T);
+    await shot(pa, "calls-1-ringing");
+    await visible(pb.getByTestId("call-incoming"), "bob: the incoming call rings", SLOW);
+    await shot(pb, "calls-2-incoming");
+
+    section("bob accepts; audio both ways");
+    await pb.getByTestId("call-accept").click();
+    for (const [n, p] of [["alice", pa], ["bob", pb]]) {
+      await waitFor(`${n}: active`, async () => (await p.getByTestId("call-panel").getAttribute("data-phase").catch(() => null)) === "active", SLOW);
+      await waitFor(`${n}: the browser leg connects`, async () => (await legStats(p))?.state === "connected", SLOW, 200);
+    }
+    // Audio flows once both nodes negotiated the call's m-line: wait for packets on both pages.
+    for (const [n, p] of [["alice", pa], ["bob", pb]]) {
+      await waitFor(`${n}: inbound audio packets`, async () => (await legStats(p))?.packets > 50, SLOW, 250);
+    }
+    await sleep(2000); // past the start (the jitter buffer settles; its first concealment is not the path's)
+    const first = { alice: await legStats(pa), bob: await legStats(pb) };
+    await sleep(6000);
+    const second = { alice: await legStats(pa), bob: await legStats(pb) };
+    for (const n of ["alice", "bob"]) {
+      const a = first[n];
+      const b = second[n];
+      const packets = b.packets - a.packets;
+      const concealedPct = b.samples > a.samples ? (100 * (b.concealed - a.concealed)) / (b.samples - a.samples) : 100;
+      const level = await peakLevel(pages[n], 1500);
+      log(
+        `${n}: +${packets} packets in 6 s, peak level ${level.toFixed(3)}, energy ${(b.energy - a.energy).toFixed(4)}, ` +
+          `concealed ${concealedPct.toFixed(2)} %, jitter buffer ${b.jitterBufferMs?.toFixed(1) ?? "?"} ms`,
+      );
+      if (packets < 200) fail(`${n}: only ${packets} inbound audio packets in 6 s (20 ms frames: about 300 expected)`);
+      if (!(level > 0)) fail(`${n}: the inbound audio level stayed at 0`);
+      if (!(b.energy > a.energy)) fail(`${n}: no inbound audio energy`);
+      if (!(concealedPct < 1)) fail(`${n}: ${concealedPct.toFixed(2)} % of the received audio was concealed (limit 1 %)`);
+    }
+    const nodeCall = (await call(bob, "GET", "/calls")).calls.find((c) => c.state === "active");
+    if (!nodeCall?.media?.browser?.connected) fail(`bob's node shows no connected browser leg: ${JSON.stringify(nodeCall?.media)}`);
+    if (nodeCall.media.browser.refused_sources !== 0) fail(`bob's leg refused datagrams: ${JSON.stringify(nodeCall.media.browser)}`);
+    log(`bob's node: ${JSON.stringify(nodeCall.media.browser)}`);
+    await visible(pa.getByTestId("call-stats"), "alice: the connection figures");
+    await waitFor("alice: the duration runs", async () => /^\d+:\d\d$/.test((await pa.getByTestId("call-duration").textContent()) ?? ""), T);
+    await shot(pa, "calls-3-active");
+
+    section("alice mutes: bob's inbound audio stops");
+    await pa.getByTestId("call-mute").click();
+    await waitFor("alice: mute pressed", async () => (await pa.getByTestId("call-mute").getAttribute("aria-pressed")) === "true", T);
+    await sleep(1500); // what was in flight drains
+    const m1 = await legStats(pb);
+    await sleep(3000);
+    const m2 = await legStats(pb);
+    const level = await peakLevel(pb, 1000);
+    log(`bob while alice is muted: +${m2.packets - m1.packets} packets in 3 s, peak level ${level.toFixed(3)}`);
+    if (m2.packets - m1.packets > 5) fail(`bob still receives audio while alice is muted (+${m2.packets - m1.packets} packets in 3 s)`);
+    if (level > 0.001) fail(`bob's audio level stays at ${level} while alice is muted`);
+    // Bob still sends: alice still hears him.
+    const a1 = await legStats(pa);
+    await sleep(1500);
+    const a2 = await legStats(pa);
+    if (!(a2.packets > a1.packets)) fail("alice stopped hearing bob when she muted herself");
+    await shot(pa, "calls-4-muted");
+    await pa.getByTestId("call-mute").click();
+    await waitFor("bob hears alice again after unmute", async () => {
+      const s = await legStats(pb);
+      return s.packets > m2.packets + 20;
+    }, T, 250);
+
+    section("alice hangs up");
+    await pa.getByTestId("call-hangup").click();
+    for (const [n, p] of [["alice", pa], ["bob", pb]]) {
+      await waitFor(`${n}: the call bar leaves`, async () => (await p.getByTestId("call-panel").count()) === 0, T);
+      await waitFor(`${n}: the entry in the conversation`, async () => /Call ended/.test((await p.getByTestId("messages").textContent()) ?? ""), T);
+      await waitFor(`${n}: the browser leg closed`, async () => (await legStats(p)) === null, T);
+    }
+    const ended = (await call(bob, "GET", "/calls")).calls[0];
+    if (ended?.state !== "ended" || ended.end !== "completed") fail(`bob's node: the call is ${JSON.stringify(ended?.state)} / ${ended?.end}`);
+    await shot(pb, "calls-5-ended");
+
+    if (errors.length) fail(`browser console errors:\n  ${errors.join("\n  ")}`);
+    log("PASS: ring, accept, audio both ways (packets, level, concealment < 1 %), mute stops it, hang up");
+  } finally {
+    if (browser) await within("close browser", 10_000, browser.close()).catch(() => {});
+    killAll();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+const overall = setTimeout(() => {
+  console.error(`[calls-e2e] FAIL: the run exceeded ${RUN_LIMIT_MS / 60000} minutes (at step: ${step})`);
+  killAll();
+  process.exit(1);
+}, RUN_LIMIT_MS);
+overall.unref();
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(`[calls-e2e] FAIL at step "${step}": ${e instanceof E2eError ? e.message : e.stack ?? e}`);
+    killAll();
+    process.exit(1);
+  },
+);
