@@ -4,7 +4,7 @@
 // permission overwrites. Every change is an op the node signs and sends; the node's answer (the
 // space as resolved after it) replaces what is shown, and a refusal is shown as the node words it.
 import QRCode from "qrcode";
-import { useEffect, useMemo, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import { spacesApi } from "../api/spaces";
 import type { ChannelOverwrite, Space, SpaceRole } from "../api/types";
 import {
@@ -630,7 +630,15 @@ function Overwrites({ space, me, nameOf, onChange }: Props) {
   const [rows, setRows] = useState<ChannelOverwrite[]>(ch?.overwrites ?? []);
   const [add, setAdd] = useState("");
   const may = can(space, me, "manage_channels");
-  useEffect(() => setRows(ch?.overwrites.map((o) => ({ ...o, allow: [...o.allow], deny: [...o.deny] })) ?? []), [ch]);
+  // Reset the rows only when the channel or its saved overwrites change, not on every space
+  // event (a new message elsewhere must not drop unsaved edits).
+  const saved = ch ? `${ch.id}:${JSON.stringify(ch.overwrites)}` : "";
+  const savedRef = useRef(ch);
+  savedRef.current = ch;
+  useEffect(() => {
+    const c = savedRef.current;
+    setRows(c?.overwrites.map((o) => ({ ...o, allow: [...o.allow], deny: [...o.deny] })) ?? []);
+  }, [saved]);
 
   const targetName = (o: ChannelOverwrite) =>
     o.role ? (o.role === EVERYONE ? "@everyone" : (space.roles.find((r) => r.id === o.role)?.name ?? "deleted role")) : nameOf(o.user_id ?? "");
