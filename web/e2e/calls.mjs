@@ -200,7 +200,10 @@ async function main() {
         "--use-fake-device-for-media-stream",
         `--use-file-for-fake-audio-capture=${wavPath}`,
         "--autoplay-policy=no-user-gesture-required",
-        ...(process.env.DOPUS_E2E_LOOPBACK_FLAG === "0" ? [] : ["--allow-loopback-in-peer-connection"]),
+        // No --allow-loopback-in-peer-connection: a user's browser has no such flag, and the leg
+        // must work without it (Chromium then sends from its LAN socket to our loopback
+        // candidate; docs/media.md). DOPUS_E2E_LOOPBACK_FLAG=1 adds it.
+        ...(process.env.DOPUS_E2E_LOOPBACK_FLAG === "1" ? ["--allow-loopback-in-peer-connection"] : []),
       ],
     }));
     const pages = {};

@@ -46,6 +46,10 @@ pub const MAX_OFFER: usize = 64 * 1024;
 /// The lowest and highest cap the node may set (Opus needs 6 kbit/s; above 10 Mbit/s a
 /// loopback cap means nothing).
 const CAP_RANGE: (u64, u64) = (6_000, 10_000_000);
+/// A browser that sends more than this many times its cap within one second has the rest of
+/// that second's frames dropped: REMB is a request, and a page that ignores it must not push
+/// an unbounded rate into the call.
+pub const OVER_CAP: u64 = 4;
 /// Upstream frames waiting for the node; a full queue drops the newest (live audio).
 const UP_QUEUE: usize = 256;
 /// Downstream frames waiting for the leg.
@@ -83,6 +87,9 @@ pub struct LegStats {
     pub frames_down: u64,
     /// Upstream frames the node had no room for.
     pub dropped_up: u64,
+    /// Upstream frames dropped because the browser sent far more than its cap
+    /// ([`OVER_CAP`] times `cap_bps` within one second).
+    pub throttled_up: u64,
     /// Downstream frames dropped (queue full, not negotiated yet, refused by the engine).
     pub dropped_down: u64,
     /// Remote candidates removed from the offer (not loopback).
@@ -283,6 +290,7 @@ impl BrowserLeg {
             opened_at: now,
             last_input: now,
             next_remb: now,
+            window: (now, 0),
         };
         tokio::spawn(task.run(cmd_rx, down_rx));
         Ok(OpenedLeg {
@@ -369,7 +377,11 @@ impl FakeBrowser {
             .accept_answer(self.pending, answer)
             .map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
         let now = Instant::now();
-        let stats = Arc::new(Mutex::new(LegStats::default()));
+        // A browser takes whatever its node sends: no cap on what it receives.
+        let stats = Arc::new(Mutex::new(LegStats {
+            cap_bps: CAP_RANGE.1,
+            ..LegStats::default()
+        }));
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (down_tx, down_rx) = mpsc::channel(DOWN_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(UP_QUEUE);
@@ -386,6 +398,7 @@ impl FakeBrowser {
             last_input: now,
             // A browser sends no REMB of its own here.
             next_remb: now + Duration::from_secs(3600),
+            window: (now, 0),
         };
         tokio::spawn(task.run(cmd_rx, down_rx));
         Ok(OpenedLeg {
@@ -420,6 +433,8 @@ struct LegTask {
     opened_at: Instant,
     last_input: Instant,
     next_remb: Instant,
+    /// Upstream bytes in the current one-second window, and when it started.
+    window: (Instant, u64),
 }
 
 impl LegTask {
@@ -550,11 +565,29 @@ impl LegTask {
                     ));
                     return;
                 }
+                let now = Instant::now();
+                if now.duration_since(self.window.0) >= Duration::from_secs(1) {
+                    self.window = (now, 0);
+                }
+                self.window.1 += d.data.len() as u64;
+                let mut s = lock(&self.stats);
+                let limit = s.cap_bps.saturating_mul(OVER_CAP) / 8;
+                if self.window.1 > limit {
+                    s.throttled_up += 1;
+                    if s.throttled_up <= 3 || s.throttled_up.is_power_of_two() {
+                        let why = format!(
+                            "the browser sent more than {} kbit/s (its cap is {} kbit/s): frames dropped",
+                            limit * 8 / 1000,
+                            s.cap_bps / 1000
+                        );
+                        s.refuse(why);
+                    }
+                    return;
+                }
                 let ev = LegEvent::Frame {
                     rtp_time: d.time.numer(),
                     data: d.data.to_vec(),
                 };
-                let mut s = lock(&self.stats);
                 match self.events.try_send(ev) {
                     Ok(()) => s.frames_up += 1,
                     Err(_) => {
@@ -729,6 +762,53 @@ mod tests {
         .expect("closed in time");
         assert!(closed.contains("closed by the node"), "{closed}");
         assert!(node.handle.stats().closed);
+    }
+
+    #[tokio::test]
+    async fn a_browser_far_over_its_cap_is_throttled_with_a_reason() {
+        let (fake, offer) = FakeBrowser::offer().expect("offer");
+        // The lowest cap: 6 kbit/s, so more than 3 KB in a second is over 4x.
+        let node = BrowserLeg::open(&offer, 0).expect("leg");
+        let mut node_events = node.events;
+        let mut browser = fake.accept(&node.answer).expect("answer");
+        wait_connected(&mut node_events).await;
+        wait_connected(&mut browser.events).await;
+        // 40 frames of 1000 bytes in about 200 ms: 40 KB against 3 KB allowed per second.
+        let t0 = Instant::now();
+        for i in 0..40u32 {
+            let mut f = frame(i);
+            f.resize(1000, 7);
+            browser
+                .handle
+                .send_down(u64::from(i) * 960, f)
+                .expect("queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = node.handle.stats();
+            if st.frames_up + st.throttled_up >= 40 || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let st = node.handle.stats();
+        // At most 3 KB per started second passed (a loaded machine may stretch the burst).
+        let windows = t0.elapsed().as_secs() + 1;
+        assert_eq!(st.frames_up + st.throttled_up, 40, "{st:?}");
+        assert!(st.frames_up <= 3 * windows, "{st:?} in {windows} s");
+        assert!(st.throttled_up >= 40 - 3 * windows, "{st:?}");
+        let why = st.last_refusal.unwrap_or_default();
+        assert!(why.contains("more than 24 kbit/s"), "{why}");
+        // What passed reached the node in order; nothing else did.
+        let mut passed = 0;
+        while let Ok(ev) = node_events.try_recv() {
+            if let LegEvent::Frame { data, .. } = ev {
+                assert_eq!(data[1..40], frame(passed)[1..40]);
+                passed += 1;
+            }
+        }
+        assert_eq!(u64::from(passed), st.frames_up);
     }
 
     #[tokio::test]

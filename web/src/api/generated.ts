@@ -1017,6 +1017,10 @@ frames_down: number,
  */
 dropped_up: number, 
 /**
+ * Frames from the browser dropped because it sent far more than its cap.
+ */
+throttled_up: number, 
+/**
  * Frames for the browser dropped (queue full, not negotiated yet).
  */
 dropped_down: number, 

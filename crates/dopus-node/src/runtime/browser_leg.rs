@@ -82,6 +82,7 @@ pub fn leg_dto(leg: &BrowserLegHandle) -> dto::BrowserLegStats {
         frames_down: s.frames_down,
         dropped_up: s.dropped_up,
         dropped_down: s.dropped_down,
+        throttled_up: s.throttled_up,
         refused_candidates: s.refused_candidates,
         refused_sources: s.refused_sources,
         cap_bps: s.cap_bps,

@@ -180,6 +180,8 @@ pub struct BrowserLegStats {
     pub frames_down: u64,
     /// Frames from the browser the node had no room for.
     pub dropped_up: u64,
+    /// Frames from the browser dropped because it sent far more than its cap.
+    pub throttled_up: u64,
     /// Frames for the browser dropped (queue full, not negotiated yet).
     pub dropped_down: u64,
     /// Candidates in the offer that were not loopback, ignored.
