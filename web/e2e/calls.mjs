@@ -6,7 +6,9 @@
 // node -> (the nodes' peer connection) -> bob's node -> bob's page, and back. Each side's
 // getStats must show inbound audio packets growing, an audio level above zero and concealment
 // under 1 % in steady state; when alice mutes, bob's inbound packets stop and his level falls to
-// zero; then alice hangs up and both conversations show the call's entry.
+// zero; then alice hangs up and both conversations show the call's entry; bob declines a second
+// call and alice cancels a third (the "Call declined" / "Declined call" and "Cancelled call" /
+// "Missed call" entries).
 //
 //   node e2e/calls.mjs     (from web/; binaries as for `npm run e2e`: DOPUS_BIN_DIR, or ../target/debug)
 //
@@ -142,7 +144,7 @@ async function main() {
   for (const b of [NODE_BIN, SERVER_BIN]) if (!existsSync(b)) fail(`missing ${b}: ./scripts/build-web.sh, then cargo build -p dopus-node -p dopus-server`);
   if (!existsSync(CHROMIUM)) fail(`no Chromium at ${CHROMIUM}`);
   mkdirSync(SHOTS, { recursive: true });
-  for (const f of ["calls-1-ringing", "calls-2-incoming", "calls-3-active", "calls-4-muted", "calls-5-ended"]) {
+  for (const f of ["calls-1-ringing", "calls-2-incoming", "calls-3-active", "calls-4-muted", "calls-5-ended", "calls-6-missed"]) {
     rmSync(join(SHOTS, `${f}.png`), { force: true });
   }
   const tmp = mkdtempSync(join(tmpdir(), "dopus-calls-e2e-"));
@@ -315,8 +317,25 @@ async function main() {
     if (ended?.state !== "ended" || ended.end !== "completed") fail(`bob's node: the call is ${JSON.stringify(ended?.state)} / ${ended?.end}`);
     await shot(pb, "calls-5-ended");
 
+    section("bob declines a second call; alice cancels a third");
+    await pa.getByTestId("call-start").click();
+    await visible(pb.getByTestId("call-incoming"), "bob: the second call rings", SLOW);
+    await pb.getByTestId("call-decline").click();
+    await waitFor("alice: the call bar leaves", async () => (await pa.getByTestId("call-panel").count()) === 0, T);
+    await waitFor("alice: 'Call declined' in the conversation", async () => /Call declined/.test((await pa.getByTestId("messages").textContent()) ?? ""), T);
+    await waitFor("bob: 'Declined call' in the conversation", async () => /Declined call/.test((await pb.getByTestId("messages").textContent()) ?? ""), T);
+    await waitFor("alice: the call button is back", async () => !(await pa.getByTestId("call-start").isDisabled()), T);
+    await pa.getByTestId("call-start").click();
+    await visible(pb.getByTestId("call-incoming"), "bob: the third call rings", SLOW);
+    await pa.getByTestId("call-hangup").click();
+    await waitFor("bob: the ring stops", async () => (await pb.getByTestId("call-incoming").count()) === 0, T);
+    await waitFor("bob: 'Missed call' in the conversation", async () => /Missed call/.test((await pb.getByTestId("messages").textContent()) ?? ""), T);
+    await waitFor("alice: 'Cancelled call' in the conversation", async () => /Cancelled call/.test((await pa.getByTestId("messages").textContent()) ?? ""), T);
+    await waitFor("alice: no leg left open", async () => (await legStats(pa)) === null, T);
+    await shot(pb, "calls-6-missed");
+
     if (errors.length) fail(`browser console errors:\n  ${errors.join("\n  ")}`);
-    log("PASS: ring, accept, audio both ways (packets, level, concealment < 1 %), mute stops it, hang up");
+    log("PASS: ring, accept, audio both ways (packets, level, concealment < 1 %), mute stops it, hang up, decline, missed");
   } finally {
     if (browser) await within("close browser", 10_000, browser.close()).catch(() => {});
     killAll();

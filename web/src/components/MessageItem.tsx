@@ -65,6 +65,29 @@ export const MessageItem = memo(function MessageItem(p: Props) {
   const canAct = !m.deleted && !local;
   const mayDelete = m.outgoing || !!p.canModerate;
 
+  // A node's own entry (a call that ended, was missed or declined): a line with no author.
+  if (m.kind === "system") {
+    return (
+      <div
+        id={`msg-${m.id}`}
+        className={`message system-entry ${p.highlighted ? "highlight" : ""}`}
+        tabIndex={p.tabStop ? 0 : -1}
+        aria-label={`${m.body ?? ""}, ${fullTime(m.sent_at)}`}
+        data-testid="message"
+        data-message-id={m.id}
+        data-kind="system"
+      >
+        <Icon name="phone" size={16} />
+        <span className="body" data-testid="message-body">
+          {m.body}
+        </span>
+        <time dateTime={new Date(m.sent_at).toISOString()} title={fullTime(m.sent_at)}>
+          {time(m.sent_at)}
+        </time>
+      </div>
+    );
+  }
+
   // A div: the list's row (an <li> placed by the virtualiser) holds it with its separators.
   return (
     <div
