@@ -8,6 +8,7 @@ mod lifecycle;
 mod media;
 mod netns;
 mod privacy;
+mod relay;
 mod security;
 mod stun;
 mod turn;
