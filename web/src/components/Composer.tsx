@@ -1,4 +1,4 @@
-import { useEffect, useId, useRef, useState, type KeyboardEvent } from "react";
+import { useEffect, useId, useLayoutEffect, useRef, useState, type KeyboardEvent } from "react";
 import type { Message } from "../api/types";
 import { insertAt, loadEmoji, searchEmoji, shortcodeAt, type EmojiEntry } from "../lib/emoji";
 import { plainText } from "../lib/markdown";
@@ -62,6 +62,18 @@ export function Composer({
   typingRef.current = typing;
   const listId = useId();
   const fileInput = useRef<HTMLInputElement>(null);
+  /**
+   * Where the caret goes once an insertion from the keyboard (a mention, a `:name` emoji) is
+   * rendered: set in the same commit, so a key typed right after lands after the insertion (a
+   * frame later it could already have been typed, and the caret would jump back over it).
+   */
+  const caretAfterRender = useRef<number | null>(null);
+  useLayoutEffect(() => {
+    const at = caretAfterRender.current;
+    if (at === null) return;
+    caretAfterRender.current = null;
+    ref.current?.setSelectionRange(at, at);
+  });
   const bytes = new TextEncoder().encode(text).length;
   const tooLong = bytes > MAX_BODY_BYTES;
 
@@ -119,6 +131,12 @@ export function Composer({
     setSuggest(null);
     setText(next.text);
     prefs.setDraft(conversationId, next.text);
+    if (start !== undefined) {
+      // From the suggestions: the box has focus; place the caret as the text renders.
+      caretAfterRender.current = next.caret;
+      return;
+    }
+    // From the picker: focus comes back to the box after it closes.
     requestAnimationFrame(() => {
       el?.focus();
       el?.setSelectionRange(next.caret, next.caret);
@@ -133,10 +151,7 @@ export function Composer({
     setMention(null);
     setText(next.text);
     prefs.setDraft(conversationId, next.text);
-    requestAnimationFrame(() => {
-      el?.focus();
-      el?.setSelectionRange(next.caret, next.caret);
-    });
+    caretAfterRender.current = next.caret;
   };
 
   const doSend = () => {
