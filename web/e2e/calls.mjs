@@ -45,7 +45,7 @@ const section = (s) => {
  * of a 2 kHz tone under a Hann window), silence between. Chromium loops the file as the fake
  * microphone.
  */
-export function clickTrain(secs, periodMs = 250) {
+function clickTrain(secs, periodMs = 250) {
   const rate = 48_000;
   const n = rate * secs;
   const b = Buffer.alloc(44 + n * 2);

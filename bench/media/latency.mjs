@@ -1,0 +1,296 @@
+// Mouth-to-ear latency of a 1:1 call on loopback, measured from a click train, side by side with
+// two Chromium pages connected directly (docs/benchmarks.md, "Calls: mouth-to-ear").
+//
+//   (cd web && npm ci) && ./scripts/build-web.sh && cargo build -p dopus-node -p dopus-server
+//   node bench/media/latency.mjs [--secs 20]
+//
+// Both runs use one headless Chromium whose fake microphone plays a click train (a 4 ms burst
+// every 500 ms). "ours": alice's page -> her browser leg -> alice's node -> the nodes' peer
+// connection -> bob's node -> bob's browser leg -> bob's page, set up through the UI (call,
+// accept). "direct": two pages with one RTCPeerConnection between them. In both, an onset
+// detector (a ScriptProcessor of 256 samples at the AudioContext's rate) runs on the sender's
+// microphone track and on the receiver's remote track; each click's onset is timed on the
+// shared wall clock (performance.timeOrigin + performance.now(), the same browser process) at
+// the sample where it crosses the threshold. The latency of a click is receiver onset minus
+// sender onset: capture, encode, the path, the receiver's jitter buffer and decode, up to the
+// point where WebAudio reads it (not the speaker). Both runs are measured the same way, so the
+// detector's own delay (one buffer, about 5 ms) is in both and cancels in the difference.
+// Nothing is asserted: it prints p50/p95/max for both and the difference.
+import { createRequire } from "node:module";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, "../..");
+const require = createRequire(join(repo, "web/package.json"));
+const { chromium } = require("playwright-core");
+const { fail, killAll, readApiFile, removeIfExists, sleep, startProcess, waitFor, within } = await import(
+  join(repo, "web/e2e/harness.mjs")
+);
+
+const binDir = process.env.DOPUS_BIN_DIR ? resolve(process.env.DOPUS_BIN_DIR) : join(repo, "target/debug");
+const NODE_BIN = join(binDir, "discordopus");
+const SERVER_BIN = join(binDir, "discordopus-server");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const LOGS = join(repo, "test-output/bench-logs");
+const argSecs = process.argv.indexOf("--secs");
+const SECS = argSecs > 0 ? Number(process.argv[argSecs + 1]) : 20;
+/** One click every half second: a latency up to 490 ms pairs with the right click. */
+const PERIOD_MS = 500;
+const log = (m) => console.log(`[latency ${new Date().toISOString().slice(11, 19)}] ${m}`);
+
+/** The click-train WAV, as in web/e2e/calls.mjs: 48 kHz mono, a 4 ms 2 kHz burst every `periodMs`. */
+function clicks(secs, periodMs = PERIOD_MS) {
+  const rate = 48_000;
+  const n = rate * secs;
+  const b = Buffer.alloc(44 + n * 2);
+  b.write("RIFF", 0, "ascii");
+  b.writeUInt32LE(36 + n * 2, 4);
+  b.write("WAVEfmt ", 8, "ascii");
+  b.writeUInt32LE(16, 16);
+  b.writeUInt16LE(1, 20);
+  b.writeUInt16LE(1, 22);
+  b.writeUInt32LE(rate, 24);
+  b.writeUInt32LE(rate * 2, 28);
+  b.writeUInt16LE(2, 32);
+  b.writeUInt16LE(16, 34);
+  b.write("data", 36, "ascii");
+  b.writeUInt32LE(n * 2, 40);
+  const period = Math.round((rate * periodMs) / 1000);
+  const burst = Math.round(rate * 0.004);
+  for (let i = 0; i < n; i++) {
+    const k = i % period;
+    const w = k < burst ? 0.5 - 0.5 * Math.cos((2 * Math.PI * k) / burst) : 0;
+    b.writeInt16LE(Math.round(24_000 * w * Math.sin((2 * Math.PI * 2000 * k) / rate)), 44 + i * 2);
+  }
+  return b;
+}
+
+/** Installed in every page: an onset detector on a track; onsets land in window.__onsets[name]. */
+function detectorSource() {
+  window.__onsets = {};
+  window.__detect = (name, track) => {
+    const ctx = new AudioContext({ latencyHint: "interactive" });
+    const src = ctx.createMediaStreamSource(new MediaStream([track]));
+    const proc = ctx.createScriptProcessor(256, 1, 1);
+    const sink = ctx.createGain();
+    sink.gain.value = 0;
+    const out = (window.__onsets[name] = []);
+    let last = -1e9;
+    proc.onaudioprocess = (e) => {
+      const now = performance.timeOrigin + performance.now();
+      const data = e.inputBuffer.getChannelData(0);
+      const n = data.length;
+      for (let i = 0; i < n; i++) {
+        if (Math.abs(data[i]) > 0.1) {
+          const t = now - ((n - i) / ctx.sampleRate) * 1000;
+          if (t - last > 150) out.push(t);
+          last = t;
+        }
+      }
+    };
+    src.connect(proc);
+    proc.connect(sink);
+    sink.connect(ctx.destination);
+    // A remote track feeds WebAudio only while a media element plays it (Chromium).
+    const a = new Audio();
+    a.muted = true;
+    a.srcObject = new MediaStream([track]);
+    void a.play().catch(() => undefined);
+    window.__keep = (window.__keep ?? []).concat([ctx, proc, a]);
+  };
+}
+
+/** Pairs each receiver onset with the last sender onset before it (within one click period). */
+function latencies(sent, got, periodMs = PERIOD_MS) {
+  const out = [];
+  let j = 0;
+  for (const t of got) {
+    while (j + 1 < sent.length && sent[j + 1] <= t) j++;
+    const d = t - sent[j];
+    if (sent[j] <= t && d < periodMs - 10) out.push(d);
+  }
+  return out;
+}
+
+function stats(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
+  return { n: s.length, p50: q(0.5), p95: q(0.95), max: s[s.length - 1] };
+}
+
+async function api(node, method, path, body) {
+  const res = await within(`${method} ${path}`, 30_000, fetch(`${node.api.url}/api/v1${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${node.api.token}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  }));
+  const text = await res.text();
+  if (!res.ok) fail(`${method} ${path} answered ${res.status}: ${text.slice(0, 300)}`);
+  return text ? JSON.parse(text) : null;
+}
+
+async function measure(sender, senderTrack, receiver, receiverTrack) {
+  await sender.evaluate(senderTrack);
+  await receiver.evaluate(receiverTrack);
+  await sleep(SECS * 1000);
+  const sent = await sender.evaluate(() => window.__onsets.sent);
+  const got = await receiver.evaluate(() => window.__onsets.got);
+  if (process.env.LATENCY_DEBUG) {
+    const t0 = sent[0] ?? 0;
+    log(`sent: ${sent.slice(0, 12).map((t) => (t - t0).toFixed(0)).join(" ")}`);
+    log(`got:  ${got.slice(0, 12).map((t) => (t - t0).toFixed(0)).join(" ")}`);
+  }
+  return { sent: sent.length, got: got.length, ...stats(latencies(sent, got)) };
+}
+
+async function main() {
+  const tmp = mkdtempSync(join(tmpdir(), "dopus-latency-"));
+  const wav = join(tmp, "clicks.wav");
+  writeFileSync(wav, clicks(10));
+  mkdirSync(LOGS, { recursive: true });
+  let browser;
+  try {
+    const server = startProcess("server", SERVER_BIN, ["--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--data-dir", join(tmp, "server")], LOGS);
+    const serverUrl = await waitFor("server", () => /listening on (wss?:\/\/127\.0\.0\.1:\d+\S*)/.exec(server.output)?.[1], 20_000);
+    const nodes = {};
+    for (const n of ["alice", "bob"]) {
+      const dir = join(tmp, n);
+      mkdirSync(dir, { recursive: true });
+      removeIfExists(join(dir, "api.json"));
+      const proc = startProcess(n, NODE_BIN, ["--data-dir", dir, "run", "--server", serverUrl, "--api", "127.0.0.1:0"], LOGS);
+      nodes[n] = { proc, api: await readApiFile(dir, proc.child.pid, proc) };
+      await api(nodes[n], "POST", "/identity", { display_name: n, passphrase: `${n} passphrase 123` });
+      nodes[n].id = (await api(nodes[n], "GET", "/me")).user_id;
+    }
+    const { alice, bob } = nodes;
+    await waitFor("contact request", async () => {
+      const r = await fetch(`${alice.api.url}/api/v1/contacts/${bob.id}/request`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${alice.api.token}`, "Content-Type": "application/json" },
+        body: "{}",
+      });
+      return r.ok;
+    }, 120_000, 500);
+    await waitFor("request arrives", async () => (await api(bob, "GET", "/contacts")).some((c) => c.state === "incoming_request"), 120_000, 500);
+    await api(bob, "POST", `/contacts/${alice.id}/accept`);
+    await waitFor("accepted", async () => (await api(alice, "GET", "/contacts")).some((c) => c.state === "accepted"), 120_000, 500);
+
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        `--use-file-for-fake-audio-capture=${wav}`,
+        "--autoplay-policy=no-user-gesture-required",
+      ],
+    });
+    const pages = {};
+    for (const [n, peer] of [["alice", bob], ["bob", alice]]) {
+      const ctx = await browser.newContext();
+      await ctx.addInitScript(() => {
+        const Orig = window.RTCPeerConnection;
+        window.__dopusPcs = [];
+        window.RTCPeerConnection = class extends Orig {
+          constructor(...a) {
+            super(...a);
+            window.__dopusPcs.push(this);
+          }
+        };
+      });
+      await ctx.addInitScript(detectorSource);
+      const p = await ctx.newPage();
+      await p.goto(`${nodes[n].api.url}/?token=${nodes[n].api.token}`);
+      const button = p.getByRole("navigation", { name: "Conversations" }).locator(`button[data-user-id="${peer.id}"]`);
+      await button.waitFor({ timeout: 120_000 });
+      await button.click();
+      pages[n] = p;
+    }
+
+    log("ours: call through the UI");
+    await pages.alice.getByTestId("call-start").click();
+    await pages.bob.getByTestId("call-accept").waitFor({ timeout: 120_000 });
+    await pages.bob.getByTestId("call-accept").click();
+    const legUp = (p) =>
+      p.evaluate(() => {
+        const pc = window.__dopusPcs.filter((x) => x.connectionState === "connected").at(-1);
+        return !!pc && pc.getReceivers().some((r) => r.track.kind === "audio");
+      });
+    await waitFor("both legs up", async () => (await legUp(pages.alice)) && (await legUp(pages.bob)), 120_000, 200);
+    await sleep(3000); // past the start: both nodes negotiated and the jitter buffers settled
+    const ours = await measure(
+      pages.alice,
+      () => window.__detect("sent", window.__dopusPcs.filter((x) => x.connectionState === "connected").at(-1).getSenders()[0].track),
+      pages.bob,
+      () => window.__detect("got", window.__dopusPcs.filter((x) => x.connectionState === "connected").at(-1).getReceivers()[0].track),
+    );
+    const nodeCall = (await api(bob, "GET", "/calls")).calls.find((c) => c.state === "active");
+    await pages.alice.getByTestId("call-hangup").click();
+    log(`ours: ${JSON.stringify(ours)}; bob's leg ${JSON.stringify(nodeCall?.media?.browser ?? null)}`);
+
+    log("direct: two pages, one RTCPeerConnection");
+    const a = await (await browser.newContext()).newPage();
+    const b = await (await browser.newContext()).newPage();
+    for (const p of [a, b]) {
+      await p.addInitScript(detectorSource);
+      await p.goto(`${alice.api.url}/?token=${alice.api.token}`);
+    }
+    const offer = await a.evaluate(async () => {
+      window.__pc = new RTCPeerConnection();
+      const s = await navigator.mediaDevices.getUserMedia({ audio: true });
+      window.__pc.addTrack(s.getAudioTracks()[0], s);
+      await window.__pc.setLocalDescription(await window.__pc.createOffer());
+      await new Promise((r) => {
+        if (window.__pc.iceGatheringState === "complete") return r();
+        window.__pc.onicegatheringstatechange = () => window.__pc.iceGatheringState === "complete" && r();
+      });
+      return window.__pc.localDescription.sdp;
+    });
+    const answer = await b.evaluate(async (sdp) => {
+      window.__pc = new RTCPeerConnection();
+      window.__pc.ontrack = (e) => (window.__remote = e.track);
+      await window.__pc.setRemoteDescription({ type: "offer", sdp });
+      await window.__pc.setLocalDescription(await window.__pc.createAnswer());
+      await new Promise((r) => {
+        if (window.__pc.iceGatheringState === "complete") return r();
+        window.__pc.onicegatheringstatechange = () => window.__pc.iceGatheringState === "complete" && r();
+      });
+      return window.__pc.localDescription.sdp;
+    }, offer);
+    await a.evaluate((sdp) => window.__pc.setRemoteDescription({ type: "answer", sdp }), answer);
+    await waitFor("direct connected", () => b.evaluate(() => window.__pc.connectionState === "connected" && !!window.__remote), 30_000, 100);
+    await sleep(3000);
+    const direct = await measure(
+      a,
+      () => window.__detect("sent", window.__pc.getSenders()[0].track),
+      b,
+      () => window.__detect("got", window.__remote),
+    );
+    log(`direct: ${JSON.stringify(direct)}`);
+    const f = (x) => (x === undefined ? "–" : x.toFixed(1));
+    console.log(
+      `\n| path | clicks matched | p50 ms | p95 ms | max ms |\n| --- | --- | --- | --- | --- |\n` +
+        `| ours (page → node → node → page) | ${ours.n} | ${f(ours.p50)} | ${f(ours.p95)} | ${f(ours.max)} |\n` +
+        `| direct (page → page) | ${direct.n} | ${f(direct.p50)} | ${f(direct.p95)} | ${f(direct.max)} |\n` +
+        `| difference | | ${f(ours.p50 - direct.p50)} | ${f(ours.p95 - direct.p95)} | |`,
+    );
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+    killAll();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(`[latency] FAIL: ${e.stack ?? e}`);
+    killAll();
+    process.exit(1);
+  },
+);
