@@ -128,6 +128,8 @@ pub struct NodeMachine {
     /// them again from the store.
     transfer_peers: BTreeSet<UserId>,
     transfer_peers_dirty: bool,
+    /// Files in space channels: holders and audiences.
+    channel_files: transfers::ChannelFiles,
     /// Calls: the current one and the last few that ended.
     calls: call::Calls,
 }
@@ -189,6 +191,7 @@ impl NodeMachine {
             outputs: VecDeque::new(),
             transfer_peers: BTreeSet::new(),
             transfer_peers_dirty: true,
+            channel_files: transfers::ChannelFiles::default(),
             calls: call::Calls::default(),
         })
     }

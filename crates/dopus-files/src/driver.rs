@@ -117,6 +117,18 @@ impl Shelf {
         );
     }
 
+    /// Changes to whom a blob is offered (`None`: anyone); nothing if it is not on the shelf.
+    pub fn offer_to(&mut self, blob: &BlobHash, to: Option<BTreeSet<HolderId>>) {
+        if let Some(item) = self.items.get_mut(blob) {
+            item.to = to;
+        }
+    }
+
+    /// Whether a blob is on the shelf.
+    pub fn holds(&self, blob: &BlobHash) -> bool {
+        self.items.contains_key(blob)
+    }
+
     /// Stops offering a blob.
     pub fn remove(&mut self, blob: &BlobHash) {
         self.items.remove(blob);
@@ -220,6 +232,8 @@ struct Active {
     download: Download,
     fetch: Fetch,
     manifest: FileManifest,
+    /// Answer bytes received for it since it started here (proofs included).
+    received: u64,
 }
 
 /// Moves a link's outputs into its channel's queues.
@@ -327,6 +341,12 @@ impl<T: BlobTransport, L: Library> BlobNode<T, L> {
         self.downloads.get(id).map(|a| &a.download)
     }
 
+    /// Answer bytes a download received over the wire since it started on this node
+    /// (verified data and proofs, and anything that failed verification).
+    pub fn received_bytes(&self, id: &TransferId) -> Option<u64> {
+        self.downloads.get(id).map(|a| a.received)
+    }
+
     /// A blob channel to `holder` opened over `transport`; asks it about every download.
     pub fn connect(&mut self, holder: HolderId, transport: T) {
         let mut link = Link::new(self.link_config);
@@ -344,6 +364,16 @@ impl<T: BlobTransport, L: Library> BlobNode<T, L> {
                 closed: false,
             },
         );
+    }
+
+    /// Asks `holder` again what it has of `blob` (it says it holds it now), if its channel
+    /// is open.
+    pub fn ask(&mut self, holder: HolderId, blob: BlobHash) {
+        if let Some(chan) = self.channels.get_mut(&holder)
+            && !chan.closed
+        {
+            chan.link.ask(blob);
+        }
     }
 
     /// Whether a channel to `holder` is open.
@@ -388,6 +418,7 @@ impl<T: BlobTransport, L: Library> BlobNode<T, L> {
                 download,
                 fetch,
                 manifest: transfer.manifest.clone(),
+                received: 0,
             },
         );
         Ok(())
@@ -496,6 +527,7 @@ impl<T: BlobTransport, L: Library> BlobNode<T, L> {
                         let Some(a) = downloads.get_mut(&to.transfer) else {
                             continue;
                         };
+                        a.received += bytes.len() as u64;
                         let r = a.fetch.receive(to.key, bytes);
                         if !r.verified.is_empty() {
                             a.download.on_verified(now, to.key, &r.verified);

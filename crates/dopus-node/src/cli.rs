@@ -78,10 +78,12 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Send a file to a contact: the node hashes and encrypts it, announces it and serves it
-    /// to them peer to peer (needs a running node; the file stays where it is).
+    /// Send a file to a contact or a space channel: the node hashes and encrypts it,
+    /// announces it and serves it peer to peer (in a channel, to the members allowed to view
+    /// it; those who received it serve it too). Needs a running node; the file stays where
+    /// it is.
     SendFile {
-        /// The contact's user ID (dopus1…).
+        /// A contact's user ID (dopus1…) or a channel ID (dchan1…).
         user_id: String,
         /// The file.
         path: std::path::PathBuf,

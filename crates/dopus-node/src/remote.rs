@@ -295,19 +295,19 @@ pub fn transfer_line(t: &Value) -> String {
     line
 }
 
-/// `send-file ID PATH`.
+/// `send-file TARGET PATH` (TARGET a user ID or a channel ID).
 pub fn send_file(
     api: &ApiClient,
     out: Output,
     id: &str,
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let id = user(id)?;
-    let t = api.send(
-        "POST",
-        &format!("/api/v1/conversations/{id}/files"),
-        &json!({ "path": absolute(path)? }),
-    )?;
+    let url = if let Ok(channel) = dopus_types::ChannelId::parse(id) {
+        format!("/api/v1/channels/{channel}/files")
+    } else {
+        format!("/api/v1/conversations/{}/files", user(id)?)
+    };
+    let t = api.send("POST", &url, &json!({ "path": absolute(path)? }))?;
     out.print(&t, transfer_line);
     Ok(())
 }

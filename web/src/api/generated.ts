@@ -951,7 +951,35 @@ eta_secs: number | null,
 /**
  * Peers being asked (download) or served (upload).
  */
-sources: number, };
+sources: number, 
+/**
+ * Holders this download stopped asking, and why (a holder whose chunk group did not
+ * verify is dropped at that group).
+ */
+dropped: Array<DroppedSource>, 
+/**
+ * Download: answer bytes received over the wire since the node started (data and
+ * proofs); after a restart, only what the resumed download fetched.
+ */
+wire_bytes: number, };
+
+/**
+ * A holder a download dropped.
+ */
+export type DroppedSource = { 
+/**
+ * Who.
+ */
+user_id: string, 
+/**
+ * Why: `bad_data` (a chunk group that did not verify), `malformed`, `refused`,
+ * `stalled`.
+ */
+reason: string, 
+/**
+ * For `bad_data`: the first bad chunk group (16 KiB each).
+ */
+group: number | null, };
 
 /**
  * `POST /conversations/{id}/files`: a file on the node's own machine to send.

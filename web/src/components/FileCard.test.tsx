@@ -35,6 +35,8 @@ const moving: TransferProgress = {
   rate: 2 << 20,
   eta_secs: 2,
   sources: 1,
+  dropped: [],
+  wire_bytes: 0,
 };
 
 function render(transfers: TransfersState, node: React.ReactNode): string {

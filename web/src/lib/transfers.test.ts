@@ -47,6 +47,8 @@ const prog = (over: Partial<TransferProgress> = {}): TransferProgress => ({
   rate: 1 << 20,
   eta_secs: 3,
   sources: 1,
+  dropped: [],
+  wire_bytes: 0,
   ...over,
 });
 

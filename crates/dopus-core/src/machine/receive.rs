@@ -13,7 +13,7 @@ use super::{Event, Inbound, MachineError, NodeMachine, Via};
 use crate::chat::{ChatEvent, delivered_receipt};
 use crate::e2e::{Burst, Recovery};
 use crate::store::{Change, Changes, EnvelopeId, Outcome, PeerDevice, Pickle, Store, StoreError};
-use dopus_proto::peer::{Content, PeerEnvelope, PeerPayload};
+use dopus_proto::peer::{Content, Conversation, PeerEnvelope, PeerPayload};
 use dopus_types::{DeviceId, Timestamp, UserId};
 
 impl NodeMachine {
@@ -273,6 +273,12 @@ impl NodeMachine {
                 if crate::contacts::is_accepted(store.contact(&sender)?.as_ref()) {
                     self.on_call(now, sender, c, store)?;
                 }
+            }
+            // Files in channels: holders and revokes among the channel's readers.
+            Content::Transfer(t)
+                if matches!(payload.conversation, Conversation::Channel { .. }) =>
+            {
+                self.on_channel_transfer_content(now, sender, payload, t, store)?;
             }
             Content::Transfer(t) => {
                 let ack = EnvelopeId(self.new_id(now).0);

@@ -553,7 +553,7 @@ impl NodeMachine {
 
     /// Encrypts `content` for `channel` (sharing the session key first with readers that lack
     /// it) and queues it for every reader.
-    fn channel_post(
+    pub(super) fn channel_post(
         &mut self,
         now: Timestamp,
         store: &mut dyn Store,
@@ -1475,6 +1475,7 @@ impl NodeMachine {
         let conversation = ConversationId::Channel(channel);
         let mut inserted = None;
         let mut updated = None;
+        let mut file = None;
         match &payload.content {
             ChatContent::Text {
                 body,
@@ -1544,11 +1545,32 @@ impl NodeMachine {
                     updated = Some(id);
                 }
             }
-            // Files in channels come with multi-source transfers (docs/files.md, "Not yet").
-            ChatContent::Typing { .. } | ChatContent::Receipt { .. } | ChatContent::File { .. } => {
+            // A file: the message and its incoming transfer (machine/transfers.rs).
+            ChatContent::File { file: f, reply_to } => {
+                if let Some((new, t)) = super::transfers::channel_file_in(
+                    now,
+                    channel,
+                    sender,
+                    &payload.id,
+                    payload.sent_at,
+                    f,
+                    reply_to.as_ref(),
+                ) {
+                    inserted = Some((changes.len(), new.clone()));
+                    changes.push(Change::InsertMessage(new));
+                    changes.push(Change::SaveTransfer(t.clone()));
+                    file = Some(t);
+                }
             }
+            ChatContent::Typing { .. } | ChatContent::Receipt { .. } => {}
         }
         let applied = store.apply(changes)?;
+        if let Some(t) = file
+            && let Some((i, _)) = &inserted
+            && let Some(Outcome::Inserted(_)) = applied.outcomes.get(*i)
+        {
+            self.channel_file_received(sender, t);
+        }
         if self.detailed_events {
             if let Some((i, new)) = inserted
                 && let Some(Outcome::Inserted(seq)) = applied.outcomes.get(i)

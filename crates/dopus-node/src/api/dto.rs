@@ -57,7 +57,7 @@ pub use space::{
     role_id_text,
 };
 pub use transfer::{
-    FileDimensions, SaveFile, SendFile, Transfer, TransferAction, TransferDirection,
+    DroppedSource, FileDimensions, SaveFile, SendFile, Transfer, TransferAction, TransferDirection,
     TransferProgress, TransferReason, TransferState, Transfers,
 };
 

@@ -119,6 +119,7 @@ pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
             axum::routing::delete(routes::remove_reaction),
         )
         .route("/conversations/{user_id}/files", post(routes::send_file))
+        .route("/channels/{id}/files", post(routes::channel_send_file))
         .route(
             "/conversations/{user_id}/files/upload",
             post(files::upload).layer(DefaultBodyLimit::disable()),

@@ -311,6 +311,20 @@ pub async fn send_file(
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
+/// `POST /channels/{id}/files`: a file on the node's machine, hashed, announced in a space
+/// channel and served to the members allowed to view it.
+pub async fn channel_send_file(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<dto::SendFile>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(payload)?;
+    let channel = dopus_types::ChannelId::parse(&id)
+        .map_err(|_| ApiError::bad_request("invalid channel id"))?;
+    let t = node.channel_send_file(channel, req.path, req.mime).await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
 /// `GET /transfers`.
 pub async fn transfers(State(node): N) -> ApiResult<dto::Transfers> {
     Ok(Json(node.transfers().await?))

@@ -108,7 +108,7 @@ pub fn spawn(
         blobs,
         tx.clone(),
         events.clone(),
-        store.unfinished_transfers()?,
+        file_task::startup_transfers(&store)?,
         machine.me(),
     )?;
     let actor = Actor {

@@ -20,12 +20,12 @@ use super::mailbox::{ActorTx, Msg};
 use crate::api::dto;
 use dopus_core::machine::{Input, TransferAction, TransferRequest};
 use dopus_core::store::{
-    Change, Changes, FileTransfer, Store, TransferDirection, TransferId, TransferReason,
-    TransferState,
+    Change, Changes, ConversationId, FileTransfer, Store, TransferDirection, TransferId,
+    TransferReason, TransferState,
 };
 use dopus_core::transfer::{DownloadConfig, HolderId, LinkConfig, Upload, UploadOutput};
 use dopus_files::{BlobDir, BlobNode, BlobTransport, Closed, NodeOutput, Shelf, SourceStamp};
-use dopus_types::{Timestamp, UserId};
+use dopus_types::{BlobHash, ChannelId, Timestamp, UserId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -199,6 +199,25 @@ impl BlobTransport for RtcBlob {
     }
 }
 
+/// What the file thread takes up at start: every unfinished transfer, and the files of space
+/// channels we hold in full (sent or received), which it serves to their readers again.
+pub fn startup_transfers(
+    store: &dyn Store,
+) -> Result<Vec<FileTransfer>, dopus_core::store::StoreError> {
+    let mut all = store.unfinished_transfers()?;
+    for c in store.conversations()? {
+        if matches!(c.conversation.id, ConversationId::Channel(_)) {
+            all.extend(
+                store
+                    .transfers(&c.conversation.id)?
+                    .into_iter()
+                    .filter(|t| t.state == TransferState::Done),
+            );
+        }
+    }
+    Ok(all)
+}
+
 /// Starts the file thread over the blob directory `dir`, resuming `unfinished` transfers.
 pub fn start(
     dir: PathBuf,
@@ -224,6 +243,9 @@ pub fn start(
         holders: BTreeMap::new(),
         next_holder: 1,
         outgoing: BTreeMap::new(),
+        audiences: BTreeMap::new(),
+        channel_blobs: BTreeMap::new(),
+        dropped: BTreeMap::new(),
         uploads: BTreeMap::new(),
         last_served: BTreeMap::new(),
         incoming: BTreeMap::new(),
@@ -249,8 +271,14 @@ struct FileTask {
     /// One holder id per peer, for as long as the node runs.
     holders: BTreeMap<UserId, HolderId>,
     next_holder: u64,
-    /// Outgoing transfers being served, and to whom.
-    outgoing: BTreeMap<TransferId, (FileTransfer, UserId)>,
+    /// Outgoing transfers being served, and to whom (`None`: the readers of its channel).
+    outgoing: BTreeMap<TransferId, (FileTransfer, Option<UserId>)>,
+    /// Who may fetch each channel's files (the machine's `TransferRequest::Audience`).
+    audiences: BTreeMap<ChannelId, BTreeSet<UserId>>,
+    /// Blobs on the shelf that belong to a channel (offered to its audience only).
+    channel_blobs: BTreeMap<BlobHash, ChannelId>,
+    /// Holders dropped by each download, already reported (user, why).
+    dropped: BTreeMap<TransferId, BTreeMap<UserId, dto::DroppedSource>>,
     /// The progress of each outgoing transfer being served (sender-side states and events).
     uploads: BTreeMap<TransferId, Upload>,
     /// When each upload last had an answer go out.
@@ -332,8 +360,9 @@ impl FileTask {
 
     /// A stored unfinished transfer, at start.
     fn resume(&mut self, now: Timestamp, t: FileTransfer) {
-        let dopus_core::store::ConversationId::Direct(peer) = t.conversation else {
-            return;
+        let peer = match t.conversation {
+            ConversationId::Direct(peer) => peer,
+            ConversationId::Channel(_) => return self.resume_channel(now, t),
         };
         match t.direction {
             TransferDirection::Outgoing => {
@@ -348,9 +377,99 @@ impl FileTask {
         }
     }
 
+    /// A stored transfer of a channel, at start: a file we sent or hold in full is served to
+    /// the channel's readers again (a delivered one too: the others may still want it), an
+    /// unfinished download goes on.
+    fn resume_channel(&mut self, now: Timestamp, mut t: FileTransfer) {
+        match (t.direction, t.state) {
+            (TransferDirection::Outgoing, TransferState::Done) => self.serve_channel(t),
+            (_, s) if s.is_final() && s != TransferState::Done => {}
+            (TransferDirection::Outgoing, _) => {
+                if t.state == TransferState::Transferring {
+                    t.state = TransferState::Queued;
+                }
+                self.serve_channel(t)
+            }
+            (TransferDirection::Incoming, TransferState::Done) => self.hold_channel_blob(&t),
+            (TransferDirection::Incoming, _) => self.fetch(now, t),
+        }
+    }
+
+    /// The holder ids of the readers of `channel` (none until the machine said who they are).
+    fn audience_holders(&mut self, channel: &ChannelId) -> BTreeSet<HolderId> {
+        let members: Vec<UserId> = self
+            .audiences
+            .get(channel)
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default();
+        members.into_iter().map(|u| self.holder(u)).collect()
+    }
+
+    /// Serves a file we announced in a channel to its readers.
+    fn serve_channel(&mut self, t: FileTransfer) {
+        let ConversationId::Channel(channel) = t.conversation else {
+            return;
+        };
+        let Some(source) = &t.source else {
+            return;
+        };
+        let to = self.audience_holders(&channel);
+        let stamp = SourceStamp {
+            size: source.size,
+            modified_ns: source.modified_ns,
+            inode: source.inode,
+        };
+        self.node
+            .library_mut()
+            .add_file(&t.manifest, PathBuf::from(&source.path), stamp, Some(to));
+        self.channel_blobs.insert(*t.blob(), channel);
+        if !t.state.is_final() {
+            self.uploads
+                .entry(t.id)
+                .or_insert_with(|| Upload::new(t.id, t.manifest.size, t.state, t.reason));
+        }
+        self.outgoing.insert(t.id, (t, None));
+    }
+
+    /// Serves a blob of a channel we received in full (kept encrypted) to its readers.
+    fn hold_channel_blob(&mut self, t: &FileTransfer) {
+        let ConversationId::Channel(channel) = t.conversation else {
+            return;
+        };
+        if self.node.library().holds(t.blob()) {
+            return;
+        }
+        let to = self.audience_holders(&channel);
+        self.node
+            .library_mut()
+            .add_blob(*t.blob(), t.manifest.size, Some(to));
+        self.channel_blobs.insert(*t.blob(), channel);
+    }
+
+    /// The readers of a channel changed: its blobs are offered to the new set only.
+    fn set_audience(&mut self, channel: ChannelId, members: BTreeSet<UserId>) {
+        self.audiences.insert(channel, members);
+        let to = self.audience_holders(&channel);
+        let blobs: Vec<BlobHash> = self
+            .channel_blobs
+            .iter()
+            .filter(|(_, c)| **c == channel)
+            .map(|(b, _)| *b)
+            .collect();
+        for b in blobs {
+            self.node.library_mut().offer_to(&b, Some(to.clone()));
+        }
+    }
+
     fn request(&mut self, now: Timestamp, r: TransferRequest) {
         match r {
             TransferRequest::Serve { transfer, peer } => self.serve(*transfer, peer),
+            TransferRequest::ServeChannel { transfer } => self.serve_channel(*transfer),
+            TransferRequest::Audience { channel, members } => self.set_audience(channel, members),
+            TransferRequest::Ask { peer, blob } => {
+                let h = self.holder(peer);
+                self.node.ask(h, blob);
+            }
             TransferRequest::Fetch { transfer, .. } => self.fetch(now, *transfer),
             TransferRequest::Control { id, action } => self.control(now, id, action),
             TransferRequest::Finished { id } => {
@@ -358,6 +477,7 @@ impl FileTask {
                 self.last_served.remove(&id);
                 if let Some((t, _)) = self.outgoing.remove(&id) {
                     self.node.library_mut().remove(t.blob());
+                    self.channel_blobs.remove(t.blob());
                     self.forget_upload_copy(&t, true);
                 }
             }
@@ -383,7 +503,7 @@ impl FileTask {
         self.uploads
             .entry(t.id)
             .or_insert_with(|| Upload::new(t.id, t.manifest.size, t.state, t.reason));
-        self.outgoing.insert(t.id, (t, peer));
+        self.outgoing.insert(t.id, (t, Some(peer)));
     }
 
     fn fetch(&mut self, now: Timestamp, t: FileTransfer) {
@@ -447,6 +567,7 @@ impl FileTask {
             TransferAction::Pause | TransferAction::Cancel => {
                 if let Some((t, peer)) = self.outgoing.remove(&id) {
                     self.node.library_mut().remove(t.blob());
+                    self.channel_blobs.remove(t.blob());
                     if action == TransferAction::Cancel {
                         self.uploads.remove(&id);
                         self.last_served.remove(&id);
@@ -466,7 +587,10 @@ impl FileTask {
                     t.state = TransferState::Queued;
                     self.uploads
                         .insert(id, Upload::new(id, t.manifest.size, t.state, None));
-                    self.serve(t, peer);
+                    match peer {
+                        Some(peer) => self.serve(t, peer),
+                        None => self.serve_channel(t),
+                    }
                 }
             }
         }
@@ -508,14 +632,14 @@ impl FileTask {
         }
     }
 
-    fn paused_out(&mut self, t: FileTransfer, peer: UserId) {
+    fn paused_out(&mut self, t: FileTransfer, peer: Option<UserId>) {
         let id = t.id;
         let mut t = t;
         t.state = TransferState::Paused;
         self.outgoing.insert(id, (t, peer));
     }
 
-    fn take_paused_out(&mut self, id: &TransferId) -> Option<(FileTransfer, UserId)> {
+    fn take_paused_out(&mut self, id: &TransferId) -> Option<(FileTransfer, Option<UserId>)> {
         match self.outgoing.get(id) {
             Some((t, _)) if t.state == TransferState::Paused => self.outgoing.remove(id),
             _ => None,
@@ -537,7 +661,7 @@ impl FileTask {
                         .iter()
                         .find_map(|(p, h)| (*h == holder).then_some(*p));
                     let id = self.outgoing.iter().find_map(|(id, (t, to))| {
-                        (t.blob() == &blob && Some(*to) == peer).then_some(*id)
+                        (t.blob() == &blob && (to.is_none() || *to == peer)).then_some(*id)
                     });
                     if let Some(id) = id
                         && let Some(u) = self.uploads.get_mut(&id)
@@ -548,7 +672,9 @@ impl FileTask {
                     }
                 }
                 NodeOutput::Event(e) => {
-                    let progress = dto::TransferProgress::from_event(&e);
+                    let mut progress = dto::TransferProgress::from_event(&e);
+                    progress.dropped = self.dropped_sources(&e.id);
+                    progress.wire_bytes = self.node.received_bytes(&e.id).unwrap_or(0);
                     self.remember(&progress);
                     self.broadcast(&dto::Event::TransferProgress { progress });
                     if e.state == TransferState::Failed {
@@ -558,7 +684,10 @@ impl FileTask {
                         self.actor_event(e.id);
                     }
                     if e.state == TransferState::Done && self.done.insert(e.id) {
-                        self.incoming.remove(&e.id);
+                        // A file of a channel: one more holder for its other readers.
+                        if let Some(t) = self.incoming.remove(&e.id) {
+                            self.hold_channel_blob(&t);
+                        }
                         let _ = self
                             .actor
                             .send(Msg::Input(Input::DownloadDone { id: e.id }));
@@ -567,6 +696,31 @@ impl FileTask {
             }
         }
         self.flush_uploads(now);
+    }
+
+    /// The holders each download dropped (a liar, a holder that refused or stalled), by user:
+    /// shown in the transfer's progress.
+    fn dropped_sources(&mut self, id: &TransferId) -> Vec<dto::DroppedSource> {
+        if let Some(d) = self.node.download(id) {
+            let planner = d.planner();
+            let found: Vec<(UserId, dto::DroppedSource)> = self
+                .holders
+                .iter()
+                .filter_map(|(user, h)| {
+                    planner
+                        .dropped(*h)
+                        .map(|why| (*user, dto::DroppedSource::new(*user, why)))
+                })
+                .collect();
+            let known = self.dropped.entry(*id).or_default();
+            for (user, s) in found {
+                known.insert(user, s);
+            }
+        }
+        self.dropped
+            .get(id)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Sender-side states and progress: a source found changed fails its upload; held-back
@@ -578,11 +732,13 @@ impl FileTask {
                 if self.node.library().changed(t.blob()) {
                     u.source_changed(now);
                 }
-                // The peer went away mid-transfer: back to waiting for it.
-                let connected = self
-                    .holders
-                    .get(peer)
-                    .is_some_and(|h| self.node.connected(*h));
+                // The peer went away mid-transfer: back to waiting for it. (In a channel,
+                // readers come and go: only idleness counts.)
+                let connected = peer.is_none_or(|peer| {
+                    self.holders
+                        .get(&peer)
+                        .is_some_and(|h| self.node.connected(*h))
+                });
                 let idle = self.last_served.get(id).is_none_or(|t| {
                     now.as_millis().saturating_sub(t.as_millis()) >= UPLOAD_IDLE_MS
                 });

@@ -10,7 +10,7 @@ use dopus_core::store::{
 };
 use dopus_files::BlobDir;
 use dopus_proto::transfer::{FILE_FORMAT_VERSION, FileKey, FileManifest, FileNonce};
-use dopus_types::UserId;
+use dopus_types::{ChannelId, UserId};
 use std::path::{Path, PathBuf};
 
 /// The directory of a node's blobs (received files, encrypted, and the outboards of sent
@@ -50,11 +50,41 @@ impl Node {
             .await
     }
 
+    /// `POST /channels/{id}/files`: like [`Node::send_file`], announced in a space channel
+    /// (inside Megolm) and served to the members allowed to view it.
+    pub async fn channel_send_file(
+        &self,
+        channel: ChannelId,
+        path: String,
+        mime: Option<String>,
+    ) -> NodeResult<dto::Transfer> {
+        self.send_file_to(
+            FileTarget::Channel(channel),
+            path,
+            mime,
+            FilePreview::default(),
+        )
+        .await
+    }
+
     /// [`Node::send_file`] with an image's dimensions and thumbnail for the manifest (made by
     /// the UI, which decodes images; the node never does).
     pub async fn send_file_with(
         &self,
         peer: UserId,
+        path: String,
+        mime: Option<String>,
+        preview: FilePreview,
+    ) -> NodeResult<dto::Transfer> {
+        self.send_file_to(FileTarget::Peer(peer), path, mime, preview)
+            .await
+    }
+
+    /// Hashes and encrypts the file at `path` (on a blocking thread), then announces it to
+    /// `target` and serves it.
+    pub async fn send_file_to(
+        &self,
+        target: FileTarget,
         path: String,
         mime: Option<String>,
         preview: FilePreview,
@@ -126,10 +156,15 @@ impl Node {
             inode: p.stamp.inode,
         };
         self.write(move |cx| {
-            let (_, t) = cx
-                .machine
-                .send_file(cx.now, cx.store, peer, manifest, source, None)
-                .map_err(|e| cx.command(e))?;
+            let (_, t) = match target {
+                FileTarget::Peer(peer) => cx
+                    .machine
+                    .send_file(cx.now, cx.store, peer, manifest, source, None),
+                FileTarget::Channel(channel) => cx
+                    .machine
+                    .channel_send_file(cx.now, cx.store, channel, manifest, source, None),
+            }
+            .map_err(|e| cx.command(e))?;
             Ok(dto::Transfer::from_record(&t))
         })
         .await
@@ -253,6 +288,15 @@ impl Node {
         })
         .await
     }
+}
+
+/// Where a file goes.
+#[derive(Debug, Clone, Copy)]
+pub enum FileTarget {
+    /// A contact (Olm, one receiver).
+    Peer(UserId),
+    /// A space channel (Megolm, every member allowed to view it).
+    Channel(ChannelId),
 }
 
 /// What the UI may add to a file's manifest: an image's size and a small thumbnail (JPEG,

@@ -166,17 +166,23 @@ async fn a_receiver_killed_mid_transfer_resumes_from_its_last_commit() {
     let server = TestServer::start().await;
     let (a, mut b) = contact_pair(&server).await;
     let tmp = tempfile::tempdir().unwrap();
-    let size = 48 << 20;
+    // The issue names 1 GiB: bench/files/kill.sh runs that size in release
+    // (`DOPUS_TEST_KILL_MIB`); 48 MiB keeps the debug suite short.
+    let mib: usize = std::env::var("DOPUS_TEST_KILL_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48);
+    let size = mib << 20;
     let path = blocking(|| random_file(tmp.path(), "big.bin", size, 99));
     let id = send_file(&a, &b, &path);
 
-    // Kill bob once a resume point is committed, well before the end.
+    // Kill bob once a resume point of at least 40 % is committed.
     let api = b.api().clone();
     let tpath = format!("/transfers/{id}");
-    let committed = eventually(WAIT, "a committed resume point", || {
+    let committed = eventually(WAIT, "a committed resume point of 40 %", || {
         let (status, t) = api.call("GET", &tpath, None);
         let bytes = t["bytes"].as_u64().unwrap_or(0);
-        (status == 200 && bytes > 0).then_some(bytes)
+        (status == 200 && bytes * 10 >= size as u64 * 4).then_some(bytes)
     })
     .await;
     b.kill9();
@@ -210,6 +216,19 @@ async fn a_receiver_killed_mid_transfer_resumes_from_its_last_commit() {
     let t = wait_done(&b, &id).await;
     assert_eq!(t["bytes"], size as u64);
     blocking(|| save_and_compare(&b, &id, &path));
+    // The second run fetched only what was not committed (plus proofs): at most 65 % of the
+    // file over the wire.
+    let wire = t["progress"]["wire_bytes"].as_u64().expect("wire bytes");
+    println!(
+        "killed at {:.0} %, the resumed run received {:.1} % of the file",
+        committed as f64 * 100.0 / size as f64,
+        wire as f64 * 100.0 / size as f64
+    );
+    assert!(wire > 0, "the resumed run received nothing: {t}");
+    assert!(
+        wire * 100 <= size as u64 * 65,
+        "the resumed run received {wire} bytes of {size}"
+    );
     drop(a);
     server.stop().await;
 }
@@ -495,5 +514,145 @@ async fn a_file_larger_than_the_free_disk_is_refused_up_front() {
         0,
         "no upload copy left"
     );
+    server.stop().await;
+}
+
+/// The ids of the space alice creates and of its text channel `general`.
+fn create_space(alice: &TestNode) -> (String, String) {
+    let created = alice.cli(&["space", "create", "Files Guild"]).unwrap();
+    let sid = created["id"].as_str().unwrap().to_owned();
+    let general = created["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "general" && c["kind"] == "text")
+        .expect("a text channel general")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (sid, general)
+}
+
+/// The id of the file message named `name` in `channel`, once it reached `node`.
+async fn channel_file(node: &TestNode, channel: &str, name: &str) -> String {
+    let api = node.api().clone();
+    let path = format!("/channels/{channel}/messages?limit=50");
+    eventually(WAIT, "the file message reached the member", || {
+        let page = api.ok("GET", &path, None);
+        page["messages"].as_array().and_then(|ms| {
+            ms.iter()
+                .find(|m| m["kind"] == "file" && m["body"] == name)
+                .and_then(|m| m["id"].as_str().map(str::to_owned))
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_holders_in_a_channel_one_lying_the_file_completes_and_the_liar_is_dropped() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let mut nodes: Vec<TestNode> = ["alice", "bob", "carol", "dave"]
+        .into_iter()
+        .map(|n| blocking(|| TestNode::create(n)))
+        .collect();
+    // Holders are reached over direct connections, which nodes make with their contacts.
+    for i in 0..nodes.len() {
+        for j in 0..nodes.len() {
+            if i != j {
+                nodes[i].add_contact_offline(&nodes[j]);
+            }
+        }
+    }
+    for n in &mut nodes {
+        n.start(&server.url).await;
+    }
+    let [alice, bob, mut carol, dave]: [TestNode; 4] = nodes.try_into().ok().unwrap();
+    let (sid, general) = create_space(&alice);
+    let inv = alice
+        .cli(&[
+            "space",
+            "invite",
+            &sid,
+            "--max-uses",
+            "3",
+            "--expires",
+            "1h",
+        ])
+        .unwrap();
+    let code = inv["code"].as_str().unwrap().to_owned();
+    for n in [&bob, &carol, &dave] {
+        let joined = n
+            .cli(&["space", "join", &code, "--wait", "60"])
+            .unwrap_or_else(|e| panic!("{} could not join: {e}", n.name));
+        assert_eq!(joined["membership"], "member");
+    }
+    // Every member sees every other before the file goes out (the audience it is served to).
+    for n in [&alice, &bob, &carol, &dave] {
+        let api = n.api().clone();
+        let p = format!("/spaces/{sid}");
+        eventually(WAIT, "four members", || {
+            (api.ok("GET", &p, None)["members"].as_array().map(Vec::len) == Some(4)).then_some(())
+        })
+        .await;
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let size = 12 << 20;
+    let path = blocking(|| random_file(tmp.path(), "shared.bin", size, 23));
+    // Sent with the CLI, to the channel.
+    let sent = alice
+        .cli(&["send-file", &general, path.to_str().unwrap()])
+        .unwrap();
+    assert_eq!(sent["direction"], "outgoing");
+    let id = sent["id"].as_str().unwrap().to_owned();
+
+    // Dave holds back until bob and carol hold the file.
+    let got = channel_file(&dave, &general, "shared.bin").await;
+    assert_eq!(got, id);
+    dave.api()
+        .ok("POST", &format!("/transfers/{id}/pause"), None);
+    for n in [&bob, &carol] {
+        wait_done(n, &id).await;
+        blocking(|| save_and_compare(n, &id, &path));
+    }
+    // The sender's upload is delivered once a member has it.
+    let aapi = alice.api().clone();
+    let apath = format!("/transfers/{id}");
+    eventually(WAIT, "alice's upload is done", || {
+        (aapi.ok("GET", &apath, None)["state"] == "done").then_some(())
+    })
+    .await;
+
+    // Carol restarts as a liar: she flips a bit in the second data message she serves. She
+    // serves the blob she holds again after the restart.
+    carol.kill9();
+    carol
+        .start_with_env(&server.url, &[("DOPUS_TEST_CORRUPT_BLOB_MESSAGE", "2")])
+        .await;
+
+    dave.api()
+        .ok("POST", &format!("/transfers/{id}/resume"), None);
+    let t = wait_done(&dave, &id).await;
+    assert_eq!(t["bytes"], size as u64);
+    blocking(|| save_and_compare(&dave, &id, &path));
+    let dropped = t["progress"]["dropped"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    println!("dave dropped: {dropped:?}");
+    assert!(
+        dropped
+            .iter()
+            .any(|d| d["user_id"] == carol.user_id.as_str() && d["reason"] == "bad_data"),
+        "carol was not dropped as a liar: {t}"
+    );
+    assert!(
+        !dropped
+            .iter()
+            .any(|d| d["user_id"] == alice.user_id.as_str() || d["user_id"] == bob.user_id.as_str()),
+        "an honest holder was dropped: {t}"
+    );
+    drop((alice, bob, carol, dave));
     server.stop().await;
 }

@@ -226,6 +226,46 @@ pub struct TransferProgress {
     /// Peers being asked (download) or served (upload).
     #[ts(type = "number")]
     pub sources: u64,
+    /// Holders this download stopped asking, and why (a holder whose chunk group did not
+    /// verify is dropped at that group).
+    #[serde(default)]
+    pub dropped: Vec<DroppedSource>,
+    /// Download: answer bytes received over the wire since the node started (data and
+    /// proofs); after a restart, only what the resumed download fetched.
+    #[serde(default)]
+    #[ts(type = "number")]
+    pub wire_bytes: u64,
+}
+
+/// A holder a download dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct DroppedSource {
+    /// Who.
+    pub user_id: String,
+    /// Why: `bad_data` (a chunk group that did not verify), `malformed`, `refused`,
+    /// `stalled`.
+    pub reason: String,
+    /// For `bad_data`: the first bad chunk group (16 KiB each).
+    #[ts(type = "number | null")]
+    pub group: Option<u64>,
+}
+
+impl DroppedSource {
+    /// `user` dropped for `why`.
+    pub fn new(user: dopus_types::UserId, why: dopus_core::transfer::DropReason) -> Self {
+        use dopus_core::transfer::DropReason;
+        let (reason, group) = match why {
+            DropReason::BadData { group } => ("bad_data", Some(group)),
+            DropReason::Malformed => ("malformed", None),
+            DropReason::Refused(_) => ("refused", None),
+            DropReason::Stalled => ("stalled", None),
+        };
+        Self {
+            user_id: user.to_string(),
+            reason: reason.to_owned(),
+            group,
+        }
+    }
 }
 
 impl TransferProgress {
@@ -240,6 +280,8 @@ impl TransferProgress {
             rate: e.progress.rate,
             eta_secs: e.progress.eta_secs,
             sources: e.sources as u64,
+            dropped: Vec::new(),
+            wire_bytes: 0,
         }
     }
 }
@@ -292,7 +334,13 @@ mod tests {
             total: 40 << 20,
             rate: 5 << 20,
             eta_secs: Some(6),
-            sources: 1,
+            sources: 2,
+            dropped: vec![DroppedSource {
+                user_id: "dopus1example".into(),
+                reason: "bad_data".into(),
+                group: Some(9),
+            }],
+            wire_bytes: 10_526_720,
         };
         insta::assert_json_snapshot!(p);
     }

@@ -100,6 +100,7 @@ pub fn render() -> String {
         Transfer,
         Transfers,
         TransferProgress,
+        DroppedSource,
         SendFile,
         SaveFile,
         TransferAction,
