@@ -28,11 +28,15 @@ use std::fmt;
 ///
 /// Version 2 is version 1 plus [`ServerFrame::AuthSuccess`]'s `ice_servers` (TURN credentials
 /// handed out at login); a server sends that field only on connections that negotiated 2.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3 is version 2 plus the login option `quiet_relays` (see [`ClientFrame::Auth`]): a
+/// relay every target device got live is not answered.
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Every version this build can speak, oldest first.
-pub const SUPPORTED_VERSIONS: &[u32] = &[1, 2];
+pub const SUPPORTED_VERSIONS: &[u32] = &[1, 2, 3];
 /// The first version whose `auth_success` carries `ice_servers`.
 pub const ICE_SERVERS_VERSION: u32 = 2;
+/// The first version in which a client may ask for quiet relays at login.
+pub const QUIET_RELAYS_VERSION: u32 = 3;
 /// The HTTP path of the WebSocket endpoint.
 pub const WS_PATH: &str = "/ws";
 /// The query parameter that lists the versions a client offers (`?v=1,2`).
@@ -414,6 +418,14 @@ pub enum ClientFrame {
         challenge: Nonce,
         /// Identity key signature over [`auth_signing_bytes`].
         signature: Signature,
+        /// Protocol 3: do not answer a `relay` that every target device got on its live
+        /// connection (nothing queued, nothing refused). Every other request is still answered,
+        /// in order, so the answer to any later request confirms the unanswered relays before
+        /// it. Absent (the default, and always on versions 1 and 2): every relay is answered.
+        /// Not covered by the signature: it changes only what the server writes back to this
+        /// connection.
+        #[serde(default, skip_serializing_if = "is_false")]
+        quiet_relays: bool,
     },
     /// Stores this device's bundle in the key directory (one-time keys are appended; the
     /// fallback key and certificate replace the old ones).
@@ -989,6 +1001,7 @@ mod tests {
                 device_id: device(1),
                 challenge: Nonce([9; 32]),
                 signature: Signature::from_bytes([8; 64]),
+                quiet_relays: false,
             },
             ClientFrame::PublishBundle {
                 id: 1,
@@ -1031,6 +1044,15 @@ mod tests {
                 ids: vec![1, 2, 3],
             },
             ClientFrame::Ping { id: 11 },
+            // Protocol 3's login option (last, so the seeds derived from this list keep their
+            // names).
+            ClientFrame::Auth {
+                user_id: user(1),
+                device_id: device(1),
+                challenge: Nonce([9; 32]),
+                signature: Signature::from_bytes([8; 64]),
+                quiet_relays: true,
+            },
         ]
     }
 
@@ -1321,7 +1343,9 @@ mod tests {
         assert_eq!(negotiate_version(Some("1,2,7")), Some(2));
         assert_eq!(negotiate_version(Some("1")), Some(1));
         assert_eq!(negotiate_version(Some("2")), Some(2));
-        assert_eq!(negotiate_version(Some("3")), None);
+        assert_eq!(negotiate_version(Some("3")), Some(3));
+        assert_eq!(negotiate_version(Some("1,2,3,4")), Some(3));
+        assert_eq!(negotiate_version(Some("4")), None);
         assert_eq!(negotiate_version(Some("x")), None);
     }
 
@@ -1403,7 +1427,7 @@ mod tests {
         fn auth_round_trips(nonce in any::<[u8; 32]>(), sig in proptest::collection::vec(any::<u8>(), 64), seed in 1u8..50) {
             let mut s = [0u8; 64];
             s.copy_from_slice(&sig);
-            let f = ClientFrame::Auth { user_id: user(seed), device_id: device(seed), challenge: Nonce(nonce), signature: Signature::from_bytes(s) };
+            let f = ClientFrame::Auth { user_id: user(seed), device_id: device(seed), challenge: Nonce(nonce), signature: Signature::from_bytes(s), quiet_relays: seed % 2 == 0 };
             prop_assert_eq!(ClientFrame::parse(&f.to_json()).unwrap(), f);
         }
 

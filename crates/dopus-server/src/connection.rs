@@ -160,7 +160,8 @@ where
 {
     async move {
         let _guard = guard;
-        let Some((user, device)) = Box::pin(authenticate(&mut ws, &hub, version, &shutdown)).await
+        let Some((user, device, quiet)) =
+            Box::pin(authenticate(&mut ws, &hub, version, &shutdown)).await
         else {
             return;
         };
@@ -208,6 +209,7 @@ where
             draining: true,
             contact_parts: Vec::new(),
             contacts_over: false,
+            quiet,
             spare: std::collections::VecDeque::new(),
         };
         if Box::pin(welcome(&mut ws, &hub, &session, version)).await {
@@ -251,12 +253,13 @@ async fn device_refusal(hub: &Hub, user: UserId, device: &DeviceId) -> Option<Se
 }
 
 /// Sends the challenge and waits for a valid login; answers `auth_failure` and closes otherwise.
+/// The login's user, device, and whether it asked for quiet relays (honoured from protocol 3).
 async fn authenticate<S, E>(
     ws: &mut S,
     hub: &Hub,
     version: u32,
     shutdown: &CancellationToken,
-) -> Option<(UserId, DeviceId)>
+) -> Option<(UserId, DeviceId, bool)>
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
@@ -349,6 +352,7 @@ where
                 device_id,
                 challenge,
                 signature,
+                quiet_relays,
             }) => {
                 let result = if challenge.0 != nonce {
                     Err(ErrorCode::BadChallenge)
@@ -364,7 +368,9 @@ where
                 return match result {
                     Ok(()) => {
                         tracing::debug!(user = %user_id.short(), "login");
-                        Some((user_id, device_id))
+                        let quiet =
+                            quiet_relays && version >= dopus_proto::signaling::QUIET_RELAYS_VERSION;
+                        Some((user_id, device_id, quiet))
                     }
                     Err(code) => {
                         Metrics::inc(&hub.metrics.auth_failure_total);
@@ -445,6 +451,9 @@ struct Session {
     /// The contact list being received in parts went over `max_contacts`: its other parts are
     /// refused up to and including its last.
     contacts_over: bool,
+    /// The client asked for quiet relays at login (protocol 3): a relay every target device
+    /// got live is not answered.
+    quiet: bool,
     /// The queue swapped with the outbox's on each drain (see [`Outbox::take_into`]).
     spare: std::collections::VecDeque<Out>,
 }
@@ -796,7 +805,10 @@ where
     if text.len() <= hub.limits.max_frame_bytes
         && let Some(r) = ClientFrame::parse_relay(text.as_str())
     {
-        let answer = relay(hub, session, r.id, r.to, r.to_device, &r.payload, r.store).await;
+        let Some(answer) = relay(hub, session, r.id, r.to, r.to_device, &r.payload, r.store).await
+        else {
+            return true;
+        };
         if matches!(answer, ServerFrame::Error { .. }) {
             Metrics::inc(&hub.metrics.frame_errors_total);
         }
@@ -818,7 +830,9 @@ where
             return bad_frame(ws, hub, session, ServerFrame::error(id, code, message)).await;
         }
     };
-    let answer = handle_frame(hub, session, frame).await;
+    let Some(answer) = handle_frame(hub, session, frame).await else {
+        return true;
+    };
     if matches!(answer, ServerFrame::Error { .. }) {
         Metrics::inc(&hub.metrics.frame_errors_total);
     }
@@ -848,7 +862,8 @@ fn relay_answer(id: RequestId, result: Result<RelayReport, ErrorCode>) -> Server
     }
 }
 
-/// Answers a `relay` frame.
+/// Answers a `relay` frame; `None` when the connection asked for quiet relays and every target
+/// device got it live (the answer is implied by the answer to any later request).
 async fn relay(
     hub: &Hub,
     session: &Session,
@@ -857,9 +872,13 @@ async fn relay(
     to_device: Option<DeviceId>,
     payload: &str,
     store: bool,
-) -> ServerFrame {
+) -> Option<ServerFrame> {
     if payload.len() > hub.limits.max_payload_bytes {
-        return ServerFrame::error(Some(id), ErrorCode::PayloadTooLarge, "payload too large");
+        return Some(ServerFrame::error(
+            Some(id),
+            ErrorCode::PayloadTooLarge,
+            "payload too large",
+        ));
     }
     let result = hub
         .route(
@@ -871,7 +890,15 @@ async fn relay(
             store,
         )
         .await;
-    relay_answer(id, result)
+    if session.quiet
+        && let Ok(report) = &result
+        && report.queued.is_empty()
+        && report.refused.is_empty()
+        && !report.delivered.is_empty()
+    {
+        return None;
+    }
+    Some(relay_answer(id, result))
 }
 
 fn internal(id: RequestId, e: &StoreError) -> ServerFrame {
@@ -883,7 +910,22 @@ fn internal(id: RequestId, e: &StoreError) -> ServerFrame {
     )
 }
 
-async fn handle_frame(hub: &Hub, session: &mut Session, frame: ClientFrame) -> ServerFrame {
+/// Answers a parsed request; `None` only for a quiet relay (see [`relay`]).
+async fn handle_frame(hub: &Hub, session: &mut Session, frame: ClientFrame) -> Option<ServerFrame> {
+    if let ClientFrame::Relay {
+        id,
+        to,
+        to_device,
+        payload,
+        store,
+    } = frame
+    {
+        return relay(hub, session, id, to, to_device, &payload, store).await;
+    }
+    Some(answer_frame(hub, session, frame).await)
+}
+
+async fn answer_frame(hub: &Hub, session: &mut Session, frame: ClientFrame) -> ServerFrame {
     let user = session.sender.user;
     match frame {
         ClientFrame::Auth { .. } => {
@@ -936,13 +978,11 @@ async fn handle_frame(hub: &Hub, session: &mut Session, frame: ClientFrame) -> S
                 Err(e) => internal(id, &e),
             }
         }
-        ClientFrame::Relay {
-            id,
-            to,
-            to_device,
-            payload,
-            store,
-        } => relay(hub, session, id, to, to_device, &payload, store).await,
+        // Relays are answered by `handle_frame` before this; an answer here keeps the contract
+        // (every request answered) should that ever change.
+        ClientFrame::Relay { id, .. } => {
+            ServerFrame::error(Some(id), ErrorCode::InternalError, "relay not routed")
+        }
         ClientFrame::SetStatus { id, status } => {
             match hub
                 .set_status(user, session.sender.device.clone(), session.conn, status)

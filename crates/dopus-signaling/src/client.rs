@@ -19,17 +19,25 @@
 //! the connection drops fail with [`ClientError::ConnectionLost`]. The node keeps its own outbox
 //! and retries; this client never replays a request by itself, only the contact list and
 //! status, which are state rather than actions.
+//!
+//! Quiet relays ([`ClientConfig::quiet_relays`], protocol 3): the server does not answer a relay
+//! every target device got live. Answers come in the order requests were written, so the task
+//! numbers what it writes and takes the answer to any later request as the confirmation of the
+//! unanswered relays before it; when a quiet relay is the last request of a write, the task
+//! adds a `ping` so something always confirms it. A client that sends one relay at a time gains
+//! nothing (the `pong` replaces the `relay_result`); one that sends bursts gets one answer per
+//! burst instead of one per relay.
 
 use crate::backoff::Backoff;
 use dopus_proto::bundle::{ClaimedBundle, DeviceBundle};
 use dopus_proto::signaling::{
-    ClientFrame, DeliveryKind, ErrorCode, IceServerInfo, Limits, PresenceEntry, Refusal, RequestId,
-    SUPPORTED_VERSIONS, Sender, ServerFrame, Status, VERSION_PARAM, auth_signing_bytes,
-    contacts_per_frame,
+    ClientFrame, DeliveryKind, ErrorCode, IceServerInfo, Limits, PresenceEntry,
+    QUIET_RELAYS_VERSION, Refusal, RequestId, SUPPORTED_VERSIONS, Sender, ServerFrame, Status,
+    VERSION_PARAM, auth_signing_bytes, contacts_per_frame,
 };
 use dopus_types::{DeviceId, Signature, Timestamp, UserId};
 use futures_util::{SinkExt, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,6 +70,11 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// TLS settings for `wss://`; `None` trusts the bundled web PKI roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Ask the server (protocol 3) not to answer relays every target device got live; see the
+    /// module docs. Off by default. A relay confirmed this way reports `delivered` as the one
+    /// device it named, or empty for a relay to all devices (then every device that was
+    /// connected got it).
+    pub quiet_relays: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -70,6 +83,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("device_id", &self.device_id)
             .field("backoff", &self.backoff)
             .field("request_timeout", &self.request_timeout)
+            .field("quiet_relays", &self.quiet_relays)
             .finish_non_exhaustive()
     }
 }
@@ -84,6 +98,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             tls: None,
+            quiet_relays: false,
         }
     }
 }
@@ -638,6 +653,67 @@ async fn finish_close(ws: &mut Ws) {
 struct AuthInfo {
     ping_interval: Duration,
     ping_timeout: Duration,
+    /// The server will not answer relays every target got live (protocol 3, asked for).
+    quiet: bool,
+}
+
+type Reply = oneshot::Sender<Result<ServerFrame, ClientError>>;
+
+/// The requests of one connection waiting for their answers, numbered in the order they were
+/// written (answers come in that order).
+#[derive(Default)]
+struct InFlight {
+    /// Requests someone waits for: deadline, reply, write number.
+    pending: HashMap<RequestId, (Instant, Reply, u64)>,
+    /// Requests the task made itself (contact list parts, status, confirmation pings).
+    internal: HashMap<RequestId, u64>,
+    /// Quiet relays not answered yet, in write order: write number, id, the device it named.
+    quiet: VecDeque<(u64, RequestId, Option<DeviceId>)>,
+    /// Write numbers handed out so far.
+    written: u64,
+}
+
+impl InFlight {
+    fn number(&mut self) -> u64 {
+        self.written += 1;
+        self.written
+    }
+
+    /// The answer to `id` arrived: every quiet relay written before it was delivered in full.
+    /// Returns the request's reply (`None` for internal requests and unknown ids), and whether
+    /// the request was internal.
+    fn answered(&mut self, id: RequestId) -> (Option<Reply>, bool) {
+        let (reply, number, internal) = if let Some(n) = self.internal.remove(&id) {
+            (None, Some(n), true)
+        } else if let Some((_, reply, n)) = self.pending.remove(&id) {
+            (Some(reply), Some(n), false)
+        } else {
+            (None, None, false)
+        };
+        if let Some(n) = number {
+            while let Some(&(m, quiet_id, _)) = self.quiet.front() {
+                if m > n {
+                    break;
+                }
+                let Some((_, _, device)) = self.quiet.pop_front() else {
+                    break;
+                };
+                if m == n {
+                    // Answered itself: queued or refused somewhere.
+                    continue;
+                }
+                if let Some((_, waiting, _)) = self.pending.remove(&quiet_id) {
+                    let _ = waiting.send(Ok(ServerFrame::RelayResult {
+                        id: quiet_id,
+                        delivered: device.into_iter().collect(),
+                        queued: Vec::new(),
+                        refused: Vec::new(),
+                    }));
+                }
+            }
+        }
+        (reply, internal)
+    }
 }
 
 impl Task {
@@ -767,13 +843,13 @@ impl Task {
             None
         })?;
         self.set_state(ConnectionState::Authenticating);
-        let (server_id, challenge) = match next_frame(&mut ws).await? {
+        let (server_id, challenge, version) = match next_frame(&mut ws).await? {
             ServerFrame::Challenge {
                 version,
                 server_id,
                 challenge,
                 ..
-            } if SUPPORTED_VERSIONS.contains(&version) => (server_id, challenge),
+            } if SUPPORTED_VERSIONS.contains(&version) => (server_id, challenge, version),
             ServerFrame::Error { code, .. } => return Err(Some(code)),
             _ => return Err(None),
         };
@@ -781,11 +857,13 @@ impl Task {
         let signature = self
             .signer
             .sign(&auth_signing_bytes(&server_id, &challenge.0, &device_id));
+        let quiet = self.config.quiet_relays && version >= QUIET_RELAYS_VERSION;
         let auth = ClientFrame::Auth {
             user_id: self.signer.user_id(),
             device_id,
             challenge,
             signature,
+            quiet_relays: quiet,
         };
         ws.send(Message::text(auth.to_json()))
             .await
@@ -815,6 +893,7 @@ impl Task {
                     break AuthInfo {
                         ping_interval: Duration::from_millis(ping_interval_ms),
                         ping_timeout: Duration::from_millis(ping_timeout_ms),
+                        quiet,
                     };
                 }
                 ServerFrame::AuthFailure { code, .. } => return Err(Some(code)),
@@ -834,11 +913,11 @@ impl Task {
 
     /// Runs a logged-in connection until it drops or the client shuts down.
     async fn session(&mut self, mut ws: Ws, info: AuthInfo) -> End {
-        let mut pending: HashMap<
-            RequestId,
-            (Instant, oneshot::Sender<Result<ServerFrame, ClientError>>),
-        > = HashMap::new();
-        let mut internal: HashMap<RequestId, ()> = HashMap::new();
+        let mut flight = InFlight::default();
+        // Frames fed but not yet flushed, and whether the last request fed was a quiet relay
+        // (then a `ping` follows it before the flush, so that something confirms it).
+        let mut unflushed = 0usize;
+        let mut confirm = false;
         // Re-sync state the user set before this connection.
         let (status, contacts) = match self.desired.lock() {
             Ok(d) => (d.status, d.contacts.clone()),
@@ -848,7 +927,8 @@ impl Task {
             let per_frame = contacts_per_frame(self.max_frame_bytes.load(Ordering::Relaxed));
             for part in contact_parts(contacts, per_frame, || self.internal_id()) {
                 if let Some(id) = part.id() {
-                    internal.insert(id, ());
+                    let n = flight.number();
+                    flight.internal.insert(id, n);
                 }
                 if ws.feed(Message::text(part.to_json())).await.is_err() {
                     return End::Retry;
@@ -860,7 +940,8 @@ impl Task {
         }
         if let Some(status) = status.filter(|s| *s != Status::Online) {
             let id = self.internal_id();
-            internal.insert(id, ());
+            let n = flight.number();
+            flight.internal.insert(id, n);
             if ws
                 .send(Message::text(
                     ClientFrame::SetStatus { id, status }.to_json(),
@@ -880,6 +961,9 @@ impl Task {
         let mut replaced = false;
         let end = loop {
             tokio::select! {
+                // Requests first, so a burst of them leaves in one write; the flush below runs
+                // when none is waiting (or after 64 frames).
+                biased;
                 cmd = self.cmd_rx.recv() => match cmd {
                     None => break End::Shutdown,
                     Some(Command::Shutdown(done)) => {
@@ -896,17 +980,38 @@ impl Task {
                         let mut written = true;
                         for part in before {
                             if let Some(id) = part.id() {
-                                internal.insert(id, ());
+                                let n = flight.number();
+                                flight.internal.insert(id, n);
                             }
                             written &= ws.feed(Message::text(part.to_json())).await.is_ok();
+                            unflushed += 1;
                         }
-                        if !written || ws.send(Message::text(frame.to_json())).await.is_err() {
+                        if !written || ws.feed(Message::text(frame.to_json())).await.is_err() {
                             let _ = reply.send(Err(ClientError::ConnectionLost));
                             break End::Retry;
                         }
-                        pending.insert(id, (Instant::now() + self.config.request_timeout, reply));
+                        unflushed += 1;
+                        let n = flight.number();
+                        confirm = false;
+                        if info.quiet && let ClientFrame::Relay { to_device, .. } = *frame {
+                            flight.quiet.push_back((n, id, to_device));
+                            confirm = true;
+                        }
+                        flight.pending.insert(id, (Instant::now() + self.config.request_timeout, reply, n));
+                        if unflushed >= 64 {
+                            unflushed = 0;
+                            if !self.flush(&mut ws, &mut flight, &mut confirm).await {
+                                break End::Retry;
+                            }
+                        }
                     }
                 },
+                () = std::future::ready(()), if unflushed > 0 => {
+                    unflushed = 0;
+                    if !self.flush(&mut ws, &mut flight, &mut confirm).await {
+                        break End::Retry;
+                    }
+                }
                 msg = ws.next() => {
                     last_rx = Instant::now();
                     let text = match msg {
@@ -924,14 +1029,18 @@ impl Task {
                         continue;
                     };
                     if let Some(id) = answer_id(&frame) {
-                        if internal.remove(&id).is_some() {
-                            if let ServerFrame::ContactsSynced { presence, .. } = frame {
-                                for p in presence {
-                                    let _ = self.events.send(Event::Presence { user: p.user, status: p.status });
+                        match flight.answered(id) {
+                            (_, true) => {
+                                if let ServerFrame::ContactsSynced { presence, .. } = frame {
+                                    for p in presence {
+                                        let _ = self.events.send(Event::Presence { user: p.user, status: p.status });
+                                    }
                                 }
                             }
-                        } else if let Some((_, reply)) = pending.remove(&id) {
-                            let _ = reply.send(Ok(frame));
+                            (Some(reply), _) => {
+                                let _ = reply.send(Ok(frame));
+                            }
+                            (None, false) => {}
                         }
                         continue;
                     }
@@ -942,7 +1051,7 @@ impl Task {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    pending.retain(|_, (deadline, _)| *deadline > now);
+                    flight.pending.retain(|_, (deadline, _, _)| *deadline > now);
                     if now.duration_since(last_rx) > silence_limit {
                         tracing::debug!("server silent; reconnecting");
                         break End::Retry;
@@ -950,10 +1059,28 @@ impl Task {
                 }
             }
         };
-        for (_, (_, reply)) in pending.drain() {
+        for (_, (_, reply, _)) in flight.pending.drain() {
             let _ = reply.send(Err(ClientError::ConnectionLost));
         }
         end
+    }
+
+    /// Writes what was fed, with a confirming `ping` after a trailing quiet relay; `false` if
+    /// the connection failed.
+    async fn flush(&mut self, ws: &mut Ws, flight: &mut InFlight, confirm: &mut bool) -> bool {
+        if std::mem::take(confirm) {
+            let id = self.internal_id();
+            let n = flight.number();
+            flight.internal.insert(id, n);
+            if ws
+                .feed(Message::text(ClientFrame::Ping { id }.to_json()))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        ws.flush().await.is_ok()
     }
 
     /// Says `offline` (so contacts see it at once, not after a timeout) and closes.

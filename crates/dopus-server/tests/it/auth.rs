@@ -63,6 +63,7 @@ async fn a_login_replayed_on_another_connection_is_refused() {
         device_id: device.clone(),
         challenge,
         signature: alice.sign(&auth_signing_bytes(&server_id, &challenge.0, &device)),
+        quiet_relays: false,
     }
     .to_json();
     // Connection 2 gets its own challenge; the replayed proof names the old one.
@@ -113,6 +114,7 @@ async fn an_expired_challenge_is_refused() {
         device_id: device.clone(),
         challenge,
         signature: alice.sign(&auth_signing_bytes(&server_id, &challenge.0, &device)),
+        quiet_relays: false,
     };
     raw_send(&mut ws, proof.to_json()).await;
     match raw_recv(&mut ws).await {
@@ -154,6 +156,7 @@ async fn nothing_but_auth_is_accepted_before_login() {
         device_id: device.clone(),
         challenge,
         signature: bob.sign(&auth_signing_bytes("another-server", &challenge.0, &device)),
+        quiet_relays: false,
     };
     raw_send(&mut ws, proof.to_json()).await;
     match raw_recv(&mut ws).await {

@@ -175,6 +175,7 @@ async fn an_auth_failure_reaches_a_client_that_pipelines_after_its_login() {
         device_id: device.clone(),
         challenge,
         signature: mallory.sign(&auth_signing_bytes(&server_id, &challenge.0, &device)),
+        quiet_relays: false,
     }
     .to_json();
     // The login, then frames that assume it succeeded, all without reading.

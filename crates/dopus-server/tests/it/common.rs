@@ -96,12 +96,24 @@ pub struct TestClient {
 
 /// Starts a client and waits until it is logged in.
 pub async fn connect(url: &str, user: &TestUser, device: u8) -> TestClient {
+    connect_with(url, user, device, |_| {}).await
+}
+
+/// [`connect`] with changes to the client's configuration.
+pub async fn connect_with(
+    url: &str,
+    user: &TestUser,
+    device: u8,
+    tweak: impl FnOnce(&mut ClientConfig),
+) -> TestClient {
     let device = user.device(device);
+    let mut config = client_config(url, device.clone());
+    tweak(&mut config);
     let signer = Arc::new(KeySigner {
         user: user.id,
         key: user.key.clone(),
     });
-    let (client, events) = SignalingClient::start(client_config(url, device.clone()), signer);
+    let (client, events) = SignalingClient::start(config, signer);
     client.wait_connected(WAIT).await.unwrap();
     TestClient {
         client,
@@ -231,7 +243,22 @@ pub async fn raw_closed(ws: &mut RawWs) -> bool {
 
 /// Logs in over a raw socket and returns it after `auth_success`.
 pub async fn raw_login(url: &str, user: &TestUser, device: u8) -> RawWs {
-    let mut ws = raw(url).await;
+    raw_login_with(url, user, device, None, false).await
+}
+
+/// [`raw_login`] offering the protocol versions `versions` (`?v=…`) and asking for quiet relays.
+pub async fn raw_login_with(
+    url: &str,
+    user: &TestUser,
+    device: u8,
+    versions: Option<&str>,
+    quiet_relays: bool,
+) -> RawWs {
+    let url = match versions {
+        Some(v) => format!("{url}?v={v}"),
+        None => url.to_owned(),
+    };
+    let mut ws = raw(&url).await;
     let ServerFrame::Challenge {
         server_id,
         challenge,
@@ -251,6 +278,7 @@ pub async fn raw_login(url: &str, user: &TestUser, device: u8) -> RawWs {
         device_id: device,
         challenge,
         signature: sig,
+        quiet_relays,
     };
     raw_send(&mut ws, auth.to_json()).await;
     loop {

@@ -225,3 +225,173 @@ async fn a_pipelined_burst_is_answered_in_order_and_payloads_arrive_exactly() {
         }
     }
 }
+
+/// Protocol 3's quiet relays: a relay every target got live is not answered, everything else is,
+/// in order; on a connection that negotiated version 2 the option is ignored.
+#[tokio::test]
+async fn quiet_relays_are_answered_only_when_not_delivered_live() {
+    use dopus_proto::signaling::{ClientFrame, ServerFrame};
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let s = start(|_| {}).await;
+    let (alice, bob, carol) = (TestUser::new(), TestUser::new(), TestUser::new());
+    let mut a = raw_login_with(&s.url(), &alice, 1, Some("1,2,3"), true).await;
+    let mut b = raw_login(&s.url(), &bob, 1).await;
+    // Carol is known (she logged in once) but offline: a stored relay to her is queued. Bob
+    // (answered as always) asks until her connection is gone.
+    drop(raw_login(&s.url(), &carol, 1).await);
+    let mut gone = false;
+    for id in 0..100u64 {
+        let probe = ClientFrame::Relay {
+            id,
+            to: carol.id,
+            to_device: None,
+            payload: "probe".into(),
+            store: false,
+        };
+        raw_send(&mut b, probe.to_json()).await;
+        if let ServerFrame::Error {
+            code: ErrorCode::RecipientOffline,
+            ..
+        } = raw_recv(&mut b).await
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(gone, "carol's connection never went away");
+    let relay = |id: u64, to: &TestUser, store: bool| {
+        ClientFrame::Relay {
+            id,
+            to: to.id,
+            to_device: None,
+            payload: format!("p{id}"),
+            store,
+        }
+        .to_json()
+    };
+    let burst = [
+        relay(1, &bob, false),   // delivered live: no answer
+        relay(2, &carol, false), // nobody connected: error
+        relay(3, &bob, true),    // delivered live although storable: no answer
+        relay(4, &carol, true),  // queued: relay_result
+        format!(
+            r#"{{"type":"relay","id":5,"to":"{}","payload":"{}"}}"#,
+            bob.id,
+            "x".repeat(70_000)
+        ),
+        r#"{"type":"ping","id":6}"#.to_owned(),
+    ];
+    for frame in burst {
+        a.feed(Message::text(frame)).await.unwrap();
+    }
+    a.flush().await.unwrap();
+    match raw_recv(&mut a).await {
+        ServerFrame::Error { id, code, .. } => {
+            assert_eq!((id, code), (Some(2), ErrorCode::RecipientOffline));
+        }
+        other => panic!("{other:?}"),
+    }
+    match raw_recv(&mut a).await {
+        ServerFrame::RelayResult {
+            id,
+            delivered,
+            queued,
+            ..
+        } => {
+            assert_eq!(id, 4);
+            assert!(delivered.is_empty());
+            assert_eq!(queued.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    match raw_recv(&mut a).await {
+        ServerFrame::Error { id, code, .. } => {
+            assert_eq!(
+                (id, code),
+                (None, ErrorCode::FrameTooLarge),
+                "a bad frame is still answered"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(raw_recv(&mut a).await, ServerFrame::Pong { id: 6 });
+    for want in ["p1", "p3"] {
+        match raw_recv(&mut b).await {
+            ServerFrame::Deliver { payload, .. } => assert_eq!(payload, want),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // Version 2 does not know the option: every relay is answered.
+    let mut old = raw_login_with(&s.url(), &alice, 2, Some("1,2"), true).await;
+    raw_send(&mut old, relay(7, &bob, false)).await;
+    match raw_recv(&mut old).await {
+        ServerFrame::RelayResult { id, delivered, .. } => {
+            assert_eq!((id, delivered.len()), (7, 1));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The client with quiet relays on still gives every relay a definite outcome: single relays
+/// and bursts are confirmed as delivered, refusals and mailbox deposits come back as before.
+#[tokio::test]
+async fn the_client_resolves_quiet_relays() {
+    let s = start(|_| {}).await;
+    let (alice, bob, carol) = (TestUser::new(), TestUser::new(), TestUser::new());
+    let a = connect_with(&s.url(), &alice, 1, |c| c.quiet_relays = true).await;
+    let mut b = connect(&s.url(), &bob, 1).await;
+    let r = a
+        .client
+        .relay(bob.id, Some(b.device.clone()), "one".into(), false)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), RelayStatus::Delivered);
+    assert_eq!(r.delivered, vec![b.device.clone()]);
+    let burst = (0..20).map(|i| {
+        a.client
+            .relay(bob.id, None, format!("burst {i}"), i % 2 == 0)
+    });
+    for r in futures_util::future::join_all(burst).await {
+        let r = r.unwrap();
+        assert_eq!(r.status(), RelayStatus::Delivered);
+        assert!(r.queued.is_empty() && r.refused.is_empty());
+    }
+    let mut got = Vec::new();
+    while got.len() < 21 {
+        if let Event::Incoming(i) = next_app_event(&mut b.events).await {
+            got.push(i.payload);
+        }
+    }
+    assert_eq!(got[0], "one");
+    let err = a.client.relay(carol.id, None, "x".into(), false).await;
+    assert!(
+        matches!(
+            err,
+            Err(ClientError::Server {
+                code: ErrorCode::RecipientOffline,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    drop(connect(&s.url(), &carol, 1).await);
+    // Carol's connection may still be closing: wait until relays to her are queued.
+    let mut queued = None;
+    for _ in 0..100 {
+        let r = a
+            .client
+            .relay(carol.id, None, "later".into(), true)
+            .await
+            .unwrap();
+        if r.status() == RelayStatus::Stored {
+            queued = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(queued.map(|r| r.queued.len()), Some(1));
+}
