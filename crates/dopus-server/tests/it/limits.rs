@@ -173,6 +173,95 @@ async fn connections_per_address_are_limited() {
     assert!(ok);
 }
 
+/// A recipient that does not read fills its socket, then its queue (`outbox_capacity` frames):
+/// further live relays to it are refused with `recipient_busy`, and the sender is never held up.
+#[tokio::test]
+async fn a_recipient_that_does_not_read_makes_relays_busy() {
+    use dopus_proto::signaling::ClientFrame;
+
+    let s = start(|c| {
+        c.limits.outbox_capacity = 4;
+        c.limits.rate_per_sec = 1_000_000;
+        c.limits.rate_burst = 1_000_000;
+    })
+    .await;
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let mut a = raw_login(&s.url(), &alice, 1).await;
+    let _b = raw_login(&s.url(), &bob, 1).await; // never read
+    // 600 × 60,000 bytes: far more than loopback socket buffers hold.
+    const N: u64 = 600;
+    let payload = "x".repeat(60_000);
+    for id in 0..N {
+        let relay = ClientFrame::Relay {
+            id,
+            to: bob.id,
+            to_device: None,
+            payload: payload.clone(),
+            store: false,
+        };
+        a.feed(Message::text(relay.to_json())).await.unwrap();
+    }
+    a.flush().await.unwrap();
+    let (mut delivered, mut busy) = (0, 0);
+    for _ in 0..N {
+        match raw_recv(&mut a).await {
+            ServerFrame::RelayResult { .. } => delivered += 1,
+            ServerFrame::Error {
+                code: ErrorCode::RecipientBusy,
+                ..
+            } => busy += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        delivered > 0 && busy > 0,
+        "{delivered} delivered, {busy} busy"
+    );
+}
+
+/// A stored relay to a device the recipient does not have is refused with `unknown_device`; a
+/// live one with `recipient_offline` (only connected devices count for it).
+#[tokio::test]
+async fn a_relay_to_an_unknown_device_is_refused() {
+    let s = start(|_| {}).await;
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let a = connect(&s.url(), &alice, 1).await;
+    let _b = connect(&s.url(), &bob, 1).await;
+    for (store, want) in [
+        (true, ErrorCode::UnknownDevice),
+        (false, ErrorCode::RecipientOffline),
+    ] {
+        let err = a
+            .client
+            .relay(bob.id, Some(bob.device(9)), "x".into(), store)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, dopus_signaling::ClientError::Server { code, .. } if code == want),
+            "store {store}: {err:?}"
+        );
+    }
+}
+
+/// The limit on connections in total answers 429 like the per-address one.
+#[tokio::test]
+async fn connections_in_total_are_limited() {
+    let s = start(|c| c.limits.max_connections = 1).await;
+    let alice = TestUser::new();
+    let _a = connect(&s.url(), &alice, 1).await;
+    match tokio_tungstenite::connect_async(s.url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 429);
+            let body = resp.body().clone().unwrap_or_default();
+            assert_eq!(
+                String::from_utf8_lossy(&body).trim(),
+                "too_many_connections"
+            );
+        }
+        other => panic!("expected 429, got {:?}", other.map(|_| ())),
+    }
+}
+
 /// The documented 5,000 contacts fit: the client sends them in parts (6 frames of 64 KiB) and
 /// the server applies them together; one more is refused with `too_many_contacts` and leaves
 /// the list as it was.
