@@ -11,9 +11,16 @@
 //! - Mailbox: one relay in `--mailbox-every` is `store: true` to one of 16 users that are never
 //!   online, and a drainer logs each of them in every second, takes its items and acks them.
 //!
-//! Counted as messages: relays delivered live (the latency histogram) and mailbox deposits.
+//! - `--acks`: the recipient of each message answers it end to end with a small relay back
+//!   (`"payload":"ack"`), and the sender sends its next message when the ack arrives rather
+//!   than on the `relay_result`; `--quiet` (protocol 3) also asks the server not to answer
+//!   relays delivered live, so the ack is the only confirmation. One message in flight per
+//!   connection either way.
+//!
+//! Counted as messages: relays delivered live (the latency histogram) and mailbox deposits;
+//! acks are counted apart, and the CPU is also given per relayed frame (messages + acks).
 
-use crate::{Identity, ServerChild, Ws, cpu_secs_of, identity, now_ns, open, source};
+use crate::{Identity, ServerChild, Ws, cpu_secs_of, identity, now_ns, open, open_with, source};
 use dopus_proto::signaling::ClientFrame;
 use dopus_types::UserId;
 use futures_util::{FutureExt as _, SinkExt, StreamExt};
@@ -33,6 +40,8 @@ pub(crate) struct ActiveArgs {
     pub duration: Duration,
     pub sources: u8,
     pub concurrency: usize,
+    pub acks: bool,
+    pub quiet: bool,
 }
 
 /// Users whose mailboxes take the stored relays; never online except while drained.
@@ -48,6 +57,8 @@ struct Counters {
     deposited: AtomicU64,
     drained: AtomicU64,
     refused: AtomicU64,
+    acks: AtomicU64,
+    lost: AtomicU64,
     relogins: AtomicU64,
     presence: AtomicU64,
 }
@@ -67,8 +78,13 @@ pub(crate) async fn run(server: &ServerChild, args: ActiveArgs) -> anyhow::Resul
         drop(ws);
     }
     println!(
-        "## active connections: {n}, each one relay in flight, {} B payload",
-        args.payload
+        "## active connections: {n}, each one relay in flight, {} B payload, {}",
+        args.payload,
+        match (args.acks, args.quiet) {
+            (_, true) => "end-to-end acks, quiet relays (protocol 3)",
+            (true, false) => "end-to-end acks, every relay answered",
+            (false, false) => "every relay answered, the answer releases the next",
+        }
     );
     let start = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
@@ -77,9 +93,10 @@ pub(crate) async fn run(server: &ServerChild, args: ActiveArgs) -> anyhow::Resul
         let permit = sem.clone().acquire_owned().await?;
         let addr = server.addr;
         let src = source(i, args.sources);
+        let quiet = args.quiet;
         opened.push(tokio::spawn(async move {
             let id = identity(BASE + i as u64);
-            let r = login(addr, src, &id, i).await;
+            let r = login(addr, src, &id, i, quiet).await;
             drop(permit);
             r
         }));
@@ -120,6 +137,10 @@ pub(crate) async fn run(server: &ServerChild, args: ActiveArgs) -> anyhow::Resul
             ws,
             args.payload,
             args.mailbox_every,
+            Mode {
+                acks: args.acks,
+                quiet: args.quiet,
+            },
             flags.clone(),
             counters.clone(),
             hist.clone(),
@@ -145,6 +166,7 @@ pub(crate) async fn run(server: &ServerChild, args: ActiveArgs) -> anyhow::Resul
     churner.abort();
     let delivered = counters.delivered.load(Ordering::Relaxed);
     let deposited = counters.deposited.load(Ordering::Relaxed);
+    let acks = counters.acks.load(Ordering::Relaxed);
     let messages = (delivered + deposited).max(1);
     let hist = hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let ms = |v: u64| v as f64 / 1e6;
@@ -157,6 +179,13 @@ pub(crate) async fn run(server: &ServerChild, args: ActiveArgs) -> anyhow::Resul
         counters.relogins.load(Ordering::Relaxed) as f64 / secs,
         counters.presence.load(Ordering::Relaxed) as f64 / secs,
     );
+    if args.acks {
+        println!(
+            "end-to-end acks relayed: {:.0}/s; messages given up after 2 s without an ack: {}",
+            acks as f64 / secs,
+            counters.lost.load(Ordering::Relaxed)
+        );
+    }
     println!(
         "relay latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
         ms(hist.value_at_quantile(0.5)),
@@ -176,6 +205,10 @@ pub(crate) async fn run(server: &ServerChild, args: ActiveArgs) -> anyhow::Resul
             .collect::<Vec<_>>()
             .join(" "),
     );
+    println!(
+        "server CPU per relayed frame (messages + acks): {:.1} µs",
+        server_cpu * 1e6 / (messages + acks) as f64
+    );
     Ok(())
 }
 
@@ -189,8 +222,9 @@ async fn login(
     src: std::net::IpAddr,
     id: &Identity,
     i: usize,
+    quiet: bool,
 ) -> anyhow::Result<Ws> {
-    let mut ws = open(addr, src, id).await?;
+    let mut ws = open_with(addr, src, id, quiet).await?;
     let sync = ClientFrame::SyncContacts {
         id: 0,
         contacts: vec![partner(i)],
@@ -198,6 +232,26 @@ async fn login(
     };
     ws.send(Message::text(sync.to_json())).await?;
     Ok(ws)
+}
+
+/// How a connection learns its message arrived.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    /// From the recipient's end-to-end ack, not from the `relay_result`.
+    acks: bool,
+    /// Logged in with quiet relays.
+    quiet: bool,
+}
+
+/// Ack relays carry ids from here up, so their answers (quiet or not) are told from the
+/// message's.
+const ACK_IDS: u64 = 1 << 62;
+
+/// The `id` of an answer frame.
+fn answer_id(t: &str) -> Option<u64> {
+    let at = t.find(r#""id":"#)? + 5;
+    let digits: String = t[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// One connection: one relay in flight to its contact, reads what its contact relays to it.
@@ -209,6 +263,7 @@ async fn connection(
     mut ws: Ws,
     payload: usize,
     mailbox_every: u64,
+    mode: Mode,
     churn: Arc<Vec<AtomicBool>>,
     c: Arc<Counters>,
     hist: Arc<Mutex<Histogram<u64>>>,
@@ -219,8 +274,17 @@ async fn connection(
     let mut local = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).ok();
     // Staggered, so the stored relays of all connections do not come due at the same moment.
     let mut next_id: u64 = 1 + i as u64 % mailbox_every.max(1);
+    let mut next_ack: u64 = ACK_IDS;
     let mut in_flight = false;
+    let mut sent_at = Instant::now();
     while !c.stop.load(Ordering::Relaxed) {
+        if in_flight && mode.acks && sent_at.elapsed() > Duration::from_secs(2) {
+            // The ack will not come (the contact left while it was on its way).
+            in_flight = false;
+            if c.measuring.load(Ordering::Relaxed) {
+                c.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if !in_flight {
             if churn[i].swap(false, Ordering::Relaxed) {
                 // Goodbye, close, log in again, re-sync: presence churn as clients do it.
@@ -231,7 +295,7 @@ async fn connection(
                     while let Some(Ok(_)) = ws.next().await {}
                 })
                 .await;
-                match login(addr, src, &id, i).await {
+                match login(addr, src, &id, i, mode.quiet).await {
                     Ok(new) => ws = new,
                     Err(_) => return,
                 }
@@ -257,29 +321,46 @@ async fn connection(
                 return;
             }
             in_flight = true;
+            sent_at = Instant::now();
         }
         let msg = tokio::select! {
             m = ws.next() => m,
             _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
         };
         let mut msg = msg;
+        // Acks owed for the deliveries read in this burst, written in one go after it.
+        let mut owed = 0u32;
         loop {
             let Some(Ok(m)) = msg else { return };
             if let Message::Text(t) = m {
                 let t = t.as_str();
                 let measuring = c.measuring.load(Ordering::Relaxed);
+                let mine = answer_id(t).is_some_and(|id| id < ACK_IDS);
                 if t.starts_with(r#"{"type":"relay_result""#) {
-                    in_flight = false;
-                    if measuring && t.contains(r#""queued":["#) && !t.contains(r#""queued":[]"#) {
+                    // With acks, a message delivered live waits for its ack; one queued in a
+                    // mailbox (no one to ack it now) is done here.
+                    let queued = t.contains(r#""queued":["#) && !t.contains(r#""queued":[]"#);
+                    if mine && (!mode.acks || queued) {
+                        in_flight = false;
+                    }
+                    if measuring && queued {
                         c.deposited.fetch_add(1, Ordering::Relaxed);
                     }
                 } else if t.starts_with(r#"{"type":"deliver""#) {
-                    if measuring
-                        && let Some(ts) = crate::payload_ts(t)
-                        && let Some(h) = local.as_mut()
-                    {
-                        c.delivered.fetch_add(1, Ordering::Relaxed);
-                        let _ = h.record(now_ns().saturating_sub(ts).max(1_000));
+                    if t.contains(r#""payload":"ack""#) {
+                        in_flight = false;
+                        if measuring {
+                            c.acks.fetch_add(1, Ordering::Relaxed);
+                        }
+                    } else {
+                        owed += u32::from(mode.acks);
+                        if measuring
+                            && let Some(ts) = crate::payload_ts(t)
+                            && let Some(h) = local.as_mut()
+                        {
+                            c.delivered.fetch_add(1, Ordering::Relaxed);
+                            let _ = h.record(now_ns().saturating_sub(ts).max(1_000));
+                        }
                     }
                 } else if t.starts_with(r#"{"type":"presence_update""#) {
                     if measuring {
@@ -287,7 +368,7 @@ async fn connection(
                     }
                 } else if t.starts_with(r#"{"type":"error""#) {
                     // An answer to the relay (the contact was away for a moment) or a notice.
-                    if t.contains(r#""id":"#) {
+                    if mine {
                         in_flight = false;
                     }
                     if measuring {
@@ -299,6 +380,16 @@ async fn connection(
                 Some(m) => msg = m,
                 None => break,
             }
+        }
+        for _ in 0..owed {
+            next_ack += 1;
+            let ack = format!(r#"{{"type":"relay","id":{next_ack},"to":"{to}","payload":"ack"}}"#);
+            if ws.feed(Message::text(ack)).await.is_err() {
+                return;
+            }
+        }
+        if owed > 0 && ws.flush().await.is_err() {
+            return;
         }
     }
     if let (Some(h), Ok(mut all)) = (local, hist.lock()) {

@@ -85,6 +85,15 @@ struct Args {
     /// Many-connections shape: one relay in this many is stored for an offline user (0: none).
     #[arg(long, default_value_t = 100)]
     mailbox_every: u64,
+    /// Many-connections shape: the recipient of each message acknowledges it end to end (a small
+    /// relay back, as the node's peer protocol does), and the sender's one message in flight
+    /// waits for that acknowledgement instead of the server's `relay_result`.
+    #[arg(long)]
+    acks: bool,
+    /// Many-connections shape: log in with protocol 3's quiet relays (implies `--acks`): relays
+    /// delivered live are not answered.
+    #[arg(long)]
+    quiet: bool,
     /// Run the server child under this command (split at spaces), e.g.
     /// `"valgrind --tool=massif --massif-out-file=/tmp/massif.out"` for a heap profile.
     #[arg(long)]
@@ -304,13 +313,23 @@ fn unreachable_key() -> Ed25519Key {
 }
 
 async fn open(addr: SocketAddr, source: IpAddr, id: &Identity) -> anyhow::Result<Ws> {
+    open_with(addr, source, id, false).await
+}
+
+/// [`open`], asking for protocol 3's quiet relays when `quiet`.
+async fn open_with(
+    addr: SocketAddr,
+    source: IpAddr,
+    id: &Identity,
+    quiet: bool,
+) -> anyhow::Result<Ws> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
     // The default write buffer: frames fed in a batch leave in one write at the flush.
     let config = WebSocketConfig::default().read_buffer_size(4096);
-    let url = format!("ws://{addr}/ws?v=1");
+    let url = format!("ws://{addr}/ws?v={}", if quiet { 3 } else { 1 });
     let (mut ws, _) =
         tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
     let (server_id, challenge): (String, Nonce) = match next(&mut ws).await? {
@@ -331,6 +350,7 @@ async fn open(addr: SocketAddr, source: IpAddr, id: &Identity) -> anyhow::Result
         device_id: id.device.clone(),
         challenge,
         signature: sig,
+        quiet_relays: quiet,
     };
     ws.send(Message::text(auth.to_json())).await?;
     match next(&mut ws).await? {
@@ -378,6 +398,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 duration: Duration::from_secs(args.duration_secs),
                 sources: args.sources,
                 concurrency: args.concurrency,
+                acks: args.acks || args.quiet,
+                quiet: args.quiet,
             },
         )
         .await;
