@@ -310,7 +310,7 @@ impl NodeMachine {
         self.verification_timeouts(now);
         self.recovery_due(now, store)?;
         self.space_sync(now);
-        self.space_key_timeouts(now);
+        self.space_key_timeouts(now, store)?;
         self.call_due(now, store)?;
         self.seal_ephemeral(now, store)?;
         self.pump(now, store)?;

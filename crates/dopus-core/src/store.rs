@@ -22,7 +22,7 @@ pub use memory::MemoryStore;
 pub use records::{
     AccountRecord, ChannelId, Contact, ContactState, Conversation, ConversationId,
     ConversationSummary, DeliveryState, EnvelopeId, FileTransfer, MegolmInboundRecord,
-    MegolmOutboundRecord, MegolmWaitingRecord, Message, MessageId, MessageKind, NewMessage,
+    MegolmOutboundRecord, MegolmWaitState, MegolmWaitingRecord, Message, MessageId, MessageKind, NewMessage,
     OlmSessionRecord, OutboxEntry, OutboxItem, OutboxRecipient, PeerDevice, Pickle,
     ReactionSummary, SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, Seq, SpaceOpRecord,
     TransferDirection, TransferId, TransferState,
@@ -291,6 +291,17 @@ pub trait Store: Send {
     fn megolm_seen(&self, session_id: &str, index: u32) -> Result<bool, StoreError>;
     /// The messages waiting for a session's key, by index.
     fn megolm_waiting(&self, session_id: &str) -> Result<Vec<MegolmWaitingRecord>, StoreError>;
+    /// One record per session with messages waiting (its lowest index), by session id, at
+    /// most `limit` (the node resumes asking for these keys when it starts).
+    fn megolm_waiting_sessions(&self, limit: usize)
+    -> Result<Vec<MegolmWaitingRecord>, StoreError>;
+    /// The messages of a channel waiting for a key, oldest first (by arrival, then session
+    /// and index), at most `limit` (the channel history's placeholders).
+    fn megolm_waiting_in_channel(
+        &self,
+        channel: &ChannelId,
+        limit: usize,
+    ) -> Result<Vec<MegolmWaitingRecord>, StoreError>;
 
     // --- settings ---
 

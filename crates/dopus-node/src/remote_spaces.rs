@@ -332,14 +332,43 @@ pub fn channel_messages(
         limit.clamp(1, 200)
     ))?;
     out.print(&page, |p| {
-        list_text(&p["messages"], message_line, "no messages in this channel")
+        let mut text = list_text(&p["messages"], message_line, "no messages in this channel");
+        for w in p["waiting"].as_array().into_iter().flatten() {
+            text.push('\n');
+            text.push_str(&waiting_line(w));
+        }
+        text
     });
     Ok(())
+}
+
+/// A message still waiting for its key, as the CLI shows it.
+fn waiting_line(w: &serde_json::Value) -> String {
+    let sender = w["sender"].as_str().unwrap_or("?");
+    match w["state"].as_str() {
+        Some("waiting_for_keys") => format!("{sender}: [waiting for keys]"),
+        _ => format!(
+            "{sender}: [cannot be decrypted: {}]",
+            w["reason_text"].as_str().unwrap_or("no key")
+        ),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders() {
+        let w = serde_json::json!({"sender": "dopus1x", "state": "waiting_for_keys"});
+        assert_eq!(waiting_line(&w), "dopus1x: [waiting for keys]");
+        let w = serde_json::json!({"sender": "dopus1x", "state": "withheld",
+            "reason_text": "the sender no longer holds this message's key"});
+        assert_eq!(
+            waiting_line(&w),
+            "dopus1x: [cannot be decrypted: the sender no longer holds this message's key]"
+        );
+    }
 
     #[test]
     fn durations() {

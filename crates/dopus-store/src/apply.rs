@@ -594,7 +594,8 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
         Change::SaveMegolmWaiting(w) => changed(
             tx.prepare_cached(
                 "INSERT INTO megolm_waiting (session_id, idx, sender_user, sender_device, \
-                 message, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 message, received_at, space_id, channel_id, state, reason) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
                  ON CONFLICT (session_id, idx) DO NOTHING",
             )?
             .execute(params![
@@ -604,11 +605,21 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
                 w.sender_device.as_str(),
                 w.message,
                 ts(w.received_at)?,
+                w.space.as_ref().map(|s| s.as_bytes().to_vec()),
+                w.channel.as_ref().map(|c| c.as_bytes().to_vec()),
+                w.state.as_str(),
+                w.state.reason_str(),
             ])?,
         ),
         Change::RemoveMegolmWaiting { session_id } => changed(
             tx.prepare_cached("DELETE FROM megolm_waiting WHERE session_id = ?1")?
                 .execute([session_id])?,
+        ),
+        Change::SetMegolmWaitState { session_id, state } => changed(
+            tx.prepare_cached(
+                "UPDATE megolm_waiting SET state = ?2, reason = ?3 WHERE session_id = ?1",
+            )?
+            .execute(params![session_id, state.as_str(), state.reason_str()])?,
         ),
         Change::SetSetting { key, value } => match value {
             Some(value) => {

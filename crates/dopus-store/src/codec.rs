@@ -4,7 +4,7 @@
 
 use dopus_core::store::{
     ChannelId, Contact, ContactState, ConversationId, DeliveryState, FileTransfer,
-    MegolmInboundRecord, MegolmOutboundRecord, MegolmWaitingRecord, Message, MessageId,
+    MegolmInboundRecord, MegolmOutboundRecord, MegolmWaitState, MegolmWaitingRecord, Message, MessageId,
     MessageKind, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, Seq, SpaceOpRecord, StoreError,
     TransferDirection, TransferId, TransferState,
 };
@@ -406,8 +406,8 @@ pub(crate) fn megolm_outbound(row: &Row<'_>) -> DbResult<MegolmOutboundRecord> {
     })
 }
 
-pub(crate) const MEGOLM_WAITING_COLUMNS: &str =
-    "session_id, idx, sender_user, sender_device, message, received_at";
+pub(crate) const MEGOLM_WAITING_COLUMNS: &str = "session_id, idx, sender_user, sender_device, \
+     message, received_at, space_id, channel_id, state, reason";
 
 pub(crate) fn megolm_waiting(row: &Row<'_>) -> DbResult<MegolmWaitingRecord> {
     Ok(MegolmWaitingRecord {
@@ -417,6 +417,19 @@ pub(crate) fn megolm_waiting(row: &Row<'_>) -> DbResult<MegolmWaitingRecord> {
         sender_device: read_device(text(row, 3)?, "megolm_waiting.sender_device")?,
         message: blob(row, 4)?.to_vec(),
         received_at: read_ts(row.get(5)?, "megolm_waiting.received_at")?,
+        space: row
+            .get::<_, Option<Vec<u8>>>(6)?
+            .map(|b| read_space(&b, "megolm_waiting.space_id"))
+            .transpose()?,
+        channel: row
+            .get::<_, Option<Vec<u8>>>(7)?
+            .map(|b| read_channel(&b, "megolm_waiting.channel_id"))
+            .transpose()?,
+        state: MegolmWaitState::parse(
+            &row.get::<_, String>(8)?,
+            row.get::<_, Option<String>>(9)?.as_deref(),
+        )
+        .ok_or_else(|| corrupt("megolm_waiting.state"))?,
     })
 }
 

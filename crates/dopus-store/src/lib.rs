@@ -581,6 +581,21 @@ impl Store for SqliteStore {
         out(queries::megolm_waiting(&self.conn, session_id))
     }
 
+    fn megolm_waiting_sessions(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<MegolmWaitingRecord>, StoreError> {
+        out(queries::megolm_waiting_sessions(&self.conn, limit))
+    }
+
+    fn megolm_waiting_in_channel(
+        &self,
+        channel: &ChannelId,
+        limit: usize,
+    ) -> Result<Vec<MegolmWaitingRecord>, StoreError> {
+        out(queries::megolm_waiting_in_channel(&self.conn, channel, limit))
+    }
+
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         out(queries::setting(&self.conn, key))
     }

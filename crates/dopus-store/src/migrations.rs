@@ -53,6 +53,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "link_previews",
         sql: include_str!("../migrations/007_link_previews.sql"),
     },
+    Migration {
+        version: 8,
+        name: "megolm_waiting_state",
+        sql: include_str!("../migrations/008_megolm_waiting_state.sql"),
+    },
 ];
 
 /// The schema version this build writes and the newest it reads.

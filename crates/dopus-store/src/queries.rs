@@ -490,6 +490,34 @@ pub(crate) fn megolm_waiting(
     collect(stmt.query([session_id])?, codec::megolm_waiting)
 }
 
+pub(crate) fn megolm_waiting_sessions(
+    conn: &Connection,
+    max: usize,
+) -> DbResult<Vec<MegolmWaitingRecord>> {
+    // One row per session: the one of its lowest index (the primary key's order).
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MEGOLM_WAITING_COLUMNS} FROM megolm_waiting w \
+         WHERE idx = (SELECT MIN(idx) FROM megolm_waiting v WHERE v.session_id = w.session_id) \
+         ORDER BY session_id LIMIT ?1"
+    ))?;
+    collect(stmt.query([limit(max)])?, codec::megolm_waiting)
+}
+
+pub(crate) fn megolm_waiting_in_channel(
+    conn: &Connection,
+    channel: &ChannelId,
+    max: usize,
+) -> DbResult<Vec<MegolmWaitingRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MEGOLM_WAITING_COLUMNS} FROM megolm_waiting WHERE channel_id = ?1 \
+         ORDER BY received_at, session_id, idx LIMIT ?2"
+    ))?;
+    collect(
+        stmt.query(params![channel.as_bytes().to_vec(), limit(max)])?,
+        codec::megolm_waiting,
+    )
+}
+
 pub(crate) fn spaces(conn: &Connection) -> DbResult<Vec<SpaceId>> {
     let mut stmt =
         conn.prepare_cached("SELECT DISTINCT space_id FROM space_ops ORDER BY space_id")?;

@@ -304,6 +304,9 @@ pub enum Event {
     Verification(UserId),
     /// A space changed (its log, or our attempt to join it): read it back to show it.
     SpaceChanged(dopus_types::SpaceId),
+    /// The messages of a channel waiting for their key changed: one arrived, was decrypted,
+    /// or its wait moved on (withheld, given up). Read the channel's placeholders back.
+    ChannelWaiting(dopus_types::ChannelId),
     /// A call was placed, picked up or ended, or its diagnostics changed (read it back).
     Call(dopus_types::CallId),
     /// A file transfer was made or changed state (read it back to show it).

@@ -17,12 +17,13 @@
 use super::{CommandError, Event, MachineError, NodeMachine};
 use crate::chat::{Outgoing, check_body, clamp_sent_at, store_id, wire_id};
 use crate::outbox::Queued;
-use crate::space::key_requests::{KeyRequestOut, KeyRequests};
+use crate::space::key_requests::{KeyRequestOut, KeyRequests, MAX_WAITING, WaitState};
 use crate::space::megolm::{ChannelCrypto, DecryptError, DeviceAddr};
 use crate::space::ratelimit::{RateClass, RateLimiter, RateLimits};
 use crate::space::{ControlLog, DeviceSigner, SpaceState, invite};
 use crate::store::{
-    Change, Changes, ConversationId, DeliveryState, EnvelopeId, MegolmWaitingRecord, Message,
+    Change, Changes, ConversationId, DeliveryState, EnvelopeId, MegolmWaitState,
+    MegolmWaitingRecord, Message,
     MessageId, MessageKind, NewMessage, OutboxItem, OutboxRecipient, Outcome, SpaceOpRecord, Store,
     StoreError,
 };
@@ -73,6 +74,8 @@ pub(super) struct Spaces {
     waiting_sessions: BTreeSet<String>,
     /// Keys we asked for (messages waiting for them).
     key_requests: KeyRequests,
+    /// Waits kept in the store before a restart, resumed at the first login.
+    resume: Vec<MegolmWaitingRecord>,
     /// Send our heads to every member at the next prepare.
     sync_due: bool,
 }
@@ -125,6 +128,7 @@ impl Spaces {
             held_keys: Vec::new(),
             waiting_sessions: BTreeSet::new(),
             key_requests: KeyRequests::new(),
+            resume: store.megolm_waiting_sessions(MAX_WAITING)?,
             sync_due: true,
         })
     }
@@ -903,7 +907,9 @@ impl NodeMachine {
                     user: sender,
                     device: device.clone(),
                 };
-                self.spaces.key_requests.withheld(session_id, &from, *code);
+                if self.spaces.key_requests.withheld(session_id, &from, *code) {
+                    self.set_wait_state(store, session_id, MegolmWaitState::Withheld(*code))?;
+                }
             }
             SpaceContent::SpaceHistoryBundle { .. } => {
                 tracing::debug!(
@@ -1348,10 +1354,34 @@ impl NodeMachine {
         store.apply_one(Change::RemoveMegolmWaiting {
             session_id: session_id.to_owned(),
         })?;
+        let channels: BTreeSet<ChannelId> = waiting.iter().filter_map(|w| w.channel).collect();
         for w in waiting {
             if let Ok(message) = ChannelMessage::from_json(&w.message) {
-                self.take_channel_message(now, w.sender_user, None, &message, store)?;
+                let hint = w.space.zip(w.channel);
+                self.take_channel_message(now, w.sender_user, hint, &message, store)?;
             }
+        }
+        for channel in channels {
+            self.emit(Event::ChannelWaiting(channel));
+        }
+        Ok(())
+    }
+
+    /// Records where the wait for a session's key stands, for its placeholders.
+    fn set_wait_state(
+        &mut self,
+        store: &mut dyn Store,
+        session_id: &str,
+        state: MegolmWaitState,
+    ) -> Result<(), StoreError> {
+        let applied = store.apply_one(Change::SetMegolmWaitState {
+            session_id: session_id.to_owned(),
+            state,
+        })?;
+        if applied == Outcome::Applied
+            && let Some(w) = self.spaces.key_requests.status(session_id)
+        {
+            self.emit(Event::ChannelWaiting(w.channel));
         }
         Ok(())
     }
@@ -1386,17 +1416,35 @@ impl NodeMachine {
             let bytes = message
                 .to_json()
                 .map_err(|_| StoreError::Invalid("channel message"))?;
-            store.apply_one(Change::SaveMegolmWaiting(MegolmWaitingRecord {
+            let state = match this
+                .spaces
+                .key_requests
+                .status(&message.session_id)
+                .map(|w| w.state)
+            {
+                Some(WaitState::Withheld(code)) => MegolmWaitState::Withheld(code),
+                Some(WaitState::GaveUp) => MegolmWaitState::GaveUp,
+                Some(WaitState::Asking) | None => MegolmWaitState::Waiting,
+            };
+            let applied = store.apply_one(Change::SaveMegolmWaiting(MegolmWaitingRecord {
                 session_id: message.session_id.clone(),
                 index,
                 sender_user: message.sender.user,
                 sender_device: message.sender.device.clone(),
                 message: bytes,
                 received_at: now,
+                space: hint.map(|(s, _)| s),
+                channel: hint.map(|(_, c)| c),
+                state,
             }))?;
             this.spaces
                 .waiting_sessions
                 .insert(message.session_id.clone());
+            if applied == Outcome::Applied
+                && let Some((_, channel)) = hint
+            {
+                this.emit(Event::ChannelWaiting(channel));
+            }
             Ok(())
         };
         let d = match decrypted {
@@ -1597,14 +1645,48 @@ impl NodeMachine {
 
     /// Asks again for keys still missing, with backoff, from the owner and the channel's other
     /// readers (called at prepare).
-    pub(super) fn space_key_timeouts(&mut self, now: Timestamp) {
+    pub(super) fn space_key_timeouts(
+        &mut self,
+        now: Timestamp,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        // Waits kept across a restart start over once we can reach anyone (a restart is a
+        // reason to try again: a reader who was offline may be back). Withheld stays withheld.
+        if self.signaling == super::SignalingState::Connected && !self.spaces.resume.is_empty() {
+            for w in std::mem::take(&mut self.spaces.resume) {
+                let (Some(space), Some(channel)) = (w.space, w.channel) else {
+                    continue;
+                };
+                let state = match w.state {
+                    MegolmWaitState::Withheld(code) => WaitState::Withheld(code),
+                    MegolmWaitState::Waiting | MegolmWaitState::GaveUp => WaitState::Asking,
+                };
+                let owner = PeerAddress {
+                    user: w.sender_user,
+                    device: w.sender_device.clone(),
+                };
+                self.spaces.waiting_sessions.insert(w.session_id.clone());
+                if self.spaces.key_requests.resume(
+                    now,
+                    space,
+                    channel,
+                    &w.session_id,
+                    owner,
+                    w.index,
+                    state,
+                ) && w.state == MegolmWaitState::GaveUp
+                {
+                    self.set_wait_state(store, &w.session_id, MegolmWaitState::Waiting)?;
+                }
+            }
+        }
         if self
             .spaces
             .key_requests
             .poll_timeout()
             .is_none_or(|t| t > now)
         {
-            return;
+            return Ok(());
         }
         let me = self.me;
         let Spaces {
@@ -1633,6 +1715,10 @@ impl NodeMachine {
         for out in outs {
             self.send_key_request(now, out);
         }
+        for session in self.spaces.key_requests.take_given_up() {
+            self.set_wait_state(store, &session, MegolmWaitState::GaveUp)?;
+        }
+        Ok(())
     }
 
     /// When the key requests want to run next.

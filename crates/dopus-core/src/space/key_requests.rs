@@ -69,6 +69,8 @@ pub struct KeyRequestOut {
 pub struct KeyRequests {
     waiting: BTreeMap<String, Waiting>,
     next_id: u64,
+    /// Sessions given up on since [`KeyRequests::take_given_up`] was last called.
+    given_up: Vec<String>,
 }
 
 impl KeyRequests {
@@ -166,6 +168,7 @@ impl KeyRequests {
             }
             if w.attempts >= MAX_ATTEMPTS {
                 w.state = WaitState::GaveUp;
+                self.given_up.push(w.session_id.clone());
                 continue;
             }
             let backoff = FIRST_RETRY_MS.saturating_mul(3u64.saturating_pow(w.attempts));
@@ -185,6 +188,48 @@ impl KeyRequests {
         out
     }
 
+    /// Resumes a wait kept across a restart (the waiting messages are in the store, the
+    /// requests were in memory). `Asking` asks the owner and the channel's readers at the next
+    /// [`KeyRequests::handle_timeout`] (due at `now`), with the backoff from the start;
+    /// `Withheld` stays withheld (a key that still comes is taken). `None` if we already wait.
+    #[allow(clippy::too_many_arguments, reason = "the facts a key request carries")]
+    pub fn resume(
+        &mut self,
+        now: Timestamp,
+        space: SpaceId,
+        channel: ChannelId,
+        session_id: &str,
+        owner: PeerAddress,
+        index: u32,
+        state: WaitState,
+    ) -> bool {
+        if self.waiting.contains_key(session_id) || self.waiting.len() >= MAX_WAITING {
+            return false;
+        }
+        self.next_id += 1;
+        self.waiting.insert(
+            session_id.to_owned(),
+            Waiting {
+                space,
+                channel,
+                session_id: session_id.to_owned(),
+                owner,
+                from_index: index,
+                since: now,
+                attempts: 0,
+                next_at: now,
+                request: format!("kr{}", self.next_id),
+                state,
+            },
+        );
+        true
+    }
+
+    /// The sessions given up on (no answer in [`MAX_ATTEMPTS`]) since the last call.
+    pub fn take_given_up(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.given_up)
+    }
+
     /// The key arrived: stop waiting. Returns whether we were waiting (then decrypt the
     /// messages kept for it).
     pub fn received(&mut self, session_id: &str) -> bool {
@@ -198,12 +243,16 @@ impl KeyRequests {
 
     /// A device refused. Only the owner's refusal ends the wait (another holder may not have
     /// the key while someone else does).
-    pub fn withheld(&mut self, session_id: &str, from: &PeerAddress, code: WithheldCode) {
+    /// Returns whether the wait ended with it.
+    pub fn withheld(&mut self, session_id: &str, from: &PeerAddress, code: WithheldCode) -> bool {
         if let Some(w) = self.waiting.get_mut(session_id)
             && w.owner == *from
+            && w.state != WaitState::Withheld(code)
         {
             w.state = WaitState::Withheld(code);
+            return true;
         }
+        false
     }
 
     /// Where the wait for a session stands.

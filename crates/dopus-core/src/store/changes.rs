@@ -189,6 +189,14 @@ pub enum Change {
         /// The session.
         session_id: String,
     },
+    /// Sets the state of every message waiting for a session (withheld, given up, asked
+    /// again); [`Outcome::Unchanged`] if none waits.
+    SetMegolmWaitState {
+        /// The session.
+        session_id: String,
+        /// The new state.
+        state: crate::store::MegolmWaitState,
+    },
     /// Sets (`Some`) or clears (`None`) a setting.
     SetSetting {
         /// The key.

@@ -1293,6 +1293,9 @@ pub fn megolm_replays_and_waiting<S: Store>(store: &mut S) {
         sender_device: device("b"),
         message: vec![index as u8; 10],
         received_at: t(u64::from(index)),
+        space: (session == "s").then(|| SpaceId::from_bytes([7; 32])),
+        channel: (session == "s").then(|| ChannelId::from_bytes([8; 16])),
+        state: MegolmWaitState::Waiting,
     };
     for (session, index) in [("s", 5), ("s", 2), ("t", 1)] {
         assert_eq!(
@@ -1311,6 +1314,56 @@ pub fn megolm_replays_and_waiting<S: Store>(store: &mut S) {
     assert_eq!(
         store.megolm_waiting("s").unwrap(),
         vec![waiting("s", 2), waiting("s", 5)]
+    );
+    // One per session (its lowest index), and a channel's placeholders by arrival.
+    assert_eq!(
+        store.megolm_waiting_sessions(10).unwrap(),
+        vec![waiting("s", 2), waiting("t", 1)]
+    );
+    assert_eq!(
+        store.megolm_waiting_sessions(1).unwrap(),
+        vec![waiting("s", 2)]
+    );
+    let channel = ChannelId::from_bytes([8; 16]);
+    assert_eq!(
+        store.megolm_waiting_in_channel(&channel, 10).unwrap(),
+        vec![waiting("s", 2), waiting("s", 5)]
+    );
+    assert!(
+        store
+            .megolm_waiting_in_channel(&ChannelId::from_bytes([9; 16]), 10)
+            .unwrap()
+            .is_empty()
+    );
+    let withheld = MegolmWaitState::Withheld(dopus_proto::space::WithheldCode::HistoryNotShared);
+    assert_eq!(
+        store
+            .apply_one(Change::SetMegolmWaitState {
+                session_id: "s".into(),
+                state: withheld,
+            })
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        store
+            .apply_one(Change::SetMegolmWaitState {
+                session_id: "nope".into(),
+                state: withheld,
+            })
+            .unwrap(),
+        Outcome::Unchanged
+    );
+    assert!(
+        store
+            .megolm_waiting("s")
+            .unwrap()
+            .iter()
+            .all(|w| w.state == withheld)
+    );
+    assert_eq!(
+        store.megolm_waiting("t").unwrap()[0].state,
+        MegolmWaitState::Waiting
     );
     assert_eq!(
         store

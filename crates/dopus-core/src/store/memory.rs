@@ -382,6 +382,17 @@ impl State {
                 self.megolm_waiting.retain(|(s, _), _| *s != session_id);
                 changed(self.megolm_waiting.len() < before)
             }
+            Change::SetMegolmWaitState { session_id, state } => {
+                let mut any = false;
+                for (_, w) in self
+                    .megolm_waiting
+                    .range_mut((session_id.clone(), 0)..=(session_id.clone(), u32::MAX))
+                {
+                    w.state = state;
+                    any = true;
+                }
+                changed(any)
+            }
             Change::SetSetting { key, value } => match value {
                 Some(value) => {
                     self.settings.insert(key, value);
@@ -830,6 +841,42 @@ impl Store for MemoryStore {
             .range((session_id.to_owned(), 0)..=(session_id.to_owned(), u32::MAX))
             .map(|(_, w)| w.clone())
             .collect())
+    }
+
+    fn megolm_waiting_sessions(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<MegolmWaitingRecord>, StoreError> {
+        let mut out: Vec<MegolmWaitingRecord> = Vec::new();
+        for ((session, _), w) in &self.state.megolm_waiting {
+            if out.last().is_some_and(|l| l.session_id == *session) {
+                continue;
+            }
+            if out.len() == limit {
+                break;
+            }
+            out.push(w.clone());
+        }
+        Ok(out)
+    }
+
+    fn megolm_waiting_in_channel(
+        &self,
+        channel: &ChannelId,
+        limit: usize,
+    ) -> Result<Vec<MegolmWaitingRecord>, StoreError> {
+        let mut out: Vec<MegolmWaitingRecord> = self
+            .state
+            .megolm_waiting
+            .values()
+            .filter(|w| w.channel.as_ref() == Some(channel))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| {
+            (a.received_at, &a.session_id, a.index).cmp(&(b.received_at, &b.session_id, b.index))
+        });
+        out.truncate(limit);
+        Ok(out)
     }
 
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {

@@ -616,6 +616,65 @@ pub struct MegolmWaitingRecord {
     pub message: Vec<u8>,
     /// When it arrived.
     pub received_at: Timestamp,
+    /// The space the message came for (as the outer, Olm-encrypted content named it; `None`
+    /// for a message kept before schema 8, which then waits for its key without asking).
+    pub space: Option<SpaceId>,
+    /// The channel the message came for (the same).
+    pub channel: Option<ChannelId>,
+    /// Where the wait stands (shown by the API as the placeholder's state).
+    pub state: MegolmWaitState,
+}
+
+/// Where a message's wait for its key stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MegolmWaitState {
+    /// The key is asked for (and asked again with backoff, also after a restart).
+    Waiting,
+    /// The session's owner refused, with its reason.
+    Withheld(dopus_proto::space::WithheldCode),
+    /// Nobody answered the requests; the message is kept in case the key still comes.
+    GaveUp,
+}
+
+impl MegolmWaitState {
+    /// The stable text form of the state (`waiting_for_keys`, `withheld`, `gave_up`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MegolmWaitState::Waiting => "waiting_for_keys",
+            MegolmWaitState::Withheld(_) => "withheld",
+            MegolmWaitState::GaveUp => "gave_up",
+        }
+    }
+
+    /// The stable text form of a withheld reason (`None` unless withheld).
+    pub fn reason_str(self) -> Option<&'static str> {
+        use dopus_proto::space::WithheldCode;
+        match self {
+            MegolmWaitState::Withheld(WithheldCode::Unauthorized) => Some("unauthorized"),
+            MegolmWaitState::Withheld(WithheldCode::Unavailable) => Some("unavailable"),
+            MegolmWaitState::Withheld(WithheldCode::HistoryNotShared) => {
+                Some("history_not_shared")
+            }
+            _ => None,
+        }
+    }
+
+    /// Reads the text forms back; `None` for a string no version wrote.
+    pub fn parse(state: &str, reason: Option<&str>) -> Option<Self> {
+        use dopus_proto::space::WithheldCode;
+        Some(match (state, reason) {
+            ("waiting_for_keys", None) => MegolmWaitState::Waiting,
+            ("gave_up", None) => MegolmWaitState::GaveUp,
+            ("withheld", Some("unauthorized")) => {
+                MegolmWaitState::Withheld(WithheldCode::Unauthorized)
+            }
+            ("withheld", Some("unavailable")) => MegolmWaitState::Withheld(WithheldCode::Unavailable),
+            ("withheld", Some("history_not_shared")) => {
+                MegolmWaitState::Withheld(WithheldCode::HistoryNotShared)
+            }
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Debug for MegolmWaitingRecord {
@@ -627,6 +686,9 @@ impl fmt::Debug for MegolmWaitingRecord {
             .field("sender_device", &self.sender_device)
             .field("message", &format_args!("<{} bytes>", self.message.len()))
             .field("received_at", &self.received_at)
+            .field("space", &self.space)
+            .field("channel", &self.channel)
+            .field("state", &self.state)
             .finish()
     }
 }

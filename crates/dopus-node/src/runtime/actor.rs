@@ -631,6 +631,15 @@ impl Actor {
             Event::SpaceChanged(space) => dto::Event::Space {
                 space: Box::new(views::space(&self.machine, &self.store, &space)),
             },
+            Event::ChannelWaiting(channel) => {
+                match super::spaces::channel_waiting(&self.store, &channel) {
+                    Ok(waiting) => dto::Event::ChannelWaiting {
+                        channel: channel.to_string(),
+                        waiting,
+                    },
+                    Err(_) => return,
+                }
+            }
             Event::Call(id) => match self.machine.call(&id) {
                 Some(c) => dto::Event::Call {
                     call: Box::new(views::call(&self.machine, &c, &self.live, account::now())),

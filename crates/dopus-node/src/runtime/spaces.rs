@@ -116,19 +116,29 @@ impl Node {
         channel: ChannelId,
         before: Option<u64>,
         limit: usize,
-    ) -> NodeResult<dto::MessagePage> {
+    ) -> NodeResult<dto::ChannelPage> {
         self.read(move |v| {
             if v.machine.channel_space(&channel).is_none() {
                 return Err(NodeError::NotFound("channel"));
             }
-            views::conversation_messages(
+            let page = views::conversation_messages(
                 v.store,
                 &v.machine.me(),
                 ConversationId::Channel(channel),
                 before,
                 limit,
             )
-            .map_err(api_to_node)
+            .map_err(api_to_node)?;
+            let waiting = if before.is_none() {
+                channel_waiting(v.store, &channel)?
+            } else {
+                Vec::new()
+            };
+            Ok(dto::ChannelPage {
+                messages: page.messages,
+                has_more: page.has_more,
+                waiting,
+            })
         })
         .await
     }
@@ -150,4 +160,21 @@ impl Node {
         })
         .await
     }
+}
+
+/// Most placeholders a channel page or event carries.
+const MAX_PLACEHOLDERS: usize = 200;
+
+/// A channel's messages waiting for their key, as placeholders (docs/api.md, "Waiting for
+/// keys").
+pub(super) fn channel_waiting(
+    store: &dyn dopus_core::store::Store,
+    channel: &ChannelId,
+) -> NodeResult<Vec<dto::WaitingMessage>> {
+    Ok(store
+        .megolm_waiting_in_channel(channel, MAX_PLACEHOLDERS)
+        .map_err(|e| NodeError::Internal(Box::new(e)))?
+        .iter()
+        .map(dto::WaitingMessage::from_record)
+        .collect())
 }

@@ -6,8 +6,10 @@ use super::super::{
     Delivery, Inbound, Input, NodeMachine, Output, SignalingRequest, SignalingState, Via,
 };
 use super::JoinState;
+use crate::e2e::OlmMachine;
 use crate::identity::PickleKey;
-use crate::store::{Change, ConversationId, MemoryStore, Message, Store};
+use crate::identity::test_support::SeededRandom;
+use crate::store::{Change, ConversationId, MegolmWaitState, MemoryStore, Message, Store};
 use dopus_proto::peer::PeerAddress;
 use dopus_proto::space::{InviteCode, OpBody};
 use dopus_types::{ChannelId, SpaceId, Timestamp, UserId};
@@ -17,6 +19,14 @@ struct Presence {
     /// Kept by the "server" while the node is offline.
     mailbox: Vec<(PeerAddress, Vec<u8>)>,
     online: bool,
+}
+
+/// Node `i`'s pickle key (the first bytes its seeded rng draws, as in `test_node`).
+fn pickle_key(i: u64) -> [u8; 32] {
+    let mut rng = SeededRandom::new(1000 + i);
+    let mut key = [0u8; 32];
+    crate::identity::pickle::SecureRandom::fill_bytes(&mut rng, &mut key);
+    key
 }
 
 type Node = TestNode<Presence>;
@@ -167,6 +177,55 @@ impl Net {
         }
         n.inputs.push(Input::Signaling(SignalingState::Connected));
         n.inputs.push(Input::Authenticated);
+    }
+
+    /// Node `i` restarts: a new machine from its store alone (everything in memory is lost),
+    /// online again.
+    fn restart(&mut self, i: usize) {
+        let key = pickle_key(i as u64);
+        let n = &mut self.nodes[i];
+        let record = n.store.account().expect("account").expect("stored");
+        let olm = OlmMachine::from_pickle(
+            record.account_pickle.as_str(),
+            PickleKey::from_bytes(key),
+            Box::new(SeededRandom::new(4000 + i as u64)),
+        )
+        .expect("olm");
+        n.machine = NodeMachine::new(
+            &n.store,
+            record,
+            olm,
+            Box::new(SeededRandom::new(5000 + i as u64)),
+        )
+        .expect("machine");
+        n.inbox.clear();
+        n.events.clear();
+        n.inputs = vec![
+            Input::Signaling(SignalingState::Connected),
+            Input::Authenticated,
+        ];
+    }
+
+    /// Node `i` loses its Megolm sessions of `space` (a restore from an old copy, say) but
+    /// keeps the space's log.
+    fn lose_sessions(&mut self, i: usize, space: SpaceId) {
+        let store = &mut self.nodes[i].store;
+        let ops = store.space_ops(&space).expect("ops");
+        store.apply_one(Change::RemoveSpace(space)).expect("remove");
+        for op in ops {
+            store.apply_one(Change::SaveSpaceOp(op)).expect("op");
+        }
+    }
+
+    /// Node `i`'s placeholders in `channel`: (state, reason) of each waiting message.
+    fn waiting(&self, i: usize, channel: ChannelId) -> Vec<MegolmWaitState> {
+        self.nodes[i]
+            .store
+            .megolm_waiting_in_channel(&channel, 100)
+            .expect("waiting")
+            .into_iter()
+            .map(|w| w.state)
+            .collect()
     }
 
     fn texts(&self, i: usize, channel: ChannelId) -> Vec<String> {
@@ -616,4 +675,91 @@ fn a_revoked_or_expired_invite_is_refused_with_a_reason() {
         .cmd(2, |m, now, s| m.join_space(now, s, &short))
         .expect_err("expired");
     assert!(err.to_string().contains("expired"), "{err}");
+}
+
+/// Carol lost her Megolm sessions; alice's next message waits for its key. Her request is
+/// lost and alice goes away: the message is a placeholder (`waiting_for_keys`), in the store,
+/// so a restart resumes asking; when alice is back the key comes and the message is decrypted
+/// in place.
+#[test]
+fn a_message_waiting_for_its_key_is_a_placeholder_that_survives_a_restart() {
+    let (mut net, space, general) = three_in_a_space();
+    net.cmd(0, |m, now, s| {
+        m.channel_send(now, s, general, "first".into(), None)
+    })
+    .expect("send");
+    net.settle(500);
+    net.lose_sessions(2, space);
+    net.nodes[2].events.clear();
+    net.cmd(0, |m, now, s| {
+        m.channel_send(now, s, general, "second".into(), None)
+    })
+    .expect("send");
+    // One round: alice sends, carol takes it and asks alice, who is gone before she reads it.
+    net.round();
+    net.offline(0);
+    net.nodes[0].inbox.clear();
+    net.settle(50);
+    assert_eq!(net.texts(2, general), vec!["first".to_owned()]);
+    assert_eq!(net.waiting(2, general), vec![MegolmWaitState::Waiting]);
+    assert!(
+        net.nodes[2]
+            .events
+            .contains(&Event::ChannelWaiting(general)),
+        "the UI is told"
+    );
+    // Carol restarts: the wait is back from the store, and she asks again once online.
+    net.restart(2);
+    net.settle(50);
+    assert_eq!(net.waiting(2, general), vec![MegolmWaitState::Waiting]);
+    net.online(0);
+    // The resumed requests back off (10 s, 30 s): let virtual time run past the next one.
+    for _ in 0..10 {
+        net.now += 10_000;
+        net.settle(200);
+        if net.waiting(2, general).is_empty() {
+            break;
+        }
+    }
+    assert!(net.waiting(2, general).is_empty(), "decrypted in place");
+    assert_eq!(
+        net.texts(2, general),
+        vec!["first".to_owned(), "second".to_owned()]
+    );
+    assert!(
+        net.nodes[2]
+            .events
+            .contains(&Event::ChannelWaiting(general))
+    );
+}
+
+/// The owner no longer holds the session either (both restored from old copies): carol's
+/// placeholder ends `withheld` with the owner's reason, and stays so across a restart.
+#[test]
+fn a_withheld_key_leaves_a_placeholder_with_the_reason() {
+    let (mut net, space, general) = three_in_a_space();
+    net.cmd(0, |m, now, s| {
+        m.channel_send(now, s, general, "first".into(), None)
+    })
+    .expect("send");
+    net.settle(500);
+    net.lose_sessions(2, space);
+    net.cmd(0, |m, now, s| {
+        m.channel_send(now, s, general, "second".into(), None)
+    })
+    .expect("send");
+    // Alice encrypted "second"; before carol's request reaches her, she loses the session.
+    net.round();
+    net.nodes[0]
+        .store
+        .apply_one(Change::RemoveSpace(space))
+        .expect("remove");
+    net.settle(500);
+    let withheld =
+        MegolmWaitState::Withheld(dopus_proto::space::WithheldCode::Unavailable);
+    assert_eq!(net.waiting(2, general), vec![withheld]);
+    assert_eq!(net.texts(2, general), vec!["first".to_owned()]);
+    net.restart(2);
+    net.settle(500);
+    assert_eq!(net.waiting(2, general), vec![withheld]);
 }

@@ -97,6 +97,14 @@ pub enum Event {
         /// The space as it is now (boxed: it can be large).
         space: Box<super::Space>,
     },
+    /// A channel's messages waiting for their key changed (one started waiting, was
+    /// decrypted, or its wait was withheld or given up): its whole list of placeholders.
+    ChannelWaiting {
+        /// The channel (`dchan1…`).
+        channel: String,
+        /// Its placeholders now, oldest first.
+        waiting: Vec<super::WaitingMessage>,
+    },
     /// A call was placed, picked up or ended, or its diagnostics changed.
     Call {
         /// The call as it is now.

@@ -314,6 +314,100 @@ pub struct SpaceInvite {
     pub invite_id: String,
 }
 
+/// `GET /channels/{id}/messages`: a page of a channel's messages and, on the newest page, the
+/// messages still waiting for their key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct ChannelPage {
+    /// The messages, oldest first.
+    pub messages: Vec<super::Message>,
+    /// Whether older messages exist before the first one.
+    pub has_more: bool,
+    /// Placeholders for messages waiting for their key, oldest first (the newest page only).
+    pub waiting: Vec<WaitingMessage>,
+}
+
+/// Where a placeholder's wait for its key stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitingState {
+    /// The key is being asked for.
+    WaitingForKeys,
+    /// The session's owner refused to share it (`reason` says why).
+    Withheld,
+    /// Nobody answered; the message is kept in case the key still comes.
+    GaveUp,
+}
+
+/// Why a key was withheld.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum WithheldReason {
+    /// We may not read that channel (now, or when the session was in use).
+    Unauthorized,
+    /// The owner no longer holds the session.
+    Unavailable,
+    /// The space does not share history with new members, and the message predates us.
+    HistoryNotShared,
+}
+
+/// A channel message that has not been decrypted yet: its key has not reached us.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct WaitingMessage {
+    /// `<session_id>:<index>`, stable until the message is decrypted.
+    pub id: String,
+    /// The session's owner, as the message claims (checked when it is decrypted).
+    pub sender: UserId,
+    /// When it arrived.
+    pub received_at: Timestamp,
+    /// Where the wait stands.
+    pub state: WaitingState,
+    /// Why the key was withheld (`withheld` only).
+    pub reason: Option<WithheldReason>,
+    /// A sentence for the UI (`withheld` and `gave_up`).
+    pub reason_text: Option<String>,
+}
+
+impl WaitingMessage {
+    /// The placeholder of a waiting message.
+    pub fn from_record(w: &dopus_core::store::MegolmWaitingRecord) -> Self {
+        use dopus_core::store::MegolmWaitState;
+        use dopus_proto::space::WithheldCode;
+        let (state, reason, text) = match w.state {
+            MegolmWaitState::Waiting => (WaitingState::WaitingForKeys, None, None),
+            MegolmWaitState::GaveUp => (
+                WaitingState::GaveUp,
+                None,
+                Some("nobody who holds the key for this message answered"),
+            ),
+            MegolmWaitState::Withheld(code) => {
+                let (reason, text) = match code {
+                    WithheldCode::Unauthorized => (
+                        WithheldReason::Unauthorized,
+                        "the sender did not share this message's key with you",
+                    ),
+                    WithheldCode::Unavailable => (
+                        WithheldReason::Unavailable,
+                        "the sender no longer holds this message's key",
+                    ),
+                    WithheldCode::HistoryNotShared => (
+                        WithheldReason::HistoryNotShared,
+                        "this space does not share messages from before you joined",
+                    ),
+                };
+                (WaitingState::Withheld, Some(reason), Some(text))
+            }
+        };
+        Self {
+            id: format!("{}:{}", w.session_id, w.index),
+            sender: (&w.sender_user).into(),
+            received_at: w.received_at.into(),
+            state,
+            reason,
+            reason_text: text.map(str::to_owned),
+        }
+    }
+}
+
 /// `POST /spaces`.
 #[derive(Clone, Debug, Deserialize, Serialize, TS)]
 pub struct CreateSpace {
@@ -515,6 +609,40 @@ mod tests {
     fn a_space_as_its_owner_sees_it() {
         let (s, me) = state();
         insta::assert_json_snapshot!(Space::new(s.id(), Some(&s), None, &me));
+    }
+
+    #[test]
+    fn placeholders_of_messages_waiting_for_keys() {
+        use dopus_core::store::{MegolmWaitState, MegolmWaitingRecord};
+        use dopus_proto::space::WithheldCode;
+        let (_, me) = state();
+        let record = |index, state| MegolmWaitingRecord {
+            session_id: "c2Vzc2lvbg".into(),
+            index,
+            sender_user: me,
+            sender_device: dopus_types::DeviceId::from_random([3; 16]),
+            message: vec![1, 2, 3],
+            received_at: Timestamp(1_700_000_000_500),
+            space: None,
+            channel: None,
+            state,
+        };
+        let page = ChannelPage {
+            messages: Vec::new(),
+            has_more: false,
+            waiting: vec![
+                WaitingMessage::from_record(&record(4, MegolmWaitState::Waiting)),
+                WaitingMessage::from_record(&record(
+                    5,
+                    MegolmWaitState::Withheld(WithheldCode::HistoryNotShared),
+                )),
+                WaitingMessage::from_record(&record(6, MegolmWaitState::GaveUp)),
+            ],
+        };
+        assert_eq!(page.waiting[0].id, "c2Vzc2lvbg:4");
+        assert_eq!(page.waiting[1].reason, Some(WithheldReason::HistoryNotShared));
+        assert_eq!(page.waiting[0].reason_text, None);
+        insta::assert_json_snapshot!(page);
     }
 
     #[test]

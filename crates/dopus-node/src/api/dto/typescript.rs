@@ -92,6 +92,10 @@ pub fn render() -> String {
         ChannelOverwrite,
         SpacePatch,
         TransferSpace,
+        WaitingState,
+        WithheldReason,
+        WaitingMessage,
+        ChannelPage,
         // files
         TransferDirection,
         TransferState,
