@@ -20,12 +20,12 @@ mod records;
 pub use changes::{Applied, Change, Changes, Outcome};
 pub use memory::MemoryStore;
 pub use records::{
-    AccountRecord, ChannelId, Contact, ContactState, Conversation, ConversationId,
-    ConversationSummary, DeliveryState, EnvelopeId, FileTransfer, MegolmInboundRecord,
-    MegolmOutboundRecord, MegolmWaitState, MegolmWaitingRecord, Message, MessageId, MessageKind, NewMessage,
-    OlmSessionRecord, OutboxEntry, OutboxItem, OutboxRecipient, PeerDevice, Pickle,
-    ReactionSummary, SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, Seq, SpaceOpRecord,
-    TransferDirection, TransferId, TransferState,
+    AccountRecord, ChannelCiphertextRecord, ChannelId, Contact, ContactState, Conversation,
+    ConversationId, ConversationSummary, DeliveryState, EnvelopeId, FileTransfer,
+    MegolmInboundRecord, MegolmOutboundRecord, MegolmWaitState, MegolmWaitingRecord, Message,
+    MessageId, MessageKind, NewMessage, OlmSessionRecord, OutboxEntry, OutboxItem, OutboxRecipient,
+    PeerDevice, Pickle, ReactionSummary, SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, Seq,
+    SpaceOpRecord, TransferDirection, TransferId, TransferState,
 };
 pub use records::{SourceFile, TransferReason, verified_bytes};
 
@@ -56,6 +56,9 @@ pub enum StoreError {
 /// Most words a search query is split into; the rest are ignored so one query cannot make the
 /// index do unbounded work.
 pub const MAX_SEARCH_TERMS: usize = 16;
+
+/// Most channel ciphertexts kept per channel for members who join later (the oldest go first).
+pub const MAX_KEPT_CIPHERTEXTS: usize = 1_000;
 
 /// Shortest last word that is also matched as a prefix. Shorter prefixes match so many words
 /// that the index would have to merge most of its postings (measured: about 200 ms over a
@@ -291,6 +294,12 @@ pub trait Store: Send {
     fn megolm_seen(&self, session_id: &str, index: u32) -> Result<bool, StoreError>;
     /// The messages waiting for a session's key, by index.
     fn megolm_waiting(&self, session_id: &str) -> Result<Vec<MegolmWaitingRecord>, StoreError>;
+    /// The newest `limit` kept ciphertexts of a channel, oldest first.
+    fn channel_ciphertexts(
+        &self,
+        channel: &ChannelId,
+        limit: usize,
+    ) -> Result<Vec<ChannelCiphertextRecord>, StoreError>;
     /// One record per session with messages waiting (its lowest index), by session id, at
     /// most `limit` (the node resumes asking for these keys when it starts).
     fn megolm_waiting_sessions(&self, limit: usize)

@@ -44,9 +44,9 @@ pub use channel_message::{
     MAX_CHANNEL_PAYLOAD_BYTES, MAX_MENTIONS, Mentions,
 };
 pub use content::{
-    HistorySession, JoinRefusal, JoinResult, MAX_HISTORY_SESSIONS, MAX_OPS_PER_MESSAGE,
-    MAX_SESSION_KEY_BYTES, MAX_WANT, SpaceContent, WithheldCode, join_proof_bytes,
-    session_announcement_bytes,
+    HistorySession, JoinRefusal, JoinResult, MAX_HISTORY_MESSAGES, MAX_HISTORY_SESSIONS,
+    MAX_OPS_PER_MESSAGE, MAX_SESSION_KEY_BYTES, MAX_WANT, SpaceContent, WithheldCode,
+    join_proof_bytes, session_announcement_bytes,
 };
 pub use invite::{
     INVITE_CODE_HRP, InviteCode, InviteCodeError, InviteSecret, MAX_ADMITTERS, MAX_RELAY_BYTES,

@@ -578,6 +578,9 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
             rows += tx
                 .prepare_cached("DELETE FROM megolm_outbound WHERE space_id = ?1")?
                 .execute([key])?;
+            rows += tx
+                .prepare_cached("DELETE FROM channel_history WHERE space_id = ?1")?
+                .execute([key])?;
             changed(rows)
         }
         Change::MarkMegolmSeen {
@@ -615,6 +618,35 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
             tx.prepare_cached("DELETE FROM megolm_waiting WHERE session_id = ?1")?
                 .execute([session_id])?,
         ),
+        Change::KeepChannelCiphertext(c) => {
+            let rows = tx
+                .prepare_cached(
+                    "INSERT INTO channel_history (session_id, idx, space_id, channel_id, message, \
+                     received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (session_id, idx) DO NOTHING",
+                )?
+                .execute(params![
+                    c.session_id,
+                    c.index,
+                    c.space.as_bytes().to_vec(),
+                    c.channel.as_bytes().to_vec(),
+                    c.message,
+                    ts(c.received_at)?,
+                ])?;
+            if rows > 0 {
+                tx.prepare_cached(
+                    "DELETE FROM channel_history WHERE (session_id, idx) IN \
+                     (SELECT session_id, idx FROM channel_history WHERE channel_id = ?1 \
+                      ORDER BY received_at DESC, session_id DESC, idx DESC \
+                      LIMIT -1 OFFSET ?2)",
+                )?
+                .execute(params![
+                    c.channel.as_bytes().to_vec(),
+                    i64::try_from(dopus_core::store::MAX_KEPT_CIPHERTEXTS).unwrap_or(i64::MAX),
+                ])?;
+            }
+            changed(rows)
+        }
         Change::SetMegolmWaitState { session_id, state } => changed(
             tx.prepare_cached(
                 "UPDATE megolm_waiting SET state = ?2, reason = ?3 WHERE session_id = ?1",

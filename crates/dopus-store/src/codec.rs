@@ -3,10 +3,10 @@
 //! and never a guess.
 
 use dopus_core::store::{
-    ChannelId, Contact, ContactState, ConversationId, DeliveryState, FileTransfer,
-    MegolmInboundRecord, MegolmOutboundRecord, MegolmWaitState, MegolmWaitingRecord, Message, MessageId,
-    MessageKind, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, Seq, SpaceOpRecord, StoreError,
-    TransferDirection, TransferId, TransferState,
+    ChannelCiphertextRecord, ChannelId, Contact, ContactState, ConversationId, DeliveryState,
+    FileTransfer, MegolmInboundRecord, MegolmOutboundRecord, MegolmWaitState, MegolmWaitingRecord,
+    Message, MessageId, MessageKind, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, Seq,
+    SpaceOpRecord, StoreError, TransferDirection, TransferId, TransferState,
 };
 use dopus_core::store::{SourceFile, TransferReason};
 use dopus_core::transfer::GroupSet;
@@ -403,6 +403,20 @@ pub(crate) fn megolm_outbound(row: &Row<'_>) -> DbResult<MegolmOutboundRecord> {
         message_count: read_u64(row.get(5)?, "megolm_outbound.message_count")?,
         shared_history: read_bool(row.get(6)?, "megolm_outbound.shared_history")?,
         shared_with,
+    })
+}
+
+pub(crate) const CHANNEL_HISTORY_COLUMNS: &str =
+    "session_id, idx, space_id, channel_id, message, received_at";
+
+pub(crate) fn channel_ciphertext(row: &Row<'_>) -> DbResult<ChannelCiphertextRecord> {
+    Ok(ChannelCiphertextRecord {
+        session_id: row.get(0)?,
+        index: read_u32(row.get(1)?, "channel_history.idx")?,
+        space: read_space(blob(row, 2)?, "channel_history.space_id")?,
+        channel: read_channel(blob(row, 3)?, "channel_history.channel_id")?,
+        message: blob(row, 4)?.to_vec(),
+        received_at: read_ts(row.get(5)?, "channel_history.received_at")?,
     })
 }
 

@@ -29,10 +29,11 @@ pub mod fuzzing {
 
 use codec::DbResult;
 use dopus_core::store::{
-    AccountRecord, Applied, Changes, ChannelId, Contact, Conversation, ConversationId,
-    ConversationSummary, EnvelopeId, FileTransfer, MegolmInboundRecord, MegolmOutboundRecord,
-    MegolmWaitingRecord, Message, MessageId, OlmSessionRecord, OutboxEntry, PeerDevice,
-    ReactionSummary, SearchHit, SearchQuery, Seq, SpaceOpRecord, Store, StoreError, TransferId,
+    AccountRecord, Applied, Changes, ChannelCiphertextRecord, ChannelId, Contact, Conversation,
+    ConversationId, ConversationSummary, EnvelopeId, FileTransfer, MegolmInboundRecord,
+    MegolmOutboundRecord, MegolmWaitingRecord, Message, MessageId, OlmSessionRecord, OutboxEntry,
+    PeerDevice, ReactionSummary, SearchHit, SearchQuery, Seq, SpaceOpRecord, Store, StoreError,
+    TransferId,
 };
 use dopus_types::BlobHash;
 use dopus_types::{Curve25519Key, DeviceId, SpaceId, Timestamp, UserId};
@@ -581,6 +582,14 @@ impl Store for SqliteStore {
         out(queries::megolm_waiting(&self.conn, session_id))
     }
 
+    fn channel_ciphertexts(
+        &self,
+        channel: &ChannelId,
+        limit: usize,
+    ) -> Result<Vec<ChannelCiphertextRecord>, StoreError> {
+        out(queries::channel_ciphertexts(&self.conn, channel, limit))
+    }
+
     fn megolm_waiting_sessions(
         &self,
         limit: usize,
@@ -593,7 +602,9 @@ impl Store for SqliteStore {
         channel: &ChannelId,
         limit: usize,
     ) -> Result<Vec<MegolmWaitingRecord>, StoreError> {
-        out(queries::megolm_waiting_in_channel(&self.conn, channel, limit))
+        out(queries::megolm_waiting_in_channel(
+            &self.conn, channel, limit,
+        ))
     }
 
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {

@@ -58,6 +58,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "megolm_waiting_state",
         sql: include_str!("../migrations/008_megolm_waiting_state.sql"),
     },
+    Migration {
+        version: 9,
+        name: "channel_history",
+        sql: include_str!("../migrations/009_channel_history.sql"),
+    },
 ];
 
 /// The schema version this build writes and the newest it reads.

@@ -2,17 +2,17 @@
 //! (a page of history, search) are measured by bench/store.
 
 use crate::codec::{
-    self, CONTACT_COLUMNS, DbResult, MEGOLM_INBOUND_COLUMNS, MEGOLM_OUTBOUND_COLUMNS,
-    MEGOLM_WAITING_COLUMNS, MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, OLM_COLUMNS, OUTBOX_COLUMNS,
-    PEER_DEVICE_COLUMNS, SPACE_OP_COLUMNS, TRANSFER_COLUMNS, collect, conversation_key, first,
-    read_seq, read_ts, read_user, seq_int, ts, user, uuid,
+    self, CHANNEL_HISTORY_COLUMNS, CONTACT_COLUMNS, DbResult, MEGOLM_INBOUND_COLUMNS,
+    MEGOLM_OUTBOUND_COLUMNS, MEGOLM_WAITING_COLUMNS, MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS,
+    OLM_COLUMNS, OUTBOX_COLUMNS, PEER_DEVICE_COLUMNS, SPACE_OP_COLUMNS, TRANSFER_COLUMNS, collect,
+    conversation_key, first, read_seq, read_ts, read_user, seq_int, ts, user, uuid,
 };
 use dopus_core::store::{
-    AccountRecord, ChannelId, Contact, Conversation, ConversationId, ConversationSummary,
-    EnvelopeId, FileTransfer, MegolmInboundRecord, MegolmOutboundRecord, MegolmWaitingRecord,
-    Message, MessageId, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle, ReactionSummary,
-    SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, SearchTerm, Seq, SpaceOpRecord, TransferId,
-    search_terms,
+    AccountRecord, ChannelCiphertextRecord, ChannelId, Contact, Conversation, ConversationId,
+    ConversationSummary, EnvelopeId, FileTransfer, MegolmInboundRecord, MegolmOutboundRecord,
+    MegolmWaitingRecord, Message, MessageId, OlmSessionRecord, OutboxEntry, PeerDevice, Pickle,
+    ReactionSummary, SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, SearchTerm, Seq,
+    SpaceOpRecord, TransferId, search_terms,
 };
 use dopus_types::BlobHash;
 use dopus_types::{Curve25519Key, DeviceId, DeviceKeys, SpaceId, Timestamp, UserId};
@@ -488,6 +488,23 @@ pub(crate) fn megolm_waiting(
         "SELECT {MEGOLM_WAITING_COLUMNS} FROM megolm_waiting WHERE session_id = ?1 ORDER BY idx"
     ))?;
     collect(stmt.query([session_id])?, codec::megolm_waiting)
+}
+
+pub(crate) fn channel_ciphertexts(
+    conn: &Connection,
+    channel: &ChannelId,
+    max: usize,
+) -> DbResult<Vec<ChannelCiphertextRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CHANNEL_HISTORY_COLUMNS} FROM channel_history WHERE channel_id = ?1 \
+         ORDER BY received_at DESC, session_id DESC, idx DESC LIMIT ?2"
+    ))?;
+    let mut out = collect(
+        stmt.query(params![channel.as_bytes().to_vec(), limit(max)])?,
+        codec::channel_ciphertext,
+    )?;
+    out.reverse();
+    Ok(out)
 }
 
 pub(crate) fn megolm_waiting_sessions(

@@ -803,6 +803,63 @@ export type TransferSpace = {
 user_id: string, };
 
 /**
+ * Where a placeholder's wait for its key stands.
+ */
+export type WaitingState = "waiting_for_keys" | "withheld" | "gave_up";
+
+/**
+ * Why a key was withheld.
+ */
+export type WithheldReason = "unauthorized" | "unavailable" | "history_not_shared";
+
+/**
+ * A channel message that has not been decrypted yet: its key has not reached us.
+ */
+export type WaitingMessage = { 
+/**
+ * `<session_id>:<index>`, stable until the message is decrypted.
+ */
+id: string, 
+/**
+ * The session's owner, as the message claims (checked when it is decrypted).
+ */
+sender: UserId, 
+/**
+ * When it arrived.
+ */
+received_at: Timestamp, 
+/**
+ * Where the wait stands.
+ */
+state: WaitingState, 
+/**
+ * Why the key was withheld (`withheld` only).
+ */
+reason: WithheldReason | null, 
+/**
+ * A sentence for the UI (`withheld` and `gave_up`).
+ */
+reason_text: string | null, };
+
+/**
+ * `GET /channels/{id}/messages`: a page of a channel's messages and, on the newest page, the
+ * messages still waiting for their key.
+ */
+export type ChannelPage = { 
+/**
+ * The messages, oldest first.
+ */
+messages: Array<Message>, 
+/**
+ * Whether older messages exist before the first one.
+ */
+has_more: boolean, 
+/**
+ * Placeholders for messages waiting for their key, oldest first (the newest page only).
+ */
+waiting: Array<WaitingMessage>, };
+
+/**
  * Which way a file goes.
  */
 export type TransferDirection = "incoming" | "outgoing";
@@ -1346,7 +1403,15 @@ verification: Verification, } | { "type": "space",
 /**
  * The space as it is now (boxed: it can be large).
  */
-space: Space, } | { "type": "call", 
+space: Space, } | { "type": "channel_waiting", 
+/**
+ * The channel (`dchan1…`).
+ */
+channel: string, 
+/**
+ * Its placeholders now, oldest first.
+ */
+waiting: Array<WaitingMessage>, } | { "type": "call", 
 /**
  * The call as it is now.
  */

@@ -22,10 +22,9 @@ use crate::space::megolm::{ChannelCrypto, DecryptError, DeviceAddr};
 use crate::space::ratelimit::{RateClass, RateLimiter, RateLimits};
 use crate::space::{ControlLog, DeviceSigner, SpaceState, invite};
 use crate::store::{
-    Change, Changes, ConversationId, DeliveryState, EnvelopeId, MegolmWaitState,
-    MegolmWaitingRecord, Message,
-    MessageId, MessageKind, NewMessage, OutboxItem, OutboxRecipient, Outcome, SpaceOpRecord, Store,
-    StoreError,
+    Change, Changes, ChannelCiphertextRecord, ConversationId, DeliveryState, EnvelopeId,
+    MAX_KEPT_CIPHERTEXTS, MegolmWaitState, MegolmWaitingRecord, Message, MessageId, MessageKind,
+    NewMessage, OutboxItem, OutboxRecipient, Outcome, SpaceOpRecord, Store, StoreError,
 };
 use dopus_proto::bundle::DeviceCertificate;
 use dopus_proto::peer::{
@@ -33,8 +32,8 @@ use dopus_proto::peer::{
 };
 use dopus_proto::space::{
     CHANNEL_PAYLOAD_VERSION, ChannelKind, ChannelMessage, ChannelPayload, InviteCode, JoinRefusal,
-    JoinResult, MAX_HEADS, MAX_OPS_PER_MESSAGE, MAX_WANT, Mentions, OpBody, OpId, Permissions,
-    SpaceContent, SpaceOp,
+    JoinResult, MAX_HEADS, MAX_HISTORY_MESSAGES, MAX_OPS_PER_MESSAGE, MAX_WANT, Mentions, OpBody,
+    OpId, Permissions, SpaceContent, SpaceOp,
 };
 use dopus_types::{ChannelId, DeviceId, SpaceId, Timestamp, UserId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -220,6 +219,57 @@ fn chunk_ops(space: SpaceId, ops: Vec<SpaceOp>) -> Vec<SpaceContent> {
     }
     if !chunk.is_empty() {
         out.push(SpaceContent::SpaceOps { space, ops: chunk });
+    }
+    out
+}
+
+/// The change that keeps a channel message's ciphertext for later members.
+fn kept_ciphertext(
+    space: SpaceId,
+    channel: ChannelId,
+    message: &ChannelMessage,
+    now: Timestamp,
+) -> Option<Change> {
+    Some(Change::KeepChannelCiphertext(ChannelCiphertextRecord {
+        space,
+        channel,
+        session_id: message.session_id.clone(),
+        index: ChannelCrypto::message_index(message).ok()?,
+        message: message.to_json().ok()?,
+        received_at: now,
+    }))
+}
+
+/// Splits kept channel messages into `space_history_messages` contents within the count and
+/// byte limits.
+fn chunk_history(
+    space: SpaceId,
+    channel: ChannelId,
+    messages: Vec<(usize, ChannelMessage)>,
+) -> Vec<SpaceContent> {
+    let mut out = Vec::new();
+    let mut chunk: Vec<ChannelMessage> = Vec::new();
+    let mut bytes = 0;
+    for (size, m) in messages {
+        if !chunk.is_empty()
+            && (chunk.len() == MAX_HISTORY_MESSAGES || bytes + size > OPS_CHUNK_BYTES)
+        {
+            out.push(SpaceContent::SpaceHistoryMessages {
+                space,
+                channel,
+                messages: std::mem::take(&mut chunk),
+            });
+            bytes = 0;
+        }
+        bytes += size;
+        chunk.push(m);
+    }
+    if !chunk.is_empty() {
+        out.push(SpaceContent::SpaceHistoryMessages {
+            space,
+            channel,
+            messages: chunk,
+        });
     }
     out
 }
@@ -635,6 +685,11 @@ impl NodeMachine {
             .map_err(refused)?;
         // Persist before send: the advanced session goes into this batch's transaction.
         let mut changes = Changes::new();
+        if outbound.shared_history
+            && let Some(kept) = kept_ciphertext(space, channel, &message, now)
+        {
+            changes.push(kept);
+        }
         if let Some(own) = prepared.own_inbound {
             changes.push(Change::SaveMegolmInbound(own));
         }
@@ -912,10 +967,10 @@ impl NodeMachine {
                 }
             }
             SpaceContent::SpaceHistoryBundle { .. } => {
-                tracing::debug!(
-                    kind = content.kind_name(),
-                    "a space content this node does not handle yet"
-                );
+                self.take_history_bundle(now, sender, device, content, store)?;
+            }
+            SpaceContent::SpaceHistoryMessages { .. } => {
+                self.take_history_messages(now, sender, content, store)?;
             }
         }
         Ok(())
@@ -1258,6 +1313,178 @@ impl NodeMachine {
         for chunk in chunk_ops(space, ops) {
             self.queue_space(now, store, to.clone(), Conversation::Direct, chunk)?;
         }
+        self.send_history(now, store, space, sender, to)?;
+        Ok(())
+    }
+
+    /// A member we admitted to a space that shares history gets the keys of every shareable
+    /// session of the channels it may read (`space_history_bundle`), then the ciphertexts we
+    /// kept of those sessions (`space_history_messages`), after the log (the outbox keeps the
+    /// order per device).
+    fn send_history(
+        &mut self,
+        now: Timestamp,
+        store: &mut dyn Store,
+        space: SpaceId,
+        member: UserId,
+        to: Vec<OutboxRecipient>,
+    ) -> Result<(), MachineError> {
+        let Some(state) = self.spaces.states.get(&space) else {
+            return Ok(());
+        };
+        if !state.share_history() || !state.is_member(&member) {
+            return Ok(());
+        }
+        let channels: Vec<ChannelId> = state
+            .channel_list()
+            .into_iter()
+            .filter(|c| c.kind == ChannelKind::Text)
+            .map(|c| c.id)
+            .filter(|c| {
+                state
+                    .permissions(&member, c)
+                    .contains(Permissions::VIEW_CHANNEL)
+            })
+            .collect();
+        // Sessions of members who were removed (or left) are not handed on: their messages
+        // would be refused anyway (a sender must be a member), and their keys stay with the
+        // members who had them.
+        let mut sessions = Vec::new();
+        for c in &channels {
+            sessions.extend(
+                store
+                    .megolm_inbound_for_channel(c)?
+                    .into_iter()
+                    .filter(|s| state.is_member(&s.sender_user)),
+            );
+        }
+        let bundles = self
+            .spaces
+            .crypto
+            .history_bundles(state, &member, &sessions);
+        let shared: BTreeSet<String> = bundles
+            .iter()
+            .flat_map(|b| match b {
+                SpaceContent::SpaceHistoryBundle { sessions, .. } => {
+                    sessions.iter().map(|s| s.session_id.clone()).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        let mut parts = bundles;
+        for c in channels {
+            let kept: Vec<(usize, ChannelMessage)> = store
+                .channel_ciphertexts(&c, MAX_KEPT_CIPHERTEXTS)?
+                .into_iter()
+                .filter(|k| shared.contains(&k.session_id))
+                .filter_map(|k| {
+                    Some((k.message.len(), ChannelMessage::from_json(&k.message).ok()?))
+                })
+                .collect();
+            parts.extend(chunk_history(space, c, kept));
+        }
+        for part in parts {
+            self.queue_space(now, store, to.clone(), Conversation::Direct, part)?;
+        }
+        Ok(())
+    }
+
+    /// A history bundle part: each session is checked on its own (the owner's certificate
+    /// and announcement, marked shareable, from a member who may read its channel) and kept
+    /// only for channels we may read; messages waiting for these sessions are decrypted.
+    fn take_history_bundle(
+        &mut self,
+        now: Timestamp,
+        sender: UserId,
+        device: &DeviceId,
+        content: &SpaceContent,
+        store: &mut dyn Store,
+    ) -> Result<(), MachineError> {
+        let space = *content.space();
+        let Some(state) = self.spaces.states.get(&space) else {
+            return Ok(());
+        };
+        if !state.is_member(&self.me) || !state.is_member(&sender) {
+            return Ok(());
+        }
+        let from = PeerAddress {
+            user: sender,
+            device: device.clone(),
+        };
+        let results = {
+            let existing = |sid: &str| store.megolm_inbound(sid).ok().flatten();
+            self.spaces
+                .crypto
+                .accept_history_bundle(state, &from, content, &existing, now)
+        };
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "refused a history bundle");
+                return Ok(());
+            }
+        };
+        let mut taken = Vec::new();
+        for r in results {
+            match r {
+                Ok(Some(record))
+                    if record.shared_history
+                        && state
+                            .permissions(&self.me, &record.channel)
+                            .contains(Permissions::VIEW_CHANNEL) =>
+                {
+                    taken.push(record);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "refused a session of a history bundle"),
+            }
+        }
+        let sessions: Vec<String> = taken.iter().map(|r| r.session_id.clone()).collect();
+        if !taken.is_empty() {
+            store.apply(taken.into_iter().map(Change::SaveMegolmInbound).collect())?;
+        }
+        for session in sessions {
+            self.spaces.key_requests.received(&session);
+            self.retry_waiting(now, &session, store)?;
+        }
+        Ok(())
+    }
+
+    /// Earlier messages relayed by a member who may read the channel: each must decrypt with
+    /// a shareable session we hold (from a history bundle), and passes the same checks as a
+    /// live message (sender binding, replays, the sender's right to post). Messages of other
+    /// sessions are dropped, not kept waiting: nobody would answer for them.
+    fn take_history_messages(
+        &mut self,
+        now: Timestamp,
+        sender: UserId,
+        content: &SpaceContent,
+        store: &mut dyn Store,
+    ) -> Result<(), MachineError> {
+        let SpaceContent::SpaceHistoryMessages {
+            space,
+            channel,
+            messages,
+        } = content
+        else {
+            return Ok(());
+        };
+        let may = self.spaces.states.get(space).is_some_and(|s| {
+            s.is_member(&self.me)
+                && s.permissions(&sender, channel)
+                    .contains(Permissions::VIEW_CHANNEL)
+        });
+        if !may {
+            return Ok(());
+        }
+        for m in messages {
+            let shareable = store
+                .megolm_inbound(&m.session_id)?
+                .is_some_and(|i| i.shared_history && i.space == *space && i.channel == *channel);
+            if shareable {
+                self.take_channel_message(now, m.sender.user, Some((*space, *channel)), m, store)?;
+            }
+        }
         Ok(())
     }
 
@@ -1520,6 +1747,16 @@ impl NodeMachine {
             );
         }
         let mut changes: Changes = d.changes.into_iter().collect();
+        // Kept for members who join later, if its session is shareable (not typing).
+        if inbound.as_ref().is_some_and(|i| i.shared_history)
+            && !matches!(
+                payload.content,
+                ChatContent::Typing { .. } | ChatContent::Receipt { .. }
+            )
+            && let Some(kept) = kept_ciphertext(space, channel, message, now)
+        {
+            changes.push(kept);
+        }
         let conversation = ConversationId::Channel(channel);
         let mut inserted = None;
         let mut updated = None;

@@ -189,6 +189,10 @@ pub enum Change {
         /// The session.
         session_id: String,
     },
+    /// Keeps a channel message's ciphertext for later members (the same (session, index) kept
+    /// twice is [`Outcome::Unchanged`]); beyond [`crate::store::MAX_KEPT_CIPHERTEXTS`] in its
+    /// channel, the oldest are dropped.
+    KeepChannelCiphertext(crate::store::ChannelCiphertextRecord),
     /// Sets the state of every message waiting for a session (withheld, given up, asked
     /// again); [`Outcome::Unchanged`] if none waits.
     SetMegolmWaitState {

@@ -47,6 +47,7 @@ macro_rules! store_conformance_tests {
             olm_sessions_newest_used_first,
             megolm_sessions,
             megolm_replays_and_waiting,
+            channel_ciphertexts_kept_and_bounded,
             outbox_fifo_per_peer,
             outbox_audience,
             processed_ids,
@@ -1375,6 +1376,49 @@ pub fn megolm_replays_and_waiting<S: Store>(store: &mut S) {
     );
     assert!(store.megolm_waiting("s").unwrap().is_empty());
     assert_eq!(store.megolm_waiting("t").unwrap(), vec![waiting("t", 1)]);
+}
+
+/// Kept channel ciphertexts: by channel, oldest first, a duplicate unchanged, at most
+/// [`MAX_KEPT_CIPHERTEXTS`] per channel (the oldest dropped), gone with their space.
+pub fn channel_ciphertexts_kept_and_bounded<S: Store>(store: &mut S) {
+    let space = SpaceId::from_bytes([7; 32]);
+    let (a, b) = (
+        ChannelId::from_bytes([1; 16]),
+        ChannelId::from_bytes([2; 16]),
+    );
+    let kept = |channel: ChannelId, index: u32| ChannelCiphertextRecord {
+        space,
+        channel,
+        session_id: format!("s{}", channel.as_bytes()[0]),
+        index,
+        message: index.to_be_bytes().to_vec(),
+        received_at: t(u64::from(index)),
+    };
+    let mut changes = Changes::new();
+    for i in 0..(MAX_KEPT_CIPHERTEXTS as u32 + 5) {
+        changes.push(Change::KeepChannelCiphertext(kept(a, i)));
+    }
+    changes.push(Change::KeepChannelCiphertext(kept(b, 3)));
+    store.apply(changes).unwrap();
+    assert_eq!(
+        store
+            .apply_one(Change::KeepChannelCiphertext(kept(b, 3)))
+            .unwrap(),
+        Outcome::Unchanged
+    );
+    let all = store.channel_ciphertexts(&a, usize::MAX).unwrap();
+    assert_eq!(all.len(), MAX_KEPT_CIPHERTEXTS);
+    assert_eq!(all[0], kept(a, 5), "the oldest went first");
+    assert_eq!(
+        store.channel_ciphertexts(&a, 2).unwrap(),
+        vec![
+            kept(a, MAX_KEPT_CIPHERTEXTS as u32 + 3),
+            kept(a, MAX_KEPT_CIPHERTEXTS as u32 + 4)
+        ]
+    );
+    assert_eq!(store.channel_ciphertexts(&b, 10).unwrap(), vec![kept(b, 3)]);
+    store.apply_one(Change::RemoveSpace(space)).unwrap();
+    assert!(store.channel_ciphertexts(&b, 10).unwrap().is_empty());
 }
 
 /// FIFO per peer with head-of-line order, reschedule, remove, duplicate enqueue, timers.

@@ -2,10 +2,11 @@
 //! simulations use it; the conformance suite holds the SQLCipher store to the same behaviour.
 
 use super::records::{
-    AccountRecord, ChannelId, Contact, Conversation, ConversationId, ConversationSummary,
-    EnvelopeId, FileTransfer, MegolmInboundRecord, MegolmOutboundRecord, MegolmWaitingRecord,
-    Message, MessageId, OlmSessionRecord, OutboxEntry, PeerDevice, ReactionSummary, SNIPPET_END,
-    SNIPPET_START, SearchHit, SearchQuery, Seq, SpaceOpRecord, TransferId,
+    AccountRecord, ChannelCiphertextRecord, ChannelId, Contact, Conversation, ConversationId,
+    ConversationSummary, EnvelopeId, FileTransfer, MegolmInboundRecord, MegolmOutboundRecord,
+    MegolmWaitingRecord, Message, MessageId, OlmSessionRecord, OutboxEntry, PeerDevice,
+    ReactionSummary, SNIPPET_END, SNIPPET_START, SearchHit, SearchQuery, Seq, SpaceOpRecord,
+    TransferId,
 };
 use super::{Applied, Change, Changes, Outcome, SearchTerm, Store, StoreError, search_terms};
 use dopus_proto::space::OpId;
@@ -53,6 +54,7 @@ struct State {
     space_ops: BTreeMap<(SpaceId, OpId), SpaceOpRecord>,
     megolm_seen: BTreeSet<(String, u32)>,
     megolm_waiting: BTreeMap<(String, u32), MegolmWaitingRecord>,
+    channel_history: BTreeMap<(String, u32), ChannelCiphertextRecord>,
     settings: BTreeMap<String, String>,
 }
 
@@ -361,6 +363,7 @@ impl State {
                 self.space_ops.retain(|(s, _), _| *s != space);
                 self.megolm_inbound.retain(|_, m| m.space != space);
                 self.megolm_outbound.retain(|_, m| m.space != space);
+                self.channel_history.retain(|_, m| m.space != space);
                 let after =
                     self.space_ops.len() + self.megolm_inbound.len() + self.megolm_outbound.len();
                 changed(after < before)
@@ -381,6 +384,32 @@ impl State {
                 let before = self.megolm_waiting.len();
                 self.megolm_waiting.retain(|(s, _), _| *s != session_id);
                 changed(self.megolm_waiting.len() < before)
+            }
+            Change::KeepChannelCiphertext(c) => {
+                let channel = c.channel;
+                let inserted = match self.channel_history.entry((c.session_id.clone(), c.index)) {
+                    std::collections::btree_map::Entry::Occupied(_) => false,
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(c);
+                        true
+                    }
+                };
+                if inserted {
+                    let mut kept: Vec<(Timestamp, String, u32)> = self
+                        .channel_history
+                        .values()
+                        .filter(|k| k.channel == channel)
+                        .map(|k| (k.received_at, k.session_id.clone(), k.index))
+                        .collect();
+                    if kept.len() > super::MAX_KEPT_CIPHERTEXTS {
+                        kept.sort();
+                        let drop = kept.len() - super::MAX_KEPT_CIPHERTEXTS;
+                        for (_, s, i) in kept.into_iter().take(drop) {
+                            self.channel_history.remove(&(s, i));
+                        }
+                    }
+                }
+                changed(inserted)
             }
             Change::SetMegolmWaitState { session_id, state } => {
                 let mut any = false;
@@ -841,6 +870,25 @@ impl Store for MemoryStore {
             .range((session_id.to_owned(), 0)..=(session_id.to_owned(), u32::MAX))
             .map(|(_, w)| w.clone())
             .collect())
+    }
+
+    fn channel_ciphertexts(
+        &self,
+        channel: &ChannelId,
+        limit: usize,
+    ) -> Result<Vec<ChannelCiphertextRecord>, StoreError> {
+        let mut kept: Vec<ChannelCiphertextRecord> = self
+            .state
+            .channel_history
+            .values()
+            .filter(|k| k.channel == *channel)
+            .cloned()
+            .collect();
+        kept.sort_by(|a, b| {
+            (a.received_at, &a.session_id, a.index).cmp(&(b.received_at, &b.session_id, b.index))
+        });
+        let skip = kept.len().saturating_sub(limit);
+        Ok(kept.into_iter().skip(skip).collect())
     }
 
     fn megolm_waiting_sessions(

@@ -625,6 +625,35 @@ pub struct MegolmWaitingRecord {
     pub state: MegolmWaitState,
 }
 
+/// The Megolm ciphertext of a channel message sent in a session announced as shareable, kept
+/// for members who join later (docs/spaces.md, "History for new members").
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChannelCiphertextRecord {
+    /// The space.
+    pub space: SpaceId,
+    /// The channel.
+    pub channel: ChannelId,
+    /// The session that encrypted it.
+    pub session_id: String,
+    /// Its index in that session.
+    pub index: u32,
+    /// The channel message as its sender sent it (JSON wire form).
+    pub message: Vec<u8>,
+    /// When it arrived (or was sent, for our own).
+    pub received_at: Timestamp,
+}
+
+impl fmt::Debug for ChannelCiphertextRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelCiphertextRecord")
+            .field("channel", &self.channel)
+            .field("session_id", &self.session_id)
+            .field("index", &self.index)
+            .field("message", &format_args!("<{} bytes>", self.message.len()))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where a message's wait for its key stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MegolmWaitState {
@@ -652,9 +681,7 @@ impl MegolmWaitState {
         match self {
             MegolmWaitState::Withheld(WithheldCode::Unauthorized) => Some("unauthorized"),
             MegolmWaitState::Withheld(WithheldCode::Unavailable) => Some("unavailable"),
-            MegolmWaitState::Withheld(WithheldCode::HistoryNotShared) => {
-                Some("history_not_shared")
-            }
+            MegolmWaitState::Withheld(WithheldCode::HistoryNotShared) => Some("history_not_shared"),
             _ => None,
         }
     }
@@ -668,7 +695,9 @@ impl MegolmWaitState {
             ("withheld", Some("unauthorized")) => {
                 MegolmWaitState::Withheld(WithheldCode::Unauthorized)
             }
-            ("withheld", Some("unavailable")) => MegolmWaitState::Withheld(WithheldCode::Unavailable),
+            ("withheld", Some("unavailable")) => {
+                MegolmWaitState::Withheld(WithheldCode::Unavailable)
+            }
             ("withheld", Some("history_not_shared")) => {
                 MegolmWaitState::Withheld(WithheldCode::HistoryNotShared)
             }

@@ -321,7 +321,7 @@ pub async fn messages(
     State(node): N,
     Path(id): Path<String>,
     Query(page): Query<PageQuery>,
-) -> ApiResult<dto::MessagePage> {
+) -> ApiResult<dto::ChannelPage> {
     let limit = page.limit.unwrap_or(50).clamp(1, 200);
     Ok(Json(
         node.channel_messages(channel_id(&id)?, page.before, limit)

@@ -24,6 +24,8 @@ pub const MAX_WANT: usize = 256;
 pub const MAX_SESSION_KEY_BYTES: usize = 512;
 /// Most sessions in one [`SpaceContent::SpaceHistoryBundle`] part.
 pub const MAX_HISTORY_SESSIONS: usize = 64;
+/// Most channel messages in one [`SpaceContent::SpaceHistoryMessages`] part.
+pub const MAX_HISTORY_MESSAGES: usize = 64;
 /// Most parts one history bundle may announce.
 const MAX_HISTORY_PARTS: u32 = 10_000;
 
@@ -253,6 +255,18 @@ pub enum SpaceContent {
         /// Up to [`MAX_HISTORY_SESSIONS`] sessions.
         sessions: Vec<HistorySession>,
     },
+    /// Earlier channel messages for a member who just joined a space that shares history,
+    /// from a member who kept them: the Megolm ciphertexts exactly as their senders sent them
+    /// (each still checked against its session and sender; the relaying member can drop
+    /// messages but not forge or alter one).
+    SpaceHistoryMessages {
+        /// The space.
+        space: SpaceId,
+        /// The channel they were sent in (each payload repeats it; the receiver checks).
+        channel: ChannelId,
+        /// Up to [`MAX_HISTORY_MESSAGES`] messages, oldest first.
+        messages: Vec<ChannelMessage>,
+    },
 }
 
 /// A vodozemac session id: unpadded base64 of a 32-byte Ed25519 key.
@@ -294,6 +308,7 @@ impl SpaceContent {
         "space_join_answer",
         "space_history_bundle",
         "space_message",
+        "space_history_messages",
     ];
 
     /// The space the content is about.
@@ -309,6 +324,7 @@ impl SpaceContent {
             | SpaceContent::SpaceJoinRequest { space, .. }
             | SpaceContent::SpaceJoinAnswer { space, .. }
             | SpaceContent::SpaceHistoryBundle { space, .. }
+            | SpaceContent::SpaceHistoryMessages { space, .. }
             | SpaceContent::SpaceMessage { space, .. } => space,
         }
     }
@@ -327,6 +343,7 @@ impl SpaceContent {
             SpaceContent::SpaceJoinAnswer { .. } => "space_join_answer",
             SpaceContent::SpaceHistoryBundle { .. } => "space_history_bundle",
             SpaceContent::SpaceMessage { .. } => "space_message",
+            SpaceContent::SpaceHistoryMessages { .. } => "space_history_messages",
         }
     }
 
@@ -393,6 +410,13 @@ impl SpaceContent {
             }
             SpaceContent::SpaceJoinRequest { .. } | SpaceContent::SpaceJoinAnswer { .. } => Ok(()),
             SpaceContent::SpaceMessage { message, .. } => message.validate(),
+            SpaceContent::SpaceHistoryMessages { messages, .. } => {
+                if messages.is_empty() {
+                    return Err(PeerError::InvalidField { field: "messages" });
+                }
+                limit_list("messages", messages, MAX_HISTORY_MESSAGES)?;
+                messages.iter().try_for_each(ChannelMessage::validate)
+            }
             SpaceContent::SpaceHistoryBundle {
                 part,
                 parts,

@@ -799,6 +799,11 @@ fn every_content() -> Vec<SpaceContent> {
             channel: channel(1),
             message: message(),
         },
+        SpaceContent::SpaceHistoryMessages {
+            space: space_id(),
+            channel: channel(1),
+            messages: vec![message()],
+        },
     ]
 }
 
@@ -888,6 +893,16 @@ fn content_limits_are_enforced() {
             part: 1,
             parts: 1,
             sessions: vec![],
+        },
+        SpaceContent::SpaceHistoryMessages {
+            space: space_id(),
+            channel: channel(1),
+            messages: vec![],
+        },
+        SpaceContent::SpaceHistoryMessages {
+            space: space_id(),
+            channel: channel(1),
+            messages: vec![message(); MAX_HISTORY_MESSAGES + 1],
         },
     ];
     for c in refused {

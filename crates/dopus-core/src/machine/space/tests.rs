@@ -755,11 +755,124 @@ fn a_withheld_key_leaves_a_placeholder_with_the_reason() {
         .apply_one(Change::RemoveSpace(space))
         .expect("remove");
     net.settle(500);
-    let withheld =
-        MegolmWaitState::Withheld(dopus_proto::space::WithheldCode::Unavailable);
+    let withheld = MegolmWaitState::Withheld(dopus_proto::space::WithheldCode::Unavailable);
     assert_eq!(net.waiting(2, general), vec![withheld]);
     assert_eq!(net.texts(2, general), vec!["first".to_owned()]);
     net.restart(2);
     net.settle(500);
     assert_eq!(net.waiting(2, general), vec![withheld]);
+}
+
+/// `joiner` joins `space` with a single-use code from `inviter`.
+fn join(net: &mut Net, space: SpaceId, inviter: usize, joiner: usize) {
+    let code = net
+        .cmd(inviter, |m, now, s| {
+            m.space_invite(now, s, space, Some(1), None)
+        })
+        .expect("invite");
+    net.cmd(joiner, |m, now, s| m.join_space(now, s, &code))
+        .expect("join");
+    net.settle(1000);
+    let state = net.nodes[joiner].machine.space(&space).expect("joined");
+    assert!(state.is_member(&net.user(joiner)));
+}
+
+fn say(net: &mut Net, i: usize, channel: ChannelId, text: &str) {
+    net.cmd(i, |m, now, s| {
+        m.channel_send(now, s, channel, text.into(), None)
+    })
+    .expect("send");
+    net.settle(500);
+}
+
+/// With `share_history` on, whoever admits a member hands over the keys of the shareable
+/// sessions and the ciphertexts it kept: the newcomer reads what was said before it joined.
+/// A removed member gets neither the bundle nor anything after its removal.
+#[test]
+fn a_member_joining_a_space_that_shares_history_reads_earlier_messages() {
+    let mut net = Net::new(4);
+    net.settle(50);
+    let space = net
+        .cmd(0, |m, now, s| m.create_space(now, s, "Archive"))
+        .expect("create");
+    let general = net.general(0, &space);
+    net.cmd(0, |m, now, s| {
+        m.space_op(
+            now,
+            s,
+            space,
+            OpBody::Update {
+                name: None,
+                description: None,
+                share_history: Some(true),
+            },
+        )
+    })
+    .expect("share history");
+    say(&mut net, 0, general, "before anyone");
+    join(&mut net, space, 0, 1);
+    assert_eq!(net.texts(1, general), vec!["before anyone".to_owned()]);
+    say(&mut net, 0, general, "a1");
+    say(&mut net, 1, general, "b1");
+    // Carol is admitted by bob: he kept alice's ciphertexts and his own.
+    join(&mut net, space, 1, 2);
+    assert_eq!(
+        net.texts(2, general),
+        vec!["before anyone".to_owned(), "a1".to_owned(), "b1".to_owned()]
+    );
+    assert!(net.waiting(2, general).is_empty());
+    // Bob is kicked; alice's next session is not shared with him, nor is dave's bundle.
+    let bob = net.user(1);
+    net.cmd(0, |m, now, s| {
+        m.space_op(now, s, space, OpBody::Kick { user: bob })
+    })
+    .expect("kick");
+    net.settle(500);
+    let relayed_to_bob = net.relayed[1];
+    say(&mut net, 0, general, "after the kick");
+    join(&mut net, space, 0, 3);
+    let dave = net.texts(3, general);
+    assert!(dave.contains(&"a1".to_owned()) && dave.contains(&"after the kick".to_owned()));
+    assert!(!net.texts(1, general).contains(&"after the kick".to_owned()));
+    assert_eq!(
+        net.relayed[1], relayed_to_bob,
+        "nothing reaches the removed member"
+    );
+    assert!(
+        net.nodes[3]
+            .store
+            .megolm_inbound_for_channel(&general)
+            .expect("sessions")
+            .iter()
+            .all(|s| s.sender_user != bob),
+        "a removed member's sessions are not handed on"
+    );
+}
+
+/// With `share_history` off (the default), a newcomer reads from its join onward: nothing
+/// earlier is sent to it, and nothing waits for keys it will never get.
+#[test]
+fn without_shared_history_a_member_reads_from_its_join() {
+    let mut net = Net::new(3);
+    net.settle(50);
+    let space = net
+        .cmd(0, |m, now, s| m.create_space(now, s, "Private"))
+        .expect("create");
+    let general = net.general(0, &space);
+    join(&mut net, space, 0, 1);
+    say(&mut net, 0, general, "early");
+    say(&mut net, 1, general, "early too");
+    join(&mut net, space, 1, 2);
+    assert!(net.texts(2, general).is_empty());
+    assert!(net.waiting(2, general).is_empty());
+    assert!(
+        net.nodes[1]
+            .store
+            .channel_ciphertexts(&general, 100)
+            .expect("kept")
+            .is_empty(),
+        "nothing is kept for later members"
+    );
+    say(&mut net, 0, general, "later");
+    assert_eq!(net.texts(2, general), vec!["later".to_owned()]);
 }

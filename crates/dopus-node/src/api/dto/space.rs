@@ -640,7 +640,10 @@ mod tests {
             ],
         };
         assert_eq!(page.waiting[0].id, "c2Vzc2lvbg:4");
-        assert_eq!(page.waiting[1].reason, Some(WithheldReason::HistoryNotShared));
+        assert_eq!(
+            page.waiting[1].reason,
+            Some(WithheldReason::HistoryNotShared)
+        );
         assert_eq!(page.waiting[0].reason_text, None);
         insta::assert_json_snapshot!(page);
     }
