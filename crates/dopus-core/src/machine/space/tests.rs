@@ -3,7 +3,7 @@
 
 use super::super::test_net::{T0, TestNode, test_node};
 use super::super::{
-    Delivery, Inbound, Input, NodeMachine, Output, SignalingRequest, SignalingState, Via,
+    Delivery, Event, Inbound, Input, NodeMachine, Output, SignalingRequest, SignalingState, Via,
 };
 use super::JoinState;
 use crate::e2e::OlmMachine;
