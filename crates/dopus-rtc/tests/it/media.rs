@@ -25,6 +25,17 @@ async fn audio_frames_reach_the_attached_task_in_order_and_unattached_media_is_r
     let (a_sink, mut a_rx) = mpsc::channel(256);
     let a_out = a.handle.attach_media(a_sink).await.unwrap();
     a_out.send(0, vec![0xfc, 0]).unwrap();
+    // The frame travels on its own channel, not the command queue: wait until the connection's
+    // task has judged it before negotiating audio (else it could be judged after, and sent).
+    let mut stats = a.handle.media_stats().await.unwrap();
+    for _ in 0..250 {
+        if stats.refused_out > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        stats = a.handle.media_stats().await.unwrap();
+    }
+    assert_eq!(stats.refused_out, 1, "{stats:?}");
 
     // B is not in the call yet: nothing attached on its side.
     let offer = a.handle.add_audio().await.unwrap();
