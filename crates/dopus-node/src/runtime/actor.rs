@@ -201,6 +201,13 @@ impl Actor {
                 Msg::Relays(generation, relays) => {
                     if generation == self.generation {
                         self.live.relays = relays;
+                        // Open connections get this login's credentials too: their allocation
+                        // outlives the credentials it was made with (the REST name expires),
+                        // and the allocation after that needs valid ones.
+                        let servers = self.rtc_config().ice_servers;
+                        for c in self.conns.values() {
+                            let _ = c.tx.send(ConnCmd::UpdateIceServers(servers.clone()));
+                        }
                     }
                 }
                 Msg::Retrying(generation, ms) => {

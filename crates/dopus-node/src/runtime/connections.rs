@@ -278,6 +278,11 @@ impl Task {
             ConnCmd::Handle(reply) => {
                 let _ = reply.send(handle.clone());
             }
+            ConnCmd::UpdateIceServers(servers) => {
+                if let Err(e) = handle.update_ice_servers(servers).await {
+                    tracing::debug!(error = %e, "new relay credentials not applied");
+                }
+            }
             ConnCmd::ReportDiagnostics => self.report_diagnostics(handle).await,
             ConnCmd::Diagnostics(answer) => {
                 if let Ok(Ok(d)) =

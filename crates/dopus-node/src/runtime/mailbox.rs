@@ -140,6 +140,9 @@ pub enum ConnCmd {
     AcceptMediaAnswer(String),
     /// A clone of the connection's handle, for a call's media task (which attaches to it).
     Handle(oneshot::Sender<dopus_rtc::PeerHandle>),
+    /// New STUN/TURN servers (a new login's relay credentials): the next allocation, after the
+    /// old credentials expire or the allocation is lost, uses them.
+    UpdateIceServers(Vec<dopus_rtc::IceServer>),
     /// Close the connection and end the task.
     Close,
 }
