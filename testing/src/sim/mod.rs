@@ -1697,6 +1697,7 @@ impl Sim {
             | Event::Connection(_)
             | Event::Verification(_)
             | Event::SpaceChanged(_)
+            | Event::ChannelWaiting(_)
             | Event::Transfer(_)
             | Event::Call(_) => {}
         }
