@@ -35,6 +35,7 @@ mod space;
 #[cfg(test)]
 mod test_net;
 mod transfers;
+mod voice;
 
 pub use call::{CallEnd, CallRequest, CallState, CallView, RING_TIMEOUT_MS};
 pub use commands::{
@@ -46,6 +47,10 @@ pub use io::{
 };
 pub use space::JoinState;
 pub use transfers::{TransferAction, TransferRequest};
+pub use voice::{
+    MAX_VOICE_PARTICIPANTS, MyVoice, VOICE_REFRESH_MS, VOICE_TTL_MS, VoiceChannelView,
+    VoiceParticipant, VoicePeer, VoiceRequest,
+};
 
 use crate::chat::{Chat, Outgoing};
 use crate::e2e::{Burst, OlmMachine};
@@ -132,6 +137,8 @@ pub struct NodeMachine {
     channel_files: transfers::ChannelFiles,
     /// Calls: the current one and the last few that ended.
     calls: call::Calls,
+    /// Voice channels: where we are and the presences we hold (never stored).
+    voice: voice::Voice,
 }
 
 impl std::fmt::Debug for NodeMachine {
@@ -193,6 +200,7 @@ impl NodeMachine {
             transfer_peers_dirty: true,
             channel_files: transfers::ChannelFiles::default(),
             calls: call::Calls::default(),
+            voice: voice::Voice::default(),
         })
     }
 
@@ -312,6 +320,7 @@ impl NodeMachine {
         self.space_sync(now);
         self.space_key_timeouts(now, store)?;
         self.call_due(now, store)?;
+        self.voice_due(now)?;
         self.seal_ephemeral(now, store)?;
         self.pump(now, store)?;
         self.transfer_links(now, &*store)?;
@@ -357,6 +366,7 @@ impl NodeMachine {
             self.fetches.values().map(|f| f.expires).min(),
             self.space_poll_timeout(),
             self.call_poll_timeout(),
+            self.voice_poll_timeout(),
         ]
         .into_iter()
         .flatten()

@@ -133,6 +133,10 @@ pub enum Command {
     /// Channels of spaces: send, read, create (needs a running node).
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Voice channels: join (headless, with a file to play and recordings), leave, mute,
+    /// deafen, status (needs a running node).
+    #[command(subcommand)]
+    Voice(VoiceCommand),
     /// Print live events as JSON lines until interrupted (needs a running node).
     Events,
     /// Run the node in the foreground: unlock, connect to the signaling server, serve the local API.
@@ -254,6 +258,53 @@ pub enum RoleCommand {
         user_id: String,
         /// The role id.
         role: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VoiceCommand {
+    /// Join a voice channel. Alone, returns at once (the node stays until `voice leave`). With
+    /// `--play` or `--record`: plays the file once `--wait-for` participants are connected,
+    /// records each other participant into its own file (`OUT.opus` records
+    /// `OUT-<user id>.opus` beside it), and leaves once the file has played out and nobody
+    /// has sent audio for `--idle-secs`.
+    Join {
+        /// The voice channel's ID.
+        channel_id: String,
+        /// An Ogg Opus file to play into the channel.
+        #[arg(long)]
+        play: Option<std::path::PathBuf>,
+        /// Where to record the others (one Ogg Opus file per participant, named from this).
+        #[arg(long)]
+        record: Option<std::path::PathBuf>,
+        /// Start playing once this many participants are connected.
+        #[arg(long, default_value_t = 1)]
+        wait_for: u32,
+        /// Leave once nobody has sent audio for this many seconds (after our file ended).
+        #[arg(long, default_value_t = 3)]
+        idle_secs: u64,
+        /// Give up (and leave) after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        max_secs: u64,
+    },
+    /// Leave the voice channel.
+    Leave,
+    /// Mute the microphone (`--off` to unmute).
+    Mute {
+        /// Unmute instead.
+        #[arg(long)]
+        off: bool,
+    },
+    /// Hear nothing and send nothing (`--off` to undeafen).
+    Deafen {
+        /// Undeafen instead.
+        #[arg(long)]
+        off: bool,
+    },
+    /// Our voice state, or with a space ID who is in each of its voice channels.
+    Status {
+        /// A space ID.
+        space_id: Option<String>,
     },
 }
 

@@ -14,4 +14,5 @@ pub mod preview;
 pub mod remote;
 pub mod remote_calls;
 pub mod remote_spaces;
+pub mod remote_voice;
 pub mod runtime;

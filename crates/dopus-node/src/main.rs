@@ -3,7 +3,7 @@
 use clap::Parser;
 use dopus_node::cli::{
     ChannelCommand, Cli, Command, ContactsCommand, IdCommand, RoleCommand, SpaceCommand,
-    TransferCommand, UpArgs,
+    TransferCommand, UpArgs, VoiceCommand,
 };
 use dopus_node::client::ApiClient;
 use dopus_node::output::Output;
@@ -192,6 +192,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 SpaceCommand::Ban { space, user_id } => {
                     rs::member_action(&api, out, "ban", &space, &user_id)
                 }
+            }
+        }
+        Command::Voice(cmd) => {
+            use dopus_node::remote_voice as rv;
+            let api = ApiClient::require(&dir)?;
+            match cmd {
+                VoiceCommand::Join {
+                    channel_id,
+                    play,
+                    record,
+                    wait_for,
+                    idle_secs,
+                    max_secs,
+                } => rv::join(
+                    &api,
+                    out,
+                    &channel_id,
+                    &rv::JoinOptions {
+                        play: play.as_deref(),
+                        record: record.as_deref(),
+                        wait_for,
+                        idle: std::time::Duration::from_secs(idle_secs),
+                        max: std::time::Duration::from_secs(max_secs),
+                    },
+                ),
+                VoiceCommand::Leave => rv::leave(&api, out),
+                VoiceCommand::Mute { off } => rv::set(&api, out, Some(!off), None),
+                VoiceCommand::Deafen { off } => rv::set(&api, out, None, Some(!off)),
+                VoiceCommand::Status { space_id } => rv::status(&api, out, space_id.as_deref()),
             }
         }
         Command::Channel(cmd) => {

@@ -37,6 +37,7 @@ mod content;
 mod invite;
 mod op;
 mod permissions;
+mod voice;
 
 pub use channel_message::{
     CHANNEL_MESSAGE_VERSION, CHANNEL_PAYLOAD_VERSION, ChannelContent, ChannelMessage,
@@ -57,6 +58,7 @@ pub use op::{
     SpaceOp, derive_channel_id, derive_role_id,
 };
 pub use permissions::{Overwrite, OverwriteTarget, Permissions};
+pub use voice::{MAX_VOICE_TTL_MS, VOICE_PRESENCE_CONTEXT, VOICE_PRESENCE_VERSION, VoicePresence};
 
 use crate::peer::PeerError;
 use serde::{Deserialize, Serialize};

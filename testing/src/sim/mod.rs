@@ -18,6 +18,7 @@ pub mod rng;
 pub mod scenario;
 mod server;
 pub mod spaces;
+pub mod voice;
 
 use dopus_core::e2e::OlmMachine;
 use dopus_core::identity::test_support::SeededRandom;
@@ -200,6 +201,10 @@ pub enum Cmd {
     },
     /// Rename the space or change `#general`'s topic.
     SpaceRename,
+    /// Join the space's voice channel.
+    VoiceJoin,
+    /// Leave the voice channel.
+    VoiceLeave,
 }
 
 /// How a crash hits a node.
@@ -1313,7 +1318,7 @@ impl Sim {
             Output::Connection(req) => self.connection_request(n, req),
             Output::Event(e) => self.oracle_event(n, &e),
             // The simulation sends no files.
-            Output::Transfer(_) | Output::Call(_) => {}
+            Output::Transfer(_) | Output::Call(_) | Output::Voice(_) => {}
         }
     }
 
@@ -1699,7 +1704,8 @@ impl Sim {
             | Event::SpaceChanged(_)
             | Event::ChannelWaiting(_)
             | Event::Transfer(_)
-            | Event::Call(_) => {}
+            | Event::Call(_)
+            | Event::Voice(_) => {}
         }
     }
 
@@ -2114,6 +2120,7 @@ fn run_cmd(
         | Cmd::SpaceKick { .. }
         | Cmd::SpaceMod { .. }
         | Cmd::SpaceRename => spaces::run_cmd(m, store, rng, now, peers, cmd, notes),
+        Cmd::VoiceJoin | Cmd::VoiceLeave => voice::run_cmd(m, store, now, cmd),
         Cmd::RelayOnly(on) => ok_or_user(
             m.put_settings(
                 store,

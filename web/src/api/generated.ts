@@ -1318,6 +1318,239 @@ export type BrowserAnswer = {
 sdp: string, };
 
 /**
+ * One participant of a voice channel.
+ */
+export type VoiceParticipant = { 
+/**
+ * Who.
+ */
+user_id: UserId, 
+/**
+ * From which device.
+ */
+device_id: string, 
+/**
+ * This is us.
+ */
+me: boolean, 
+/**
+ * Their microphone is muted (or they are deafened).
+ */
+muted: boolean, 
+/**
+ * They hear nothing.
+ */
+deafened: boolean, 
+/**
+ * They have `speak` in the channel (without it every member's node drops their audio).
+ */
+may_speak: boolean, 
+/**
+ * Audio from them arrived in the last 300 ms (for ourselves: we sent audio in the last
+ * 300 ms). Headless nodes judge by packets, not levels; see docs/media.md.
+ */
+speaking: boolean, 
+/**
+ * When we saw them join.
+ */
+joined_at: Timestamp, 
+/**
+ * When their presence lapses unless refreshed (`null` for ourselves).
+ */
+expires_at: Timestamp | null, 
+/**
+ * In our media mesh (only while we are in the same channel; at most 8 participants).
+ */
+in_mesh: boolean, };
+
+/**
+ * A voice channel and who is in it.
+ */
+export type VoiceChannel = { 
+/**
+ * The channel.
+ */
+channel_id: string, 
+/**
+ * Its name.
+ */
+name: string, 
+/**
+ * We may join it.
+ */
+can_connect: boolean, 
+/**
+ * We may speak in it.
+ */
+can_speak: boolean, 
+/**
+ * Who is in it, ourselves first, then by join time.
+ */
+participants: Array<VoiceParticipant>, };
+
+/**
+ * One remote participant's media on this node.
+ */
+export type VoicePeerMedia = { 
+/**
+ * Who.
+ */
+user_id: UserId, 
+/**
+ * Attached to the connection with them.
+ */
+attached: boolean, 
+/**
+ * The audio m-line is negotiated with them.
+ */
+ready: boolean, 
+/**
+ * Frames sent to them.
+ */
+sent: number, 
+/**
+ * Frames received from them and kept.
+ */
+received: number, 
+/**
+ * Frames received from them and dropped (no `speak`, or we are deafened).
+ */
+dropped: number, 
+/**
+ * Where their audio is recorded (a path on the node's machine).
+ */
+record_path: string | null, };
+
+/**
+ * Our voice media.
+ */
+export type VoiceMedia = { 
+/**
+ * The media task runs.
+ */
+running: boolean, 
+/**
+ * Frames our source played (sent to every ready peer unless muted).
+ */
+played: number, 
+/**
+ * Frames the played file holds.
+ */
+play_total: number, 
+/**
+ * The played file has played out.
+ */
+play_done: boolean, 
+/**
+ * The recordings are closed.
+ */
+record_done: boolean, 
+/**
+ * The last media error.
+ */
+error: string | null, 
+/**
+ * Per remote participant, by user ID.
+ */
+peers: Array<VoicePeerMedia>, };
+
+/**
+ * Where we are in voice.
+ */
+export type MyVoice = { 
+/**
+ * The space.
+ */
+space_id: string, 
+/**
+ * The channel.
+ */
+channel_id: string, 
+/**
+ * Our microphone is muted.
+ */
+muted: boolean, 
+/**
+ * We hear nothing.
+ */
+deafened: boolean, 
+/**
+ * We have `speak` in the channel.
+ */
+may_speak: boolean, 
+/**
+ * When we joined.
+ */
+joined_at: Timestamp, };
+
+/**
+ * `GET /voice`: where we are and our media; `POST /voice/*` answer it too.
+ */
+export type VoiceState = { 
+/**
+ * Where we are (`null`: in no voice channel).
+ */
+current: MyVoice | null, 
+/**
+ * Our media (`null` until we first join).
+ */
+media: VoiceMedia | null, 
+/**
+ * Why the last voice presence this node received was refused, if one was.
+ */
+last_refusal: string | null, };
+
+/**
+ * `GET /spaces/{id}/voice`: every voice channel of the space and who is in it.
+ */
+export type SpaceVoice = { 
+/**
+ * The space.
+ */
+space_id: string, 
+/**
+ * Its voice channels in display order.
+ */
+channels: Array<VoiceChannel>, };
+
+/**
+ * `POST /voice/join`: join a voice channel (leaving the current one). `play` and `record` are
+ * absolute paths on the node's machine: an Ogg Opus file played into the channel, and the
+ * path from which per-participant recordings are named (`out.opus` records
+ * `out-<user id>.opus` beside it).
+ */
+export type JoinVoice = { 
+/**
+ * The voice channel.
+ */
+channel_id: string, 
+/**
+ * An Ogg Opus file to play.
+ */
+play?: string, 
+/**
+ * Where to record the other participants.
+ */
+record?: string, 
+/**
+ * Start playing once this many participants are connected (default 1).
+ */
+wait_for?: number, };
+
+/**
+ * `POST /voice/state`: mute or deafen (fields left out stay as they are).
+ */
+export type VoicePatch = { 
+/**
+ * Mute our microphone.
+ */
+muted?: boolean, 
+/**
+ * Hear nothing (and send nothing).
+ */
+deafened?: boolean, };
+
+/**
  * A live event. Events are not replayed: a client fetches state with the REST calls on every
  * (re)connect, then applies events. A client ignores types it does not know.
  */
@@ -1415,7 +1648,11 @@ waiting: Array<WaitingMessage>, } | { "type": "call",
 /**
  * The call as it is now.
  */
-call: Call, } | { "type": "transfer", 
+call: Call, } | { "type": "voice", 
+/**
+ * The space's voice channels as they are now.
+ */
+voice: SpaceVoice, } | { "type": "transfer", 
 /**
  * The transfer as it is now.
  */

@@ -185,6 +185,11 @@ impl NodeMachine {
         if !crate::contacts::is_accepted(store.contact(&peer)?.as_ref()) {
             return Err(CommandError::NotAContact);
         }
+        if self.in_voice() {
+            return Err(CommandError::Call(
+                "in a voice channel; leave it first".into(),
+            ));
+        }
         if let Some(c) = self.current_call() {
             return Err(CommandError::Call(format!(
                 "already in a call ({}, {})",
@@ -232,6 +237,11 @@ impl NodeMachine {
             )));
         }
         let peer = c.peer;
+        if self.in_voice() {
+            return Err(CommandError::Call(
+                "in a voice channel; leave it first".into(),
+            ));
+        }
         self.activate(now);
         self.send_call(now, peer, CallContent::CallAccept { call: *id });
         self.maybe_connect(now, peer);

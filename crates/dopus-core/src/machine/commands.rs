@@ -60,6 +60,9 @@ pub enum CommandError {
     /// A call action was refused (busy, wrong state); the text says why.
     #[error("{0}")]
     Call(String),
+    /// A voice action was refused (not in a channel, full, in a call); the text says why.
+    #[error("{0}")]
+    Voice(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -309,6 +309,9 @@ pub enum Event {
     ChannelWaiting(dopus_types::ChannelId),
     /// A call was placed, picked up or ended, or its diagnostics changed (read it back).
     Call(dopus_types::CallId),
+    /// Who is in the voice channels of a space changed, or our own voice state did (read it
+    /// back).
+    Voice(dopus_types::SpaceId),
     /// A file transfer was made or changed state (read it back to show it).
     Transfer(crate::store::TransferId),
     /// A broken session with this contact was replaced; `resent` envelopes go again.
@@ -401,4 +404,6 @@ pub enum Output {
     Transfer(super::TransferRequest),
     /// Start or stop a call's media.
     Call(super::CallRequest),
+    /// Set up or stop the voice channel media mesh.
+    Voice(super::VoiceRequest),
 }

@@ -92,7 +92,9 @@ impl NodeMachine {
         let online = self
             .presence
             .get(&peer)
-            .is_some_and(|s| s.as_seen_by_others() != Status::Offline);
+            .is_some_and(|s| s.as_seen_by_others() != Status::Offline)
+            // A voice peer's fresh presence shows it online (it need not be a contact).
+            || self.voice_peer(&peer);
         if !online || self.links.get(&peer).is_some_and(|l| l.live(now)) {
             return;
         }
@@ -306,10 +308,10 @@ impl NodeMachine {
                     self.call_refused(&peer, "a media offer before the connection opened".into());
                     return Ok(());
                 }
-                if !self.in_call_with(&peer) {
+                if !self.in_call_with(&peer) && !self.voice_peer(&peer) {
                     self.call_refused(
                         &peer,
-                        "a media offer from a peer not in a call with us".into(),
+                        "a media offer from a peer not in a call or voice channel with us".into(),
                     );
                     return Ok(());
                 }

@@ -255,8 +255,11 @@ impl NodeMachine {
                 })?;
                 self.on_reset(now, sender, store)?;
             }
+            // A voice channel's mesh connects members who need not be contacts.
             Content::Rtc(rtc) => {
-                if crate::contacts::is_accepted(store.contact(&sender)?.as_ref()) {
+                if self.voice_peer(&sender)
+                    || crate::contacts::is_accepted(store.contact(&sender)?.as_ref())
+                {
                     self.on_signal(now, sender, rtc.clone(), store)?;
                 }
             }

@@ -825,7 +825,12 @@ impl NodeMachine {
     }
 
     /// Sends a space content once, live (relayed or direct, never kept in the mailbox).
-    fn send_space_ephemeral(&mut self, now: Timestamp, peer: UserId, content: SpaceContent) {
+    pub(super) fn send_space_ephemeral(
+        &mut self,
+        now: Timestamp,
+        peer: UserId,
+        content: SpaceContent,
+    ) {
         let id = EnvelopeId(self.new_id(now).0);
         self.queue_ephemeral(
             now,
@@ -891,7 +896,9 @@ impl NodeMachine {
     ) -> Result<(), MachineError> {
         let ephemeral = matches!(
             content,
-            SpaceContent::SpaceHeads { .. } | SpaceContent::SpaceOpsRequest { .. }
+            SpaceContent::SpaceHeads { .. }
+                | SpaceContent::SpaceOpsRequest { .. }
+                | SpaceContent::SpaceVoice { .. }
         );
         if !ephemeral {
             store.apply_one(Change::MarkProcessed {
@@ -965,6 +972,9 @@ impl NodeMachine {
                 if self.spaces.key_requests.withheld(session_id, &from, *code) {
                     self.set_wait_state(store, session_id, MegolmWaitState::Withheld(*code))?;
                 }
+            }
+            SpaceContent::SpaceVoice { presence } => {
+                self.take_voice(now, sender, device, presence, store)?;
             }
             SpaceContent::SpaceHistoryBundle { .. } => {
                 self.take_history_bundle(now, sender, device, content, store)?;
@@ -1489,7 +1499,7 @@ impl NodeMachine {
     }
 
     /// The certificate of a device we hold (its envelopes were verified against it).
-    fn device_certificate(
+    pub(super) fn device_certificate(
         &self,
         store: &dyn Store,
         space: &SpaceId,
@@ -2073,4 +2083,4 @@ pub(super) enum ChannelChange {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -28,6 +28,7 @@ mod requests;
 mod space;
 mod transfer;
 pub mod typescript;
+mod voice;
 
 pub use call::{
     AcceptCall, BrowserAnswer, BrowserLegStats, BrowserOffer, Call, CallAction, CallEnd, CallMedia,
@@ -59,6 +60,11 @@ pub use space::{
 pub use transfer::{
     DroppedSource, FileDimensions, SaveFile, SendFile, Transfer, TransferAction, TransferDirection,
     TransferProgress, TransferReason, TransferState, Transfers,
+};
+
+pub use voice::{
+    JoinVoice, MyVoice, SpaceVoice, VoiceChannel, VoiceMedia, VoiceParticipant, VoicePatch,
+    VoicePeerMedia, VoiceState,
 };
 
 use serde::{Deserialize, Serialize};

@@ -9,6 +9,7 @@ mod files;
 mod routes;
 mod spaces;
 pub mod ui;
+mod voice;
 
 use crate::runtime::Node;
 use auth::AuthConfig;
@@ -134,6 +135,11 @@ pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
         .route("/calls/{id}/accept", post(routes::accept_call))
         .route("/calls/{id}/browser", post(routes::call_browser))
         .route("/calls/{id}/{action}", post(routes::call_action))
+        .route("/voice", get(voice::state))
+        .route("/voice/join", post(voice::join))
+        .route("/voice/leave", post(voice::leave))
+        .route("/voice/state", post(voice::patch))
+        .route("/spaces/{id}/voice", get(voice::space))
         .route("/search", get(routes::search))
         .route("/settings", get(routes::settings).put(routes::put_settings))
         .merge(spaces_routes())

@@ -356,6 +356,12 @@ impl Actor {
             Output::Event(e) => self.emit(e),
             Output::Transfer(req) => self.files.send(FilesMsg::Request(req)),
             Output::Call(req) => self.call_request(req),
+            Output::Voice(req) => {
+                let tx = self.tx.clone();
+                let ask: super::calls::AskHandle =
+                    Arc::new(move |peer, reply| tx.send(Msg::PeerHandle(peer, reply)).is_ok());
+                self.live.voice.request(&self.rt, &ask, req);
+            }
         }
     }
 
@@ -653,6 +659,14 @@ impl Actor {
                 },
                 None => return,
             },
+            Event::Voice(space) => {
+                match super::voice_api::space_voice(&self.machine, &self.live, &space) {
+                    Some(voice) => dto::Event::Voice {
+                        voice: Box::new(voice),
+                    },
+                    None => return,
+                }
+            }
             Event::Transfer(id) => match self.store.transfer(&id) {
                 Ok(Some(t)) => dto::Event::Transfer {
                     transfer: Box::new(dto::Transfer::from_record(&t)),

@@ -97,7 +97,7 @@ impl Cx<'_> {
             CommandError::UnknownChannel => NodeError::NotFound("channel"),
             CommandError::Space(m) => NodeError::NotAllowed(m),
             CommandError::UnknownCall => NodeError::NotFound("call"),
-            CommandError::Call(m) => NodeError::Conflict(m),
+            CommandError::Call(m) | CommandError::Voice(m) => NodeError::Conflict(m),
         }
     }
 

@@ -30,6 +30,8 @@ mod maintenance;
 mod signaling;
 mod spaces;
 pub mod views;
+mod voice;
+mod voice_api;
 
 use crate::account;
 use crate::api::dto;

@@ -23,6 +23,8 @@ pub struct Live {
     pub relays: Vec<dopus_rtc::IceServer>,
     /// Every call's media session.
     pub calls: super::calls::CallsMedia,
+    /// Our voice channel media.
+    pub voice: super::voice::VoiceMedia,
 }
 
 /// A call as the API shows it, with its media and its connection.

@@ -19,3 +19,4 @@ mod offline;
 mod proxy;
 mod recovery;
 mod spaces;
+mod voice;

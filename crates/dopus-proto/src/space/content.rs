@@ -267,6 +267,12 @@ pub enum SpaceContent {
         /// Up to [`MAX_HISTORY_MESSAGES`] messages, oldest first.
         messages: Vec<ChannelMessage>,
     },
+    /// A device's voice channel presence (join, refresh, mute, leave): ephemeral, never in
+    /// the mailbox, never stored (docs/media.md, "Voice channels").
+    SpaceVoice {
+        /// The signed presence (its space is the content's space).
+        presence: super::VoicePresence,
+    },
 }
 
 /// A vodozemac session id: unpadded base64 of a 32-byte Ed25519 key.
@@ -309,6 +315,7 @@ impl SpaceContent {
         "space_history_bundle",
         "space_message",
         "space_history_messages",
+        "space_voice",
     ];
 
     /// The space the content is about.
@@ -326,6 +333,7 @@ impl SpaceContent {
             | SpaceContent::SpaceHistoryBundle { space, .. }
             | SpaceContent::SpaceHistoryMessages { space, .. }
             | SpaceContent::SpaceMessage { space, .. } => space,
+            SpaceContent::SpaceVoice { presence } => &presence.space,
         }
     }
 
@@ -344,6 +352,7 @@ impl SpaceContent {
             SpaceContent::SpaceHistoryBundle { .. } => "space_history_bundle",
             SpaceContent::SpaceMessage { .. } => "space_message",
             SpaceContent::SpaceHistoryMessages { .. } => "space_history_messages",
+            SpaceContent::SpaceVoice { .. } => "space_voice",
         }
     }
 
@@ -417,6 +426,7 @@ impl SpaceContent {
                 limit_list("messages", messages, MAX_HISTORY_MESSAGES)?;
                 messages.iter().try_for_each(ChannelMessage::validate)
             }
+            SpaceContent::SpaceVoice { presence } => presence.validate(),
             SpaceContent::SpaceHistoryBundle {
                 part,
                 parts,

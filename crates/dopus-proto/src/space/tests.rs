@@ -804,7 +804,69 @@ fn every_content() -> Vec<SpaceContent> {
             channel: channel(1),
             messages: vec![message()],
         },
+        SpaceContent::SpaceVoice {
+            presence: voice_presence(&a, Some(channel(2))),
+        },
     ]
+}
+
+fn voice_presence(a: &Author, channel: Option<ChannelId>) -> VoicePresence {
+    let mut p = VoicePresence {
+        v: VOICE_PRESENCE_VERSION,
+        space: space_id(),
+        channel,
+        user: a.cert.user_id,
+        device: a.cert.device_id.clone(),
+        seq: 7,
+        sent_at: Timestamp::from_millis(1_000),
+        expires_at: Timestamp::from_millis(41_000),
+        muted: true,
+        deafened: false,
+        signature: Signature::from_bytes([0; 64]),
+    };
+    p.signature = Signature::from_bytes(a.device.sign(&p.signing_bytes()).to_bytes());
+    p
+}
+
+#[test]
+fn voice_presence_signature_covers_every_field_and_limits_hold() {
+    let a = author(1);
+    let p = voice_presence(&a, Some(channel(2)));
+    p.validate().unwrap();
+    let key = a.cert.keys.ed25519;
+    key.verify(&p.signing_bytes(), &p.signature).unwrap();
+    let edits: Vec<fn(&mut VoicePresence)> = vec![
+        |p| p.channel = None,
+        |p| p.channel = Some(channel(3)),
+        |p| p.seq += 1,
+        |p| p.muted = !p.muted,
+        |p| p.deafened = !p.deafened,
+        |p| p.expires_at = p.expires_at.plus_millis(1),
+        |p| p.sent_at = p.sent_at.plus_millis(1),
+        |p| p.device = DeviceId::from_random([9; 16]),
+    ];
+    for edit in edits {
+        let mut q = p.clone();
+        edit(&mut q);
+        assert!(key.verify(&q.signing_bytes(), &q.signature).is_err());
+    }
+    // "in no channel" and "in a channel" never sign the same bytes.
+    assert_ne!(
+        voice_presence(&a, None).signing_bytes(),
+        voice_presence(&a, Some(channel(2))).signing_bytes()
+    );
+    let refused: Vec<fn(&mut VoicePresence)> =
+        vec![|p| p.seq = 0, |p| p.expires_at = p.sent_at, |p| {
+            p.expires_at = p.sent_at.plus_millis(MAX_VOICE_TTL_MS + 1)
+        }];
+    for edit in refused {
+        let mut q = p.clone();
+        edit(&mut q);
+        assert!(
+            SpaceContent::SpaceVoice { presence: q }.validate().is_err(),
+            "a presence outside the limits passed"
+        );
+    }
 }
 
 #[test]

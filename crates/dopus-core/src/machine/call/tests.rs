@@ -174,6 +174,7 @@ impl Net {
                 ConnectionRequest::AddCandidate { .. } | ConnectionRequest::Close { .. } => {}
             },
             Output::Call(c) => self.nodes[from].x.calls.push(c),
+            Output::Voice(_) => {}
             Output::Signaling(_) | Output::Transfer(_) => {}
             Output::Event(e) => self.nodes[from].events.push(e),
         }

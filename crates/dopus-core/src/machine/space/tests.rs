@@ -15,10 +15,12 @@ use dopus_proto::space::{InviteCode, OpBody};
 use dopus_types::{ChannelId, SpaceId, Timestamp, UserId};
 
 /// What the space tests keep beside the shared node: the server's mailbox for it.
-struct Presence {
+pub(crate) struct Presence {
     /// Kept by the "server" while the node is offline.
     mailbox: Vec<(PeerAddress, Vec<u8>)>,
     online: bool,
+    /// Voice media requests (machine/voice.rs tests).
+    pub(crate) voice: Vec<crate::machine::VoiceRequest>,
 }
 
 /// Node `i`'s pickle key (the first bytes its seeded rng draws, as in `test_node`).
@@ -29,7 +31,7 @@ fn pickle_key(i: u64) -> [u8; 32] {
     key
 }
 
-type Node = TestNode<Presence>;
+pub(crate) type Node = TestNode<Presence>;
 
 fn node(i: u64) -> Node {
     test_node(
@@ -37,19 +39,20 @@ fn node(i: u64) -> Node {
         Presence {
             mailbox: Vec::new(),
             online: true,
+            voice: Vec::new(),
         },
     )
 }
 
-struct Net {
-    nodes: Vec<Node>,
-    now: u64,
+pub(crate) struct Net {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) now: u64,
     /// Envelopes relayed to each node so far.
     relayed: Vec<usize>,
 }
 
 impl Net {
-    fn new(n: u64) -> Self {
+    pub(crate) fn new(n: u64) -> Self {
         Self {
             nodes: (0..n).map(node).collect(),
             now: T0,
@@ -57,20 +60,20 @@ impl Net {
         }
     }
 
-    fn user(&self, i: usize) -> UserId {
+    pub(crate) fn user(&self, i: usize) -> UserId {
         self.nodes[i].addr.user
     }
 
-    fn ts(&self) -> Timestamp {
+    pub(crate) fn ts(&self) -> Timestamp {
         Timestamp(self.now)
     }
 
-    fn by_user(&self, user: &UserId) -> Option<usize> {
+    pub(crate) fn by_user(&self, user: &UserId) -> Option<usize> {
         self.nodes.iter().position(|n| n.addr.user == *user)
     }
 
     /// One round: every node takes its inputs and prepares; outputs are delivered.
-    fn round(&mut self) -> bool {
+    pub(crate) fn round(&mut self) -> bool {
         let now = self.ts();
         let mut busy = false;
         for i in 0..self.nodes.len() {
@@ -86,7 +89,7 @@ impl Net {
         busy
     }
 
-    fn perform(&mut self, from: usize, output: Output) {
+    pub(crate) fn perform(&mut self, from: usize, output: Output) {
         match output {
             Output::Transmit(t) => {
                 let to = self.by_user(&t.peer).expect("known peer");
@@ -129,12 +132,13 @@ impl Net {
             | Output::Connection(_)
             | Output::Transfer(_)
             | Output::Call(_) => {}
+            Output::Voice(v) => self.nodes[from].x.voice.push(v),
             Output::Event(e) => self.nodes[from].events.push(e),
         }
     }
 
     /// Runs rounds (10 ms apart) until nothing moves for a while, at most `max` rounds.
-    fn settle(&mut self, max: usize) {
+    pub(crate) fn settle(&mut self, max: usize) {
         let mut quiet = 0;
         for _ in 0..max {
             let busy = self.round();
@@ -158,11 +162,11 @@ impl Net {
         }
     }
 
-    fn offline(&mut self, i: usize) {
+    pub(crate) fn offline(&mut self, i: usize) {
         self.nodes[i].x.online = false;
     }
 
-    fn online(&mut self, i: usize) {
+    pub(crate) fn online(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         n.x.online = true;
         let mail = std::mem::take(&mut n.x.mailbox);
@@ -228,7 +232,7 @@ impl Net {
             .collect()
     }
 
-    fn texts(&self, i: usize, channel: ChannelId) -> Vec<String> {
+    pub(crate) fn texts(&self, i: usize, channel: ChannelId) -> Vec<String> {
         let mut m: Vec<Message> = self.nodes[i]
             .store
             .messages_before(&ConversationId::Channel(channel), None, 1000)
@@ -240,7 +244,7 @@ impl Net {
             .collect()
     }
 
-    fn general(&self, i: usize, space: &SpaceId) -> ChannelId {
+    pub(crate) fn general(&self, i: usize, space: &SpaceId) -> ChannelId {
         let state = self.nodes[i].machine.space(space).expect("space");
         state
             .channel_list()
@@ -250,7 +254,7 @@ impl Net {
             .id
     }
 
-    fn cmd<T>(
+    pub(crate) fn cmd<T>(
         &mut self,
         i: usize,
         f: impl FnOnce(&mut NodeMachine, Timestamp, &mut MemoryStore) -> T,
@@ -262,7 +266,7 @@ impl Net {
 }
 
 /// alice (0) creates a space, invites bob (1) and carol (2); everyone talks in `general`.
-fn three_in_a_space() -> (Net, SpaceId, ChannelId) {
+pub(crate) fn three_in_a_space() -> (Net, SpaceId, ChannelId) {
     let mut net = Net::new(3);
     net.settle(50);
     let space = net

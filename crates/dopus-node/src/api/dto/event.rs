@@ -110,6 +110,12 @@ pub enum Event {
         /// The call as it is now.
         call: Box<super::Call>,
     },
+    /// Who is in a space's voice channels changed (a join, leave, expiry, mute, a permission
+    /// change), or our own voice state did.
+    Voice {
+        /// The space's voice channels as they are now.
+        voice: Box<super::SpaceVoice>,
+    },
     /// A file transfer was made or changed state (read back from the store).
     Transfer {
         /// The transfer as it is now.

@@ -120,6 +120,16 @@ pub fn render() -> String {
         CallAction,
         BrowserOffer,
         BrowserAnswer,
+        // voice channels
+        VoiceParticipant,
+        VoiceChannel,
+        VoicePeerMedia,
+        VoiceMedia,
+        MyVoice,
+        VoiceState,
+        SpaceVoice,
+        JoinVoice,
+        VoicePatch,
         // events
         Event,
         // requests
