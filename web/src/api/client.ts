@@ -16,7 +16,7 @@ import type {
   Verification,
 } from "./types";
 
-const PREFIX = "/api/v1";
+export const PREFIX = "/api/v1";
 
 /** An error answered by the node (`{ error: { code, message } }`) or a transport failure (`code: "network"`). */
 export class ApiError extends Error {
@@ -44,7 +44,8 @@ export function errorFromBody(status: number, body: unknown): ApiError {
   return new ApiError(status, status === 401 ? "unauthorized" : "internal", `HTTP ${status}`);
 }
 
-async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+/** One JSON request to the node's API; a non-2xx answer throws its `ApiError`. */
+export async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
   let res: Response;
   try {
     res = await fetch(PREFIX + path, {

@@ -1,39 +1,15 @@
 // The node's file routes (docs/api.md, "Files"). Uploads go through XMLHttpRequest: fetch()
 // cannot report upload progress.
-import { ApiError, errorFromBody } from "./client";
+import { ApiError, errorFromBody, PREFIX, request } from "./client";
 import type { ImagePreview } from "../lib/thumbnail";
 import type { Transfer, TransferAction, Transfers } from "./types";
 
-const PREFIX = "/api/v1";
 const enc = encodeURIComponent;
 
-async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
-  let res: Response;
-  try {
-    res = await fetch(PREFIX + path, {
-      method,
-      credentials: "same-origin",
-      headers: body === undefined ? { Accept: "application/json" } : { "Content-Type": "application/json", Accept: "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch {
-    throw new ApiError(0, "network", "cannot reach the node");
-  }
-  const text = await res.text();
-  let parsed: unknown;
-  try {
-    parsed = text ? JSON.parse(text) : undefined;
-  } catch {
-    parsed = undefined;
-  }
-  if (!res.ok) throw errorFromBody(res.status, parsed);
-  return parsed as T;
-}
-
 export const filesApi = {
-  transfers: () => call<Transfers>("GET", "/transfers"),
-  action: (id: string, action: TransferAction) => call<Transfer>("POST", `/transfers/${enc(id)}/${action}`),
-  save: (id: string, dir: string) => call<Transfer>("POST", `/transfers/${enc(id)}/save`, { dir }),
+  transfers: () => request<Transfers>("GET", "/transfers"),
+  action: (id: string, action: TransferAction) => request<Transfer>("POST", `/transfers/${enc(id)}/${action}`),
+  save: (id: string, dir: string) => request<Transfer>("POST", `/transfers/${enc(id)}/save`, { dir }),
 };
 
 /** The decrypted content of a transfer, for <img>, <video>, <audio>, or a "save as" link. */

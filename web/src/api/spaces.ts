@@ -1,37 +1,10 @@
 // The spaces half of the local API (docs/api.md, "Spaces"). Kept apart from client.ts so the
 // spaces UI and the direct-message UI evolve without touching each other.
-import { ApiError, errorFromBody } from "./client";
+import { request } from "./client";
 import type { ChannelOverwrite, Message, MessagePage, SearchResults, Space, SpaceChannelKind, SpaceInvite } from "./types";
 import type { ChannelPlace } from "../lib/spaces";
 
-const PREFIX = "/api/v1";
 const enc = encodeURIComponent;
-
-async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
-  let res: Response;
-  try {
-    res = await fetch(PREFIX + path, {
-      method,
-      credentials: "same-origin",
-      headers:
-        body === undefined ? { Accept: "application/json" } : { "Content-Type": "application/json", Accept: "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch {
-    throw new ApiError(0, "network", "cannot reach the node");
-  }
-  const text = await res.text();
-  let parsed: unknown = undefined;
-  if (text) {
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      parsed = undefined;
-    }
-  }
-  if (!res.ok) throw errorFromBody(res.status, parsed);
-  return parsed as T;
-}
 
 export const spacesApi = {
   list: () => request<Space[]>("GET", "/spaces"),
