@@ -7,7 +7,7 @@ set -euo pipefail
 
 want=(pkg-config libssl-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  want+=(chromium fonts-noto-color-emoji redis-server iproute2 iptables opus-tools coturn)
+  want+=(chromium fonts-noto-color-emoji redis-server iproute2 iptables opus-tools coturn conntrack)
 fi
 
 missing=()
