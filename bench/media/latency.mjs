@@ -26,14 +26,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, "../..");
 const require = createRequire(join(repo, "web/package.json"));
 const { chromium } = require("playwright-core");
-const { fail, killAll, readApiFile, removeIfExists, sleep, startProcess, waitFor, within } = await import(
-  join(repo, "web/e2e/harness.mjs")
-);
+const { CHROMIUM, apiCall: api, befriend, createIdentity, killAll, preflight, sleep, startNode, startServer, waitFor } =
+  await import(join(repo, "web/e2e/harness.mjs"));
 
-const binDir = process.env.DOPUS_BIN_DIR ? resolve(process.env.DOPUS_BIN_DIR) : join(repo, "target/debug");
-const NODE_BIN = join(binDir, "discordopus");
-const SERVER_BIN = join(binDir, "discordopus-server");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const LOGS = join(repo, "test-output/bench-logs");
 const argSecs = process.argv.indexOf("--secs");
 const SECS = argSecs > 0 ? Number(process.argv[argSecs + 1]) : 20;
@@ -121,17 +116,6 @@ function stats(xs) {
   return { n: s.length, p50: q(0.5), p95: q(0.95), max: s[s.length - 1] };
 }
 
-async function api(node, method, path, body) {
-  const res = await within(`${method} ${path}`, 30_000, fetch(`${node.api.url}/api/v1${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${node.api.token}`, "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  }));
-  const text = await res.text();
-  if (!res.ok) fail(`${method} ${path} answered ${res.status}: ${text.slice(0, 300)}`);
-  return text ? JSON.parse(text) : null;
-}
-
 async function measure(sender, senderTrack, receiver, receiverTrack) {
   await sender.evaluate(senderTrack);
   await receiver.evaluate(receiverTrack);
@@ -147,36 +131,21 @@ async function measure(sender, senderTrack, receiver, receiverTrack) {
 }
 
 async function main() {
+  preflight();
   const tmp = mkdtempSync(join(tmpdir(), "dopus-latency-"));
   const wav = join(tmp, "clicks.wav");
   writeFileSync(wav, clicks(10));
   mkdirSync(LOGS, { recursive: true });
   let browser;
   try {
-    const server = startProcess("server", SERVER_BIN, ["--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--data-dir", join(tmp, "server")], LOGS);
-    const serverUrl = await waitFor("server", () => /listening on (wss?:\/\/127\.0\.0\.1:\d+\S*)/.exec(server.output)?.[1], 20_000);
+    const { url: serverUrl } = await startServer(join(tmp, "server"), LOGS);
     const nodes = {};
     for (const n of ["alice", "bob"]) {
-      const dir = join(tmp, n);
-      mkdirSync(dir, { recursive: true });
-      removeIfExists(join(dir, "api.json"));
-      const proc = startProcess(n, NODE_BIN, ["--data-dir", dir, "run", "--server", serverUrl, "--api", "127.0.0.1:0"], LOGS);
-      nodes[n] = { proc, api: await readApiFile(dir, proc.child.pid, proc) };
-      await api(nodes[n], "POST", "/identity", { display_name: n, passphrase: `${n} passphrase 123` });
-      nodes[n].id = (await api(nodes[n], "GET", "/me")).user_id;
+      nodes[n] = await startNode(n, join(tmp, n), serverUrl, { logDir: LOGS });
+      await createIdentity(nodes[n], n, `${n} passphrase 123`);
     }
     const { alice, bob } = nodes;
-    await waitFor("contact request", async () => {
-      const r = await fetch(`${alice.api.url}/api/v1/contacts/${bob.id}/request`, {
-        method: "POST",
-        headers: { Authorization: `Bearer ${alice.api.token}`, "Content-Type": "application/json" },
-        body: "{}",
-      });
-      return r.ok;
-    }, 120_000, 500);
-    await waitFor("request arrives", async () => (await api(bob, "GET", "/contacts")).some((c) => c.state === "incoming_request"), 120_000, 500);
-    await api(bob, "POST", `/contacts/${alice.id}/accept`);
-    await waitFor("accepted", async () => (await api(alice, "GET", "/contacts")).some((c) => c.state === "accepted"), 120_000, 500);
+    await befriend(alice, bob, "bob", 120_000);
 
     browser = await chromium.launch({
       executablePath: CHROMIUM,

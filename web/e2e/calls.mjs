@@ -13,24 +13,31 @@
 //   node e2e/calls.mjs     (from web/; binaries as for `npm run e2e`: DOPUS_BIN_DIR, or ../target/debug)
 //
 // Screenshots go to <repo>/test-output/screenshots/calls-*.png, logs to test-output/e2e-logs/.
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { E2eError, fail, killAll, readApiFile, removeIfExists, sleep, startProcess, waitFor, within } from "./harness.mjs";
+import {
+  CHROMIUM,
+  E2eError,
+  SHOTS,
+  UI_TIMEOUT_MS,
+  apiCall,
+  befriend,
+  createIdentity,
+  fail,
+  killAll,
+  preflight,
+  screenshot,
+  sleep,
+  startNode,
+  startServer,
+  visible,
+  waitFor,
+  within,
+} from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, "../..");
-const binDir = process.env.DOPUS_BIN_DIR
-  ? resolve(process.env.DOPUS_BIN_DIR)
-  : join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, "target"), "debug");
-const NODE_BIN = join(binDir, "discordopus");
-const SERVER_BIN = join(binDir, "discordopus-server");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const SHOTS = join(repo, "test-output/screenshots");
-const LOGS = join(repo, "test-output/e2e-logs");
-const T = 15_000;
+const T = UI_TIMEOUT_MS;
 const SLOW = 120_000;
 const RUN_LIMIT_MS = 8 * 60_000;
 let step = "start";
@@ -75,36 +82,9 @@ function clickTrain(secs, periodMs = 250) {
   return b;
 }
 
-async function startNode(name, dataDir, serverUrl) {
-  removeIfExists(join(dataDir, "api.json"));
-  const proc = startProcess(name, NODE_BIN, ["--data-dir", dataDir, "run", "--server", serverUrl, "--api", "127.0.0.1:0"], LOGS);
-  const api = await readApiFile(dataDir, proc.child.pid, proc);
-  return { proc, api };
-}
 
-async function call(node, method, path, body) {
-  const res = await within(`${method} ${path}`, 30_000, fetch(`${node.api.url}/api/v1${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${node.api.token}`, "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  }));
-  const text = await res.text();
-  if (!res.ok) fail(`${method} ${path} answered ${res.status}: ${text.slice(0, 300)}`);
-  return text ? JSON.parse(text) : null;
-}
 
-async function visible(locator, what, timeout = T) {
-  try {
-    await locator.first().waitFor({ state: "visible", timeout });
-  } catch {
-    fail(`not visible within ${timeout} ms: ${what}`);
-  }
-}
 
-async function shot(page, name) {
-  await page.screenshot({ path: join(SHOTS, `${name}.png`) });
-  log(`screenshot ${name}.png`);
-}
 
 /** The audio counters of the page's browser leg (the last RTCPeerConnection the page made that is not closed). */
 async function legStats(page) {
@@ -140,9 +120,13 @@ async function peakLevel(page, ms) {
   return peak;
 }
 
+async function shot(page, name) {
+  await screenshot(page, name);
+  log(`screenshot ${name}.png`);
+}
+
 async function main() {
-  for (const b of [NODE_BIN, SERVER_BIN]) if (!existsSync(b)) fail(`missing ${b}: ./scripts/build-web.sh, then cargo build -p dopus-node -p dopus-server`);
-  if (!existsSync(CHROMIUM)) fail(`no Chromium at ${CHROMIUM}`);
+  preflight();
   mkdirSync(SHOTS, { recursive: true });
   for (const f of ["calls-1-ringing", "calls-2-incoming", "calls-3-active", "calls-4-muted", "calls-5-ended", "calls-6-missed"]) {
     rmSync(join(SHOTS, `${f}.png`), { force: true });
@@ -154,39 +138,16 @@ async function main() {
   const errors = [];
   try {
     section("server and nodes");
-    const server = startProcess("server", SERVER_BIN, ["--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--data-dir", join(tmp, "server")], LOGS);
-    const serverUrl = await waitFor("server listening", () => /listening on (wss?:\/\/127\.0\.0\.1:\d+\S*)/.exec(server.output)?.[1], 20_000);
+    const { url: serverUrl } = await startServer(join(tmp, "server"));
     const nodes = {};
     for (const n of ["alice", "bob"]) {
-      mkdirSync(join(tmp, n), { recursive: true });
       nodes[n] = await startNode(n, join(tmp, n), serverUrl);
-      await call(nodes[n], "POST", "/identity", { display_name: n === "alice" ? "Alice" : "Bob", passphrase: `${n} passphrase 123` });
-      nodes[n].id = (await call(nodes[n], "GET", "/me")).user_id;
+      await createIdentity(nodes[n], n === "alice" ? "Alice" : "Bob", `${n} passphrase 123`);
     }
     const { alice, bob } = nodes;
 
     section("contacts (through the API)");
-    await waitFor("alice's request goes out", async () => {
-      const r = await fetch(`${alice.api.url}/api/v1/contacts/${bob.id}/request`, {
-        method: "POST",
-        headers: { Authorization: `Bearer ${alice.api.token}`, "Content-Type": "application/json" },
-        body: JSON.stringify({ display_name: "Bob" }),
-      });
-      if (r.status === 404) {
-        await call(alice, "POST", "/contacts", { user_id: bob.id, display_name: "Bob" });
-        return false;
-      }
-      return r.ok;
-    }, SLOW, 500);
-    await waitFor("bob receives the request", async () => {
-      const list = await call(bob, "GET", "/contacts");
-      return list.some((c) => c.user_id === alice.id && c.state === "incoming_request");
-    }, SLOW, 500);
-    await call(bob, "POST", `/contacts/${alice.id}/accept`);
-    await waitFor("alice sees bob accepted", async () => {
-      const list = await call(alice, "GET", "/contacts");
-      return list.some((c) => c.user_id === bob.id && c.state === "accepted");
-    }, SLOW, 500);
+    await befriend(alice, bob, "Bob", SLOW);
 
     section("browser with a fake microphone (click train)");
     browser = await within("launch chromium", 30_000, chromium.launch({
@@ -275,7 +236,7 @@ async function main() {
       if (!(b.energy > a.energy)) fail(`${n}: no inbound audio energy`);
       if (!(concealedPct < 1)) fail(`${n}: ${concealedPct.toFixed(2)} % of the received audio was concealed (limit 1 %)`);
     }
-    const nodeCall = (await call(bob, "GET", "/calls")).calls.find((c) => c.state === "active");
+    const nodeCall = (await apiCall(bob, "GET", "/calls")).calls.find((c) => c.state === "active");
     if (!nodeCall?.media?.browser?.connected) fail(`bob's node shows no connected browser leg: ${JSON.stringify(nodeCall?.media)}`);
     if (nodeCall.media.browser.refused_sources !== 0) fail(`bob's leg refused datagrams: ${JSON.stringify(nodeCall.media.browser)}`);
     log(`bob's node: ${JSON.stringify(nodeCall.media.browser)}`);
@@ -313,7 +274,7 @@ async function main() {
       await waitFor(`${n}: the entry in the conversation`, async () => /Call ended/.test((await p.getByTestId("messages").textContent()) ?? ""), T);
       await waitFor(`${n}: the browser leg closed`, async () => (await legStats(p)) === null, T);
     }
-    const ended = (await call(bob, "GET", "/calls")).calls[0];
+    const ended = (await apiCall(bob, "GET", "/calls")).calls[0];
     if (ended?.state !== "ended" || ended.end !== "completed") fail(`bob's node: the call is ${JSON.stringify(ended?.state)} / ${ended?.end}`);
     await shot(pb, "calls-5-ended");
 

@@ -8,24 +8,30 @@
 //
 // Screenshots go to <repo>/test-output/screenshots/files-*.png, logs to test-output/e2e-logs/.
 import { deflateSync } from "node:zlib";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { E2eError, fail, killAll, readApiFile, removeIfExists, startProcess, waitFor, within } from "./harness.mjs";
+import {
+  CHROMIUM,
+  E2eError,
+  SHOTS,
+  UI_TIMEOUT_MS,
+  apiCall,
+  befriend,
+  createIdentity,
+  fail,
+  killAll,
+  preflight,
+  screenshot,
+  startNode,
+  startServer,
+  visible,
+  waitFor,
+  within,
+} from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, "../..");
-const binDir = process.env.DOPUS_BIN_DIR
-  ? resolve(process.env.DOPUS_BIN_DIR)
-  : join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, "target"), "debug");
-const NODE_BIN = join(binDir, "discordopus");
-const SERVER_BIN = join(binDir, "discordopus-server");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const SHOTS = join(repo, "test-output/screenshots");
-const LOGS = join(repo, "test-output/e2e-logs");
-const T = 15_000;
+const T = UI_TIMEOUT_MS;
 const SLOW = 120_000;
 const RUN_LIMIT_MS = 8 * 60_000;
 let step = "start";
@@ -98,43 +104,20 @@ function wav(secs) {
   return b;
 }
 
-async function startNode(name, dataDir, serverUrl) {
-  removeIfExists(join(dataDir, "api.json"));
-  const proc = startProcess(name, NODE_BIN, ["--data-dir", dataDir, "run", "--server", serverUrl, "--api", "127.0.0.1:0"], LOGS);
-  const api = await readApiFile(dataDir, proc.child.pid, proc);
-  return { proc, api };
-}
 
-async function call(node, method, path, body) {
-  const res = await within(`${method} ${path}`, 30_000, fetch(`${node.api.url}/api/v1${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${node.api.token}`, "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  }));
-  const text = await res.text();
-  if (!res.ok) fail(`${method} ${path} answered ${res.status}: ${text.slice(0, 300)}`);
-  return text ? JSON.parse(text) : null;
-}
 
-async function visible(locator, what, timeout = T) {
-  try {
-    await locator.first().waitFor({ state: "visible", timeout });
-  } catch {
-    fail(`not visible within ${timeout} ms: ${what}`);
-  }
-}
 
-async function shot(page, name) {
-  await page.screenshot({ path: join(SHOTS, `${name}.png`) });
-  log(`screenshot ${name}.png`);
-}
 
 const card = (page, name) => page.locator(`[data-testid="file-card"]`).filter({ hasText: name });
 const stateOf = async (page, name) => ((await card(page, name).first().getByTestId("file-state").textContent().catch(() => "")) ?? "").trim();
 
+async function shot(page, name) {
+  await screenshot(page, name);
+  log(`screenshot ${name}.png`);
+}
+
 async function main() {
-  for (const b of [NODE_BIN, SERVER_BIN]) if (!existsSync(b)) fail(`missing ${b}: ./scripts/build-web.sh, then cargo build -p dopus-node -p dopus-server`);
-  if (!existsSync(CHROMIUM)) fail(`no Chromium at ${CHROMIUM}`);
+  preflight();
   mkdirSync(SHOTS, { recursive: true });
   for (const f of ["files-1-sent", "files-2-progress", "files-3-paused", "files-4-preview", "files-5-paste-drop", "files-6-audio"]) {
     rmSync(join(SHOTS, `${f}.png`), { force: true });
@@ -144,39 +127,16 @@ async function main() {
   const errors = [];
   try {
     section("server and nodes");
-    const server = startProcess("server", SERVER_BIN, ["--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--data-dir", join(tmp, "server")], LOGS);
-    const serverUrl = await waitFor("server listening", () => /listening on (wss?:\/\/127\.0\.0\.1:\d+\S*)/.exec(server.output)?.[1], 20_000);
+    const { url: serverUrl } = await startServer(join(tmp, "server"));
     const nodes = {};
     for (const n of ["alice", "bob"]) {
-      mkdirSync(join(tmp, n), { recursive: true });
       nodes[n] = await startNode(n, join(tmp, n), serverUrl);
-      await call(nodes[n], "POST", "/identity", { display_name: n === "alice" ? "Alice" : "Bob", passphrase: `${n} passphrase 123` });
-      nodes[n].id = (await call(nodes[n], "GET", "/me")).user_id;
+      await createIdentity(nodes[n], n === "alice" ? "Alice" : "Bob", `${n} passphrase 123`);
     }
     const { alice, bob } = nodes;
 
     section("contacts (through the API)");
-    await waitFor("alice's request goes out", async () => {
-      const r = await fetch(`${alice.api.url}/api/v1/contacts/${bob.id}/request`, {
-        method: "POST",
-        headers: { Authorization: `Bearer ${alice.api.token}`, "Content-Type": "application/json" },
-        body: JSON.stringify({ display_name: "Bob" }),
-      });
-      if (r.status === 404) {
-        await call(alice, "POST", "/contacts", { user_id: bob.id, display_name: "Bob" });
-        return false;
-      }
-      return r.ok;
-    }, SLOW, 500);
-    await waitFor("bob receives the request", async () => {
-      const list = await call(bob, "GET", "/contacts");
-      return list.some((c) => c.user_id === alice.id && c.state === "incoming_request");
-    }, SLOW, 500);
-    await call(bob, "POST", `/contacts/${alice.id}/accept`);
-    await waitFor("alice sees bob accepted", async () => {
-      const list = await call(alice, "GET", "/contacts");
-      return list.some((c) => c.user_id === bob.id && c.state === "accepted");
-    }, SLOW, 500);
+    await befriend(alice, bob, "Bob", SLOW);
 
     section("browser");
     browser = await within("launch chromium", 30_000, chromium.launch({
@@ -233,7 +193,7 @@ async function main() {
     section("pause and resume");
     await pb.getByRole("button", { name: "Pause holiday.png" }).click();
     await waitFor("bob: paused", async () => (await stateOf(pb, "holiday.png")).startsWith("Paused"), T);
-    const paused = await call(bob, "GET", "/transfers");
+    const paused = await apiCall(bob, "GET", "/transfers");
     const rec = paused.transfers.find((t) => t.name === "holiday.png");
     if (!rec || rec.state !== "paused") fail(`bob's node does not hold the transfer paused: ${JSON.stringify(rec)}`);
     if (rec.state === "done") fail("the transfer finished before it could be paused");

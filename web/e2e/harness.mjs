@@ -3,9 +3,37 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, createWriteStream } from "node:fs";
 import { createServer, connect } from "node:net";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 
 export class E2eError extends Error {}
+
+/** The repository root (this file is web/e2e/harness.mjs). */
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+/** Where cargo put the binaries: DOPUS_BIN_DIR, else $CARGO_TARGET_DIR/debug, else <repo>/target/debug. */
+export const BIN_DIR = process.env.DOPUS_BIN_DIR
+  ? resolve(process.env.DOPUS_BIN_DIR)
+  : join(process.env.CARGO_TARGET_DIR ? resolve(REPO, process.env.CARGO_TARGET_DIR) : join(REPO, "target"), "debug");
+export const NODE_BIN = join(BIN_DIR, "discordopus");
+export const SERVER_BIN = join(BIN_DIR, "discordopus-server");
+export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+export const SHOTS = join(REPO, "test-output/screenshots");
+export const E2E_LOGS = join(REPO, "test-output/e2e-logs");
+/** Default bound for one UI expectation. */
+export const UI_TIMEOUT_MS = 15_000;
+
+/** Fails with the build commands when a binary or Chromium is missing. */
+export function preflight({ chromium = true } = {}) {
+  const missing = [NODE_BIN, SERVER_BIN].filter((b) => !existsSync(b));
+  if (missing.length) {
+    fail(
+      `missing binaries: ${missing.join(", ")}\n` +
+        `build them first:  ./scripts/build-web.sh && cargo build -p dopus-node -p dopus-server\n` +
+        `(or point DOPUS_BIN_DIR at a directory that has discordopus and discordopus-server)`,
+    );
+  }
+  if (chromium && !existsSync(CHROMIUM)) fail(`no Chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
+}
 
 export function fail(msg) {
   throw new E2eError(msg);
@@ -160,4 +188,86 @@ export async function readApiFile(dataDir, pid, proc, timeoutMs = 30_000) {
 
 export function removeIfExists(path) {
   rmSync(path, { force: true });
+}
+
+/** Starts a signaling server on loopback with its data in `dataDir`; resolves to `{ proc, url }`. */
+export async function startServer(dataDir, logDir = E2E_LOGS, extraArgs = []) {
+  const proc = startProcess("server", SERVER_BIN, ["--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--data-dir", dataDir, ...extraArgs], logDir);
+  const url = await waitFor("the server's 'listening on ws://…' line", () => {
+    if (proc.exited) fail(`signaling server exited: ${JSON.stringify(proc.exited)}\n${proc.output.slice(-3000)}`);
+    return /listening on (wss?:\/\/127\.0\.0\.1:\d+\S*)/.exec(proc.output)?.[1];
+  }, 20_000);
+  return { proc, url };
+}
+
+/** Starts a node with its local API on a free loopback port; resolves to `{ proc, api }` once api.json names it. */
+export async function startNode(name, dataDir, serverUrl, { logDir = E2E_LOGS, extraArgs = [] } = {}) {
+  mkdirSync(dataDir, { recursive: true });
+  removeIfExists(join(dataDir, "api.json"));
+  const proc = startProcess(name, NODE_BIN, ["--data-dir", dataDir, "run", "--server", serverUrl, "--api", "127.0.0.1:0", ...extraArgs], logDir);
+  const api = await readApiFile(dataDir, proc.child.pid, proc);
+  return { proc, api };
+}
+
+/** One call to a node's local API (docs/api.md); fails with the status and body on any non-2xx answer. */
+export async function apiCall(node, method, path, body) {
+  const res = await within(`${method} ${path}`, 30_000, fetch(`${node.api.url}/api/v1${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${node.api.token}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  }));
+  const text = await res.text();
+  if (!res.ok) fail(`${method} ${path} answered ${res.status}: ${text.slice(0, 300)}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** Creates an identity on each node through the API and records its user id as `node.id`. */
+export async function createIdentity(node, displayName, passphrase) {
+  await apiCall(node, "POST", "/identity", { display_name: displayName, passphrase });
+  node.id = (await apiCall(node, "GET", "/me")).user_id;
+}
+
+/**
+ * Makes `a` and `b` mutual contacts through the API: a's request (retried until the server knows
+ * b), b's accept, a seeing it accepted. Each wait is bounded by `timeoutMs`.
+ */
+export async function befriend(a, b, bName, timeoutMs) {
+  await waitFor(`${bName}'s contact request goes out`, async () => {
+    const r = await fetch(`${a.api.url}/api/v1/contacts/${b.id}/request`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${a.api.token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ display_name: bName }),
+    });
+    if (r.status === 404) {
+      await apiCall(a, "POST", "/contacts", { user_id: b.id, display_name: bName });
+      return false;
+    }
+    return r.ok;
+  }, timeoutMs, 500);
+  await waitFor(`${bName} receives the request`, async () => {
+    const list = await apiCall(b, "GET", "/contacts");
+    return list.some((c) => c.user_id === a.id && c.state === "incoming_request");
+  }, timeoutMs, 500);
+  await apiCall(b, "POST", `/contacts/${a.id}/accept`);
+  await waitFor(`the request to ${bName} accepted`, async () => {
+    const list = await apiCall(a, "GET", "/contacts");
+    return list.some((c) => c.user_id === b.id && c.state === "accepted");
+  }, timeoutMs, 500);
+}
+
+/** Waits until a Playwright locator's first match is visible. */
+export async function visible(locator, what, timeout = UI_TIMEOUT_MS) {
+  try {
+    await locator.first().waitFor({ state: "visible", timeout });
+  } catch {
+    fail(`not visible within ${timeout} ms: ${what}`);
+  }
+}
+
+/** Saves a screenshot of `page` as test-output/screenshots/<name>.png and returns its path. */
+export async function screenshot(page, name) {
+  mkdirSync(SHOTS, { recursive: true });
+  const path = join(SHOTS, `${name}.png`);
+  await page.screenshot({ path });
+  return path;
 }

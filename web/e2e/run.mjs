@@ -5,36 +5,28 @@
 //   npm run e2e            (from web/; binaries from ../target/debug unless DOPUS_BIN_DIR is set)
 //
 // Screenshots go to <repo>/test-output/screenshots/, process logs to <repo>/test-output/e2e-logs/.
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { loadavg, tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
 import {
+  CHROMIUM,
+  E2E_LOGS,
   E2eError,
+  SHOTS,
   fail,
   killAll,
-  readApiFile,
-  removeIfExists,
+  preflight,
   sleep,
-  startProcess,
+  startNode as startNodeProcess,
+  startServer,
   stopProcess,
   waitFor,
   within,
 } from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, "../..");
-// Where cargo put the binaries: DOPUS_BIN_DIR, else $CARGO_TARGET_DIR/debug, else <repo>/target/debug.
-const binDir = process.env.DOPUS_BIN_DIR
-  ? resolve(process.env.DOPUS_BIN_DIR)
-  : join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, "target"), "debug");
-const NODE_BIN = join(binDir, "discordopus");
-const SERVER_BIN = join(binDir, "discordopus-server");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const SHOTS = join(repo, "test-output/screenshots");
-const LOGS = join(repo, "test-output/e2e-logs");
+const LOGS = E2E_LOGS;
 const KEEP = process.env.E2E_KEEP === "1";
 /** Default bound for one UI expectation; network paths (WebRTC, mailbox) get longer ones below. */
 const T = 15_000;
@@ -51,29 +43,10 @@ function section(name) {
   log(`— ${name}`);
 }
 
-function preflight() {
-  const missing = [NODE_BIN, SERVER_BIN].filter((b) => !existsSync(b));
-  if (missing.length) {
-    fail(
-      `missing binaries: ${missing.join(", ")}\n` +
-        `build them first:  ./scripts/build-web.sh && cargo build -p dopus-node -p dopus-server\n` +
-        `(or point DOPUS_BIN_DIR at a directory that has discordopus and discordopus-server)`,
-    );
-  }
-  if (!existsSync(CHROMIUM)) fail(`no Chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
-}
-
 async function startNode(name, dataDir, serverUrl) {
-  removeIfExists(join(dataDir, "api.json"));
-  const proc = startProcess(
-    name,
-    NODE_BIN,
-    // Link previews are off unless turned on in settings; this flag only lets them reach the
-    // test's page on 127.0.0.1 (a node refuses loopback and private addresses otherwise).
-    ["--data-dir", dataDir, "run", "--server", serverUrl, "--api", "127.0.0.1:0", "--link-preview-allow-private"],
-    LOGS,
-  );
-  const api = await readApiFile(dataDir, proc.child.pid, proc);
+  // Link previews are off unless turned on in settings; this flag only lets them reach the
+  // test's page on 127.0.0.1 (a node refuses loopback and private addresses otherwise).
+  const { proc, api } = await startNodeProcess(name, dataDir, serverUrl, { extraArgs: ["--link-preview-allow-private"] });
   log(`${name} node pid ${proc.child.pid} at ${api.url}`);
   // The binary embeds web/dist at compile time; a binary built before the UI serves a placeholder.
   const res = await within("GET / on the node", 10_000, fetch(api.url + "/"));
@@ -230,16 +203,7 @@ async function main() {
   try {
     section("signaling server");
     // Port 0 everywhere (STUN included, on loopback only); the server prints one line with its URL.
-    const server = startProcess(
-      "server",
-      SERVER_BIN,
-      ["--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--data-dir", join(tmp, "server")],
-      LOGS,
-    );
-    const serverUrl = await waitFor("the server's 'listening on ws://…' line", () => {
-      if (server.exited) fail(`signaling server exited: ${JSON.stringify(server.exited)}\n${server.output.slice(-3000)}`);
-      return /listening on (wss?:\/\/127\.0\.0\.1:\d+\S*)/.exec(server.output)?.[1];
-    }, 20_000);
+    const { url: serverUrl } = await startServer(join(tmp, "server"));
     log(`signaling server at ${serverUrl}`);
 
     section("nodes");

@@ -9,41 +9,31 @@
 //   node e2e/spaces.mjs     (from web/; binaries as for `npm run e2e`)
 //
 // Screenshots go to <repo>/test-output/screenshots/spaces-*.png, logs to test-output/e2e-logs/.
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { E2eError, fail, killAll, readApiFile, removeIfExists, startProcess, waitFor, within } from "./harness.mjs";
+import {
+  CHROMIUM,
+  E2eError,
+  SHOTS,
+  UI_TIMEOUT_MS,
+  fail,
+  killAll,
+  preflight,
+  screenshot,
+  startNode,
+  startServer,
+  visible,
+  waitFor,
+  within,
+} from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, "../..");
-const binDir = process.env.DOPUS_BIN_DIR
-  ? resolve(process.env.DOPUS_BIN_DIR)
-  : join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, "target"), "debug");
-const NODE_BIN = join(binDir, "discordopus");
-const SERVER_BIN = join(binDir, "discordopus-server");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const SHOTS = join(repo, "test-output/screenshots");
-const LOGS = join(repo, "test-output/e2e-logs");
-const T = 15_000;
+const T = UI_TIMEOUT_MS;
 const SLOW = 60_000;
 const log = (msg) => console.log(`[spaces-e2e ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
-async function startNode(name, dataDir, serverUrl) {
-  removeIfExists(join(dataDir, "api.json"));
-  const proc = startProcess(name, NODE_BIN, ["--data-dir", dataDir, "run", "--server", serverUrl, "--api", "127.0.0.1:0"], LOGS);
-  const api = await readApiFile(dataDir, proc.child.pid, proc);
-  return { proc, api };
-}
 
-async function visible(locator, what, timeout = T) {
-  try {
-    await locator.first().waitFor({ state: "visible", timeout });
-  } catch {
-    fail(`not visible within ${timeout} ms: ${what}`);
-  }
-}
 
 async function createIdentity(page, name) {
   const pass = `${name} passphrase 123`;
@@ -68,9 +58,6 @@ async function post(page, text) {
   await visible(msgWith(page, text), `own message "${text}"`);
 }
 
-async function shot(page, name) {
-  await page.screenshot({ path: join(SHOTS, `spaces-${name}.png`) });
-}
 
 /** Alice makes an invite on the settings page (one use, a day) and hands its code over. */
 async function inviteFromSettings(pa) {
@@ -89,19 +76,21 @@ async function inviteFromSettings(pa) {
   return code;
 }
 
+async function shot(page, name) {
+  await screenshot(page, `spaces-${name}`);
+}
+
 async function main() {
-  for (const b of [NODE_BIN, SERVER_BIN]) if (!existsSync(b)) fail(`missing ${b}: build web/dist, then cargo build -p dopus-node -p dopus-server`);
+  preflight();
   mkdirSync(SHOTS, { recursive: true });
   const tmp = mkdtempSync(join(tmpdir(), "dopus-spaces-e2e-"));
   let browser;
   const pages = {};
   try {
-    const server = startProcess("server", SERVER_BIN, ["--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--data-dir", join(tmp, "server")], LOGS);
-    const serverUrl = await waitFor("server listening", () => /listening on (wss?:\/\/127\.0\.0\.1:\d+\S*)/.exec(server.output)?.[1], 20_000);
+    const { url: serverUrl } = await startServer(join(tmp, "server"));
     const names = ["alice", "bob", "carol"];
     const nodes = {};
     for (const n of names) {
-      mkdirSync(join(tmp, n), { recursive: true });
       nodes[n] = await startNode(n, join(tmp, n), serverUrl);
     }
     browser = await within("launch chromium", 30_000, chromium.launch({
