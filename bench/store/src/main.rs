@@ -300,6 +300,7 @@ fn main() -> Result<()> {
     let quokka = SearchQuery {
         text: "quokka".into(),
         conversation: None,
+        within: None,
         before: None,
         limit: 50,
     };
@@ -412,6 +413,7 @@ fn main() -> Result<()> {
         let query = SearchQuery {
             text: text.into(),
             conversation: None,
+            within: None,
             before: None,
             limit: 50,
         };
@@ -467,6 +469,7 @@ fn main() -> Result<()> {
     let in_conv_query = SearchQuery {
         text: "quokka".into(),
         conversation: Some(ConversationId::Direct(user(3)?)),
+        within: None,
         before: None,
         limit: 50,
     };

@@ -368,6 +368,7 @@ mod tests {
         let q = SearchQuery {
             text: "meet me".into(),
             conversation: None,
+            within: None,
             before: None,
             limit: 1,
         };

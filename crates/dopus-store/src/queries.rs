@@ -338,6 +338,9 @@ pub(crate) fn search(conn: &Connection, query: &SearchQuery) -> DbResult<Vec<Sea
         },
         None => None,
     };
+    let Some(within) = within_rows(conn, query)? else {
+        return Ok(Vec::new());
+    };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS}, \
            snippet(messages_fts, 0, char({start}), char({end}), '…', 16) \
@@ -345,6 +348,7 @@ pub(crate) fn search(conn: &Connection, query: &SearchQuery) -> DbResult<Vec<Sea
          JOIN conversations c ON c.id = m.conversation_id \
          WHERE messages_fts MATCH ?1 AND messages_fts.rowid < ?2 \
            AND (?3 IS NULL OR m.conversation_id = ?3) AND m.deleted = 0 \
+           AND (?5 IS NULL OR m.conversation_id IN (SELECT value FROM json_each(?5))) \
          ORDER BY messages_fts.rowid DESC LIMIT +?4",
         start = u32::from(SNIPPET_START),
         end = u32::from(SNIPPET_END),
@@ -354,7 +358,8 @@ pub(crate) fn search(conn: &Connection, query: &SearchQuery) -> DbResult<Vec<Sea
         fts_expression(&terms),
         before,
         conversation_row,
-        limit(query.limit)
+        limit(query.limit),
+        within
     ])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -364,6 +369,24 @@ pub(crate) fn search(conn: &Connection, query: &SearchQuery) -> DbResult<Vec<Sea
         });
     }
     Ok(out)
+}
+
+/// The rows of [`SearchQuery::within`] as a JSON array for `json_each`: `Some(None)` when the
+/// search is not restricted, `None` when nothing can match (no listed conversation has rows).
+fn within_rows(conn: &Connection, query: &SearchQuery) -> DbResult<Option<Option<String>>> {
+    let Some(list) = &query.within else {
+        return Ok(Some(None));
+    };
+    let mut rows = Vec::with_capacity(list.len());
+    for c in list {
+        if let Some(row) = conversation_row(conn, c)? {
+            rows.push(row.to_string());
+        }
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Some(format!("[{}]", rows.join(",")))))
 }
 
 /// How many messages a search matches in all (no cursor, no limit).
@@ -380,15 +403,20 @@ pub(crate) fn search_count(conn: &Connection, query: &SearchQuery) -> DbResult<u
         },
         None => None,
     };
+    let Some(within) = within_rows(conn, query)? else {
+        return Ok(0);
+    };
     let n: i64 = conn
         .prepare_cached(
             "SELECT count(*) FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid \
              WHERE messages_fts MATCH ?1 AND (?2 IS NULL OR m.conversation_id = ?2) \
-               AND m.deleted = 0",
+               AND m.deleted = 0 \
+               AND (?3 IS NULL OR m.conversation_id IN (SELECT value FROM json_each(?3)))",
         )?
-        .query_row(params![fts_expression(&terms), conversation_row], |r| {
-            r.get(0)
-        })?;
+        .query_row(
+            params![fts_expression(&terms), conversation_row, within],
+            |r| r.get(0),
+        )?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 

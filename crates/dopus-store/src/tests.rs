@@ -312,6 +312,7 @@ fn common_hits(store: &SqliteStore) -> Vec<SearchHit> {
         .search(&SearchQuery {
             text: "common".into(),
             conversation: None,
+            within: None,
             before: None,
             limit: 100,
         })
@@ -447,6 +448,7 @@ fn reopen_with_a_pending_tail() {
             .search(&SearchQuery {
                 text: text.into(),
                 conversation: None,
+                within: None,
                 before: None,
                 limit: 100,
             })
@@ -669,6 +671,7 @@ fn search_folds_accents_both_ways() {
             .search(&SearchQuery {
                 text: text.into(),
                 conversation: None,
+                within: None,
                 before: None,
                 limit: 10,
             })
@@ -698,6 +701,7 @@ fn search_counts_every_match_and_pages_by_seq() {
     let query = |before: Option<Seq>| SearchQuery {
         text: "needle".into(),
         conversation: None,
+        within: None,
         before,
         limit: 2,
     };

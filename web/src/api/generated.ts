@@ -1596,7 +1596,11 @@ user_id: UserId,
 /**
  * Started or stopped.
  */
-active: boolean, } | { "type": "presence", 
+active: boolean, 
+/**
+ * The channel (`dchan1…`) when they type in a space; left out in a direct chat.
+ */
+channel?: string, } | { "type": "presence", 
 /**
  * Whose.
  */

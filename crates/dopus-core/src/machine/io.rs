@@ -278,12 +278,14 @@ pub enum Event {
         /// Its state now.
         state: DeliveryState,
     },
-    /// A contact typed or stopped.
+    /// A contact typed or stopped, or a member in a channel.
     Typing {
         /// Who.
         user: UserId,
         /// Typing or not.
         active: bool,
+        /// The channel, when in a space (`None`: the direct conversation with `user`).
+        channel: Option<dopus_types::ChannelId>,
     },
     /// A contact's record changed (read it back to show it).
     ContactChanged(UserId),

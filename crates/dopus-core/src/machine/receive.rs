@@ -13,7 +13,7 @@ use super::{Event, Inbound, MachineError, NodeMachine, Via};
 use crate::chat::{ChatEvent, delivered_receipt};
 use crate::e2e::{Burst, Recovery};
 use crate::store::{Change, Changes, EnvelopeId, Outcome, PeerDevice, Pickle, Store, StoreError};
-use dopus_proto::peer::{Content, Conversation, PeerEnvelope, PeerPayload};
+use dopus_proto::peer::{ChatContent, Content, Conversation, PeerEnvelope, PeerPayload};
 use dopus_types::{DeviceId, Timestamp, UserId};
 
 impl NodeMachine {
@@ -189,6 +189,14 @@ impl NodeMachine {
         store: &mut dyn Store,
     ) -> Result<(), MachineError> {
         match &payload.content {
+            // Typing in a channel: judged against the space, not the contact (space/typing.rs).
+            Content::Chat(ChatContent::Typing { active })
+                if matches!(payload.conversation, Conversation::Channel { .. }) =>
+            {
+                if let Conversation::Channel { space, channel } = payload.conversation {
+                    self.take_channel_typing(now, sender, space, channel, *active);
+                }
+            }
             Content::Chat(_) => {
                 let ack = EnvelopeId(self.new_id(now).0);
                 let received = self
@@ -381,7 +389,11 @@ impl NodeMachine {
             }
             ChatEvent::Typing { user, active } => {
                 if self.detailed_events {
-                    self.emit(Event::Typing { user, active });
+                    self.emit(Event::Typing {
+                        user,
+                        active,
+                        channel: None,
+                    });
                 }
             }
             ChatEvent::ContactChanged(user) => {

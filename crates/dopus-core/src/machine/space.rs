@@ -77,6 +77,8 @@ pub(super) struct Spaces {
     resume: Vec<MegolmWaitingRecord>,
     /// Send our heads to every member at the next prepare.
     sync_due: bool,
+    /// Who types in which channel, and our own throttle (machine/space/typing.rs).
+    typing: typing::ChannelTyping,
 }
 
 impl std::fmt::Debug for Spaces {
@@ -129,6 +131,7 @@ impl Spaces {
             key_requests: KeyRequests::new(),
             resume: store.megolm_waiting_sessions(MAX_WAITING)?,
             sync_due: true,
+            typing: typing::ChannelTyping::default(),
         })
     }
 
@@ -475,6 +478,7 @@ impl NodeMachine {
             reply_to: reply_to.map(wire_id).transpose()?,
         };
         self.channel_post(now, store, channel, id, content)?;
+        self.typing_sent_message(&channel);
         let new = NewMessage {
             preview: None,
             id,
@@ -1866,6 +1870,11 @@ impl NodeMachine {
         {
             self.channel_file_received(sender, t);
         }
+        if let Some((i, _)) = &inserted
+            && let Some(Outcome::Inserted(_)) = applied.outcomes.get(*i)
+        {
+            self.typing_ended_by_message(channel, sender);
+        }
         if self.detailed_events {
             if let Some((i, new)) = inserted
                 && let Some(Outcome::Inserted(seq)) = applied.outcomes.get(i)
@@ -1897,6 +1906,7 @@ impl NodeMachine {
         now: Timestamp,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
+        self.typing_timeouts(now);
         // Waits kept across a restart start over once we can reach anyone (a restart is a
         // reason to try again: a reader who was offline may be back). Withheld stays withheld.
         if self.signaling == super::SignalingState::Connected && !self.spaces.resume.is_empty() {
@@ -1970,7 +1980,13 @@ impl NodeMachine {
 
     /// When the key requests want to run next.
     pub(super) fn space_poll_timeout(&self) -> Option<Timestamp> {
-        self.spaces.key_requests.poll_timeout()
+        [
+            self.spaces.key_requests.poll_timeout(),
+            self.spaces.typing.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn answer_key_request(
@@ -2084,3 +2100,4 @@ pub(super) enum ChannelChange {
 
 #[cfg(test)]
 pub(super) mod tests;
+mod typing;

@@ -21,6 +21,8 @@ pub enum RateClass {
     JoinRequests,
     /// Channel messages.
     Messages,
+    /// Typing notices in channels (a person sends one per channel every 3 s at most).
+    Typing,
 }
 
 /// One class's limit: a burst, then a steady rate.
@@ -43,6 +45,8 @@ pub struct RateLimits {
     pub join_requests: Limit,
     /// Channel messages.
     pub messages: Limit,
+    /// Typing notices.
+    pub typing: Limit,
 }
 
 impl Default for RateLimits {
@@ -64,6 +68,10 @@ impl Default for RateLimits {
                 burst: 20,
                 every_ms: 200,
             },
+            typing: Limit {
+                burst: 10,
+                every_ms: 1_000,
+            },
         }
     }
 }
@@ -75,6 +83,7 @@ impl RateLimits {
             RateClass::KeyRequests => self.key_requests,
             RateClass::JoinRequests => self.join_requests,
             RateClass::Messages => self.messages,
+            RateClass::Typing => self.typing,
         }
     }
 }

@@ -200,6 +200,7 @@ fn search<S: Store>(store: &S, text: &str) -> Vec<MessageId> {
         .search(&SearchQuery {
             text: text.into(),
             conversation: None,
+            within: None,
             before: None,
             limit: 100,
         })
@@ -869,6 +870,7 @@ pub fn search_matches_words<S: Store>(store: &mut S) {
         .search(&SearchQuery {
             text: "dog".into(),
             conversation: Some(direct(2)),
+            within: None,
             before: None,
             limit: 10,
         })
@@ -876,10 +878,35 @@ pub fn search_matches_words<S: Store>(store: &mut S) {
     assert_eq!(in_conv.len(), 1);
     assert_eq!(in_conv[0].message.id, mid(2));
     assert_eq!(in_conv[0].message.body, "a lazy dog sleeps");
+    // A set of conversations (a space's channels); an empty set or unknown ones match nothing.
+    let within = |store: &S, list: Vec<ConversationId>| {
+        let q = SearchQuery {
+            text: "quick".into(),
+            conversation: None,
+            within: Some(list),
+            before: None,
+            limit: 10,
+        };
+        let ids: Vec<MessageId> = store
+            .search(&q)
+            .unwrap()
+            .iter()
+            .map(|h| h.message.id)
+            .collect();
+        (ids, store.search_count(&q).unwrap())
+    };
+    assert_eq!(within(store, vec![direct(3)]), (vec![mid(3)], 1));
+    assert_eq!(
+        within(store, vec![direct(2), direct(3)]),
+        (vec![mid(3), mid(1)], 2)
+    );
+    assert_eq!(within(store, vec![direct(9)]), (vec![], 0));
+    assert_eq!(within(store, vec![]), (vec![], 0));
     let first = store
         .search(&SearchQuery {
             text: "dog".into(),
             conversation: None,
+            within: None,
             before: None,
             limit: 1,
         })
@@ -890,6 +917,7 @@ pub fn search_matches_words<S: Store>(store: &mut S) {
         .search(&SearchQuery {
             text: "dog".into(),
             conversation: None,
+            within: None,
             before: Some(first[0].message.seq),
             limit: 1,
         })
@@ -909,6 +937,7 @@ pub fn search_matches_words<S: Store>(store: &mut S) {
             .search(&SearchQuery {
                 text: "dog".into(),
                 conversation: None,
+                within: None,
                 before: None,
                 limit: 0
             })
@@ -942,6 +971,7 @@ pub fn search_is_injection_safe<S: Store>(store: &mut S) {
         let hits = store.search(&SearchQuery {
             text: hostile.into(),
             conversation: None,
+            within: None,
             before: None,
             limit: 10,
         });

@@ -649,6 +649,12 @@ impl Store for MemoryStore {
             .map(|(_, m)| m)
             .filter(|m| !m.deleted)
             .filter(|m| query.conversation.is_none_or(|c| c == m.conversation))
+            .filter(|m| {
+                query
+                    .within
+                    .as_ref()
+                    .is_none_or(|w| w.contains(&m.conversation))
+            })
             .filter(|m| matches_terms(&m.body, &terms))
             .take(query.limit)
             .map(|m| SearchHit {

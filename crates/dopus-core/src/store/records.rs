@@ -488,6 +488,9 @@ pub struct SearchQuery {
     pub text: String,
     /// Only this conversation, if set.
     pub conversation: Option<ConversationId>,
+    /// Only these conversations, if set (an empty list matches nothing): the channels of a
+    /// space the user may view.
+    pub within: Option<Vec<ConversationId>>,
     /// Only messages older than this cursor (for paging), if set.
     pub before: Option<Seq>,
     /// At most this many hits.
@@ -499,6 +502,7 @@ impl fmt::Debug for SearchQuery {
         f.debug_struct("SearchQuery")
             .field("text", &format_args!("<{} bytes>", self.text.len()))
             .field("conversation", &self.conversation)
+            .field("within", &self.within.as_ref().map(Vec::len))
             .field("before", &self.before)
             .field("limit", &self.limit)
             .finish()

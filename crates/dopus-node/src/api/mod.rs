@@ -64,6 +64,8 @@ fn spaces_routes() -> Router<Arc<Node>> {
             get(spaces::messages).post(spaces::send),
         )
         .route("/channels/{id}/read", post(spaces::read))
+        .route("/channels/{id}/typing", post(spaces::typing))
+        .route("/spaces/{id}/search", get(spaces::search))
 }
 
 /// The whole local API as one router.

@@ -343,6 +343,30 @@ pub async fn read(
     ))
 }
 
+/// `POST /channels/{id}/typing`.
+pub async fn typing(
+    State(node): N,
+    Path(id): Path<String>,
+    payload: Result<Json<dto::Typing>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let req = body(payload)?;
+    node.channel_typing(channel_id(&id)?, req.active).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /spaces/{id}/search`: as `GET /search`, over the channels of one space we may view.
+pub async fn search(
+    State(node): N,
+    Path(id): Path<String>,
+    Query(q): Query<dto::SearchQuery>,
+) -> ApiResult<dto::SearchResults> {
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    Ok(Json(
+        node.space_search(space_id(&id)?, q.q, limit, q.before)
+            .await?,
+    ))
+}
+
 pub async fn send(
     State(node): N,
     Path(id): Path<String>,

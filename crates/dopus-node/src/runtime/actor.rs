@@ -600,9 +600,14 @@ impl Actor {
                 conversation,
                 state,
             } => dto::Event::message_state(&id, &conversation, state),
-            Event::Typing { user, active } => dto::Event::Typing {
+            Event::Typing {
+                user,
+                active,
+                channel,
+            } => dto::Event::Typing {
                 user_id: (&user).into(),
                 active,
+                channel: channel.map(|c| c.to_string()),
             },
             Event::ContactChanged(user) => {
                 match views::contact_by_id(&self.store, &self.machine, &self.live, &user) {

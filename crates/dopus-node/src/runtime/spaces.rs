@@ -4,7 +4,7 @@
 use super::{Node, NodeError, NodeResult, api_to_node, views};
 use crate::api::dto;
 use dopus_core::store::{ConversationId, MessageId};
-use dopus_proto::space::{InviteCode, OpBody};
+use dopus_proto::space::{ChannelKind, InviteCode, OpBody, Permissions};
 use dopus_types::{ChannelId, SpaceId, Timestamp};
 
 impl Node {
@@ -157,6 +157,48 @@ impl Node {
                 .channel_send(cx.now, cx.store, channel, body, reply_to.map(MessageId))
                 .map_err(|e| cx.command(e))?;
             Ok(dto::Message::from_record(&m, &[], &me))
+        })
+        .await
+    }
+
+    /// `POST /channels/{id}/typing`: live to the channel's readers, throttled (never stored).
+    pub async fn channel_typing(&self, channel: ChannelId, active: bool) -> NodeResult<()> {
+        self.write(move |cx| {
+            cx.machine
+                .channel_typing(cx.now, &*cx.store, channel, active)
+                .map_err(|e| cx.command(e))
+        })
+        .await
+    }
+
+    /// `GET /spaces/{id}/search`: the decrypted messages of the space's channels we may view,
+    /// newest first, a page of `limit` older than `before`.
+    pub async fn space_search(
+        &self,
+        id: SpaceId,
+        q: String,
+        limit: usize,
+        before: Option<u64>,
+    ) -> NodeResult<dto::SearchResults> {
+        self.read(move |v| {
+            let state = v.machine.space(&id).ok_or(NodeError::NotFound("space"))?;
+            let me = v.machine.me();
+            if !state.is_member(&me) {
+                return Err(NodeError::NotFound("space"));
+            }
+            let channels: Vec<ConversationId> = state
+                .channel_list()
+                .into_iter()
+                .filter(|c| c.kind == ChannelKind::Text)
+                .filter(|c| {
+                    state
+                        .permissions(&me, &c.id)
+                        .contains(Permissions::VIEW_CHANNEL)
+                })
+                .map(|c| ConversationId::Channel(c.id))
+                .collect();
+            views::search_within(v.store, &me, &q, Some(channels), limit, before)
+                .map_err(api_to_node)
         })
         .await
     }

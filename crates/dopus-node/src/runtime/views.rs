@@ -145,9 +145,22 @@ pub fn search(
     limit: usize,
     before: Option<u64>,
 ) -> Result<dto::SearchResults, ApiError> {
+    search_within(store, me, q, None, limit, before)
+}
+
+/// [`search`] over `within` only, if set (a space's channels).
+pub fn search_within(
+    store: &dyn Store,
+    me: &UserId,
+    q: &str,
+    within: Option<Vec<ConversationId>>,
+    limit: usize,
+    before: Option<u64>,
+) -> Result<dto::SearchResults, ApiError> {
     let query = SearchQuery {
         text: q.to_owned(),
         conversation: None,
+        within,
         before: before.map(Seq),
         limit: limit + 1,
     };

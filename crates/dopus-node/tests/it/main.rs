@@ -19,4 +19,5 @@ mod offline;
 mod proxy;
 mod recovery;
 mod spaces;
+mod spaces_live;
 mod voice;

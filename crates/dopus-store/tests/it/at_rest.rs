@@ -57,6 +57,7 @@ fn write_canaries(store: &mut dopus_store::SqliteStore) {
         .search(&dopus_core::store::SearchQuery {
             text: "quokka".into(),
             conversation: None,
+            within: None,
             before: None,
             limit: 5,
         })

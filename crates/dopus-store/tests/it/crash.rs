@@ -142,6 +142,7 @@ fn kill_9_loses_no_acknowledged_batch() {
         .search(&SearchQuery {
             text: "message".into(),
             conversation: None,
+            within: None,
             before: None,
             limit: usize::MAX,
         })

@@ -162,6 +162,7 @@ fn assert_same_reads(mem: &MemoryStore, sql: &dyn Store) {
         let q = SearchQuery {
             text: text.into(),
             conversation: None,
+            within: None,
             before: None,
             limit: 100,
         };

@@ -880,3 +880,181 @@ fn without_shared_history_a_member_reads_from_its_join() {
     say(&mut net, 0, general, "later");
     assert_eq!(net.texts(2, general), vec!["later".to_owned()]);
 }
+
+/// The typing events node `i` saw in `channel`: (who, active), in order.
+fn channel_typing_events(net: &Net, i: usize, channel: ChannelId) -> Vec<(UserId, bool)> {
+    net.nodes[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Typing {
+                user,
+                active,
+                channel: Some(c),
+            } if *c == channel => Some((*user, *active)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn typing_in_a_channel_reaches_online_readers_expires_and_is_never_kept() {
+    let (mut net, space, general) = three_in_a_space();
+    let bob = net.user(1);
+    // Sessions exist after the join; carol is away and gets nothing later.
+    net.offline(2);
+    for n in &mut net.nodes {
+        n.events.clear();
+    }
+    net.cmd(1, |m, now, s| m.channel_typing(now, s, general, true))
+        .expect("typing");
+    net.settle(20);
+    assert_eq!(channel_typing_events(&net, 0, general), vec![(bob, true)]);
+    assert!(
+        channel_typing_events(&net, 1, general).is_empty(),
+        "not echoed to the sender"
+    );
+    // Throttled: a second start within 3 s sends nothing.
+    let relayed = net.relayed[0];
+    net.cmd(1, |m, now, s| m.channel_typing(now, s, general, true))
+        .expect("typing");
+    net.settle(20);
+    assert_eq!(net.relayed[0], relayed, "throttled on the sender");
+    // Without a refresh the indicator expires on the receiver (6 s).
+    net.now += 6_100;
+    net.settle(20);
+    assert_eq!(
+        channel_typing_events(&net, 0, general),
+        vec![(bob, true), (bob, false)]
+    );
+    // Typing again, then a message: the message ends it (once).
+    net.now += 3_000;
+    net.cmd(1, |m, now, s| m.channel_typing(now, s, general, true))
+        .expect("typing");
+    net.settle(20);
+    net.cmd(1, |m, now, s| {
+        m.channel_send(now, s, general, "hello".into(), None)
+    })
+    .expect("send");
+    net.settle(200);
+    assert_eq!(
+        channel_typing_events(&net, 0, general),
+        vec![(bob, true), (bob, false), (bob, true), (bob, false)]
+    );
+    net.now += 10_000;
+    net.settle(50);
+    assert_eq!(channel_typing_events(&net, 0, general).len(), 4);
+    // Carol comes back: the message is in her mailbox, the typing notices are not.
+    assert!(
+        net.nodes[2]
+            .x
+            .mailbox
+            .iter()
+            .all(|(from, _)| from.user == bob),
+        "only bob wrote to carol"
+    );
+    net.online(2);
+    net.settle(500);
+    assert_eq!(net.texts(2, general), vec!["hello".to_owned()]);
+    assert!(
+        channel_typing_events(&net, 2, general).is_empty(),
+        "typing is live only"
+    );
+    // A stop without a start sends nothing; nor is typing into an unknown channel accepted.
+    let before = net.relayed[0];
+    net.cmd(1, |m, now, s| m.channel_typing(now, s, general, false))
+        .expect("stop");
+    net.settle(20);
+    assert_eq!(net.relayed[0], before);
+    let unknown = ChannelId::from_bytes([7; 16]);
+    assert!(
+        net.cmd(1, |m, now, s| m.channel_typing(now, s, unknown, true))
+            .is_err()
+    );
+    let _ = space;
+}
+
+#[test]
+fn typing_is_judged_against_the_channels_permissions() {
+    let (mut net, space, general) = three_in_a_space();
+    let carol = net.user(2);
+    // Alice takes send_messages from carol in `general`.
+    net.cmd(0, |m, now, s| {
+        m.space_op(
+            now,
+            s,
+            space,
+            OpBody::ChannelUpdate {
+                channel: general,
+                name: None,
+                topic: None,
+                overwrites: Some(vec![dopus_proto::space::Overwrite {
+                    target: dopus_proto::space::OverwriteTarget::Member(carol),
+                    allow: dopus_proto::space::Permissions::NONE,
+                    deny: dopus_proto::space::Permissions::SEND_MESSAGES,
+                }]),
+            },
+        )
+    })
+    .expect("overwrite");
+    net.settle(500);
+    // Carol's own node refuses.
+    assert!(
+        net.cmd(2, |m, now, s| m.channel_typing(now, s, general, true))
+            .is_err(),
+        "no send_messages: no typing"
+    );
+    // A notice from her (a node that does not check) is dropped by bob's.
+    for n in &mut net.nodes {
+        n.events.clear();
+    }
+    net.cmd(1, |m, now, _| {
+        m.take_channel_typing(now, carol, space, general, true);
+    });
+    let mut emitted = 0;
+    while let Some(o) = net.nodes[1].machine.poll_output() {
+        emitted += usize::from(matches!(o, Output::Event(Event::Typing { .. })));
+    }
+    assert_eq!(emitted, 0, "nothing shown for carol");
+    // Alice still may: bob sees her; a notice naming another space is dropped.
+    let alice = net.user(0);
+    net.cmd(1, |m, now, _| {
+        m.take_channel_typing(now, alice, SpaceId::from_bytes([1; 32]), general, true);
+        m.take_channel_typing(now, alice, space, general, true);
+    });
+    let mut seen = Vec::new();
+    while let Some(o) = net.nodes[1].machine.poll_output() {
+        if let Output::Event(Event::Typing {
+            user,
+            active,
+            channel,
+        }) = o
+        {
+            seen.push((user, active, channel));
+        }
+    }
+    assert_eq!(seen, vec![(alice, true, Some(general))]);
+}
+
+#[test]
+fn a_member_who_floods_typing_notices_is_rate_limited() {
+    let (mut net, space, general) = three_in_a_space();
+    let alice = net.user(0);
+    let mut shown = 0;
+    for k in 0..100u64 {
+        // Alternate start and stop so each notice would change the indicator.
+        net.cmd(1, |m, now, _| {
+            m.take_channel_typing(now, alice, space, general, k % 2 == 0)
+        });
+        while let Some(o) = net.nodes[1].machine.poll_output() {
+            if matches!(o, Output::Event(Event::Typing { .. })) {
+                shown += 1;
+            }
+        }
+    }
+    assert!(
+        shown <= 10,
+        "a burst of 10, then nothing within the same instant: {shown}"
+    );
+    assert!(shown > 0);
+}

@@ -49,12 +49,17 @@ pub enum Event {
         /// The new state.
         state: DeliveryState,
     },
-    /// A contact is typing (expires 6 s after the last refresh; their next message ends it).
+    /// A contact is typing, or a member in a channel (expires 6 s after the last refresh;
+    /// their next message ends it).
     Typing {
         /// Who.
         user_id: UserId,
         /// Started or stopped.
         active: bool,
+        /// The channel (`dchan1…`) when they type in a space; left out in a direct chat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        channel: Option<String>,
     },
     /// A contact's presence changed (or ours, set from another client).
     Presence {
@@ -203,6 +208,7 @@ mod tests {
             Event::Typing {
                 user_id: bob.clone(),
                 active: true,
+                channel: None,
             },
             Event::Presence {
                 user_id: bob.clone(),
@@ -236,7 +242,8 @@ mod tests {
             e,
             Event::Typing {
                 user_id: UserId("x".into()),
-                active: false
+                active: false,
+                channel: None,
             }
         );
     }

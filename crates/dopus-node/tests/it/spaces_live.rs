@@ -1,0 +1,200 @@
+//! Typing and search in a space's channels through the local API (issue 15): two real nodes
+//! that are not contacts and a real server. Bob's typing in `general` reaches alice as a
+//! `typing` event naming the channel; `GET /spaces/{id}/search` finds decrypted channel
+//! messages of that space only, pages, and stops showing a channel once we may not view it.
+
+use crate::harness::{SERIAL, TestNode, TestServer, blocking, eventually};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+const EVERYONE: &str = "00000000000000000000000000000000";
+
+fn channel_named(space: &Value, name: &str) -> Option<String> {
+    space["channels"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name && c["kind"] == "text")
+        .and_then(|c| c["id"].as_str())
+        .map(str::to_owned)
+}
+
+fn bodies(node: &TestNode, channel: &str) -> Vec<String> {
+    node.api().ok(
+        "GET",
+        &format!("/channels/{channel}/messages?limit=200"),
+        None,
+    )["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn search(node: &TestNode, space: &str, query: &str) -> Value {
+    node.api()
+        .ok("GET", &format!("/spaces/{space}/search?{query}"), None)
+}
+
+fn hit_bodies(found: &Value) -> Vec<String> {
+    found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["message"]["body"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn typing_reaches_the_channel_and_search_stays_within_the_space() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let mut alice = blocking(|| TestNode::create("alice"));
+    let mut bob = blocking(|| TestNode::create("bob"));
+    alice.start(&server.url).await;
+    bob.start(&server.url).await;
+
+    let created = alice
+        .api()
+        .ok("POST", "/spaces", Some(json!({ "name": "Otter Den" })));
+    let sid = created["id"].as_str().unwrap().to_owned();
+    let general = channel_named(&created, "general").expect("general");
+    let with_ops = alice.api().ok(
+        "POST",
+        &format!("/spaces/{sid}/channels"),
+        Some(json!({ "name": "ops" })),
+    );
+    let ops = channel_named(&with_ops, "ops").expect("ops");
+    let inv = alice
+        .api()
+        .ok("POST", &format!("/spaces/{sid}/invites"), Some(json!({})));
+    bob.api().ok(
+        "POST",
+        "/spaces/join",
+        Some(json!({ "invite": inv["code"] })),
+    );
+    eventually(WAIT, "bob is a member and knows ops", || {
+        let s = bob.api().ok("GET", &format!("/spaces/{sid}"), None);
+        (s["membership"] == "member" && channel_named(&s, "ops").is_some()).then_some(())
+    })
+    .await;
+
+    // Messages in two channels, from both; and one in another space of bob's.
+    alice.api().ok(
+        "POST",
+        &format!("/channels/{general}/messages"),
+        Some(json!({ "body": "zebra crossing one" })),
+    );
+    alice.api().ok(
+        "POST",
+        &format!("/channels/{ops}/messages"),
+        Some(json!({ "body": "zebra crossing two" })),
+    );
+    bob.api().ok(
+        "POST",
+        &format!("/channels/{general}/messages"),
+        Some(json!({ "body": "zebra three" })),
+    );
+    let other = bob
+        .api()
+        .ok("POST", "/spaces", Some(json!({ "name": "Elsewhere" })));
+    let other_general = channel_named(&other, "general").expect("general");
+    bob.api().ok(
+        "POST",
+        &format!("/channels/{other_general}/messages"),
+        Some(json!({ "body": "zebra elsewhere" })),
+    );
+    eventually(WAIT, "bob holds alice's messages", || {
+        (bodies(&bob, &general).contains(&"zebra crossing one".to_owned())
+            && bodies(&bob, &ops).contains(&"zebra crossing two".to_owned()))
+        .then_some(())
+    })
+    .await;
+
+    // Search: this space's channels only, newest first, every hit counted.
+    let found = search(&bob, &sid, "q=zebra&limit=10");
+    let mut got = hit_bodies(&found);
+    got.sort();
+    assert_eq!(
+        got,
+        ["zebra crossing one", "zebra crossing two", "zebra three"],
+        "{found}"
+    );
+    // Newest first: in the order this node stored them.
+    let seqs: Vec<u64> = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["message"]["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "{seqs:?}");
+    assert_eq!(found["total"], 3);
+    assert!(found.get("next_before").is_none_or(Value::is_null));
+    let hl = found["results"][0]["highlighted"].as_str().unwrap();
+    assert!(hl.contains("\u{2}zebra\u{3}"), "{hl:?}");
+    // Paging.
+    let first = search(&bob, &sid, "q=zebra&limit=2");
+    assert_eq!(hit_bodies(&first).len(), 2);
+    let next = first["next_before"].as_u64().expect("a next page");
+    let rest = search(&bob, &sid, &format!("q=zebra&limit=2&before={next}"));
+    assert_eq!(hit_bodies(&rest), [hit_bodies(&found)[2].clone()]);
+    assert!(rest.get("next_before").is_none_or(Value::is_null));
+    // The global search still sees the other space.
+    let all = bob.api().ok("GET", "/search?q=zebra&limit=10", None);
+    assert_eq!(all["total"], 4);
+
+    // Typing: bob types in general; alice is told, with the channel.
+    let mut ea = alice.events().await;
+    let bid = bob.user_id.clone();
+    let general_c = general.clone();
+    let (status, _) = bob.api().call(
+        "POST",
+        &format!("/channels/{general}/typing"),
+        Some(json!({ "active": true })),
+    );
+    assert_eq!(status, 204);
+    ea.wait_for(Duration::from_secs(30), "bob typing in general", move |e| {
+        e["type"] == "typing"
+            && e["user_id"] == bid.as_str()
+            && e["channel"] == general_c.as_str()
+            && e["active"] == true
+    })
+    .await;
+
+    // Alice hides ops from @everyone: bob's search no longer shows it, and he may not type there.
+    alice.api().ok(
+        "PATCH",
+        &format!("/spaces/{sid}/channels/{ops}"),
+        Some(json!({ "overwrites": [{ "role": EVERYONE, "deny": ["view_channel"] }] })),
+    );
+    eventually(WAIT, "bob's search drops ops", || {
+        let f = search(&bob, &sid, "q=zebra&limit=10");
+        (f["total"] == 2).then_some(f)
+    })
+    .await;
+    let (status, err) = bob.api().call(
+        "POST",
+        &format!("/channels/{ops}/typing"),
+        Some(json!({ "active": true })),
+    );
+    assert_eq!(status, 422, "{err}");
+    // The owner still finds all three (administrator).
+    assert_eq!(search(&alice, &sid, "q=zebra")["total"], 3);
+
+    // Bad input: a clear error, never a panic.
+    let (status, _) = bob.api().call("GET", "/spaces/nonsense/search?q=a", None);
+    assert_eq!(status, 400);
+    let unknown = other["id"].as_str().unwrap().to_owned();
+    let (status, _) = alice
+        .api()
+        .call("GET", &format!("/spaces/{unknown}/search?q=zebra"), None);
+    assert_eq!(status, 404, "a space alice is not in");
+    let (status, _) = bob.api().call(
+        "POST",
+        &format!("/channels/{general}/typing"),
+        Some(json!({ "active": "yes" })),
+    );
+    assert_eq!(status, 400);
+    server.stop().await;
+}
