@@ -2,34 +2,11 @@
 //! --play` picks up and plays an Ogg Opus file, hangs up when it ends; the recording holds
 //! exactly the played packets, in order, byte for byte.
 
-use crate::harness::{Rng, SERIAL, TestServer, contact_pair, eventually};
-use dopus_media::{OggOpusFile, OggOpusWriter, OpusHead, OpusTags};
+use crate::harness::{SERIAL, TestServer, assert_recording, contact_pair, eventually, opus_file};
 use serde_json::json;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// An Ogg Opus file of `n` 20 ms CELT packets with pseudo-random payloads (never decoded on
-/// the way, so any bytes after a valid TOC do).
-fn opus_file(path: &std::path::Path, n: usize) -> Vec<Vec<u8>> {
-    let mut rng = Rng::new(7);
-    let tags = OpusTags {
-        vendor: "dopus test".into(),
-        comments: Vec::new(),
-    };
-    let (mut w, mut bytes) = OggOpusWriter::new(42, OpusHead::for_recording(1), &tags);
-    let mut packets = Vec::new();
-    for _ in 0..n {
-        let len = 20 + rng.below(100) as usize;
-        let mut p = vec![31 << 3]; // CELT fullband 20 ms, one frame
-        p.extend((0..len).map(|_| rng.next_u64() as u8));
-        bytes.extend(w.push(&p).unwrap());
-        packets.push(p);
-    }
-    bytes.extend(w.finish());
-    std::fs::write(path, bytes).unwrap();
-    packets
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_played_file_arrives_packet_for_packet_in_the_recording() {
@@ -39,7 +16,7 @@ async fn a_played_file_arrives_packet_for_packet_in_the_recording() {
     let tmp = tempfile::tempdir().unwrap();
     let played = tmp.path().join("in.opus");
     let recorded = tmp.path().join("out.opus");
-    let packets = opus_file(&played, 150);
+    let packets = opus_file(&played, 150, 7);
 
     // Bob rings Alice and records until she hangs up.
     let b_dir = b.data_dir().to_owned();
@@ -97,19 +74,7 @@ async fn a_played_file_arrives_packet_for_packet_in_the_recording() {
     assert_eq!(a_call["media"]["played"], packets.len() as u64);
     assert_eq!(b_call["media"]["record_done"], true);
 
-    let file = OggOpusFile::parse(&std::fs::read(&recorded).unwrap()).expect("a valid recording");
-    assert!(file.complete);
-    let got: Vec<&Vec<u8>> = file.packets.iter().map(|p| &p.data).collect();
-    assert_eq!(
-        got.len(),
-        packets.len(),
-        "recorded {} of {}",
-        got.len(),
-        packets.len()
-    );
-    for (i, (g, w)) in got.iter().zip(&packets).enumerate() {
-        assert_eq!(*g, w, "packet {i} differs");
-    }
+    assert_recording(&recorded, &packets);
 
     // Both conversations show the call with its duration.
     let entry = |node: &crate::harness::TestNode, peer: &str| {

@@ -654,3 +654,50 @@ pub fn cli_at(dir: &Path, args: &[&str]) -> Result<Value, String> {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// An Ogg Opus file at `path` of `n` 20 ms CELT packets with pseudo-random payloads from `seed`
+/// (never decoded on the way, so any bytes after a valid TOC do); returns the packets.
+pub fn opus_file(path: &Path, n: usize, seed: u64) -> Vec<Vec<u8>> {
+    use dopus_media::{OggOpusWriter, OpusHead, OpusTags};
+    let mut rng = Rng::new(seed);
+    let tags = OpusTags {
+        vendor: "dopus test".into(),
+        comments: Vec::new(),
+    };
+    let (mut w, mut bytes) = OggOpusWriter::new(seed as u32, OpusHead::for_recording(1), &tags);
+    let mut packets = Vec::new();
+    for _ in 0..n {
+        let len = 20 + rng.below(100) as usize;
+        let mut p = vec![31 << 3]; // CELT fullband 20 ms, one frame
+        p.extend((0..len).map(|_| rng.next_u64() as u8));
+        bytes.extend(w.push(&p).unwrap());
+        packets.push(p);
+    }
+    bytes.extend(w.finish());
+    std::fs::write(path, bytes).unwrap();
+    packets
+}
+
+/// The packets of a complete Ogg Opus recording at `path`.
+pub fn recorded_packets(path: &Path) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = dopus_media::OggOpusFile::parse(&bytes).expect("a valid recording");
+    assert!(file.complete, "{} was not closed", path.display());
+    file.packets.into_iter().map(|p| p.data).collect()
+}
+
+/// Asserts that the recording at `path` holds exactly `played`, in order, byte for byte.
+pub fn assert_recording(path: &Path, played: &[Vec<u8>]) {
+    let got = recorded_packets(path);
+    assert_eq!(
+        got.len(),
+        played.len(),
+        "{}: recorded {} of {} packets",
+        path.display(),
+        got.len(),
+        played.len()
+    );
+    for (i, (g, w)) in got.iter().zip(played).enumerate() {
+        assert_eq!(g, w, "{}: packet {i} differs", path.display());
+    }
+}

@@ -1,10 +1,14 @@
 //! A malicious signaling server (a rewriting proxy in front of bob) is caught: swapped one-time
-//! keys, flipped ciphertext (where the SDP travels), replayed and misaddressed envelopes.
+//! keys, flipped ciphertext (where the SDP travels), replayed and misaddressed envelopes, and a
+//! call it can neither ring nor join.
 //! Every test ends by switching the attack off and checking that delivery then works, so each
 //! "nothing happened" assertion is backed by proof that something would have.
 
-use crate::harness::{Events, SERIAL, TestNode, TestServer, blocking, eventually};
+use crate::harness::{
+    Events, SERIAL, TestNode, TestServer, assert_recording, blocking, cli_at, eventually, opus_file,
+};
 use crate::proxy::{Dir, Mode, Proxy};
+use serde_json::json;
 use std::time::Duration;
 
 const ATTACK: Duration = Duration::from_secs(8);
@@ -355,5 +359,117 @@ async fn a_reflected_envelope_costs_nothing() {
         ["hello bob", "hello alice"],
         "nothing new shown"
     );
+    server.stop().await;
+}
+
+/// Plaintext a call's signaling would show if it left Olm: SDP lines (the DTLS fingerprint that
+/// pins the media keys, ICE credentials and candidates, the audio m-line).
+const SDP_MARKERS: [&str; 5] = [
+    "a=fingerprint",
+    "a=ice-ufrag",
+    "a=ice-pwd",
+    "a=candidate",
+    "m=audio",
+];
+
+fn sdp_in_clear(proxy: &Proxy) -> Vec<String> {
+    proxy
+        .log()
+        .iter()
+        .map(|(_, v)| v.to_string())
+        .filter(|s| SDP_MARKERS.iter().any(|m| s.contains(m)))
+        .collect()
+}
+
+/// A hostile server can neither ring nor join a call (issue 16, "E2E and privacy"): while it
+/// flips the ciphertext of every envelope, alice's call never rings at bob's and no connection
+/// comes up from the tampered offer; once it only relays, a call between them carries a played
+/// file into the recording bit-exact, and nothing the server saw during all of it (every frame
+/// both ways) holds a line of SDP in clear, though the call's offers and answers went through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hostile_server_can_neither_ring_nor_join_a_call() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (proxy, a, b) = setup(&server).await;
+    let mut eb = b.events().await;
+
+    // The attack: alice calls while every envelope to and from bob is flipped.
+    proxy.set_mode(Mode::FlipCiphertext);
+    let call = a
+        .api()
+        .ok("POST", "/calls", Some(json!({"user_id": b.user_id})));
+    let id = call["id"].as_str().unwrap().to_owned();
+    eb.collect_for(ATTACK).await;
+    assert!(proxy.tampered() >= 1, "the attacker rewrote envelopes");
+    let rang = eb.seen.iter().filter(|e| e["type"] == "call").count();
+    assert_eq!(rang, 0, "no call event at bob's from a tampered invite");
+    let calls = b.api().ok("GET", "/calls", None);
+    assert!(
+        calls["calls"].as_array().is_some_and(Vec::is_empty),
+        "bob has no call: {calls}"
+    );
+    assert_ne!(b.api().connection(&a.user_id)["state"], "connected");
+    a.api()
+        .ok("POST", &format!("/calls/{id}/hangup"), Some(json!({})));
+
+    // The server stops tampering: bob rings alice and records, alice plays a file.
+    proxy.set_mode(Mode::Pass);
+    let relays_before = proxy.log().len();
+    let tmp = tempfile::tempdir().unwrap();
+    let played = tmp.path().join("in.opus");
+    let recorded = tmp.path().join("out.opus");
+    let packets = opus_file(&played, 100, 11);
+    let (b_dir, a_id, rec) = (b.data_dir().to_owned(), a.user_id.clone(), recorded.clone());
+    let bob = std::thread::spawn(move || {
+        cli_at(
+            &b_dir,
+            &[
+                "call",
+                &a_id,
+                "--record",
+                rec.to_str().unwrap(),
+                "--max-secs",
+                "120",
+            ],
+        )
+    });
+    let (api, bid) = (a.api().clone(), b.user_id.clone());
+    eventually(RECOVER, "bob's call rings at alice's", || {
+        let (status, calls) = api.call("GET", "/calls", None);
+        (status == 200
+            && calls["calls"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["user_id"] == json!(bid) && c["state"] == "ringing" && c["outgoing"] == false
+                })
+            }))
+        .then_some(())
+    })
+    .await;
+    let a_call = a
+        .cli(&[
+            "call",
+            &b.user_id,
+            "--play",
+            played.to_str().unwrap(),
+            "--max-secs",
+            "120",
+        ])
+        .expect("alice's call");
+    let b_call = tokio::task::spawn_blocking(move || bob.join().unwrap())
+        .await
+        .unwrap()
+        .expect("bob's call");
+    assert_eq!(a_call["end"], "completed", "{a_call}");
+    assert_eq!(b_call["end"], "completed", "{b_call}");
+    assert_recording(&recorded, &packets);
+
+    // The call's signaling went through the server, sealed.
+    let relayed = proxy.log()[relays_before..]
+        .iter()
+        .filter(|(_, v)| v["type"] == "relay" || v["type"] == "deliver")
+        .count();
+    assert!(relayed >= 2, "the media offer and answer passed the server");
+    let leaks = sdp_in_clear(&proxy);
+    assert!(leaks.is_empty(), "SDP in clear at the server: {leaks:?}");
     server.stop().await;
 }
