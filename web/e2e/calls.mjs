@@ -19,7 +19,6 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 import {
   CHROMIUM,
-  E2eError,
   SHOTS,
   UI_TIMEOUT_MS,
   apiCall,
@@ -34,6 +33,7 @@ import {
   startServer,
   visible,
   waitFor,
+  runScript,
   within,
 } from "./harness.mjs";
 
@@ -304,18 +304,4 @@ async function main() {
   }
 }
 
-const overall = setTimeout(() => {
-  console.error(`[calls-e2e] FAIL: the run exceeded ${RUN_LIMIT_MS / 60000} minutes (at step: ${step})`);
-  killAll();
-  process.exit(1);
-}, RUN_LIMIT_MS);
-overall.unref();
-
-main().then(
-  () => process.exit(0),
-  (e) => {
-    console.error(`[calls-e2e] FAIL at step "${step}": ${e instanceof E2eError ? e.message : e.stack ?? e}`);
-    killAll();
-    process.exit(1);
-  },
-);
+runScript("calls-e2e", main, { limitMs: RUN_LIMIT_MS, currentStep: () => step });

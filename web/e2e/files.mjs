@@ -14,7 +14,6 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 import {
   CHROMIUM,
-  E2eError,
   SHOTS,
   UI_TIMEOUT_MS,
   apiCall,
@@ -28,6 +27,7 @@ import {
   startServer,
   visible,
   waitFor,
+  runScript,
   within,
 } from "./harness.mjs";
 
@@ -253,18 +253,4 @@ async function main() {
   }
 }
 
-const overall = setTimeout(() => {
-  console.error(`[files-e2e] FAIL: the run exceeded ${RUN_LIMIT_MS / 60000} minutes (at step: ${step})`);
-  killAll();
-  process.exit(1);
-}, RUN_LIMIT_MS);
-overall.unref();
-
-main().then(
-  () => process.exit(0),
-  (e) => {
-    console.error(`[files-e2e] FAIL at step "${step}": ${e instanceof E2eError ? e.message : e.stack ?? e}`);
-    killAll();
-    process.exit(1);
-  },
-);
+runScript("files-e2e", main, { limitMs: RUN_LIMIT_MS, currentStep: () => step });

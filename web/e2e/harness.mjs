@@ -271,3 +271,26 @@ export async function screenshot(page, name) {
   await page.screenshot({ path });
   return path;
 }
+
+/**
+ * Runs a script's `main` under an overall time limit and exits the process: 0 when it resolves,
+ * 1 with `[tag] FAIL at step "…"` when it throws or the limit passes (every child is killed).
+ */
+export function runScript(tag, main, { limitMs, currentStep = () => "", onFailure = () => {} }) {
+  const overall = setTimeout(() => {
+    console.error(`[${tag}] FAIL: the run exceeded ${limitMs / 60_000} minutes (at step: ${currentStep()})`);
+    onFailure();
+    killAll();
+    process.exit(1);
+  }, limitMs);
+  overall.unref();
+  main().then(
+    () => process.exit(0),
+    (e) => {
+      console.error(`[${tag}] FAIL at step "${currentStep()}": ${e instanceof E2eError ? e.message : e.stack ?? e}`);
+      onFailure();
+      killAll();
+      process.exit(1);
+    },
+  );
+}

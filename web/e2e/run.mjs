@@ -13,7 +13,6 @@ import { chromium } from "playwright-core";
 import {
   CHROMIUM,
   E2E_LOGS,
-  E2eError,
   SHOTS,
   fail,
   killAll,
@@ -23,6 +22,7 @@ import {
   startServer,
   stopProcess,
   waitFor,
+  runScript,
   within,
 } from "./harness.mjs";
 
@@ -902,19 +902,4 @@ async function main() {
   }
 }
 
-const overall = setTimeout(() => {
-  console.error(`[e2e] FAIL: the whole run exceeded 10 minutes (at step: ${step})`);
-  killAll();
-  process.exit(1);
-}, RUN_LIMIT_MS);
-overall.unref();
-
-main().then(
-  () => process.exit(0),
-  (e) => {
-    console.error(`[e2e] FAIL at step "${step}": ${e instanceof E2eError ? e.message : e.stack ?? e}`);
-    console.error(`[e2e] process logs: ${LOGS}`);
-    killAll();
-    process.exit(1);
-  },
-);
+runScript("e2e", main, { limitMs: RUN_LIMIT_MS, currentStep: () => step, onFailure: () => console.error(`[e2e] process logs: ${LOGS}`) });

@@ -15,7 +15,6 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 import {
   CHROMIUM,
-  E2eError,
   SHOTS,
   UI_TIMEOUT_MS,
   fail,
@@ -26,11 +25,13 @@ import {
   startServer,
   visible,
   waitFor,
+  runScript,
   within,
 } from "./harness.mjs";
 
 const T = UI_TIMEOUT_MS;
 const SLOW = 60_000;
+const RUN_LIMIT_MS = 10 * 60_000;
 const log = (msg) => console.log(`[spaces-e2e ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 
@@ -340,8 +341,4 @@ async function main() {
   }
 }
 
-main().catch((e) => {
-  console.error(e instanceof E2eError ? `FAIL: ${e.message}` : e);
-  killAll();
-  process.exit(1);
-});
+runScript("spaces-e2e", main, { limitMs: RUN_LIMIT_MS });
