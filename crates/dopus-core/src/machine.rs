@@ -320,7 +320,7 @@ impl NodeMachine {
         self.space_sync(now);
         self.space_key_timeouts(now, store)?;
         self.call_due(now, store)?;
-        self.voice_due(now)?;
+        self.voice_due(now, store)?;
         self.seal_ephemeral(now, store)?;
         self.pump(now, store)?;
         self.transfer_links(now, &*store)?;

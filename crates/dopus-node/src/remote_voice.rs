@@ -79,8 +79,23 @@ pub fn join(
     let mut last_count = 0u64;
     let mut last_change = Instant::now();
     let mut left = false;
+    // A poll that fails (a pooled HTTP connection closed under us) is tried again a few times
+    // before the session is given up: one lost answer must not end a long recording.
+    let mut failed_polls = 0u32;
     let last = loop {
-        let s = api.get("/api/v1/voice")?;
+        let s = match api.get("/api/v1/voice") {
+            Ok(s) => {
+                failed_polls = 0;
+                s
+            }
+            Err(e) if failed_polls < 3 => {
+                failed_polls += 1;
+                tracing::debug!(error = %e, failed_polls, "voice status poll failed; trying again");
+                std::thread::sleep(POLL);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let count = received(&s);
         if count != last_count {
             last_count = count;

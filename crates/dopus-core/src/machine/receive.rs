@@ -269,6 +269,8 @@ impl NodeMachine {
                     || crate::contacts::is_accepted(store.contact(&sender)?.as_ref())
                 {
                     self.on_signal(now, sender, rtc.clone(), store)?;
+                } else {
+                    self.hold_voice_signal(now, sender, rtc);
                 }
             }
             Content::Verification(v) => {

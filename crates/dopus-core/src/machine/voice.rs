@@ -24,6 +24,7 @@
 use super::links::AudioState;
 use super::{CommandError, ConnectionRequest, Event, MachineError, NodeMachine, Output};
 use crate::store::{Store, StoreError};
+use dopus_proto::peer::RtcContent;
 use dopus_proto::space::{
     ChannelKind, Permissions, SpaceContent, VOICE_PRESENCE_VERSION, VoicePresence,
 };
@@ -38,6 +39,12 @@ pub const VOICE_TTL_MS: u64 = 40_000;
 pub const MAX_VOICE_PARTICIPANTS: usize = 8;
 /// Most remote presences kept (all spaces); beyond it the oldest joins are forgotten.
 const MAX_REMOTE: usize = 4096;
+/// A WebRTC signal from a member of our voice space who is not in our mesh yet is held this
+/// long, in case their presence is still on its way (see [`Voice::held`]).
+pub const HELD_SIGNAL_MS: u64 = 10_000;
+/// Most signals held per sender, and in all.
+const HELD_PER_PEER: usize = 16;
+const HELD_MAX: usize = 64;
 
 /// One participant of a voice channel, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +166,13 @@ pub(super) struct Voice {
     sent: Option<VoiceRequest>,
     /// Why the last presence was refused (diagnostics).
     pub(super) last_refusal: Option<String>,
+    /// WebRTC signals (offer, answer, candidates) from members of our voice space who are not
+    /// in our mesh yet, oldest first, with when they arrived. A member's offer can overtake its
+    /// presence (they travel separately); dropping it left both sides waiting for the other's
+    /// connection until [`super::links::CONNECT_GRACE_MS`] ran out (the 1-in-5 failure of the
+    /// three-node process test). They are replayed when the sender enters the mesh, and
+    /// forgotten after [`HELD_SIGNAL_MS`] or when we leave.
+    held: Vec<(UserId, Timestamp, RtcContent)>,
 }
 
 impl Voice {
@@ -539,7 +553,63 @@ impl NodeMachine {
     }
 
     /// Expiries, refreshes, the judgement against the current space state, and the media mesh.
-    pub(super) fn voice_due(&mut self, now: Timestamp) -> Result<(), MachineError> {
+    /// A WebRTC signal from `sender`, who is neither a contact nor in our mesh: held if it is
+    /// a member of the space we are in voice in (its presence may still be on its way),
+    /// dropped otherwise. Returns whether it was held.
+    pub(super) fn hold_voice_signal(
+        &mut self,
+        now: Timestamp,
+        sender: UserId,
+        rtc: &RtcContent,
+    ) -> bool {
+        let Some(m) = &self.voice.mine else {
+            return false;
+        };
+        if sender == self.me || !self.space(&m.space).is_some_and(|s| s.is_member(&sender)) {
+            return false;
+        }
+        let held = &mut self.voice.held;
+        held.retain(|(_, at, _)| now.millis_since(*at) < HELD_SIGNAL_MS);
+        if held.len() >= HELD_MAX
+            || held.iter().filter(|(u, _, _)| *u == sender).count() >= HELD_PER_PEER
+        {
+            return false;
+        }
+        tracing::debug!(peer = %sender.short(), "voice: a signal from a member not in the mesh yet is held");
+        held.push((sender, now, rtc.clone()));
+        true
+    }
+
+    /// Replays the held signals of senders who are in the mesh now; forgets expired ones.
+    fn replay_held_signals(
+        &mut self,
+        now: Timestamp,
+        store: &mut dyn Store,
+    ) -> Result<(), MachineError> {
+        if self.voice.held.is_empty() {
+            return Ok(());
+        }
+        if self.voice.mine.is_none() {
+            self.voice.held.clear();
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.voice.held);
+        for (sender, at, rtc) in held {
+            if self.voice.in_mesh(&sender) {
+                tracing::debug!(peer = %sender.short(), "voice: a held signal is replayed");
+                self.on_signal(now, sender, rtc, store)?;
+            } else if now.millis_since(at) < HELD_SIGNAL_MS {
+                self.voice.held.push((sender, at, rtc));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn voice_due(
+        &mut self,
+        now: Timestamp,
+        store: &mut dyn Store,
+    ) -> Result<(), MachineError> {
         // Lapsed presences, and presences the space no longer admits.
         let mut changed: Vec<SpaceId> = Vec::new();
         let mut gone: Vec<((SpaceId, UserId), Option<String>)> = Vec::new();
@@ -601,6 +671,9 @@ impl NodeMachine {
             }
             self.voice.sent = want;
         }
+        // Before the connections below: a held offer from a new mesh peer is answered rather
+        // than met with an offer of ours (which glare would make one side ignore).
+        self.replay_held_signals(now, store)?;
         changed.sort();
         changed.dedup();
         for s in changed {

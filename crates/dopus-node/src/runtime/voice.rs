@@ -311,6 +311,7 @@ impl VoiceTask {
             return;
         };
         self.send = send;
+        tracing::debug!(send, peers = ?peers.iter().map(|p| p.user.short()).collect::<Vec<_>>(), "voice: mesh");
         let wanted: BTreeMap<UserId, VoicePeer> = peers.into_iter().map(|p| (p.user, p)).collect();
         let gone: Vec<UserId> = self
             .peers
@@ -375,6 +376,7 @@ impl VoiceTask {
                     leg.sendable_at = None;
                     let generation = leg.generation;
                     leg.attached = Some((h, sender));
+                    tracing::debug!(peer = %u.short(), generation, "voice: attached");
                     self.peer_status(&u, |p| p.attached = true);
                     let merged = merged.clone();
                     tokio::spawn(async move {
@@ -406,6 +408,7 @@ impl VoiceTask {
         };
         match ev {
             MediaEvent::Ready { .. } => {
+                tracing::debug!(peer = %user.short(), generation, offerer = leg.offerer, "voice: ready");
                 if leg.sendable_at.is_none() {
                     let hold = if leg.offerer {
                         OFFERER_HOLD
@@ -501,6 +504,7 @@ impl VoiceTask {
             }
             let now = Instant::now();
             if self.started.is_none() && self.source.is_some() && self.sendable(now) >= wait_for {
+                tracing::debug!(wait_for, "voice: source starts");
                 self.started = Some(now);
             }
             let due = match (&self.source, self.started) {
@@ -521,6 +525,7 @@ impl VoiceTask {
                 inbound = merged.recv() => match inbound {
                     Some(Inbound::Event(u, g, ev)) => self.on_event(u, g, ev),
                     Some(Inbound::Gone(u, g)) => {
+                        tracing::debug!(peer = %u.short(), generation = g, "voice: connection gone");
                         if let Some(l) = self.peers.get_mut(&u).filter(|l| l.generation == g) {
                             l.attached = None;
                             l.sendable_at = None;

@@ -79,8 +79,6 @@ fn recording_of(base: &Path, stem: &str, user: &str) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known bug, 1 run in 5 on 2026-12-07: one node's player never starts (no peer attached or \
-            ready) and its voice join runs to --max-secs; run with --run-ignored until it is fixed"]
 async fn three_nodes_in_a_voice_channel_hear_each_other_packet_for_packet() {
     let _serial = SERIAL.lock().await;
     let server = TestServer::start().await;

@@ -467,3 +467,106 @@ fn a_call_and_a_voice_channel_exclude_each_other_and_joins_are_checked() {
     assert_eq!(seen(&net, 1, &space, &vc), Vec::<UserId>::new());
     assert_eq!(seen(&net, 1, &space, &second), set(vec![net.user(0)]));
 }
+
+/// The 1-in-5 failure of the three-node process test: a member's connection offer overtook its
+/// presence, the receiver (not a contact, the sender not in its mesh yet) dropped it, and then
+/// offered itself; glare made the other side ignore that offer, and both waited for the
+/// connection grace to run out. The offer is now held until the presence comes, and answered.
+#[test]
+fn an_offer_that_overtakes_the_presence_is_held_then_answered() {
+    use super::super::{ConnectionEvent, ConnectionRequest, Input};
+    let (mut net, space, _) = three_in_a_space();
+    let vc = voice_channel(&net, &space);
+    let (alice, bob) = (net.user(0), net.user(1));
+    join(&mut net, 1, space, vc);
+
+    // Alice joins; what she sends bob (her presence) is held back.
+    net.cmd(0, |m, now, _| m.voice_join(now, space, vc))
+        .expect("join voice");
+    let now = net.ts();
+    let (_, outputs) = net.nodes[0].step(now);
+    let mut presence_to_bob = Vec::new();
+    let mut conn = None;
+    for o in outputs {
+        match o {
+            Output::Transmit(t) if t.peer == bob => presence_to_bob.push(Output::Transmit(t)),
+            Output::Connection(ConnectionRequest::Offer { peer, conn: c }) if peer == bob => {
+                conn = Some(c);
+            }
+            other => net.perform(0, other),
+        }
+    }
+    assert!(!presence_to_bob.is_empty(), "alice's presence for bob");
+    let conn = conn.expect("alice connects to bob, who is in the channel");
+
+    // Her connection offer reaches bob first.
+    net.nodes[0].inputs.push(Input::Connection {
+        peer: bob,
+        conn: conn.clone(),
+        event: ConnectionEvent::Offered {
+            sdp: "v=0 (alice's offer)".into(),
+        },
+    });
+    let (_, outputs) = net.nodes[0].step(now);
+    for o in outputs {
+        net.perform(0, o);
+    }
+    let (_, outputs) = net.nodes[1].step(now);
+    assert!(
+        !outputs.iter().any(
+            |o| matches!(o, Output::Connection(r) if !matches!(r, ConnectionRequest::Close { .. }))
+        ),
+        "bob does nothing with an offer from a member who is not in his mesh yet: {outputs:?}"
+    );
+    assert!(!net.nodes[1].machine.links.contains_key(&alice));
+
+    // Then her presence: alice enters bob's mesh and the held offer is answered (bob does not
+    // make an offer of his own).
+    for o in presence_to_bob {
+        net.perform(0, o);
+    }
+    let (_, outputs) = net.nodes[1].step(now);
+    let answered = outputs.iter().any(|o| {
+        matches!(o, Output::Connection(ConnectionRequest::Answer { peer, conn: c, sdp })
+            if *peer == alice && *c == conn && sdp.contains("alice's offer"))
+    });
+    assert!(answered, "bob answers the held offer: {outputs:?}");
+    assert!(
+        !outputs.iter().any(
+            |o| matches!(o, Output::Connection(ConnectionRequest::Offer { peer, .. }) if *peer == alice)
+        ),
+        "and makes no offer of his own"
+    );
+    assert!(outputs.iter().any(|o| matches!(o,
+        Output::Voice(VoiceRequest::Session { peers, .. }) if peers.iter().any(|p| p.user == alice))));
+}
+
+#[test]
+fn signals_from_non_members_are_not_held_and_held_ones_expire() {
+    let (mut net, space, _) = three_in_a_space();
+    let vc = voice_channel(&net, &space);
+    let carol = net.user(2);
+    let stranger = crate::identity::Identity::generate(
+        &mut crate::identity::test_support::SeededRandom::new(99),
+    )
+    .expect("identity")
+    .user_id();
+    let rtc = RtcContent::Rtc {
+        conn: "c1".into(),
+        signal: dopus_proto::peer::RtcSignal::EndOfCandidates,
+    };
+    let now = net.ts();
+    // Not in voice: nothing is held.
+    assert!(!net.nodes[0].machine.hold_voice_signal(now, carol, &rtc));
+    join(&mut net, 0, space, vc);
+    let now = net.ts();
+    assert!(!net.nodes[0].machine.hold_voice_signal(now, stranger, &rtc));
+    // A member: held, at most HELD_PER_PEER of them.
+    let held = (0..40)
+        .filter(|_| net.nodes[0].machine.hold_voice_signal(now, carol, &rtc))
+        .count();
+    assert_eq!(held, HELD_PER_PEER);
+    // They lapse.
+    advance(&mut net, HELD_SIGNAL_MS + 500);
+    assert!(net.nodes[0].machine.voice.held.is_empty());
+}
