@@ -203,7 +203,8 @@ impl Chat {
         self.me
     }
 
-    fn messageable(store: &dyn Store, peer: &UserId) -> Result<Contact, ChatError> {
+    /// The contact `peer`, if messages (and files) may go to them now.
+    pub(crate) fn messageable(store: &dyn Store, peer: &UserId) -> Result<Contact, ChatError> {
         let contact = store.contact(peer)?.ok_or(ChatError::NotAContact)?;
         if contact.blocked {
             return Err(ChatError::Blocked);

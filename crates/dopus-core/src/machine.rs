@@ -46,7 +46,7 @@ pub use io::{
     SignalingRequest, SignalingState, Transmit, Via,
 };
 pub use space::JoinState;
-pub use transfers::{TransferAction, TransferRequest};
+pub use transfers::{FileTarget, TransferAction, TransferRequest};
 pub use voice::{
     MAX_VOICE_PARTICIPANTS, MyVoice, VOICE_REFRESH_MS, VOICE_TTL_MS, VoiceChannelView,
     VoiceParticipant, VoicePeer, VoiceRequest,

@@ -17,7 +17,7 @@ pub use cipher::{CipherError, FileCipher};
 pub use decode::{DecodeError, RangeDecoder};
 pub use driver::{BlobNode, Library, NodeOutput, NodeStats, Shelf};
 pub use outboard::{BLOCK_SIZE, OutboardFile};
-pub use prepare::{PrepareError, Prepared, prepare};
+pub use prepare::{PrepareError, Prepared, prepare, prepare_with_progress};
 pub use save::{PlainReader, SaveError, save_blob};
 pub use serve::{ServeError, encode_answer};
 pub use source::{EncryptedSource, SourceStamp, stamp, stamp_path};

@@ -27,6 +27,9 @@ pub enum PrepareError {
     /// The file changed while it was being read (its size or time moved).
     #[error("the file changed while it was being prepared")]
     Changed,
+    /// The progress callback asked to stop.
+    #[error("preparing the file was cancelled")]
+    Cancelled,
 }
 
 /// What preparing a file found: everything a manifest needs besides name, type and preview.
@@ -42,9 +45,11 @@ pub struct Prepared {
     pub stamp: SourceStamp,
 }
 
-/// Reads plaintext, hashes it and hands out ciphertext.
-struct EncryptingReader<R> {
+/// Reads plaintext, hashes it and hands out ciphertext, telling `progress` the bytes read
+/// so far after every buffer (it answers whether to go on).
+struct EncryptingReader<'p, R> {
     inner: R,
+    progress: &'p mut dyn FnMut(u64) -> bool,
     cipher: FileCipher,
     hasher: blake3::Hasher,
     offset: u64,
@@ -52,7 +57,7 @@ struct EncryptingReader<R> {
     pos: usize,
 }
 
-impl<R: Read> Read for EncryptingReader<R> {
+impl<R: Read> Read for EncryptingReader<'_, R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.buf.len() {
             self.buf.resize(READ_BYTES, 0);
@@ -75,6 +80,9 @@ impl<R: Read> Read for EncryptingReader<R> {
                 .apply(self.offset, &mut self.buf)
                 .map_err(|e: CipherError| io::Error::other(e))?;
             self.offset += filled as u64;
+            if !(self.progress)(self.offset) {
+                return Err(io::Error::other(Stop));
+            }
         }
         let n = out.len().min(self.buf.len() - self.pos);
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
@@ -92,6 +100,31 @@ pub fn prepare(
     nonce: FileNonce,
     outboard: &Path,
 ) -> Result<Prepared, PrepareError> {
+    prepare_with_progress(path, key, nonce, outboard, &mut |_| true)
+}
+
+/// The marker of a stop asked for by the progress callback, carried through `bao-tree` inside
+/// an `io::Error`.
+#[derive(Debug)]
+struct Stop;
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped")
+    }
+}
+
+impl std::error::Error for Stop {}
+
+/// [`prepare`], telling `progress` how many bytes were read after every 1 MiB (and at the
+/// end); when it answers `false`, preparing stops with [`PrepareError::Cancelled`].
+pub fn prepare_with_progress(
+    path: &Path,
+    key: &FileKey,
+    nonce: FileNonce,
+    outboard: &Path,
+    progress: &mut dyn FnMut(u64) -> bool,
+) -> Result<Prepared, PrepareError> {
     let file = File::open(path)?;
     let before = stamp(&file, path)?;
     if before.size > MAX_FILE_SIZE {
@@ -99,6 +132,7 @@ pub fn prepare(
     }
     let mut reader = EncryptingReader {
         inner: (&file).take(before.size),
+        progress,
         cipher: FileCipher::new(key, nonce),
         hasher: blake3::Hasher::new(),
         offset: 0,
@@ -106,7 +140,13 @@ pub fn prepare(
         pos: 0,
     };
     let mut out = BufWriter::with_capacity(1 << 20, File::create(outboard)?);
-    let root = outboard_post_order(&mut reader, tree(before.size), &mut out)?;
+    let root = match outboard_post_order(&mut reader, tree(before.size), &mut out) {
+        Ok(root) => root,
+        Err(e) if e.get_ref().is_some_and(|inner| inner.is::<Stop>()) => {
+            return Err(PrepareError::Cancelled);
+        }
+        Err(e) => return Err(e.into()),
+    };
     out.flush()?;
     out.get_ref().sync_data()?;
     if reader.offset != before.size {
@@ -122,4 +162,70 @@ pub fn prepare(
         plain: PlainHash(*reader.hasher.finalize().as_bytes()),
         stamp: before,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_of(dir: &Path, len: usize) -> std::path::PathBuf {
+        let path = dir.join("plain.bin");
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, data).unwrap();
+        path
+    }
+
+    #[test]
+    fn progress_is_told_after_every_buffer_and_ends_at_the_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let len = 3 * READ_BYTES + 12_345;
+        let path = file_of(tmp.path(), len);
+        let mut seen = Vec::new();
+        let p = prepare_with_progress(
+            &path,
+            &FileKey([1; 32]),
+            FileNonce([2; 12]),
+            &tmp.path().join("o"),
+            &mut |n| {
+                seen.push(n);
+                true
+            },
+        )
+        .unwrap();
+        let want: Vec<u64> = vec![1, 2, 3]
+            .into_iter()
+            .map(|i| i * READ_BYTES as u64)
+            .chain([len as u64])
+            .collect();
+        assert_eq!(seen, want);
+        // The same answer as without progress.
+        let plain = prepare(
+            &path,
+            &FileKey([1; 32]),
+            FileNonce([2; 12]),
+            &tmp.path().join("o2"),
+        )
+        .unwrap();
+        assert_eq!(p, plain);
+    }
+
+    #[test]
+    fn a_progress_callback_that_says_stop_cancels() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = file_of(tmp.path(), 4 * READ_BYTES);
+        let mut calls = 0;
+        let err = prepare_with_progress(
+            &path,
+            &FileKey([1; 32]),
+            FileNonce([2; 12]),
+            &tmp.path().join("o"),
+            &mut |_| {
+                calls += 1;
+                calls < 2
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, PrepareError::Cancelled), "{err}");
+        assert_eq!(calls, 2, "nothing read after the stop");
+    }
 }

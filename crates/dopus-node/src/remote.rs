@@ -307,9 +307,57 @@ pub fn send_file(
     } else {
         format!("/api/v1/conversations/{}/files", user(id)?)
     };
-    let t = api.send("POST", &url, &json!({ "path": absolute(path)? }))?;
+    let mut t = api.send("POST", &url, &json!({ "path": absolute(path)? }))?;
+    // The node hashes and encrypts it first (`preparing`): show how far, then the transfer
+    // as announced (or why preparing failed).
+    let id = t["id"].as_str().unwrap_or_default().to_owned();
+    let started = std::time::Instant::now();
+    let mut shown = None;
+    while t["state"] == "preparing" && started.elapsed() < PREPARE_WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        t = api.get(&format!("/api/v1/transfers/{}", message_id(&id)?))?;
+        let bytes = t["progress"]["bytes"].as_u64().unwrap_or(0);
+        if t["state"] == "preparing" && shown != Some(bytes) {
+            shown = Some(bytes);
+            preparing_line(out, &t);
+        }
+    }
     out.print(&t, transfer_line);
+    if t["state"] == "failed" || t["state"] == "cancelled" {
+        anyhow::bail!(
+            "the file was not sent: {}",
+            t["reason"].as_str().unwrap_or("unknown reason")
+        );
+    }
     Ok(())
+}
+
+/// How long `send-file` follows a file being prepared before it leaves it to the node (a
+/// disk reads a few hundred MiB a second: hours cover the largest files).
+const PREPARE_WAIT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// One line of preparing progress on stderr (a JSON line with `--json`; stdout keeps the one
+/// JSON document).
+fn preparing_line(out: Output, t: &serde_json::Value) {
+    use std::io::Write;
+    let p = &t["progress"];
+    let (bytes, total) = (
+        p["bytes"].as_u64().unwrap_or(0),
+        p["total"].as_u64().or(t["size"].as_u64()).unwrap_or(0),
+    );
+    let line = if out.json {
+        json!({ "id": t["id"], "state": "preparing", "bytes": bytes, "total": total,
+                "rate": p["rate"], "eta_secs": p["eta_secs"] })
+        .to_string()
+    } else {
+        let pct = (bytes * 100).checked_div(total).unwrap_or(100);
+        format!(
+            "preparing {}: {pct}%  {}/s",
+            t["name"].as_str().unwrap_or("?"),
+            human_bytes(p["rate"].as_u64().unwrap_or(0))
+        )
+    };
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// `transfers`.

@@ -2,6 +2,7 @@
 // cannot report upload progress.
 import { ApiError, errorFromBody, PREFIX, request } from "./client";
 import type { ImagePreview } from "../lib/thumbnail";
+import { uploadPath } from "../lib/transfers";
 import type { Transfer, TransferAction, Transfers } from "./types";
 
 const enc = encodeURIComponent;
@@ -17,9 +18,11 @@ export function contentUrl(id: string, download = false): string {
   return `${PREFIX}/transfers/${enc(id)}/content${download ? "?download=1" : ""}`;
 }
 
-/** Hands a file to the node to send to `userId`; `onProgress(sentBytes)` as the node takes it. */
+/** Hands a file to the node to send to `target` (a contact's user id or a space channel's id);
+ * `onProgress(sentBytes)` as the node takes it. The node answers with the transfer in state
+ * `preparing` and hashes and encrypts it in the background. */
 export function uploadFile(
-  userId: string,
+  target: string,
   file: Blob,
   name: string,
   onProgress: (sent: number) => void,
@@ -27,7 +30,7 @@ export function uploadFile(
 ): Promise<Transfer> {
   const mime = file.type ? `&mime=${enc(file.type)}` : "";
   const dims = preview ? `&width=${preview.width}&height=${preview.height}` : "";
-  const url = `${PREFIX}/conversations/${enc(userId)}/files/upload?name=${enc(name)}${mime}${dims}`;
+  const url = `${PREFIX}${uploadPath(target)}?name=${enc(name)}${mime}${dims}`;
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", url);

@@ -872,7 +872,7 @@ export type TransferState = "preparing" | "queued" | "connecting" | "transferrin
 /**
  * Why a transfer is paused, waiting or ended.
  */
-export type TransferReason = "user" | "disk_full" | "no_space" | "source_changed" | "hash_mismatch" | "no_sources" | "revoked" | "io";
+export type TransferReason = "user" | "disk_full" | "no_space" | "source_changed" | "hash_mismatch" | "no_sources" | "revoked" | "io" | "source_missing" | "unreadable" | "not_sent";
 
 /**
  * Width and height in pixels.

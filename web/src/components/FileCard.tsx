@@ -8,6 +8,7 @@ import {
   formatEta,
   formatRate,
   percent,
+  preparingIn,
   previewKind,
   shown,
   stateText,
@@ -118,11 +119,16 @@ export function FileCard({ id, name }: { id: string; name: string }) {
   );
 }
 
-/** Files this browser is still handing to the node ("preparing"), in one conversation. */
+/**
+ * Files on their way to being announced in one conversation: those this browser is still
+ * handing to the node, then those the node is preparing (hashing and encrypting, with progress
+ * and cancel), and those whose preparing failed (with the reason, dismissable).
+ */
 export function UploadTray({ conversation }: { conversation: string }) {
-  const { transfers, dismissUpload } = useTransfers();
+  const { transfers, dismissUpload, act } = useTransfers();
   const mine: LocalUpload[] = transfers.uploads.filter((u) => u.conversation === conversation);
-  if (!mine.length) return null;
+  const prepared = preparingIn(transfers, conversation);
+  if (!mine.length && !prepared.length) return null;
   return (
     <ul className="upload-tray" aria-label="Files being prepared" data-testid="upload-tray">
       {mine.map((u) => {
@@ -146,6 +152,39 @@ export function UploadTray({ conversation }: { conversation: string }) {
                 <span className="muted">
                   {formatBytes(u.sent)} of {formatBytes(u.size)}
                 </span>
+              </>
+            )}
+          </li>
+        );
+      })}
+      {prepared.map((r) => {
+        const s = shown(transfers.byId[r.id]);
+        if (!s) return null;
+        const pct = percent(s.bytes, s.total);
+        return (
+          <li key={r.id} className="file-card" data-testid="preparing-card" data-state={s.state}>
+            <span className="file-name">{r.name}</span>
+            {s.state === "preparing" ? (
+              <>
+                <span data-testid="file-state">Preparing</span>
+                <progress max={100} value={pct} aria-label={`${r.name}: preparing, ${pct}%`} />
+                <span className="muted">
+                  {formatBytes(s.bytes)} of {formatBytes(s.total)}
+                  {s.rate > 0 && ` · ${formatRate(s.rate)}`}
+                  {s.eta !== null && ` · ${formatEta(s.eta)}`}
+                </span>
+                <button className="small" onClick={() => void act(r.id, "cancel")} aria-label={`Cancel ${r.name}`}>
+                  Cancel
+                </button>
+              </>
+            ) : (
+              <>
+                <span className="form-error" role="alert">
+                  Not sent: {stateText(s.state, s.reason)}
+                </span>
+                <button className="small" onClick={() => dismissUpload(r.id)} aria-label={`Dismiss ${r.name}`}>
+                  Dismiss
+                </button>
               </>
             )}
           </li>

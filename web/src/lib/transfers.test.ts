@@ -11,10 +11,12 @@ import {
   initialTransfers,
   pastedName,
   percent,
+  preparingIn,
   previewKind,
   shown,
   stateText,
   transfersReducer,
+  uploadPath,
 } from "./transfers";
 
 const rec = (over: Partial<Transfer> = {}): Transfer => ({
@@ -147,5 +149,50 @@ describe("previews", () => {
   it("names pasted images by time", () => {
     expect(pastedName("image/png", new Date(2026, 11, 7, 9, 5, 3))).toBe("Pasted image 2026-12-07 09.05.03.png");
     expect(pastedName("image/jpeg", new Date(2026, 0, 1, 0, 0, 0))).toMatch(/\.jpg$/);
+  });
+});
+
+describe("preparing on the node", () => {
+  const preparing = (over: Partial<Transfer> = {}) =>
+    rec({ direction: "outgoing", message: null, blob: "", state: "preparing", conversation: "dchan1abc", ...over });
+
+  it("shows hashing progress, then forgets it once the file is announced", () => {
+    let s = transfersReducer(initialTransfers, { type: "record", transfer: preparing() });
+    s = transfersReducer(s, { type: "progress", progress: prog({ state: "preparing", bytes: 2 << 20, rate: 1 << 20, eta_secs: 2 }) });
+    let v = shown(s.byId.t1)!;
+    expect(v.state).toBe("preparing");
+    expect(percent(v.bytes, v.total)).toBe(50);
+    expect(v.rate).toBe(1 << 20);
+    expect(v.eta).toBe(2);
+    expect(preparingIn(s, "dchan1abc").map((t) => t.id)).toEqual(["t1"]);
+    expect(preparingIn(s, "dopus1other")).toEqual([]);
+    // Announced: a stored record with its message; the bytes hashed say nothing of the bytes sent.
+    s = transfersReducer(s, { type: "record", transfer: preparing({ state: "queued", message: "t1", blob: "dblob1x" }) });
+    v = shown(s.byId.t1)!;
+    expect(v.state).toBe("queued");
+    expect(v.bytes).toBe(0);
+    expect(preparingIn(s, "dchan1abc")).toEqual([]);
+  });
+
+  it("keeps a failed preparing with its reason until dismissed", () => {
+    let s = transfersReducer(initialTransfers, { type: "record", transfer: preparing() });
+    s = transfersReducer(s, { type: "progress", progress: prog({ state: "preparing", bytes: 1 << 20 }) });
+    s = transfersReducer(s, { type: "record", transfer: preparing({ state: "failed", reason: "source_missing" }) });
+    const v = shown(s.byId.t1)!;
+    expect(stateText(v.state, v.reason)).toBe("Failed: the file is gone");
+    expect(preparingIn(s, "dchan1abc")).toHaveLength(1);
+    s = transfersReducer(s, { type: "forget", id: "t1" });
+    expect(preparingIn(s, "dchan1abc")).toEqual([]);
+    expect(s.byId.t1).toBeUndefined();
+  });
+
+  it("names every preparing failure", () => {
+    expect(stateText("failed", "unreadable")).toBe("Failed: the file cannot be read");
+    expect(stateText("failed", "not_sent")).toBe("Failed: it could not be announced");
+  });
+
+  it("uploads to a channel or to a contact", () => {
+    expect(uploadPath("dchan1q9x")).toBe("/channels/dchan1q9x/files/upload");
+    expect(uploadPath("dopus1abc")).toBe("/conversations/dopus1abc/files/upload");
   });
 });

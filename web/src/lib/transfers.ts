@@ -36,7 +36,8 @@ export type TransfersAction =
   | { type: "upload_progress"; localId: string; sent: number }
   | { type: "upload_done"; localId: string; transfer: Transfer }
   | { type: "upload_failed"; localId: string; error: string }
-  | { type: "upload_dismiss"; localId: string };
+  | { type: "upload_dismiss"; localId: string }
+  | { type: "forget"; id: string };
 
 const FINAL: TransferState[] = ["done", "failed", "cancelled"];
 
@@ -48,6 +49,11 @@ function withRecord(v: TransferView | undefined, t: Transfer): TransferView {
   // A stored record newer than the live progress wins its state (pause, done, cancel come
   // from the record); live progress keeps its bytes and rate while both say it moves.
   let progress = v?.progress ?? t.progress ?? null;
+  // The node's preparing pass counted bytes hashed, not bytes sent: it says nothing once the
+  // file is announced (or preparing ended).
+  if (progress?.state === "preparing" && t.state !== "preparing") {
+    progress = t.progress && t.progress.state !== "preparing" ? t.progress : null;
+  }
   if (progress && progress.state !== t.state && (isFinal(t.state) || t.state === "paused" || t.state === "queued")) {
     progress = { ...progress, state: t.state, reason: t.reason, rate: 0, eta_secs: null };
   }
@@ -85,6 +91,11 @@ export function transfersReducer(s: TransfersState, a: TransfersAction): Transfe
       return { ...s, uploads: s.uploads.map((u) => (u.localId === a.localId ? { ...u, error: a.error } : u)) };
     case "upload_dismiss":
       return { ...s, uploads: s.uploads.filter((u) => u.localId !== a.localId) };
+    case "forget": {
+      const byId = { ...s.byId };
+      delete byId[a.id];
+      return { ...s, byId };
+    }
   }
 }
 
@@ -106,7 +117,7 @@ export function shown(v: TransferView | undefined): Shown | null {
   const total = p?.total ?? r?.size ?? 0;
   let bytes = p?.bytes ?? r?.bytes ?? 0;
   if (state === "done") bytes = total;
-  const moving = state === "transferring";
+  const moving = state === "transferring" || state === "preparing";
   return {
     state,
     reason: p?.reason ?? r?.reason ?? null,
@@ -166,6 +177,9 @@ const REASON_LABEL: Record<TransferReason, string> = {
   no_sources: "nobody who has it is online",
   revoked: "the sender withdrew it",
   io: "a disk error",
+  source_missing: "the file is gone",
+  unreadable: "the file cannot be read",
+  not_sent: "it could not be announced",
 };
 
 /** "Paused", "Failed: the disk is full", "Waiting: nobody who has it is online". */
@@ -206,4 +220,22 @@ export function pastedName(mime: string, now: Date): string {
   const ext = mime === "image/jpeg" ? "jpg" : (mime.split("/")[1] ?? "png").replace(/[^a-z0-9]/gi, "") || "png";
   const pad = (n: number) => String(n).padStart(2, "0");
   return `Pasted image ${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())} ${pad(now.getHours())}.${pad(now.getMinutes())}.${pad(now.getSeconds())}.${ext}`;
+}
+
+/** The upload route for a target: a space channel (`dchan1…`) or a contact (docs/api.md, "Files"). */
+export function uploadPath(target: string): string {
+  const id = encodeURIComponent(target);
+  return target.startsWith("dchan1") ? `/channels/${id}/files/upload` : `/conversations/${id}/files/upload`;
+}
+
+/** Our files in `conversation` that the node is preparing (hashing and encrypting) or failed to
+ * prepare: not announced yet, so no message shows them. Oldest first. */
+export function preparingIn(s: TransfersState, conversation: string): Transfer[] {
+  return Object.values(s.byId)
+    .map((v) => v.record)
+    .filter(
+      (r): r is Transfer =>
+        !!r && r.conversation === conversation && r.direction === "outgoing" && r.message === null && r.blob === "",
+    )
+    .sort((a, b) => a.created_at - b.created_at || a.id.localeCompare(b.id));
 }

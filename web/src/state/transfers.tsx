@@ -11,11 +11,13 @@ import { describeError, useStore } from "./store";
 
 export interface TransfersValue {
   transfers: TransfersState;
-  /** Hands files to the node to send to `userId` (the UI's "preparing" phase shows meanwhile). */
-  sendFiles(userId: string, files: { file: Blob; name: string }[]): void;
+  /** Hands files to the node to send to `target`, a contact's user id or a space channel's id
+   * (the UI's "preparing" phase shows meanwhile, then the node's). */
+  sendFiles(target: string, files: { file: Blob; name: string }[]): void;
   act(id: string, action: TransferAction): Promise<void>;
   /** Decrypts a received file into the downloads folder; answers where it went. */
   saveToDownloads(id: string): Promise<string | null>;
+  /** Forgets a failed upload, or a transfer whose preparing failed (by its id). */
   dismissUpload(localId: string): void;
   downloadsDir: string;
   setDownloadsDir(dir: string): void;
@@ -73,16 +75,16 @@ export function TransfersProvider({ children }: { children: ReactNode }) {
   const value = useMemo<TransfersValue>(
     () => ({
       transfers,
-      sendFiles(userId, files) {
+      sendFiles(target, files) {
         for (const { file, name } of files) {
           const localId = `upload-${Date.now()}-${counter.current++}`;
           dispatch({
             type: "upload_start",
-            upload: { localId, conversation: userId, name, size: file.size, sent: 0, error: null },
+            upload: { localId, conversation: target, name, size: file.size, sent: 0, error: null },
           });
           const preview = previewKind(file.type) === "image" ? imagePreview(file).catch(() => null) : Promise.resolve(null);
           preview
-            .then((p) => uploadFile(userId, file, name, (sent) => dispatch({ type: "upload_progress", localId, sent }), p))
+            .then((p) => uploadFile(target, file, name, (sent) => dispatch({ type: "upload_progress", localId, sent }), p))
             .then((transfer) => dispatch({ type: "upload_done", localId, transfer }))
             .catch((e: unknown) => dispatch({ type: "upload_failed", localId, error: describeError(e) }));
         }
@@ -111,6 +113,8 @@ export function TransfersProvider({ children }: { children: ReactNode }) {
       },
       dismissUpload(localId) {
         dispatch({ type: "upload_dismiss", localId });
+        // A transfer whose preparing failed on the node is dismissed the same way.
+        dispatch({ type: "forget", id: localId });
       },
       downloadsDir,
       setDownloadsDir(dir) {

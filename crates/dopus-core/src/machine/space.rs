@@ -163,6 +163,13 @@ impl Spaces {
             .find(|(_, s)| s.channel(channel).is_some() || s.is_channel_deleted(channel))
             .map(|(id, _)| *id)
     }
+
+    /// Whether `me` may post in `channel` now (what `channel_post` checks first).
+    pub(super) fn check_post(&self, me: &UserId, channel: &ChannelId) -> Result<(), CommandError> {
+        let space = self.space_of(channel).ok_or(CommandError::UnknownChannel)?;
+        let state = self.states.get(&space).ok_or(CommandError::UnknownSpace)?;
+        state.accepts_message(me, channel).map_err(refused)
+    }
 }
 
 fn refused(e: impl std::fmt::Display) -> CommandError {

@@ -103,6 +103,15 @@ pub enum TransferRequest {
     },
 }
 
+/// Where a file goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileTarget {
+    /// A contact (Olm, one receiver).
+    Peer(UserId),
+    /// A space channel (Megolm, every member allowed to view it).
+    Channel(ChannelId),
+}
+
 /// What the user can do to a transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransferAction {
@@ -181,10 +190,44 @@ impl NodeMachine {
         source: SourceFile,
         reply_to: Option<MessageId>,
     ) -> Result<(Message, FileTransfer), CommandError> {
+        let id = self.new_id(now);
+        self.channel_send_file_as(now, store, id, channel, manifest, source, reply_to)
+    }
+
+    /// Reserves the id of a file about to be sent to `target` (its transfer's id, shown in
+    /// state `preparing` while the runtime hashes and encrypts it), refusing at once a
+    /// target that cannot take files: not an accepted contact, or a channel we may not post
+    /// in.
+    pub fn reserve_file_id(
+        &mut self,
+        now: Timestamp,
+        store: &dyn Store,
+        target: FileTarget,
+    ) -> Result<MessageId, CommandError> {
+        match target {
+            FileTarget::Peer(peer) => {
+                crate::chat::Chat::messageable(store, &peer).map_err(CommandError::Chat)?;
+            }
+            FileTarget::Channel(channel) => self.spaces.check_post(&self.me, &channel)?,
+        }
+        Ok(self.new_id(now))
+    }
+
+    /// [`NodeMachine::channel_send_file`] under an id from [`NodeMachine::reserve_file_id`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn channel_send_file_as(
+        &mut self,
+        now: Timestamp,
+        store: &mut dyn Store,
+        id: MessageId,
+        channel: ChannelId,
+        manifest: FileManifest,
+        source: SourceFile,
+        reply_to: Option<MessageId>,
+    ) -> Result<(Message, FileTransfer), CommandError> {
         manifest
             .validate()
             .map_err(|_| CommandError::Chat(ChatError::InvalidFile))?;
-        let id = self.new_id(now);
         let content = ChatContent::File {
             file: Box::new(manifest.clone()),
             reply_to: reply_to.map(wire_id).transpose()?,
@@ -453,6 +496,21 @@ impl NodeMachine {
         reply_to: Option<MessageId>,
     ) -> Result<(Message, FileTransfer), CommandError> {
         let id = self.new_id(now);
+        self.send_file_as(now, store, id, peer, manifest, source, reply_to)
+    }
+
+    /// [`NodeMachine::send_file`] under an id from [`NodeMachine::reserve_file_id`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_file_as(
+        &mut self,
+        now: Timestamp,
+        store: &mut dyn Store,
+        id: MessageId,
+        peer: UserId,
+        manifest: FileManifest,
+        source: SourceFile,
+        reply_to: Option<MessageId>,
+    ) -> Result<(Message, FileTransfer), CommandError> {
         let (mut changes, out, transfer) = self
             .chat
             .send_file(&*store, now, id, peer, manifest, source, reply_to)?;

@@ -4,7 +4,7 @@
 
 use super::error::ApiError;
 use crate::runtime::Node;
-use crate::runtime::files_api::FilePreview;
+use crate::runtime::files_api::{FilePreview, FileTarget};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -88,6 +88,7 @@ pub fn preview_of(q: &UploadQuery, headers: &HeaderMap) -> FilePreview {
 
 /// `POST /conversations/{id}/files/upload?name=…[&mime=…][&width=…&height=…]`: the body is
 /// the file's bytes (`Content-Length` required); an optional `X-Dopus-Thumbnail` header.
+/// Answers `202` with the transfer in state `preparing`.
 pub async fn upload(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
@@ -96,6 +97,29 @@ pub async fn upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     let peer = UserId::parse(&id)?;
+    upload_to(node, FileTarget::Peer(peer), q, headers, body).await
+}
+
+/// `POST /channels/{id}/files/upload?…`: like [`upload`], into a space channel.
+pub async fn channel_upload(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    Query(q): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let channel = dopus_types::ChannelId::parse(&id)
+        .map_err(|_| ApiError::bad_request("invalid channel id"))?;
+    upload_to(node, FileTarget::Channel(channel), q, headers, body).await
+}
+
+async fn upload_to(
+    node: Arc<Node>,
+    target: FileTarget,
+    q: UploadQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let len = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -103,9 +127,9 @@ pub async fn upload(
         .ok_or_else(|| ApiError::bad_request("Content-Length is required"))?;
     let preview = preview_of(&q, &headers);
     let t = node
-        .upload_file(peer, q.name, q.mime, len, preview, body)
+        .upload_file(target, q.name, q.mime, len, preview, body)
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(t)).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(t)).into_response())
 }
 
 /// The query of `GET /transfers/{id}/content`.

@@ -127,6 +127,10 @@ pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
             "/conversations/{user_id}/files/upload",
             post(files::upload).layer(DefaultBodyLimit::disable()),
         )
+        .route(
+            "/channels/{id}/files/upload",
+            post(files::channel_upload).layer(DefaultBodyLimit::disable()),
+        )
         .route("/transfers/{id}/content", get(files::content))
         .route("/transfers", get(routes::transfers))
         .route("/transfers/{id}", get(routes::transfer))

@@ -299,8 +299,9 @@ pub async fn set_profile(
     Ok(Json(node.set_profile(patch).await?))
 }
 
-/// `POST /conversations/{id}/files`: a file on the node's machine, hashed, announced and
-/// served to the contact.
+/// `POST /conversations/{id}/files`: a file on the node's machine: `202` with the transfer in
+/// state `preparing` (hashed and encrypted in the background), then announced and served to
+/// the contact.
 pub async fn send_file(
     State(node): N,
     Path(id): Path<String>,
@@ -308,10 +309,10 @@ pub async fn send_file(
 ) -> Result<Response, ApiError> {
     let req = body(payload)?;
     let t = node.send_file(user(&id)?, req.path, req.mime).await?;
-    Ok((StatusCode::CREATED, Json(t)).into_response())
+    Ok((StatusCode::ACCEPTED, Json(t)).into_response())
 }
 
-/// `POST /channels/{id}/files`: a file on the node's machine, hashed, announced in a space
+/// `POST /channels/{id}/files`: like `POST /conversations/{id}/files`, announced in a space
 /// channel and served to the members allowed to view it.
 pub async fn channel_send_file(
     State(node): N,
@@ -322,7 +323,7 @@ pub async fn channel_send_file(
     let channel = dopus_types::ChannelId::parse(&id)
         .map_err(|_| ApiError::bad_request("invalid channel id"))?;
     let t = node.channel_send_file(channel, req.path, req.mime).await?;
-    Ok((StatusCode::CREATED, Json(t)).into_response())
+    Ok((StatusCode::ACCEPTED, Json(t)).into_response())
 }
 
 /// `GET /transfers`.

@@ -2,16 +2,21 @@
 //! cancel, save (docs/api.md, "Files").
 
 use super::files::{check_space, upload_dir};
+use super::files_prepare as prep;
 use super::{Node, NodeError, NodeResult};
 use crate::api::dto;
 use dopus_core::machine::TransferAction;
+use dopus_core::store::MessageId;
 use dopus_core::store::{
-    Change, FileTransfer, SourceFile, Store, TransferDirection, TransferId, TransferState,
+    Change, ConversationId, FileTransfer, SourceFile, Store, TransferDirection, TransferId,
+    TransferState,
 };
 use dopus_files::BlobDir;
 use dopus_proto::transfer::{FILE_FORMAT_VERSION, FileKey, FileManifest, FileNonce};
 use dopus_types::{ChannelId, UserId};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// The directory of a node's blobs (received files, encrypted, and the outboards of sent
 /// ones).
@@ -38,10 +43,10 @@ fn guess_mime(name: &str) -> String {
 }
 
 impl Node {
-    /// `POST /conversations/{id}/files`: hashes and encrypts the file at `path` (on the
-    /// node's machine) on a blocking thread, then announces it to `peer` and serves it.
+    /// `POST /conversations/{id}/files`: the file at `path` (on the node's machine), in state
+    /// `preparing` while it is hashed and encrypted, then announced to `peer` and served.
     pub async fn send_file(
-        &self,
+        self: &Arc<Self>,
         peer: UserId,
         path: String,
         mime: Option<String>,
@@ -53,7 +58,7 @@ impl Node {
     /// `POST /channels/{id}/files`: like [`Node::send_file`], announced in a space channel
     /// (inside Megolm) and served to the members allowed to view it.
     pub async fn channel_send_file(
-        &self,
+        self: &Arc<Self>,
         channel: ChannelId,
         path: String,
         mime: Option<String>,
@@ -70,7 +75,7 @@ impl Node {
     /// [`Node::send_file`] with an image's dimensions and thumbnail for the manifest (made by
     /// the UI, which decodes images; the node never does).
     pub async fn send_file_with(
-        &self,
+        self: &Arc<Self>,
         peer: UserId,
         path: String,
         mime: Option<String>,
@@ -80,14 +85,30 @@ impl Node {
             .await
     }
 
-    /// Hashes and encrypts the file at `path` (on a blocking thread), then announces it to
-    /// `target` and serves it.
+    /// Answers at once with the transfer in state `preparing`; a task hashes and encrypts the
+    /// file at `path` on a blocking thread (progress events at most 4 a second), then
+    /// announces it to `target` and serves it (runtime/files_prepare.rs). What can be refused
+    /// up front is: a relative path, a file that does not exist or is not a regular file, one
+    /// larger than the format allows, a target that cannot take files.
     pub async fn send_file_to(
-        &self,
+        self: &Arc<Self>,
         target: FileTarget,
         path: String,
         mime: Option<String>,
         preview: FilePreview,
+    ) -> NodeResult<dto::Transfer> {
+        self.send_file_from(target, path, mime, preview, None).await
+    }
+
+    /// [`Node::send_file_to`]; `upload_copy` is a directory the UI's upload wrote the file
+    /// into, removed if preparing fails.
+    async fn send_file_from(
+        self: &Arc<Self>,
+        target: FileTarget,
+        path: String,
+        mime: Option<String>,
+        preview: FilePreview,
+        upload_copy: Option<PathBuf>,
     ) -> NodeResult<dto::Transfer> {
         let path = PathBuf::from(path);
         if !path.is_absolute() {
@@ -97,77 +118,229 @@ impl Node {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| invalid("path names no file"))?;
+        let meta = match tokio::fs::metadata(&path).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(NodeError::NotFound("file"));
+            }
+            Err(_) => return Err(invalid("the file cannot be read")),
+        };
+        if !meta.is_file() {
+            return Err(invalid("the path is not a regular file"));
+        }
+        if meta.len() > dopus_proto::transfer::MAX_FILE_SIZE {
+            return Err(NodeError::TooLarge("the file is too large".into()));
+        }
         let mime = mime.unwrap_or_else(|| guess_mime(&name));
+        let (id, now) = self
+            .write(move |cx| {
+                let id = cx
+                    .machine
+                    .reserve_file_id(cx.now, &*cx.store, target)
+                    .map_err(|e| cx.command(e))?;
+                Ok((id, cx.now))
+            })
+            .await?;
+        let tid = TransferId(id.0);
+        let conversation = match target {
+            FileTarget::Peer(peer) => ConversationId::Direct(peer),
+            FileTarget::Channel(channel) => ConversationId::Channel(channel),
+        };
+        let shown = dto::Transfer {
+            id: tid.to_string(),
+            conversation: dto::ConversationId::from(&conversation),
+            message: None,
+            direction: dto::TransferDirection::Outgoing,
+            name: name.clone(),
+            mime: mime.clone(),
+            size: meta.len(),
+            blob: String::new(),
+            state: dto::TransferState::Preparing,
+            reason: None,
+            bytes: 0,
+            saved_path: None,
+            created_at: now.into(),
+            updated_at: now.into(),
+            progress: None,
+            dimensions: preview.dimensions.map(|d| dto::FileDimensions {
+                width: d.width,
+                height: d.height,
+            }),
+            thumbnail: None,
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        prep::lock(&prep::preparing(&blob_dir(&self.dir))).insert(
+            tid,
+            prep::Entry {
+                transfer: shown.clone(),
+                cancel: cancel.clone(),
+                source: path.clone(),
+            },
+        );
+        self.emit(&dto::Event::Transfer {
+            transfer: Box::new(shown.clone()),
+        });
+        let job = PrepareJob {
+            id,
+            target,
+            path,
+            name,
+            mime,
+            preview,
+            size: meta.len(),
+            cancel,
+            upload_copy,
+        };
+        let node = self.clone();
+        tokio::spawn(async move { node.prepare_and_announce(job).await });
+        Ok(shown)
+    }
+
+    /// The background half of [`Node::send_file_to`].
+    async fn prepare_and_announce(self: Arc<Self>, job: PrepareJob) {
+        let tid = TransferId(job.id.0);
         let blobs = blob_dir(&self.dir);
-        let prepared = tokio::task::spawn_blocking(move || -> NodeResult<_> {
-            let dir = BlobDir::new(&blobs).map_err(|e| NodeError::Internal(e.into()))?;
-            let mut key = [0u8; 32];
-            let mut nonce = [0u8; 12];
-            getrandom::fill(&mut key).map_err(|e| NodeError::Internal(e.to_string().into()))?;
-            getrandom::fill(&mut nonce).map_err(|e| NodeError::Internal(e.to_string().into()))?;
-            let (key, nonce) = (FileKey(key), FileNonce(nonce));
-            let mut tag = [0u8; 8];
-            getrandom::fill(&mut tag).map_err(|e| NodeError::Internal(e.to_string().into()))?;
-            let tmp = blobs.join(format!(
-                "prepare-{}.obao.part",
-                tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            ));
-            let p = match dopus_files::prepare(&path, &key, nonce, &tmp) {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(match e {
-                        dopus_files::PrepareError::Io(io)
-                            if io.kind() == std::io::ErrorKind::NotFound =>
-                        {
-                            NodeError::NotFound("file")
-                        }
-                        other => invalid(other.to_string()),
-                    });
+        let events = self.events().clone();
+        let live = super::files::live_progress(&blobs);
+        let (path, cancel, size) = (job.path.clone(), job.cancel.clone(), job.size);
+        let prepared = tokio::task::spawn_blocking(move || {
+            prepare_file(&blobs, &path, size, &cancel, |mut p| {
+                p.id = tid.to_string();
+                if let Ok(mut live) = live.lock() {
+                    live.insert(tid, p.clone());
                 }
-            };
-            std::fs::rename(&tmp, dir.outboard_path(&p.blob))
-                .map_err(|e| NodeError::Internal(e.into()))?;
-            Ok((key, nonce, p, path))
+                if events.receiver_count() > 0
+                    && let Ok(s) =
+                        serde_json::to_string(&dto::Event::TransferProgress { progress: p })
+                {
+                    let _ = events.send(Arc::from(s));
+                }
+            })
         })
         .await
-        .map_err(|e| NodeError::Internal(e.to_string().into()))??;
-        let (key, nonce, p, path) = prepared;
+        .unwrap_or(Err(dto::TransferReason::Io));
+        let result = match prepared {
+            Ok((key, nonce, p)) => self.announce(&job, key, nonce, p).await,
+            Err(reason) => Err(reason),
+        };
+        let table = prep::preparing(&blob_dir(&self.dir));
+        match result {
+            Ok(()) => {
+                prep::lock(&table).remove(&tid);
+                // The stored state (queued, then the file thread's) shows from now on.
+                if let Ok(mut live) = super::files::live_progress(&blob_dir(&self.dir)).lock()
+                    && live
+                        .get(&tid)
+                        .is_some_and(|p| p.state == dto::TransferState::Preparing)
+                {
+                    live.remove(&tid);
+                }
+            }
+            Err(reason) => {
+                if let Some(dir) = &job.upload_copy {
+                    let _ = tokio::fs::remove_dir_all(dir).await;
+                }
+                let state = if reason == dto::TransferReason::User {
+                    dto::TransferState::Cancelled
+                } else {
+                    dto::TransferState::Failed
+                };
+                let shown = {
+                    let mut t = prep::lock(&table);
+                    let Some(e) = t.get_mut(&tid) else { return };
+                    e.transfer.state = state;
+                    e.transfer.reason = Some(reason);
+                    e.transfer.updated_at = dto::Timestamp(now_ms());
+                    e.transfer.clone()
+                };
+                let progress = dto::TransferProgress {
+                    id: tid.to_string(),
+                    state,
+                    reason: Some(reason),
+                    bytes: 0,
+                    total: job.size,
+                    rate: 0,
+                    eta_secs: None,
+                    sources: 0,
+                    dropped: Vec::new(),
+                    wire_bytes: 0,
+                };
+                if let Ok(mut live) = super::files::live_progress(&blob_dir(&self.dir)).lock() {
+                    live.insert(tid, progress.clone());
+                }
+                self.emit(&dto::Event::TransferProgress { progress });
+                self.emit(&dto::Event::Transfer {
+                    transfer: Box::new(shown),
+                });
+            }
+        }
+    }
+
+    /// Announces a prepared file through the machine under its reserved id.
+    async fn announce(
+        &self,
+        job: &PrepareJob,
+        key: FileKey,
+        nonce: FileNonce,
+        p: dopus_files::Prepared,
+    ) -> Result<(), dto::TransferReason> {
         let manifest = FileManifest {
             version: FILE_FORMAT_VERSION,
             blob: p.blob,
             size: p.size,
             key,
             nonce,
-            name,
-            mime,
+            name: job.name.clone(),
+            mime: job.mime.clone(),
             plain_blake3: p.plain,
-            dimensions: preview.dimensions,
+            dimensions: job.preview.dimensions,
             duration_ms: None,
-            thumbnail: preview.thumbnail,
+            thumbnail: job.preview.thumbnail.clone(),
         };
-        manifest
-            .validate()
-            .map_err(|e| invalid(format!("the file cannot be described: {e}")))?;
+        if manifest.validate().is_err() {
+            return Err(dto::TransferReason::NotSent);
+        }
         let source = SourceFile {
-            path: path.to_string_lossy().into_owned(),
+            path: job.path.to_string_lossy().into_owned(),
             size: p.stamp.size,
             modified_ns: p.stamp.modified_ns,
             inode: p.stamp.inode,
         };
-        self.write(move |cx| {
-            let (_, t) = match target {
-                FileTarget::Peer(peer) => cx
-                    .machine
-                    .send_file(cx.now, cx.store, peer, manifest, source, None),
-                FileTarget::Channel(channel) => cx
-                    .machine
-                    .channel_send_file(cx.now, cx.store, channel, manifest, source, None),
+        let (id, target, cancel) = (job.id, job.target, job.cancel.clone());
+        let sent = self
+            .write(move |cx| {
+                // A cancel that came after the last read still wins.
+                if prep::cancelled(&cancel) {
+                    return Ok(false);
+                }
+                match target {
+                    FileTarget::Peer(peer) => cx
+                        .machine
+                        .send_file_as(cx.now, cx.store, id, peer, manifest, source, None),
+                    FileTarget::Channel(channel) => cx.machine.channel_send_file_as(
+                        cx.now, cx.store, id, channel, manifest, source, None,
+                    ),
+                }
+                .map_err(|e| cx.command(e))?;
+                Ok(true)
+            })
+            .await;
+        match sent {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(dto::TransferReason::User),
+            Err(e) => {
+                tracing::warn!(error = %e, "a prepared file could not be announced");
+                Err(dto::TransferReason::NotSent)
             }
-            .map_err(|e| cx.command(e))?;
-            Ok(dto::Transfer::from_record(&t))
-        })
-        .await
+        }
+    }
+
+    /// The transfers being prepared (or whose preparing failed), as shown.
+    fn preparing_list(&self) -> Vec<dto::Transfer> {
+        prep::lock(&prep::preparing(&blob_dir(&self.dir)))
+            .values()
+            .map(|e| e.transfer.clone())
+            .collect()
     }
 
     /// Adds the latest live progress (rate, ETA) to transfers as stored.
@@ -190,12 +363,21 @@ impl Node {
                 for c in v.store.conversations().map_err(internal)? {
                     all.extend(v.store.transfers(&c.conversation.id).map_err(internal)?);
                 }
-                all.sort_by_key(|t| std::cmp::Reverse(t.created_at));
                 Ok(dto::Transfers {
                     transfers: all.iter().map(dto::Transfer::from_record).collect(),
                 })
             })
             .await?;
+        // Those being prepared, unless the store has them already (announced just now).
+        let stored: std::collections::BTreeSet<String> =
+            list.transfers.iter().map(|t| t.id.clone()).collect();
+        list.transfers.extend(
+            self.preparing_list()
+                .into_iter()
+                .filter(|t| !stored.contains(&t.id)),
+        );
+        list.transfers
+            .sort_by_key(|t| std::cmp::Reverse((t.created_at, t.id.clone())));
         self.with_progress(&mut list.transfers);
         Ok(list)
     }
@@ -203,15 +385,21 @@ impl Node {
     /// `GET /transfers/{id}`.
     pub async fn transfer(&self, id: &str) -> NodeResult<dto::Transfer> {
         let id = transfer_id(id)?;
-        let mut t = self
+        let stored = self
             .read(move |v| {
                 v.store
                     .transfer(&id)
-                    .map_err(|e| NodeError::Internal(Box::new(e)))?
-                    .map(|t| dto::Transfer::from_record(&t))
-                    .ok_or(NodeError::NotFound("transfer"))
+                    .map_err(|e| NodeError::Internal(Box::new(e)))
+                    .map(|t| t.map(|t| dto::Transfer::from_record(&t)))
             })
             .await?;
+        let mut t = match stored {
+            Some(t) => t,
+            None => prep::lock(&prep::preparing(&blob_dir(&self.dir)))
+                .get(&id)
+                .map(|e| e.transfer.clone())
+                .ok_or(NodeError::NotFound("transfer"))?,
+        };
         self.with_progress([&mut t]);
         Ok(t)
     }
@@ -223,6 +411,25 @@ impl Node {
         action: dto::TransferAction,
     ) -> NodeResult<dto::Transfer> {
         let id = transfer_id(id)?;
+        // Being prepared: only cancel applies (the pass stops at its next read).
+        {
+            let table = prep::preparing(&blob_dir(&self.dir));
+            let mut table = prep::lock(&table);
+            if let Some(e) = table.get_mut(&id)
+                && e.transfer.state == dto::TransferState::Preparing
+            {
+                if action != dto::TransferAction::Cancel {
+                    return Err(NodeError::Conflict(
+                        "a file being prepared can only be cancelled".into(),
+                    ));
+                }
+                e.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                let mut shown = e.transfer.clone();
+                shown.state = dto::TransferState::Cancelled;
+                shown.reason = Some(dto::TransferReason::User);
+                return Ok(shown);
+            }
+        }
         let action = match action {
             dto::TransferAction::Pause => TransferAction::Pause,
             dto::TransferAction::Resume => TransferAction::Resume,
@@ -290,14 +497,7 @@ impl Node {
     }
 }
 
-/// Where a file goes.
-#[derive(Debug, Clone, Copy)]
-pub enum FileTarget {
-    /// A contact (Olm, one receiver).
-    Peer(UserId),
-    /// A space channel (Megolm, every member allowed to view it).
-    Channel(ChannelId),
-}
+pub use dopus_core::machine::FileTarget;
 
 /// What the UI may add to a file's manifest: an image's size and a small thumbnail (JPEG,
 /// PNG or WebP, at most 16 KiB), shown by the receiver before the file arrives.
@@ -345,8 +545,8 @@ impl Node {
     /// space first) and the file is sent from there like `send_file`. The copy is removed
     /// when the transfer ends.
     pub async fn upload_file(
-        &self,
-        peer: UserId,
+        self: &Arc<Self>,
+        target: FileTarget,
         name: String,
         mime: Option<String>,
         len: u64,
@@ -414,7 +614,13 @@ impl Node {
         }
         let mime = mime.or_else(|| Some(guess_mime(&name)));
         match self
-            .send_file_with(peer, path.to_string_lossy().into_owned(), mime, preview)
+            .send_file_from(
+                target,
+                path.to_string_lossy().into_owned(),
+                mime,
+                preview,
+                Some(dir.clone()),
+            )
             .await
         {
             Ok(t) => Ok(t),
@@ -433,10 +639,19 @@ impl Node {
             .read(move |v| {
                 v.store
                     .transfer(&id)
-                    .map_err(|e| NodeError::Internal(Box::new(e)))?
-                    .ok_or(NodeError::NotFound("transfer"))
+                    .map_err(|e| NodeError::Internal(Box::new(e)))
             })
             .await?;
+        let Some(t) = t else {
+            // Being prepared: our own file, from where it is.
+            let table = prep::preparing(&blob_dir(&self.dir));
+            let table = prep::lock(&table);
+            let e = table.get(&id).ok_or(NodeError::NotFound("transfer"))?;
+            if e.transfer.state != dto::TransferState::Preparing {
+                return Err(NodeError::Conflict("the file was not sent".into()));
+            }
+            return Ok((e.transfer.clone(), ContentSource::Plain(e.source.clone())));
+        };
         let source = match t.direction {
             TransferDirection::Incoming => {
                 if t.state != TransferState::Done {
@@ -482,4 +697,81 @@ impl Node {
         };
         Ok((dto::Transfer::from_record(&t), source))
     }
+}
+
+/// What the background half of a send needs.
+struct PrepareJob {
+    id: MessageId,
+    target: FileTarget,
+    path: PathBuf,
+    name: String,
+    mime: String,
+    preview: FilePreview,
+    size: u64,
+    cancel: Arc<AtomicBool>,
+    upload_copy: Option<PathBuf>,
+}
+
+/// Milliseconds since the Unix epoch (for the `updated_at` of a transfer not in the store).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Hashes and encrypts the file at `path` (expected `size` bytes) under a fresh key, writing
+/// its outboard into `blobs`; `progress` gets the reports due (at most 4 a second, and the
+/// last). Blocking.
+fn prepare_file(
+    blobs: &Path,
+    path: &Path,
+    size: u64,
+    cancel: &AtomicBool,
+    mut progress: impl FnMut(dto::TransferProgress),
+) -> Result<(FileKey, FileNonce, dopus_files::Prepared), dto::TransferReason> {
+    let io = |_| dto::TransferReason::Io;
+    let dir = BlobDir::new(blobs).map_err(|e| match e.kind() {
+        std::io::ErrorKind::StorageFull => dto::TransferReason::DiskFull,
+        _ => dto::TransferReason::Io,
+    })?;
+    let mut key = [0u8; 32];
+    let mut nonce = [0u8; 12];
+    let mut tag = [0u8; 8];
+    getrandom::fill(&mut key).map_err(io)?;
+    getrandom::fill(&mut nonce).map_err(io)?;
+    getrandom::fill(&mut tag).map_err(io)?;
+    let (key, nonce) = (FileKey(key), FileNonce(nonce));
+    let tmp = blobs.join(format!(
+        "prepare-{}.obao.part",
+        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    prep::test_delay();
+    let mut throttle = prep::Throttle::new(std::time::Instant::now(), size);
+    if let Some(p) = throttle.due(std::time::Instant::now(), 0) {
+        progress(p);
+    }
+    let result = dopus_files::prepare_with_progress(path, &key, nonce, &tmp, &mut |n| {
+        if let Some(p) = throttle.due(std::time::Instant::now(), n) {
+            progress(p);
+        }
+        if n < size {
+            prep::test_delay();
+        }
+        !prep::cancelled(cancel)
+    });
+    let p = match result {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(prep::reason_of(&e));
+        }
+    };
+    if let Err(e) = std::fs::rename(&tmp, dir.outboard_path(&p.blob)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(match e.kind() {
+            std::io::ErrorKind::StorageFull => dto::TransferReason::DiskFull,
+            _ => dto::TransferReason::Io,
+        });
+    }
+    Ok((key, nonce, p))
 }

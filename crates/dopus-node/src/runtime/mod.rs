@@ -25,6 +25,7 @@ mod calls_api;
 mod connections;
 mod files;
 pub(crate) mod files_api;
+mod files_prepare;
 mod mailbox;
 mod maintenance;
 mod signaling;

@@ -28,15 +28,18 @@ fn transfer(node: &TestNode, id: &str) -> Option<Value> {
     (status == 200).then_some(v)
 }
 
-/// Sends `path` from `a` to `b`; answers the transfer id (the same on both sides).
+/// Sends `path` from `a` to `b`; answers the transfer id (the same on both sides). The
+/// node answers at once with the transfer in state `preparing`.
 fn send_file(a: &TestNode, b: &TestNode, path: &Path) -> String {
-    let t = a.api().ok(
+    let (status, t) = a.api().call(
         "POST",
         &format!("/conversations/{}/files", b.user_id),
         Some(json!({ "path": path.to_str().unwrap() })),
     );
+    assert_eq!(status, 202, "{t}");
     assert_eq!(t["direction"], "outgoing");
-    assert_eq!(t["state"], "queued");
+    assert_eq!(t["state"], "preparing");
+    assert_eq!(t["size"], std::fs::metadata(path).unwrap().len());
     t["id"].as_str().unwrap().to_owned()
 }
 
@@ -348,7 +351,7 @@ async fn a_file_handed_over_by_the_ui_arrives_and_is_served_decrypted_with_range
         &[("Content-Type", "application/octet-stream")],
         Some(&data),
     );
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
     let t: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(t["name"], "photo one.png");
     assert_eq!(t["mime"], "image/png");
@@ -426,7 +429,7 @@ async fn a_file_handed_over_by_the_ui_arrives_and_is_served_decrypted_with_range
     // An upload without its length, or with a lying one, is refused and leaves nothing.
     let html = format!("/conversations/{}/files/upload?name=page.html", b.user_id);
     let (status, _, body) = raw(a.api(), "POST", &html, &[], Some(b"<script>1</script>"));
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
     let t: Value = serde_json::from_slice(&body).unwrap();
     let hid = t["id"].as_str().unwrap().to_owned();
     let (_, hs, _) = raw(
@@ -514,6 +517,145 @@ async fn a_file_larger_than_the_free_disk_is_refused_up_front() {
         0,
         "no upload copy left"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_is_prepared_in_the_background_and_a_failure_ends_it_with_a_reason() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let mut a = blocking(|| TestNode::create("alice"));
+    let mut b = blocking(|| TestNode::create("bob"));
+    a.add_contact_offline(&b);
+    b.add_contact_offline(&a);
+    // Alice's node waits 400 ms before it opens a file and after every MiB it reads (a
+    // debug-build hook), so each state lasts long enough to be seen.
+    a.start_with_env(&server.url, &[("DOPUS_TEST_PREPARE_DELAY_MS", "400")])
+        .await;
+    b.start(&server.url).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut events = a.events().await;
+
+    // Refused up front: what cannot be sent at all.
+    let files = format!("/conversations/{}/files", b.user_id);
+    let missing = tmp.path().join("nothing-here.bin");
+    let (status, _) = a.api().call(
+        "POST",
+        &files,
+        Some(json!({ "path": missing.to_str().unwrap() })),
+    );
+    assert_eq!(status, 404);
+    let (status, _) = a
+        .api()
+        .call("POST", &files, Some(json!({ "path": "relative.bin" })));
+    assert_eq!(status, 400);
+    let (status, _) = a.api().call(
+        "POST",
+        &files,
+        Some(json!({ "path": tmp.path().to_str().unwrap() })),
+    );
+    assert_eq!(status, 400, "a directory is not a file");
+
+    // Prepared in the background with progress, then announced under the same id.
+    let size = 4 << 20;
+    let path = blocking(|| random_file(tmp.path(), "slow.bin", size, 31));
+    let id = send_file(&a, &b, &path);
+    events
+        .wait_for(WAIT, "preparing progress", |e| {
+            e["type"] == "transfer_progress"
+                && e["progress"]["id"] == id.as_str()
+                && e["progress"]["state"] == "preparing"
+                && e["progress"]["bytes"]
+                    .as_u64()
+                    .is_some_and(|n| n > 0 && n < size as u64)
+        })
+        .await;
+    let listed = a.api().ok("GET", "/transfers", None);
+    let mine = listed["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .expect("a file being prepared is listed");
+    assert_eq!(mine["name"], "slow.bin");
+    let t = wait_done(&b, &id).await;
+    assert_eq!(t["size"], size as u64);
+    blocking(|| save_and_compare(&b, &id, &path));
+    events.collect_for(Duration::from_millis(200)).await;
+    let preparing: Vec<&Value> = events
+        .seen
+        .iter()
+        .filter(|e| {
+            e["type"] == "transfer_progress"
+                && e["progress"]["id"] == id.as_str()
+                && e["progress"]["state"] == "preparing"
+        })
+        .collect();
+    // 4 MiB at 400 ms a MiB: about 2 s, so at most about 9 reports (4 a second and the last).
+    assert!(
+        (2..=12).contains(&preparing.len()),
+        "{} preparing events",
+        preparing.len()
+    );
+    assert!(
+        preparing
+            .iter()
+            .all(|e| e["progress"]["total"] == size as u64)
+    );
+
+    // The file vanishes before it is read: failed, source_missing, and never announced.
+    let gone = blocking(|| random_file(tmp.path(), "gone.bin", 1 << 20, 32));
+    let gid = send_file(&a, &b, &gone);
+    std::fs::remove_file(&gone).unwrap();
+    let apath = format!("/transfers/{gid}");
+    let aapi = a.api().clone();
+    let t = eventually(WAIT, "the vanished file fails", || {
+        let t = aapi.ok("GET", &apath, None);
+        (t["state"] != "preparing").then_some(t)
+    })
+    .await;
+    assert_eq!(t["state"], "failed", "{t}");
+    assert_eq!(t["reason"], "source_missing", "{t}");
+    events
+        .wait_for(WAIT, "the failure as an event", |e| {
+            e["type"] == "transfer"
+                && e["transfer"]["id"] == gid.as_str()
+                && e["transfer"]["state"] == "failed"
+        })
+        .await;
+    // Cancelled while it is prepared: cancelled, never announced; pause is refused.
+    let big = blocking(|| random_file(tmp.path(), "cancel.bin", 8 << 20, 33));
+    let cid = send_file(&a, &b, &big);
+    let (status, _) = a
+        .api()
+        .call("POST", &format!("/transfers/{cid}/pause"), None);
+    assert_eq!(status, 409);
+    let c = a
+        .api()
+        .ok("POST", &format!("/transfers/{cid}/cancel"), None);
+    assert_eq!(c["state"], "cancelled");
+    let cpath = format!("/transfers/{cid}");
+    eventually(WAIT, "the cancelled file stops", || {
+        (aapi.ok("GET", &cpath, None)["state"] == "cancelled").then_some(())
+    })
+    .await;
+    // Neither reached bob: only the first file's message is in his history.
+    let bapi = b.api().clone();
+    let aid = a.user_id.clone();
+    let files_seen: Vec<String> = bapi
+        .history(&aid)
+        .into_iter()
+        .filter(|m| m["kind"] == "file")
+        .filter_map(|m| m["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(files_seen, vec![id.clone()]);
+    // Nothing of the failed or cancelled ones is left half-written.
+    let parts = std::fs::read_dir(a.node_dir().join("blobs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .count();
+    assert_eq!(parts, 0);
     server.stop().await;
 }
 
@@ -605,6 +747,12 @@ async fn three_holders_in_a_channel_one_lying_the_file_completes_and_the_liar_is
         .cli(&["send-file", &general, path.to_str().unwrap()])
         .unwrap();
     assert_eq!(sent["direction"], "outgoing");
+    // The CLI follows the file through `preparing` and shows it announced.
+    assert_eq!(sent["state"], "queued", "{sent}");
+    assert!(
+        sent["blob"].as_str().unwrap().starts_with("dblob1"),
+        "{sent}"
+    );
     let id = sent["id"].as_str().unwrap().to_owned();
 
     // Dave holds back until bob and carol hold the file.

@@ -78,6 +78,13 @@ pub enum TransferReason {
     Revoked,
     /// A disk error.
     Io,
+    /// Preparing: the file to send is gone.
+    SourceMissing,
+    /// Preparing: the file to send cannot be read (permissions, not a regular file).
+    Unreadable,
+    /// Preparing: the file was ready but could not be announced (the contact or channel can
+    /// no longer take it).
+    NotSent,
 }
 
 impl From<store::TransferReason> for TransferReason {
