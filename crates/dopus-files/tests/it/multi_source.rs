@@ -198,3 +198,58 @@ fn a_file_never_offered_to_a_peer_gets_it_nothing() {
     assert_eq!(sender.stats().answered, 0);
     assert_eq!(d.planner().pending_requests(), 0);
 }
+
+#[test]
+fn a_channel_blob_is_served_to_its_audience_only_and_asked_again_when_offered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sd = BlobDir::new(tmp.path().join("s")).unwrap();
+    let rd = BlobDir::new(tmp.path().join("r")).unwrap();
+    let path = random_file(tmp.path(), "minutes.txt", 1 << 20, 11);
+    let (manifest, stamp) = prepared(&path, &sd);
+    let mut sender = node(&sd);
+    // The receiver (holder 100 on the sender's side) was a reader, and is not any more.
+    sender.library_mut().add_file(
+        &manifest,
+        path.clone(),
+        stamp,
+        Some([HolderId(100)].into_iter().collect()),
+    );
+    sender
+        .library_mut()
+        .offer_to(&manifest.blob, Some([HolderId(5)].into_iter().collect()));
+    let mut receiver = node(&rd);
+    link(&mut receiver, HolderId(1), &mut sender, HolderId(100));
+    let transfer = incoming(3, &manifest);
+    receiver.start_download(Timestamp(0), &transfer).unwrap();
+    for t in 1..100 {
+        sender.step(Timestamp(t));
+        receiver.step(Timestamp(t));
+    }
+    assert_eq!(receiver.stats().received_bytes, 0);
+    assert_eq!(sender.stats().answered, 0);
+    assert_eq!(
+        receiver.download(&transfer.id).unwrap().state(),
+        TransferState::Queued
+    );
+
+    // A reader again (the audience changed back): once asked again, the file arrives.
+    sender
+        .library_mut()
+        .offer_to(&manifest.blob, Some([HolderId(100)].into_iter().collect()));
+    receiver.ask(HolderId(1), manifest.blob);
+    for t in 100..5_000 {
+        sender.step(Timestamp(t));
+        receiver.step(Timestamp(t));
+        if receiver.download(&transfer.id).unwrap().state() == TransferState::Done {
+            break;
+        }
+    }
+    assert_eq!(
+        receiver.download(&transfer.id).unwrap().state(),
+        TransferState::Done
+    );
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let saved = save_blob(&rd.data_path(&manifest.blob), &manifest, &out).unwrap();
+    assert_eq!(std::fs::read(saved).unwrap(), std::fs::read(&path).unwrap());
+}

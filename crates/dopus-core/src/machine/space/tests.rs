@@ -1058,3 +1058,72 @@ fn a_member_who_floods_typing_notices_is_rate_limited() {
     );
     assert!(shown > 0);
 }
+
+/// A file in a channel (machine/transfers.rs): the manifest reaches every reader inside
+/// Megolm as a `file` message with an incoming transfer; a reader whose download completes
+/// says `file_have` to the others, and the sender's upload is then delivered.
+#[test]
+fn a_file_in_a_channel_reaches_every_reader_and_a_holder_says_so() {
+    use crate::store::{SourceFile, TransferDirection, TransferState};
+    use dopus_proto::transfer::{FILE_FORMAT_VERSION, FileKey, FileManifest, FileNonce, PlainHash};
+    use dopus_types::BlobHash;
+    let (mut net, _space, general) = three_in_a_space();
+    let manifest = FileManifest {
+        version: FILE_FORMAT_VERSION,
+        blob: BlobHash::from_bytes([4; 32]),
+        size: 3 << 20,
+        key: FileKey([7; 32]),
+        nonce: FileNonce([8; 12]),
+        name: "minutes.pdf".into(),
+        mime: "application/pdf".into(),
+        plain_blake3: PlainHash([9; 32]),
+        dimensions: None,
+        duration_ms: None,
+        thumbnail: None,
+    };
+    let source = SourceFile {
+        path: "/tmp/minutes.pdf".into(),
+        size: 3 << 20,
+        modified_ns: 1,
+        inode: 2,
+    };
+    let (msg, sent) = net
+        .cmd(0, |m, now, s| {
+            m.channel_send_file(now, s, general, manifest.clone(), source, None)
+        })
+        .expect("send a file in the channel");
+    assert_eq!(sent.conversation, ConversationId::Channel(general));
+    assert_eq!(sent.state, TransferState::Queued);
+    net.settle(500);
+    for i in [1, 2] {
+        let got = net.nodes[i]
+            .store
+            .transfer(&sent.id)
+            .expect("store")
+            .expect("the transfer reached the reader");
+        assert_eq!(got.direction, TransferDirection::Incoming);
+        assert_eq!(got.conversation, ConversationId::Channel(general));
+        assert_eq!(got.manifest.blob, manifest.blob);
+        assert_eq!(got.message, Some(msg.id));
+        assert_eq!(net.texts(i, general), vec!["minutes.pdf".to_owned()]);
+    }
+    // Not delivered before a reader holds it.
+    let before = net.nodes[0].store.transfer(&sent.id).unwrap().unwrap();
+    assert_eq!(before.state, TransferState::Queued);
+    // Bob's file task finished the download: he says so, and alice's upload is delivered.
+    net.nodes[1]
+        .store
+        .apply_one(Change::SetTransferState {
+            id: sent.id,
+            state: TransferState::Done,
+            reason: None,
+            at: Timestamp(T0),
+        })
+        .unwrap();
+    net.nodes[1]
+        .inputs
+        .push(Input::DownloadDone { id: sent.id });
+    net.settle(500);
+    let after = net.nodes[0].store.transfer(&sent.id).unwrap().unwrap();
+    assert_eq!(after.state, TransferState::Done);
+}
