@@ -4,41 +4,14 @@
 //! exactly what the other played, in order, byte for byte. (A kick while in the channel is
 //! tested in `dopus-core` `machine::voice::tests` and in the simulated network.)
 
-use crate::harness::{Rng, SERIAL, TestNode, TestServer, blocking, eventually};
-use dopus_media::{OggOpusFile, OggOpusWriter, OpusHead, OpusTags};
+use crate::harness::{
+    SERIAL, TestNode, TestServer, blocking, eventually, opus_file, recorded_packets,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// An Ogg Opus file of `n` 20 ms CELT packets with pseudo-random payloads from `seed`.
-fn opus_file(path: &Path, n: usize, seed: u64) -> Vec<Vec<u8>> {
-    let mut rng = Rng::new(seed);
-    let tags = OpusTags {
-        vendor: "dopus voice test".into(),
-        comments: Vec::new(),
-    };
-    let (mut w, mut bytes) = OggOpusWriter::new(seed as u32, OpusHead::for_recording(1), &tags);
-    let mut packets = Vec::new();
-    for _ in 0..n {
-        let len = 20 + rng.below(100) as usize;
-        let mut p = vec![31 << 3];
-        p.extend((0..len).map(|_| rng.next_u64() as u8));
-        bytes.extend(w.push(&p).unwrap());
-        packets.push(p);
-    }
-    bytes.extend(w.finish());
-    std::fs::write(path, bytes).unwrap();
-    packets
-}
-
-fn recorded(path: &Path) -> Vec<Vec<u8>> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let file = OggOpusFile::parse(&bytes).expect("a valid recording");
-    assert!(file.complete, "{} was closed", path.display());
-    file.packets.into_iter().map(|p| p.data).collect()
-}
 
 fn voice_of(node: &TestNode, space: &str) -> Value {
     node.api()
@@ -172,7 +145,7 @@ async fn three_nodes_in_a_voice_channel_hear_each_other_packet_for_packet() {
             if i == j {
                 continue;
             }
-            let got = recorded(&recording_of(tmp.path(), &listener.name, &speaker.user_id));
+            let got = recorded_packets(&recording_of(tmp.path(), &listener.name, &speaker.user_id));
             assert_eq!(
                 got.len(),
                 played[j].len(),
