@@ -101,8 +101,9 @@ async function main() {
     }));
     const ids = {};
     const errors = [];
-    // Members who are not contacts are named by a short form of their user ID (Spaces.tsx).
-    const short = (n) => `${ids[n].slice(0, 10)}…${ids[n].slice(-4)}`;
+    // Members who are not contacts show the name they chose in the space with a short form of
+    // their user ID, the fingerprint (Spaces.tsx; docs/spaces.md, "Member names").
+    const short = (n) => `${n} (${ids[n].slice(0, 10)}…${ids[n].slice(-4)})`;
     for (const n of names) {
       const ctx = await browser.newContext({ viewport: { width: 1400, height: 860 } });
       const p = await ctx.newPage();

@@ -53,9 +53,9 @@ pub use invite::{
     INVITE_CODE_HRP, InviteCode, InviteCodeError, InviteSecret, MAX_ADMITTERS, MAX_RELAY_BYTES,
 };
 pub use op::{
-    ChannelKind, ChannelPosition, MAX_COLOR, MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES, MAX_OP_BYTES,
-    MAX_OVERWRITES, MAX_PARENTS, MAX_REORDER, MAX_TOPIC_BYTES, OpBody, OpError, SPACE_OP_VERSION,
-    SpaceOp, derive_channel_id, derive_role_id,
+    ChannelKind, ChannelPosition, MAX_COLOR, MAX_DESCRIPTION_BYTES, MAX_MEMBER_NAME_BYTES,
+    MAX_NAME_BYTES, MAX_OP_BYTES, MAX_OVERWRITES, MAX_PARENTS, MAX_REORDER, MAX_TOPIC_BYTES,
+    OpBody, OpError, SPACE_OP_VERSION, SpaceOp, derive_channel_id, derive_role_id,
 };
 pub use permissions::{Overwrite, OverwriteTarget, Permissions};
 pub use voice::{MAX_VOICE_TTL_MS, VOICE_PRESENCE_CONTEXT, VOICE_PRESENCE_VERSION, VoicePresence};

@@ -572,7 +572,13 @@ owner: boolean,
 /**
  * The roles they hold (not `@everyone`), role ids.
  */
-roles: Array<string>, };
+roles: Array<string>, 
+/**
+ * The name they gave themselves in this space (their `profile` op), if any. Chosen by
+ * them, not checked: show it with their user id's fingerprint, never alone. Left out
+ * when they have none.
+ */
+display_name?: string, };
 
 /**
  * A role of a space.

@@ -146,11 +146,17 @@ export function Spaces({ onClose }: { onClose(): void }) {
     );
   }, [channel, dispatch, actions]);
 
-  // Names and colours for the member list and mentions.
+  // Names and colours for the member list and mentions. A member who is not a contact shows
+  // the name it chose in this space with its fingerprint (a chosen name can be anyone's).
   const nameOf = useCallback(
-    (id: string) =>
-      id === me ? (state.me?.display_name ?? "You") : state.contacts[id]?.display_name || shortUser(id),
-    [me, state.me, state.contacts],
+    (id: string) => {
+      if (id === me) return state.me?.display_name ?? "You";
+      const contact = state.contacts[id]?.display_name;
+      if (contact) return contact;
+      const chosen = space?.members.find((m) => m.user_id === id)?.display_name;
+      return chosen ? `${chosen} (${shortUser(id)})` : shortUser(id);
+    },
+    [me, state.me, state.contacts, space],
   );
   const roleName = useCallback((id: string) => space?.roles.find((r) => r.id === id)?.name, [space]);
   const myRoles = useMemo(() => space?.members.find((m) => m.user_id === me)?.roles ?? [], [space, me]);

@@ -376,6 +376,7 @@ impl NodeMachine {
         }
         store.apply(changes)?;
         self.account.display_name = account.display_name;
+        self.space_profiles_soon();
         for peer in self.accepted_contacts(&*store)? {
             self.send_profile_to(now, peer, store)?;
         }

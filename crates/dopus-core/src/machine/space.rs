@@ -32,8 +32,8 @@ use dopus_proto::peer::{
 };
 use dopus_proto::space::{
     CHANNEL_PAYLOAD_VERSION, ChannelKind, ChannelMessage, ChannelPayload, InviteCode, JoinRefusal,
-    JoinResult, MAX_HEADS, MAX_HISTORY_MESSAGES, MAX_OPS_PER_MESSAGE, MAX_WANT, Mentions, OpBody,
-    OpId, Permissions, SpaceContent, SpaceOp,
+    JoinResult, MAX_HEADS, MAX_HISTORY_MESSAGES, MAX_MEMBER_NAME_BYTES, MAX_OPS_PER_MESSAGE,
+    MAX_WANT, Mentions, OpBody, OpId, Permissions, SpaceContent, SpaceOp,
 };
 use dopus_types::{ChannelId, DeviceId, SpaceId, Timestamp, UserId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,6 +79,8 @@ pub(super) struct Spaces {
     sync_due: bool,
     /// Who types in which channel, and our own throttle (machine/space/typing.rs).
     typing: typing::ChannelTyping,
+    /// Check at the next prepare that our name in each space follows the account's.
+    profile_due: bool,
 }
 
 impl std::fmt::Debug for Spaces {
@@ -132,6 +134,7 @@ impl Spaces {
             resume: store.megolm_waiting_sessions(MAX_WAITING)?,
             sync_due: true,
             typing: typing::ChannelTyping::default(),
+            profile_due: true,
         })
     }
 
@@ -155,6 +158,8 @@ impl Spaces {
         if let Some(log) = self.logs.get_mut(space) {
             self.states.insert(*space, log.state().clone());
         }
+        // A join, a rejoin or a name written elsewhere: look again.
+        self.profile_due = true;
     }
 
     fn space_of(&self, channel: &ChannelId) -> Option<SpaceId> {
@@ -170,6 +175,19 @@ impl Spaces {
         let state = self.states.get(&space).ok_or(CommandError::UnknownSpace)?;
         state.accepts_message(me, channel).map_err(refused)
     }
+}
+
+/// The account's display name as a `profile` op carries it: trimmed, control characters
+/// dropped, cut to [`MAX_MEMBER_NAME_BYTES`] on a character boundary.
+fn member_name(account_name: &str) -> String {
+    let mut out = String::new();
+    for c in account_name.trim().chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_MEMBER_NAME_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    out.trim_end().to_owned()
 }
 
 fn refused(e: impl std::fmt::Display) -> CommandError {
@@ -891,6 +909,48 @@ impl NodeMachine {
     /// Login happened: sync at the next prepare.
     pub(super) fn space_sync_soon(&mut self) {
         self.spaces.sync_due = true;
+    }
+
+    /// Our display name changed: the spaces follow at the next prepare.
+    pub(super) fn space_profiles_soon(&mut self) {
+        self.spaces.profile_due = true;
+    }
+
+    /// Our name as each space we are in shows it follows the account's display name: where it
+    /// differs (after a join, a rejoin, a rename), a `profile` op (docs/spaces.md, "Member
+    /// names"). Called at prepare; refused ops are logged and not retried until something
+    /// changes.
+    pub(super) fn space_profiles(
+        &mut self,
+        now: Timestamp,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        if !self.spaces.profile_due {
+            return Ok(());
+        }
+        self.spaces.profile_due = false;
+        let name = member_name(&self.account.display_name);
+        let due: Vec<SpaceId> = self
+            .spaces
+            .states
+            .iter()
+            .filter(|(_, s)| {
+                s.member(&self.me)
+                    .is_some_and(|m| m.display_name().unwrap_or_default() != name)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for space in due {
+            let body = OpBody::Profile {
+                display_name: name.clone(),
+            };
+            match self.author_op(now, store, space, body, None) {
+                Ok(_) => {}
+                Err(CommandError::Store(e)) => return Err(e),
+                Err(e) => tracing::debug!(error = %e, "could not publish our name in a space"),
+            }
+        }
+        Ok(())
     }
 
     // --- receiving ---
@@ -1914,6 +1974,7 @@ impl NodeMachine {
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
         self.typing_timeouts(now);
+        self.space_profiles(now, store)?;
         // Waits kept across a restart start over once we can reach anyone (a restart is a
         // reason to try again: a reader who was offline may be back). Withheld stays withheld.
         if self.signaling == super::SignalingState::Connected && !self.spaces.resume.is_empty() {

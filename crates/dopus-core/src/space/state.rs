@@ -76,6 +76,18 @@ pub struct Member {
     pub joined_by: OpId,
     /// Who admitted them (the creator admits themselves).
     pub admitted_by: UserId,
+    /// The display name they gave themselves in this space (`profile` op), if any.
+    pub display_name: Option<Register<String>>,
+}
+
+impl Member {
+    /// Their display name in this space, if they set one (not empty).
+    pub fn display_name(&self) -> Option<&str> {
+        self.display_name
+            .as_ref()
+            .map(|r| r.get().as_str())
+            .filter(|n| !n.is_empty())
+    }
 }
 
 /// A role.
@@ -246,6 +258,7 @@ impl SpaceState {
                 roles: BTreeSet::new(),
                 joined_by: id,
                 admitted_by: owner,
+                display_name: None,
             },
         );
         state.roles.insert(
@@ -807,6 +820,7 @@ impl SpaceState {
                         roles,
                         joined_by: ctx.id,
                         admitted_by: *author,
+                        display_name: None,
                     },
                 );
                 if let Some(inv) = self.invites.get_mut(invite) {
@@ -1040,6 +1054,15 @@ impl SpaceState {
                     return Err(Refusal::NotFound("member"));
                 }
                 self.owner = *to;
+            }
+            // Anyone may name themselves; nobody names another.
+            OpBody::Profile { display_name } => {
+                if let Some(m) = self.members.get_mut(author) {
+                    match &mut m.display_name {
+                        Some(r) => r.set(display_name.clone(), key),
+                        None => m.display_name = Some(Register::new(display_name.clone(), key)),
+                    }
+                }
             }
         }
         Ok(applied)

@@ -2,6 +2,7 @@
 //! that are not contacts and a real server. Bob's typing in `general` reaches alice as a
 //! `typing` event naming the channel; `GET /spaces/{id}/search` finds decrypted channel
 //! messages of that space only, pages, and stops showing a channel once we may not view it.
+//! A member who is not a contact shows the name it gave itself in the space.
 
 use crate::harness::{SERIAL, TestNode, TestServer, blocking, eventually};
 use serde_json::{Value, json};
@@ -77,6 +78,32 @@ async fn typing_reaches_the_channel_and_search_stays_within_the_space() {
     eventually(WAIT, "bob is a member and knows ops", || {
         let s = bob.api().ok("GET", &format!("/spaces/{sid}"), None);
         (s["membership"] == "member" && channel_named(&s, "ops").is_some()).then_some(())
+    })
+    .await;
+
+    // Names: bob is not alice's contact, yet she shows the name he chose (his `profile` op),
+    // and a rename follows.
+    let bob_id = bob.user_id.clone();
+    let name_at_alice = |alice: &TestNode| -> Option<String> {
+        let s = alice.api().ok("GET", &format!("/spaces/{sid}"), None);
+        s["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["user_id"] == bob_id.as_str())?["display_name"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    eventually(WAIT, "alice shows bob's name", || {
+        (name_at_alice(&alice).as_deref() == Some("bob")).then_some(())
+    })
+    .await;
+    bob.api().ok(
+        "PUT",
+        "/me/profile",
+        Some(json!({ "display_name": "Bob the Builder" })),
+    );
+    eventually(WAIT, "alice shows bob's new name", || {
+        (name_at_alice(&alice).as_deref() == Some("Bob the Builder")).then_some(())
     })
     .await;
 

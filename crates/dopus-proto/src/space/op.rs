@@ -21,6 +21,8 @@ pub const MAX_OP_BYTES: usize = 32 * 1024;
 pub const MAX_PARENTS: usize = 16;
 /// Longest space, role or channel name, in UTF-8 bytes.
 pub const MAX_NAME_BYTES: usize = 100;
+/// Longest display name a member gives itself in a space, in UTF-8 bytes.
+pub const MAX_MEMBER_NAME_BYTES: usize = 64;
 /// Longest space description, in UTF-8 bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 1024;
 /// Longest channel topic, in UTF-8 bytes.
@@ -273,6 +275,12 @@ pub enum OpBody {
         /// The new owner.
         to: UserId,
     },
+    /// The author's own profile in this space: the name other members (who need not be its
+    /// contacts) show for it, beside its key fingerprint. Any member may write its own.
+    Profile {
+        /// Its display name (empty: none, shown by fingerprint only).
+        display_name: String,
+    },
 }
 
 impl OpBody {
@@ -298,6 +306,7 @@ impl OpBody {
             OpBody::ChannelDelete { .. } => "channel_delete",
             OpBody::ChannelReorder { .. } => "channel_reorder",
             OpBody::TransferOwnership { .. } => "transfer_ownership",
+            OpBody::Profile { .. } => "profile",
         }
     }
 
@@ -428,6 +437,13 @@ impl OpBody {
                     }
                 }
                 Ok(())
+            }
+            OpBody::Profile { display_name } => {
+                if display_name.is_empty() {
+                    Ok(())
+                } else {
+                    check_name("display_name", display_name, MAX_MEMBER_NAME_BYTES)
+                }
             }
             OpBody::InviteRevoke { .. }
             | OpBody::Join { .. }
@@ -621,6 +637,9 @@ impl OpBody {
             OpBody::TransferOwnership { to } => {
                 c.tag(18);
                 user(c, to);
+            }
+            OpBody::Profile { display_name } => {
+                c.tag(19).str(display_name);
             }
         }
     }

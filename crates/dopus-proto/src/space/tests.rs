@@ -193,6 +193,9 @@ fn every_body() -> Vec<OpBody> {
             ],
         },
         OpBody::TransferOwnership { to: user(3) },
+        OpBody::Profile {
+            display_name: "Zoë".into(),
+        },
     ]
 }
 

@@ -1127,3 +1127,63 @@ fn a_file_in_a_channel_reaches_every_reader_and_a_holder_says_so() {
     let after = net.nodes[0].store.transfer(&sent.id).unwrap().unwrap();
     assert_eq!(after.state, TransferState::Done);
 }
+
+/// The name node `i` shows for `user` in `space` (from the members' `profile` ops).
+fn member_name(net: &Net, i: usize, space: &SpaceId, user: &UserId) -> Option<String> {
+    net.nodes[i]
+        .machine
+        .space(space)?
+        .member(user)?
+        .display_name()
+        .map(str::to_owned)
+}
+
+#[test]
+fn members_publish_their_names_to_the_space_and_renames_follow() {
+    let (mut net, space, _) = three_in_a_space();
+    // Each node names itself after joining; every replica shows every name.
+    for i in 0..3 {
+        for j in 0..3 {
+            let user = net.user(j);
+            assert_eq!(
+                member_name(&net, i, &space, &user),
+                Some(format!("node{j}")),
+                "node {i} on node {j}"
+            );
+        }
+    }
+    // Carol renames herself while bob is away; bob learns it when back (anti-entropy).
+    net.offline(1);
+    net.cmd(2, |m, now, s| {
+        m.set_profile(
+            now,
+            s,
+            crate::machine::ProfilePatch {
+                display_name: Some("  Carol\u{7} the Great  ".into()),
+                ..Default::default()
+            },
+        )
+    })
+    .expect("rename");
+    net.settle(500);
+    let carol = net.user(2);
+    assert_eq!(
+        member_name(&net, 0, &space, &carol).as_deref(),
+        Some("Carol the Great"),
+        "control characters dropped"
+    );
+    net.online(1);
+    net.settle(500);
+    assert_eq!(
+        member_name(&net, 1, &space, &carol).as_deref(),
+        Some("Carol the Great")
+    );
+    // Nothing more is written once the names agree.
+    let ops = net.nodes[0].store.space_ops(&space).expect("ops").len();
+    net.now += 60_000;
+    net.settle(100);
+    assert_eq!(
+        net.nodes[0].store.space_ops(&space).expect("ops").len(),
+        ops
+    );
+}

@@ -193,6 +193,34 @@ fn oversize_fields_are_refused_without_blocking_later_ops() {
     let good = unchecked(&log, &o, rename(1));
     log.insert(good).unwrap();
     assert_eq!(log.state().name(), "name 1");
+    // A member's display name: at most 64 bytes, no control characters.
+    for bad in ["n".repeat(65), "tab\there".into(), "   ".into()] {
+        let op = unchecked(
+            &log,
+            &o,
+            OpBody::Profile {
+                display_name: bad.clone(),
+            },
+        );
+        assert!(
+            matches!(log.insert(op), Err(InsertError::Op(OpError::Format(_)))),
+            "{bad:?}"
+        );
+    }
+    let named = unchecked(
+        &log,
+        &o,
+        OpBody::Profile {
+            display_name: "n".repeat(64),
+        },
+    );
+    log.insert(named).unwrap();
+    assert_eq!(
+        log.state()
+            .member(&o.user())
+            .and_then(|m| m.display_name().map(str::len)),
+        Some(64)
+    );
 }
 
 #[test]

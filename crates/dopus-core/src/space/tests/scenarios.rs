@@ -429,3 +429,69 @@ fn ops_by_outsiders_never_apply() {
         OpStatus::Refused(Refusal::NotMember)
     );
 }
+
+#[test]
+fn members_name_themselves_and_the_later_name_wins_everywhere() {
+    // Two devices' worth of concurrency: X renames itself on two replicas; both agree on one
+    // name. A kicked member's rename concurrent with its kick does not stand.
+    let mut c = cast();
+    op(
+        &mut c.log,
+        &c.x,
+        OpBody::Profile {
+            display_name: "Xavier".into(),
+        },
+    );
+    let member = |log: &mut crate::space::ControlLog, u| {
+        log.state()
+            .member(&u)
+            .and_then(|m| m.display_name().map(str::to_owned))
+    };
+    assert_eq!(member(&mut c.log, c.x.user()).as_deref(), Some("Xavier"));
+    assert_eq!(member(&mut c.log, c.m.user()), None, "nobody else is named");
+    let mut r1 = c.log.clone();
+    let mut r2 = c.log.clone();
+    op(
+        &mut r1,
+        &c.x,
+        OpBody::Profile {
+            display_name: "X one".into(),
+        },
+    );
+    op(
+        &mut r2,
+        &c.x,
+        OpBody::Profile {
+            display_name: "X two".into(),
+        },
+    );
+    exchange(&mut r1, &mut r2);
+    same_state(&mut r1, &mut r2);
+    let name = member(&mut r1, c.x.user()).expect("named");
+    assert!(name == "X one" || name == "X two", "{name}");
+    // Clearing: an empty name shows none.
+    op(
+        &mut r1,
+        &c.x,
+        OpBody::Profile {
+            display_name: String::new(),
+        },
+    );
+    assert_eq!(member(&mut r1, c.x.user()), None);
+
+    let mut k1 = c.log.clone();
+    let mut k2 = c.log.clone();
+    let kick = op(&mut k1, &c.m, OpBody::Kick { user: c.x.user() });
+    let rename = op(
+        &mut k2,
+        &c.x,
+        OpBody::Profile {
+            display_name: "Ghost".into(),
+        },
+    );
+    exchange(&mut k1, &mut k2);
+    same_state(&mut k1, &mut k2);
+    assert_eq!(k1.status(&kick.id()), OpStatus::Applied);
+    assert!(!k1.state().is_member(&c.x.user()));
+    assert_ne!(k1.status(&rename.id()), OpStatus::Applied);
+}

@@ -72,6 +72,12 @@ pub struct SpaceMember {
     pub owner: bool,
     /// The roles they hold (not `@everyone`), role ids.
     pub roles: Vec<String>,
+    /// The name they gave themselves in this space (their `profile` op), if any. Chosen by
+    /// them, not checked: show it with their user id's fingerprint, never alone. Left out
+    /// when they have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub display_name: Option<String>,
 }
 
 /// A role of a space.
@@ -235,6 +241,7 @@ impl Space {
                 user_id: u.into(),
                 owner: *u == owner,
                 roles: m.roles.iter().map(role_id_text).collect(),
+                display_name: m.display_name().map(str::to_owned),
             })
             .collect();
         let mut roles: Vec<SpaceRole> = s
