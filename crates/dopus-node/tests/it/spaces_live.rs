@@ -225,3 +225,120 @@ async fn typing_reaches_the_channel_and_search_stays_within_the_space() {
     assert_eq!(status, 400);
     server.stop().await;
 }
+
+/// Waiting for keys, end to end: bob's node loses alice's Megolm session (its store keeps the
+/// log and the messages, as a restore of an old copy of the keys would leave it), alice's next
+/// message reaches him while she is away, so it waits visibly in `ChannelPage.waiting`; the
+/// placeholder survives bob's restart, and once alice is back bob's node asks again and the
+/// message is decrypted in place (it joins the page, the placeholder leaves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_whose_key_is_missing_waits_visibly_and_is_decrypted_in_place() {
+    use dopus_core::store::{Change, Store};
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let mut alice = blocking(|| TestNode::create("alice"));
+    let mut bob = blocking(|| TestNode::create("bob"));
+    alice.start(&server.url).await;
+    bob.start(&server.url).await;
+    let created = alice
+        .api()
+        .ok("POST", "/spaces", Some(json!({ "name": "Keys" })));
+    let sid = created["id"].as_str().unwrap().to_owned();
+    let general = channel_named(&created, "general").expect("general");
+    let inv = alice
+        .api()
+        .ok("POST", &format!("/spaces/{sid}/invites"), Some(json!({})));
+    bob.api().ok(
+        "POST",
+        "/spaces/join",
+        Some(json!({ "invite": inv["code"] })),
+    );
+    eventually(WAIT, "bob is a member", || {
+        (bob.api().ok("GET", &format!("/spaces/{sid}"), None)["membership"] == "member")
+            .then_some(())
+    })
+    .await;
+    let send = |node: &TestNode, body: &str| {
+        node.api().ok(
+            "POST",
+            &format!("/channels/{general}/messages"),
+            Some(json!({ "body": body })),
+        );
+    };
+    send(&alice, "first");
+    eventually(WAIT, "bob reads the first message", || {
+        bodies(&bob, &general)
+            .contains(&"first".to_owned())
+            .then_some(())
+    })
+    .await;
+
+    // Bob's node loses its Megolm sessions of the space (the log and messages stay).
+    bob.kill9();
+    let space = dopus_types::SpaceId::parse(&sid).unwrap();
+    let dir = bob.data_dir().to_owned();
+    blocking(move || {
+        let mut store = dopus_store::SqliteStore::open(&dir, "pw").expect("bob's store");
+        let ops = store.space_ops(&space).expect("ops");
+        assert!(!ops.is_empty());
+        store.apply_one(Change::RemoveSpace(space)).expect("remove");
+        for op in ops {
+            store.apply_one(Change::SaveSpaceOp(op)).expect("op");
+        }
+    });
+
+    // Alice speaks while bob is away, then leaves: her message waits in bob's mailbox, and
+    // nobody who holds the key is online when bob reads it.
+    send(&alice, "second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    alice.kill9();
+    bob.start(&server.url).await;
+    let aid = alice.user_id.clone();
+    let page = |bob: &TestNode| {
+        bob.api().ok(
+            "GET",
+            &format!("/channels/{general}/messages?limit=50"),
+            None,
+        )
+    };
+    let waiting = eventually(WAIT, "a placeholder at bob", || {
+        let p = page(&bob);
+        let w = p["waiting"].as_array().cloned().unwrap_or_default();
+        (!w.is_empty()).then_some(w)
+    })
+    .await;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0]["state"], "waiting_for_keys");
+    assert_eq!(waiting[0]["sender"], aid.as_str());
+    assert!(!bodies(&bob, &general).contains(&"second".to_owned()));
+
+    // Across a restart the placeholder stays (it is in the store).
+    bob.kill9();
+    bob.start(&server.url).await;
+    assert_eq!(
+        page(&bob)["waiting"].as_array().map(Vec::len),
+        Some(1),
+        "still waiting after the restart"
+    );
+
+    // Alice is back: bob's node asks again, gets the key from her, decrypts in place.
+    alice.start(&server.url).await;
+    eventually(
+        Duration::from_secs(120),
+        "the message is decrypted in place",
+        || {
+            let p = page(&bob);
+            let decrypted = p["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["body"] == "second"));
+            (decrypted && p["waiting"].as_array().is_some_and(Vec::is_empty)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        bodies(&bob, &general),
+        ["first", "second"],
+        "each once, in order"
+    );
+    server.stop().await;
+}
