@@ -277,6 +277,8 @@ pub trait Store: Send {
     /// Every transfer that has not ended (not done, failed or cancelled), oldest first: what
     /// the runtime resumes at start.
     fn unfinished_transfers(&self) -> Result<Vec<FileTransfer>, StoreError>;
+    /// The members known to hold `blob` whole (their `file_have`), ascending.
+    fn blob_holders(&self, blob: &BlobHash) -> Result<Vec<UserId>, StoreError>;
 
     // --- spaces ---
 

@@ -550,6 +550,17 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
             )?
             .execute(params![uuid(&id.0), path, ts(at)?])?,
         ),
+        Change::AddBlobHolder { blob, user: u } => changed(
+            tx.prepare_cached(
+                "INSERT INTO blob_holders (blob, user_id) VALUES (?1, ?2) \
+                 ON CONFLICT (blob, user_id) DO NOTHING",
+            )?
+            .execute(params![blob.as_bytes().as_slice(), user(&u)])?,
+        ),
+        Change::RemoveBlobHolder { blob, user: u } => changed(
+            tx.prepare_cached("DELETE FROM blob_holders WHERE blob = ?1 AND user_id = ?2")?
+                .execute(params![blob.as_bytes().as_slice(), user(&u)])?,
+        ),
         Change::RemoveTransfer(id) => changed(
             tx.prepare_cached("DELETE FROM transfers WHERE id = ?1")?
                 .execute([uuid(&id.0)])?,

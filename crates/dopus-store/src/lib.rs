@@ -559,6 +559,10 @@ impl Store for SqliteStore {
         out(queries::unfinished_transfers(&self.conn))
     }
 
+    fn blob_holders(&self, blob: &BlobHash) -> Result<Vec<UserId>, StoreError> {
+        out(queries::blob_holders(&self.conn, blob))
+    }
+
     fn spaces(&self) -> Result<Vec<SpaceId>, StoreError> {
         out(queries::spaces(&self.conn))
     }

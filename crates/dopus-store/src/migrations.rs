@@ -63,6 +63,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "channel_history",
         sql: include_str!("../migrations/009_channel_history.sql"),
     },
+    Migration {
+        version: 10,
+        name: "blob_holders",
+        sql: include_str!("../migrations/010_blob_holders.sql"),
+    },
 ];
 
 /// The schema version this build writes and the newest it reads.

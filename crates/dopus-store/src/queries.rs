@@ -719,6 +719,22 @@ pub(crate) fn transfers_of_blob(conn: &Connection, blob: &BlobHash) -> DbResult<
     collect(stmt.query([blob.as_bytes().as_slice()])?, codec::transfer)
 }
 
+pub(crate) fn blob_holders(conn: &Connection, blob: &BlobHash) -> DbResult<Vec<UserId>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT user_id FROM blob_holders WHERE blob = ?1 ORDER BY user_id")?;
+    let mut rows = stmt.query([blob.as_bytes().as_slice()])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(read_user(
+            &row.get::<_, Vec<u8>>(0)?,
+            "blob_holders.user_id",
+        )?);
+    }
+    // Ascending as `UserId` orders (the bytes' order may differ).
+    out.sort();
+    Ok(out)
+}
+
 pub(crate) fn unfinished_transfers(conn: &Connection) -> DbResult<Vec<FileTransfer>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {TRANSFER_COLUMNS} FROM transfers t INDEXED BY transfers_unfinished \

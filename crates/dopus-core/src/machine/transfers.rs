@@ -27,8 +27,8 @@
 //! - **Holders.** Every member that holds the whole blob serves it: the sender, and each
 //!   member once its download is complete and verified, which then says `file_have` to the
 //!   channel's other readers (over Olm, tagged with the channel). A downloader keeps a direct
-//!   connection to the holders it knows of (the sender, and every `file_have`) and asks every
-//!   blob channel it has; the planner spreads ranges across those that answer and drops a
+//!   connection to the holders it knows of (the sender, and every `file_have`, kept in the
+//!   store so a restarted download still knows them) and asks every blob channel it has; the planner spreads ranges across those that answer and drops a
 //!   holder at its first bad chunk group.
 //! - The sender's upload is `done` once a first member has the file; it goes on serving.
 //!
@@ -133,6 +133,8 @@ pub(super) struct ChannelFiles {
     audiences: BTreeMap<ChannelId, Option<BTreeSet<UserId>>>,
     /// Whether the channels with files were read from the store.
     loaded: bool,
+    /// Blobs whose stored holders were read into `holders` (once per blob and run).
+    holders_read: BTreeSet<BlobHash>,
 }
 
 /// A `file` content received in a channel: the message and its incoming transfer (the
@@ -380,6 +382,8 @@ impl NodeMachine {
                 if known.insert(sender) {
                     self.transfer_peers_dirty = true;
                 }
+                // Kept, so a download restarted later still asks every holder.
+                store.apply_one(Change::AddBlobHolder { blob, user: sender })?;
                 let mut wanted = false;
                 // Our upload is delivered once a first member holds the file; we go on
                 // serving it to the others.
@@ -440,6 +444,7 @@ impl NodeMachine {
                 if let Some(h) = self.channel_files.holders.get_mut(&blob) {
                     h.remove(&sender);
                 }
+                store.apply_one(Change::RemoveBlobHolder { blob, user: sender })?;
                 self.transfer_peers_dirty = true;
             }
             // A reader giving up changes nothing for the others.
@@ -745,11 +750,19 @@ impl NodeMachine {
                     // A download in a channel: every holder we know of (the member who
                     // announced it, and each `file_have`).
                     ConversationId::Channel(_) if t.direction == TransferDirection::Incoming => {
-                        let holders = self
-                            .channel_files
-                            .holders
-                            .entry(t.manifest.blob)
-                            .or_default();
+                        let blob = t.manifest.blob;
+                        if self.channel_files.holders_read.insert(blob) {
+                            // After a restart: the holders that said `file_have` before it
+                            // (the runtime asks each one about every download once its blob
+                            // channel opens).
+                            let kept = store.blob_holders(&blob)?;
+                            self.channel_files
+                                .holders
+                                .entry(blob)
+                                .or_default()
+                                .extend(kept);
+                        }
+                        let holders = self.channel_files.holders.entry(blob).or_default();
                         if let Some(m) = t.message
                             && let Some(m) = store.message(&m)?
                         {

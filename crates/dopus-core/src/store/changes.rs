@@ -13,7 +13,7 @@ use super::records::{
 };
 use super::records::{TransferId, TransferReason, TransferState};
 use dopus_proto::transfer::GroupSet;
-use dopus_types::{DeviceId, SpaceId, Timestamp, UserId};
+use dopus_types::{BlobHash, DeviceId, SpaceId, Timestamp, UserId};
 
 /// One write. Applied in the order pushed.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -165,6 +165,22 @@ pub enum Change {
     },
     /// Forgets a transfer. `Unchanged` for an unknown id.
     RemoveTransfer(TransferId),
+    /// Remembers that `user` holds the blob `blob` whole (a channel member's `file_have`), so a
+    /// download restarted later still spreads its ranges across every holder.
+    /// `Unchanged` if already known.
+    AddBlobHolder {
+        /// The blob.
+        blob: BlobHash,
+        /// Who holds it.
+        user: UserId,
+    },
+    /// Forgets that `user` holds `blob` (they withdrew it). `Unchanged` if not known.
+    RemoveBlobHolder {
+        /// The blob.
+        blob: BlobHash,
+        /// Who no longer holds it.
+        user: UserId,
+    },
     /// Stores one op of a space's control log; an op already stored is
     /// [`Outcome::Unchanged`].
     SaveSpaceOp(SpaceOpRecord),

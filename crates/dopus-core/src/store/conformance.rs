@@ -16,7 +16,7 @@
 )]
 
 use super::*;
-use dopus_types::{DeviceKeys, Ed25519Key, SpaceId};
+use dopus_types::{BlobHash, DeviceKeys, Ed25519Key, SpaceId};
 use uuid::Uuid;
 
 /// Generates one `#[test]` per conformance check. `$make` is an expression of a function type
@@ -52,6 +52,7 @@ macro_rules! store_conformance_tests {
             outbox_audience,
             processed_ids,
             transfers,
+            blob_holders,
             space_ops,
             settings,
         );
@@ -1673,7 +1674,6 @@ pub fn transfers<S: Store>(store: &mut S) {
     use dopus_proto::transfer::{
         Dimensions, FILE_FORMAT_VERSION, FileKey, FileManifest, FileNonce, GroupSet, PlainHash,
     };
-    use dopus_types::BlobHash;
     let manifest = |blob: u8| FileManifest {
         version: FILE_FORMAT_VERSION,
         blob: BlobHash::from_bytes([blob; 32]),
@@ -1848,6 +1848,66 @@ pub fn transfers<S: Store>(store: &mut S) {
     );
     assert_eq!(store.transfer(&id(1)).unwrap(), None);
     assert_eq!(store.transfer(&id(9)).unwrap(), None);
+}
+
+/// The holders of a channel's blob (`file_have`): added once, listed ascending per blob,
+/// removed on `file_revoke`.
+pub fn blob_holders<S: Store>(store: &mut S) {
+    let a = BlobHash::from_bytes([1; 32]);
+    let b = BlobHash::from_bytes([2; 32]);
+    assert!(store.blob_holders(&a).unwrap().is_empty());
+    for u in [3, 1, 2] {
+        assert_eq!(
+            store
+                .apply_one(Change::AddBlobHolder {
+                    blob: a,
+                    user: user(u),
+                })
+                .unwrap(),
+            Outcome::Applied
+        );
+    }
+    assert_eq!(
+        store
+            .apply_one(Change::AddBlobHolder {
+                blob: a,
+                user: user(1),
+            })
+            .unwrap(),
+        Outcome::Unchanged,
+        "a holder is known once"
+    );
+    store
+        .apply_one(Change::AddBlobHolder {
+            blob: b,
+            user: user(1),
+        })
+        .unwrap();
+    let mut want = vec![user(1), user(2), user(3)];
+    want.sort();
+    assert_eq!(store.blob_holders(&a).unwrap(), want);
+    assert_eq!(store.blob_holders(&b).unwrap(), vec![user(1)]);
+    assert_eq!(
+        store
+            .apply_one(Change::RemoveBlobHolder {
+                blob: a,
+                user: user(2),
+            })
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        store
+            .apply_one(Change::RemoveBlobHolder {
+                blob: a,
+                user: user(2),
+            })
+            .unwrap(),
+        Outcome::Unchanged
+    );
+    want.retain(|u| *u != user(2));
+    assert_eq!(store.blob_holders(&a).unwrap(), want);
+    assert_eq!(store.blob_holders(&b).unwrap(), vec![user(1)]);
 }
 
 fn op_record(sp: u8, id: u8, depth: u64) -> SpaceOpRecord {

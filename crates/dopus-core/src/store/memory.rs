@@ -51,6 +51,7 @@ struct State {
     last_outbox_pos: u64,
     processed: HashMap<EnvelopeId, Timestamp>,
     transfers: BTreeMap<TransferId, FileTransfer>,
+    blob_holders: BTreeSet<(BlobHash, UserId)>,
     space_ops: BTreeMap<(SpaceId, OpId), SpaceOpRecord>,
     megolm_seen: BTreeSet<(String, u32)>,
     megolm_waiting: BTreeMap<(String, u32), MegolmWaitingRecord>,
@@ -343,6 +344,20 @@ impl State {
                 }
                 None => Outcome::Unchanged,
             },
+            Change::AddBlobHolder { blob, user } => {
+                if self.blob_holders.insert((blob, user)) {
+                    Outcome::Applied
+                } else {
+                    Outcome::Unchanged
+                }
+            }
+            Change::RemoveBlobHolder { blob, user } => {
+                if self.blob_holders.remove(&(blob, user)) {
+                    Outcome::Applied
+                } else {
+                    Outcome::Unchanged
+                }
+            }
             Change::RemoveTransfer(id) => {
                 if self.transfers.remove(&id).is_some() {
                     Outcome::Applied
@@ -816,6 +831,16 @@ impl Store for MemoryStore {
             .collect();
         out.sort_by_key(|t| (t.created_at, t.id));
         Ok(out)
+    }
+
+    fn blob_holders(&self, blob: &BlobHash) -> Result<Vec<UserId>, StoreError> {
+        Ok(self
+            .state
+            .blob_holders
+            .iter()
+            .filter(|(b, _)| b == blob)
+            .map(|(_, u)| *u)
+            .collect())
     }
 
     fn unfinished_transfers(&self) -> Result<Vec<FileTransfer>, StoreError> {

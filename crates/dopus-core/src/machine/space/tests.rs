@@ -1187,3 +1187,66 @@ fn members_publish_their_names_to_the_space_and_renames_follow() {
         ops
     );
 }
+
+/// The holders a reader learnt from `file_have` are kept in its store: restarted in the
+/// middle of its download, it still connects to every holder (not only the member who
+/// announced the file).
+#[test]
+fn holders_learnt_from_file_have_survive_a_restart_of_the_downloader() {
+    use crate::store::{SourceFile, TransferState};
+    use dopus_proto::transfer::{FILE_FORMAT_VERSION, FileKey, FileManifest, FileNonce, PlainHash};
+    use dopus_types::BlobHash;
+    let (mut net, _space, general) = three_in_a_space();
+    let blob = BlobHash::from_bytes([5; 32]);
+    let manifest = FileManifest {
+        version: FILE_FORMAT_VERSION,
+        blob,
+        size: 1 << 20,
+        key: FileKey([7; 32]),
+        nonce: FileNonce([8; 12]),
+        name: "plan.odt".into(),
+        mime: "application/octet-stream".into(),
+        plain_blake3: PlainHash([9; 32]),
+        dimensions: None,
+        duration_ms: None,
+        thumbnail: None,
+    };
+    let source = SourceFile {
+        path: "/tmp/plan.odt".into(),
+        size: 1 << 20,
+        modified_ns: 1,
+        inode: 2,
+    };
+    let (_, sent) = net
+        .cmd(0, |m, now, s| {
+            m.channel_send_file(now, s, general, manifest, source, None)
+        })
+        .expect("send a file in the channel");
+    net.settle(500);
+    assert!(net.nodes[2].store.blob_holders(&blob).unwrap().is_empty());
+    // Bob completes his download and says so; carol's is still under way.
+    net.nodes[1]
+        .store
+        .apply_one(Change::SetTransferState {
+            id: sent.id,
+            state: TransferState::Done,
+            reason: None,
+            at: Timestamp(T0),
+        })
+        .unwrap();
+    net.nodes[1]
+        .inputs
+        .push(Input::DownloadDone { id: sent.id });
+    net.settle(500);
+    let bob = net.user(1);
+    let alice = net.user(0);
+    assert_eq!(net.nodes[2].store.blob_holders(&blob).unwrap(), vec![bob]);
+    let carol_t = net.nodes[2].store.transfer(&sent.id).unwrap().unwrap();
+    assert!(!carol_t.state.is_final());
+
+    net.restart(2);
+    net.settle(500);
+    let peers = &net.nodes[2].machine.transfer_peers;
+    assert!(peers.contains(&bob), "the holder from before the restart");
+    assert!(peers.contains(&alice), "the member who announced it");
+}
