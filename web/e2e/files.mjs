@@ -2,7 +2,8 @@
 // nodes (alice and bob, made contacts through their APIs) and two headless Chromium pages. Alice
 // attaches an image with the attach button; both pages show its progress (state, percentage,
 // rate); bob pauses and resumes it, then sees the decrypted preview served by his own node;
-// alice pastes a second image and drops a text file, and both arrive.
+// alice pastes a second image and drops a text file, and both arrive; last, alice attaches an
+// image in a space channel and bob sees its preview there.
 //
 //   node e2e/files.mjs     (from web/; binaries as for `npm run e2e`: DOPUS_BIN_DIR, or ../target/debug)
 //
@@ -119,7 +120,7 @@ async function shot(page, name) {
 async function main() {
   preflight();
   mkdirSync(SHOTS, { recursive: true });
-  for (const f of ["files-1-sent", "files-2-progress", "files-3-paused", "files-4-preview", "files-5-paste-drop", "files-6-audio"]) {
+  for (const f of ["files-1-sent", "files-2-progress", "files-3-paused", "files-4-preview", "files-5-paste-drop", "files-6-audio", "files-7-channel"]) {
     rmSync(join(SHOTS, `${f}.png`), { force: true });
   }
   const tmp = mkdtempSync(join(tmpdir(), "dopus-files-e2e-"));
@@ -244,8 +245,36 @@ async function main() {
     if (Math.abs(duration - 2) > 0.1) fail(`the audio lasts ${duration} s, not 2`);
     await shot(pb, "files-6-audio");
 
+    section("a file in a space channel");
+    // The space is made and joined through the API (spaces.mjs covers doing it in the UI).
+    const space = await apiCall(alice, "POST", "/spaces", { name: "Files Guild" });
+    const invite = await apiCall(alice, "POST", `/spaces/${space.id}/invites`, { max_uses: 1 });
+    await apiCall(bob, "POST", "/spaces/join", { invite: invite.code });
+    for (const p of [pa, pb]) {
+      await p.getByRole("button", { name: "Spaces", exact: true }).click();
+      const pill = p.getByRole("navigation", { name: "Spaces" }).getByRole("button", { name: /^Files Guild/ });
+      await visible(pill, "the space in the rail", SLOW);
+      await pill.click();
+      const general = p.getByRole("button", { name: "# general" });
+      await visible(general, "#general", SLOW);
+      await general.click();
+      await visible(p.getByTestId("spaces").locator("#composer"), "the channel's composer", SLOW);
+    }
+    // The channel's composer has the attach button of the direct view.
+    const inSpaces = pa.getByTestId("spaces");
+    await visible(inSpaces.getByRole("button", { name: "Attach files" }), "alice: attach in the channel");
+    await inSpaces.getByTestId("attach-input").setInputFiles({ name: "map.png", mimeType: "image/png", buffer: png(320, 240, 5) });
+    await visible(card(pa, "map.png"), "alice: the file card in the channel", SLOW);
+    await waitFor("bob: the channel's file arrived", async () => (await stateOf(pb, "map.png")) === "Done", SLOW, 200);
+    const chImg = card(pb, "map.png").getByTestId("file-preview-image");
+    await visible(chImg, "bob: the channel file's preview");
+    await waitFor("bob: the channel preview decoded", () => chImg.evaluate((el) => el.complete && el.naturalWidth === 320), T);
+    const chRec = (await apiCall(bob, "GET", "/transfers")).transfers.find((t) => t.name === "map.png");
+    if (!chRec || !chRec.conversation.startsWith("dchan1")) fail(`the channel file is not a channel transfer: ${JSON.stringify(chRec)}`);
+    await shot(pb, "files-7-channel");
+
     if (errors.length) fail(`browser console errors:\n  ${errors.join("\n  ")}`);
-    log("PASS: attach, progress, pause, resume, preview, paste, drop and an audio player");
+    log("PASS: attach, progress, pause, resume, preview, paste, drop, an audio player and a file in a channel");
   } finally {
     if (browser) await within("close browser", 10_000, browser.close()).catch(() => {});
     killAll();

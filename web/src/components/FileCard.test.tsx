@@ -124,4 +124,28 @@ describe("UploadTray", () => {
     expect(html).toContain("Could not send: the file does not fit the disk");
     expect(render(s, <UploadTray conversation="other" />)).toBe("");
   });
+
+  it("shows what the node is preparing, with progress and cancel, and why one was not sent", () => {
+    const prep = (id: string, over: Partial<Transfer>) =>
+      rec({ id, conversation: "dchan1room", direction: "outgoing", message: null, blob: "", state: "preparing", ...over });
+    let s = withRecord(prep("p1", { name: "video.mkv", size: 8 << 20 }), {
+      ...moving,
+      id: "p1",
+      state: "preparing",
+      bytes: 2 << 20,
+      total: 8 << 20,
+      rate: 4 << 20,
+      eta_secs: 2,
+    });
+    s = transfersReducer(s, { type: "record", transfer: prep("p2", { name: "gone.bin", state: "failed", reason: "source_missing" }) });
+    const html = render(s, <UploadTray conversation="dchan1room" />);
+    expect(html).toContain("video.mkv: preparing, 25%");
+    expect(html).toContain("4.0 MiB/s");
+    expect(html).toContain("Cancel video.mkv");
+    expect(html).toContain("Not sent: Failed: the file is gone");
+    expect(html).toContain("Dismiss gone.bin");
+    // Announced: it leaves the tray for its message's card.
+    s = transfersReducer(s, { type: "record", transfer: prep("p1", { name: "video.mkv", state: "queued", message: "p1", blob: "dblob1y" }) });
+    expect(render(s, <UploadTray conversation="dchan1room" />)).not.toContain("video.mkv");
+  });
 });

@@ -25,6 +25,7 @@ import {
 import { channelTypingKey, conversationOf, LOCAL_PREFIX } from "../lib/state";
 import { isTyping } from "../lib/typing";
 import { describeError, useStore } from "../state/store";
+import { useTransfers } from "../state/transfers";
 import { ConversationView, type ChannelHooks } from "./Conversation";
 import { SpaceSearch } from "./SpaceSearch";
 import { SpaceSettings } from "./SpaceSettings";
@@ -58,6 +59,7 @@ function membershipNote(space: Space): string | null {
 
 export function Spaces({ onClose }: { onClose(): void }) {
   const { state, dispatch, subscribe, actions } = useStore();
+  const { sendFiles } = useTransfers();
   const [spaces, setSpaces] = useState<Space[]>([]);
   const [selected, setSelected] = useState<string | null>(null);
   const [channel, setChannel] = useState<string | null>(null);
@@ -491,6 +493,7 @@ export function Spaces({ onClose }: { onClose(): void }) {
             jumpTo={jumpTo}
             onJumped={() => setJumpTo(null)}
             onProfile={() => {}}
+            onFiles={current.can_send ? (files) => sendFiles(current.id, files) : undefined}
             channel={hooks}
           />
         ) : (
