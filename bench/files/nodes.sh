@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Node-to-node file rate on loopback: two real `discordopus` processes (release build) and a
 # signaling server, a file of SIZE_MIB pseudo-random MiB sent with `POST …/files`, timed from
-# the answer of that call (the file is prepared: hashed, encrypted, announced) until the
+# the moment the sender's transfer leaves `preparing` (the file is hashed, encrypted, announced;
+# the call itself answers at once) until the
 # receiver's transfer is `done` (every group verified, plaintext hash checked). Prints MiB/s and
 # the CPU seconds per GiB of each node over that interval (utime + stime from /proc).
 #
@@ -78,6 +79,12 @@ cat "$WORK/file.bin" >/dev/null # in the page cache, as a file just written woul
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 T0=$(date +%s.%N)
 ID=$(api alice POST "/conversations/${UID_OF[bob]}/files" "{\"path\":\"$WORK/file.bin\"}" | json 'v["id"]')
+# The call answers at once (`preparing`); the file is announced once hashed and encrypted.
+for _ in $(seq 36000); do
+  st=$(api alice GET "/transfers/$ID" 2>/dev/null | json 'v["state"]' 2>/dev/null || echo none)
+  if [ "$st" != preparing ] && [ "$st" != none ]; then break; fi
+  sleep 0.02
+done
 T1=$(date +%s.%N)
 A0=$(cpu "${PID_OF[alice]}"); B0=$(cpu "${PID_OF[bob]}")
 for _ in $(seq 36000); do
@@ -94,7 +101,7 @@ size, t0, t1, t2, a0, a1, b0, b1, tick = map(float, sys.argv[1:10])
 state = sys.argv[10]
 gib = size / 1024
 print(f"state: {state}")
-print(f"prepare + announce (POST …/files): {t1 - t0:.2f} s ({size / (t1 - t0):.0f} MiB/s)")
+print(f"prepare + announce (POST …/files until it leaves `preparing`): {t1 - t0:.2f} s ({size / (t1 - t0):.0f} MiB/s)")
 print(f"transfer (announced -> receiver done): {t2 - t1:.2f} s, {size / (t2 - t1):.1f} MiB/s for {size:.0f} MiB")
 print(f"CPU per GiB: sender {(a1 - a0) / tick / gib:.2f} s, receiver {(b1 - b0) / tick / gib:.2f} s")
 EOF
