@@ -44,6 +44,10 @@ const OPS_CHUNK_BYTES: usize = 64 * 1024;
 const MAX_OPS_ANSWER: usize = 10_000;
 /// Most room keys kept in memory while waiting for the ops that make their sender a reader.
 const MAX_HELD_KEYS: usize = 256;
+/// How many members besides the admitter a newcomer asks for history.
+const MORE_HISTORY_FROM: usize = 2;
+/// Most history requests answered per run of the node (each answered once).
+const MAX_HISTORY_ANSWERED: usize = 4_096;
 /// The setting that lists the spaces we asked to join and do not hold yet (JSON array).
 const JOINING_SETTING: &str = "space_joining";
 
@@ -81,6 +85,8 @@ pub(super) struct Spaces {
     typing: typing::ChannelTyping,
     /// Check at the next prepare that our name in each space follows the account's.
     profile_due: bool,
+    /// The newcomers we answered a history request for (once each, since the last restart).
+    history_answered: BTreeSet<(SpaceId, UserId)>,
 }
 
 impl std::fmt::Debug for Spaces {
@@ -135,6 +141,7 @@ impl Spaces {
             sync_due: true,
             typing: typing::ChannelTyping::default(),
             profile_due: true,
+            history_answered: BTreeSet::new(),
         })
     }
 
@@ -970,6 +977,7 @@ impl NodeMachine {
             SpaceContent::SpaceHeads { .. }
                 | SpaceContent::SpaceOpsRequest { .. }
                 | SpaceContent::SpaceVoice { .. }
+                | SpaceContent::SpaceHistoryRequest { .. }
         );
         if !ephemeral {
             store.apply_one(Change::MarkProcessed {
@@ -1052,6 +1060,9 @@ impl NodeMachine {
             }
             SpaceContent::SpaceHistoryMessages { .. } => {
                 self.take_history_messages(now, sender, content, store)?;
+            }
+            SpaceContent::SpaceHistoryRequest { .. } => {
+                self.answer_history_request(now, sender, device, space, store)?;
             }
         }
         Ok(())
@@ -1156,6 +1167,7 @@ impl NodeMachine {
                 && self.spaces.joins.remove(&space).is_some()
             {
                 store.apply_one(self.spaces.joining_change())?;
+                self.ask_more_history(now, space);
             }
             self.emit(Event::SpaceChanged(space));
             self.retry_held(now, store)?;
@@ -1468,6 +1480,65 @@ impl NodeMachine {
             self.queue_space(now, store, to.clone(), Conversation::Direct, part)?;
         }
         Ok(())
+    }
+
+    /// We just joined a space that shares history: besides the member who admitted us (who
+    /// sends what it holds with the log), ask up to [`MORE_HISTORY_FROM`] other members, the
+    /// highest ranked first (likeliest online, likeliest to have been there longest). Those
+    /// online answer like an admitter; duplicates are dropped on arrival (sessions by id and
+    /// index, messages by id and Megolm index).
+    fn ask_more_history(&mut self, now: Timestamp, space: SpaceId) {
+        let Some(state) = self.spaces.states.get(&space) else {
+            return;
+        };
+        if !state.share_history() {
+            return;
+        }
+        let admitter = state.member(&self.me).map(|m| m.admitted_by);
+        let mut others: Vec<(std::cmp::Reverse<crate::space::Rank>, UserId)> = state
+            .members()
+            .map(|(u, _)| *u)
+            .filter(|u| *u != self.me && Some(*u) != admitter)
+            .map(|u| (std::cmp::Reverse(state.rank(&u)), u))
+            .collect();
+        others.sort();
+        for (_, user) in others.into_iter().take(MORE_HISTORY_FROM) {
+            self.send_space_ephemeral(now, user, SpaceContent::SpaceHistoryRequest { space });
+        }
+    }
+
+    /// A member who joined asks for the history we hold: answered once per member (since our
+    /// last restart), only for a member of a space that shares history, rate-limited like
+    /// join requests, to the asking device.
+    fn answer_history_request(
+        &mut self,
+        now: Timestamp,
+        sender: UserId,
+        device: &DeviceId,
+        space: SpaceId,
+        store: &mut dyn Store,
+    ) -> Result<(), MachineError> {
+        let may =
+            self.spaces.states.get(&space).is_some_and(|s| {
+                s.share_history() && s.is_member(&sender) && s.is_member(&self.me)
+            });
+        if !may
+            || sender == self.me
+            || self.spaces.history_answered.contains(&(space, sender))
+            || self.spaces.history_answered.len() >= MAX_HISTORY_ANSWERED
+            || !self
+                .spaces
+                .limiter
+                .allow(now, &sender, RateClass::JoinRequests)
+        {
+            return Ok(());
+        }
+        self.spaces.history_answered.insert((space, sender));
+        let to = vec![OutboxRecipient {
+            user: sender,
+            device: Some(device.clone()),
+        }];
+        self.send_history(now, store, space, sender, to)
     }
 
     /// A history bundle part: each session is checked on its own (the owner's certificate

@@ -267,6 +267,13 @@ pub enum SpaceContent {
         /// Up to [`MAX_HISTORY_MESSAGES`] messages, oldest first.
         messages: Vec<ChannelMessage>,
     },
+    /// A member who just joined a space that shares history asks another member (not the
+    /// one who admitted it) for the history that member holds: answered with
+    /// `space_history_bundle` and `space_history_messages`, as the admitter does. Ephemeral.
+    SpaceHistoryRequest {
+        /// The space.
+        space: SpaceId,
+    },
     /// A device's voice channel presence (join, refresh, mute, leave): ephemeral, never in
     /// the mailbox, never stored (docs/media.md, "Voice channels").
     SpaceVoice {
@@ -316,6 +323,7 @@ impl SpaceContent {
         "space_message",
         "space_history_messages",
         "space_voice",
+        "space_history_request",
     ];
 
     /// The space the content is about.
@@ -332,6 +340,7 @@ impl SpaceContent {
             | SpaceContent::SpaceJoinAnswer { space, .. }
             | SpaceContent::SpaceHistoryBundle { space, .. }
             | SpaceContent::SpaceHistoryMessages { space, .. }
+            | SpaceContent::SpaceHistoryRequest { space }
             | SpaceContent::SpaceMessage { space, .. } => space,
             SpaceContent::SpaceVoice { presence } => &presence.space,
         }
@@ -353,6 +362,7 @@ impl SpaceContent {
             SpaceContent::SpaceMessage { .. } => "space_message",
             SpaceContent::SpaceHistoryMessages { .. } => "space_history_messages",
             SpaceContent::SpaceVoice { .. } => "space_voice",
+            SpaceContent::SpaceHistoryRequest { .. } => "space_history_request",
         }
     }
 
@@ -417,7 +427,9 @@ impl SpaceContent {
                 check_session_id(session_id)?;
                 check_token("request", request)
             }
-            SpaceContent::SpaceJoinRequest { .. } | SpaceContent::SpaceJoinAnswer { .. } => Ok(()),
+            SpaceContent::SpaceJoinRequest { .. }
+            | SpaceContent::SpaceJoinAnswer { .. }
+            | SpaceContent::SpaceHistoryRequest { .. } => Ok(()),
             SpaceContent::SpaceMessage { message, .. } => message.validate(),
             SpaceContent::SpaceHistoryMessages { messages, .. } => {
                 if messages.is_empty() {

@@ -810,6 +810,7 @@ fn every_content() -> Vec<SpaceContent> {
         SpaceContent::SpaceVoice {
             presence: voice_presence(&a, Some(channel(2))),
         },
+        SpaceContent::SpaceHistoryRequest { space: space_id() },
     ]
 }
 

@@ -1250,3 +1250,92 @@ fn holders_learnt_from_file_have_survive_a_restart_of_the_downloader() {
     assert!(peers.contains(&bob), "the holder from before the restart");
     assert!(peers.contains(&alice), "the member who announced it");
 }
+
+/// History from members other than the admitter: bob, who admits dave, has lost every key and
+/// ciphertext of the space (restored from an old copy, say), so his bundle is empty; dave asks
+/// two other members, who hold the history, and reads everything said before he joined, once
+/// each, in order.
+#[test]
+fn a_newcomer_whose_admitter_kept_nothing_gets_the_history_from_other_members() {
+    let mut net = Net::new(4);
+    net.settle(50);
+    let space = net
+        .cmd(0, |m, now, s| m.create_space(now, s, "Archive"))
+        .expect("create");
+    let general = net.general(0, &space);
+    net.cmd(0, |m, now, s| {
+        m.space_op(
+            now,
+            s,
+            space,
+            OpBody::Update {
+                name: None,
+                description: None,
+                share_history: Some(true),
+            },
+        )
+    })
+    .expect("share history");
+    join(&mut net, space, 0, 1);
+    join(&mut net, space, 0, 2);
+    say(&mut net, 0, general, "a1");
+    say(&mut net, 2, general, "c1");
+    say(&mut net, 0, general, "a2");
+    let said = vec!["a1".to_owned(), "c1".to_owned(), "a2".to_owned()];
+    assert_eq!(net.texts(1, general), said);
+    // Bob loses his keys and kept ciphertexts (his messages stay).
+    net.lose_sessions(1, space);
+    assert!(
+        net.nodes[1]
+            .store
+            .megolm_inbound_for_channel(&general)
+            .expect("sessions")
+            .is_empty()
+    );
+    assert!(
+        net.nodes[1]
+            .store
+            .channel_ciphertexts(&general, 100)
+            .expect("kept")
+            .is_empty(),
+        "bob has nothing to hand on"
+    );
+    // Bob's invite names no other admitter, so bob alone admits dave.
+    let code = net
+        .cmd(1, |m, now, s| m.space_invite(now, s, space, Some(1), None))
+        .expect("invite");
+    let mut parsed = InviteCode::parse(&code).expect("code");
+    parsed.admitters.clear();
+    let code = parsed.to_text().expect("code");
+    net.cmd(3, |m, now, s| m.join_space(now, s, &code))
+        .expect("join");
+    net.settle(1000);
+    let state = net.nodes[3].machine.space(&space).expect("joined");
+    assert_eq!(
+        state.member(&net.user(3)).map(|m| m.admitted_by),
+        Some(net.user(1)),
+        "bob admitted dave"
+    );
+    assert_eq!(
+        net.texts(3, general),
+        said,
+        "from alice and carol, once each"
+    );
+    assert!(net.waiting(3, general).is_empty());
+    // A history request from someone who is not a member is not answered.
+    let relayed = net.relayed[3];
+    let dave = net.user(3);
+    net.cmd(0, |m, now, s| {
+        m.space_op(now, s, space, OpBody::Kick { user: dave })
+    })
+    .expect("kick");
+    net.settle(500);
+    let after_kick = net.relayed[3];
+    net.cmd(3, |m, now, _| m.ask_more_history(now, space));
+    net.settle(500);
+    assert_eq!(
+        net.relayed[3], after_kick,
+        "a removed member asking gets nothing"
+    );
+    assert!(after_kick >= relayed);
+}
