@@ -23,6 +23,8 @@
 //!
 //! Nothing here logs an address or a credential above debug level.
 
+mod framing;
+
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -50,8 +52,6 @@ use turn_server_proto::types::{AddressFamily, Instant as TurnInstant, TransportT
 use crate::config::TurnSettings;
 use crate::metrics::Metrics;
 
-/// Longest TURN message we accept over TCP (a UDP datagram's worth and headers).
-const MAX_TCP_MESSAGE: usize = 65_535 + 20;
 /// TCP/TLS client connections at once.
 const MAX_TCP_CLIENTS: usize = 4096;
 /// Bytes waiting to be written to one TCP client before further ones are dropped.
@@ -401,22 +401,6 @@ async fn accept_loop(
     }
 }
 
-/// Splits a TCP byte stream into TURN messages (STUN: 20 + length; ChannelData: 4 + length).
-/// `None` until a whole message is buffered.
-///
-/// ChannelData is taken **unpadded**, as turn-client-proto and turn-server-proto 0.7 write and
-/// read it over TCP. RFC 8656 §12.5 asks for padding to 4 bytes over TCP; clients that pad
-/// (coturn's, browsers') are not understood over TCP by this version (UDP is unaffected).
-fn message_len(buf: &[u8]) -> Option<usize> {
-    let head = buf.get(..4)?;
-    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-    match head[0] >> 6 {
-        0 => Some(20 + len),
-        1 => Some(4 + len),
-        _ => Some(usize::MAX), // neither: the stream is broken
-    }
-}
-
 async fn serve_stream<S>(
     stream: S,
     listener: usize,
@@ -441,6 +425,8 @@ async fn serve_stream<S>(
     }
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16_384];
+    // Learns whether this client pads ChannelData (RFC 8656 §12.5) and frames both ways to match.
+    let mut framing = framing::Framing::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -451,26 +437,28 @@ async fn serve_stream<S>(
                 };
                 buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
                 let mut broken = false;
-                while let Some(len) = message_len(&buf) {
-                    if len > MAX_TCP_MESSAGE {
-                        broken = true;
-                        break;
-                    }
-                    if buf.len() < len {
-                        break;
-                    }
-                    let data: Vec<u8> = buf.drain(..len).collect();
-                    if tx.send(In::Tcp { listener, client, data }).await.is_err() {
-                        return;
+                loop {
+                    match framing.next_message(&mut buf) {
+                        Ok(Some(data)) => {
+                            if tx.send(In::Tcp { listener, client, data }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(framing::Broken) => {
+                            broken = true;
+                            break;
+                        }
                     }
                 }
                 if broken {
+                    tracing::debug!(listener, "TURN stream closed: not TURN framing");
                     break;
                 }
             }
             w = wrx.recv() => match w {
                 Some(data) => {
-                    if wr.write_all(&data).await.is_err() {
+                    if wr.write_all(&framing.frame_out(data)).await.is_err() {
                         break;
                     }
                 }
@@ -977,13 +965,5 @@ mod tests {
         let lan = ["192.168.0.0/16".parse().unwrap()];
         assert!(peer_allowed("192.168.1.1".parse().unwrap(), &lan));
         assert!(!peer_allowed("10.0.0.1".parse().unwrap(), &lan));
-    }
-
-    #[test]
-    fn tcp_framing() {
-        assert_eq!(message_len(&[0, 1, 0, 8]), Some(28));
-        assert_eq!(message_len(&[0x40, 0, 0, 5]), Some(9));
-        assert_eq!(message_len(&[0xff, 0, 0, 0]), Some(usize::MAX));
-        assert_eq!(message_len(&[0, 1]), None);
     }
 }
