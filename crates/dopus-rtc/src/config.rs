@@ -47,6 +47,12 @@ pub struct RtcConfig {
     pub connect_timeout: Duration,
     /// Give up when an established connection stays disconnected (no ICE consent) this long.
     pub disconnected_timeout: Duration,
+    /// Take the path for lost when nothing at all arrived from the peer for this long on an
+    /// open connection (ICE consent checks alone arrive every 3 s or sooner): the connection
+    /// goes `Disconnected`, probes its relay at once (a NAT that forgot our mapping shows as a
+    /// new address), and begins an ICE restart ([`crate::PeerEvent::RestartOffer`]). `None`
+    /// leaves it to str0m's consent checks (about 20 s) and never restarts by itself.
+    pub path_loss_timeout: Option<Duration>,
     /// Largest message [`crate::PeerHandle::send`] accepts and the peer may send us.
     pub max_message_size: usize,
     /// SCTP send buffer: how much written data may wait for acknowledgement. `send` awaits when it
@@ -80,6 +86,7 @@ impl Default for RtcConfig {
             idle_timeout: Some(Duration::from_secs(300)),
             connect_timeout: Duration::from_secs(15),
             disconnected_timeout: Duration::from_secs(20),
+            path_loss_timeout: Some(Duration::from_secs(5)),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             send_buffer: DEFAULT_SEND_BUFFER,
             stun_initial_rto: Duration::from_millis(250),

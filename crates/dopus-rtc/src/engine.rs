@@ -63,6 +63,13 @@ pub(crate) fn later(base: Instant, d: Duration) -> Instant {
         .unwrap_or(base)
 }
 
+/// The `a=ice-ufrag` of an SDP: a new one in an offer on an open connection is an ICE restart.
+fn sdp_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(|u| u.trim().to_owned())
+}
+
 /// Which side of the negotiation this connection started as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -107,6 +114,7 @@ pub(crate) struct Engine {
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
     disconnected_timeout: Duration,
+    path_loss_timeout: Option<Duration>,
     stun_configured: bool,
     turn_configured: bool,
     relay_only: bool,
@@ -152,6 +160,17 @@ pub(crate) struct Engine {
     last_activity: Instant,
     disconnected_since: Option<Instant>,
     rtc_timeout: Instant,
+    /// When a datagram from the peer (direct or unwrapped from the relay) last reached str0m.
+    last_peer_rx: Instant,
+    /// When the path was taken for lost (nothing from the peer for `path_loss_timeout`);
+    /// cleared by the next datagram from the peer.
+    path_lost_at: Option<Instant>,
+    /// When the last ICE restart began (our offer, or the peer's accepted).
+    restart_at: Option<Instant>,
+    /// ICE restarts made or accepted on this connection.
+    restarts: u32,
+    /// Our relayed candidates as given to str0m, so a lost allocation's can be withdrawn.
+    relay_cands: Vec<(SocketAddr, SocketAddr, Candidate)>,
 
     rtt: Option<Duration>,
     selected: Option<(SocketAddr, SocketAddr)>,
@@ -220,6 +239,7 @@ impl Engine {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
             disconnected_timeout: config.disconnected_timeout,
+            path_loss_timeout: config.path_loss_timeout,
             stun_configured: config.stun_servers().next().is_some(),
             turn_configured: config.has_turn(),
             relay_only: config.relay_only,
@@ -255,6 +275,11 @@ impl Engine {
             last_activity: now,
             disconnected_since: None,
             rtc_timeout: now,
+            last_peer_rx: now,
+            path_lost_at: None,
+            restart_at: None,
+            restarts: 0,
+            relay_cands: Vec::new(),
             rtt: None,
             selected: None,
             bytes_sent: 0,
@@ -338,16 +363,69 @@ impl Engine {
         let offer =
             SdpOffer::from_sdp_string(sdp).map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
         if self.pending_offer.is_some() {
-            // Our own offer is outstanding: str0m would refuse the crossing one later anyway.
-            return Err(PeerError::Negotiation("an offer of ours is pending"));
+            // Glare. The first offerer's offer wins, and an offer adding audio is never
+            // dropped; a restart offer of the first answerer yields (str0m's `accept_offer`
+            // invalidates it), and the peer's restart does what ours would have.
+            if self.role == Role::Offerer
+                || self.pending_audio.is_some()
+                || !self.had_remote_description
+            {
+                return Err(PeerError::Negotiation("an offer of ours is pending"));
+            }
+            tracing::debug!("crossing ICE restart offers: the peer's wins");
         }
+        let restart = self.had_remote_description && sdp_ufrag(sdp) != self.remote_ufrag;
         let answer = self
             .rtc
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
+        self.pending_offer = None;
+        if restart {
+            self.restarted(now, true);
+            // str0m kept our candidates (the answer carries them); a NAT may have moved our
+            // mappings since: STUN again, and ask the relay where it sees us (a moved mapping
+            // means a lost allocation and a fresh one).
+            if let Some(bases) = self.pending_bases.take() {
+                self.forget_hosts_not_in(&bases);
+                self.use_bases(bases);
+                self.restart_relays(now);
+            } else {
+                for r in &mut self.relays {
+                    r.probe(now);
+                }
+                self.pump_relays(now);
+            }
+            self.restart_gathering(now);
+        }
         self.remote_description_applied(now, sdp);
         Ok(self.outgoing_sdp(answer.to_sdp_string()))
+    }
+
+    /// An ICE restart began (our offer or the peer's); with `fresh_window`, a new
+    /// `disconnected_timeout` before the connection is given up.
+    fn restarted(&mut self, now: Instant, fresh_window: bool) {
+        self.restarts += 1;
+        self.restart_at = Some(now);
+        if let (true, Some(since)) = (fresh_window, self.disconnected_since.as_mut()) {
+            *since = now;
+        }
+    }
+
+    /// Withdraws our host candidates on sockets that are gone (a rebind while str0m kept its
+    /// candidates).
+    fn forget_hosts_not_in(&mut self, bases: &[SocketAddr]) {
+        let gone: Vec<SocketAddr> = self
+            .local
+            .iter()
+            .filter(|c| c.kind == CandidateType::Host && !bases.contains(&c.addr))
+            .map(|c| c.addr)
+            .collect();
+        for addr in gone {
+            if let Ok(c) = Candidate::host(addr, "udp") {
+                self.rtc.direct_api().invalidate_candidate(&c);
+            }
+        }
     }
 
     /// Applies the answer to our pending offer (initial or ICE restart).
@@ -359,6 +437,9 @@ impl Engine {
             .pending_offer
             .take()
             .ok_or(PeerError::Negotiation("no offer is pending"))?;
+        if sdp_ufrag(sdp).is_none() {
+            return Err(PeerError::InvalidSdp("the answer has no ICE ufrag".into()));
+        }
         let audio = self.pending_audio.take();
         self.rtc
             .sdp_api()
@@ -368,9 +449,17 @@ impl Engine {
             self.on_media_added(mid, MediaKind::Audio);
         }
         if let Some(bases) = self.pending_bases.take() {
-            // The restart cleared str0m's local candidates; announce the new sockets' ones.
+            // The restart cleared str0m's local candidates; announce the sockets' ones again.
+            // New sockets need a new allocation; on the same ones a working allocation is
+            // announced again and asked where it sees us (the path-loss probe made a fresh
+            // one already if a NAT had moved our mapping).
+            let same = bases == self.bases;
             self.use_bases(bases);
-            self.restart_relays(now);
+            if same {
+                self.announce_relays_again(now);
+            } else {
+                self.restart_relays(now);
+            }
             self.restart_gathering(now);
         }
         self.remote_description_applied(now, sdp);
@@ -379,10 +468,7 @@ impl Engine {
 
     fn remote_description_applied(&mut self, now: Instant, sdp: &str) {
         self.had_remote_description = true;
-        self.remote_ufrag = sdp
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
-            .map(|u| u.trim().to_owned());
+        self.remote_ufrag = sdp_ufrag(sdp);
         for line in sdp.lines() {
             if let Some(c) = line
                 .trim()
@@ -548,12 +634,45 @@ impl Engine {
         self.check_gathering_complete();
     }
 
+    /// After a restart that dropped str0m's local candidates on the same sockets: the relayed
+    /// candidates of working allocations go back in (and to the peer), and each relay is
+    /// asked where it sees us, so a moved mapping is noticed and allocated again.
+    fn announce_relays_again(&mut self, now: Instant) {
+        let ready: Vec<(SocketAddr, SocketAddr)> = self
+            .relays
+            .iter()
+            .filter(|r| r.state() == &RelayState::Ready)
+            .filter_map(|r| {
+                let relayed = r.relayed()?;
+                let base = self
+                    .relay_cands
+                    .iter()
+                    .find(|(a, _, _)| *a == relayed)
+                    .map(|(_, b, _)| *b)?;
+                Some((relayed, base))
+            })
+            .collect();
+        self.relay_cands.clear();
+        self.local.retain(|l| l.kind != CandidateType::Relay);
+        for (relayed, base) in ready {
+            self.add_relayed(now, relayed, base);
+        }
+        for r in &mut self.relays {
+            r.probe(now);
+        }
+        self.pump_relays(now);
+    }
+
     fn restart_relays(&mut self, now: Instant) {
         for r in &mut self.relays {
             r.close(now);
         }
-        self.pump_relays(now);
+        // Only their last datagrams leave: a closed allocation's "lost" must not start
+        // another one beside the fresh one started here.
+        self.pump_relays_io();
+        self.relay_stash.clear();
         self.relays.clear();
+        self.forget_dead_relay_candidates();
         if self.relays_started {
             self.relay_cursor = 0;
             self.reallocations = 0;
@@ -645,6 +764,7 @@ impl Engine {
                     }
                     match Receive::new(Protocol::Udp, peer, relayed, &data) {
                         Ok(r) => {
+                            self.peer_heard(now);
                             if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
                                 self.on_rtc_error(now, e);
                             }
@@ -663,6 +783,7 @@ impl Engine {
                 }
                 RelayOutput::Lost { why } => {
                     tracing::info!(%why, "TURN allocation lost; allocating again");
+                    self.forget_dead_relay_candidates();
                     if self.closed.is_none() {
                         if self.reallocations < MAX_REALLOCATIONS {
                             self.reallocations += 1;
@@ -694,6 +815,7 @@ impl Engine {
             return;
         };
         let line = added.to_sdp_string();
+        self.relay_cands.push((relayed, base, added.clone()));
         self.local.push(LocalCandidate {
             kind: CandidateType::Relay,
             addr: relayed,
@@ -702,6 +824,26 @@ impl Engine {
             .push_back(EngineOutput::Event(PeerEvent::LocalCandidate(line)));
         self.check_gathering_complete();
         self.kick(now);
+    }
+
+    /// Withdraws from str0m the relayed candidates whose allocation is gone, so no check or
+    /// packet is sent from them and a restart does not signal them again.
+    fn forget_dead_relay_candidates(&mut self) {
+        let relays = &self.relays;
+        let alive = |addr: &SocketAddr| {
+            relays
+                .iter()
+                .any(|r| r.relayed() == Some(*addr) && r.state() == &RelayState::Ready)
+        };
+        let (keep, dead): (Vec<_>, Vec<_>) = std::mem::take(&mut self.relay_cands)
+            .into_iter()
+            .partition(|(a, _, _)| alive(a));
+        self.relay_cands = keep;
+        for (addr, _, c) in dead {
+            self.rtc.direct_api().invalidate_candidate(&c);
+            self.local
+                .retain(|l| !(l.kind == CandidateType::Relay && l.addr == addr));
+        }
     }
 
     /// The task connected relay `relay`'s TCP stream from local address `local`.
@@ -865,8 +1007,24 @@ impl Engine {
         now: Instant,
         new_bases: Option<Vec<SocketAddr>>,
     ) -> Result<String, PeerError> {
+        self.make_restart_offer(now, new_bases, true)
+    }
+
+    /// [`Engine::restart_ice`]; `fresh_window` gives the connection a new
+    /// `disconnected_timeout` (asked for by the application, not the automatic retries, so a
+    /// dead path is still given up in the end).
+    fn make_restart_offer(
+        &mut self,
+        now: Instant,
+        new_bases: Option<Vec<SocketAddr>>,
+        fresh_window: bool,
+    ) -> Result<String, PeerError> {
         self.ensure_open()?;
-        if self.pending_offer.is_some() {
+        // A pending restart offer may be replaced (its answer may never come); the first offer
+        // and an offer adding audio may not.
+        if self.pending_offer.is_some()
+            && (self.pending_audio.is_some() || !self.had_remote_description)
+        {
             return Err(PeerError::Negotiation("an offer of ours is pending"));
         }
         let keep = new_bases.is_none();
@@ -876,12 +1034,81 @@ impl Engine {
             .apply()
             .ok_or(PeerError::Negotiation("nothing to offer"))?;
         self.pending_offer = Some(pending);
-        self.pending_bases = new_bases;
-        if let Some(since) = self.disconnected_since.as_mut() {
-            *since = now; // a fresh window for the restart to succeed
+        if new_bases.is_some() || self.pending_bases.is_none() {
+            self.pending_bases = new_bases;
         }
+        self.restarted(now, fresh_window);
         self.kick(now);
         Ok(self.outgoing_sdp(offer.to_sdp_string()))
+    }
+
+    /// The path went silent: ask the relays where they see us (a NAT that forgot our mapping
+    /// shows as a new address, and a lost allocation is made again), report `Disconnected`,
+    /// and begin an ICE restart. The first offerer restarts at once; the first answerer waits
+    /// one more timeout for the peer's restart before making its own. A restart that brought
+    /// nothing back is made again after two timeouts.
+    fn on_path_silent(&mut self, now: Instant, timeout: Duration) {
+        let lost_at = match self.path_lost_at {
+            Some(at) => at,
+            None => {
+                tracing::info!(
+                    after = ?timeout,
+                    "nothing from the peer: path lost; probing the relay and restarting ICE"
+                );
+                self.path_lost_at = Some(now);
+                if self.state == ConnectionState::Connected {
+                    self.disconnected_since = Some(now);
+                    self.set_state(ConnectionState::Disconnected);
+                }
+                for r in &mut self.relays {
+                    r.probe(now);
+                }
+                self.pump_relays(now);
+                now
+            }
+        };
+        let quiet_since_restart = self
+            .restart_at
+            .is_none_or(|at| now >= later(at, timeout.saturating_mul(2)));
+        let our_turn = self.role == Role::Offerer || now >= later(lost_at, timeout);
+        if !(quiet_since_restart && our_turn) {
+            return;
+        }
+        // With the same sockets as new bases: every candidate is gathered again once the peer
+        // answers (host, srflx, and a fresh relay allocation from a fresh NAT mapping).
+        let bases = self.bases.clone();
+        match self.make_restart_offer(now, Some(bases), false) {
+            Ok(sdp) => {
+                self.out
+                    .push_back(EngineOutput::Event(PeerEvent::RestartOffer(sdp)));
+            }
+            Err(e) => {
+                // Another offer is out; try again after the next window.
+                self.restart_at = Some(now);
+                tracing::debug!(error = %e, "no ICE restart now");
+            }
+        }
+    }
+
+    /// When the path-loss timer fires next, if it runs.
+    fn path_deadline(&self) -> Option<Instant> {
+        let timeout = self.path_loss_timeout?;
+        if self.opened_at.is_none() || self.closed.is_some() {
+            return None;
+        }
+        let silent = later(self.last_peer_rx, timeout);
+        Some(match (self.path_lost_at, self.restart_at) {
+            (None, _) => silent,
+            (Some(lost), restart) => {
+                let answerer_turn = if self.role == Role::Answerer {
+                    later(lost, timeout)
+                } else {
+                    lost
+                };
+                let retry = restart.map_or(lost, |at| later(at, timeout.saturating_mul(2)));
+                answerer_turn.max(retry)
+            }
+        })
     }
 
     /// str0m writes every local candidate into the SDP; with host candidates private, those
@@ -931,6 +1158,7 @@ impl Engine {
         }
         match Receive::new(Protocol::Udp, source, destination, data) {
             Ok(r) => {
+                self.peer_heard(now);
                 if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
                     self.on_rtc_error(now, e);
                 }
@@ -938,6 +1166,12 @@ impl Engine {
             Err(_) => tracing::trace!("unparseable datagram dropped"),
         }
         self.drain(now);
+    }
+
+    /// A datagram from the peer reached str0m: the path is alive.
+    fn peer_heard(&mut self, now: Instant) {
+        self.last_peer_rx = now;
+        self.path_lost_at = None;
     }
 
     /// Advances timers to `now`.
@@ -980,6 +1214,13 @@ impl Engine {
             && now >= later(since, self.disconnected_timeout)
         {
             self.fail(now, FailureReason::ConnectionLost { after: now - since });
+            return;
+        }
+        if let (Some(timeout), Some(at)) = (self.path_loss_timeout, self.path_deadline())
+            && now >= at
+            && now >= later(self.last_peer_rx, timeout)
+        {
+            self.on_path_silent(now, timeout);
         }
     }
 
@@ -1441,6 +1682,9 @@ impl Engine {
             if let Some(since) = self.disconnected_since {
                 at(later(since, self.disconnected_timeout));
             }
+            if let (Some(timeout), Some(p)) = (self.path_loss_timeout, self.path_deadline()) {
+                at(p.max(later(self.last_peer_rx, timeout)));
+            }
         }
         t
     }
@@ -1763,6 +2007,145 @@ mod tests {
         net.exchange();
         assert!(has(&net.b_events, &PeerEvent::Data(b"back".to_vec())));
         assert!(net.a.diagnostics().failure.is_none());
+    }
+
+    fn restart_offer(events: &[PeerEvent]) -> Option<String> {
+        events.iter().find_map(|e| match e {
+            PeerEvent::RestartOffer(sdp) => Some(sdp.clone()),
+            _ => None,
+        })
+    }
+
+    fn candidates(events: &mut Vec<PeerEvent>) -> Vec<String> {
+        let mut out = Vec::new();
+        events.retain(|e| match e {
+            PeerEvent::LocalCandidate(c) => {
+                out.push(c.clone());
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
+    fn data(events: &[PeerEvent]) -> Vec<Vec<u8>> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                PeerEvent::Data(d) => Some(d.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The path goes silent (both directions cut): after `path_loss_timeout` (5 s) the first
+    /// offerer reports `Disconnected` and makes an ICE restart offer by itself, the answerer
+    /// waits for it; once the path is back and the offer answered, data flows again on the
+    /// same channel (no new handshake: no second `ChannelOpen`), long before str0m's own
+    /// consent timeout would have noticed.
+    #[test]
+    fn a_silent_path_restarts_ice_by_itself_and_comes_back() {
+        let mut net = Net::new(None);
+        assert!(net.run(Duration::from_secs(5), |n| {
+            has(&n.a_events, &PeerEvent::ChannelOpen) && has(&n.b_events, &PeerEvent::ChannelOpen)
+        }));
+        assert!(net.a.write(net.now, b"before").unwrap());
+        net.exchange();
+        assert_eq!(data(&net.b_events), [b"before".to_vec()]);
+        net.cut = true;
+        let cut_at = net.now;
+        assert!(
+            net.run(Duration::from_secs(30), |n| restart_offer(&n.a_events)
+                .is_some()),
+            "no restart offer: {:?}",
+            net.a_events
+        );
+        let took = net.now - cut_at;
+        assert!(
+            took >= Duration::from_secs(5) && took < Duration::from_secs(7),
+            "{took:?}"
+        );
+        let disconnected = PeerEvent::State(ConnectionState::Disconnected);
+        assert!(has(&net.a_events, &disconnected));
+        assert!(has(&net.b_events, &disconnected));
+        // The answerer leaves the restart to the first offerer.
+        assert!(restart_offer(&net.b_events).is_none(), "{:?}", net.b_events);
+        let offer = restart_offer(&net.a_events).unwrap();
+        net.cut = false;
+        net.a_events.clear();
+        net.b_events.clear();
+        let answer = net.b.accept_offer(net.now, &offer).unwrap();
+        assert_ne!(sdp_ufrag(&answer), sdp_ufrag(&offer));
+        net.a.accept_answer(net.now, &answer).unwrap();
+        let connected = PeerEvent::State(ConnectionState::Connected);
+        assert!(
+            net.run(Duration::from_secs(10), |n| has(&n.a_events, &connected)
+                && has(&n.b_events, &connected)),
+            "a: {:?} b: {:?}",
+            net.a_events,
+            net.b_events
+        );
+        // The offerer gathered again after the answer and trickles its candidates.
+        let trickled = candidates(&mut net.a_events);
+        assert!(!trickled.is_empty(), "{:?}", net.a_events);
+        for c in trickled {
+            net.b.add_remote_candidate(net.now, &c).unwrap();
+        }
+        assert!(net.a.write(net.now, b"after a").unwrap());
+        assert!(net.b.write(net.now, b"after b").unwrap());
+        net.exchange();
+        assert_eq!(data(&net.b_events), [b"after a".to_vec()]);
+        assert_eq!(data(&net.a_events), [b"after b".to_vec()]);
+        assert!(!has(&net.a_events, &PeerEvent::ChannelOpen));
+        assert!(net.a.diagnostics().failure.is_none());
+        assert_eq!((net.a.restarts, net.b.restarts), (1, 1));
+        // Quiet again: no second restart once the path is back.
+        assert!(!net.run(Duration::from_secs(30), |n| {
+            restart_offer(&n.a_events).is_some() || restart_offer(&n.b_events).is_some()
+        }));
+    }
+
+    /// An idle but healthy connection is not taken for lost: ICE consent checks alone keep
+    /// the path alive, in both directions, for minutes.
+    #[test]
+    fn an_idle_connection_is_never_taken_for_lost() {
+        let mut net = Net::new(None);
+        assert!(net.run(Duration::from_secs(5), |n| {
+            has(&n.a_events, &PeerEvent::ChannelOpen) && has(&n.b_events, &PeerEvent::ChannelOpen)
+        }));
+        let disconnected = PeerEvent::State(ConnectionState::Disconnected);
+        assert!(!net.run(Duration::from_secs(180), |n| {
+            has(&n.a_events, &disconnected)
+                || has(&n.b_events, &disconnected)
+                || restart_offer(&n.a_events).is_some()
+                || restart_offer(&n.b_events).is_some()
+        }));
+        assert_eq!((net.a.restarts, net.b.restarts), (0, 0));
+    }
+
+    /// Both sides start a restart at once (say both saw their address change): the first
+    /// offerer's offer wins, the first answerer's yields, and the connection comes back on
+    /// the winning offer.
+    #[test]
+    fn crossing_restart_offers_the_first_offerers_wins() {
+        let mut net = Net::new(None);
+        assert!(net.run(Duration::from_secs(5), |n| {
+            has(&n.a_events, &PeerEvent::ChannelOpen) && has(&n.b_events, &PeerEvent::ChannelOpen)
+        }));
+        let from_a = net.a.restart_ice(net.now, None).unwrap();
+        let from_b = net.b.restart_ice(net.now, None).unwrap();
+        let refused = net.a.accept_offer(net.now, &from_b).unwrap_err();
+        assert!(refused.to_string().contains("pending"), "{refused}");
+        let answer = net.b.accept_offer(net.now, &from_a).unwrap();
+        net.a.accept_answer(net.now, &answer).unwrap();
+        // B's own offer is gone: an answer to it is refused, not applied.
+        assert!(net.b.accept_answer(net.now, &answer).is_err());
+        net.a_events.clear();
+        net.b_events.clear();
+        assert!(net.a.write(net.now, b"still here").unwrap());
+        assert!(net.run(Duration::from_secs(10), |n| !data(&n.b_events).is_empty()));
+        assert_eq!(data(&net.b_events), [b"still here".to_vec()]);
+        assert!(net.a.diagnostics().failure.is_none() && net.b.diagnostics().failure.is_none());
     }
 
     #[test]

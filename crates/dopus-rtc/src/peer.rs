@@ -57,6 +57,15 @@ pub enum PeerEvent {
     BlobOpen,
     /// A message from the peer on the blob channel, in order.
     BlobData(Vec<u8>),
+    /// The path was lost (nothing from the peer for [`RtcConfig::path_loss_timeout`]) and this
+    /// side began an ICE restart: send this offer to the peer (encrypted, like the first
+    /// one), who applies it with [`PeerHandle::accept_offer`]; apply its answer with
+    /// [`PeerHandle::accept_answer`]. The side that made the connection's first offer restarts
+    /// at once; the other only when no restart came from it for another timeout, and when both
+    /// offer at once the first offerer's offer wins. Data channels and media stay up (no new
+    /// DTLS handshake); new candidates (host, srflx, a fresh relay allocation) are trickled as
+    /// [`PeerEvent::LocalCandidate`] once the answer is in.
+    RestartOffer(String),
     /// The connection ended; the last event.
     Closed {
         /// Why.
@@ -72,6 +81,7 @@ impl std::fmt::Debug for PeerEvent {
                 write!(f, "LocalCandidate({kind:?}, <redacted>)")
             }
             Self::GatheringComplete => f.write_str("GatheringComplete"),
+            Self::RestartOffer(_) => f.write_str("RestartOffer(<sdp>)"),
             Self::State(s) => f.debug_tuple("State").field(s).finish(),
             Self::ChannelOpen => f.write_str("ChannelOpen"),
             Self::Data(d) => write!(f, "Data({} bytes)", d.len()),

@@ -573,6 +573,17 @@ impl Relay {
         self.pump(now);
     }
 
+    /// Sends the keepalive Binding now instead of at its time (the path to the peer went
+    /// silent): its answer shows at once whether a NAT moved our mapping toward the relay,
+    /// and with it whether the allocation is lost. UDP allocations only; an unanswered earlier
+    /// keepalive counts as missed, as at its own time.
+    pub(crate) fn probe(&mut self, now: Instant) {
+        if self.target.transport == RelayTransport::Udp && self.state == RelayState::Ready {
+            self.next_keepalive = Some(now);
+            self.handle_timeout(now);
+        }
+    }
+
     /// Deletes the allocation (Refresh with lifetime 0) and stops.
     pub(crate) fn close(&mut self, now: Instant) {
         let t = self.t(now);
@@ -725,6 +736,12 @@ impl Relay {
                 }
                 self.relayed = Some(relayed);
                 self.state = RelayState::Ready;
+                if self.target.transport == RelayTransport::Udp {
+                    // A first Binding at once: its answer is our address as the relay sees
+                    // it, against which a later probe or keepalive tells a moved NAT mapping
+                    // (a flushed NAT within the first 25 s would go unnoticed otherwise).
+                    self.next_keepalive = Some(now);
+                }
                 if let Some(base) = self.base {
                     self.out.push_back(RelayOutput::Allocated { relayed, base });
                 }

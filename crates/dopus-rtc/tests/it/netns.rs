@@ -576,12 +576,12 @@ async fn a_flushed_nat_mapping_recovers_within_ten_seconds() {
     flush_and_recover(Nat::PortRestricted, Nat::PortRestricted).await;
 }
 
-/// The same between two symmetric NATs on a relayed pair. It does not recover yet: the flush
-/// moves each side's mapping toward the relay to a new random port, the relay no longer knows
-/// the 5-tuple of either allocation, and nothing notices before the 25 s keepalive (issue 18,
-/// see docs/connectivity.md "The NAT lab").
+/// The same between two symmetric NATs on a relayed pair. The flush moves each side's mapping
+/// toward the relay to a new random port and the relay no longer knows either allocation's
+/// 5-tuple: each side notices the silence after `path_loss_timeout` (5 s), asks the relay where
+/// it sees it (a new address: the allocation is lost, a new one is made), and the first offerer
+/// restarts ICE through the signaling files with a fresh allocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails today: a relayed pair through symmetric NATs does not recover within 10 s"]
 async fn a_flushed_mapping_on_a_relayed_pair_recovers_within_ten_seconds() {
     flush_and_recover(Nat::Symmetric, Nat::Symmetric).await;
 }
@@ -754,6 +754,56 @@ fn fetch(path: &Path, seen: &mut usize) -> Vec<String> {
     lines
 }
 
+/// Sends a local candidate or an ICE restart offer to the peer: one line in our signaling file
+/// (an offer's SDP goes in a file of its own, named by the line).
+fn signal_out(dir: &Path, role: &str, ev: PeerEvent) {
+    let mine = dir.join(format!("{role}.cands"));
+    match ev {
+        PeerEvent::LocalCandidate(c) => post(&mine, &c),
+        PeerEvent::RestartOffer(sdp) => {
+            let name = format!("{role}.restart-offer.{}", unique());
+            publish(&dir.join(&name), &sdp);
+            post(&mine, &format!("restart-offer {name}"));
+        }
+        _ => {}
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Applies what the peer signalled since `*seen`: candidates, an ICE restart offer (answered
+/// through our file) or the answer to ours.
+async fn signal_in(dir: &Path, role: &str, handle: &PeerHandle, seen: &mut usize) {
+    let other = if role == "a" { "b" } else { "a" };
+    for line in fetch(&dir.join(format!("{other}.cands")), seen) {
+        if let Some(name) = line.strip_prefix("restart-offer ") {
+            let offer = std::fs::read_to_string(dir.join(name)).unwrap();
+            match handle.accept_offer(&offer).await {
+                Ok(answer) => {
+                    let name = format!("{role}.restart-answer.{}", unique());
+                    publish(&dir.join(&name), &answer);
+                    post(
+                        &dir.join(format!("{role}.cands")),
+                        &format!("restart-answer {name}"),
+                    );
+                }
+                Err(e) => println!("{role}: restart offer refused: {e}"),
+            }
+        } else if let Some(name) = line.strip_prefix("restart-answer ") {
+            let answer = std::fs::read_to_string(dir.join(name)).unwrap();
+            if let Err(e) = handle.accept_answer(&answer).await {
+                println!("{role}: restart answer refused: {e}");
+            }
+        } else if let Err(e) = handle.add_remote_candidate(&line).await {
+            println!("{role}: candidate refused: {e}");
+        }
+    }
+}
+
 /// Writes a whole file atomically.
 fn publish(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
@@ -804,21 +854,19 @@ async fn peer(dir: &Path, role: &str, stun: &str, turn: &str, flush: bool) {
         publish(&dir.join("answer"), &answer);
         (h, e)
     };
-    let mine = dir.join(format!("{role}.cands"));
-    let theirs = dir.join(format!("{other}.cands"));
     let mut seen = 0;
     let greeting = format!("hello from {role}");
     let expected = format!("hello from {other}");
     let mut open_ms = None;
     let result = loop {
-        for c in fetch(&theirs, &mut seen) {
-            handle.add_remote_candidate(&c).await.unwrap();
-        }
+        signal_in(dir, role, &handle, &mut seen).await;
         let ev = tokio::time::timeout(Duration::from_millis(50), events.recv()).await;
         match ev {
             Err(_) => continue,
             Ok(None) => break "ended".to_owned(),
-            Ok(Some(PeerEvent::LocalCandidate(c))) => post(&mine, &c),
+            Ok(Some(ev @ (PeerEvent::LocalCandidate(_) | PeerEvent::RestartOffer(_)))) => {
+                signal_out(dir, role, ev);
+            }
             Ok(Some(PeerEvent::ChannelOpen)) => {
                 open_ms = Some(started.elapsed().as_millis());
                 handle.send(greeting.clone().into()).await.unwrap();
@@ -829,9 +877,7 @@ async fn peer(dir: &Path, role: &str, stun: &str, turn: &str, flush: bool) {
                 // better one as its checks pass: the path is read once it has settled.
                 let settle = Instant::now() + SETTLE;
                 while Instant::now() < settle {
-                    for c in fetch(&theirs, &mut seen) {
-                        handle.add_remote_candidate(&c).await.unwrap();
-                    }
+                    signal_in(dir, role, &handle, &mut seen).await;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 let line = describe(&handle).await;
@@ -847,7 +893,7 @@ async fn peer(dir: &Path, role: &str, stun: &str, turn: &str, flush: bool) {
     let opened = result.starts_with("open ");
     publish(&dir.join(format!("{role}.result")), &result);
     if flush && opened {
-        let line = ride_out_a_flush(dir, role, &handle, &mut events).await;
+        let line = ride_out_a_flush(dir, role, &handle, &mut events, &mut seen).await;
         println!("{role}: {line}");
         publish(&dir.join(format!("{role}.flush")), &line);
     } else {
@@ -864,6 +910,7 @@ async fn ride_out_a_flush(
     role: &str,
     handle: &PeerHandle,
     events: &mut dopus_rtc::PeerEvents,
+    seen: &mut usize,
 ) -> String {
     let other = if role == "a" { "b" } else { "a" };
     let mut flushed_at: Option<Instant> = None;
@@ -892,6 +939,7 @@ async fn ride_out_a_flush(
         };
         // A send error means the connection is gone; the events say why.
         let _ = handle.send(format!("{phase} {role} {n}").into()).await;
+        signal_in(dir, role, handle, seen).await;
         let deadline = tick.tick();
         tokio::pin!(deadline);
         loop {
@@ -910,7 +958,15 @@ async fn ride_out_a_flush(
                             publish(&dir.join(format!("{role}.flush")), &line);
                         }
                     }
-                    Some(PeerEvent::State(s)) => states.push(format!("{s:?}")),
+                    Some(PeerEvent::State(s)) => {
+                        states.push(format!("{s:?}@{}", since_flush(flushed_at)));
+                    }
+                    Some(ev @ (PeerEvent::LocalCandidate(_) | PeerEvent::RestartOffer(_))) => {
+                        if matches!(ev, PeerEvent::RestartOffer(_)) {
+                            states.push(format!("RestartOffer@{}", since_flush(flushed_at)));
+                        }
+                        signal_out(dir, role, ev);
+                    }
                     Some(PeerEvent::Closed { reason }) => {
                         if recovered.is_some() {
                             break 'ride; // the peer is done too
@@ -934,6 +990,11 @@ async fn ride_out_a_flush(
         }
         (Some(_), r) => format!("not recovered ({r:?}); states {states:?}"),
     }
+}
+
+/// Milliseconds since the flush, for the lab's event log ("-" before it).
+fn since_flush(at: Option<Instant>) -> String {
+    at.map_or("-".to_owned(), |at| at.elapsed().as_millis().to_string())
 }
 
 /// `path=… pair=local->remote nat=… local=[…] relay=transport` of a connection.
