@@ -1546,7 +1546,9 @@ impl Sim {
             ConnectionRequest::AddCandidate { .. }
             | ConnectionRequest::AddAudio { .. }
             | ConnectionRequest::AcceptMediaOffer { .. }
-            | ConnectionRequest::AcceptMediaAnswer { .. } => {}
+            | ConnectionRequest::AcceptMediaAnswer { .. }
+            | ConnectionRequest::AcceptRestartOffer { .. }
+            | ConnectionRequest::AcceptRestartAnswer { .. } => {}
             ConnectionRequest::Close { peer, conn } => {
                 let conn = conn.or_else(|| self.nodes[n].links.get(&peer).cloned());
                 let Some(conn) = conn else { return };
@@ -1927,6 +1929,8 @@ fn conn_event_name(e: &ConnectionEvent) -> &'static str {
         ConnectionEvent::MediaOffered { .. } => "media_offered",
         ConnectionEvent::MediaAnswered { .. } => "media_answered",
         ConnectionEvent::MediaFailed { .. } => "media_failed",
+        ConnectionEvent::RestartOffered { .. } => "restart_offered",
+        ConnectionEvent::RestartAnswered { .. } => "restart_answered",
     }
 }
 
@@ -1940,6 +1944,8 @@ fn conn_req_name(r: &ConnectionRequest) -> &'static str {
         ConnectionRequest::AddAudio { .. } => "add_audio",
         ConnectionRequest::AcceptMediaOffer { .. } => "media_offer",
         ConnectionRequest::AcceptMediaAnswer { .. } => "media_answer",
+        ConnectionRequest::AcceptRestartOffer { .. } => "restart_offer",
+        ConnectionRequest::AcceptRestartAnswer { .. } => "restart_answer",
     }
 }
 

@@ -117,6 +117,17 @@ pub enum ConnectionEvent {
         /// Why, safe to log.
         reason: String,
     },
+    /// The connection lost its path and made an ICE restart offer for the peer (the side that
+    /// made the first offer does; `dopus_rtc::PeerEvent::RestartOffer`).
+    RestartOffered {
+        /// The SDP offer.
+        sdp: String,
+    },
+    /// Our answer to the peer's ICE restart offer is ready.
+    RestartAnswered {
+        /// The SDP answer.
+        sdp: String,
+    },
     /// The attempt or the connection ended.
     Closed {
         /// Why, for the connection panel (`None`: we closed it).
@@ -233,6 +244,26 @@ pub enum ConnectionRequest {
         peer: UserId,
         /// The attempt.
         conn: String,
+    },
+    /// Answer the peer's ICE restart offer on the open connection; answer with
+    /// [`ConnectionEvent::RestartAnswered`] (a refused offer is only logged: the peer tries
+    /// again, or the connection ends by its own timeout).
+    AcceptRestartOffer {
+        /// With whom.
+        peer: UserId,
+        /// The attempt.
+        conn: String,
+        /// The peer's SDP offer.
+        sdp: String,
+    },
+    /// Apply the peer's answer to our ICE restart offer.
+    AcceptRestartAnswer {
+        /// With whom.
+        peer: UserId,
+        /// The attempt.
+        conn: String,
+        /// The peer's SDP answer.
+        sdp: String,
     },
     /// Answer the peer's media offer on the open connection; answer with
     /// [`ConnectionEvent::MediaAnswered`] or [`ConnectionEvent::MediaFailed`].

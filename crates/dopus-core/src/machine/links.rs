@@ -217,6 +217,12 @@ impl NodeMachine {
                     format!("adding audio to the connection failed: {reason}"),
                 );
             }
+            ConnectionEvent::RestartOffered { sdp } => {
+                self.signal(now, peer, conn, RtcSignal::RestartOffer { sdp });
+            }
+            ConnectionEvent::RestartAnswered { sdp } => {
+                self.signal(now, peer, conn, RtcSignal::RestartAnswer { sdp });
+            }
             ConnectionEvent::Closed { reason } => {
                 link.state = LinkState::Closed;
                 link.last_error = reason;
@@ -321,6 +327,30 @@ impl NodeMachine {
                         conn,
                         sdp,
                     }));
+            }
+            RtcSignal::RestartOffer { sdp } => {
+                // Only for the connection that is open now; a stale attempt's restart is
+                // dropped (its connection is gone or going).
+                if self
+                    .links
+                    .get(&peer)
+                    .is_some_and(|l| l.conn == conn && l.is_open())
+                {
+                    self.outputs.push_back(Output::Connection(
+                        ConnectionRequest::AcceptRestartOffer { peer, conn, sdp },
+                    ));
+                }
+            }
+            RtcSignal::RestartAnswer { sdp } => {
+                if self
+                    .links
+                    .get(&peer)
+                    .is_some_and(|l| l.conn == conn && l.is_open())
+                {
+                    self.outputs.push_back(Output::Connection(
+                        ConnectionRequest::AcceptRestartAnswer { peer, conn, sdp },
+                    ));
+                }
             }
             RtcSignal::MediaAnswer { sdp } => {
                 if let Some(link) = self

@@ -461,6 +461,12 @@ impl Actor {
             ConnectionRequest::AcceptMediaAnswer { peer, conn, sdp } => {
                 self.to_conn(&peer, &conn, ConnCmd::AcceptMediaAnswer(sdp));
             }
+            ConnectionRequest::AcceptRestartOffer { peer, conn, sdp } => {
+                self.to_conn(&peer, &conn, ConnCmd::AcceptRestartOffer(sdp));
+            }
+            ConnectionRequest::AcceptRestartAnswer { peer, conn, sdp } => {
+                self.to_conn(&peer, &conn, ConnCmd::AcceptRestartAnswer(sdp));
+            }
             ConnectionRequest::AddCandidate {
                 peer,
                 conn,

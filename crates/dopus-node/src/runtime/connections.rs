@@ -149,6 +149,10 @@ impl Task {
                     self.report(ConnectionEvent::LocalCandidate { candidate });
                 }
                 PeerEvent::GatheringComplete => {}
+                PeerEvent::RestartOffer(sdp) => {
+                    tracing::info!(peer = %self.peer.short(), "path lost; ICE restart offered");
+                    self.report(ConnectionEvent::RestartOffered { sdp });
+                }
                 PeerEvent::State(_) => self.report(ConnectionEvent::Progress),
                 PeerEvent::ChannelOpen => {
                     // First on the channel, before any envelope: we read frames.
@@ -273,6 +277,22 @@ impl Task {
                     self.report(ConnectionEvent::MediaFailed {
                         reason: e.to_string(),
                     });
+                }
+            }
+            ConnCmd::AcceptRestartOffer(sdp) => match handle.accept_offer(&sdp).await {
+                Ok(sdp) => {
+                    tracing::info!(peer = %self.peer.short(), "the peer restarted ICE; answered");
+                    self.report(ConnectionEvent::RestartAnswered { sdp });
+                }
+                // Crossing offers (ours wins) or a stale one: the connection goes on, and a
+                // restart that never completes ends by the connection's own timeout.
+                Err(e) => {
+                    tracing::info!(peer = %self.peer.short(), error = %e, "the peer's ICE restart offer was refused");
+                }
+            },
+            ConnCmd::AcceptRestartAnswer(sdp) => {
+                if let Err(e) = handle.accept_answer(&sdp).await {
+                    tracing::info!(peer = %self.peer.short(), error = %e, "the peer's ICE restart answer was refused");
                 }
             }
             ConnCmd::Handle(reply) => {

@@ -138,6 +138,10 @@ pub enum ConnCmd {
     AcceptMediaOffer(String),
     /// Apply the peer's answer to our media offer.
     AcceptMediaAnswer(String),
+    /// Answer the peer's ICE restart offer: report the answer (a refusal is only logged).
+    AcceptRestartOffer(String),
+    /// Apply the peer's answer to our ICE restart offer.
+    AcceptRestartAnswer(String),
     /// A clone of the connection's handle, for a call's media task (which attaches to it).
     Handle(oneshot::Sender<dopus_rtc::PeerHandle>),
     /// New STUN/TURN servers (a new login's relay credentials): the next allocation, after the

@@ -44,6 +44,17 @@ pub enum RtcSignal {
         /// The SDP text.
         sdp: String,
     },
+    /// An ICE restart offer on the open connection `conn` (new ICE credentials; the DTLS
+    /// session, data channels and media stay): the path was lost or an address changed.
+    RestartOffer {
+        /// The SDP text.
+        sdp: String,
+    },
+    /// The answer to a [`RtcSignal::RestartOffer`].
+    RestartAnswer {
+        /// The SDP text.
+        sdp: String,
+    },
 }
 
 /// A connection-signaling content. Wire kind: `rtc`.
@@ -71,7 +82,9 @@ impl RtcContent {
             RtcSignal::Offer { sdp }
             | RtcSignal::Answer { sdp }
             | RtcSignal::MediaOffer { sdp }
-            | RtcSignal::MediaAnswer { sdp } => non_empty("sdp", sdp, MAX_SDP_BYTES),
+            | RtcSignal::MediaAnswer { sdp }
+            | RtcSignal::RestartOffer { sdp }
+            | RtcSignal::RestartAnswer { sdp } => non_empty("sdp", sdp, MAX_SDP_BYTES),
             RtcSignal::Candidate {
                 candidate, sdp_mid, ..
             } => {

@@ -18,6 +18,8 @@ struct Asked {
     /// What the machine asked of connections (media only) and of the call runtime.
     media: Vec<&'static str>,
     calls: Vec<CallRequest>,
+    /// The connection this node offered (peer, attempt).
+    offered: Option<(UserId, String)>,
 }
 
 type Node = TestNode<Asked>;
@@ -129,6 +131,7 @@ impl Net {
             // A simulated connection: SDP is a placeholder, the channel opens once answered.
             Output::Connection(req) => match req {
                 ConnectionRequest::Offer { peer, conn } => {
+                    self.nodes[from].x.offered = Some((peer, conn.clone()));
                     self.conn_input(
                         from,
                         peer,
@@ -170,6 +173,20 @@ impl Net {
                 ConnectionRequest::AcceptMediaAnswer { sdp, .. } => {
                     assert_eq!(sdp, "ma");
                     self.nodes[from].x.media.push("accept_media_answer");
+                }
+                ConnectionRequest::AcceptRestartOffer { peer, conn, sdp } => {
+                    assert_eq!(sdp, "ro");
+                    self.nodes[from].x.media.push("accept_restart_offer");
+                    self.conn_input(
+                        from,
+                        peer,
+                        conn,
+                        ConnectionEvent::RestartAnswered { sdp: "ra".into() },
+                    );
+                }
+                ConnectionRequest::AcceptRestartAnswer { sdp, .. } => {
+                    assert_eq!(sdp, "ra");
+                    self.nodes[from].x.media.push("accept_restart_answer");
                 }
                 ConnectionRequest::AddCandidate { .. } | ConnectionRequest::Close { .. } => {}
             },
@@ -436,6 +453,64 @@ fn glare_both_call_each_other_at_once_one_call_survives_active() {
             .iter()
             .any(|e| matches!(e, Event::Call(_)))
     );
+}
+
+/// The connection lost its path and its runtime made an ICE restart offer: it travels inside
+/// Olm to the peer, whose runtime is asked to answer it on the same connection; the answer
+/// travels back and is applied; the call goes on. A restart for another attempt is dropped.
+#[test]
+fn an_ice_restart_travels_inside_olm_and_the_call_goes_on() {
+    let mut net = Net::new(2);
+    let b = net.user(1);
+    let now = net.ts();
+    let call = {
+        let n = &mut net.nodes[0];
+        n.machine.start_call(now, b, &mut n.store).expect("call").id
+    };
+    net.settle(200);
+    let now = net.ts();
+    net.nodes[1]
+        .machine
+        .accept_call(now, &call)
+        .expect("accept");
+    net.settle(200);
+    assert_eq!(net.current(0), Some((call, CallState::Active)));
+    let offerer = (0..2)
+        .find(|&i| net.nodes[i].x.offered.is_some())
+        .expect("a connection was offered");
+    let other = 1 - offerer;
+    let (peer, conn) = net.nodes[offerer].x.offered.clone().expect("offered");
+    let before = (
+        net.nodes[offerer].x.media.len(),
+        net.nodes[other].x.media.len(),
+    );
+    net.conn_input(
+        offerer,
+        peer,
+        conn,
+        ConnectionEvent::RestartOffered { sdp: "ro".into() },
+    );
+    net.settle(200);
+    assert_eq!(
+        net.nodes[other].x.media[before.1..],
+        ["accept_restart_offer"]
+    );
+    assert_eq!(
+        net.nodes[offerer].x.media[before.0..],
+        ["accept_restart_answer"]
+    );
+    // A stale attempt's restart goes nowhere.
+    net.conn_input(
+        offerer,
+        peer,
+        "stale-attempt".into(),
+        ConnectionEvent::RestartOffered { sdp: "ro".into() },
+    );
+    net.settle(200);
+    assert_eq!(net.nodes[other].x.media.len(), before.1 + 1);
+    for i in 0..2 {
+        assert_eq!(net.current(i), Some((call, CallState::Active)));
+    }
 }
 
 #[test]
