@@ -72,10 +72,25 @@ pub fn list(api: &ApiClient, out: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `space show SPACE`.
+/// `space show SPACE`: the space, then its members with the name each chose (after the user
+/// id, which is what identifies them: a chosen name proves nothing).
 pub fn show(api: &ApiClient, out: Output, id: &str) -> anyhow::Result<()> {
     let s = api.get(&format!("/api/v1/spaces/{}", space_id(id)?))?;
-    out.print(&s, space_text);
+    out.print(&s, |s| {
+        let mut text = space_text(s);
+        for m in s["members"].as_array().into_iter().flatten() {
+            text.push_str(&format!(
+                "\n  member {}{}{}",
+                m["user_id"].as_str().unwrap_or("?"),
+                m["display_name"]
+                    .as_str()
+                    .map(|n| format!("  {n:?}"))
+                    .unwrap_or_default(),
+                if m["owner"] == true { "  (owner)" } else { "" }
+            ));
+        }
+        text
+    });
     Ok(())
 }
 
