@@ -614,6 +614,16 @@ async fn flush_and_recover(a: Nat, b: Nat) {
             a.label(),
             b.label()
         );
+        // The call's frames flowed before the flush and flow again after it (the gap is the
+        // media_ms field: time from the flush to the first frame written after it).
+        let count = |key: &str| field(line, key).and_then(|v| v.parse::<u32>().ok());
+        assert!(count("frames_before").unwrap_or(0) > 0, "{side}: {line}");
+        assert!(count("frames_after").unwrap_or(0) > 0, "{side}: {line}");
+        let media_ms = count("media_ms").unwrap_or(u32::MAX);
+        assert!(
+            u128::from(media_ms) <= RECOVERY_LIMIT.as_millis(),
+            "{side}: {line}"
+        );
     }
 }
 
@@ -780,7 +790,11 @@ fn unique() -> u128 {
 async fn signal_in(dir: &Path, role: &str, handle: &PeerHandle, seen: &mut usize) {
     let other = if role == "a" { "b" } else { "a" };
     for line in fetch(&dir.join(format!("{other}.cands")), seen) {
-        if let Some(name) = line.strip_prefix("restart-offer ") {
+        // An audio m-line (the call's) is negotiated the same way as a restart.
+        if let Some(name) = line
+            .strip_prefix("restart-offer ")
+            .or_else(|| line.strip_prefix("media-offer "))
+        {
             let offer = std::fs::read_to_string(dir.join(name)).unwrap();
             match handle.accept_offer(&offer).await {
                 Ok(answer) => {
@@ -916,6 +930,20 @@ async fn ride_out_a_flush(
     let mut flushed_at: Option<Instant> = None;
     let mut recovered: Option<Duration> = None;
     let mut states = Vec::new();
+    // A call rides along: both sides attach a media task, A adds the audio m-line, and each
+    // side writes a frame every tick (an opaque payload naming the phase: nothing decodes it).
+    let (sink, mut media) = tokio::sync::mpsc::channel(4096);
+    let audio = handle.attach_media(sink).await.unwrap();
+    if role == "a" {
+        let offer = handle.add_audio().await.unwrap();
+        let name = format!("a.media-offer.{}", unique());
+        publish(&dir.join(&name), &offer);
+        post(&dir.join("a.cands"), &format!("media-offer {name}"));
+    }
+    let mut audio_ready = false;
+    let mut rtp_time = 0u64;
+    let mut media_recovered: Option<Duration> = None;
+    let (mut frames_before, mut frames_after) = (0u32, 0u32);
     let limit = Instant::now() + Duration::from_secs(35);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     'ride: for n in 0u32.. {
@@ -939,12 +967,32 @@ async fn ride_out_a_flush(
         };
         // A send error means the connection is gone; the events say why.
         let _ = handle.send(format!("{phase} {role} {n}").into()).await;
+        if audio_ready {
+            rtp_time += 4800; // 100 ms of 48 kHz audio per tick
+            let _ = audio.send(rtp_time, format!("{phase} {role} {n}").into_bytes());
+        }
         signal_in(dir, role, handle, seen).await;
         let deadline = tick.tick();
         tokio::pin!(deadline);
         loop {
             tokio::select! {
                 _ = &mut deadline => break,
+                m = media.recv() => match m {
+                    Some(dopus_rtc::MediaEvent::Ready { .. }) => audio_ready = true,
+                    Some(dopus_rtc::MediaEvent::Frame(f)) => {
+                        if f.data.starts_with(b"after ") {
+                            frames_after += 1;
+                            if media_recovered.is_none()
+                                && let Some(at) = flushed_at
+                            {
+                                media_recovered = Some(at.elapsed());
+                            }
+                        } else {
+                            frames_before += 1;
+                        }
+                    }
+                    None => {}
+                },
                 ev = events.recv() => match ev {
                     None => break,
                     Some(PeerEvent::Data(d)) => {
@@ -982,8 +1030,10 @@ async fn ride_out_a_flush(
         (None, _) => "the lab never flushed".to_owned(),
         (Some(_), Some(r)) if r <= RECOVERY_LIMIT => {
             let line = describe(handle).await;
+            let media = media_recovered.map_or("none".to_owned(), |m| m.as_millis().to_string());
             format!(
-                "recovered recovery_ms={} {line} states={}",
+                "recovered recovery_ms={} media_ms={media} frames_before={frames_before} \
+                 frames_after={frames_after} {line} states={}",
                 r.as_millis(),
                 states.join(",")
             )
