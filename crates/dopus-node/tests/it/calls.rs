@@ -250,3 +250,141 @@ async fn browser_legs_carry_frames_through_both_nodes() {
         .await;
     }
 }
+
+/// Two nodes in relay-only mode (`--relay-only`) and the server's embedded TURN relay: a chat
+/// message, a file and a call all go through the relay. The connection API names `relay` at
+/// both ends of the pair on both nodes, and the relay's byte counter grows by at least the
+/// file's size, then by at least the call's packets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relay_only_chat_file_and_call_all_go_through_the_relay() {
+    use crate::harness::{TestNode, blocking};
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start_with_turn().await;
+    let mut a = blocking(|| TestNode::create("alice"));
+    let mut b = blocking(|| TestNode::create("bob"));
+    a.add_contact_offline(&b);
+    b.add_contact_offline(&a);
+    a.run_args.push("--relay-only");
+    b.run_args.push("--relay-only");
+    a.start(&server.url).await;
+    b.start(&server.url).await;
+
+    // Chat: the first message goes through the server while the relayed channel forms.
+    let mut eb = b.events().await;
+    a.api().send(&b.user_id, "first");
+    eb.wait_for(WAIT, "the first message", |e| {
+        e["type"] == "message" && e["message"]["body"] == "first"
+    })
+    .await;
+    for (x, y) in [(&a, &b), (&b, &a)] {
+        let api = x.api().clone();
+        let peer = y.user_id.clone();
+        let conn = eventually(Duration::from_secs(60), "a relayed channel", || {
+            let c = api.connection(&peer);
+            (c["mode"] == "direct" && c["local_candidate"].is_string()).then_some(c)
+        })
+        .await;
+        assert_eq!(conn["local_candidate"], "relay", "{conn}");
+        assert_eq!(conn["remote_candidate"], "relay", "{conn}");
+    }
+    let before_chat = server.turn_relayed_bytes();
+    a.api().send(&b.user_id, "through the relay");
+    eb.wait_for(WAIT, "the relayed message", |e| {
+        e["type"] == "message" && e["message"]["body"] == "through the relay"
+    })
+    .await;
+    assert!(
+        server.turn_relayed_bytes() > before_chat,
+        "chat not relayed"
+    );
+
+    // A file of 1 MiB.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("relayed.bin");
+    let size: usize = 1 << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(31) >> 3) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let before_file = server.turn_relayed_bytes();
+    let (status, t) = a.api().call(
+        "POST",
+        &format!("/conversations/{}/files", b.user_id),
+        Some(json!({ "path": file.to_str().unwrap() })),
+    );
+    assert_eq!(status, 202, "{t}");
+    let id = t["id"].as_str().unwrap().to_owned();
+    let api = b.api().clone();
+    eventually(WAIT, "the relayed file arrived", || {
+        let (status, t) = api.call("GET", &format!("/transfers/{id}"), None);
+        assert!(
+            !(status == 200 && (t["state"] == "failed" || t["state"] == "cancelled")),
+            "{t}"
+        );
+        (status == 200 && t["state"] == "done").then_some(())
+    })
+    .await;
+    let file_bytes = server.turn_relayed_bytes() - before_file;
+    assert!(file_bytes >= size as u64, "relayed {file_bytes} bytes");
+
+    // A call: bob records, alice plays; every packet arrives.
+    let played = tmp.path().join("in.opus");
+    let recorded = tmp.path().join("out.opus");
+    let packets = opus_file(&played, 100, 11);
+    let before_call = server.turn_relayed_bytes();
+    let b_dir = b.data_dir().to_owned();
+    let a_id = a.user_id.clone();
+    let rec = recorded.clone();
+    let bob = std::thread::spawn(move || {
+        crate::harness::cli_at(
+            &b_dir,
+            &[
+                "call",
+                &a_id,
+                "--record",
+                rec.to_str().unwrap(),
+                "--max-secs",
+                "120",
+            ],
+        )
+    });
+    let api = a.api().clone();
+    let bid = b.user_id.clone();
+    eventually(WAIT, "alice's node rings", || {
+        let (status, calls) = api.call("GET", "/calls", None);
+        (status == 200
+            && calls["calls"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["user_id"] == json!(bid) && c["state"] == "ringing")
+            }))
+        .then_some(())
+    })
+    .await;
+    let a_call = a
+        .cli(&[
+            "call",
+            &b.user_id,
+            "--play",
+            played.to_str().unwrap(),
+            "--max-secs",
+            "120",
+        ])
+        .expect("alice's call");
+    let b_call = tokio::task::spawn_blocking(move || bob.join().unwrap())
+        .await
+        .unwrap()
+        .expect("bob's call");
+    assert_eq!(a_call["media"]["played"], packets.len() as u64);
+    assert_eq!(b_call["media"]["record_done"], true);
+    assert_recording(&recorded, &packets);
+    let payload: usize = packets.iter().map(Vec::len).sum();
+    let call_bytes = server.turn_relayed_bytes() - before_call;
+    assert!(
+        call_bytes >= payload as u64,
+        "relayed {call_bytes} bytes for {payload} bytes of Opus"
+    );
+    // Still relayed at both ends after all of it.
+    let c = a.api().connection(&b.user_id);
+    assert_eq!(c["local_candidate"], "relay", "{c}");
+    assert_eq!(c["remote_candidate"], "relay", "{c}");
+    println!("relayed: file {file_bytes} bytes, call {call_bytes} bytes ({payload} of Opus)");
+    server.stop().await;
+}
