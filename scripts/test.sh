@@ -47,4 +47,7 @@ step "browser end-to-end: spaces (three pages: invites, talk, mentions, channels
 step "browser end-to-end: calls (ring, accept, audio both ways through the browser legs, mute, hang up)"
 (cd web && node e2e/calls.mjs)
 
+step "browser end-to-end: voice channel (three pages hear each other, speaking, mute, leave)"
+(cd web && node e2e/voice.mjs)
+
 step "all green"

@@ -3,6 +3,7 @@ import { createRoot } from "react-dom/client";
 import { App } from "./App";
 import { StoreProvider } from "./state/store";
 import { CallsProvider } from "./state/calls";
+import { VoiceProvider } from "./state/voice";
 import { TransfersProvider } from "./state/transfers";
 import "./styles.css";
 
@@ -21,7 +22,9 @@ if (root) {
       <StoreProvider>
         <TransfersProvider>
           <CallsProvider>
-            <App />
+            <VoiceProvider>
+              <App />
+            </VoiceProvider>
           </CallsProvider>
         </TransfersProvider>
       </StoreProvider>

@@ -12,8 +12,16 @@
 //! 3. The browser (ICE controlling) checks and starts DTLS; datagrams whose source is not an
 //!    address of this machine are refused and counted (a browser may send from its LAN socket
 //!    to our loopback candidate, media-spike.md pitfall 5: that is still this machine).
-//! 4. Upstream: each Opus frame from the browser becomes a [`LegEvent::Frame`]. Downstream:
-//!    [`BrowserLegHandle::send_down`] writes a frame with its RTP time.
+//! 4. Upstream: each Opus frame from the browser becomes a [`LegEvent::Frame`] (with its RFC
+//!    6464 level when the browser sent the `ssrc-audio-level` extension, as Chromium does).
+//!    Downstream: [`BrowserLegHandle::send_down`] writes a frame with its RTP time on the first
+//!    slot, [`BrowserLegHandle::send_down_to`] on any slot, with a level.
+//!
+//! Slots: the up m-line is the first audio m-line the browser sends on (`sendrecv` or
+//! `sendonly`); the down slots are the audio m-lines it receives on (`sendrecv` or `recvonly`),
+//! in offer order ([`OpenedLeg::slots`]). A 1:1 call offers one `sendrecv` m-line: up and the
+//! only slot are the same. A voice channel offers one `sendonly` m-line and one `recvonly`
+//! m-line per remote participant it can hear; the node says which slot carries whom.
 //! 5. About once a second the leg sends REMB with the cap set by the node
 //!    ([`BrowserLegHandle::set_cap`]): the browser's congestion control sees only loopback,
 //!    so without it the encoder would aim at what loopback can carry, not the real path.
@@ -52,8 +60,10 @@ const CAP_RANGE: (u64, u64) = (6_000, 10_000_000);
 pub const OVER_CAP: u64 = 4;
 /// Upstream frames waiting for the node; a full queue drops the newest (live audio).
 const UP_QUEUE: usize = 256;
-/// Downstream frames waiting for the leg.
-const DOWN_QUEUE: usize = 128;
+/// Downstream frames waiting for the leg (all slots).
+const DOWN_QUEUE: usize = 256;
+/// Most audio m-lines a browser may offer (one up, the rest down).
+pub const MAX_SLOTS: usize = 16;
 
 /// What the leg tells the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +76,8 @@ pub enum LegEvent {
         rtp_time: u64,
         /// The Opus packet, exactly as the browser encoded it.
         data: Vec<u8>,
+        /// Its RFC 6464 level in dBov (−127 silent to 0 loudest), if the browser sent one.
+        level: Option<i8>,
     },
     /// The leg ended; the last event.
     Closed {
@@ -116,11 +128,14 @@ enum Cmd {
     Close,
 }
 
+/// One frame for the browser: its slot, RTP time, payload and level.
+type DownFrame = (usize, u64, Vec<u8>, Option<i8>);
+
 /// Drives one browser leg; cheap to clone. When every clone is dropped the leg closes.
 #[derive(Clone)]
 pub struct BrowserLegHandle {
     cmd: mpsc::Sender<Cmd>,
-    down: mpsc::Sender<(u64, Vec<u8>)>,
+    down: mpsc::Sender<DownFrame>,
     stats: Arc<Mutex<LegStats>>,
 }
 
@@ -134,16 +149,32 @@ impl BrowserLegHandle {
     /// Queues one Opus frame for the browser. `Err` when the queue is full or the leg is gone;
     /// the frame is lost either way (live audio is never retried) and counted.
     pub fn send_down(&self, rtp_time: u64, data: Vec<u8>) -> Result<(), PeerError> {
-        self.down.try_send((rtp_time, data)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                let why = "the browser leg's queue is full".to_owned();
-                let mut s = lock(&self.stats);
-                s.dropped_down += 1;
-                s.refuse(why.clone());
-                PeerError::Media(why)
-            }
-            mpsc::error::TrySendError::Closed(_) => PeerError::Closed,
-        })
+        self.send_down_to(0, rtp_time, data, None)
+    }
+
+    /// Queues one Opus frame for the browser on down slot `slot` (see [`OpenedLeg::slots`]),
+    /// with its RFC 6464 level in dBov if known (sent in the `ssrc-audio-level` extension, so
+    /// the page reads who speaks from `getSynchronizationSources()`). Errors as
+    /// [`BrowserLegHandle::send_down`]; a slot the leg does not have drops the frame, counted.
+    pub fn send_down_to(
+        &self,
+        slot: usize,
+        rtp_time: u64,
+        data: Vec<u8>,
+        level: Option<i8>,
+    ) -> Result<(), PeerError> {
+        self.down
+            .try_send((slot, rtp_time, data, level))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    let why = "the browser leg's queue is full".to_owned();
+                    let mut s = lock(&self.stats);
+                    s.dropped_down += 1;
+                    s.refuse(why.clone());
+                    PeerError::Media(why)
+                }
+                mpsc::error::TrySendError::Closed(_) => PeerError::Closed,
+            })
     }
 
     /// Sets the cap the browser's encoder is told (REMB), in bits per second, clamped to a
@@ -185,6 +216,8 @@ pub struct OpenedLeg {
     pub handle: BrowserLegHandle,
     /// The answer to give the browser.
     pub answer: String,
+    /// The media ids of the down slots, in offer order (slot 0 first).
+    pub slots: Vec<String>,
     /// Upstream frames and the leg's state.
     pub events: mpsc::Receiver<LegEvent>,
 }
@@ -220,6 +253,41 @@ pub fn loopback_only(offer: &str) -> (String, u64) {
         })
         .collect();
     (kept.concat(), removed)
+}
+
+/// The audio m-lines of an SDP, in order, as (mid, we receive on it, we send on it) from the
+/// side that wrote it. An m-section without a direction attribute is `sendrecv` (RFC 8866).
+fn audio_lines(sdp: &str) -> Vec<(String, bool, bool)> {
+    let mut out = Vec::new();
+    let mut current: Option<(Option<String>, bool, bool)> = None;
+    let flush = |c: Option<(Option<String>, bool, bool)>, out: &mut Vec<(String, bool, bool)>| {
+        if let Some((Some(mid), recv, send)) = c {
+            out.push((mid, recv, send));
+        }
+    };
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            flush(current.take(), &mut out);
+            if m.starts_with("audio ") {
+                current = Some((None, true, true));
+            }
+            continue;
+        }
+        let Some(c) = current.as_mut() else { continue };
+        if let Some(mid) = line.strip_prefix("a=mid:") {
+            c.0 = Some(mid.trim().to_owned());
+        }
+        match line {
+            "a=sendrecv" => (c.1, c.2) = (true, true),
+            "a=sendonly" => (c.1, c.2) = (false, true),
+            "a=recvonly" => (c.1, c.2) = (true, false),
+            "a=inactive" => (c.1, c.2) = (false, false),
+            _ => {}
+        }
+    }
+    flush(current.take(), &mut out);
+    out
 }
 
 impl BrowserLeg {
@@ -263,7 +331,30 @@ impl BrowserLeg {
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
-            .map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
+            .map_err(|e| PeerError::InvalidSdp(e.to_string()))?
+            .to_sdp_string();
+        // Our answer says what we do on each m-line: receive on the up one, send on the slots.
+        let lines = audio_lines(&answer);
+        if lines.len() > MAX_SLOTS {
+            return Err(PeerError::InvalidSdp(format!(
+                "the offer has {} audio m-lines, more than {MAX_SLOTS}",
+                lines.len()
+            )));
+        }
+        let up = lines
+            .iter()
+            .find(|(_, recv, _)| *recv)
+            .map(|(m, _, _)| Mid::from(m.as_str()));
+        let down: Vec<Mid> = lines
+            .iter()
+            .filter(|(_, _, send)| *send)
+            .map(|(m, _, _)| Mid::from(m.as_str()))
+            .collect();
+        if up.is_none() && down.is_empty() {
+            return Err(PeerError::InvalidSdp(
+                "no audio m-line of the offer sends or receives".into(),
+            ));
+        }
         let stats = Arc::new(Mutex::new(LegStats {
             refused_candidates: removed,
             cap_bps: cap_bps.clamp(CAP_RANGE.0, CAP_RANGE.1),
@@ -285,7 +376,8 @@ impl BrowserLeg {
             local_ips,
             stats: stats.clone(),
             events: ev_tx,
-            audio: None,
+            up,
+            down: down.clone(),
             connected_at: None,
             opened_at: now,
             last_input: now,
@@ -299,7 +391,8 @@ impl BrowserLeg {
                 down: down_tx,
                 stats,
             },
-            answer: answer.to_sdp_string(),
+            answer,
+            slots: down.iter().map(ToString::to_string).collect(),
             events: ev_rx,
         })
     }
@@ -392,7 +485,8 @@ impl FakeBrowser {
             local_ips: local_ips(),
             stats: stats.clone(),
             events: ev_tx,
-            audio: Some(self.mid),
+            up: Some(self.mid),
+            down: vec![self.mid],
             connected_at: None,
             opened_at: now,
             last_input: now,
@@ -408,6 +502,7 @@ impl FakeBrowser {
                 stats,
             },
             answer: String::new(),
+            slots: vec![self.mid.to_string()],
             events: ev_rx,
         })
     }
@@ -427,8 +522,10 @@ struct LegTask {
     local_ips: Vec<IpAddr>,
     stats: Arc<Mutex<LegStats>>,
     events: mpsc::Sender<LegEvent>,
-    /// The audio m-line and its Opus payload type, once negotiated.
-    audio: Option<Mid>,
+    /// The audio m-line the browser sends on.
+    up: Option<Mid>,
+    /// The audio m-lines the browser receives on: the down slots, in order.
+    down: Vec<Mid>,
     connected_at: Option<Instant>,
     opened_at: Instant,
     last_input: Instant,
@@ -438,7 +535,7 @@ struct LegTask {
 }
 
 impl LegTask {
-    async fn run(mut self, mut cmd: mpsc::Receiver<Cmd>, mut down: mpsc::Receiver<(u64, Vec<u8>)>) {
+    async fn run(mut self, mut cmd: mpsc::Receiver<Cmd>, mut down: mpsc::Receiver<DownFrame>) {
         let mut buf = vec![0u8; 2048];
         let reason = loop {
             let timeout = match self.drain() {
@@ -462,7 +559,7 @@ impl LegTask {
                     Some(Cmd::Close) | None => break "closed by the node".to_owned(),
                 },
                 f = down.recv() => match f {
-                    Some((rtp, data)) => self.write_down(rtp, data),
+                    Some((slot, rtp, data, level)) => self.write_down(slot, rtp, data, level),
                     None => break "closed by the node".to_owned(),
                 },
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)), if wake > now => {}
@@ -548,9 +645,8 @@ impl LegTask {
                 tracing::debug!("browser leg ICE disconnected");
             }
             Event::MediaAdded(m) => {
-                if m.kind == MediaKind::Audio && self.audio.is_none() {
-                    self.audio = Some(m.mid);
-                } else if Some(m.mid) != self.audio {
+                let known = Some(m.mid) == self.up || self.down.contains(&m.mid);
+                if m.kind != MediaKind::Audio || !known {
                     lock(&self.stats).refuse(format!(
                         "the browser's {:?} m-line {} is not used",
                         m.kind, m.mid
@@ -558,7 +654,7 @@ impl LegTask {
                 }
             }
             Event::MediaData(d) => {
-                if Some(d.mid) != self.audio {
+                if Some(d.mid) != self.up {
                     lock(&self.stats).refuse(format!(
                         "media on m-line {} that the leg did not negotiate",
                         d.mid
@@ -587,6 +683,7 @@ impl LegTask {
                 let ev = LegEvent::Frame {
                     rtp_time: d.time.numer(),
                     data: d.data.to_vec(),
+                    level: d.ext_vals.audio_level,
                 };
                 match self.events.try_send(ev) {
                     Ok(()) => s.frames_up += 1,
@@ -600,10 +697,12 @@ impl LegTask {
         }
     }
 
-    fn write_down(&mut self, rtp_time: u64, data: Vec<u8>) {
+    fn write_down(&mut self, slot: usize, rtp_time: u64, data: Vec<u8>, level: Option<i8>) {
         let now = Instant::now();
-        let result = match self.audio.and_then(|mid| self.rtc.writer(mid)) {
-            None => Err("the browser leg has no audio m-line to send on".to_owned()),
+        let result = match self.down.get(slot).and_then(|mid| self.rtc.writer(*mid)) {
+            None => Err(format!(
+                "the browser leg has no audio m-line for slot {slot}"
+            )),
             Some(writer) => {
                 let pt = writer
                     .payload_params()
@@ -611,14 +710,19 @@ impl LegTask {
                     .map(|p| p.pt());
                 match pt {
                     None => Err("the browser leg negotiated no Opus".to_owned()),
-                    Some(pt) => writer
-                        .write(
-                            pt,
-                            now,
-                            MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ),
-                            data,
-                        )
-                        .map_err(|e| format!("the engine refused a frame for the browser: {e}")),
+                    Some(pt) => match level {
+                        Some(l) => {
+                            writer.audio_level(l.clamp(-127, 0), l >= crate::VOICE_ACTIVITY_DBOV)
+                        }
+                        None => writer,
+                    }
+                    .write(
+                        pt,
+                        now,
+                        MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ),
+                        data,
+                    )
+                    .map_err(|e| format!("the engine refused a frame for the browser: {e}")),
                 }
             }
         };
@@ -634,7 +738,7 @@ impl LegTask {
 
     fn remb(&mut self, now: Instant) {
         self.next_remb = now + REMB_INTERVAL;
-        let Some(mid) = self.audio else { return };
+        let Some(mid) = self.up else { return };
         let cap = lock(&self.stats).cap_bps;
         let mut api = self.rtc.direct_api();
         if let Some(rx) = api.stream_rx_by_mid(mid, None) {
@@ -672,7 +776,7 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(LegEvent::Frame { rtp_time, data })) => return Some((rtp_time, data)),
+                Ok(Some(LegEvent::Frame { rtp_time, data, .. })) => return Some((rtp_time, data)),
                 Ok(Some(LegEvent::Connected)) => continue,
                 Ok(Some(LegEvent::Closed { .. }) | None) | Err(_) => return None,
             }
@@ -818,5 +922,113 @@ mod tests {
         let big = "a".repeat(MAX_OFFER + 1);
         let e = BrowserLeg::open(&big, 64_000).expect_err("too big");
         assert!(e.to_string().contains("more than"), "{e}");
+    }
+
+    #[test]
+    fn audio_lines_read_mids_and_directions_in_order() {
+        let sdp = "v=0\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=recvonly\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=sendonly\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:v\r\na=sendrecv\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:2\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=inactive\r\n";
+        assert_eq!(
+            audio_lines(sdp),
+            vec![
+                ("0".to_owned(), true, false),
+                ("1".to_owned(), false, true),
+                ("2".to_owned(), true, true),
+            ]
+        );
+    }
+
+    /// A voice channel's page offers one send m-line and one receive m-line per participant:
+    /// the leg receives on the first and has one down slot per receive m-line, in order.
+    #[tokio::test]
+    async fn a_voice_offer_gets_one_up_m_line_and_a_down_slot_per_receive_m_line() {
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .build(Instant::now());
+        let cand = Candidate::host("127.0.0.1:40000".parse().expect("addr"), "udp").expect("cand");
+        rtc.add_local_candidate(cand);
+        let mut api = rtc.sdp_api();
+        let up = api.add_media(
+            MediaKind::Audio,
+            str0m::media::Direction::SendOnly,
+            None,
+            None,
+            None,
+        );
+        let downs: Vec<Mid> = (0..3)
+            .map(|_| {
+                api.add_media(
+                    MediaKind::Audio,
+                    str0m::media::Direction::RecvOnly,
+                    None,
+                    None,
+                    None,
+                )
+            })
+            .collect();
+        let (offer, _pending) = api.apply().expect("offer");
+        let leg = BrowserLeg::open(&offer.to_sdp_string(), 64_000).expect("leg");
+        assert_eq!(
+            leg.slots,
+            downs.iter().map(ToString::to_string).collect::<Vec<_>>()
+        );
+        assert!(!leg.slots.contains(&up.to_string()));
+        // A slot the leg does not have loses the frame, counted, with the reason.
+        leg.handle
+            .send_down_to(7, 0, frame(1), Some(-20))
+            .expect("queued");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while leg.handle.stats().dropped_down == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let st = leg.handle.stats();
+        assert_eq!(st.dropped_down, 1, "{st:?}");
+        assert!(st.last_refusal.unwrap_or_default().contains("slot 7"));
+        leg.handle.close();
+    }
+
+    /// The level of the next frame (`None`: no frame in time).
+    async fn level_of(rx: &mut mpsc::Receiver<LegEvent>) -> Option<Option<i8>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(LegEvent::Frame { level, .. })) => return Some(level),
+                Ok(Some(LegEvent::Connected)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Levels cross the leg both ways in the `ssrc-audio-level` extension.
+    #[tokio::test]
+    async fn audio_levels_cross_the_leg_both_ways() {
+        let (fake, offer) = FakeBrowser::offer().expect("offer");
+        let node = BrowserLeg::open(&offer, 64_000).expect("leg");
+        assert_eq!(
+            node.slots.len(),
+            1,
+            "a call's single m-line is up and slot 0"
+        );
+        let mut node_events = node.events;
+        let mut browser = fake.accept(&node.answer).expect("answer");
+        wait_connected(&mut node_events).await;
+        wait_connected(&mut browser.events).await;
+        browser
+            .handle
+            .send_down_to(0, 960, frame(1), Some(-17))
+            .expect("queued");
+        assert_eq!(level_of(&mut node_events).await, Some(Some(-17)), "up");
+        node.handle
+            .send_down_to(0, 960, frame(2), Some(-33))
+            .expect("queued");
+        assert_eq!(level_of(&mut browser.events).await, Some(Some(-33)), "down");
+        node.handle.send_down(1920, frame(3)).expect("queued");
+        assert_eq!(level_of(&mut browser.events).await, Some(None), "no level");
+        node.handle.close();
     }
 }

@@ -935,11 +935,23 @@ impl Engine {
     }
 
     /// Writes one Opus frame on the audio m-line.
+    #[cfg(test)]
     pub(crate) fn write_audio(
         &mut self,
         now: Instant,
         rtp_time: u64,
         data: Vec<u8>,
+    ) -> Result<(), PeerError> {
+        self.write_audio_level(now, rtp_time, data, None)
+    }
+
+    /// Writes one Opus frame with its RFC 6464 audio level (dBov, −127 to 0), if known.
+    pub(crate) fn write_audio_level(
+        &mut self,
+        now: Instant,
+        rtp_time: u64,
+        data: Vec<u8>,
+        audio_level: Option<i8>,
     ) -> Result<(), PeerError> {
         self.ensure_open()?;
         let Some(mid) = self.audio_mid else {
@@ -962,6 +974,10 @@ impl Engine {
             return Err(PeerError::Media(why));
         };
         let time = MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ);
+        let writer = match audio_level {
+            Some(l) => writer.audio_level(l.clamp(-127, 0), l >= crate::VOICE_ACTIVITY_DBOV),
+            None => writer,
+        };
         match writer.write(pt, now, time, data) {
             Ok(()) => {
                 self.media.frames_sent += 1;
@@ -1618,6 +1634,7 @@ impl Engine {
                         seq_last: **d.seq_range.end(),
                         contiguous: d.contiguous,
                         data: d.data.to_vec(),
+                        audio_level: d.ext_vals.audio_level,
                     })));
             }
             Event::PeerStats(s) => {

@@ -28,6 +28,6 @@ pub use diagnostics::{
     NatBehavior, PathKind, RelayInfo, SelectedPair,
 };
 pub use error::PeerError;
-pub use media::{AudioSender, MediaEvent, MediaFrame, MediaStats};
+pub use media::{AudioSender, MediaEvent, MediaFrame, MediaStats, VOICE_ACTIVITY_DBOV};
 pub use peer::{PeerConnection, PeerEvent, PeerEvents, PeerHandle};
 pub use turn::{RelayState, RelayTransport};

@@ -19,6 +19,11 @@
 
 use tokio::sync::mpsc;
 
+/// Frames at or above this RFC 6464 level (dBov) are marked as voice activity when the node
+/// writes the level itself: about −45 dBov, above room noise after a browser's noise
+/// suppression and below any voice.
+pub const VOICE_ACTIVITY_DBOV: i8 = -45;
+
 /// One received media frame (an Opus packet for audio), as str0m reassembled it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MediaFrame {
@@ -36,6 +41,9 @@ pub struct MediaFrame {
     pub contiguous: bool,
     /// The payload (an Opus packet), exactly as sent.
     pub data: Vec<u8>,
+    /// Its RFC 6464 audio level in dBov (−127 silent to 0 loudest), when the sender set the
+    /// `ssrc-audio-level` header extension.
+    pub audio_level: Option<i8>,
 }
 
 impl std::fmt::Debug for MediaFrame {
@@ -105,6 +113,7 @@ pub(crate) struct OutFrame {
     pub(crate) generation: u64,
     pub(crate) rtp_time: u64,
     pub(crate) data: Vec<u8>,
+    pub(crate) audio_level: Option<i8>,
 }
 
 /// Writes audio frames on one connection for one attached call. Dropped or stale (after a
@@ -123,11 +132,24 @@ impl AudioSender {
     /// Queues one Opus packet with its RTP time (48 kHz). `Err` when the queue is full or the
     /// connection is gone; the frame is lost either way (live audio is never retried).
     pub fn send(&self, rtp_time: u64, data: Vec<u8>) -> Result<(), crate::PeerError> {
+        self.send_with_level(rtp_time, data, None)
+    }
+
+    /// Like [`AudioSender::send`], with the frame's RFC 6464 audio level in dBov (−127 to 0),
+    /// sent in the `ssrc-audio-level` header extension so the far side sees who speaks
+    /// without decoding.
+    pub fn send_with_level(
+        &self,
+        rtp_time: u64,
+        data: Vec<u8>,
+        audio_level: Option<i8>,
+    ) -> Result<(), crate::PeerError> {
         self.tx
             .try_send(OutFrame {
                 generation: self.generation,
                 rtp_time,
                 data,
+                audio_level,
             })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {

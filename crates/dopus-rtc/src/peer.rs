@@ -948,9 +948,12 @@ impl PeerTask {
         match &self.media_sink {
             Some((generation, _)) if *generation == frame.generation => {
                 // The engine counts and explains its own refusals.
-                let _ = self
-                    .engine
-                    .write_audio(Instant::now(), frame.rtp_time, frame.data);
+                let _ = self.engine.write_audio_level(
+                    Instant::now(),
+                    frame.rtp_time,
+                    frame.data,
+                    frame.audio_level,
+                );
             }
             _ => self
                 .engine

@@ -1425,7 +1425,51 @@ dropped: number,
 /**
  * Where their audio is recorded (a path on the node's machine).
  */
-record_path: string | null, };
+record_path: string | null, 
+/**
+ * The RFC 6464 level of their last frame in dBov (−127 silent to 0 loudest), when their
+ * frames carry one (a browser; a headless source's do not).
+ */
+level_dbov: number | null, };
+
+/**
+ * One down slot of the browser leg: a receive m-line of the page and who it carries.
+ */
+export type VoiceSlot = { 
+/**
+ * The m-line's media id (`RTCRtpTransceiver.mid` in the page).
+ */
+mid: string, 
+/**
+ * Who it carries now (`null`: nobody).
+ */
+user_id: UserId | null, };
+
+/**
+ * The page's browser leg in a voice channel.
+ */
+export type VoiceBrowser = { 
+/**
+ * Its down slots, in the page's m-line order.
+ */
+slots: Array<VoiceSlot>, 
+/**
+ * Its counters.
+ */
+leg: BrowserLegStats, };
+
+/**
+ * `POST /voice/browser`: the node's answer to the page's offer, and its down slots.
+ */
+export type VoiceBrowserAnswer = { 
+/**
+ * The SDP answer.
+ */
+sdp: string, 
+/**
+ * The media ids of the down slots, in order (who each carries is in `GET /voice`).
+ */
+slots: Array<string>, };
 
 /**
  * Our voice media.
@@ -1458,7 +1502,11 @@ error: string | null,
 /**
  * Per remote participant, by user ID.
  */
-peers: Array<VoicePeerMedia>, };
+peers: Array<VoicePeerMedia>, 
+/**
+ * The page's browser leg, while it has one.
+ */
+browser: VoiceBrowser | null, };
 
 /**
  * Where we are in voice.

@@ -6,6 +6,7 @@ import { useMessageNotifications, useUnreadBadge } from "../state/notifications"
 import { PrefsProvider, usePrefs } from "../state/prefs";
 import { useStore } from "../state/store";
 import { CallPanel } from "./CallPanel";
+import { VoicePanel } from "./VoicePanel";
 import { Conversation } from "./Conversation";
 import { Details } from "./Details";
 import { Home } from "./Home";
@@ -130,6 +131,7 @@ function Shell() {
         </div>
       )}
       <CallPanel />
+      <VoicePanel />
       {!spacesOpen && (
         <button className="spaces-toggle" onClick={() => setSpacesOpen(true)} aria-label="Spaces" title="Spaces">
           Spaces

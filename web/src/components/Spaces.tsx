@@ -29,6 +29,8 @@ import { useTransfers } from "../state/transfers";
 import { ConversationView, type ChannelHooks } from "./Conversation";
 import { SpaceSearch } from "./SpaceSearch";
 import { SpaceSettings } from "./SpaceSettings";
+import { VoiceChannelMembers } from "./VoicePanel";
+import { useVoice } from "../state/voice";
 import "./spaces.css";
 
 function shortUser(id: string): string {
@@ -60,6 +62,7 @@ function membershipNote(space: Space): string | null {
 export function Spaces({ onClose }: { onClose(): void }) {
   const { state, dispatch, subscribe, actions } = useStore();
   const { sendFiles } = useTransfers();
+  const voice = useVoice();
   const [spaces, setSpaces] = useState<Space[]>([]);
   const [selected, setSelected] = useState<string | null>(null);
   const [channel, setChannel] = useState<string | null>(null);
@@ -125,6 +128,11 @@ export function Spaces({ onClose }: { onClose(): void }) {
   );
 
   const space = spaces.find((s) => s.id === selected) ?? null;
+  // Who is in the space's voice channels (kept current by `voice` events).
+  const voiceWatch = voice.watch;
+  useEffect(() => {
+    if (space?.id && space.membership === "member") voiceWatch(space.id);
+  }, [space?.id, space?.membership, voiceWatch]);
   const tree = useMemo(() => (space ? channelTree(space.channels) : []), [space]);
   const current = space?.channels.find((c) => c.id === channel && c.kind === "text" && c.can_view) ?? null;
   const member = space?.membership === "member";
@@ -296,9 +304,10 @@ export function Spaces({ onClose }: { onClose(): void }) {
       <li key={c.id} className="channel-row" data-channel={c.id} {...dragProps(c.id)}>
         <button
           className={`channel-item ${c.id === channel ? "active" : ""} ${unreadHere > 0 ? "unread" : ""}`}
-          disabled={c.kind !== "text" || !c.can_view}
-          title={c.kind === "voice" ? "Voice channel" : !c.can_view ? "You may not view this channel" : c.topic || undefined}
-          onClick={() => setChannel(c.id)}
+          disabled={c.kind === "category" || !c.can_view}
+          title={c.kind === "voice" ? `Join voice channel ${c.name}` : !c.can_view ? "You may not view this channel" : c.topic || undefined}
+          onClick={() => (c.kind === "voice" && space ? void voice.join(space.id, c.id) : setChannel(c.id))}
+          data-testid={c.kind === "voice" ? "voice-join" : undefined}
           data-unread={unreadHere}
         >
           {c.kind === "text" ? "#" : "🔊"} {c.name}
@@ -313,6 +322,7 @@ export function Spaces({ onClose }: { onClose(): void }) {
             </span>
           )}
         </button>
+        {c.kind === "voice" && space && <VoiceChannelMembers spaceId={space.id} channelId={c.id} />}
         {manageChannels && (
           <span className="channel-tools">
             <button className="icon small" aria-label={`Move ${c.name} up`} title="Move up" onClick={() => void move(c, -1)}>

@@ -63,8 +63,8 @@ pub use transfer::{
 };
 
 pub use voice::{
-    JoinVoice, MyVoice, SpaceVoice, VoiceChannel, VoiceMedia, VoiceParticipant, VoicePatch,
-    VoicePeerMedia, VoiceState,
+    JoinVoice, MyVoice, SpaceVoice, VoiceBrowser, VoiceBrowserAnswer, VoiceChannel, VoiceMedia,
+    VoiceParticipant, VoicePatch, VoicePeerMedia, VoiceSlot, VoiceState,
 };
 
 use serde::{Deserialize, Serialize};

@@ -145,6 +145,7 @@ pub fn router(node: Arc<Node>, auth: AuthConfig) -> Router {
         .route("/voice/join", post(voice::join))
         .route("/voice/leave", post(voice::leave))
         .route("/voice/state", post(voice::patch))
+        .route("/voice/browser", post(voice::browser))
         .route("/spaces/{id}/voice", get(voice::space))
         .route("/search", get(routes::search))
         .route("/settings", get(routes::settings).put(routes::put_settings))

@@ -35,6 +35,14 @@ pub async fn join(
     Ok(Json(node.voice_join(body(payload)?).await?))
 }
 
+/// `POST /voice/browser`: the page's WebRTC offer for its voice leg; the answer and slots.
+pub async fn browser(
+    State(node): N,
+    payload: Result<Json<dto::BrowserOffer>, JsonRejection>,
+) -> ApiResult<dto::VoiceBrowserAnswer> {
+    Ok(Json(node.voice_browser(body(payload)?).await?))
+}
+
 /// `POST /voice/leave`.
 pub async fn leave(State(node): N) -> ApiResult<dto::VoiceState> {
     Ok(Json(node.voice_leave().await?))

@@ -43,7 +43,7 @@ impl MediaSource for BrowserSource {
     fn poll_live(&mut self, cx: &mut Context<'_>) -> Poll<Option<(u64, Vec<u8>)>> {
         loop {
             return match self.events.poll_recv(cx) {
-                Poll::Ready(Some(LegEvent::Frame { rtp_time, data })) => {
+                Poll::Ready(Some(LegEvent::Frame { rtp_time, data, .. })) => {
                     Poll::Ready(Some((rtp_time, data)))
                 }
                 Poll::Ready(Some(LegEvent::Connected)) => continue,

@@ -13,10 +13,22 @@
 //! What the machine decided is applied here: a peer without `speak` (or all of them while we
 //! are deafened) has its frames dropped and counted; while we are muted (or may not speak) the
 //! source keeps time but nothing is sent. Packets never pass through the actor.
+//!
+//! The browser leg (docs/media.md, "Voice channels in the browser"): the page's loopback
+//! connection is a second, live source and a set of sinks. What the browser captures goes to
+//! every ready peer with its RFC 6464 level; each remote participant is given a down slot (one
+//! receive m-line of the page) while they are in the mesh, and their frames go down on it with
+//! their level, so the page plays each participant on its own `<audio>` element and reads who
+//! speaks without decoding anything.
+//!
+//! ```text
+//!  browser ──LegEvent::Frame{level}──> voice task ──send_with_level──> peer 1, peer 2
+//!  browser <──send_down_to(slot, level)── voice task <── peer 1 (slot 0), peer 2 (slot 1)
+//! ```
 
 use super::calls::{AskHandle, FileSink, MediaSink, MediaSource};
 use dopus_core::machine::{VoicePeer, VoiceRequest};
-use dopus_rtc::{AudioSender, MediaEvent, PeerHandle};
+use dopus_rtc::{AudioSender, BrowserLegHandle, LegEvent, MediaEvent, PeerHandle};
 use dopus_types::{ChannelId, SpaceId, UserId};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,8 +36,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-/// How long after its last frame a participant still shows as speaking.
+/// How long after its last frame (or its last loud frame, when frames carry levels) a
+/// participant still shows as speaking.
 pub const SPEAKING_MS: u64 = 300;
+/// A frame at or above this RFC 6464 level (dBov) is "loud" (someone speaks).
+pub const SPEAKING_DBOV: i8 = dopus_rtc::VOICE_ACTIVITY_DBOV;
 /// The answering side of a connection waits this long after `Ready` before sending to that
 /// peer, so the offerer has applied the answer when the first frames arrive (as in calls).
 const ANSWERER_HOLD: Duration = Duration::from_millis(500);
@@ -53,6 +68,12 @@ pub struct PeerMedia {
     pub record_path: Option<String>,
     /// When its last kept frame arrived.
     pub last_frame: Option<Instant>,
+    /// The RFC 6464 level of its last kept frame (dBov, −127 to 0), if its frames carry one.
+    pub level: Option<i8>,
+    /// Its frames carry levels (a browser); a headless source's do not.
+    pub levels: bool,
+    /// When its last loud frame (at or above [`SPEAKING_DBOV`]) arrived.
+    pub last_loud: Option<Instant>,
 }
 
 /// Our voice media, as the API shows it.
@@ -74,21 +95,47 @@ pub struct VoiceMediaStatus {
     pub error: Option<String>,
     /// Per remote participant.
     pub peers: BTreeMap<UserId, PeerMedia>,
+    /// The browser leg, while the page has one.
+    pub browser: Option<BrowserStatus>,
+    /// Our browser's frames carry levels.
+    pub self_levels: bool,
+    /// When our last loud frame was sent.
+    pub self_last_loud: Option<Instant>,
+}
+
+/// The browser leg of our voice media.
+#[derive(Debug, Clone)]
+pub struct BrowserStatus {
+    /// Drives the leg (its counters for the API).
+    pub leg: BrowserLegHandle,
+    /// Each down slot's media id and who it carries now.
+    pub slots: Vec<(String, Option<UserId>)>,
+}
+
+fn within(t: Option<Instant>, ms: u64) -> bool {
+    t.is_some_and(|t| t.elapsed() < Duration::from_millis(ms))
 }
 
 impl VoiceMediaStatus {
-    /// Whether `user` sent a frame we kept within [`SPEAKING_MS`].
+    /// Whether `user` speaks: a loud frame within [`SPEAKING_MS`] when their frames carry
+    /// levels, else any frame we kept within it (a headless source has no levels).
     pub fn speaking(&self, user: &UserId) -> bool {
-        self.peers
-            .get(user)
-            .and_then(|p| p.last_frame)
-            .is_some_and(|t| t.elapsed() < Duration::from_millis(SPEAKING_MS))
+        self.peers.get(user).is_some_and(|p| {
+            if p.levels {
+                within(p.last_loud, SPEAKING_MS)
+            } else {
+                within(p.last_frame, SPEAKING_MS)
+            }
+        })
     }
 
-    /// Whether we sent a frame within [`SPEAKING_MS`].
+    /// Whether we speak: as [`VoiceMediaStatus::speaking`], for what we sent.
     pub fn self_speaking(&self) -> bool {
-        self.last_sent
-            .is_some_and(|t| t.elapsed() < Duration::from_millis(SPEAKING_MS))
+        if self.self_levels {
+            within(self.self_last_loud, SPEAKING_MS)
+        } else {
+            within(self.last_sent, SPEAKING_MS)
+        }
     }
 }
 
@@ -131,6 +178,14 @@ impl RecordTo {
     }
 }
 
+/// A browser leg opened by the API, not yet taken by the task.
+struct PendingBrowser {
+    channel: ChannelId,
+    handle: BrowserLegHandle,
+    events: mpsc::Receiver<LegEvent>,
+    slots: Vec<String>,
+}
+
 #[derive(Default)]
 struct Shared {
     /// The channel the source and recordings below are for (a task serving another channel,
@@ -140,6 +195,8 @@ struct Shared {
     record: Option<RecordTo>,
     /// Start playing once this many peers can be sent to.
     wait_for: usize,
+    /// A browser leg the UI opened, for the task serving `media_for` to take.
+    browser: Option<PendingBrowser>,
     status: VoiceMediaStatus,
     updates: Option<mpsc::UnboundedSender<VoiceRequest>>,
     stop: Option<oneshot::Sender<()>>,
@@ -190,9 +247,26 @@ impl VoiceMedia {
         s.status.play_total = source.as_ref().map(|x| x.total());
         s.status.played = 0;
         s.status.play_done = false;
+        s.status.self_levels = false;
+        s.status.self_last_loud = None;
         s.source = source;
         s.record = record;
         s.wait_for = wait_for.max(1);
+    }
+
+    /// Plugs the page's browser leg into the voice media of `channel` (the channel we are in):
+    /// it replaces an earlier leg (a reloaded page), whose leg is closed.
+    pub fn set_browser(&self, channel: ChannelId, opened: dopus_rtc::OpenedLeg) {
+        let mut s = self.lock();
+        if let Some(old) = s.browser.take() {
+            old.handle.close();
+        }
+        s.browser = Some(PendingBrowser {
+            channel,
+            handle: opened.handle,
+            events: opened.events,
+            slots: opened.slots,
+        });
     }
 
     /// What the machine asks: keep a mesh, or stop.
@@ -228,6 +302,7 @@ impl VoiceMedia {
                         record: None,
                         stays: BTreeMap::new(),
                         started: None,
+                        browser: None,
                     };
                     rt.spawn(task.run(rx, stop_rx));
                 }
@@ -238,6 +313,10 @@ impl VoiceMedia {
             VoiceRequest::Stop => {
                 if let Some(stop) = s.stop.take() {
                     let _ = stop.send(());
+                }
+                // A leg the task never took goes with it.
+                if let Some(b) = s.browser.take() {
+                    b.handle.close();
                 }
                 s.updates = None;
                 s.serving = None;
@@ -285,6 +364,58 @@ struct VoiceTask {
     /// How many recordings each participant has had.
     stays: BTreeMap<UserId, u32>,
     started: Option<Instant>,
+    browser: Option<TaskBrowser>,
+}
+
+/// The browser leg inside the task.
+struct TaskBrowser {
+    handle: BrowserLegHandle,
+    events: mpsc::Receiver<LegEvent>,
+    /// Each down slot's media id and who it carries.
+    slots: Vec<(String, Option<UserId>)>,
+}
+
+impl TaskBrowser {
+    /// `user`'s slot, given the first free one if they have none (`None`: all taken).
+    fn slot_for(&mut self, user: UserId) -> (Option<usize>, bool) {
+        if let Some(i) = self.slots.iter().position(|(_, u)| *u == Some(user)) {
+            return (Some(i), false);
+        }
+        match self.slots.iter().position(|(_, u)| u.is_none()) {
+            Some(i) => {
+                self.slots[i].1 = Some(user);
+                (Some(i), true)
+            }
+            None => (None, false),
+        }
+    }
+
+    /// Frees `user`'s slot; whether they had one.
+    fn free(&mut self, user: &UserId) -> bool {
+        let mut freed = false;
+        for (_, u) in &mut self.slots {
+            if u.as_ref() == Some(user) {
+                *u = None;
+                freed = true;
+            }
+        }
+        freed
+    }
+
+    fn status(&self) -> BrowserStatus {
+        BrowserStatus {
+            leg: self.handle.clone(),
+            slots: self.slots.clone(),
+        }
+    }
+}
+
+/// The next event of the browser leg, or never without one.
+async fn browser_event(b: &mut Option<TaskBrowser>) -> Option<LegEvent> {
+    match b {
+        Some(b) => b.events.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl VoiceTask {
@@ -338,6 +469,12 @@ impl VoiceTask {
     }
 
     fn close_leg(&mut self, user: UserId, mut leg: Leg) {
+        if let Some(b) = &mut self.browser
+            && b.free(&user)
+        {
+            let st = b.status();
+            self.status(|s| s.browser = Some(st));
+        }
         if let Some((h, _)) = leg.attached.take() {
             tokio::spawn(async move { h.detach_media().await });
         }
@@ -459,9 +596,33 @@ impl VoiceTask {
                 {
                     err = Some(e);
                 }
-                self.peer_status(&user, |p| {
+                let level = f.audio_level;
+                let mut slots = None;
+                if let Some(b) = &mut self.browser {
+                    let (slot, assigned) = b.slot_for(user);
+                    if let Some(slot) = slot {
+                        // A full queue or a closed leg loses the frame (counted by the leg).
+                        let _ = b.handle.send_down_to(slot, f.rtp_time, f.data, level);
+                    }
+                    if assigned {
+                        slots = Some(b.status());
+                    }
+                }
+                let now = Instant::now();
+                self.status(|s| {
+                    if let Some(b) = slots {
+                        s.browser = Some(b);
+                    }
+                    let p = s.peers.entry(user).or_default();
                     p.received += 1;
-                    p.last_frame = Some(Instant::now());
+                    p.last_frame = Some(now);
+                    p.level = level;
+                    if let Some(l) = level {
+                        p.levels = true;
+                        if l >= SPEAKING_DBOV {
+                            p.last_loud = Some(now);
+                        }
+                    }
                 });
                 if let Some(e) = err {
                     self.error(e);
@@ -501,6 +662,24 @@ impl VoiceTask {
                         self.record = s.record.clone();
                     }
                 }
+                if s.browser
+                    .as_ref()
+                    .is_some_and(|b| b.channel == self.channel)
+                    && let Some(b) = s.browser.take()
+                {
+                    if let Some(old) = self.browser.take() {
+                        old.handle.close();
+                    }
+                    let tb = TaskBrowser {
+                        handle: b.handle,
+                        events: b.events,
+                        slots: b.slots.into_iter().map(|m| (m, None)).collect(),
+                    };
+                    if s.generation == self.generation {
+                        s.status.browser = Some(tb.status());
+                    }
+                    self.browser = Some(tb);
+                }
             }
             let now = Instant::now();
             if self.started.is_none() && self.source.is_some() && self.sendable(now) >= wait_for {
@@ -535,6 +714,17 @@ impl VoiceTask {
                     None => break,
                 },
                 () = tokio::time::sleep_until(due_at), if due.is_some() => self.play(),
+                ev = browser_event(&mut self.browser) => match ev {
+                    Some(LegEvent::Frame { rtp_time, data, level }) => {
+                        self.forward_up(rtp_time, data, level);
+                    }
+                    Some(LegEvent::Connected) => {}
+                    Some(LegEvent::Closed { reason }) => {
+                        tracing::debug!(reason = %reason, "voice: the browser leg closed");
+                        self.browser = None;
+                    }
+                    None => self.browser = None,
+                },
                 _ = tick.tick() => self.attach_missing(&merged_tx).await,
             }
         }
@@ -545,6 +735,49 @@ impl VoiceTask {
             }
         }
         self.finish().await;
+    }
+
+    /// Sends a frame the browser captured to every peer that can take it, with its level.
+    fn forward_up(&mut self, rtp_time: u64, data: Vec<u8>, level: Option<i8>) {
+        if !self.send {
+            return; // muted, deafened or without `speak`: nothing leaves this node
+        }
+        let now = Instant::now();
+        let mut sent_to: Vec<UserId> = Vec::new();
+        let mut error = None;
+        for (u, leg) in &mut self.peers {
+            let Some((_, sender)) = &leg.attached else {
+                continue;
+            };
+            if leg.sendable_at.is_none_or(|t| t > now) {
+                continue;
+            }
+            match sender.send_with_level(rtp_time, data.clone(), level) {
+                Ok(()) => sent_to.push(*u),
+                Err(dopus_rtc::PeerError::Closed) => {
+                    leg.attached = None;
+                    leg.sendable_at = None;
+                }
+                Err(e) => error = Some(e.to_string()),
+            }
+        }
+        self.status(|s| {
+            if !sent_to.is_empty() {
+                s.last_sent = Some(now);
+            }
+            if let Some(l) = level {
+                s.self_levels = true;
+                if l >= SPEAKING_DBOV {
+                    s.self_last_loud = Some(now);
+                }
+            }
+            for u in sent_to {
+                s.peers.entry(u).or_default().sent += 1;
+            }
+            if let Some(e) = error {
+                s.error = Some(e);
+            }
+        });
     }
 
     /// Sends every frame that is due to every peer that can take it.
@@ -603,6 +836,9 @@ impl VoiceTask {
     }
 
     async fn finish(mut self) {
+        if let Some(b) = self.browser.take() {
+            b.handle.close();
+        }
         let legs = std::mem::take(&mut self.peers);
         for (u, mut leg) in legs {
             if let Some((h, _)) = leg.attached.take() {
@@ -621,6 +857,7 @@ impl VoiceTask {
         self.status(|s| {
             s.running = false;
             s.record_done = true;
+            s.browser = None;
         });
     }
 }

@@ -74,8 +74,20 @@ fn media_dto(m: VoiceMediaStatus) -> dto::VoiceMedia {
                 received: p.received,
                 dropped: p.dropped,
                 record_path: p.record_path,
+                level_dbov: p.level,
             })
             .collect(),
+        browser: m.browser.map(|b| dto::VoiceBrowser {
+            slots: b
+                .slots
+                .into_iter()
+                .map(|(mid, user)| dto::VoiceSlot {
+                    mid,
+                    user_id: user.as_ref().map(Into::into),
+                })
+                .collect(),
+            leg: super::browser_leg::leg_dto(&b.leg),
+        }),
     }
 }
 
@@ -166,6 +178,32 @@ impl Node {
             Ok(voice_state(cx.machine, cx.live))
         })
         .await
+    }
+
+    /// `POST /voice/browser`: the page's offer for its leg in the voice channel we are in (one
+    /// m-line up, one receive m-line per participant it can hear); the answer and the down
+    /// slots come back. A second offer replaces the first leg (a reloaded page).
+    pub async fn voice_browser(
+        &self,
+        req: dto::BrowserOffer,
+    ) -> NodeResult<dto::VoiceBrowserAnswer> {
+        let (channel, voice) = self
+            .read(|v| {
+                let mine = v
+                    .machine
+                    .my_voice()
+                    .ok_or_else(|| NodeError::Conflict("not in a voice channel".into()))?;
+                Ok((mine.channel, v.live.voice.clone()))
+            })
+            .await?;
+        let opened = dopus_rtc::BrowserLeg::open(&req.sdp, super::browser_leg::AUDIO_CAP_BPS)
+            .map_err(|e| NodeError::Invalid(format!("the browser's offer: {e}")))?;
+        let answer = dto::VoiceBrowserAnswer {
+            sdp: opened.answer.clone(),
+            slots: opened.slots.clone(),
+        };
+        voice.set_browser(channel, opened);
+        Ok(answer)
     }
 
     /// `POST /voice/leave`.

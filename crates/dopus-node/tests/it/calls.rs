@@ -114,7 +114,9 @@ async fn collect_frames(
     let mut got = Vec::new();
     while got.len() < n {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(dopus_rtc::LegEvent::Frame { rtp_time, data })) => got.push((rtp_time, data)),
+            Ok(Some(dopus_rtc::LegEvent::Frame { rtp_time, data, .. })) => {
+                got.push((rtp_time, data))
+            }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }

@@ -66,6 +66,36 @@ pub struct VoicePeerMedia {
     pub dropped: u64,
     /// Where their audio is recorded (a path on the node's machine).
     pub record_path: Option<String>,
+    /// The RFC 6464 level of their last frame in dBov (−127 silent to 0 loudest), when their
+    /// frames carry one (a browser; a headless source's do not).
+    pub level_dbov: Option<i8>,
+}
+
+/// One down slot of the browser leg: a receive m-line of the page and who it carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct VoiceSlot {
+    /// The m-line's media id (`RTCRtpTransceiver.mid` in the page).
+    pub mid: String,
+    /// Who it carries now (`null`: nobody).
+    pub user_id: Option<UserId>,
+}
+
+/// The page's browser leg in a voice channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct VoiceBrowser {
+    /// Its down slots, in the page's m-line order.
+    pub slots: Vec<VoiceSlot>,
+    /// Its counters.
+    pub leg: super::BrowserLegStats,
+}
+
+/// `POST /voice/browser`: the node's answer to the page's offer, and its down slots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct VoiceBrowserAnswer {
+    /// The SDP answer.
+    pub sdp: String,
+    /// The media ids of the down slots, in order (who each carries is in `GET /voice`).
+    pub slots: Vec<String>,
 }
 
 /// Our voice media.
@@ -87,6 +117,8 @@ pub struct VoiceMedia {
     pub error: Option<String>,
     /// Per remote participant, by user ID.
     pub peers: Vec<VoicePeerMedia>,
+    /// The page's browser leg, while it has one.
+    pub browser: Option<VoiceBrowser>,
 }
 
 /// Where we are in voice.
@@ -208,14 +240,41 @@ mod tests {
                 record_done: false,
                 error: None,
                 peers: vec![VoicePeerMedia {
-                    user_id: user,
+                    user_id: user.clone(),
                     attached: true,
                     ready: true,
                     sent: 10,
                     received: 12,
                     dropped: 0,
                     record_path: Some("/tmp/out-dopus1….opus".into()),
+                    level_dbov: Some(-30),
                 }],
+                browser: Some(VoiceBrowser {
+                    slots: vec![
+                        VoiceSlot {
+                            mid: "1".into(),
+                            user_id: Some(user),
+                        },
+                        VoiceSlot {
+                            mid: "2".into(),
+                            user_id: None,
+                        },
+                    ],
+                    leg: super::super::BrowserLegStats {
+                        connected: true,
+                        closed: false,
+                        frames_up: 500,
+                        frames_down: 480,
+                        dropped_up: 0,
+                        dropped_down: 0,
+                        throttled_up: 0,
+                        refused_candidates: 1,
+                        refused_sources: 0,
+                        cap_bps: 64_000,
+                        remb_sent: 10,
+                        last_refusal: None,
+                    },
+                }),
             }),
             last_refusal: None,
         });
