@@ -1339,3 +1339,56 @@ fn a_newcomer_whose_admitter_kept_nothing_gets_the_history_from_other_members() 
     );
     assert!(after_kick >= relayed);
 }
+
+/// A file's id is reserved before it is prepared: a target that cannot take files is refused
+/// at once (a channel we do not know), and the reserved id becomes the transfer's and the
+/// message's.
+#[test]
+fn a_file_id_is_reserved_only_for_a_target_that_can_take_files() {
+    use crate::machine::FileTarget;
+    use crate::store::SourceFile;
+    use dopus_proto::transfer::{FILE_FORMAT_VERSION, FileKey, FileManifest, FileNonce, PlainHash};
+    use dopus_types::BlobHash;
+    let (mut net, _space, general) = three_in_a_space();
+    let unknown = ChannelId::from_bytes([7; 16]);
+    let err = net
+        .cmd(0, |m, now, s| {
+            m.reserve_file_id(now, s, FileTarget::Channel(unknown))
+        })
+        .expect_err("an unknown channel");
+    assert!(
+        matches!(err, crate::machine::CommandError::UnknownChannel),
+        "{err}"
+    );
+    let id = net
+        .cmd(0, |m, now, s| {
+            m.reserve_file_id(now, s, FileTarget::Channel(general))
+        })
+        .expect("general takes files");
+    let manifest = FileManifest {
+        version: FILE_FORMAT_VERSION,
+        blob: BlobHash::from_bytes([6; 32]),
+        size: 10,
+        key: FileKey([1; 32]),
+        nonce: FileNonce([2; 12]),
+        name: "a.txt".into(),
+        mime: "text/plain".into(),
+        plain_blake3: PlainHash([3; 32]),
+        dimensions: None,
+        duration_ms: None,
+        thumbnail: None,
+    };
+    let source = SourceFile {
+        path: "/tmp/a.txt".into(),
+        size: 10,
+        modified_ns: 1,
+        inode: 2,
+    };
+    let (msg, t) = net
+        .cmd(0, |m, now, s| {
+            m.channel_send_file_as(now, s, id, general, manifest, source, None)
+        })
+        .expect("announced under the reserved id");
+    assert_eq!(msg.id, id);
+    assert_eq!(t.id.0, id.0);
+}
