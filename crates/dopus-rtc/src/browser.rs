@@ -711,9 +711,8 @@ impl LegTask {
                 match pt {
                     None => Err("the browser leg negotiated no Opus".to_owned()),
                     Some(pt) => match level {
-                        Some(l) => {
-                            writer.audio_level(l.clamp(-127, 0), l >= crate::VOICE_ACTIVITY_DBOV)
-                        }
+                        Some(l) => writer
+                            .audio_level(l.clamp(-127, 0), l >= crate::media::VOICE_ACTIVITY_DBOV),
                         None => writer,
                     }
                     .write(

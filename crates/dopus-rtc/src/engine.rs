@@ -30,9 +30,10 @@ use crate::diagnostics::{
     PathKind, RelayInfo, SelectedPair,
 };
 use crate::error::PeerError;
+use crate::event::PeerEvent;
 use crate::gather::{GatherOutput, Mapping, StunGatherer};
 use crate::media::{MediaEvent, MediaFrame, MediaStats};
-use crate::peer::PeerEvent;
+use crate::time::later;
 use crate::turn::{Relay, RelayOutput, RelayState, RelayTarget, RelayTransport};
 
 /// Label of the one message channel.
@@ -54,14 +55,6 @@ const MAX_REMOTE_CANDIDATES: usize = 256;
 const MAX_DRAIN_STEPS: usize = 100_000;
 /// New allocations after losing a working one (5-tuple change, expiry), per connection.
 const MAX_REALLOCATIONS: u32 = 8;
-
-/// `base + d` without the panic `Instant + Duration` has on overflow: a configured timeout of
-/// `Duration::MAX` means "never", not a crash.
-pub(crate) fn later(base: Instant, d: Duration) -> Instant {
-    base.checked_add(d)
-        .or_else(|| base.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
-        .unwrap_or(base)
-}
 
 /// The `a=ice-ufrag` of an SDP: a new one in an offer on an open connection is an ICE restart.
 fn sdp_ufrag(sdp: &str) -> Option<String> {
@@ -975,7 +968,7 @@ impl Engine {
         };
         let time = MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ);
         let writer = match audio_level {
-            Some(l) => writer.audio_level(l.clamp(-127, 0), l >= crate::VOICE_ACTIVITY_DBOV),
+            Some(l) => writer.audio_level(l.clamp(-127, 0), l >= crate::media::VOICE_ACTIVITY_DBOV),
             None => writer,
         };
         match writer.write(pt, now, time, data) {
@@ -2246,7 +2239,7 @@ mod tests {
 
             #[test]
             fn ice_server_urls(url in ".{0,80}") {
-                let _ = crate::IceServer::parse(&url);
+                let _ = crate::config::IceServer::parse(&url);
             }
         }
     }

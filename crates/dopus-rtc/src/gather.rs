@@ -147,7 +147,7 @@ impl StunGatherer {
                 t.rto = t.rto.saturating_mul(2);
             }
             t.sent += 1;
-            t.deadline = crate::engine::later(now, t.rto);
+            t.deadline = crate::time::later(now, t.rto);
             self.out.push_back(GatherOutput::Transmit {
                 from: t.base,
                 to: t.server,

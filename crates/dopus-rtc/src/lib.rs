@@ -6,10 +6,12 @@ mod config;
 mod diagnostics;
 mod engine;
 mod error;
+mod event;
 mod gather;
 mod interfaces;
 mod media;
 mod peer;
+mod time;
 mod turn;
 
 #[cfg(feature = "fake-browser")]

@@ -131,7 +131,7 @@ pub(crate) const OUT_QUEUE: usize = 64;
 impl AudioSender {
     /// Queues one Opus packet with its RTP time (48 kHz). `Err` when the queue is full or the
     /// connection is gone; the frame is lost either way (live audio is never retried).
-    pub fn send(&self, rtp_time: u64, data: Vec<u8>) -> Result<(), crate::PeerError> {
+    pub fn send(&self, rtp_time: u64, data: Vec<u8>) -> Result<(), crate::error::PeerError> {
         self.send_with_level(rtp_time, data, None)
     }
 
@@ -143,7 +143,7 @@ impl AudioSender {
         rtp_time: u64,
         data: Vec<u8>,
         audio_level: Option<i8>,
-    ) -> Result<(), crate::PeerError> {
+    ) -> Result<(), crate::error::PeerError> {
         self.tx
             .try_send(OutFrame {
                 generation: self.generation,
@@ -153,9 +153,9 @@ impl AudioSender {
             })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
-                    crate::PeerError::Media("the connection's media queue is full".into())
+                    crate::error::PeerError::Media("the connection's media queue is full".into())
                 }
-                mpsc::error::TrySendError::Closed(_) => crate::PeerError::Closed,
+                mpsc::error::TrySendError::Closed(_) => crate::error::PeerError::Closed,
             })
     }
 }

@@ -29,68 +29,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::RtcConfig;
-use crate::diagnostics::{CloseReason, ConnectionState, Diagnostics};
+use crate::diagnostics::{CloseReason, Diagnostics};
 use crate::engine::{Engine, EngineOutput, Role};
 use crate::error::PeerError;
+pub use crate::event::PeerEvent;
 use crate::interfaces;
 use crate::media::{AudioSender, MediaEvent, MediaStats, OutFrame};
-
-/// What a connection tells the application.
-///
-/// `Debug` leaves out candidate lines (they hold addresses) and message bytes, so events can be
-/// logged as they are.
-#[derive(Clone, PartialEq, Eq)]
-pub enum PeerEvent {
-    /// A local ICE candidate (`candidate:…` attribute value) to send to the peer, encrypted.
-    /// Host candidates come first, server-reflexive ones as STUN answers arrive.
-    LocalCandidate(String),
-    /// STUN discovery finished (answered or timed out); no more candidates until a restart.
-    GatheringComplete,
-    /// The connection state changed.
-    State(ConnectionState),
-    /// The message channel is open; `send` goes through from now on.
-    ChannelOpen,
-    /// A message from the peer, in order, exactly as sent.
-    Data(Vec<u8>),
-    /// The blob channel (file transfers, beside the message channel) is open;
-    /// [`PeerHandle::send_blob_all`] goes through from now on.
-    BlobOpen,
-    /// A message from the peer on the blob channel, in order.
-    BlobData(Vec<u8>),
-    /// The path was lost (nothing from the peer for [`RtcConfig::path_loss_timeout`]) and this
-    /// side began an ICE restart: send this offer to the peer (encrypted, like the first
-    /// one), who applies it with [`PeerHandle::accept_offer`]; apply its answer with
-    /// [`PeerHandle::accept_answer`]. The side that made the connection's first offer restarts
-    /// at once; the other only when no restart came from it for another timeout, and when both
-    /// offer at once the first offerer's offer wins. Data channels and media stay up (no new
-    /// DTLS handshake); new candidates (host, srflx, a fresh relay allocation) are trickled as
-    /// [`PeerEvent::LocalCandidate`] once the answer is in.
-    RestartOffer(String),
-    /// The connection ended; the last event.
-    Closed {
-        /// Why.
-        reason: CloseReason,
-    },
-}
-
-impl std::fmt::Debug for PeerEvent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::LocalCandidate(c) => {
-                let kind = crate::CandidateType::of_candidate(c);
-                write!(f, "LocalCandidate({kind:?}, <redacted>)")
-            }
-            Self::GatheringComplete => f.write_str("GatheringComplete"),
-            Self::RestartOffer(_) => f.write_str("RestartOffer(<sdp>)"),
-            Self::State(s) => f.debug_tuple("State").field(s).finish(),
-            Self::ChannelOpen => f.write_str("ChannelOpen"),
-            Self::Data(d) => write!(f, "Data({} bytes)", d.len()),
-            Self::BlobOpen => f.write_str("BlobOpen"),
-            Self::BlobData(d) => write!(f, "BlobData({} bytes)", d.len()),
-            Self::Closed { reason } => f.debug_struct("Closed").field("reason", reason).finish(),
-        }
-    }
-}
 
 /// The events of one connection, in order. Ends after [`PeerEvent::Closed`].
 pub type PeerEvents = mpsc::Receiver<PeerEvent>;
@@ -405,9 +349,9 @@ impl PeerHandle {
 /// node should generate one [`crate::DtlsIdentity`] at start-up; this is the fallback.
 async fn with_identity(mut config: RtcConfig) -> Result<RtcConfig, PeerError> {
     if config.dtls_identity.is_none() {
-        let identity = tokio::task::spawn_blocking(crate::DtlsIdentity::generate)
+        let identity = tokio::task::spawn_blocking(crate::cert::DtlsIdentity::generate)
             .await
-            .map_err(|_| crate::CertError::Generate)??;
+            .map_err(|_| crate::cert::CertError::Generate)??;
         config.dtls_identity = Some(identity);
     }
     Ok(config)
@@ -585,10 +529,10 @@ impl PeerTask {
             }
             let mut deadline = self.engine.poll_timeout();
             if let Some((_, tried)) = &self.blocked {
-                deadline = deadline.min(crate::engine::later(*tried, BLOCKED_RETRY));
+                deadline = deadline.min(crate::time::later(*tried, BLOCKED_RETRY));
             }
             if let Some((_, tried)) = &self.blob_blocked {
-                deadline = deadline.min(crate::engine::later(*tried, BLOCKED_RETRY));
+                deadline = deadline.min(crate::time::later(*tried, BLOCKED_RETRY));
             }
             let deadline = tokio::time::Instant::from_std(deadline);
             let can_read = self.queued_events.len() < self.config.event_capacity;
@@ -923,7 +867,7 @@ impl PeerTask {
             Err(e) => {
                 self.engine.close(
                     now,
-                    CloseReason::Failed(crate::FailureReason::Network(e.to_string())),
+                    CloseReason::Failed(crate::diagnostics::FailureReason::Network(e.to_string())),
                 );
                 Err(e)
             }
@@ -1015,14 +959,14 @@ impl PeerTask {
         // The message channel first: it always has room beside the blob channel's share.
         if self.engine.channel_open()
             && let Some((_, tried)) = &self.blocked
-            && (room || Instant::now() >= crate::engine::later(*tried, BLOCKED_RETRY))
+            && (room || Instant::now() >= crate::time::later(*tried, BLOCKED_RETRY))
             && let Some((msg, _)) = self.blocked.take()
         {
             self.write(msg);
         }
         if self.engine.blob_open()
             && let Some((_, tried)) = &self.blob_blocked
-            && (room || Instant::now() >= crate::engine::later(*tried, BLOCKED_RETRY))
+            && (room || Instant::now() >= crate::time::later(*tried, BLOCKED_RETRY))
             && let Some((msg, _)) = self.blob_blocked.take()
         {
             self.write_blob(msg);

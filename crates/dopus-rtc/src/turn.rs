@@ -276,7 +276,7 @@ impl Relay {
 
     fn back(&self, t: TurnInstant) -> Instant {
         let d = t.saturating_duration_since(TurnInstant::ZERO);
-        crate::engine::later(self.epoch, d)
+        crate::time::later(self.epoch, d)
     }
 
     pub(crate) fn target(&self) -> &RelayTarget {
