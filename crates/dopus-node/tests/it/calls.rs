@@ -2,7 +2,9 @@
 //! --play` picks up and plays an Ogg Opus file, hangs up when it ends; the recording holds
 //! exactly the played packets, in order, byte for byte.
 
-use crate::harness::{SERIAL, TestServer, assert_recording, contact_pair, eventually, opus_file};
+use crate::harness::{
+    SERIAL, TestServer, assert_recording, contact_pair, eventually, opus_file, played_call,
+};
 use serde_json::json;
 use std::time::Duration;
 
@@ -18,52 +20,9 @@ async fn a_played_file_arrives_packet_for_packet_in_the_recording() {
     let recorded = tmp.path().join("out.opus");
     let packets = opus_file(&played, 150, 7);
 
-    // Bob rings Alice and records until she hangs up.
-    let b_dir = b.data_dir().to_owned();
-    let a_id = a.user_id.clone();
-    let rec = recorded.clone();
-    let bob = std::thread::spawn(move || {
-        crate::harness::cli_at(
-            &b_dir,
-            &[
-                "call",
-                &a_id,
-                "--record",
-                rec.to_str().unwrap(),
-                "--max-secs",
-                "120",
-            ],
-        )
-    });
-    let api = a.api().clone();
-    let bid = b.user_id.clone();
-    eventually(WAIT, "alice's node rings", || {
-        let (status, calls) = api.call("GET", "/calls", None);
-        (status == 200
-            && calls["calls"].as_array().is_some_and(|c| {
-                c.iter().any(|c| {
-                    c["user_id"] == json!(bid) && c["state"] == "ringing" && c["outgoing"] == false
-                })
-            }))
-        .then_some(())
-    })
-    .await;
-
-    // Alice picks up, plays the file and hangs up when it ends.
-    let a_call = a
-        .cli(&[
-            "call",
-            &b.user_id,
-            "--play",
-            played.to_str().unwrap(),
-            "--max-secs",
-            "120",
-        ])
-        .expect("alice's call");
-    let b_call = tokio::task::spawn_blocking(move || bob.join().unwrap())
-        .await
-        .unwrap()
-        .expect("bob's call");
+    // Bob rings Alice and records until she hangs up; Alice picks up, plays the file and hangs
+    // up when it ends.
+    let (a_call, b_call) = played_call(&a, &b, &played, &recorded, WAIT).await;
     println!("alice: {a_call}\nbob: {b_call}");
     assert_eq!(a_call["id"], b_call["id"]);
     for c in [&a_call, &b_call] {
@@ -332,48 +291,7 @@ async fn relay_only_chat_file_and_call_all_go_through_the_relay() {
     let recorded = tmp.path().join("out.opus");
     let packets = opus_file(&played, 100, 11);
     let before_call = server.turn_relayed_bytes();
-    let b_dir = b.data_dir().to_owned();
-    let a_id = a.user_id.clone();
-    let rec = recorded.clone();
-    let bob = std::thread::spawn(move || {
-        crate::harness::cli_at(
-            &b_dir,
-            &[
-                "call",
-                &a_id,
-                "--record",
-                rec.to_str().unwrap(),
-                "--max-secs",
-                "120",
-            ],
-        )
-    });
-    let api = a.api().clone();
-    let bid = b.user_id.clone();
-    eventually(WAIT, "alice's node rings", || {
-        let (status, calls) = api.call("GET", "/calls", None);
-        (status == 200
-            && calls["calls"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["user_id"] == json!(bid) && c["state"] == "ringing")
-            }))
-        .then_some(())
-    })
-    .await;
-    let a_call = a
-        .cli(&[
-            "call",
-            &b.user_id,
-            "--play",
-            played.to_str().unwrap(),
-            "--max-secs",
-            "120",
-        ])
-        .expect("alice's call");
-    let b_call = tokio::task::spawn_blocking(move || bob.join().unwrap())
-        .await
-        .unwrap()
-        .expect("bob's call");
+    let (a_call, b_call) = played_call(&a, &b, &played, &recorded, WAIT).await;
     assert_eq!(a_call["media"]["played"], packets.len() as u64);
     assert_eq!(b_call["media"]["record_done"], true);
     assert_recording(&recorded, &packets);

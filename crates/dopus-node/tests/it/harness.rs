@@ -701,3 +701,60 @@ pub fn assert_recording(path: &Path, played: &[Vec<u8>]) {
         assert_eq!(g, w, "{}: packet {i} differs", path.display());
     }
 }
+
+/// A headless call: `recorder` rings `player` with `discordopus call --record recorded`, and once
+/// it rings at `player`'s node, `player` picks up with `discordopus call --play played`, which
+/// hangs up when the file ends. Returns what each CLI printed: (player's call, recorder's call).
+pub async fn played_call(
+    player: &TestNode,
+    recorder: &TestNode,
+    played: &Path,
+    recorded: &Path,
+    wait: Duration,
+) -> (Value, Value) {
+    let (dir, player_id, rec) = (
+        recorder.data_dir().to_owned(),
+        player.user_id.clone(),
+        recorded.to_str().unwrap().to_owned(),
+    );
+    let ringing = std::thread::spawn(move || {
+        cli_at(
+            &dir,
+            &["call", &player_id, "--record", &rec, "--max-secs", "120"],
+        )
+    });
+    let (api, recorder_id) = (player.api().clone(), recorder.user_id.clone());
+    eventually(
+        wait,
+        &format!("{}'s call rings at {}'s", recorder.name, player.name),
+        || {
+            let (status, calls) = api.call("GET", "/calls", None);
+            (status == 200
+                && calls["calls"].as_array().is_some_and(|c| {
+                    c.iter().any(|c| {
+                        c["user_id"] == json!(recorder_id)
+                            && c["state"] == "ringing"
+                            && c["outgoing"] == false
+                    })
+                }))
+            .then_some(())
+        },
+    )
+    .await;
+    let played = played.to_str().unwrap();
+    let player_call = player
+        .cli(&[
+            "call",
+            &recorder.user_id,
+            "--play",
+            played,
+            "--max-secs",
+            "120",
+        ])
+        .unwrap_or_else(|e| panic!("{}'s call: {e}", player.name));
+    let recorder_call = tokio::task::spawn_blocking(move || ringing.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the recording call: {e}"));
+    (player_call, recorder_call)
+}

@@ -5,7 +5,8 @@
 //! "nothing happened" assertion is backed by proof that something would have.
 
 use crate::harness::{
-    Events, SERIAL, TestNode, TestServer, assert_recording, blocking, cli_at, eventually, opus_file,
+    Events, SERIAL, TestNode, TestServer, assert_recording, blocking, eventually, opus_file,
+    played_call,
 };
 use crate::proxy::{Dir, Mode, Proxy};
 use serde_json::json;
@@ -419,46 +420,7 @@ async fn a_hostile_server_can_neither_ring_nor_join_a_call() {
     let played = tmp.path().join("in.opus");
     let recorded = tmp.path().join("out.opus");
     let packets = opus_file(&played, 100, 11);
-    let (b_dir, a_id, rec) = (b.data_dir().to_owned(), a.user_id.clone(), recorded.clone());
-    let bob = std::thread::spawn(move || {
-        cli_at(
-            &b_dir,
-            &[
-                "call",
-                &a_id,
-                "--record",
-                rec.to_str().unwrap(),
-                "--max-secs",
-                "120",
-            ],
-        )
-    });
-    let (api, bid) = (a.api().clone(), b.user_id.clone());
-    eventually(RECOVER, "bob's call rings at alice's", || {
-        let (status, calls) = api.call("GET", "/calls", None);
-        (status == 200
-            && calls["calls"].as_array().is_some_and(|c| {
-                c.iter().any(|c| {
-                    c["user_id"] == json!(bid) && c["state"] == "ringing" && c["outgoing"] == false
-                })
-            }))
-        .then_some(())
-    })
-    .await;
-    let a_call = a
-        .cli(&[
-            "call",
-            &b.user_id,
-            "--play",
-            played.to_str().unwrap(),
-            "--max-secs",
-            "120",
-        ])
-        .expect("alice's call");
-    let b_call = tokio::task::spawn_blocking(move || bob.join().unwrap())
-        .await
-        .unwrap()
-        .expect("bob's call");
+    let (a_call, b_call) = played_call(&a, &b, &played, &recorded, RECOVER).await;
     assert_eq!(a_call["end"], "completed", "{a_call}");
     assert_eq!(b_call["end"], "completed", "{b_call}");
     assert_recording(&recorded, &packets);
