@@ -26,8 +26,20 @@ const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, "../..");
 const require = createRequire(join(repo, "web/package.json"));
 const { chromium } = require("playwright-core");
-const { CHROMIUM, apiCall: api, befriend, createIdentity, killAll, preflight, sleep, startNode, startServer, waitFor } =
-  await import(join(repo, "web/e2e/harness.mjs"));
+const {
+  apiCall: api,
+  befriend,
+  clickTrainWav,
+  createIdentity,
+  killAll,
+  launchWithFakeMicrophone,
+  preflight,
+  sleep,
+  startNode,
+  startServer,
+  trackPeerConnections,
+  waitFor,
+} = await import(join(repo, "web/e2e/harness.mjs"));
 
 const LOGS = join(repo, "test-output/bench-logs");
 const argSecs = process.argv.indexOf("--secs");
@@ -35,33 +47,6 @@ const SECS = argSecs > 0 ? Number(process.argv[argSecs + 1]) : 20;
 /** One click every half second: a latency up to 490 ms pairs with the right click. */
 const PERIOD_MS = 500;
 const log = (m) => console.log(`[latency ${new Date().toISOString().slice(11, 19)}] ${m}`);
-
-/** The click-train WAV, as in web/e2e/calls.mjs: 48 kHz mono, a 4 ms 2 kHz burst every `periodMs`. */
-function clicks(secs, periodMs = PERIOD_MS) {
-  const rate = 48_000;
-  const n = rate * secs;
-  const b = Buffer.alloc(44 + n * 2);
-  b.write("RIFF", 0, "ascii");
-  b.writeUInt32LE(36 + n * 2, 4);
-  b.write("WAVEfmt ", 8, "ascii");
-  b.writeUInt32LE(16, 16);
-  b.writeUInt16LE(1, 20);
-  b.writeUInt16LE(1, 22);
-  b.writeUInt32LE(rate, 24);
-  b.writeUInt32LE(rate * 2, 28);
-  b.writeUInt16LE(2, 32);
-  b.writeUInt16LE(16, 34);
-  b.write("data", 36, "ascii");
-  b.writeUInt32LE(n * 2, 40);
-  const period = Math.round((rate * periodMs) / 1000);
-  const burst = Math.round(rate * 0.004);
-  for (let i = 0; i < n; i++) {
-    const k = i % period;
-    const w = k < burst ? 0.5 - 0.5 * Math.cos((2 * Math.PI * k) / burst) : 0;
-    b.writeInt16LE(Math.round(24_000 * w * Math.sin((2 * Math.PI * 2000 * k) / rate)), 44 + i * 2);
-  }
-  return b;
-}
 
 /** Installed in every page: an onset detector on a track; onsets land in window.__onsets[name]. */
 function detectorSource() {
@@ -134,7 +119,7 @@ async function main() {
   preflight();
   const tmp = mkdtempSync(join(tmpdir(), "dopus-latency-"));
   const wav = join(tmp, "clicks.wav");
-  writeFileSync(wav, clicks(10));
+  writeFileSync(wav, clickTrainWav(10, PERIOD_MS));
   mkdirSync(LOGS, { recursive: true });
   let browser;
   try {
@@ -147,31 +132,11 @@ async function main() {
     const { alice, bob } = nodes;
     await befriend(alice, bob, "bob", 120_000);
 
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        `--use-file-for-fake-audio-capture=${wav}`,
-        "--autoplay-policy=no-user-gesture-required",
-      ],
-    });
+    browser = await launchWithFakeMicrophone(chromium, wav);
     const pages = {};
     for (const [n, peer] of [["alice", bob], ["bob", alice]]) {
       const ctx = await browser.newContext();
-      await ctx.addInitScript(() => {
-        const Orig = window.RTCPeerConnection;
-        window.__dopusPcs = [];
-        window.RTCPeerConnection = class extends Orig {
-          constructor(...a) {
-            super(...a);
-            window.__dopusPcs.push(this);
-          }
-        };
-      });
+      await trackPeerConnections(ctx);
       await ctx.addInitScript(detectorSource);
       const p = await ctx.newPage();
       await p.goto(`${nodes[n].api.url}/?token=${nodes[n].api.token}`);

@@ -18,19 +18,21 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import {
-  CHROMIUM,
   SHOTS,
   UI_TIMEOUT_MS,
   apiCall,
   befriend,
+  clickTrainWav,
   createIdentity,
   fail,
   killAll,
+  launchWithFakeMicrophone,
   preflight,
   screenshot,
   sleep,
   startNode,
   startServer,
+  trackPeerConnections,
   visible,
   waitFor,
   runScript,
@@ -46,45 +48,6 @@ const section = (s) => {
   step = s;
   log(`-- ${s}`);
 };
-
-/**
- * A click train: `secs` seconds at 48 kHz mono 16-bit, one click every `periodMs` (a 4 ms burst
- * of a 2 kHz tone under a Hann window), silence between. Chromium loops the file as the fake
- * microphone.
- */
-function clickTrain(secs, periodMs = 250) {
-  const rate = 48_000;
-  const n = rate * secs;
-  const b = Buffer.alloc(44 + n * 2);
-  b.write("RIFF", 0, "ascii");
-  b.writeUInt32LE(36 + n * 2, 4);
-  b.write("WAVEfmt ", 8, "ascii");
-  b.writeUInt32LE(16, 16);
-  b.writeUInt16LE(1, 20); // PCM
-  b.writeUInt16LE(1, 22); // mono
-  b.writeUInt32LE(rate, 24);
-  b.writeUInt32LE(rate * 2, 28);
-  b.writeUInt16LE(2, 32);
-  b.writeUInt16LE(16, 34);
-  b.write("data", 36, "ascii");
-  b.writeUInt32LE(n * 2, 40);
-  const period = Math.round((rate * periodMs) / 1000);
-  const burst = Math.round(rate * 0.004);
-  for (let i = 0; i < n; i++) {
-    const k = i % period;
-    let v = 0;
-    if (k < burst) {
-      const w = 0.5 - 0.5 * Math.cos((2 * Math.PI * k) / burst);
-      v = Math.round(24_000 * w * Math.sin((2 * Math.PI * 2000 * k) / rate));
-    }
-    b.writeInt16LE(v, 44 + i * 2);
-  }
-  return b;
-}
-
-
-
-
 
 /** The audio counters of the page's browser leg (the last RTCPeerConnection the page made that is not closed). */
 async function legStats(page) {
@@ -133,7 +96,7 @@ async function main() {
   }
   const tmp = mkdtempSync(join(tmpdir(), "dopus-calls-e2e-"));
   const wavPath = join(tmp, "clicks.wav");
-  writeFileSync(wavPath, clickTrain(10));
+  writeFileSync(wavPath, clickTrainWav(10));
   let browser;
   const errors = [];
   try {
@@ -150,39 +113,11 @@ async function main() {
     await befriend(alice, bob, "Bob", SLOW);
 
     section("browser with a fake microphone (click train)");
-    browser = await within("launch chromium", 30_000, chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        `--use-file-for-fake-audio-capture=${wavPath}`,
-        "--autoplay-policy=no-user-gesture-required",
-        // No --allow-loopback-in-peer-connection: a user's browser has no such flag, and the leg
-        // must work without it (Chromium then sends from its LAN socket to our loopback
-        // candidate; docs/media.md). DOPUS_E2E_LOOPBACK_FLAG=1 adds it.
-        ...(process.env.DOPUS_E2E_LOOPBACK_FLAG === "1" ? ["--allow-loopback-in-peer-connection"] : []),
-      ],
-    }));
+    browser = await launchWithFakeMicrophone(chromium, wavPath);
     const pages = {};
     for (const [n, peer] of [["alice", bob], ["bob", alice]]) {
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-      // Keeps a reference to every RTCPeerConnection the page makes, so the test can read getStats.
-      await ctx.addInitScript(() => {
-        const Orig = window.RTCPeerConnection;
-        window.__dopusPcs = [];
-        window.RTCPeerConnection = class extends Orig {
-          constructor(...args) {
-            super(...args);
-            window.__dopusPcs.push(this);
-          }
-        };
-      });
+      await trackPeerConnections(ctx);
       const p = await ctx.newPage();
       p.setDefaultTimeout(T);
       p.on("pageerror", (e) => errors.push(`${n}: uncaught ${e.message}`));

@@ -294,3 +294,78 @@ export function runScript(tag, main, { limitMs, currentStep = () => "", onFailur
     },
   );
 }
+
+/**
+ * A click train: `secs` seconds at 48 kHz mono 16-bit, one click every `periodMs` (a 4 ms burst
+ * of a 2 kHz tone under a Hann window), silence between. Chromium loops the file as the fake
+ * microphone.
+ */
+export function clickTrainWav(secs, periodMs = 250) {
+  const rate = 48_000;
+  const n = rate * secs;
+  const b = Buffer.alloc(44 + n * 2);
+  b.write("RIFF", 0, "ascii");
+  b.writeUInt32LE(36 + n * 2, 4);
+  b.write("WAVEfmt ", 8, "ascii");
+  b.writeUInt32LE(16, 16);
+  b.writeUInt16LE(1, 20); // PCM
+  b.writeUInt16LE(1, 22); // mono
+  b.writeUInt32LE(rate, 24);
+  b.writeUInt32LE(rate * 2, 28);
+  b.writeUInt16LE(2, 32);
+  b.writeUInt16LE(16, 34);
+  b.write("data", 36, "ascii");
+  b.writeUInt32LE(n * 2, 40);
+  const period = Math.round((rate * periodMs) / 1000);
+  const burst = Math.round(rate * 0.004);
+  for (let i = 0; i < n; i++) {
+    const k = i % period;
+    let v = 0;
+    if (k < burst) {
+      const w = 0.5 - 0.5 * Math.cos((2 * Math.PI * k) / burst);
+      v = Math.round(24_000 * w * Math.sin((2 * Math.PI * 2000 * k) / rate));
+    }
+    b.writeInt16LE(v, 44 + i * 2);
+  }
+  return b;
+}
+
+/**
+ * Launches headless Chromium with `wavPath` as every page's microphone (Chromium's fake capture
+ * device, no permission prompt) and autoplay allowed. No --allow-loopback-in-peer-connection: a
+ * user's browser has no such flag, and the browser leg must work without it (Chromium then sends
+ * from its LAN socket to the node's loopback candidate; docs/media.md); DOPUS_E2E_LOOPBACK_FLAG=1
+ * adds it.
+ */
+export async function launchWithFakeMicrophone(chromium, wavPath) {
+  return within("launch chromium", 30_000, chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--use-fake-ui-for-media-stream",
+      "--use-fake-device-for-media-stream",
+      `--use-file-for-fake-audio-capture=${wavPath}`,
+      "--autoplay-policy=no-user-gesture-required",
+      ...(process.env.DOPUS_E2E_LOOPBACK_FLAG === "1" ? ["--allow-loopback-in-peer-connection"] : []),
+    ],
+  }));
+}
+
+/** Keeps every RTCPeerConnection a page of `context` makes in `window.__dopusPcs`, for getStats. */
+export async function trackPeerConnections(context) {
+  await context.addInitScript(() => {
+    const Orig = window.RTCPeerConnection;
+    window.__dopusPcs = [];
+    window.RTCPeerConnection = class extends Orig {
+      constructor(...args) {
+        super(...args);
+        window.__dopusPcs.push(this);
+      }
+    };
+  });
+}

@@ -20,19 +20,21 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import {
-  CHROMIUM,
   SHOTS,
   UI_TIMEOUT_MS,
   apiCall,
+  clickTrainWav,
   createIdentity,
   fail,
   killAll,
+  launchWithFakeMicrophone,
   preflight,
   runScript,
   screenshot,
   sleep,
   startNode,
   startServer,
+  trackPeerConnections,
   visible,
   waitFor,
   within,
@@ -48,37 +50,6 @@ const section = (s) => {
   step = s;
   log(`-- ${s}`);
 };
-
-/** A click train (as in calls.mjs): `secs` seconds at 48 kHz mono, a 4 ms 2 kHz burst every `periodMs`. */
-function clickTrain(secs, periodMs = 250) {
-  const rate = 48_000;
-  const n = rate * secs;
-  const b = Buffer.alloc(44 + n * 2);
-  b.write("RIFF", 0, "ascii");
-  b.writeUInt32LE(36 + n * 2, 4);
-  b.write("WAVEfmt ", 8, "ascii");
-  b.writeUInt32LE(16, 16);
-  b.writeUInt16LE(1, 20);
-  b.writeUInt16LE(1, 22);
-  b.writeUInt32LE(rate, 24);
-  b.writeUInt32LE(rate * 2, 28);
-  b.writeUInt16LE(2, 32);
-  b.writeUInt16LE(16, 34);
-  b.write("data", 36, "ascii");
-  b.writeUInt32LE(n * 2, 40);
-  const period = Math.round((rate * periodMs) / 1000);
-  const burst = Math.round(rate * 0.004);
-  for (let i = 0; i < n; i++) {
-    const k = i % period;
-    let v = 0;
-    if (k < burst) {
-      const w = 0.5 - 0.5 * Math.cos((2 * Math.PI * k) / burst);
-      v = Math.round(24_000 * w * Math.sin((2 * Math.PI * 2000 * k) / rate));
-    }
-    b.writeInt16LE(v, 44 + i * 2);
-  }
-  return b;
-}
 
 const call = apiCall;
 
@@ -151,7 +122,7 @@ async function main() {
   for (const f of ["voice-1-joined", "voice-2-muted", "voice-3-left"]) rmSync(join(SHOTS, `${f}.png`), { force: true });
   const tmp = mkdtempSync(join(tmpdir(), "dopus-voice-e2e-"));
   const wavPath = join(tmp, "clicks.wav");
-  writeFileSync(wavPath, clickTrain(10));
+  writeFileSync(wavPath, clickTrainWav(10));
   let browser;
   const errors = [];
   try {
@@ -183,35 +154,11 @@ async function main() {
     }
 
     section("three pages with fake microphones");
-    browser = await within("launch chromium", 30_000, chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        `--use-file-for-fake-audio-capture=${wavPath}`,
-        "--autoplay-policy=no-user-gesture-required",
-        ...(process.env.DOPUS_E2E_LOOPBACK_FLAG === "1" ? ["--allow-loopback-in-peer-connection"] : []),
-      ],
-    }));
+    browser = await launchWithFakeMicrophone(chromium, wavPath);
     const pages = {};
     for (const n of NAMES) {
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-      await ctx.addInitScript(() => {
-        const Orig = window.RTCPeerConnection;
-        window.__dopusPcs = [];
-        window.RTCPeerConnection = class extends Orig {
-          constructor(...args) {
-            super(...args);
-            window.__dopusPcs.push(this);
-          }
-        };
-      });
+      await trackPeerConnections(ctx);
       const p = await ctx.newPage();
       p.setDefaultTimeout(T);
       p.on("pageerror", (e) => errors.push(`${n}: uncaught ${e.message}`));
