@@ -262,6 +262,37 @@ pub struct TurnAddrs {
     pub tls: Option<SocketAddr>,
 }
 
+/// How many ephemeral ports to try for a UDP port whose number is free for TCP too.
+const SAME_PORT_TRIES: usize = 32;
+
+/// The relay's UDP socket (given, or bound at `listen`) and a TCP listener on the same port.
+/// With port 0 the kernel picks the UDP port, and that number may be taken for TCP by someone
+/// else: then another UDP port is tried, up to [`SAME_PORT_TRIES`] times.
+async fn bind_udp_and_tcp(
+    listen: SocketAddr,
+    given: Option<UdpSocket>,
+) -> std::io::Result<(UdpSocket, TcpListener)> {
+    if let Some(udp) = given {
+        let tcp = TcpListener::bind(udp.local_addr()?).await?;
+        return Ok((udp, tcp));
+    }
+    let tries = if listen.port() == 0 {
+        SAME_PORT_TRIES
+    } else {
+        1
+    };
+    let mut last = None;
+    for _ in 0..tries {
+        let udp = UdpSocket::bind(listen).await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
+}
+
 /// Binds the listeners and starts the actor. `udp` is an already bound UDP socket to use (the
 /// STUN socket when they share an address).
 pub(crate) async fn start(
@@ -273,13 +304,8 @@ pub(crate) async fn start(
     tasks: &tokio_util::task::TaskTracker,
     shutdown: CancellationToken,
 ) -> std::io::Result<TurnAddrs> {
-    let udp = match udp {
-        Some(u) => u,
-        None => UdpSocket::bind(settings.listen).await?,
-    };
+    let (udp, tcp) = bind_udp_and_tcp(settings.listen, udp).await?;
     let udp_addr = udp.local_addr()?;
-    // TCP on the same port as UDP (an ephemeral UDP port is reused for TCP).
-    let tcp = TcpListener::bind(udp_addr).await?;
     let tls_listener = match (settings.tls_listen, &tls) {
         (Some(a), Some(_)) => Some(TcpListener::bind(a).await?),
         _ => None,
@@ -965,5 +991,19 @@ mod tests {
         let lan = ["192.168.0.0/16".parse().unwrap()];
         assert!(peer_allowed("192.168.1.1".parse().unwrap(), &lan));
         assert!(!peer_allowed("10.0.0.1".parse().unwrap(), &lan));
+    }
+
+    #[tokio::test]
+    async fn udp_and_tcp_share_a_port_and_a_given_socket_whose_tcp_port_is_taken_is_an_error() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (udp, tcp) = bind_udp_and_tcp(listen, None).await.unwrap();
+        assert_eq!(udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+        // A given socket whose port is taken for TCP: a clear error, not a panic.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        if let Ok(u) = UdpSocket::bind(("127.0.0.1", port)).await {
+            let err = bind_udp_and_tcp(listen, Some(u)).await.err().unwrap();
+            assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        }
     }
 }
