@@ -22,6 +22,7 @@ import {
   createIdentity,
   fail,
   killAll,
+  pcm16MonoWav,
   preflight,
   screenshot,
   startNode,
@@ -87,22 +88,7 @@ function png(w, h, seed) {
 /** A WAV file: `secs` seconds of a 440 Hz tone, 8 kHz mono 16-bit. */
 function wav(secs) {
   const rate = 8000;
-  const n = rate * secs;
-  const b = Buffer.alloc(44 + n * 2);
-  b.write("RIFF", 0, "ascii");
-  b.writeUInt32LE(36 + n * 2, 4);
-  b.write("WAVEfmt ", 8, "ascii");
-  b.writeUInt32LE(16, 16);
-  b.writeUInt16LE(1, 20); // PCM
-  b.writeUInt16LE(1, 22); // mono
-  b.writeUInt32LE(rate, 24);
-  b.writeUInt32LE(rate * 2, 28);
-  b.writeUInt16LE(2, 32);
-  b.writeUInt16LE(16, 34);
-  b.write("data", 36, "ascii");
-  b.writeUInt32LE(n * 2, 40);
-  for (let i = 0; i < n; i++) b.writeInt16LE(Math.round(8000 * Math.sin((2 * Math.PI * 440 * i) / rate)), 44 + i * 2);
-  return b;
+  return pcm16MonoWav(rate, rate * secs, (i) => Math.round(8000 * Math.sin((2 * Math.PI * 440 * i) / rate)));
 }
 
 

@@ -302,7 +302,18 @@ export function runScript(tag, main, { limitMs, currentStep = () => "", onFailur
  */
 export function clickTrainWav(secs, periodMs = 250) {
   const rate = 48_000;
-  const n = rate * secs;
+  const period = Math.round((rate * periodMs) / 1000);
+  const burst = Math.round(rate * 0.004);
+  return pcm16MonoWav(rate, rate * secs, (i) => {
+    const k = i % period;
+    if (k >= burst) return 0;
+    const w = 0.5 - 0.5 * Math.cos((2 * Math.PI * k) / burst);
+    return Math.round(24_000 * w * Math.sin((2 * Math.PI * 2000 * k) / rate));
+  });
+}
+
+/** A 16-bit mono PCM WAV file of `n` samples at `rate` Hz, sample `i` being `sample(i)`. */
+export function pcm16MonoWav(rate, n, sample) {
   const b = Buffer.alloc(44 + n * 2);
   b.write("RIFF", 0, "ascii");
   b.writeUInt32LE(36 + n * 2, 4);
@@ -316,17 +327,7 @@ export function clickTrainWav(secs, periodMs = 250) {
   b.writeUInt16LE(16, 34);
   b.write("data", 36, "ascii");
   b.writeUInt32LE(n * 2, 40);
-  const period = Math.round((rate * periodMs) / 1000);
-  const burst = Math.round(rate * 0.004);
-  for (let i = 0; i < n; i++) {
-    const k = i % period;
-    let v = 0;
-    if (k < burst) {
-      const w = 0.5 - 0.5 * Math.cos((2 * Math.PI * k) / burst);
-      v = Math.round(24_000 * w * Math.sin((2 * Math.PI * 2000 * k) / rate));
-    }
-    b.writeInt16LE(v, 44 + i * 2);
-  }
+  for (let i = 0; i < n; i++) b.writeInt16LE(sample(i), 44 + i * 2);
   return b;
 }
 
