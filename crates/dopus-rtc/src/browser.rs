@@ -22,6 +22,12 @@
 //! in offer order ([`OpenedLeg::slots`]). A 1:1 call offers one `sendrecv` m-line: up and the
 //! only slot are the same. A voice channel offers one `sendonly` m-line and one `recvonly`
 //! m-line per remote participant it can hear; the node says which slot carries whom.
+//!    Video: the first video m-line of the offer carries the camera (or the screen, which
+//!    replaces it on the same m-line): VP8 frames up as [`LegEvent::Video`], down with
+//!    [`BrowserLegHandle::send_video_down`]. Keyframe requests cross it both ways: the browser's
+//!    PLI or FIR on the video we send it becomes [`LegEvent::KeyframeRequest`], and
+//!    [`BrowserLegHandle::request_keyframe`] sends a PLI to the browser's encoder; each way at
+//!    most one per [`crate::KEYFRAME_REQUEST_INTERVAL`], the rest counted and dropped.
 //! 5. About once a second the leg sends REMB with the cap set by the node
 //!    ([`BrowserLegHandle::set_cap`]): the browser's congestion control sees only loopback,
 //!    so without it the encoder would aim at what loopback can carry, not the real path.
@@ -79,6 +85,16 @@ pub enum LegEvent {
         /// Its RFC 6464 level in dBov (−127 silent to 0 loudest), if the browser sent one.
         level: Option<i8>,
     },
+    /// A VP8 frame captured by the browser (camera or screen), with its RTP time (90 kHz).
+    Video {
+        /// RTP time, extended to 64 bits.
+        rtp_time: u64,
+        /// The frame, exactly as the browser encoded it (str0m reassembled its packets).
+        data: Vec<u8>,
+    },
+    /// The browser asks for a keyframe of the video the leg sends it (it lost a picture, or a
+    /// decoder just started), at most one per [`crate::KEYFRAME_REQUEST_INTERVAL`].
+    KeyframeRequest,
     /// The leg ended; the last event.
     Closed {
         /// Why (safe to show: no address, no key).
@@ -114,6 +130,18 @@ pub struct LegStats {
     pub remb_sent: u64,
     /// Why the last thing was refused or dropped.
     pub last_refusal: Option<String>,
+    /// The offer has a video m-line (camera or screen).
+    pub video: bool,
+    /// Video frames received from the browser / written to it.
+    pub video_up: u64,
+    /// Video frames written to the browser.
+    pub video_down: u64,
+    /// Keyframe requests from the browser passed on / sent to the browser.
+    pub keyframe_requests_up: u64,
+    /// Keyframe requests sent to the browser's encoder.
+    pub keyframe_requests_down: u64,
+    /// Keyframe requests dropped (either way) for coming too soon after the last one.
+    pub keyframe_requests_throttled: u64,
 }
 
 impl LegStats {
@@ -125,11 +153,13 @@ impl LegStats {
 
 enum Cmd {
     Cap(u64),
+    KeyframeRequest,
     Close,
 }
 
-/// One frame for the browser: its slot, RTP time, payload and level.
-type DownFrame = (usize, u64, Vec<u8>, Option<i8>);
+/// One frame for the browser: its audio slot (`None`: the video m-line), RTP time, payload and
+/// level.
+type DownFrame = (Option<usize>, u64, Vec<u8>, Option<i8>);
 
 /// Drives one browser leg; cheap to clone. When every clone is dropped the leg closes.
 #[derive(Clone)]
@@ -163,18 +193,32 @@ impl BrowserLegHandle {
         data: Vec<u8>,
         level: Option<i8>,
     ) -> Result<(), PeerError> {
-        self.down
-            .try_send((slot, rtp_time, data, level))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    let why = "the browser leg's queue is full".to_owned();
-                    let mut s = lock(&self.stats);
-                    s.dropped_down += 1;
-                    s.refuse(why.clone());
-                    PeerError::Media(why)
-                }
-                mpsc::error::TrySendError::Closed(_) => PeerError::Closed,
-            })
+        self.queue_down((Some(slot), rtp_time, data, level))
+    }
+
+    /// Queues one VP8 frame (RTP time at 90 kHz) for the browser's video m-line. Errors as
+    /// [`BrowserLegHandle::send_down`]; a leg without video drops it, counted.
+    pub fn send_video_down(&self, rtp_time: u64, data: Vec<u8>) -> Result<(), PeerError> {
+        self.queue_down((None, rtp_time, data, None))
+    }
+
+    /// Asks the browser's encoder for a keyframe (PLI on the video it sends), at most once per
+    /// [`crate::KEYFRAME_REQUEST_INTERVAL`] (more are counted and dropped).
+    pub fn request_keyframe(&self) {
+        let _ = self.cmd.try_send(Cmd::KeyframeRequest);
+    }
+
+    fn queue_down(&self, frame: DownFrame) -> Result<(), PeerError> {
+        self.down.try_send(frame).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                let why = "the browser leg's queue is full".to_owned();
+                let mut s = lock(&self.stats);
+                s.dropped_down += 1;
+                s.refuse(why.clone());
+                PeerError::Media(why)
+            }
+            mpsc::error::TrySendError::Closed(_) => PeerError::Closed,
+        })
     }
 
     /// Sets the cap the browser's encoder is told (REMB), in bits per second, clamped to a
@@ -258,6 +302,11 @@ pub fn loopback_only(offer: &str) -> (String, u64) {
 /// The audio m-lines of an SDP, in order, as (mid, we receive on it, we send on it) from the
 /// side that wrote it. An m-section without a direction attribute is `sendrecv` (RFC 8866).
 fn audio_lines(sdp: &str) -> Vec<(String, bool, bool)> {
+    media_lines(sdp, "audio ")
+}
+
+/// [`audio_lines`] for the m-lines whose media is `kind` (with its trailing space).
+fn media_lines(sdp: &str, kind: &str) -> Vec<(String, bool, bool)> {
     let mut out = Vec::new();
     let mut current: Option<(Option<String>, bool, bool)> = None;
     let flush = |c: Option<(Option<String>, bool, bool)>, out: &mut Vec<(String, bool, bool)>| {
@@ -269,7 +318,7 @@ fn audio_lines(sdp: &str) -> Vec<(String, bool, bool)> {
         let line = line.trim_end();
         if let Some(m) = line.strip_prefix("m=") {
             flush(current.take(), &mut out);
-            if m.starts_with("audio ") {
+            if m.starts_with(kind) {
                 current = Some((None, true, true));
             }
             continue;
@@ -322,6 +371,7 @@ impl BrowserLeg {
             .set_ice_lite(true)
             .clear_codecs()
             .enable_opus(true, false)
+            .enable_vp8(true)
             // Audio is held back for at most two packets after a loss (media-spike.md, pitfall 1).
             .set_reordering_size_audio(2)
             .build(now);
@@ -355,7 +405,13 @@ impl BrowserLeg {
                 "no audio m-line of the offer sends or receives".into(),
             ));
         }
+        // The first video m-line is the call's (camera or screen); more are not used.
+        let video = media_lines(&answer, "video ")
+            .into_iter()
+            .next()
+            .map(|(m, recv, send)| (Mid::from(m.as_str()), recv, send));
         let stats = Arc::new(Mutex::new(LegStats {
+            video: video.is_some(),
             refused_candidates: removed,
             cap_bps: cap_bps.clamp(CAP_RANGE.0, CAP_RANGE.1),
             ..LegStats::default()
@@ -378,6 +434,10 @@ impl BrowserLeg {
             events: ev_tx,
             up,
             down: down.clone(),
+            video_up: video.filter(|v| v.1).map(|v| v.0),
+            video_down: video.filter(|v| v.2).map(|v| v.0),
+            keyframe_up_at: None,
+            keyframe_down_at: None,
             connected_at: None,
             opened_at: now,
             last_input: now,
@@ -406,6 +466,7 @@ pub struct FakeBrowser {
     rtc: Rtc,
     pending: str0m::change::SdpPendingOffer,
     mid: Mid,
+    video_mid: Option<Mid>,
     socket: UdpSocket,
     local: SocketAddr,
 }
@@ -421,6 +482,16 @@ impl std::fmt::Debug for FakeBrowser {
 impl FakeBrowser {
     /// Binds, creates the offer (with its loopback host candidate) and returns it.
     pub fn offer() -> Result<(Self, String), PeerError> {
+        Self::make_offer(false)
+    }
+
+    /// [`FakeBrowser::offer`] with a send-and-receive VP8 m-line after the audio one, as a
+    /// page offers for a call with video.
+    pub fn offer_with_video() -> Result<(Self, String), PeerError> {
+        Self::make_offer(true)
+    }
+
+    fn make_offer(video: bool) -> Result<(Self, String), PeerError> {
         let std_socket = std::net::UdpSocket::bind(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0))
             .map_err(|e| PeerError::Bind(e.kind()))?;
         std_socket
@@ -433,6 +504,7 @@ impl FakeBrowser {
         let mut rtc = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
+            .enable_vp8(true)
             .set_reordering_size_audio(2)
             .build(Instant::now());
         let cand = Candidate::host(local, "udp")
@@ -446,6 +518,15 @@ impl FakeBrowser {
             None,
             None,
         );
+        let video_mid = video.then(|| {
+            api.add_media(
+                MediaKind::Video,
+                str0m::media::Direction::SendRecv,
+                None,
+                None,
+                None,
+            )
+        });
         let (offer, pending) = api
             .apply()
             .ok_or(PeerError::Negotiation("nothing to offer"))?;
@@ -454,6 +535,7 @@ impl FakeBrowser {
                 rtc,
                 pending,
                 mid,
+                video_mid,
                 socket,
                 local,
             },
@@ -473,6 +555,7 @@ impl FakeBrowser {
         // A browser takes whatever its node sends: no cap on what it receives.
         let stats = Arc::new(Mutex::new(LegStats {
             cap_bps: CAP_RANGE.1,
+            video: self.video_mid.is_some(),
             ..LegStats::default()
         }));
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
@@ -487,6 +570,10 @@ impl FakeBrowser {
             events: ev_tx,
             up: Some(self.mid),
             down: vec![self.mid],
+            video_up: self.video_mid,
+            video_down: self.video_mid,
+            keyframe_up_at: None,
+            keyframe_down_at: None,
             connected_at: None,
             opened_at: now,
             last_input: now,
@@ -526,6 +613,13 @@ struct LegTask {
     up: Option<Mid>,
     /// The audio m-lines the browser receives on: the down slots, in order.
     down: Vec<Mid>,
+    /// The video m-line, if the browser sends on it / receives on it.
+    video_up: Option<Mid>,
+    video_down: Option<Mid>,
+    /// When the last keyframe request from the browser was passed on, and the last one sent to
+    /// it (each throttled to one per `KEYFRAME_REQUEST_INTERVAL`).
+    keyframe_up_at: Option<Instant>,
+    keyframe_down_at: Option<Instant>,
     connected_at: Option<Instant>,
     opened_at: Instant,
     last_input: Instant,
@@ -556,10 +650,12 @@ impl LegTask {
                 },
                 c = cmd.recv() => match c {
                     Some(Cmd::Cap(bps)) => lock(&self.stats).cap_bps = bps,
+                    Some(Cmd::KeyframeRequest) => self.request_keyframe(),
                     Some(Cmd::Close) | None => break "closed by the node".to_owned(),
                 },
                 f = down.recv() => match f {
-                    Some((slot, rtp, data, level)) => self.write_down(slot, rtp, data, level),
+                    Some((Some(slot), rtp, data, level)) => self.write_down(slot, rtp, data, level),
+                    Some((None, rtp, data, _)) => self.write_video_down(rtp, data),
                     None => break "closed by the node".to_owned(),
                 },
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)), if wake > now => {}
@@ -645,16 +741,39 @@ impl LegTask {
                 tracing::debug!("browser leg ICE disconnected");
             }
             Event::MediaAdded(m) => {
-                let known = Some(m.mid) == self.up || self.down.contains(&m.mid);
-                if m.kind != MediaKind::Audio || !known {
+                let known = match m.kind {
+                    MediaKind::Audio => Some(m.mid) == self.up || self.down.contains(&m.mid),
+                    MediaKind::Video => {
+                        Some(m.mid) == self.video_up || Some(m.mid) == self.video_down
+                    }
+                };
+                if !known {
                     lock(&self.stats).refuse(format!(
                         "the browser's {:?} m-line {} is not used",
                         m.kind, m.mid
                     ));
                 }
             }
+            Event::KeyframeRequest(r) => {
+                let now = Instant::now();
+                let mut s = lock(&self.stats);
+                if Some(r.mid) != self.video_down {
+                    s.refuse(format!(
+                        "a keyframe request for m-line {}, on which the leg sends no video",
+                        r.mid
+                    ));
+                } else if self.keyframe_up_at.is_some_and(|t| {
+                    now.duration_since(t) < crate::media::KEYFRAME_REQUEST_INTERVAL
+                }) {
+                    s.keyframe_requests_throttled += 1;
+                } else if self.events.try_send(LegEvent::KeyframeRequest).is_ok() {
+                    self.keyframe_up_at = Some(now);
+                    s.keyframe_requests_up += 1;
+                }
+            }
             Event::MediaData(d) => {
-                if Some(d.mid) != self.up {
+                let video = self.video_up.is_some() && Some(d.mid) == self.video_up;
+                if Some(d.mid) != self.up && !video {
                     lock(&self.stats).refuse(format!(
                         "media on m-line {} that the leg did not negotiate",
                         d.mid
@@ -680,12 +799,20 @@ impl LegTask {
                     }
                     return;
                 }
-                let ev = LegEvent::Frame {
-                    rtp_time: d.time.numer(),
-                    data: d.data.to_vec(),
-                    level: d.ext_vals.audio_level,
+                let ev = if video {
+                    LegEvent::Video {
+                        rtp_time: d.time.numer(),
+                        data: d.data.to_vec(),
+                    }
+                } else {
+                    LegEvent::Frame {
+                        rtp_time: d.time.numer(),
+                        data: d.data.to_vec(),
+                        level: d.ext_vals.audio_level,
+                    }
                 };
                 match self.events.try_send(ev) {
+                    Ok(()) if video => s.video_up += 1,
                     Ok(()) => s.frames_up += 1,
                     Err(_) => {
                         s.dropped_up += 1;
@@ -735,15 +862,80 @@ impl LegTask {
         }
     }
 
+    fn write_video_down(&mut self, rtp_time: u64, data: Vec<u8>) {
+        let now = Instant::now();
+        let result = match self.video_down.and_then(|mid| self.rtc.writer(mid)) {
+            None => Err("the browser leg has no video m-line to send on".to_owned()),
+            Some(writer) => {
+                let pt = writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
+                    .map(|p| p.pt());
+                match pt {
+                    None => Err("the browser leg negotiated no VP8".to_owned()),
+                    Some(pt) => writer
+                        .write(
+                            pt,
+                            now,
+                            MediaTime::new(rtp_time, Frequency::NINETY_KHZ),
+                            data,
+                        )
+                        .map_err(|e| {
+                            format!("the engine refused a video frame for the browser: {e}")
+                        }),
+                }
+            }
+        };
+        let mut s = lock(&self.stats);
+        match result {
+            Ok(()) => s.video_down += 1,
+            Err(why) => {
+                s.dropped_down += 1;
+                s.refuse(why);
+            }
+        }
+    }
+
+    /// A PLI to the browser's encoder, throttled.
+    fn request_keyframe(&mut self) {
+        let now = Instant::now();
+        if self
+            .keyframe_down_at
+            .is_some_and(|t| now.duration_since(t) < crate::media::KEYFRAME_REQUEST_INTERVAL)
+        {
+            lock(&self.stats).keyframe_requests_throttled += 1;
+            return;
+        }
+        let result = match self.video_up.and_then(|mid| self.rtc.writer(mid)) {
+            None => Err("a keyframe request, but the browser sends no video".to_owned()),
+            Some(mut w) => w
+                .request_keyframe(None, str0m::media::KeyframeRequestKind::Pli)
+                .map_err(|e| format!("a keyframe request the engine refused: {e}")),
+        };
+        let mut s = lock(&self.stats);
+        match result {
+            Ok(()) => {
+                self.keyframe_down_at = Some(now);
+                s.keyframe_requests_down += 1;
+            }
+            Err(why) => s.refuse(why),
+        }
+    }
+
     fn remb(&mut self, now: Instant) {
         self.next_remb = now + REMB_INTERVAL;
-        let Some(mid) = self.up else { return };
         let cap = lock(&self.stats).cap_bps;
+        let mut sent = 0;
         let mut api = self.rtc.direct_api();
-        if let Some(rx) = api.stream_rx_by_mid(mid, None) {
-            rx.request_remb(Bitrate::bps(cap));
-            lock(&self.stats).remb_sent += 1;
+        // On every m-line the browser sends on: Chromium takes the lowest REMB as the cap of
+        // its whole send side.
+        for mid in self.up.iter().chain(self.video_up.iter()) {
+            if let Some(rx) = api.stream_rx_by_mid(*mid, None) {
+                rx.request_remb(Bitrate::bps(cap));
+                sent = 1;
+            }
         }
+        lock(&self.stats).remb_sent += sent;
     }
 }
 
@@ -776,7 +968,9 @@ mod tests {
         loop {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(LegEvent::Frame { rtp_time, data, .. })) => return Some((rtp_time, data)),
-                Ok(Some(LegEvent::Connected)) => continue,
+                Ok(Some(
+                    LegEvent::Connected | LegEvent::Video { .. } | LegEvent::KeyframeRequest,
+                )) => continue,
                 Ok(Some(LegEvent::Closed { .. }) | None) | Err(_) => return None,
             }
         }
@@ -865,6 +1059,110 @@ mod tests {
         .expect("closed in time");
         assert!(closed.contains("closed by the node"), "{closed}");
         assert!(node.handle.stats().closed);
+    }
+
+    fn vp8(index: u32, key: bool) -> Vec<u8> {
+        let mut f = vec![if key { 0x10 } else { 0x11 }, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        f.extend_from_slice(&index.to_be_bytes());
+        let len = if key {
+            4000
+        } else {
+            600 + (index as usize * 53) % 1200
+        };
+        f.extend((0..len).map(|j| (j as u32 ^ index) as u8));
+        f
+    }
+
+    /// The next video frame or keyframe request, skipping audio and `Connected`.
+    async fn next_video(rx: &mut mpsc::Receiver<LegEvent>) -> Option<LegEvent> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(e @ (LegEvent::Video { .. } | LegEvent::KeyframeRequest))) => {
+                    return Some(e);
+                }
+                Ok(Some(LegEvent::Connected | LegEvent::Frame { .. })) => continue,
+                Ok(Some(LegEvent::Closed { .. }) | None) | Err(_) => return None,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn video_and_keyframe_requests_cross_the_leg_both_ways() {
+        let (fake, offer) = FakeBrowser::offer_with_video().expect("offer");
+        assert!(offer.contains("m=video"), "{offer}");
+        let node = BrowserLeg::open(&offer, 1_000_000).expect("leg");
+        assert!(node.answer.contains("VP8/90000"), "{}", node.answer);
+        let mut node_events = node.events;
+        let mut browser = fake.accept(&node.answer).expect("answer");
+        wait_connected(&mut node_events).await;
+        wait_connected(&mut browser.events).await;
+        // Up: 20 frames at 30 fps in RTP time, a keyframe first.
+        for i in 0..20u32 {
+            browser
+                .handle
+                .send_video_down(3000 + u64::from(i) * 3000, vp8(i, i == 0))
+                .expect("queued");
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        let mut up = Vec::new();
+        while up.len() < 20 {
+            match next_video(&mut node_events).await {
+                Some(LegEvent::Video { rtp_time, data }) => up.push((rtp_time, data)),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        assert_eq!(up.len(), 20, "video frames from the browser");
+        for (i, (t, d)) in up.iter().enumerate() {
+            assert_eq!(d, &vp8(i as u32, i == 0), "frame {i} bit-exact");
+            assert_eq!(t - up[0].0, i as u64 * 3000, "frame {i} RTP time");
+        }
+        // Down: 20 frames to the browser.
+        for i in 0..20u32 {
+            node.handle
+                .send_video_down(9000 + u64::from(i) * 3000, vp8(i + 100, i == 0))
+                .expect("queued");
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        let mut down = Vec::new();
+        while down.len() < 20 {
+            match next_video(&mut browser.events).await {
+                Some(LegEvent::Video { data, .. }) => down.push(data),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        assert_eq!(down.len(), 20, "video frames to the browser");
+        for (i, d) in down.iter().enumerate() {
+            assert_eq!(d, &vp8(i as u32 + 100, i == 0), "frame {i} bit-exact");
+        }
+        // The node asks the browser's encoder for a keyframe: twice at once, one goes out.
+        node.handle.request_keyframe();
+        node.handle.request_keyframe();
+        assert_eq!(
+            next_video(&mut browser.events).await,
+            Some(LegEvent::KeyframeRequest)
+        );
+        // The browser asks the node (a viewer lost a picture): it becomes a LegEvent.
+        browser.handle.request_keyframe();
+        assert_eq!(
+            next_video(&mut node_events).await,
+            Some(LegEvent::KeyframeRequest)
+        );
+        let st = node.handle.stats();
+        assert!(st.video);
+        assert_eq!((st.video_up, st.video_down), (20, 20));
+        assert_eq!(st.keyframe_requests_down, 1);
+        assert_eq!(st.keyframe_requests_up, 1);
+        assert_eq!(st.keyframe_requests_throttled, 1);
+        // REMB goes out on the audio and the video m-line.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while node.handle.stats().remb_sent == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(node.handle.stats().remb_sent > 0, "REMB sent");
+        node.handle.close();
     }
 
     #[tokio::test]

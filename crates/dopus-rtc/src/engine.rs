@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use dopus_types::Redacted;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
@@ -184,6 +184,13 @@ pub(crate) struct Engine {
     audio_mid: Option<Mid>,
     pending_audio: Option<Mid>,
     media: MediaStats,
+    /// The negotiated video m-line (added with the audio one), and the one our offer adds.
+    video_mid: Option<Mid>,
+    pending_video: Option<Mid>,
+    /// When the last keyframe request went to the peer, and when the last one of the peer's
+    /// reached the media task (each throttled to one per `KEYFRAME_REQUEST_INTERVAL`).
+    keyframe_out_at: Option<Instant>,
+    keyframe_in_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -213,8 +220,8 @@ impl Engine {
             .set_sctp_max_buffered_amount(send_buffer)
             .set_sctp_max_message_size(max_msg)
             .set_stats_interval(Some(STATS_INTERVAL))
-            // Calls: Opus only (and VP8 for video to come); audio is held back for at most two
-            // packets after a loss instead of str0m's 15 (media-spike.md, pitfall 1).
+            // Calls: Opus and VP8 only; audio is held back for at most two packets after a loss
+            // instead of str0m's 15 (media-spike.md, pitfall 1).
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
@@ -288,6 +295,10 @@ impl Engine {
             audio_mid: None,
             pending_audio: None,
             media: MediaStats::default(),
+            video_mid: None,
+            pending_video: None,
+            keyframe_out_at: None,
+            keyframe_in_at: None,
         };
         engine.use_bases(bases);
         engine.drain(now);
@@ -434,12 +445,16 @@ impl Engine {
             return Err(PeerError::InvalidSdp("the answer has no ICE ufrag".into()));
         }
         let audio = self.pending_audio.take();
+        let video = self.pending_video.take();
         self.rtc
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| PeerError::InvalidSdp(e.to_string()))?;
         if let Some(mid) = audio {
             self.on_media_added(mid, MediaKind::Audio);
+        }
+        if let Some(mid) = video {
+            self.on_media_added(mid, MediaKind::Video);
         }
         if let Some(bases) = self.pending_bases.take() {
             // The restart cleared str0m's local candidates; announce the sockets' ones again.
@@ -895,9 +910,11 @@ impl Engine {
             .push_back(EngineOutput::Event(PeerEvent::LocalCandidate(line)));
     }
 
-    /// Adds a send-and-receive Opus m-line by renegotiation and returns the offer for the peer
-    /// (who answers with [`Engine::accept_offer`]; apply its answer with
-    /// [`Engine::accept_answer`]). One audio m-line per connection: later calls reuse it.
+    /// Adds the call's m-lines by renegotiation, a send-and-receive Opus one and a
+    /// send-and-receive VP8 one, and returns the offer for the peer (who answers with
+    /// [`Engine::accept_offer`]; apply its answer with [`Engine::accept_answer`]). One audio
+    /// and one video m-line per connection: later calls reuse them. The video m-line carries
+    /// nothing until a camera is on (docs/media.md, "Video").
     pub(crate) fn add_audio(&mut self, now: Instant) -> Result<String, PeerError> {
         self.ensure_open()?;
         if self.audio_mid.is_some() {
@@ -908,11 +925,13 @@ impl Engine {
         }
         let mut api = self.rtc.sdp_api();
         let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let video = api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
         let (offer, pending) = api
             .apply()
             .ok_or(PeerError::Negotiation("nothing to offer"))?;
         self.pending_offer = Some(pending);
         self.pending_audio = Some(mid);
+        self.pending_video = Some(video);
         self.kick(now);
         Ok(self.outgoing_sdp(offer.to_sdp_string()))
     }
@@ -986,11 +1005,104 @@ impl Engine {
         }
     }
 
+    /// Writes one VP8 frame (RTP time at 90 kHz) on the video m-line; str0m packetizes it.
+    pub(crate) fn write_video(
+        &mut self,
+        now: Instant,
+        rtp_time: u64,
+        data: Vec<u8>,
+    ) -> Result<(), PeerError> {
+        self.ensure_open()?;
+        let Some(mid) = self.video_mid else {
+            let why = "no video m-line is negotiated on this connection".to_owned();
+            self.media.refuse_out(why.clone());
+            return Err(PeerError::Media(why));
+        };
+        let Some(writer) = self.rtc.writer(mid) else {
+            let why = format!("m-line {mid} has no writer (not sending)");
+            self.media.refuse_out(why.clone());
+            return Err(PeerError::Media(why));
+        };
+        let Some(pt) = writer
+            .payload_params()
+            .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
+            .map(|p| p.pt())
+        else {
+            let why = format!("m-line {mid} negotiated no VP8 payload type");
+            self.media.refuse_out(why.clone());
+            return Err(PeerError::Media(why));
+        };
+        let time = MediaTime::new(rtp_time, Frequency::NINETY_KHZ);
+        match writer.write(pt, now, time, data) {
+            Ok(()) => {
+                self.media.video_frames_sent += 1;
+                self.drain(now);
+                self.pump_relays(now);
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!("the engine refused the video frame: {e}");
+                self.media.refuse_out(why.clone());
+                Err(PeerError::Media(why))
+            }
+        }
+    }
+
+    /// Asks the peer for a keyframe (PLI) on the video it sends us, at most once per
+    /// [`crate::media::KEYFRAME_REQUEST_INTERVAL`]; `Ok(false)` when this one was throttled.
+    pub(crate) fn request_keyframe(&mut self, now: Instant) -> Result<bool, PeerError> {
+        self.ensure_open()?;
+        let Some(mid) = self.video_mid else {
+            let why = "a keyframe request, but no video m-line is negotiated".to_owned();
+            self.media.refuse_out(why.clone());
+            return Err(PeerError::Media(why));
+        };
+        if self
+            .keyframe_out_at
+            .is_some_and(|t| now.duration_since(t) < crate::media::KEYFRAME_REQUEST_INTERVAL)
+        {
+            self.media.keyframe_requests_throttled += 1;
+            return Ok(false);
+        }
+        let result = match self.rtc.writer(mid) {
+            None => Err(format!("m-line {mid} has no writer")),
+            Some(mut w) => w
+                .request_keyframe(None, KeyframeRequestKind::Pli)
+                .map_err(|e| format!("the peer sends no video to ask a keyframe of: {e}")),
+        };
+        match result {
+            Ok(()) => {
+                self.keyframe_out_at = Some(now);
+                self.media.keyframe_requests_sent += 1;
+                self.drain(now);
+                self.pump_relays(now);
+                Ok(true)
+            }
+            Err(why) => {
+                self.media.refuse_out(why.clone());
+                Err(PeerError::Media(why))
+            }
+        }
+    }
+
+    /// The negotiated video m-line.
+    #[cfg(test)]
+    pub(crate) fn video_mid(&self) -> Option<String> {
+        self.video_mid.map(|m| m.to_string())
+    }
+
     fn on_media_added(&mut self, mid: Mid, kind: MediaKind) {
-        if kind != MediaKind::Audio {
-            self.media.refuse_in(format!(
-                "the peer added a {kind:?} m-line ({mid}); only audio is negotiated"
-            ));
+        if kind == MediaKind::Video {
+            match self.video_mid {
+                Some(m) if m == mid => {}
+                Some(m) => self.media.refuse_in(format!(
+                    "the peer added a second video m-line ({mid}); {m} is the call's"
+                )),
+                None => {
+                    self.video_mid = Some(mid);
+                    self.media.video_mid = Some(mid.to_string());
+                }
+            }
             return;
         }
         match self.audio_mid {
@@ -1609,6 +1721,37 @@ impl Engine {
             }
             Event::Closed => self.finish(now, CloseReason::Remote),
             Event::MediaAdded(m) => self.on_media_added(m.mid, m.kind),
+            Event::MediaData(d) if Some(d.mid) == self.video_mid && self.video_mid.is_some() => {
+                self.last_activity = now;
+                self.media.video_frames_received += 1;
+                self.out
+                    .push_back(EngineOutput::Media(MediaEvent::Video(MediaFrame {
+                        mid: d.mid.to_string(),
+                        pt: *d.pt,
+                        rtp_time: d.time.numer(),
+                        seq_first: **d.seq_range.start(),
+                        seq_last: **d.seq_range.end(),
+                        contiguous: d.contiguous,
+                        data: d.data.to_vec(),
+                        audio_level: None,
+                    })));
+            }
+            Event::KeyframeRequest(r) => {
+                if Some(r.mid) != self.video_mid {
+                    self.media.refuse_in(format!(
+                        "a keyframe request for m-line {}, which is not the call's video",
+                        r.mid
+                    ));
+                } else if self.keyframe_in_at.is_some_and(|t| {
+                    now.duration_since(t) < crate::media::KEYFRAME_REQUEST_INTERVAL
+                }) {
+                    self.media.keyframe_requests_throttled += 1;
+                } else {
+                    self.keyframe_in_at = Some(now);
+                    self.out
+                        .push_back(EngineOutput::Media(MediaEvent::KeyframeRequest));
+                }
+            }
             Event::MediaData(d) => {
                 if Some(d.mid) != self.audio_mid {
                     self.media.refuse_in(format!(
@@ -2296,9 +2439,95 @@ mod tests {
             .iter()
             .filter_map(|m| match m {
                 MediaEvent::Frame(f) => Some((f.rtp_time, f.data.clone())),
-                MediaEvent::Ready { .. } => None,
+                _ => None,
             })
             .collect()
+    }
+
+    fn video_frames(media: &[MediaEvent]) -> Vec<(u64, Vec<u8>)> {
+        media
+            .iter()
+            .filter_map(|m| match m {
+                MediaEvent::Video(f) => Some((f.rtp_time, f.data.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A VP8-shaped frame: the frame tag's bit 0 says "not a keyframe"; 1 to 5 RTP packets.
+    fn vp8(index: u32, key: bool) -> Vec<u8> {
+        let mut f = vec![if key { 0x10 } else { 0x11 }, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        f.extend_from_slice(&index.to_be_bytes());
+        let len = if key {
+            5000
+        } else {
+            700 + (index as usize * 37) % 1500
+        };
+        f.extend((0..len).map(|j| (j as u32 ^ index) as u8));
+        f
+    }
+
+    #[test]
+    fn video_rides_the_call_renegotiation_and_keyframe_requests_cross_throttled() {
+        let mut net = Net::new(None);
+        assert!(net.run(Duration::from_secs(10), |n| {
+            has(&n.a_events, &PeerEvent::ChannelOpen) && has(&n.b_events, &PeerEvent::ChannelOpen)
+        }));
+        let early = net.a.write_video(net.now, 0, vp8(0, true));
+        assert!(
+            matches!(&early, Err(PeerError::Media(why)) if why.contains("no video m-line")),
+            "{early:?}"
+        );
+        let offer = net.a.add_audio(net.now).unwrap();
+        assert!(offer.contains("m=video"), "{offer}");
+        assert!(offer.contains("VP8/90000"), "{offer}");
+        let answer = net.b.accept_offer(net.now, &offer).unwrap();
+        net.a.accept_answer(net.now, &answer).unwrap();
+        net.exchange();
+        assert!(net.a.video_mid().is_some());
+        assert_eq!(net.a.video_mid(), net.b.video_mid());
+        assert_ne!(net.a.video_mid(), net.a.audio_mid());
+
+        // 30 frames at 30 fps each way, in virtual time, a keyframe first.
+        let mut sent = Vec::new();
+        for i in 0..30u32 {
+            let data = vp8(i, i == 0);
+            let rtp = 90_000 + u64::from(i) * 3000;
+            net.a.write_video(net.now, rtp, data.clone()).unwrap();
+            net.b.write_video(net.now, rtp, data.clone()).unwrap();
+            sent.push(data);
+            net.run(Duration::from_millis(33), |_| false);
+        }
+        net.run(Duration::from_millis(300), |_| false);
+        for got in [video_frames(&net.b_media), video_frames(&net.a_media)] {
+            assert_eq!(got.len(), 30, "got {}", got.len());
+            for (i, (t, d)) in got.iter().enumerate() {
+                assert_eq!(d, &sent[i], "frame {i} bit-exact");
+                assert_eq!(t - got[0].0, i as u64 * 3000);
+            }
+        }
+        // No audio frame was made of the video.
+        assert!(frames(&net.b_media).is_empty());
+        assert_eq!(net.a.media_stats().video_frames_sent, 30);
+
+        // b asks a for a keyframe: it crosses once; a second request within the interval is
+        // throttled at b, and after the interval one crosses again.
+        let kf = |m: &[MediaEvent]| {
+            m.iter()
+                .filter(|e| matches!(e, MediaEvent::KeyframeRequest))
+                .count()
+        };
+        assert_eq!(kf(&net.a_media), 0);
+        assert!(net.b.request_keyframe(net.now).unwrap());
+        assert!(!net.b.request_keyframe(net.now).unwrap());
+        net.run(Duration::from_millis(100), |_| false);
+        assert_eq!(kf(&net.a_media), 1);
+        assert_eq!(net.b.media_stats().keyframe_requests_sent, 1);
+        assert_eq!(net.b.media_stats().keyframe_requests_throttled, 1);
+        net.run(crate::media::KEYFRAME_REQUEST_INTERVAL, |_| false);
+        assert!(net.b.request_keyframe(net.now).unwrap());
+        net.run(Duration::from_millis(100), |_| false);
+        assert_eq!(kf(&net.a_media), 2);
     }
 
     #[test]

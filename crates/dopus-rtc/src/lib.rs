@@ -30,6 +30,8 @@ pub use diagnostics::{
     NatBehavior, PathKind, RelayInfo, SelectedPair,
 };
 pub use error::PeerError;
-pub use media::{AudioSender, MediaEvent, MediaFrame, MediaStats, VOICE_ACTIVITY_DBOV};
+pub use media::{
+    AudioSender, KEYFRAME_REQUEST_INTERVAL, MediaEvent, MediaFrame, MediaStats, VOICE_ACTIVITY_DBOV,
+};
 pub use peer::{PeerConnection, PeerEvent, PeerEvents, PeerHandle};
 pub use turn::{RelayState, RelayTransport};

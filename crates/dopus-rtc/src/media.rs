@@ -1,5 +1,8 @@
-//! Media on a peer connection: one Opus audio m-line added by renegotiation, frames written by
-//! a media task and received frames handed to it, beside (never through) the message channel.
+//! Media on a peer connection: one Opus audio m-line and one VP8 video m-line, added together
+//! by one renegotiation when the first call starts, frames written by a media task and received
+//! frames handed to it, beside (never through) the message channel. The video m-line costs
+//! nothing while no one sends on it: camera on and off start and stop the frames, with no
+//! renegotiation (docs/media.md, "Video").
 //!
 //! ```text
 //! caller's node (media offerer)                 callee's node
@@ -17,7 +20,17 @@
 //! - frames the media task has no room for (a slow sink loses frames, never stalls the
 //!   connection or its message channel).
 
+use std::time::Duration;
+
 use tokio::sync::mpsc;
+
+/// At most one keyframe request per video stream in this time, each way (to the peer, and from
+/// the peer to the media task). A keyframe costs five to twenty delta frames: a receiver that
+/// asks again before the last one could arrive only makes the sender's rate spike, and a peer
+/// that floods requests would keep the sending browser encoding nothing but keyframes. 500 ms
+/// is above any round trip a call survives plus the encoder's reaction, so a second request
+/// within it is almost always about the same loss, which the keyframe in flight repairs.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Frames at or above this RFC 6464 level (dBov) are marked as voice activity when the node
 /// writes the level itself: about −45 dBov, above room noise after a browser's noise
@@ -68,6 +81,12 @@ pub enum MediaEvent {
     },
     /// A received frame, in order.
     Frame(MediaFrame),
+    /// A received video frame (VP8, RTP time at 90 kHz), in order, reassembled from its RTP
+    /// packets by the engine (NACK and RTX already recovered what they could).
+    Video(MediaFrame),
+    /// The peer asks for a keyframe on the video we send (PLI or FIR), at most one per
+    /// [`KEYFRAME_REQUEST_INTERVAL`] (more are counted and dropped).
+    KeyframeRequest,
 }
 
 /// Counters of the media path of one connection, for the call's diagnostics.
@@ -87,6 +106,19 @@ pub struct MediaStats {
     pub refused_in: u64,
     /// Why the last refusal happened.
     pub last_refusal: Option<String>,
+    /// The negotiated video m-line, if any.
+    pub video_mid: Option<String>,
+    /// Video frames handed to str0m.
+    pub video_frames_sent: u64,
+    /// Video frames received from the peer (delivered or not).
+    pub video_frames_received: u64,
+    /// Keyframe requests sent to the peer (PLI).
+    pub keyframe_requests_sent: u64,
+    /// Keyframe requests from the peer handed to the media task.
+    pub keyframe_requests_received: u64,
+    /// Keyframe requests dropped, either way, for coming within
+    /// [`KEYFRAME_REQUEST_INTERVAL`] of the previous one.
+    pub keyframe_requests_throttled: u64,
 }
 
 impl MediaStats {
@@ -107,13 +139,24 @@ impl MediaStats {
     }
 }
 
-/// One frame to write: RTP time (48 kHz) and the Opus packet.
+/// What a media task asks the connection to send.
+#[derive(Debug)]
+pub(crate) enum OutKind {
+    /// An Opus packet (RTP time at 48 kHz) with its level, if known.
+    Audio(Option<i8>),
+    /// A VP8 frame (RTP time at 90 kHz).
+    Video,
+    /// Ask the peer for a keyframe on the video it sends us.
+    KeyframeRequest,
+}
+
+/// One frame to write: RTP time and the payload.
 #[derive(Debug)]
 pub(crate) struct OutFrame {
     pub(crate) generation: u64,
     pub(crate) rtp_time: u64,
     pub(crate) data: Vec<u8>,
-    pub(crate) audio_level: Option<i8>,
+    pub(crate) kind: OutKind,
 }
 
 /// Writes audio frames on one connection for one attached call. Dropped or stale (after a
@@ -144,12 +187,34 @@ impl AudioSender {
         data: Vec<u8>,
         audio_level: Option<i8>,
     ) -> Result<(), crate::error::PeerError> {
+        self.queue(rtp_time, data, OutKind::Audio(audio_level))
+    }
+
+    /// Queues one VP8 frame (a whole frame, as an encoder produced it or a peer's connection
+    /// reassembled it) with its RTP time at 90 kHz; str0m packetizes it. Errors as
+    /// [`AudioSender::send`].
+    pub fn send_video(&self, rtp_time: u64, data: Vec<u8>) -> Result<(), crate::error::PeerError> {
+        self.queue(rtp_time, data, OutKind::Video)
+    }
+
+    /// Asks the peer for a keyframe of the video it sends (PLI). Requests within
+    /// [`KEYFRAME_REQUEST_INTERVAL`] of the last one are dropped and counted.
+    pub fn request_keyframe(&self) -> Result<(), crate::error::PeerError> {
+        self.queue(0, Vec::new(), OutKind::KeyframeRequest)
+    }
+
+    fn queue(
+        &self,
+        rtp_time: u64,
+        data: Vec<u8>,
+        kind: OutKind,
+    ) -> Result<(), crate::error::PeerError> {
         self.tx
             .try_send(OutFrame {
                 generation: self.generation,
                 rtp_time,
                 data,
-                audio_level,
+                kind,
             })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {

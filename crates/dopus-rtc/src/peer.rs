@@ -34,7 +34,7 @@ use crate::engine::{Engine, EngineOutput, Role};
 use crate::error::PeerError;
 pub use crate::event::PeerEvent;
 use crate::interfaces;
-use crate::media::{AudioSender, MediaEvent, MediaStats, OutFrame};
+use crate::media::{AudioSender, MediaEvent, MediaStats, OutFrame, OutKind};
 
 /// The events of one connection, in order. Ends after [`PeerEvent::Closed`].
 pub type PeerEvents = mpsc::Receiver<PeerEvent>;
@@ -892,12 +892,15 @@ impl PeerTask {
         match &self.media_sink {
             Some((generation, _)) if *generation == frame.generation => {
                 // The engine counts and explains its own refusals.
-                let _ = self.engine.write_audio_level(
-                    Instant::now(),
-                    frame.rtp_time,
-                    frame.data,
-                    frame.audio_level,
-                );
+                let now = Instant::now();
+                let _ = match frame.kind {
+                    OutKind::Audio(level) => {
+                        self.engine
+                            .write_audio_level(now, frame.rtp_time, frame.data, level)
+                    }
+                    OutKind::Video => self.engine.write_video(now, frame.rtp_time, frame.data),
+                    OutKind::KeyframeRequest => self.engine.request_keyframe(now).map(|_| ()),
+                };
             }
             _ => self
                 .engine
@@ -910,7 +913,7 @@ impl PeerTask {
     /// refused (the peer is not in a call with us).
     fn deliver_media(&mut self, ev: MediaEvent) {
         let Some((_, sink)) = &self.media_sink else {
-            if let MediaEvent::Frame(f) = ev {
+            if let MediaEvent::Frame(f) | MediaEvent::Video(f) = ev {
                 self.engine.media_stats().refuse_in(format!(
                     "media on m-line {} from a peer that is not in a call with us",
                     f.mid
@@ -919,8 +922,10 @@ impl PeerTask {
             return;
         };
         let frame = matches!(ev, MediaEvent::Frame(_));
+        let keyframe = matches!(ev, MediaEvent::KeyframeRequest);
         match sink.try_send(ev) {
             Ok(()) if frame => self.engine.media_stats().frames_received += 1,
+            Ok(()) if keyframe => self.engine.media_stats().keyframe_requests_received += 1,
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => self
                 .engine

@@ -1199,7 +1199,53 @@ last_refusal: string | null,
 /**
  * The UI's loopback leg, once it opened one.
  */
-browser: BrowserLegStats | null, };
+browser: BrowserLegStats | null, 
+/**
+ * Video (camera or screen) on this call.
+ */
+video: CallVideo, };
+
+/**
+ * A call's video counters (docs/media.md, "Video in calls").
+ */
+export type CallVideo = { 
+/**
+ * The connection with the peer negotiated its video m-line.
+ */
+negotiated: boolean, 
+/**
+ * The UI's leg offered a video m-line.
+ */
+browser_video: boolean, 
+/**
+ * Frames sent to the peer (from the browser's camera or screen).
+ */
+sent: number, 
+/**
+ * Frames received from the peer.
+ */
+received: number, 
+/**
+ * Frames received from the browser / sent down to it.
+ */
+browser_up: number, 
+/**
+ * Frames sent down to the browser.
+ */
+browser_down: number, 
+/**
+ * Keyframe requests: from our browser passed to the peer.
+ */
+keyframe_requests_to_peer: number, 
+/**
+ * From the peer passed to our browser's encoder.
+ */
+keyframe_requests_from_peer: number, 
+/**
+ * Dropped for coming within 500 ms of the previous one (either way, on the connection
+ * and on the leg).
+ */
+keyframe_requests_throttled: number, };
 
 /**
  * A call.

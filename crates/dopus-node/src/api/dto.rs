@@ -32,7 +32,7 @@ mod voice;
 
 pub use call::{
     AcceptCall, BrowserAnswer, BrowserLegStats, BrowserOffer, Call, CallAction, CallEnd, CallMedia,
-    CallState, Calls, StartCall,
+    CallState, CallVideo, Calls, StartCall,
 };
 pub use chat::{
     Message, MessageKind, MessagePage, Reaction, SearchResult, SearchResults, SentMessages,

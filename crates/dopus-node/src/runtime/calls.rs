@@ -18,6 +18,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+/// What a live source hands out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Live {
+    /// An Opus packet with its RTP time (48 kHz).
+    Audio(u64, Vec<u8>),
+    /// A VP8 frame with its RTP time (90 kHz): the camera or the screen.
+    Video(u64, Vec<u8>),
+    /// The source's viewer asks for a keyframe of the video the peer sends.
+    KeyframeRequest,
+}
+
 /// Media to put into a call, paced in real time.
 pub trait MediaSource: Send {
     /// When the next frame is due, from the start of playback; `None` at the end.
@@ -31,11 +42,8 @@ pub trait MediaSource: Send {
     fn is_live(&self) -> bool {
         false
     }
-    /// The next live frame; `Ready(None)` when the source ended.
-    fn poll_live(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<(u64, Vec<u8>)>> {
+    /// The next live item; `Ready(None)` when the source ended.
+    fn poll_live(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Live>> {
         std::task::Poll::Ready(None)
     }
 }
@@ -46,6 +54,13 @@ pub trait MediaSink: Send {
     fn push(&mut self, rtp_time: u64, data: &[u8]) -> Result<(), String>;
     /// The call ended: close the recording.
     fn finish(&mut self) -> Result<(), String>;
+    /// One received video frame (RTP time at 90 kHz, VP8); `Ok(false)` when the sink takes
+    /// no video (an audio recording), and the frame is dropped.
+    fn push_video(&mut self, _rtp_time: u64, _data: &[u8]) -> Result<bool, String> {
+        Ok(false)
+    }
+    /// The peer asks for a keyframe of the video we send: pass it to the encoder, if any.
+    fn keyframe_request(&mut self) {}
 }
 
 /// Plays an Ogg Opus file's packets as they are.
@@ -155,6 +170,16 @@ pub struct MediaStatus {
     pub error: Option<String>,
     /// The connection's media counters, refreshed about every second.
     pub rtc: Option<MediaStats>,
+    /// Video frames sent to the peer / received from it (and given to a sink that takes
+    /// video).
+    pub video_sent: u64,
+    /// Video frames received from the peer.
+    pub video_received: u64,
+    /// Keyframe requests from our viewer passed to the peer / from the peer passed to our
+    /// source's encoder.
+    pub keyframe_requests_out: u64,
+    /// Keyframe requests from the peer passed to the source.
+    pub keyframe_requests_in: u64,
     /// The browser leg, if the UI opened one.
     pub browser: Option<dopus_rtc::BrowserLegHandle>,
 }
@@ -388,13 +413,28 @@ impl MediaTask {
                             }
                         }
                     }
+                    Some(MediaEvent::Video(f)) => {
+                        lock(&self.session).status.video_received += 1;
+                        if let Some(k) = &mut sink
+                            && let Err(e) = k.push_video(f.rtp_time, &f.data)
+                        {
+                            self.error(e);
+                        }
+                    }
+                    Some(MediaEvent::KeyframeRequest) => {
+                        // Already throttled by the connection (one per 500 ms).
+                        if let Some(k) = &mut sink {
+                            k.keyframe_request();
+                            lock(&self.session).status.keyframe_requests_in += 1;
+                        }
+                    }
                     None => attached = None, // the connection ended: find the next one
                 },
                 frame = std::future::poll_fn(|cx| match &mut source {
                     Some(src) => src.poll_live(cx),
                     None => std::task::Poll::Pending,
                 }), if source.as_ref().is_some_and(|s| s.is_live()) => {
-                    let Some((rtp, data)) = frame else {
+                    let Some(item) = frame else {
                         source = None; // the live source ended (the page went away)
                         continue;
                     };
@@ -402,8 +442,17 @@ impl MediaTask {
                     // has nowhere to go: it is dropped, as live audio is.
                     let playing = started.is_some_and(|t0| Instant::now() >= t0);
                     if let (true, Some((_, sender, _))) = (playing, &attached) {
-                        match sender.send(rtp, data) {
-                            Ok(()) => lock(&self.session).status.played += 1,
+                        let (result, counter): (_, fn(&mut MediaStatus) -> &mut u64) = match item {
+                            Live::Audio(rtp, data) => (sender.send(rtp, data), |s| &mut s.played),
+                            Live::Video(rtp, data) => {
+                                (sender.send_video(rtp, data), |s| &mut s.video_sent)
+                            }
+                            Live::KeyframeRequest => {
+                                (sender.request_keyframe(), |s| &mut s.keyframe_requests_out)
+                            }
+                        };
+                        match result {
+                            Ok(()) => *counter(&mut lock(&self.session).status) += 1,
                             Err(dopus_rtc::PeerError::Closed) => attached = None,
                             Err(e) => self.error(e.to_string()),
                         }

@@ -36,7 +36,8 @@ pub fn call(
 ) -> dto::Call {
     use dopus_core::machine::{CallEnd as E, CallState as S};
     let media = live.calls.status(&c.id).map(|m| {
-        let rtc = m.rtc.unwrap_or_default();
+        let rtc = m.rtc.clone().unwrap_or_default();
+        let video = super::browser_leg::video_dto(&m, &rtc);
         dto::CallMedia {
             running: m.running,
             ready: m.ready,
@@ -52,6 +53,7 @@ pub fn call(
             refused_in: rtc.refused_in,
             refused_out: rtc.refused_out,
             last_refusal: rtc.last_refusal,
+            video,
             browser: m.browser.as_ref().map(super::browser_leg::leg_dto),
         }
     });

@@ -628,6 +628,9 @@ impl VoiceTask {
                     self.error(e);
                 }
             }
+            // Video in voice channels is not built: a peer's video is dropped (the connection
+            // counted it), and nothing of ours answers a keyframe request.
+            MediaEvent::Video(_) | MediaEvent::KeyframeRequest => {}
         }
     }
 
@@ -718,7 +721,8 @@ impl VoiceTask {
                     Some(LegEvent::Frame { rtp_time, data, level }) => {
                         self.forward_up(rtp_time, data, level);
                     }
-                    Some(LegEvent::Connected) => {}
+                    // No video in voice channels yet (docs/media.md, "Not yet").
+                    Some(LegEvent::Connected | LegEvent::Video { .. } | LegEvent::KeyframeRequest) => {}
                     Some(LegEvent::Closed { reason }) => {
                         tracing::debug!(reason = %reason, "voice: the browser leg closed");
                         self.browser = None;

@@ -308,3 +308,159 @@ async fn relay_only_chat_file_and_call_all_go_through_the_relay() {
     println!("relayed: file {file_bytes} bytes, call {call_bytes} bytes ({payload} of Opus)");
     server.stop().await;
 }
+
+/// A VP8-shaped frame: the frame tag's bit 0 is VP8's "not a keyframe" flag (str0m reads it),
+/// then the keyframe start code, the index and a numbered body (1 to 5 RTP packets).
+fn vp8_frame(tag: u8, i: u32, key: bool) -> Vec<u8> {
+    let mut f = vec![
+        if key { 0x10 } else { 0x11 },
+        0x02,
+        0x00,
+        0x9d,
+        0x01,
+        0x2a,
+        tag,
+    ];
+    f.extend_from_slice(&i.to_be_bytes());
+    let len = if key {
+        5000
+    } else {
+        700 + (i as usize * 37) % 1500
+    };
+    f.extend((0..len).map(|j| (j as u32 ^ i) as u8));
+    f
+}
+
+/// Video through both nodes (docs/media.md, "Video in calls"): the pages offer a VP8 m-line
+/// beside the audio one; 60 camera frames at 30 fps from alice's "browser" reach bob's
+/// bit-exact, in order and with contiguous RTP times, forwarded without decoding; a keyframe
+/// request from bob's "browser" crosses bob's node, the nodes' connection and alice's node to
+/// alice's "browser"; the API counts each step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn video_frames_and_keyframe_requests_cross_both_nodes() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let (a, b) = contact_pair(&server).await;
+    let call = a
+        .api()
+        .ok("POST", "/calls", Some(json!({"user_id": b.user_id})));
+    let id = call["id"].as_str().unwrap().to_owned();
+    let open = |node: &crate::harness::TestNode| {
+        let (fake, offer) = dopus_rtc::FakeBrowser::offer_with_video().expect("offer");
+        let answer = node.api().ok(
+            "POST",
+            &format!("/calls/{id}/browser"),
+            Some(json!({ "sdp": offer })),
+        );
+        let sdp = answer["sdp"].as_str().expect("an answer");
+        assert!(
+            sdp.contains("m=video") && sdp.contains("VP8/90000"),
+            "{sdp}"
+        );
+        fake.accept(sdp).expect("answer applies")
+    };
+    let mut alice = open(&a);
+    let aid = a.user_id.clone();
+    let bapi = b.api().clone();
+    eventually(WAIT, "bob's node rings", || {
+        let (s, c) = bapi.call("GET", "/calls", None);
+        (s == 200
+            && c["calls"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["user_id"] == json!(aid) && c["state"] == "ringing")
+            }))
+        .then_some(())
+    })
+    .await;
+    b.api().ok("POST", &format!("/calls/{id}/accept"), None);
+    let mut bob = open(&b);
+    for node in [&a, &b] {
+        let api = node.api().clone();
+        let path = format!("/calls/{id}");
+        eventually(
+            WAIT,
+            "media ready, video negotiated, the leg connected",
+            || {
+                let c = api.ok("GET", &path, None);
+                (c["media"]["ready"] == true
+                    && c["media"]["video"]["negotiated"] == true
+                    && c["media"]["browser"]["connected"] == true)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // Alice's camera: 60 frames at 30 fps, a keyframe first.
+    let n = 60u32;
+    let t0 = tokio::time::Instant::now();
+    for i in 0..n {
+        tokio::time::sleep_until(t0 + Duration::from_micros(33_333) * i).await;
+        alice
+            .handle
+            .send_video_down(3_000 + u64::from(i) * 3_000, vp8_frame(0xa1, i, i == 0))
+            .expect("queued");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::new();
+    while got.len() < n as usize {
+        match tokio::time::timeout_at(deadline, bob.events.recv()).await {
+            Ok(Some(dopus_rtc::LegEvent::Video { rtp_time, data })) => got.push((rtp_time, data)),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert_eq!(
+        got.len(),
+        n as usize,
+        "bob's browser got {} of {n}",
+        got.len()
+    );
+    for (i, (t, d)) in got.iter().enumerate() {
+        assert_eq!(d, &vp8_frame(0xa1, i as u32, i == 0), "frame {i} bit-exact");
+        assert_eq!(
+            t - got[0].0,
+            i as u64 * 3_000,
+            "frame {i} keeps its RTP time"
+        );
+    }
+
+    // Bob's decoder asks for a keyframe: it reaches alice's encoder through both nodes.
+    bob.handle.request_keyframe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut crossed = false;
+    while !crossed {
+        match tokio::time::timeout_at(deadline, alice.events.recv()).await {
+            Ok(Some(dopus_rtc::LegEvent::KeyframeRequest)) => crossed = true,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert!(crossed, "the keyframe request reached alice's browser");
+
+    // The connection's counters are refreshed about every second.
+    let (aapi, bapi) = (a.api().clone(), b.api().clone());
+    let path = format!("/calls/{id}");
+    let (ca, cb) = eventually(WAIT, "the counters refreshed", || {
+        let ca = aapi.ok("GET", &path, None);
+        let cb = bapi.ok("GET", &path, None);
+        (cb["media"]["video"]["keyframe_requests_to_peer"] == json!(1)).then_some((ca, cb))
+    })
+    .await;
+    println!("alice's video: {}", ca["media"]["video"]);
+    println!("bob's video: {}", cb["media"]["video"]);
+    assert_eq!(ca["media"]["video"]["browser_video"], json!(true));
+    assert_eq!(ca["media"]["video"]["browser_up"], json!(n));
+    assert_eq!(ca["media"]["video"]["sent"], json!(n));
+    assert_eq!(
+        ca["media"]["video"]["keyframe_requests_from_peer"],
+        json!(1)
+    );
+    assert_eq!(cb["media"]["video"]["received"], json!(n));
+    assert_eq!(cb["media"]["video"]["browser_down"], json!(n));
+    assert_eq!(cb["media"]["video"]["keyframe_requests_to_peer"], json!(1));
+    // A page with video is given the video cap, not the voice one.
+    assert_eq!(ca["media"]["browser"]["cap_bps"], json!(1_000_000));
+    a.api().ok("POST", &format!("/calls/{id}/hangup"), None);
+}

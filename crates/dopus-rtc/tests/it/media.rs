@@ -9,7 +9,7 @@ async fn ready(rx: &mut mpsc::Receiver<MediaEvent>) -> String {
     loop {
         match tokio::time::timeout(WAIT, rx.recv()).await.unwrap() {
             Some(MediaEvent::Ready { mid }) => return mid,
-            Some(MediaEvent::Frame(_)) => {}
+            Some(MediaEvent::Frame(_) | MediaEvent::Video(_) | MediaEvent::KeyframeRequest) => {}
             None => panic!("sink closed"),
         }
     }
@@ -91,7 +91,8 @@ async fn audio_frames_reach_the_attached_task_in_order_and_unattached_media_is_r
                 }
                 got.push(f);
             }
-            Some(MediaEvent::Ready { .. }) => {}
+            Some(MediaEvent::Ready { .. } | MediaEvent::Video(_) | MediaEvent::KeyframeRequest) => {
+            }
             None => panic!("sink closed"),
         }
     }

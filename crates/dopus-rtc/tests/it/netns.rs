@@ -991,7 +991,7 @@ async fn ride_out_a_flush(
                             frames_before += 1;
                         }
                     }
-                    None => {}
+                    Some(_) | None => {}
                 },
                 ev = events.recv() => match ev {
                     None => break,

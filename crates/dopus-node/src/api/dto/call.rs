@@ -69,6 +69,32 @@ pub struct CallMedia {
     pub last_refusal: Option<String>,
     /// The UI's loopback leg, once it opened one.
     pub browser: Option<BrowserLegStats>,
+    /// Video (camera or screen) on this call.
+    pub video: CallVideo,
+}
+
+/// A call's video counters (docs/media.md, "Video in calls").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct CallVideo {
+    /// The connection with the peer negotiated its video m-line.
+    pub negotiated: bool,
+    /// The UI's leg offered a video m-line.
+    pub browser_video: bool,
+    /// Frames sent to the peer (from the browser's camera or screen).
+    pub sent: u64,
+    /// Frames received from the peer.
+    pub received: u64,
+    /// Frames received from the browser / sent down to it.
+    pub browser_up: u64,
+    /// Frames sent down to the browser.
+    pub browser_down: u64,
+    /// Keyframe requests: from our browser passed to the peer.
+    pub keyframe_requests_to_peer: u64,
+    /// From the peer passed to our browser's encoder.
+    pub keyframe_requests_from_peer: u64,
+    /// Dropped for coming within 500 ms of the previous one (either way, on the connection
+    /// and on the leg).
+    pub keyframe_requests_throttled: u64,
 }
 
 /// A call.

@@ -113,6 +113,7 @@ pub fn render() -> String {
         CallEnd,
         BrowserLegStats,
         CallMedia,
+        CallVideo,
         Call,
         Calls,
         StartCall,
