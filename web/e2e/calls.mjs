@@ -6,7 +6,10 @@
 // node -> (the nodes' peer connection) -> bob's node -> bob's page, and back. Each side's
 // getStats must show inbound audio packets growing, an audio level above zero and concealment
 // under 1 % in steady state; when alice mutes, bob's inbound packets stop and his level falls to
-// zero; then alice hangs up and both conversations show the call's entry; bob declines a second
+// zero; alice turns her camera on (Chromium's fake camera, a moving test pattern): bob's page shows
+// her video (videoWidth > 0, framesDecoded growing), and off again stops it; she shares her screen
+// (it replaces the camera on the same m-line) and bob sees it; then alice hangs up and both
+// conversations show the call's entry; bob declines a second
 // call and alice cancels a third (the "Call declined" / "Declined call" and "Cancelled call" /
 // "Missed call" entries).
 //
@@ -83,6 +86,44 @@ async function peakLevel(page, ms) {
   return peak;
 }
 
+/** The video counters of the page's leg: frames decoded from the peer, frames we encoded. */
+async function videoStats(page) {
+  return page.evaluate(async () => {
+    const pcs = (window.__dopusPcs ?? []).filter((p) => p.connectionState !== "closed");
+    const pc = pcs[pcs.length - 1];
+    const out = { decoded: 0, width: 0, encoded: 0, pli: 0, firOrPliSent: 0 };
+    if (!pc) return out;
+    for (const r of (await pc.getStats()).values()) {
+      if (r.type === "inbound-rtp" && r.kind === "video") {
+        out.decoded += r.framesDecoded ?? 0;
+        out.width = Math.max(out.width, r.frameWidth ?? 0);
+        out.firOrPliSent += (r.pliCount ?? 0) + (r.firCount ?? 0);
+      }
+      if (r.type === "outbound-rtp" && r.kind === "video") {
+        out.encoded += r.framesEncoded ?? 0;
+        out.pli += (r.pliCount ?? 0) + (r.firCount ?? 0);
+      }
+    }
+    return out;
+  });
+}
+
+/** The size of the page's remote <video>, or null when it is not shown. */
+async function remoteVideoSize(page) {
+  return page.evaluate(() => {
+    const v = document.querySelector('[data-testid="call-remote-video"]');
+    return v ? { w: v.videoWidth, h: v.videoHeight } : null;
+  });
+}
+
+/** Frames bob's page decodes over `ms`. */
+async function decodedOver(page, ms) {
+  const a = await videoStats(page);
+  await sleep(ms);
+  const b = await videoStats(page);
+  return b.decoded - a.decoded;
+}
+
 async function shot(page, name) {
   await screenshot(page, name);
   log(`screenshot ${name}.png`);
@@ -91,7 +132,7 @@ async function shot(page, name) {
 async function main() {
   preflight();
   mkdirSync(SHOTS, { recursive: true });
-  for (const f of ["calls-1-ringing", "calls-2-incoming", "calls-3-active", "calls-4-muted", "calls-5-ended", "calls-6-missed"]) {
+  for (const f of ["calls-1-ringing", "calls-2-incoming", "calls-3-active", "calls-4-muted", "calls-5-ended", "calls-6-missed", "calls-7-video", "calls-8-screen"]) {
     rmSync(join(SHOTS, `${f}.png`), { force: true });
   }
   const tmp = mkdtempSync(join(tmpdir(), "dopus-calls-e2e-"));
@@ -202,6 +243,39 @@ async function main() {
       return s.packets > m2.packets + 20;
     }, T, 250);
 
+    section("alice turns her camera on: bob sees it; off stops it");
+    await pa.getByTestId("call-camera").click();
+    await waitFor("alice: camera pressed", async () => (await pa.getByTestId("call-camera").getAttribute("aria-pressed")) === "true", T);
+    await visible(pa.getByTestId("call-local-video"), "alice: her own preview");
+    await waitFor("bob: alice's video shows (videoWidth > 0)", async () => ((await remoteVideoSize(pb))?.w ?? 0) > 0, 15_000, 200);
+    const camFrames = await decodedOver(pb, 2000);
+    const size = await remoteVideoSize(pb);
+    log(`bob sees alice's camera: ${size.w}x${size.h}, +${camFrames} frames decoded in 2 s; alice ${JSON.stringify(await videoStats(pa))}, bob ${JSON.stringify(await videoStats(pb))}`);
+    if (camFrames < 10) fail(`bob's page decoded only ${camFrames} frames of alice's camera in 2 s`);
+    const vcall = (await apiCall(bob, "GET", "/calls")).calls.find((c) => c.state === "active");
+    log(`bob's node video: ${JSON.stringify(vcall?.media?.video)}`);
+    if (!(vcall?.media?.video?.received > 0)) fail(`bob's node forwarded no video: ${JSON.stringify(vcall?.media?.video)}`);
+    await shot(pb, "calls-7-video");
+    await pa.getByTestId("call-camera").click();
+    await waitFor("alice: camera released", async () => (await pa.getByTestId("call-camera").getAttribute("aria-pressed")) === "false", T);
+    await sleep(1000); // frames in flight
+    const offFrames = await decodedOver(pb, 2000);
+    log(`bob after alice's camera went off: +${offFrames} frames decoded in 2 s`);
+    if (offFrames > 3) fail(`bob still decodes alice's video after she turned her camera off (+${offFrames} in 2 s)`);
+    await waitFor("bob: the remote video leaves the stage", async () => (await remoteVideoSize(pb)) === null, 5000, 200);
+
+    section("alice shares her screen: bob sees it");
+    await pa.getByTestId("call-screen").click();
+    await waitFor("alice: screen share pressed", async () => (await pa.getByTestId("call-screen").getAttribute("aria-pressed")) === "true", T);
+    await waitFor("bob: alice's screen shows", async () => ((await remoteVideoSize(pb))?.w ?? 0) > 0, 15_000, 200);
+    const screenFrames = await decodedOver(pb, 2000);
+    const ssize = await remoteVideoSize(pb);
+    log(`bob sees alice's screen: ${ssize.w}x${ssize.h}, +${screenFrames} frames decoded in 2 s`);
+    if (screenFrames < 3) fail(`bob's page decoded only ${screenFrames} frames of alice's screen in 2 s`);
+    await shot(pb, "calls-8-screen");
+    await pa.getByTestId("call-screen").click();
+    await waitFor("alice: screen share stopped", async () => (await pa.getByTestId("call-screen").getAttribute("aria-pressed")) === "false", T);
+
     section("alice hangs up");
     await pa.getByTestId("call-hangup").click();
     for (const [n, p] of [["alice", pa], ["bob", pb]]) {
@@ -231,7 +305,7 @@ async function main() {
     await shot(pb, "calls-6-missed");
 
     if (errors.length) fail(`browser console errors:\n  ${errors.join("\n  ")}`);
-    log("PASS: ring, accept, audio both ways (packets, level, concealment < 1 %), mute stops it, hang up, decline, missed");
+    log("PASS: ring, accept, audio both ways (packets, level, concealment < 1 %), mute stops it, camera on/off, screen share, hang up, decline, missed");
   } finally {
     if (browser) await within("close browser", 10_000, browser.close()).catch(() => {});
     killAll();

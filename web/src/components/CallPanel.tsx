@@ -1,8 +1,9 @@
 // The call bar above the app: an incoming call rings here (accept / decline), an outgoing one
-// shows "Calling…" with cancel, and an active one shows its duration, mute, deafen, hang up,
-// the devices and the connection (path and RTT from the node, bit rates, jitter and
-// concealment from the browser leg's getStats).
-import { useEffect, useState } from "react";
+// shows "Calling…" with cancel, and an active one shows its duration, mute, deafen, camera,
+// screen share, hang up, the devices and the connection (path and RTT from the node, bit rates,
+// jitter and concealment from the browser leg's getStats). Below the bar, the video stage: the
+// peer's camera or screen large, our own preview small.
+import { useEffect, useRef, useState } from "react";
 import { formatDuration, liveDuration, pathLabel, phaseOf } from "../lib/calls";
 import { useCalls } from "../state/calls";
 import { useStore } from "../state/store";
@@ -50,6 +51,65 @@ function DeviceSelect({
   );
 }
 
+/** A `<video>` showing `stream`, muted (the call's audio plays on its own element). */
+function StreamVideo({ stream, className, testId }: { stream: MediaStream; className: string; testId: string }) {
+  const ref = useRef<HTMLVideoElement>(null);
+  useEffect(() => {
+    const v = ref.current;
+    if (!v) return;
+    v.srcObject = stream;
+    void v.play().catch(() => undefined);
+  }, [stream]);
+  return <video ref={ref} className={className} autoPlay playsInline muted data-testid={testId} />;
+}
+
+/** Whether the peer's video shows frames: a frame within the last 1.5 s (the m-line stays when
+ * their camera is off, so the track alone does not say it). */
+function useVideoLive(stream: MediaStream | null): boolean {
+  const [live, setLive] = useState(false);
+  useEffect(() => {
+    const track = stream?.getVideoTracks()[0];
+    if (!track) return;
+    let last = 0;
+    let frames = -1;
+    const probe = document.createElement("video");
+    probe.muted = true;
+    probe.srcObject = stream;
+    void probe.play().catch(() => undefined);
+    const t = setInterval(() => {
+      const q = probe.getVideoPlaybackQuality?.();
+      const n = q ? q.totalVideoFrames : probe.currentTime;
+      if (n !== frames) {
+        frames = n;
+        last = Date.now();
+      }
+      setLive(Date.now() - last < 1500 && probe.videoWidth > 0);
+    }, 500);
+    return () => {
+      clearInterval(t);
+      probe.srcObject = null;
+      setLive(false);
+    };
+  }, [stream]);
+  return live;
+}
+
+function VideoStage() {
+  const calls = useCalls();
+  const remoteLive = useVideoLive(calls.remoteVideo);
+  const local = calls.localVideo;
+  if (!remoteLive && !local) return null;
+  return (
+    <div className="call-stage" data-testid="call-stage">
+      {remoteLive && calls.remoteVideo && <StreamVideo stream={calls.remoteVideo} className="call-remote-video" testId="call-remote-video" />}
+      {!remoteLive && <div className="call-remote-none muted">Their camera is off</div>}
+      {local && (
+        <StreamVideo stream={local} className={`call-local-video ${calls.screenOn ? "screen" : ""}`} testId="call-local-video" />
+      )}
+    </div>
+  );
+}
+
 export function CallPanel() {
   const calls = useCalls();
   const { state, actions } = useStore();
@@ -82,6 +142,7 @@ export function CallPanel() {
   }
 
   return (
+    <>
     <div className={`call-bar call-${phase}`} role="region" aria-label={`Call with ${name}`} data-testid="call-panel" data-phase={phase}>
       <button className="call-who-btn" onClick={() => actions.open(call.user_id)} title="Open the conversation">
         <Avatar id={call.user_id} name={name} size={36} image={contact?.profile?.avatar ?? null} />
@@ -146,6 +207,28 @@ export function CallPanel() {
         <Icon name={calls.deafened ? "headphones-off" : "headphones"} />
       </button>
       <button
+        className={`call-btn icon ${calls.cameraOn ? "on-video" : ""}`}
+        aria-pressed={calls.cameraOn}
+        aria-label={calls.cameraOn ? "Turn camera off" : "Turn camera on"}
+        title={calls.cameraOn ? "Turn camera off" : "Turn camera on"}
+        onClick={() => calls.setCameraOn(!calls.cameraOn)}
+        disabled={calls.leg === "none"}
+        data-testid="call-camera"
+      >
+        <Icon name={calls.cameraOn ? "video" : "video-off"} />
+      </button>
+      <button
+        className={`call-btn icon ${calls.screenOn ? "on-video" : ""}`}
+        aria-pressed={calls.screenOn}
+        aria-label={calls.screenOn ? "Stop sharing your screen" : "Share your screen"}
+        title={calls.screenOn ? "Stop sharing your screen" : "Share your screen (replaces your camera while it lasts)"}
+        onClick={() => calls.setScreenOn(!calls.screenOn)}
+        disabled={calls.leg === "none" || !navigator.mediaDevices?.getDisplayMedia}
+        data-testid="call-screen"
+      >
+        <Icon name="screen" />
+      </button>
+      <button
         className="call-btn icon"
         aria-expanded={showDevices}
         aria-label="Devices"
@@ -163,9 +246,10 @@ export function CallPanel() {
           <DeviceSelect label="Microphone" devices={calls.devices.mics} value={calls.mic} onChange={calls.setMic} testId="device-mic" />
           <DeviceSelect label="Speaker" devices={calls.devices.speakers} value={calls.speaker} onChange={calls.setSpeaker} testId="device-speaker" />
           <DeviceSelect label="Camera" devices={calls.devices.cameras} value={calls.camera} onChange={calls.setCamera} testId="device-camera" />
-          <p className="muted">Video calls are not available yet; the camera choice is kept for them.</p>
         </div>
       )}
     </div>
+    {phase === "active" && <VideoStage />}
+    </>
   );
 }

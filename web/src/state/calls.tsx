@@ -1,7 +1,8 @@
 // Calls for the whole UI: the current call (from `GET /calls` and the live `call` events), the
-// browser leg (this page's WebRTC connection to its own node over loopback: the microphone goes
-// up, the peer's audio comes down; docs/media.md), mute, deafen, devices, and the figures
-// (the node's path and RTT, the leg's getStats).
+// browser leg (this page's WebRTC connection to its own node over loopback: the microphone and
+// the camera or screen go up, the peer's audio and video come down; docs/media.md), mute,
+// deafen, camera, screen share, devices, and the figures (the node's path and RTT, the leg's
+// getStats).
 import { createContext, useContext, useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 import { callsApi } from "../api/calls";
 import type { Call } from "../api/types";
@@ -31,6 +32,16 @@ export interface CallsValue {
   figures: LegFigures | null;
   /** Why the microphone or the leg failed, if they did. */
   mediaError: string | null;
+  /** Our camera is on (sent unless the screen replaces it). */
+  cameraOn: boolean;
+  /** We share our screen (it replaces the camera on the video m-line). */
+  screenOn: boolean;
+  /** What we send, for the local preview (the screen while shared, else the camera). */
+  localVideo: MediaStream | null;
+  /** The peer's video (camera or screen), once the leg has its video m-line. */
+  remoteVideo: MediaStream | null;
+  setCameraOn(on: boolean): void;
+  setScreenOn(on: boolean): void;
   start(userId: string): Promise<void>;
   accept(): Promise<void>;
   decline(): Promise<void>;
@@ -60,7 +71,13 @@ class Leg {
   readonly audio: HTMLAudioElement;
   stream: MediaStream | null = null;
   sender: RTCRtpSender | null = null;
+  /** The video m-line's sender: the camera, or the screen while it is shared. */
+  videoSender: RTCRtpSender | null = null;
+  camera: MediaStream | null = null;
+  screen: MediaStream | null = null;
+  remoteVideo: MediaStream | null = null;
   closed = false;
+  onRemoteVideo: (s: MediaStream) => void = () => undefined;
 
   constructor(onState: (s: RTCPeerConnectionState) => void) {
     // No STUN or TURN: the node is on this machine and answers with a loopback candidate only.
@@ -69,7 +86,12 @@ class Leg {
     this.audio.autoplay = true;
     this.audio.dataset.testid = "call-audio";
     this.pc.ontrack = (e) => {
-      this.audio.srcObject = e.streams[0] ?? new MediaStream([e.track]);
+      if (e.track.kind === "video") {
+        this.remoteVideo = new MediaStream([e.track]);
+        this.onRemoteVideo(this.remoteVideo);
+        return;
+      }
+      this.audio.srcObject = new MediaStream([e.track]);
       void this.audio.play().catch(() => undefined);
     };
     this.pc.onconnectionstatechange = () => onState(this.pc.connectionState);
@@ -88,6 +110,10 @@ class Leg {
     const track = this.stream?.getAudioTracks()[0] ?? null;
     const t = this.pc.addTransceiver(track ?? "audio", { direction: "sendrecv", streams: this.stream ? [this.stream] : [] });
     this.sender = t.sender;
+    // The video m-line from the start, without a track: the camera and the screen are put on it
+    // and taken off with replaceTrack, so turning them on or off never renegotiates
+    // (docs/media.md, "Video in calls").
+    this.videoSender = this.pc.addTransceiver("video", { direction: "sendrecv" }).sender;
     const offer = await this.pc.createOffer();
     await this.pc.setLocalDescription(offer);
     const answer = await callsApi.browser(callId, this.pc.localDescription?.sdp ?? offer.sdp ?? "");
@@ -110,6 +136,33 @@ class Leg {
     await this.setMuted(muted);
   }
 
+  /** Camera on (with that device, or the default) or off; the screen, while shared, stays on the m-line. */
+  async setCamera(on: boolean, id: string): Promise<void> {
+    this.camera?.getTracks().forEach((t) => t.stop());
+    this.camera = null;
+    if (on) {
+      this.camera = await navigator.mediaDevices.getUserMedia({
+        video: id ? { deviceId: { exact: id }, width: 640, height: 480 } : { width: 640, height: 480 },
+      });
+    }
+    if (!this.screen) await this.videoSender?.replaceTrack(this.camera?.getVideoTracks()[0] ?? null);
+  }
+
+  /** Screen share on or off: it replaces the camera on the video m-line while it lasts. */
+  async setScreen(on: boolean, onEnded: () => void): Promise<void> {
+    this.screen?.getTracks().forEach((t) => t.stop());
+    this.screen = null;
+    if (on) {
+      this.screen = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 15 }, audio: false });
+      const track = this.screen.getVideoTracks()[0] ?? null;
+      // The browser's own "Stop sharing" button ends the track.
+      if (track) track.onended = onEnded;
+      await this.videoSender?.replaceTrack(track);
+      return;
+    }
+    await this.videoSender?.replaceTrack(this.camera?.getVideoTracks()[0] ?? null);
+  }
+
   async useSpeaker(id: string): Promise<void> {
     const a = this.audio as HTMLAudioElement & { setSinkId?: (id: string) => Promise<void> };
     if (a.setSinkId) await a.setSinkId(id);
@@ -118,6 +171,8 @@ class Leg {
   close(): void {
     this.closed = true;
     this.stream?.getTracks().forEach((t) => t.stop());
+    this.camera?.getTracks().forEach((t) => t.stop());
+    this.screen?.getTracks().forEach((t) => t.stop());
     this.pc.close();
     this.audio.srcObject = null;
   }
@@ -137,6 +192,10 @@ export function CallsProvider({ children }: { children: ReactNode }) {
   const [camera, setCameraId] = useState(() => store?.getItem(CAMERA_KEY) ?? "");
   const [fig, setFig] = useState<LegFigures | null>(null);
   const [mediaError, setMediaError] = useState<string | null>(null);
+  const [cameraOn, setCameraOnState] = useState(false);
+  const [screenOn, setScreenOnState] = useState(false);
+  const [localVideo, setLocalVideo] = useState<MediaStream | null>(null);
+  const [remoteVideo, setRemoteVideo] = useState<MediaStream | null>(null);
   const legRef = useRef<{ callId: string; leg: Leg } | null>(null);
   const prevSample = useRef<LegSample | null>(null);
   const mutedRef = useRef(muted);
@@ -150,12 +209,19 @@ export function CallsProvider({ children }: { children: ReactNode }) {
     prevSample.current = null;
     setLeg("none");
     setFig(null);
+    setCameraOnState(false);
+    setScreenOnState(false);
+    setLocalVideo(null);
+    setRemoteVideo(null);
   };
+
+  const showLocal = (l: Leg) => setLocalVideo(l.screen ?? l.camera);
 
   const openLeg = async (callId: string) => {
     if (legRef.current?.callId === callId) return;
     closeLeg();
     const l = new Leg((s) => legRef.current?.leg === l && setLeg(s));
+    l.onRemoteVideo = (s) => legRef.current?.leg === l && setRemoteVideo(s);
     legRef.current = { callId, leg: l };
     setLeg("new");
     try {
@@ -267,6 +333,39 @@ export function CallsProvider({ children }: { children: ReactNode }) {
       camera,
       figures: fig,
       mediaError,
+      cameraOn,
+      screenOn,
+      localVideo,
+      remoteVideo,
+      setCameraOn(on) {
+        const l = legRef.current?.leg;
+        if (!l) return;
+        setCameraOnState(on);
+        l.setCamera(on, camera)
+          .then(() => showLocal(l))
+          .catch((e) => {
+            setCameraOnState(false);
+            setMediaError(`The camera cannot be used: ${describeError(e)}`);
+          });
+      },
+      setScreenOn(on) {
+        const l = legRef.current?.leg;
+        if (!l) return;
+        const ended = () => {
+          if (legRef.current?.leg !== l) return;
+          setScreenOnState(false);
+          void l.setScreen(false, () => undefined).then(() => showLocal(l));
+        };
+        setScreenOnState(on);
+        l.setScreen(on, ended)
+          .then(() => showLocal(l))
+          .catch((e) => {
+            setScreenOnState(false);
+            // Cancelling the browser's picker is not an error worth a banner.
+            if (e instanceof DOMException && e.name === "NotAllowedError") return;
+            setMediaError(`The screen cannot be shared: ${describeError(e)}`);
+          });
+      },
       async start(userId) {
         try {
           track(await callsApi.start(userId));
@@ -326,10 +425,16 @@ export function CallsProvider({ children }: { children: ReactNode }) {
       setCamera(id) {
         setCameraId(id);
         store?.setItem(CAMERA_KEY, id);
+        const l = legRef.current?.leg;
+        if (l && cameraOn) {
+          l.setCamera(true, id)
+            .then(() => showLocal(l))
+            .catch((e) => setMediaError(`That camera cannot be used: ${describeError(e)}`));
+        }
       },
     }),
     // eslint-disable-next-line react-hooks/exhaustive-deps
-    [call, readAt, leg, muted, deafened, devices, mic, speaker, camera, fig, mediaError, actions],
+    [call, readAt, leg, muted, deafened, devices, mic, speaker, camera, fig, mediaError, cameraOn, screenOn, localVideo, remoteVideo, actions],
   );
 
   return <CallsContext.Provider value={value}>{children}</CallsContext.Provider>;
