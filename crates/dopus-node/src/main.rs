@@ -27,8 +27,7 @@ fn main() -> ExitCode {
 
 /// The TURN and STUN libraries log peer and relay addresses at info and warn; addresses never
 /// go to the log at info or above, so they are held to errors whatever the user's filter says.
-const QUIET_ADDRESS_LOGGERS: &str =
-    "turn_client_proto=error,turn_client_rustls=error,stun_proto=error,turn_types=error";
+const QUIET_ADDRESS_LOGGERS: &str = "turn_client_proto=error,stun_proto=error,turn_types=error";
 
 fn init_logging(filter: &str) {
     let filter = format!("{filter},{QUIET_ADDRESS_LOGGERS}");

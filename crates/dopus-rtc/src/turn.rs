@@ -3,8 +3,10 @@
 //! Protocol flow (one [`Relay`] per allocation attempt):
 //! - UDP: the Allocate goes out from one of the connection's own UDP sockets (the same one
 //!   str0m uses for its host candidate), so one NAT mapping serves both. TCP and TLS: the task
-//!   opens a stream ([`RelayOutput::Connect`]) and tells us its local address; TLS runs inside
-//!   `turn-client-rustls`, so the task only moves bytes.
+//!   opens a stream ([`RelayOutput::Connect`]) and tells us its local address, then only moves
+//!   bytes. Over a stream the library (`TurnClientTcp`) writes and reads messages through
+//!   [`framing`] (ChannelData padded to 4 bytes on the way out and stripped on the way in, RFC
+//!   8656 §12.5) and, for `turns:`, through our own sans-IO TLS session ([`tls`], rustls).
 //! - The first Allocate is answered 401 with REALM and NONCE; the library retries with the
 //!   long-term credentials (2 round trips), then refreshes the allocation before it expires,
 //!   and refreshes permissions (300 s) and channel bindings (600 s) while they are in use.
@@ -35,14 +37,14 @@ use turn_client_proto::api::{
 use turn_client_proto::tcp::TurnClientTcp;
 use turn_client_proto::types::{Instant as TurnInstant, TransportType, TurnCredentials};
 use turn_client_proto::udp::TurnClientUdp;
-use turn_client_rustls::TurnClientRustls;
 
-turn_client_proto::impl_client!(
-    Client,
-    (Udp, TurnClientUdp),
-    (Tcp, TurnClientTcp),
-    (Tls, TurnClientRustls)
-);
+mod framing;
+mod tls;
+
+use framing::Deframer;
+use tls::TlsLink;
+
+turn_client_proto::impl_client!(Client, (Udp, TurnClientUdp), (Tcp, TurnClientTcp));
 
 /// STUN Binding keepalive toward the relay (Firezone's figure, firezone#7819).
 pub(crate) const KEEPALIVE: Duration = Duration::from_secs(25);
@@ -163,6 +165,10 @@ pub(crate) struct Relay {
     target: RelayTarget,
     epoch: Instant,
     client: Option<Client>,
+    /// `turns:`: the TLS session inside the stream (TCP and TLS share [`Deframer`]).
+    tls: Option<TlsLink>,
+    /// The relay's stream split into messages, its ChannelData padding removed.
+    deframer: Deframer,
     base: Option<SocketAddr>,
     state: RelayState,
     relayed: Option<SocketAddr>,
@@ -249,6 +255,8 @@ impl Relay {
             target,
             epoch: now,
             client: None,
+            tls: None,
+            deframer: Deframer::default(),
             base: None,
             state: RelayState::Allocating,
             relayed: None,
@@ -319,32 +327,54 @@ impl Relay {
         }
         self.connect_deadline = None;
         let config = turn_config(&self.target);
-        let client = match (self.target.transport, &self.target.tls) {
-            (RelayTransport::Tls, Some(tls)) => {
-                let Ok(name) = rustls::pki_types::ServerName::try_from(self.target.host.clone())
-                else {
-                    self.fail("the TURN server name is not a valid TLS server name".into());
-                    return;
-                };
-                Client::Tls(TurnClientRustls::allocate(
-                    local,
-                    self.target.server,
-                    config,
-                    name,
-                    tls.clone(),
-                ))
-            }
-            (RelayTransport::Tls, None) => {
+        if self.target.transport == RelayTransport::Tls {
+            let Some(config) = self.target.tls.clone() else {
                 self.fail("no TLS configuration for turns:".into());
                 return;
+            };
+            match TlsLink::new(config, &self.target.host) {
+                Ok(link) => self.tls = Some(link),
+                Err(e) => {
+                    self.fail(e.to_string());
+                    return;
+                }
             }
-            _ => Client::Tcp(TurnClientTcp::allocate(local, self.target.server, config)),
-        };
-        self.client = Some(client);
+        }
+        self.client = Some(Client::Tcp(TurnClientTcp::allocate(
+            local,
+            self.target.server,
+            config,
+        )));
         self.base = Some(local);
         self.state = RelayState::Allocating;
         self.allocate_deadline = Some(now + ALLOCATE_TIMEOUT);
+        self.flush_tls(now);
         self.pump(now);
+    }
+
+    /// Ciphertext rustls wants on the stream (handshake, records, alerts).
+    fn flush_tls(&mut self, now: Instant) {
+        let Some(link) = self.tls.as_mut() else {
+            return;
+        };
+        match link.take_wire() {
+            Ok(data) if data.is_empty() => {}
+            Ok(data) => {
+                self.bytes_sent += data.len() as u64;
+                self.out.push_back(RelayOutput::Stream {
+                    relay: self.id,
+                    data,
+                });
+            }
+            Err(e) => self.stream_broken(now, e.to_string()),
+        }
+    }
+
+    /// The stream carries something that is not TURN, or TLS failed: give it up.
+    fn stream_broken(&mut self, now: Instant, why: String) {
+        self.client = None;
+        self.tls = None;
+        self.stream_failed(now, &why);
     }
 
     /// The TCP connection could not be opened, or it closed.
@@ -360,16 +390,46 @@ impl Relay {
 
     /// Bytes read from our stream to the relay.
     pub(crate) fn stream_data(&mut self, now: Instant, data: &[u8]) {
+        if self.client.is_none() || self.base.is_none() {
+            return;
+        }
+        self.bytes_received += data.len() as u64;
+        let plain = match self.tls.as_mut() {
+            Some(link) => match link.read_wire(data) {
+                Ok(plain) => plain,
+                Err(e) => {
+                    self.stream_broken(now, e.to_string());
+                    return;
+                }
+            },
+            None => data.to_vec(),
+        };
+        self.flush_tls(now);
+        self.deframer.push(&plain);
+        for _ in 0..MAX_STEPS {
+            let msg = match self.deframer.next_message() {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(e) => {
+                    self.stream_broken(now, e.to_string());
+                    return;
+                }
+            };
+            self.relay_message(now, msg);
+            if self.client.is_none() {
+                return;
+            }
+        }
+        self.pump(now);
+    }
+
+    /// One whole message from the relay over the stream, to the library.
+    fn relay_message(&mut self, now: Instant, msg: Vec<u8>) {
+        let t = self.t(now);
         let (Some(client), Some(base)) = (self.client.as_mut(), self.base) else {
             return;
         };
-        self.bytes_received += data.len() as u64;
-        let t = {
-            let nanos = now.saturating_duration_since(self.epoch).as_nanos();
-            TurnInstant::from_nanos(i64::try_from(nanos).unwrap_or(i64::MAX))
-        };
-        let transport = client.transport();
-        let transmit = Transmit::new(data, transport, self.target.server, base);
+        let transmit = Transmit::new(msg, TransportType::Tcp, self.target.server, base);
         match client.recv(transmit, t) {
             TurnRecvRet::PeerData(d) => {
                 let peer = d.peer;
@@ -378,7 +438,6 @@ impl Relay {
             }
             TurnRecvRet::Handled | TurnRecvRet::Ignored(_) | TurnRecvRet::PeerIcmp { .. } => {}
         }
-        self.pump(now);
     }
 
     /// A datagram arrived on our UDP socket `to` from `from`. Returns false when it is not the
@@ -499,7 +558,7 @@ impl Relay {
             Ok(Some(transmit)) => {
                 let transmit = transmit.build();
                 let data = transmit.data;
-                self.emit(data, transmit.to);
+                self.emit(now, data, transmit.to);
             }
             Ok(None) => {}
             Err(turn_client_proto::api::SendError::NoPermission) => {
@@ -513,17 +572,33 @@ impl Relay {
         self.pump(now);
     }
 
-    fn emit(&mut self, data: Vec<u8>, to: SocketAddr) {
-        self.bytes_sent += data.len() as u64;
+    /// One whole message from the library, to the relay.
+    fn emit(&mut self, now: Instant, data: Vec<u8>, to: SocketAddr) {
         match (self.target.transport, self.base) {
             (RelayTransport::Udp, Some(from)) => {
+                self.bytes_sent += data.len() as u64;
                 self.out.push_back(RelayOutput::Datagram { from, to, data });
             }
             (RelayTransport::Udp, None) => {}
-            _ => self.out.push_back(RelayOutput::Stream {
-                relay: self.id,
-                data,
-            }),
+            (RelayTransport::Tcp, _) => {
+                let data = framing::pad_out(data);
+                self.bytes_sent += data.len() as u64;
+                self.out.push_back(RelayOutput::Stream {
+                    relay: self.id,
+                    data,
+                });
+            }
+            (RelayTransport::Tls, _) => {
+                let data = framing::pad_out(data);
+                let Some(link) = self.tls.as_mut() else {
+                    return;
+                };
+                if let Err(e) = link.write_plain(&data) {
+                    self.stream_broken(now, e.to_string());
+                    return;
+                }
+                self.flush_tls(now);
+            }
         }
     }
 
@@ -637,7 +712,7 @@ impl Relay {
             if let Some(transmit) = client.poll_transmit(t) {
                 let to = transmit.to;
                 let data = transmit.data.as_ref().to_vec();
-                self.emit(data, to);
+                self.emit(now, data, to);
                 idle_rounds = 0;
                 continue;
             }
@@ -777,7 +852,7 @@ impl Relay {
             if let Ok(Some(transmit)) = client.send_to(TransportType::Udp, peer, data.as_slice(), t)
             {
                 let transmit = transmit.build();
-                self.emit(transmit.data, transmit.to);
+                self.emit(now, transmit.data, transmit.to);
             }
         }
     }

@@ -3,8 +3,9 @@
 //! network blocks UDP reach it over TCP, and over TLS when only 443-style TLS gets out.
 //!
 //! One task owns the three protocol instances and every relay socket; TCP and TLS streams are
-//! framed (STUN header or ChannelData header, unpadded as turn-client-proto writes it) by a task
-//! per stream. Binding requests on any transport are answered here (the client's keepalive).
+//! framed (STUN header or ChannelData header) by a task per stream, with RFC 8656 §12.5
+//! padding: ChannelData is padded to 4 bytes on the way out and its padding skipped on the way
+//! in, as coturn does (our client pads and accepts both). Binding requests on any transport are answered here (the client's keepalive).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -307,14 +308,15 @@ async fn accept(
     }
 }
 
-/// Length of the first whole message in `buf`: a STUN message or (unpadded) ChannelData.
-fn message_len(buf: &[u8]) -> Option<usize> {
+/// Length of the first whole message in `buf` and of its padding: a STUN message, or a
+/// ChannelData padded to 4 bytes (RFC 8656 §12.5).
+fn message_len(buf: &[u8]) -> Option<(usize, usize)> {
     let head = buf.get(..4)?;
     let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
     match head[0] >> 6 {
-        0 => Some(20 + len),
-        1 => Some(4 + len),
-        _ => Some(usize::MAX),
+        0 => Some((20 + len, 0)),
+        1 => Some((4 + len, (4 - len % 4) % 4)),
+        _ => Some((usize::MAX, 0)),
     }
 }
 
@@ -342,21 +344,25 @@ where
                     Ok(n) => n,
                 };
                 buf.extend_from_slice(&chunk[..n]);
-                while let Some(len) = message_len(&buf) {
+                while let Some((len, pad)) = message_len(&buf) {
                     if len > 65_536 {
                         break 'outer;
                     }
-                    if buf.len() < len {
+                    if buf.len() < len + pad {
                         break;
                     }
                     let data: Vec<u8> = buf.drain(..len).collect();
+                    buf.drain(..pad);
                     if tx.send(In::Client { idx, from: client, data }).await.is_err() {
                         return;
                     }
                 }
             }
             w = wrx.recv() => match w {
-                Some(data) => {
+                Some(mut data) => {
+                    if data.first().is_some_and(|b| b >> 6 == 1) {
+                        data.resize(data.len().next_multiple_of(4), 0);
+                    }
                     if wr.write_all(&data).await.is_err() {
                         break;
                     }

@@ -4,8 +4,9 @@
 //! Over a stream, STUN messages (`00xxxxxx`, 20 + length bytes, always a multiple of 4) and
 //! ChannelData messages (`01xxxxxx`, 4 + length bytes) follow each other with no framing of
 //! their own. RFC 8656 §12.5 says ChannelData over TCP is padded to a multiple of 4 bytes and the
-//! padding is not counted in its length. coturn and browsers pad; turn-client-proto 0.7 (our own
-//! client) neither pads nor expects padding, and turn-server-proto 0.7 reads unpadded messages.
+//! padding is not counted in its length. coturn, browsers and our own client (`dopus-rtc`
+//! `turn/framing.rs`) pad; turn-client-proto 0.7 alone neither pads nor expects padding, and
+//! turn-server-proto 0.7 reads unpadded messages.
 //!
 //! So each connection learns which its client speaks, from the first ChannelData whose length
 //! is not a multiple of 4: that message is passed on at once (the padding, if any, is not
@@ -17,11 +18,11 @@
 //!   cookie, or followed by nothing yet (a padding client writes message and padding at once,
 //!   so they arrive in the same read): padding.
 //!
-//! Once learnt, the choice holds for the connection: padded clients get their ChannelData padded
-//! on the way out too ([`Framing::frame_out`]); until then (and for unpadded clients) it goes out
-//! as the library wrote it, which is what our client expects. So a padding client is understood
-//! from its first unaligned ChannelData on, before the relay writes it any (the peer's answer
-//! to that message is the first).
+//! Once learnt, the choice holds for the connection. On the way out ([`Framing::frame_out`])
+//! ChannelData is padded as the RFC says from the start, and only a client shown to be
+//! unpadded gets it unpadded: a client may well receive an unaligned ChannelData before it
+//! sends one (the ICE answerer receives the peer's DTLS ClientHello first), and a conformant
+//! client reading it unpadded would lose the stream's framing.
 
 /// The STUN magic cookie (RFC 8489 §5).
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
@@ -137,9 +138,10 @@ impl Framing {
     }
 
     /// `data` (one message from the TURN library) as it goes on the wire to this client: a
-    /// ChannelData of an unaligned length gets its padding when the client pads.
+    /// ChannelData of an unaligned length gets its padding unless the client is known not to
+    /// pad.
     pub(crate) fn frame_out(&self, mut data: Vec<u8>) -> Vec<u8> {
-        if self.padding == Padding::Padded && data.first().is_some_and(|b| is_channel_data(*b)) {
+        if self.padding != Padding::Unpadded && data.first().is_some_and(|b| is_channel_data(*b)) {
             let pad = (4 - data.len() % 4) % 4;
             data.resize(data.len() + pad, 0);
         }
@@ -281,6 +283,17 @@ mod tests {
             padded(channel_data(0x4000, b"abc"))
         );
         assert_eq!(f.frame_out(stun(0x0103)), stun(0x0103));
+    }
+
+    #[test]
+    fn channel_data_goes_out_padded_until_the_client_shows_it_does_not_pad() {
+        // RFC 8656 §12.5 by default: a client may receive ChannelData before it sends any.
+        let f = Framing::default();
+        assert_eq!(f.padding(), Padding::Unknown);
+        for n in 0..8 {
+            assert_eq!(f.frame_out(channel_data(0x4000, &vec![1; n])).len() % 4, 0);
+        }
+        assert_eq!(f.frame_out(stun(0x0017)), stun(0x0017));
     }
 
     #[test]
