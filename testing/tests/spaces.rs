@@ -77,6 +77,37 @@ fn a_store_that_loses_channel_messages_is_caught() {
     assert!(caught, "no seed caught the lossy store");
 }
 
+/// A member away while the others talk (its node down, its store kept) catches up from the
+/// mailbox and by backfill when it comes back, and shows `#general` in the order it was sent,
+/// not the order it arrived in (the history-order invariant of every run, and checked here on
+/// what it caught up).
+#[test]
+fn a_member_offline_during_traffic_catches_up_in_send_order() {
+    let mut caught_up = 0;
+    for seed in 0..4 {
+        let o = spaces::run_with_offline(seed, 4, 2, 12_000, 40_000);
+        assert!(
+            o.run.failures.is_empty(),
+            "seed {seed} failed:\n{}",
+            o.run.failures.join("\n")
+        );
+        assert!(
+            o.shown
+                .windows(2)
+                .all(|w| w[0].1 <= w[1].1 || w[0].0 != w[1].0),
+            "seed {seed}: a sender's messages out of order: {:?}",
+            o.shown
+        );
+        eprintln!(
+            "seed {seed}: {} shown, {} caught up after being away",
+            o.shown.len(),
+            o.caught_up
+        );
+        caught_up += o.caught_up;
+    }
+    assert!(caught_up > 0, "nobody talked while the member was away");
+}
+
 #[test]
 fn a_space_of_twelve_members() {
     let o = passes(12, 12);

@@ -153,10 +153,13 @@ pub trait Store: Send {
     /// One message by id.
     fn message(&self, id: &MessageId) -> Result<Option<Message>, StoreError>;
     /// A page of history: up to `limit` messages of a conversation, newest first in the
-    /// senders' order, `(sent_at, seq)` descending (`seq`, the arrival order, only breaks
-    /// ties). With `before: None` the page starts at the newest message; with `Some(seq)` it
-    /// holds the messages that come strictly before the message `seq` in that order. Page on
-    /// with the `seq` of the last message returned. A `before` that is not a message of this
+    /// senders' order, `(sent_at, id)` descending (the message id, the same on every device,
+    /// breaks ties, so every replica pages the same messages in the same order whatever order
+    /// they arrived in). With `before: None` the page starts at the newest message; with
+    /// `Some(seq)` it holds the messages that come strictly before the message `seq` in that
+    /// order. Page on with the `seq` of the last message returned: the cursor message's
+    /// `(sent_at, id)` never changes, so messages that arrive later with older times land on the
+    /// pages they belong to without shifting a cursor. A `before` that is not a message of this
     /// conversation (for example one past the newest) is read as an arrival bound instead:
     /// the page holds messages with a `seq` below it, still in the senders' order.
     ///

@@ -68,6 +68,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "blob_holders",
         sql: include_str!("../migrations/010_blob_holders.sql"),
     },
+    Migration {
+        version: 11,
+        name: "history_order_by_id",
+        sql: include_str!("../migrations/011_history_order_by_id.sql"),
+    },
 ];
 
 /// The schema version this build writes and the newest it reads.

@@ -182,7 +182,7 @@ pub(crate) fn message(conn: &Connection, id: &MessageId) -> DbResult<Option<Mess
 /// for the SQL parser. The unary plus keeps the planner from reading it; the limit still applies.
 /// (`tests::history_statements_are_not_re_prepared_on_every_call` counts re-prepares.)
 ///
-/// The history queries, newest first in the senders' order `(sent_at, seq)`. Each names
+/// The history queries, newest first in the senders' order `(sent_at, id)`. Each names
 /// `messages_by_conversation_time` with `INDEXED BY`: with every column selected, SQLite's
 /// planner would otherwise serve the arrival-bound page from `(conversation_id, seq)` and sort
 /// the whole conversation (measured: 2.3 s on a million messages instead of 1 ms).
@@ -195,7 +195,7 @@ pub(crate) mod history_sql {
             "SELECT {MESSAGE_COLUMNS} FROM messages m \
              INDEXED BY messages_by_conversation_time \
              JOIN conversations c ON c.id = m.conversation_id WHERE m.conversation_id = ?1 \
-             ORDER BY m.sent_at DESC, m.seq DESC LIMIT +?2"
+             ORDER BY m.sent_at DESC, m.id DESC LIMIT +?2"
         )
     }
 
@@ -207,10 +207,10 @@ pub(crate) mod history_sql {
             "SELECT {MESSAGE_COLUMNS} FROM messages k \
              JOIN messages m INDEXED BY messages_by_conversation_time \
                ON m.conversation_id = k.conversation_id \
-               AND (m.sent_at, m.seq) < (k.sent_at, k.seq) \
+               AND (m.sent_at, m.id) < (k.sent_at, k.id) \
              JOIN conversations c ON c.id = m.conversation_id \
              WHERE k.seq = ?2 AND k.conversation_id = ?1 \
-             ORDER BY m.sent_at DESC, m.seq DESC LIMIT +?3"
+             ORDER BY m.sent_at DESC, m.id DESC LIMIT +?3"
         )
     }
 
@@ -223,7 +223,7 @@ pub(crate) mod history_sql {
              INDEXED BY messages_by_conversation_time \
              JOIN conversations c ON c.id = m.conversation_id \
              WHERE m.conversation_id = ?1 AND m.seq < ?2 \
-             ORDER BY m.sent_at DESC, m.seq DESC LIMIT +?3"
+             ORDER BY m.sent_at DESC, m.id DESC LIMIT +?3"
         )
     }
 
@@ -237,8 +237,8 @@ pub(crate) mod history_sql {
     }
 }
 
-/// A page of history in the senders' order: `(sent_at, seq)` descending, strictly before the
-/// cursor message's `(sent_at, seq)`, which the query resolves itself. One range scan of
+/// A page of history in the senders' order: `(sent_at, id)` descending, strictly before the
+/// cursor message's `(sent_at, id)`, which the query resolves itself. One range scan of
 /// `messages_by_conversation_time`. A cursor that is not a message of this conversation is an
 /// arrival bound (`seq` below it), as the trait documents.
 pub(crate) fn messages_before(

@@ -594,7 +594,7 @@ fn migration_from_v3_splits_the_outbox_into_items_and_deliveries() {
     assert_eq!(old, 0);
 }
 
-/// The history page is one range scan of the (conversation_id, sent_at, seq) index, with the
+/// The history page is one range scan of the (conversation_id, sent_at, id) index, with the
 /// cursor resolved inside the query: no sort of the conversation, whatever its size.
 #[test]
 fn history_pages_use_the_time_index() {

@@ -13,7 +13,9 @@
 //! - nobody holds a channel message that was not sent to them, and nobody holds the key to
 //!   read a message that was not sent to them (a removed member gets no key after its removal:
 //!   the session it would need is absent, or known only from a later index);
-//! - no node holds a channel message nobody sent.
+//! - no node holds a channel message nobody sent;
+//! - every node shows each channel in send order, the same order on every replica (late
+//!   arrivals from the mailbox, gap backfill or history sort where they were sent).
 
 use super::{Action, Cmd, CrashMode, Faults, PLAINTEXT_MARKER, Rng, Sim};
 use dopus_core::machine::{CommandError, NodeMachine};
@@ -482,14 +484,14 @@ impl Sim {
                 }
             }
         }
-        // Nothing in a channel that nobody sent.
+        // Nothing in a channel that nobody sent; history in the senders' order.
         for node in &self.nodes {
             for c in reference.channel_list() {
                 let msgs = node
                     .store
                     .messages_before(&ConversationId::Channel(c.id), None, 1_000_000)
                     .unwrap_or_default();
-                for msg in msgs {
+                for msg in &msgs {
                     if !self.space.sent.contains_key(&msg.id) {
                         problems.push(format!(
                             "{} holds channel message {} that nobody sent",
@@ -497,6 +499,61 @@ impl Sim {
                         ));
                     }
                 }
+                problems.extend(self.history_order_problems(node, &msgs));
+            }
+        }
+        problems
+    }
+
+    /// A channel's history as `node` pages it (newest first) must be the send order: every
+    /// message after each one its sender's node stored before it (the sender's own order), and
+    /// the same order on every replica: sorted by the `sent_at` its sender stored, then by
+    /// message id (every node here shares the simulation's clock, which is never further ahead
+    /// than the bound a receiver allows, so every receiver keeps the sender's `sent_at`). A
+    /// message that arrived late (mailbox, backfill, a history bundle) sorts where it was sent.
+    fn history_order_problems(
+        &self,
+        node: &super::SimNode,
+        newest_first: &[dopus_core::store::Message],
+    ) -> Vec<String> {
+        let mut problems = Vec::new();
+        let key = |m: &dopus_core::store::Message| -> Option<(Timestamp, MessageId)> {
+            let s = self.space.sent.get(&m.id)?;
+            let own = self.nodes[s.from].store.message(&m.id).ok().flatten()?;
+            Some((own.sent_at, m.id))
+        };
+        let mut prev: Option<(Timestamp, MessageId)> = None;
+        let mut last_of: BTreeMap<usize, (u64, MessageId)> = BTreeMap::new();
+        for m in newest_first.iter().rev() {
+            let Some(k) = key(m) else { continue };
+            if m.sent_at != k.0 {
+                problems.push(format!(
+                    "{} stored {} at {} but its sender sent it at {}",
+                    node.name,
+                    m.id,
+                    m.sent_at.as_millis(),
+                    k.0.as_millis()
+                ));
+            }
+            if let Some(p) = prev
+                && p > k
+            {
+                problems.push(format!(
+                    "{} shows channel message {} before {} against their senders' order",
+                    node.name, p.1, m.id
+                ));
+            }
+            prev = Some(k);
+            if let Some(s) = self.space.sent.get(&m.id) {
+                if let Some((at, before)) = last_of.get(&s.from)
+                    && *at > s.at
+                {
+                    problems.push(format!(
+                        "{} shows {}'s channel message {} after {}, which it sent later",
+                        node.name, self.nodes[s.from].name, m.id, before
+                    ));
+                }
+                last_of.insert(s.from, (s.at, m.id));
             }
         }
         problems
@@ -686,6 +743,90 @@ pub fn run_with(seed: u64, nodes: usize, switch: Option<super::FaultSwitch>) -> 
         trace_hash: sim.trace_hash(),
         joins: sim.join_report(),
         tail: sim.tail.iter().cloned().collect(),
+    }
+}
+
+/// What [`run_with_offline`] saw of the node that was away.
+#[derive(Debug, Clone)]
+pub struct OfflineOutcome {
+    /// The whole run.
+    pub run: SpaceOutcome,
+    /// Channel messages others sent while the node was down, that it holds at the end (from
+    /// the mailbox or backfill, after it came back).
+    pub caught_up: usize,
+    /// Its `#general` as it pages it, oldest first: (sender node, simulation time sent).
+    pub shown: Vec<(usize, u64)>,
+}
+
+/// [`run`] with node `away` down (idle, its store kept) from `from_ms` for `down_ms`, on top
+/// of the seed's own faults. The invariants include the history order: the node must show the
+/// channel in send order once it has caught up.
+pub fn run_with_offline(
+    seed: u64,
+    nodes: usize,
+    away: usize,
+    from_ms: u64,
+    down_ms: u64,
+) -> OfflineOutcome {
+    let active = super::scenario::ACTIVE_MS;
+    let mut sim = build(seed, nodes.max(3), active);
+    let away = away.min(sim.nodes.len() - 1);
+    sim.schedule(
+        from_ms,
+        Action::Crash {
+            node: away,
+            mode: CrashMode::Idle,
+            down_ms,
+        },
+    );
+    sim.run_until(active + 1_000);
+    sim.run_until_quiet(active + 1_000 + super::scenario::QUIET_LIMIT_MS);
+    let failures = sim.check();
+    let node = &sim.nodes[away];
+    let caught_up = sim
+        .space
+        .sent
+        .iter()
+        .filter(|(id, s)| {
+            s.from != away
+                && (from_ms..from_ms + down_ms).contains(&s.at)
+                && node.store.message(id).ok().flatten().is_some()
+        })
+        .count();
+    let general = my_space(sim.nodes[0].machine.as_ref().expect("the owner runs"))
+        .and_then(|space| sim.nodes[0].machine.as_ref()?.space(&space).cloned())
+        .and_then(|state| {
+            state
+                .channel_list()
+                .into_iter()
+                .find(|c| c.kind == ChannelKind::Text)
+                .map(|c| c.id)
+        });
+    let shown = general
+        .map(|c| {
+            let mut page = node
+                .store
+                .messages_before(&ConversationId::Channel(c), None, 1_000_000)
+                .unwrap_or_default();
+            page.reverse();
+            page.iter()
+                .filter_map(|m| sim.space.sent.get(&m.id).map(|s| (s.from, s.at)))
+                .collect()
+        })
+        .unwrap_or_default();
+    OfflineOutcome {
+        run: SpaceOutcome {
+            seed,
+            nodes: sim.nodes.len(),
+            failures,
+            messages: sim.channel_sent_count(),
+            members: sim.space_members().len(),
+            trace_hash: sim.trace_hash(),
+            joins: sim.join_report(),
+            tail: sim.tail.iter().cloned().collect(),
+        },
+        caught_up,
+        shown,
     }
 }
 

@@ -481,8 +481,8 @@ deleted: boolean,
  */
 state: DeliveryState, 
 /**
- * Local arrival number: the history cursor and the tie-break of the display order
- * `(sent_at, seq)`.
+ * Local arrival number: the history cursor. The display order is `(sent_at, id)` (the
+ * message id, the same on every device, breaks ties).
  */
 seq: number, 
 /**

@@ -25,6 +25,16 @@ describe("mergeMessages", () => {
     expect(mergeMessages(held, [tie]).map((m) => m.id)).toEqual(["a", "c", "d"]);
   });
 
+  it("breaks sent_at ties by id, like the node, whatever the arrival order", () => {
+    const live = [msg({ id: "a", seq: 1, sent_at: 10 }), msg({ id: "c", seq: 2, sent_at: 30 })];
+    // Arrived later (a history bundle) with the same sent_at as "c" and a smaller id.
+    const backfilled = msg({ id: "b", seq: 9, sent_at: 30 });
+    expect(mergeMessages(live, [backfilled]).map((m) => m.id)).toEqual(["a", "b", "c"]);
+    const held = [msg({ id: "c", seq: 1, sent_at: 30 })];
+    const page = [msg({ id: "a", seq: 3, sent_at: 10 }), msg({ id: "b", seq: 2, sent_at: 30 })];
+    expect(mergeMessages(held, page).map((m) => m.id)).toEqual(["a", "b", "c"]);
+  });
+
   it("never moves delivery state backwards", () => {
     const read = msg({ id: "x", seq: 1, outgoing: true, sender: ALICE, state: "read" });
     const stale = { ...read, state: "sent" as const };

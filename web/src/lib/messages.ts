@@ -24,12 +24,15 @@ export function mergeMessage(old: Message, incoming: Message): Message {
 }
 
 /**
- * Display order: by `sent_at`, then `seq`. The node gives every message a `sent_at` after
- * everything already in the conversation, so each sender's messages keep the order they were
- * written even when a re-sent one arrives late (docs/peer-protocol.md, "Order").
+ * Display order: by `sent_at`, then by id, the node's history order. The node gives every
+ * message a `sent_at` after everything already in the conversation, so each sender's messages
+ * keep the order they were written even when a re-sent one arrives late, and ids (the same on
+ * every device) break ties, so a message that arrives late (mailbox, backfill, a space's shared
+ * history) sorts where it was sent (docs/peer-protocol.md, "Order"). Optimistic local copies
+ * (`local-…`) sort after real ids of the same millisecond.
  */
 export function compareMessages(a: Message, b: Message): number {
-  return a.sent_at - b.sent_at || a.seq - b.seq;
+  return a.sent_at - b.sent_at || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
 
 /** Merges messages into a list in display order, deduplicated by id. */

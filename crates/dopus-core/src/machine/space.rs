@@ -15,7 +15,7 @@
 //!   under [`ConversationId::Channel`].
 
 use super::{CommandError, Event, MachineError, NodeMachine};
-use crate::chat::{Outgoing, check_body, clamp_sent_at, store_id, wire_id};
+use crate::chat::{Outgoing, check_body, clamp_sent_at, next_sent_at, store_id, wire_id};
 use crate::outbox::Queued;
 use crate::space::key_requests::{KeyRequestOut, KeyRequests, MAX_WAITING, WaitState};
 use crate::space::megolm::{ChannelCrypto, DecryptError, DeviceAddr};
@@ -509,7 +509,7 @@ impl NodeMachine {
             body: body.clone(),
             reply_to: reply_to.map(wire_id).transpose()?,
         };
-        self.channel_post(now, store, channel, id, content)?;
+        let sent_at = self.channel_post(now, store, channel, id, content)?;
         self.typing_sent_message(&channel);
         let new = NewMessage {
             preview: None,
@@ -519,7 +519,7 @@ impl NodeMachine {
             kind: MessageKind::Text,
             body,
             reply_to,
-            sent_at: now,
+            sent_at,
             received_at: now,
             delivery: DeliveryState::Sent,
         };
@@ -642,7 +642,11 @@ impl NodeMachine {
     }
 
     /// Encrypts `content` for `channel` (sharing the session key first with readers that lack
-    /// it) and queues it for every reader.
+    /// it) and queues it for every reader. Returns the `sent_at` it carries: `now`, or just
+    /// after the newest message in the channel if that is later ([`next_sent_at`], the hybrid
+    /// logical clock of direct chats), so our messages keep the order we wrote them in and a
+    /// reply sorts after what it answers even when clocks disagree; the message we store must
+    /// carry the same time.
     pub(super) fn channel_post(
         &mut self,
         now: Timestamp,
@@ -650,11 +654,12 @@ impl NodeMachine {
         channel: ChannelId,
         id: MessageId,
         content: ChatContent,
-    ) -> Result<(), CommandError> {
+    ) -> Result<Timestamp, CommandError> {
         let space = self
             .spaces
             .space_of(&channel)
             .ok_or(CommandError::UnknownChannel)?;
+        let sent_at = next_sent_at(&*store, &ConversationId::Channel(channel), now)?;
         let log = self
             .spaces
             .logs
@@ -704,7 +709,7 @@ impl NodeMachine {
             space,
             channel,
             sender: self.olm.address(),
-            sent_at: now,
+            sent_at,
             heads,
             mentions: match &content {
                 ChatContent::Text { body, .. } | ChatContent::Edit { body, .. } => {
@@ -768,7 +773,7 @@ impl NodeMachine {
                 message,
             },
         )?;
-        Ok(())
+        Ok(sent_at)
     }
 
     // --- sending ---

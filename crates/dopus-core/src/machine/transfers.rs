@@ -234,7 +234,7 @@ impl NodeMachine {
             file: Box::new(manifest.clone()),
             reply_to: reply_to.map(wire_id).transpose()?,
         };
-        self.channel_post(now, store, channel, id, content)?;
+        let sent_at = self.channel_post(now, store, channel, id, content)?;
         let conversation = ConversationId::Channel(channel);
         let new = NewMessage {
             preview: None,
@@ -244,7 +244,7 @@ impl NodeMachine {
             kind: MessageKind::File,
             body: manifest.name.clone(),
             reply_to,
-            sent_at: now,
+            sent_at,
             received_at: now,
             delivery: DeliveryState::Sent,
         };

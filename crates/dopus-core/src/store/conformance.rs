@@ -34,6 +34,7 @@ macro_rules! store_conformance_tests {
             insert_is_idempotent,
             pagination_newest_first,
             history_follows_the_senders_order,
+            history_ties_break_by_id_and_cursors_hold_when_older_messages_arrive,
             edits_converge,
             delete_erases_content,
             delivery_moves_forward_only,
@@ -534,8 +535,8 @@ pub fn pagination_newest_first<S: Store>(store: &mut S) {
 }
 
 /// History pages follow the senders' order `(sent_at, seq)`, not arrival: a message re-sent
-/// after a crash arrives late but shows where it was written; equal `sent_at` fall back to
-/// arrival. The cursor is the `seq` of the last message of the previous page.
+/// after a crash arrives late but shows where it was written; equal `sent_at` are ordered by
+/// message id. The cursor is the `seq` of the last message of the previous page.
 pub fn history_follows_the_senders_order<S: Store>(store: &mut S) {
     // Arrival order 1..=8; sent times put 7 and 8 (re-sent late) back among the first ones.
     let sent = [
@@ -650,6 +651,74 @@ pub fn history_follows_the_senders_order<S: Store>(store: &mut S) {
         .find(|s| s.conversation.id == direct(2))
         .expect("conversation listed");
     assert_eq!(summary.last_message.as_ref().map(|m| m.id), Some(mid(8)));
+}
+
+/// Equal `sent_at` are ordered by message id, the same on every device, not by arrival: two
+/// stores that got the same messages in different orders page them identically. A cursor (the
+/// `seq` of the last message of a page) names a place in that order that never moves: messages
+/// that arrive later with older times (mailbox, backfill, shared history) land on the pages
+/// they belong to, and paging on from a cursor neither repeats nor skips anything.
+pub fn history_ties_break_by_id_and_cursors_hold_when_older_messages_arrive<S: Store>(
+    store: &mut S,
+) {
+    let ids = |page: &[Message]| -> Vec<u128> { page.iter().map(|m| m.id.0.as_u128()).collect() };
+    let at = |n: u128, ms: u64| {
+        let mut m = new_message(n, direct(2), 2, &format!("m{n}"));
+        m.sent_at = t(ms);
+        m
+    };
+    // Live: 10, 20, 30 (ids 5, 6, 7). Message 9 ties with 6 at 20 and arrives after it; message
+    // 3 ties with 7 at 30 and arrives after it: ids decide, so 3 comes before 7 and 6 before 9.
+    for (n, ms) in [(5, 10), (6, 20), (7, 30), (9, 20), (3, 30)] {
+        insert(store, at(n, ms));
+    }
+    let all = store.messages_before(&direct(2), None, 100).unwrap();
+    assert_eq!(ids(&all), [7, 3, 9, 6, 5], "(sent_at, id) descending");
+    // The newest page, then older messages arrive: one between the pages' messages, one older
+    // than everything, one tying with the cursor message but with a smaller id.
+    let first = store.messages_before(&direct(2), None, 2).unwrap();
+    assert_eq!(ids(&first), [7, 3]);
+    let cursor = first.last().map(|m| m.seq);
+    for (n, ms) in [(8, 25), (1, 5), (2, 30)] {
+        insert(store, at(n, ms));
+    }
+    let mut rest = Vec::new();
+    let mut c = cursor;
+    for _ in 0..10 {
+        let page = store.messages_before(&direct(2), c, 2).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        c = page.last().map(|m| m.seq);
+        rest.extend(ids(&page));
+    }
+    assert_eq!(
+        rest,
+        [2, 8, 9, 6, 5, 1],
+        "everything below the cursor, once each, in order"
+    );
+    assert_eq!(
+        ids(&store.messages_before(&direct(2), None, 100).unwrap()),
+        [7, 3, 2, 8, 9, 6, 5, 1]
+    );
+    // Another store that got the same messages in another order pages them the same way.
+    let mut other = MemoryStore::new();
+    for (n, ms) in [
+        (1, 5),
+        (2, 30),
+        (3, 30),
+        (8, 25),
+        (9, 20),
+        (7, 30),
+        (6, 20),
+        (5, 10),
+    ] {
+        insert(&mut other, at(n, ms));
+    }
+    assert_eq!(
+        ids(&other.messages_before(&direct(2), None, 100).unwrap()),
+        [7, 3, 2, 8, 9, 6, 5, 1]
+    );
 }
 
 /// Edits apply newest-wins and never touch deleted or unknown messages.

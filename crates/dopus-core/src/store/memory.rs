@@ -613,7 +613,7 @@ impl Store for MemoryStore {
         // The cursor message's position in the senders' order; a cursor that is not a
         // message of this conversation bounds by arrival instead.
         let cursor = before.map(|seq| match self.state.messages.get(&seq) {
-            Some(m) if m.conversation == *conversation => (Some(m.sent_at), seq),
+            Some(m) if m.conversation == *conversation => (Some((m.sent_at, m.id)), seq),
             _ => (None, seq),
         });
         let mut page: Vec<&Message> = self
@@ -623,11 +623,11 @@ impl Store for MemoryStore {
             .filter(|m| m.conversation == *conversation)
             .filter(|m| match cursor {
                 None => true,
-                Some((Some(sent_at), seq)) => (m.sent_at, m.seq) < (sent_at, seq),
+                Some((Some(at), _)) => (m.sent_at, m.id) < at,
                 Some((None, seq)) => m.seq < seq,
             })
             .collect();
-        page.sort_unstable_by_key(|m| std::cmp::Reverse((m.sent_at, m.seq)));
+        page.sort_unstable_by_key(|m| std::cmp::Reverse((m.sent_at, m.id)));
         Ok(page.into_iter().take(limit).cloned().collect())
     }
 

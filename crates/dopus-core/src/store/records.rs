@@ -58,7 +58,7 @@ uuid_id!(
 
 /// The local arrival order of messages: assigned by the store on insert, strictly increasing
 /// across the whole store, never reused. It orders the conversation list, unread counts and
-/// search, and it is the history cursor (a page is ordered by `(sent_at, seq)`, and a `Seq`
+/// search, and it is the history cursor (a page is ordered by `(sent_at, id)`, and a `Seq`
 /// names the cursor message; see [`Store::messages_before`](super::Store::messages_before)).
 #[derive(
     Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,

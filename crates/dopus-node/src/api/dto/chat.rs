@@ -81,8 +81,8 @@ pub struct Message {
     pub deleted: bool,
     /// How far delivery has got (meaningful for outgoing messages).
     pub state: DeliveryState,
-    /// Local arrival number: the history cursor and the tie-break of the display order
-    /// `(sent_at, seq)`.
+    /// Local arrival number: the history cursor. The display order is `(sent_at, id)` (the
+    /// message id, the same on every device, breaks ties).
     #[ts(type = "number")]
     pub seq: u64,
     /// Reactions, one line per emoji.
