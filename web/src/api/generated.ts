@@ -581,6 +581,20 @@ roles: Array<string>,
 display_name?: string, };
 
 /**
+ * Someone who was a member of a space and is not now.
+ */
+export type SpaceFormerMember = { 
+/**
+ * Who.
+ */
+user_id: UserId, 
+/**
+ * The name they had chosen in this space when they went, if any (a claim: show it with
+ * the fingerprint, like a member's). Left out when they had none.
+ */
+display_name?: string, };
+
+/**
  * A role of a space.
  */
 export type SpaceRole = { 
@@ -699,6 +713,12 @@ permissions: Array<string>,
  * Members, by user id.
  */
 members: Array<SpaceMember>, 
+/**
+ * Who was a member and is not now (left, kicked or banned), by user id: their earlier
+ * messages stay in the channels' history, shown under the name they had chosen and marked
+ * as having left.
+ */
+former_members: Array<SpaceFormerMember>, 
 /**
  * Roles, `@everyone` first, then by position.
  */

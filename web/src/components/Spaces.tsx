@@ -19,6 +19,7 @@ import {
   mentionCandidates,
   moveChannel,
   nextPosition,
+  spaceUserName,
   topRole,
   type KeyWait,
 } from "../lib/spaces";
@@ -161,10 +162,7 @@ export function Spaces({ onClose }: { onClose(): void }) {
   const nameOf = useCallback(
     (id: string) => {
       if (id === me) return state.me?.display_name ?? "You";
-      const contact = state.contacts[id]?.display_name;
-      if (contact) return contact;
-      const chosen = space?.members.find((m) => m.user_id === id)?.display_name;
-      return chosen ? `${chosen} (${shortUser(id)})` : shortUser(id);
+      return spaceUserName(space, id, state.contacts[id]?.display_name, shortUser);
     },
     [me, state.me, state.contacts, space],
   );

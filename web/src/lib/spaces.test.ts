@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { Space, SpaceChannel } from "../api/types";
 import {
+  spaceUserName,
   can,
   channelTree,
   colorValue,
@@ -52,6 +53,7 @@ function space(permissions: string[] = []): Space {
       { user_id: bob, owner: false, roles: [HELPERS] },
       { user_id: carol, owner: false, roles: [] },
     ],
+    former_members: [],
     roles: [
       { id: EVERYONE, name: "@everyone", color: 0, position: 0, permissions: ["view_channel", "send_messages"] },
       { id: MODS, name: "Mods", color: 0xff0000, position: 5, permissions: ["kick", "manage_roles"] },
@@ -269,5 +271,23 @@ describe("drag and drop", () => {
       { id: "cc".repeat(16), position: 2 },
       { id: "bb".repeat(16), position: 1 },
     ]);
+  });
+});
+
+describe("names in a space", () => {
+  const short = (id: string) => `${id.slice(0, 8)}…`;
+  it("shows a contact by our name, a member by its chosen name with the fingerprint", () => {
+    const s = space();
+    s.members[2] = { ...s.members[2]!, display_name: "Bobby" };
+    expect(spaceUserName(s, bob, "Bob (contact)", short)).toBe("Bob (contact)");
+    expect(spaceUserName(s, bob, undefined, short)).toBe(`Bobby (${short(bob)})`);
+    expect(spaceUserName(s, carol, undefined, short)).toBe(short(carol));
+  });
+  it("marks a former member as having left, under the name it had chosen", () => {
+    const gone = "dopus1" + "d".repeat(52);
+    const s = { ...space(), former_members: [{ user_id: gone, display_name: "Dora" }, { user_id: "dopus1" + "e".repeat(52) }] };
+    expect(spaceUserName(s, gone, undefined, short)).toBe(`Dora (${short(gone)}) (left)`);
+    expect(spaceUserName(s, "dopus1" + "e".repeat(52), undefined, short)).toBe(`${short("dopus1" + "e".repeat(52))} (left)`);
+    expect(spaceUserName(s, gone, "Dora (contact)", short)).toBe("Dora (contact) (left)");
   });
 });

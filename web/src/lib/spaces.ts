@@ -25,6 +25,20 @@ export const PERMISSIONS: readonly { name: string; label: string; help: string }
   { name: "administrator", label: "Administrator", help: "Every permission, in every channel. Give with care." },
 ];
 
+/**
+ * How a space shows a user who is not us: a contact by our name for them; otherwise a member, or
+ * a former member, by the name they chose in the space with their fingerprint (a chosen name can
+ * be anyone's). Someone who left (or was removed) is marked "(left)": their earlier messages
+ * stay in shared history.
+ */
+export function spaceUserName(space: Space | null | undefined, id: string, contactName: string | undefined, short: (id: string) => string): string {
+  const member = space?.members.find((m) => m.user_id === id);
+  const former = member ? undefined : space?.former_members.find((m) => m.user_id === id);
+  const chosen = member?.display_name ?? former?.display_name;
+  const base = contactName ? contactName : chosen ? `${chosen} (${short(id)})` : short(id);
+  return former ? `${base} (left)` : base;
+}
+
 export function permissionLabel(name: string): string {
   return PERMISSIONS.find((p) => p.name === name)?.label ?? name;
 }

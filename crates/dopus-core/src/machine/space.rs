@@ -275,6 +275,14 @@ fn kept_ciphertext(
     }))
 }
 
+/// How a channel message reached us: sent to us (live, from the mailbox, or retried after its
+/// key came), or relayed by a member as earlier history for a newcomer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Arrival {
+    Live,
+    History,
+}
+
 /// Splits kept channel messages into `space_history_messages` contents within the count and
 /// byte limits.
 fn chunk_history(
@@ -1038,7 +1046,14 @@ impl NodeMachine {
             SpaceContent::SpaceMessage {
                 channel, message, ..
             } => {
-                self.take_channel_message(now, sender, Some((space, *channel)), message, store)?;
+                self.take_channel_message(
+                    now,
+                    sender,
+                    Some((space, *channel)),
+                    message,
+                    Arrival::Live,
+                    store,
+                )?;
             }
             SpaceContent::SpaceKeyRequest { .. } => {
                 self.answer_key_request(now, sender, device, content, store)?;
@@ -1444,16 +1459,19 @@ impl NodeMachine {
                     .contains(Permissions::VIEW_CHANNEL)
             })
             .collect();
-        // Sessions of members who were removed (or left) are not handed on: their messages
-        // would be refused anyway (a sender must be a member), and their keys stay with the
-        // members who had them.
+        // Sessions of members who have left (or were removed) are handed on too: what they
+        // said while they were members stays in the history (each message is judged by the
+        // newcomer at the heads it cites). We only hold ciphertexts we accepted while their
+        // sender could post, so nothing they wrote afterwards is among them.
         let mut sessions = Vec::new();
         for c in &channels {
             sessions.extend(
                 store
                     .megolm_inbound_for_channel(c)?
                     .into_iter()
-                    .filter(|s| state.is_member(&s.sender_user)),
+                    .filter(|s| {
+                        state.is_member(&s.sender_user) || state.is_former_member(&s.sender_user)
+                    }),
             );
         }
         let bundles = self
@@ -1639,7 +1657,14 @@ impl NodeMachine {
                 .megolm_inbound(&m.session_id)?
                 .is_some_and(|i| i.shared_history && i.space == *space && i.channel == *channel);
             if shareable {
-                self.take_channel_message(now, m.sender.user, Some((*space, *channel)), m, store)?;
+                self.take_channel_message(
+                    now,
+                    m.sender.user,
+                    Some((*space, *channel)),
+                    m,
+                    Arrival::History,
+                    store,
+                )?;
             }
         }
         Ok(())
@@ -1742,7 +1767,14 @@ impl NodeMachine {
         for w in waiting {
             if let Ok(message) = ChannelMessage::from_json(&w.message) {
                 let hint = w.space.zip(w.channel);
-                self.take_channel_message(now, w.sender_user, hint, &message, store)?;
+                self.take_channel_message(
+                    now,
+                    w.sender_user,
+                    hint,
+                    &message,
+                    Arrival::Live,
+                    store,
+                )?;
             }
         }
         for channel in channels {
@@ -1779,6 +1811,7 @@ impl NodeMachine {
         sender: UserId,
         hint: Option<(SpaceId, ChannelId)>,
         message: &ChannelMessage,
+        arrival: Arrival,
         store: &mut dyn Store,
     ) -> Result<(), MachineError> {
         let space = hint.map(|(s, _)| s);
@@ -1871,14 +1904,33 @@ impl NodeMachine {
             .filter(|h| !log.contains(h))
             .copied()
             .collect();
-        let accepted = self
-            .spaces
-            .states
-            .get(&space)
-            .map(|s| s.accepts_message(&sender, &channel));
+        // A member who has left since (or was removed) still shows in shared history: a message
+        // relayed as history, from a former member, is judged against the state at the heads it
+        // cites (it was sent then), provided we know them all and may read the channel now.
+        // Live messages are always judged now, so nothing sent after a removal gets through
+        // that way (docs/spaces.md, "History from members who left").
+        let departed = arrival == Arrival::History
+            && self
+                .spaces
+                .states
+                .get(&space)
+                .is_some_and(|s| !s.is_member(&sender) && s.is_former_member(&sender));
+        let accepted = self.spaces.states.get(&space).map(|s| {
+            let current = s.accepts_message(&sender, &channel);
+            if !departed
+                || !unknown.is_empty()
+                || !s
+                    .permissions(&self.me, &channel)
+                    .contains(Permissions::VIEW_CHANNEL)
+            {
+                return current;
+            }
+            log.state_at(&payload.heads)
+                .map_or(current, |then| then.accepts_message(&sender, &channel))
+        });
         match accepted {
             Some(Ok(())) => {}
-            Some(Err(_)) if !unknown.is_empty() => {
+            Some(Err(_)) if !unknown.is_empty() && !departed => {
                 // It cites ops we lack (the sender's join, a channel): fetch them first.
                 keep_waiting(self, store)?;
                 self.ask_ops(

@@ -192,6 +192,9 @@ pub struct SpaceState {
     share_history: Register<bool>,
     owner: UserId,
     members: BTreeMap<UserId, Member>,
+    /// Who was a member and is not now (left, kicked or banned), with the name they had
+    /// chosen then: their earlier messages still show under it (shared history).
+    former: BTreeMap<UserId, Option<String>>,
     roles: BTreeMap<RoleId, Role>,
     deleted_roles: BTreeSet<RoleId>,
     channels: BTreeMap<ChannelId, Channel>,
@@ -242,6 +245,7 @@ impl SpaceState {
             share_history: Register::new(*share_history, key),
             owner,
             members: BTreeMap::new(),
+            former: BTreeMap::new(),
             roles: BTreeMap::new(),
             deleted_roles: BTreeSet::new(),
             channels: BTreeMap::new(),
@@ -320,6 +324,25 @@ impl SpaceState {
     /// One member.
     pub fn member(&self, user: &UserId) -> Option<&Member> {
         self.members.get(user)
+    }
+
+    /// Whether `user` was a member and is not now (left, kicked or banned).
+    pub fn is_former_member(&self, user: &UserId) -> bool {
+        self.former.contains_key(user)
+    }
+
+    /// Everyone who was a member and is not now, with the display name they had chosen in
+    /// this space when they went (if any).
+    pub fn former_members(&self) -> impl Iterator<Item = (&UserId, Option<&str>)> {
+        self.former.iter().map(|(u, n)| (u, n.as_deref()))
+    }
+
+    /// Removes a member, remembering it as a former member under its chosen name.
+    fn remove_member(&mut self, user: &UserId) {
+        if let Some(m) = self.members.remove(user) {
+            self.former
+                .insert(*user, m.display_name().map(str::to_owned));
+        }
     }
 
     /// Every member, by user id.
@@ -814,6 +837,7 @@ impl SpaceState {
                 {
                     roles.insert(r);
                 }
+                self.former.remove(&user);
                 self.members.insert(
                     user,
                     Member {
@@ -835,12 +859,12 @@ impl SpaceState {
                         "the owner must hand the space over before leaving",
                     ));
                 }
-                self.members.remove(author);
+                self.remove_member(author);
             }
             OpBody::Kick { user } => {
                 need(perms, Permissions::KICK)?;
                 self.act_on(author, rank, user)?;
-                self.members.remove(user);
+                self.remove_member(user);
                 applied.demoted.push(*user);
             }
             OpBody::Ban { user } => {
@@ -850,7 +874,7 @@ impl SpaceState {
                 }
                 if self.is_member(user) {
                     self.act_on(author, rank, user)?;
-                    self.members.remove(user);
+                    self.remove_member(user);
                     applied.demoted.push(*user);
                 }
                 self.bans.insert(*user);

@@ -53,9 +53,9 @@ pub use requests::{
 pub use space::{
     ChannelOrder, ChannelOverwrite, ChannelPage, ChannelPatch, ChannelPlace, CreateChannel,
     CreateInvite, CreateRole, CreateSpace, JoinSpace, RolePatch, SendChannelMessage, Space,
-    SpaceChannel, SpaceChannelKind, SpaceInvite, SpaceInviteInfo, SpaceMember, SpaceMembership,
-    SpacePatch, SpaceRole, TransferSpace, WaitingMessage, WaitingState, WithheldReason, op_id_text,
-    parse_op_id, parse_role_id, permission_names, role_id_text,
+    SpaceChannel, SpaceChannelKind, SpaceFormerMember, SpaceInvite, SpaceInviteInfo, SpaceMember,
+    SpaceMembership, SpacePatch, SpaceRole, TransferSpace, WaitingMessage, WaitingState,
+    WithheldReason, op_id_text, parse_op_id, parse_role_id, permission_names, role_id_text,
 };
 pub use transfer::{
     DroppedSource, FileDimensions, SaveFile, SendFile, Transfer, TransferAction, TransferDirection,

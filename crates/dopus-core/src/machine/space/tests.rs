@@ -791,7 +791,8 @@ fn say(net: &mut Net, i: usize, channel: ChannelId, text: &str) {
 
 /// With `share_history` on, whoever admits a member hands over the keys of the shareable
 /// sessions and the ciphertexts it kept: the newcomer reads what was said before it joined.
-/// A removed member gets neither the bundle nor anything after its removal.
+/// A removed member gets neither the bundle nor anything after its removal; what it said
+/// before stays in the history of members who join later.
 #[test]
 fn a_member_joining_a_space_that_shares_history_reads_earlier_messages() {
     let mut net = Net::new(4);
@@ -842,15 +843,98 @@ fn a_member_joining_a_space_that_shares_history_reads_earlier_messages() {
         net.relayed[1], relayed_to_bob,
         "nothing reaches the removed member"
     );
+    // What bob said while a member stays in dave's history (his session is handed on).
+    assert!(dave.contains(&"b1".to_owned()), "{dave:?}");
     assert!(
         net.nodes[3]
             .store
             .megolm_inbound_for_channel(&general)
             .expect("sessions")
             .iter()
-            .all(|s| s.sender_user != bob),
-        "a removed member's sessions are not handed on"
+            .any(|s| s.sender_user == bob),
+        "a departed member's session comes with the history"
     );
+}
+
+/// A newcomer reads what members who have since left (or were kicked) said while they were
+/// members, under their names, marked as former members; a message the kicked member wrote
+/// after its kick (its node had not heard of it yet) reaches nobody's history.
+#[test]
+fn history_from_members_who_left_shows_and_nothing_after_their_removal() {
+    let mut net = Net::new(4);
+    net.settle(50);
+    let space = net
+        .cmd(0, |m, now, s| m.create_space(now, s, "Archive"))
+        .expect("create");
+    let general = net.general(0, &space);
+    net.cmd(0, |m, now, s| {
+        m.space_op(
+            now,
+            s,
+            space,
+            OpBody::Update {
+                name: None,
+                description: None,
+                share_history: Some(true),
+            },
+        )
+    })
+    .expect("share history");
+    join(&mut net, space, 0, 1);
+    join(&mut net, space, 0, 2);
+    let (bob, carol) = (net.user(1), net.user(2));
+    // Each node writes a `profile` op with its account's name (node1, node2) when it joins.
+    net.settle(500);
+    say(&mut net, 0, general, "a1");
+    say(&mut net, 1, general, "b1");
+    say(&mut net, 2, general, "c1");
+    // Carol leaves; bob is kicked while away, and, not knowing it, still writes.
+    net.cmd(2, |m, now, s| m.space_op(now, s, space, OpBody::Leave))
+        .expect("leave");
+    net.settle(500);
+    net.offline(1);
+    net.cmd(0, |m, now, s| {
+        m.space_op(now, s, space, OpBody::Kick { user: bob })
+    })
+    .expect("kick");
+    net.settle(500);
+    net.cmd(1, |m, now, s| {
+        m.channel_send(now, s, general, "written after the kick".into(), None)
+    })
+    .expect("bob's node has not heard of the kick");
+    net.online(1);
+    net.settle(1000);
+    assert!(
+        !net.texts(0, general)
+            .contains(&"written after the kick".to_owned()),
+        "a removed member's live message is refused"
+    );
+    say(&mut net, 0, general, "a2");
+    join(&mut net, space, 0, 3);
+    assert_eq!(
+        net.texts(3, general),
+        ["a1", "b1", "c1", "a2"].map(str::to_owned),
+        "the departed members' messages, in order, and nothing after the kick"
+    );
+    let state = net.nodes[3].machine.space(&space).expect("dave's space");
+    let former: Vec<(UserId, Option<String>)> = state
+        .former_members()
+        .map(|(u, n)| (*u, n.map(str::to_owned)))
+        .collect();
+    assert!(
+        former.contains(&(bob, Some("node1".to_owned()))),
+        "{former:?}"
+    );
+    assert!(former.contains(&(carol, Some("node2".to_owned()))));
+    let senders: Vec<UserId> = {
+        let mut m = net.nodes[3]
+            .store
+            .messages_before(&ConversationId::Channel(general), None, 100)
+            .expect("messages");
+        m.reverse();
+        m.into_iter().map(|m| m.sender).collect()
+    };
+    assert_eq!(senders, [net.user(0), bob, carol, net.user(0)]);
 }
 
 /// With `share_history` off (the default), a newcomer reads from its join onward: nothing

@@ -80,6 +80,18 @@ pub struct SpaceMember {
     pub display_name: Option<String>,
 }
 
+/// Someone who was a member of a space and is not now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct SpaceFormerMember {
+    /// Who.
+    pub user_id: UserId,
+    /// The name they had chosen in this space when they went, if any (a claim: show it with
+    /// the fingerprint, like a member's). Left out when they had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub display_name: Option<String>,
+}
+
 /// A role of a space.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
 pub struct SpaceRole {
@@ -175,6 +187,10 @@ pub struct Space {
     pub permissions: Vec<String>,
     /// Members, by user id.
     pub members: Vec<SpaceMember>,
+    /// Who was a member and is not now (left, kicked or banned), by user id: their earlier
+    /// messages stay in the channels' history, shown under the name they had chosen and marked
+    /// as having left.
+    pub former_members: Vec<SpaceFormerMember>,
     /// Roles, `@everyone` first, then by position.
     pub roles: Vec<SpaceRole>,
     /// Channels in display order (categories before their channels).
@@ -229,6 +245,7 @@ impl Space {
                 owner: None,
                 permissions: Vec::new(),
                 members: Vec::new(),
+                former_members: Vec::new(),
                 roles: Vec::new(),
                 channels: Vec::new(),
                 invites: Vec::new(),
@@ -242,6 +259,13 @@ impl Space {
                 owner: *u == owner,
                 roles: m.roles.iter().map(role_id_text).collect(),
                 display_name: m.display_name().map(str::to_owned),
+            })
+            .collect();
+        let former_members = s
+            .former_members()
+            .map(|(u, name)| SpaceFormerMember {
+                user_id: u.into(),
+                display_name: name.map(str::to_owned),
             })
             .collect();
         let mut roles: Vec<SpaceRole> = s
@@ -292,6 +316,7 @@ impl Space {
             owner: Some((&owner).into()),
             permissions: permission_names(s.base_permissions(me)),
             members,
+            former_members,
             roles,
             channels,
             invites: s

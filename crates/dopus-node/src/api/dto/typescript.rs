@@ -83,6 +83,7 @@ pub fn render() -> String {
         // spaces
         SpaceMembership,
         SpaceMember,
+        SpaceFormerMember,
         SpaceRole,
         SpaceChannelKind,
         SpaceChannel,
