@@ -254,6 +254,8 @@ async function main() {
     if (camFrames < 10) fail(`bob's page decoded only ${camFrames} frames of alice's camera in 2 s`);
     const vcall = (await apiCall(bob, "GET", "/calls")).calls.find((c) => c.state === "active");
     log(`bob's node video: ${JSON.stringify(vcall?.media?.video)}`);
+    const acall = (await apiCall(alice, "GET", "/calls")).calls.find((c) => c.state === "active");
+    log(`alice's node video: ${JSON.stringify(acall?.media?.video)}, her page's cap ${acall?.media?.browser?.cap_bps} bit/s`);
     if (!(vcall?.media?.video?.received > 0)) fail(`bob's node forwarded no video: ${JSON.stringify(vcall?.media?.video)}`);
     await shot(pb, "calls-7-video");
     await pa.getByTestId("call-camera").click();

@@ -191,6 +191,8 @@ pub(crate) struct Engine {
     /// reached the media task (each throttled to one per `KEYFRAME_REQUEST_INTERVAL`).
     keyframe_out_at: Option<Instant>,
     keyframe_in_at: Option<Instant>,
+    /// The video rate from the peer's loss reports.
+    video_rate: crate::media::VideoRate,
 }
 
 impl std::fmt::Debug for Engine {
@@ -299,6 +301,7 @@ impl Engine {
             pending_video: None,
             keyframe_out_at: None,
             keyframe_in_at: None,
+            video_rate: crate::media::VideoRate::default(),
         };
         engine.use_bases(bases);
         engine.drain(now);
@@ -1773,6 +1776,14 @@ impl Engine {
                         audio_level: d.ext_vals.audio_level,
                     })));
             }
+            Event::MediaEgressStats(s) if Some(s.mid) == self.video_mid => {
+                let (cap, sent) = self.video_rate.on_report(now, s.bytes, s.loss);
+                self.media.video_rate_bps = Some(cap);
+                self.media.video_send_bps = sent;
+                if let Some(l) = s.loss.filter(|l| l.is_finite()) {
+                    self.media.video_loss_permille = Some((l.clamp(0.0, 1.0) * 1000.0) as u16);
+                }
+            }
             Event::PeerStats(s) => {
                 if let Some(p) = s.selected_candidate_pair {
                     self.selected = Some((p.local.addr, p.remote.addr));
@@ -1954,6 +1965,9 @@ mod tests {
         cut_a_to_b: bool,
         /// Datagrams B sent.
         b_sent: usize,
+        /// Drop every n-th datagram of A's over 600 bytes (video packets), if set.
+        drop_a_big_every: Option<usize>,
+        a_big: usize,
         a_events: Vec<PeerEvent>,
         b_events: Vec<PeerEvent>,
         a_media: Vec<MediaEvent>,
@@ -1990,6 +2004,8 @@ mod tests {
                 b_events: Vec::new(),
                 a_media: Vec::new(),
                 b_media: Vec::new(),
+                drop_a_big_every: None,
+                a_big: 0,
             }
         }
 
@@ -2005,6 +2021,12 @@ mod tests {
                             destination,
                             contents,
                         } if !self.cut => {
+                            if let (Some(n), true) = (self.drop_a_big_every, contents.len() > 600) {
+                                self.a_big += 1;
+                                if self.a_big.is_multiple_of(n) {
+                                    continue;
+                                }
+                            }
                             self.b
                                 .handle_receive(self.now, source, destination, &contents)
                         }
@@ -2528,6 +2550,70 @@ mod tests {
         assert!(net.b.request_keyframe(net.now).unwrap());
         net.run(Duration::from_millis(100), |_| false);
         assert_eq!(kf(&net.a_media), 2);
+
+        // A hostile peer floods PLIs (past its own throttle, straight through str0m): a's media
+        // task sees one, the rest are counted.
+        net.run(Duration::from_millis(600), |_| false);
+        let mid = net.b.video_mid.unwrap();
+        for _ in 0..10 {
+            net.b
+                .rtc
+                .writer(mid)
+                .unwrap()
+                .request_keyframe(None, KeyframeRequestKind::Pli)
+                .unwrap();
+            net.b.kick(net.now);
+            net.b.drain(net.now);
+            net.run(Duration::from_millis(30), |_| false);
+        }
+        assert_eq!(kf(&net.a_media), 3);
+        assert!(
+            net.a.media_stats().keyframe_requests_throttled >= 5,
+            "{:?}",
+            net.a.media_stats()
+        );
+    }
+
+    /// Sends `secs` of 30 fps video from A at about 1.9 Mbit/s (8 KB frames).
+    fn send_video(net: &mut Net, from: u32, secs: u32) {
+        for i in from..from + secs * 30 {
+            let mut f = vp8(i, i == 0);
+            f.resize(8_000, (i % 251) as u8);
+            net.a
+                .write_video(net.now, 90_000 + u64::from(i) * 3000, f)
+                .unwrap();
+            net.run(Duration::from_millis(33), |_| false);
+        }
+    }
+
+    #[test]
+    fn the_video_rate_follows_the_loss_the_peer_reports() {
+        let mut net = Net::new(None);
+        assert!(net.run(Duration::from_secs(10), |n| {
+            has(&n.a_events, &PeerEvent::ChannelOpen) && has(&n.b_events, &PeerEvent::ChannelOpen)
+        }));
+        let offer = net.a.add_audio(net.now).unwrap();
+        let answer = net.b.accept_offer(net.now, &offer).unwrap();
+        net.a.accept_answer(net.now, &answer).unwrap();
+        net.exchange();
+        // A clean path, used: the rate grows from its start to the ceiling.
+        send_video(&mut net, 0, 8);
+        let clean = net.a.media_stats().clone();
+        assert!(clean.video_send_bps > 1_000_000, "{clean:?}");
+        assert!(
+            clean.video_rate_bps.unwrap() > crate::media::VIDEO_RATE_START_BPS,
+            "{clean:?}"
+        );
+        // One video packet in three lost: the peer's reports bring the rate down.
+        net.drop_a_big_every = Some(3);
+        send_video(&mut net, 240, 8);
+        let lossy = net.a.media_stats().clone();
+        assert!(lossy.video_loss_permille.unwrap() > 100, "{lossy:?}");
+        assert!(
+            lossy.video_rate_bps.unwrap() < crate::media::VIDEO_RATE_START_BPS
+                && lossy.video_rate_bps.unwrap() < clean.video_rate_bps.unwrap() * 2 / 3,
+            "{clean:?} -> {lossy:?}"
+        );
     }
 
     #[test]

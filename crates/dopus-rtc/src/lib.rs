@@ -31,7 +31,8 @@ pub use diagnostics::{
 };
 pub use error::PeerError;
 pub use media::{
-    AudioSender, KEYFRAME_REQUEST_INTERVAL, MediaEvent, MediaFrame, MediaStats, VOICE_ACTIVITY_DBOV,
+    AudioSender, KEYFRAME_REQUEST_INTERVAL, MediaEvent, MediaFrame, MediaStats, VIDEO_RATE_MAX_BPS,
+    VIDEO_RATE_MIN_BPS, VIDEO_RATE_START_BPS, VOICE_ACTIVITY_DBOV,
 };
 pub use peer::{PeerConnection, PeerEvent, PeerEvents, PeerHandle};
 pub use turn::{RelayState, RelayTransport};

@@ -20,7 +20,7 @@
 //! - frames the media task has no room for (a slow sink loses frames, never stalls the
 //!   connection or its message channel).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -36,6 +36,64 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// writes the level itself: about −45 dBov, above room noise after a browser's noise
 /// suppression and below any voice.
 pub const VOICE_ACTIVITY_DBOV: i8 = -45;
+
+/// The video rate a call starts with, before the path has said anything: VP8 at 640×480 and
+/// 30 fps looks good at about 1 Mbit/s.
+pub const VIDEO_RATE_START_BPS: u64 = 1_000_000;
+/// The lowest video rate the controller goes to (VP8 at 320×240 still moves at it).
+pub const VIDEO_RATE_MIN_BPS: u64 = 150_000;
+/// The highest (a 1:1 call's camera gains nothing visible above it).
+pub const VIDEO_RATE_MAX_BPS: u64 = 2_500_000;
+
+/// The video rate of one connection from the path's own reports: the fraction of our video
+/// packets the peer lost, from its RTCP receiver reports (str0m's `MediaEgressStats`), drives
+/// a loss-based controller of the classic WebRTC kind (RFC 8698's companion, libwebrtc's
+/// "loss-based BWE"): above 10 % loss the rate drops by half the loss, under 2 % it grows by
+/// 8 % per report while the sender actually uses at least half of it, in between it holds.
+/// Why not str0m's TWCC estimator: str0m 0.25 can only enable it when the connection is built,
+/// and then pads every connection that has a sending m-line with transport-cc up to 50 kbit/s
+/// for as long as it lives, camera on or off, call or no call (docs/media.md, "Bandwidth from
+/// the real path").
+#[derive(Debug, Clone)]
+pub(crate) struct VideoRate {
+    cap: u64,
+    last: Option<(Instant, u64)>,
+}
+
+impl Default for VideoRate {
+    fn default() -> Self {
+        Self {
+            cap: VIDEO_RATE_START_BPS,
+            last: None,
+        }
+    }
+}
+
+impl VideoRate {
+    /// One egress report of the video m-line: bytes sent so far and the loss the peer reported
+    /// since the last one (`None`: no receiver report in between). Returns the new cap and the
+    /// rate actually sent since the last report.
+    pub(crate) fn on_report(&mut self, now: Instant, bytes: u64, loss: Option<f32>) -> (u64, u64) {
+        let sent_bps = match self.last {
+            Some((at, b)) if now > at => {
+                let secs = now.duration_since(at).as_secs_f64();
+                (bytes.saturating_sub(b) as f64 * 8.0 / secs) as u64
+            }
+            _ => 0,
+        };
+        self.last = Some((now, bytes));
+        if let Some(loss) = loss.filter(|l| l.is_finite()) {
+            let loss = f64::from(loss.clamp(0.0, 1.0));
+            let cap = self.cap as f64;
+            if loss > 0.10 {
+                self.cap = ((cap * (1.0 - 0.5 * loss)).round() as u64).max(VIDEO_RATE_MIN_BPS);
+            } else if loss < 0.02 && sent_bps >= self.cap / 2 {
+                self.cap = ((cap * 1.08).round() as u64).min(VIDEO_RATE_MAX_BPS);
+            }
+        }
+        (self.cap, sent_bps)
+    }
+}
 
 /// One received media frame (an Opus packet for audio), as str0m reassembled it.
 #[derive(Clone, PartialEq, Eq)]
@@ -119,6 +177,13 @@ pub struct MediaStats {
     /// Keyframe requests dropped, either way, for coming within
     /// [`KEYFRAME_REQUEST_INTERVAL`] of the previous one.
     pub keyframe_requests_throttled: u64,
+    /// The video rate the path allows, from the peer's loss reports (see `VideoRate`); `None`
+    /// before the first report on the video m-line.
+    pub video_rate_bps: Option<u64>,
+    /// The video rate actually sent over the last report interval.
+    pub video_send_bps: u64,
+    /// The last loss the peer reported on our video, in per mille.
+    pub video_loss_permille: Option<u16>,
 }
 
 impl MediaStats {
@@ -222,5 +287,55 @@ impl AudioSender {
                 }
                 mpsc::error::TrySendError::Closed(_) => crate::error::PeerError::Closed,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn the_video_rate_falls_with_loss_grows_when_clean_and_used_and_holds_otherwise() {
+        let t0 = Instant::now();
+        let mut r = VideoRate::default();
+        assert_eq!(r.on_report(t0, 0, None).0, VIDEO_RATE_START_BPS);
+        // 1 Mbit/s sent, 20 % lost: down by 10 %.
+        let (cap, sent) = r.on_report(t0 + S, 125_000, Some(0.2));
+        assert_eq!(sent, 1_000_000);
+        assert_eq!(cap, 900_000);
+        // 5 % lost: held.
+        assert_eq!(r.on_report(t0 + 2 * S, 250_000, Some(0.05)).0, 900_000);
+        // Clean and used (1 Mbit/s of a 900 kbit/s cap): up 8 %.
+        assert_eq!(r.on_report(t0 + 3 * S, 375_000, Some(0.0)).0, 972_000);
+        // Clean but idle (the camera is off): held, it would grow into nothing.
+        assert_eq!(r.on_report(t0 + 4 * S, 375_000, Some(0.0)).0, 972_000);
+        // No report in between: held.
+        assert_eq!(r.on_report(t0 + 5 * S, 500_000, None).0, 972_000);
+        // Bounds: total loss never goes under the floor, a clean path never over the ceiling.
+        let mut t = t0 + 5 * S;
+        let mut bytes = 500_000;
+        for _ in 0..50 {
+            t += S;
+            bytes += 125_000;
+            r.on_report(t, bytes, Some(1.0));
+        }
+        assert_eq!(r.on_report(t + S, bytes, Some(1.0)).0, VIDEO_RATE_MIN_BPS);
+        let mut r = VideoRate::default();
+        for i in 1..100u64 {
+            r.on_report(t0 + S * i as u32, i * 400_000, Some(0.0));
+        }
+        assert_eq!(
+            r.on_report(t0 + 100 * S, 100 * 400_000, Some(0.0)).0,
+            VIDEO_RATE_MAX_BPS
+        );
+        // Garbage from the wire (NaN) changes nothing.
+        let mut r = VideoRate::default();
+        r.on_report(t0, 0, None);
+        assert_eq!(
+            r.on_report(t0 + S, 125_000, Some(f32::NAN)).0,
+            VIDEO_RATE_START_BPS
+        );
     }
 }

@@ -1265,7 +1265,20 @@ keyframe_requests_from_peer: number,
  * Dropped for coming within 500 ms of the previous one (either way, on the connection
  * and on the leg).
  */
-keyframe_requests_throttled: number, };
+keyframe_requests_throttled: number, 
+/**
+ * The video rate the path to the peer allows, from the peer's loss reports (the page's
+ * cap is this and the audio's 64 kbit/s); null before the first report.
+ */
+path_rate_bps: number | null, 
+/**
+ * The video rate sent to the peer over the last report interval.
+ */
+send_bps: number, 
+/**
+ * The loss the peer last reported on our video, per mille.
+ */
+loss_permille: number | null, };
 
 /**
  * A call.

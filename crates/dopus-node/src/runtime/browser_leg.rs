@@ -21,9 +21,10 @@ use tokio::sync::mpsc;
 /// fullband voice at its best quality fits well under it, and it keeps the browser from
 /// aiming at what loopback can carry.
 pub const AUDIO_CAP_BPS: u64 = 64_000;
-/// The cap for a call whose page offered video, until the path's estimate is known: VP8 at
-/// 640x480 and 30 fps looks good at about 1 Mbit/s, with the audio beside it.
-pub const VIDEO_CAP_BPS: u64 = 1_000_000;
+/// The cap for a call whose page offered video, until the path has reported: the video rate a
+/// call starts with and the audio beside it. From then on the cap follows the path's video
+/// rate (`MediaSink::path_rate`, docs/media.md "Bandwidth from the real path").
+pub const VIDEO_CAP_BPS: u64 = dopus_rtc::VIDEO_RATE_START_BPS + AUDIO_CAP_BPS;
 
 /// What the browser captured, as a live source: frames come when the browser sends them.
 pub struct BrowserSource {
@@ -87,6 +88,12 @@ impl MediaSink for BrowserSink {
     fn keyframe_request(&mut self) {
         self.leg.request_keyframe();
     }
+    fn path_rate(&mut self, video_bps: u64) {
+        // The page's encoder is told the path's video rate and the audio beside it (REMB).
+        if self.leg.stats().video {
+            self.leg.set_cap(video_bps + AUDIO_CAP_BPS);
+        }
+    }
 }
 
 /// The browser leg's counters for the API.
@@ -123,6 +130,9 @@ pub fn video_dto(m: &super::calls::MediaStatus, rtc: &dopus_rtc::MediaStats) -> 
         keyframe_requests_from_peer: m.keyframe_requests_in,
         keyframe_requests_throttled: rtc.keyframe_requests_throttled
             + leg.keyframe_requests_throttled,
+        path_rate_bps: rtc.video_rate_bps,
+        send_bps: rtc.video_send_bps,
+        loss_permille: rtc.video_loss_permille,
     }
 }
 

@@ -61,6 +61,9 @@ pub trait MediaSink: Send {
     }
     /// The peer asks for a keyframe of the video we send: pass it to the encoder, if any.
     fn keyframe_request(&mut self) {}
+    /// The video rate the path to the peer allows now (from the peer's loss reports, about
+    /// every second): a sink that is also the encoder's leg caps its encoder with it.
+    fn path_rate(&mut self, _video_bps: u64) {}
 }
 
 /// Plays an Ogg Opus file's packets as they are.
@@ -486,6 +489,9 @@ impl MediaTask {
                     ticks += 1;
                     if ticks.is_multiple_of(4) && let Some((h, _, _)) = &attached
                         && let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(1), h.media_stats()).await {
+                        if let (Some(rate), Some(k)) = (st.video_rate_bps, &mut sink) {
+                            k.path_rate(rate);
+                        }
                         lock(&self.session).status.rtc = Some(st);
                     }
                 }

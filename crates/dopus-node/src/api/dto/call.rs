@@ -95,6 +95,13 @@ pub struct CallVideo {
     /// Dropped for coming within 500 ms of the previous one (either way, on the connection
     /// and on the leg).
     pub keyframe_requests_throttled: u64,
+    /// The video rate the path to the peer allows, from the peer's loss reports (the page's
+    /// cap is this and the audio's 64 kbit/s); null before the first report.
+    pub path_rate_bps: Option<u64>,
+    /// The video rate sent to the peer over the last report interval.
+    pub send_bps: u64,
+    /// The loss the peer last reported on our video, per mille.
+    pub loss_permille: Option<u16>,
 }
 
 /// A call.
