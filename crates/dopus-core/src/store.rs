@@ -49,7 +49,7 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(&'static str),
     /// The storage backend failed (I/O, SQLite). The batch was rolled back.
-    #[error("storage backend failed")]
+    #[error("storage backend failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 

@@ -40,15 +40,27 @@ pub(crate) fn has_pending(conn: &Connection) -> DbResult<bool> {
 /// Indexes up to `max_rows` of the oldest unindexed messages in one transaction and moves the
 /// watermark past them; returns how many were indexed (0: nothing was pending).
 ///
-/// Takes `&Connection` because search, a `&self` read, calls it too; the store has one
-/// connection and no transaction is ever open between calls, so `new_unchecked` is sound here.
+/// Takes `&Connection` because search, a `&self` read, calls it too. Outside a transaction it
+/// opens its own (`new_unchecked` is sound: the store has one connection). Inside one (the
+/// node's actor runs its maintenance jobs within its batch) it writes into that transaction,
+/// which commits or rolls back the rows and the watermark together.
 pub(crate) fn index_pending(conn: &Connection, max_rows: usize) -> DbResult<usize> {
     if max_rows == 0 {
         return Ok(0);
     }
     let max_rows = i64::try_from(max_rows).unwrap_or(i64::MAX);
+    if !conn.is_autocommit() {
+        return index_range(conn, max_rows);
+    }
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-    let from = watermark(&tx)?;
+    let rows = index_range(&tx, max_rows)?;
+    tx.commit()?;
+    Ok(rows)
+}
+
+/// Indexes up to `max_rows` pending messages and moves the watermark, in the open transaction.
+fn index_range(tx: &Connection, max_rows: i64) -> DbResult<usize> {
+    let from = watermark(tx)?;
     let upto: Option<i64> = tx
         .prepare_cached(
             "SELECT max(seq) FROM (SELECT seq FROM messages WHERE seq > ?1 ORDER BY seq LIMIT +?2)",
@@ -65,7 +77,6 @@ pub(crate) fn index_pending(conn: &Connection, max_rows: usize) -> DbResult<usiz
         .execute(params![from, upto])?;
     tx.prepare_cached("UPDATE fts_watermark SET indexed_seq = ?1 WHERE id = 1")?
         .execute([upto])?;
-    tx.commit()?;
     Ok(rows)
 }
 

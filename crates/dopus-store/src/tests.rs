@@ -411,6 +411,36 @@ fn index_pending_works_in_chunks_and_moves_the_watermark() {
     fts_integrity_check(&store, "rollback");
 }
 
+/// The node's actor runs its maintenance inside its batch (an open transaction): indexing
+/// there writes into that transaction instead of failing to open its own, and a batch that
+/// rolls back takes the index entries and the watermark with it.
+#[test]
+fn index_pending_inside_a_batch_joins_it() {
+    let (mut store, _g) = temp_store();
+    let batch: Changes = (1..=30u128)
+        .map(|n| Change::InsertMessage(message(n, &format!("word{n} common"))))
+        .collect();
+    store.apply(batch).unwrap();
+    let n = store.try_batch(|s| s.index_pending(20)).unwrap().unwrap();
+    assert_eq!(n, 20);
+    assert_eq!(watermark(&store.conn), 20);
+    let rolled: Result<usize, StoreError> = store
+        .try_batch(|s| {
+            assert_eq!(s.index_pending(20)?, 10);
+            Err(StoreError::Invalid("roll back"))
+        })
+        .unwrap();
+    assert!(rolled.is_err());
+    assert_eq!(
+        watermark(&store.conn),
+        20,
+        "the rolled-back batch took its indexing with it"
+    );
+    assert_eq!(store.index_pending(20).unwrap(), 10);
+    assert_eq!(common_hits(&store).len(), 30);
+    fts_integrity_check(&store, "inside a batch");
+}
+
 /// A pending tail survives close and reopen: search after reopening still finds it, with the
 /// bodies as edited before and after the reopen.
 #[test]
