@@ -257,15 +257,28 @@ impl Device {
             .current
             .as_ref()
             .is_some_and(|f| f.key == bundle.fallback_key.key);
-        if pending != uploaded || !fallback_matches {
+        // A key of this upload may have been used already: the server hands keys out as soon
+        // as it has them, so an inbound session can consume one before the ack reaches us.
+        // What is still pending must all be in the upload; keys made after it must not be.
+        let all_uploaded = pending
+            .iter()
+            .all(|(id, key)| uploaded.get(id) == Some(key));
+        if !all_uploaded {
             return Err(DeviceError::StaleUpload);
         }
+        // The one-time keys are the server's now: left unmarked, they would be uploaded again,
+        // and one the server has handed out already could be handed out twice.
         self.account.mark_keys_as_published();
-        if let Some(f) = self.fallback.current.as_mut() {
-            f.published = true;
-        }
-        if let Some(prev) = self.fallback.previous.as_mut() {
-            prev.retired_at.get_or_insert(now);
+        // The fallback key may have been used and rotated meanwhile (a session made from it
+        // before the ack): the new one stays unpublished and goes up next. Which fallback key
+        // is published is our bookkeeping (`self.fallback`), not vodozemac's.
+        if fallback_matches {
+            if let Some(f) = self.fallback.current.as_mut() {
+                f.published = true;
+            }
+            if let Some(prev) = self.fallback.previous.as_mut() {
+                prev.retired_at.get_or_insert(now);
+            }
         }
         Ok(())
     }
@@ -461,6 +474,52 @@ mod tests {
             Err(DeviceError::StaleUpload)
         );
         assert!(dev.needs_upload());
+    }
+
+    #[test]
+    fn a_key_used_before_the_ack_does_not_void_the_ack() {
+        let (_, mut dev) = setup(8);
+        let bundle = dev.prepare_upload(0).unwrap().unwrap();
+        // The server gave one of these keys out and a session consumed it before our ack
+        // arrived (seen in a run: a join request made a session between upload and ack).
+        let other = vodozemac::olm::Account::new();
+        let config = vodozemac::olm::SessionConfig::version_1();
+        let mut out = other
+            .create_outbound_session(
+                config,
+                curve_to_vz(&dev.keys().curve25519),
+                curve_to_vz(&bundle.one_time_keys[3].key),
+            )
+            .unwrap();
+        let Ok(vodozemac::olm::OlmMessage::PreKey(first)) = out.encrypt(b"hello") else {
+            panic!("a new session's first message is a pre-key message");
+        };
+        dev.account
+            .create_inbound_session(config, other.curve25519_key(), &first)
+            .unwrap();
+        dev.mark_published(Timestamp(5), &bundle).unwrap();
+        assert!(!dev.needs_upload(), "nothing is uploaded twice");
+    }
+
+    #[test]
+    fn a_fallback_rotated_before_the_ack_goes_up_alone_next() {
+        let (_, mut dev) = setup(9);
+        let bundle = dev.prepare_upload(0).unwrap().unwrap();
+        // A session made from the uploaded fallback key rotates it before the ack arrives.
+        assert!(dev.note_prekey_used(Timestamp(3), &bundle.fallback_key.key));
+        dev.mark_published(Timestamp(5), &bundle).unwrap();
+        assert!(
+            dev.needs_upload(),
+            "the new fallback key is not published yet"
+        );
+        let next = dev.prepare_upload(ONE_TIME_KEY_TARGET).unwrap().unwrap();
+        assert!(
+            next.one_time_keys.is_empty(),
+            "the acked one-time keys are not sent again"
+        );
+        assert_ne!(next.fallback_key.key, bundle.fallback_key.key);
+        dev.mark_published(Timestamp(9), &next).unwrap();
+        assert!(!dev.needs_upload());
     }
 
     #[test]
