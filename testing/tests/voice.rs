@@ -1,6 +1,7 @@
 //! Voice channel presence in the simulated network (issue 16): random joins and leaves under
 //! delay, reordering and relay loss, a crash while in the channel, a kick while in it; after
-//! the faults end every member sees exactly who is in the channel and each mesh is the others.
+//! the faults end every member sees exactly who is in the channel, each mesh is the others, and
+//! every pair in the channel shares a connection carrying audio (negotiated as dopus-rtc does).
 //! `DOPUS_VOICE_NET_SEEDS=<n>` runs more seeds.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -13,7 +14,9 @@ fn voice_presence_converges_under_faults_kicks_and_crashes() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let mut in_channel = 0;
-    for seed in 0..4 + extra {
+    // 40 seeds by default: seed 35 is the one that found a lost media answer leaving a pair
+    // without audio for good (docs/media.md).
+    for seed in 0..40 + extra {
         let nodes = 3 + (seed % 4) as usize;
         let o = voice::run(seed, nodes);
         assert!(

@@ -443,6 +443,10 @@ struct SimConn {
     answered: bool,
     open: bool,
     dead: bool,
+    /// The sides that hold the negotiated audio m-line.
+    audio: BTreeSet<usize>,
+    /// The side whose offer adding audio is pending.
+    audio_offer: Option<usize>,
 }
 
 /// What the oracle knows about one text message.
@@ -497,6 +501,9 @@ pub struct Sim {
     pub events: u64,
     actions_pending: u64,
     space: spaces::SpaceOracle,
+    /// Each side learns that a connection opened after its own delay (up to the one-way
+    /// latency), as two real nodes do, instead of both at once.
+    pub open_skew: bool,
     /// Envelopes every node handed to the network (direct or through the server).
     pub envelopes_out: u64,
     /// Their bytes.
@@ -516,6 +523,31 @@ impl std::fmt::Debug for Sim {
 const SERVER: usize = usize::MAX;
 
 impl Sim {
+    /// Whether `a` and `b` share an open connection that both of them use and whose audio
+    /// m-line both hold (what a voice mesh or a call needs); the reason when not.
+    pub fn audio_between(&self, a: usize, b: usize) -> Result<(), String> {
+        let (ua, ub) = (self.nodes[a].user, self.nodes[b].user);
+        let Some(conn) = self.nodes[a].links.get(&ub) else {
+            return Err("no connection".into());
+        };
+        if self.nodes[b].links.get(&ua) != Some(conn) {
+            return Err("the two sides use different connections".into());
+        }
+        let Some(c) = self.conns.get(conn) else {
+            return Err("the connection is gone".into());
+        };
+        if !c.open || c.dead {
+            return Err("the connection is not open".into());
+        }
+        if !(c.audio.contains(&a) && c.audio.contains(&b)) {
+            return Err(format!(
+                "audio is not negotiated (held by {:?}, offer pending from {:?})",
+                c.audio, c.audio_offer
+            ));
+        }
+        Ok(())
+    }
+
     /// A world of `nodes` fresh accounts (not yet started).
     pub fn new(seed: u64, nodes: usize, faults: Faults) -> Self {
         let mut rng = Rng::new(seed);
@@ -529,6 +561,7 @@ impl Sim {
             by_user: BTreeMap::new(),
             server: server::Server::default(),
             conns: BTreeMap::new(),
+            open_skew: false,
             direct_cut: BTreeSet::new(),
             pipes: BTreeMap::new(),
             faults,
@@ -1510,6 +1543,8 @@ impl Sim {
                         answered: false,
                         open: false,
                         dead: false,
+                        audio: BTreeSet::new(),
+                        audio_offer: None,
                     },
                 );
                 let sdp = format!("sim-offer {conn}");
@@ -1543,10 +1578,64 @@ impl Sim {
                     self.conn_event(n, peer, conn, ConnectionEvent::Closed { reason }, 5);
                 }
             },
+            // Audio by renegotiation, as dopus-rtc's engine does it: one audio m-line per
+            // connection, one offer of ours pending at a time, a peer's offer refused while
+            // ours is pending.
+            ConnectionRequest::AddAudio { peer, conn } => {
+                let event = match self.conns.get_mut(&conn) {
+                    Some(c) if c.open && !c.dead => {
+                        if c.audio.contains(&n) {
+                            Some(media_failed("audio is already negotiated"))
+                        } else if c.audio_offer == Some(n) {
+                            Some(media_failed("an offer of ours is pending"))
+                        } else {
+                            c.audio_offer = Some(n);
+                            Some(ConnectionEvent::MediaOffered {
+                                sdp: format!("sim-media {conn}"),
+                            })
+                        }
+                    }
+                    Some(_) => Some(media_failed("the connection is not open")),
+                    None => None,
+                };
+                if let Some(e) = event {
+                    self.conn_event(n, peer, conn, e, 2);
+                }
+            }
+            ConnectionRequest::AcceptMediaOffer { peer, conn, .. } => {
+                let event = match self.conns.get_mut(&conn) {
+                    Some(c) if c.open && !c.dead => {
+                        if c.audio_offer == Some(n) {
+                            Some(media_failed("an offer of ours is pending"))
+                        } else {
+                            c.audio.insert(n);
+                            Some(ConnectionEvent::MediaAnswered {
+                                sdp: format!("sim-media-answer {conn}"),
+                            })
+                        }
+                    }
+                    Some(_) => Some(media_failed("the connection is not open")),
+                    None => None,
+                };
+                if let Some(e) = event {
+                    self.conn_event(n, peer, conn, e, 2);
+                }
+            }
+            ConnectionRequest::AcceptMediaAnswer { peer, conn, .. } => {
+                let event = match self.conns.get_mut(&conn) {
+                    Some(c) if c.open && !c.dead && c.audio_offer == Some(n) => {
+                        c.audio_offer = None;
+                        c.audio.insert(n);
+                        None
+                    }
+                    Some(_) => Some(media_failed("no offer of ours is pending")),
+                    None => None,
+                };
+                if let Some(e) = event {
+                    self.conn_event(n, peer, conn, e, 2);
+                }
+            }
             ConnectionRequest::AddCandidate { .. }
-            | ConnectionRequest::AddAudio { .. }
-            | ConnectionRequest::AcceptMediaOffer { .. }
-            | ConnectionRequest::AcceptMediaAnswer { .. }
             | ConnectionRequest::AcceptRestartOffer { .. }
             | ConnectionRequest::AcceptRestartAnswer { .. } => {}
             ConnectionRequest::Close { peer, conn } => {
@@ -1599,14 +1688,19 @@ impl Sim {
         self.trace(format!("conn-open {a} {b}"));
         for (me, other) in [(a, b), (b, a)] {
             let peer = self.nodes[other].user;
+            let skew = if self.open_skew {
+                self.rng.range(0, self.faults.latency_ms.1)
+            } else {
+                0
+            };
             self.nodes[me].links.insert(peer, id.clone());
-            self.conn_event(me, peer, id.clone(), ConnectionEvent::Open, 0);
+            self.conn_event(me, peer, id.clone(), ConnectionEvent::Open, skew);
             self.conn_event(
                 me,
                 peer,
                 id.clone(),
                 ConnectionEvent::Hello { bulk: true },
-                1,
+                skew + 1,
             );
         }
     }
@@ -1931,6 +2025,12 @@ fn conn_event_name(e: &ConnectionEvent) -> &'static str {
         ConnectionEvent::MediaFailed { .. } => "media_failed",
         ConnectionEvent::RestartOffered { .. } => "restart_offered",
         ConnectionEvent::RestartAnswered { .. } => "restart_answered",
+    }
+}
+
+fn media_failed(reason: &str) -> ConnectionEvent {
+    ConnectionEvent::MediaFailed {
+        reason: format!("sim: {reason}"),
     }
 }
 

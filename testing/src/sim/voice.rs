@@ -3,7 +3,8 @@
 //! crashes while in the channel (and stays down past the presence lifetime), one is kicked
 //! while in it. After the faults end and two presence lifetimes pass, every running member
 //! must see exactly the members that are in the channel (by their own account) and still
-//! members, and each one's media mesh must be the others of them.
+//! members, each one's media mesh must be the others of them, and every pair of them must share
+//! an open connection whose audio m-line both hold.
 
 use super::{Action, Cmd, CrashMode, Faults, Rng, Sim};
 use dopus_core::machine::{CommandError, NodeMachine, VOICE_TTL_MS, VoiceRequest};
@@ -92,6 +93,7 @@ pub fn run(seed: u64, nodes: usize) -> VoiceOutcome {
         direct: rng.chance(750),
     };
     let mut sim = Sim::new(seed, nodes, faults);
+    sim.open_skew = true;
     sim.start_all();
     sim.schedule(500, Action::Cmd(0, Cmd::SpaceCreate));
     for j in 1..nodes {
@@ -239,6 +241,22 @@ fn check(sim: &Sim) -> Vec<String> {
                     "{}'s media mesh is not the others in the channel",
                     n.name
                 ));
+            }
+        }
+    }
+    // Every pair in the channel shares a connection carrying audio (when direct paths exist).
+    if sim.faults.direct {
+        let inside: Vec<usize> = (0..sim.nodes.len())
+            .filter(|i| truth.contains(&sim.nodes[*i].user))
+            .collect();
+        for (k, a) in inside.iter().enumerate() {
+            for b in &inside[k + 1..] {
+                if let Err(why) = sim.audio_between(*a, *b) {
+                    problems.push(format!(
+                        "no audio between {} and {}: {why}",
+                        sim.nodes[*a].name, sim.nodes[*b].name
+                    ));
+                }
             }
         }
     }

@@ -20,8 +20,7 @@
 //! connection when asked ([`CallRequest::Start`]) and detaches it at the end
 //! ([`CallRequest::Stop`]).
 
-use super::links::AudioState;
-use super::{CommandError, ConnectionRequest, Event, MachineError, NodeMachine, Output};
+use super::{CommandError, Event, MachineError, NodeMachine, Output};
 use crate::chat::Outgoing;
 use crate::store::{
     Change, Changes, ConversationId, DeliveryState, EnvelopeId, MessageKind, NewMessage, Outcome,
@@ -538,19 +537,7 @@ impl NodeMachine {
         // The caller's node adds the audio m-line once the call is active and the connection
         // open; the callee's answers it.
         if c.state == CallState::Active && c.outgoing {
-            match self.links.get_mut(&c.peer) {
-                Some(l) if l.is_open() && l.audio == AudioState::None => {
-                    l.audio = AudioState::Offering;
-                    let conn = l.conn.clone();
-                    self.outputs
-                        .push_back(Output::Connection(ConnectionRequest::AddAudio {
-                            peer: c.peer,
-                            conn,
-                        }));
-                }
-                Some(l) if l.is_open() => {}
-                _ => self.maybe_connect(now, c.peer),
-            }
+            self.offer_audio(now, c.peer);
         }
         Ok(())
     }
@@ -559,6 +546,9 @@ impl NodeMachine {
     pub(super) fn call_poll_timeout(&self) -> Option<Timestamp> {
         match &self.calls.current {
             Some((c, until)) if c.state == CallState::Ringing => Some(*until),
+            Some((c, _)) if c.state == CallState::Active && c.outgoing => {
+                self.audio_poll_timeout(&c.peer)
+            }
             _ => None,
         }
     }

@@ -22,6 +22,14 @@ use dopus_types::{Timestamp, UserId};
 
 /// A connection attempt younger than this is left to finish rather than started again.
 pub const CONNECT_GRACE_MS: u64 = 15_000;
+/// Our offer adding audio, unanswered this long, is given up: the offer or its answer was lost
+/// (signals are not kept by the mailbox). The connection is replaced by a new one, which
+/// negotiates from scratch: offering again on the old one could meet a peer that applied the
+/// lost offer and would then hold another audio m-line than ours.
+pub const MEDIA_OFFER_TIMEOUT_MS: u64 = 8_000;
+/// A negotiation that failed on an open connection (a crossing offer, such as an ICE restart,
+/// was in the way) is started afresh on a new connection this much later.
+pub const MEDIA_RETRY_MS: u64 = 2_000;
 
 /// One contact's direct connection, as far as the machine knows.
 #[derive(Debug, Clone)]
@@ -42,6 +50,9 @@ pub(super) struct Link {
     pub last_error: Option<String>,
     /// The audio m-line of calls on this connection.
     pub audio: AudioState,
+    /// The peer's offer adding audio that arrived before this side saw the connection open
+    /// (the peer's side opened first); it is taken up when ours opens.
+    pub early_media_offer: Option<String>,
 }
 
 /// Whether a connection carries the audio m-line calls use.
@@ -49,12 +60,13 @@ pub(super) struct Link {
 pub(super) enum AudioState {
     /// Not negotiated.
     None,
-    /// Our offer is out (or being made).
-    Offering,
+    /// Our offer is out (or being made), since then.
+    Offering(Timestamp),
     /// Negotiated (we answered, or our offer was answered).
     Ready,
-    /// Negotiation failed on this connection; a new connection tries again.
-    Failed,
+    /// Negotiation failed on this connection at that time; after [`MEDIA_RETRY_MS`] the
+    /// offerer replaces the connection.
+    Failed(Timestamp),
 }
 
 /// Where a connection stands.
@@ -69,8 +81,36 @@ pub(super) enum LinkState {
 }
 
 impl Link {
+    pub(super) fn new(conn: String, offerer: bool, now: Timestamp) -> Self {
+        Self {
+            conn,
+            offerer,
+            started: now,
+            state: LinkState::Connecting,
+            hello: false,
+            bulk: false,
+            last_error: None,
+            audio: AudioState::None,
+            early_media_offer: None,
+        }
+    }
+
     pub(super) fn is_open(&self) -> bool {
         self.state == LinkState::Open
+    }
+
+    /// When our offer adding audio is due on this connection, if it is open and without
+    /// audio: at once, or (for a new connection) when the last offer or failure times out.
+    pub(super) fn audio_offer_due(&self) -> Option<Timestamp> {
+        if !self.is_open() {
+            return None;
+        }
+        match self.audio {
+            AudioState::None => Some(Timestamp(0)),
+            AudioState::Offering(since) => Some(since.plus_millis(MEDIA_OFFER_TIMEOUT_MS)),
+            AudioState::Failed(at) => Some(at.plus_millis(MEDIA_RETRY_MS)),
+            AudioState::Ready => None,
+        }
     }
 
     fn live(&self, now: Timestamp) -> bool {
@@ -99,21 +139,46 @@ impl NodeMachine {
             return;
         }
         let conn = self.new_token(12);
-        self.links.insert(
-            peer,
-            Link {
-                conn: conn.clone(),
-                offerer: true,
-                started: now,
-                state: LinkState::Connecting,
-                hello: false,
-                bulk: false,
-                last_error: None,
-                audio: AudioState::None,
-            },
-        );
+        self.links.insert(peer, Link::new(conn.clone(), true, now));
         self.outputs
             .push_back(Output::Connection(ConnectionRequest::Offer { peer, conn }));
+    }
+
+    /// Makes the connection to `peer` carry audio with us as the offerer: connects when no
+    /// connection is open or under way, offers the audio m-line when it is open, and replaces
+    /// a connection whose offer went unanswered or failed (see [`MEDIA_OFFER_TIMEOUT_MS`]).
+    pub(super) fn offer_audio(&mut self, now: Timestamp, peer: UserId) {
+        match self.links.get_mut(&peer) {
+            Some(l) if l.audio_offer_due().is_some_and(|t| t <= now) => {
+                if l.audio == AudioState::None {
+                    l.audio = AudioState::Offering(now);
+                    let conn = l.conn.clone();
+                    self.outputs
+                        .push_back(Output::Connection(ConnectionRequest::AddAudio {
+                            peer,
+                            conn,
+                        }));
+                    return;
+                }
+                tracing::info!(peer = %peer.short(), state = ?l.audio, "audio negotiation stalled; connecting afresh");
+                if let Some(old) = self.links.remove(&peer) {
+                    self.outputs
+                        .push_back(Output::Connection(ConnectionRequest::Close {
+                            peer,
+                            conn: Some(old.conn),
+                        }));
+                }
+                self.emit(Event::Connection(peer));
+                self.maybe_connect(now, peer);
+            }
+            Some(l) if l.is_open() => {}
+            _ => self.maybe_connect(now, peer),
+        }
+    }
+
+    /// When [`NodeMachine::offer_audio`] has work for `peer`.
+    pub(super) fn audio_poll_timeout(&self, peer: &UserId) -> Option<Timestamp> {
+        self.links.get(peer).and_then(Link::audio_offer_due)
     }
 
     /// Closes every direct connection (going invisible, or shutting down).
@@ -194,9 +259,17 @@ impl NodeMachine {
             ConnectionEvent::Open => {
                 link.state = LinkState::Open;
                 link.last_error = None;
+                let early = link.early_media_offer.take();
                 self.outbox_wake = true;
                 self.stalled.remove(&peer);
                 self.emit(Event::Connection(peer));
+                if let Some(sdp) = early {
+                    let rtc = RtcContent::Rtc {
+                        conn,
+                        signal: RtcSignal::MediaOffer { sdp },
+                    };
+                    return self.on_signal(now, peer, rtc, _store);
+                }
             }
             ConnectionEvent::Hello { bulk } => {
                 link.hello = true;
@@ -211,7 +284,7 @@ impl NodeMachine {
                 self.signal(now, peer, conn, RtcSignal::MediaAnswer { sdp });
             }
             ConnectionEvent::MediaFailed { reason } => {
-                link.audio = AudioState::Failed;
+                link.audio = AudioState::Failed(now);
                 self.call_refused(
                     &peer,
                     format!("adding audio to the connection failed: {reason}"),
@@ -260,19 +333,7 @@ impl NodeMachine {
                             conn: Some(old.conn),
                         }));
                 }
-                self.links.insert(
-                    peer,
-                    Link {
-                        conn: conn.clone(),
-                        offerer: false,
-                        started: now,
-                        state: LinkState::Connecting,
-                        hello: false,
-                        bulk: false,
-                        last_error: None,
-                        audio: AudioState::None,
-                    },
-                );
+                self.links.insert(peer, Link::new(conn.clone(), false, now));
                 self.outputs
                     .push_back(Output::Connection(ConnectionRequest::Answer {
                         peer,
@@ -311,7 +372,12 @@ impl NodeMachine {
                     return Ok(());
                 };
                 if !link.is_open() {
-                    self.call_refused(&peer, "a media offer before the connection opened".into());
+                    if link.state == LinkState::Connecting {
+                        // The peer's side opened first: taken up when ours opens.
+                        link.early_media_offer = Some(sdp);
+                    } else {
+                        self.call_refused(&peer, "a media offer on a closed connection".into());
+                    }
                     return Ok(());
                 }
                 if !self.in_call_with(&peer) && !self.voice_peer(&peer) {
@@ -356,7 +422,7 @@ impl NodeMachine {
                 if let Some(link) = self
                     .links
                     .get_mut(&peer)
-                    .filter(|l| l.conn == conn && l.audio == AudioState::Offering)
+                    .filter(|l| l.conn == conn && matches!(l.audio, AudioState::Offering(_)))
                 {
                     link.audio = AudioState::Ready;
                     self.outputs.push_back(Output::Connection(

@@ -21,8 +21,7 @@
 //! The media never passes through the machine; a 1:1 call and a voice channel exclude each
 //! other (a connection carries one audio m-line and one attached media task).
 
-use super::links::AudioState;
-use super::{CommandError, ConnectionRequest, Event, MachineError, NodeMachine, Output};
+use super::{CommandError, Event, MachineError, NodeMachine, Output};
 use crate::store::{Store, StoreError};
 use dopus_proto::peer::RtcContent;
 use dopus_proto::space::{
@@ -680,20 +679,13 @@ impl NodeMachine {
             self.emit(Event::Voice(s));
         }
         // Connections and the audio m-line for each peer of the mesh.
+        // The smaller user id offers (again, when an offer is lost or fails).
         if let Some(VoiceRequest::Session { peers, .. }) = self.voice.sent.clone() {
             for p in peers {
-                match self.links.get_mut(&p.user) {
-                    Some(l) if l.is_open() && l.audio == AudioState::None && self.me < p.user => {
-                        l.audio = AudioState::Offering;
-                        let conn = l.conn.clone();
-                        self.outputs
-                            .push_back(Output::Connection(ConnectionRequest::AddAudio {
-                                peer: p.user,
-                                conn,
-                            }));
-                    }
-                    Some(l) if l.is_open() => {}
-                    _ => self.maybe_connect(now, p.user),
+                if self.me < p.user {
+                    self.offer_audio(now, p.user);
+                } else if !self.links.get(&p.user).is_some_and(|l| l.is_open()) {
+                    self.maybe_connect(now, p.user);
                 }
             }
         }
@@ -736,7 +728,15 @@ impl NodeMachine {
     pub(super) fn voice_poll_timeout(&self) -> Option<Timestamp> {
         let mine = self.voice.mine.as_ref().map(|m| m.next_refresh);
         let remote = self.voice.remote.values().map(|r| r.expires).min();
-        [mine, remote].into_iter().flatten().min()
+        let audio = match &self.voice.sent {
+            Some(VoiceRequest::Session { peers, .. }) => peers
+                .iter()
+                .filter(|p| self.me < p.user)
+                .filter_map(|p| self.audio_poll_timeout(&p.user))
+                .min(),
+            _ => None,
+        };
+        [mine, remote, audio].into_iter().flatten().min()
     }
 
     /// Whether `peer` is in our voice media mesh (direct connections and media offers from it

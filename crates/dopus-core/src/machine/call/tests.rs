@@ -20,6 +20,8 @@ struct Asked {
     calls: Vec<CallRequest>,
     /// The connection this node offered (peer, attempt).
     offered: Option<(UserId, String)>,
+    /// Media answers this node makes that are lost on the way (the next n).
+    lose_media_answers: usize,
 }
 
 type Node = TestNode<Asked>;
@@ -163,6 +165,10 @@ impl Net {
                 ConnectionRequest::AcceptMediaOffer { peer, conn, sdp } => {
                     assert_eq!(sdp, "mo");
                     self.nodes[from].x.media.push("accept_media_offer");
+                    if self.nodes[from].x.lose_media_answers > 0 {
+                        self.nodes[from].x.lose_media_answers -= 1;
+                        return;
+                    }
                     self.conn_input(
                         from,
                         peer,
@@ -315,6 +321,42 @@ fn ring_accept_media_then_hang_up_with_the_duration() {
     assert_eq!(net.current(1), Some((second, CallState::Active)));
     assert_eq!(net.nodes[1].x.media, ["accept_media_offer"]);
     assert_eq!(net.nodes[0].x.media, ["add_audio", "accept_media_answer"]);
+}
+
+#[test]
+fn a_lost_media_answer_is_recovered_on_a_new_connection() {
+    let mut net = Net::new(2);
+    let b = net.user(1);
+    net.nodes[1].x.lose_media_answers = 1;
+    let now = net.ts();
+    let call = {
+        let n = &mut net.nodes[0];
+        n.machine.start_call(now, b, &mut n.store).expect("call").id
+    };
+    net.settle(200);
+    let now = net.ts();
+    net.nodes[1]
+        .machine
+        .accept_call(now, &call)
+        .expect("accept");
+    net.settle(200);
+    assert_eq!(net.nodes[0].x.media, ["add_audio"], "the answer never came");
+    let first = net.nodes[0].x.offered.clone().expect("a connection");
+    // Without an answer the caller gives the connection up and negotiates on a new one.
+    net.wait(super::super::links::MEDIA_OFFER_TIMEOUT_MS);
+    net.settle(200);
+    let second = net.nodes[0].x.offered.clone().expect("a connection");
+    assert_ne!(first.1, second.1, "a new connection was made");
+    assert_eq!(
+        net.nodes[0].x.media,
+        ["add_audio", "add_audio", "accept_media_answer"]
+    );
+    assert_eq!(
+        net.nodes[1].x.media,
+        ["accept_media_offer", "accept_media_offer"]
+    );
+    assert_eq!(net.current(0), Some((call, CallState::Active)));
+    assert_eq!(net.current(1), Some((call, CallState::Active)));
 }
 
 #[test]
