@@ -20,6 +20,14 @@
 //!   the server has forgotten our allocation, so the relay reports [`RelayOutput::Lost`] and the
 //!   engine allocates again.
 //!
+//! - A relay that forgot us (restarted, or the allocation expired on its side while our NAT
+//!   mapping toward it stayed the same, so the keepalive still looks fine): any answer 437
+//!   (Allocation Mismatch) to a request of ours means the allocation is gone, and when the path
+//!   to the peer goes silent ([`Relay::probe`]) we ask at once with a Refresh of our own,
+//!   signed with the long-term credentials and the relay's last REALM/NONCE. 437 (after a
+//!   438/401 round for a fresh nonce, which a restarted relay asks first) reports
+//!   [`RelayOutput::Lost`], and the engine allocates again and restarts ICE.
+//!
 //! Time: the library runs on `sans_io_time::Instant`; we convert from `std::time::Instant`
 //! relative to the relay's creation.
 
@@ -35,6 +43,13 @@ use turn_client_proto::api::{
     Transmit, TurnClientApi, TurnConfig, TurnEvent, TurnPollRet, TurnRecvRet,
 };
 use turn_client_proto::tcp::TurnClientTcp;
+use turn_client_proto::types::attribute::Lifetime;
+use turn_client_proto::types::message::REFRESH;
+use turn_client_proto::types::stun::attribute::{ErrorCode, Nonce, Realm, Username};
+use turn_client_proto::types::stun::message::{
+    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageWrite,
+    MessageWriteExt, MessageWriteVec, TransactionId as TurnTid,
+};
 use turn_client_proto::types::{Instant as TurnInstant, TransportType, TurnCredentials};
 use turn_client_proto::udp::TurnClientUdp;
 
@@ -60,6 +75,12 @@ const MAX_PEERS: usize = 256;
 const MAX_PENDING_SENDS: usize = 64;
 /// Guard for the library's poll loops.
 const MAX_STEPS: usize = 10_000;
+/// Lifetime asked for by the liveness Refresh: RFC 8656's recommended maximum, so the check
+/// never shortens the allocation below what the library was granted and refreshes by (a
+/// shorter one would let the relay expire it before the library's own refresh).
+const CHECK_LIFETIME: u32 = 3600;
+/// Fresh-nonce rounds (438 Stale Nonce) per liveness check.
+const MAX_CHECK_ROUNDS: u32 = 2;
 
 /// How we reach a TURN server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,6 +180,14 @@ pub(crate) enum RelayOutput {
     Lost { why: String },
 }
 
+/// What [`Relay::inspect`] made of a message from the relay.
+enum Inspected {
+    /// The answer to our liveness Refresh: not for the library.
+    Ours,
+    /// For the library.
+    Pass,
+}
+
 /// One allocation on one TURN server.
 pub(crate) struct Relay {
     pub id: u32,
@@ -178,6 +207,13 @@ pub(crate) struct Relay {
     keepalive_tid: Option<TransactionId>,
     keepalives_missed: u32,
     mapped: Option<SocketAddr>,
+    /// The relay's REALM and last NONCE, seen in its answers (for the liveness Refresh).
+    realm: Option<String>,
+    nonce: Option<String>,
+    /// The liveness Refresh in flight: its transaction and the nonce rounds it took.
+    check: Option<(TurnTid, u32)>,
+    /// UDP: send the liveness Refresh once the probe's Binding shows our mapping unchanged.
+    check_after_binding: bool,
     peers: Vec<SocketAddr>,
     asked_permissions: Vec<IpAddr>,
     asked_channels: Vec<SocketAddr>,
@@ -266,6 +302,10 @@ impl Relay {
             keepalive_tid: None,
             keepalives_missed: 0,
             mapped: None,
+            realm: None,
+            nonce: None,
+            check: None,
+            check_after_binding: false,
             peers: Vec::new(),
             asked_permissions: Vec::new(),
             asked_channels: Vec::new(),
@@ -415,7 +455,9 @@ impl Relay {
                     return;
                 }
             };
-            self.relay_message(now, msg);
+            if let Inspected::Pass = self.inspect(now, &msg) {
+                self.relay_message(now, msg);
+            }
             if self.client.is_none() {
                 return;
             }
@@ -464,6 +506,12 @@ impl Relay {
             self.keepalive_tid = None;
             self.keepalives_missed = 0;
             self.on_mapped(now, mapped);
+            if std::mem::take(&mut self.check_after_binding) && self.state == RelayState::Ready {
+                self.send_check(now, 0);
+            }
+            return true;
+        }
+        if let Inspected::Ours = self.inspect(now, data) {
             return true;
         }
         let t = self.t(now);
@@ -481,6 +529,110 @@ impl Relay {
         }
         self.pump(now);
         true
+    }
+
+    /// Looks at a message from the relay before the library does: REALM and NONCE are kept, a
+    /// 437 means the relay no longer knows our allocation, and the answer to our liveness
+    /// Refresh is ours (true: not for the library, which never sent it).
+    fn inspect(&mut self, now: Instant, data: &[u8]) -> Inspected {
+        if data.first().is_none_or(|b| b >> 6 != 0) {
+            return Inspected::Pass; // ChannelData
+        }
+        let Ok(msg) = Message::from_bytes(data) else {
+            return Inspected::Pass;
+        };
+        if !msg.is_response() {
+            return Inspected::Pass;
+        }
+        if let (Ok(realm), Ok(nonce)) = (msg.attribute::<Realm>(), msg.attribute::<Nonce>()) {
+            self.realm = Some(realm.realm().to_owned());
+            self.nonce = Some(nonce.nonce().to_owned());
+        }
+
+        let code = msg.attribute::<ErrorCode>().ok().map(|e| e.code());
+        let ours = self
+            .check
+            .is_some_and(|(tid, _)| tid == msg.transaction_id());
+        if code == Some(ErrorCode::ALLOCATION_MISMATCH) && self.state == RelayState::Ready {
+            self.check = None;
+            self.lose(
+                now,
+                "the relay no longer knows our allocation (437 Allocation Mismatch: it \
+                 restarted or dropped it)"
+                    .into(),
+            );
+            self.client = None;
+            return if ours {
+                Inspected::Ours
+            } else {
+                Inspected::Pass
+            };
+        }
+        if !ours {
+            return Inspected::Pass;
+        }
+        let rounds = self.check.map_or(0, |(_, r)| r);
+        self.check = None;
+        match code {
+            None if msg.has_class(MessageClass::Success) => {} // alive
+            Some(ErrorCode::STALE_NONCE) if rounds < MAX_CHECK_ROUNDS => {
+                self.send_check(now, rounds + 1); // a live relay rotating its nonces
+            }
+            Some(ErrorCode::UNAUTHORIZED) => {
+                // A signed request with the nonce the relay gave us refused outright: it no
+                // longer knows our nonce (a restart) or our credentials (expired). Either way
+                // the allocation is as good as gone. Not retrying matters: a retry would
+                // authenticate us from this 5-tuple on a relay without our allocation, and
+                // turn-server-proto then signs its 401 to our next Allocate from the same
+                // socket, which turn-client-proto (no key yet) refuses.
+                self.lose(
+                    now,
+                    "the relay no longer knows our allocation (401 to a signed Refresh: it \
+                     restarted, or our credentials expired)"
+                        .into(),
+                );
+                self.client = None;
+            }
+            _ => {}
+        }
+        Inspected::Ours
+    }
+
+    /// Sends the liveness Refresh: the relay answers it from the allocation's 5-tuple, or 437
+    /// when it has none (RFC 8656 §7.3). Needs the relay's REALM and NONCE, seen when we
+    /// allocated.
+    fn send_check(&mut self, now: Instant, rounds: u32) {
+        let (Some(realm), Some(nonce)) = (self.realm.clone(), self.nonce.clone()) else {
+            return;
+        };
+        let (Ok(user), Ok(realm_attr), Ok(nonce_attr)) = (
+            Username::new(&self.target.username),
+            Realm::new(&realm),
+            Nonce::new(&nonce),
+        ) else {
+            return;
+        };
+        let mut msg = Message::builder_request(REFRESH, MessageWriteVec::new());
+        let tid = msg.transaction_id();
+        let creds = LongTermKeyCredentials::new(
+            self.target.username.clone(),
+            self.target.password.expose().clone(),
+            realm,
+        );
+        let built = msg
+            .add_attribute(&Lifetime::new(CHECK_LIFETIME))
+            .and_then(|()| msg.add_attribute(&user))
+            .and_then(|()| msg.add_attribute(&realm_attr))
+            .and_then(|()| msg.add_attribute(&nonce_attr))
+            .and_then(|()| msg.add_message_integrity(&creds.into(), IntegrityAlgorithm::Sha1));
+        if let Err(e) = built {
+            tracing::debug!(error = %e, "liveness Refresh not built");
+            return;
+        }
+        self.check = Some((tid, rounds));
+        let data = msg.finish();
+        let to = self.target.server;
+        self.emit(now, data, to);
     }
 
     fn peer_data(&mut self, now: Instant, peer: SocketAddr, data: Vec<u8>) {
@@ -653,9 +805,20 @@ impl Relay {
     /// and with it whether the allocation is lost. UDP allocations only; an unanswered earlier
     /// keepalive counts as missed, as at its own time.
     pub(crate) fn probe(&mut self, now: Instant) {
-        if self.target.transport == RelayTransport::Udp && self.state == RelayState::Ready {
+        if self.state != RelayState::Ready {
+            return;
+        }
+        // Does the relay still know our allocation? A restarted relay at the same address
+        // answers the Binding as before. Over UDP the Refresh waits for the Binding's answer:
+        // from a moved mapping (a new 5-tuple) the allocation is lost anyway, and a Refresh
+        // authenticated there would make turn-server-proto sign its 401 to our next Allocate
+        // from that 5-tuple, which turn-client-proto refuses.
+        if self.target.transport == RelayTransport::Udp {
+            self.check_after_binding = true;
             self.next_keepalive = Some(now);
             self.handle_timeout(now);
+        } else {
+            self.send_check(now, 0);
         }
     }
 
@@ -1228,6 +1391,89 @@ mod tests {
         lab.relay = Relay::udp(2, target("alice", "secret"), BASE.parse().unwrap(), lab.now);
         lab.run_for(Duration::from_secs(1));
         assert_eq!(lab.relay.state(), &RelayState::Ready);
+    }
+
+    /// The relay process restarts at the same address: it knows none of our state.
+    fn restart_server(lab: &mut Lab) {
+        let mut server =
+            TurnServer::new(TransportType::Udp, SERVER.parse().unwrap(), "dopus".into());
+        server.add_user("alice".into(), "secret".into());
+        lab.server = server;
+    }
+
+    fn lost_why(lab: &Lab) -> Option<String> {
+        lab.outputs.iter().find_map(|o| match o {
+            RelayOutput::Lost { why } => Some(why.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_probe_of_a_live_relay_keeps_the_allocation() {
+        let mut lab = Lab::new("alice", "secret");
+        lab.run_for(Duration::from_secs(1));
+        let refreshes = lab.count(REFRESH.value());
+        lab.relay.probe(lab.now);
+        lab.run_for(Duration::from_secs(2));
+        // Our liveness Refresh went out and was answered with success.
+        assert_eq!(lab.count(REFRESH.value()), refreshes + 1);
+        assert!(
+            lab.answers
+                .iter()
+                .any(|a| a.0 == REFRESH.value() && a.1 == MessageClass::Success)
+        );
+        assert!(!lab.lost(), "{:?}", lab.outputs);
+        assert_eq!(lab.relay.state(), &RelayState::Ready);
+        // The library's own refreshes still work after it.
+        lab.run_for(Duration::from_secs(7300));
+        assert!(!lab.lost(), "{:?}", lab.outputs);
+    }
+
+    #[test]
+    fn a_restarted_relay_is_noticed_by_the_probe_and_allocated_again() {
+        let mut lab = Lab::new("alice", "secret");
+        let peer: SocketAddr = PEER.parse().unwrap();
+        lab.relay.add_peer(lab.now, peer);
+        lab.run_for(Duration::from_secs(30)); // mapping known, permission and channel made
+        restart_server(&mut lab);
+        // The keepalive is answered as before (same address, same NAT mapping): not lost.
+        lab.run_for(Duration::from_secs(30));
+        assert!(!lab.lost());
+        // Sends go nowhere; the path to the peer goes silent and the engine probes.
+        lab.to_peers.clear();
+        lab.relay.send(lab.now, peer, b"lost".to_vec());
+        lab.exchange();
+        assert!(lab.to_peers.is_empty());
+        lab.relay.probe(lab.now);
+        lab.run_for(Duration::from_secs(1));
+        let why = lost_why(&lab).unwrap_or_else(|| panic!("{:?} {:?}", lab.outputs, lab.answers));
+        assert!(why.contains("437"), "{why}");
+        assert!(
+            lab.answers
+                .iter()
+                .any(|a| a.0 == REFRESH.value() && a.2 == Some(437)),
+            "{:?}",
+            lab.answers
+        );
+        assert!(matches!(lab.relay.state(), RelayState::Failed(_)));
+        // A new allocation on the restarted relay from a new 5-tuple works. (From the same
+        // one, turn-server-proto signs its first 401 because it authenticated us there, and
+        // turn-client-proto refuses that challenge: docs/connectivity.md "Known limits".)
+        lab.mapped = "198.51.100.7:40777".parse().unwrap();
+        lab.relay = Relay::udp(2, target("alice", "secret"), BASE.parse().unwrap(), lab.now);
+        lab.run_for(Duration::from_secs(1));
+        assert_eq!(lab.relay.state(), &RelayState::Ready, "{:?}", lab.answers);
+    }
+
+    #[test]
+    fn without_a_probe_a_restarted_relay_is_lost_at_the_next_refresh() {
+        let mut lab = Lab::new("alice", "secret");
+        lab.run_for(Duration::from_secs(1));
+        restart_server(&mut lab);
+        // The allocation's own refresh (ahead of its lifetime, at most an hour) is refused by
+        // the restarted relay.
+        lab.run_for(Duration::from_secs(3700));
+        assert!(lost_why(&lab).is_some(), "{:?}", lab.answers);
     }
 
     #[test]
