@@ -422,6 +422,10 @@ fn spawn(
         max_message_size: config.max_message_size,
     };
     let (relay_tx, relay_rx) = mpsc::channel(256);
+    let watched_ips = match config.bind {
+        crate::config::BindPolicy::AllInterfaces => interface_ips(&config),
+        crate::config::BindPolicy::Addrs(_) => None,
+    };
     let task = PeerTask {
         relay_tx,
         relay_rx,
@@ -445,6 +449,8 @@ fn spawn(
         media_rx,
         media_sink: None,
         media_generation: 0,
+        watched_ips,
+        next_interface_check: crate::time::later(Instant::now(), INTERFACE_POLL),
     };
     tokio::spawn(task.run());
     (handle, ev_rx)
@@ -469,6 +475,26 @@ enum RelayIo {
 const STREAM_QUEUE: usize = 256;
 /// How long a TCP connection to a relay may take.
 const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the task compares the machine's addresses with the ones its sockets are bound
+/// to (`getifaddrs`, a few microseconds). A periodic diff rather than netlink: portable (macOS,
+/// Windows through if-addrs), no extra dependency or privileged socket, and bounded: one call
+/// per connection every 2 s. A change is acted on within 2 s, well before the 5 s of silence
+/// after which the path would be declared lost.
+const INTERFACE_POLL: Duration = Duration::from_secs(2);
+
+/// The IP addresses the bind policy selects now, in a comparable form.
+fn interface_ips(config: &RtcConfig) -> Option<Vec<std::net::IpAddr>> {
+    let mut ips: Vec<std::net::IpAddr> =
+        interfaces::bind_addrs(&config.bind, config.include_loopback)
+            .ok()?
+            .into_iter()
+            .map(|a| a.ip())
+            .collect();
+    ips.sort();
+    ips.dedup();
+    Some(ips)
+}
 
 /// What woke the task up; handled after `select!` has released its borrows.
 enum Wake {
@@ -514,6 +540,9 @@ struct PeerTask {
     /// The attached call's media task, and the generation of its sender.
     media_sink: Option<(u64, mpsc::Sender<MediaEvent>)>,
     media_generation: u64,
+    /// The addresses the sockets were bound for, and when to look at the machine's again.
+    watched_ips: Option<Vec<std::net::IpAddr>>,
+    next_interface_check: Instant,
 }
 
 impl PeerTask {
@@ -533,6 +562,9 @@ impl PeerTask {
             }
             if let Some((_, tried)) = &self.blob_blocked {
                 deadline = deadline.min(crate::time::later(*tried, BLOCKED_RETRY));
+            }
+            if self.watched_ips.is_some() {
+                deadline = deadline.min(self.next_interface_check);
             }
             let deadline = tokio::time::Instant::from_std(deadline);
             let can_read = self.queued_events.len() < self.config.event_capacity;
@@ -594,7 +626,13 @@ impl PeerTask {
                 Wake::Datagram(None) => {}
                 Wake::MediaOut(Some(frame)) => self.write_media(frame),
                 Wake::MediaOut(None) => {}
-                Wake::Timer => self.engine.handle_timeout(Instant::now()),
+                Wake::Timer => {
+                    let now = Instant::now();
+                    if now >= self.next_interface_check {
+                        self.check_interfaces(now);
+                    }
+                    self.engine.handle_timeout(now);
+                }
             }
         }
         for (_, (_, reader)) in self.streams.drain() {
@@ -848,6 +886,36 @@ impl PeerTask {
                 self.engine.close(now, CloseReason::Local);
                 self.close_waiters.push(reply);
             }
+        }
+    }
+
+    /// The machine's addresses changed (a new network, a DHCP renumbering, a VPN): bind new
+    /// sockets and restart ICE at once, as [`PeerHandle::restart_ice_rebind`] does, instead of
+    /// waiting for the path to go silent. The offer goes to the application as
+    /// [`PeerEvent::RestartOffer`], like the path-loss restart's. Only with
+    /// [`crate::config::BindPolicy::AllInterfaces`] (fixed addresses never change) and once the
+    /// connection is open; with no address at all it waits for one.
+    fn check_interfaces(&mut self, now: Instant) {
+        self.next_interface_check = crate::time::later(now, INTERFACE_POLL);
+        let Some(watched) = self.watched_ips.as_ref() else {
+            return;
+        };
+        let Some(ips) = interface_ips(&self.config) else {
+            return;
+        };
+        if &ips == watched || ips.is_empty() || !self.engine.channel_open() {
+            return;
+        }
+        tracing::info!("local addresses changed: new sockets and an ICE restart");
+        self.watched_ips = Some(ips);
+        match self.restart(now, true) {
+            Ok(sdp) => {
+                let ev = PeerEvent::RestartOffer(sdp);
+                if let Err(mpsc::error::TrySendError::Full(ev)) = self.try_deliver(ev) {
+                    self.queued_events.push_back(ev);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "no ICE restart after the address change"),
         }
     }
 

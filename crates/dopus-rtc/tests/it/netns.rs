@@ -183,6 +183,8 @@ struct Lab {
     /// "" (no relay), "udp" or "all".
     relay: &'static str,
     flush: bool,
+    /// With `flush`: instead of flushing the NATs, A's address changes (10.77.1.2 -> .3).
+    renumber: bool,
 }
 
 impl Lab {
@@ -193,6 +195,7 @@ impl Lab {
             block_a: Block::Nothing,
             relay: "udp",
             flush: false,
+            renumber: false,
         }
     }
 
@@ -202,7 +205,11 @@ impl Lab {
             Block::Udp => "-nu",
             Block::UdpAndTcp => "-nt",
         };
-        let flush = if self.flush { "-fl" } else { "" };
+        let flush = match (self.flush, self.renumber) {
+            (true, true) => "-rn",
+            (true, false) => "-fl",
+            _ => "",
+        };
         let relay = if self.relay.is_empty() { "-nr" } else { "" };
         format!("{}{}{block}{flush}{relay}", self.a.tag(), self.b.tag())
     }
@@ -412,9 +419,46 @@ async fn scenario(lab: Lab) -> Option<Outcome> {
         if both {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let (na, nb) = (topo.nat_a().to_owned(), topo.nat_b().to_owned());
+            let a_ns = topo.a().to_owned();
+            let renumber = lab.renumber;
             tokio::task::spawn_blocking(move || {
-                for ns in [na, nb] {
-                    run(&["ip", "netns", "exec", &ns, "conntrack", "-F"]);
+                if renumber {
+                    // A moves to another address on its network (a DHCP renumbering): the
+                    // old one, and the routes through it, are gone.
+                    run(&[
+                        "ip",
+                        "-n",
+                        &a_ns,
+                        "addr",
+                        "del",
+                        "10.77.1.2/24",
+                        "dev",
+                        "eth0",
+                    ]);
+                    run(&[
+                        "ip",
+                        "-n",
+                        &a_ns,
+                        "addr",
+                        "add",
+                        "10.77.1.3/24",
+                        "dev",
+                        "eth0",
+                    ]);
+                    run(&[
+                        "ip",
+                        "-n",
+                        &a_ns,
+                        "route",
+                        "add",
+                        "default",
+                        "via",
+                        "10.77.1.1",
+                    ]);
+                } else {
+                    for ns in [na, nb] {
+                        run(&["ip", "netns", "exec", &ns, "conntrack", "-F"]);
+                    }
                 }
             })
             .await
@@ -584,6 +628,35 @@ async fn a_flushed_nat_mapping_recovers_within_ten_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flushed_mapping_on_a_relayed_pair_recovers_within_ten_seconds() {
     flush_and_recover(Nat::Symmetric, Nat::Symmetric).await;
+}
+
+/// A's address changes mid-conversation (no NAT on either side, so the direct host pair
+/// dies with it). The connection notices the new address within its 2 s interface poll,
+/// binds new sockets and restarts ICE itself: its first state event is the restart offer,
+/// not the `Disconnected` of 5 s of silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_local_address_restarts_ice_without_waiting_for_silence() {
+    let lab = Lab {
+        flush: true,
+        renumber: true,
+        ..Lab::pair(Nat::Open, Nat::Open)
+    };
+    let Some(out) = scenario(lab).await else {
+        return;
+    };
+    eprintln!(
+        "renumbered: a: {} | {}\n b: {} | {}",
+        out.a, out.flush_a, out.b, out.flush_b
+    );
+    for (side, line) in [("a", &out.flush_a), ("b", &out.flush_b)] {
+        assert!(line.starts_with("recovered "), "{side}: {line}");
+    }
+    let states = field(&out.flush_a, "states").unwrap_or_default();
+    assert!(
+        states.starts_with("RestartOffer@"),
+        "a restarted on the address change, before any path loss: {}",
+        out.flush_a
+    );
 }
 
 async fn flush_and_recover(a: Nat, b: Nat) {
