@@ -22,9 +22,11 @@
 //! in offer order ([`OpenedLeg::slots`]). A 1:1 call offers one `sendrecv` m-line: up and the
 //! only slot are the same. A voice channel offers one `sendonly` m-line and one `recvonly`
 //! m-line per remote participant it can hear; the node says which slot carries whom.
-//!    Video: the first video m-line of the offer carries the camera (or the screen, which
-//!    replaces it on the same m-line): VP8 frames up as [`LegEvent::Video`], down with
-//!    [`BrowserLegHandle::send_video_down`]. Keyframe requests cross it both ways: the browser's
+//!    Video: the first video m-line the browser sends on carries its camera (or the screen,
+//!    which replaces it on the same m-line): VP8 frames up as [`LegEvent::Video`]; the video
+//!    m-lines it receives on are the video slots ([`OpenedLeg::video_slots`], in offer order),
+//!    written with [`BrowserLegHandle::send_video_down_to`] (a call's one `sendrecv` video
+//!    m-line is both the up one and slot 0, [`BrowserLegHandle::send_video_down`]). Keyframe requests cross it both ways: the browser's
 //!    PLI or FIR on the video we send it becomes [`LegEvent::KeyframeRequest`], and
 //!    [`BrowserLegHandle::request_keyframe`] sends a PLI to the browser's encoder; each way at
 //!    most one per [`crate::KEYFRAME_REQUEST_INTERVAL`], the rest counted and dropped.
@@ -92,9 +94,13 @@ pub enum LegEvent {
         /// The frame, exactly as the browser encoded it (str0m reassembled its packets).
         data: Vec<u8>,
     },
-    /// The browser asks for a keyframe of the video the leg sends it (it lost a picture, or a
-    /// decoder just started), at most one per [`crate::KEYFRAME_REQUEST_INTERVAL`].
-    KeyframeRequest,
+    /// The browser asks for a keyframe of the video the leg sends it on video slot `slot` (it
+    /// lost a picture, or a decoder just started), at most one per
+    /// [`crate::KEYFRAME_REQUEST_INTERVAL`] per slot.
+    KeyframeRequest {
+        /// The video slot whose viewer asked (see [`OpenedLeg::video_slots`]).
+        slot: usize,
+    },
     /// The leg ended; the last event.
     Closed {
         /// Why (safe to show: no address, no key).
@@ -157,9 +163,8 @@ enum Cmd {
     Close,
 }
 
-/// One frame for the browser: its audio slot (`None`: the video m-line), RTP time, payload and
-/// level.
-type DownFrame = (Option<usize>, u64, Vec<u8>, Option<i8>);
+/// One frame for the browser: audio or video, its slot, RTP time, payload and (audio) level.
+type DownFrame = (bool, usize, u64, Vec<u8>, Option<i8>);
 
 /// Drives one browser leg; cheap to clone. When every clone is dropped the leg closes.
 #[derive(Clone)]
@@ -193,13 +198,25 @@ impl BrowserLegHandle {
         data: Vec<u8>,
         level: Option<i8>,
     ) -> Result<(), PeerError> {
-        self.queue_down((Some(slot), rtp_time, data, level))
+        self.queue_down((false, slot, rtp_time, data, level))
     }
 
-    /// Queues one VP8 frame (RTP time at 90 kHz) for the browser's video m-line. Errors as
-    /// [`BrowserLegHandle::send_down`]; a leg without video drops it, counted.
+    /// Queues one VP8 frame (RTP time at 90 kHz) for the browser's first video slot (a call's
+    /// video m-line). Errors as [`BrowserLegHandle::send_down`]; a leg without video drops it,
+    /// counted.
     pub fn send_video_down(&self, rtp_time: u64, data: Vec<u8>) -> Result<(), PeerError> {
-        self.queue_down((None, rtp_time, data, None))
+        self.send_video_down_to(0, rtp_time, data)
+    }
+
+    /// Queues one VP8 frame for video slot `slot` (see [`OpenedLeg::video_slots`]). Errors as
+    /// [`BrowserLegHandle::send_down`]; a slot the leg does not have drops the frame, counted.
+    pub fn send_video_down_to(
+        &self,
+        slot: usize,
+        rtp_time: u64,
+        data: Vec<u8>,
+    ) -> Result<(), PeerError> {
+        self.queue_down((true, slot, rtp_time, data, None))
     }
 
     /// Asks the browser's encoder for a keyframe (PLI on the video it sends), at most once per
@@ -262,6 +279,9 @@ pub struct OpenedLeg {
     pub answer: String,
     /// The media ids of the down slots, in offer order (slot 0 first).
     pub slots: Vec<String>,
+    /// The media ids of the video slots (the video m-lines the browser receives on), in offer
+    /// order.
+    pub video_slots: Vec<String>,
     /// Upstream frames and the leg's state.
     pub events: mpsc::Receiver<LegEvent>,
 }
@@ -405,13 +425,26 @@ impl BrowserLeg {
                 "no audio m-line of the offer sends or receives".into(),
             ));
         }
-        // The first video m-line is the call's (camera or screen); more are not used.
-        let video = media_lines(&answer, "video ")
-            .into_iter()
-            .next()
-            .map(|(m, recv, send)| (Mid::from(m.as_str()), recv, send));
+        // Video: the first m-line we receive on is the browser's camera or screen; the ones we
+        // send on are the video slots.
+        let video = media_lines(&answer, "video ");
+        if video.len() > MAX_SLOTS {
+            return Err(PeerError::InvalidSdp(format!(
+                "the offer has {} video m-lines, more than {MAX_SLOTS}",
+                video.len()
+            )));
+        }
+        let video_up = video
+            .iter()
+            .find(|(_, recv, _)| *recv)
+            .map(|(m, _, _)| Mid::from(m.as_str()));
+        let video_down: Vec<Mid> = video
+            .iter()
+            .filter(|(_, _, send)| *send)
+            .map(|(m, _, _)| Mid::from(m.as_str()))
+            .collect();
         let stats = Arc::new(Mutex::new(LegStats {
-            video: video.is_some(),
+            video: !video.is_empty(),
             refused_candidates: removed,
             cap_bps: cap_bps.clamp(CAP_RANGE.0, CAP_RANGE.1),
             ..LegStats::default()
@@ -434,9 +467,9 @@ impl BrowserLeg {
             events: ev_tx,
             up,
             down: down.clone(),
-            video_up: video.filter(|v| v.1).map(|v| v.0),
-            video_down: video.filter(|v| v.2).map(|v| v.0),
-            keyframe_up_at: None,
+            video_up,
+            video_down: video_down.clone(),
+            keyframe_up_at: vec![None; video_down.len()],
             keyframe_down_at: None,
             connected_at: None,
             opened_at: now,
@@ -453,6 +486,7 @@ impl BrowserLeg {
             },
             answer,
             slots: down.iter().map(ToString::to_string).collect(),
+            video_slots: video_down.iter().map(ToString::to_string).collect(),
             events: ev_rx,
         })
     }
@@ -571,8 +605,8 @@ impl FakeBrowser {
             up: Some(self.mid),
             down: vec![self.mid],
             video_up: self.video_mid,
-            video_down: self.video_mid,
-            keyframe_up_at: None,
+            video_down: self.video_mid.into_iter().collect(),
+            keyframe_up_at: vec![None; usize::from(self.video_mid.is_some())],
             keyframe_down_at: None,
             connected_at: None,
             opened_at: now,
@@ -590,6 +624,7 @@ impl FakeBrowser {
             },
             answer: String::new(),
             slots: vec![self.mid.to_string()],
+            video_slots: self.video_mid.iter().map(ToString::to_string).collect(),
             events: ev_rx,
         })
     }
@@ -613,12 +648,12 @@ struct LegTask {
     up: Option<Mid>,
     /// The audio m-lines the browser receives on: the down slots, in order.
     down: Vec<Mid>,
-    /// The video m-line, if the browser sends on it / receives on it.
+    /// The video m-line the browser sends on, and the ones it receives on (the video slots).
     video_up: Option<Mid>,
-    video_down: Option<Mid>,
+    video_down: Vec<Mid>,
     /// When the last keyframe request from the browser was passed on, and the last one sent to
     /// it (each throttled to one per `KEYFRAME_REQUEST_INTERVAL`).
-    keyframe_up_at: Option<Instant>,
+    keyframe_up_at: Vec<Option<Instant>>,
     keyframe_down_at: Option<Instant>,
     connected_at: Option<Instant>,
     opened_at: Instant,
@@ -654,8 +689,8 @@ impl LegTask {
                     Some(Cmd::Close) | None => break "closed by the node".to_owned(),
                 },
                 f = down.recv() => match f {
-                    Some((Some(slot), rtp, data, level)) => self.write_down(slot, rtp, data, level),
-                    Some((None, rtp, data, _)) => self.write_video_down(rtp, data),
+                    Some((false, slot, rtp, data, level)) => self.write_down(slot, rtp, data, level),
+                    Some((true, slot, rtp, data, _)) => self.write_video_down(slot, rtp, data),
                     None => break "closed by the node".to_owned(),
                 },
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)), if wake > now => {}
@@ -744,7 +779,7 @@ impl LegTask {
                 let known = match m.kind {
                     MediaKind::Audio => Some(m.mid) == self.up || self.down.contains(&m.mid),
                     MediaKind::Video => {
-                        Some(m.mid) == self.video_up || Some(m.mid) == self.video_down
+                        Some(m.mid) == self.video_up || self.video_down.contains(&m.mid)
                     }
                 };
                 if !known {
@@ -757,17 +792,25 @@ impl LegTask {
             Event::KeyframeRequest(r) => {
                 let now = Instant::now();
                 let mut s = lock(&self.stats);
-                if Some(r.mid) != self.video_down {
+                let slot = self.video_down.iter().position(|m| *m == r.mid);
+                let last = slot.and_then(|i| self.keyframe_up_at.get_mut(i));
+                let Some((slot, last)) = slot.zip(last) else {
                     s.refuse(format!(
                         "a keyframe request for m-line {}, on which the leg sends no video",
                         r.mid
                     ));
-                } else if self.keyframe_up_at.is_some_and(|t| {
+                    return;
+                };
+                if last.is_some_and(|t| {
                     now.duration_since(t) < crate::media::KEYFRAME_REQUEST_INTERVAL
                 }) {
                     s.keyframe_requests_throttled += 1;
-                } else if self.events.try_send(LegEvent::KeyframeRequest).is_ok() {
-                    self.keyframe_up_at = Some(now);
+                } else if self
+                    .events
+                    .try_send(LegEvent::KeyframeRequest { slot })
+                    .is_ok()
+                {
+                    *last = Some(now);
                     s.keyframe_requests_up += 1;
                 }
             }
@@ -862,10 +905,16 @@ impl LegTask {
         }
     }
 
-    fn write_video_down(&mut self, rtp_time: u64, data: Vec<u8>) {
+    fn write_video_down(&mut self, slot: usize, rtp_time: u64, data: Vec<u8>) {
         let now = Instant::now();
-        let result = match self.video_down.and_then(|mid| self.rtc.writer(mid)) {
-            None => Err("the browser leg has no video m-line to send on".to_owned()),
+        let result = match self
+            .video_down
+            .get(slot)
+            .and_then(|mid| self.rtc.writer(*mid))
+        {
+            None => Err(format!(
+                "the browser leg has no video m-line for video slot {slot}"
+            )),
             Some(writer) => {
                 let pt = writer
                     .payload_params()
@@ -969,7 +1018,7 @@ mod tests {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(LegEvent::Frame { rtp_time, data, .. })) => return Some((rtp_time, data)),
                 Ok(Some(
-                    LegEvent::Connected | LegEvent::Video { .. } | LegEvent::KeyframeRequest,
+                    LegEvent::Connected | LegEvent::Video { .. } | LegEvent::KeyframeRequest { .. },
                 )) => continue,
                 Ok(Some(LegEvent::Closed { .. }) | None) | Err(_) => return None,
             }
@@ -1078,7 +1127,7 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(e @ (LegEvent::Video { .. } | LegEvent::KeyframeRequest))) => {
+                Ok(Some(e @ (LegEvent::Video { .. } | LegEvent::KeyframeRequest { .. }))) => {
                     return Some(e);
                 }
                 Ok(Some(LegEvent::Connected | LegEvent::Frame { .. })) => continue,
@@ -1142,13 +1191,13 @@ mod tests {
         node.handle.request_keyframe();
         assert_eq!(
             next_video(&mut browser.events).await,
-            Some(LegEvent::KeyframeRequest)
+            Some(LegEvent::KeyframeRequest { slot: 0 })
         );
         // The browser asks the node (a viewer lost a picture): it becomes a LegEvent.
         browser.handle.request_keyframe();
         assert_eq!(
             next_video(&mut node_events).await,
-            Some(LegEvent::KeyframeRequest)
+            Some(LegEvent::KeyframeRequest { slot: 0 })
         );
         let st = node.handle.stats();
         assert!(st.video);
@@ -1241,6 +1290,51 @@ mod tests {
 
     /// A voice channel's page offers one send m-line and one receive m-line per participant:
     /// the leg receives on the first and has one down slot per receive m-line, in order.
+    #[tokio::test]
+    async fn a_voice_offer_with_video_gets_one_video_up_and_a_video_slot_per_receive_m_line() {
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(Instant::now());
+        let cand = Candidate::host("127.0.0.1:40001".parse().expect("addr"), "udp").expect("cand");
+        rtc.add_local_candidate(cand);
+        let mut api = rtc.sdp_api();
+        use str0m::media::Direction::{RecvOnly, SendOnly};
+        let audio_up = api.add_media(MediaKind::Audio, SendOnly, None, None, None);
+        let audio_down = api.add_media(MediaKind::Audio, RecvOnly, None, None, None);
+        let video_up = api.add_media(MediaKind::Video, SendOnly, None, None, None);
+        let video_downs: Vec<Mid> = (0..3)
+            .map(|_| api.add_media(MediaKind::Video, RecvOnly, None, None, None))
+            .collect();
+        let (offer, _pending) = api.apply().expect("offer");
+        let leg = BrowserLeg::open(&offer.to_sdp_string(), 64_000).expect("leg");
+        assert_eq!(leg.slots, vec![audio_down.to_string()]);
+        assert_eq!(
+            leg.video_slots,
+            video_downs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        );
+        for m in [audio_up, video_up] {
+            assert!(!leg.video_slots.contains(&m.to_string()));
+        }
+        assert!(leg.handle.stats().video);
+        // A video slot the leg does not have loses the frame, counted, with the reason.
+        leg.handle
+            .send_video_down_to(3, 0, vp8(0, true))
+            .expect("queued");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while leg.handle.stats().dropped_down == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let st = leg.handle.stats();
+        assert_eq!(st.dropped_down, 1, "{st:?}");
+        assert!(st.last_refusal.unwrap_or_default().contains("video slot 3"));
+        leg.handle.close();
+    }
+
     #[tokio::test]
     async fn a_voice_offer_gets_one_up_m_line_and_a_down_slot_per_receive_m_line() {
         let mut rtc = Rtc::builder()

@@ -53,7 +53,7 @@ impl MediaSource for BrowserSource {
                 Poll::Ready(Some(LegEvent::Video { rtp_time, data })) => {
                     Poll::Ready(Some(Live::Video(rtp_time, data)))
                 }
-                Poll::Ready(Some(LegEvent::KeyframeRequest)) => {
+                Poll::Ready(Some(LegEvent::KeyframeRequest { .. })) => {
                     Poll::Ready(Some(Live::KeyframeRequest))
                 }
                 Poll::Ready(Some(LegEvent::Connected)) => continue,

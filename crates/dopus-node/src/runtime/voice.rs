@@ -722,7 +722,7 @@ impl VoiceTask {
                         self.forward_up(rtp_time, data, level);
                     }
                     // No video in voice channels yet (docs/media.md, "Not yet").
-                    Some(LegEvent::Connected | LegEvent::Video { .. } | LegEvent::KeyframeRequest) => {}
+                    Some(LegEvent::Connected | LegEvent::Video { .. } | LegEvent::KeyframeRequest { .. }) => {}
                     Some(LegEvent::Closed { reason }) => {
                         tracing::debug!(reason = %reason, "voice: the browser leg closed");
                         self.browser = None;

@@ -432,7 +432,7 @@ async fn video_frames_and_keyframe_requests_cross_both_nodes() {
     let mut crossed = false;
     while !crossed {
         match tokio::time::timeout_at(deadline, alice.events.recv()).await {
-            Ok(Some(dopus_rtc::LegEvent::KeyframeRequest)) => crossed = true,
+            Ok(Some(dopus_rtc::LegEvent::KeyframeRequest { slot: 0 })) => crossed = true,
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }
