@@ -41,3 +41,8 @@ pub use planner::{
 pub use progress::{MIN_EVENT_INTERVAL_MS, Progress, ProgressMeter};
 pub use resume::{CommitPolicy, ResumeBook};
 pub use upload::{Upload, UploadOutput};
+
+/// The longest a channel blob's holder is remembered after its `file_have` (30 days): the
+/// runtime prunes older rows ([`crate::store::Change::PruneBlobHolders`]). A row goes sooner
+/// when no download of its blob is left, or when that holder sends a bad chunk group.
+pub const BLOB_HOLDER_MAX_AGE_MS: u64 = 30 * 24 * 60 * 60 * 1000;

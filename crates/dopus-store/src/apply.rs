@@ -550,12 +550,20 @@ fn apply_change(tx: &Connection, change: Change) -> DbResult<Outcome> {
             )?
             .execute(params![uuid(&id.0), path, ts(at)?])?,
         ),
-        Change::AddBlobHolder { blob, user: u } => changed(
+        Change::AddBlobHolder { blob, user: u, at } => changed(
             tx.prepare_cached(
-                "INSERT INTO blob_holders (blob, user_id) VALUES (?1, ?2) \
+                "INSERT INTO blob_holders (blob, user_id, added_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (blob, user_id) DO NOTHING",
             )?
-            .execute(params![blob.as_bytes().as_slice(), user(&u)])?,
+            .execute(params![blob.as_bytes().as_slice(), user(&u), ts(at)?])?,
+        ),
+        Change::RemoveBlobHolders { blob } => changed(
+            tx.prepare_cached("DELETE FROM blob_holders WHERE blob = ?1")?
+                .execute(params![blob.as_bytes().as_slice()])?,
+        ),
+        Change::PruneBlobHolders { before } => changed(
+            tx.prepare_cached("DELETE FROM blob_holders WHERE added_at < ?1")?
+                .execute(params![ts(before)?])?,
         ),
         Change::RemoveBlobHolder { blob, user: u } => changed(
             tx.prepare_cached("DELETE FROM blob_holders WHERE blob = ?1 AND user_id = ?2")?

@@ -73,6 +73,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "history_order_by_id",
         sql: include_str!("../migrations/011_history_order_by_id.sql"),
     },
+    Migration {
+        version: 12,
+        name: "blob_holder_age",
+        sql: include_str!("../migrations/012_blob_holder_age.sql"),
+    },
 ];
 
 /// The schema version this build writes and the newest it reads.

@@ -382,8 +382,6 @@ impl NodeMachine {
                 if known.insert(sender) {
                     self.transfer_peers_dirty = true;
                 }
-                // Kept, so a download restarted later still asks every holder.
-                store.apply_one(Change::AddBlobHolder { blob, user: sender })?;
                 let mut wanted = false;
                 // Our upload is delivered once a first member holds the file; we go on
                 // serving it to the others.
@@ -406,6 +404,13 @@ impl NodeMachine {
                     }
                 }
                 if wanted {
+                    // Kept while our download is unfinished, so a download restarted later
+                    // still asks every holder.
+                    store.apply_one(Change::AddBlobHolder {
+                        blob,
+                        user: sender,
+                        at: now,
+                    })?;
                     self.outputs
                         .push_back(Output::Transfer(TransferRequest::Ask {
                             peer: sender,
@@ -445,6 +450,7 @@ impl NodeMachine {
                     h.remove(&sender);
                 }
                 store.apply_one(Change::RemoveBlobHolder { blob, user: sender })?;
+                self.forget_holders_unless_wanted(store, &blob)?;
                 self.transfer_peers_dirty = true;
             }
             // A reader giving up changes nothing for the others.
@@ -574,6 +580,7 @@ impl NodeMachine {
         t.reason = reason;
         if action == TransferAction::Cancel {
             let blob = t.manifest.blob;
+            self.forget_holders_unless_wanted(store, &blob)?;
             let content = match t.direction {
                 TransferDirection::Incoming => TransferContent::FileCancel { blob },
                 TransferDirection::Outgoing => TransferContent::FileRevoke { blob },
@@ -610,6 +617,7 @@ impl NodeMachine {
             return Ok(());
         }
         let blob = t.manifest.blob;
+        self.forget_holders_unless_wanted(store, &blob)?;
         match t.conversation {
             ConversationId::Direct(peer) => {
                 self.queue_transfer_content(now, peer, TransferContent::FileHave { blob }, store)?;
@@ -635,6 +643,9 @@ impl NodeMachine {
         let Some(t) = store.transfer(&id)? else {
             return Ok(());
         };
+        if t.direction == TransferDirection::Incoming && t.state.is_final() {
+            self.forget_holders_unless_wanted(store, &t.manifest.blob)?;
+        }
         if let ConversationId::Direct(peer) = t.conversation
             && t.direction == TransferDirection::Incoming
             && t.state == TransferState::Failed
@@ -779,6 +790,42 @@ impl NodeMachine {
         for peer in peers {
             self.maybe_connect(now, peer);
         }
+        Ok(())
+    }
+
+    /// Forgets the holders of `blob` (stored and in memory) unless a download of it is still
+    /// unfinished: they only serve to spread a download's ranges.
+    fn forget_holders_unless_wanted(
+        &mut self,
+        store: &mut dyn Store,
+        blob: &BlobHash,
+    ) -> Result<(), StoreError> {
+        let wanted = store
+            .transfers_of_blob(blob)?
+            .iter()
+            .any(|t| t.direction == TransferDirection::Incoming && !t.state.is_final());
+        if !wanted {
+            self.channel_files.holders.remove(blob);
+            store.apply_one(Change::RemoveBlobHolders { blob: *blob })?;
+            self.transfer_peers_dirty = true;
+        }
+        Ok(())
+    }
+
+    /// A holder of `blob` sent a chunk group that did not verify: the download dropped it, and
+    /// it is no longer remembered as a holder (a restart does not ask it again). A later
+    /// `file_have` from it makes it one again.
+    pub fn drop_blob_holder(
+        &mut self,
+        store: &mut dyn Store,
+        blob: BlobHash,
+        user: UserId,
+    ) -> Result<(), StoreError> {
+        if let Some(h) = self.channel_files.holders.get_mut(&blob) {
+            h.remove(&user);
+        }
+        store.apply_one(Change::RemoveBlobHolder { blob, user })?;
+        self.transfer_peers_dirty = true;
         Ok(())
     }
 

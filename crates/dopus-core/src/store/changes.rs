@@ -173,13 +173,27 @@ pub enum Change {
         blob: BlobHash,
         /// Who holds it.
         user: UserId,
+        /// When it was heard (the age bound counts from the first time).
+        at: Timestamp,
     },
-    /// Forgets that `user` holds `blob` (they withdrew it). `Unchanged` if not known.
+    /// Forgets that `user` holds `blob` (they withdrew it, or sent a bad chunk group).
+    /// `Unchanged` if not known.
     RemoveBlobHolder {
         /// The blob.
         blob: BlobHash,
         /// Who no longer holds it.
         user: UserId,
+    },
+    /// Forgets every holder of `blob` (no download of it is left). `Unchanged` if none known.
+    RemoveBlobHolders {
+        /// The blob.
+        blob: BlobHash,
+    },
+    /// Forgets every holder first heard of before `before` (the age bound). `Unchanged` if
+    /// none is that old.
+    PruneBlobHolders {
+        /// The cut-off.
+        before: Timestamp,
     },
     /// Stores one op of a space's control log; an op already stored is
     /// [`Outcome::Unchanged`].

@@ -1931,6 +1931,7 @@ pub fn blob_holders<S: Store>(store: &mut S) {
                 .apply_one(Change::AddBlobHolder {
                     blob: a,
                     user: user(u),
+                    at: Timestamp(u64::from(u) * 10),
                 })
                 .unwrap(),
             Outcome::Applied
@@ -1941,6 +1942,7 @@ pub fn blob_holders<S: Store>(store: &mut S) {
             .apply_one(Change::AddBlobHolder {
                 blob: a,
                 user: user(1),
+                at: Timestamp(100),
             })
             .unwrap(),
         Outcome::Unchanged,
@@ -1950,6 +1952,7 @@ pub fn blob_holders<S: Store>(store: &mut S) {
         .apply_one(Change::AddBlobHolder {
             blob: b,
             user: user(1),
+            at: Timestamp(50),
         })
         .unwrap();
     let mut want = vec![user(1), user(2), user(3)];
@@ -1977,6 +1980,41 @@ pub fn blob_holders<S: Store>(store: &mut S) {
     want.retain(|u| *u != user(2));
     assert_eq!(store.blob_holders(&a).unwrap(), want);
     assert_eq!(store.blob_holders(&b).unwrap(), vec![user(1)]);
+
+    // The age bound counts from the first `file_have` (a repeat did not refresh it): a is held
+    // by 1 (since 10) and 3 (since 30), b by 1 (since 50).
+    assert_eq!(
+        store
+            .apply_one(Change::PruneBlobHolders {
+                before: Timestamp(10)
+            })
+            .unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        store
+            .apply_one(Change::PruneBlobHolders {
+                before: Timestamp(31)
+            })
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert!(store.blob_holders(&a).unwrap().is_empty());
+    assert_eq!(store.blob_holders(&b).unwrap(), vec![user(1)]);
+    // Every holder of a blob at once.
+    assert_eq!(
+        store
+            .apply_one(Change::RemoveBlobHolders { blob: b })
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert!(store.blob_holders(&b).unwrap().is_empty());
+    assert_eq!(
+        store
+            .apply_one(Change::RemoveBlobHolders { blob: b })
+            .unwrap(),
+        Outcome::Unchanged
+    );
 }
 
 fn op_record(sp: u8, id: u8, depth: u64) -> SpaceOpRecord {

@@ -51,7 +51,7 @@ struct State {
     last_outbox_pos: u64,
     processed: HashMap<EnvelopeId, Timestamp>,
     transfers: BTreeMap<TransferId, FileTransfer>,
-    blob_holders: BTreeSet<(BlobHash, UserId)>,
+    blob_holders: BTreeMap<(BlobHash, UserId), Timestamp>,
     space_ops: BTreeMap<(SpaceId, OpId), SpaceOpRecord>,
     megolm_seen: BTreeSet<(String, u32)>,
     megolm_waiting: BTreeMap<(String, u32), MegolmWaitingRecord>,
@@ -344,15 +344,36 @@ impl State {
                 }
                 None => Outcome::Unchanged,
             },
-            Change::AddBlobHolder { blob, user } => {
-                if self.blob_holders.insert((blob, user)) {
+            Change::AddBlobHolder { blob, user, at } => {
+                if let std::collections::btree_map::Entry::Vacant(e) =
+                    self.blob_holders.entry((blob, user))
+                {
+                    e.insert(at);
                     Outcome::Applied
                 } else {
                     Outcome::Unchanged
                 }
             }
             Change::RemoveBlobHolder { blob, user } => {
-                if self.blob_holders.remove(&(blob, user)) {
+                if self.blob_holders.remove(&(blob, user)).is_some() {
+                    Outcome::Applied
+                } else {
+                    Outcome::Unchanged
+                }
+            }
+            Change::RemoveBlobHolders { blob } => {
+                let before = self.blob_holders.len();
+                self.blob_holders.retain(|(b, _), _| *b != blob);
+                if self.blob_holders.len() < before {
+                    Outcome::Applied
+                } else {
+                    Outcome::Unchanged
+                }
+            }
+            Change::PruneBlobHolders { before } => {
+                let n = self.blob_holders.len();
+                self.blob_holders.retain(|_, at| *at >= before);
+                if self.blob_holders.len() < n {
                     Outcome::Applied
                 } else {
                     Outcome::Unchanged
@@ -837,7 +858,7 @@ impl Store for MemoryStore {
         Ok(self
             .state
             .blob_holders
-            .iter()
+            .keys()
             .filter(|(b, _)| b == blob)
             .map(|(_, u)| *u)
             .collect())

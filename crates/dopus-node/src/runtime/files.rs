@@ -23,7 +23,9 @@ use dopus_core::store::{
     Change, Changes, ConversationId, FileTransfer, Store, TransferDirection, TransferId,
     TransferReason, TransferState,
 };
-use dopus_core::transfer::{DownloadConfig, HolderId, LinkConfig, Upload, UploadOutput};
+use dopus_core::transfer::{
+    DownloadConfig, DropReason, HolderId, LinkConfig, Upload, UploadOutput,
+};
 use dopus_files::{BlobDir, BlobNode, BlobTransport, Closed, NodeOutput, Shelf, SourceStamp};
 use dopus_types::{BlobHash, ChannelId, Timestamp, UserId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -703,18 +705,36 @@ impl FileTask {
     fn dropped_sources(&mut self, id: &TransferId) -> Vec<dto::DroppedSource> {
         if let Some(d) = self.node.download(id) {
             let planner = d.planner();
-            let found: Vec<(UserId, dto::DroppedSource)> = self
+            let found: Vec<(UserId, dto::DroppedSource, bool)> = self
                 .holders
                 .iter()
                 .filter_map(|(user, h)| {
-                    planner
-                        .dropped(*h)
-                        .map(|why| (*user, dto::DroppedSource::new(*user, why)))
+                    planner.dropped(*h).map(|why| {
+                        let bad = matches!(why, DropReason::BadData { .. });
+                        (*user, dto::DroppedSource::new(*user, why), bad)
+                    })
                 })
                 .collect();
+            let blob = self.incoming.get(id).map(|t| *t.blob());
             let known = self.dropped.entry(*id).or_default();
-            for (user, s) in found {
-                known.insert(user, s);
+            let mut liars = Vec::new();
+            for (user, s, bad) in found {
+                if known.insert(user, s).is_none() && bad {
+                    liars.push(user);
+                }
+            }
+            // A holder that sent a bad chunk group is no longer remembered as one.
+            if let Some(blob) = blob
+                && !liars.is_empty()
+            {
+                let _ = self.actor.send(Msg::Job(Box::new(move |cx| {
+                    for user in liars {
+                        if let Err(e) = cx.machine.drop_blob_holder(cx.store, blob, user) {
+                            tracing::warn!(error = %e, "could not forget a holder that lied");
+                        }
+                    }
+                    Box::new(|_| {})
+                })));
             }
         }
         self.dropped

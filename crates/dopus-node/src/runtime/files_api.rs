@@ -253,6 +253,22 @@ impl Node {
                     e.transfer.updated_at = dto::Timestamp(now_ms());
                     e.transfer.clone()
                 };
+                // Kept in the store, so it is still listed (with its reason) after a restart.
+                let record = shown.clone();
+                let kept = self
+                    .write(move |cx| {
+                        prep::keep_failure(&mut *cx.store, record)
+                            .map_err(|e| NodeError::Internal(Box::new(e)))
+                    })
+                    .await;
+                match kept {
+                    Ok(()) => {
+                        prep::lock(&table).remove(&tid);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a failed preparing could not be stored");
+                    }
+                }
                 let progress = dto::TransferProgress {
                     id: tid.to_string(),
                     state,
@@ -363,9 +379,10 @@ impl Node {
                 for c in v.store.conversations().map_err(internal)? {
                     all.extend(v.store.transfers(&c.conversation.id).map_err(internal)?);
                 }
-                Ok(dto::Transfers {
-                    transfers: all.iter().map(dto::Transfer::from_record).collect(),
-                })
+                let mut transfers: Vec<dto::Transfer> =
+                    all.iter().map(dto::Transfer::from_record).collect();
+                transfers.extend(prep::failures(v.store).map_err(internal)?);
+                Ok(dto::Transfers { transfers })
             })
             .await?;
         // Those being prepared, unless the store has them already (announced just now).
@@ -387,10 +404,14 @@ impl Node {
         let id = transfer_id(id)?;
         let stored = self
             .read(move |v| {
-                v.store
-                    .transfer(&id)
-                    .map_err(|e| NodeError::Internal(Box::new(e)))
-                    .map(|t| t.map(|t| dto::Transfer::from_record(&t)))
+                let internal = |e| NodeError::Internal(Box::new(e));
+                match v.store.transfer(&id).map_err(internal)? {
+                    Some(t) => Ok(Some(dto::Transfer::from_record(&t))),
+                    None => Ok(prep::failures(v.store)
+                        .map_err(internal)?
+                        .into_iter()
+                        .find(|t| t.id == id.to_string())),
+                }
             })
             .await?;
         let mut t = match stored {

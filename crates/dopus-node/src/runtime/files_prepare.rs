@@ -6,11 +6,13 @@
 //! `failed` with a reason; `cancel` stops it between two reads.
 //!
 //! A transfer in this state is not in the store yet (its manifest does not exist until the
-//! pass ends): it lives in a per-node table ([`preparing`]) that `GET /transfers` merges in,
-//! and one that failed or was cancelled stays listed until the node restarts.
+//! pass ends): it lives in a per-node table ([`preparing`]) that `GET /transfers` merges in.
+//! One that failed or was cancelled is kept in the store as it was last shown (the setting
+//! [`FAILURES_KEY`], the newest [`FAILURES_KEPT`]; [`keep_failure`]), so it is still listed,
+//! with its reason, after a restart.
 
 use crate::api::dto;
-use dopus_core::store::TransferId;
+use dopus_core::store::{Change, Store, StoreError, TransferId};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,6 +102,39 @@ impl Throttle {
             wire_bytes: 0,
         })
     }
+}
+
+/// The setting that keeps the transfers whose preparing failed or was cancelled: a JSON array
+/// of [`dto::Transfer`], oldest first (the store is encrypted at rest, like the names in it).
+pub const FAILURES_KEY: &str = "files.prepare_failures";
+
+/// How many such transfers are kept (the oldest go first).
+pub const FAILURES_KEPT: usize = 200;
+
+/// The transfers whose preparing failed or was cancelled, as kept. A value this build cannot
+/// read counts as none (it is replaced by the next failure).
+pub fn failures(store: &dyn Store) -> Result<Vec<dto::Transfer>, StoreError> {
+    Ok(store
+        .setting(FAILURES_KEY)?
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default())
+}
+
+/// Keeps a transfer whose preparing failed or was cancelled (replacing one with its id), and
+/// at most [`FAILURES_KEPT`] of them.
+pub fn keep_failure(store: &mut dyn Store, mut t: dto::Transfer) -> Result<(), StoreError> {
+    t.progress = None;
+    let mut all = failures(store)?;
+    all.retain(|k| k.id != t.id);
+    all.push(t);
+    let extra = all.len().saturating_sub(FAILURES_KEPT);
+    all.drain(..extra);
+    let value = serde_json::to_string(&all).map_err(|e| StoreError::Backend(Box::new(e)))?;
+    store.apply_one(Change::SetSetting {
+        key: FAILURES_KEY.into(),
+        value: Some(value),
+    })?;
+    Ok(())
 }
 
 /// Why preparing failed, as the API says it.

@@ -2,7 +2,8 @@
 //! - the full-text index follows the messages in small chunks (inserts do not index; a search
 //!   indexes whatever is still pending itself, so this only keeps that remainder small), each
 //!   chunk a job of its own for the actor, so messages are never held up for long;
-//! - processed envelope ids older than any sender could still retry are dropped;
+//! - processed envelope ids older than any sender could still retry are dropped, and so are
+//!   channel blob holders heard of more than 30 days ago;
 //! - the store's write-ahead log is checkpointed every second on a connection of its own, from
 //!   a blocking thread and outside the actor, so the checkpoint's copying and fsync never hold
 //!   up a message (left to the writer, it came every few dozen messages and was most of the
@@ -67,6 +68,16 @@ pub fn start(rt: &tokio::runtime::Handle, actor: ActorTx, store: &SqliteStore) {
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "could not prune processed envelope ids");
                     }
+                }
+                // Channel blob holders heard of too long ago (docs/files.md, "Many sources").
+                let before =
+                    account::now().minus_millis(dopus_core::transfer::BLOB_HOLDER_MAX_AGE_MS);
+                let pruned = job(&actor, move |store| {
+                    store.apply_one(dopus_core::store::Change::PruneBlobHolders { before })
+                })
+                .await;
+                if let Some(Err(e)) = pruned {
+                    tracing::warn!(error = %e, "could not prune old blob holders");
                 }
             }
         }

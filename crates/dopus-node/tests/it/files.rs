@@ -639,6 +639,14 @@ async fn a_file_is_prepared_in_the_background_and_a_failure_ends_it_with_a_reaso
         (aapi.ok("GET", &cpath, None)["state"] == "cancelled").then_some(())
     })
     .await;
+    // The node emits a failure's `transfer` event once it is stored.
+    events
+        .wait_for(WAIT, "the cancel as an event", |e| {
+            e["type"] == "transfer"
+                && e["transfer"]["id"] == cid.as_str()
+                && e["transfer"]["state"] == "cancelled"
+        })
+        .await;
     // Neither reached bob: only the first file's message is in his history.
     let bapi = b.api().clone();
     let aid = a.user_id.clone();
@@ -656,6 +664,36 @@ async fn a_file_is_prepared_in_the_background_and_a_failure_ends_it_with_a_reaso
         .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
         .count();
     assert_eq!(parts, 0);
+
+    // Both outcomes are kept: after a kill -9 and a restart, alice still lists them with their
+    // reasons (in `GET /transfers`, by id, and in the CLI's `transfers`).
+    a.kill9();
+    a.start(&server.url).await;
+    let listed = a.api().ok("GET", "/transfers", None);
+    let find = |id: &str| {
+        listed["transfers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+    };
+    let g = find(&gid).expect("the failed preparing is listed after a restart");
+    assert_eq!(
+        (g["state"].as_str(), g["reason"].as_str()),
+        (Some("failed"), Some("source_missing")),
+        "{g}"
+    );
+    assert_eq!(g["name"], "gone.bin");
+    let c = find(&cid).expect("the cancelled preparing is listed after a restart");
+    assert_eq!(
+        (c["state"].as_str(), c["reason"].as_str()),
+        (Some("cancelled"), Some("user")),
+        "{c}"
+    );
+    let g = a.api().ok("GET", &apath, None);
+    assert_eq!(g["reason"], "source_missing", "{g}");
+    assert!(find(&id).is_some(), "the sent file is listed too");
     server.stop().await;
 }
 

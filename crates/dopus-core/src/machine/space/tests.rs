@@ -1335,6 +1335,123 @@ fn holders_learnt_from_file_have_survive_a_restart_of_the_downloader() {
     assert!(peers.contains(&alice), "the member who announced it");
 }
 
+/// Holder rows are pruned: a holder that sent a bad chunk group is forgotten (stored and in
+/// memory), the rows of a blob go when its download is cancelled, bob's own rows when his
+/// download completes, and rows older than the age bound go with `PruneBlobHolders`.
+#[test]
+fn holder_rows_are_pruned_for_a_liar_a_cancel_a_completed_download_and_by_age() {
+    use crate::machine::TransferAction;
+    use crate::store::{SourceFile, TransferState};
+    use dopus_proto::transfer::{FILE_FORMAT_VERSION, FileKey, FileManifest, FileNonce, PlainHash};
+    use dopus_types::BlobHash;
+    let (mut net, _space, general) = three_in_a_space();
+    let blob = BlobHash::from_bytes([6; 32]);
+    let manifest = FileManifest {
+        version: FILE_FORMAT_VERSION,
+        blob,
+        size: 1 << 20,
+        key: FileKey([7; 32]),
+        nonce: FileNonce([8; 12]),
+        name: "plan.odt".into(),
+        mime: "application/octet-stream".into(),
+        plain_blake3: PlainHash([9; 32]),
+        dimensions: None,
+        duration_ms: None,
+        thumbnail: None,
+    };
+    let source = SourceFile {
+        path: "/tmp/plan.odt".into(),
+        size: 1 << 20,
+        modified_ns: 1,
+        inode: 2,
+    };
+    let (_, sent) = net
+        .cmd(0, |m, now, s| {
+            m.channel_send_file(now, s, general, manifest, source, None)
+        })
+        .expect("send a file in the channel");
+    net.settle(500);
+    let (alice, bob, carol) = (net.user(0), net.user(1), net.user(2));
+    // Bob is a holder of a file carol is still fetching (and carol of one bob is fetching:
+    // rows a download of his own keeps until it ends).
+    for (i, who) in [(2, bob), (1, carol)] {
+        net.nodes[i]
+            .store
+            .apply_one(Change::AddBlobHolder {
+                blob,
+                user: who,
+                at: Timestamp(T0),
+            })
+            .unwrap();
+    }
+    net.restart(2);
+    net.settle(500);
+    assert!(net.nodes[2].machine.transfer_peers.contains(&bob));
+
+    // Bob lies to carol: forgotten, stored and in memory; alice (who announced it) stays.
+    net.cmd(2, |m, _, s| m.drop_blob_holder(s, blob, bob))
+        .unwrap();
+    assert!(net.nodes[2].store.blob_holders(&blob).unwrap().is_empty());
+    net.settle(500);
+    let peers = &net.nodes[2].machine.transfer_peers;
+    assert!(!peers.contains(&bob), "the liar is not asked again");
+    assert!(peers.contains(&alice));
+
+    // Carol cancels her download: no row of the blob is left.
+    net.nodes[2]
+        .store
+        .apply_one(Change::AddBlobHolder {
+            blob,
+            user: bob,
+            at: Timestamp(T0),
+        })
+        .unwrap();
+    net.cmd(2, |m, now, s| {
+        m.transfer_action(now, s, sent.id, TransferAction::Cancel)
+    })
+    .expect("cancel");
+    assert!(net.nodes[2].store.blob_holders(&blob).unwrap().is_empty());
+
+    // Bob's download completes: the holders he knew are no longer needed.
+    assert_eq!(net.nodes[1].store.blob_holders(&blob).unwrap(), vec![carol]);
+    net.nodes[1]
+        .store
+        .apply_one(Change::SetTransferState {
+            id: sent.id,
+            state: TransferState::Done,
+            reason: None,
+            at: Timestamp(T0),
+        })
+        .unwrap();
+    net.nodes[1]
+        .inputs
+        .push(Input::DownloadDone { id: sent.id });
+    net.settle(500);
+    assert!(net.nodes[1].store.blob_holders(&blob).unwrap().is_empty());
+
+    // The age bound: a row heard of long ago goes, a recent one stays.
+    let other = BlobHash::from_bytes([7; 32]);
+    let max_age = crate::transfer::BLOB_HOLDER_MAX_AGE_MS;
+    let now = T0 + 2 * max_age;
+    for (who, at) in [(alice, T0), (bob, now - max_age / 2)] {
+        net.nodes[1]
+            .store
+            .apply_one(Change::AddBlobHolder {
+                blob: other,
+                user: who,
+                at: Timestamp(at),
+            })
+            .unwrap();
+    }
+    net.nodes[1]
+        .store
+        .apply_one(Change::PruneBlobHolders {
+            before: Timestamp(now - max_age),
+        })
+        .unwrap();
+    assert_eq!(net.nodes[1].store.blob_holders(&other).unwrap(), vec![bob]);
+}
+
 /// History from members other than the admitter: bob, who admits dave, has lost every key and
 /// ciphertext of the space (restored from an old copy, say), so his bundle is empty; dave asks
 /// two other members, who hold the history, and reads everything said before he joined, once
