@@ -5,6 +5,10 @@
 # the call itself answers at once) until the
 # receiver's transfer is `done` (every group verified, plaintext hash checked). Prints MiB/s and
 # the CPU seconds per GiB of each node over that interval (utime + stime from /proc).
+# During the transfer a chat message goes from alice to bob once a second; its latency (alice's
+# POST until bob's API lists it, polled every 5 ms) is printed as median / p99 / max.
+# DISCORDOPUS_BLOB_IN_FLIGHT_KIB in the environment sets the blob channel's share of the SCTP
+# send buffer on both nodes (default 768).
 #
 #   cargo build --release -p dopus-node -p dopus-server && bench/files/nodes.sh [SIZE_MIB]
 #
@@ -76,7 +80,7 @@ done
 
 head -c "$((SIZE_MIB << 20))" /dev/urandom >"$WORK/file.bin"
 cat "$WORK/file.bin" >/dev/null # in the page cache, as a file just written would be
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); blob share: ${DISCORDOPUS_BLOB_IN_FLIGHT_KIB:-768} KiB"
 T0=$(date +%s.%N)
 ID=$(api alice POST "/conversations/${UID_OF[bob]}/files" "{\"path\":\"$WORK/file.bin\"}" | json 'v["id"]')
 # The call answers at once (`preparing`); the file is announced once hashed and encrypted.
@@ -87,6 +91,38 @@ for _ in $(seq 36000); do
 done
 T1=$(date +%s.%N)
 A0=$(cpu "${PID_OF[alice]}"); B0=$(cpu "${PID_OF[bob]}")
+# Chat during the transfer: one message a second until $WORK/stop-chat exists.
+python3 - "${URL[alice]}" "${TOKEN[alice]}" "${URL[bob]}" "${TOKEN[bob]}" "${UID_OF[alice]}" \
+  "${UID_OF[bob]}" "$WORK/stop-chat" >"$WORK/chat.txt" 2>"$WORK/chat.err" <<'CHAT' &
+import http.client, json, os, sys, time, urllib.parse
+a_url, a_tok, b_url, b_tok, a_uid, b_uid, stop = sys.argv[1:8]
+def conn(url):
+    u = urllib.parse.urlparse(url)
+    return http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+ca, cb = conn(a_url), conn(b_url)
+lat = []
+for i in range(3600):
+    if os.path.exists(stop):
+        break
+    body = f"chat-probe-{i}"
+    t0 = time.monotonic()
+    ca.request("POST", f"/api/v1/conversations/{b_uid}/messages", json.dumps({"body": body}),
+               {"Authorization": f"Bearer {a_tok}", "Content-Type": "application/json"})
+    ca.getresponse().read()
+    seen = None
+    while time.monotonic() - t0 < 30:
+        cb.request("GET", f"/api/v1/conversations/{a_uid}/messages?limit=3",
+                   headers={"Authorization": f"Bearer {b_tok}"})
+        page = json.loads(cb.getresponse().read())
+        if any(m.get("body") == body for m in page.get("messages", [])):
+            seen = time.monotonic()
+            break
+        time.sleep(0.005)
+    lat.append(None if seen is None else (seen - t0) * 1000)
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
+print(json.dumps(lat))
+CHAT
+CHAT_PID=$!
 for _ in $(seq 36000); do
   st=$(api bob GET "/transfers/$ID" 2>/dev/null | json 'v["state"]' 2>/dev/null || echo none)
   if [ "$st" = done ] || [ "$st" = failed ]; then break; fi
@@ -94,11 +130,24 @@ for _ in $(seq 36000); do
 done
 T2=$(date +%s.%N)
 A1=$(cpu "${PID_OF[alice]}"); B1=$(cpu "${PID_OF[bob]}")
+touch "$WORK/stop-chat"
+wait "$CHAT_PID" || true
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "$SIZE_MIB" "$T0" "$T1" "$T2" "$A0" "$A1" "$B0" "$B1" "$TICK" "$st" <<'EOF'
-import sys
+python3 - "$SIZE_MIB" "$T0" "$T1" "$T2" "$A0" "$A1" "$B0" "$B1" "$TICK" "$st" "$WORK/chat.txt" <<'EOF'
+import json, sys
 size, t0, t1, t2, a0, a1, b0, b1, tick = map(float, sys.argv[1:10])
 state = sys.argv[10]
+try:
+    lat = json.load(open(sys.argv[11]))
+except (OSError, ValueError):
+    lat = []
+got = sorted(x for x in lat if x is not None)
+if got:
+    p99 = got[min(len(got) - 1, int(0.99 * len(got)))]
+    print(f"chat during the transfer: {len(got)} of {len(lat)} arrived, latency median "
+          f"{got[len(got) // 2]:.0f} ms, p99 {p99:.0f} ms, max {got[-1]:.0f} ms")
+else:
+    print(f"chat during the transfer: none of {len(lat)} arrived")
 gib = size / 1024
 print(f"state: {state}")
 print(f"prepare + announce (POST …/files until it leaves `preparing`): {t1 - t0:.2f} s ({size / (t1 - t0):.0f} MiB/s)")

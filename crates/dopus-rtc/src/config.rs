@@ -17,6 +17,10 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256 * 1024;
 /// about 128 KiB per round trip; 1 MiB gave the best loopback numbers without overshoot.
 pub const DEFAULT_SEND_BUFFER: usize = 1024 * 1024;
 
+/// Default for [`RtcConfig::blob_in_flight`]: the send buffer less one maximal message.
+pub const DEFAULT_BLOB_IN_FLIGHT: usize = 768 * 1024;
+const _: () = assert!(DEFAULT_BLOB_IN_FLIGHT + DEFAULT_MAX_MESSAGE_SIZE <= DEFAULT_SEND_BUFFER);
+
 /// Hard ceiling for [`RtcConfig::max_message_size`]: a message must fit the SCTP send buffer in
 /// one piece, and SCTP reassembly memory grows with it.
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 16 * 1024 * 1024;
@@ -58,6 +62,15 @@ pub struct RtcConfig {
     /// SCTP send buffer: how much written data may wait for acknowledgement. `send` awaits when it
     /// is full. Raised to `max_message_size` if smaller.
     pub send_buffer: usize,
+    /// The most of the send buffer the bulk (blob) channel may fill; at least one maximal
+    /// message of the send buffer is always kept for messages (the value is clamped). It is also
+    /// about the most bulk data SCTP has in flight, and sctp-proto's work per packet is linear in
+    /// the chunks in flight (docs/benchmarks.md, "Files"): smaller is cheaper per byte as long
+    /// as it covers the path's bandwidth-delay product. The connection sizes the share it uses
+    /// to the path's RTT, with this as its ceiling (and 128 KiB, or this if smaller, as its
+    /// floor). A blob message larger than the share is still admitted when the blob channel
+    /// has nothing buffered.
+    pub blob_in_flight: usize,
     /// First STUN retransmission timeout; doubled on each retry.
     pub stun_initial_rto: Duration,
     /// STUN Binding requests sent per server before giving up on it.
@@ -89,6 +102,7 @@ impl Default for RtcConfig {
             path_loss_timeout: Some(Duration::from_secs(5)),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             send_buffer: DEFAULT_SEND_BUFFER,
+            blob_in_flight: DEFAULT_BLOB_IN_FLIGHT,
             stun_initial_rto: Duration::from_millis(250),
             stun_attempts: 5,
             dtls_identity: None,
@@ -135,6 +149,13 @@ impl RtcConfig {
     /// accepts a message only when it fits the buffer whole.
     pub(crate) fn effective_send_buffer(&self) -> usize {
         self.send_buffer.max(self.max_message_size)
+    }
+
+    /// The blob channel's share actually used: [`RtcConfig::blob_in_flight`], leaving at least
+    /// one maximal message of the send buffer to the message channel, and at least one byte.
+    pub(crate) fn effective_blob_share(&self) -> usize {
+        let reserve = self.effective_send_buffer() - self.max_message_size;
+        self.blob_in_flight.min(reserve).max(1)
     }
 
     /// The STUN servers in use (TURN entries are skipped until TURN is implemented).
@@ -499,5 +520,25 @@ mod tests {
         c.max_message_size = 4096;
         c.send_buffer = 10;
         assert_eq!(c.effective_send_buffer(), 4096);
+    }
+
+    #[test]
+    fn the_blob_share_always_leaves_a_maximal_message_to_chat() {
+        let mut c = RtcConfig::default();
+        assert_eq!(c.effective_blob_share(), DEFAULT_BLOB_IN_FLIGHT);
+        c.blob_in_flight = 256 * 1024;
+        assert_eq!(c.effective_blob_share(), 256 * 1024);
+        c.blob_in_flight = usize::MAX;
+        assert_eq!(
+            c.effective_blob_share(),
+            DEFAULT_SEND_BUFFER - DEFAULT_MAX_MESSAGE_SIZE
+        );
+        c.blob_in_flight = 0;
+        assert_eq!(c.effective_blob_share(), 1);
+        // A send buffer of one maximal message leaves nothing to share: one byte (a blob
+        // message then goes only when the blob channel has nothing buffered).
+        c.blob_in_flight = 64 * 1024;
+        c.send_buffer = 0;
+        assert_eq!(c.effective_blob_share(), 1);
     }
 }

@@ -22,8 +22,8 @@ pub use browser::{
 };
 pub use cert::{CertError, DtlsIdentity};
 pub use config::{
-    BindPolicy, ConfigError, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER, IceServer,
-    MAX_MESSAGE_SIZE_LIMIT, RtcConfig,
+    BindPolicy, ConfigError, DEFAULT_BLOB_IN_FLIGHT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER,
+    IceServer, MAX_MESSAGE_SIZE_LIMIT, RtcConfig,
 };
 pub use diagnostics::{
     CandidateType, CloseReason, ConnectionState, Connectivity, Diagnostics, FailureReason,

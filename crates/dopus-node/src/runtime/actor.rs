@@ -530,6 +530,7 @@ impl Actor {
         // fails at once (messages go through the server) rather than reveal our addresses.
         cfg.relay_only = self.relay_only || self.machine.settings().relay_only;
         cfg.dtls_identity = self.dtls.clone();
+        cfg.blob_in_flight = super::files::blob_in_flight();
         cfg
     }
 

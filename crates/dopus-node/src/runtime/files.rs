@@ -925,3 +925,22 @@ pub(crate) fn check_space(dir: &std::path::Path, size: u64) -> Result<(), dopus_
 pub fn upload_dir(node_dir: &std::path::Path) -> PathBuf {
     node_dir.join("uploads")
 }
+
+/// Environment variable that sets the blob channel's share of the send buffer in KiB
+/// ([`dopus_rtc::RtcConfig::blob_in_flight`]), for measuring it (`bench/files/nodes.sh`).
+pub const BLOB_IN_FLIGHT_ENV: &str = "DISCORDOPUS_BLOB_IN_FLIGHT_KIB";
+
+/// The blob share from [`BLOB_IN_FLIGHT_ENV`], or the default. A value that is not a positive
+/// number of KiB is ignored with a warning.
+pub(crate) fn blob_in_flight() -> usize {
+    let Ok(v) = std::env::var(BLOB_IN_FLIGHT_ENV) else {
+        return dopus_rtc::DEFAULT_BLOB_IN_FLIGHT;
+    };
+    match v.trim().parse::<usize>() {
+        Ok(kib) if kib > 0 => kib.saturating_mul(1024),
+        _ => {
+            tracing::warn!("{BLOB_IN_FLIGHT_ENV} is not a positive number of KiB; default used");
+            dopus_rtc::DEFAULT_BLOB_IN_FLIGHT
+        }
+    }
+}
