@@ -7,8 +7,9 @@
 # the CPU seconds per GiB of each node over that interval (utime + stime from /proc).
 # During the transfer a chat message goes from alice to bob once a second; its latency (alice's
 # POST until bob's API lists it, polled every 5 ms) is printed as median / p99 / max.
-# DISCORDOPUS_BLOB_IN_FLIGHT_KIB in the environment sets the blob channel's share of the SCTP
-# send buffer on both nodes (default 768).
+# DISCORDOPUS_BLOB_IN_FLIGHT_KIB in the environment sets the ceiling of the blob channel's share
+# of the SCTP send buffer on both nodes (default 768; the share in use is sized to the path's RTT
+# below it, at least 128 KiB or the ceiling if smaller).
 #
 #   cargo build --release -p dopus-node -p dopus-server && bench/files/nodes.sh [SIZE_MIB]
 #
@@ -80,7 +81,7 @@ done
 
 head -c "$((SIZE_MIB << 20))" /dev/urandom >"$WORK/file.bin"
 cat "$WORK/file.bin" >/dev/null # in the page cache, as a file just written would be
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); blob share: ${DISCORDOPUS_BLOB_IN_FLIGHT_KIB:-768} KiB"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); blob share ceiling: ${DISCORDOPUS_BLOB_IN_FLIGHT_KIB:-768} KiB"
 T0=$(date +%s.%N)
 ID=$(api alice POST "/conversations/${UID_OF[bob]}/files" "{\"path\":\"$WORK/file.bin\"}" | json 'v["id"]')
 # The call answers at once (`preparing`); the file is announced once hashed and encrypted.
