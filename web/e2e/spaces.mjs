@@ -4,7 +4,9 @@
 // QR code); all talk in #general with a reply, a reaction, an edit and a delete; alice mentions
 // bob with the picker and everyone; alice creates and moves a channel, makes a role and gives it
 // to bob (who may then delete others' messages), denies @everyone posting in the new channel
-// (bob's composer gives way to a notice), and kicks carol, whose UI says she is out.
+// (bob's composer gives way to a notice), and kicks carol, whose UI says she is out. Names come
+// from each member's profile op: every page names the others in its member list and on their
+// messages, and carol's last message stays on bob's page under her name, marked "(left)".
 //
 //   node e2e/spaces.mjs     (from web/; binaries as for `npm run e2e`)
 //
@@ -152,6 +154,14 @@ async function main() {
     for (const n of names) {
       for (const m of names) await visible(msgWith(pages[n], `hello from ${m}`), `${n} sees ${m}'s message`, SLOW);
     }
+    // Names from the profile ops: each member's chosen name (with its fingerprint) in the
+    // others' member lists and on their messages.
+    for (const n of names) {
+      for (const m of names.filter((x) => x !== n)) {
+        await visible(pages[n].getByTestId("space-members").locator(".space-member").filter({ hasText: short(m) }), `${n}'s member list names ${m}`, SLOW);
+        await visible(msgWith(pages[n], `hello from ${m}`).locator(".author").filter({ hasText: short(m) }), `${n} sees ${m}'s name on the message`, SLOW);
+      }
+    }
     // Bob replies to alice.
     const alicesHello = msgWith(pb, "hello from alice");
     await alicesHello.hover();
@@ -285,11 +295,15 @@ async function main() {
     await pb.getByRole("button", { name: "# general" }).click();
 
     log("kick");
+    await post(pc, "carol was here");
+    await visible(msgWith(pb, "carol was here"), "bob sees carol's last message", SLOW);
     await pa.getByRole("tab", { name: "Members" }).click();
     await pa.getByRole("button", { name: `Kick ${short("carol")}` }).click();
     await pa.getByRole("button", { name: "Yes, kick" }).click();
     await visible(pc.getByTestId("space-status").filter({ hasText: "no longer a member" }), "carol's UI says she is out", SLOW);
     await waitFor("bob's member list drops carol", async () => (await pb.getByTestId("space-members").locator(".space-member").count()) === 2, SLOW, 300);
+    // What carol said stays, under her name, marked as having left.
+    await visible(msgWith(pb, "carol was here").locator(".author").filter({ hasText: `${short("carol")} (left)` }), "bob sees carol's message marked (left)", SLOW);
     await shot(pc, "9-kicked-carol");
     await shot(pa, "9-kicked-alice");
 
