@@ -40,12 +40,12 @@ export function fail(msg) {
 }
 
 /**
- * Most concealed audio (percent of samples) a steady call may show. On a quiet machine the
- * browsers conceal 0.00 %; with the machine loaded six times over its cores (five engineers'
- * builds and tests beside the run) it reached 2.8 %. A forwarding fault, one frame lost in
- * twenty, shows as 5 % or more.
+ * Most concealed audio (percent of samples) a steady call may show: the issue's criterion on a
+ * clean path. On a quiet machine the browsers conceal 0.00 %. On this 2-core VM loaded six
+ * times over (five engineers' builds beside the run) it reached 2.8 %, from the browsers and
+ * nodes waiting for a core, not from the path: run these on a quiet machine, as CI does.
  */
-export const CONCEALMENT_LIMIT_PCT = 5;
+export const CONCEALMENT_LIMIT_PCT = 1;
 
 /** Waits until `fn` returns a truthy value, polling; throws with `what` after `timeoutMs`. */
 export async function waitFor(what, fn, timeoutMs = 15_000, intervalMs = 100) {
