@@ -187,7 +187,17 @@ async function main() {
     });
     const answer = await b.evaluate(async (sdp) => {
       window.__pc = new RTCPeerConnection();
-      window.__pc.ontrack = (e) => (window.__remote = e.track);
+      // Played from the start, as the call UI plays its remote audio: a remote track nobody
+      // plays fills Chromium's jitter buffer, which then plays fast (about 410 ms per 500 ms
+      // click) to drain it, and the first run measured that backlog (239-270 ms), not the path.
+      window.__pc.ontrack = (e) => {
+        window.__remote = e.track;
+        const el = new Audio();
+        el.muted = true;
+        el.srcObject = new MediaStream([e.track]);
+        void el.play().catch(() => undefined);
+        window.__remoteEl = el;
+      };
       await window.__pc.setRemoteDescription({ type: "offer", sdp });
       await window.__pc.setLocalDescription(await window.__pc.createAnswer());
       await new Promise((r) => {
