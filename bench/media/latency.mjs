@@ -16,8 +16,18 @@
 // point where WebAudio reads it (not the speaker). Both runs are measured the same way, so the
 // detector's own delay (one buffer, about 5 ms) is in both and cancels in the difference.
 // Nothing is asserted: it prints p50/p95/max for both and the difference.
+//
+//   node bench/media/latency.mjs --loss 5 [--secs 20]     (root: iptables and setpriv)
+//
+// With --loss PCT, bob's node runs as the user `nobody` and an iptables and an ip6tables rule drop PCT %
+// of the UDP datagrams that user sends on loopback (`-m owner --uid-owner` with `-m statistic`; this
+// kernel has no netem): bob's node to alice's node (bob → alice) and bob's node to bob's page
+// (alice → bob) each lose about PCT %, STUN, DTLS and RTCP included. Each page's concealment
+// over the measured window (getStats: concealedSamples / totalSamplesReceived) and packets lost
+// are printed with the latencies; the direct run is skipped. The rule is removed at the end.
+import { execFileSync } from "node:child_process";
 import { createRequire } from "node:module";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -44,6 +54,15 @@ const {
 const LOGS = join(repo, "test-output/bench-logs");
 const argSecs = process.argv.indexOf("--secs");
 const SECS = argSecs > 0 ? Number(process.argv[argSecs + 1]) : 20;
+const argLoss = process.argv.indexOf("--loss");
+const LOSS_PCT = argLoss > 0 ? Number(process.argv[argLoss + 1]) : 0;
+if (!(LOSS_PCT >= 0 && LOSS_PCT < 100)) throw new Error("--loss takes a percentage in [0, 100)");
+const NOBODY = 65534;
+/** The iptables rule of --loss (inserted, then deleted with the same arguments). */
+const lossRule = () => [
+  "OUTPUT", "-o", "lo", "-p", "udp", "-m", "owner", "--uid-owner", String(NOBODY),
+  "-m", "statistic", "--mode", "random", "--probability", String(LOSS_PCT / 100), "-j", "DROP",
+];
 /** One click every half second: a latency up to 490 ms pairs with the right click. */
 const PERIOD_MS = 500;
 const log = (m) => console.log(`[latency ${new Date().toISOString().slice(11, 19)}] ${m}`);
@@ -101,6 +120,32 @@ function stats(xs) {
   return { n: s.length, p50: q(0.5), p95: q(0.95), max: s[s.length - 1] };
 }
 
+/** The page's inbound audio counters on its newest connected peer connection. */
+async function inbound(page) {
+  return page.evaluate(async () => {
+    const pc = (window.__dopusPcs ?? []).filter((x) => x.connectionState === "connected").at(-1);
+    const out = { concealed: 0, samples: 0, lost: 0, packets: 0 };
+    for (const r of (await pc?.getStats())?.values() ?? []) {
+      if (r.type !== "inbound-rtp" || r.kind !== "audio") continue;
+      out.concealed += r.concealedSamples ?? 0;
+      out.samples += r.totalSamplesReceived ?? 0;
+      out.lost += r.packetsLost ?? 0;
+      out.packets += r.packetsReceived ?? 0;
+    }
+    return out;
+  });
+}
+
+/** Concealment and loss between two `inbound` readings. */
+function lossOver(a, b) {
+  const samples = b.samples - a.samples;
+  const packets = b.packets - a.packets + (b.lost - a.lost);
+  return {
+    concealed_pct: samples > 0 ? (100 * (b.concealed - a.concealed)) / samples : null,
+    lost_pct: packets > 0 ? (100 * (b.lost - a.lost)) / packets : null,
+  };
+}
+
 async function measure(sender, senderTrack, receiver, receiverTrack) {
   await sender.evaluate(senderTrack);
   await receiver.evaluate(receiverTrack);
@@ -115,6 +160,8 @@ async function measure(sender, senderTrack, receiver, receiverTrack) {
   return { sent: sent.length, got: got.length, ...stats(latencies(sent, got)) };
 }
 
+let lossInstalled = false;
+
 async function main() {
   preflight();
   const tmp = mkdtempSync(join(tmpdir(), "dopus-latency-"));
@@ -126,8 +173,20 @@ async function main() {
     const { url: serverUrl } = await startServer(join(tmp, "server"), LOGS);
     const nodes = {};
     for (const n of ["alice", "bob"]) {
-      nodes[n] = await startNode(n, join(tmp, n), serverUrl, { logDir: LOGS });
+      let wrap = [];
+      if (LOSS_PCT > 0 && n === "bob") {
+        mkdirSync(join(tmp, n), { recursive: true });
+        chownSync(join(tmp, n), NOBODY, NOBODY);
+        chmodSync(tmp, 0o755);
+        wrap = ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--"];
+      }
+      nodes[n] = await startNode(n, join(tmp, n), serverUrl, { logDir: LOGS, wrap });
       await createIdentity(nodes[n], n, `${n} passphrase 123`);
+    }
+    if (LOSS_PCT > 0) {
+      for (const t of ["iptables", "ip6tables"]) execFileSync(t, ["-I", ...lossRule()]);
+      lossInstalled = true;
+      log(`--loss ${LOSS_PCT}: ${LOSS_PCT} % of bob's node's loopback UDP is dropped`);
     }
     const { alice, bob } = nodes;
     await befriend(alice, bob, "bob", 120_000);
@@ -157,15 +216,30 @@ async function main() {
       });
     await waitFor("both legs up", async () => (await legUp(pages.alice)) && (await legUp(pages.bob)), 120_000, 200);
     await sleep(3000); // past the start: both nodes negotiated and the jitter buffers settled
+    const before = { alice: await inbound(pages.alice), bob: await inbound(pages.bob) };
     const ours = await measure(
       pages.alice,
       () => window.__detect("sent", window.__dopusPcs.filter((x) => x.connectionState === "connected").at(-1).getSenders()[0].track),
       pages.bob,
       () => window.__detect("got", window.__dopusPcs.filter((x) => x.connectionState === "connected").at(-1).getReceivers()[0].track),
     );
+    const heard = {
+      alice: lossOver(before.alice, await inbound(pages.alice)),
+      bob: lossOver(before.bob, await inbound(pages.bob)),
+    };
     const nodeCall = (await api(bob, "GET", "/calls")).calls.find((c) => c.state === "active");
     await pages.alice.getByTestId("call-hangup").click();
     log(`ours: ${JSON.stringify(ours)}; bob's leg ${JSON.stringify(nodeCall?.media?.browser ?? null)}`);
+    const pct = (x) => (x === null ? "–" : `${x.toFixed(2)} %`);
+    for (const n of ["alice", "bob"]) log(`${n}'s page over the window: concealed ${pct(heard[n].concealed_pct)}, packets lost ${pct(heard[n].lost_pct)}`);
+    if (LOSS_PCT > 0) {
+      const f = (x) => (x === undefined ? "–" : x.toFixed(1));
+      console.log(
+        `\n| --loss ${LOSS_PCT} | clicks matched | p50 ms | p95 ms | alice's page: concealed / lost | bob's page: concealed / lost |\n| --- | --- | --- | --- | --- | --- |\n` +
+          `| ours | ${ours.n} | ${f(ours.p50)} | ${f(ours.p95)} | ${pct(heard.alice.concealed_pct)} / ${pct(heard.alice.lost_pct)} | ${pct(heard.bob.concealed_pct)} / ${pct(heard.bob.lost_pct)} |`,
+      );
+      return;
+    }
 
     log("direct: two pages, one RTCPeerConnection");
     const a = await (await browser.newContext()).newPage();
@@ -224,6 +298,15 @@ async function main() {
         `| difference | | ${f(ours.p50 - direct.p50)} | ${f(ours.p95 - direct.p95)} | |`,
     );
   } finally {
+    if (lossInstalled) {
+      for (const t of ["iptables", "ip6tables"]) {
+        try {
+          execFileSync(t, ["-D", ...lossRule()]);
+        } catch (e) {
+          console.error(`[latency] could not remove the ${t} rule: ${e.message}`);
+        }
+      }
+    }
     if (browser) await browser.close().catch(() => {});
     killAll();
     rmSync(tmp, { recursive: true, force: true });

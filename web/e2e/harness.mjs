@@ -208,11 +208,16 @@ export async function startServer(dataDir, logDir = E2E_LOGS, extraArgs = []) {
   return { proc, url };
 }
 
-/** Starts a node with its local API on a free loopback port; resolves to `{ proc, api }` once api.json names it. */
-export async function startNode(name, dataDir, serverUrl, { logDir = E2E_LOGS, extraArgs = [] } = {}) {
+/**
+ * Starts a node with its local API on a free loopback port; resolves to `{ proc, api }` once
+ * api.json names it. `wrap` is a command that execs the node (e.g. `setpriv --reuid=nobody ...`,
+ * so a benchmark can single out its traffic with iptables' owner match).
+ */
+export async function startNode(name, dataDir, serverUrl, { logDir = E2E_LOGS, extraArgs = [], wrap = [] } = {}) {
   mkdirSync(dataDir, { recursive: true });
   removeIfExists(join(dataDir, "api.json"));
-  const proc = startProcess(name, NODE_BIN, ["--data-dir", dataDir, "run", "--server", serverUrl, "--api", "127.0.0.1:0", ...extraArgs], logDir);
+  const args = ["--data-dir", dataDir, "run", "--server", serverUrl, "--api", "127.0.0.1:0", ...extraArgs];
+  const proc = wrap.length ? startProcess(name, wrap[0], [...wrap.slice(1), NODE_BIN, ...args], logDir) : startProcess(name, NODE_BIN, args, logDir);
   const api = await readApiFile(dataDir, proc.child.pid, proc);
   return { proc, api };
 }
