@@ -8,10 +8,15 @@
 //!   several API clients posting at once;
 //! - setup: from the first send to a fresh contact until the sender reports an open channel.
 //!
+//! - with `--call-secs N` instead: a 1:1 call's media path (see `call.rs`): page-to-page delay
+//!   through both nodes without browsers, and each node's CPU per forwarded frame.
+//!
 //! Run: `cargo build --release -p dopus-node -p dopus-bench-messaging &&
 //! target/release/dopus-bench-messaging` (the node binary is looked up next to this one).
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its results")]
+
+mod call;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -50,6 +55,10 @@ struct Args {
     /// delivered).
     #[arg(long)]
     watch_sender: bool,
+    /// Run only a call for this many seconds: its media path between the two nodes (no
+    /// browsers) and the nodes' CPU per forwarded frame.
+    #[arg(long, default_value_t = 0)]
+    call_secs: u64,
 }
 
 struct Node {
@@ -379,6 +388,12 @@ async fn main() -> anyhow::Result<()> {
     let srv_dir = tempfile::tempdir()?;
     let server = dopus_server::start(dopus_server::Config::loopback(srv_dir.path())).await?;
     let url = format!("ws://{}", server.addr);
+
+    if args.call_secs > 0 {
+        let (bin2, url2) = (bin.clone(), url.clone());
+        let p = tokio::task::spawn_blocking(move || pair(&bin2, &url2)).await??;
+        return call::run(&p, args.call_secs).await;
+    }
 
     // Setup: fresh pairs, first send to open channel (sender's view).
     let mut setups = Vec::new();
