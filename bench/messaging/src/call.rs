@@ -53,7 +53,8 @@ async fn open_leg(node: &Arc<Node>, call: &str) -> anyhow::Result<OpenedLeg> {
     let answer =
         tokio::task::spawn_blocking(move || n.post(&path, json!({ "sdp": offer }))).await??;
     let sdp = answer["sdp"].as_str().context("an answer")?.to_owned();
-    fake.accept(&sdp).map_err(|e| anyhow::anyhow!("answer: {e}"))
+    fake.accept(&sdp)
+        .map_err(|e| anyhow::anyhow!("answer: {e}"))
 }
 
 async fn wait_for(
@@ -81,8 +82,8 @@ pub async fn run(p: &Pair, secs: u64) -> anyhow::Result<()> {
     let (a, b) = (p.a.clone(), p.b.clone());
     let to = b.user_id.clone();
     let a2 = a.clone();
-    let call = tokio::task::spawn_blocking(move || a2.post("/calls", json!({ "user_id": to })))
-        .await??;
+    let call =
+        tokio::task::spawn_blocking(move || a2.post("/calls", json!({ "user_id": to }))).await??;
     let id = call["id"].as_str().context("call id")?.to_owned();
     let mut alice = open_leg(&a, &id).await?;
     let aid = a.user_id.clone();
@@ -111,9 +112,8 @@ pub async fn run(p: &Pair, secs: u64) -> anyhow::Result<()> {
                    sent: Arc<std::sync::Mutex<HashMap<(u8, u32), Instant>>>| {
         tokio::spawn(async move {
             let mut delays = Vec::new();
-            let end = tokio::time::Instant::now()
-                + Duration::from_secs(secs)
-                + Duration::from_secs(2);
+            let end =
+                tokio::time::Instant::now() + Duration::from_secs(secs) + Duration::from_secs(2);
             while let Ok(Some(ev)) = tokio::time::timeout_at(end, leg_events.recv()).await {
                 if let LegEvent::Frame { data, .. } = ev {
                     let now = Instant::now();
